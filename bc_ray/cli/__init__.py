@@ -1,0 +1,1 @@
+"""The `bc-ray` command line: parsing here, rendering in output.py."""

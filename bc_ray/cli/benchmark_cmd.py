@@ -1,0 +1,53 @@
+"""`bc-ray benchmark`: reproduce the paper's protocol on a data set."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="Reproduce the paper's benchmark.", no_args_is_help=True)
+
+
+@app.command("paper")
+def paper(
+    out: Annotated[str, typer.Option(help="Folder for results.json, summary.json, table.md and "
+                                          "metrics.png.")],
+    dataset: Annotated[str, typer.Option(
+        help="synthetic, or FORMAT:PATH with FORMAT movielens-100k, movielens-latest or amazon.")
+    ] = "synthetic",
+    methods: Annotated[Optional[str], typer.Option(
+        help="Comma-separated method names (default: the six variants, the baselines and the "
+             "post-hoc alternatives).")] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds to average over.")] = 1,
+    quick: Annotated[bool, typer.Option("--quick", help="Small models, short training: a few "
+                                                        "minutes on 2 cores.")] = False,
+    threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+) -> None:
+    """Versions at t = 0.5..0.9 with growing models; Table 3, summary.json and Figure 3."""
+    import torch
+
+    from bc_ray.data import load_dataset
+    from bc_ray.experiments.paper import DEFAULT_METHODS, PRESETS, run_benchmark
+    from bc_ray.experiments.report import markdown_table, write_report
+
+    if seeds < 1:
+        raise typer.BadParameter("needs at least one seed", param_hint="--seeds")
+    torch.set_num_threads(threads)
+    names = [m for m in (methods.split(",") if methods else DEFAULT_METHODS) if m.strip()]
+    preset = PRESETS["quick" if quick else "full"]
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        typer.echo(f"[{time.perf_counter() - started:7.1f}s] {message}", err=True)
+
+    progress(f"loading {dataset}")
+    snapshot = load_dataset(dataset)
+    results = run_benchmark(snapshot, names, seeds, preset, progress)
+    results["command"] = " ".join(["bc-ray benchmark paper", f"--dataset {dataset}",
+                                   f"--seeds {seeds}", "--quick" if quick else "",
+                                   f"--methods {methods}" if methods else "", f"--out {out}"])
+    results["seconds"] = time.perf_counter() - started
+    summary = write_report(results, out)
+    typer.echo(markdown_table(results, summary))

@@ -1,0 +1,30 @@
+"""Entry point of the `bc-ray` console script."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from bc_ray.cli import benchmark_cmd, data_cmd
+from bc_ray.exceptions import BcRayError
+
+app = typer.Typer(
+    help="bc_ray: backward-compatible embeddings on Ray. Retrain the embedding model as often "
+         "as you like; every consumer keeps working.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(data_cmd.app, name="data")
+app.add_typer(benchmark_cmd.app, name="benchmark")
+
+
+def run() -> None:
+    """Console entry: bc_ray errors are printed as one clear line (exit 2), never a traceback."""
+    try:
+        app()
+    except BcRayError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,125 @@
+"""Reading embeddings as a consumer: the latest ones, or a ver-j compatible view of them.
+
+`read_embeddings(uri, entity, version=j)` returns z~_j = W_k^j z_k + b_k^j computed from the newest
+stored table through the pre-computed composed transform (one matmul), unless a real ver-j table is
+still kept, in which case that one is returned. The ``source_version`` column always says which
+table the rows come from (j: the real ver-j table; k > j: transformed from ver-k).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bc_ray.core import affine
+from bc_ray.exceptions import ConfigError, NotFoundError
+from bc_ray.store.io import StorageOptions
+from bc_ray.store.parquet import embedding_array, embedding_matrix
+from bc_ray.store.state import StoreState, TableRecord
+from bc_ray.store.store import Store
+from bc_ray.store.tables import ENTITIES, read_table
+
+
+def _source(state: StoreState, entity: str, version: int | None,
+            prefer_stored: bool) -> tuple[TableRecord, int]:
+    """(table to read, target version): the real ver-j table if kept and preferred, otherwise
+    the newest table on the current lineage at or after the target."""
+    if entity not in ENTITIES:
+        raise ConfigError(f"unknown entity {entity!r}; expected one of {ENTITIES}")
+    lineage = state.lineage()
+    if not lineage:
+        raise NotFoundError("the store has no published version yet")
+    target = lineage[-1] if version is None else version
+    if target not in lineage:
+        raise NotFoundError(f"version {target} is not a published version on the current lineage "
+                            f"{lineage}")
+    if prefer_stored and (real := state.table(target, entity)) is not None:
+        return real, target
+    for candidate in reversed(lineage):
+        if candidate < target:
+            break
+        if (table := state.table(candidate, entity)) is not None:
+            return table, target
+    raise NotFoundError(f"no refreshed {entity} embeddings at or after version {target}; run "
+                        "`bc-ray refresh`")
+
+
+def _frame(ids: pa.Array, matrix: np.ndarray, source_version: int) -> pl.DataFrame:
+    table = pa.table({"id": ids, "embedding": embedding_array(matrix),
+                      "source_version": pa.array(np.full(len(ids), source_version, np.int32))})
+    return pl.from_arrow(table)
+
+
+def read_embeddings(store_uri: str, entity: str = "item", version: int | None = None, *,
+                    options: StorageOptions | None = None,
+                    prefer_stored: bool = True) -> pl.DataFrame:
+    """Columns ``id``, ``embedding`` (Array(Float32, D_j)) and ``source_version``."""
+    store = Store(store_uri, options)
+    state = store.state()
+    record, target = _source(state, entity, version, prefer_stored)
+    table = read_table(store, record, columns=["id", "embedding"])
+    ids = table.column("id").combine_chunks()
+    matrix = embedding_matrix(table.column("embedding"))
+    if record.version != target:
+        matrix = affine.apply(matrix, store.transform_to(target, record.version, state))
+    return _frame(ids, matrix, record.version)
+
+
+def scan_embeddings(store_uri: str, entity: str = "item", version: int | None = None, *,
+                    options: StorageOptions | None = None,
+                    prefer_stored: bool = True) -> pl.LazyFrame:
+    """A LazyFrame over the same rows, streamed file by file (tables larger than memory)."""
+    store = Store(store_uri, options)
+    state = store.state()
+    record, target = _source(state, entity, version, prefer_stored)
+    for file in record.files:
+        store.check_size(file)
+    sources = [_polars_path(store, f.path) for f in record.files]
+    frame = pl.scan_parquet(sources, storage_options=_polars_options(store))
+    frame = frame.select("id", "embedding")
+    if record.version != target:
+        transform = store.transform_to(target, record.version, state)
+        dim = transform[0].shape[0]
+
+        def apply(series: pl.Series) -> pl.Series:
+            out = affine.apply(series.to_numpy().astype(np.float32, copy=False), transform)
+            return pl.Series(series.name, out, dtype=pl.Array(pl.Float32, dim))
+
+        frame = frame.with_columns(pl.col("embedding").map_batches(
+            apply, return_dtype=pl.Array(pl.Float32, dim)))
+    return frame.with_columns(source_version=pl.lit(record.version, dtype=pl.Int32))
+
+
+def export_embeddings(store_uri: str, out: str, entity: str = "item", version: int | None = None,
+                      *, options: StorageOptions | None = None) -> int:
+    """Write the ver-j compatible table to one Parquet file (atomically: rename into place)."""
+    frame = read_embeddings(store_uri, entity, version, options=options)
+    target = os.path.abspath(out)
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+    pq.write_table(frame.to_arrow(), tmp, write_page_checksum=True)
+    os.replace(tmp, target)
+    return frame.height
+
+
+def _polars_path(store: Store, rel: str) -> str:
+    return store.io.uri_of(rel) if store.io.scheme == "s3" else store.io.path(rel)
+
+
+def _polars_options(store: Store) -> dict | None:
+    if store.io.scheme != "s3":
+        return None
+    opts = store.io.options
+    options = {"aws_region": opts.region or "us-east-1"}
+    if opts.endpoint_url:
+        options["aws_endpoint_url"] = opts.endpoint_url
+        options["aws_allow_http"] = "true" if opts.endpoint_url.startswith("http://") else "false"
+    if opts.key:
+        options["aws_access_key_id"] = opts.key
+        options["aws_secret_access_key"] = opts.secret
+    return options

@@ -1,0 +1,81 @@
+"""Metrics: Recall@K of the intended task, embedding alignment error, ROC-AUC, degradations."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def recall_at_k(z_user: torch.Tensor, z_item: torch.Tensor, eval_user: torch.Tensor,
+                eval_item: torch.Tensor, known_user: torch.Tensor, known_item: torch.Tensor,
+                users: torch.Tensor | None = None, item_pool: torch.Tensor | None = None,
+                k: int = 50, chunk: int = 512) -> float:
+    """Mean over users of |top-K ∩ new items| / |new items|.
+
+    Ranks every item of `item_pool` (default all) by <z_u, z_i>, excluding the items the user
+    already interacted with (`known_*`); ground truth is the (user, item) pairs in `eval_*`.
+    `users` restricts the evaluated users (default: every user with an eval edge).
+    """
+    num_items = z_item.shape[0]
+    gt_keys = torch.unique(eval_user * num_items + eval_item)
+    gt_count = torch.bincount(gt_keys // num_items, minlength=z_user.shape[0])
+    users = torch.unique(eval_user) if users is None else users[gt_count[users] > 0]
+    if users.numel() == 0:
+        return float("nan")
+    blocked = torch.zeros(num_items, dtype=torch.bool)
+    if item_pool is not None:
+        blocked[:] = True
+        blocked[item_pool] = False
+    known_order = torch.argsort(known_user)
+    known_user, known_item = known_user[known_order], known_item[known_order]
+    recalls = []
+    for start in range(0, users.numel(), chunk):
+        batch = users[start:start + chunk]
+        scores = z_user[batch] @ z_item.T
+        scores[:, blocked] = -torch.inf
+        lo = torch.searchsorted(known_user, batch)
+        hi = torch.searchsorted(known_user, batch, right=True)
+        owner = torch.repeat_interleave(torch.arange(batch.numel()), hi - lo)
+        offset = torch.arange(int((hi - lo).sum())) - (torch.cumsum(hi - lo, 0) - (hi - lo))[owner]
+        scores[owner, known_item[lo[owner] + offset]] = -torch.inf
+        top = torch.topk(scores, min(k, num_items), dim=1).indices
+        hits = torch.isin(batch[:, None] * num_items + top, gt_keys).sum(1)
+        recalls.append(hits.float() / gt_count[batch].float())
+    return float(torch.cat(recalls).mean())
+
+
+def alignment_error(predicted: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:
+    """Mean L2 distance || z~ - z || over entities."""
+    predicted = torch.as_tensor(predicted)
+    target = torch.as_tensor(target)
+    if predicted.shape != target.shape:
+        from bc_ray.exceptions import ShapeError
+
+        raise ShapeError(f"cannot compare embeddings of shape {tuple(predicted.shape)} with "
+                         f"{tuple(target.shape)}")
+    if predicted.numel() == 0:
+        return float("nan")
+    return float((predicted - target).norm(dim=1).mean())
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve by the rank statistic (ties get their average rank)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    positives, negatives = labels.sum(), (~labels).sum()
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(scores.size)
+    ranks[order] = np.arange(1, scores.size + 1)
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    average = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(average, counts)
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+def degradation_pct(value: float, reference: float) -> float:
+    """100 * (value - reference) / reference: the paper's relative degradation."""
+    return 100.0 * (value - reference) / reference if reference else float("nan")

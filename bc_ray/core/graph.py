@@ -1,0 +1,169 @@
+"""Tensors of one bipartite user-item graph, ready for message passing.
+
+Nodes are numbered homogeneously: users ``0..U-1``, items ``U..U+I-1``. Every entity of the
+snapshot is a node (also those without edges yet, which get embeddings from their features alone);
+message passing runs over the given edges in both directions. The adjacency is a CSR matrix whose
+row r lists the neighbours node r aggregates from.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import torch
+
+from bc_ray.data.snapshot import GraphSnapshot
+
+
+@dataclass
+class FeatureBag:
+    """One categorical field as EmbeddingBag input: flat codes plus per-entity offsets."""
+
+    values: torch.Tensor
+    lengths: torch.Tensor
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        return torch.cumsum(self.lengths, 0) - self.lengths
+
+    @classmethod
+    def from_series(cls, series: pl.Series) -> FeatureBag:
+        lengths = series.list.len().fill_null(0).to_numpy().astype(np.int64)
+        values = series.explode().drop_nulls().to_numpy().astype(np.int64)
+        return cls(torch.from_numpy(values), torch.from_numpy(lengths))
+
+    def take(self, index: torch.Tensor) -> FeatureBag:
+        """The bags of the entities in `index` (in that order)."""
+        lengths = self.lengths[index]
+        starts = self.offsets[index]
+        owner = torch.repeat_interleave(torch.arange(index.numel()), lengths)
+        within = torch.arange(int(lengths.sum())) - (torch.cumsum(lengths, 0) - lengths)[owner]
+        return FeatureBag(self.values[starts[owner] + within], lengths)
+
+    def limited(self, vocab_size: int) -> FeatureBag:
+        """Drop codes a model does not know (vocabularies only grow after it was trained)."""
+        keep = self.values < vocab_size
+        if bool(keep.all()):
+            return self
+        owner = torch.repeat_interleave(torch.arange(self.lengths.numel()), self.lengths)
+        lengths = torch.zeros_like(self.lengths).index_add_(0, owner, keep.long())
+        return FeatureBag(self.values[keep], lengths)
+
+
+@dataclass
+class GraphTensors:
+    num_users: int
+    num_items: int
+    edge_user: torch.Tensor
+    edge_item: torch.Tensor
+    user_features: dict[str, FeatureBag]
+    item_features: dict[str, FeatureBag]
+    user_first_t: torch.Tensor
+    item_first_t: torch.Tensor
+    now: float
+    user_vocab: dict[str, int] = field(default_factory=dict)
+    item_vocab: dict[str, int] = field(default_factory=dict)
+    _adjacency: Adjacency | None = field(default=None, repr=False)
+
+    @property
+    def num_nodes(self) -> int:
+        return self.num_users + self.num_items
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_user.numel())
+
+    def adjacency(self) -> Adjacency:
+        """The symmetric user-item adjacency over all nodes (built once)."""
+        if self._adjacency is None:
+            rows = torch.cat([self.edge_user, self.edge_item + self.num_users])
+            cols = torch.cat([self.edge_item + self.num_users, self.edge_user])
+            self._adjacency = Adjacency(rows, cols, self.num_nodes, self.num_nodes)
+        return self._adjacency
+
+    def features(self, entity: str) -> dict[str, FeatureBag]:
+        return self.user_features if entity == "user" else self.item_features
+
+    def degrees(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.bincount(self.edge_user, minlength=self.num_users),
+                torch.bincount(self.edge_item, minlength=self.num_items))
+
+
+def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, num_rows: int,
+         num_cols: int) -> torch.Tensor:
+    """CSR from (row, col) pairs already sorted by row."""
+    crow = torch.zeros(num_rows + 1, dtype=torch.long)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=num_rows), 0)
+    with warnings.catch_warnings():  # "CSR support is in beta": we rely only on spmm
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols, values, size=(num_rows, num_cols))
+
+
+class _SpMM(torch.autograd.Function):
+    """y = A x with a pre-computed A^T for the backward pass (PyTorch's own sparse backward
+    re-sorts the matrix on every call, which dominated small-graph training steps)."""
+
+    @staticmethod
+    def forward(ctx, matrix, matrix_t, x):
+        ctx.matrix_t = matrix_t
+        return torch.sparse.mm(matrix, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, torch.sparse.mm(ctx.matrix_t, grad)
+
+
+class Adjacency:
+    """A (num_dst x num_src) graph operator: row r lists the neighbours node r aggregates from.
+
+    Holds the 0/1 CSR (for PyG's max aggregation), and for mean and sum the weighted CSR with its
+    transpose, so `aggregate` is one sparse matmul forward and one backward.
+    """
+
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, num_dst: int, num_src: int) -> None:
+        key = torch.unique(rows * num_src + cols)
+        rows, cols = key // num_src, key % num_src
+        self.num_dst, self.num_src = num_dst, num_src
+        self.rows, self.cols = rows, cols
+        self.binary = _csr(rows, cols, torch.ones(cols.numel()), num_dst, num_src)
+        self._operators: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def nnz(self) -> int:
+        return int(self.cols.numel())
+
+    def _operator(self, reduce: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if reduce not in self._operators:
+            degree = torch.bincount(self.rows, minlength=self.num_dst).clamp(min=1).float()
+            values = (1.0 / degree[self.rows]) if reduce == "mean" else torch.ones(self.nnz)
+            order = torch.argsort(self.cols * self.num_dst + self.rows)
+            transposed = _csr(self.cols[order], self.rows[order], values[order], self.num_src,
+                              self.num_dst)
+            self._operators[reduce] = (_csr(self.rows, self.cols, values, self.num_dst,
+                                            self.num_src), transposed)
+        return self._operators[reduce]
+
+    def aggregate(self, x: torch.Tensor, reduce: str) -> torch.Tensor:
+        matrix, matrix_t = self._operator(reduce)
+        return _SpMM.apply(matrix, matrix_t, x)
+
+
+def build_graph(snapshot: GraphSnapshot, edges: pl.DataFrame, now: float) -> GraphTensors:
+    """Graph tensors over all entities of `snapshot`, message passing over `edges`."""
+    def bags(table: pl.DataFrame, entity: str) -> dict[str, FeatureBag]:
+        return {name: FeatureBag.from_series(table[name]) for name in snapshot.feature_fields(entity)}
+
+    def first_t(table: pl.DataFrame) -> torch.Tensor:
+        return torch.from_numpy(table["first_t"].fill_null(float("inf")).to_numpy().astype(np.float32))
+
+    return GraphTensors(
+        num_users=snapshot.num_users, num_items=snapshot.num_items,
+        edge_user=torch.from_numpy(edges["user_idx"].to_numpy().astype(np.int64)),
+        edge_item=torch.from_numpy(edges["item_idx"].to_numpy().astype(np.int64)),
+        user_features=bags(snapshot.users, "user"), item_features=bags(snapshot.items, "item"),
+        user_first_t=first_t(snapshot.users), item_first_t=first_t(snapshot.items), now=now,
+        user_vocab={k: len(v) for k, v in snapshot.feature_fields("user").items()},
+        item_vocab={k: len(v) for k, v in snapshot.feature_fields("item").items()})

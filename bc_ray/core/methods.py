@@ -1,0 +1,78 @@
+"""The method variants and baselines, each a small strategy: which transform, which alignment
+loss, when B_k is trained, and how M_k is obtained. One training path reads these flags.
+
+| name             | transform  | alignment | B_k trained        | M_k            |
+|------------------|------------|-----------|--------------------|----------------|
+| non-bc           | none       | none      | -                  | fresh          |
+| post-lin-sloss   | linear     | single    | after M_k          | fresh          |
+| post-lin-mloss   | linear     | multi     | after M_k          | fresh          |
+| joint-notrans    | identity   | single    | jointly            | fresh          |
+| joint-lin-sloss  | linear     | single    | jointly            | fresh          |
+| bc-aligner       | linear     | multi     | jointly            | fresh          |
+| fix-m0           | none       | none      | -                  | M_0 forever    |
+| finetune-m0      | none       | none      | -                  | from M_{k-1}   |
+| keep-all         | (the ideal: every M_j kept; the reference of the degradations)      |
+| post-procrustes  | orthogonal | single    | after, closed form | fresh          |
+| post-lowrank     | low-rank affine | single | after, closed form | fresh         |
+| bc-aligner-orth  | orthogonal | multi     | jointly            | fresh          |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bc_ray.exceptions import ConfigError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    title: str
+    transform: str | None = None  # linear | identity | orthogonal | lowrank
+    alignment: str | None = None  # single | multi
+    schedule: str = "none"  # joint | post | none
+    model: str = "fresh"  # fresh | fixed | finetune
+    fit: str = "sgd"  # post-hoc fitting: sgd | procrustes | lowrank
+
+    @property
+    def joint(self) -> bool:
+        return self.schedule == "joint"
+
+    @property
+    def posthoc(self) -> bool:
+        return self.schedule == "post"
+
+    @property
+    def keep_latest(self) -> bool:
+        return self.name != "keep-all"
+
+
+PAPER_METHODS = (
+    Method("non-bc", "Non-BC"),
+    Method("post-lin-sloss", "Post-Lin-SLoss", "linear", "single", "post"),
+    Method("post-lin-mloss", "Post-Lin-MLoss", "linear", "multi", "post"),
+    Method("joint-notrans", "Joint-NoTrans", "identity", "single", "joint"),
+    Method("joint-lin-sloss", "Joint-Lin-SLoss", "linear", "single", "joint"),
+    Method("bc-aligner", "BC-Aligner", "linear", "multi", "joint"),
+)
+BASELINES = (
+    Method("fix-m0", "Fix-M0", model="fixed"),
+    Method("finetune-m0", "Finetune-M0", model="finetune"),
+    Method("keep-all", "Keep-All"),
+)
+NEWER_BASELINES = (
+    Method("post-procrustes", "Post-Procrustes", "orthogonal", "single", "post", fit="procrustes"),
+    Method("post-lowrank", "Post-LowRank", "lowrank", "single", "post", fit="lowrank"),
+    Method("bc-aligner-orth", "BC-Aligner-Orth", "orthogonal", "multi", "joint"),
+)
+METHODS = {m.name: m for m in PAPER_METHODS + BASELINES + NEWER_BASELINES}
+ALIASES = {"joint-lin-mloss": "bc-aligner", "bc-aligner-orthogonal": "bc-aligner-orth",
+           "nobc": "non-bc", "keepall": "keep-all"}
+
+
+def get_method(name: str) -> Method:
+    key = name.strip().lower().replace("_", "-")
+    key = ALIASES.get(key, key)
+    if key not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[key]

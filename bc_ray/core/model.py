@@ -1,0 +1,151 @@
+"""The embedding model M_k: GraphSAGE over the bipartite user-item graph.
+
+Input of entity x:  h_0(x) = sum_f mean_{c in x_f} E_f[c]  +  ID(x)
+(feature-field embedding bags plus a learnable ID embedding; an entity the model has never seen
+uses a zero ID row, so the model is inductive). Then L GraphSAGE layers
+
+    h_{l+1}(v) = W_l mean_{u in N(v)} h_l(u) + R_l h_l(v),   BatchNorm, ReLU (not after the last)
+
+and z_k(x) = h_L(x). Score of (u, i) = <z(u), z(i)>. With `cold_start_mixing` the input mixes ID
+and metadata by entity age instead of adding them (see mixing.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch_geometric.nn import SAGEConv
+
+from bc_ray.core.graph import Adjacency, FeatureBag, GraphTensors
+from bc_ray.core.mixing import AgeMixing
+from bc_ray.core.sampler import SampledSubgraph
+from bc_ray.core.spec import VersionSpec
+
+ID_INIT_STD = 0.1
+
+
+class FeatureEncoder(nn.Module):
+    """Sum over fields of the mean embedding of an entity's codes (zeros for no codes)."""
+
+    def __init__(self, vocab_sizes: dict[str, int], dim: int) -> None:
+        super().__init__()
+        self.vocab_sizes = dict(vocab_sizes)
+        self.dim = dim
+        self.bags = nn.ModuleDict({
+            name: nn.EmbeddingBag(max(size, 1), dim, mode="mean")
+            for name, size in self.vocab_sizes.items()})
+
+    def forward(self, features: dict[str, FeatureBag], count: int) -> torch.Tensor:
+        out = torch.zeros(count, self.dim)
+        for name, bag in self.bags.items():
+            if name in features:
+                known = features[name].limited(self.vocab_sizes[name])
+                out = out + bag(known.values, known.offsets)
+        return out
+
+
+class EmbeddingModel(nn.Module):
+    def __init__(self, spec: VersionSpec, num_users: int, num_items: int,
+                 user_vocab: dict[str, int], item_vocab: dict[str, int]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.num_users, self.num_items = num_users, num_items
+        hidden = spec.hidden_dim
+        self.encoders = nn.ModuleDict({"user": FeatureEncoder(user_vocab, hidden),
+                                       "item": FeatureEncoder(item_vocab, hidden)})
+        self.ids = nn.ModuleDict()
+        if spec.id_embeddings:
+            for entity, count in (("user", num_users), ("item", num_items)):
+                self.ids[entity] = nn.Embedding(count + 1, hidden, padding_idx=count)
+                nn.init.normal_(self.ids[entity].weight, std=ID_INIT_STD)
+                with torch.no_grad():
+                    self.ids[entity].weight[count].zero_()
+        self.mixing = AgeMixing(hidden) if spec.cold_start_mixing else None
+        dims = [hidden] * spec.num_layers + [spec.output_dim]
+        self.convs = nn.ModuleList(
+            SAGEConv(dims[i], dims[i + 1], aggr=spec.aggregation) for i in range(spec.num_layers))
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(dims[i + 1]) for i in range(spec.num_layers)) if spec.batch_norm else None
+
+    @property
+    def output_dim(self) -> int:
+        return self.spec.output_dim
+
+    def zero_unseen_ids(self, user_seen: torch.Tensor, item_seen: torch.Tensor) -> None:
+        """Entities without training edges keep a zero ID row (Adam never moves it: no gradient),
+        so they are embedded exactly like brand-new entities."""
+        if not self.spec.id_embeddings:
+            return
+        with torch.no_grad():
+            for entity, seen in (("user", user_seen), ("item", item_seen)):
+                table = self.ids[entity].weight
+                table[: seen.numel()][~seen] = 0.0
+
+    def entity_inputs(self, entity: str, graph: GraphTensors,
+                      index: torch.Tensor | None = None) -> torch.Tensor:
+        count = graph.num_users if entity == "user" else graph.num_items
+        features = graph.features(entity)
+        if index is not None:
+            features = {k: v.take(index) for k, v in features.items()}
+            count = index.numel()
+        meta = self.encoders[entity](features, count)
+        if not self.spec.id_embeddings:
+            return meta
+        rows = torch.arange(count) if index is None else index
+        table = self.ids[entity]
+        ids = table(rows.clamp(max=table.num_embeddings - 1))
+        if self.mixing is None:
+            return meta + ids
+        first_t = graph.user_first_t if entity == "user" else graph.item_first_t
+        age = (graph.now - first_t[rows]).clamp(min=0.0)
+        return self.mixing(ids, meta, age)
+
+    def inputs(self, graph: GraphTensors, nodes: torch.Tensor | None = None) -> torch.Tensor:
+        if nodes is None:
+            return torch.cat([self.entity_inputs("user", graph), self.entity_inputs("item", graph)])
+        is_user = nodes < graph.num_users
+        out = torch.empty(nodes.numel(), self.spec.hidden_dim)
+        out[is_user] = self.entity_inputs("user", graph, nodes[is_user])
+        out[~is_user] = self.entity_inputs("item", graph, nodes[~is_user] - graph.num_users)
+        return out
+
+    def layer(self, index: int, x_src: torch.Tensor, adjacency: Adjacency,
+              num_dst: int) -> torch.Tensor:
+        """One GraphSAGE layer from source rows to the first `num_dst` rows (layer-wise use).
+
+        Mean and sum aggregation run through `Adjacency.aggregate` (a cached-transpose SpMM) and
+        the PyG layer's own weights: W_l agg + W_r x_dst, exactly SAGEConv's forward."""
+        conv, x_dst = self.convs[index], x_src[:num_dst]
+        if self.spec.aggregation in ("mean", "sum"):
+            x = conv.lin_l(adjacency.aggregate(x_src, self.spec.aggregation)) + conv.lin_r(x_dst)
+        else:
+            x = conv((x_src, x_dst), adjacency.binary)
+        if self.norms is not None:
+            x = self.norms[index](x)
+        return torch.relu(x) if index < self.spec.num_layers - 1 else x
+
+    def forward(self, graph: GraphTensors, sample: SampledSubgraph | None = None) -> torch.Tensor:
+        """Embeddings of every node (full graph) or of the sample's seeds (mini-batch)."""
+        if sample is None:
+            x, adjacency = self.inputs(graph), graph.adjacency()
+            for index in range(self.spec.num_layers):
+                x = self.layer(index, x, adjacency, graph.num_nodes)
+            return x
+        x = self.inputs(graph, sample.nodes)
+        for index, block in enumerate(sample.blocks):
+            x = self.layer(index, x, block.adjacency, block.num_dst)
+        return x
+
+    @torch.no_grad()
+    def embed(self, graph: GraphTensors) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_user, z_item) of every entity, in eval mode (full graph)."""
+        was_training = self.training
+        self.eval()
+        z = self.forward(graph)
+        self.train(was_training)
+        return z[: graph.num_users], z[graph.num_users:]
+
+
+def build_model(spec: VersionSpec, graph: GraphTensors) -> EmbeddingModel:
+    return EmbeddingModel(spec, graph.num_users, graph.num_items, graph.user_vocab,
+                          graph.item_vocab)

@@ -1,0 +1,242 @@
+"""The training loop of one version: BPR + reg * L2 + lambda * alignment, with model selection.
+
+Full-graph steps (every step propagates the whole graph, as the reference does) for small graphs;
+neighbour-sampled mini-batches for large ones (`mode`). Data-parallel workers (Ray Train) build the
+same trainer with their `rank` and `world_size`: every rank draws the same epoch of triples from the
+shared seed and trains on an equal contiguous shard, so all ranks take the same number of steps.
+
+Model selection keeps the state with the best validation Recall@50 whose alignment error is within
+`align_tolerance` of the best alignment seen after warm-up (the reference ignored alignment here).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from bc_ray.core.graph import GraphTensors
+from bc_ray.core.losses import alignment_multi, alignment_single, bpr_loss, embedding_l2
+from bc_ray.core.model import EmbeddingModel
+from bc_ray.core.sampler import NeighborSampler, SampledSubgraph
+from bc_ray.core.transforms import BackwardTransform
+from bc_ray.core.triples import Triples, TripleSampler
+from bc_ray.exceptions import ConfigError, TrainingError
+
+TRAIN_MODES = ("auto", "full", "sampled")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 500
+    batch_size: int = 2048
+    lr: float = 1e-3
+    reg: float = 1e-2
+    lam: float = 16.0
+    negatives: str = "uniform"
+    user_uniform: bool = True
+    mode: str = "auto"
+    fanout: int = 10
+    full_graph_max_nodes: int = 200_000
+    eval_every: int = 10
+    warmup_epochs: int = 50
+    align_tolerance: float = 0.1
+    seed: int = 0
+    posthoc_epochs: int = 200
+
+    def __post_init__(self) -> None:
+        if self.mode not in TRAIN_MODES:
+            raise ConfigError(f"training mode {self.mode!r} is not one of {TRAIN_MODES}")
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"training {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.lam < 0 or self.reg < 0:
+            raise ConfigError("training lr must be > 0, and lam and reg >= 0")
+
+
+@dataclass
+class Alignment:
+    """Joint alignment to the previous version: B_k (trained with M_k unless it has no
+    parameters), targets z_{k-1} for every node (users then items) with a mask of the nodes that
+    have one, and the multi-step amplifiers W_{k-1}^j (None: single-step loss)."""
+
+    transform: BackwardTransform
+    targets: torch.Tensor
+    mask: torch.Tensor
+    amplifiers: list[torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if not torch.isfinite(self.targets[self.mask]).all():
+            raise TrainingError("alignment targets contain NaN or inf")
+
+    def loss(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.amplifiers is None:
+            return alignment_single(predicted, target)
+        return alignment_multi(predicted, target, self.amplifiers)
+
+
+class JointModule(nn.Module):
+    """M_k and (when aligned jointly) B_k in one module, which is what DDP wraps."""
+
+    def __init__(self, model: EmbeddingModel, transform: BackwardTransform | None) -> None:
+        super().__init__()
+        self.model = model
+        self.transform = transform
+
+    def forward(self, graph: GraphTensors, sample: SampledSubgraph | None = None,
+                align_rows: torch.Tensor | None = None):
+        z = self.model(graph, sample)
+        if self.transform is None or align_rows is None:
+            return z, None
+        return z, self.transform(z[align_rows])
+
+
+Evaluator = Callable[[EmbeddingModel, BackwardTransform | None], dict]
+
+
+@dataclass
+class TrainResult:
+    model: EmbeddingModel
+    transform: BackwardTransform | None
+    history: list[dict] = field(default_factory=list)
+    selected_epoch: int = 0
+    selected_metrics: dict = field(default_factory=dict)
+
+
+class VersionTrainer:
+    def __init__(self, model: EmbeddingModel, graph: GraphTensors, config: TrainConfig,
+                 alignment: Alignment | None = None, evaluator: Evaluator | None = None, *,
+                 rank: int = 0, world_size: int = 1, item_pool: torch.Tensor | None = None) -> None:
+        if graph.num_edges == 0:
+            raise TrainingError("the training graph has no edges")
+        self.graph, self.config, self.alignment, self.evaluator = graph, config, alignment, evaluator
+        self.rank, self.world_size = rank, world_size
+        self.joint = JointModule(model, alignment.transform if alignment else None)
+        self.module: nn.Module = self.joint
+        self.optimizer = torch.optim.Adam(self.joint.parameters(), lr=config.lr)
+        self.triples = TripleSampler(graph.edge_user, graph.edge_item, graph.num_items,
+                                     config.negatives, config.user_uniform, item_pool)
+        self.full_graph = config.mode == "full" or (
+            config.mode == "auto" and graph.num_nodes <= config.full_graph_max_nodes)
+        generator = torch.Generator().manual_seed(config.seed * 7919 + rank)
+        self.neighbors = None if self.full_graph else NeighborSampler(
+            graph.adjacency(), [config.fanout] * model.spec.num_layers, generator)
+        self.history: list[dict] = []
+        self._best_state: dict | None = None
+        self._best = {"epoch": 0, "recall": -math.inf, "metrics": {}}
+        self._min_align = math.inf
+
+    @property
+    def model(self) -> EmbeddingModel:
+        return self.joint.model
+
+    # -- one epoch -------------------------------------------------------------------------
+    def epoch_triples(self, epoch: int) -> Triples:
+        triples = self.triples.epoch(seed=self.config.seed * 1_000_003 + epoch)
+        share = len(triples) // self.world_size
+        if share == 0:
+            raise TrainingError(f"{len(triples)} training edges cannot be shared by "
+                                f"{self.world_size} workers")
+        return triples.slice(self.rank * share, (self.rank + 1) * share)
+
+    def run_epoch(self, epoch: int) -> dict:
+        started = time.perf_counter()
+        self.module.train()
+        triples = self.epoch_triples(epoch)
+        totals = {"loss": 0.0, "bpr": 0.0, "align": 0.0}
+        steps = 0
+        for start in range(0, len(triples), self.config.batch_size):
+            for key, value in self.step(triples.slice(start, start + self.config.batch_size)).items():
+                totals[key] += value
+            steps += 1
+        stats = {key: value / steps for key, value in totals.items()}
+        stats.update(epoch=epoch, steps=steps, edges=len(triples),
+                     seconds=time.perf_counter() - started)
+        return stats
+
+    def step(self, batch: Triples) -> dict:
+        num_users = self.graph.num_users
+        user, pos, neg = batch.user, batch.pos + num_users, batch.neg + num_users
+        nodes = torch.unique(torch.cat([user, pos, neg]))
+        align_nodes = nodes[self.alignment.mask[nodes]] if self.alignment else None
+        if self.full_graph:
+            z, predicted = self.module(self.graph, None, align_nodes)
+            z_user, z_pos, z_neg = z[user], z[pos], z[neg]
+        else:
+            sample = self.neighbors.sample(nodes)
+            rows = None if align_nodes is None else torch.searchsorted(nodes, align_nodes)
+            z, predicted = self.module(self.graph, sample, rows)
+            z_user, z_pos, z_neg = (z[torch.searchsorted(nodes, part)] for part in (user, pos, neg))
+        bpr = bpr_loss(z_user, z_pos, z_neg)
+        loss = bpr + self.config.reg * embedding_l2(z_user, z_pos, z_neg)
+        align = torch.zeros(())
+        if self.alignment is not None:
+            align = self.alignment.loss(predicted, self.alignment.targets[align_nodes])
+            loss = loss + self.config.lam * align
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the loss diverged ({float(loss)}); lower the learning rate "
+                                "or lambda, or check the inputs for NaN")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item(), "bpr": bpr.item(), "align": align.item()}
+
+    # -- evaluation and selection ---------------------------------------------------------------
+    def should_evaluate(self, epoch: int) -> bool:
+        return self.evaluator is not None and (
+            epoch % self.config.eval_every == 0 or epoch == self.config.epochs)
+
+    def evaluate(self, epoch: int) -> dict:
+        metrics = self.evaluator(self.model, self.joint.transform)
+        self.select(epoch, metrics)
+        return metrics
+
+    def select(self, epoch: int, metrics: dict) -> bool:
+        """Keep this state if it is the best so far by the rule in the module docstring."""
+        aligned = self.alignment is not None and "align_error" in metrics
+        if aligned:
+            if epoch <= self.config.warmup_epochs and epoch < self.config.epochs:
+                return False
+            self._min_align = min(self._min_align, metrics["align_error"])
+            if metrics["align_error"] > (1.0 + self.config.align_tolerance) * self._min_align:
+                return False
+        if metrics["recall"] <= self._best["recall"]:
+            return False
+        self._best = {"epoch": epoch, "recall": metrics["recall"], "metrics": dict(metrics)}
+        self._best_state = copy.deepcopy(self.joint.state_dict())
+        return True
+
+    def fit(self, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+        for epoch in range(1, self.config.epochs + 1):
+            stats = self.run_epoch(epoch)
+            if self.should_evaluate(epoch):
+                stats.update(self.evaluate(epoch))
+            self.history.append(stats)
+            if on_epoch is not None:
+                on_epoch(stats)
+        return self.result()
+
+    def result(self) -> TrainResult:
+        if self._best_state is not None:
+            self.joint.load_state_dict(self._best_state)
+        self.model.eval()
+        return TrainResult(model=self.model, transform=self.joint.transform, history=self.history,
+                           selected_epoch=self._best["epoch"] or self.config.epochs,
+                           selected_metrics=self._best["metrics"])
+
+    def state(self) -> dict:
+        """Everything needed to resume (for checkpoints)."""
+        return {"joint": self.joint.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "best_state": self._best_state, "best": self._best, "min_align": self._min_align,
+                "history": self.history}
+
+    def load_state(self, state: dict) -> None:
+        self.joint.load_state_dict(state["joint"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._best_state, self._best = state["best_state"], state["best"]
+        self._min_align, self.history = state["min_align"], state["history"]

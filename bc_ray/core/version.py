@@ -1,0 +1,161 @@
+"""Training one version M_k (and B_k) by a method: the single path every method strategy takes.
+
+Used by the paper benchmark (in-process) and by the Ray Train job (one copy per worker).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bc_ray.core.affine import Affine
+from bc_ray.core.evaluation import alignment_error, recall_at_k
+from bc_ray.core.graph import GraphTensors
+from bc_ray.core.methods import Method
+from bc_ray.core.model import EmbeddingModel, build_model
+from bc_ray.core.posthoc import fit_posthoc
+from bc_ray.core.spec import VersionSpec
+from bc_ray.core.splits import PeriodSplit
+from bc_ray.core.trainer import Alignment, Evaluator, TrainConfig, TrainResult, VersionTrainer
+from bc_ray.core.transforms import BackwardTransform, IdentityTransform, TransformChain, make_transform
+from bc_ray.exceptions import ConfigError, TrainingError
+
+
+@dataclass
+class StoredTargets:
+    """Ver-(k-1) embeddings read from the store and joined by external id: rows of entities
+    without a ver-(k-1) row are masked out of the alignment loss."""
+
+    user: torch.Tensor
+    item: torch.Tensor
+    user_mask: torch.Tensor
+    item_mask: torch.Tensor
+
+
+@dataclass
+class PreviousVersion:
+    version: int
+    spec: VersionSpec
+    chain: TransformChain  # B_1..B_{k-1} of this lineage
+    model: EmbeddingModel | None = None  # frozen M_{k-1}
+    stored: StoredTargets | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.spec.output_dim
+
+    def targets(self, graph: GraphTensors) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_{k-1} for every node of `graph` (users then items) and the mask of valid rows."""
+        if self.stored is not None:
+            return (torch.cat([self.stored.user, self.stored.item]),
+                    torch.cat([self.stored.user_mask, self.stored.item_mask]))
+        if self.model is None:
+            raise TrainingError(f"version {self.version} has neither a model nor stored "
+                                "embeddings to align to")
+        z_user, z_item = self.model.embed(graph)
+        targets = torch.cat([z_user, z_item])
+        return targets, torch.ones(targets.shape[0], dtype=torch.bool)
+
+
+@dataclass
+class VersionOutcome:
+    model: EmbeddingModel
+    transform: Affine | None  # B_k as (W, b); None for version 0
+    result: TrainResult | None
+
+
+def split_evaluator(split: PeriodSplit, targets: tuple[torch.Tensor, torch.Tensor] | None,
+                    users: torch.Tensor | None = None, k: int = 50) -> Evaluator:
+    """Validation Recall@k on the split's held-out edges, plus the single-step alignment error
+    of B_k(z_k) against z_{k-1} when there are targets."""
+    eval_user, eval_item = split.eval_pairs
+    known_user, known_item = split.train_pairs
+    users = split.val_users if users is None else users
+    pool = split.node_pool
+
+    def evaluate(model: EmbeddingModel, transform: BackwardTransform | None) -> dict:
+        z_user, z_item = model.embed(split.graph)
+        metrics = {"recall": recall_at_k(z_user, z_item, eval_user, eval_item, known_user,
+                                         known_item, users=users, item_pool=split.item_pool, k=k)}
+        if targets is not None and transform is not None:
+            rows = pool[targets[1][pool]]
+            with torch.no_grad():
+                predicted = transform(torch.cat([z_user, z_item])[rows])
+            metrics["align_error"] = alignment_error(predicted, targets[0][rows])
+        return metrics
+
+    return evaluate
+
+
+def prepare_trainer(method: Method, spec: VersionSpec, graph: GraphTensors, config: TrainConfig,
+                    previous: PreviousVersion | None, evaluator_for=None, *, rank: int = 0,
+                    world_size: int = 1, item_pool: torch.Tensor | None = None) -> VersionTrainer:
+    """Build M_k (fresh or fine-tuned), B_k and the alignment for `method`.
+
+    `evaluator_for(targets)` returns the evaluator, given the alignment targets (or None).
+    """
+    torch.manual_seed(config.seed)
+    model = build_model(spec, graph)
+    if method.model == "finetune" and previous is not None:
+        _init_from(model, previous)
+    user_degree, item_degree = graph.degrees()
+    model.zero_unseen_ids(user_degree > 0, item_degree > 0)
+    alignment, targets = None, None
+    if previous is not None and method.joint:
+        targets = previous.targets(graph)
+        transform = make_transform(method.transform, spec.output_dim, previous.dim)
+        amplifiers = previous.chain.amplifiers() if method.alignment == "multi" else None
+        alignment = Alignment(transform, targets[0], targets[1], amplifiers)
+    evaluator = evaluator_for(targets) if evaluator_for is not None else None
+    return VersionTrainer(model, graph, config, alignment, evaluator, rank=rank,
+                          world_size=world_size, item_pool=item_pool)
+
+
+def finish_version(method: Method, result: TrainResult, graph: GraphTensors,
+                   config: TrainConfig, previous: PreviousVersion | None) -> VersionOutcome:
+    """B_k after training: the jointly trained one, a post-hoc fit, or plain truncation."""
+    if previous is None:
+        return VersionOutcome(result.model, None, result)
+    if method.joint:
+        return VersionOutcome(result.model, result.transform.affine(), result)
+    if method.posthoc:
+        targets, mask = previous.targets(graph)
+        z_user, z_item = result.model.embed(graph)
+        z_new = torch.cat([z_user, z_item])[mask]
+        amplifiers = previous.chain.amplifiers() if method.alignment == "multi" else None
+        transform = fit_posthoc(method.fit, z_new, targets[mask], amplifiers,
+                                epochs=config.posthoc_epochs, seed=config.seed)
+        return VersionOutcome(result.model, transform, result)
+    # No transform: consumers read the first D_{k-1} coordinates (as the reference does).
+    transform = IdentityTransform(result.model.output_dim, previous.dim).affine()
+    return VersionOutcome(result.model, transform, result)
+
+
+def train_version(method: Method, spec: VersionSpec, graph: GraphTensors, config: TrainConfig,
+                  previous: PreviousVersion | None, evaluator_for=None, on_epoch=None,
+                  item_pool: torch.Tensor | None = None) -> VersionOutcome:
+    if method.model == "fixed" and previous is not None:
+        if previous.model is None:
+            raise TrainingError("fix-m0 needs the previous model itself")
+        transform = IdentityTransform(previous.dim, previous.dim).affine()
+        return VersionOutcome(previous.model, transform, None)
+    trainer = prepare_trainer(method, spec, graph, config, previous, evaluator_for,
+                              item_pool=item_pool)
+    result = trainer.fit(on_epoch)
+    return finish_version(method, result, graph, config, previous)
+
+
+def _init_from(model: EmbeddingModel, previous: PreviousVersion) -> None:
+    if previous.model is None or previous.spec != model.spec:
+        raise ConfigError("finetune-m0 cannot change the architecture: the version spec must "
+                          f"equal the previous one ({previous.spec})")
+    state = previous.model.state_dict()
+    own = model.state_dict()
+    for name, value in state.items():
+        if name.startswith("ids.") and value.shape != own[name].shape:
+            rows = min(value.shape[0], own[name].shape[0]) - 1  # the last row is the padding row
+            own[name][:rows] = value[:rows]
+        elif name in own and own[name].shape == value.shape:
+            own[name] = value
+    model.load_state_dict(own)

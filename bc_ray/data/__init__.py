@@ -1,0 +1,41 @@
+"""Graph snapshots: real-data loaders, the synthetic marketplace generator, and time splits."""
+
+from __future__ import annotations
+
+from bc_ray.data.snapshot import GraphSnapshot, RawGraph, SnapshotMeta, build_snapshot
+from bc_ray.exceptions import ConfigError
+
+DATASET_FORMATS = ("synthetic", "movielens-100k", "movielens-latest", "amazon")
+
+
+def load_raw(fmt: str, path: str | None = None, **synthetic_options) -> RawGraph:
+    """Read one of the supported formats into a RawGraph (synthetic takes no path)."""
+    if fmt == "synthetic":
+        from bc_ray.data.synthetic import SyntheticConfig, generate
+
+        return generate(SyntheticConfig(**synthetic_options))
+    if path is None:
+        raise ConfigError(f"dataset format {fmt!r} needs a path")
+    if fmt == "movielens-100k":
+        from bc_ray.data.movielens import load_movielens_100k
+
+        return load_movielens_100k(path)
+    if fmt == "movielens-latest":
+        from bc_ray.data.movielens import load_movielens_latest
+
+        return load_movielens_latest(path)
+    if fmt == "amazon":
+        from bc_ray.data.amazon import load_amazon
+
+        return load_amazon(path)
+    raise ConfigError(f"unknown dataset format {fmt!r}; expected one of {DATASET_FORMATS}")
+
+
+def load_dataset(spec: str, **synthetic_options) -> GraphSnapshot:
+    """`synthetic` or `FORMAT:PATH` (e.g. `movielens-100k:../shared/data/ml-100k`)."""
+    fmt, _, path = spec.partition(":")
+    return build_snapshot(load_raw(fmt, path or None, **synthetic_options))
+
+
+__all__ = ["GraphSnapshot", "RawGraph", "SnapshotMeta", "build_snapshot", "load_raw",
+           "load_dataset", "DATASET_FORMATS"]

@@ -1,0 +1,68 @@
+"""Every error bc_ray raises on purpose: catch `BcRayError` for all of them.
+
+Messages say what was wrong, where (file, column, row, version, field) and what to do. Keep
+"commit conflict, retry" (`CommitConflictError`) apart from "commit state unknown"
+(`CommitStateUnknownError`), as table formats do: the first is safe to retry, the second is not.
+"""
+
+from __future__ import annotations
+
+
+class BcRayError(Exception):
+    """Base class of all bc_ray errors."""
+
+
+class DataError(BcRayError):
+    """Input data is malformed: names the file, the column and the row where known."""
+
+    def __init__(self, message: str, *, path: str | None = None, column: str | None = None,
+                 row: int | None = None) -> None:
+        where = ", ".join(
+            part for part in (
+                f"file {path}" if path else "",
+                f"column {column!r}" if column else "",
+                f"row {row}" if row is not None else "",
+            ) if part
+        )
+        super().__init__(f"{message} ({where})" if where else message)
+        self.path, self.column, self.row = path, column, row
+
+
+class ConfigError(BcRayError):
+    """A configuration value (version spec, method name, CLI option) cannot be used."""
+
+
+class StoreError(BcRayError):
+    """The store is missing something, or holds something it should not."""
+
+
+class NotFoundError(StoreError):
+    """A version, snapshot or table asked for does not exist in the store."""
+
+
+class CorruptFileError(StoreError):
+    """A file listed by the log is missing, truncated, or fails its checksum."""
+
+
+class CommitConflictError(StoreError):
+    """Another writer committed this log entry number first; re-read the state and retry."""
+
+
+class CommitStateUnknownError(StoreError):
+    """The commit may or may not have landed (e.g. a network error during the write); re-read."""
+
+
+class UnsafeStoreError(StoreError):
+    """The object store does not honour put-if-absent, so commits cannot be made atomic."""
+
+
+class LeaseHeldError(BcRayError):
+    """Another scheduler holds the run lease."""
+
+
+class TrainingError(BcRayError):
+    """Training cannot start or went wrong (diverging loss, NaN inputs, impossible placement)."""
+
+
+class ShapeError(BcRayError):
+    """Embedding and transform dimensions do not match."""

@@ -1,0 +1,1 @@
+"""Experiments that reproduce the paper: the benchmark protocol and its report."""

@@ -1,0 +1,212 @@
+"""Where bytes live: one small interface over `file://` and `s3://`, chosen by the store URI.
+
+Everything else in bc_ray reads and writes through `FileIO`, so the store, Ray Data, polars and
+pyarrow all see the same filesystem configuration (endpoint, credentials) for one URI.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+import fsspec
+
+from bc_ray.exceptions import ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+SUPPORTED_SCHEMES = ("file", "s3")
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """Credentials and endpoint of an S3-compatible service; ignored for `file://`.
+
+    Read from the environment by default: `AWS_ENDPOINT_URL` (or `BC_RAY_S3_ENDPOINT`),
+    `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`.
+    """
+
+    endpoint_url: str | None = None
+    key: str | None = None
+    secret: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def from_env(cls) -> StorageOptions:
+        env = os.environ
+        return cls(
+            endpoint_url=env.get("BC_RAY_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL"),
+            key=env.get("AWS_ACCESS_KEY_ID"),
+            secret=env.get("AWS_SECRET_ACCESS_KEY"),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        )
+
+    def apply_checksum_defaults(self) -> None:
+        """Non-AWS endpoints reject the newer SDKs' default checksums (HTTP 411 on multipart)."""
+        if self.endpoint_url:
+            os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+            os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """`s3://b/p` -> ("s3", "b/p"); `file:///a/b` or a bare path -> ("file", "/a/b")."""
+    if "://" not in uri:
+        return "file", os.path.abspath(os.path.expanduser(uri))
+    parsed = urlparse(uri)
+    if parsed.scheme not in SUPPORTED_SCHEMES:
+        raise ConfigError(
+            f"unsupported store URI scheme {parsed.scheme!r} in {uri!r}; use file:// or s3://")
+    if parsed.scheme == "file":
+        return "file", os.path.abspath(parsed.netloc + parsed.path)
+    if not parsed.netloc:
+        raise ConfigError(f"store URI {uri!r} names no bucket; use s3://bucket/prefix")
+    return "s3", (parsed.netloc + parsed.path).rstrip("/")
+
+
+class FileIO:
+    """Reads and writes bytes under one root URI. Paths given to methods are relative to it."""
+
+    def __init__(self, uri: str, options: StorageOptions | None = None) -> None:
+        self.scheme, self.root = split_uri(uri)
+        self.options = options or StorageOptions.from_env()
+        if self.scheme == "s3":
+            self.options.apply_checksum_defaults()
+
+    @property
+    def uri(self) -> str:
+        return f"{self.scheme}://{self.root}"
+
+    def child(self, rel: str) -> FileIO:
+        """A FileIO rooted at a sub-path, sharing this one's options."""
+        return FileIO(self.uri_of(rel), self.options)
+
+    @cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        if self.scheme == "file":
+            return fsspec.filesystem("file", auto_mkdir=True)
+        import s3fs
+
+        client_kwargs = {}
+        if self.options.endpoint_url:
+            client_kwargs["endpoint_url"] = self.options.endpoint_url
+        if self.options.region:
+            client_kwargs["region_name"] = self.options.region
+        return s3fs.S3FileSystem(
+            key=self.options.key, secret=self.options.secret, client_kwargs=client_kwargs,
+            use_listings_cache=False, skip_instance_cache=True,
+        )
+
+    def path(self, rel: str = "") -> str:
+        """Scheme-less absolute path (what fsspec and pyarrow filesystems take)."""
+        rel = rel.strip("/")
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def uri_of(self, rel: str) -> str:
+        return f"{self.scheme}://{self.path(rel)}"
+
+    # -- reads ---------------------------------------------------------------------------
+    def read_bytes(self, rel: str) -> bytes:
+        try:
+            return self.fs.cat_file(self.path(rel))
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"no file {self.uri_of(rel)}") from exc
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def size(self, rel: str) -> int:
+        try:
+            return int(self.fs.size(self.path(rel)))
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"no file {self.uri_of(rel)}") from exc
+
+    def list_dir(self, rel: str) -> list[str]:
+        """Names (not paths) directly under `rel`; empty when it does not exist."""
+        try:
+            entries = self.fs.ls(self.path(rel), detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        return sorted(os.path.basename(e.rstrip("/")) for e in entries)
+
+    def modified_time(self, rel: str) -> float | None:
+        """Modification time (epoch seconds) of a file, or the newest file under a prefix."""
+        try:
+            files = self.fs.find(self.path(rel), detail=True)
+        except FileNotFoundError:
+            return None
+        times = [_mtime(info) for info in files.values()]
+        times = [t for t in times if t is not None]
+        return max(times) if times else None
+
+    # -- writes --------------------------------------------------------------------------
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a file at a path that is new by construction (unique run prefixes)."""
+        self.fs.pipe_file(self.path(rel), data)
+
+    def create(self, rel: str, data: bytes) -> None:
+        """Put-if-absent: raises FileExistsError when the path exists. Readers never see a
+        partially written file: local files are linked into place, S3 PUTs are atomic."""
+        if self.scheme == "file":
+            target = self.path(rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, target)
+            finally:
+                os.unlink(tmp)
+            return
+        self.fs.pipe_file(self.path(rel), data, mode="create")
+
+    def replace(self, rel: str, data: bytes) -> None:
+        """Overwrite a hint file (never a source of truth): atomic rename locally."""
+        if self.scheme == "file":
+            target = self.path(rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+            return
+        self.fs.pipe_file(self.path(rel), data)
+
+    def delete(self, rel: str, recursive: bool = False) -> None:
+        try:
+            self.fs.rm(self.path(rel), recursive=recursive)
+        except FileNotFoundError:
+            pass
+
+    # -- bridges to other libraries -----------------------------------------------------------
+    def arrow_fs(self) -> pyarrow.fs.FileSystem:
+        """A native pyarrow filesystem with the same configuration (for Parquet and Ray Data)."""
+        import pyarrow.fs as pafs
+
+        if self.scheme == "file":
+            return pafs.LocalFileSystem()
+        kwargs: dict = {}
+        if self.options.endpoint_url:
+            parsed = urlparse(self.options.endpoint_url)
+            kwargs["endpoint_override"] = parsed.netloc or parsed.path
+            kwargs["scheme"] = parsed.scheme or "https"
+        if self.options.key:
+            kwargs["access_key"] = self.options.key
+            kwargs["secret_key"] = self.options.secret
+        kwargs["region"] = self.options.region or "us-east-1"
+        return pafs.S3FileSystem(**kwargs)
+
+
+def _mtime(info: dict) -> float | None:
+    value = info.get("mtime") or info.get("LastModified") or info.get("created")
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value)

@@ -1,0 +1,133 @@
+"""The version log: the only place a commit becomes atomic.
+
+Entries ``_log/<seq:020d>.json`` are immutable and written put-if-absent, so two writers can never
+both commit number N. Every `checkpoint_interval` entries the folded state is written as
+``_log/<seq>.checkpoint.json`` and ``_log/_last_checkpoint`` points at it (a hint: a stale or
+missing hint only costs extra reads, never correctness). Reading the state therefore costs one
+checkpoint plus at most `checkpoint_interval` entries, whatever the length of the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+
+import orjson
+
+from bc_ray.exceptions import (
+    CommitConflictError,
+    CommitStateUnknownError,
+    NotFoundError,
+    StoreError,
+)
+from bc_ray.store.io import FileIO
+from bc_ray.store.state import StoreState, apply
+
+LOG_DIR = "_log"
+HINT = f"{LOG_DIR}/_last_checkpoint"
+FORMAT_VERSION = 1
+logger = logging.getLogger(__name__)
+
+
+def entry_path(seq: int) -> str:
+    return f"{LOG_DIR}/{seq:020d}.json"
+
+
+def checkpoint_path(seq: int) -> str:
+    return f"{LOG_DIR}/{seq:020d}.checkpoint.json"
+
+
+class VersionLog:
+    def __init__(self, io: FileIO, checkpoint_interval: int = 10) -> None:
+        self.io = io
+        self.checkpoint_interval = checkpoint_interval
+
+    def read_state(self) -> StoreState:
+        state = self._latest_checkpoint()
+        seq = state.seq + 1
+        while True:
+            entry = self.read_entry(seq)
+            if entry is None:
+                return state
+            for action in entry["actions"]:
+                apply(state, action, seq)
+            state.seq = seq
+            seq += 1
+
+    def read_entry(self, seq: int) -> dict | None:
+        try:
+            raw = self.io.read_bytes(entry_path(seq))
+        except NotFoundError:
+            return None
+        try:
+            entry = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise StoreError(f"log entry {self.io.uri_of(entry_path(seq))} is not valid JSON: "
+                             f"{exc}") from exc
+        if entry.get("format", FORMAT_VERSION) > FORMAT_VERSION:
+            raise StoreError(f"log entry {seq} uses format {entry['format']}; upgrade bc_ray")
+        return entry
+
+    def entries(self, start: int = 0) -> Iterator[tuple[int, dict]]:
+        seq = start
+        while (entry := self.read_entry(seq)) is not None:
+            yield seq, entry
+            seq += 1
+
+    def commit(self, state: StoreState, actions: list[dict], writer: str) -> StoreState:
+        """Append one entry after `state.seq`; returns the new state. Raises CommitConflictError
+        when another writer took that number (re-read and retry), CommitStateUnknownError when
+        the write failed in a way that may or may not have landed."""
+        if not actions:
+            raise StoreError("refusing to commit an empty log entry")
+        seq = state.seq + 1
+        entry = {"format": FORMAT_VERSION, "seq": seq, "writer": writer,
+                 "committed_at": datetime.now(timezone.utc).isoformat(), "actions": actions}
+        new_state = StoreState.from_dict(state.to_dict())
+        for action in actions:  # validate by folding before anything is written
+            apply(new_state, action, seq)
+        try:
+            self.io.create(entry_path(seq), orjson.dumps(entry))
+        except FileExistsError as exc:
+            raise CommitConflictError(
+                f"log entry {seq} of {self.io.uri} was committed by another writer") from exc
+        except OSError as exc:
+            raise CommitStateUnknownError(
+                f"writing log entry {seq} of {self.io.uri} failed ({exc}); it may or may not "
+                "have landed: re-read the state before retrying") from exc
+        if seq % self.checkpoint_interval == 0:
+            self._write_checkpoint(new_state)
+        return new_state
+
+    def commit_with_retry(self, build: Callable[[StoreState], list[dict]], writer: str,
+                          retries: int = 8) -> StoreState:
+        """Optimistic concurrency: read, build the actions against that state, commit; on a
+        conflict re-read and rebuild (so `build` can re-validate or give up by raising)."""
+        for attempt in range(retries + 1):
+            state = self.read_state()
+            try:
+                return self.commit(state, build(state), writer)
+            except CommitConflictError:
+                if attempt == retries:
+                    raise
+                logger.info("commit conflict at entry %d, retrying", state.seq + 1)
+        raise AssertionError("unreachable")
+
+    def _latest_checkpoint(self) -> StoreState:
+        try:
+            seq = int(orjson.loads(self.io.read_bytes(HINT))["seq"])
+        except (NotFoundError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return StoreState()
+        try:
+            return StoreState.from_dict(orjson.loads(self.io.read_bytes(checkpoint_path(seq))))
+        except (NotFoundError, orjson.JSONDecodeError):
+            logger.warning("checkpoint %d unreadable; replaying the log from the start", seq)
+            return StoreState()
+
+    def _write_checkpoint(self, state: StoreState) -> None:
+        try:
+            self.io.create(checkpoint_path(state.seq), orjson.dumps(state.to_dict()))
+        except FileExistsError:
+            pass
+        self.io.replace(HINT, orjson.dumps({"seq": state.seq}))

@@ -1,0 +1,71 @@
+"""Parquet encoding used by every table bc_ray writes, and the embedding-table schema.
+
+Pages carry CRC checksums (verified on every read), so a flipped byte is reported with the file's
+name instead of silently returning wrong embeddings; the log's size and sha256 catch truncation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as _io
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bc_ray.exceptions import CorruptFileError, ShapeError
+
+ROW_GROUP_ROWS = 131_072
+EMBEDDING_COLUMNS = ("id", "embedding", "version", "refreshed_at")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def to_parquet_bytes(table: pa.Table, row_group_size: int = ROW_GROUP_ROWS) -> bytes:
+    sink = _io.BytesIO()
+    pq.write_table(table, sink, row_group_size=row_group_size, write_page_checksum=True,
+                   compression="snappy")
+    return sink.getvalue()
+
+
+def from_parquet_bytes(data: bytes, name: str, columns: list[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(pa.BufferReader(data), columns=columns,
+                             page_checksum_verification=True)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CorruptFileError(f"cannot read Parquet file {name}: {exc}") from exc
+
+
+def embedding_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """A (rows, dim) float32 matrix as a fixed-size-list column, without copying."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise ShapeError(f"embeddings must be a 2-D matrix, got shape {matrix.shape}")
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+
+
+def embedding_table(ids: pa.Array | np.ndarray | list, matrix: np.ndarray, version: int,
+                    refreshed_at: datetime) -> pa.Table:
+    ids = ids if isinstance(ids, pa.Array) else pa.array(ids)
+    if len(ids) != matrix.shape[0]:
+        raise ShapeError(f"{len(ids)} ids but {matrix.shape[0]} embedding rows")
+    rows = len(ids)
+    return pa.table({
+        "id": ids,
+        "embedding": embedding_array(matrix),
+        "version": pa.array(np.full(rows, version, dtype=np.int32)),
+        "refreshed_at": pa.array([refreshed_at] * rows, type=pa.timestamp("us", tz="UTC")),
+    })
+
+
+def embedding_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The fixed-size-list column back as a (rows, dim) float32 matrix (zero-copy per chunk)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    dim = chunks[0].type.list_size
+    parts = [c.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim) for c in chunks]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -1,0 +1,215 @@
+"""The embedding store: every artefact is written once under a fresh prefix, and becomes visible
+only when the single log entry naming it lands.
+
+Layout under the store URI::
+
+    _log/                       version log (see log.py)
+    snapshots/<run>/            users/items/edges Parquet + meta.json
+    versions/v<k>-<run>/        model weights, transform B_k, composed chain, metrics
+    embeddings/v<k>/<entity>/<run>/part-*.parquet
+    _train/                     Ray Train checkpoints (scratch, not part of any version)
+
+Writers that crash leave only unreferenced files under a run prefix: `collect_garbage` removes
+them once they are older than a grace period. Readers follow the log and never list data folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from bc_ray.exceptions import CorruptFileError, NotFoundError, UnsafeStoreError
+from bc_ray.core import affine as chain_math
+from bc_ray.store.io import FileIO, StorageOptions
+from bc_ray.store.log import VersionLog
+from bc_ray.store.parquet import sha256
+from bc_ray.store.state import FileRecord, StoreState, VersionRecord
+
+DATA_ROOTS = ("snapshots", "versions", "embeddings")
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How many published versions keep their embedding tables and model weights.
+
+    Transforms and composed chains are tiny and always kept: they are what serves old versions.
+    """
+
+    keep_versions: int = 1
+    staging_grace_seconds: float = 3600.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Store:
+    def __init__(self, uri: str, options: StorageOptions | None = None,
+                 retention: RetentionPolicy = RetentionPolicy(), writer: str | None = None) -> None:
+        self.io = FileIO(uri, options)
+        self.log = VersionLog(self.io)
+        self.retention = retention
+        self.writer = writer or f"{socket.gethostname()}:{os.getpid()}"
+        self._probed = self.io.scheme == "file"
+
+    @property
+    def uri(self) -> str:
+        return self.io.uri
+
+    def state(self) -> StoreState:
+        return self.log.read_state()
+
+    def commit(self, build, retries: int = 8) -> StoreState:
+        """Commit the actions `build(state)` returns, re-building on conflicts."""
+        self.ensure_conditional_writes()
+        return self.log.commit_with_retry(build, self.writer, retries=retries)
+
+    # -- files ----------------------------------------------------------------------------------
+    def new_prefix(self, kind: str) -> str:
+        stamp = utc_now().strftime("%Y%m%dT%H%M%S")
+        return f"{kind}/{stamp}-{uuid.uuid4().hex[:10]}"
+
+    def put(self, rel: str, data: bytes) -> FileRecord:
+        self.io.write_bytes(rel, data)
+        return FileRecord(path=rel, size=len(data), sha256=sha256(data))
+
+    def get(self, record: FileRecord, verify: bool = True) -> bytes:
+        try:
+            data = self.io.read_bytes(record.path)
+        except NotFoundError as exc:
+            raise CorruptFileError(f"file {self.io.uri_of(record.path)} listed by the log is "
+                                   "missing") from exc
+        if len(data) != record.size:
+            raise CorruptFileError(f"file {self.io.uri_of(record.path)} has {len(data)} bytes, "
+                                   f"the log says {record.size}: truncated or replaced")
+        if verify and sha256(data) != record.sha256:
+            raise CorruptFileError(f"file {self.io.uri_of(record.path)} fails its sha256 check")
+        return data
+
+    def check_size(self, record: FileRecord) -> None:
+        """Cheap existence and length check before handing a path to a Parquet reader."""
+        try:
+            size = self.io.size(record.path)
+        except NotFoundError as exc:
+            raise CorruptFileError(f"file {self.io.uri_of(record.path)} listed by the log is "
+                                   "missing") from exc
+        if size != record.size:
+            raise CorruptFileError(f"file {self.io.uri_of(record.path)} has {size} bytes, the "
+                                   f"log says {record.size}: truncated or replaced")
+
+    def ensure_conditional_writes(self) -> None:
+        """Refuse to commit on a store that ignores put-if-absent (some S3-compatible ones do)."""
+        if self._probed:
+            return
+        probe = f"_probe/{uuid.uuid4().hex}"
+        self.io.create(probe, b"1")
+        try:
+            self.io.create(probe, b"2")
+        except FileExistsError:
+            self._probed = True
+            return
+        finally:
+            self.io.delete(probe)
+        raise UnsafeStoreError(
+            f"{self.uri} accepted a second put-if-absent of the same key: this object store "
+            "ignores If-None-Match, so concurrent commits could overwrite each other")
+
+    # -- versions and transforms --------------------------------------------------------------------
+    def chain(self, version: int | None = None, state: StoreState | None = None
+              ) -> dict[int, chain_math.Affine]:
+        """The composed transforms of `version` (default current): target j -> (W_k^j, b_k^j)."""
+        state = state or self.state()
+        record = state.version(version)
+        data = self.get(record.files["chain"])
+        chain = chain_math.from_bytes(data)
+        chain[record.version] = chain_math.identity(record.dim)
+        return chain
+
+    def transform_to(self, target: int, source: int | None = None,
+                     state: StoreState | None = None) -> chain_math.Affine:
+        state = state or self.state()
+        record = state.version(source)
+        if target > record.version:
+            raise NotFoundError(f"cannot transform version {record.version} embeddings to the "
+                                f"newer version {target}: transforms only go backwards")
+        chain = self.chain(record.version, state)
+        if target not in chain:
+            raise NotFoundError(f"version {target} is not on the lineage of version "
+                                f"{record.version} ({state.lineage(record.version)})")
+        return chain[target]
+
+    # -- retention and garbage collection ------------------------------------------------------------
+    def apply_retention(self) -> dict[str, list[str]]:
+        """Unreference embedding tables and models outside the policy, and delete the files that
+        have been unreferenced for longer than the grace period (one commit, then deletes)."""
+        grace = self.retention.staging_grace_seconds
+        plan: dict[str, list[str]] = {}
+
+        def build(state: StoreState) -> list[dict]:
+            keep = set(state.lineage()[-self.retention.keep_versions:]) if state.lineage() else set()
+            now = utc_now()
+            plan["tables"] = [k for k, t in state.tables.items() if t.version not in keep]
+            plan["models"] = [str(v) for v, r in state.versions.items()
+                              if not r.model_removed and "model" in r.files
+                              and _model_expired(r, keep)]
+            plan["purged"] = [p for p, at in state.garbage.items()
+                              if (now - datetime.fromisoformat(at)).total_seconds() >= grace]
+            if not any(plan.values()):
+                return []
+            return [{"type": "retention.applied", "at": now.isoformat(), **plan}]
+
+        if not build(self.state()):
+            return {"tables": [], "models": [], "purged": []}
+        self.commit(build)
+        for path in plan["purged"]:
+            self.io.delete(path)
+        return plan
+
+    def collect_garbage(self, grace_seconds: float | None = None) -> list[str]:
+        """Delete run prefixes no log entry ever referenced (writers that crashed before their
+        commit) once they are older than the grace period, so a running writer is never hurt."""
+        grace = self.retention.staging_grace_seconds if grace_seconds is None else grace_seconds
+        state = self.state()
+        known = {_run_prefix(p) for p in state.live_paths() | set(state.garbage)}
+        deleted = []
+        now = time.time()
+        for prefix in self._run_prefixes():
+            if prefix in known:
+                continue
+            modified = self.io.modified_time(prefix)
+            if modified is not None and now - modified < grace:
+                continue
+            self.io.delete(prefix, recursive=True)
+            deleted.append(prefix)
+        return deleted
+
+    def _run_prefixes(self) -> list[str]:
+        prefixes = []
+        for root in DATA_ROOTS:
+            for name in self.io.list_dir(root):
+                if root != "embeddings":
+                    prefixes.append(f"{root}/{name}")
+                    continue
+                for entity in self.io.list_dir(f"{root}/{name}"):
+                    prefixes += [f"{root}/{name}/{entity}/{run}"
+                                 for run in self.io.list_dir(f"{root}/{name}/{entity}")]
+        return prefixes
+
+
+def _model_expired(record: VersionRecord, keep: set[int]) -> bool:
+    if record.status == "rejected":
+        return True
+    return record.status == "published" and record.version not in keep
+
+
+def _run_prefix(path: str) -> str:
+    parts = path.split("/")
+    depth = 4 if parts[0] == "embeddings" else 2
+    return "/".join(parts[:depth])
+

@@ -1,0 +1,82 @@
+"""Embedding tables in the store: Parquet files under a fresh prefix, published for both entities
+by one log entry (readers see the new user and item tables together, or neither)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bc_ray.exceptions import CorruptFileError, StoreError
+from bc_ray.store.parquet import embedding_table, to_parquet_bytes
+from bc_ray.store.state import FileRecord, StoreState, TableRecord
+from bc_ray.store.store import Store
+
+ENTITIES = ("user", "item")
+ROWS_PER_FILE = 1_000_000
+
+
+@dataclass
+class TableFiles:
+    """What a writer produced for one entity, ready to be published."""
+
+    entity: str
+    files: list[FileRecord]
+    rows: int
+    dim: int
+    stats: dict = field(default_factory=dict)
+
+
+def table_prefix(store: Store, version: int, entity: str, refresh_id: str) -> str:
+    return f"embeddings/v{version}/{entity}/{refresh_id}"
+
+
+def write_table(store: Store, prefix: str, ids, matrix: np.ndarray, version: int,
+                refreshed_at: datetime, rows_per_file: int = ROWS_PER_FILE) -> list[FileRecord]:
+    """Driver-side write (small tables, tests, exports); Ray Data writes large ones."""
+    ids = ids if isinstance(ids, pa.Array) else pa.array(ids)
+    files = []
+    for part, start in enumerate(range(0, max(len(ids), 1), rows_per_file)):
+        table = embedding_table(ids[start:start + rows_per_file],
+                                matrix[start:start + rows_per_file], version, refreshed_at)
+        files.append(store.put(f"{prefix}/part-{part:05d}.parquet", to_parquet_bytes(table)))
+    return files
+
+
+def publish_refresh(store: Store, version: int, refresh_id: str, tables: list[TableFiles],
+                    snapshot_id: str, cutoff: float, mode: str, refreshed_at: datetime) -> StoreState:
+    def build(state: StoreState) -> list[dict]:
+        record = state.version(version)
+        if record.status != "published":
+            raise StoreError(f"cannot publish embeddings of version {version}: it is "
+                             f"{record.status}")
+        if {t.entity for t in tables} != set(ENTITIES):
+            raise StoreError("a refresh publishes the user and the item table together")
+        return [{"type": "refresh.published", "version": version, "entity": t.entity,
+                 "refresh_id": refresh_id, "files": [vars(f) for f in t.files], "rows": t.rows,
+                 "dim": t.dim, "refreshed_at": refreshed_at.isoformat(),
+                 "snapshot_id": snapshot_id, "cutoff": cutoff, "mode": mode, "stats": t.stats}
+                for t in tables]
+
+    state = store.commit(build)
+    store.apply_retention()
+    return state
+
+
+def read_table(store: Store, record: TableRecord, columns: list[str] | None = None) -> pa.Table:
+    """All files of a table, each size-checked and read with page-checksum verification."""
+    fs = store.io.arrow_fs()
+    parts = []
+    for file in record.files:
+        store.check_size(file)
+        try:
+            parts.append(pq.read_table(store.io.path(file.path), filesystem=fs, columns=columns,
+                                       page_checksum_verification=True))
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise CorruptFileError(f"cannot read {store.io.uri_of(file.path)}: {exc}") from exc
+    if not parts:
+        raise StoreError(f"table v{record.version}/{record.entity} lists no files")
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]

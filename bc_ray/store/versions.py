@@ -1,0 +1,109 @@
+"""Versions in the store: candidates with their model, B_k and composed chain; publish or reject.
+
+A candidate is registered with the parent it was trained against. Publishing is allowed only while
+that parent is still the current version, so the lineage stays a chain and every published
+version's composed transforms reach every older published version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from bc_ray.core import affine
+from bc_ray.exceptions import NotFoundError, StoreError
+from bc_ray.store.state import StoreState, VersionRecord
+from bc_ray.store.store import Store, utc_now
+
+
+@dataclass
+class Candidate:
+    parent: int | None
+    dim: int
+    method: str
+    spec: dict
+    snapshot_id: str
+    cutoff: float
+    model: bytes
+    transform: affine.Affine | None
+    metrics: dict = field(default_factory=dict)
+
+
+def next_version(state: StoreState) -> int:
+    return max(state.versions, default=-1) + 1
+
+
+def register_candidate(store: Store, candidate: Candidate) -> VersionRecord:
+    """Write the artefacts under a fresh prefix and commit a `version.candidate` entry."""
+    state = store.state()
+    if candidate.parent is not None:
+        parent = state.version(candidate.parent)
+        if candidate.transform is None:
+            raise StoreError(f"a version with parent {candidate.parent} needs a transform B_k")
+        weight = candidate.transform[0]
+        if weight.shape != (parent.dim, candidate.dim):
+            raise StoreError(f"B_k has shape {weight.shape}, expected ({parent.dim}, "
+                             f"{candidate.dim}) from dimension {candidate.dim} to {parent.dim}")
+        chain = affine.compose(_stored_chain(store, state, candidate.parent), candidate.parent,
+                               candidate.transform)
+    else:
+        chain = {}
+    prefix = store.new_prefix("versions")
+    files = {"model": store.put(f"{prefix}/model.pt", candidate.model),
+             "chain": store.put(f"{prefix}/chain.npz", affine.to_bytes(chain)),
+             "metrics": store.put(f"{prefix}/metrics.json", orjson.dumps(candidate.metrics))}
+    if candidate.transform is not None:
+        files["transform"] = store.put(f"{prefix}/transform.npz",
+                                       affine.transform_to_bytes(candidate.transform))
+    chosen: list[int] = []
+
+    def build(current: StoreState) -> list[dict]:
+        chosen[:] = [next_version(current)]
+        return [{"type": "version.candidate", "version": chosen[0], "parent": candidate.parent,
+                 "dim": candidate.dim, "method": candidate.method, "spec": candidate.spec,
+                 "snapshot_id": candidate.snapshot_id, "cutoff": candidate.cutoff,
+                 "created_at": utc_now().isoformat(), "metrics": candidate.metrics,
+                 "files": {k: vars(v) for k, v in files.items()}}]
+
+    return store.commit(build).version(chosen[0])
+
+
+def _stored_chain(store: Store, state: StoreState, version: int) -> dict[int, affine.Affine]:
+    record = state.version(version)
+    return affine.from_bytes(store.get(record.files["chain"]))
+
+
+def publish_version(store: Store, version: int) -> VersionRecord:
+    def build(state: StoreState) -> list[dict]:
+        record = state.version(version)
+        if record.status != "candidate":
+            raise StoreError(f"version {version} is {record.status}, not a candidate")
+        if record.parent != state.current_version:
+            raise StoreError(f"version {version} was trained against version {record.parent}, but "
+                             f"the current version is now {state.current_version}: retrain it")
+        return [{"type": "version.published", "version": version, "at": utc_now().isoformat()}]
+
+    record = store.commit(build).version(version)
+    store.apply_retention()
+    return record
+
+
+def reject_version(store: Store, version: int, reasons: list[str]) -> VersionRecord:
+    def build(state: StoreState) -> list[dict]:
+        if state.version(version).status != "candidate":
+            raise StoreError(f"version {version} is not a candidate")
+        return [{"type": "version.rejected", "version": version, "reasons": reasons}]
+
+    record = store.commit(build).version(version)
+    store.apply_retention()
+    return record
+
+
+def load_model_bytes(store: Store, version: int | None = None,
+                     state: StoreState | None = None) -> bytes:
+    record = (state or store.state()).version(version)
+    if record.model_removed or "model" not in record.files:
+        raise NotFoundError(f"the model of version {record.version} was removed by retention "
+                            "(keep-latest keeps only the current model)")
+    return store.get(record.files["model"])

@@ -1,0 +1,47 @@
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from bc_ray.cli.main import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("data", "benchmark"):
+        assert command in result.output
+
+
+def test_data_synth_and_info(tmp_path):
+    store = f"file://{tmp_path}/store"
+    result = runner.invoke(app, ["data", "synth", "--store", store, "--users", "200", "--items",
+                                 "150", "--edges", "3000", "--cutoff", "0.5"])
+    assert result.exit_code == 0, result.output
+    info = runner.invoke(app, ["data", "info", "--store", store, "--json"])
+    data = json.loads(info.output)
+    assert data["edges"] == 3000 and data["cutoff"] == 0.5 and data["visible_edges"] == 1500
+    assert set(data["features"]["item"]) == {"category", "brand"}
+    text = runner.invoke(app, ["data", "info", "--store", store])
+    assert "rating_histogram" in text.output
+
+
+def test_import_real_data(tmp_path, ml100k_path):
+    store = f"file://{tmp_path}/store"
+    result = runner.invoke(app, ["data", "import", "--format", "movielens-100k", "--path",
+                                 ml100k_path, "--store", store])
+    assert result.exit_code == 0, result.output
+    assert "users          943" in result.output
+
+
+def test_errors_are_one_clear_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bc_ray.cli.main", "data", "import", "--format",
+         "movielens-100k", "--path", str(tmp_path / "missing"), "--store", str(tmp_path / "s")],
+        capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: file not found")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,101 @@
+"""Shared fixtures: real components, started once per session.
+
+- `s3_server`: moto's S3 server on 127.0.0.1 (real HTTP, honours If-None-Match: *). Its endpoint
+  and credentials go into the environment before any Ray cluster starts, so workers inherit them.
+- `store_uri`: a fresh store, parametrised over the local filesystem and the S3 server.
+- `ray_cluster`: one local Ray cluster for the whole session (logical CPUs; see ray-notes).
+- `small_snapshot`, `ml100k_path`: data (the real file is skipped with a reason when absent).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
+AMAZON = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon2018-magazine"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint,
+                      AWS_REQUEST_CHECKSUM_CALCULATION="when_required",
+                      AWS_RESPONSE_CHECKSUM_VALIDATION="when_required")
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_uri(s3_server) -> str:
+    import boto3
+
+    bucket = f"bc-ray-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/store"
+
+
+@pytest.fixture(params=["file", "s3"])
+def store_uri(request, tmp_path) -> str:
+    if request.param == "file":
+        return f"file://{tmp_path}/store"
+    return request.getfixturevalue("s3_uri")
+
+
+@pytest.fixture(scope="session")
+def small_raw():
+    from bc_ray.data.synthetic import SyntheticConfig, generate
+
+    return generate(SyntheticConfig(num_users=300, num_items=200, num_edges=6_000, seed=1))
+
+
+@pytest.fixture(scope="session")
+def small_snapshot(small_raw):
+    from bc_ray.data.snapshot import build_snapshot
+
+    return build_snapshot(small_raw)
+
+
+@pytest.fixture(scope="session")
+def ml100k_path() -> str:
+    if not (ML100K / "u.data").is_file():
+        pytest.skip(f"MovieLens 100K not found at {ML100K} (licensed data is never committed)")
+    return str(ML100K)
+
+
+@pytest.fixture(scope="session")
+def amazon_path() -> str:
+    if not AMAZON.is_dir():
+        pytest.skip(f"Amazon 2018 sample not found at {AMAZON} (licensed data is never committed)")
+    return str(AMAZON)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server):
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
+             log_to_driver=False, ignore_reinit_error=True,
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+    yield ray
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    except Exception:  # noqa: BLE001 - Serve may never have started
+        pass
+    ray.shutdown()

@@ -1,0 +1,31 @@
+import numpy as np
+import torch
+
+from bc_ray.core.evaluation import alignment_error, degradation_pct, recall_at_k, roc_auc
+
+
+def test_recall_matches_brute_force():
+    torch.manual_seed(0)
+    z_user, z_item = torch.randn(6, 4), torch.randn(30, 4)
+    known_user, known_item = torch.tensor([0, 0, 1]), torch.tensor([1, 2, 3])
+    eval_user, eval_item = torch.tensor([0, 0, 1, 4]), torch.tensor([5, 6, 7, 8])
+    got = recall_at_k(z_user, z_item, eval_user, eval_item, known_user, known_item, k=5)
+    expected = []
+    for user in (0, 1, 4):
+        scores = (z_user[user] @ z_item.T).clone()
+        scores[known_item[known_user == user]] = -np.inf
+        top = set(torch.topk(scores, 5).indices.tolist())
+        truth = set(eval_item[eval_user == user].tolist())
+        expected.append(len(top & truth) / len(truth))
+    assert abs(got - np.mean(expected)) < 1e-6
+
+
+def test_auc_rank_statistic():
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
+    assert roc_auc(np.array([1, 1, 1, 1]), np.array([0, 1, 0, 1])) == 0.5
+    assert np.isnan(roc_auc(np.array([1.0, 2.0]), np.array([1, 1])))
+
+
+def test_alignment_error_and_degradation():
+    assert alignment_error(torch.zeros(2, 3), torch.tensor([[3.0, 4.0, 0.0], [0, 0, 0]])) == 2.5
+    assert degradation_pct(9.0, 10.0) == -10.0

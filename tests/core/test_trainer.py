@@ -1,0 +1,94 @@
+import dataclasses
+
+import pytest
+import torch
+
+from bc_ray.core.evaluation import recall_at_k
+from bc_ray.core.methods import get_method
+from bc_ray.core.model import build_model
+from bc_ray.core.spec import VersionSpec
+from bc_ray.core.splits import period_split
+from bc_ray.core.trainer import Alignment, TrainConfig, VersionTrainer
+from bc_ray.core.transforms import TransformChain, make_transform
+from bc_ray.core.version import PreviousVersion, split_evaluator, train_version
+from bc_ray.exceptions import ConfigError, TrainingError
+
+SPEC = VersionSpec(num_layers=2, hidden_dim=16)
+CONFIG = TrainConfig(epochs=6, batch_size=512, lr=5e-3, eval_every=2, warmup_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def split(small_snapshot):
+    return period_split(small_snapshot, 0.6, 0.8)
+
+
+def _popularity_recall(split):
+    eu, ei = split.eval_pairs
+    ku, ki = split.train_pairs
+    degree = torch.bincount(ki, minlength=split.graph.num_items).float()
+    return recall_at_k(torch.ones(split.graph.num_users, 1), degree[:, None], eu, ei, ku, ki,
+                       item_pool=split.item_pool)
+
+
+def test_training_learns_and_is_reproducible(split):
+    runs = []
+    for _ in range(2):
+        outcome = train_version(get_method("non-bc"), SPEC, split.graph, CONFIG, None,
+                                lambda targets: split_evaluator(split, targets, users=None),
+                                item_pool=split.item_pool)
+        runs.append(outcome)
+    history = runs[0].result.history
+    assert history[-1]["bpr"] < history[0]["bpr"] * 0.8
+    first, second = (torch.cat(r.model.embed(split.graph)) for r in runs)
+    assert torch.equal(first, second)
+    eu, ei = split.eval_pairs
+    ku, ki = split.train_pairs
+    recall = recall_at_k(*runs[0].model.embed(split.graph), eu, ei, ku, ki,
+                         item_pool=split.item_pool)
+    assert recall > 0.8 * _popularity_recall(split)
+
+
+def test_sampled_minibatches_train_too(split):
+    config = dataclasses.replace(CONFIG, mode="sampled", fanout=5)
+    outcome = train_version(get_method("non-bc"), SPEC, split.graph, config, None)
+    assert outcome.result.history[-1]["bpr"] < outcome.result.history[0]["bpr"]
+
+
+def test_ranks_take_equal_disjoint_shards(split):
+    model = build_model(SPEC, split.graph)
+    shards = [VersionTrainer(model, split.graph, CONFIG, rank=r, world_size=2).epoch_triples(3)
+              for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1])
+    whole = VersionTrainer(model, split.graph, CONFIG).epoch_triples(3)
+    assert torch.equal(torch.cat([shards[0].user, shards[1].user]), whole.user[: 2 * len(shards[0])])
+
+
+def test_joint_alignment_pulls_towards_the_previous_version(split, small_snapshot):
+    previous = train_version(get_method("non-bc"), SPEC, split.graph, CONFIG, None)
+    prev = PreviousVersion(0, SPEC, TransformChain([16]), model=previous.model)
+    later = period_split(small_snapshot, 0.8, 1.0)
+    errors = {}
+    for name in ("non-bc", "bc-aligner"):
+        outcome = train_version(get_method(name), SPEC.grown(1, 8), later.graph, CONFIG, prev)
+        targets, _ = prev.targets(later.graph)
+        z = torch.cat(outcome.model.embed(later.graph))
+        weight, bias = outcome.transform
+        predicted = z @ torch.from_numpy(weight).T + torch.from_numpy(bias)
+        errors[name] = (predicted - targets).norm(dim=1).mean().item()
+    assert errors["bc-aligner"] < 0.5 * errors["non-bc"]
+
+
+def test_bad_inputs_raise_clear_errors(split):
+    with pytest.raises(ConfigError, match="mode"):
+        TrainConfig(mode="turbo")
+    with pytest.raises(ConfigError, match="unknown method"):
+        get_method("bc-magic")
+    model = build_model(SPEC, split.graph)
+    targets = torch.full((split.graph.num_nodes, 8), float("nan"))
+    with pytest.raises(TrainingError, match="NaN"):
+        Alignment(make_transform("linear", 16, 8), targets,
+                  torch.ones(split.graph.num_nodes, dtype=torch.bool))
+    unnormalised = build_model(dataclasses.replace(SPEC, batch_norm=False), split.graph)
+    diverging = dataclasses.replace(CONFIG, lr=1e30, epochs=3, reg=0.0)
+    with pytest.raises(TrainingError, match="diverged"):
+        VersionTrainer(unnormalised, split.graph, diverging).fit()

@@ -1,0 +1,35 @@
+"""A tiny run of the whole paper protocol: every stage, every output file."""
+
+import json
+
+from bc_ray.core.consumers import ConsumerConfig
+from bc_ray.core.spec import VersionSpec
+from bc_ray.core.trainer import TrainConfig
+from bc_ray.experiments.paper import Preset, run_benchmark
+from bc_ray.experiments.report import write_report
+
+TINY = Preset("tiny", VersionSpec(num_layers=1, hidden_dim=8), 4,
+              TrainConfig(epochs=4, batch_size=1024, lr=1e-2, eval_every=2, warmup_epochs=2,
+                          posthoc_epochs=20),
+              ConsumerConfig(epochs=5, patience=3), start=0.55, step=0.15, versions=3)
+
+
+def test_tiny_benchmark_writes_every_output(small_snapshot, tmp_path):
+    methods = ["non-bc", "post-lin-sloss", "bc-aligner", "fix-m0", "finetune-m0", "post-procrustes"]
+    results = run_benchmark(small_snapshot, methods, seeds=1, preset=TINY)
+    summary = write_report(results, str(tmp_path))
+    for name in ("results.json", "summary.json", "table.md", "metrics.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    rows = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["method"] for r in rows] == ["keep-all"] + methods
+    for row in rows:
+        assert {"method", "intended_deg_pct", "unintended_deg_pct", "sum_pct",
+                "align_error"} <= set(row)
+    by_name = {r["method"]: r for r in summary}
+    assert by_name["keep-all"]["recall_at_50"] > 0 and 0.3 < by_name["keep-all"]["auc"] < 1
+    assert by_name["non-bc"]["intended_deg_pct"] == 0.0  # Keep-All's intended model is Non-BC's
+    assert by_name["fix-m0"]["unintended_deg_pct"] == 0.0 and by_name["fix-m0"]["align_error"] == 0
+    assert by_name["bc-aligner"]["align_error"] < by_name["non-bc"]["align_error"]
+    assert "| BC-Aligner |" in (tmp_path / "table.md").read_text()
+    versions = {(r["method"], r["version"]) for r in results["runs"]}
+    assert ("bc-aligner", 2) in versions and ("keep-all", 0) in versions

@@ -1,0 +1,63 @@
+"""Small builders shared by tests (real stores, real files; no mocks of bc_ray)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+
+from bc_ray.store.snapshots import publish_snapshot
+from bc_ray.store.store import RetentionPolicy, Store
+from bc_ray.store.tables import TableFiles, publish_refresh, table_prefix, write_table
+from bc_ray.store.versions import Candidate, publish_version, register_candidate
+
+
+def random_transform(rng: np.random.Generator, out_dim: int, in_dim: int):
+    return (rng.normal(size=(out_dim, in_dim)).astype(np.float32) / np.sqrt(in_dim),
+            rng.normal(size=out_dim).astype(np.float32) * 0.01)
+
+
+def publish_fake_version(store: Store, dim: int, rng: np.random.Generator, snapshot_id: str = "s",
+                         transform=None) -> int:
+    state = store.state()
+    parent = state.current_version
+    if parent is not None and transform is None:
+        transform = random_transform(rng, state.version(parent).dim, dim)
+    record = register_candidate(store, Candidate(
+        parent=parent, dim=dim, method="bc-aligner", spec={"hidden_dim": dim},
+        snapshot_id=snapshot_id, cutoff=1.0, model=rng.bytes(64), transform=transform,
+        metrics={"recall": 0.1}))
+    publish_version(store, record.version)
+    return record.version
+
+
+def refresh_fake_tables(store: Store, version: int, rows: int, rng: np.random.Generator,
+                        rows_per_file: int = 1_000_000) -> dict[str, np.ndarray]:
+    dim = store.state().version(version).dim
+    now = datetime.now(timezone.utc)
+    refresh_id = store.new_prefix("r").split("/")[1]
+    matrices, tables = {}, []
+    for entity in ("user", "item"):
+        matrix = rng.normal(size=(rows, dim)).astype(np.float32)
+        ids = np.arange(rows, dtype=np.int64) + (10_000 if entity == "item" else 0)
+        files = write_table(store, table_prefix(store, version, entity, refresh_id), ids, matrix,
+                            version, now, rows_per_file)
+        tables.append(TableFiles(entity, files, rows, dim))
+        matrices[entity] = matrix
+    publish_refresh(store, version, refresh_id, tables, "s", 1.0, "full", now)
+    return matrices
+
+
+def store_with_chain(uri: str, dims: list[int], rows: int = 50, seed: int = 0,
+                     keep_versions: int = 1) -> tuple[Store, dict]:
+    """Versions 0..len(dims)-1 published with random transforms, the latest one refreshed."""
+    rng = np.random.default_rng(seed)
+    store = Store(uri, retention=RetentionPolicy(keep_versions=keep_versions,
+                                                 staging_grace_seconds=0))
+    for dim in dims:
+        version = publish_fake_version(store, dim, rng)
+    matrices = refresh_fake_tables(store, version, rows, rng)
+    return store, matrices
+
+
+__all__ = ["publish_snapshot", "store_with_chain", "publish_fake_version", "refresh_fake_tables"]

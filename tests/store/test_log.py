@@ -1,0 +1,76 @@
+"""The version log: put-if-absent commits, folding, checkpoints, and racing writers."""
+
+import multiprocessing
+import threading
+
+import pytest
+
+from bc_ray.exceptions import CommitConflictError
+from bc_ray.store.io import FileIO
+from bc_ray.store.log import HINT, VersionLog, checkpoint_path, entry_path
+
+
+def _run(i: int) -> dict:
+    return {"type": "run.recorded", "run_id": f"r{i}", "kind": "test", "status": "ok"}
+
+
+def test_state_is_the_fold_of_the_log_with_checkpoints(store_uri):
+    io = FileIO(store_uri)
+    log = VersionLog(io, checkpoint_interval=10)
+    state = log.read_state()
+    for i in range(25):
+        state = log.commit(state, [_run(i)], writer="test")
+    assert io.exists(checkpoint_path(10)) and io.exists(checkpoint_path(20))
+    assert int(io.read_bytes(HINT).decode().split(":")[1].strip(" }")) == 20
+    fresh = VersionLog(io).read_state()
+    assert fresh.seq == 24 and sorted(fresh.runs) == sorted(f"r{i}" for i in range(25))
+    # A lost hint only costs reads: the fold from scratch is the same state.
+    io.delete(HINT)
+    assert VersionLog(io).read_state().to_dict() == fresh.to_dict()
+
+
+def test_racing_threads_exactly_one_wins(store_uri):
+    io = FileIO(store_uri)
+    log = VersionLog(io)
+    base = log.read_state()
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def attempt(i: int) -> None:
+        barrier.wait()
+        try:
+            VersionLog(FileIO(store_uri)).commit(base, [_run(i)], writer=f"t{i}")
+            outcomes.append("won")
+        except CommitConflictError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["conflict"] * 7 + ["won"]
+    assert log.read_state().seq == 0 and not io.exists(entry_path(1))
+
+
+def _writer(uri: str, writer: int, commits: int, queue) -> None:
+    log = VersionLog(FileIO(uri))
+    for i in range(commits):
+        log.commit_with_retry(lambda _s, i=i: [_run(writer * 1000 + i)], writer=str(writer),
+                              retries=200)
+    queue.put(writer)
+
+
+@pytest.mark.parametrize("processes", [3])
+def test_racing_processes_lose_nothing(store_uri, processes):
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_writer, args=(store_uri, w, 5, queue)) for w in range(processes)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    state = VersionLog(FileIO(store_uri)).read_state()
+    expected = {f"r{w * 1000 + i}" for w in range(processes) for i in range(5)}
+    assert set(state.runs) == expected and state.seq == len(expected) - 1

@@ -1,0 +1,45 @@
+import numpy as np
+
+from bc_ray import read_embeddings
+from tests.helpers import publish_fake_version, refresh_fake_tables, store_with_chain
+
+
+def test_keep_latest_removes_old_tables_and_models_but_never_transforms(store_uri):
+    store, _ = store_with_chain(store_uri, [8], rows=20)
+    rng = np.random.default_rng(1)
+    old_table = store.state().table(0, "item")
+    publish_fake_version(store, 6, rng)
+    refresh_fake_tables(store, 1, 20, rng)
+    store.apply_retention()
+    state = store.state()
+    assert state.table(0, "item") is None and state.table(1, "item") is not None
+    assert not any(store.io.exists(f.path) for f in old_table.files)
+    assert state.versions[0].model_removed and not state.versions[1].model_removed
+    assert store.io.exists(state.versions[1].files["transform"].path)
+    assert not state.garbage  # grace 0: purged
+    frame = read_embeddings(store_uri, "item", version=0)
+    assert frame["source_version"].unique().to_list() == [1]
+
+
+def test_superseded_refresh_waits_for_the_grace_period(tmp_path):
+    from bc_ray.store.store import RetentionPolicy, Store
+
+    uri = f"file://{tmp_path}/store"
+    store_with_chain(uri, [8], rows=10)
+    store = Store(uri, retention=RetentionPolicy(staging_grace_seconds=3600))
+    first = store.state().table(0, "user")
+    refresh_fake_tables(store, 0, 10, np.random.default_rng(2))
+    state = store.state()
+    assert {f.path for f in first.files} <= set(state.garbage)
+    assert all(store.io.exists(f.path) for f in first.files)  # a reader of the old state is safe
+
+
+def test_keeping_two_versions_serves_the_real_old_table(store_uri):
+    store, _ = store_with_chain(store_uri, [8], rows=20, keep_versions=2)
+    rng = np.random.default_rng(1)
+    publish_fake_version(store, 6, rng)
+    refresh_fake_tables(store, 1, 20, rng)
+    frame = read_embeddings(store_uri, "user", version=0)
+    assert frame["source_version"].unique().to_list() == [0]
+    transformed = read_embeddings(store_uri, "user", version=0, prefer_stored=False)
+    assert transformed["source_version"].unique().to_list() == [1]

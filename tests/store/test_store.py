@@ -1,0 +1,93 @@
+"""Publication is atomic, crashes leave the previous state, corruption is detected and named."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import polars as pl
+import pytest
+
+from bc_ray import read_embeddings
+from bc_ray.exceptions import CorruptFileError, NotFoundError
+from bc_ray.store.snapshots import advance_snapshot, load_snapshot, publish_snapshot
+from bc_ray.store.store import Store
+from tests.helpers import store_with_chain
+
+
+def test_snapshot_round_trip(store_uri, small_snapshot):
+    store = Store(store_uri)
+    with pytest.raises(NotFoundError, match="no graph snapshot"):
+        store.state().snapshot()
+    record = publish_snapshot(store, small_snapshot.with_cutoff(0.5))
+    loaded = load_snapshot(store)
+    assert loaded.edges.equals(small_snapshot.edges) and loaded.users.equals(small_snapshot.users)
+    assert loaded.meta.cutoff == 0.5 and record.stats["visible_edges"] == small_snapshot.edges.filter(
+        pl.col("t") <= 0.5).height
+    advanced = advance_snapshot(store, 0.7)
+    assert advanced.files == record.files and load_snapshot(store).meta.cutoff == 0.7
+    assert advanced.stats["visible_edges"] == small_snapshot.edges.filter(pl.col("t") <= 0.7).height
+
+
+CRASHING_WRITER = textwrap.dedent("""
+    import os, signal, sys
+    from datetime import datetime, timezone
+    import numpy as np
+    from bc_ray.store.store import Store
+    from bc_ray.store.tables import table_prefix, write_table
+    store = Store(sys.argv[1])
+    version = store.state().current_version
+    dim = store.state().version(version).dim
+    prefix = table_prefix(store, version, "item", "crashed-run")
+    write_table(store, prefix, np.arange(50), np.ones((50, dim), np.float32), version,
+                datetime.now(timezone.utc), rows_per_file=20)
+    os.kill(os.getpid(), signal.SIGKILL)  # dies after writing, before its commit
+""")
+
+
+def test_writer_killed_mid_publication(store_uri, tmp_path):
+    store, matrices = store_with_chain(store_uri, [8, 6], rows=40)
+    before = store.state()
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    result = subprocess.run([sys.executable, "-c", CRASHING_WRITER, store_uri], env=env)
+    assert result.returncode == -signal.SIGKILL
+    assert store.state().to_dict() == before.to_dict()  # nothing became visible
+    frame = read_embeddings(store_uri, "item")
+    assert np.allclose(np.stack(frame["embedding"].to_numpy()), matrices["item"])
+    assert store.io.list_dir("embeddings/v1/item") == sorted(
+        ["crashed-run", before.table(1, "item").refresh_id])
+    assert store.collect_garbage(grace_seconds=0) == ["embeddings/v1/item/crashed-run"]
+    assert store.io.list_dir("embeddings/v1/item") == [before.table(1, "item").refresh_id]
+    assert read_embeddings(store_uri, "item").height == 40  # a rerun would publish normally
+
+
+def _table_file(store: Store):
+    return store.state().table(store.state().current_version, "item").files[0]
+
+
+def test_corrupted_parquet_is_named(store_uri):
+    store, _ = store_with_chain(store_uri, [8], rows=30_000)
+    record = _table_file(store)
+    data = bytearray(store.io.read_bytes(record.path))
+    data[len(data) // 2] ^= 0xFF  # same size, flipped bits inside a data page
+    store.io.fs.pipe_file(store.io.path(record.path), bytes(data))
+    with pytest.raises(CorruptFileError, match=record.path):
+        read_embeddings(store_uri, "item")
+
+
+def test_missing_and_truncated_files_are_named(store_uri):
+    store, _ = store_with_chain(store_uri, [8], rows=100)
+    record = _table_file(store)
+    data = store.io.read_bytes(record.path)
+    store.io.fs.pipe_file(store.io.path(record.path), data[:-10])
+    with pytest.raises(CorruptFileError, match=f"{record.path}.*truncated"):
+        read_embeddings(store_uri, "item")
+    store.io.delete(record.path)
+    with pytest.raises(CorruptFileError, match=f"{record.path}.*missing"):
+        read_embeddings(store_uri, "item")
+
+
+def test_put_if_absent_is_honoured(store_uri):
+    Store(store_uri).ensure_conditional_writes()  # raises UnsafeStoreError if ignored
