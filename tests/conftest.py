@@ -84,6 +84,58 @@ def amazon_path() -> str:
     return str(AMAZON)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_head(s3_server, tmp_path_factory):
+    """A real `ray start --head` cluster with the Jobs API (dashboard) on 127.0.0.1, stopped at
+    the end by signalling the blocking `ray start` process group."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    dashboard = free_port()
+    ray_bin = Path(sys.executable).parent / "ray"
+    log = open(tmp_path_factory.mktemp("ray-head") / "head.log", "w")
+    process = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", f"--port={free_port()}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=4",
+         "--include-dashboard=true", "--disable-usage-stats",
+         f"--ray-client-server-port={free_port()}", "--node-ip-address=127.0.0.1"],
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{address}/api/version", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or process.poll() is not None:
+                os.killpg(process.pid, signal.SIGTERM)
+                pytest.fail(f"ray start --head did not come up; see {log.name}")
+            time.sleep(1)
+    yield address
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+
+
+REPO = Path(__file__).resolve().parents[1]
+JOB_EXCLUDES = [".venv", ".git", "bench-out", "demo-store", "**/__pycache__", ".pytest_cache"]
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(s3_server):
     import ray

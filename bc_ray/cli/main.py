@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from bc_ray.cli import benchmark_cmd, data_cmd
+from bc_ray.cli import benchmark_cmd, data_cmd, train_cmd
 from bc_ray.exceptions import BcRayError
 
 app = typer.Typer(
@@ -15,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(benchmark_cmd.app, name="benchmark")
+app.command("train")(train_cmd.train)
 
 
 def run() -> None:

@@ -8,6 +8,7 @@ row r lists the neighbours node r aggregates from.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -39,16 +40,22 @@ class FeatureBag:
         """The bags of the entities in `index` (in that order)."""
         lengths = self.lengths[index]
         starts = self.offsets[index]
-        owner = torch.repeat_interleave(torch.arange(index.numel()), lengths)
-        within = torch.arange(int(lengths.sum())) - (torch.cumsum(lengths, 0) - lengths)[owner]
+        device = index.device
+        owner = torch.repeat_interleave(torch.arange(index.numel(), device=device), lengths)
+        within = (torch.arange(int(lengths.sum()), device=device)
+                  - (torch.cumsum(lengths, 0) - lengths)[owner])
         return FeatureBag(self.values[starts[owner] + within], lengths)
+
+    def to(self, device: torch.device | str) -> FeatureBag:
+        return FeatureBag(self.values.to(device), self.lengths.to(device))
 
     def limited(self, vocab_size: int) -> FeatureBag:
         """Drop codes a model does not know (vocabularies only grow after it was trained)."""
         keep = self.values < vocab_size
         if bool(keep.all()):
             return self
-        owner = torch.repeat_interleave(torch.arange(self.lengths.numel()), self.lengths)
+        owner = torch.repeat_interleave(
+            torch.arange(self.lengths.numel(), device=self.lengths.device), self.lengths)
         lengths = torch.zeros_like(self.lengths).index_add_(0, owner, keep.long())
         return FeatureBag(self.values[keep], lengths)
 
@@ -84,6 +91,17 @@ class GraphTensors:
             self._adjacency = Adjacency(rows, cols, self.num_nodes, self.num_nodes)
         return self._adjacency
 
+    def to(self, device: torch.device | str) -> GraphTensors:
+        """A copy on `device` (the adjacency is rebuilt there on first use)."""
+        def bags(features: dict[str, FeatureBag]) -> dict[str, FeatureBag]:
+            return {k: v.to(device) for k, v in features.items()}
+
+        return dataclasses.replace(
+            self, edge_user=self.edge_user.to(device), edge_item=self.edge_item.to(device),
+            user_features=bags(self.user_features), item_features=bags(self.item_features),
+            user_first_t=self.user_first_t.to(device), item_first_t=self.item_first_t.to(device),
+            _adjacency=None)
+
     def features(self, entity: str) -> dict[str, FeatureBag]:
         return self.user_features if entity == "user" else self.item_features
 
@@ -95,7 +113,7 @@ class GraphTensors:
 def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, num_rows: int,
          num_cols: int) -> torch.Tensor:
     """CSR from (row, col) pairs already sorted by row."""
-    crow = torch.zeros(num_rows + 1, dtype=torch.long)
+    crow = torch.zeros(num_rows + 1, dtype=torch.long, device=rows.device)
     crow[1:] = torch.cumsum(torch.bincount(rows, minlength=num_rows), 0)
     with warnings.catch_warnings():  # "CSR support is in beta": we rely only on spmm
         warnings.simplefilter("ignore", UserWarning)
@@ -128,7 +146,8 @@ class Adjacency:
         rows, cols = key // num_src, key % num_src
         self.num_dst, self.num_src = num_dst, num_src
         self.rows, self.cols = rows, cols
-        self.binary = _csr(rows, cols, torch.ones(cols.numel()), num_dst, num_src)
+        self.binary = _csr(rows, cols, torch.ones(cols.numel(), device=rows.device), num_dst,
+                           num_src)
         self._operators: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -138,13 +157,17 @@ class Adjacency:
     def _operator(self, reduce: str) -> tuple[torch.Tensor, torch.Tensor]:
         if reduce not in self._operators:
             degree = torch.bincount(self.rows, minlength=self.num_dst).clamp(min=1).float()
-            values = (1.0 / degree[self.rows]) if reduce == "mean" else torch.ones(self.nnz)
+            values = (1.0 / degree[self.rows]) if reduce == "mean" else torch.ones(
+                self.nnz, device=self.rows.device)
             order = torch.argsort(self.cols * self.num_dst + self.rows)
             transposed = _csr(self.cols[order], self.rows[order], values[order], self.num_src,
                               self.num_dst)
             self._operators[reduce] = (_csr(self.rows, self.cols, values, self.num_dst,
                                             self.num_src), transposed)
         return self._operators[reduce]
+
+    def to(self, device: torch.device | str) -> Adjacency:
+        return Adjacency(self.rows.to(device), self.cols.to(device), self.num_dst, self.num_src)
 
     def aggregate(self, x: torch.Tensor, reduce: str) -> torch.Tensor:
         matrix, matrix_t = self._operator(reduce)

@@ -27,7 +27,7 @@ class AgeMixing(nn.Module):
 
     def forward(self, ids: torch.Tensor, meta: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
         if self.training and self.id_dropout > 0:
-            dropped = torch.rand(age.numel()) < self.id_dropout
+            dropped = torch.rand(age.numel(), device=age.device) < self.id_dropout
             ids = ids.masked_fill(dropped[:, None], 0.0)
             age = age.masked_fill(dropped, 0.0)
         gate = self.gate(age)

@@ -34,9 +34,10 @@ class FeatureEncoder(nn.Module):
         self.bags = nn.ModuleDict({
             name: nn.EmbeddingBag(max(size, 1), dim, mode="mean")
             for name, size in self.vocab_sizes.items()})
+        self.register_buffer("anchor", torch.zeros(0), persistent=False)  # carries the device
 
     def forward(self, features: dict[str, FeatureBag], count: int) -> torch.Tensor:
-        out = torch.zeros(count, self.dim)
+        out = self.anchor.new_zeros(count, self.dim)
         for name, bag in self.bags.items():
             if name in features:
                 known = features[name].limited(self.vocab_sizes[name])
@@ -91,7 +92,7 @@ class EmbeddingModel(nn.Module):
         meta = self.encoders[entity](features, count)
         if not self.spec.id_embeddings:
             return meta
-        rows = torch.arange(count) if index is None else index
+        rows = torch.arange(count, device=meta.device) if index is None else index
         table = self.ids[entity]
         ids = table(rows.clamp(max=table.num_embeddings - 1))
         if self.mixing is None:
@@ -104,7 +105,7 @@ class EmbeddingModel(nn.Module):
         if nodes is None:
             return torch.cat([self.entity_inputs("user", graph), self.entity_inputs("item", graph)])
         is_user = nodes < graph.num_users
-        out = torch.empty(nodes.numel(), self.spec.hidden_dim)
+        out = nodes.new_empty((nodes.numel(), self.spec.hidden_dim), dtype=torch.float32)
         out[is_user] = self.entity_inputs("user", graph, nodes[is_user])
         out[~is_user] = self.entity_inputs("item", graph, nodes[~is_user] - graph.num_users)
         return out

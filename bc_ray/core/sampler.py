@@ -30,6 +30,10 @@ class SampledSubgraph:
     blocks: list[Block]  # first layer first
     num_seeds: int
 
+    def to(self, device: torch.device | str) -> SampledSubgraph:
+        blocks = [Block(b.adjacency.to(device), b.num_dst) for b in self.blocks]
+        return SampledSubgraph(self.nodes.to(device), blocks, self.num_seeds)
+
 
 class NeighborSampler:
     def __init__(self, adjacency: Adjacency, fanouts: list[int],

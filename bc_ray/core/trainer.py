@@ -74,6 +74,11 @@ class Alignment:
         if not torch.isfinite(self.targets[self.mask]).all():
             raise TrainingError("alignment targets contain NaN or inf")
 
+    def to(self, device: torch.device) -> Alignment:
+        amplifiers = None if self.amplifiers is None else [a.to(device) for a in self.amplifiers]
+        return Alignment(self.transform.to(device), self.targets.to(device), self.mask.to(device),
+                         amplifiers)
+
     def loss(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.amplifiers is None:
             return alignment_single(predicted, target)
@@ -111,12 +116,18 @@ class TrainResult:
 class VersionTrainer:
     def __init__(self, model: EmbeddingModel, graph: GraphTensors, config: TrainConfig,
                  alignment: Alignment | None = None, evaluator: Evaluator | None = None, *,
-                 rank: int = 0, world_size: int = 1, item_pool: torch.Tensor | None = None) -> None:
+                 rank: int = 0, world_size: int = 1, item_pool: torch.Tensor | None = None,
+                 device: torch.device | str = "cpu") -> None:
         if graph.num_edges == 0:
             raise TrainingError("the training graph has no edges")
-        self.graph, self.config, self.alignment, self.evaluator = graph, config, alignment, evaluator
+        self.device = torch.device(device)
+        self.cpu_graph = graph
+        self.graph = graph if self.device.type == "cpu" else graph.to(self.device)
+        self.config, self.evaluator = config, evaluator
+        self.alignment = alignment if alignment is None else alignment.to(self.device)
         self.rank, self.world_size = rank, world_size
-        self.joint = JointModule(model, alignment.transform if alignment else None)
+        model.to(self.device)
+        self.joint = JointModule(model, self.alignment.transform if self.alignment else None)
         self.module: nn.Module = self.joint
         self.optimizer = torch.optim.Adam(self.joint.parameters(), lr=config.lr)
         self.triples = TripleSampler(graph.edge_user, graph.edge_item, graph.num_items,
@@ -125,7 +136,7 @@ class VersionTrainer:
             config.mode == "auto" and graph.num_nodes <= config.full_graph_max_nodes)
         generator = torch.Generator().manual_seed(config.seed * 7919 + rank)
         self.neighbors = None if self.full_graph else NeighborSampler(
-            graph.adjacency(), [config.fanout] * model.spec.num_layers, generator)
+            self.cpu_graph.adjacency(), [config.fanout] * model.spec.num_layers, generator)
         self.history: list[dict] = []
         self._best_state: dict | None = None
         self._best = {"epoch": 0, "recall": -math.inf, "metrics": {}}
@@ -161,14 +172,15 @@ class VersionTrainer:
 
     def step(self, batch: Triples) -> dict:
         num_users = self.graph.num_users
-        user, pos, neg = batch.user, batch.pos + num_users, batch.neg + num_users
+        user, pos, neg = (part.to(self.device) for part in (batch.user, batch.pos + num_users,
+                                                            batch.neg + num_users))
         nodes = torch.unique(torch.cat([user, pos, neg]))
         align_nodes = nodes[self.alignment.mask[nodes]] if self.alignment else None
         if self.full_graph:
             z, predicted = self.module(self.graph, None, align_nodes)
             z_user, z_pos, z_neg = z[user], z[pos], z[neg]
         else:
-            sample = self.neighbors.sample(nodes)
+            sample = self.neighbors.sample(nodes.cpu()).to(self.device)
             rows = None if align_nodes is None else torch.searchsorted(nodes, align_nodes)
             z, predicted = self.module(self.graph, sample, rows)
             z_user, z_pos, z_neg = (z[torch.searchsorted(nodes, part)] for part in (user, pos, neg))

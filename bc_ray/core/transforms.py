@@ -32,7 +32,7 @@ class BackwardTransform(nn.Module):
         raise NotImplementedError
 
     def bias_vector(self) -> torch.Tensor:
-        return torch.zeros(self.out_dim)
+        return self.weight_matrix().new_zeros(self.out_dim)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.shape[-1] != self.in_dim:

@@ -18,7 +18,7 @@ from bc_ray.core.posthoc import fit_posthoc
 from bc_ray.core.spec import VersionSpec
 from bc_ray.core.splits import PeriodSplit
 from bc_ray.core.trainer import Alignment, Evaluator, TrainConfig, TrainResult, VersionTrainer
-from bc_ray.core.transforms import BackwardTransform, IdentityTransform, TransformChain, make_transform
+from bc_ray.core.transforms import BackwardTransform, IdentityTransform, make_transform
 from bc_ray.exceptions import ConfigError, TrainingError
 
 
@@ -35,10 +35,14 @@ class StoredTargets:
 
 @dataclass
 class PreviousVersion:
+    """What training version k needs of version k-1: its spec, the frozen model (or its stored
+    embeddings), and W_{k-1}^j for every older version j of the lineage (the multi-step
+    amplifiers; the last is the identity)."""
+
     version: int
     spec: VersionSpec
-    chain: TransformChain  # B_1..B_{k-1} of this lineage
-    model: EmbeddingModel | None = None  # frozen M_{k-1}
+    amplifiers: list[torch.Tensor]
+    model: EmbeddingModel | None = None
     stored: StoredTargets | None = None
 
     @property
@@ -55,7 +59,7 @@ class PreviousVersion:
                                 "embeddings to align to")
         z_user, z_item = self.model.embed(graph)
         targets = torch.cat([z_user, z_item])
-        return targets, torch.ones(targets.shape[0], dtype=torch.bool)
+        return targets, torch.ones(targets.shape[0], dtype=torch.bool, device=targets.device)
 
 
 @dataclass
@@ -90,7 +94,8 @@ def split_evaluator(split: PeriodSplit, targets: tuple[torch.Tensor, torch.Tenso
 
 def prepare_trainer(method: Method, spec: VersionSpec, graph: GraphTensors, config: TrainConfig,
                     previous: PreviousVersion | None, evaluator_for=None, *, rank: int = 0,
-                    world_size: int = 1, item_pool: torch.Tensor | None = None) -> VersionTrainer:
+                    world_size: int = 1, item_pool: torch.Tensor | None = None,
+                    device: torch.device | str = "cpu") -> VersionTrainer:
     """Build M_k (fresh or fine-tuned), B_k and the alignment for `method`.
 
     `evaluator_for(targets)` returns the evaluator, given the alignment targets (or None).
@@ -105,11 +110,11 @@ def prepare_trainer(method: Method, spec: VersionSpec, graph: GraphTensors, conf
     if previous is not None and method.joint:
         targets = previous.targets(graph)
         transform = make_transform(method.transform, spec.output_dim, previous.dim)
-        amplifiers = previous.chain.amplifiers() if method.alignment == "multi" else None
+        amplifiers = previous.amplifiers if method.alignment == "multi" else None
         alignment = Alignment(transform, targets[0], targets[1], amplifiers)
     evaluator = evaluator_for(targets) if evaluator_for is not None else None
     return VersionTrainer(model, graph, config, alignment, evaluator, rank=rank,
-                          world_size=world_size, item_pool=item_pool)
+                          world_size=world_size, item_pool=item_pool, device=device)
 
 
 def finish_version(method: Method, result: TrainResult, graph: GraphTensors,
@@ -123,7 +128,7 @@ def finish_version(method: Method, result: TrainResult, graph: GraphTensors,
         targets, mask = previous.targets(graph)
         z_user, z_item = result.model.embed(graph)
         z_new = torch.cat([z_user, z_item])[mask]
-        amplifiers = previous.chain.amplifiers() if method.alignment == "multi" else None
+        amplifiers = previous.amplifiers if method.alignment == "multi" else None
         transform = fit_posthoc(method.fit, z_new, targets[mask], amplifiers,
                                 epochs=config.posthoc_epochs, seed=config.seed)
         return VersionOutcome(result.model, transform, result)

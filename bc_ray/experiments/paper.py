@@ -142,7 +142,7 @@ def run_method(ctx: SeedContext, preset: Preset, method: Method) -> list[dict]:
     """One lineage: versions 1..K-1 of `method`, each scored on its own next period."""
     spec0 = preset.spec_at(0)
     chain = TransformChain([spec0.output_dim])
-    previous = PreviousVersion(0, spec0, chain, model=ctx.model0)
+    previous = PreviousVersion(0, spec0, chain.amplifiers(), model=ctx.model0)
     rows = [_score(ctx, method, 0, *ctx.keep_all_z0[0], chain, 0.0, 0)]
     for version in range(1, preset.versions):
         split = ctx.splits[version]
@@ -160,7 +160,7 @@ def run_method(ctx: SeedContext, preset: Preset, method: Method) -> list[dict]:
         z_user, z_item = outcome.model.embed(split.graph)
         epoch = outcome.result.selected_epoch if outcome.result else 0
         rows.append(_score(ctx, method, version, z_user, z_item, chain, seconds, epoch))
-        previous = PreviousVersion(version, spec, chain, model=outcome.model)
+        previous = PreviousVersion(version, spec, chain.amplifiers(), model=outcome.model)
     return rows
 
 

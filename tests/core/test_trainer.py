@@ -65,7 +65,7 @@ def test_ranks_take_equal_disjoint_shards(split):
 
 def test_joint_alignment_pulls_towards_the_previous_version(split, small_snapshot):
     previous = train_version(get_method("non-bc"), SPEC, split.graph, CONFIG, None)
-    prev = PreviousVersion(0, SPEC, TransformChain([16]), model=previous.model)
+    prev = PreviousVersion(0, SPEC, TransformChain([16]).amplifiers(), model=previous.model)
     later = period_split(small_snapshot, 0.8, 1.0)
     errors = {}
     for name in ("non-bc", "bc-aligner"):

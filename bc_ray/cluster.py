@@ -1,0 +1,22 @@
+"""Connecting to Ray: an existing cluster (address, or RAY_ADDRESS inside `ray job submit`) or a
+local one started on demand."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        ray.init(address=target, logging_level=logging.WARNING)
+        return
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)

@@ -1,0 +1,31 @@
+"""Models as bytes: everything needed to rebuild M_k (spec, table sizes, vocabularies, weights)."""
+
+from __future__ import annotations
+
+import io
+
+import torch
+
+from bc_ray.core.model import EmbeddingModel
+from bc_ray.core.spec import VersionSpec
+
+
+def model_to_bytes(model: EmbeddingModel) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({
+        "spec": model.spec.to_dict(),
+        "num_users": model.num_users,
+        "num_items": model.num_items,
+        "user_vocab": model.encoders["user"].vocab_sizes,
+        "item_vocab": model.encoders["item"].vocab_sizes,
+        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }, buffer)
+    return buffer.getvalue()
+
+
+def model_from_bytes(data: bytes, device: torch.device | str = "cpu") -> EmbeddingModel:
+    payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    model = EmbeddingModel(VersionSpec.from_dict(payload["spec"]), payload["num_users"],
+                           payload["num_items"], payload["user_vocab"], payload["item_vocab"])
+    model.load_state_dict(payload["state"])
+    return model.to(device).eval()

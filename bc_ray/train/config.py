@@ -1,0 +1,79 @@
+"""Typed configuration of a training job (built once at the edge: CLI or job entry point)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from bc_ray.core.spec import VersionSpec
+from bc_ray.core.trainer import TrainConfig
+from bc_ray.exceptions import ConfigError
+
+TARGET_SOURCES = ("model", "stored")
+# Product defaults: small models that train in minutes on CPUs (the paper's sizes are a --spec away).
+DEFAULT_SPEC = VersionSpec(num_layers=2, hidden_dim=64)
+DEFAULT_TRAIN = TrainConfig(epochs=30, batch_size=4096, lr=3e-3, eval_every=5, warmup_epochs=10)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """A candidate is published only if it is good enough; otherwise it is recorded as rejected.
+
+    - `max_align_error_rel`: mean ||B_k z_k - z_{k-1}|| / mean ||z_{k-1}|| on the held-out sample.
+    - `min_recall_vs_parent`: Recall@50 of the candidate over that of the current version,
+      both measured on the same held-out edges.
+    - `min_recall`: an absolute floor (also applies to version 0).
+    """
+
+    max_align_error_rel: float = 0.5
+    min_recall_vs_parent: float = 0.8
+    min_recall: float = 0.0
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """Chaos testing: worker `rank` kills its own process (SIGKILL) at `epoch`, once per marker."""
+
+    rank: int
+    epoch: int
+    marker: str
+
+
+@dataclass(frozen=True)
+class TrainJobConfig:
+    store: str
+    method: str = "bc-aligner"
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    spec: VersionSpec | None = None
+    train: TrainConfig = DEFAULT_TRAIN
+    holdout: float = 0.05
+    targets: str = "model"
+    gate: GateConfig = field(default_factory=GateConfig)
+    checkpoint_every: int = 5
+    max_failures: int = 2
+    run_name: str | None = None
+    fault: FaultInjection | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if not 0.0 < self.holdout < 0.5:
+            raise ConfigError(f"--holdout must be in (0, 0.5), got {self.holdout}")
+        if self.targets not in TARGET_SOURCES:
+            raise ConfigError(f"--targets must be one of {TARGET_SOURCES}, got {self.targets!r}")
+        if self.checkpoint_every < 1:
+            raise ConfigError("--checkpoint-every must be >= 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainJobConfig:
+        data = dict(data)
+        data["spec"] = VersionSpec.from_dict(data["spec"]) if data.get("spec") else None
+        data["train"] = TrainConfig(**data["train"])
+        data["gate"] = GateConfig(**data["gate"])
+        data["fault"] = FaultInjection(**data["fault"]) if data.get("fault") else None
+        return cls(**data)

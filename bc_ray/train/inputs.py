@@ -1,0 +1,110 @@
+"""Everything a version bump reads from the store, loaded the same way by driver and workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+from bc_ray.core.methods import Method, get_method
+from bc_ray.core.serialization import model_from_bytes
+from bc_ray.core.spec import VersionSpec
+from bc_ray.core.splits import PeriodSplit, period_split
+from bc_ray.core.version import PreviousVersion, StoredTargets
+from bc_ray.data.snapshot import GraphSnapshot
+from bc_ray.exceptions import ConfigError, TrainingError
+from bc_ray.store.parquet import embedding_matrix
+from bc_ray.store.snapshots import load_snapshot
+from bc_ray.store.state import StoreState, VersionRecord
+from bc_ray.store.store import Store
+from bc_ray.store.tables import read_table
+from bc_ray.store.versions import load_model_bytes
+from bc_ray.train.config import DEFAULT_SPEC, TrainJobConfig
+
+TRAINABLE = ("fresh", "finetune")
+
+
+@dataclass
+class JobInputs:
+    store: Store
+    state: StoreState
+    snapshot: GraphSnapshot
+    split: PeriodSplit
+    method: Method
+    spec: VersionSpec
+    parent: VersionRecord | None
+    previous: PreviousVersion | None
+
+
+def resolve_method(name: str) -> Method:
+    method = get_method(name)
+    if method.model not in TRAINABLE or method.name == "keep-all":
+        raise ConfigError(f"{method.title} is a benchmark baseline, not a way to train a new "
+                          "version; use bc-aligner (or another variant)")
+    return method
+
+
+def resolve_spec(job: TrainJobConfig, method: Method, parent: VersionRecord | None) -> VersionSpec:
+    parent_spec = VersionSpec.from_dict(parent.spec) if parent else None
+    spec = job.spec or parent_spec or DEFAULT_SPEC
+    if method.model == "finetune" and parent_spec is not None and spec != parent_spec:
+        raise ConfigError(f"finetune-m0 cannot change the architecture: --spec {spec} differs "
+                          f"from version {parent.version}'s {parent_spec}")
+    if method.transform == "identity" and parent and spec.output_dim < parent.dim:
+        raise ConfigError(f"joint-notrans cannot shrink the output from {parent.dim} to "
+                          f"{spec.output_dim} dimensions")
+    return spec
+
+
+def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInputs:
+    """Reads and validates; every error here is raised before any worker starts."""
+    method = resolve_method(job.method)
+    store = Store(job.store)
+    state = store.state()
+    snapshot = load_snapshot(store, state=state)
+    cutoff = snapshot.meta.cutoff
+    split = period_split(snapshot, max(cutoff - job.holdout, 1e-9), cutoff, seed=job.train.seed)
+    if split.eval_edges.height == 0 or split.test_users.numel() == 0:
+        raise TrainingError(f"no held-out edges in ({cutoff - job.holdout:.3f}, {cutoff}]: "
+                            "raise --holdout or advance the snapshot")
+    parent = state.version() if state.current_version is not None else None
+    spec = resolve_spec(job, method, parent)
+    previous = None
+    if parent is not None:
+        previous = _previous(store, state, parent, snapshot, job.targets, with_previous_model)
+    return JobInputs(store, state, snapshot, split, method, spec, parent, previous)
+
+
+def _previous(store: Store, state: StoreState, parent: VersionRecord, snapshot: GraphSnapshot,
+              targets: str, with_model: bool) -> PreviousVersion:
+    chain = store.chain(parent.version, state)
+    amplifiers = [torch.from_numpy(chain[j][0]) for j in state.lineage(parent.version)]
+    model = None
+    if with_model and (targets == "model" or get_method(parent.method).model == "finetune"):
+        model = model_from_bytes(load_model_bytes(store, parent.version, state))
+    stored = _stored_targets(store, state, parent, snapshot) if targets == "stored" else None
+    return PreviousVersion(parent.version, VersionSpec.from_dict(parent.spec), amplifiers,
+                           model=model, stored=stored)
+
+
+def _stored_targets(store: Store, state: StoreState, parent: VersionRecord,
+                    snapshot: GraphSnapshot) -> StoredTargets:
+    """Ver-(k-1) rows joined by external id; entities without one are masked out."""
+    out = {}
+    for entity in ("user", "item"):
+        record = state.table(parent.version, entity)
+        if record is None:
+            raise TrainingError(f"--targets stored needs refreshed embeddings of version "
+                                f"{parent.version}; run `bc-ray refresh` first")
+        table = read_table(store, record, columns=["id", "embedding"])
+        stored_ids = pl.from_arrow(table.select(["id"])).with_row_index("row")
+        matrix = embedding_matrix(table.column("embedding"))
+        entities = snapshot.entities(entity).select("idx", "id")
+        joined = entities.join(stored_ids, on="id", how="left").sort("idx")
+        mask = joined["row"].is_not_null().to_numpy()
+        values = np.zeros((entities.height, parent.dim), dtype=np.float32)
+        values[mask] = matrix[joined["row"].to_numpy()[mask].astype(np.int64)]
+        out[entity] = (torch.from_numpy(values), torch.from_numpy(mask))
+    return StoredTargets(out["user"][0], out["item"][0], out["user"][1], out["item"][1])

@@ -1,0 +1,136 @@
+"""The driver of a version bump: validate, train on Ray Train, score, gate, register.
+
+Everything that can be wrong with the request (no snapshot, unknown method, incompatible spec,
+more workers than the cluster can place) is reported before any worker starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import ray
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from bc_ray.core.model import build_model
+from bc_ray.core.serialization import model_to_bytes
+from bc_ray.core.trainer import JointModule, TrainResult
+from bc_ray.core.transforms import make_transform
+from bc_ray.core.version import finish_version
+from bc_ray.exceptions import TrainingError
+from bc_ray.store.store import Store
+from bc_ray.store.versions import Candidate, publish_version, register_candidate, reject_version
+from bc_ray.train.config import TrainJobConfig
+from bc_ray.train.gate import gate, score_candidate
+from bc_ray.train.inputs import JobInputs, load_inputs
+from bc_ray.train.loop import CHECKPOINT_FILE, train_loop_per_worker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    version: int
+    status: str
+    metrics: dict
+    reasons: list[str] = field(default_factory=list)
+    run_name: str = ""
+    history: list[dict] = field(default_factory=list)
+
+
+def check_placement(job: TrainJobConfig) -> None:
+    """Refuse a worker count the cluster cannot place (instead of waiting forever)."""
+    if job.num_workers == 0:
+        return
+    resources = ray.cluster_resources()
+    need_cpu = job.num_workers * job.cpus_per_worker
+    if resources.get("CPU", 0.0) < need_cpu:
+        raise TrainingError(f"--num-workers {job.num_workers} x {job.cpus_per_worker} CPU needs "
+                            f"{need_cpu:g} CPUs but the cluster has {resources.get('CPU', 0):g}")
+    if job.use_gpu and resources.get("GPU", 0.0) < job.num_workers:
+        raise TrainingError(f"--use-gpu with {job.num_workers} workers needs {job.num_workers} "
+                            f"GPUs but the cluster has {resources.get('GPU', 0):g}")
+
+
+def _run_config(store: Store, name: str, job: TrainJobConfig) -> RunConfig:
+    kwargs = {}
+    if store.io.scheme == "s3":
+        kwargs["storage_filesystem"] = store.io.arrow_fs()
+    return RunConfig(name=name, storage_path=store.io.path("_train"),
+                     failure_config=FailureConfig(max_failures=job.max_failures),
+                     checkpoint_config=CheckpointConfig(num_to_keep=2), **kwargs)
+
+
+def fit(job: TrainJobConfig, inputs: JobInputs, name: str):
+    """Run the TorchTrainer; returns Ray's Result (metrics of rank 0, last checkpoint)."""
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job.to_dict()},
+        scaling_config=ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu,
+                                     resources_per_worker={"CPU": job.cpus_per_worker}),
+        run_config=_run_config(inputs.store, name, job))
+    return trainer.fit()
+
+
+def _restore(result, inputs: JobInputs) -> TrainResult:
+    """The selected M_k (and B_k) from the final checkpoint."""
+    if result.checkpoint is None:
+        raise TrainingError(f"training ended without a checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as directory:
+        saved = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=False,
+                           map_location="cpu")
+    model = build_model(inputs.spec, inputs.split.graph)
+    transform = None
+    if inputs.previous is not None and inputs.method.joint:
+        transform = make_transform(inputs.method.transform, inputs.spec.output_dim,
+                                   inputs.previous.dim)
+    joint = JointModule(model, transform)
+    joint.load_state_dict(saved["best_state"] or saved["joint"])
+    model.eval()
+    return TrainResult(model=model, transform=transform, history=saved["history"],
+                       selected_epoch=saved["best"]["epoch"] or saved["epoch"],
+                       selected_metrics=saved["best"]["metrics"])
+
+
+def run_training(job: TrainJobConfig) -> TrainOutcome:
+    started = time.perf_counter()
+    inputs = load_inputs(job)
+    check_placement(job)
+    name = job.run_name or f"train-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    logger.info("training %s (%s) on %d worker(s): %s", inputs.method.title, name,
+                job.num_workers, inputs.spec)
+    result = fit(job, inputs, name)
+    if result.error is not None:
+        raise TrainingError(f"training run {name} failed: {result.error}")
+    trained = _restore(result, inputs)
+    outcome = finish_version(inputs.method, trained, inputs.split.graph, job.train,
+                             inputs.previous)
+    metrics = score_candidate(outcome.model, outcome.transform, inputs.split, inputs.previous,
+                              seed=job.train.seed)
+    history = trained.history
+    steady = history[1:] or history  # the first epoch pays one-off warm-up costs
+    seconds = sum(h["seconds"] for h in steady)
+    edges = sum(h["edges"] for h in steady) * max(job.num_workers, 1)
+    metrics.update(
+        run_name=name, epochs=len(history), selected_epoch=trained.selected_epoch,
+        train_seconds=sum(h["seconds"] for h in history),
+        edges_per_second=edges / seconds if seconds else None,
+        wall_seconds=time.perf_counter() - started, num_workers=job.num_workers,
+        resumed_from=result.metrics.get("resumed_from"),
+        param_checksums=result.metrics.get("param_checksums"))
+    reasons = gate(metrics, job.gate)
+    candidate = register_candidate(inputs.store, Candidate(
+        parent=inputs.parent.version if inputs.parent else None, dim=inputs.spec.output_dim,
+        method=inputs.method.name, spec=inputs.spec.to_dict(),
+        snapshot_id=inputs.state.current_snapshot, cutoff=inputs.snapshot.meta.cutoff,
+        model=model_to_bytes(outcome.model), transform=outcome.transform, metrics=metrics))
+    if reasons:
+        reject_version(inputs.store, candidate.version, reasons)
+        return TrainOutcome(candidate.version, "rejected", metrics, reasons, name, history)
+    publish_version(inputs.store, candidate.version)
+    return TrainOutcome(candidate.version, "published", metrics, [], name, history)

@@ -1,0 +1,96 @@
+"""The per-worker training function TorchTrainer runs (one copy per rank, DDP over gloo/NCCL).
+
+Every rank loads the snapshot and the frozen M_{k-1} once, trains on its shard of each epoch's
+triples, evaluates (so model selection stays identical across ranks), and calls
+`ray.train.report` once per epoch; only rank 0 attaches checkpoints. A restarted group resumes
+from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import ray.train
+import torch
+import torch.distributed as dist
+
+from bc_ray.core.version import prepare_trainer, split_evaluator
+from bc_ray.train.config import TrainJobConfig
+from bc_ray.train.inputs import load_inputs
+
+CHECKPOINT_FILE = "trainer.pt"
+
+
+def parameter_checksum(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _gathered_checksums(module: torch.nn.Module) -> list[str]:
+    checksum = parameter_checksum(module)
+    if not (dist.is_available() and dist.is_initialized()):
+        return [checksum]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, checksum)
+    return gathered
+
+
+def _maybe_inject_fault(job: TrainJobConfig, rank: int, epoch: int) -> None:
+    fault = job.fault
+    if fault is None or fault.rank != rank or fault.epoch != epoch:
+        return
+    marker = Path(fault.marker)
+    if marker.exists():
+        return
+    marker.write_text(str(os.getpid()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _save(trainer, epoch: int, resumed_from: int | None) -> ray.train.Checkpoint:
+    directory = tempfile.mkdtemp(prefix="bc-ray-ckpt-")
+    torch.save({**trainer.state(), "epoch": epoch, "resumed_from": resumed_from},
+               os.path.join(directory, CHECKPOINT_FILE))
+    return ray.train.Checkpoint.from_directory(directory)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    job = TrainJobConfig.from_dict(config["job"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    inputs = load_inputs(job)
+    device = ray.train.torch.get_device() if job.use_gpu else torch.device("cpu")
+    trainer = prepare_trainer(
+        inputs.method, inputs.spec, inputs.split.graph, job.train, inputs.previous,
+        lambda targets: split_evaluator(inputs.split, targets), rank=rank,
+        world_size=max(world_size, 1), item_pool=inputs.split.item_pool, device=device)
+    if world_size > 1:
+        trainer.module = ray.train.torch.prepare_model(trainer.joint, move_to_device=False)
+
+    start, resumed_from = 1, None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            saved = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=False,
+                               map_location=device)
+        trainer.load_state(saved)
+        start = resumed_from = saved["epoch"] + 1
+
+    epochs = job.train.epochs
+    for epoch in range(start, epochs + 1):
+        stats = trainer.run_epoch(epoch)
+        if trainer.should_evaluate(epoch):
+            stats.update(trainer.evaluate(epoch))
+        trainer.history.append(stats)
+        _maybe_inject_fault(job, rank, epoch)
+        stats["resumed_from"] = resumed_from
+        if epoch == epochs:
+            stats["param_checksums"] = _gathered_checksums(trainer.joint)
+        attach = rank == 0 and (epoch % job.checkpoint_every == 0 or epoch == epochs)
+        ray.train.report(stats, checkpoint=_save(trainer, epoch, resumed_from) if attach else None)
