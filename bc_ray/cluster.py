@@ -19,4 +19,6 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     if target:
         ray.init(address=target, logging_level=logging.WARNING)
         return
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    # "local" always starts a fresh cluster (pass --address auto to join a running local one).
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+             logging_level=logging.WARNING)

@@ -31,10 +31,10 @@ from bc_ray.data import load_dataset  # noqa: E402
 class ReferenceStyleModel(EmbeddingModel):
     """The same network, aggregating the way PyG does without torch_sparse (edge_index)."""
 
-    def layer(self, index, x_src, adjacency, num_dst):
+    def layer(self, index, x_src, adjacency, x_dst):
         if not hasattr(adjacency, "_edge_index"):
             adjacency._edge_index = torch.stack([adjacency.cols, adjacency.rows])
-        x = self.convs[index]((x_src, x_src[:num_dst]), adjacency._edge_index)
+        x = self.convs[index]((x_src, x_dst), adjacency._edge_index)
         if self.norms is not None:
             x = self.norms[index](x)
         return torch.relu(x) if index < self.spec.num_layers - 1 else x

@@ -67,7 +67,8 @@ def main() -> None:
     rows = [["plain process", "-", plain, 1.0, "-"]]
     results = {"plain_edges_per_s": plain}
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+             log_to_driver=False)
     for workers in (1, 2):
         started = time.perf_counter()
         outcome = run_training(dataclasses.replace(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
 
-from bc_ray.cli import benchmark_cmd, data_cmd, train_cmd
+from bc_ray.cli import benchmark_cmd, data_cmd, refresh_cmd, train_cmd
 from bc_ray.exceptions import BcRayError
 
 app = typer.Typer(
@@ -16,10 +17,13 @@ app = typer.Typer(
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(benchmark_cmd.app, name="benchmark")
 app.command("train")(train_cmd.train)
+app.command("refresh")(refresh_cmd.refresh)
 
 
 def run() -> None:
     """Console entry: bc_ray errors are printed as one clear line (exit 2), never a traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("bc_ray").setLevel(logging.INFO)
     try:
         app()
     except BcRayError as exc:

@@ -169,6 +169,12 @@ class Adjacency:
     def to(self, device: torch.device | str) -> Adjacency:
         return Adjacency(self.rows.to(device), self.cols.to(device), self.num_dst, self.num_src)
 
+    def aggregate_max(self, x: torch.Tensor) -> torch.Tensor:
+        """Element-wise max over each row's neighbours (zeros for rows without any)."""
+        out = x.new_zeros(self.num_dst, x.shape[1])
+        index = self.rows[:, None].expand(-1, x.shape[1])
+        return out.scatter_reduce(0, index, x[self.cols], reduce="amax", include_self=False)
+
     def aggregate(self, x: torch.Tensor, reduce: str) -> torch.Tensor:
         matrix, matrix_t = self._operator(reduce)
         return _SpMM.apply(matrix, matrix_t, x)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch_geometric.nn import SAGEConv
 
 from bc_ray.core.graph import Adjacency, FeatureBag, GraphTensors
 from bc_ray.core.mixing import AgeMixing
@@ -45,9 +44,31 @@ class FeatureEncoder(nn.Module):
         return out
 
 
+class LinearSAGE(nn.Module):
+    """The parameters of PyG's SAGEConv (``lin_l`` with bias, ``lin_r`` without) and nothing
+    else: loading a trained model for inference then needs no torch_geometric import, which costs
+    ~5 s per process (every refresh actor pays it otherwise). `EmbeddingModel.layer` computes
+    the same W_l agg + W_r x_dst with it; a test checks the outputs are identical."""
+
+    def __init__(self, in_channels: int, out_channels: int, aggr: str = "mean") -> None:
+        super().__init__()
+        self.aggr = aggr
+        self.lin_l = nn.Linear(in_channels, out_channels, bias=True)
+        self.lin_r = nn.Linear(in_channels, out_channels, bias=False)
+
+
+def _sage_conv_class(light: bool):
+    if light:
+        return LinearSAGE
+    from torch_geometric.nn import SAGEConv
+
+    return SAGEConv
+
+
 class EmbeddingModel(nn.Module):
     def __init__(self, spec: VersionSpec, num_users: int, num_items: int,
-                 user_vocab: dict[str, int], item_vocab: dict[str, int]) -> None:
+                 user_vocab: dict[str, int], item_vocab: dict[str, int],
+                 light: bool = False) -> None:
         super().__init__()
         self.spec = spec
         self.num_users, self.num_items = num_users, num_items
@@ -63,8 +84,9 @@ class EmbeddingModel(nn.Module):
                     self.ids[entity].weight[count].zero_()
         self.mixing = AgeMixing(hidden) if spec.cold_start_mixing else None
         dims = [hidden] * spec.num_layers + [spec.output_dim]
+        conv = _sage_conv_class(light)
         self.convs = nn.ModuleList(
-            SAGEConv(dims[i], dims[i + 1], aggr=spec.aggregation) for i in range(spec.num_layers))
+            conv(dims[i], dims[i + 1], aggr=spec.aggregation) for i in range(spec.num_layers))
         self.norms = nn.ModuleList(
             nn.BatchNorm1d(dims[i + 1]) for i in range(spec.num_layers)) if spec.batch_norm else None
 
@@ -111,14 +133,16 @@ class EmbeddingModel(nn.Module):
         return out
 
     def layer(self, index: int, x_src: torch.Tensor, adjacency: Adjacency,
-              num_dst: int) -> torch.Tensor:
-        """One GraphSAGE layer from source rows to the first `num_dst` rows (layer-wise use).
+              x_dst: torch.Tensor) -> torch.Tensor:
+        """One GraphSAGE layer: destination rows aggregate their neighbours among `x_src`.
 
         Mean and sum aggregation run through `Adjacency.aggregate` (a cached-transpose SpMM) and
         the PyG layer's own weights: W_l agg + W_r x_dst, exactly SAGEConv's forward."""
-        conv, x_dst = self.convs[index], x_src[:num_dst]
+        conv = self.convs[index]
         if self.spec.aggregation in ("mean", "sum"):
             x = conv.lin_l(adjacency.aggregate(x_src, self.spec.aggregation)) + conv.lin_r(x_dst)
+        elif isinstance(conv, LinearSAGE):
+            x = conv.lin_l(adjacency.aggregate_max(x_src)) + conv.lin_r(x_dst)
         else:
             x = conv((x_src, x_dst), adjacency.binary)
         if self.norms is not None:
@@ -130,11 +154,11 @@ class EmbeddingModel(nn.Module):
         if sample is None:
             x, adjacency = self.inputs(graph), graph.adjacency()
             for index in range(self.spec.num_layers):
-                x = self.layer(index, x, adjacency, graph.num_nodes)
+                x = self.layer(index, x, adjacency, x)
             return x
         x = self.inputs(graph, sample.nodes)
         for index, block in enumerate(sample.blocks):
-            x = self.layer(index, x, block.adjacency, block.num_dst)
+            x = self.layer(index, x, block.adjacency, x[: block.num_dst])
         return x
 
     @torch.no_grad()

@@ -23,9 +23,12 @@ def model_to_bytes(model: EmbeddingModel) -> bytes:
     return buffer.getvalue()
 
 
-def model_from_bytes(data: bytes, device: torch.device | str = "cpu") -> EmbeddingModel:
+def model_from_bytes(data: bytes, device: torch.device | str = "cpu",
+                     light: bool = False) -> EmbeddingModel:
+    """`light` builds the layers without torch_geometric (inference-only processes)."""
     payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     model = EmbeddingModel(VersionSpec.from_dict(payload["spec"]), payload["num_users"],
-                           payload["num_items"], payload["user_vocab"], payload["item_vocab"])
+                           payload["num_items"], payload["user_vocab"], payload["item_vocab"],
+                           light=light)
     model.load_state_dict(payload["state"])
     return model.to(device).eval()

@@ -73,6 +73,11 @@ class TableRecord:
     cutoff: float
     mode: str
     stats: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, FileRecord] = field(default_factory=dict)  # inner layers, for incremental
+
+    @property
+    def all_files(self) -> list[FileRecord]:
+        return list(self.files) + list(self.cache.values())
 
 
 @dataclass
@@ -124,7 +129,7 @@ class StoreState:
             paths |= {f.path for name, f in record.files.items()
                       if not (name == "model" and record.model_removed)}
         for table in self.tables.values():
-            paths |= {f.path for f in table.files}
+            paths |= {f.path for f in table.all_files}
         return paths
 
     # -- serialisation for checkpoints ----------------------------------------------------------
@@ -147,7 +152,8 @@ class StoreState:
             state.versions[int(key)] = VersionRecord(**{**raw, "files": files(raw["files"])})
         for key, raw in data["tables"].items():
             state.tables[key] = TableRecord(
-                **{**raw, "files": [FileRecord.from_dict(f) for f in raw["files"]]})
+                **{**raw, "files": [FileRecord.from_dict(f) for f in raw["files"]],
+                   "cache": {k: FileRecord.from_dict(v) for k, v in raw.get("cache", {}).items()}})
         return state
 
 
@@ -187,15 +193,16 @@ def apply(state: StoreState, action: dict, seq: int) -> None:
             files=[FileRecord.from_dict(f) for f in action["files"]],
             **{k: action[k] for k in ("version", "entity", "refresh_id", "rows", "dim",
                                       "refreshed_at", "snapshot_id", "cutoff", "mode")},
-            stats=action.get("stats", {}))
+            stats=action.get("stats", {}),
+            cache={k: FileRecord.from_dict(v) for k, v in action.get("cache", {}).items()})
         key = table_key(table.version, table.entity)
         if key in state.tables:
-            _discard(state, [f.path for f in state.tables[key].files], table.refreshed_at)
+            _discard(state, [f.path for f in state.tables[key].all_files], table.refreshed_at)
         state.tables[key] = table
     elif kind == "retention.applied":
         for key in action.get("tables", []):
             if key in state.tables:
-                _discard(state, [f.path for f in state.tables.pop(key).files], action["at"])
+                _discard(state, [f.path for f in state.tables.pop(key).all_files], action["at"])
         for version in action.get("models", []):
             record = state.versions[int(version)]
             if not record.model_removed and "model" in record.files:

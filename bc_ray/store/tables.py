@@ -28,6 +28,7 @@ class TableFiles:
     rows: int
     dim: int
     stats: dict = field(default_factory=dict)
+    cache: dict[str, FileRecord] = field(default_factory=dict)
 
 
 def table_prefix(store: Store, version: int, entity: str, refresh_id: str) -> str:
@@ -58,7 +59,8 @@ def publish_refresh(store: Store, version: int, refresh_id: str, tables: list[Ta
         return [{"type": "refresh.published", "version": version, "entity": t.entity,
                  "refresh_id": refresh_id, "files": [vars(f) for f in t.files], "rows": t.rows,
                  "dim": t.dim, "refreshed_at": refreshed_at.isoformat(),
-                 "snapshot_id": snapshot_id, "cutoff": cutoff, "mode": mode, "stats": t.stats}
+                 "snapshot_id": snapshot_id, "cutoff": cutoff, "mode": mode, "stats": t.stats,
+                 "cache": {k: vars(v) for k, v in t.cache.items()}}
                 for t in tables]
 
     state = store.commit(build)

@@ -77,3 +77,16 @@ def test_exact_sampling_equals_full_graph(small_snapshot):
     with torch.no_grad():
         partial = model(graph, sample)
     assert torch.allclose(partial, full[seeds].detach(), atol=1e-5)
+
+
+def test_light_inference_model_matches_the_pyg_one(small_snapshot):
+    """Refresh actors load models without torch_geometric; outputs must be identical."""
+    from bc_ray.core.serialization import model_from_bytes, model_to_bytes
+
+    graph = _graph(small_snapshot)
+    for aggregation in ("mean", "sum", "max"):
+        torch.manual_seed(0)
+        model = build_model(VersionSpec(hidden_dim=8, aggregation=aggregation), graph).eval()
+        light = model_from_bytes(model_to_bytes(model), light=True)
+        assert not any(type(c).__module__.startswith("torch_geometric") for c in light.convs)
+        assert torch.allclose(model(graph), light(graph), atol=1e-5), aggregation

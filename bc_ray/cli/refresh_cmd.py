@@ -1,0 +1,44 @@
+"""`bc-ray refresh`: recompute and publish ver-k embeddings with Ray Data (= `jobs/refresh.py`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from bc_ray.cli.common import StoreOption
+from bc_ray.cli.output import emit, key_values
+
+
+def refresh(
+    store: StoreOption,
+    full: Annotated[bool, typer.Option("--full", help="Recompute every node.")] = False,
+    incremental: Annotated[bool, typer.Option(
+        "--incremental", help="Recompute only nodes whose L-hop neighbourhood changed (falls "
+                              "back to full, with the reason logged, when it cannot).")] = False,
+    inference: Annotated[str, typer.Option(help="layerwise or sampled.")] = "layerwise",
+    num_actors: Annotated[int, typer.Option(help="Actors in the Ray Data pool.")] = 2,
+    cpus_per_actor: Annotated[float, typer.Option(help="CPUs per actor.")] = 1.0,
+    use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per actor.")] = False,
+    block_nodes: Annotated[int, typer.Option(help="Nodes per Ray Data batch.")] = 32_768,
+    address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
+                                                        "a local cluster).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Batch-infer embeddings of every user and item with the current model and publish them
+    atomically (default: incremental when possible, else full)."""
+    from bc_ray.cluster import connect
+    from bc_ray.refresh.config import RefreshConfig
+    from bc_ray.refresh.job import run_refresh
+
+    if full and incremental:
+        raise typer.BadParameter("choose one of --full and --incremental")
+    mode = "full" if full else "incremental" if incremental else "auto"
+    config = RefreshConfig(store=store, mode=mode, inference=inference, num_actors=num_actors,
+                           cpus_per_actor=cpus_per_actor, use_gpu=use_gpu,
+                           block_nodes=block_nodes)
+    connect(address)
+    outcome = run_refresh(config)
+    summary = {"version": outcome.version, "refresh_id": outcome.refresh_id,
+               "mode": outcome.mode, **outcome.stats}
+    emit(summary, as_json, key_values(summary))

@@ -1,0 +1,268 @@
+"""The refresh driver: plan (full or incremental), run the Ray Data stages, publish atomically.
+
+Layer-wise inference runs one Ray Data stage per GraphSAGE layer: node ids are split into
+blocks, a pool of `LayerActor`s (model and graph loaded once per actor) computes that layer for
+each block from the previous layer held in the object store, and the driver assembles the layer
+for the next stage. The final embeddings go through `EmbeddingSink` to Parquet under a fresh
+prefix, and one log entry publishes the user and item tables together. Inner layers are cached
+next to the tables so the next refresh can be incremental.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+import ray
+import torch
+
+from bc_ray.core.graph import GraphTensors, build_graph
+from bc_ray.core.inference import expand_hops
+from bc_ray.core.serialization import model_from_bytes
+from bc_ray.data.snapshot import GraphSnapshot
+from bc_ray.data.timeline import edges_between, edges_until
+from bc_ray.refresh.actors import LayerActor, SampledActor
+from bc_ray.store.parquet import embedding_matrix
+from bc_ray.store.tables import read_table
+from bc_ray.refresh.config import RefreshConfig
+from bc_ray.refresh.pack import pack_graph
+from bc_ray.refresh.sink import EmbeddingSink
+from bc_ray.store.snapshots import load_snapshot
+from bc_ray.store.state import FileRecord, StoreState, TableRecord, VersionRecord
+from bc_ray.store.store import Store
+from bc_ray.store.tables import TableFiles, publish_refresh, table_prefix
+from bc_ray.store.versions import load_model_bytes
+
+logger = logging.getLogger(__name__)
+ENTITIES = ("user", "item")
+
+
+@dataclass
+class RefreshPlan:
+    mode: str
+    reason: str
+    changed: torch.Tensor | None = None  # nodes with new edges (incremental only)
+    previous: dict[str, TableRecord] = field(default_factory=dict)
+
+
+@dataclass
+class RefreshOutcome:
+    version: int
+    refresh_id: str
+    mode: str
+    stats: dict
+
+
+def plan_refresh(config: RefreshConfig, state: StoreState, version: VersionRecord,
+                 snapshot: GraphSnapshot, graph: GraphTensors) -> RefreshPlan:
+    """Incremental when the previous refresh of this version has layer caches over the same
+    snapshot files and an earlier cutoff; otherwise full (and the reason is recorded)."""
+    if config.mode == "full" or config.inference == "sampled":
+        return RefreshPlan("full", "requested")
+    previous = {e: state.table(version.version, e) for e in ENTITIES}
+    base = state.current_snapshot.split("@", 1)[0]
+    reason = None
+    if any(t is None for t in previous.values()):
+        reason = f"no earlier refresh of version {version.version}"
+    elif any(len(t.cache) != version.spec.get("num_layers", 2) - 1 for t in previous.values()):
+        reason = "the earlier refresh kept no layer caches"
+    elif any(t.snapshot_id.split("@", 1)[0] != base for t in previous.values()):
+        reason = "the snapshot files changed since the earlier refresh"
+    elif previous["item"].cutoff > snapshot.meta.cutoff:
+        reason = "the snapshot moved backwards"
+    elif version.spec.get("cold_start_mixing"):
+        reason = "age-aware mixing changes every input as time passes"
+    if reason is not None:
+        if config.mode == "incremental":
+            logger.warning("incremental refresh not possible (%s): running a full one", reason)
+        return RefreshPlan("full", reason)
+    new = edges_between(snapshot, previous["item"].cutoff, snapshot.meta.cutoff)
+    changed = torch.unique(torch.cat([
+        torch.from_numpy(new["user_idx"].to_numpy().astype(np.int64)),
+        torch.from_numpy(new["item_idx"].to_numpy().astype(np.int64)) + graph.num_users]))
+    return RefreshPlan("incremental", f"{new.height} new edges", changed, previous)
+
+
+def _node_dataset(nodes: np.ndarray, config: RefreshConfig):
+    wanted = max(config.num_actors, -(-nodes.size // config.block_nodes))
+    blocks = max(1, min(nodes.size, wanted, config.num_actors * 8))
+    return ray.data.from_numpy(np.array_split(nodes, blocks))
+
+
+def _map(dataset, actor, kwargs: dict, config: RefreshConfig):
+    return dataset.map_batches(
+        actor, fn_constructor_kwargs={**kwargs, "threads": int(max(1, config.cpus_per_actor))},
+        compute=ray.data.ActorPoolStrategy(size=config.num_actors),
+        batch_size=config.block_nodes, batch_format="numpy", num_cpus=config.cpus_per_actor,
+        num_gpus=1 if config.use_gpu else 0)
+
+
+def _record(stats: dict, label: str, nodes: int, seconds: float, compute: float,
+            config: RefreshConfig) -> None:
+    stats[label] = {"nodes": int(nodes), "seconds": round(seconds, 3),
+                    "compute_seconds": round(compute / config.num_actors, 3)}
+    logger.info("%s: %d nodes in %.1fs (%.0f nodes/s; %.2fs of compute per actor)", label,
+                nodes, seconds, nodes / seconds if seconds else 0.0, compute / config.num_actors)
+
+
+def _gather_stage(actor, kwargs: dict, nodes: np.ndarray, config: RefreshConfig,
+                  out: np.ndarray, label: str, stats: dict) -> None:
+    """One Ray Data pass over `nodes`, assembled into `out` (rows = node ids) on the driver."""
+    if nodes.size == 0:
+        return
+    started, compute = time.perf_counter(), 0.0
+    dataset = _map(_node_dataset(nodes, config), actor, kwargs, config)
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        out[batch["node"]] = batch["embedding"]
+        compute += float(batch["seconds"].sum())
+    _record(stats, label, nodes.size, time.perf_counter() - started, compute, config)
+
+
+def _previous_final(store: Store, plan: RefreshPlan, snapshot: GraphSnapshot,
+                    graph: GraphTensors, dim: int) -> np.ndarray:
+    """The previous tables' embeddings laid out by node (zeros for entities they lack)."""
+    final = np.zeros((graph.num_nodes, dim), dtype=np.float32)
+    for entity, offset in (("user", 0), ("item", graph.num_users)):
+        table = read_table(store, plan.previous[entity], columns=["id", "embedding"])
+        rows = pl.from_arrow(table.select(["id"])).with_row_index("row")
+        joined = snapshot.entities(entity).select("idx", "id").join(rows, on="id", how="inner")
+        matrix = embedding_matrix(table.column("embedding"))
+        final[joined["idx"].to_numpy() + offset] = matrix[joined["row"].to_numpy()]
+    return final
+
+
+def _cached_layers(store: Store, plan: RefreshPlan, graph: GraphTensors) -> list[np.ndarray]:
+    layers = []
+    for index in range(1, len(plan.previous["user"].cache) + 1):
+        parts = []
+        for entity, size in (("user", graph.num_users), ("item", graph.num_items)):
+            matrix = np.load(io.BytesIO(store.get(plan.previous[entity].cache[f"layer{index}"])))
+            padded = np.zeros((size, matrix.shape[1]), dtype=np.float32)
+            padded[: min(size, matrix.shape[0])] = matrix[:size]
+            parts.append(padded)
+        layers.append(np.concatenate(parts))
+    return layers
+
+
+@dataclass
+class FinalStage:
+    """How the last Ray Data pass (which streams into the Parquet sink) is built."""
+
+    actor: type
+    kwargs: dict
+    inner_layers: list[np.ndarray]
+
+
+def inner_layers(config: RefreshConfig, plan: RefreshPlan, store: Store, snapshot: GraphSnapshot,
+                 graph: GraphTensors, model_bytes: bytes, stats: dict) -> FinalStage:
+    """Run the gathered stages h_1..h_{L-1} and describe the final one."""
+    model = model_from_bytes(model_bytes, light=True)
+    refs = {"model": ray.put(model_bytes), "graph": ray.put(pack_graph(graph))}
+    if config.inference == "sampled":
+        return FinalStage(SampledActor, {**refs, "fanout": config.fanout}, [])
+    num_layers = model.spec.num_layers
+    all_nodes = np.arange(graph.num_nodes, dtype=np.int64)
+    if plan.mode == "incremental":
+        frontiers = [f.numpy() for f in expand_hops(graph, plan.changed, num_layers - 1)]
+        layers = _cached_layers(store, plan, graph)[: num_layers - 1]
+    else:
+        frontiers = [all_nodes] * num_layers
+        layers = [np.zeros((graph.num_nodes, model.spec.hidden_dim), dtype=np.float32)
+                  for _ in range(num_layers - 1)]
+    previous = None
+    for layer in range(1, num_layers):
+        _gather_stage(LayerActor, {**refs, "layer": layer, "previous": previous},
+                      frontiers[layer - 1], config, layers[layer - 1], f"layer{layer}", stats)
+        previous = ray.put(layers[layer - 1])
+    kwargs = {**refs, "layer": num_layers, "previous": previous}
+    if plan.mode == "incremental":
+        kwargs["carried"] = ray.put(_previous_final(store, plan, snapshot, graph,
+                                                    model.output_dim))
+        kwargs["recompute"] = ray.put(frontiers[-1])
+    stats["affected_nodes"] = int(frontiers[-1].size)
+    return FinalStage(LayerActor, kwargs, layers)
+
+
+def final_stage_and_write(config: RefreshConfig, stage: FinalStage, store: Store,
+                          version: VersionRecord, refresh_id: str, snapshot: GraphSnapshot,
+                          graph: GraphTensors, refreshed_at: datetime,
+                          stats: dict) -> dict[str, list[FileRecord]]:
+    """The last layer streams from the actor pool straight into the Parquet sink."""
+    cutoff = snapshot.meta.cutoff
+    visible = np.concatenate([graph.user_first_t.numpy() <= cutoff,
+                              graph.item_first_t.numpy() <= cutoff])
+    prefixes = {e: table_prefix(store, version.version, e, refresh_id) for e in ENTITIES}
+    ids = {"user": ray.put(snapshot.users["id"].to_arrow()),
+           "item": ray.put(snapshot.items["id"].to_arrow())}
+    sink = EmbeddingSink(store.uri, store.io.options, prefixes, ids, ray.put(visible),
+                         graph.num_users, version.version, refreshed_at, config.rows_per_file)
+    started = time.perf_counter()
+    nodes = np.flatnonzero(visible)
+    _map(_node_dataset(nodes, config), stage.actor, stage.kwargs, config).write_datasink(sink)
+    files: dict[str, list[FileRecord]] = {e: [] for e in ENTITIES}
+    rows = {e: 0 for e in ENTITIES}
+    compute = 0.0
+    for record in sink.files():
+        files[record["entity"]].append(FileRecord(record["path"], record["size"], record["sha256"]))
+        rows[record["entity"]] += record["rows"]
+        compute += record["compute_seconds"]
+    label = "sampled" if config.inference == "sampled" else f"layer{version.spec['num_layers']}"
+    _record(stats, f"{label}+write", nodes.size, time.perf_counter() - started, compute, config)
+    stats["rows"] = rows
+    return files
+
+
+def _write_caches(store: Store, version: int, refresh_id: str, graph: GraphTensors,
+                  layers: list[np.ndarray]) -> dict[str, dict[str, FileRecord]]:
+    caches: dict[str, dict[str, FileRecord]] = {e: {} for e in ENTITIES}
+    for index, layer in enumerate(layers, start=1):
+        for entity, rows in (("user", layer[: graph.num_users]), ("item", layer[graph.num_users:])):
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(rows))
+            path = f"{table_prefix(store, version, entity, refresh_id)}/cache/layer{index}.npy"
+            caches[entity][f"layer{index}"] = store.put(path, buffer.getvalue())
+    return caches
+
+
+def run_refresh(config: RefreshConfig) -> RefreshOutcome:
+    started = time.perf_counter()
+    store = Store(config.store)
+    state = store.state()
+    version = state.version()
+    model_bytes = load_model_bytes(store, version.version, state)
+    snapshot = load_snapshot(store, state=state)
+    cutoff = snapshot.meta.cutoff
+    graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
+    plan = plan_refresh(config, state, version, snapshot, graph)
+    logger.info("refresh of version %d: %s (%s)", version.version, plan.mode, plan.reason)
+    stats: dict = {"mode": plan.mode, "reason": plan.reason, "inference": config.inference,
+                   "nodes": graph.num_nodes}
+    stage = inner_layers(config, plan, store, snapshot, graph, model_bytes, stats)
+    refresh_id = store.new_prefix("refresh").split("/", 1)[1]
+    refreshed_at = datetime.now(timezone.utc)
+    files = final_stage_and_write(config, stage, store, version, refresh_id, snapshot, graph,
+                                  refreshed_at, stats)
+    caches = _write_caches(store, version.version, refresh_id, graph, stage.inner_layers)
+    stats["affected_fraction"] = round(stats.get("affected_nodes", graph.num_nodes)
+                                       / graph.num_nodes, 4)
+    stats["seconds"] = round(time.perf_counter() - started, 3)
+    rows = sum(stats["rows"].values())
+    stats["rows_per_second"] = round(rows / stats["seconds"], 1)
+    logger.info("refresh done: %d rows in %.1fs (%.0f rows/s)", rows, stats["seconds"],
+                stats["rows_per_second"])
+    tables = [TableFiles(entity, files[entity], stats["rows"][entity], version.dim,
+                         stats={k: v for k, v in stats.items() if k != "rows"},
+                         cache=caches[entity]) for entity in ENTITIES]
+    if config.chaos == "kill-before-commit":
+        os.kill(os.getpid(), signal.SIGKILL)
+    publish_refresh(store, version.version, refresh_id, tables, state.current_snapshot, cutoff,
+                    plan.mode, refreshed_at)
+    return RefreshOutcome(version.version, refresh_id, plan.mode, stats)
+
