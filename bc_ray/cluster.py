@@ -9,6 +9,17 @@ import os
 logger = logging.getLogger(__name__)
 
 
+FAST_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
+
+
+def enable_fast_ingress() -> None:
+    """Ray Serve's HAProxy + direct ingress (feature flags in Ray 2.60): HTTP goes from HAProxy
+    straight to the replicas instead of through the Python proxy actor, which halves small-request
+    latency. Must be set before the cluster (its Serve controller) starts."""
+    for key, value in FAST_INGRESS_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     import ray
 

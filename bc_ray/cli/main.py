@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from bc_ray.cli import benchmark_cmd, data_cmd, refresh_cmd, train_cmd
+from bc_ray.cli import benchmark_cmd, data_cmd, refresh_cmd, serve_cmd, train_cmd
 from bc_ray.exceptions import BcRayError
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(benchmark_cmd.app, name="benchmark")
 app.command("train")(train_cmd.train)
 app.command("refresh")(refresh_cmd.refresh)
+app.command("serve")(serve_cmd.serve)
 
 
 def run() -> None:

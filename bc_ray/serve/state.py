@@ -1,0 +1,136 @@
+"""What a replica serves, loaded from the store (numpy only: no Ray, no torch).
+
+A `ServingState` is immutable once loaded: a reload builds a new one and swaps the reference, so a
+request always finishes on the state it started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from bc_ray.core import affine
+from bc_ray.exceptions import NotFoundError, ShapeError
+from bc_ray.store.parquet import embedding_matrix
+from bc_ray.store.state import StoreState
+from bc_ray.store.store import Store
+from bc_ray.store.tables import ENTITIES, read_table
+
+
+class RequestError(Exception):
+    """A request the service refuses: carries the HTTP status and a clear message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class EntityTable:
+    version: int
+    refresh_id: str
+    ids: pa.Array
+    matrix: np.ndarray
+    index: dict  # external id -> row
+
+    @classmethod
+    def load(cls, store: Store, state: StoreState, entity: str) -> EntityTable | None:
+        for version in reversed(state.lineage()):
+            record = state.table(version, entity)
+            if record is not None:
+                table = read_table(store, record, columns=["id", "embedding"])
+                ids = table.column("id").combine_chunks()
+                index = {value: row for row, value in enumerate(ids.to_pylist())}
+                return cls(version, record.refresh_id, ids,
+                           np.ascontiguousarray(embedding_matrix(table.column("embedding"))),
+                           index)
+        return None
+
+
+@dataclass(frozen=True)
+class ServingState:
+    seq: int
+    current: int
+    dims: dict[int, int]  # published version -> dimension
+    chains: dict[int, dict[int, affine.Affine]]  # source version -> target -> (W, b)
+    tables: dict[str, EntityTable]
+
+    @property
+    def signature(self) -> tuple:
+        return (self.current, tuple((e, t.refresh_id) for e, t in sorted(self.tables.items())))
+
+    @classmethod
+    def load(cls, store: Store) -> ServingState:
+        state = store.state()
+        lineage = state.lineage()
+        if not lineage:
+            raise NotFoundError("the store has no published version to serve")
+        chains = {v: store.chain(v, state) for v in lineage}
+        tables = {e: t for e in ENTITIES if (t := EntityTable.load(store, state, e)) is not None}
+        return cls(seq=state.seq, current=lineage[-1],
+                   dims={v: state.versions[v].dim for v in lineage}, chains=chains,
+                   tables=tables)
+
+    def info(self) -> dict:
+        return {"current_version": self.current,
+                "versions": [{"version": v, "dim": d, "current": v == self.current}
+                             for v, d in sorted(self.dims.items())],
+                "tables": {e: {"version": t.version, "rows": len(t.ids),
+                               "refresh_id": t.refresh_id} for e, t in self.tables.items()}}
+
+    def transform_for(self, source: int, target: int) -> affine.Affine:
+        for name, version in (("from_version", source), ("to_version", target)):
+            if version not in self.dims:
+                raise RequestError(400, f"unknown {name} {version}; servable versions are "
+                                        f"{sorted(self.dims)}")
+        if target > source:
+            raise RequestError(400, f"to_version {target} is newer than from_version {source}: "
+                                    "transforms only go backwards")
+        return self.chains[source][target]
+
+    def check_rows(self, source: int, matrix: np.ndarray) -> None:
+        if matrix.ndim != 2 or matrix.shape[1] != self.dims[source]:
+            got = matrix.shape[1] if matrix.ndim == 2 else matrix.shape
+            raise RequestError(422, f"version {source} embeddings have {self.dims[source]} "
+                                    f"dimensions, got {got}")
+        if not np.isfinite(matrix).all():
+            raise RequestError(422, "embeddings contain NaN or infinity")
+
+    def lookup(self, entity: str, ids: list, target: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ver-`target` embeddings, found mask) for external ids; unknown ids get zero rows."""
+        if entity not in self.tables:
+            raise RequestError(404 if entity in ENTITIES else 422,
+                               f"no {entity} embeddings are loaded" if entity in ENTITIES
+                               else f"entity must be one of {ENTITIES}, got {entity!r}")
+        table = self.tables[entity]
+        weight, bias = self.transform_for(table.version, target)
+        rows = np.fromiter((table.index.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+        found = rows >= 0
+        out = np.zeros((len(ids), weight.shape[0]), dtype=np.float32)
+        if found.any():
+            out[found] = affine.apply(table.matrix[rows[found]], (weight, bias))
+        return out, found
+
+
+def apply_grouped(requests: list[tuple[ServingState, int, int, np.ndarray]]) -> list[np.ndarray]:
+    """One matmul per (state, from, to) group of a dynamic batch."""
+    groups: dict[tuple, list[int]] = {}
+    for position, (state, source, target, _) in enumerate(requests):
+        groups.setdefault((id(state), source, target), []).append(position)
+    out: list[np.ndarray | None] = [None] * len(requests)
+    for positions in groups.values():
+        state, source, target, _ = requests[positions[0]]
+        stacked = np.concatenate([requests[p][3] for p in positions])
+        if source == target:
+            result = stacked
+        else:
+            try:
+                result = affine.apply(stacked, state.chains[source][target])
+            except ShapeError as exc:
+                raise RequestError(422, str(exc)) from exc
+        offsets = np.cumsum([0] + [requests[p][3].shape[0] for p in positions])
+        for index, position in enumerate(positions):
+            out[position] = result[offsets[index]:offsets[index + 1]]
+    return out
