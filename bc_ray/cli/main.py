@@ -7,7 +7,14 @@ import sys
 
 import typer
 
-from bc_ray.cli import benchmark_cmd, data_cmd, refresh_cmd, serve_cmd, train_cmd
+from bc_ray.cli import (
+    benchmark_cmd,
+    data_cmd,
+    refresh_cmd,
+    scheduler_cmd,
+    serve_cmd,
+    train_cmd,
+)
 from bc_ray.exceptions import BcRayError
 
 app = typer.Typer(
@@ -19,6 +26,8 @@ app.add_typer(benchmark_cmd.app, name="benchmark")
 app.command("train")(train_cmd.train)
 app.command("refresh")(refresh_cmd.refresh)
 app.command("serve")(serve_cmd.serve)
+app.add_typer(scheduler_cmd.app, name="scheduler")
+app.command("status")(scheduler_cmd.status)
 
 
 def run() -> None:

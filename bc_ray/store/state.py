@@ -14,7 +14,7 @@ from bc_ray.exceptions import NotFoundError, StoreError
 
 ACTION_TYPES = (
     "snapshot.published", "version.candidate", "version.published", "version.rejected",
-    "refresh.published", "retention.applied", "run.recorded",
+    "refresh.published", "retention.applied", "run.recorded", "scheduler.configured",
 )
 
 
@@ -92,6 +92,7 @@ class StoreState:
     # Files no longer referenced, with the time they stopped being referenced: deleted by
     # retention only after a grace period, so a reader that just read the previous state is safe.
     garbage: dict[str, str] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=dict)
 
     # -- queries -----------------------------------------------------------------------
     def snapshot(self, snapshot_id: str | None = None) -> SnapshotRecord:
@@ -145,7 +146,7 @@ class StoreState:
 
         state = cls(seq=data["seq"], current_snapshot=data["current_snapshot"],
                     current_version=data["current_version"], runs=data.get("runs", {}),
-                    garbage=data.get("garbage", {}))
+                    garbage=data.get("garbage", {}), scheduler=data.get("scheduler", {}))
         for key, raw in data["snapshots"].items():
             state.snapshots[key] = SnapshotRecord(**{**raw, "files": files(raw["files"])})
         for key, raw in data["versions"].items():
@@ -212,6 +213,8 @@ def apply(state: StoreState, action: dict, seq: int) -> None:
             state.garbage.pop(path, None)
     elif kind == "run.recorded":
         state.runs[action["run_id"]] = {k: v for k, v in action.items() if k != "type"}
+    elif kind == "scheduler.configured":
+        state.scheduler = {k: v for k, v in action.items() if k != "type"}
     else:
         raise StoreError(f"log entry {seq} holds an unknown action type {kind!r}; this store was "
                          f"written by a newer bc_ray")

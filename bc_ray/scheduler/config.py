@@ -1,0 +1,39 @@
+"""Typed configuration of the scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from croniter import croniter
+
+from bc_ray.exceptions import ConfigError
+
+KINDS = ("refresh", "bump")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    store: str
+    ray_address: str  # the Jobs API, e.g. http://HEAD:8265
+    refresh_cron: str | None = "0 2 * * *"
+    bump_cron: str | None = "0 3 * * 0"
+    python: str = "python"  # interpreter on the cluster (the entrypoint runs with its PATH)
+    working_dir: str | None = None  # uploaded as the job's working_dir (else: installed package)
+    train_args: list[str] = field(default_factory=list)  # extra flags for jobs/train.py
+    refresh_args: list[str] = field(default_factory=list)
+    max_attempts: int = 3
+    backoff_s: float = 60.0  # first retry delay; doubles each attempt
+    poll_s: float = 5.0
+    lease_ttl_s: float = 900.0
+    job_timeout_s: float = 6 * 3600.0
+
+    def __post_init__(self) -> None:
+        for name in ("refresh_cron", "bump_cron"):
+            value = getattr(self, name)
+            if value is not None and not croniter.is_valid(value):
+                raise ConfigError(f"--{name.replace('_', '-')} {value!r} is not a cron expression")
+        if self.max_attempts < 1:
+            raise ConfigError("--max-attempts must be >= 1")
+
+    def cron(self, kind: str) -> str | None:
+        return self.refresh_cron if kind == "refresh" else self.bump_cron

@@ -1,0 +1,60 @@
+"""Submitting and watching Ray jobs through the Jobs API (JobSubmissionClient)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from bc_ray.scheduler.config import SchedulerConfig
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+JOB_EXCLUDES = [".venv", ".git", "bench-out", "demo-store", "**/__pycache__", ".pytest_cache"]
+
+
+class RayJobs:
+    def __init__(self, address: str) -> None:
+        from ray.job_submission import JobSubmissionClient
+
+        self.client = JobSubmissionClient(address)
+
+    def status(self, submission_id: str) -> str:
+        """PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED, or MISSING (never submitted)."""
+        try:
+            return str(self.client.get_job_status(submission_id).value)
+        except RuntimeError as exc:  # the client raises RuntimeError for unknown ids
+            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+                return "MISSING"
+            raise
+
+    def submit(self, submission_id: str, entrypoint: str, runtime_env: dict | None) -> None:
+        """Idempotent: a submission id that already exists is not submitted again."""
+        if self.status(submission_id) != "MISSING":
+            return
+        self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                               runtime_env=runtime_env or None)
+
+    def stop(self, submission_id: str) -> None:
+        self.client.stop_job(submission_id)
+
+    def logs_tail(self, submission_id: str, chars: int = 1500) -> str:
+        try:
+            return self.client.get_job_logs(submission_id)[-chars:]
+        except RuntimeError:
+            return ""
+
+
+def entrypoint(config: SchedulerConfig, step: str) -> tuple[str, dict]:
+    """The command and runtime environment of a train or refresh job."""
+    extra = config.train_args if step == "train" else config.refresh_args
+    if step == "train":
+        extra = ["--no-fail-on-reject", *extra]
+    args = ["--store", config.store, *extra]
+    env_vars = {k: v for k, v in os.environ.items()
+                if k.startswith(("AWS_", "BC_RAY_")) and k != "BC_RAY_SERVE_TOKEN"}
+    runtime_env: dict = {"env_vars": env_vars} if env_vars else {}
+    if config.working_dir:
+        runtime_env.update(working_dir=config.working_dir, excludes=JOB_EXCLUDES)
+        command = [config.python, f"jobs/{step}.py", *args]
+    else:
+        command = [config.python, "-m", "bc_ray.cli.main", step, *args]
+    return " ".join(shlex.quote(part) for part in command), runtime_env

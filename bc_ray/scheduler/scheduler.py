@@ -1,0 +1,200 @@
+"""Runs refreshes and version bumps as Ray jobs on cron schedules.
+
+One lease in the store means one job at a time across any number of scheduler replicas, and each
+cron slot is recorded, so a slot is run once even by schedulers that start together. Every run is
+recorded in the store's log (id, slot, attempts with their Ray job ids, status, what it
+published); failed attempts are retried with exponential backoff, then reported. A scheduler
+that takes over an expired lease first settles the runs its dead predecessor left open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from datetime import datetime, timezone
+
+from croniter import croniter
+
+from bc_ray.exceptions import LeaseHeldError
+from bc_ray.scheduler.config import KINDS, SchedulerConfig
+from bc_ray.scheduler.jobs import TERMINAL, RayJobs, entrypoint
+from bc_ray.scheduler.lease import Lease
+from bc_ray.store.state import StoreState
+from bc_ray.store.store import Store
+
+logger = logging.getLogger(__name__)
+LEASE_NAME = "jobs"
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
+
+
+def previous_slot(cron: str | None, now: float) -> str | None:
+    """The latest fire time of `cron` at or before `now` (the slot a run belongs to)."""
+    if cron is None:
+        return None
+    moment = datetime.fromtimestamp(now, tz=timezone.utc)
+    return croniter(cron, moment).get_prev(datetime).isoformat()
+
+
+def next_slot(cron: str | None, now: float) -> str | None:
+    if cron is None:
+        return None
+    return croniter(cron, datetime.fromtimestamp(now, tz=timezone.utc)).get_next(
+        datetime).isoformat()
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, holder: str | None = None,
+                 jobs: RayJobs | None = None) -> None:
+        self.config = config
+        self.store = Store(config.store)
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease = Lease(self.store.io, LEASE_NAME, self.holder, config.lease_ttl_s)
+        self.jobs = jobs or RayJobs(config.ray_address)
+
+    # -- records ----------------------------------------------------------------------------------
+    def _record(self, run: dict) -> None:
+        self.store.commit(lambda _state: [{"type": "run.recorded", **run}])
+
+    def configure(self) -> None:
+        """Record the schedule in the store (what `bc-ray status` shows as next runs)."""
+        self.store.commit(lambda _state: [{
+            "type": "scheduler.configured", "refresh_cron": self.config.refresh_cron,
+            "bump_cron": self.config.bump_cron, "holder": self.holder, "at": iso(time.time())}])
+
+    @staticmethod
+    def slot_taken(state: StoreState, kind: str, slot: str | None) -> bool:
+        return slot is not None and any(
+            r.get("kind") == kind and r.get("slot") == slot and r.get("status") != "skipped"
+            for r in state.runs.values())
+
+    # -- one pass -----------------------------------------------------------------------------------
+    def due(self, now: float | None = None) -> list[str]:
+        """Kinds whose latest cron slot has no run yet (bumps first: a bump also refreshes)."""
+        now = time.time() if now is None else now
+        state = self.store.state()
+        return [kind for kind in ("bump", "refresh")
+                if self.config.cron(kind) is not None
+                and not self.slot_taken(state, kind, previous_slot(self.config.cron(kind), now))]
+
+    def once(self, kind: str = "auto") -> list[dict]:
+        kinds = self.due() if kind == "auto" else [kind]
+        return [self.run(k) for k in kinds]
+
+    def run(self, kind: str, slot: str | None = None) -> dict:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        slot = slot or previous_slot(self.config.cron(kind), time.time())
+        try:
+            stale = self.lease.acquire(note=kind)
+        except LeaseHeldError as exc:
+            logger.info("skipping %s: %s", kind, exc)
+            return {"kind": kind, "slot": slot, "status": "skipped", "reason": str(exc)}
+        try:
+            if stale is not None:
+                logger.warning("took over the lease of %s, which expired", stale.holder)
+            self.settle_abandoned_runs()
+            if self.slot_taken(self.store.state(), kind, slot):
+                return {"kind": kind, "slot": slot, "status": "skipped",
+                        "reason": f"slot {slot} already ran"}
+            return self._execute(kind, slot)
+        finally:
+            self.lease.release()
+
+    def _execute(self, kind: str, slot: str | None) -> dict:
+        run = {"run_id": f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}",
+               "kind": kind, "slot": slot, "status": "running", "holder": self.holder,
+               "started_at": iso(time.time()), "attempts": []}
+        self._record(run)
+        steps = ("train", "refresh") if kind == "bump" else ("refresh",)
+        for step in steps:
+            if not self._step(run, step):
+                run.update(status="failed", ended_at=iso(time.time()))
+                self._record(run)
+                return run
+            if step == "train" and self._rejected(run):
+                run.update(status="rejected", ended_at=iso(time.time()))
+                self._record(run)
+                return run
+        state = self.store.state()
+        item_table = state.table(state.current_version, "item") if state.lineage() else None
+        run.update(status="succeeded", ended_at=iso(time.time()),
+                   published={"version": state.current_version,
+                              "refresh_id": item_table.refresh_id if item_table else None})
+        self._record(run)
+        return run
+
+    def _rejected(self, run: dict) -> bool:
+        state = self.store.state()
+        if not state.versions:
+            return False
+        newest = state.versions[max(state.versions)]
+        run["candidate"] = {"version": newest.version, "status": newest.status,
+                            "reasons": newest.reasons}
+        return newest.status == "rejected"
+
+    def _step(self, run: dict, step: str) -> bool:
+        command, runtime_env = entrypoint(self.config, step)
+        for attempt in range(1, self.config.max_attempts + 1):
+            submission_id = f"bc-ray-{run['run_id']}-{step}-{attempt}"
+            record = {"step": step, "attempt": attempt, "job_id": submission_id,
+                      "submitted_at": iso(time.time()), "status": "RUNNING"}
+            run["attempts"].append(record)
+            self._record(run)
+            self.jobs.submit(submission_id, command, runtime_env)
+            status = self._wait(submission_id)
+            record.update(status=status, ended_at=iso(time.time()))
+            if status == "SUCCEEDED":
+                self._record(run)
+                return True
+            record["error"] = self.jobs.logs_tail(submission_id)
+            self._record(run)
+            if attempt < self.config.max_attempts:
+                delay = self.config.backoff_s * 2 ** (attempt - 1)
+                logger.warning("%s attempt %d ended %s; retrying in %.0fs", step, attempt,
+                               status, delay)
+                time.sleep(delay)
+        return False
+
+    def _wait(self, submission_id: str) -> str:
+        deadline = time.time() + self.config.job_timeout_s
+        while time.time() < deadline:
+            status = self.jobs.status(submission_id)
+            if status in TERMINAL or status == "MISSING":
+                return status
+            self.lease.renew()
+            time.sleep(self.config.poll_s)
+        self.jobs.stop(submission_id)
+        return "STOPPED"
+
+    def settle_abandoned_runs(self) -> None:
+        """Runs left "running" by a scheduler that died: wait for their job if it still runs,
+        then record how it ended."""
+        state = self.store.state()
+        for run in state.runs.values():
+            if run.get("status") != "running" or run.get("holder") == self.holder:
+                continue
+            last = run["attempts"][-1] if run.get("attempts") else None
+            status = self._wait(last["job_id"]) if last else "MISSING"
+            run = dict(run)
+            run.update(status="succeeded" if status == "SUCCEEDED" else "failed",
+                       ended_at=iso(time.time()),
+                       note=f"settled by {self.holder}: scheduler {run['holder']} died and its "
+                            f"last job ended {status}")
+            self._record(run)
+
+    # -- forever ----------------------------------------------------------------------------------
+    def serve_forever(self) -> None:
+        self.configure()
+        while True:
+            for result in self.once("auto"):
+                logger.info("%s run: %s", result["kind"], result["status"])
+            now = time.time()
+            upcoming = [datetime.fromisoformat(s).timestamp() for k in KINDS
+                        if (s := next_slot(self.config.cron(k), now))]
+            time.sleep(max(1.0, min(upcoming) - time.time()) if upcoming else 3600)
