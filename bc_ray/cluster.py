@@ -20,7 +20,9 @@ def enable_fast_ingress() -> None:
         os.environ.setdefault(key, value)
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> None:
+def connect(address: str | None = None, num_cpus: int | None = None,
+            quiet: bool = False) -> None:
+    """`quiet` keeps worker logs off the driver's terminal (errors still surface as exceptions)."""
     import ray
 
     if ray.is_initialized():
@@ -32,4 +34,4 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     # "local" always starts a fresh cluster (pass --address auto to join a running local one).
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-             logging_level=logging.WARNING)
+             logging_level=logging.WARNING, log_to_driver=not quiet)

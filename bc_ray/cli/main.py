@@ -10,9 +10,11 @@ import typer
 from bc_ray.cli import (
     benchmark_cmd,
     data_cmd,
+    demo_cmd,
     refresh_cmd,
     scheduler_cmd,
     serve_cmd,
+    store_cmd,
     train_cmd,
 )
 from bc_ray.exceptions import BcRayError
@@ -21,6 +23,7 @@ app = typer.Typer(
     help="bc_ray: backward-compatible embeddings on Ray. Retrain the embedding model as often "
          "as you like; every consumer keeps working.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.command("demo")(demo_cmd.demo)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(benchmark_cmd.app, name="benchmark")
 app.command("train")(train_cmd.train)
@@ -28,6 +31,9 @@ app.command("refresh")(refresh_cmd.refresh)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(scheduler_cmd.app, name="scheduler")
 app.command("status")(scheduler_cmd.status)
+app.command("versions")(store_cmd.versions)
+app.command("export")(store_cmd.export)
+app.command("gc")(store_cmd.gc)
 
 
 def run() -> None:

@@ -1,0 +1,57 @@
+"""`bc-ray demo`: the README's main command."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+
+def demo(
+    store: Annotated[Optional[str], typer.Option(
+        help="Empty store URI (default: a new folder under ./demo-store).")] = None,
+    dataset: Annotated[str, typer.Option(help="synthetic, or FORMAT:PATH (e.g. "
+                                              "movielens-100k:../shared/data/ml-100k).")
+                       ] = "synthetic",
+    versions: Annotated[int, typer.Option(help="Version bumps after version 0.")] = 3,
+    scale: Annotated[float, typer.Option(help="Synthetic data size (1.0 = 100k edges).")] = 1.0,
+    method: Annotated[str, typer.Option(help="bc-aligner, or e.g. non-bc to see consumers "
+                                             "break.")] = "bc-aligner",
+    num_workers: Annotated[int, typer.Option(help="Ray Train workers.")] = 2,
+    epochs: Annotated[int, typer.Option(help="Training epochs per version.")] = 30,
+    port: Annotated[int, typer.Option(help="Port for the Serve stage.")] = 8000,
+    address: Annotated[Optional[str], typer.Option(help="Ray address (default: a local "
+                                                        "cluster).")] = None,
+) -> None:
+    """Run the whole lifecycle on a local Ray cluster and show what happened."""
+    import logging
+    import os
+
+    from tqdm import tqdm
+
+    from bc_ray.cluster import connect, enable_fast_ingress
+    from bc_ray.exceptions import StoreError
+    from bc_ray.lifecycle.demo import DemoConfig, default_store, run_demo
+    from bc_ray.lifecycle.report import save, text
+    from bc_ray.store.store import Store
+
+    config = DemoConfig(store=store or default_store(), dataset=dataset, versions=versions,
+                        scale=scale, method=method, num_workers=num_workers, epochs=epochs,
+                        port=port)
+    if Store(config.store).state().seq >= 0:
+        raise StoreError(f"{config.store} is not empty; the demo needs a fresh store")
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        enable_fast_ingress()
+    connect(address, num_cpus=max(4, os.cpu_count() or 1), quiet=True)
+    for name in ("ray", "bc_ray"):  # the progress bar and the final table tell the story
+        logging.getLogger(name).setLevel(logging.WARNING)
+    stages = 5 + 5 * versions
+    with tqdm(total=stages, desc="bc_ray demo", unit="stage") as bar:
+        def progress(message: str) -> None:
+            bar.set_postfix_str(message[:60])
+            bar.update(1)
+
+        report = run_demo(config, progress)
+    locations = save(report, Store(config.store))
+    typer.echo(text(report))
+    typer.echo(f"report: {locations['json']}\nchart:  {locations['png']}")

@@ -1,0 +1,1 @@
+"""The whole lifecycle in one command: data, versions, refreshes, consumers, Serve, polars."""
