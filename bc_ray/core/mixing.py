@@ -1,10 +1,13 @@
 """Cold start by age-aware mixing of ID and metadata embeddings (beyond the paper).
 
-    h_0(x) = a(age) * ID(x) + (1 - a(age)) * meta(x),   a(age) = sigmoid(w * log(1 + s * age) + b)
+    h_0(x) = meta(x) + a(age) * ID(x),   a(age) = sigmoid(w * log(1 + s * age) + b)
 
-with per-dimension w, b, so a new entity (age 0, zero ID row) leans on its metadata and an old one
-on its ID. During training the ID of a random `id_dropout` share of entities is dropped (as if they
-were new), so the metadata path learns to stand alone.
+with per-dimension w, b: a new entity (age 0) leans on its metadata, an old one adds its learned
+ID as far as its age has earned trust. The metadata path is always on, so new and old entities
+share one input space (a convex mix, a * ID + (1 - a) * meta, put old, ID-driven items and new,
+metadata-driven ones in different regions and made cold-item recall collapse: see
+benchmarks/RESULTS.md). During training the ID of a random `id_dropout` share of entities is
+dropped (as if they were new), so the metadata path learns to stand alone.
 """
 
 from __future__ import annotations
@@ -30,5 +33,4 @@ class AgeMixing(nn.Module):
             dropped = torch.rand(age.numel(), device=age.device) < self.id_dropout
             ids = ids.masked_fill(dropped[:, None], 0.0)
             age = age.masked_fill(dropped, 0.0)
-        gate = self.gate(age)
-        return gate * ids + (1.0 - gate) * meta
+        return meta + self.gate(age) * ids

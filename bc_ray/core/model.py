@@ -82,6 +82,14 @@ class EmbeddingModel(nn.Module):
                 nn.init.normal_(self.ids[entity].weight, std=ID_INIT_STD)
                 with torch.no_grad():
                     self.ids[entity].weight[count].zero_()
+                trainable = torch.ones(count + 1, 1)
+                trainable[count] = 0.0
+                self.register_buffer(f"{entity}_id_trainable", trainable, persistent=False)
+                # Rows of entities without training edges must stay exactly zero (they stand
+                # for "never seen"), but BatchNorm statistics couple every node, so they would
+                # receive small gradients that Adam turns into full-size steps.
+                self.ids[entity].weight.register_hook(
+                    lambda grad, name=f"{entity}_id_trainable": grad * getattr(self, name))
         self.mixing = AgeMixing(hidden) if spec.cold_start_mixing else None
         dims = [hidden] * spec.num_layers + [spec.output_dim]
         conv = _sage_conv_class(light)
@@ -103,6 +111,8 @@ class EmbeddingModel(nn.Module):
             for entity, seen in (("user", user_seen), ("item", item_seen)):
                 table = self.ids[entity].weight
                 table[: seen.numel()][~seen] = 0.0
+                trainable = getattr(self, f"{entity}_id_trainable")
+                trainable[: seen.numel(), 0] = seen.to(trainable.dtype)
 
     def entity_inputs(self, entity: str, graph: GraphTensors,
                       index: torch.Tensor | None = None) -> torch.Tensor:

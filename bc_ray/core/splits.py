@@ -65,7 +65,9 @@ def period_split(snapshot: GraphSnapshot, start: float, end: float, seed: int = 
     eval_edges = period.filter(to_eval).drop("_pos", "new_user")
     train_edges = pl.concat([before, period.filter(~to_eval).drop("_pos", "new_user")])
 
-    graph = build_graph(snapshot, train_edges, now=end)
+    # "Now" is the training time: an entity first seen later has age 0, like one never seen, so
+    # age-aware mixing cannot learn which items are about to appear.
+    graph = build_graph(snapshot, train_edges, now=start)
     item_pool = torch.from_numpy(np.flatnonzero(snapshot.items["first_t"].to_numpy() <= end))
     user_pool = torch.from_numpy(np.flatnonzero(first_t.to_numpy() <= end))
     eval_users = np.unique(eval_edges["user_idx"].to_numpy())

@@ -48,8 +48,11 @@ class TrainConfig:
     align_tolerance: float = 0.1
     seed: int = 0
     posthoc_epochs: int = 200
+    warm_start: str = "off"  # off | mean | metadata (see warmstart.py)
 
     def __post_init__(self) -> None:
+        if self.warm_start not in ("off", "mean", "metadata"):
+            raise ConfigError(f"warm start {self.warm_start!r} is not one of off, mean, metadata")
         if self.mode not in TRAIN_MODES:
             raise ConfigError(f"training mode {self.mode!r} is not one of {TRAIN_MODES}")
         for name in ("epochs", "batch_size", "eval_every"):

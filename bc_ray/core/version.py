@@ -19,6 +19,7 @@ from bc_ray.core.spec import VersionSpec
 from bc_ray.core.splits import PeriodSplit
 from bc_ray.core.trainer import Alignment, Evaluator, TrainConfig, TrainResult, VersionTrainer
 from bc_ray.core.transforms import BackwardTransform, IdentityTransform, make_transform
+from bc_ray.core.warmstart import truncation_start, warm_start
 from bc_ray.exceptions import ConfigError, TrainingError
 
 
@@ -106,10 +107,15 @@ def prepare_trainer(method: Method, spec: VersionSpec, graph: GraphTensors, conf
         _init_from(model, previous)
     user_degree, item_degree = graph.degrees()
     model.zero_unseen_ids(user_degree > 0, item_degree > 0)
+    warm = config.warm_start != "off" and previous is not None and previous.model is not None
+    if warm:
+        warm_start(model, previous.model, graph, config.warm_start, seed=config.seed)
     alignment, targets = None, None
     if previous is not None and method.joint:
         targets = previous.targets(graph)
         transform = make_transform(method.transform, spec.output_dim, previous.dim)
+        if warm:
+            truncation_start(transform)
         amplifiers = previous.amplifiers if method.alignment == "multi" else None
         alignment = Alignment(transform, targets[0], targets[1], amplifiers)
     evaluator = evaluator_for(targets) if evaluator_for is not None else None
