@@ -49,6 +49,14 @@ def _source(state: StoreState, entity: str, version: int | None,
                         "`bc-ray refresh`")
 
 
+def _open(store_uri: str, entity: str, version: int | None, options: StorageOptions | None,
+          prefer_stored: bool) -> tuple[Store, StoreState, TableRecord, int]:
+    store = Store(store_uri, options)
+    state = store.state()
+    record, target = _source(state, entity, version, prefer_stored)
+    return store, state, record, target
+
+
 def _frame(ids: pa.Array, matrix: np.ndarray, source_version: int) -> pl.DataFrame:
     table = pa.table({"id": ids, "embedding": embedding_array(matrix),
                       "source_version": pa.array(np.full(len(ids), source_version, np.int32))})
@@ -59,9 +67,7 @@ def read_embeddings(store_uri: str, entity: str = "item", version: int | None = 
                     options: StorageOptions | None = None,
                     prefer_stored: bool = True) -> pl.DataFrame:
     """Columns ``id``, ``embedding`` (Array(Float32, D_j)) and ``source_version``."""
-    store = Store(store_uri, options)
-    state = store.state()
-    record, target = _source(state, entity, version, prefer_stored)
+    store, state, record, target = _open(store_uri, entity, version, options, prefer_stored)
     table = read_table(store, record, columns=["id", "embedding"])
     ids = table.column("id").combine_chunks()
     matrix = embedding_matrix(table.column("embedding"))
@@ -74,9 +80,7 @@ def scan_embeddings(store_uri: str, entity: str = "item", version: int | None = 
                     options: StorageOptions | None = None,
                     prefer_stored: bool = True) -> pl.LazyFrame:
     """A LazyFrame over the same rows, streamed file by file (tables larger than memory)."""
-    store = Store(store_uri, options)
-    state = store.state()
-    record, target = _source(state, entity, version, prefer_stored)
+    store, state, record, target = _open(store_uri, entity, version, options, prefer_stored)
     for file in record.files:
         store.check_size(file)
     sources = [_polars_path(store, f.path) for f in record.files]

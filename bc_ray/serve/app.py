@@ -152,11 +152,15 @@ class CompatibilityService:
         with self._timed("/v1/transform"):
             return await self._transform(request)
 
-    async def _transform(self, request: Request) -> Response:
+    async def _begin(self, request: Request) -> tuple[ServingState, bool, bytes]:
+        """Auth, the state this request will finish on, the body and its encoding."""
         self._authorize(request)
         state = self._ready()
         binary = codec.media_type(request.headers.get("content-type")) == codec.BINARY
-        body = await request.body()
+        return state, binary, await request.body()
+
+    async def _transform(self, request: Request) -> Response:
+        state, binary, body = await self._begin(request)
         if binary:
             source = _query_int(request, "from_version")
             target = _query_int(request, "to_version")
@@ -180,10 +184,7 @@ class CompatibilityService:
             return await self._embeddings(request)
 
     async def _embeddings(self, request: Request) -> Response:
-        self._authorize(request)
-        state = self._ready()
-        binary = codec.media_type(request.headers.get("content-type")) == codec.BINARY
-        body = await request.body()
+        state, binary, body = await self._begin(request)
         if binary:
             entity = request.query_params.get("entity", "")
             version = _query_int(request, "version")

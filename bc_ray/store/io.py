@@ -152,13 +152,7 @@ class FileIO:
         """Put-if-absent: raises FileExistsError when the path exists. Readers never see a
         partially written file: local files are linked into place, S3 PUTs are atomic."""
         if self.scheme == "file":
-            target = self.path(rel)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            target, tmp = self._local_temp(rel, data)
             try:
                 os.link(tmp, target)
             finally:
@@ -169,14 +163,21 @@ class FileIO:
     def replace(self, rel: str, data: bytes) -> None:
         """Overwrite a hint file (never a source of truth): atomic rename locally."""
         if self.scheme == "file":
-            target = self.path(rel)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as handle:
-                handle.write(data)
+            target, tmp = self._local_temp(rel, data)
             os.replace(tmp, target)
             return
         self.fs.pipe_file(self.path(rel), data)
+
+    def _local_temp(self, rel: str, data: bytes) -> tuple[str, str]:
+        """(final path, a fully written and synced temporary file beside it)."""
+        target = self.path(rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return target, tmp
 
     def delete(self, rel: str, recursive: bool = False) -> None:
         try:

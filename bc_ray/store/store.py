@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from bc_ray.exceptions import CorruptFileError, NotFoundError, UnsafeStoreError
+from bc_ray.exceptions import ConfigError, CorruptFileError, NotFoundError, UnsafeStoreError
 from bc_ray.core import affine as chain_math
 from bc_ray.store.io import FileIO, StorageOptions
 from bc_ray.store.log import VersionLog
@@ -44,6 +44,21 @@ class RetentionPolicy:
     keep_versions: int = 1
     staging_grace_seconds: float = 3600.0
 
+    @classmethod
+    def from_env(cls) -> RetentionPolicy:
+        """BC_RAY_KEEP_VERSIONS and BC_RAY_GRACE_SECONDS, so every writer (CLI, jobs, scheduler)
+        applies the same policy."""
+        try:
+            return cls(keep_versions=int(os.environ.get("BC_RAY_KEEP_VERSIONS", "1")),
+                       staging_grace_seconds=float(os.environ.get("BC_RAY_GRACE_SECONDS",
+                                                                  "3600")))
+        except ValueError as exc:
+            raise ConfigError(f"BC_RAY_KEEP_VERSIONS / BC_RAY_GRACE_SECONDS: {exc}") from None
+
+    def __post_init__(self) -> None:
+        if self.keep_versions < 1 or self.staging_grace_seconds < 0:
+            raise ConfigError("retention keeps at least 1 version and a grace period >= 0")
+
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
@@ -51,10 +66,10 @@ def utc_now() -> datetime:
 
 class Store:
     def __init__(self, uri: str, options: StorageOptions | None = None,
-                 retention: RetentionPolicy = RetentionPolicy(), writer: str | None = None) -> None:
+                 retention: RetentionPolicy | None = None, writer: str | None = None) -> None:
         self.io = FileIO(uri, options)
         self.log = VersionLog(self.io)
-        self.retention = retention
+        self.retention = retention or RetentionPolicy.from_env()
         self.writer = writer or f"{socket.gethostname()}:{os.getpid()}"
         self._probed = self.io.scheme == "file"
 
