@@ -25,8 +25,9 @@ def refresh(
                                                         "a local cluster).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Batch-infer embeddings of every user and item with the current model and publish them
-    atomically (default: incremental when possible, else full)."""
+    """Recompute every user and item embedding with the current model, publish atomically.
+
+    Default: incremental when the previous refresh allows it, else full."""
     from bc_ray.cluster import connect
     from bc_ray.refresh.config import RefreshConfig
     from bc_ray.refresh.job import run_refresh

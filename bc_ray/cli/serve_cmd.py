@@ -30,8 +30,10 @@ def serve(
         help="On a cluster this command starts: Ray Serve's HAProxy + direct ingress instead "
              "of the Python proxy (about 2x lower latency for small requests).")] = True,
 ) -> None:
-    """Serve /v1/transform, /v1/embeddings and /v1/versions over HTTP (token from the
-    BC_RAY_SERVE_TOKEN variable turns bearer auth on)."""
+    """Serve compatible embeddings and transforms over HTTP (Ray Serve).
+
+    Routes /v1/transform, /v1/embeddings, /v1/versions; BC_RAY_SERVE_TOKEN turns bearer
+    auth on."""
     from ray import serve as ray_serve
 
     from bc_ray.cluster import connect, enable_fast_ingress
