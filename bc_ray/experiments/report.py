@@ -87,20 +87,22 @@ def plot(results: dict, path: str) -> None:
     metrics = [("intended_deg_pct", "Intended degradation (%)"),
                ("unintended_deg_pct", "Unintended degradation (%)"),
                ("align_error", "Embedding alignment error")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    methods = [m for m in results["methods"] if m in versions]
+    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: one per method
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     for axis, (key, label) in zip(axes, metrics):
-        for method in results["methods"]:
-            if method not in versions:
-                continue
+        for i, method in enumerate(methods):
             xs = sorted(versions[method])
             axis.plot(xs, [versions[method][x][key] for x in xs], marker="o",
-                      label=get_method(method).title)
+                      color=colours[(2 * i) % 20 + (2 * i) // 20], label=get_method(method).title)
         axis.set_xlabel("version")
+        axis.set_xticks(sorted({v for m in methods for v in versions[m]}))
         axis.set_title(label)
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(0.87, 0.5),
+               fontsize=8)
     fig.suptitle(f"{results['dataset']} ({results['preset']} preset)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
