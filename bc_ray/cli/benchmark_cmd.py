@@ -23,9 +23,14 @@ def paper(
     seeds: Annotated[int, typer.Option(help="Seeds to average over.")] = 1,
     quick: Annotated[bool, typer.Option("--quick", help="Small models, short training: a few "
                                                         "minutes on 2 cores.")] = False,
+    epochs: Annotated[Optional[int], typer.Option(
+        help="Training epochs per version instead of the preset's (to check how a result "
+             "depends on training length).")] = None,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
 ) -> None:
     """Versions at t = 0.5..0.9 with growing models; Table 3, summary.json and Figure 3."""
+    import dataclasses
+
     import torch
 
     from bc_ray.data import load_dataset
@@ -37,6 +42,10 @@ def paper(
     torch.set_num_threads(threads)
     names = [m for m in (methods.split(",") if methods else DEFAULT_METHODS) if m.strip()]
     preset = PRESETS["quick" if quick else "full"]
+    if epochs is not None:
+        if epochs < 1:
+            raise typer.BadParameter("needs at least one epoch", param_hint="--epochs")
+        preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, epochs=epochs))
     started = time.perf_counter()
 
     def progress(message: str) -> None:
@@ -45,9 +54,10 @@ def paper(
     progress(f"loading {dataset}")
     snapshot = load_dataset(dataset)
     results = run_benchmark(snapshot, names, seeds, preset, progress)
-    results["command"] = " ".join(["bc-ray benchmark paper", f"--dataset {dataset}",
-                                   f"--seeds {seeds}", "--quick" if quick else "",
-                                   f"--methods {methods}" if methods else "", f"--out {out}"])
+    words = ["bc-ray benchmark paper", f"--dataset {dataset}", f"--seeds {seeds}",
+             "--quick" if quick else "", f"--epochs {epochs}" if epochs else "",
+             f"--methods {methods}" if methods else "", f"--out {out}"]
+    results["command"] = " ".join(word for word in words if word)
     results["seconds"] = time.perf_counter() - started
     summary = write_report(results, out)
     typer.echo(markdown_table(results, summary))

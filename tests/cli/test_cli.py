@@ -45,3 +45,11 @@ def test_errors_are_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: file not found")
     assert "Traceback" not in result.stderr
+
+
+def test_benchmark_rejects_bad_counts_before_any_work(tmp_path):
+    for option in ("--seeds", "--epochs"):
+        result = runner.invoke(app, ["benchmark", "paper", "--out", str(tmp_path / "out"),
+                                     "--quick", option, "0"])
+        assert result.exit_code == 2 and option in result.output, result.output
+    assert not (tmp_path / "out").exists()
