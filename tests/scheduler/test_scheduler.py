@@ -83,7 +83,8 @@ def test_failing_job_is_retried_then_reported(ray_head, s3_uri):
 
 
 def test_stale_lease_of_a_killed_scheduler_is_taken_over(ray_head, s3_store):
-    dead = Lease(s3_store.io, LEASE_NAME, "dead-scheduler", ttl_s=1.0)
+    # Long enough that the first `once` surely runs before expiry, even on a loaded machine.
+    dead = Lease(s3_store.io, LEASE_NAME, "dead-scheduler", ttl_s=8.0)
     dead.acquire(note="refresh")
     s3_store.commit(lambda _s: [{
         "type": "run.recorded", "run_id": "refresh-orphan", "kind": "refresh", "slot": None,
@@ -93,7 +94,7 @@ def test_stale_lease_of_a_killed_scheduler_is_taken_over(ray_head, s3_store):
     live = Scheduler(_config(s3_store.uri, ray_head))
     [early] = live.once("refresh")
     assert early["status"] == "skipped" and "dead-scheduler" in early["reason"]
-    time.sleep(1.5)  # the lease expires: its holder never renews it
+    time.sleep(max(0.0, dead.current().expires_at - time.time()) + 0.5)  # never renewed
     [run] = live.once("refresh")
     assert run["status"] == "succeeded"
     orphan = s3_store.state().runs["refresh-orphan"]
