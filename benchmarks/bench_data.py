@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 import polars as pl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import print_table, timed, write_json  # noqa: E402
+from benchmarks.common import print_table, scratch_dir, timed, write_json  # noqa: E402
 from bc_ray.data.snapshot import build_snapshot  # noqa: E402
 from bc_ray.data.synthetic import SyntheticConfig, generate  # noqa: E402
 
@@ -32,7 +31,7 @@ def main() -> None:
         config = SyntheticConfig(num_users=edges // 20, num_items=edges // 50, num_edges=edges)
         generate_s, raw = timed(lambda: generate(config))
         build_s, snapshot = timed(lambda: build_snapshot(raw))
-        path = os.path.join(tempfile.mkdtemp(), "edges.parquet")
+        path = os.path.join(scratch_dir("bench-data-"), "edges.parquet")
         snapshot.edges.write_parquet(path)
         read_s, _ = timed(lambda: pl.read_parquet(path))
         total = generate_s + build_s

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 import torch
@@ -24,7 +23,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-from benchmarks.common import print_table, timed, write_json  # noqa: E402
+from benchmarks.common import print_table, scratch_dir, timed, write_json  # noqa: E402
 from bc_ray.core.graph import build_graph  # noqa: E402
 from bc_ray.core.inference import layerwise_embed, sampled_embed  # noqa: E402
 from bc_ray.core.model import build_model  # noqa: E402
@@ -41,7 +40,7 @@ from bc_ray.store.versions import Candidate, publish_version, register_candidate
 def setup(edges: int, hidden: int, cutoff: float) -> tuple[str, object, object]:
     """A store with the snapshot and an (untrained: speed does not depend on the weights)
     version 0 model."""
-    uri = f"file://{tempfile.mkdtemp(prefix='bench-refresh-')}/store"
+    uri = f"file://{scratch_dir('bench-refresh-')}/store"
     snapshot = build_snapshot(generate(SyntheticConfig(
         num_users=edges // 10, num_items=edges // 20, num_edges=edges))).with_cutoff(cutoff)
     store = Store(uri)

@@ -13,7 +13,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import httpx
@@ -23,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from benchmarks.common import print_table, write_json  # noqa: E402
+from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.helpers import store_with_chain  # noqa: E402
 
@@ -91,7 +90,7 @@ def main() -> None:
 
     rows = np.random.default_rng(1).normal(size=(ROWS, DIM)).astype(np.float32)
     json_body = orjson.dumps({"from_version": 1, "to_version": 0, "embeddings": rows.tolist()})
-    uri = f"file://{tempfile.mkdtemp(prefix='bench-serve-')}/store"
+    uri = f"file://{scratch_dir('bench-serve-')}/store"
     store_with_chain(uri, [DIM, DIM], rows=1000)
     plain_port, serve_port = free_port(), free_port()
     plain = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from datetime import datetime, timezone
 
 import numpy as np
@@ -17,7 +16,7 @@ import polars as pl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import print_table, timed, write_json  # noqa: E402
+from benchmarks.common import print_table, scratch_dir, timed, write_json  # noqa: E402
 from bc_ray import read_embeddings, scan_embeddings  # noqa: E402
 from bc_ray.store.store import Store  # noqa: E402
 from bc_ray.store.tables import TableFiles, publish_refresh, table_prefix, write_table  # noqa: E402
@@ -25,7 +24,7 @@ from bc_ray.store.versions import Candidate, publish_version, register_candidate
 
 
 def build(rows: int, dim: int) -> tuple[str, list[str]]:
-    uri = f"file://{tempfile.mkdtemp(prefix='bench-store-')}/store"
+    uri = f"file://{scratch_dir('bench-store-')}/store"
     store = Store(uri)
     rng = np.random.default_rng(0)
     for version in range(3):

@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import os
 import sys
-import tempfile
 import time
 
 import torch
@@ -21,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from benchmarks.common import print_table, write_json  # noqa: E402
+from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
 from bc_ray.core.methods import get_method  # noqa: E402
 from bc_ray.core.spec import VersionSpec  # noqa: E402
 from bc_ray.core.trainer import TrainConfig  # noqa: E402
@@ -50,7 +49,7 @@ def main() -> None:
 
     from bc_ray.train.job import run_training
 
-    uri = f"file://{tempfile.mkdtemp(prefix='bench-train-')}/store"
+    uri = f"file://{scratch_dir('bench-train-')}/store"
     snapshot = build_snapshot(generate(SyntheticConfig(
         num_users=args.edges // 50, num_items=args.edges // 70, num_edges=args.edges)))
     publish_snapshot(Store(uri), snapshot.with_cutoff(0.9))

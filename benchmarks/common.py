@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
 OUT_DIR = os.environ.get("BC_RAY_BENCH_OUT", "bench-out")
+
+
+def scratch_dir(prefix: str) -> str:
+    """A temporary folder removed when the script exits (benchmark stores reach gigabytes)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:

@@ -194,8 +194,8 @@ class VersionTrainer:
             align = self.alignment.loss(predicted, self.alignment.targets[align_nodes])
             loss = loss + self.config.lam * align
         if not torch.isfinite(loss):
-            raise TrainingError(f"the loss diverged ({float(loss.detach())}); lower the learning rate "
-                                "or lambda, or check the inputs for NaN")
+            raise TrainingError(f"the loss diverged ({float(loss.detach())}); lower the learning "
+                                "rate or lambda, or check the inputs for NaN")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

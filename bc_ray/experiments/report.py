@@ -88,13 +88,14 @@ def plot(results: dict, path: str) -> None:
                ("unintended_deg_pct", "Unintended degradation (%)"),
                ("align_error", "Embedding alignment error")]
     methods = [m for m in results["methods"] if m in versions]
-    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: one per method
+    pairs = plt.get_cmap("tab20").colors  # (dark, light) pairs: all darks first, then lights
+    colours = pairs[0::2] + pairs[1::2]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     for axis, (key, label) in zip(axes, metrics):
         for i, method in enumerate(methods):
             xs = sorted(versions[method])
             axis.plot(xs, [versions[method][x][key] for x in xs], marker="o",
-                      color=colours[(2 * i) % 20 + (2 * i) // 20], label=get_method(method).title)
+                      color=colours[i % len(colours)], label=get_method(method).title)
         axis.set_xlabel("version")
         axis.set_xticks(sorted({v for m in methods for v in versions[m]}))
         axis.set_title(label)

@@ -69,9 +69,17 @@ class Store:
                  retention: RetentionPolicy | None = None, writer: str | None = None) -> None:
         self.io = FileIO(uri, options)
         self.log = VersionLog(self.io)
-        self.retention = retention or RetentionPolicy.from_env()
+        self._retention = retention
         self.writer = writer or f"{socket.gethostname()}:{os.getpid()}"
         self._probed = self.io.scheme == "file"
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        """Read from the environment only by the writers that apply it (readers never fail on
+        a bad BC_RAY_KEEP_VERSIONS)."""
+        if self._retention is None:
+            self._retention = RetentionPolicy.from_env()
+        return self._retention
 
     @property
     def uri(self) -> str:

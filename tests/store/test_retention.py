@@ -43,3 +43,19 @@ def test_keeping_two_versions_serves_the_real_old_table(store_uri):
     assert frame["source_version"].unique().to_list() == [0]
     transformed = read_embeddings(store_uri, "user", version=0, prefer_stored=False)
     assert transformed["source_version"].unique().to_list() == [1]
+
+
+def test_retention_from_the_environment_and_a_bad_value_named(tmp_path, monkeypatch):
+    import pytest
+
+    from bc_ray.exceptions import ConfigError
+    from bc_ray.store.store import Store
+
+    uri = f"file://{tmp_path}/store"
+    store_with_chain(uri, [8], rows=10)
+    monkeypatch.setenv("BC_RAY_KEEP_VERSIONS", "3")
+    assert Store(uri).retention.keep_versions == 3
+    monkeypatch.setenv("BC_RAY_KEEP_VERSIONS", "three")
+    assert read_embeddings(uri, "item", version=0).height == 10  # readers never apply it
+    with pytest.raises(ConfigError, match="BC_RAY_KEEP_VERSIONS"):
+        Store(uri).apply_retention()
