@@ -1,4 +1,5 @@
-"""`bc-ray data`: import real formats, generate synthetic data, describe the current snapshot."""
+"""`bc-ray data`: ingest a team's own interactions, import public formats, generate synthetic
+data, describe and compact the current snapshot."""
 
 from __future__ import annotations
 
@@ -9,7 +10,73 @@ import typer
 from bc_ray.cli.common import StoreOption, open_store
 from bc_ray.cli.output import emit, key_values
 
-app = typer.Typer(help="Create and inspect graph snapshots in a store.", no_args_is_help=True)
+app = typer.Typer(help="Ingest, create and inspect graph snapshots in a store.",
+                  no_args_is_help=True)
+
+UserCol = Annotated[str, typer.Option(help="Column holding the user id (edges and --users).")]
+ItemCol = Annotated[str, typer.Option(help="Column holding the item id (edges and --items).")]
+TimeCol = Annotated[str, typer.Option(help="Column holding the interaction time: integer "
+                                           "seconds or milliseconds, or a date-time.")]
+RatingCol = Annotated[Optional[str], typer.Option(help="Column holding a numeric rating "
+                                                       "(default: every edge weighs 1).")]
+TimeUnit = Annotated[str, typer.Option(help="Unit of an integer time column: s or ms.")]
+InputFormat = Annotated[Optional[str], typer.Option(help="parquet or csv (default: by file "
+                                                         "extension).")]
+
+
+@app.command("ingest")
+def ingest(
+    store: StoreOption,
+    edges: Annotated[str, typer.Option(help="Interactions: a file, a folder or a glob, local or "
+                                            "s3://, Parquet or CSV.")],
+    user_col: UserCol,
+    item_col: ItemCol,
+    time_col: TimeCol,
+    users: Annotated[Optional[str], typer.Option(help="User table keyed by --user-col; other "
+                                                      "columns are categorical features.")] = None,
+    items: Annotated[Optional[str], typer.Option(help="Item table keyed by --item-col; other "
+                                                      "columns are categorical features.")] = None,
+    rating_col: RatingCol = None,
+    time_unit: TimeUnit = "s",
+    input_format: InputFormat = None,
+    batch_id: Annotated[Optional[str], typer.Option(help="Id of this batch (default: a hash of "
+                                                         "the inputs' content). Ingesting an id "
+                                                         "already in the log changes nothing.")
+                        ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    chaos: Annotated[Optional[str], typer.Option(hidden=True)] = None,
+) -> None:
+    """Add one batch of your own interactions (and user/item tables) to the store's snapshot."""
+    from bc_ray.data.ingest import BatchInput, ColumnMapping
+    from bc_ray.data.sources import local_or_uri
+    from bc_ray.store.batches import ingest as ingest_batch
+
+    mapping = ColumnMapping(user_col=user_col, item_col=item_col, time_col=time_col,
+                            rating_col=rating_col, time_unit=time_unit, input_format=input_format)
+    request = BatchInput(edges=local_or_uri(edges), users=users and local_or_uri(users),
+                         items=items and local_or_uri(items))
+    outcome = ingest_batch(open_store(store), request, mapping, batch_id=batch_id, chaos=chaos)
+    summary = outcome.to_dict()
+    if outcome.status == "already ingested":
+        headline = f"batch {outcome.batch_id} is already in the store: nothing changed"
+    else:
+        headline = f"ingested batch {outcome.batch_id} as snapshot {outcome.snapshot_id}"
+    emit(summary, as_json, f"{headline}\n{key_values(summary)}")
+
+
+@app.command("compact")
+def compact(
+    store: StoreOption,
+    target_rows: Annotated[int, typer.Option(help="Edges per merged segment (batches are never "
+                                                  "split).")] = 5_000_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Merge many small ingested batches into fewer files (one commit; old files are deleted
+    after the grace period)."""
+    from bc_ray.store.batches import compact as compact_batches
+
+    summary = compact_batches(open_store(store), target_rows)
+    emit(summary, as_json, key_values(summary))
 
 
 @app.command("import")
@@ -56,9 +123,15 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     snapshot_id: Annotated[Optional[str], typer.Option("--snapshot", help="Snapshot id.")] = None,
 ) -> None:
-    """Counts, time range, rating histogram and feature vocabularies of a snapshot."""
+    """Counts, batches, time range, rating histogram and feature vocabularies of a snapshot."""
     from bc_ray.data.info import summarize
+    from bc_ray.store.batches import batches_summary
     from bc_ray.store.snapshots import load_snapshot
 
-    summary = summarize(load_snapshot(open_store(store), snapshot_id))
+    opened = open_store(store)
+    state = opened.state()
+    snapshot = load_snapshot(opened, snapshot_id, state=state)
+    summary = summarize(snapshot)
+    if snapshot.grows:
+        summary.update(batches_summary(state, state.snapshot(snapshot_id)))
     emit(summary, as_json, key_values(summary))

@@ -19,14 +19,25 @@ BumpCron = Annotated[Optional[str], typer.Option(help="Cron for version bumps.")
 
 
 def _config(store, ray_address, refresh_cron, bump_cron, python, working_dir, train_args,
-            refresh_args, max_attempts, backoff):
+            refresh_args, max_attempts, backoff, landing: dict):
     from bc_ray.scheduler.config import SchedulerConfig
+    from bc_ray.store.landing import LandingConfig
 
+    zone = None
+    if landing["edges"] or landing["config_file"]:
+        zone = LandingConfig.load(**landing)
     return SchedulerConfig(store=store, ray_address=ray_address, refresh_cron=refresh_cron,
                            bump_cron=bump_cron, python=python, working_dir=working_dir,
                            train_args=(train_args or "").split(),
                            refresh_args=(refresh_args or "").split(),
-                           max_attempts=max_attempts, backoff_s=backoff)
+                           max_attempts=max_attempts, backoff_s=backoff, landing=zone)
+
+
+def _landing(landing, landing_config, user_col, item_col, time_col, rating_col, time_unit,
+             input_format) -> dict:
+    return {"edges": landing, "config_file": landing_config, "user_col": user_col,
+            "item_col": item_col, "time_col": time_col, "rating_col": rating_col,
+            "time_unit": time_unit, "input_format": input_format}
 
 
 Python = Annotated[str, typer.Option(help="Interpreter on the cluster.")]
@@ -36,6 +47,18 @@ TrainArgs = Annotated[Optional[str], typer.Option(help="Extra flags for the trai
 RefreshArgs = Annotated[Optional[str], typer.Option(help="Extra flags for the refresh job.")]
 Attempts = Annotated[int, typer.Option(help="Attempts per job before the run is failed.")]
 Backoff = Annotated[float, typer.Option(help="Seconds before the first retry (doubles).")]
+Landing = Annotated[Optional[str], typer.Option(
+    help="Landing zone of interactions (file, folder or s3:// prefix): before each refresh, "
+         "every file no batch took yet is ingested, one batch per file or partition folder.")]
+LandingFile = Annotated[Optional[str], typer.Option(
+    help="YAML with the landing zone's keys: edges, users, items, user_col, item_col, "
+         "time_col, rating_col, time_unit, input_format (options override it).")]
+LUserCol = Annotated[Optional[str], typer.Option(help="Landing: user id column.")]
+LItemCol = Annotated[Optional[str], typer.Option(help="Landing: item id column.")]
+LTimeCol = Annotated[Optional[str], typer.Option(help="Landing: time column.")]
+LRatingCol = Annotated[Optional[str], typer.Option(help="Landing: rating column.")]
+LTimeUnit = Annotated[Optional[str], typer.Option(help="Landing: s or ms.")]
+LFormat = Annotated[Optional[str], typer.Option(help="Landing: parquet or csv.")]
 
 
 @app.command("run")
@@ -43,12 +66,17 @@ def run(store: StoreOption, ray_address: AddressOption,
         refresh_cron: RefreshCron = "0 2 * * *", bump_cron: BumpCron = "0 3 * * 0",
         python: Python = "python", working_dir: WorkingDir = None, train_args: TrainArgs = None,
         refresh_args: RefreshArgs = None, max_attempts: Attempts = 3,
-        backoff: Backoff = 60.0) -> None:
+        backoff: Backoff = 60.0, landing: Landing = None, landing_config: LandingFile = None,
+        user_col: LUserCol = None, item_col: LItemCol = None, time_col: LTimeCol = None,
+        rating_col: LRatingCol = None, time_unit: LTimeUnit = None,
+        input_format: LFormat = None) -> None:
     """Run forever: each cron slot once, one job at a time across all schedulers."""
     from bc_ray.scheduler.scheduler import Scheduler
 
     config = _config(store, ray_address, refresh_cron, bump_cron, python, working_dir,
-                     train_args, refresh_args, max_attempts, backoff)
+                     train_args, refresh_args, max_attempts, backoff,
+                     _landing(landing, landing_config, user_col, item_col, time_col, rating_col,
+                              time_unit, input_format))
     Scheduler(config).serve_forever()
 
 
@@ -59,6 +87,9 @@ def once(store: StoreOption, ray_address: AddressOption,
          refresh_cron: RefreshCron = "0 2 * * *", bump_cron: BumpCron = "0 3 * * 0",
          python: Python = "python", working_dir: WorkingDir = None, train_args: TrainArgs = None,
          refresh_args: RefreshArgs = None, max_attempts: Attempts = 3, backoff: Backoff = 60.0,
+         landing: Landing = None, landing_config: LandingFile = None, user_col: LUserCol = None,
+         item_col: LItemCol = None, time_col: LTimeCol = None, rating_col: LRatingCol = None,
+         time_unit: LTimeUnit = None, input_format: LFormat = None,
          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """One pass (for cron or a Kubernetes CronJob): run what is due, or the given kind."""
     from bc_ray.scheduler.scheduler import Scheduler
@@ -66,7 +97,9 @@ def once(store: StoreOption, ray_address: AddressOption,
     if kind not in ("auto", "refresh", "bump"):
         raise typer.BadParameter("choose refresh, bump or auto", param_hint="--kind")
     config = _config(store, ray_address, refresh_cron, bump_cron, python, working_dir,
-                     train_args, refresh_args, max_attempts, backoff)
+                     train_args, refresh_args, max_attempts, backoff,
+                     _landing(landing, landing_config, user_col, item_col, time_col, rating_col,
+                              time_unit, input_format))
     scheduler = Scheduler(config)
     scheduler.configure()
     results = scheduler.once(kind)

@@ -27,8 +27,12 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Triples per step (per worker).")] = 4096,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-3,
     lam: Annotated[float, typer.Option(help="Weight of the alignment loss (lambda).")] = 16.0,
-    holdout: Annotated[float, typer.Option(help="Most recent fraction of the timeline held out "
-                                                "for Recall@50 and the gate.")] = 0.05,
+    holdout: Annotated[float, typer.Option(help="Replayed data sets: most recent fraction of the "
+                                                "timeline held out for Recall@50 and the gate.")
+                       ] = 0.05,
+    holdout_days: Annotated[float, typer.Option(help="Ingested data: most recent calendar days "
+                                                     "held out for Recall@50 and the gate.")
+                            ] = 7.0,
     targets: Annotated[str, typer.Option(help="Alignment targets: 'model' (run M_{k-1} on the "
                                               "new graph) or 'stored' (ver-(k-1) table).")] = "model",
     max_align_error_rel: Annotated[float, typer.Option(help="Gate: max relative alignment "
@@ -56,7 +60,7 @@ def train(
         cpus_per_worker=cpus_per_worker, spec=VersionSpec.parse(spec) if spec else None,
         train=TrainConfig(**{**vars(DEFAULT_TRAIN), "epochs": epochs, "batch_size": batch_size,
                              "lr": lr, "lam": lam, "seed": seed}),
-        holdout=holdout, targets=targets,
+        holdout=holdout, holdout_days=holdout_days, targets=targets,
         gate=GateConfig(max_align_error_rel=max_align_error_rel,
                         min_recall_vs_parent=min_recall_vs_parent),
         checkpoint_every=checkpoint_every, max_failures=max_failures)

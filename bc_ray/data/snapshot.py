@@ -11,6 +11,11 @@ This is the unit every other part of bc_ray consumes. Three tables:
 
 ``meta.cutoff`` says how much of the timeline is visible "now": training and refresh at version k
 use the edges with ``t <= cutoff``. Advancing time is a new snapshot entry with the same files.
+
+A snapshot grown by ingestion (``meta.clock == "calendar"``) is always whole (cutoff 1): its
+tables carry a ``batch`` column (the ingest ordinal that added the edge or last changed the
+entity), its time windows are calendar days, and entities announced in a catalogue before their
+first interaction are present with a null ``first_t``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class SnapshotMeta:
         default_factory=lambda: {"user": {}, "item": {}})
     cleanup: dict[str, int] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    clock: str = "fraction"  # "fraction": a replayed timeline; "calendar": grown by ingestion
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -90,6 +96,20 @@ class GraphSnapshot:
         if entity not in ENTITIES:
             raise DataError(f"unknown entity {entity!r}; expected one of {ENTITIES}")
         return self.users if entity == "user" else self.items
+
+    @property
+    def grows(self) -> bool:
+        """Grown by ingestion (calendar time), as opposed to a replayed timeline."""
+        return self.meta.clock == "calendar"
+
+    def present(self, entity: str) -> np.ndarray:
+        """Entities that exist now: first seen by the cutoff, plus, in a whole snapshot, the ones
+        announced without any interaction yet (they are embedded from their features)."""
+        first = self.entities(entity)["first_t"]
+        seen = (first <= self.meta.cutoff).fill_null(False).to_numpy()
+        if self.meta.cutoff >= 1.0:
+            seen |= first.is_null().to_numpy()
+        return seen
 
     def feature_fields(self, entity: str) -> dict[str, list[str]]:
         return self.meta.features.get(entity, {})

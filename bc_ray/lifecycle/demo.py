@@ -1,9 +1,11 @@
 """`bc-ray demo`: the product end to end, for real, on a local Ray cluster.
 
-1. Snapshot at t_0, version 0 trained on Ray Train, embeddings refreshed on Ray Data, consumer
-   models trained on the ver-0 embeddings they read from the store.
-2. For k = 1..K: new data arrives (the snapshot advances), a nightly refresh runs, a version bump
-   trains M_k with B_k, gates and publishes it, and the embeddings are refreshed.
+1. The data set's first period lands as files and is ingested as batch 0 (the same code as
+   `bc-ray data ingest`); version 0 is trained on Ray Train, embeddings refreshed on Ray Data,
+   consumer models trained on the ver-0 embeddings they read from the store.
+2. For k = 1..K: the next period lands and is ingested as one batch (new users and items
+   included), a nightly incremental refresh runs, a version bump trains M_k with B_k, gates and
+   publishes it, and the embeddings are refreshed.
 3. Ray Serve answers ver-0 compatible embeddings over HTTP, which are fed to the consumers; polars
    reads the same view in batch.
 4. A table per version (intended metric, consumer AUC with true ver-0 vs transformed embeddings,
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import polars as pl
 import torch
 
 from bc_ray.consumer.reader import read_embeddings
@@ -32,12 +35,13 @@ from bc_ray.core.splits import period_split
 from bc_ray.core.trainer import TrainConfig
 from bc_ray.data import load_dataset
 from bc_ray.data.snapshot import GraphSnapshot
-from bc_ray.data.timeline import edges_until
 from bc_ray.exceptions import ConfigError
 from bc_ray.lifecycle.consumers import ConsumerSuite, by_index
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.job import run_refresh
-from bc_ray.store.snapshots import advance_snapshot, publish_snapshot
+from bc_ray.lifecycle.landing import land_period
+from bc_ray.store.batches import IngestOutcome, ingest
+from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.store import Store
 from bc_ray.store.versions import load_model_bytes
 from bc_ray.train.config import GateConfig, TrainJobConfig
@@ -92,6 +96,8 @@ class Demo:
         self.model0 = None
         self.consumers: ConsumerSuite | None = None
         self.visible_edges = 0
+        self.holdout_days = 7.0
+        self.batches: list[IngestOutcome] = []
 
     # -- stages -------------------------------------------------------------------------------
     def _timed(self, timings: dict, name: str, fn):
@@ -100,6 +106,25 @@ class Demo:
         result = fn()
         timings[name] = round(time.perf_counter() - started, 1)
         return result
+
+    def _ingest(self, timings: dict, snapshot: GraphSnapshot, step: int) -> IngestOutcome:
+        """The period ending at t_step lands as Parquet files and is ingested as one batch."""
+        start = -1.0 if step == 0 else self.config.time(step - 1)
+        end = self.config.time(step)
+        self.visible_edges = int(end * snapshot.num_edges)
+        files = land_period(self.store, snapshot, start, end, f"period-{step:03d}")
+        outcome = self._timed(timings, f"ingest batch {step}", lambda: ingest(
+            self.store, files.request, files.mapping, batch_id=f"demo-period-{step:03d}"))
+        self.batches.append(outcome)
+        return outcome
+
+    def _holdout_days(self, snapshot: GraphSnapshot, cutoff: float) -> float:
+        """The calendar days covering the most recent 5% of the timeline seen so far."""
+        timestamps = snapshot.edges["timestamp"]
+        t = snapshot.edges["t"]
+        end = int(timestamps.filter(t <= cutoff).max())
+        start = int(timestamps.filter(t <= cutoff - 0.05).max())
+        return max((end - start) / 86_400, 1.0 / 24)
 
     def _job(self, version: int) -> TrainJobConfig:
         spec = VersionSpec(hidden_dim=self.config.hidden).grown(
@@ -114,25 +139,29 @@ class Demo:
                             seed=self.config.seed)
         return TrainJobConfig(store=self.store.uri, method=self.config.method,
                               num_workers=self.config.num_workers, spec=spec, train=train,
-                              holdout=0.05, gate=gate, checkpoint_every=10,
+                              holdout_days=self.holdout_days, gate=gate, checkpoint_every=10,
                               cpus_per_worker=1.0 if self.config.num_workers <= 2 else 0.5)
 
-    def _ver0(self, snapshot: GraphSnapshot, cutoff: float) -> dict:
-        """True ver-0 embeddings (M_0 on today's graph: what Keep-All would serve) and the
-        store's ver-0 compatible view read with polars."""
-        graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
-        z = layerwise_embed(self.model0, graph)[0]
+    def _ver0(self, snapshot: GraphSnapshot) -> dict:
+        """True ver-0 embeddings (M_0 on the store's current graph: what Keep-All would serve)
+        and the store's ver-0 compatible view read with polars, both laid out by the data set's
+        entity index (zeros for entities not ingested yet)."""
+        current = load_snapshot(self.store)
+        graph = build_graph(current, current.edges, now=1.0)
+        z = layerwise_embed(self.model0, graph)[0].numpy()
         true = []
         for part, entity in ((z[: graph.num_users], "user"), (z[graph.num_users:], "item")):
-            unseen = torch.from_numpy(snapshot.entities(entity)["first_t"].to_numpy() > cutoff)
-            true.append(part.masked_fill(unseen[:, None], 0.0))  # like the store: no row yet
+            frame = pl.DataFrame({"id": current.entities(entity)["id"],
+                                  "embedding": pl.Series(part, dtype=pl.Array(pl.Float32,
+                                                                              part.shape[1]))})
+            true.append(by_index(frame, snapshot, entity))
         served = tuple(by_index(read_embeddings(self.store.uri, e, version=0), snapshot, e)
                        for e in ("user", "item"))
         return {"true": tuple(true), "served": served}
 
     def _score(self, snapshot: GraphSnapshot, version: int, cutoff: float) -> dict:
         split = period_split(snapshot, cutoff, cutoff + self.config.step, seed=self.config.seed)
-        views = self._ver0(snapshot, cutoff)
+        views = self._ver0(snapshot)
         if self.consumers is None:
             self.consumers = ConsumerSuite.train(split, *views["served"])
         users = snapshot.users["first_t"].to_numpy() <= cutoff
@@ -146,9 +175,8 @@ class Demo:
     def version_zero(self, snapshot: GraphSnapshot) -> None:
         timings: dict = {}
         cutoff = self.config.time(0)
-        self.visible_edges = int(cutoff * snapshot.num_edges)
-        self._timed(timings, "publish snapshot t_0", lambda: publish_snapshot(
-            self.store, snapshot.with_cutoff(cutoff)))
+        self._ingest(timings, snapshot, 0)
+        self.holdout_days = self._holdout_days(snapshot, cutoff)
         trained = self._timed(timings, "train version 0 (Ray Train)",
                               lambda: run_training(self._job(0)))
         refresh = self._timed(timings, "refresh version 0 (Ray Data)", lambda: run_refresh(
@@ -161,8 +189,8 @@ class Demo:
     def bump(self, snapshot: GraphSnapshot, version: int) -> None:
         timings: dict = {}
         cutoff = self.config.time(version)
-        self._timed(timings, f"new data: snapshot t={cutoff:g}",
-                    lambda: advance_snapshot(self.store, cutoff))
+        self._ingest(timings, snapshot, version)
+        self.holdout_days = self._holdout_days(snapshot, cutoff)
         nightly = self._timed(timings, "nightly refresh (incremental)", lambda: run_refresh(
             RefreshConfig(store=self.store.uri)))
         trained = self._timed(timings, f"bump to version {version} ({self.config.method})",
@@ -177,8 +205,11 @@ class Demo:
         self._row(version, cutoff, trained, refresh, nightly, scores, timings)
 
     def _row(self, step, cutoff, trained, refresh, nightly, scores, timings) -> None:
+        batch = self.batches[-1]
         self.rows.append({
-            "step": step, "t": cutoff, "version": trained.version, "status": trained.status,
+            "step": step, "t": cutoff, "batch": batch.batch_id, "batch_edges": batch.stats["edges"],
+            "new_users": batch.stats["new_users"], "new_items": batch.stats["new_items"],
+            "version": trained.version, "status": trained.status,
             "reasons": trained.reasons, "dim": self.store.state().version(trained.version).dim,
             "recall_at_50": trained.metrics.get("recall_at_50"),
             "auc_true_ver0": scores["auc_true_ver0"]["mean"],

@@ -15,11 +15,14 @@ def text(report: dict) -> str:
     rows = []
     for row in report["rows"]:
         stages = ", ".join(f"{k.split(' (')[0]} {v:.0f}s" for k, v in row["seconds"].items())
-        rows.append([row["t"], row["version"], row["status"], row["dim"], row["recall_at_50"],
+        rows.append([row["t"], row["batch"], row["batch_edges"], row["new_users"],
+                     row["new_items"], row["version"], row["status"], row["dim"],
+                     row["recall_at_50"],
                      row["auc_true_ver0"], row["auc_transformed"],
                      row["auc_transformed"] - row["auc_true_ver0"], row["align_error"],
                      row["rows_refreshed"], stages])
-    header = ["t", "version", "status", "dim", "Recall@50", "consumer AUC (true ver-0)",
+    header = ["t", "batch", "edges", "new users", "new items", "version", "status", "dim",
+              "Recall@50", "consumer AUC (true ver-0)",
               "consumer AUC (served as ver-0)", "AUC change", "align error", "rows",
               "stage times"]
     serve = report["serve"]

@@ -62,32 +62,71 @@ class RefreshOutcome:
 
 def plan_refresh(config: RefreshConfig, state: StoreState, version: VersionRecord,
                  snapshot: GraphSnapshot, graph: GraphTensors) -> RefreshPlan:
-    """Incremental when the previous refresh of this version has layer caches over the same
-    snapshot files and an earlier cutoff; otherwise full (and the reason is recorded)."""
+    """Incremental when the previous refresh of this version kept layer caches and the graph has
+    only grown since: by a later cutoff of the same files, or by batches ingested after it.
+    Otherwise full, and the reason is recorded."""
     if config.mode == "full" or config.inference == "sampled":
         return RefreshPlan("full", "requested")
     previous = {e: state.table(version.version, e) for e in ENTITIES}
-    base = state.current_snapshot.split("@", 1)[0]
-    reason = None
+    growth: Growth | str
     if any(t is None for t in previous.values()):
-        reason = f"no earlier refresh of version {version.version}"
+        growth = f"no earlier refresh of version {version.version}"
     elif any(len(t.cache) != version.spec.get("num_layers", 2) - 1 for t in previous.values()):
-        reason = "the earlier refresh kept no layer caches"
-    elif any(t.snapshot_id.split("@", 1)[0] != base for t in previous.values()):
-        reason = "the snapshot files changed since the earlier refresh"
-    elif previous["item"].cutoff > snapshot.meta.cutoff:
-        reason = "the snapshot moved backwards"
+        growth = "the earlier refresh kept no layer caches"
     elif version.spec.get("cold_start_mixing"):
-        reason = "age-aware mixing changes every input as time passes"
-    if reason is not None:
+        growth = "age-aware mixing changes every input as time passes"
+    elif state.snapshot().batches is not None:
+        growth = _batches_since(state, previous["item"], snapshot, graph)
+    else:
+        growth = _cutoff_since(state, previous["item"], snapshot, graph)
+    if isinstance(growth, str):
         if config.mode == "incremental":
-            logger.warning("incremental refresh not possible (%s): running a full one", reason)
-        return RefreshPlan("full", reason)
-    new = edges_between(snapshot, previous["item"].cutoff, snapshot.meta.cutoff)
-    changed = torch.unique(torch.cat([
-        torch.from_numpy(new["user_idx"].to_numpy().astype(np.int64)),
-        torch.from_numpy(new["item_idx"].to_numpy().astype(np.int64)) + graph.num_users]))
-    return RefreshPlan("incremental", f"{new.height} new edges", changed, previous)
+            logger.warning("incremental refresh not possible (%s): running a full one", growth)
+        return RefreshPlan("full", growth)
+    return RefreshPlan("incremental", growth.what, growth.changed, previous)
+
+
+@dataclass
+class Growth:
+    changed: torch.Tensor  # nodes whose inputs or edges changed
+    what: str
+
+
+def _cutoff_since(state: StoreState, previous: TableRecord, snapshot: GraphSnapshot,
+                  graph: GraphTensors) -> Growth | str:
+    """A replayed timeline: the new edges are those between the two cutoffs."""
+    if previous.snapshot_id.split("@", 1)[0] != state.current_snapshot.split("@", 1)[0]:
+        return "the snapshot files changed since the earlier refresh"
+    if previous.cutoff > snapshot.meta.cutoff:
+        return "the snapshot moved backwards"
+    new = edges_between(snapshot, previous.cutoff, snapshot.meta.cutoff)
+    return Growth(_endpoints(new, graph), f"{new.height} new edges")
+
+
+def _batches_since(state: StoreState, previous: TableRecord, snapshot: GraphSnapshot,
+                   graph: GraphTensors) -> Growth | str:
+    """A grown snapshot: the edges of the batches ingested after the earlier refresh's snapshot,
+    and the entities those batches added or changed (new ones may have no edge yet)."""
+    before = state.snapshots.get(previous.snapshot_id)
+    if before is None or before.batches is None:
+        return "the earlier refresh was of a replayed snapshot"
+    since = before.batches
+    if since > state.snapshot().batches:
+        return "the snapshot moved backwards"
+    new = snapshot.edges.filter(pl.col("batch") >= since)
+    users = snapshot.users.filter(pl.col("batch") >= since)["idx"].to_numpy().astype(np.int64)
+    items = snapshot.items.filter(pl.col("batch") >= since)["idx"].to_numpy().astype(np.int64)
+    nodes = torch.cat([_endpoints(new, graph), torch.from_numpy(users),
+                       torch.from_numpy(items) + graph.num_users])
+    return Growth(torch.unique(nodes), f"{state.snapshot().batches - since} new batch(es): "
+                  f"{new.height} edges, {users.size} users and {items.size} items added or "
+                  "changed")
+
+
+def _endpoints(edges: pl.DataFrame, graph: GraphTensors) -> torch.Tensor:
+    return torch.unique(torch.cat([
+        torch.from_numpy(edges["user_idx"].to_numpy().astype(np.int64)),
+        torch.from_numpy(edges["item_idx"].to_numpy().astype(np.int64)) + graph.num_users]))
 
 
 def _node_dataset(nodes: np.ndarray, config: RefreshConfig):
@@ -195,9 +234,7 @@ def final_stage_and_write(config: RefreshConfig, stage: FinalStage, store: Store
                           graph: GraphTensors, refreshed_at: datetime,
                           stats: dict) -> dict[str, list[FileRecord]]:
     """The last layer streams from the actor pool straight into the Parquet sink."""
-    cutoff = snapshot.meta.cutoff
-    visible = np.concatenate([graph.user_first_t.numpy() <= cutoff,
-                              graph.item_first_t.numpy() <= cutoff])
+    visible = np.concatenate([snapshot.present("user"), snapshot.present("item")])
     prefixes = {e: table_prefix(store, version.version, e, refresh_id) for e in ENTITIES}
     ids = {"user": ray.put(snapshot.users["id"].to_arrow()),
            "item": ray.put(snapshot.items["id"].to_arrow())}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from croniter import croniter
 
 from bc_ray.exceptions import ConfigError
+from bc_ray.store.landing import LandingConfig
 
 KINDS = ("refresh", "bump")
 
@@ -26,6 +27,7 @@ class SchedulerConfig:
     poll_s: float = 5.0
     lease_ttl_s: float = 900.0
     job_timeout_s: float = 6 * 3600.0
+    landing: LandingConfig | None = None  # ingest new landed files before every refresh
 
     def __post_init__(self) -> None:
         for name in ("refresh_cron", "bump_cron"):

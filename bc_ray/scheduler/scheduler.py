@@ -2,8 +2,8 @@
 
 One lease in the store means one job at a time across any number of scheduler replicas, and each
 cron slot is recorded, so a slot is run once even by schedulers that start together. Every run is
-recorded in the store's log (id, slot, attempts with their Ray job ids, status, what it
-published); failed attempts are retried with exponential backoff, then reported. A scheduler
+recorded in the store's log (id, slot, the landing batches it ingested first, attempts with
+their Ray job ids, status, what it published); failed attempts are retried with exponential backoff, then reported. A scheduler
 that takes over an expired lease first settles the runs its dead predecessor left open.
 """
 
@@ -22,6 +22,7 @@ from bc_ray.exceptions import LeaseHeldError
 from bc_ray.scheduler.config import KINDS, SchedulerConfig
 from bc_ray.scheduler.jobs import TERMINAL, RayJobs, entrypoint
 from bc_ray.scheduler.lease import Lease
+from bc_ray.store.landing import ingest_landing
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
 
@@ -111,6 +112,9 @@ class Scheduler:
                "kind": kind, "slot": slot, "status": "running", "holder": self.holder,
                "started_at": iso(time.time()), "attempts": []}
         self._record(run)
+        if self.config.landing is not None:
+            run["landing"] = ingest_landing(self.store, self.config.landing)
+            self._record(run)
         steps = ("train", "refresh") if kind == "bump" else ("refresh",)
         for step in steps:
             if not self._step(run, step):

@@ -23,7 +23,8 @@ def summarize(store: Store) -> dict:
     return {
         "store": store.uri,
         "snapshot": {"id": state.current_snapshot,
-                     "cutoff": state.snapshots[state.current_snapshot].cutoff}
+                     "cutoff": state.snapshots[state.current_snapshot].cutoff,
+                     "batches": state.snapshots[state.current_snapshot].batches}
         if state.current_snapshot else None,
         "current_version": None if current is None else {
             "version": current.version, "dim": current.dim, "method": current.method,

@@ -47,6 +47,9 @@ def advance_snapshot(store: Store, cutoff: float) -> SnapshotRecord:
 
     def build(state: StoreState) -> list[dict]:
         current = state.snapshot()
+        if current.batches is not None:
+            raise DataError("the current snapshot grows by ingestion (bc-ray data ingest); a "
+                            "cutoff only moves through a replayed data set")
         if cutoff < current.cutoff:
             raise DataError(f"cutoff {cutoff} is before the current snapshot's {current.cutoff}: "
                             "time only moves forward")
@@ -62,7 +65,12 @@ def advance_snapshot(store: Store, cutoff: float) -> SnapshotRecord:
 
 def load_snapshot(store: Store, snapshot_id: str | None = None,
                   state: StoreState | None = None) -> GraphSnapshot:
-    record = (state or store.state()).snapshot(snapshot_id)
+    state = state or store.state()
+    record = state.snapshot(snapshot_id)
+    if record.batches is not None:
+        from bc_ray.store.batches import load_ingested
+
+        return load_ingested(store, record, state)
     tables = {}
     for name in TABLES:
         if name not in record.files:

@@ -15,6 +15,7 @@ from bc_ray.exceptions import NotFoundError, StoreError
 ACTION_TYPES = (
     "snapshot.published", "version.candidate", "version.published", "version.rejected",
     "refresh.published", "retention.applied", "run.recorded", "scheduler.configured",
+    "batch.ingested", "batches.compacted",
 )
 
 
@@ -38,6 +39,24 @@ class SnapshotRecord:
     cutoff: float
     stats: dict[str, Any]
     seq: int = -1
+    # Ingested snapshots: made of the first `batches` ingested batches (None: a replayed data set
+    # whose visible part is set by `cutoff`).
+    batches: int | None = None
+
+
+@dataclass
+class Segment:
+    """Files holding the rows of ingested batches `first`..`last` (one batch when ingested, many
+    after compaction). Every row carries its batch ordinal, so any prefix of batches is readable."""
+
+    first: int
+    last: int
+    files: dict[str, FileRecord]  # edges, and users / items (entity rows added or changed)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Segment:
+        return cls(first=int(data["first"]), last=int(data["last"]),
+                   files={k: FileRecord.from_dict(v) for k, v in data["files"].items()})
 
 
 @dataclass
@@ -93,6 +112,9 @@ class StoreState:
     # retention only after a grace period, so a reader that just read the previous state is safe.
     garbage: dict[str, str] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
+    # Ingested batches by id (ordinal, stats, source files) and the segments holding their rows.
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    segments: list[Segment] = field(default_factory=list)
 
     # -- queries -----------------------------------------------------------------------
     def snapshot(self, snapshot_id: str | None = None) -> SnapshotRecord:
@@ -131,7 +153,13 @@ class StoreState:
                       if not (name == "model" and record.model_removed)}
         for table in self.tables.values():
             paths |= {f.path for f in table.all_files}
+        for segment in self.segments:
+            paths |= {f.path for f in segment.files.values()}
         return paths
+
+    @property
+    def batch_count(self) -> int:
+        return len(self.batches)
 
     # -- serialisation for checkpoints ----------------------------------------------------------
     def to_dict(self) -> dict:
@@ -146,7 +174,9 @@ class StoreState:
 
         state = cls(seq=data["seq"], current_snapshot=data["current_snapshot"],
                     current_version=data["current_version"], runs=data.get("runs", {}),
-                    garbage=data.get("garbage", {}), scheduler=data.get("scheduler", {}))
+                    garbage=data.get("garbage", {}), scheduler=data.get("scheduler", {}),
+                    batches=data.get("batches", {}),
+                    segments=[Segment.from_dict(s) for s in data.get("segments", [])])
         for key, raw in data["snapshots"].items():
             state.snapshots[key] = SnapshotRecord(**{**raw, "files": files(raw["files"])})
         for key, raw in data["versions"].items():
@@ -174,7 +204,7 @@ def apply(state: StoreState, action: dict, seq: int) -> None:
         files = {k: FileRecord.from_dict(v) for k, v in action["files"].items()}
         state.snapshots[action["id"]] = SnapshotRecord(
             id=action["id"], files=files, cutoff=action["cutoff"], stats=action.get("stats", {}),
-            seq=seq)
+            seq=seq, batches=action.get("batches"))
         state.current_snapshot = action["id"]
     elif kind == "version.candidate":
         files = {k: FileRecord.from_dict(v) for k, v in action["files"].items()}
@@ -211,6 +241,25 @@ def apply(state: StoreState, action: dict, seq: int) -> None:
                 _discard(state, [record.files["model"].path], action["at"])
         for path in action.get("purged", []):
             state.garbage.pop(path, None)
+    elif kind == "batch.ingested":
+        if action["batch_id"] in state.batches:
+            raise StoreError(f"log entry {seq} ingests batch {action['batch_id']!r} a second time")
+        if action["ordinal"] != state.batch_count:
+            raise StoreError(f"log entry {seq} ingests batch ordinal {action['ordinal']}, "
+                             f"expected {state.batch_count}")
+        state.batches[action["batch_id"]] = {
+            k: v for k, v in action.items() if k not in ("type", "segment")}
+        state.segments.append(Segment.from_dict(action["segment"]))
+    elif kind == "batches.compacted":
+        replaced = {(s["first"], s["last"]) for s in action["replaced"]}
+        kept = [s for s in state.segments if (s.first, s.last) not in replaced]
+        if len(kept) != len(state.segments) - len(replaced):
+            raise StoreError(f"log entry {seq} compacts segments the state does not hold")
+        for segment in state.segments:
+            if (segment.first, segment.last) in replaced:
+                _discard(state, [f.path for f in segment.files.values()], action["at"])
+        state.segments = sorted(kept + [Segment.from_dict(s) for s in action["segments"]],
+                                key=lambda s: s.first)
     elif kind == "run.recorded":
         state.runs[action["run_id"]] = {k: v for k, v in action.items() if k != "type"}
     elif kind == "scheduler.configured":

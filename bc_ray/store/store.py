@@ -4,7 +4,9 @@ only when the single log entry naming it lands.
 Layout under the store URI::
 
     _log/                       version log (see log.py)
-    snapshots/<run>/            users/items/edges Parquet + meta.json
+    snapshots/<run>/            users/items/edges Parquet + meta.json (a replayed data set)
+    batches/<run>/              one ingested batch: edges, users/items rows it adds or changes,
+                                meta.json (vocabularies); compaction writes merged ones here too
     versions/v<k>-<run>/        model weights, transform B_k, composed chain, metrics
     embeddings/v<k>/<entity>/<run>/part-*.parquet
     _train/                     Ray Train checkpoints (scratch, not part of any version)
@@ -30,7 +32,7 @@ from bc_ray.store.log import VersionLog
 from bc_ray.store.parquet import sha256
 from bc_ray.store.state import FileRecord, StoreState, VersionRecord
 
-DATA_ROOTS = ("snapshots", "versions", "embeddings")
+DATA_ROOTS = ("snapshots", "batches", "versions", "embeddings")
 logger = logging.getLogger(__name__)
 
 

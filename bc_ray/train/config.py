@@ -48,7 +48,8 @@ class TrainJobConfig:
     cpus_per_worker: float = 1.0
     spec: VersionSpec | None = None
     train: TrainConfig = DEFAULT_TRAIN
-    holdout: float = 0.05
+    holdout: float = 0.05  # replayed timelines: the last fraction of the visible edges
+    holdout_days: float = 7.0  # grown (ingested) snapshots: the last calendar days
     targets: str = "model"
     gate: GateConfig = field(default_factory=GateConfig)
     checkpoint_every: int = 5
@@ -61,6 +62,8 @@ class TrainJobConfig:
             raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
         if not 0.0 < self.holdout < 0.5:
             raise ConfigError(f"--holdout must be in (0, 0.5), got {self.holdout}")
+        if self.holdout_days <= 0:
+            raise ConfigError(f"--holdout-days must be positive, got {self.holdout_days}")
         if self.targets not in TARGET_SOURCES:
             raise ConfigError(f"--targets must be one of {TARGET_SOURCES}, got {self.targets!r}")
         if self.checkpoint_every < 1:

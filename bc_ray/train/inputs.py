@@ -14,6 +14,7 @@ from bc_ray.core.spec import VersionSpec
 from bc_ray.core.splits import PeriodSplit, period_split
 from bc_ray.core.version import PreviousVersion, StoredTargets
 from bc_ray.data.snapshot import GraphSnapshot
+from bc_ray.data.timeline import calendar_window
 from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.store.parquet import embedding_matrix
 from bc_ray.store.snapshots import load_snapshot
@@ -64,17 +65,36 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInp
     store = Store(job.store)
     state = store.state()
     snapshot = load_snapshot(store, state=state)
-    cutoff = snapshot.meta.cutoff
-    split = period_split(snapshot, max(cutoff - job.holdout, 1e-9), cutoff, seed=job.train.seed)
+    start, end, window = holdout_window(snapshot, job)
+    split = period_split(snapshot, start, end, seed=job.train.seed)
     if split.eval_edges.height == 0 or split.test_users.numel() == 0:
-        raise TrainingError(f"no held-out edges in ({cutoff - job.holdout:.3f}, {cutoff}]: "
-                            "raise --holdout or advance the snapshot")
+        raise TrainingError(f"no held-out edges of known users in {window}: "
+                            + ("raise --holdout-days or ingest more data" if snapshot.grows
+                               else "raise --holdout or advance the snapshot"))
     parent = state.version() if state.current_version is not None else None
     spec = resolve_spec(job, method, parent)
     previous = None
     if parent is not None:
         previous = _previous(store, state, parent, snapshot, job.targets, with_previous_model)
     return JobInputs(store, state, snapshot, split, method, spec, parent, previous)
+
+
+def holdout_window(snapshot: GraphSnapshot, job: TrainJobConfig) -> tuple[float, float, str]:
+    """The held-out period as (start, end] in edge-fraction time, and how to say it.
+
+    A grown snapshot holds out its last `holdout_days` calendar days (edge fractions change
+    meaning as data grows); a replayed timeline holds out the last `holdout` of its visible part.
+    """
+    if snapshot.grows:
+        end_ts = int(snapshot.edges["timestamp"].max())
+        start, end = calendar_window(snapshot, end_ts, job.holdout_days)
+        if start <= 0.0:
+            raise TrainingError(f"--holdout-days {job.holdout_days:g} covers every interaction "
+                                "ingested so far: nothing is left to train on; lower it")
+        return start, end, f"the last {job.holdout_days:g} days"
+    cutoff = snapshot.meta.cutoff
+    start = max(cutoff - job.holdout, 1e-9)
+    return start, cutoff, f"({start:.3f}, {cutoff}]"
 
 
 def _previous(store: Store, state: StoreState, parent: VersionRecord, snapshot: GraphSnapshot,

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.store import Store
 from tests.conftest import free_port
 
@@ -31,15 +32,18 @@ def run_demo(uri: str, method: str, versions: int) -> dict:
 def test_demo_bc_aligner_keeps_consumers_working(s3_uri):
     report = run_demo(s3_uri, "bc-aligner", versions=2)
     state = Store(s3_uri).state()
-    # Every stage left its mark in the store's log.
-    assert [state.snapshots[s].cutoff for s in state.snapshots] == [0.5, 0.6, 0.7]
+    # Every stage left its mark in the store's log: one ingested batch per period.
+    assert [state.snapshots[s].batches for s in state.snapshots] == [1, 2, 3]
+    assert sorted(b["ordinal"] for b in state.batches.values()) == [0, 1, 2]
     assert [r["version"] for r in report["rows"]] == [0, 1, 2]
+    assert all(r["new_users"] > 0 and r["new_items"] > 0 for r in report["rows"])
+    assert report["rows"][0]["align_error"] < 1e-4  # version 0 serves itself
     published = [v for v, r in state.versions.items() if r.status == "published"]
     assert state.current_version == max(published) and len(published) >= 2
     assert state.lineage() == published
     for entity in ("user", "item"):
         table = state.table(state.current_version, entity)
-        assert table.rows > 0 and table.cutoff == 0.7
+        assert table.rows == len(load_snapshot(Store(s3_uri)).entities(entity))
     assert all(row["nightly_refresh"]["mode"] == "incremental" for row in report["rows"][1:])
     # Serve answered ver-0 embeddings over HTTP, equal to what polars read from the store.
     assert report["serve"]["served_version"] == state.current_version

@@ -6,13 +6,17 @@ import time
 
 import pytest
 
+from bc_ray.data.ingest import BatchInput, ColumnMapping
 from bc_ray.scheduler.config import SchedulerConfig
 from bc_ray.scheduler.lease import Lease
 from bc_ray.scheduler.scheduler import LEASE_NAME, Scheduler, previous_slot
 from bc_ray.scheduler.status import summarize
-from bc_ray.store.snapshots import publish_snapshot
+from bc_ray.store.batches import ingest
+from bc_ray.store.landing import LandingConfig
+from bc_ray.store.snapshots import load_snapshot, publish_snapshot
 from bc_ray.store.store import Store
 from tests.conftest import REPO
+from tests.data.test_ingest import put
 from tests.helpers import publish_model_version
 
 pytestmark = pytest.mark.ray
@@ -99,3 +103,30 @@ def test_stale_lease_of_a_killed_scheduler_is_taken_over(ray_head, s3_store):
     assert run["status"] == "succeeded"
     orphan = s3_store.state().runs["refresh-orphan"]
     assert orphan["status"] == "failed" and "dead-scheduler died" in orphan["note"]
+
+
+def test_landed_files_are_ingested_before_the_nightly_refresh(ray_head, s3_uri, small_raw):
+    """A team only lands files: the scheduler ingests them, then the refresh embeds them."""
+    store = Store(s3_uri)
+    edges = small_raw.edges.sort("timestamp").select(
+        uid="user_id", sku="item_id", ts="timestamp", stars="rating")
+    days = [edges[:4000], edges[4000:5000], edges[5000:]]
+    mapping = ColumnMapping(user_col="uid", item_col="sku", time_col="ts", rating_col="stars")
+    ingest(store, BatchInput(edges=put(store, "seed/day0.parquet", days[0])), mapping)
+    publish_model_version(store, load_snapshot(store))
+    landing = s3_uri.rsplit("/", 1)[0] + "/landing"
+    for name, frame in (("dt=2026-11-21/part-0.parquet", days[1]),
+                        ("dt=2026-11-22/part-0.parquet", days[2])):
+        with store.io.fs.open(f"{landing.removeprefix('s3://')}/{name}", "wb") as handle:
+            frame.write_parquet(handle)
+    config = _config(s3_uri, ray_head, landing=LandingConfig(edges=landing, mapping=mapping))
+    [run] = Scheduler(config).once("refresh")
+    assert run["status"] == "succeeded", run
+    recorded = store.state().runs[run["run_id"]]
+    assert [b["batch"].rsplit("/", 1)[-1] for b in recorded["landing"]["ingested"]] == \
+        ["dt=2026-11-21", "dt=2026-11-22"]
+    state = store.state()
+    assert len(state.batches) == 3
+    snapshot = load_snapshot(store, state=state)
+    assert state.table(0, "user").rows == snapshot.num_users
+    assert state.table(0, "user").snapshot_id == state.current_snapshot

@@ -1,0 +1,127 @@
+"""Input files a team lands: found by file, folder or glob, on local disk or S3, read as Parquet or
+CSV, each with the identity (size and ETag or mtime) and content hash that make ingestion
+exactly-once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+
+import polars as pl
+
+from bc_ray.exceptions import DataError
+from bc_ray.store.io import FileIO
+
+INPUT_FORMATS = ("parquet", "csv")
+_EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".csv.gz": "csv",
+               ".tsv": "csv"}
+_GLOB_CHARS = "*?["
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file; `tag` changes when the file is rewritten (ETag on S3, mtime locally)."""
+
+    uri: str
+    size: int
+    tag: str
+
+    @property
+    def name(self) -> str:
+        return self.uri.rsplit("/", 1)[-1]
+
+    def to_dict(self) -> dict:
+        return {"uri": self.uri, "size": self.size, "tag": self.tag}
+
+
+def input_format(uri: str, declared: str | None) -> str:
+    """`declared` (--input-format) or the file's extension; anything else is refused by name."""
+    if declared is not None:
+        if declared not in INPUT_FORMATS:
+            raise DataError(f"--input-format must be one of {INPUT_FORMATS}, got {declared!r}")
+        return declared
+    lowered = uri.lower()
+    for extension, fmt in _EXTENSIONS.items():
+        if lowered.endswith(extension):
+            return fmt
+    raise DataError("not a Parquet or CSV file by its extension (.parquet, .pq, .csv, .csv.gz, "
+                    ".tsv); pass --input-format to read it anyway", path=uri)
+
+
+def _hidden(path: str) -> bool:
+    """Markers and temporaries that writers leave beside data (_SUCCESS, .crc, _temporary/)."""
+    return any(part.startswith(("_", ".")) for part in path.split("/")[-2:])
+
+
+def discover(path: str, declared_format: str | None = None) -> list[SourceFile]:
+    """Every data file at `path` (a file, a folder searched recursively, or a glob), sorted."""
+    io_ = FileIO(path)
+    fs = io_.fs
+    root = io_.root
+    if any(c in path for c in _GLOB_CHARS):
+        found = {p: fs.info(p) for p in fs.glob(root)}
+        found = {p: info for p, info in found.items() if info.get("type") != "directory"}
+    elif fs.isdir(root):
+        found = fs.find(root, detail=True)
+    elif fs.exists(root):
+        found = {root: fs.info(root)}
+    else:
+        raise DataError("no such file or folder", path=path)
+    files = []
+    for name, info in sorted(found.items()):
+        rel = name[len(root):].lstrip("/") if name.startswith(root) else name
+        if rel and _hidden(rel):
+            continue
+        uri = f"{io_.scheme}://{name}" if io_.scheme == "s3" else name
+        if declared_format is None and len(found) > 1 and not _known_extension(uri):
+            continue  # a folder may hold READMEs or manifests beside the data
+        files.append(SourceFile(uri=uri, size=int(info.get("size") or 0), tag=_tag(info)))
+    if not files:
+        raise DataError("no Parquet or CSV files found", path=path)
+    return files
+
+
+def _known_extension(uri: str) -> bool:
+    return any(uri.lower().endswith(e) for e in _EXTENSIONS)
+
+
+def _tag(info: dict) -> str:
+    for key in ("ETag", "etag"):
+        if info.get(key):
+            return str(info[key]).strip('"')
+    for key in ("mtime", "LastModified", "created"):
+        value = info.get(key)
+        if value is not None:
+            return str(value.timestamp() if hasattr(value, "timestamp") else value)
+    return ""
+
+
+def read_source(source: SourceFile, declared_format: str | None, hasher: hashlib._Hash
+                ) -> pl.DataFrame:
+    """The file's rows; CSV columns stay text (typed later, so errors can count bad values)."""
+    fmt = input_format(source.uri, declared_format)
+    location = FileIO(source.uri)
+    try:
+        data = location.fs.cat_file(location.root)
+    except FileNotFoundError as exc:
+        raise DataError("file disappeared while reading", path=source.uri) from exc
+    hasher.update(f"{len(data)}:".encode())
+    hasher.update(data)
+    try:
+        if fmt == "parquet":
+            return pl.read_parquet(io.BytesIO(data))
+        separator = "\t" if source.uri.lower().endswith(".tsv") else ","
+        return pl.read_csv(io.BytesIO(data), infer_schema=False, separator=separator)
+    except pl.exceptions.NoDataError as exc:
+        raise DataError("file is empty", path=source.uri) from exc
+    except Exception as exc:  # noqa: BLE001 - polars raises many kinds for a malformed file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read as {fmt}: {first}", path=source.uri) from exc
+
+
+def local_or_uri(path: str) -> str:
+    """A path as given on the command line, made absolute when it is local."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))

@@ -1,0 +1,327 @@
+"""Ingested batches in the store: a team's own, growing data.
+
+Each ingest writes its rows once under a fresh ``batches/<run>/`` prefix (edges, the user and item
+rows it adds or changes, and the vocabularies after it) and one log entry both records the batch
+and publishes the grown snapshot. The batch id is recorded in that entry, so a retried ingest of
+the same batch finds it and changes nothing; a concurrent ingest that landed first makes the
+prepared ids stale, and the batch is mapped again against the new state (never committed on top).
+Every row carries its batch ordinal: a snapshot of the first n batches is the rows with
+``batch < n``, whatever compaction did to the files since.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import orjson
+import polars as pl
+
+from bc_ray.data.features import FEATURE_DTYPE
+from bc_ray.data.ingest import (
+    AssignedBatch,
+    BatchInput,
+    ColumnMapping,
+    CurrentEntities,
+    RawBatch,
+    assign_batch,
+    read_batch,
+)
+from bc_ray.data.snapshot import GraphSnapshot, SnapshotMeta
+from bc_ray.data.sources import SourceFile
+from bc_ray.exceptions import CommitConflictError, DataError, StoreError
+from bc_ray.store.parquet import from_parquet_bytes, to_parquet_bytes
+from bc_ray.store.state import FileRecord, Segment, SnapshotRecord, StoreState
+from bc_ray.store.store import Store
+
+logger = logging.getLogger(__name__)
+ENTITY_FILES = {"user": "users", "item": "items"}
+DEFAULT_COMPACT_ROWS = 5_000_000
+
+
+class _Stale(Exception):
+    """Another batch landed after this one was mapped: its new ids may collide."""
+
+
+class _AlreadyIngested(Exception):
+    """The batch id is in the log: a retry of a batch that already landed."""
+
+
+@dataclass
+class IngestOutcome:
+    batch_id: str
+    status: str  # "ingested" | "already ingested"
+    ordinal: int
+    snapshot_id: str | None
+    stats: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"batch_id": self.batch_id, "status": self.status, "ordinal": self.ordinal,
+                "snapshot": self.snapshot_id, **self.stats}
+
+
+def snapshot_id_for(batches: int) -> str:
+    return f"ingested-{batches:06d}"
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+def read_rows(store: Store, state: StoreState, upto: int, kinds=("edges", "users", "items")
+              ) -> dict[str, pl.DataFrame | None]:
+    """Rows of the first `upto` batches, by kind, in batch order (None where no batch has any)."""
+    parts: dict[str, list[pl.DataFrame]] = {kind: [] for kind in kinds}
+    for segment in state.segments:
+        if segment.first >= upto:
+            continue
+        for kind in kinds:
+            record = segment.files.get(kind)
+            if record is None:
+                continue
+            frame = pl.from_arrow(from_parquet_bytes(store.get(record), store.io.uri_of(record.path)))
+            if segment.last >= upto:
+                frame = frame.filter(pl.col("batch") < upto)
+            parts[kind].append(frame)
+    return {kind: (pl.concat(frames, how="diagonal_relaxed") if frames else None)
+            for kind, frames in parts.items()}
+
+
+def fold_entities(deltas: pl.DataFrame | None, vocab: dict[str, list[str]], id_dtype=None
+                  ) -> pl.DataFrame:
+    """One row per entity, its latest change winning; every known field present."""
+    if deltas is None:
+        return pl.DataFrame(schema={"idx": pl.Int64, "id": id_dtype or pl.Int64,
+                                    "batch": pl.Int32, **{f: FEATURE_DTYPE for f in vocab}})
+    table = deltas.sort(["idx", "batch"], maintain_order=True).unique(
+        subset=["idx"], keep="last", maintain_order=True)
+    missing = [f for f in vocab if f not in table.columns]
+    table = table.with_columns([pl.lit([], dtype=FEATURE_DTYPE).alias(f) for f in missing])
+    return table.with_columns([pl.col(f).fill_null(pl.lit([], dtype=FEATURE_DTYPE))
+                               for f in vocab]).select("idx", "id", "batch", *vocab)
+
+
+def read_meta(store: Store, record: SnapshotRecord) -> SnapshotMeta:
+    return SnapshotMeta.from_dict(orjson.loads(store.get(record.files["meta"])))
+
+
+def current_entities(store: Store, state: StoreState) -> tuple[dict[str, CurrentEntities],
+                                                             SnapshotMeta | None]:
+    meta = None
+    if state.batch_count:
+        meta = read_meta(store, state.snapshot(snapshot_id_for(state.batch_count)))
+    rows = read_rows(store, state, state.batch_count, kinds=tuple(ENTITY_FILES.values()))
+    current = {}
+    for entity, kind in ENTITY_FILES.items():
+        vocab = meta.features.get(entity, {}) if meta else {}
+        current[entity] = CurrentEntities(fold_entities(rows[kind], vocab), vocab)
+    return current, meta
+
+
+def load_ingested(store: Store, record: SnapshotRecord, state: StoreState) -> GraphSnapshot:
+    """The graph of the first `record.batches` batches, in the snapshot format every job reads."""
+    meta = read_meta(store, record)
+    rows = read_rows(store, state, record.batches)
+    edges = rows["edges"].sort(["timestamp", "batch"], maintain_order=True)
+    edges = edges.unique(subset=["user_idx", "item_idx"], keep="first", maintain_order=True)
+    edges = edges.with_columns(t=pl.Series(np.linspace(0.0, 1.0, edges.height)))
+    tables = {}
+    for entity, kind in ENTITY_FILES.items():
+        table = fold_entities(rows[kind], meta.features.get(entity, {}))
+        first = edges.group_by(f"{entity}_idx").agg(first_t=pl.col("t").first(),
+                                                    first_ts=pl.col("timestamp").first())
+        table = table.join(first.rename({f"{entity}_idx": "idx"}), on="idx", how="left")
+        tables[entity] = table.select("idx", "id", "first_t", "first_ts", "batch",
+                                      *meta.features.get(entity, {}))
+    snapshot = GraphSnapshot(users=tables["user"], items=tables["item"],
+                             edges=edges.select("user_idx", "item_idx", "rating", "timestamp",
+                                                "t", "batch"), meta=meta)
+    snapshot.validate()
+    return snapshot
+
+
+# -- ingesting -------------------------------------------------------------------------------------
+
+def ingest(store: Store, request: BatchInput, mapping: ColumnMapping, batch_id: str | None = None,
+           files: dict[str, list[SourceFile]] | None = None, name: str = "ingested",
+           attempts: int = 5, chaos: str | None = None) -> IngestOutcome:
+    """Read and validate the batch, then write it and publish the grown snapshot in one commit.
+
+    Nothing is written before validation passes; a batch id already in the log changes nothing.
+    """
+    state = store.state()
+    _check_store(state)
+    if batch_id is not None and batch_id in state.batches:
+        return _already(state, batch_id)
+    raw = read_batch(request, mapping, files)
+    batch_id = batch_id or f"b-{raw.content_hash[:24]}"
+    for attempt in range(attempts):
+        if batch_id in state.batches:
+            return _already(state, batch_id)
+        outcome = _try_ingest(store, state, raw, batch_id, name, chaos)
+        if outcome is not None:
+            return outcome
+        logger.info("another batch landed first; mapping %s again (attempt %d)", batch_id,
+                    attempt + 2)
+        state = store.state()
+    raise CommitConflictError(f"batch {batch_id}: other batches kept landing first "
+                              f"({attempts} attempts); run the ingest again")
+
+
+def _check_store(state: StoreState) -> None:
+    if state.current_snapshot is not None and state.snapshot().batches is None:
+        raise DataError(f"this store's snapshot {state.current_snapshot} is a replayed data set "
+                        "(bc-ray data import/synth), which does not grow by ingestion; ingest "
+                        "into a new store")
+
+
+def _already(state: StoreState, batch_id: str) -> IngestOutcome:
+    batch = state.batches[batch_id]
+    return IngestOutcome(batch_id, "already ingested", batch["ordinal"],
+                         snapshot_id_for(state.batch_count), dict(batch.get("stats", {})))
+
+
+def _try_ingest(store: Store, state: StoreState, raw: RawBatch, batch_id: str, name: str,
+                chaos: str | None = None) -> IngestOutcome | None:
+    ordinal = state.batch_count
+    current, meta = current_entities(store, state)
+    last_ts = max((b["stats"]["time_range"][1] for b in state.batches.values()), default=None)
+    assigned = assign_batch(raw, current, ordinal, last_ts)
+    prefix = store.new_prefix("batches")
+    files = _write(store, prefix, assigned, _meta(meta, assigned, name))
+    stats = {**assigned.counts, "time_range": [int(assigned.edges["timestamp"].min()),
+                                               int(assigned.edges["timestamp"].max())]}
+    at = datetime.now(timezone.utc).isoformat()
+    snapshot_stats = {"name": name, "batches": ordinal + 1,
+                      "users": current["user"].table.height + stats["new_users"],
+                      "items": current["item"].table.height + stats["new_items"],
+                      "edges": sum(b["stats"]["edges"] for b in state.batches.values())
+                      + stats["edges"]}
+    snapshot_stats["visible_edges"] = snapshot_stats["edges"]
+
+    def build(latest: StoreState) -> list[dict]:
+        if batch_id in latest.batches:
+            raise _AlreadyIngested
+        if latest.batch_count != ordinal:
+            raise _Stale
+        return [
+            {"type": "batch.ingested", "batch_id": batch_id, "ordinal": ordinal, "at": at,
+             "stats": stats, "sources": raw.sources, "prefix": prefix,
+             "segment": {"first": ordinal, "last": ordinal,
+                         "files": {k: vars(v) for k, v in files.items() if k != "meta"}}},
+            {"type": "snapshot.published", "id": snapshot_id_for(ordinal + 1), "cutoff": 1.0,
+             "batches": ordinal + 1, "files": {"meta": vars(files["meta"])},
+             "stats": snapshot_stats},
+        ]
+
+    if chaos == "kill-before-commit":  # chaos testing: every file written, nothing committed
+        os.kill(os.getpid(), signal.SIGKILL)
+    try:
+        landed = store.commit(build)
+    except (_Stale, _AlreadyIngested) as exc:
+        store.io.delete(prefix, recursive=True)  # never referenced: safe to remove at once
+        if isinstance(exc, _AlreadyIngested):
+            return _already(store.state(), batch_id)
+        return None
+    logger.info("ingested batch %s (ordinal %d): %d edges, %d new users, %d new items",
+                batch_id, ordinal, stats["edges"], stats["new_users"], stats["new_items"])
+    return IngestOutcome(batch_id, "ingested", ordinal, landed.current_snapshot, stats)
+
+
+def _meta(previous: SnapshotMeta | None, assigned: AssignedBatch, name: str) -> SnapshotMeta:
+    ratings = assigned.edges["rating"]
+    low, high = float(ratings.min()), float(ratings.max())
+    if previous is not None:
+        low, high = min(low, previous.rating_low), max(high, previous.rating_high)
+    return SnapshotMeta(name=previous.name if previous else name, source="ingest",
+                        rating_low=low, rating_high=high, cutoff=1.0, features=assigned.vocab,
+                        clock="calendar")
+
+
+def _write(store: Store, prefix: str, assigned: AssignedBatch, meta: SnapshotMeta
+           ) -> dict[str, FileRecord]:
+    files = {"edges": store.put(f"{prefix}/edges.parquet",
+                                to_parquet_bytes(assigned.edges.to_arrow()))}
+    for entity, kind in ENTITY_FILES.items():
+        delta = assigned.deltas[entity]
+        if delta.height:
+            files[kind] = store.put(f"{prefix}/{kind}.parquet", to_parquet_bytes(delta.to_arrow()))
+    files["meta"] = store.put(f"{prefix}/meta.json", orjson.dumps(meta.to_dict()))
+    return files
+
+
+# -- compaction ----------------------------------------------------------------------------------
+
+def compact(store: Store, target_rows: int = DEFAULT_COMPACT_ROWS) -> dict:
+    """Merge runs of small segments into segments of about `target_rows` edges (never splitting a
+    batch); one commit swaps them in, and the old files are deleted after the grace period."""
+    if target_rows < 1:
+        raise DataError(f"--target-rows must be positive, got {target_rows}")
+    state = store.state()
+    groups = _groups(state, target_rows)
+    if not groups:
+        return {"segments_before": len(state.segments), "segments_after": len(state.segments),
+                "merged": 0}
+    prefix = store.new_prefix("batches")
+    written, replaced = [], []
+    for index, group in enumerate(groups):
+        files = {}
+        for kind in ("edges", *ENTITY_FILES.values()):
+            frames = [pl.from_arrow(from_parquet_bytes(store.get(s.files[kind]),
+                                                       store.io.uri_of(s.files[kind].path)))
+                      for s in group if kind in s.files]
+            if frames:
+                merged = pl.concat(frames, how="diagonal_relaxed")
+                files[kind] = vars(store.put(f"{prefix}/{index:05d}-{kind}.parquet",
+                                             to_parquet_bytes(merged.to_arrow())))
+        written.append({"first": group[0].first, "last": group[-1].last, "files": files})
+        replaced += [{"first": s.first, "last": s.last} for s in group]
+    at = datetime.now(timezone.utc).isoformat()
+    keys = {(r["first"], r["last"]) for r in replaced}
+
+    def build(latest: StoreState) -> list[dict]:
+        if not keys <= {(s.first, s.last) for s in latest.segments}:
+            raise StoreError("another compaction changed the segments meanwhile; run it again")
+        return [{"type": "batches.compacted", "at": at, "replaced": replaced,
+                 "segments": written}]
+
+    try:
+        landed = store.commit(build)
+    except StoreError:
+        store.io.delete(prefix, recursive=True)
+        raise
+    store.apply_retention()
+    return {"segments_before": len(state.segments), "segments_after": len(landed.segments),
+            "merged": len(replaced)}
+
+
+def _groups(state: StoreState, target_rows: int) -> list[list[Segment]]:
+    """Consecutive segments packed up to `target_rows` edges; groups of one are left alone."""
+    rows = {}
+    for segment in state.segments:
+        rows[segment.first] = sum(b["stats"]["edges"] for b in state.batches.values()
+                                  if segment.first <= b["ordinal"] <= segment.last)
+    groups, current, size = [], [], 0
+    for segment in state.segments:
+        if current and size + rows[segment.first] > target_rows:
+            groups.append(current)
+            current, size = [], 0
+        current.append(segment)
+        size += rows[segment.first]
+    if current:
+        groups.append(current)
+    return [g for g in groups if len(g) > 1]
+
+
+def batches_summary(state: StoreState, record: SnapshotRecord) -> dict:
+    """What `bc-ray data info` adds for an ingested snapshot (its first `batches` batches)."""
+    batches = sorted((b for b in state.batches.values() if b["ordinal"] < record.batches),
+                     key=lambda b: b["ordinal"])
+    return {"batches": len(batches), "segments": len(state.segments),
+            "last_batch": batches[-1]["batch_id"] if batches else None,
+            "interactions_ingested": sum(b["stats"]["edges"] for b in batches),
+            "late_edges": sum(b["stats"].get("late_edges", 0) for b in batches),
+            "duplicates_dropped": sum(b["stats"].get("duplicates_dropped", 0) for b in batches)}
+
