@@ -3,7 +3,7 @@
 Pure polars (no store, no Ray). `read_batch` turns input files into canonical rows and counts what
 it dropped; `assign_batch` maps external ids onto the store's append-only dictionary (existing
 entities keep their index forever, new ones take the next free index in order of first
-appearance) and encodes features against vocabularies that only grow. Every rejection is a
+appearance in the batch's rows) and encodes features against vocabularies that only grow. Every rejection is a
 `DataError` naming the file, the column and how many rows.
 """
 
@@ -65,7 +65,7 @@ class BatchInput:
 class RawBatch:
     """Validated rows with external ids, before they meet the store."""
 
-    edges: pl.DataFrame  # user_id, item_id, rating (f32), timestamp (i64 s), in time order
+    edges: pl.DataFrame  # user_id, item_id, rating (f32), timestamp (i64 s), in input order
     entities: dict[str, pl.DataFrame | None]  # id + one List(Utf8) column per feature field
     sources: list[dict]
     content_hash: str
@@ -88,10 +88,7 @@ def read_batch(request: BatchInput, mapping: ColumnMapping,
             frames.setdefault(role, []).append((source, frame))
     edges, from_text = _edges(frames.get("edges", []), mapping)
     counts = {"rows_read": edges.height}
-    # Time order, input order among equal times: "first appearance" for new ids, and exact
-    # duplicates (same user, item and time) become neighbours in time, the first one kept.
-    edges = edges.sort("timestamp", maintain_order=True)
-    edges = edges.filter(pl.struct("user_id", "item_id", "timestamp").is_first_distinct())
+    edges = drop_exact_duplicates(edges, ["user_id", "item_id", "timestamp"])
     counts["duplicates_dropped"] = counts["rows_read"] - edges.height
     entities = {}
     for entity, role in ENTITY_ROLES.items():
@@ -100,6 +97,27 @@ def read_batch(request: BatchInput, mapping: ColumnMapping,
         counts[f"{role}_duplicates_dropped"] = dropped
     return RawBatch(edges=edges, entities=entities, sources=sources,
                     content_hash=hasher.hexdigest(), counts=counts, ids_from_text=from_text)
+
+
+def drop_exact_duplicates(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """Rows whose `key` repeats an earlier row's are dropped (input order kept).
+
+    Sorting one 64-bit hash finds the few candidate rows; only those are compared exactly, so the
+    common case (no duplicates) costs one hash and one sort instead of a multi-column group-by.
+    """
+    hashes = frame.select(pl.struct(key).hash()).to_series()
+    if not (hashes.sort().diff() == 0).any():
+        return frame  # every hash distinct: no duplicates
+    order = hashes.arg_sort()
+    ordered = hashes[order]
+    same = (ordered == ordered.shift(1)).fill_null(False)
+    candidates = order.filter(same | same.shift(-1).fill_null(False)).sort()
+    subset = frame[candidates].with_columns(row=candidates)
+    repeated = subset.filter(~pl.struct(key).is_first_distinct())["row"]
+    if repeated.len() == 0:
+        return frame
+    return frame.with_row_index("_row").filter(~pl.col("_row").is_in(repeated.implode())
+                                               ).drop("_row")
 
 
 # -- edges -------------------------------------------------------------------------------------
@@ -209,7 +227,9 @@ def _timestamps(series: pl.Series, unit: str, path: str) -> pl.Series:
         seconds = series.dt.epoch("s")
     elif series.dtype == pl.Date:
         seconds = series.cast(pl.Datetime("us")).dt.epoch("s")
-    elif series.dtype.is_integer() or series.dtype.is_float():
+    elif series.dtype.is_integer():
+        seconds = series.cast(pl.Int64) // (1000 if unit == "ms" else 1)
+    elif series.dtype.is_float():
         seconds = _epoch_numbers(series.cast(pl.Float64), unit)
         if seconds.null_count():
             raise DataError(f"{seconds.null_count()} time values are not finite numbers",
@@ -306,10 +326,10 @@ def resolve_ids(raw: RawBatch, current: dict[str, CurrentEntities]) -> RawBatch:
             numeric = ids.dtype == pl.String and raw.ids_from_text.get(entity) and \
                 ids.cast(pl.Int64, strict=False).null_count() == 0
             target = pl.Int64 if numeric else ids.dtype
-        edges = edges.with_columns(_cast_ids(edges[column], target, entity, column))
+        edges = edges.with_columns(_cast_ids(edges[column], target, entity, "the interactions"))
         if entities[entity] is not None:
-            entities[entity] = entities[entity].with_columns(
-                _cast_ids(entities[entity]["id"], target, entity, ENTITY_ROLES[entity]))
+            entities[entity] = entities[entity].with_columns(_cast_ids(
+                entities[entity]["id"], target, entity, f"the {ENTITY_ROLES[entity]} table"))
     return RawBatch(edges=edges, entities=entities, sources=raw.sources,
                     content_hash=raw.content_hash, counts=raw.counts,
                     ids_from_text=raw.ids_from_text)
@@ -360,14 +380,11 @@ def assign_batch(raw: RawBatch, current: dict[str, CurrentEntities], ordinal: in
         index[entity] = pl.concat([prior.table.select("idx", "id"), fresh.select("idx", "id")])
         counts[f"new_{entity}s"] = fresh.height
         counts[f"updated_{entity}s"] = changed.height - fresh.height
-    edges = (
-        order.join(index["user"].rename({"id": "user_id", "idx": "user_idx"}), on="user_id",
-                   how="left", maintain_order="left")
-        .join(index["item"].rename({"id": "item_id", "idx": "item_idx"}), on="item_id",
-              how="left", maintain_order="left")
-        .select("user_idx", "item_idx", "rating", "timestamp",
-                batch=pl.lit(ordinal, dtype=pl.Int32))
-    )
+    edges = pl.DataFrame({
+        f"{entity}_idx": order[f"{entity}_id"].replace_strict(index[entity]["id"],
+                                                              index[entity]["idx"])
+        for entity in ("user", "item")}).with_columns(
+        order["rating"], order["timestamp"], batch=pl.lit(ordinal, dtype=pl.Int32))
     return AssignedBatch(edges=edges, deltas=deltas, vocab=vocab, counts=counts)
 
 

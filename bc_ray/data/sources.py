@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from dataclasses import dataclass
 
 import polars as pl
@@ -109,7 +110,8 @@ def read_source(source: SourceFile, declared_format: str | None, hasher: hashlib
     except FileNotFoundError as exc:
         raise DataError("file disappeared while reading", path=source.uri) from exc
     hasher.update(f"{len(data)}:".encode())
-    hasher.update(data)
+    hashing = threading.Thread(target=hasher.update, args=(data,))  # releases the GIL
+    hashing.start()
     try:
         if fmt == "parquet":
             return pl.read_parquet(io.BytesIO(data))
@@ -120,6 +122,8 @@ def read_source(source: SourceFile, declared_format: str | None, hasher: hashlib
     except Exception as exc:  # noqa: BLE001 - polars raises many kinds for a malformed file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read as {fmt}: {first}", path=source.uri) from exc
+    finally:
+        hashing.join()
 
 
 def local_or_uri(path: str) -> str:

@@ -34,7 +34,7 @@ from bc_ray.data.ingest import (
 from bc_ray.data.snapshot import GraphSnapshot, SnapshotMeta
 from bc_ray.data.sources import SourceFile
 from bc_ray.exceptions import CommitConflictError, DataError, StoreError
-from bc_ray.store.parquet import from_parquet_bytes, to_parquet_bytes
+from bc_ray.store.parquet import frame_to_parquet_bytes, from_parquet_bytes
 from bc_ray.store.state import FileRecord, Segment, SnapshotRecord, StoreState
 from bc_ray.store.store import Store
 
@@ -156,6 +156,8 @@ def ingest(store: Store, request: BatchInput, mapping: ColumnMapping, batch_id: 
     if batch_id is not None and batch_id in state.batches:
         return _already(state, batch_id)
     raw = read_batch(request, mapping, files)
+    logger.info("read %d interaction rows from %d file(s); %d exact duplicates dropped",
+                raw.counts["rows_read"], len(raw.sources), raw.counts["duplicates_dropped"])
     batch_id = batch_id or f"b-{raw.content_hash[:24]}"
     for attempt in range(attempts):
         if batch_id in state.batches:
@@ -243,11 +245,11 @@ def _meta(previous: SnapshotMeta | None, assigned: AssignedBatch, name: str) -> 
 def _write(store: Store, prefix: str, assigned: AssignedBatch, meta: SnapshotMeta
            ) -> dict[str, FileRecord]:
     files = {"edges": store.put(f"{prefix}/edges.parquet",
-                                to_parquet_bytes(assigned.edges.to_arrow()))}
+                                frame_to_parquet_bytes(assigned.edges))}
     for entity, kind in ENTITY_FILES.items():
         delta = assigned.deltas[entity]
         if delta.height:
-            files[kind] = store.put(f"{prefix}/{kind}.parquet", to_parquet_bytes(delta.to_arrow()))
+            files[kind] = store.put(f"{prefix}/{kind}.parquet", frame_to_parquet_bytes(delta))
     files["meta"] = store.put(f"{prefix}/meta.json", orjson.dumps(meta.to_dict()))
     return files
 
@@ -275,7 +277,7 @@ def compact(store: Store, target_rows: int = DEFAULT_COMPACT_ROWS) -> dict:
             if frames:
                 merged = pl.concat(frames, how="diagonal_relaxed")
                 files[kind] = vars(store.put(f"{prefix}/{index:05d}-{kind}.parquet",
-                                             to_parquet_bytes(merged.to_arrow())))
+                                             frame_to_parquet_bytes(merged)))
         written.append({"first": group[0].first, "last": group[-1].last, "files": files})
         replaced += [{"first": s.first, "last": s.last} for s in group]
     at = datetime.now(timezone.utc).isoformat()

@@ -74,7 +74,7 @@ def test_batches_grow_the_snapshot_with_stable_ids(store_uri):
     users, items = entity_ids(store, "user"), entity_ids(store, "item")
     assert {k: users[k] for k in before_users} == before_users  # indices never move
     assert {k: items[k] for k in before_items} == before_items
-    assert users["dan"] == 2 and users["cat"] == 3 and items["x4"] == 4  # by first time
+    assert users["cat"] == 2 and users["dan"] == 3 and items["x4"] == 4  # first in the rows
     vocab = snapshot.meta.features["item"]
     for field, values in vocab_before.items():  # vocabularies only grow
         assert vocab[field][: len(values)] == values
@@ -294,3 +294,16 @@ def test_compact_merges_files_and_keeps_every_snapshot_readable(store_uri):
     old = {f.path for s in state.segments for f in s.files.values()}
     assert not any(store.io.exists(p) for p in old)
     assert compact(store, target_rows=8)["merged"] == 0  # nothing left to merge
+
+
+def test_exact_duplicates_match_a_plain_first_keeping_unique():
+    import numpy as np
+
+    from bc_ray.data.ingest import drop_exact_duplicates
+
+    rng = np.random.default_rng(3)
+    for rows in (0, 1, 50, 2_000):
+        frame = pl.DataFrame({"u": rng.integers(0, 20, rows), "i": rng.integers(0, 5, rows),
+                              "t": rng.integers(0, 3, rows), "r": rng.random(rows)})
+        expected = frame.unique(subset=["u", "i", "t"], keep="first", maintain_order=True)
+        assert drop_exact_duplicates(frame, ["u", "i", "t"]).equals(expected)
