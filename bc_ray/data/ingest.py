@@ -106,7 +106,8 @@ def drop_exact_duplicates(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
     common case (no duplicates) costs one hash and one sort instead of a multi-column group-by.
     """
     hashes = frame.select(pl.struct(key).hash()).to_series()
-    if not (hashes.sort().diff() == 0).any():
+    ordered = hashes.sort()
+    if not (ordered == ordered.shift(1)).any():
         return frame  # every hash distinct: no duplicates
     order = hashes.arg_sort()
     ordered = hashes[order]
