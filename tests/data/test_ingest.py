@@ -307,3 +307,9 @@ def test_exact_duplicates_match_a_plain_first_keeping_unique():
                               "t": rng.integers(0, 3, rows), "r": rng.random(rows)})
         expected = frame.unique(subset=["u", "i", "t"], keep="first", maintain_order=True)
         assert drop_exact_duplicates(frame, ["u", "i", "t"]).equals(expected)
+    for seed in range(40):  # one repeated row among distinct ones: whatever its hash value
+        rng = np.random.default_rng(seed)
+        frame = pl.DataFrame({"u": rng.permutation(30), "i": rng.integers(0, 9, 30),
+                              "t": rng.integers(0, 10**9, 30), "r": rng.random(30)})
+        repeated = pl.concat([frame, frame[int(rng.integers(0, 30))]])
+        assert drop_exact_duplicates(repeated, ["u", "i", "t"]).equals(frame)
