@@ -30,10 +30,6 @@ class SourceFile:
     size: int
     tag: str
 
-    @property
-    def name(self) -> str:
-        return self.uri.rsplit("/", 1)[-1]
-
     def to_dict(self) -> dict:
         return {"uri": self.uri, "size": self.size, "tag": self.tag}
 

@@ -13,6 +13,7 @@ import polars as pl
 
 from bc_ray.data.ingest import BatchInput, ColumnMapping
 from bc_ray.data.snapshot import GraphSnapshot
+from bc_ray.store.parquet import to_parquet_bytes
 from bc_ray.store.store import Store
 
 MAPPING = ColumnMapping(user_col="user_id", item_col="item_id", time_col="timestamp",
@@ -59,6 +60,4 @@ def land_period(store: Store, snapshot: GraphSnapshot, start: float, end: float,
 
 
 def _parquet(frame: pl.DataFrame) -> bytes:
-    from bc_ray.store.parquet import to_parquet_bytes
-
     return to_parquet_bytes(frame.to_arrow())

@@ -89,11 +89,10 @@ def read_rows(store: Store, state: StoreState, upto: int, kinds=("edges", "users
             for kind, frames in parts.items()}
 
 
-def fold_entities(deltas: pl.DataFrame | None, vocab: dict[str, list[str]], id_dtype=None
-                  ) -> pl.DataFrame:
+def fold_entities(deltas: pl.DataFrame | None, vocab: dict[str, list[str]]) -> pl.DataFrame:
     """One row per entity, its latest change winning; every known field present."""
     if deltas is None:
-        return pl.DataFrame(schema={"idx": pl.Int64, "id": id_dtype or pl.Int64,
+        return pl.DataFrame(schema={"idx": pl.Int64, "id": pl.Int64,
                                     "batch": pl.Int32, **{f: FEATURE_DTYPE for f in vocab}})
     table = deltas.sort(["idx", "batch"], maintain_order=True).unique(
         subset=["idx"], keep="last", maintain_order=True)
@@ -301,10 +300,8 @@ def compact(store: Store, target_rows: int = DEFAULT_COMPACT_ROWS) -> dict:
 
 def _groups(state: StoreState, target_rows: int) -> list[list[Segment]]:
     """Consecutive segments packed up to `target_rows` edges; groups of one are left alone."""
-    rows = {}
-    for segment in state.segments:
-        rows[segment.first] = sum(b["stats"]["edges"] for b in state.batches.values()
-                                  if segment.first <= b["ordinal"] <= segment.last)
+    edges = {b["ordinal"]: b["stats"]["edges"] for b in state.batches.values()}
+    rows = {s.first: sum(edges[o] for o in range(s.first, s.last + 1)) for s in state.segments}
     groups, current, size = [], [], 0
     for segment in state.segments:
         if current and size + rows[segment.first] > target_rows:

@@ -62,10 +62,6 @@ class LandingConfig:
         return cls(edges=values["edges"], mapping=mapping, users=values.get("users"),
                    items=values.get("items"))
 
-    def to_dict(self) -> dict:
-        return {"edges": self.edges, "users": self.users, "items": self.items,
-                "mapping": vars(self.mapping)}
-
 
 @dataclass
 class Pending:

@@ -137,7 +137,8 @@ def test_cli_ingest_info_and_retry_exit_zero(tmp_path):
     assert (summary["users"], summary["items"], summary["edges"], summary["batches"]) == \
         (2, 2, 2, 1)
     assert summary["time_range"][0].startswith("2023-11-14")
-    assert edges.endswith("part-0.csv")
+    [batch] = store.state().batches.values()  # the glob's file is recorded as the source
+    assert [s["uri"] for s in batch["sources"]] == [edges.removeprefix("file://")]
 
 
 BAD_INPUTS = {
