@@ -84,6 +84,8 @@ def read_rows(store: Store, state: StoreState, upto: int, kinds=("edges", "users
             frame = pl.from_arrow(from_parquet_bytes(store.get(record), store.io.uri_of(record.path)))
             if segment.last >= upto:
                 frame = frame.filter(pl.col("batch") < upto)
+            if kind == "edges":  # written as Int32; every reader of a snapshot takes Int64
+                frame = frame.with_columns(pl.col("user_idx", "item_idx").cast(pl.Int64))
             parts[kind].append(frame)
     return {kind: (pl.concat(frames, how="diagonal_relaxed") if frames else None)
             for kind, frames in parts.items()}

@@ -314,3 +314,21 @@ def test_exact_duplicates_match_a_plain_first_keeping_unique():
                               "t": rng.integers(0, 10**9, 30), "r": rng.random(30)})
         repeated = pl.concat([frame, frame[int(rng.integers(0, 30))]])
         assert drop_exact_duplicates(repeated, ["u", "i", "t"]).equals(frame)
+
+
+@pytest.mark.parametrize("ids", [
+    [7, 9, 7, 8, 12, 9],  # a compact range: the direct-address table
+    [5, 10**15, 5, -3, 10**15],  # a sparse range: the hash lookup
+    ["b", "a", "b", "c"],  # text ids
+])
+def test_map_ids_gives_every_id_its_index_whatever_the_path(ids):
+    from bc_ray.data.ingest import map_ids
+
+    distinct = list(dict.fromkeys(ids))
+    # the index also holds ids outside the batch's range, which must not disturb the lookup
+    known = distinct + ([10**6, -10**6] if isinstance(ids[0], int) else ["zz"])
+    index = pl.DataFrame({"idx": list(range(100, 100 + len(known)))[::-1], "id": known})
+    expected = dict(zip(index["id"], index["idx"]))
+    mapped = map_ids(pl.Series("user_id", ids), index)
+    assert mapped.to_list() == [expected[i] for i in ids]
+    assert mapped.dtype == pl.Int32
