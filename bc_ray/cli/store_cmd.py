@@ -54,11 +54,52 @@ def export(store: StoreOption,
 
 def gc(store: StoreOption,
        grace: Annotated[float, typer.Option(help="Only delete what is older than this many "
-                                                 "seconds.")] = 3600.0) -> None:
+                                                 "seconds (at least 900 unless --force).")
+                        ] = 3600.0,
+       force: Annotated[bool, typer.Option(
+           "--force", help="Allow a grace below 900 s: only when no writer (refresh, "
+                           "training, ingest) can be running.")] = False) -> None:
     """Apply retention and delete files no commit references (crashed or superseded writers)."""
     target = open_store(store)
+    orphans = target.collect_garbage(grace_seconds=grace, force=force)
     retention = target.apply_retention()
-    orphans = target.collect_garbage(grace_seconds=grace)
     typer.echo(f"retention: {len(retention['tables'])} table(s), {len(retention['models'])} "
                f"model(s) unreferenced, {len(retention['purged'])} file(s) deleted; "
                f"{len(orphans)} orphaned run prefix(es) deleted")
+
+
+store_app = typer.Typer(help="The store's own settings, recorded in its log.",
+                        no_args_is_help=True)
+
+
+@store_app.command("config")
+def config(store: StoreOption,
+           keep_versions: Annotated[Optional[int], typer.Option(
+               help="Published versions whose tables and models are kept (>= 1).")] = None,
+           grace_seconds: Annotated[Optional[float], typer.Option(
+               help="Seconds an unreferenced file is kept for readers of an older state.")
+                                    ] = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Show the store's retention, or set it: recorded in the log, so every process (CLI, jobs,
+    scheduler, gc) applies the same policy whatever its environment says."""
+    from bc_ray.store.store import RetentionPolicy
+
+    target = open_store(store)
+    state = target.state()
+    recorded = RetentionPolicy.of(state)
+    if keep_versions is not None or grace_seconds is not None:
+        current = recorded or RetentionPolicy()
+        policy = RetentionPolicy(
+            keep_versions=current.keep_versions if keep_versions is None else keep_versions,
+            staging_grace_seconds=(current.staging_grace_seconds if grace_seconds is None
+                                   else grace_seconds))
+        state = target.configure(policy)
+        recorded = RetentionPolicy.of(state)
+    policy = recorded or RetentionPolicy.from_env() or RetentionPolicy()
+    source = "log" if recorded else ("environment (recorded at the next write)"
+                                     if RetentionPolicy.from_env() else "default")
+    data = {"keep_versions": policy.keep_versions,
+            "staging_grace_seconds": policy.staging_grace_seconds, "source": source}
+    emit(data, as_json, f"keep_versions: {policy.keep_versions}\n"
+                        f"staging_grace_seconds: {policy.staging_grace_seconds:g}\n"
+                        f"source: {source}")

@@ -22,7 +22,7 @@ from bc_ray.store.io import StorageOptions
 from bc_ray.store.parquet import embedding_array, embedding_matrix
 from bc_ray.store.state import StoreState, TableRecord
 from bc_ray.store.store import Store
-from bc_ray.store.tables import ENTITIES, read_table
+from bc_ray.store.tables import ENTITIES, read_table, verify_files
 
 
 def _source(state: StoreState, entity: str, version: int | None,
@@ -34,7 +34,12 @@ def _source(state: StoreState, entity: str, version: int | None,
     lineage = state.lineage()
     if not lineage:
         raise NotFoundError("the store has no published version yet")
-    target = lineage[-1] if version is None else version
+    if version is None:  # the newest table: after a bump, the previous version's until the
+        # new version's first refresh lands (source_version says which)
+        refreshed = [v for v in lineage if state.table(v, entity) is not None]
+        target = refreshed[-1] if refreshed else lineage[-1]
+    else:
+        target = version
     if target not in lineage:
         raise NotFoundError(f"version {target} is not a published version on the current lineage "
                             f"{lineage}")
@@ -64,11 +69,14 @@ def _frame(ids: pa.Array, matrix: np.ndarray, source_version: int) -> pl.DataFra
 
 
 def read_embeddings(store_uri: str, entity: str = "item", version: int | None = None, *,
-                    options: StorageOptions | None = None,
-                    prefer_stored: bool = True) -> pl.DataFrame:
-    """Columns ``id``, ``embedding`` (Array(Float32, D_j)) and ``source_version``."""
+                    options: StorageOptions | None = None, prefer_stored: bool = True,
+                    verify: bool = True) -> pl.DataFrame:
+    """Columns ``id``, ``embedding`` (Array(Float32, D_j)) and ``source_version``.
+
+    Every file is checked against the log (size, row count, and sha256 unless `verify=False`):
+    damage is a `CorruptFileError`, never wrong rows."""
     store, state, record, target = _open(store_uri, entity, version, options, prefer_stored)
-    table = read_table(store, record, columns=["id", "embedding"])
+    table = read_table(store, record, columns=["id", "embedding"], verify=verify)
     ids = table.column("id").combine_chunks()
     matrix = embedding_matrix(table.column("embedding"))
     if record.version != target:
@@ -77,12 +85,15 @@ def read_embeddings(store_uri: str, entity: str = "item", version: int | None = 
 
 
 def scan_embeddings(store_uri: str, entity: str = "item", version: int | None = None, *,
-                    options: StorageOptions | None = None,
-                    prefer_stored: bool = True) -> pl.LazyFrame:
-    """A LazyFrame over the same rows, streamed file by file (tables larger than memory)."""
+                    options: StorageOptions | None = None, prefer_stored: bool = True,
+                    verify: bool = True) -> pl.LazyFrame:
+    """A LazyFrame over the same rows, streamed file by file (tables larger than memory).
+
+    The files are verified (streamed sha256, row counts from their footers) before polars sees
+    them: polars trusts every byte and a damaged one can abort the process. `verify=False` skips
+    the sha256 and so trusts the files."""
     store, state, record, target = _open(store_uri, entity, version, options, prefer_stored)
-    for file in record.files:
-        store.check_size(file)
+    verify_files(store, record, verify)
     sources = [_polars_path(store, f.path) for f in record.files]
     frame = pl.scan_parquet(sources, storage_options=_polars_options(store))
     frame = frame.select("id", "embedding")

@@ -200,8 +200,7 @@ class CompatibilityService:
         if not isinstance(entity, str):
             raise RequestError(422, "'entity' must be 'user' or 'item'")
         self._check_size(len(ids))
-        target = state.current if version is None else version
-        matrix, found = state.lookup(entity, ids, target)
+        matrix, found, target = state.lookup(entity, ids, version)
         if _wants_binary(request, binary):
             payload = found.astype(np.uint8).tobytes() + matrix.astype(codec.FLOAT).tobytes()
             return Response(payload, media_type=codec.BINARY,

@@ -98,20 +98,28 @@ class ServingState:
         if not np.isfinite(matrix).all():
             raise RequestError(422, "embeddings contain NaN or infinity")
 
-    def lookup(self, entity: str, ids: list, target: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ver-`target` embeddings, found mask) for external ids; unknown ids get zero rows."""
+    def lookup(self, entity: str, ids: list, target: int | None
+               ) -> tuple[np.ndarray, np.ndarray, int]:
+        """(ver-`target` embeddings, found mask, target) for external ids; unknown ids get zero
+        rows. No target: the served table's own version (the previous one after a bump, until
+        the new version's first refresh)."""
         if entity not in self.tables:
             raise RequestError(404 if entity in ENTITIES else 422,
                                f"no {entity} embeddings are loaded" if entity in ENTITIES
                                else f"entity must be one of {ENTITIES}, got {entity!r}")
         table = self.tables[entity]
+        target = table.version if target is None else target
+        if target in self.dims and target > table.version:
+            raise RequestError(404, f"no version {target} {entity} embeddings yet: the newest "
+                                    f"refreshed table is version {table.version} (served for "
+                                    f"versions <= {table.version} until the next refresh)")
         weight, bias = self.transform_for(table.version, target)
         rows = np.fromiter((table.index.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
         found = rows >= 0
         out = np.zeros((len(ids), weight.shape[0]), dtype=np.float32)
         if found.any():
             out[found] = affine.apply(table.matrix[rows[found]], (weight, bias))
-        return out, found
+        return out, found, target
 
 
 def apply_grouped(requests: list[tuple[ServingState, int, int, np.ndarray]]) -> list[np.ndarray]:

@@ -145,8 +145,30 @@ class FileIO:
 
     # -- writes --------------------------------------------------------------------------
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Write a file at a path that is new by construction (unique run prefixes)."""
+        """Write a file at a path that is new by construction (unique run prefixes); locally it
+        is synced to disk before this returns, so a commit naming it survives a power cut."""
+        if self.scheme == "file":
+            target = self.path(rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return
         self.fs.pipe_file(self.path(rel), data)
+
+    def sync(self, rel: str) -> None:
+        """Flush a local file (written by any writer, Ray Data's included) and its folder entry
+        to disk; object stores are durable once a PUT returns."""
+        if self.scheme != "file":
+            return
+        target = self.path(rel)
+        descriptor = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        _sync_dir(os.path.dirname(target))
 
     def create(self, rel: str, data: bytes) -> None:
         """Put-if-absent: raises FileExistsError when the path exists. Readers never see a
@@ -157,6 +179,7 @@ class FileIO:
                 os.link(tmp, target)
             finally:
                 os.unlink(tmp)
+            _sync_dir(os.path.dirname(target))  # the new name itself must survive a crash
             return
         self.fs.pipe_file(self.path(rel), data, mode="create")
 
@@ -202,6 +225,14 @@ class FileIO:
             kwargs["secret_key"] = self.options.secret
         kwargs["region"] = self.options.region or "us-east-1"
         return pafs.S3FileSystem(**kwargs)
+
+
+def _sync_dir(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _mtime(info: dict) -> float | None:

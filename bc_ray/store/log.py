@@ -10,7 +10,10 @@ checkpoint plus at most `checkpoint_interval` entries, whatever the length of th
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import orjson
@@ -38,10 +41,25 @@ def checkpoint_path(seq: int) -> str:
     return f"{LOG_DIR}/{seq:020d}.checkpoint.json"
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter between commit retries: writers that collided
+    spread out instead of colliding again in lockstep."""
+
+    base_seconds: float = 0.02
+    cap_seconds: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        return (rng or random).uniform(0.0, min(self.cap_seconds,
+                                                self.base_seconds * 2 ** attempt))
+
+
 class VersionLog:
-    def __init__(self, io: FileIO, checkpoint_interval: int = 10) -> None:
+    def __init__(self, io: FileIO, checkpoint_interval: int = 10,
+                 backoff: Backoff | None = None) -> None:
         self.io = io
         self.checkpoint_interval = checkpoint_interval
+        self.backoff = backoff or Backoff()
 
     def read_state(self) -> StoreState:
         state = self._latest_checkpoint()
@@ -51,7 +69,14 @@ class VersionLog:
             if entry is None:
                 return state
             for action in entry["actions"]:
-                apply(state, action, seq)
+                try:
+                    apply(state, action, seq, entry.get("committed_at"))
+                except Exception as exc:  # noqa: BLE001 - a damaged entry, whatever it trips on
+                    if isinstance(exc, StoreError) and "log entry" in str(exc):
+                        raise
+                    raise StoreError(f"log entry {self.io.uri_of(entry_path(seq))} cannot be "
+                                     f"applied ({type(exc).__name__}: {exc}); the log is "
+                                     "damaged") from exc
             state.seq = seq
             seq += 1
 
@@ -65,6 +90,12 @@ class VersionLog:
         except orjson.JSONDecodeError as exc:
             raise StoreError(f"log entry {self.io.uri_of(entry_path(seq))} is not valid JSON: "
                              f"{exc}") from exc
+        if not isinstance(entry, dict) or not isinstance(entry.get("actions"), list) or \
+                not all(isinstance(a, dict) for a in entry["actions"]):
+            raise StoreError(f"log entry {self.io.uri_of(entry_path(seq))} is not an object "
+                             "with a list of actions; the log is damaged")
+        if not isinstance(entry.get("format", FORMAT_VERSION), int):
+            raise StoreError(f"log entry {seq} has a malformed format field")
         if entry.get("format", FORMAT_VERSION) > FORMAT_VERSION:
             raise StoreError(f"log entry {seq} uses format {entry['format']}; upgrade bc_ray")
         return entry
@@ -86,7 +117,7 @@ class VersionLog:
                  "committed_at": datetime.now(timezone.utc).isoformat(), "actions": actions}
         new_state = StoreState.from_dict(state.to_dict())
         for action in actions:  # validate by folding before anything is written
-            apply(new_state, action, seq)
+            apply(new_state, action, seq, entry["committed_at"])
         try:
             self.io.create(entry_path(seq), orjson.dumps(entry))
         except FileExistsError as exc:
@@ -111,7 +142,10 @@ class VersionLog:
             except CommitConflictError:
                 if attempt == retries:
                     raise
-                logger.info("commit conflict at entry %d, retrying", state.seq + 1)
+                delay = self.backoff.delay(attempt)
+                logger.info("commit conflict at entry %d, retrying in %.3f s", state.seq + 1,
+                            delay)
+                time.sleep(delay)
         raise AssertionError("unreachable")
 
     def _latest_checkpoint(self) -> StoreState:

@@ -43,7 +43,7 @@ def from_parquet_bytes(data: bytes, name: str, columns: list[str] | None = None)
     try:
         return pq.read_table(pa.BufferReader(data), columns=columns,
                              page_checksum_verification=True)
-    except (OSError, pa.ArrowInvalid) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes the reader raise
         raise CorruptFileError(f"cannot read Parquet file {name}: {exc}") from exc
 
 
@@ -74,6 +74,9 @@ def embedding_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
-    dim = chunks[0].type.list_size
+    kind = chunks[0].type
+    if not (pa.types.is_fixed_size_list(kind) and pa.types.is_float32(kind.value_type)):
+        raise CorruptFileError(f"the embedding column is {kind}, not fixed-size lists of float32")
+    dim = kind.list_size
     parts = [c.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim) for c in chunks]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)

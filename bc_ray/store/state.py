@@ -7,6 +7,7 @@ Each log entry is a list of actions (dicts with a ``type``). `apply` folds one a
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +16,23 @@ from bc_ray.exceptions import NotFoundError, StoreError
 ACTION_TYPES = (
     "snapshot.published", "version.candidate", "version.published", "version.rejected",
     "refresh.published", "retention.applied", "run.recorded", "scheduler.configured",
-    "batch.ingested", "batches.compacted",
+    "batch.ingested", "batches.compacted", "store.configured",
 )
+
+
+# Top-level folders that hold data files; every path the log names lies under one of them.
+DATA_ROOTS = ("snapshots", "batches", "versions", "embeddings")
+
+
+def confined_path(path: object) -> str:
+    """A path taken from the log, refused unless it stays under a data root of the store (a
+    hostile or damaged entry must never make retention delete a file elsewhere)."""
+    if (not isinstance(path, str) or not path or "://" in path or "\\" in path
+            or path.startswith("/") or posixpath.normpath(path) != path
+            or ".." in path.split("/") or path.split("/")[0] not in DATA_ROOTS):
+        raise StoreError(f"the log names a path outside the store's data folders: {path!r} "
+                         "(a damaged or hostile log entry)")
+    return path
 
 
 @dataclass(frozen=True)
@@ -29,7 +45,8 @@ class FileRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> FileRecord:
-        return cls(path=data["path"], size=int(data["size"]), sha256=data["sha256"])
+        return cls(path=confined_path(data["path"]), size=int(data["size"]),
+                   sha256=data["sha256"])
 
 
 @dataclass
@@ -115,6 +132,9 @@ class StoreState:
     # Ingested batches by id (ordinal, stats, source files) and the segments holding their rows.
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     segments: list[Segment] = field(default_factory=list)
+    # The store's retention (keep_versions, staging_grace_seconds), set by `bc-ray store config`:
+    # a property of the store, so every process applies the same policy.
+    retention: dict[str, Any] = field(default_factory=dict)
 
     # -- queries -----------------------------------------------------------------------
     def snapshot(self, snapshot_id: str | None = None) -> SnapshotRecord:
@@ -175,7 +195,7 @@ class StoreState:
         state = cls(seq=data["seq"], current_snapshot=data["current_snapshot"],
                     current_version=data["current_version"], runs=data.get("runs", {}),
                     garbage=data.get("garbage", {}), scheduler=data.get("scheduler", {}),
-                    batches=data.get("batches", {}),
+                    batches=data.get("batches", {}), retention=data.get("retention", {}),
                     segments=[Segment.from_dict(s) for s in data.get("segments", [])])
         for key, raw in data["snapshots"].items():
             state.snapshots[key] = SnapshotRecord(**{**raw, "files": files(raw["files"])})
@@ -197,8 +217,26 @@ def table_key(version: int, entity: str) -> str:
     return f"v{version}/{entity}"
 
 
-def apply(state: StoreState, action: dict, seq: int) -> None:
-    """Fold one action into the state (in place)."""
+def added_files(action: dict) -> list[FileRecord]:
+    """The files an action starts to reference (they must exist when it is committed)."""
+    kind = action.get("type")
+    if kind in ("snapshot.published", "version.candidate"):
+        raw = list(action["files"].values())
+    elif kind == "refresh.published":
+        raw = list(action["files"]) + list(action.get("cache", {}).values())
+    elif kind == "batch.ingested":
+        raw = list(action["segment"]["files"].values())
+    elif kind == "batches.compacted":
+        raw = [f for segment in action["segments"] for f in segment["files"].values()]
+    else:
+        raw = []
+    return [FileRecord.from_dict(f) for f in raw]
+
+
+def apply(state: StoreState, action: dict, seq: int, committed_at: str | None = None) -> None:
+    """Fold one action into the state (in place). Files it stops referencing enter the garbage
+    list stamped with `committed_at` (the entry's commit time): the grace period before they are
+    deleted counts from the moment the log stopped naming them."""
     kind = action.get("type")
     if kind == "snapshot.published":
         files = {k: FileRecord.from_dict(v) for k, v in action["files"].items()}
@@ -228,17 +266,19 @@ def apply(state: StoreState, action: dict, seq: int) -> None:
             cache={k: FileRecord.from_dict(v) for k, v in action.get("cache", {}).items()})
         key = table_key(table.version, table.entity)
         if key in state.tables:
-            _discard(state, [f.path for f in state.tables[key].all_files], table.refreshed_at)
+            _discard(state, [f.path for f in state.tables[key].all_files],
+                     committed_at or table.refreshed_at)
         state.tables[key] = table
     elif kind == "retention.applied":
         for key in action.get("tables", []):
             if key in state.tables:
-                _discard(state, [f.path for f in state.tables.pop(key).all_files], action["at"])
+                _discard(state, [f.path for f in state.tables.pop(key).all_files],
+                         committed_at or action["at"])
         for version in action.get("models", []):
             record = state.versions[int(version)]
             if not record.model_removed and "model" in record.files:
                 record.model_removed = True
-                _discard(state, [record.files["model"].path], action["at"])
+                _discard(state, [record.files["model"].path], committed_at or action["at"])
         for path in action.get("purged", []):
             state.garbage.pop(path, None)
     elif kind == "batch.ingested":
@@ -257,11 +297,15 @@ def apply(state: StoreState, action: dict, seq: int) -> None:
             raise StoreError(f"log entry {seq} compacts segments the state does not hold")
         for segment in state.segments:
             if (segment.first, segment.last) in replaced:
-                _discard(state, [f.path for f in segment.files.values()], action["at"])
+                _discard(state, [f.path for f in segment.files.values()],
+                         committed_at or action["at"])
         state.segments = sorted(kept + [Segment.from_dict(s) for s in action["segments"]],
                                 key=lambda s: s.first)
     elif kind == "run.recorded":
         state.runs[action["run_id"]] = {k: v for k, v in action.items() if k != "type"}
+    elif kind == "store.configured":
+        state.retention = {"keep_versions": int(action["keep_versions"]),
+                           "staging_grace_seconds": float(action["staging_grace_seconds"])}
     elif kind == "scheduler.configured":
         state.scheduler = {k: v for k, v in action.items() if k != "type"}
     else:

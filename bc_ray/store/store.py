@@ -17,6 +17,7 @@ them once they are older than a grace period. Readers follow the log and never l
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -25,41 +26,64 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from bc_ray.exceptions import ConfigError, CorruptFileError, NotFoundError, UnsafeStoreError
+from bc_ray.exceptions import (
+    ConfigError,
+    CorruptFileError,
+    NotFoundError,
+    StoreError,
+    UnsafeStoreError,
+)
 from bc_ray.core import affine as chain_math
 from bc_ray.store.io import FileIO, StorageOptions
 from bc_ray.store.log import VersionLog
 from bc_ray.store.parquet import sha256
-from bc_ray.store.state import FileRecord, StoreState, VersionRecord
+from bc_ray.store.state import DATA_ROOTS, FileRecord, StoreState, VersionRecord, added_files
 
-DATA_ROOTS = ("snapshots", "batches", "versions", "embeddings")
 logger = logging.getLogger(__name__)
+
+
+# `bc-ray gc` refuses a shorter grace unless forced: a writer's files are unreferenced until its
+# commit, and a refresh or training run can take many minutes between its first write and it.
+MIN_GC_GRACE_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
 class RetentionPolicy:
     """How many published versions keep their embedding tables and model weights.
 
-    Transforms and composed chains are tiny and always kept: they are what serves old versions.
+    A property of the store, recorded in its log (`bc-ray store config`), so every process that
+    applies it (CLI, jobs, scheduler, gc) keeps the same versions. Transforms are tiny and always
+    kept: they are what serves old versions.
     """
 
     keep_versions: int = 1
     staging_grace_seconds: float = 3600.0
 
     @classmethod
-    def from_env(cls) -> RetentionPolicy:
-        """BC_RAY_KEEP_VERSIONS and BC_RAY_GRACE_SECONDS, so every writer (CLI, jobs, scheduler)
-        applies the same policy."""
+    def from_env(cls) -> RetentionPolicy | None:
+        """BC_RAY_KEEP_VERSIONS / BC_RAY_GRACE_SECONDS, when set: recorded into a store's log the
+        first time a writer applies retention there (never consulted once the log has one)."""
+        env = os.environ
+        if "BC_RAY_KEEP_VERSIONS" not in env and "BC_RAY_GRACE_SECONDS" not in env:
+            return None
         try:
-            return cls(keep_versions=int(os.environ.get("BC_RAY_KEEP_VERSIONS", "1")),
-                       staging_grace_seconds=float(os.environ.get("BC_RAY_GRACE_SECONDS",
-                                                                  "3600")))
+            return cls(keep_versions=int(env.get("BC_RAY_KEEP_VERSIONS", "1")),
+                       staging_grace_seconds=float(env.get("BC_RAY_GRACE_SECONDS", "3600")))
         except ValueError as exc:
             raise ConfigError(f"BC_RAY_KEEP_VERSIONS / BC_RAY_GRACE_SECONDS: {exc}") from None
+
+    @classmethod
+    def of(cls, state: StoreState) -> RetentionPolicy | None:
+        return cls(**state.retention) if state.retention else None
 
     def __post_init__(self) -> None:
         if self.keep_versions < 1 or self.staging_grace_seconds < 0:
             raise ConfigError("retention keeps at least 1 version and a grace period >= 0")
+
+    def action(self, source: str) -> dict:
+        return {"type": "store.configured", "keep_versions": self.keep_versions,
+                "staging_grace_seconds": self.staging_grace_seconds, "source": source,
+                "at": utc_now().isoformat()}
 
 
 def utc_now() -> datetime:
@@ -77,11 +101,21 @@ class Store:
 
     @property
     def retention(self) -> RetentionPolicy:
-        """Read from the environment only by the writers that apply it (readers never fail on
-        a bad BC_RAY_KEEP_VERSIONS)."""
-        if self._retention is None:
-            self._retention = RetentionPolicy.from_env()
-        return self._retention
+        """The policy this store keeps: an explicit one (tests, benchmarks), else the one its
+        log records, else the environment's or the default. Readers never need it."""
+        return self._policy(self.state())
+
+    def _policy(self, state: StoreState) -> RetentionPolicy:
+        if self._retention is not None:
+            return self._retention
+        recorded = RetentionPolicy.of(state)
+        if recorded is not None:
+            return recorded
+        return RetentionPolicy.from_env() or RetentionPolicy()
+
+    def configure(self, policy: RetentionPolicy) -> StoreState:
+        """Record the store's retention in its log (`bc-ray store config`)."""
+        return self.commit(lambda _state: [policy.action("bc-ray store config")])
 
     @property
     def uri(self) -> str:
@@ -90,10 +124,37 @@ class Store:
     def state(self) -> StoreState:
         return self.log.read_state()
 
-    def commit(self, build, retries: int = 8) -> StoreState:
-        """Commit the actions `build(state)` returns, re-building on conflicts."""
+    def commit(self, build, retries: int = 10) -> StoreState:
+        """Commit the actions `build(state)` returns, re-building on conflicts.
+
+        Every file an action adds must exist with its recorded size (and, on a local disk, be
+        synced) before the entry lands: a writer whose files were removed meanwhile (a gc with
+        too short a grace) fails here instead of committing dangling references."""
         self.ensure_conditional_writes()
-        return self.log.commit_with_retry(build, self.writer, retries=retries)
+        checked: set[str] = set()
+
+        def checked_build(state: StoreState) -> list[dict]:
+            actions = build(state)
+            for action in actions:
+                for record in added_files(action):
+                    if record.path not in checked:
+                        self._check_added(record)
+                        checked.add(record.path)
+            return actions
+
+        return self.log.commit_with_retry(checked_build, self.writer, retries=retries)
+
+    def _check_added(self, record: FileRecord) -> None:
+        try:
+            size = self.io.size(record.path)
+        except NotFoundError:
+            raise StoreError(f"refusing to commit: {self.io.uri_of(record.path)} was written by "
+                             "this writer but is gone (deleted by a gc with a short grace?); "
+                             "run it again") from None
+        if size != record.size:
+            raise StoreError(f"refusing to commit: {self.io.uri_of(record.path)} has {size} "
+                             f"bytes, {record.size} were written")
+        self.io.sync(record.path)
 
     # -- files ----------------------------------------------------------------------------------
     def new_prefix(self, kind: str) -> str:
@@ -116,6 +177,20 @@ class Store:
         if verify and sha256(data) != record.sha256:
             raise CorruptFileError(f"file {self.io.uri_of(record.path)} fails its sha256 check")
         return data
+
+    def verify(self, record: FileRecord, chunk_bytes: int = 16 << 20) -> None:
+        """Size and sha256 of a file, streamed (never held in memory whole)."""
+        self.check_size(record)
+        digest = hashlib.sha256()
+        try:
+            with self.io.fs.open(self.io.path(record.path), "rb") as handle:
+                while chunk := handle.read(chunk_bytes):
+                    digest.update(chunk)
+        except FileNotFoundError as exc:
+            raise CorruptFileError(f"file {self.io.uri_of(record.path)} listed by the log is "
+                                   "missing") from exc
+        if digest.hexdigest() != record.sha256:
+            raise CorruptFileError(f"file {self.io.uri_of(record.path)} fails its sha256 check")
 
     def check_size(self, record: FileRecord) -> None:
         """Cheap existence and length check before handing a path to a Parquet reader."""
@@ -172,22 +247,32 @@ class Store:
     # -- retention and garbage collection ------------------------------------------------------------
     def apply_retention(self) -> dict[str, list[str]]:
         """Unreference embedding tables and models outside the policy, and delete the files that
-        have been unreferenced for longer than the grace period (one commit, then deletes)."""
-        grace = self.retention.staging_grace_seconds
+        have been unreferenced for longer than the grace period (one commit, then deletes).
+
+        An entity's newest table on the lineage is kept until a newer version's table for it is
+        committed: after a bump, readers keep getting the previous version's table (and any
+        older version through the chain) until the new version's first refresh lands."""
         plan: dict[str, list[str]] = {}
 
         def build(state: StoreState) -> list[dict]:
-            keep = set(state.lineage()[-self.retention.keep_versions:]) if state.lineage() else set()
+            policy = self._policy(state)
+            actions = []
+            if not state.retention and self._retention is None and RetentionPolicy.from_env():
+                logger.info("recording the environment's retention %s in the store's log",
+                            policy)
+                actions.append(policy.action("environment"))
             now = utc_now()
-            plan["tables"] = [k for k, t in state.tables.items() if t.version not in keep]
+            keep = _kept_versions(state, policy.keep_versions)
+            plan["tables"] = _expired_tables(state, keep)
             plan["models"] = [str(v) for v, r in state.versions.items()
                               if not r.model_removed and "model" in r.files
                               and _model_expired(r, keep)]
             plan["purged"] = [p for p, at in state.garbage.items()
-                              if (now - datetime.fromisoformat(at)).total_seconds() >= grace]
-            if not any(plan.values()):
-                return []
-            return [{"type": "retention.applied", "at": now.isoformat(), **plan}]
+                              if (now - datetime.fromisoformat(at)).total_seconds()
+                              >= policy.staging_grace_seconds]
+            if any(plan.values()):
+                actions.append({"type": "retention.applied", "at": now.isoformat(), **plan})
+            return actions
 
         if not build(self.state()):
             return {"tables": [], "models": [], "purged": []}
@@ -196,10 +281,18 @@ class Store:
             self.io.delete(path)
         return plan
 
-    def collect_garbage(self, grace_seconds: float | None = None) -> list[str]:
+    def collect_garbage(self, grace_seconds: float | None = None, force: bool = False
+                        ) -> list[str]:
         """Delete run prefixes no log entry ever referenced (writers that crashed before their
-        commit) once they are older than the grace period, so a running writer is never hurt."""
+        commit) once they are older than the grace period, so a running writer is never hurt.
+
+        A grace below `MIN_GC_GRACE_SECONDS` could delete a running writer's files: refused
+        unless `force`."""
         grace = self.retention.staging_grace_seconds if grace_seconds is None else grace_seconds
+        if grace < MIN_GC_GRACE_SECONDS and not force:
+            raise ConfigError(f"a gc grace of {grace:g} s could delete the files of a writer "
+                              f"still running (refresh, training, ingest); use at least "
+                              f"{MIN_GC_GRACE_SECONDS:g} s, or --force when no writer runs")
         state = self.state()
         known = {_run_prefix(p) for p in state.live_paths() | set(state.garbage)}
         deleted = []
@@ -225,6 +318,25 @@ class Store:
                     prefixes += [f"{root}/{name}/{entity}/{run}"
                                  for run in self.io.list_dir(f"{root}/{name}/{entity}")]
         return prefixes
+
+
+def _kept_versions(state: StoreState, keep_versions: int) -> set[int]:
+    lineage = state.lineage()
+    return set(lineage[-keep_versions:]) if lineage else set()
+
+
+def _expired_tables(state: StoreState, keep: set[int]) -> list[str]:
+    """Tables outside the kept versions, except each entity's newest table on the lineage while
+    no kept version has one yet (a bump's first refresh has not landed)."""
+    lineage = state.lineage()
+    protected = set()
+    for entity in {t.entity for t in state.tables.values()}:
+        if not any(state.table(v, entity) for v in keep):
+            newest = [v for v in lineage if state.table(v, entity) is not None]
+            if newest:
+                protected.add((newest[-1], entity))
+    return [k for k, t in state.tables.items()
+            if t.version not in keep and (t.version, t.entity) not in protected]
 
 
 def _model_expired(record: VersionRecord, keep: set[int]) -> bool:

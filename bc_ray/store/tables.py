@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bc_ray.exceptions import CorruptFileError, StoreError
-from bc_ray.store.parquet import embedding_table, to_parquet_bytes
+from bc_ray.store.parquet import embedding_table, from_parquet_bytes, to_parquet_bytes
 from bc_ray.store.state import FileRecord, StoreState, TableRecord
 from bc_ray.store.store import Store
 
@@ -68,17 +68,41 @@ def publish_refresh(store: Store, version: int, refresh_id: str, tables: list[Ta
     return state
 
 
-def read_table(store: Store, record: TableRecord, columns: list[str] | None = None) -> pa.Table:
-    """All files of a table, each size-checked and read with page-checksum verification."""
-    fs = store.io.arrow_fs()
-    parts = []
-    for file in record.files:
-        store.check_size(file)
-        try:
-            parts.append(pq.read_table(store.io.path(file.path), filesystem=fs, columns=columns,
-                                       page_checksum_verification=True))
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise CorruptFileError(f"cannot read {store.io.uri_of(file.path)}: {exc}") from exc
+def read_table(store: Store, record: TableRecord, columns: list[str] | None = None,
+               verify: bool = True) -> pa.Table:
+    """All files of a table, checked against what the log recorded: each file's size, its
+    sha256 (unless `verify` is False, which trusts the bytes for speed and leaves only the Parquet
+    page checksums) and the table's row count, so a damaged file is a `CorruptFileError`, never
+    fewer or different rows."""
+    parts = [from_parquet_bytes(store.get(file, verify=verify), store.io.uri_of(file.path),
+                                columns) for file in record.files]
     if not parts:
         raise StoreError(f"table v{record.version}/{record.entity} lists no files")
-    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    check_rows(store, record, table.num_rows)
+    return table
+
+
+def check_rows(store: Store, record: TableRecord, rows: int) -> None:
+    if rows != record.rows:
+        where = ", ".join(store.io.uri_of(f.path) for f in record.files)
+        raise CorruptFileError(f"table v{record.version}/{record.entity} holds {rows} rows, the "
+                               f"log says {record.rows}: damaged or replaced files ({where})")
+
+
+def verify_files(store: Store, record: TableRecord, verify: bool = True) -> None:
+    """What `read_table` checks, without loading the table: for readers that hand the files to
+    another engine (polars' lazy scan), which must never see a damaged byte."""
+    rows = 0
+    for file in record.files:
+        if verify:
+            store.verify(file)
+        else:
+            store.check_size(file)
+        try:
+            rows += pq.read_metadata(store.io.path(file.path),
+                                     filesystem=store.io.arrow_fs()).num_rows
+        except Exception as exc:  # noqa: BLE001 - any failure to parse a footer is damage
+            raise CorruptFileError(f"cannot read the Parquet footer of "
+                                   f"{store.io.uri_of(file.path)}: {exc}") from exc
+    check_rows(store, record, rows)

@@ -113,5 +113,5 @@ def test_refresh_killed_mid_write_keeps_the_old_table(ray_cluster, tmp_path, sma
     assert current.height == old.height and np.allclose(_matrix(current), _matrix(old))
     rerun = run_refresh(RefreshConfig(store=uri))
     assert read_embeddings(uri, "item").height > old.height and rerun.refresh_id != live
-    orphans = store.collect_garbage(grace_seconds=0)
+    orphans = store.collect_garbage(grace_seconds=0, force=True)
     assert len(orphans) == 2  # the killed run's user and item prefixes

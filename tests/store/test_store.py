@@ -58,7 +58,7 @@ def test_writer_killed_mid_publication(store_uri, tmp_path):
     assert np.allclose(np.stack(frame["embedding"].to_numpy()), matrices["item"])
     assert store.io.list_dir("embeddings/v1/item") == sorted(
         ["crashed-run", before.table(1, "item").refresh_id])
-    assert store.collect_garbage(grace_seconds=0) == ["embeddings/v1/item/crashed-run"]
+    assert store.collect_garbage(grace_seconds=0, force=True) == ["embeddings/v1/item/crashed-run"]
     assert store.io.list_dir("embeddings/v1/item") == [before.table(1, "item").refresh_id]
     assert read_embeddings(store_uri, "item").height == 40  # a rerun would publish normally
 
