@@ -32,7 +32,8 @@ def serve(
 ) -> None:
     """Serve compatible embeddings and transforms over HTTP (Ray Serve).
 
-    Routes /v1/transform, /v1/embeddings, /v1/versions; BC_RAY_SERVE_TOKEN turns bearer
+    Routes /v1/transform, /v1/embeddings, /v1/versions; BC_RAY_SERVE_TOKEN (in this
+    process's environment, inherited by the replicas of the cluster it starts) turns bearer
     auth on."""
     from ray import serve as ray_serve
 
@@ -48,7 +49,7 @@ def serve(
     if fast_ingress and not (address or os.environ.get("RAY_ADDRESS")):
         enable_fast_ingress()
     connect(address)
-    ray_serve.start(http_options={"host": host, "port": port})
+    ray_serve.start(http_options=config.http_options(host, port))
     ray_serve.run(build_app(config), name=config.name, route_prefix=config.route_prefix)
     typer.echo(f"serving {store} at http://{host}:{port} (OpenAPI: /docs)")
     if detach:

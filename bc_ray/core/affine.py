@@ -38,6 +38,20 @@ def compose(parent_chain: dict[int, Affine], parent_version: int, transform: Aff
     return chain
 
 
+def compose_path(transforms: list[Affine]) -> Affine:
+    """B_{j+1} o ... o B_k from [B_{j+1}, ..., B_k], multiplied in the order `compose` uses, so
+    a path composed on demand equals the stored chain's entry."""
+    weight, bias = transforms[0]
+    weight, bias = weight.astype(np.float32), bias.astype(np.float32)
+    for next_weight, next_bias in transforms[1:]:
+        if weight.shape[1] != next_weight.shape[0]:
+            raise ShapeError(f"transform of input dim {weight.shape[1]} cannot follow one that "
+                             f"outputs {next_weight.shape[0]}")
+        weight, bias = ((weight @ next_weight).astype(np.float32),
+                        (weight @ next_bias + bias).astype(np.float32))
+    return weight, bias
+
+
 def apply(embeddings: np.ndarray, transform: Affine) -> np.ndarray:
     """Row-wise z W^T + b for a (rows, D_k) matrix."""
     weight, bias = transform

@@ -6,13 +6,15 @@ published it loads the new state and swaps one reference, so requests in flight 
 state they started with and none fails during the switch. Transform requests are merged by
 `@serve.batch` into one matmul per (from, to) pair.
 
-Auth: when a bearer token is configured (`settings.token` or the BC_RAY_SERVE_TOKEN variable),
-every /v1 route needs ``Authorization: Bearer <token>``; /healthz and /readyz stay open.
+Auth: when a bearer token is configured (the BC_RAY_SERVE_TOKEN variable, or `settings.token_file`
+naming a mounted secret; never the deployment config), every /v1 route needs
+``Authorization: Bearer <token>``; /healthz and /readyz stay open.
 """
 
 
 import contextlib
 import logging
+import secrets
 import threading
 import time
 
@@ -70,8 +72,10 @@ class CompatibilityService:
     def __init__(self, store: str) -> None:
         self.store = Store(store)
         self.settings = ServeSettings()
+        self.token = self.settings.resolve_token()
         self.state: ServingState | None = None
         self.last_error: str | None = None
+        self.confirmed_at = 0.0  # when the served state was last known to be the store's
         self._reload()
         self.stats = ReplicaStats()
         self._stop = threading.Event()
@@ -80,30 +84,39 @@ class CompatibilityService:
     # -- configuration and hot reload ---------------------------------------------------------------
     def reconfigure(self, user_config: dict) -> None:
         self.settings = ServeSettings.from_dict(user_config)
+        self.token = self.settings.resolve_token()
         self._transform_batch.set_max_batch_size(self.settings.max_batch_size)
         self._transform_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
 
     def _reload(self) -> None:
         try:
-            fresh = ServingState.load(self.store)
-        except (BcRayError, OSError) as exc:
-            self.last_error = str(exc)
+            fresh = ServingState.load(self.store, self.state)
+        except Exception as exc:  # noqa: BLE001 - the replica keeps its state, /readyz tells
+            self._failed(exc)
             return
         if self.state is None or fresh.signature != self.state.signature:
             logger.info("serving version %d (tables %s)", fresh.current,
                         {e: t.version for e, t in fresh.tables.items()})
         self.state, self.last_error = fresh, None  # one reference swap: atomic for readers
+        self.confirmed_at = time.monotonic()
+
+    def _failed(self, exc: Exception) -> None:
+        if not isinstance(exc, (BcRayError, OSError)):
+            logger.exception("reloading the served state failed")
+        self.last_error = f"{type(exc).__name__}: {exc}"
 
     def _poll(self) -> None:
+        """Never dies: any failure is recorded, and /readyz turns 503 once it lasts too long."""
         while not self._stop.wait(self.settings.poll_interval_s):
-            self.stats.flush(self.state.current if self.state else None)
             try:
+                self.stats.flush(self.state.current if self.state else None)
                 seq = self.store.state().seq
-            except (BcRayError, OSError) as exc:
-                self.last_error = str(exc)
-                continue
-            if self.state is None or seq != self.state.seq:
-                self._reload()
+                if self.state is None or seq != self.state.seq:
+                    self._reload()
+                else:
+                    self.confirmed_at = time.monotonic()
+            except Exception as exc:  # noqa: BLE001
+                self._failed(exc)
 
     def _ready(self) -> ServingState:
         if self.state is None:
@@ -111,8 +124,9 @@ class CompatibilityService:
         return self.state
 
     def _authorize(self, request: Request) -> None:
-        token = self.settings.token
-        if token and request.headers.get("authorization") != f"Bearer {token}":
+        if self.token and not secrets.compare_digest(
+                request.headers.get("authorization", "").encode(),
+                f"Bearer {self.token}".encode()):
             raise RequestError(401, "missing or wrong bearer token (Authorization: Bearer ...)")
 
     @contextlib.contextmanager
@@ -135,6 +149,12 @@ class CompatibilityService:
     async def readyz(self) -> JSONResponse:
         if self.state is None:
             return JSONResponse({"ready": False, "reason": self.last_error}, status_code=503)
+        stale = time.monotonic() - self.confirmed_at
+        if stale > self.settings.max_staleness_s:
+            return JSONResponse({"ready": False, "version": self.state.current,
+                                 "reason": f"the served state is unconfirmed for {stale:.0f} s "
+                                           f"(max_staleness_s {self.settings.max_staleness_s:g}):"
+                                           f" {self.last_error}"}, status_code=503)
         return JSONResponse({"ready": True, "version": self.state.current})
 
     @api.get("/v1/versions")
@@ -157,7 +177,24 @@ class CompatibilityService:
         self._authorize(request)
         state = self._ready()
         binary = codec.media_type(request.headers.get("content-type")) == codec.BINARY
-        return state, binary, await request.body()
+        return state, binary, await self._read_body(request, state)
+
+    async def _read_body(self, request: Request, state: ServingState) -> bytes:
+        """The body, refused with 413 as soon as it is known to be too large: by its declared
+        Content-Length before a byte is read, else by the bytes streamed so far."""
+        limit = state.max_body_bytes(self.settings.max_rows)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise RequestError(413, f"a body of {int(declared)} bytes exceeds the limit of "
+                                    f"{limit} ({self.settings.max_rows} rows); split the batch")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"the body exceeds the limit of {limit} bytes "
+                                        f"({self.settings.max_rows} rows); split the batch")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _transform(self, request: Request) -> Response:
         state, binary, body = await self._begin(request)

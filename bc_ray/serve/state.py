@@ -6,6 +6,8 @@ request always finishes on the state it started with.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,12 +51,43 @@ class EntityTable:
         return None
 
 
+class TransformCache:
+    """Composed transforms per (from, to) pair, made on demand from the per-version B_k and kept
+    in a bounded LRU: memory grows with the number of versions, not with its square."""
+
+    def __init__(self, parents: dict[int, int | None], transforms: dict[int, affine.Affine],
+                 capacity: int = 256) -> None:
+        self.parents, self.transforms, self.capacity = parents, transforms, capacity
+        self._composed: OrderedDict[tuple[int, int], affine.Affine] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, source: int, target: int) -> affine.Affine:
+        key = (source, target)
+        with self._lock:
+            if key in self._composed:
+                self._composed.move_to_end(key)
+                return self._composed[key]
+        path, version = [], source
+        while version != target:
+            path.append(self.transforms[version])
+            version = self.parents[version]
+        composed = affine.compose_path(path[::-1])
+        with self._lock:
+            self._composed[key] = composed
+            while len(self._composed) > self.capacity:
+                self._composed.popitem(last=False)
+        return composed
+
+    def __len__(self) -> int:
+        return len(self._composed)
+
+
 @dataclass(frozen=True)
 class ServingState:
     seq: int
     current: int
     dims: dict[int, int]  # published version -> dimension
-    chains: dict[int, dict[int, affine.Affine]]  # source version -> target -> (W, b)
+    chains: TransformCache  # (from, to) -> (W, b), composed on demand
     tables: dict[str, EntityTable]
 
     @property
@@ -62,16 +95,27 @@ class ServingState:
         return (self.current, tuple((e, t.refresh_id) for e, t in sorted(self.tables.items())))
 
     @classmethod
-    def load(cls, store: Store) -> ServingState:
+    def load(cls, store: Store, previous: ServingState | None = None) -> ServingState:
+        """The current state; B_k already loaded by `previous` are reused (files never change)."""
         state = store.state()
         lineage = state.lineage()
         if not lineage:
             raise NotFoundError("the store has no published version to serve")
-        chains = {v: store.chain(v, state) for v in lineage}
+        known = previous.chains.transforms if previous is not None else {}
+        transforms = {}
+        for version in lineage[1:]:
+            transforms[version] = known.get(version) or affine.transform_from_bytes(
+                store.get(state.versions[version].files["transform"]))
+        chains = TransformCache({v: state.versions[v].parent for v in lineage}, transforms)
         tables = {e: t for e in ENTITIES if (t := EntityTable.load(store, state, e)) is not None}
         return cls(seq=state.seq, current=lineage[-1],
                    dims={v: state.versions[v].dim for v in lineage}, chains=chains,
                    tables=tables)
+
+    def max_body_bytes(self, max_rows: int) -> int:
+        """The largest body a request within `max_rows` can need: JSON floats at up to 32
+        characters each, or ids of up to 256, plus room for the envelope."""
+        return max_rows * (max(self.dims.values()) * 32 + 256) + 65_536
 
     def info(self) -> dict:
         return {"current_version": self.current,
@@ -88,7 +132,9 @@ class ServingState:
         if target > source:
             raise RequestError(400, f"to_version {target} is newer than from_version {source}: "
                                     "transforms only go backwards")
-        return self.chains[source][target]
+        if source == target:
+            return affine.identity(self.dims[source])
+        return self.chains.get(source, target)
 
     def check_rows(self, source: int, matrix: np.ndarray) -> None:
         if matrix.ndim != 2 or matrix.shape[1] != self.dims[source]:
@@ -135,7 +181,7 @@ def apply_grouped(requests: list[tuple[ServingState, int, int, np.ndarray]]) -> 
             result = stacked
         else:
             try:
-                result = affine.apply(stacked, state.chains[source][target])
+                result = affine.apply(stacked, state.transform_for(source, target))
             except ShapeError as exc:
                 raise RequestError(422, str(exc)) from exc
         offsets = np.cumsum([0] + [requests[p][3].shape[0] for p in positions])

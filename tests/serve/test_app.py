@@ -102,13 +102,16 @@ def test_binary_errors_nan_and_size_limits(service):
     assert entity.status_code == 422
 
 
-def test_bearer_token_when_configured(ray_cluster, service):
+def test_bearer_token_when_configured(ray_cluster, service, tmp_path):
     from ray import serve
 
     _, _, uri = service
     port = int(str(service[0].base_url).rsplit(":", 1)[1])
+    secret = tmp_path / "token"
+    secret.write_text("s3cret\n")
     config = ServeConfig(store=uri, name="bc-ray-auth", route_prefix="/secure",
-                         settings=ServeSettings(token="s3cret"))
+                         settings=ServeSettings(token_file=str(secret)))
+    assert "s3cret" not in str(config.deployment_options())  # never in the deployment config
     serve.run(build_app(config), name=config.name, route_prefix=config.route_prefix)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/secure", timeout=30) as client:
@@ -153,3 +156,60 @@ def test_hot_reload_under_load_without_failures(service):
     assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
     assert client.get("/readyz").json()["version"] == 3
     assert client.get("/v1/versions").json()["tables"]["item"]["version"] == 3
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(service):
+    """Item 9: a declared Content-Length over the limit gets 413 without the body being sent;
+    a body streamed without a length is cut off as soon as it passes the limit."""
+    import socket
+
+    client, _, _ = service
+    host, port = str(client.base_url).split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(b"POST /v1/transform HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: 74000000\r\n\r\n{\"from_version\": 2")
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+    def chunks():
+        yield b'{"from_version": 2, "to_version": 0, "embeddings": ['
+        for _ in range(2000):
+            yield b"[" + b", ".join([b"0.123456789"] * 8) + b"], " * 50
+
+    streamed = client.post("/v1/transform", content=chunks(),
+                           headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+
+
+def test_readiness_turns_503_when_the_store_cannot_be_read_and_back(service, tmp_path):
+    """Item 14: a damaged log entry (or anything else) never ends the reload thread; /readyz
+    says 503 once the served state is unconfirmed for longer than max_staleness_s."""
+    from ray import serve
+
+    from bc_ray.store.log import entry_path
+    from tests.helpers import store_with_chain
+
+    uri = f"file://{tmp_path}/store"
+    store, _ = store_with_chain(uri, [8], rows=10)
+    config = ServeConfig(store=uri, name="bc-ray-stale", route_prefix="/stale",
+                         settings=ServeSettings(poll_interval_s=0.2, max_staleness_s=3.0))
+    serve.run(build_app(config), name=config.name, route_prefix=config.route_prefix)
+    port = int(str(service[0].base_url).rsplit(":", 1)[1])
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/stale", timeout=30) as client:
+            assert client.get("/readyz").status_code == 200
+            damaged = entry_path(store.state().seq + 1)
+            store.io.create(damaged, b"{}")
+            deadline = time.time() + 30
+            while client.get("/readyz").status_code == 200 and time.time() < deadline:
+                time.sleep(0.2)
+            stale = client.get("/readyz")
+            assert stale.status_code == 503 and "log entry" in stale.json()["reason"]
+            assert client.get("/v1/versions").status_code == 200  # still serving what it had
+            store.io.delete(damaged)
+            deadline = time.time() + 30
+            while client.get("/readyz").status_code != 200 and time.time() < deadline:
+                time.sleep(0.2)
+            assert client.get("/readyz").status_code == 200
+    finally:
+        serve.delete("bc-ray-stale")
