@@ -15,6 +15,7 @@ import polars as pl
 
 from bc_ray.data.readers import iter_json_records, require_file
 from bc_ray.data.snapshot import RawGraph
+from bc_ray.data.ingest import TIME_RANGE
 from bc_ray.exceptions import DataError
 
 REVIEW_FIELDS = ("reviewerID", "asin", "overall")
@@ -23,11 +24,15 @@ REVIEW_FIELDS = ("reviewerID", "asin", "overall")
 def _timestamp(record: dict, path: str, line: int) -> int:
     value = record.get("unixReviewTime")
     if value is not None:
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise DataError(f"cannot parse {value!r} as unix seconds", path=path,
-                            column="unixReviewTime", row=line) from None
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise DataError(f"cannot parse {value!r} as unix seconds (an integer)", path=path,
+                            column="unixReviewTime", row=line)
+        if not TIME_RANGE[0] <= value < TIME_RANGE[1]:
+            raise DataError(f"{value} is outside 1970-2100 as unix seconds", path=path,
+                            column="unixReviewTime", row=line)
+        return value
     text = record.get("reviewTime")
     if text is None:
         raise DataError("review has neither unixReviewTime nor reviewTime", path=path,
@@ -46,11 +51,19 @@ def read_reviews(path: str) -> pl.DataFrame:
         for name in REVIEW_FIELDS:
             if record.get(name) in (None, ""):
                 raise DataError("missing value", path=path, column=name, row=line)
+        for name in ("reviewerID", "asin"):
+            if not isinstance(record[name], (str, int)) or isinstance(record[name], bool):
+                raise DataError(f"an id must be a string or an integer, got "
+                                f"{type(record[name]).__name__} {record[name]!r}"[:200],
+                                path=path, column=name, row=line)
+        rating = record["overall"]
         try:
-            rating = float(record["overall"])
+            if isinstance(rating, bool) or not isinstance(rating, (int, float, str)):
+                raise TypeError
+            rating = float(rating)
         except (TypeError, ValueError):
-            raise DataError(f"cannot parse {record['overall']!r} as a rating", path=path,
-                            column="overall", row=line) from None
+            raise DataError(f"cannot parse {record['overall']!r} as a rating (a number)"[:200],
+                            path=path, column="overall", row=line) from None
         if not 1.0 <= rating <= 5.0:
             raise DataError(f"value {rating} outside the scale [1, 5]", path=path,
                             column="overall", row=line)

@@ -51,10 +51,14 @@ def matrix_from_json(value) -> np.ndarray:
     if not isinstance(value, list) or not value:
         raise RequestError(422, "'embeddings' must be a non-empty list of equal-length lists")
     try:
-        matrix = np.asarray(value, dtype=np.float32)
+        matrix = np.asarray(value)
     except (ValueError, TypeError):
         raise RequestError(422, "'embeddings' must be a list of equal-length lists of "
                                 "numbers") from None
+    if matrix.dtype.kind not in "iuf":  # strings, booleans, nulls or objects are not numbers
+        raise RequestError(422, "'embeddings' must hold numbers only (not strings, booleans "
+                                "or nulls)")
+    matrix = matrix.astype(np.float32)
     if matrix.ndim != 2:
         raise RequestError(422, "'embeddings' must be a list of equal-length lists of numbers")
     return matrix

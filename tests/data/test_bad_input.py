@@ -88,3 +88,22 @@ def test_missing_value_in_raw_edges(small_raw):
         pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("rating")).alias("rating"))
     with pytest.raises(DataError, match=r"missing value.*'rating'.*row 4"):
         build_snapshot(type(small_raw)(**{**vars(small_raw), "edges": edges}))
+
+
+@pytest.mark.parametrize("field, value, column", [
+    ("unixReviewTime", 1e30, "unixReviewTime"),
+    ("unixReviewTime", 9_000_000_000_000_000_000, "unixReviewTime"),
+    ("unixReviewTime", True, "unixReviewTime"),
+    ("overall", True, "overall"),
+    ("overall", [5], "overall"),
+    ("reviewerID", ["a", "b"], "reviewerID"),
+    ("asin", {"id": 1}, "asin"),
+])
+def test_amazon_values_of_the_wrong_type_or_range_are_one_line_errors(tmp_path, field, value,
+                                                                      column):
+    """Issue 14, item 16: typed and range-checked like the MovieLens loader."""
+    good = {"reviewerID": "u", "asin": "a", "overall": 4, "unixReviewTime": 1_500_000_000}
+    lines = [json.dumps(good), json.dumps({**good, field: value})]
+    (tmp_path / "Cat_5.json").write_text("\n".join(lines))
+    with pytest.raises(DataError, match=rf"column '{column}', row 2"):
+        load_amazon(str(tmp_path))

@@ -57,3 +57,16 @@ def test_transforms_are_composed_on_demand_in_a_bounded_cache(tmp_path):
     refresh_fake_tables(store, 12, 5, rng)
     reloaded = ServingState.load(store, served)
     assert all(reloaded.chains.transforms[v] is served.chains.transforms[v] for v in range(1, 12))
+
+
+@pytest.mark.parametrize("embeddings", [[["1.5", "2"]], [[True, False]], [[None, 1.0]],
+                                        [[{"x": 1}, 2.0]]])
+def test_json_embeddings_must_be_numbers(embeddings):
+    """Item 16: strings (and other non-numbers) are not silently converted to floats."""
+    from bc_ray.serve.codec import matrix_from_json
+    from bc_ray.serve.state import RequestError
+
+    with pytest.raises(RequestError) as refused:
+        matrix_from_json(embeddings)
+    assert refused.value.status == 422
+    assert matrix_from_json([[1, 2.5]]).dtype == np.float32
