@@ -12,10 +12,20 @@ JOB_EXCLUDES = [".venv", ".git", "bench-out", "demo-store", "**/__pycache__", ".
 
 
 class RayJobs:
-    def __init__(self, address: str) -> None:
-        from ray.job_submission import JobSubmissionClient
+    """The Jobs API, connected on first use: a scheduler starts (and records its failures)
+    while the API is down, instead of dying in its constructor."""
 
-        self.client = JobSubmissionClient(address)
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            self._client = JobSubmissionClient(self.address)
+        return self._client
 
     def status(self, submission_id: str) -> str:
         """PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED, or MISSING (never submitted)."""

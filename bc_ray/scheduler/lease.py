@@ -72,15 +72,30 @@ class Lease:
             current.holder != self.holder else None
         return stale
 
-    def renew(self, force: bool = False) -> None:
-        """Extend the lease (a new generation) once less than half of its time is left."""
+    def verify(self) -> LeaseRecord:
+        """The lease's current generation, if it is still ours (the fence every write of the
+        holder passes): raises LeaseHeldError once another scheduler has taken it over."""
         if self.generation is None:
             raise LeaseHeldError(f"lease {self.name!r} is not held")
         current = self.current()
-        if not force and current is not None and current.holder == self.holder and \
-                current.expires_at - time.time() > self.ttl_s / 2:
+        if current is None or current.generation != self.generation or \
+                current.holder != self.holder or current.free(time.time()):
+            self.generation = None
+            raise LeaseHeldError(f"lease {self.name!r} was lost"
+                                 + (f" to {current.holder}" if current is not None and
+                                    current.holder != self.holder else " (expired)"))
+        return current
+
+    def renew(self, force: bool = False) -> None:
+        """Extend the lease (a new generation) once less than half of its time is left."""
+        current = self.verify()
+        if not force and current.expires_at - time.time() > self.ttl_s / 2:
             return
-        self._write(self.generation + 1)
+        try:
+            self._write(self.generation + 1)
+        except LeaseHeldError:
+            self.generation = None
+            raise
         self.generation += 1
 
     def release(self) -> None:

@@ -60,7 +60,12 @@ class Scheduler:
 
     # -- records ----------------------------------------------------------------------------------
     def _record(self, run: dict) -> None:
-        self.store.commit(lambda _state: [{"type": "run.recorded", **run}])
+        """Record the run, fenced by the lease: a scheduler that lost it writes nothing more."""
+        def build(_state: StoreState) -> list[dict]:
+            record = self.lease.verify()
+            return [{"type": "run.recorded", **run, "lease_generation": record.generation}]
+
+        self.store.commit(build)
 
     def configure(self) -> None:
         """Record the schedule in the store (what `bc-ray status` shows as next runs)."""
@@ -104,14 +109,30 @@ class Scheduler:
                 return {"kind": kind, "slot": slot, "status": "skipped",
                         "reason": f"slot {slot} already ran"}
             return self._execute(kind, slot)
+        except LeaseHeldError as exc:  # lost mid-run: the new holder settles the open run
+            logger.error("stopping the %s run: %s", kind, exc)
+            return {"kind": kind, "slot": slot, "status": "abandoned", "reason": str(exc)}
         finally:
-            self.lease.release()
+            if self.lease.generation is not None:
+                self.lease.release()
 
     def _execute(self, kind: str, slot: str | None) -> dict:
         run = {"run_id": f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}",
                "kind": kind, "slot": slot, "status": "running", "holder": self.holder,
                "started_at": iso(time.time()), "attempts": []}
         self._record(run)
+        try:
+            return self._steps(run, kind)
+        except LeaseHeldError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the run is reported, never left "running"
+            logger.exception("%s run %s failed", kind, run["run_id"])
+            run.update(status="failed", ended_at=iso(time.time()),
+                       error=f"{type(exc).__name__}: {exc}"[:2000])
+            self._record(run)
+            return run
+
+    def _steps(self, run: dict, kind: str) -> dict:
         if self.config.landing is not None:
             run["landing"] = ingest_landing(self.store, self.config.landing)
             self._record(run)
@@ -150,30 +171,58 @@ class Scheduler:
                       "submitted_at": iso(time.time()), "status": "RUNNING"}
             run["attempts"].append(record)
             self._record(run)
-            self.jobs.submit(submission_id, command, runtime_env)
-            status = self._wait(submission_id)
+            try:
+                self.jobs.submit(submission_id, command, runtime_env)
+            except Exception as exc:  # noqa: BLE001 - the Jobs API down is a failed attempt
+                status, error = "SUBMIT_FAILED", f"{type(exc).__name__}: {exc}"[:1500]
+            else:
+                status = self._wait(submission_id)
+                error = None if status == "SUCCEEDED" else self._logs_tail(submission_id)
             record.update(status=status, ended_at=iso(time.time()))
             if status == "SUCCEEDED":
                 self._record(run)
                 return True
-            record["error"] = self.jobs.logs_tail(submission_id)
+            record["error"] = error
             self._record(run)
             if attempt < self.config.max_attempts:
                 delay = self.config.backoff_s * 2 ** (attempt - 1)
                 logger.warning("%s attempt %d ended %s; retrying in %.0fs", step, attempt,
                                status, delay)
-                time.sleep(delay)
+                self._sleep_holding_lease(delay)
         return False
 
+    def _logs_tail(self, submission_id: str) -> str:
+        try:
+            return self.jobs.logs_tail(submission_id)
+        except Exception as exc:  # noqa: BLE001
+            return f"(logs unavailable: {exc})"
+
+    def _sleep_holding_lease(self, seconds: float) -> None:
+        """Wait, renewing the lease as it goes (a backoff longer than the lease's life must not
+        let another scheduler take over and run the same job beside this one)."""
+        deadline = time.time() + seconds
+        while (left := deadline - time.time()) > 0:
+            self.lease.renew()
+            time.sleep(min(left, self.config.poll_s, self.config.lease_ttl_s / 4))
+        self.lease.renew()
+
     def _wait(self, submission_id: str) -> str:
+        """Poll the job to its end; the Jobs API blinking out is waited through (the job runs
+        on), while the lease is renewed."""
         deadline = time.time() + self.config.job_timeout_s
         while time.time() < deadline:
-            status = self.jobs.status(submission_id)
+            try:
+                status = self.jobs.status(submission_id)
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("cannot read the status of %s: %s", submission_id, exc)
+                status = "UNKNOWN"
             if status in TERMINAL or status == "MISSING":
                 return status
-            self.lease.renew()
-            time.sleep(self.config.poll_s)
-        self.jobs.stop(submission_id)
+            self._sleep_holding_lease(self.config.poll_s)
+        try:
+            self.jobs.stop(submission_id)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("cannot stop %s: %s", submission_id, exc)
         return "STOPPED"
 
     def settle_abandoned_runs(self) -> None:
@@ -193,11 +242,21 @@ class Scheduler:
             self._record(run)
 
     # -- forever ----------------------------------------------------------------------------------
+    def tick(self) -> list[dict]:
+        """One pass of the loop: whatever goes wrong is logged, never raised (the loop lives)."""
+        try:
+            results = self.once("auto")
+        except Exception:  # noqa: BLE001
+            logger.exception("scheduler pass failed; trying again at the next wake-up")
+            return []
+        for result in results:
+            logger.info("%s run: %s", result["kind"], result["status"])
+        return results
+
     def serve_forever(self) -> None:
         self.configure()
         while True:
-            for result in self.once("auto"):
-                logger.info("%s run: %s", result["kind"], result["status"])
+            self.tick()
             now = time.time()
             upcoming = [datetime.fromisoformat(s).timestamp() for k in KINDS
                         if (s := next_slot(self.config.cron(k), now))]

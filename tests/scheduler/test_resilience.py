@@ -1,0 +1,94 @@
+"""The scheduler when things go wrong (issue 14, items 11 and 12): the Jobs API down, long
+backoffs, a lease taken over mid-run. A real store; the Jobs API is a closed local port."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import orjson
+
+from bc_ray.scheduler.config import SchedulerConfig
+from bc_ray.scheduler.lease import Lease, LeaseRecord
+from bc_ray.scheduler.scheduler import LEASE_NAME, Scheduler, previous_slot
+from bc_ray.store.log import entry_path
+from bc_ray.store.store import Store
+from tests.conftest import free_port
+
+YEARLY = "0 0 1 1 *"
+
+
+def _config(uri: str, **overrides) -> SchedulerConfig:
+    values = dict(store=uri, ray_address=f"http://127.0.0.1:{free_port()}",  # nothing listens
+                  refresh_cron=YEARLY, bump_cron=None, python=sys.executable, max_attempts=2,
+                  backoff_s=0.1, poll_s=0.1, lease_ttl_s=60)
+    values.update(overrides)
+    return SchedulerConfig(**values)
+
+
+def _wait_for_an_attempt(store: Store) -> None:
+    deadline = time.time() + 30
+    while not any(r.get("attempts") for r in store.state().runs.values()):
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+def test_a_failed_submission_is_a_failed_attempt_retried_then_reported(tmp_path):
+    uri = f"file://{tmp_path}/store"
+    scheduler = Scheduler(_config(uri))
+    [run] = scheduler.once("refresh")
+    assert run["status"] == "failed"
+    recorded = Store(uri).state().runs[run["run_id"]]
+    assert recorded["status"] == "failed"  # never left "running"
+    assert [a["status"] for a in recorded["attempts"]] == ["SUBMIT_FAILED", "SUBMIT_FAILED"]
+    assert all(a["error"] for a in recorded["attempts"])
+    assert Lease(Store(uri).io, LEASE_NAME, "x", 60).current().released
+
+
+def test_the_loop_survives_any_exception(tmp_path):
+    uri = f"file://{tmp_path}/store"
+    scheduler = Scheduler(_config(uri))
+    store = Store(uri)
+    store.io.create(entry_path(0), b"{}")  # a damaged log: every pass fails to read it
+    assert scheduler.tick() == []  # logged, not raised
+    store.io.delete(entry_path(0))
+    assert [r["status"] for r in scheduler.tick()] == ["failed"]  # and the next pass runs
+
+
+def test_the_lease_is_renewed_through_a_backoff_longer_than_its_life(tmp_path):
+    """A 3 s backoff under a 1 s lease: a second scheduler never gets in."""
+    uri = f"file://{tmp_path}/store"
+    first = Scheduler(_config(uri, lease_ttl_s=1.0, backoff_s=3.0), holder="first")
+    slot = previous_slot(YEARLY, time.time())
+    results: list[dict] = []
+    worker = threading.Thread(target=lambda: results.append(first.run("refresh", slot=slot)))
+    worker.start()
+    _wait_for_an_attempt(Store(uri))
+    seen = []
+    while worker.is_alive():
+        seen.append(Scheduler(_config(uri, lease_ttl_s=1.0), holder="second").run(
+            "refresh", slot="2000-01-01T00:00:00+00:00"))
+        time.sleep(0.3)
+    worker.join()
+    assert results[0]["status"] == "failed" and len(results[0]["attempts"]) == 2
+    assert seen and all(r["status"] == "skipped" for r in seen), seen
+
+
+def test_a_scheduler_that_lost_its_lease_writes_and_submits_nothing_more(tmp_path):
+    """Fencing: another scheduler takes the lease during the first one's backoff."""
+    uri = f"file://{tmp_path}/store"
+    first = Scheduler(_config(uri, backoff_s=2.0), holder="first")
+    results: list[dict] = []
+    worker = threading.Thread(target=lambda: results.append(first.run("refresh")))
+    worker.start()
+    store = Store(uri)
+    _wait_for_an_attempt(store)
+    lease = Lease(store.io, LEASE_NAME, "second", 60)
+    current = lease.current()  # as if "first" had stalled past its lease's end
+    taken = LeaseRecord(current.generation + 1, "second", time.time() + 60)
+    lease.io.create(lease._path(taken.generation), orjson.dumps(vars(taken)))
+    worker.join(30)
+    assert results[0]["status"] == "abandoned" and "second" in results[0]["reason"]
+    [run] = store.state().runs.values()
+    assert run["status"] == "running" and len(run["attempts"]) == 1  # nothing after the loss
