@@ -92,6 +92,14 @@ class VersionRecord:
     created_at: str = ""
     published_at: str | None = None
     model_removed: bool = False
+    # The composed chain file (one matrix per older version) of a version outside retention is
+    # removed too, so the store holds O(versions) chain matrices; it is recomposed from the
+    # per-version transforms, which are always kept, if ever needed.
+    chain_removed: bool = False
+
+    def removed(self, name: str) -> bool:
+        return (name == "model" and self.model_removed) or (name == "chain" and
+                                                            self.chain_removed)
 
 
 @dataclass
@@ -169,8 +177,7 @@ class StoreState:
         """Every file path the state still references (what garbage collection must keep)."""
         paths = {f.path for s in self.snapshots.values() for f in s.files.values()}
         for record in self.versions.values():
-            paths |= {f.path for name, f in record.files.items()
-                      if not (name == "model" and record.model_removed)}
+            paths |= {f.path for name, f in record.files.items() if not record.removed(name)}
         for table in self.tables.values():
             paths |= {f.path for f in table.all_files}
         for segment in self.segments:
@@ -279,6 +286,11 @@ def apply(state: StoreState, action: dict, seq: int, committed_at: str | None = 
             if not record.model_removed and "model" in record.files:
                 record.model_removed = True
                 _discard(state, [record.files["model"].path], committed_at or action["at"])
+        for version in action.get("chains", []):
+            record = state.versions[int(version)]
+            if not record.chain_removed and "chain" in record.files:
+                record.chain_removed = True
+                _discard(state, [record.files["chain"].path], committed_at or action["at"])
         for path in action.get("purged", []):
             state.garbage.pop(path, None)
     elif kind == "batch.ingested":

@@ -226,8 +226,14 @@ class Store:
         """The composed transforms of `version` (default current): target j -> (W_k^j, b_k^j)."""
         state = state or self.state()
         record = state.version(version)
-        data = self.get(record.files["chain"])
-        chain = chain_math.from_bytes(data)
+        if record.chain_removed:  # outside retention: recomposed from the kept transforms
+            lineage = state.lineage(record.version)
+            transforms = [chain_math.transform_from_bytes(
+                self.get(state.versions[v].files["transform"])) for v in lineage[1:]]
+            chain = {target: chain_math.compose_path(transforms[index:])
+                     for index, target in enumerate(lineage[:-1])}
+        else:
+            chain = chain_math.from_bytes(self.get(record.files["chain"]))
         chain[record.version] = chain_math.identity(record.dim)
         return chain
 
@@ -267,6 +273,11 @@ class Store:
             plan["models"] = [str(v) for v, r in state.versions.items()
                               if not r.model_removed and "model" in r.files
                               and _model_expired(r, keep)]
+            read_through = {t.version for k, t in state.tables.items()
+                            if k not in plan["tables"]}
+            plan["chains"] = [str(v) for v, r in state.versions.items()
+                              if not r.chain_removed and "chain" in r.files
+                              and _model_expired(r, keep) and v not in read_through]
             plan["purged"] = [p for p, at in state.garbage.items()
                               if (now - datetime.fromisoformat(at)).total_seconds()
                               >= policy.staging_grace_seconds]
@@ -275,7 +286,7 @@ class Store:
             return actions
 
         if not build(self.state()):
-            return {"tables": [], "models": [], "purged": []}
+            return {"tables": [], "models": [], "chains": [], "purged": []}
         self.commit(build)
         for path in plan["purged"]:
             self.io.delete(path)

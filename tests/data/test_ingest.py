@@ -271,7 +271,7 @@ def test_killed_ingest_leaves_the_store_unchanged_and_the_retry_lands_once(tmp_p
     assert "already in the store" in again.stdout
     state = store.state()
     assert len(state.batches) == 1 and load_snapshot(store).num_edges == 2
-    assert len(store.collect_garbage(grace_seconds=0, force=True)) == 1  # the killed writer's leftovers
+    assert len(store.collect_garbage(grace_seconds=0, force=True)) == 1  # the killed writer
 
 
 def test_compact_merges_files_and_keeps_every_snapshot_readable(store_uri):

@@ -70,3 +70,28 @@ def test_json_embeddings_must_be_numbers(embeddings):
         matrix_from_json(embeddings)
     assert refused.value.status == 422
     assert matrix_from_json([[1, 2.5]]).dtype == np.float32
+
+
+def test_chain_files_outside_retention_are_removed_and_recomposed_on_demand(tmp_path):
+    """Item 10: the store keeps O(versions) chain matrices, and every view stays exact."""
+    from bc_ray import read_embeddings
+    from bc_ray.store.store import Store
+
+    uri = f"file://{tmp_path}/store"
+    store, matrices = store_with_chain(uri, [6] * 8, rows=5)
+    kept, _ = store_with_chain(f"file://{tmp_path}/kept", [6] * 8, rows=5, keep_versions=8)
+    before = {v: kept.chain(v) for v in range(8)}  # the same versions, every chain file kept
+    assert not any(r.chain_removed for r in kept.state().versions.values())
+    state = store.state()
+    assert [v for v, r in state.versions.items() if not r.chain_removed] == [7]
+    assert not any(store.io.exists(r.files["chain"].path)
+                   for r in state.versions.values() if r.chain_removed)
+    for version in range(8):
+        again = Store(uri).chain(version)
+        assert sorted(again) == sorted(before[version])
+        for target, (weight, bias) in before[version].items():
+            assert np.allclose(again[target][0], weight, atol=1e-5)
+            assert np.allclose(again[target][1], bias, atol=1e-5)
+    expected = matrices["item"] @ before[7][2][0].T + before[7][2][1]
+    got = np.stack(read_embeddings(uri, "item", version=2)["embedding"].to_numpy())
+    assert np.allclose(got, expected, atol=1e-5)
