@@ -105,3 +105,20 @@ def test_dockerfile_copies_what_exists_and_its_entry_point_is_the_cli():
 def test_every_manifest_parses(path):
     documents = list(yaml.safe_load_all((REPO / path).read_text()))
     assert documents and all(documents)
+
+
+def test_every_pod_that_can_host_a_replica_gets_the_token_and_no_bind_is_silent():
+    """Issue 14, item 8: a pod without the token would serve without auth."""
+    service = _load(INFRA / "kuberay" / "rayservice.yaml")
+    cluster = service["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            [token] = [e for e in container["env"] if e["name"] == "BC_RAY_SERVE_TOKEN"]
+            assert token["valueFrom"]["secretKeyRef"]["optional"] is False
+    settings = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]
+    assert "token" not in settings.get("settings", {})
+    for path in [*INFRA.rglob("*.yaml"), REPO / "cluster.yaml"]:
+        for line in path.read_text().splitlines():
+            if "0.0.0.0" in line and not line.lstrip().startswith("#"):
+                assert "Auth and exposure" in line, f"{path}: {line}"
