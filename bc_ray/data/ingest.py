@@ -10,6 +10,7 @@ appearance in the batch's rows) and encodes features against vocabularies that o
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -358,37 +359,56 @@ def assign_batch(raw: RawBatch, current: dict[str, CurrentEntities], ordinal: in
     counts["edges"] = order.height
     counts["late_edges"] = 0 if last_timestamp is None else int(
         (order["timestamp"] < last_timestamp).sum())
-    deltas, vocab, index = {}, {}, {}
-    for entity in ("user", "item"):
-        prior = current[entity]
-        ids = order[f"{entity}_id"]
-        seen = ids.gather(ids.arg_unique())  # first appearance order, one hash pass
-        if prior.table.height == 0:  # an empty dictionary takes the batch's id type
-            prior = CurrentEntities(prior.table.with_columns(pl.col("id").cast(seen.dtype)),
-                                    prior.vocab)
-        features = raw.entities[entity]
-        if features is not None:
-            seen = pl.concat([seen, features["id"]]).unique(maintain_order=True)
-        fresh = seen.to_frame("id").join(prior.table.select("id"), on="id", how="anti",
-                                         maintain_order="left")
-        fresh = fresh.with_columns(idx=pl.int_range(prior.table.height,
-                                                    prior.table.height + fresh.height,
-                                                    dtype=pl.Int64))
-        changed = fresh.select("idx", "id")
-        if features is not None:
-            updated = prior.table.select("idx", "id").join(features.select("id"), on="id",
-                                                           how="semi")
-            changed = pl.concat([changed, updated]).sort("idx")
-        delta, vocab[entity] = _encode(changed, features, prior)
-        deltas[entity] = delta.with_columns(batch=pl.lit(ordinal, dtype=pl.Int32))
-        index[entity] = pl.concat([prior.table.select("idx", "id"), fresh.select("idx", "id")])
-        counts[f"new_{entity}s"] = fresh.height
-        counts[f"updated_{entity}s"] = changed.height - fresh.height
-    edges = pl.DataFrame({
-        f"{entity}_idx": map_ids(order[f"{entity}_id"], index[entity])
-        for entity in ("user", "item")}).with_columns(
-        order["rating"], order["timestamp"], batch=pl.lit(ordinal, dtype=pl.Int32))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # polars and numpy release the GIL
+        done = dict(zip(ENTITY_ROLES, pool.map(
+            lambda entity: _assign_entity(entity, raw, current[entity], ordinal),
+            ENTITY_ROLES)))
+    deltas = {entity: result.delta for entity, result in done.items()}
+    vocab = {entity: result.vocab for entity, result in done.items()}
+    for entity, result in done.items():
+        counts[f"new_{entity}s"] = result.new
+        counts[f"updated_{entity}s"] = result.updated
+    edges = pl.DataFrame({f"{entity}_idx": done[entity].idx for entity in ENTITY_ROLES}
+                         ).with_columns(order["rating"], order["timestamp"],
+                                        batch=pl.lit(ordinal, dtype=pl.Int32))
     return AssignedBatch(edges=edges, deltas=deltas, vocab=vocab, counts=counts)
+
+
+@dataclass
+class _EntityAssignment:
+    idx: pl.Series  # the batch's rows' indices of this entity
+    delta: pl.DataFrame
+    vocab: dict[str, list[str]]
+    new: int
+    updated: int
+
+
+def _assign_entity(entity: str, raw: RawBatch, prior: CurrentEntities, ordinal: int
+                   ) -> _EntityAssignment:
+    ids = raw.edges[f"{entity}_id"]
+    seen = ids.gather(ids.arg_unique())  # first appearance order, one hash pass
+    if prior.table.height == 0:  # an empty dictionary takes the batch's id type
+        prior = CurrentEntities(prior.table.with_columns(pl.col("id").cast(seen.dtype)),
+                                prior.vocab)
+    features = raw.entities[entity]
+    if features is not None:
+        seen = pl.concat([seen, features["id"]]).unique(maintain_order=True)
+    fresh = seen.to_frame("id").join(prior.table.select("id"), on="id", how="anti",
+                                     maintain_order="left")
+    fresh = fresh.with_columns(idx=pl.int_range(prior.table.height,
+                                                prior.table.height + fresh.height,
+                                                dtype=pl.Int64))
+    changed = fresh.select("idx", "id")
+    if features is not None:
+        updated = prior.table.select("idx", "id").join(features.select("id"), on="id",
+                                                       how="semi")
+        changed = pl.concat([changed, updated]).sort("idx")
+    delta, vocab = _encode(changed, features, prior)
+    index = pl.concat([prior.table.select("idx", "id"), fresh.select("idx", "id")])
+    return _EntityAssignment(idx=map_ids(ids, index),
+                             delta=delta.with_columns(batch=pl.lit(ordinal, dtype=pl.Int32)),
+                             vocab=vocab, new=fresh.height,
+                             updated=changed.height - fresh.height)
 
 
 def map_ids(ids: pl.Series, index: pl.DataFrame) -> pl.Series:
