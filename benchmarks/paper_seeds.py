@@ -1,8 +1,8 @@
-"""Per-seed spread of a `bc-ray benchmark paper` run: each method's sum of intended and
-unintended degradation per seed, its mean and standard deviation, and its alignment error at the
-last version per seed. Tells whether a difference between methods is larger than the noise.
+"""Per-seed spread of `bc-ray benchmark paper` runs, and BC-Aligner against every other
+Keep-Latest method seed by seed: the paired difference of the intended + unintended sum, its 95 %
+t-interval and how many seeds it wins. Runs on disjoint seeds (`--first-seed`) are merged first.
 
-    python benchmarks/paper_seeds.py OUT     # OUT: the folder given to --out
+    python benchmarks/paper_seeds.py OUT [OUT ...]     # OUT: folders given to --out
 """
 
 from __future__ import annotations
@@ -17,36 +17,46 @@ import orjson
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bc_ray.experiments.report import summarize  # noqa: E402
+from bc_ray.experiments.seeds import merge, paired_comparison, sums_per_seed  # noqa: E402
 
 
-def per_seed(results: dict) -> dict[str, list[tuple[float, float]]]:
-    """method -> [(sum %, last-version alignment error) for each seed]."""
-    rows: dict[str, list[tuple[float, float]]] = {}
-    for seed in range(results["seeds"]):
-        runs = [run for run in results["runs"] if run["seed"] == seed]
-        for row in summarize({**results, "runs": runs}):
-            if row["method"] != "keep-all":
-                rows.setdefault(row["method"], []).append((row["sum_pct"],
-                                                           row["last_align_error"]))
-    return rows
+def load(folder: str) -> dict:
+    path = os.path.join(folder, "results.json")
+    if not os.path.isfile(path):
+        sys.exit(f"error: {path} not found; run `bc-ray benchmark paper --out {folder}` first")
+    with open(path, "rb") as handle:
+        return orjson.loads(handle.read())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("out", help="the folder a `bc-ray benchmark paper --out` run wrote")
+    parser.add_argument("out", nargs="+", help="folders `bc-ray benchmark paper --out` wrote")
     args = parser.parse_args()
-    path = os.path.join(args.out, "results.json")
-    if not os.path.isfile(path):
-        sys.exit(f"error: {path} not found; run `bc-ray benchmark paper --out {args.out}` first")
-    with open(path, "rb") as handle:
-        results = orjson.loads(handle.read())
+    results = merge([load(folder) for folder in args.out])
+    sums = sums_per_seed(results)
+    last_align = {}
+    for seed in sorted({run["seed"] for run in results["runs"]}):
+        runs = [run for run in results["runs"] if run["seed"] == seed]
+        for row in summarize({**results, "runs": runs}):
+            last_align.setdefault(row["method"], []).append(row["last_align_error"])
+    print(f"{results['dataset']}, preset {results['preset']}, {results['seeds']} seed(s)\n")
     print("| Method | sum per seed | sum mean ± sd | last align per seed |")
     print("|---|---|---|---|")
-    for method, values in per_seed(results).items():
-        sums, aligns = np.array(values).T
-        spread = sums.std(ddof=1) if len(sums) > 1 else float("nan")
-        print(f"| {method} | {' / '.join(f'{x:+.2f}' for x in sums)} | {sums.mean():+.2f} ± "
-              f"{spread:.2f} | {' / '.join(f'{x:.3f}' for x in aligns)} |")
+    for method, by_seed in sums.items():
+        if method == "keep-all":
+            continue
+        values = np.array(list(by_seed.values()))
+        spread = values.std(ddof=1) if len(values) > 1 else float("nan")
+        print(f"| {method} | {' / '.join(f'{x:+.2f}' for x in values)} | {values.mean():+.2f} "
+              f"± {spread:.2f} | {' / '.join(f'{x:.3f}' for x in last_align[method])} |")
+    print("\nBC-Aligner minus each other Keep-Latest method "
+          "(sum, %; positive: BC-Aligner better)\n")
+    print("| Method | seeds | mean diff | 95 % interval | BC-Aligner wins | finding |")
+    print("|---|---:|---:|---|---:|---|")
+    for row in paired_comparison(results):
+        print(f"| {row['method']} | {row['seeds']} | {row['mean_diff']:+.2f} | "
+              f"[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] | {row['wins']}/{row['seeds']} | "
+              f"{row['finding']} |")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ def paper(
         help="Comma-separated method names (default: the six variants, the baselines and the "
              "post-hoc alternatives).")] = None,
     seeds: Annotated[int, typer.Option(help="Seeds to average over.")] = 1,
+    first_seed: Annotated[int, typer.Option(
+        help="The first seed (runs on disjoint seeds, e.g. separate processes, merge with "
+             "benchmarks/paper_seeds.py).")] = 0,
     quick: Annotated[bool, typer.Option("--quick", help="Small models, short training: a few "
                                                         "minutes on 2 cores.")] = False,
     epochs: Annotated[Optional[int], typer.Option(
@@ -53,8 +56,11 @@ def paper(
 
     progress(f"loading {dataset}")
     snapshot = load_dataset(dataset)
-    results = run_benchmark(snapshot, names, seeds, preset, progress)
+    if first_seed < 0:
+        raise typer.BadParameter("must be >= 0", param_hint="--first-seed")
+    results = run_benchmark(snapshot, names, seeds, preset, progress, first_seed=first_seed)
     words = ["bc-ray benchmark paper", f"--dataset {dataset}", f"--seeds {seeds}",
+             f"--first-seed {first_seed}" if first_seed else "",
              "--quick" if quick else "", f"--epochs {epochs}" if epochs else "",
              f"--methods {methods}" if methods else "", f"--out {out}"]
     results["command"] = " ".join(word for word in words if word)

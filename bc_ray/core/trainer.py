@@ -49,6 +49,9 @@ class TrainConfig:
     seed: int = 0
     posthoc_epochs: int = 200
     warm_start: str = "off"  # off | mean | metadata (see warmstart.py)
+    # Early stopping: after warm-up, stop once this many evaluations in a row selected no new
+    # state (0: train every epoch). `epochs` stays the safety net.
+    patience: int = 0
 
     def __post_init__(self) -> None:
         if self.warm_start not in ("off", "mean", "metadata"):
@@ -60,6 +63,8 @@ class TrainConfig:
                 raise ConfigError(f"training {name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.lam < 0 or self.reg < 0:
             raise ConfigError("training lr must be > 0, and lam and reg >= 0")
+        if self.patience < 0:
+            raise ConfigError(f"training patience must be >= 0, got {self.patience}")
 
 
 @dataclass
@@ -114,6 +119,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     selected_epoch: int = 0
     selected_metrics: dict = field(default_factory=dict)
+    stopped_epoch: int = 0  # the last epoch trained (early stopping ends before `epochs`)
 
 
 class VersionTrainer:
@@ -144,6 +150,7 @@ class VersionTrainer:
         self._best_state: dict | None = None
         self._best = {"epoch": 0, "recall": -math.inf, "metrics": {}}
         self._min_align = math.inf
+        self._stale_evaluations = 0
 
     @property
     def model(self) -> EmbeddingModel:
@@ -208,8 +215,16 @@ class VersionTrainer:
 
     def evaluate(self, epoch: int) -> dict:
         metrics = self.evaluator(self.model, self.joint.transform)
-        self.select(epoch, metrics)
+        if self.select(epoch, metrics):
+            self._stale_evaluations = 0
+        elif epoch > self.config.warmup_epochs:
+            self._stale_evaluations += 1
         return metrics
+
+    @property
+    def converged(self) -> bool:
+        """Validation stopped improving for `patience` evaluations after warm-up."""
+        return self.config.patience > 0 and self._stale_evaluations >= self.config.patience
 
     def select(self, epoch: int, metrics: dict) -> bool:
         """Keep this state if it is the best so far by the rule in the module docstring."""
@@ -234,6 +249,8 @@ class VersionTrainer:
             self.history.append(stats)
             if on_epoch is not None:
                 on_epoch(stats)
+            if self.converged:
+                break
         return self.result()
 
     def result(self) -> TrainResult:
@@ -242,16 +259,18 @@ class VersionTrainer:
         self.model.eval()
         return TrainResult(model=self.model, transform=self.joint.transform, history=self.history,
                            selected_epoch=self._best["epoch"] or self.config.epochs,
-                           selected_metrics=self._best["metrics"])
+                           selected_metrics=self._best["metrics"],
+                           stopped_epoch=self.history[-1]["epoch"] if self.history else 0)
 
     def state(self) -> dict:
         """Everything needed to resume (for checkpoints)."""
         return {"joint": self.joint.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "best_state": self._best_state, "best": self._best, "min_align": self._min_align,
-                "history": self.history}
+                "history": self.history, "stale_evaluations": self._stale_evaluations}
 
     def load_state(self, state: dict) -> None:
         self.joint.load_state_dict(state["joint"])
         self.optimizer.load_state_dict(state["optimizer"])
         self._best_state, self._best = state["best_state"], state["best"]
         self._min_align, self.history = state["min_align"], state["history"]
+        self._stale_evaluations = state.get("stale_evaluations", 0)

@@ -159,7 +159,9 @@ def run_method(ctx: SeedContext, preset: Preset, method: Method) -> list[dict]:
         chain.append(outcome.transform, spec.output_dim)
         z_user, z_item = outcome.model.embed(split.graph)
         epoch = outcome.result.selected_epoch if outcome.result else 0
-        rows.append(_score(ctx, method, version, z_user, z_item, chain, seconds, epoch))
+        stopped = outcome.result.stopped_epoch if outcome.result else 0
+        rows.append({**_score(ctx, method, version, z_user, z_item, chain, seconds, epoch),
+                     "stopped_epoch": stopped})
         previous = PreviousVersion(version, spec, chain.amplifiers(), model=outcome.model)
     return rows
 
@@ -183,18 +185,24 @@ def keep_all_rows(ctx: SeedContext, preset: Preset) -> list[dict]:
         fresh = fresh_outcome(ctx, preset, version)
         split = ctx.splits[version]
         z_user, z_item = fresh.model.embed(split.graph)
+        result = fresh.result
         rows.append({"method": "keep-all", "version": version,
                      "recall": test_recall(split, z_user, z_item),
                      "auc": consumer_aucs(ctx, version, *ctx.keep_all_z0[version]),
-                     "align_error": 0.0})
+                     "align_error": 0.0,
+                     "selected_epoch": result.selected_epoch if result else 0,
+                     "stopped_epoch": result.stopped_epoch if result else 0})
     return rows
 
 
 def run_benchmark(snapshot: GraphSnapshot, methods: list[str], seeds: int, preset: Preset,
-                  progress: Callable[[str], None] = lambda _msg: None) -> dict:
+                  progress: Callable[[str], None] = lambda _msg: None,
+                  first_seed: int = 0) -> dict:
+    """Seeds `first_seed` .. `first_seed + seeds - 1`: separate runs on disjoint seeds merge
+    (`bc_ray.experiments.seeds.merge`), so seeds can run as separate processes."""
     chosen = [get_method(name) for name in methods]
     runs = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         progress(f"seed {seed}: version 0, consumers")
         ctx = prepare_seed(snapshot, preset, seed)
         for row in keep_all_rows(ctx, preset):

@@ -92,3 +92,24 @@ def test_bad_inputs_raise_clear_errors(split):
     diverging = dataclasses.replace(CONFIG, lr=1e30, epochs=3, reg=0.0)
     with pytest.raises(TrainingError, match="diverged"):
         VersionTrainer(unnormalised, split.graph, diverging).fit()
+
+
+def test_early_stopping_ends_after_patience_evaluations_without_a_better_state(split):
+    """Issue 15: the same rule for every method; the epoch it stopped at is recorded."""
+    recalls = iter([0.1, 0.2, 0.2, 0.15, 0.3, 0.3, 0.3, 0.3])
+
+    def scripted(model, transform):
+        return {"recall": next(recalls)}
+
+    config = dataclasses.replace(CONFIG, epochs=8, eval_every=1, warmup_epochs=1, patience=2)
+    trainer = VersionTrainer(build_model(SPEC, split.graph), split.graph, config,
+                             evaluator=scripted)
+    result = trainer.fit()
+    assert (result.selected_epoch, result.stopped_epoch) == (2, 4)
+    assert len(result.history) == 4
+    full = VersionTrainer(build_model(SPEC, split.graph), split.graph,
+                          dataclasses.replace(config, patience=0),
+                          evaluator=lambda model, transform: {"recall": 0.1})
+    assert full.fit().stopped_epoch == 8  # patience 0: every epoch, as before
+    with pytest.raises(ConfigError, match="patience"):
+        dataclasses.replace(config, patience=-1)

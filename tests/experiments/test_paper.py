@@ -7,6 +7,7 @@ from bc_ray.core.spec import VersionSpec
 from bc_ray.core.trainer import TrainConfig
 from bc_ray.experiments.paper import Preset, run_benchmark
 from bc_ray.experiments.report import write_report
+from tests.conftest import REPO
 
 TINY = Preset("tiny", VersionSpec(num_layers=1, hidden_dim=8), 4,
               TrainConfig(epochs=4, batch_size=1024, lr=1e-2, eval_every=2, warmup_epochs=2,
@@ -33,3 +34,40 @@ def test_tiny_benchmark_writes_every_output(small_snapshot, tmp_path):
     assert "| BC-Aligner |" in (tmp_path / "table.md").read_text()
     versions = {(r["method"], r["version"]) for r in results["runs"]}
     assert ("bc-aligner", 2) in versions and ("keep-all", 0) in versions
+
+
+def test_seeds_run_apart_merge_into_a_paired_comparison(small_snapshot, tmp_path):
+    """Issue 15: seeds as separate runs (--first-seed), merged; BC-Aligner against the other
+    Keep-Latest methods seed by seed with a 95 % t-interval."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pytest
+
+    from bc_ray.exceptions import ConfigError
+    from bc_ray.experiments.seeds import merge, paired_comparison, t_interval
+
+    methods = ["non-bc", "bc-aligner"]
+    parts = []
+    for seed in (0, 1):
+        result = run_benchmark(small_snapshot, methods, seeds=1, preset=TINY, first_seed=seed)
+        assert {run["seed"] for run in result["runs"]} == {seed}
+        assert all(run["stopped_epoch"] == 4 for run in result["runs"] if run["version"] > 0)
+        write_report(result, str(tmp_path / f"seed{seed}"))
+        parts.append(result)
+    merged = merge(parts)
+    assert merged["seeds"] == 2
+    [row] = paired_comparison(merged)
+    assert row["method"] == "non-bc" and row["seeds"] == 2 and 0 <= row["wins"] <= 2
+    assert row["ci_low"] <= row["mean_diff"] <= row["ci_high"]
+    with pytest.raises(ConfigError, match="seed"):
+        merge([parts[0], parts[0]])
+    mean, low, high = t_interval(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
+    half = 2.776 * np.std([1, 2, 3, 4, 5], ddof=1) / 5 ** 0.5  # t(0.975, 4 df)
+    assert mean == 3.0 and abs(high - 3.0 - half) < 1e-9 and abs(3.0 - low - half) < 1e-9
+    printed = subprocess.run([sys.executable, str(REPO / "benchmarks" / "paper_seeds.py"),
+                              str(tmp_path / "seed0"), str(tmp_path / "seed1")],
+                             capture_output=True, text=True)
+    assert printed.returncode == 0, printed.stderr
+    assert "2 seed(s)" in printed.stdout and "| non-bc | 2 |" in printed.stdout
