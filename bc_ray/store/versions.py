@@ -70,8 +70,11 @@ def register_candidate(store: Store, candidate: Candidate) -> VersionRecord:
 
 
 def _stored_chain(store: Store, state: StoreState, version: int) -> dict[int, affine.Affine]:
-    record = state.version(version)
-    return affine.from_bytes(store.get(record.files["chain"]))
+    """The parent's composed transforms to every older version (recomposed from the kept
+    transforms if retention removed its chain file)."""
+    chain = store.chain(version, state)
+    chain.pop(version)
+    return chain
 
 
 def publish_version(store: Store, version: int) -> VersionRecord:
