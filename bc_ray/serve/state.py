@@ -56,10 +56,13 @@ class TransformCache:
     in a bounded LRU: memory grows with the number of versions, not with its square."""
 
     def __init__(self, parents: dict[int, int | None], transforms: dict[int, affine.Affine],
-                 capacity: int = 256) -> None:
+                 capacity: int = 256, previous: TransformCache | None = None) -> None:
         self.parents, self.transforms, self.capacity = parents, transforms, capacity
         self._composed: OrderedDict[tuple[int, int], affine.Affine] = OrderedDict()
         self._lock = threading.Lock()
+        if previous is not None:  # a lineage only grows: pairs composed before stay valid
+            self._composed.update((pair, value) for pair, value in previous._composed.items()
+                                  if pair[0] in parents and pair[1] in parents)
 
     def get(self, source: int, target: int) -> affine.Affine:
         key = (source, target)
@@ -106,7 +109,8 @@ class ServingState:
         for version in lineage[1:]:
             transforms[version] = known.get(version) or affine.transform_from_bytes(
                 store.get(state.versions[version].files["transform"]))
-        chains = TransformCache({v: state.versions[v].parent for v in lineage}, transforms)
+        chains = TransformCache({v: state.versions[v].parent for v in lineage}, transforms,
+                                previous=previous.chains if previous is not None else None)
         tables = {e: t for e in ENTITIES if (t := EntityTable.load(store, state, e)) is not None}
         return cls(seq=state.seq, current=lineage[-1],
                    dims={v: state.versions[v].dim for v in lineage}, chains=chains,

@@ -57,6 +57,9 @@ def test_transforms_are_composed_on_demand_in_a_bounded_cache(tmp_path):
     refresh_fake_tables(store, 12, 5, rng)
     reloaded = ServingState.load(store, served)
     assert all(reloaded.chains.transforms[v] is served.chains.transforms[v] for v in range(1, 12))
+    assert len(reloaded.chains) == len(served.chains)  # composed pairs carried over
+    got = reloaded.transform_for(12, 0)
+    assert np.allclose(got[0], store.transform_to(0, 12)[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("embeddings", [[["1.5", "2"]], [[True, False]], [[None, 1.0]],
