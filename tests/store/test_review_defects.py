@@ -142,18 +142,18 @@ def _commit_many(uri: str, count: int, seed: int, errors) -> None:
 
 
 def test_contending_writers_all_land_with_backoff(tmp_path):
-    """Item 13: 4 processes x 25 commits, every one lands exactly once."""
+    """Item 13: 6 processes x 30 commits, every one lands exactly once."""
     uri = f"file://{tmp_path}/store"
     context = multiprocessing.get_context("spawn")
     errors = context.Queue()
-    workers = [context.Process(target=_commit_many, args=(uri, 25, seed, errors))
-               for seed in range(4)]
+    workers = [context.Process(target=_commit_many, args=(uri, 30, seed, errors))
+               for seed in range(6)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(120)
     assert errors.empty(), errors.get()
-    assert len(Store(uri).state().runs) == 100
+    assert len(Store(uri).state().runs) == 180
 
 
 def test_backoff_grows_exponentially_with_full_jitter():
