@@ -26,6 +26,10 @@ def paper(
              "benchmarks/paper_seeds.py).")] = 0,
     quick: Annotated[bool, typer.Option("--quick", help="Small models, short training: a few "
                                                         "minutes on 2 cores.")] = False,
+    preset_name: Annotated[Optional[str], typer.Option(
+        "--preset", help="full (the paper's sizes, 500 epochs), quick (same as --quick), or "
+                         "converged (small models trained until validation stops improving, "
+                         "validated on the recent past, lambda from a grid).")] = None,
     epochs: Annotated[Optional[int], typer.Option(
         help="Training epochs per version instead of the preset's (to check how a result "
              "depends on training length).")] = None,
@@ -44,7 +48,11 @@ def paper(
         raise typer.BadParameter("needs at least one seed", param_hint="--seeds")
     torch.set_num_threads(threads)
     names = [m for m in (methods.split(",") if methods else DEFAULT_METHODS) if m.strip()]
-    preset = PRESETS["quick" if quick else "full"]
+    if preset_name is not None and preset_name not in PRESETS:
+        raise typer.BadParameter(f"must be one of {sorted(PRESETS)}", param_hint="--preset")
+    if quick and preset_name not in (None, "quick"):
+        raise typer.BadParameter("--quick is --preset quick", param_hint="--preset")
+    preset = PRESETS[preset_name or ("quick" if quick else "full")]
     if epochs is not None:
         if epochs < 1:
             raise typer.BadParameter("needs at least one epoch", param_hint="--epochs")
@@ -61,7 +69,8 @@ def paper(
     results = run_benchmark(snapshot, names, seeds, preset, progress, first_seed=first_seed)
     words = ["bc-ray benchmark paper", f"--dataset {dataset}", f"--seeds {seeds}",
              f"--first-seed {first_seed}" if first_seed else "",
-             "--quick" if quick else "", f"--epochs {epochs}" if epochs else "",
+             "--quick" if quick else "", f"--preset {preset_name}" if preset_name else "",
+             f"--epochs {epochs}" if epochs else "",
              f"--methods {methods}" if methods else "", f"--out {out}"]
     results["command"] = " ".join(word for word in words if word)
     results["seconds"] = time.perf_counter() - started

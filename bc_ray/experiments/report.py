@@ -74,7 +74,46 @@ def markdown_table(results: dict, summary: list[dict]) -> str:
                      f"{row['align_error']:.3f} | {row['last_align_error']:.3f} |")
     lines.append(f"| Keep-All (absolute) | Recall@50 = {100 * keep['recall_at_50']:.2f} | "
                  f"AUC = {100 * keep['auc']:.2f} | | 0 | 0 |")
+    floor = sanity(summary)
+    verdict = ("passed" if floor["passed"]
+               else "NOT passed: methods are not ranked on this data set")
+    lines += ["", f"Sanity floor ({verdict}): Keep-All beats Fix-M0 on the intended task: "
+                  f"{floor['keep_all_beats_fix_m0']}; Keep-All's consumers reach AUC "
+                  f"{100 * floor['keep_all_auc']:.2f} (floor {100 * AUC_FLOOR:.0f})."]
+    for entry in lambda_summary(results):
+        lines.append(f"- {entry['method']}: lambda chosen per seed {entry['chosen']}; mean "
+                     f"validation sum by lambda {entry['validation_sum']}")
     return "\n".join(lines) + "\n"
+
+
+AUC_FLOOR = 0.60  # consumers must be well above chance (0.5) for a ranking to mean anything
+
+
+def sanity(summary: list[dict]) -> dict:
+    """The floor a data set must pass before methods are ranked on it: Keep-All (a model
+    retrained on the new data) beats the frozen M_0 on the intended task, and its consumers are
+    well above chance."""
+    rows = {row["method"]: row for row in summary}
+    keep = rows["keep-all"]
+    fixed = rows.get("fix-m0")
+    beats = None if fixed is None else bool(fixed["intended_deg_pct"] < 0)
+    passed = bool(beats is not False and keep["auc"] >= AUC_FLOOR)
+    return {"keep_all_beats_fix_m0": beats, "keep_all_auc": keep["auc"],
+            "auc_floor": AUC_FLOOR, "passed": passed}
+
+
+def lambda_summary(results: dict) -> list[dict]:
+    """Per jointly trained method: the lambda chosen for each seed and the mean validation sum
+    of every lambda of the grid."""
+    by_method: dict = defaultdict(lambda: {"chosen": [], "scores": defaultdict(list)})
+    for entry in results.get("lam_grid", []):
+        cell = by_method[entry["method"]]
+        cell["chosen"].append(float(entry["chosen"]))
+        for lam, score in entry["validation_sum"].items():
+            cell["scores"][lam].append(score)
+    return [{"method": method, "chosen": cell["chosen"],
+             "validation_sum": {lam: round(_mean(v), 2) for lam, v in cell["scores"].items()}}
+            for method, cell in by_method.items()]
 
 
 def plot(results: dict, path: str) -> None:
@@ -113,8 +152,10 @@ def write_report(results: dict, out_dir: str) -> list[dict]:
     summary = summarize(results)
     options = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
     with open(os.path.join(out_dir, "results.json"), "wb") as handle:
-        handle.write(orjson.dumps({**results, "per_version": per_version(results)}, option=options
-                                  | orjson.OPT_NON_STR_KEYS))
+        handle.write(orjson.dumps({**results, "per_version": per_version(results),
+                                   "sanity": sanity(summary),
+                                   "lambda": lambda_summary(results)},
+                                  option=options | orjson.OPT_NON_STR_KEYS))
     with open(os.path.join(out_dir, "summary.json"), "wb") as handle:
         handle.write(orjson.dumps(summary, option=options))
     with open(os.path.join(out_dir, "table.md"), "w") as handle:

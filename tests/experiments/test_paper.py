@@ -71,3 +71,36 @@ def test_seeds_run_apart_merge_into_a_paired_comparison(small_snapshot, tmp_path
                              capture_output=True, text=True)
     assert printed.returncode == 0, printed.stderr
     assert "2 seed(s)" in printed.stdout and "| non-bc | 2 |" in printed.stdout
+
+
+def test_recent_past_validation_and_a_lambda_grid(small_snapshot, tmp_path):
+    """Issue 15: models are selected and stopped on a window before t_k (never the test period),
+    lambda is chosen per method and seed from the grid by the validation sum, and the report
+    carries the grid and the sanity floor."""
+    import dataclasses
+
+    from bc_ray.experiments.paper import prepare_seed, validation_sum
+
+    preset = dataclasses.replace(TINY, validation="recent-past", validation_window=0.05,
+                                 lam_grid=(1.0, 16.0),
+                                 train=dataclasses.replace(TINY.train, patience=1))
+    ctx = prepare_seed(small_snapshot, preset, 0)
+    for version, (test, train) in enumerate(zip(ctx.splits, ctx.train_splits)):
+        assert train.end == test.start  # validated on (t_k - 0.05, t_k], tested after t_k
+        assert train.train_edges["t"].max() <= test.start
+        assert test.eval_edges["t"].min() > train.end
+    results = run_benchmark(small_snapshot, ["non-bc", "bc-aligner", "fix-m0"], seeds=1,
+                            preset=preset)
+    [grid] = results["lam_grid"]
+    assert grid["method"] == "bc-aligner" and set(grid["validation_sum"]) == {"1.0", "16.0"}
+    assert grid["chosen"] == max((1.0, 16.0), key=lambda lam: grid["validation_sum"][str(lam)])
+    chosen = [r for r in results["runs"] if r["method"] == "bc-aligner"]
+    assert {r["lam"] for r in chosen} == {grid["chosen"]}
+    keep = [r for r in results["runs"] if r["method"] == "keep-all"]
+    assert abs(validation_sum(chosen, keep) - grid["validation_sum"][str(grid["chosen"])]) < 1e-9
+    assert all("val_recall" in r and "val_auc" in r for r in chosen if r["version"] > 0)
+    write_report(results, str(tmp_path))
+    table = (tmp_path / "table.md").read_text()
+    assert "Sanity floor" in table and "bc-aligner: lambda chosen per seed" in table
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["sanity"]) >= {"keep_all_beats_fix_m0", "keep_all_auc", "passed"}
