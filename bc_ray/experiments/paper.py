@@ -66,6 +66,9 @@ class Preset:
     def __post_init__(self) -> None:
         if self.validation not in VALIDATIONS:
             raise ConfigError(f"validation {self.validation!r} is not one of {VALIDATIONS}")
+        if self.lam_grid and self.validation == "paper":
+            raise ConfigError("a lambda grid is chosen on recent-past validation windows; the "
+                              "paper's protocol has none apart from the test period")
 
     def spec_at(self, version: int) -> VersionSpec:
         return self.spec.grown(version, width_step=self.width_step)
