@@ -16,8 +16,7 @@ import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bc_ray.experiments.report import summarize  # noqa: E402
-from bc_ray.experiments.seeds import merge, paired_comparison, sums_per_seed  # noqa: E402
+from bc_ray.experiments.seeds import merge, paired_comparison, summary_per_seed  # noqa: E402
 
 
 def load(folder: str) -> dict:
@@ -33,22 +32,18 @@ def main() -> None:
     parser.add_argument("out", nargs="+", help="folders `bc-ray benchmark paper --out` wrote")
     args = parser.parse_args()
     results = merge([load(folder) for folder in args.out])
-    sums = sums_per_seed(results)
-    last_align = {}
-    for seed in sorted({run["seed"] for run in results["runs"]}):
-        runs = [run for run in results["runs"] if run["seed"] == seed]
-        for row in summarize({**results, "runs": runs}):
-            last_align.setdefault(row["method"], []).append(row["last_align_error"])
+    rows = summary_per_seed(results)
     print(f"{results['dataset']}, preset {results['preset']}, {results['seeds']} seed(s)\n")
     print("| Method | sum per seed | sum mean ± sd | last align per seed |")
     print("|---|---|---|---|")
-    for method, by_seed in sums.items():
+    for method, by_seed in rows.items():
         if method == "keep-all":
             continue
-        values = np.array(list(by_seed.values()))
+        values = np.array([row["sum_pct"] for row in by_seed.values()])
+        aligns = [row["last_align_error"] for row in by_seed.values()]
         spread = values.std(ddof=1) if len(values) > 1 else float("nan")
         print(f"| {method} | {' / '.join(f'{x:+.2f}' for x in values)} | {values.mean():+.2f} "
-              f"± {spread:.2f} | {' / '.join(f'{x:.3f}' for x in last_align[method])} |")
+              f"± {spread:.2f} | {' / '.join(f'{x:.3f}' for x in aligns)} |")
     print("\nBC-Aligner minus each other Keep-Latest method "
           "(sum, %; positive: BC-Aligner better)\n")
     print("| Method | seeds | mean diff | 95 % interval | BC-Aligner wins | finding |")

@@ -49,14 +49,20 @@ def merge(results: list[dict]) -> dict:
             "commands": [r.get("command") for r in results]}
 
 
-def sums_per_seed(results: dict) -> dict[str, dict[int, float]]:
-    """method -> seed -> intended + unintended degradation sum (%)."""
-    table: dict[str, dict[int, float]] = {}
+def summary_per_seed(results: dict) -> dict[str, dict[int, dict]]:
+    """method -> seed -> that seed's summary row (sums, alignment errors, ...)."""
+    table: dict[str, dict[int, dict]] = {}
     for seed in sorted({run["seed"] for run in results["runs"]}):
         runs = [run for run in results["runs"] if run["seed"] == seed]
         for row in summarize({**results, "runs": runs}):
-            table.setdefault(row["method"], {})[seed] = row["sum_pct"]
+            table.setdefault(row["method"], {})[seed] = row
     return table
+
+
+def sums_per_seed(results: dict) -> dict[str, dict[int, float]]:
+    """method -> seed -> intended + unintended degradation sum (%)."""
+    return {method: {seed: row["sum_pct"] for seed, row in rows.items()}
+            for method, rows in summary_per_seed(results).items()}
 
 
 def t_interval(values: np.ndarray) -> tuple[float, float, float]:

@@ -93,7 +93,7 @@ def check_rows(store: Store, record: TableRecord, rows: int) -> None:
 def verify_files(store: Store, record: TableRecord, verify: bool = True) -> None:
     """What `read_table` checks, without loading the table: for readers that hand the files to
     another engine (polars' lazy scan), which must never see a damaged byte."""
-    rows = 0
+    rows, fs = 0, store.io.arrow_fs()
     for file in record.files:
         if verify:
             store.verify(file)
@@ -101,7 +101,7 @@ def verify_files(store: Store, record: TableRecord, verify: bool = True) -> None
             store.check_size(file)
         try:
             rows += pq.read_metadata(store.io.path(file.path),
-                                     filesystem=store.io.arrow_fs()).num_rows
+                                     filesystem=fs).num_rows
         except Exception as exc:  # noqa: BLE001 - any failure to parse a footer is damage
             raise CorruptFileError(f"cannot read the Parquet footer of "
                                    f"{store.io.uri_of(file.path)}: {exc}") from exc
