@@ -1,22 +1,33 @@
-"""Per-seed spread of `bc-ray benchmark paper` runs, and BC-Aligner against every other
-Keep-Latest method seed by seed: the paired difference of the intended + unintended sum, its 95 %
-t-interval and how many seeds it wins. Runs on disjoint seeds (`--first-seed`) are merged first.
+"""Per-method mean ± sd and 95 % t-intervals over seeds of `bc-ray benchmark paper` runs, and
+BC-Aligner against every other Keep-Latest method seed by seed: the paired difference of the
+intended + unintended sum, its 95 % t-interval and how many seeds it wins; the same for the
+last-version alignment error of the multi-step against the single-step loss. Runs on disjoint
+seeds (`--first-seed`) are merged first.
 
-    python benchmarks/paper_seeds.py OUT [OUT ...]     # OUT: folders given to --out
+    python benchmarks/paper_seeds.py OUT [OUT ...] [--figure PNG] [--save JSON]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
-import numpy as np
 import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bc_ray.experiments.seeds import merge, paired_comparison, summary_per_seed  # noqa: E402
+from bc_ray.experiments.report import lambda_summary  # noqa: E402
+from bc_ray.experiments.seeds import (  # noqa: E402
+    KEEP_LATEST,
+    merge,
+    method_intervals,
+    paired_comparison,
+    plot_intervals,
+    seed_sanity,
+    summary_per_seed,
+)
 
 
 def load(folder: str) -> dict:
@@ -27,31 +38,81 @@ def load(folder: str) -> dict:
         return orjson.loads(handle.read())
 
 
+def cell(interval: dict, digits: int = 2, sign: str = "+") -> str:
+    number = f"{sign}.{digits}f"
+    text = format(interval["mean"], number)
+    if math.isnan(interval["sd"]):
+        return text
+    return (f"{text} ± {interval['sd']:.{digits}f} [{format(interval['ci_low'], number)}, "
+            f"{format(interval['ci_high'], number)}]")
+
+
+def comparison_table(rows: list[dict], title: str) -> None:
+    print(f"\n{title}\n")
+    print("| Method | seeds | mean diff | 95 % interval | BC-Aligner wins | finding |")
+    print("|---|---:|---:|---|---:|---|")
+    for row in rows:
+        print(f"| {row['method']} | {row['seeds']} | {row['mean_diff']:+.3f} | "
+              f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] | {row['wins']}/{row['seeds']} | "
+              f"{row['finding']} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", nargs="+", help="folders `bc-ray benchmark paper --out` wrote")
+    parser.add_argument("--figure", help="write the bar chart with error bars here (.png)")
+    parser.add_argument("--save", help="write the merged intervals and comparisons here (.json)")
     args = parser.parse_args()
     results = merge([load(folder) for folder in args.out])
+    intervals = method_intervals(results)
     rows = summary_per_seed(results)
-    print(f"{results['dataset']}, preset {results['preset']}, {results['seeds']} seed(s)\n")
-    print("| Method | sum per seed | sum mean ± sd | last align per seed |")
-    print("|---|---|---|---|")
+    floor = seed_sanity(results)
+    print(f"{results['dataset']}, preset {results['preset']}, {results['seeds']} seed(s), "
+          f"{results.get('seconds', 0.0) / 60:.1f} min of runs (process time, added up)\n")
+    fixed = floor["fix_m0_intended"]
+    print(f"Sanity floor: {'passed' if floor['passed'] else 'NOT passed'} (Keep-All beats "
+          f"Fix-M0 on the intended task, its 95 % interval below 0: "
+          f"{floor['keep_all_beats_fix_m0']}"
+          + (f", Fix-M0 {cell(fixed)}" if fixed else "")
+          + f"; Keep-All consumer AUC {100 * floor['keep_all_auc']:.2f}, floor "
+          f"{100 * floor['auc_floor']:.0f})\n")
+    if not floor["passed"]:
+        print("**Methods are not ranked on this data set**: the differences below are shown "
+              "for completeness, not as findings.\n")
+    print("mean ± sd [95 % t-interval] over seeds; degradations against Keep-All in %\n")
+    print("| Method | Intended | Unintended | Sum | Align error (last) | sum per seed |")
+    print("|---|---|---|---|---|---|")
     for method, by_seed in rows.items():
         if method == "keep-all":
             continue
-        values = np.array([row["sum_pct"] for row in by_seed.values()])
-        aligns = [row["last_align_error"] for row in by_seed.values()]
-        spread = values.std(ddof=1) if len(values) > 1 else float("nan")
-        print(f"| {method} | {' / '.join(f'{x:+.2f}' for x in values)} | {values.mean():+.2f} "
-              f"± {spread:.2f} | {' / '.join(f'{x:.3f}' for x in aligns)} |")
-    print("\nBC-Aligner minus each other Keep-Latest method "
-          "(sum, %; positive: BC-Aligner better)\n")
-    print("| Method | seeds | mean diff | 95 % interval | BC-Aligner wins | finding |")
-    print("|---|---:|---:|---|---:|---|")
-    for row in paired_comparison(results):
-        print(f"| {row['method']} | {row['seeds']} | {row['mean_diff']:+.2f} | "
-              f"[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] | {row['wins']}/{row['seeds']} | "
-              f"{row['finding']} |")
+        cells = intervals[method]
+        sums = " / ".join(f"{row['sum_pct']:+.2f}" for row in by_seed.values())
+        print(f"| {method} | {cell(cells['intended_deg_pct'])} | "
+              f"{cell(cells['unintended_deg_pct'])} | {cell(cells['sum_pct'])} | "
+              f"{cell(cells['last_align_error'], 3, '')} | {sums} |")
+    sums = paired_comparison(results)
+    comparison_table(sums, "BC-Aligner minus each other Keep-Latest method (sum, %; positive: "
+                           "BC-Aligner better)")
+    beyond = tuple(m for m in results["methods"] if m not in (*KEEP_LATEST, "keep-all"))
+    extra = paired_comparison(results, others=beyond)
+    comparison_table(extra, "BC-Aligner minus each method outside the paper's Keep-Latest set "
+                            "(sum, %)")
+    aligns = paired_comparison(results, others=("joint-lin-sloss",), key="last_align_error")
+    comparison_table(aligns, "Multi-step (BC-Aligner) vs single-step (Joint-Lin-SLoss): "
+                             "last-version alignment error (positive: multi-step lower)")
+    if args.figure:
+        plot_intervals(results, args.figure)
+        print(f"\nfigure: {args.figure}")
+    if args.save:
+        with open(args.save, "wb") as handle:
+            handle.write(orjson.dumps(
+                {"dataset": results["dataset"], "preset": results["preset"],
+                 "seeds": results["seeds"], "commands": results.get("commands"),
+                 "seconds": results.get("seconds"), "sanity": floor, "intervals": intervals,
+                 "sum_vs_bc_aligner": sums, "sum_vs_bc_aligner_beyond": extra,
+                 "last_align_vs_single_step": aligns,
+                 "lambda": lambda_summary(results)},
+                option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
 
 
 if __name__ == "__main__":

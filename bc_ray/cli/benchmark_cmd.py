@@ -33,6 +33,10 @@ def paper(
     epochs: Annotated[Optional[int], typer.Option(
         help="Training epochs per version instead of the preset's (to check how a result "
              "depends on training length).")] = None,
+    lam_from: Annotated[Optional[str], typer.Option(
+        help="Folder (or results.json) of an earlier run of the same preset and data set: reuse "
+             "the lambda it chose per method on validation data instead of searching the grid "
+             "again (later seeds then cost a third as much).")] = None,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
 ) -> None:
     """Versions at t = 0.5..0.9 with growing models; Table 3, summary.json and Figure 3."""
@@ -57,6 +61,7 @@ def paper(
         if epochs < 1:
             raise typer.BadParameter("needs at least one epoch", param_hint="--epochs")
         preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, epochs=epochs))
+    earlier = _earlier_run(lam_from, preset.name) if lam_from else None
     started = time.perf_counter()
 
     def progress(message: str) -> None:
@@ -64,15 +69,48 @@ def paper(
 
     progress(f"loading {dataset}")
     snapshot = load_dataset(dataset)
+    lam_chosen = None
+    if earlier is not None:
+        if earlier[0] != snapshot.meta.name:
+            raise typer.BadParameter(f"that run is on data set {earlier[0]!r}, not "
+                                     f"{snapshot.meta.name!r}", param_hint="--lam-from")
+        lam_chosen = earlier[1]
+        progress(f"lambda chosen earlier: {lam_chosen}")
     if first_seed < 0:
         raise typer.BadParameter("must be >= 0", param_hint="--first-seed")
-    results = run_benchmark(snapshot, names, seeds, preset, progress, first_seed=first_seed)
+    results = run_benchmark(snapshot, names, seeds, preset, progress, first_seed=first_seed,
+                            lam_chosen=lam_chosen)
     words = ["bc-ray benchmark paper", f"--dataset {dataset}", f"--seeds {seeds}",
              f"--first-seed {first_seed}" if first_seed else "",
              "--quick" if quick else "", f"--preset {preset_name}" if preset_name else "",
              f"--epochs {epochs}" if epochs else "",
-             f"--methods {methods}" if methods else "", f"--out {out}"]
+             f"--methods {methods}" if methods else "",
+             f"--lam-from {lam_from}" if lam_from else "", f"--out {out}"]
     results["command"] = " ".join(word for word in words if word)
     results["seconds"] = time.perf_counter() - started
     summary = write_report(results, out)
     typer.echo(markdown_table(results, summary))
+
+
+def _earlier_run(path: str, preset: str) -> tuple[str, dict[str, float]]:
+    """(data set, method -> lambda) of an earlier run, checked before any work starts."""
+    import os
+
+    import orjson
+
+    from bc_ray.exceptions import ConfigError
+    from bc_ray.experiments.paper import chosen_lambdas
+
+    file = os.path.join(path, "results.json") if os.path.isdir(path) else path
+    try:
+        with open(file, "rb") as handle:
+            earlier = orjson.loads(handle.read())
+    except (OSError, orjson.JSONDecodeError) as error:
+        raise typer.BadParameter(f"cannot read {file}: {error}", param_hint="--lam-from") from None
+    if earlier.get("preset") != preset:
+        raise typer.BadParameter(f"{file} is a {earlier.get('preset')!r} run, not {preset!r}",
+                                 param_hint="--lam-from")
+    try:
+        return earlier.get("dataset"), chosen_lambdas(earlier)
+    except ConfigError as error:
+        raise typer.BadParameter(f"{file}: {error}", param_hint="--lam-from") from None

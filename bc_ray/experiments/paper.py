@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -271,10 +272,14 @@ def keep_all_rows(ctx: SeedContext, preset: Preset) -> list[dict]:
 
 def run_benchmark(snapshot: GraphSnapshot, methods: list[str], seeds: int, preset: Preset,
                   progress: Callable[[str], None] = lambda _msg: None,
-                  first_seed: int = 0) -> dict:
+                  first_seed: int = 0, lam_chosen: Mapping[str, float] | None = None) -> dict:
     """Seeds `first_seed` .. `first_seed + seeds - 1`: separate runs on disjoint seeds merge
-    (`bc_ray.experiments.seeds.merge`), so seeds can run as separate processes."""
+    (`bc_ray.experiments.seeds.merge`), so seeds can run as separate processes.
+
+    `lam_chosen` (method -> lambda, from `chosen_lambdas` of an earlier run's validation) skips
+    the grid for those methods: the grid is most of a converged seed's cost."""
     chosen = [get_method(name) for name in methods]
+    lam_chosen = dict(lam_chosen or {})
     runs, grid = [], []
     for seed in range(first_seed, first_seed + seeds):
         progress(f"seed {seed}: version 0, consumers")
@@ -287,6 +292,14 @@ def run_benchmark(snapshot: GraphSnapshot, methods: list[str], seeds: int, prese
             progress(f"seed {seed}: {method.title}")
             if not (method.joint and preset.lam_grid):
                 runs += [{"seed": seed, **row} for row in run_method(ctx, preset, method)]
+                continue
+            if method.name in lam_chosen:
+                lam = lam_chosen[method.name]
+                progress(f"seed {seed}: {method.title}, lambda {lam:g} (chosen earlier)")
+                rows = run_method(ctx, preset, method, dataclasses.replace(ctx.config, lam=lam))
+                grid.append({"seed": seed, "method": method.name, "chosen": lam,
+                             "validation_sum": {}, "chosen_earlier": True})
+                runs += [{"seed": seed, "lam": lam, **row} for row in rows]
                 continue
             by_lam = {}
             for lam in preset.lam_grid:
@@ -302,6 +315,24 @@ def run_benchmark(snapshot: GraphSnapshot, methods: list[str], seeds: int, prese
             "times": paper_times(preset.start, preset.step, preset.versions),
             "validation": preset.validation, "lam_grid": grid,
             "methods": [m.name for m in chosen], "tasks": list(TASKS), "runs": runs}
+
+
+def chosen_lambdas(results: dict) -> dict[str, float]:
+    """Per method, the lambda an earlier run chose on validation data (the most frequent over
+    its seeds; a tie goes to the best mean validation sum)."""
+    by_method: dict[str, list[dict]] = {}
+    for entry in results.get("lam_grid", []):
+        if entry.get("validation_sum"):
+            by_method.setdefault(entry["method"], []).append(entry)
+    if not by_method:
+        raise ConfigError("that run chose no lambda (it has no lambda grid on validation data)")
+    out = {}
+    for method, entries in by_method.items():
+        votes = Counter(float(entry["chosen"]) for entry in entries)
+        mean_score = {lam: np.mean([e["validation_sum"][str(lam)] for e in entries
+                                    if str(lam) in e["validation_sum"]]) for lam in votes}
+        out[method] = max(votes, key=lambda lam: (votes[lam], mean_score[lam]))
+    return out
 
 
 def validation_sum(rows: list[dict], keep_rows: list[dict]) -> float:

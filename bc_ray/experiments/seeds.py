@@ -44,7 +44,8 @@ def merge(results: list[dict]) -> dict:
     methods = [m for m in first["methods"] if all(m in r["methods"] for r in results)]
     runs = [run for result in results for run in result["runs"] if run["method"] in
             (*methods, "keep-all")]
-    return {**first, "methods": methods, "seeds": len(seen), "runs": runs,
+    grid = [entry for result in results for entry in result.get("lam_grid", [])]
+    return {**first, "methods": methods, "seeds": len(seen), "runs": runs, "lam_grid": grid,
             "seconds": sum(r.get("seconds", 0.0) for r in results),
             "commands": [r.get("command") for r in results]}
 
@@ -59,10 +60,14 @@ def summary_per_seed(results: dict) -> dict[str, dict[int, dict]]:
     return table
 
 
-def sums_per_seed(results: dict) -> dict[str, dict[int, float]]:
-    """method -> seed -> intended + unintended degradation sum (%)."""
-    return {method: {seed: row["sum_pct"] for seed, row in rows.items()}
+def values_per_seed(results: dict, key: str = "sum_pct") -> dict[str, dict[int, float]]:
+    """method -> seed -> one summary value (default: intended + unintended degradation, %)."""
+    return {method: {seed: row[key] for seed, row in rows.items()}
             for method, rows in summary_per_seed(results).items()}
+
+
+def sums_per_seed(results: dict) -> dict[str, dict[int, float]]:
+    return values_per_seed(results, "sum_pct")
 
 
 def t_interval(values: np.ndarray) -> tuple[float, float, float]:
@@ -75,22 +80,101 @@ def t_interval(values: np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+# What a method's seeds are summarised by: summary key -> higher is better.
+METRICS = {"intended_deg_pct": True, "unintended_deg_pct": True, "sum_pct": True,
+           "last_align_error": False}
+
+
+def method_intervals(results: dict) -> dict[str, dict[str, dict]]:
+    """method -> metric -> {mean, sd, ci_low, ci_high, seeds} over seeds."""
+    out: dict[str, dict[str, dict]] = {}
+    for key in METRICS:
+        for method, by_seed in values_per_seed(results, key).items():
+            values = np.array(list(by_seed.values()), dtype=float)
+            mean, low, high = t_interval(values)
+            spread = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            out.setdefault(method, {})[key] = {"mean": mean, "sd": spread, "ci_low": low,
+                                                "ci_high": high, "seeds": len(values)}
+    return out
+
+
+def seed_sanity(results: dict) -> dict:
+    """The sanity floor over seeds: Keep-All's win over the frozen M_0 on the intended task must
+    itself be a finding (its 95 % interval below zero, with two seeds or more), and Keep-All's
+    consumers must be well above chance on average. One seed falls back to the single-run rule."""
+    from bc_ray.experiments.report import AUC_FLOOR
+
+    intervals = method_intervals(results)
+    keep_auc = float(np.mean(list(values_per_seed(results, "auc")["keep-all"].values())))
+    fixed = intervals.get("fix-m0", {}).get("intended_deg_pct")
+    if fixed is None:
+        beats = None
+    elif fixed["seeds"] < 2:
+        beats = bool(fixed["mean"] < 0)
+    else:
+        beats = bool(fixed["ci_high"] < 0)
+    return {"keep_all_beats_fix_m0": beats,
+            "fix_m0_intended": fixed, "keep_all_auc": keep_auc, "auc_floor": AUC_FLOOR,
+            "passed": bool(beats is not False and keep_auc >= AUC_FLOOR)}
+
+
 def paired_comparison(results: dict, reference: str = "bc-aligner",
-                      others: tuple[str, ...] = KEEP_LATEST) -> list[dict]:
-    """`reference` against each other method, seed by seed (a positive difference: the reference
-    has the better, i.e. higher, sum)."""
-    sums = sums_per_seed(results)
-    if reference not in sums:
+                      others: tuple[str, ...] = KEEP_LATEST, key: str = "sum_pct") -> list[dict]:
+    """`reference` against each other method, seed by seed, on one summary value. The
+    difference is oriented so that positive means the reference is better (a higher sum, a
+    lower alignment error)."""
+    values = values_per_seed(results, key)
+    if reference not in values:
         return []
+    sign = 1.0 if METRICS.get(key, True) else -1.0
     rows = []
     for other in others:
-        if other == reference or other not in sums:
+        if other == reference or other not in values:
             continue
-        seeds = sorted(set(sums[reference]) & set(sums[other]))
-        diff = np.array([sums[reference][s] - sums[other][s] for s in seeds])
+        seeds = sorted(set(values[reference]) & set(values[other]))
+        diff = sign * np.array([values[reference][s] - values[other][s] for s in seeds])
         mean, low, high = t_interval(diff)
-        rows.append({"method": other, "seeds": len(seeds), "mean_diff": mean, "ci_low": low,
-                     "ci_high": high, "wins": int((diff > 0).sum()),
+        rows.append({"method": other, "metric": key, "seeds": len(seeds), "mean_diff": mean,
+                     "ci_low": low, "ci_high": high, "wins": int((diff > 0).sum()),
                      "finding": ("better" if low > 0 else "worse" if high < 0 else "tie")
                      if not math.isnan(low) else "one seed"})
     return rows
+
+
+def plot_intervals(results: dict, path: str) -> None:
+    """One figure per data set: methods as bars (mean over seeds) with 95 % t-interval error
+    bars, for the intended, unintended and summed degradation against Keep-All."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bc_ray.core.methods import get_method
+
+    intervals = method_intervals(results)
+    methods = [m for m in results["methods"] if m in intervals and m != "keep-all"]
+    panels = [("intended_deg_pct", "Intended degradation (Recall@50, %)"),
+              ("unintended_deg_pct", "Unintended degradation (consumer AUC, %)"),
+              ("sum_pct", "Sum (%)")]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8), sharey=False)
+    xs = np.arange(len(methods))
+    for axis, (key, label) in zip(axes, panels):
+        cells = [intervals[m][key] for m in methods]
+        means = np.array([c["mean"] for c in cells])
+        errors = np.array([[c["mean"] - c["ci_low"] for c in cells],
+                           [c["ci_high"] - c["mean"] for c in cells]])
+        colours = ["tab:red" if m == "bc-aligner" else
+                   "tab:blue" if m in KEEP_LATEST else "tab:gray" for m in methods]
+        axis.bar(xs, means, color=colours, yerr=np.nan_to_num(errors), capsize=3)
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_xticks(xs)
+        axis.set_xticklabels([get_method(m).title for m in methods], rotation=60, ha="right",
+                             fontsize=8)
+        axis.set_title(label, fontsize=10)
+        axis.grid(axis="y", alpha=0.3)
+    seeds = results["seeds"]
+    fig.suptitle(f"{results['dataset']} ({results['preset']} preset): mean of {seeds} seeds, "
+                 "95 % t-interval; blue: the paper's Keep-Latest methods, red: BC-Aligner")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

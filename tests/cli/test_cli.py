@@ -53,3 +53,22 @@ def test_benchmark_rejects_bad_counts_before_any_work(tmp_path):
                                      "--quick", option, "0"])
         assert result.exit_code == 2 and option in result.output, result.output
     assert not (tmp_path / "out").exists()
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"preset": "quick", "dataset": "synthetic-s0", "lam_grid": []}))
+    for source, message in ((tmp_path / "missing", "cannot read"),
+                            (earlier, "not 'converged'")):
+        result = runner.invoke(app, ["benchmark", "paper", "--out", str(tmp_path / "out"),
+                                     "--preset", "converged", "--lam-from", str(source)])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_scheduler_job_arguments_are_shell_words(tmp_path):
+    from bc_ray.cli.scheduler_cmd import _split
+
+    assert _split('--method bc-aligner --note "two words"', "--train-args") == \
+        ["--method", "bc-aligner", "--note", "two words"]
+    result = runner.invoke(app, ["scheduler", "once", "--store", f"file://{tmp_path}/s",
+                                 "--ray-address", "http://127.0.0.1:1", "--train-args",
+                                 '--note "unbalanced'])
+    assert result.exit_code == 2 and "cannot split" in result.output, result.output

@@ -2,11 +2,15 @@
 
 import json
 
+import pytest
+
 from bc_ray.core.consumers import ConsumerConfig
 from bc_ray.core.spec import VersionSpec
 from bc_ray.core.trainer import TrainConfig
-from bc_ray.experiments.paper import Preset, run_benchmark
+from bc_ray.exceptions import ConfigError
+from bc_ray.experiments.paper import Preset, chosen_lambdas, run_benchmark
 from bc_ray.experiments.report import write_report
+from bc_ray.experiments.seeds import merge
 from tests.conftest import REPO
 
 TINY = Preset("tiny", VersionSpec(num_layers=1, hidden_dim=8), 4,
@@ -43,10 +47,7 @@ def test_seeds_run_apart_merge_into_a_paired_comparison(small_snapshot, tmp_path
     import sys
 
     import numpy as np
-    import pytest
-
-    from bc_ray.exceptions import ConfigError
-    from bc_ray.experiments.seeds import merge, paired_comparison, t_interval
+    from bc_ray.experiments.seeds import paired_comparison, t_interval
 
     methods = ["non-bc", "bc-aligner"]
     parts = []
@@ -67,10 +68,17 @@ def test_seeds_run_apart_merge_into_a_paired_comparison(small_snapshot, tmp_path
     half = 2.776 * np.std([1, 2, 3, 4, 5], ddof=1) / 5 ** 0.5  # t(0.975, 4 df)
     assert mean == 3.0 and abs(high - 3.0 - half) < 1e-9 and abs(3.0 - low - half) < 1e-9
     printed = subprocess.run([sys.executable, str(REPO / "benchmarks" / "paper_seeds.py"),
-                              str(tmp_path / "seed0"), str(tmp_path / "seed1")],
+                              str(tmp_path / "seed0"), str(tmp_path / "seed1"),
+                              "--figure", str(tmp_path / "bars.png"),
+                              "--save", str(tmp_path / "seeds.json")],
                              capture_output=True, text=True)
     assert printed.returncode == 0, printed.stderr
     assert "2 seed(s)" in printed.stdout and "| non-bc | 2 |" in printed.stdout
+    assert (tmp_path / "bars.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "seeds.json").read_text())
+    interval = saved["intervals"]["bc-aligner"]["sum_pct"]
+    assert interval["seeds"] == 2 and interval["ci_low"] <= interval["mean"] <= interval["ci_high"]
+    assert saved["sum_vs_bc_aligner"][0]["method"] == "non-bc"
 
 
 def test_recent_past_validation_and_a_lambda_grid(small_snapshot, tmp_path):
@@ -104,3 +112,14 @@ def test_recent_past_validation_and_a_lambda_grid(small_snapshot, tmp_path):
     assert "Sanity floor" in table and "bc-aligner: lambda chosen per seed" in table
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["sanity"]) >= {"keep_all_beats_fix_m0", "keep_all_auc", "passed"}
+
+    # Later seeds reuse the lambda seed 0 chose on validation (no grid), and merge with it.
+    assert chosen_lambdas(saved) == {"bc-aligner": grid["chosen"]}
+    later = run_benchmark(small_snapshot, ["non-bc", "bc-aligner"], seeds=1, preset=preset,
+                          first_seed=1, lam_chosen=chosen_lambdas(saved))
+    [reused] = later["lam_grid"]
+    assert reused["chosen_earlier"] and reused["validation_sum"] == {}
+    assert {r["lam"] for r in later["runs"] if r["method"] == "bc-aligner"} == {grid["chosen"]}
+    assert len(merge([results, later])["lam_grid"]) == 2
+    with pytest.raises(ConfigError, match="no lambda"):
+        chosen_lambdas(later)
