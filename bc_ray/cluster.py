@@ -9,7 +9,10 @@ import os
 logger = logging.getLogger(__name__)
 
 
-FAST_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
+FAST_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+                    # HAProxy's first start takes over 5 s (Serve's default readiness limit) on
+                    # a busy 2-core machine; past the limit Serve kills and restarts it forever.
+                    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"}
 
 
 def enable_fast_ingress() -> None:

@@ -40,6 +40,10 @@ class NotFoundError(StoreError):
     """A version, snapshot or table asked for does not exist in the store."""
 
 
+class StorageAccessError(StoreError):
+    """The object store refused or failed a read (credentials, permissions, endpoint)."""
+
+
 class CorruptFileError(StoreError):
     """A file listed by the log is missing, truncated, or fails its checksum."""
 

@@ -34,6 +34,7 @@ app.command("status")(scheduler_cmd.status)
 app.command("versions")(store_cmd.versions)
 app.command("export")(store_cmd.export)
 app.command("gc")(store_cmd.gc)
+app.command("rollback")(store_cmd.rollback)
 app.add_typer(store_cmd.store_app, name="store")
 
 

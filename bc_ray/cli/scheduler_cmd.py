@@ -28,9 +28,20 @@ def _config(store, ray_address, refresh_cron, bump_cron, python, working_dir, tr
         zone = LandingConfig.load(**landing)
     return SchedulerConfig(store=store, ray_address=ray_address, refresh_cron=refresh_cron,
                            bump_cron=bump_cron, python=python, working_dir=working_dir,
-                           train_args=(train_args or "").split(),
-                           refresh_args=(refresh_args or "").split(),
+                           train_args=_split(train_args, "--train-args"),
+                           refresh_args=_split(refresh_args, "--refresh-args"),
                            max_attempts=max_attempts, backoff_s=backoff, landing=zone)
+
+
+def _split(args: str | None, hint: str) -> list[str]:
+    """Shell words, so a quoted value with spaces stays one argument."""
+    import shlex
+
+    try:
+        return shlex.split(args or "")
+    except ValueError as exc:
+        raise typer.BadParameter(f"cannot split {args!r} into arguments: {exc}",
+                                 param_hint=hint) from None
 
 
 def _landing(landing, landing_config, user_col, item_col, time_col, rating_col, time_unit,

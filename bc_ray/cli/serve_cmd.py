@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
+import signal
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -34,28 +35,48 @@ def serve(
 
     Routes /v1/transform, /v1/embeddings, /v1/versions; BC_RAY_SERVE_TOKEN (in this
     process's environment, inherited by the replicas of the cluster it starts) turns bearer
-    auth on."""
+    auth on. Ctrl-C or SIGTERM stops what it started (the application on a joined cluster;
+    Serve, HAProxy and the local Ray cluster otherwise) within 30 s and exits 0."""
     from ray import serve as ray_serve
 
     from bc_ray.cluster import connect, enable_fast_ingress
     from bc_ray.serve.app import build_app, check_store
     from bc_ray.serve.config import ServeConfig, ServeSettings
+    from bc_ray.serve.lifetime import StopSignal, start_in_background, stop_serving
 
     check_store(store)
     config = ServeConfig(store=store, num_replicas=num_replicas, min_replicas=min_replicas,
                          max_replicas=max_replicas,
                          settings=ServeSettings.from_dict({"max_rows": max_rows,
                                                            "poll_interval_s": poll_interval}))
-    if fast_ingress and not (address or os.environ.get("RAY_ADDRESS")):
+    joined = bool(address or os.environ.get("RAY_ADDRESS"))
+    if fast_ingress and not joined:
         enable_fast_ingress()
     connect(address)
-    ray_serve.start(http_options=config.http_options(host, port))
-    ray_serve.run(build_app(config), name=config.name, route_prefix=config.route_prefix)
-    typer.echo(f"serving {store} at http://{host}:{port} (OpenAPI: /docs)")
+
+    def start() -> None:
+        ray_serve.start(http_options=config.http_options(host, port))
+        ray_serve.run(build_app(config), name=config.name, route_prefix=config.route_prefix)
+
     if detach:
+        start()
+        typer.echo(f"serving {store} at http://{host}:{port} (OpenAPI: /docs)")
         return
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        ray_serve.shutdown()
+    stop = StopSignal()  # after connect: see StopSignal
+    ready, failure = start_in_background(start)
+    received = stop.wait(until=ready)
+    if received is None:
+        if failure:
+            raise failure[0]
+        typer.echo(f"serving {store} at http://{host}:{port} (OpenAPI: /docs)")
+        received = stop.wait()
+    typer.echo(f"{signal.Signals(received).name}: stopping "
+               f"{'the application' if joined else 'Serve and the local Ray cluster'}", err=True)
+    forced = stop_serving(config.name, started_cluster=not joined)
+    for line in forced:
+        typer.echo(f"  {line}", err=True)
+    typer.echo("stopped", err=True)
+    if forced:  # Ray's driver half shut down: its exit hooks would wait on what is gone
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -40,16 +40,30 @@ def versions(store: StoreOption,
 
 
 def export(store: StoreOption,
-           out: Annotated[str, typer.Option(help="Parquet file to write.")],
-           entity: Annotated[str, typer.Option(help="user or item.")] = "item",
+           out: Annotated[str, typer.Option(help="Where to write: a Parquet file, or a Delta "
+                                                 "table's folder (path or s3:// URI).")],
+           entity: Annotated[Optional[str], typer.Option(
+               help="user or item (default: item for parquet, both for delta).")] = None,
            version: Annotated[Optional[int], typer.Option(
-               help="Version wanted (default: the latest).")] = None) -> None:
-    """Write a ver-j compatible table (id, embedding, source_version) to one Parquet file."""
+               help="Version wanted (default: the latest).")] = None,
+           fmt: Annotated[str, typer.Option(
+               "--format", help="parquet (one file: id, embedding, source_version) or delta "
+                                "(a Delta table partitioned by entity, replaced in one "
+                                "commit).")] = "parquet") -> None:
+    """Materialise a ver-j compatible view (z~_j) for engines that cannot apply transforms."""
+    from bc_ray.consumer.export import FORMATS, export_delta
     from bc_ray.consumer.reader import export_embeddings
 
-    rows = export_embeddings(store, out, entity, version)
-    typer.echo(f"wrote {rows} {entity} embeddings of version "
-               f"{'latest' if version is None else version} to {out}")
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
+    wanted = "latest" if version is None else version
+    if fmt == "parquet":
+        rows = export_embeddings(store, out, entity or "item", version)
+        typer.echo(f"wrote {rows} {entity or 'item'} embeddings of version {wanted} to {out}")
+        return
+    counts = export_delta(store, out, version, (entity,) if entity else ("user", "item"))
+    typer.echo(f"wrote a Delta table of version {wanted} embeddings to {out}: "
+               + ", ".join(f"{n} {e}s" for e, n in counts.items()))
 
 
 def gc(store: StoreOption,
@@ -66,6 +80,27 @@ def gc(store: StoreOption,
     typer.echo(f"retention: {len(retention['tables'])} table(s), {len(retention['models'])} "
                f"model(s) unreferenced, {len(retention['purged'])} file(s) deleted; "
                f"{len(orphans)} orphaned run prefix(es) deleted")
+
+
+def rollback(store: StoreOption,
+             to: Annotated[Optional[int], typer.Option(
+                 "--to", help="The version to make current again (default: the current "
+                              "version's parent).")] = None,
+             reason: Annotated[str, typer.Option(help="Recorded in the log.")] = "",
+             as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+             ) -> None:
+    """Make an earlier published version current again, when its model and tables are kept.
+
+    Serve and readers follow on their next poll; the next bump trains against it."""
+    from bc_ray.store.versions import rollback_version
+
+    target = open_store(store)
+    lineage = target.state().lineage()
+    record = rollback_version(target, to, reason)
+    undone = [v for v in lineage if v > record.version]
+    emit({"current_version": record.version, "rolled_back": undone}, as_json,
+         f"version {record.version} is current again (rolled back: "
+         f"{', '.join(map(str, undone))}); Serve and readers follow on their next poll")
 
 
 store_app = typer.Typer(help="The store's own settings, recorded in its log.",
@@ -103,3 +138,14 @@ def config(store: StoreOption,
     emit(data, as_json, f"keep_versions: {policy.keep_versions}\n"
                         f"staging_grace_seconds: {policy.staging_grace_seconds:g}\n"
                         f"source: {source}")
+
+
+@store_app.command("mirror")
+def mirror(store: StoreOption) -> None:
+    """Bring the Delta Lake view of the current embedding tables up to date (it follows every
+    refresh and rollback by itself; this retries one that failed)."""
+    from bc_ray.store.delta import mirror_embeddings
+
+    version = mirror_embeddings(open_store(store))
+    typer.echo("no embedding tables yet" if version is None
+               else f"Delta table at the store root: version {version}")

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from bc_ray.core import affine
 from bc_ray.exceptions import ConfigError, NotFoundError
-from bc_ray.store.io import StorageOptions
+from bc_ray.store.io import FileIO, StorageOptions
 from bc_ray.store.parquet import embedding_array, embedding_matrix
 from bc_ray.store.state import StoreState, TableRecord
 from bc_ray.store.store import Store
@@ -112,9 +112,16 @@ def scan_embeddings(store_uri: str, entity: str = "item", version: int | None = 
 
 def export_embeddings(store_uri: str, out: str, entity: str = "item", version: int | None = None,
                       *, options: StorageOptions | None = None) -> int:
-    """Write the ver-j compatible table to one Parquet file (atomically: rename into place)."""
+    """Write the ver-j compatible table to one Parquet file, a local path (renamed into place)
+    or an s3:// URI (one PUT): readers never see part of it."""
     frame = read_embeddings(store_uri, entity, version, options=options)
-    target = os.path.abspath(out)
+    if "://" in out and not out.startswith("file://"):
+        target = FileIO(out, options)
+        buffer = pa.BufferOutputStream()
+        pq.write_table(frame.to_arrow(), buffer, write_page_checksum=True)
+        target.fs.pipe_file(target.path(), buffer.getvalue().to_pybytes())
+        return frame.height
+    target = os.path.abspath(out.removeprefix("file://"))
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     tmp = f"{target}.{uuid.uuid4().hex}.tmp"
     pq.write_table(frame.to_arrow(), tmp, write_page_checksum=True)
@@ -130,11 +137,15 @@ def _polars_options(store: Store) -> dict | None:
     if store.io.scheme != "s3":
         return None
     opts = store.io.options
-    options = {"aws_region": opts.region or "us-east-1"}
+    options = {}  # credentials: polars' own default chain, unless given explicitly
+    if opts.region:
+        options["aws_region"] = opts.region
     if opts.endpoint_url:
         options["aws_endpoint_url"] = opts.endpoint_url
         options["aws_allow_http"] = "true" if opts.endpoint_url.startswith("http://") else "false"
     if opts.key:
         options["aws_access_key_id"] = opts.key
         options["aws_secret_access_key"] = opts.secret
+        if opts.token:
+            options["aws_session_token"] = opts.token
     return options

@@ -73,6 +73,9 @@ class ServeConfig:
     # without bound; `request_timeout_s` (an HTTP option) ends a request that takes longer (408).
     max_queued_requests: int = 256
     request_timeout_s: float = 30.0
+    # A stopping replica (rollout, scale-in, shutdown) gets this long for requests in flight,
+    # which take milliseconds; Serve's default (20 s) made `bc-ray serve` take ~30 s to stop.
+    graceful_shutdown_timeout_s: float = 5.0
     settings: ServeSettings = field(default_factory=ServeSettings)
     name: str = "bc-ray"
     route_prefix: str = "/"
@@ -80,6 +83,7 @@ class ServeConfig:
     def deployment_options(self) -> dict:
         options: dict = {"max_ongoing_requests": self.max_ongoing_requests,
                          "max_queued_requests": self.max_queued_requests,
+                         "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
                          "user_config": dict(vars(self.settings))}
         if self.min_replicas is not None and self.max_replicas is not None:
             options["autoscaling_config"] = {"min_replicas": self.min_replicas,

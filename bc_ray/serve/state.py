@@ -60,7 +60,7 @@ class TransformCache:
         self.parents, self.transforms, self.capacity = parents, transforms, capacity
         self._composed: OrderedDict[tuple[int, int], affine.Affine] = OrderedDict()
         self._lock = threading.Lock()
-        if previous is not None:  # a lineage only grows: pairs composed before stay valid
+        if previous is not None:  # B_k never change: pairs still on the lineage stay valid
             self._composed.update((pair, value) for pair, value in previous._composed.items()
                                   if pair[0] in parents and pair[1] in parents)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -15,7 +17,7 @@ from urllib.parse import urlparse
 
 import fsspec
 
-from bc_ray.exceptions import ConfigError, NotFoundError
+from bc_ray.exceptions import BcRayError, ConfigError, NotFoundError, StorageAccessError
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -25,24 +27,33 @@ SUPPORTED_SCHEMES = ("file", "s3")
 
 @dataclass(frozen=True)
 class StorageOptions:
-    """Credentials and endpoint of an S3-compatible service; ignored for `file://`.
+    """Where an S3-compatible service is; ignored for `file://`.
 
-    Read from the environment by default: `AWS_ENDPOINT_URL` (or `BC_RAY_S3_ENDPOINT`),
-    `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`.
+    Only what the user set is passed on: the endpoint (`BC_RAY_S3_ENDPOINT` or
+    `AWS_ENDPOINT_URL`) and the region (`AWS_REGION` or `AWS_DEFAULT_REGION`). Credentials are
+    left to each SDK's own default chain (botocore for s3fs, the AWS C++ SDK for pyarrow,
+    object_store for polars): environment keys with `AWS_SESSION_TOKEN`, `AWS_PROFILE`,
+    web-identity tokens (EKS/IRSA) and instance roles all work as they do for the AWS CLI.
+    `key`/`secret`/`token` are for code that must pass credentials explicitly.
     """
 
     endpoint_url: str | None = None
     key: str | None = None
     secret: str | None = None
     region: str | None = None
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.key) != bool(self.secret):
+            raise ConfigError("explicit S3 credentials need both key and secret")
+        if self.token and not self.key:
+            raise ConfigError("an explicit S3 session token needs its key and secret")
 
     @classmethod
     def from_env(cls) -> StorageOptions:
         env = os.environ
         return cls(
             endpoint_url=env.get("BC_RAY_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL"),
-            key=env.get("AWS_ACCESS_KEY_ID"),
-            secret=env.get("AWS_SECRET_ACCESS_KEY"),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
         )
 
@@ -96,10 +107,12 @@ class FileIO:
             client_kwargs["endpoint_url"] = self.options.endpoint_url
         if self.options.region:
             client_kwargs["region_name"] = self.options.region
-        return s3fs.S3FileSystem(
-            key=self.options.key, secret=self.options.secret, client_kwargs=client_kwargs,
-            use_listings_cache=False, skip_instance_cache=True,
-        )
+        credentials = {}
+        if self.options.key:  # else botocore's default chain
+            credentials = {"key": self.options.key, "secret": self.options.secret,
+                           "token": self.options.token}
+        return s3fs.S3FileSystem(client_kwargs=client_kwargs, use_listings_cache=False,
+                                 skip_instance_cache=True, **credentials)
 
     def path(self, rel: str = "") -> str:
         """Scheme-less absolute path (what fsspec and pyarrow filesystems take)."""
@@ -110,25 +123,43 @@ class FileIO:
         return f"{self.scheme}://{self.path(rel)}"
 
     # -- reads ---------------------------------------------------------------------------
+    @contextmanager
+    def _reading(self, rel: str) -> Iterator[None]:
+        """A refused or failed read is one clear error naming the place, not an SDK traceback
+        (a missing file stays FileNotFoundError for the callers that expect one)."""
+        try:
+            yield
+        except (FileNotFoundError, BcRayError):
+            raise
+        except OSError as exc:
+            hint = (" (check the S3 endpoint and the credentials the AWS SDKs find: AWS_* "
+                    "variables, AWS_PROFILE, web identity or instance role)"
+                    if self.scheme == "s3" else "")
+            raise StorageAccessError(f"cannot read {self.uri_of(rel)}: {exc}{hint}") from exc
+
     def read_bytes(self, rel: str) -> bytes:
         try:
-            return self.fs.cat_file(self.path(rel))
+            with self._reading(rel):
+                return self.fs.cat_file(self.path(rel))
         except FileNotFoundError as exc:
             raise NotFoundError(f"no file {self.uri_of(rel)}") from exc
 
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.path(rel))
+        with self._reading(rel):
+            return self.fs.exists(self.path(rel))
 
     def size(self, rel: str) -> int:
         try:
-            return int(self.fs.size(self.path(rel)))
+            with self._reading(rel):
+                return int(self.fs.size(self.path(rel)))
         except FileNotFoundError as exc:
             raise NotFoundError(f"no file {self.uri_of(rel)}") from exc
 
     def list_dir(self, rel: str) -> list[str]:
         """Names (not paths) directly under `rel`; empty when it does not exist."""
         try:
-            entries = self.fs.ls(self.path(rel), detail=False, refresh=True)
+            with self._reading(rel):
+                entries = self.fs.ls(self.path(rel), detail=False, refresh=True)
         except FileNotFoundError:
             return []
         return sorted(os.path.basename(e.rstrip("/")) for e in entries)
@@ -136,7 +167,8 @@ class FileIO:
     def modified_time(self, rel: str) -> float | None:
         """Modification time (epoch seconds) of a file, or the newest file under a prefix."""
         try:
-            files = self.fs.find(self.path(rel), detail=True)
+            with self._reading(rel):
+                files = self.fs.find(self.path(rel), detail=True)
         except FileNotFoundError:
             return None
         times = [_mtime(info) for info in files.values()]
@@ -220,10 +252,13 @@ class FileIO:
             parsed = urlparse(self.options.endpoint_url)
             kwargs["endpoint_override"] = parsed.netloc or parsed.path
             kwargs["scheme"] = parsed.scheme or "https"
-        if self.options.key:
+        if self.options.key:  # else the AWS SDK's default chain
             kwargs["access_key"] = self.options.key
             kwargs["secret_key"] = self.options.secret
-        kwargs["region"] = self.options.region or "us-east-1"
+            if self.options.token:
+                kwargs["session_token"] = self.options.token
+        if self.options.region:
+            kwargs["region"] = self.options.region
         return pafs.S3FileSystem(**kwargs)
 
 

@@ -16,7 +16,8 @@ from bc_ray.exceptions import NotFoundError, StoreError
 ACTION_TYPES = (
     "snapshot.published", "version.candidate", "version.published", "version.rejected",
     "refresh.published", "retention.applied", "run.recorded", "scheduler.configured",
-    "batch.ingested", "batches.compacted", "store.configured",
+    "batch.ingested", "batches.compacted", "store.configured", "version.rolled_back",
+    "delta.mirrored",
 )
 
 
@@ -79,7 +80,7 @@ class Segment:
 @dataclass
 class VersionRecord:
     version: int
-    status: str  # candidate | published | rejected
+    status: str  # candidate | published | rejected | rolled_back
     parent: int | None
     dim: int
     method: str
@@ -143,6 +144,9 @@ class StoreState:
     # The store's retention (keep_versions, staging_grace_seconds), set by `bc-ray store config`:
     # a property of the store, so every process applies the same policy.
     retention: dict[str, Any] = field(default_factory=dict)
+    # The Delta mirror of the current tables (delta.py): its version and the files it names,
+    # which stay live until the mirror moves on.
+    delta: dict[str, Any] = field(default_factory=dict)
 
     # -- queries -----------------------------------------------------------------------
     def snapshot(self, snapshot_id: str | None = None) -> SnapshotRecord:
@@ -182,7 +186,7 @@ class StoreState:
             paths |= {f.path for f in table.all_files}
         for segment in self.segments:
             paths |= {f.path for f in segment.files.values()}
-        return paths
+        return paths | set(self.delta.get("paths", []))
 
     @property
     def batch_count(self) -> int:
@@ -203,6 +207,7 @@ class StoreState:
                     current_version=data["current_version"], runs=data.get("runs", {}),
                     garbage=data.get("garbage", {}), scheduler=data.get("scheduler", {}),
                     batches=data.get("batches", {}), retention=data.get("retention", {}),
+                    delta=data.get("delta", {}),
                     segments=[Segment.from_dict(s) for s in data.get("segments", [])])
         for key, raw in data["snapshots"].items():
             state.snapshots[key] = SnapshotRecord(**{**raw, "files": files(raw["files"])})
@@ -264,6 +269,17 @@ def apply(state: StoreState, action: dict, seq: int, committed_at: str | None = 
     elif kind == "version.rejected":
         record = state.version(action["version"])
         record.status, record.reasons = "rejected", list(action["reasons"])
+    elif kind == "version.rolled_back":
+        target = state.version(action["to"])
+        if target.status != "published":
+            raise StoreError(f"log entry {seq} rolls back to version {target.version}, which is "
+                             f"{target.status}")
+        for number in action["versions"]:
+            record = state.version(number)
+            record.status = "rolled_back"
+            record.reasons = [f"rolled back to version {target.version} at {action['at']}"
+                              + (f": {action['reason']}" if action.get("reason") else "")]
+        state.current_version = target.version
     elif kind == "refresh.published":
         table = TableRecord(
             files=[FileRecord.from_dict(f) for f in action["files"]],
@@ -318,6 +334,10 @@ def apply(state: StoreState, action: dict, seq: int, committed_at: str | None = 
     elif kind == "store.configured":
         state.retention = {"keep_versions": int(action["keep_versions"]),
                            "staging_grace_seconds": float(action["staging_grace_seconds"])}
+    elif kind == "delta.mirrored":
+        state.delta = {"delta_version": int(action["delta_version"]),
+                       "paths": [confined_path(p) for p in action["paths"]],
+                       "tables": dict(action.get("tables", {}))}
     elif kind == "scheduler.configured":
         state.scheduler = {k: v for k, v in action.items() if k != "type"}
     else:

@@ -56,7 +56,8 @@ class RetentionPolicy:
     kept: they are what serves old versions.
     """
 
-    keep_versions: int = 1
+    # The current version and the one before it: enough to roll back one bump (`bc-ray rollback`).
+    keep_versions: int = 2
     staging_grace_seconds: float = 3600.0
 
     @classmethod
@@ -67,7 +68,7 @@ class RetentionPolicy:
         if "BC_RAY_KEEP_VERSIONS" not in env and "BC_RAY_GRACE_SECONDS" not in env:
             return None
         try:
-            return cls(keep_versions=int(env.get("BC_RAY_KEEP_VERSIONS", "1")),
+            return cls(keep_versions=int(env.get("BC_RAY_KEEP_VERSIONS", "2")),
                        staging_grace_seconds=float(env.get("BC_RAY_GRACE_SECONDS", "3600")))
         except ValueError as exc:
             raise ConfigError(f"BC_RAY_KEEP_VERSIONS / BC_RAY_GRACE_SECONDS: {exc}") from None
@@ -278,9 +279,10 @@ class Store:
             plan["chains"] = [str(v) for v, r in state.versions.items()
                               if not r.chain_removed and "chain" in r.files
                               and _model_expired(r, keep) and v not in read_through]
+            mirrored = set(state.delta.get("paths", []))  # the Delta mirror still names them
             plan["purged"] = [p for p, at in state.garbage.items()
                               if (now - datetime.fromisoformat(at)).total_seconds()
-                              >= policy.staging_grace_seconds]
+                              >= policy.staging_grace_seconds and p not in mirrored]
             if any(plan.values()):
                 actions.append({"type": "retention.applied", "at": now.isoformat(), **plan})
             return actions
@@ -351,7 +353,7 @@ def _expired_tables(state: StoreState, keep: set[int]) -> list[str]:
 
 
 def _model_expired(record: VersionRecord, keep: set[int]) -> bool:
-    if record.status == "rejected":
+    if record.status in ("rejected", "rolled_back"):
         return True
     return record.status == "published" and record.version not in keep
 

@@ -63,7 +63,10 @@ def publish_refresh(store: Store, version: int, refresh_id: str, tables: list[Ta
                  "cache": {k: vars(v) for k, v in t.cache.items()}}
                 for t in tables]
 
+    from bc_ray.store.delta import mirror_quietly
+
     state = store.commit(build)
+    mirror_quietly(store)  # the Delta view follows the new tables (delta.py)
     store.apply_retention()
     return state
 

@@ -103,6 +103,49 @@ def reject_version(store: Store, version: int, reasons: list[str]) -> VersionRec
     return record
 
 
+def rollback_version(store: Store, to: int | None = None, reason: str = "") -> VersionRecord:
+    """Make an earlier published version on the lineage current again (default: the current
+    version's parent). Its model and both embedding tables must still be kept: Serve, readers
+    and the next refresh use them as they are, so nothing is recomputed. The versions after it
+    become `rolled_back` (never served again; retention removes their files), and the next
+    version is trained against it."""
+    from bc_ray.store.tables import ENTITIES
+
+    def build(state: StoreState) -> list[dict]:
+        lineage = state.lineage()
+        if not lineage:
+            raise StoreError("the store has no published version to roll back")
+        if to is None and len(lineage) < 2:
+            raise StoreError(f"version {lineage[-1]} is the first published version: there is "
+                             "nothing earlier to roll back to")
+        target = lineage[-2] if to is None else to
+        if target == lineage[-1]:
+            raise StoreError(f"version {target} is already the current version")
+        if target not in lineage:
+            raise StoreError(f"version {target} is not an earlier published version on the "
+                             f"current lineage {lineage}")
+        record = state.version(target)
+        missing = (["its model"] if record.model_removed or "model" not in record.files else [])
+        missing += [f"its {entity} table" for entity in ENTITIES
+                    if state.table(target, entity) is None]
+        if missing:
+            keep = state.retention.get("keep_versions", "the default")
+            raise StoreError(f"cannot roll back to version {target}: retention removed "
+                             f"{' and '.join(missing)} (keep_versions {keep}). Raise it with "
+                             "`bc-ray store config --keep-versions N` so later bumps can be "
+                             "rolled back, or train and publish a new version instead")
+        undone = lineage[lineage.index(target) + 1:][::-1]
+        return [{"type": "version.rolled_back", "to": target, "versions": undone,
+                 "at": utc_now().isoformat(), "reason": reason}]
+
+    from bc_ray.store.delta import mirror_quietly
+
+    state = store.commit(build)
+    mirror_quietly(store)
+    store.apply_retention()
+    return state.version(state.current_version)
+
+
 def load_model_bytes(store: Store, version: int | None = None,
                      state: StoreState | None = None) -> bytes:
     record = (state or store.state()).version(version)

@@ -52,12 +52,15 @@ def test_raycluster_and_rayjob():
     assert gpu["nvidia.com/gpu"] == "1"
     job = _load(INFRA / "kuberay" / "rayjob-train.yaml")
     assert job["kind"] == "RayJob" and job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    scripts = re.findall(r"python (jobs/\w+\.py)", job["spec"]["entrypoint"])
-    assert scripts == ["jobs/train.py", "jobs/refresh.py"]
-    assert all((REPO / s).is_file() for s in scripts)
-    train_options = _options(_cli_command("train"))
-    for flag in re.findall(r"(--[\w-]+)", job["spec"]["entrypoint"].split("&&")[0]):
-        assert flag in train_options, flag
+    # The bump goes through the scheduler (lease, run records, retries), not around it.
+    words = shlex.split(job["spec"]["entrypoint"])
+    assert words[:4] == ["bc-ray", "scheduler", "once", "--kind"] and words[4] == "bump"
+    once_options = _options(_cli_command("scheduler", "once"))
+    train_args = words[words.index("--train-args") + 1]
+    assert {w for w in words if w.startswith("--") and w != train_args} <= once_options
+    train_args = shlex.split(train_args)
+    assert {w for w in train_args if w.startswith("--")} <= _options(_cli_command("train"))
+    assert "--use-gpu" in train_args
 
 
 def test_rayservice_import_path_builds_the_real_application():

@@ -26,9 +26,9 @@ ENV = {k: v for k, v in os.environ.items()
 
 
 def test_after_a_bump_the_previous_tables_stay_readable_until_the_new_ones_land(store_uri):
-    """Item 3: default retention; a bump whose refresh has not run (or failed)."""
+    """Item 3: strict keep-latest; a bump whose refresh has not run (or failed)."""
     store, matrices = store_with_chain(store_uri, [8], rows=20)
-    store = Store(store_uri)  # default policy: keep 1 version
+    store = Store(store_uri, retention=RetentionPolicy(keep_versions=1))
     publish_fake_version(store, 6, np.random.default_rng(1))
     store.apply_retention()  # what a failed refresh's next writer would do
     for version in (None, 0):
