@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Annotated, Optional
 
 import typer
 
 from bc_ray.cli import (
     benchmark_cmd,
+    config_file,
     data_cmd,
     demo_cmd,
     refresh_cmd,
@@ -17,6 +19,7 @@ from bc_ray.cli import (
     store_cmd,
     train_cmd,
 )
+from bc_ray.cli.output import emit, table
 from bc_ray.exceptions import BcRayError
 
 app = typer.Typer(
@@ -36,6 +39,34 @@ app.command("export")(store_cmd.export)
 app.command("gc")(store_cmd.gc)
 app.command("rollback")(store_cmd.rollback)
 app.add_typer(store_cmd.store_app, name="store")
+
+config_app = typer.Typer(help="The optional bc_ray.yaml (--config or BC_RAY_CONFIG).",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@app.callback()
+def main(ctx: typer.Context,
+         config: Annotated[Optional[str], typer.Option(
+             "--config", envvar=config_file.CONFIG_ENV,
+             help="bc_ray.yaml with the store, S3 endpoint, retention, scheduler crons and "
+                  "landing zone, and defaults of any command's options; options given on "
+                  "the command line override it.")] = None) -> None:
+    """bc_ray: backward-compatible embeddings on Ray."""
+    if config:
+        loaded = config_file.apply(config, ctx.command)
+        ctx.default_map = config_file.default_map(loaded)
+        ctx.obj = loaded
+
+
+@config_app.command("show")
+def show_config(ctx: typer.Context,
+                as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+                ) -> None:
+    """Every setting bc_ray.yaml can hold: its value now and where it comes from."""
+    rows = config_file.merged(ctx.find_root().obj)
+    emit(rows, as_json, table([[r["setting"], r["value"], r["source"]] for r in rows],
+                              ["setting", "value", "source"]))
 
 
 def run() -> None:

@@ -1,0 +1,195 @@
+"""`bc_ray.yaml`: one optional file for the settings a team repeats on every command.
+
+Found by `--config PATH` or `BC_RAY_CONFIG`. It becomes the default of the matching command-line
+options (click's default map), so an option given on the command line, or its environment
+variable, still wins. S3 and retention settings go into the environment the way a shell would
+set them (never over a variable that is already set), so Ray jobs the scheduler submits get them
+too. `bc-ray config show` prints the merged result with the source of each value.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bc_ray.exceptions import ConfigError
+
+CONFIG_ENV = "BC_RAY_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class S3Settings(_Section):
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class RetentionSettings(_Section):
+    keep_versions: int | None = Field(None, ge=1)
+    grace_seconds: float | None = Field(None, ge=0)
+
+
+class LandingSettings(_Section):
+    edges: str
+    user_col: str | None = None
+    item_col: str | None = None
+    time_col: str | None = None
+    rating_col: str | None = None
+    time_unit: str | None = None
+    input_format: str | None = None
+
+
+class SchedulerSettings(_Section):
+    ray_address: str | None = None
+    refresh_cron: str | None = None
+    bump_cron: str | None = None
+    python: str | None = None
+    working_dir: str | None = None
+    train_args: str | list[str] | None = None
+    refresh_args: str | list[str] | None = None
+    max_attempts: int | None = Field(None, ge=1)
+    backoff: float | None = Field(None, ge=0)
+    landing: LandingSettings | None = None
+
+    @field_validator("train_args", "refresh_args")
+    @classmethod
+    def _as_words(cls, value: str | list[str] | None) -> str | None:
+        return shlex.join(value) if isinstance(value, list) else value
+
+
+class ProjectConfig(_Section):
+    store: str | None = None
+    s3: S3Settings = S3Settings()
+    retention: RetentionSettings = RetentionSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    # Defaults of any command's options, by command path: {"train": {"method": "bc-aligner"}}
+    commands: dict[str, dict[str, Any]] = {}
+
+
+ENV_OF = {("s3", "endpoint_url"): "BC_RAY_S3_ENDPOINT", ("s3", "region"): "AWS_REGION",
+          ("retention", "keep_versions"): "BC_RAY_KEEP_VERSIONS",
+          ("retention", "grace_seconds"): "BC_RAY_GRACE_SECONDS"}
+
+
+@dataclass
+class LoadedConfig:
+    path: str
+    config: ProjectConfig
+    defaults: dict[tuple[str, ...], dict[str, Any]] = field(default_factory=dict)
+    env_set: dict[str, str] = field(default_factory=dict)  # variables this file set
+
+
+def load(path: str) -> ProjectConfig:
+    try:
+        with open(path) as handle:
+            raw = yaml.safe_load(handle) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"the config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config file {path} must be a mapping of settings")
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"the config file {path}: {problems}") from None
+
+
+def apply(path: str, root: Any, environ: MutableMapping[str, str] | None = None
+          ) -> LoadedConfig:
+    """Load `path`, set the environment variables it implies where unset (in `environ`,
+    default the process's) and compute every command's option defaults (`root`: the CLI's
+    click group)."""
+    environ = os.environ if environ is None else environ
+    config = load(path)
+    loaded = LoadedConfig(path, config)
+    for (section, key), variable in ENV_OF.items():
+        value = getattr(getattr(config, section), key)
+        if value is not None and variable not in environ:
+            environ[variable] = loaded.env_set[variable] = str(value)
+    commands = dict(_commands(root))
+    for name in config.commands:
+        if tuple(name.split()) not in commands:
+            raise ConfigError(f"the config file {path}: commands: no command {name!r}; known: "
+                              f"{sorted(' '.join(c) for c in commands)}")
+    for command_path, command in commands.items():
+        options = {p.name for p in command.params}
+        defaults = _section_defaults(config, command_path, options)
+        for key, value in config.commands.get(" ".join(command_path), {}).items():
+            if key.replace("-", "_") not in options:
+                raise ConfigError(f"the config file {path}: commands.{' '.join(command_path)}: "
+                                  f"no option {key!r}; options: {sorted(options)}")
+            defaults[key.replace("-", "_")] = value
+        if defaults:
+            loaded.defaults[command_path] = defaults
+    return loaded
+
+
+def default_map(loaded: LoadedConfig) -> dict:
+    """The nested mapping click reads option defaults from."""
+    nested: dict = {}
+    for command_path, defaults in loaded.defaults.items():
+        cell = nested
+        for name in command_path:
+            cell = cell.setdefault(name, {})
+        cell.update(defaults)
+    return nested
+
+
+def _section_defaults(config: ProjectConfig, command_path: tuple[str, ...],
+                      options: set[str]) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    if config.store and "store" in options:
+        defaults["store"] = config.store
+    if command_path[:1] == ("scheduler",):
+        scheduler = config.scheduler.model_dump(exclude={"landing"}, exclude_none=True)
+        defaults.update({k: v for k, v in scheduler.items() if k in options})
+        if config.scheduler.landing is not None:
+            landing = config.scheduler.landing.model_dump(exclude_none=True)
+            landing["landing"] = landing.pop("edges")
+            defaults.update({k: v for k, v in landing.items() if k in options})
+    return defaults
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()):
+    """(path, command) of every leaf command (typer's own click: a group has `commands`)."""
+    if hasattr(command, "commands"):
+        for name, child in command.commands.items():
+            yield from _commands(child, (*path, name))
+    elif path:
+        yield path, command
+
+
+def merged(loaded: LoadedConfig | None) -> list[dict]:
+    """Every setting the file can hold, its value now and where that value comes from."""
+    config = loaded.config if loaded else ProjectConfig()
+    source = f"file {loaded.path}" if loaded else None
+    rows = []
+    store_env = os.environ.get("BC_RAY_STORE")
+    rows.append({"setting": "store", "value": store_env or config.store,
+                 "source": "env BC_RAY_STORE" if store_env else (source if config.store
+                                                                  else "unset")})
+    for (section, key), variable in ENV_OF.items():
+        value = os.environ.get(variable)
+        from_file = loaded is not None and variable in loaded.env_set
+        rows.append({"setting": f"{section}.{key}", "value": value,
+                     "source": source if from_file else (f"env {variable}" if value
+                                                         else "unset")})
+    scheduler = config.scheduler.model_dump(exclude_none=True)
+    for key, value in scheduler.items():
+        rows.append({"setting": f"scheduler.{key}", "value": value, "source": source})
+    for name, options in config.commands.items():
+        for key, value in options.items():
+            rows.append({"setting": f"commands.{name}.{key}", "value": value,
+                         "source": source})
+    return rows
