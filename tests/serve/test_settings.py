@@ -98,3 +98,21 @@ def test_chain_files_outside_retention_are_removed_and_recomposed_on_demand(tmp_
     expected = matrices["item"] @ before[7][2][0].T + before[7][2][1]
     got = np.stack(read_embeddings(uri, "item", version=2)["embedding"].to_numpy())
     assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_latency_metrics_are_a_bounded_sample_per_route_and_status():
+    """Issue 17: a histogram (additive across replicas) fed by at most SAMPLE_PER_FLUSH values
+    per (route, status) and flush, drawn uniformly from what was recorded."""
+    from bc_ray.serve.stats import SAMPLE_PER_FLUSH, ReplicaStats, _sample
+
+    stats = ReplicaStats()
+    for i in range(1000):
+        stats.record("/v1/transform", 200, i / 1000)
+    stats.record("/v1/transform", 413, 0.002)
+    latencies, _ = stats.drain()
+    assert set(latencies) == {("/v1/transform", 200), ("/v1/transform", 413)}
+    sample = _sample(latencies[("/v1/transform", 200)], SAMPLE_PER_FLUSH,
+                     np.random.default_rng(0))
+    assert len(sample) == SAMPLE_PER_FLUSH == len(set(sample))
+    assert set(sample) <= set(latencies[("/v1/transform", 200)])
+    assert stats.drain() == ({}, [])
