@@ -24,7 +24,6 @@ def demo(
                                                         "cluster).")] = None,
 ) -> None:
     """Run the whole lifecycle on a local Ray cluster and show what happened."""
-    import logging
     import os
 
     from tqdm import tqdm
@@ -43,8 +42,8 @@ def demo(
     if not (address or os.environ.get("RAY_ADDRESS")):
         enable_fast_ingress()
     connect(address, num_cpus=max(4, os.cpu_count() or 1), quiet=True)
-    for name in ("ray", "bc_ray"):  # the progress bar and the final table tell the story
-        logging.getLogger(name).setLevel(logging.WARNING)
+    log_path = _logs_to_file()
+    typer.echo(f"full logs: {log_path}", err=True)
     stages = 5 + 5 * versions
     with tqdm(total=stages, desc="bc_ray demo", unit="stage") as bar:
         def progress(message: str) -> None:
@@ -54,4 +53,30 @@ def demo(
         report = run_demo(config, progress)
     locations = save(report, Store(config.store))
     typer.echo(text(report))
-    typer.echo(f"report: {locations['json']}\nchart:  {locations['png']}")
+    typer.echo(f"report: {locations['json']}\nchart:  {locations['png']}\nlogs:   {log_path}")
+
+
+def _logs_to_file() -> str:
+    """The progress bar and the final table tell the story: bc_ray's and Ray's INFO logs (Ray
+    Data's included, which print to the console by default) go to a file in the Ray session's
+    log folder, beside Ray Data's own ray-data.log."""
+    import logging
+    import os
+
+    import ray.data  # noqa: F401 - configures Ray Data's loggers, which this then quiets
+    from ray.data._internal.logging import get_log_directory
+
+    folder = get_log_directory() or os.getcwd()
+    path = os.path.join(folder, "bc_ray-demo.log")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    for name in ("bc_ray", "ray", "ray.data"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False
+        for console in logger.handlers:  # a FileHandler is a StreamHandler too
+            if isinstance(console, logging.StreamHandler) and \
+                    not isinstance(console, logging.FileHandler):
+                console.setLevel(logging.WARNING)
+    logging.getLogger("bc_ray").setLevel(logging.INFO)
+    return path

@@ -23,6 +23,11 @@ def run_demo(uri: str, method: str, versions: int) -> dict:
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "consumer AUC (true ver-0)" in result.stdout
+    # a first run shows the progress bar and the table; the logs go to the file it names
+    assert not [line for line in result.stderr.splitlines() if " INFO " in line], \
+        result.stderr[-3000:]
+    log_path = result.stdout.split("logs:   ", 1)[1].split()[0]
+    assert os.path.getsize(log_path) > 0
     store = Store(uri)
     [report_dir] = store.io.list_dir("reports")
     assert store.io.size(f"reports/{report_dir}/report.png") > 1000
