@@ -53,14 +53,24 @@ class RayJobs:
             return ""
 
 
+# Settings a job needs to reach the store, never credentials: a job submission's runtime_env is
+# visible to anyone who can read the Jobs API, and the cluster's nodes find their own
+# credentials (instance role, web identity, profile) through the SDKs' default chains.
+FORWARDED_AWS = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
+                 "AWS_REQUEST_CHECKSUM_CALCULATION", "AWS_RESPONSE_CHECKSUM_VALIDATION")
+
+
+def forwarded(name: str) -> bool:
+    return name in FORWARDED_AWS or (name.startswith("BC_RAY_") and name != "BC_RAY_SERVE_TOKEN")
+
+
 def entrypoint(config: SchedulerConfig, step: str) -> tuple[str, dict]:
     """The command and runtime environment of a train or refresh job."""
     extra = config.train_args if step == "train" else config.refresh_args
     if step == "train":
         extra = ["--no-fail-on-reject", *extra]
     args = ["--store", config.store, *extra]
-    env_vars = {k: v for k, v in os.environ.items()
-                if k.startswith(("AWS_", "BC_RAY_")) and k != "BC_RAY_SERVE_TOKEN"}
+    env_vars = {k: v for k, v in os.environ.items() if forwarded(k)}
     runtime_env: dict = {"env_vars": env_vars} if env_vars else {}
     if config.working_dir:
         runtime_env.update(working_dir=config.working_dir, excludes=JOB_EXCLUDES)

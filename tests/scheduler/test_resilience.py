@@ -92,3 +92,24 @@ def test_a_scheduler_that_lost_its_lease_writes_and_submits_nothing_more(tmp_pat
     assert results[0]["status"] == "abandoned" and "second" in results[0]["reason"]
     [run] = store.state().runs.values()
     assert run["status"] == "running" and len(run["attempts"]) == 1  # nothing after the loss
+
+
+def test_jobs_get_the_store_settings_never_credentials(monkeypatch):
+    """Issue 17: a submission's runtime_env is readable through the Jobs API; nodes find their
+    own credentials through the SDKs' default chains."""
+    from bc_ray.scheduler.config import SchedulerConfig
+    from bc_ray.scheduler.jobs import entrypoint
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret",
+                        "AWS_SESSION_TOKEN": "token", "BC_RAY_SERVE_TOKEN": "serve",
+                        "AWS_REGION": "eu-west-1", "BC_RAY_S3_ENDPOINT": "http://s3:9000"
+                        }.items():
+        monkeypatch.setenv(name, value)
+    command, runtime_env = entrypoint(SchedulerConfig(store="s3://b/s", ray_address="x",
+                                                      train_args=["--note", "two words"]),
+                                      "train")
+    env = runtime_env["env_vars"]
+    assert env["AWS_REGION"] == "eu-west-1" and env["BC_RAY_S3_ENDPOINT"] == "http://s3:9000"
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                "BC_RAY_SERVE_TOKEN"} & set(env)
+    assert "'two words'" in command

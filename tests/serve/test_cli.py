@@ -28,7 +28,8 @@ def test_bc_ray_serve_command(tmp_path, stop):
     process = subprocess.Popen(
         [sys.executable, "-m", "bc_ray.cli.main", "serve", "--store", uri, "--port", str(port),
          "--poll-interval", "0.5"],
-        env={**os.environ, "PYTHONPATH": os.getcwd()}, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env={**os.environ, "PYTHONPATH": os.getcwd()}, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     started: list = []
     try:
         base = f"http://127.0.0.1:{port}"
