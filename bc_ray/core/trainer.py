@@ -165,16 +165,27 @@ class VersionTrainer:
                                 f"{self.world_size} workers")
         return triples.slice(self.rank * share, (self.rank + 1) * share)
 
-    def run_epoch(self, epoch: int) -> dict:
-        started = time.perf_counter()
+    def run_epoch(self, epoch: int, progress: Callable[[dict], None] | None = None,
+                  progress_every_s: float = 30.0) -> dict:
+        """One pass over this rank's shard; `progress` gets {epoch, step, steps, edges_per_s,
+        eta_s} at most every `progress_every_s` (long sampled epochs run for minutes)."""
+        started = last_report = time.perf_counter()
         self.module.train()
         triples = self.epoch_triples(epoch)
         totals = {"loss": 0.0, "bpr": 0.0, "align": 0.0}
         steps = 0
+        total_steps = math.ceil(len(triples) / self.config.batch_size)
         for start in range(0, len(triples), self.config.batch_size):
             for key, value in self.step(triples.slice(start, start + self.config.batch_size)).items():
                 totals[key] += value
             steps += 1
+            now = time.perf_counter()
+            if progress is not None and now - last_report >= progress_every_s:
+                last_report = now
+                rate = min(len(triples), steps * self.config.batch_size) / (now - started)
+                progress({"epoch": epoch, "step": steps, "steps": total_steps,
+                          "edges_per_s": rate,
+                          "eta_s": (total_steps - steps) * (now - started) / steps})
         stats = {key: value / steps for key, value in totals.items()}
         stats.update(epoch=epoch, steps=steps, edges=len(triples),
                      seconds=time.perf_counter() - started)

@@ -53,6 +53,13 @@ def _maybe_inject_fault(job: TrainJobConfig, rank: int, epoch: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _log_progress(step: dict) -> None:
+    """Within a long epoch, rank 0 prints where it is into the job's log."""
+    print(f"epoch {step['epoch']}: step {step['step']}/{step['steps']}, "
+          f"{step['edges_per_s']:,.0f} edges/s on this worker, epoch ETA {step['eta_s']:.0f} s",
+          flush=True)
+
+
 def _save(trainer, epoch: int, resumed_from: int | None) -> ray.train.Checkpoint:
     directory = tempfile.mkdtemp(prefix="bc-ray-ckpt-")
     torch.save({**trainer.state(), "epoch": epoch, "resumed_from": resumed_from},
@@ -84,7 +91,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     epochs = job.train.epochs
     for epoch in range(start, epochs + 1):
-        stats = trainer.run_epoch(epoch)
+        stats = trainer.run_epoch(epoch, _log_progress if rank == 0 else None)
         if trainer.should_evaluate(epoch):
             stats.update(trainer.evaluate(epoch))
         trainer.history.append(stats)

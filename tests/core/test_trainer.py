@@ -113,3 +113,15 @@ def test_early_stopping_ends_after_patience_evaluations_without_a_better_state(s
     assert full.fit().stopped_epoch == 8  # patience 0: every epoch, as before
     with pytest.raises(ConfigError, match="patience"):
         dataclasses.replace(config, patience=-1)
+
+
+def test_long_epochs_report_progress(split):
+    """Issue 16: a sampled epoch over a large graph runs for minutes; it reports steps, edges/s
+    and an ETA on the way (here every step, with a zero interval)."""
+    config = dataclasses.replace(CONFIG, mode="sampled", fanout=5, batch_size=256)
+    trainer = VersionTrainer(build_model(SPEC, split.graph), split.graph, config)
+    seen: list[dict] = []
+    stats = trainer.run_epoch(1, seen.append, progress_every_s=0.0)
+    assert [s["step"] for s in seen] == list(range(1, stats["steps"] + 1))
+    assert all(s["steps"] == stats["steps"] and s["edges_per_s"] > 0 for s in seen)
+    assert seen[-1]["eta_s"] == 0 and seen[0]["eta_s"] > 0
