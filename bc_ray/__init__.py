@@ -18,6 +18,7 @@ _EXPORTS = {
     "read_embeddings": "bc_ray.consumer.reader",
     "scan_embeddings": "bc_ray.consumer.reader",
     "export_embeddings": "bc_ray.consumer.reader",
+    "export_delta": "bc_ray.consumer.export",
     "Store": "bc_ray.store.store",
     "RetentionPolicy": "bc_ray.store.store",
     "StorageOptions": "bc_ray.store.io",
