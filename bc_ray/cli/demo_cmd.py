@@ -67,6 +67,7 @@ def _logs_to_file() -> str:
     from ray.data._internal.logging import get_log_directory
 
     folder = get_log_directory() or os.getcwd()
+    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "bc_ray-demo.log")
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))

@@ -27,8 +27,8 @@ from bc_ray.store.tables import ENTITIES, read_table, verify_files
 
 def _source(state: StoreState, entity: str, version: int | None,
             prefer_stored: bool) -> tuple[TableRecord, int]:
-    """(table to read, target version): the real ver-j table if kept and preferred, otherwise
-    the newest table on the current lineage at or after the target."""
+    """(table to read, target version): the real ver-j table if kept, preferred and as fresh as
+    the newest, otherwise the newest table on the current lineage at or after the target."""
     if entity not in ENTITIES:
         raise ConfigError(f"unknown entity {entity!r}; expected one of {ENTITIES}")
     lineage = state.lineage()
@@ -43,13 +43,20 @@ def _source(state: StoreState, entity: str, version: int | None,
     if target not in lineage:
         raise NotFoundError(f"version {target} is not a published version on the current lineage "
                             f"{lineage}")
-    if prefer_stored and (real := state.table(target, entity)) is not None:
-        return real, target
+    newest = None
     for candidate in reversed(lineage):
         if candidate < target:
             break
-        if (table := state.table(candidate, entity)) is not None:
-            return table, target
+        if (newest := state.table(candidate, entity)) is not None:
+            break
+    real = state.table(target, entity) if prefer_stored else None
+    # The stored ver-j table only while it is as fresh as the newest one: once version j is
+    # no longer current its table stops being refreshed, and the chain applied to the newest
+    # table also covers the users and items that arrived since.
+    if real is not None and (newest is None or real.snapshot_id == newest.snapshot_id):
+        return real, target
+    if newest is not None:
+        return newest, target
     raise NotFoundError(f"no refreshed {entity} embeddings at or after version {target}; run "
                         "`bc-ray refresh`")
 
