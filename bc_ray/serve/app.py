@@ -78,6 +78,9 @@ class CompatibilityService:
         self.confirmed_at = 0.0  # when the served state was last known to be the store's
         self._reload()
         self.stats = ReplicaStats()
+        # Transform requests being answered: a request that finds none answers at once, the
+        # others share `@serve.batch` matmuls (the replica's event loop runs one at a time).
+        self._transforms_in_flight = 0
         self._stop = threading.Event()
         threading.Thread(target=self._poll, name="bc-ray-reload", daemon=True).start()
 
@@ -212,7 +215,16 @@ class CompatibilityService:
             state.transform_for(source, target)
             self._check_size(matrix.shape[0])
         state.check_rows(source, matrix)
-        result = await self._transform_batch((state, source, target, matrix))
+        item = (state, source, target, matrix)
+        self._transforms_in_flight += 1
+        try:
+            if self._transforms_in_flight == 1:  # alone: no batch queue to wait in
+                self.stats.record_batch(1)
+                [result] = apply_grouped([item])
+            else:
+                result = await self._transform_batch(item)
+        finally:
+            self._transforms_in_flight -= 1
         return _respond(request, binary, result, target, {"version": target})
 
     @api.post("/v1/embeddings", openapi_extra=EMBEDDINGS_BODY)
