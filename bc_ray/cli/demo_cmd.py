@@ -63,7 +63,8 @@ def _logs_to_file() -> str:
     import logging
     import os
 
-    import ray.data  # noqa: F401 - configures Ray Data's loggers, which this then quiets
+    import ray.data  # noqa: F401 - these imports configure the loggers this then quiets
+    import ray.serve  # noqa: F401
     from ray.data._internal.logging import get_log_directory
 
     folder = get_log_directory() or os.getcwd()
@@ -71,7 +72,7 @@ def _logs_to_file() -> str:
     path = os.path.join(folder, "bc_ray-demo.log")
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    for name in ("bc_ray", "ray", "ray.data"):
+    for name in ("bc_ray", "ray", "ray.data", "ray.serve", "ray.train"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         logger.propagate = False
