@@ -155,7 +155,10 @@ class Demo:
                                   "embedding": pl.Series(part, dtype=pl.Array(pl.Float32,
                                                                               part.shape[1]))})
             true.append(by_index(frame, snapshot, entity))
-        served = tuple(by_index(read_embeddings(self.store.uri, e, version=0), snapshot, e)
+        # through the transform chain from the latest table (what keep-latest serves), not
+        # the stored ver-0 table retention may still keep
+        served = tuple(by_index(read_embeddings(self.store.uri, e, version=0,
+                                                prefer_stored=False), snapshot, e)
                        for e in ("user", "item"))
         return {"true": tuple(true), "served": served}
 
