@@ -66,10 +66,6 @@ def values_per_seed(results: dict, key: str = "sum_pct") -> dict[str, dict[int, 
             for method, rows in summary_per_seed(results).items()}
 
 
-def sums_per_seed(results: dict) -> dict[str, dict[int, float]]:
-    return values_per_seed(results, "sum_pct")
-
-
 def t_interval(values: np.ndarray) -> tuple[float, float, float]:
     """(mean, low, high) of a 95 % t-interval; NaN bounds below two values."""
     mean = float(values.mean())
