@@ -12,7 +12,11 @@ logger = logging.getLogger(__name__)
 FAST_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
                     # HAProxy's first start takes over 5 s (Serve's default readiness limit) on
                     # a busy 2-core machine; past the limit Serve kills and restarts it forever.
-                    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"}
+                    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
+                    # A stopping replica stays reachable this long so load balancers can drop
+                    # it (default 30 s); Serve's own HAProxy drops it at once, and the 30 s made
+                    # every shutdown wait. Raise it when an external load balancer sits in front.
+                    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 
 
 def enable_fast_ingress() -> None:
