@@ -3,7 +3,7 @@
 Same snapshot, same spec, same epochs. Edges/s counts the triples of an epoch over its compute
 time (measured inside the loop, so Ray's start-up is excluded and reported on its own).
 
-    python benchmarks/bench_train.py [--edges 100000] [--epochs 6]
+    python benchmarks/bench_train.py [--edges 100000] [--epochs 6] [--mode sampled]
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--edges", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--mode", choices=("auto", "full", "sampled"), default="auto",
+                        help="training mode (sampled: neighbour-sampled mini-batches)")
     args = parser.parse_args()
     import ray
 
@@ -54,7 +56,7 @@ def main() -> None:
         num_users=args.edges // 50, num_items=args.edges // 70, num_edges=args.edges)))
     publish_snapshot(Store(uri), snapshot.with_cutoff(0.9))
     train = TrainConfig(epochs=args.epochs, batch_size=4096, eval_every=args.epochs,
-                        warmup_epochs=0)
+                        warmup_epochs=0, mode=args.mode)
     job = TrainJobConfig(store=uri, spec=VersionSpec(hidden_dim=args.hidden), train=train,
                          gate=GateConfig(min_recall=0.0), num_workers=0)
 
@@ -78,8 +80,8 @@ def main() -> None:
                      f"{wall - outcome.metrics['train_seconds']:.0f}s"])
         results[f"ray_{workers}_workers_edges_per_s"] = rate
         results[f"ray_{workers}_workers_wall_s"] = wall
-    print_table(f"Training throughput ({args.edges} edges, hidden {args.hidden}, "
-                f"{args.epochs} epochs, {os.cpu_count()} CPUs)",
+    print_table(f"Training throughput ({args.edges} edges, {args.mode} mode, hidden "
+                f"{args.hidden}, {args.epochs} epochs, {os.cpu_count()} CPUs)",
                 ["path", "workers", "edges/s", "ratio vs plain", "start-up + driver"], rows)
     write_json("train_throughput", results)
 

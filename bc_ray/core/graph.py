@@ -110,11 +110,15 @@ class GraphTensors:
                 torch.bincount(self.edge_item, minlength=self.num_items))
 
 
-def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, num_rows: int,
-         num_cols: int) -> torch.Tensor:
-    """CSR from (row, col) pairs already sorted by row."""
+def _crow(rows: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """CSR row pointers of row indices sorted ascending."""
     crow = torch.zeros(num_rows + 1, dtype=torch.long, device=rows.device)
     crow[1:] = torch.cumsum(torch.bincount(rows, minlength=num_rows), 0)
+    return crow
+
+
+def _csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, num_rows: int,
+         num_cols: int) -> torch.Tensor:
     with warnings.catch_warnings():  # "CSR support is in beta": we rely only on spmm
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, cols, values, size=(num_rows, num_cols))
@@ -137,37 +141,80 @@ class _SpMM(torch.autograd.Function):
 class Adjacency:
     """A (num_dst x num_src) graph operator: row r lists the neighbours node r aggregates from.
 
-    Holds the 0/1 CSR (for PyG's max aggregation), and for mean and sum the weighted CSR with its
-    transpose, so `aggregate` is one sparse matmul forward and one backward.
+    Stored as CSR (`crow`, `cols`); the expanded row of every entry, the 0/1 matrix (for PyG's
+    max aggregation) and the weighted matrices with their transposes (for mean and sum) are
+    built on first use, the transpose only when a gradient needs it: inference over a large
+    graph then holds just the CSR, which `from_csr` can share zero-copy between processes.
     """
 
-    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, num_dst: int, num_src: int) -> None:
-        key = torch.unique(rows * num_src + cols)
-        rows, cols = key // num_src, key % num_src
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, num_dst: int, num_src: int, *,
+                 distinct: bool = False) -> None:
+        """(row, col) pairs in any order, repeats merged; `distinct`: already sorted by row,
+        then column, without repeats (skips a sort of every pair)."""
+        if not distinct:
+            key = torch.unique(rows * num_src + cols)
+            rows, cols = key // num_src, key % num_src
+        self._init(_crow(rows, num_dst), cols, num_dst, num_src)
+        self._rows = rows
+
+    @classmethod
+    def from_csr(cls, crow: torch.Tensor, cols: torch.Tensor, num_dst: int,
+                 num_src: int) -> Adjacency:
+        adjacency = cls.__new__(cls)
+        adjacency._init(crow, cols, num_dst, num_src)
+        return adjacency
+
+    def _init(self, crow: torch.Tensor, cols: torch.Tensor, num_dst: int, num_src: int) -> None:
+        self.crow, self.cols = crow, cols
         self.num_dst, self.num_src = num_dst, num_src
-        self.rows, self.cols = rows, cols
-        self.binary = _csr(rows, cols, torch.ones(cols.numel(), device=rows.device), num_dst,
-                           num_src)
-        self._operators: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rows: torch.Tensor | None = None
+        self._binary: torch.Tensor | None = None
+        self._operators: dict[str, torch.Tensor] = {}
+        self._transposed: dict[str, torch.Tensor] = {}
 
     @property
     def nnz(self) -> int:
         return int(self.cols.numel())
 
-    def _operator(self, reduce: str) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def rows(self) -> torch.Tensor:
+        if self._rows is None:
+            degree = self.crow[1:] - self.crow[:-1]
+            self._rows = torch.repeat_interleave(
+                torch.arange(self.num_dst, device=self.crow.device), degree)
+        return self._rows
+
+    @property
+    def binary(self) -> torch.Tensor:
+        if self._binary is None:
+            self._binary = _csr(self.crow, self.cols,
+                                torch.ones(self.nnz, device=self.cols.device), self.num_dst,
+                                self.num_src)
+        return self._binary
+
+    def _values(self, reduce: str) -> torch.Tensor:
+        if reduce == "mean":
+            degree = (self.crow[1:] - self.crow[:-1]).clamp(min=1).float()
+            return (1.0 / degree)[self.rows]
+        return torch.ones(self.nnz, device=self.cols.device)
+
+    def _operator(self, reduce: str) -> torch.Tensor:
         if reduce not in self._operators:
-            degree = torch.bincount(self.rows, minlength=self.num_dst).clamp(min=1).float()
-            values = (1.0 / degree[self.rows]) if reduce == "mean" else torch.ones(
-                self.nnz, device=self.rows.device)
-            order = torch.argsort(self.cols * self.num_dst + self.rows)
-            transposed = _csr(self.cols[order], self.rows[order], values[order], self.num_src,
-                              self.num_dst)
-            self._operators[reduce] = (_csr(self.rows, self.cols, values, self.num_dst,
-                                            self.num_src), transposed)
+            self._operators[reduce] = _csr(self.crow, self.cols, self._values(reduce),
+                                           self.num_dst, self.num_src)
         return self._operators[reduce]
 
+    def _transpose(self, reduce: str) -> torch.Tensor:
+        if reduce not in self._transposed:
+            rows, values = self.rows, self._operator(reduce).values()
+            order = torch.argsort(self.cols * self.num_dst + rows)
+            self._transposed[reduce] = _csr(_crow(self.cols[order], self.num_src), rows[order],
+                                            values[order], self.num_src, self.num_dst)
+        return self._transposed[reduce]
+
     def to(self, device: torch.device | str) -> Adjacency:
-        return Adjacency(self.rows.to(device), self.cols.to(device), self.num_dst, self.num_src)
+        return Adjacency.from_csr(self.crow.to(device), self.cols.to(device), self.num_dst,
+                                  self.num_src)
 
     def aggregate_max(self, x: torch.Tensor) -> torch.Tensor:
         """Element-wise max over each row's neighbours (zeros for rows without any)."""
@@ -176,8 +223,9 @@ class Adjacency:
         return out.scatter_reduce(0, index, x[self.cols], reduce="amax", include_self=False)
 
     def aggregate(self, x: torch.Tensor, reduce: str) -> torch.Tensor:
-        matrix, matrix_t = self._operator(reduce)
-        return _SpMM.apply(matrix, matrix_t, x)
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return torch.sparse.mm(self._operator(reduce), x)
+        return _SpMM.apply(self._operator(reduce), self._transpose(reduce), x)
 
 
 def build_graph(snapshot: GraphSnapshot, edges: pl.DataFrame, now: float) -> GraphTensors:

@@ -25,12 +25,14 @@ DEFAULT_CHUNK = 65_536
 
 def rows_adjacency(graph: GraphTensors, nodes: torch.Tensor) -> Adjacency:
     """Operator from all nodes to `nodes` (row r = neighbours of nodes[r])."""
-    full = graph.adjacency().binary
-    rowptr, col = full.crow_indices(), full.col_indices()
+    full = graph.adjacency()
+    rowptr, col = full.crow, full.cols
     start, degree = rowptr[nodes], rowptr[nodes + 1] - rowptr[nodes]
     owner = torch.repeat_interleave(torch.arange(nodes.numel()), degree)
     offset = torch.arange(int(degree.sum())) - (torch.cumsum(degree, 0) - degree)[owner]
-    return Adjacency(owner, col[start[owner] + offset], nodes.numel(), graph.num_nodes)
+    # Rows of a CSR, in order: already sorted and distinct.
+    return Adjacency(owner, col[start[owner] + offset], nodes.numel(), graph.num_nodes,
+                     distinct=True)
 
 
 @torch.no_grad()
@@ -78,8 +80,8 @@ def sampled_embed(model: EmbeddingModel, graph: GraphTensors, fanout: int = 10,
 
 def expand_hops(graph: GraphTensors, nodes: torch.Tensor, hops: int) -> list[torch.Tensor]:
     """[A_0, A_1, ..., A_hops]: A_0 = nodes, A_{h+1} = A_h plus its neighbours (sorted, unique)."""
-    full = graph.adjacency().binary
-    rowptr, col = full.crow_indices(), full.col_indices()
+    full = graph.adjacency()
+    rowptr, col = full.crow, full.cols
     frontiers = [torch.unique(nodes)]
     for _ in range(hops):
         current = frontiers[-1]

@@ -18,6 +18,7 @@ from torch import nn
 from bc_ray.core.graph import Adjacency, FeatureBag, GraphTensors
 from bc_ray.core.mixing import AgeMixing
 from bc_ray.core.sampler import SampledSubgraph
+from bc_ray.core.sparse_rows import masked_gradient
 from bc_ray.core.spec import VersionSpec
 
 ID_INIT_STD = 0.1
@@ -89,7 +90,8 @@ class EmbeddingModel(nn.Module):
                 # for "never seen"), but BatchNorm statistics couple every node, so they would
                 # receive small gradients that Adam turns into full-size steps.
                 self.ids[entity].weight.register_hook(
-                    lambda grad, name=f"{entity}_id_trainable": grad * getattr(self, name))
+                    lambda grad, name=f"{entity}_id_trainable":
+                    masked_gradient(grad, getattr(self, name)))
         self.mixing = AgeMixing(hidden) if spec.cold_start_mixing else None
         dims = [hidden] * spec.num_layers + [spec.output_dim]
         conv = _sage_conv_class(light)
@@ -101,6 +103,12 @@ class EmbeddingModel(nn.Module):
     @property
     def output_dim(self) -> int:
         return self.spec.output_dim
+
+    def sparse_id_tables(self) -> list[nn.Parameter]:
+        """Switch the ID tables to row-sparse gradients (see sparse_rows.py); their weights."""
+        for table in self.ids.values():
+            table.sparse = True
+        return [table.weight for table in self.ids.values()]
 
     def zero_unseen_ids(self, user_seen: torch.Tensor, item_seen: torch.Tensor) -> None:
         """Entities without training edges keep a zero ID row (Adam never moves it: no gradient),

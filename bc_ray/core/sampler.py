@@ -38,8 +38,7 @@ class SampledSubgraph:
 class NeighborSampler:
     def __init__(self, adjacency: Adjacency, fanouts: list[int],
                  generator: torch.Generator | None = None) -> None:
-        self.rowptr = adjacency.binary.crow_indices()
-        self.col = adjacency.binary.col_indices()
+        self.rowptr, self.col = adjacency.crow, adjacency.cols
         self.fanouts = fanouts
         self.generator = generator
 

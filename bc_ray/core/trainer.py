@@ -24,6 +24,7 @@ from bc_ray.core.graph import GraphTensors
 from bc_ray.core.losses import alignment_multi, alignment_single, bpr_loss, embedding_l2
 from bc_ray.core.model import EmbeddingModel
 from bc_ray.core.sampler import NeighborSampler, SampledSubgraph
+from bc_ray.core.sparse_rows import CombinedOptimizer, average_sparse_gradients
 from bc_ray.core.transforms import BackwardTransform
 from bc_ray.core.triples import Triples, TripleSampler
 from bc_ray.exceptions import ConfigError, TrainingError
@@ -42,7 +43,12 @@ class TrainConfig:
     user_uniform: bool = True
     mode: str = "auto"
     fanout: int = 10
-    full_graph_max_nodes: int = 200_000
+    # `auto` switches to sampled mini-batches above this many nodes: where the two modes' edges/s
+    # cross (batch 2048, fanout 10, 2 layers, 64 wide: benchmarks/bench_scale.py --crossover).
+    full_graph_max_nodes: int = 10_000
+    # Sampled mode trains the ID tables row-sparse (sparse_rows.py) above this many nodes; below
+    # it the batch touches most rows and dense Adam is faster (measured crossover ~100k nodes).
+    sparse_ids_min_nodes: int = 100_000
     eval_every: int = 10
     warmup_epochs: int = 50
     align_tolerance: float = 0.1
@@ -138,11 +144,19 @@ class VersionTrainer:
         model.to(self.device)
         self.joint = JointModule(model, self.alignment.transform if self.alignment else None)
         self.module: nn.Module = self.joint
-        self.optimizer = torch.optim.Adam(self.joint.parameters(), lr=config.lr)
         self.triples = TripleSampler(graph.edge_user, graph.edge_item, graph.num_items,
                                      config.negatives, config.user_uniform, item_pool)
         self.full_graph = config.mode == "full" or (
             config.mode == "auto" and graph.num_nodes <= config.full_graph_max_nodes)
+        # A mini-batch of a large graph touches few ID rows: row-sparse gradients and lazy Adam.
+        row_sparse = not self.full_graph and graph.num_nodes > config.sparse_ids_min_nodes
+        self.sparse_parameters = model.sparse_id_tables() if row_sparse else []
+        if self.sparse_parameters:
+            dense = [p for p in self.joint.parameters()
+                     if all(p is not q for q in self.sparse_parameters)]
+            self.optimizer = CombinedOptimizer(dense, self.sparse_parameters, config.lr)
+        else:
+            self.optimizer = torch.optim.Adam(self.joint.parameters(), lr=config.lr)
         generator = torch.Generator().manual_seed(config.seed * 7919 + rank)
         self.neighbors = None if self.full_graph else NeighborSampler(
             self.cpu_graph.adjacency(), [config.fanout] * model.spec.num_layers, generator)
@@ -155,6 +169,11 @@ class VersionTrainer:
     @property
     def model(self) -> EmbeddingModel:
         return self.joint.model
+
+    def sparse_parameter_names(self) -> list[str]:
+        """Names (in `joint`) of the parameters DDP must leave to `average_sparse_gradients`."""
+        return [name for name, p in self.joint.named_parameters()
+                if any(p is q for q in self.sparse_parameters)]
 
     # -- one epoch -------------------------------------------------------------------------
     def epoch_triples(self, epoch: int) -> Triples:
@@ -216,6 +235,8 @@ class VersionTrainer:
                                 "rate or lambda, or check the inputs for NaN")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.sparse_parameters and self.world_size > 1:
+            average_sparse_gradients(self.sparse_parameters)
         self.optimizer.step()
         return {"loss": loss.item(), "bpr": bpr.item(), "align": align.item()}
 

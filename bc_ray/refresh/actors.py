@@ -4,7 +4,6 @@ sampled L-hop forward) for each batch of node ids (the ``data`` column of `from_
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import ray
@@ -13,18 +12,11 @@ import torch
 from bc_ray.core.inference import layer_for_nodes
 from bc_ray.core.sampler import NeighborSampler
 from bc_ray.core.serialization import model_from_bytes
-from bc_ray.refresh.pack import unpack_graph
+from bc_ray.refresh.pack import shared_tensor, unpack_graph
 
 
 def _resolve(value):
     return ray.get(value) if isinstance(value, ray.ObjectRef) else value
-
-
-def _readonly_tensor(array) -> torch.Tensor:
-    """Zero-copy view of a read-only object-store array (never written to)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(np.asarray(array))
 
 
 def _timed_output(nodes: np.ndarray, values: np.ndarray, started: float) -> dict:
@@ -51,7 +43,7 @@ class LayerActor:
             with torch.no_grad():
                 self.previous = self.model.inputs(self.graph)
         else:
-            self.previous = _readonly_tensor(_resolve(previous))
+            self.previous = shared_tensor(_resolve(previous))
         self.carried = None if carried is None else np.asarray(_resolve(carried))
         self.recompute = None
         if recompute is not None:

@@ -14,9 +14,11 @@ import signal
 import tempfile
 from pathlib import Path
 
+import ray
 import ray.train
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from bc_ray.core.version import prepare_trainer, split_evaluator
 from bc_ray.train.config import TrainJobConfig
@@ -26,19 +28,22 @@ CHECKPOINT_FILE = "trainer.pt"
 
 
 def parameter_checksum(module: torch.nn.Module) -> str:
+    """Of the parameters, which DDP keeps identical across ranks. Buffers are left out: in
+    sampled mode each rank's BatchNorm running statistics follow its own last batch (DDP
+    re-broadcasts rank 0's before every forward, and rank 0's are the ones checkpointed)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(module.named_parameters()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
-def _gathered_checksums(module: torch.nn.Module) -> list[str]:
-    checksum = parameter_checksum(module)
+def _gathered(value: str) -> list[str]:
+    """`value` of every rank, in rank order."""
     if not (dist.is_available() and dist.is_initialized()):
-        return [checksum]
+        return [value]
     gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, checksum)
+    dist.all_gather_object(gathered, value)
     return gathered
 
 
@@ -78,6 +83,9 @@ def train_loop_per_worker(config: dict) -> None:
         lambda targets: split_evaluator(inputs.split, targets), rank=rank,
         world_size=max(world_size, 1), item_pool=inputs.split.item_pool, device=device)
     if world_size > 1:
+        # Row-sparse ID tables (sampled mode) are averaged by the trainer, not by DDP.
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            trainer.joint, trainer.sparse_parameter_names())
         trainer.module = ray.train.torch.prepare_model(trainer.joint, move_to_device=False)
 
     start, resumed_from = 1, None
@@ -98,6 +106,7 @@ def train_loop_per_worker(config: dict) -> None:
         _maybe_inject_fault(job, rank, epoch)
         stats["resumed_from"] = resumed_from
         if epoch == epochs:
-            stats["param_checksums"] = _gathered_checksums(trainer.joint)
+            stats["param_checksums"] = _gathered(parameter_checksum(trainer.joint))
+            stats["worker_nodes"] = _gathered(ray.get_runtime_context().get_node_id())
         attach = rank == 0 and (epoch % job.checkpoint_every == 0 or epoch == epochs)
         ray.train.report(stats, checkpoint=_save(trainer, epoch, resumed_from) if attach else None)

@@ -1,0 +1,427 @@
+"""How the nightly path grows with the graph: time and peak memory per stage and per process at
+several sizes, each stage beside the plainest single-process code doing the same work.
+
+Synthetic marketplaces with about 10 users per item and 10 edges per user (10M edges: ~1M users,
+100k items), 2 layers, 64 dims. Stages:
+
+- ingest: build the snapshot and publish it to the store (plain: build it and write its three
+  tables with polars);
+- train: sampled mini-batch steps of version 0 in one process (edges/s and the epoch it implies;
+  full-graph steps beside it while the graph is small enough to time them);
+- refresh: the Ray Data job, start-up included (plain: one process reads the snapshot, builds the
+  graph, runs layer-wise inference and writes both tables);
+- incremental: the Ray Data job after about 1 % new edges (plain: the full plain refresh);
+- read: `read_embeddings` of ver-0 users (plain: polars reads the table's files);
+- lookup: Serve's state answers 1k random user ids (plain: a dict from id to row).
+
+Plain stages run in a fresh process each, so their peak memory is their own. Memory is sampled
+every 0.2 s for the driver, the plain processes and every Ray worker (by process title).
+
+    python benchmarks/bench_scale.py [--edges 1000000,3000000,10000000] [--plot scale.png]
+    python benchmarks/bench_scale.py --crossover   # full-graph vs sampled training by size
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import os
+import pickle
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
+
+HIDDEN, CUTOFF, NEW_FRACTION, LOOKUP_IDS = 64, 0.99, 0.01, 1000
+MB = 1 << 20
+FLOOR = [0]  # peak RSS of a process with the libraries imported (set in main)
+
+
+def _kind(title: str) -> str:
+    for actor in ("LayerActor", "SampledActor"):
+        if actor in title:
+            return "actor"
+    return "write" if title.startswith("Write") else "other Ray"
+
+
+class PeakMemory:
+    """Peak resident memory per process kind while a stage runs, sampled every `interval`:
+    the driver, and Ray's workers by their process title (refresh actors, Parquet writers,
+    the rest). The plain processes report their own exact peak (`ru_maxrss`)."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval, self.peaks = interval, {}
+        self._stop = threading.Event()
+
+    def _poll(self) -> None:
+        import psutil
+
+        while True:
+            for process in psutil.process_iter():
+                try:
+                    if process.pid == os.getpid():
+                        kind = "driver"
+                    else:
+                        title = " ".join(process.cmdline()[:1])
+                        if not title.startswith("ray::") or "IDLE" in title:
+                            continue
+                        kind = _kind(title.removeprefix("ray::"))
+                    rss = process.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                self.peaks[kind] = max(self.peaks.get(kind, 0), rss)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> str:
+        order = ("driver", "actor", "write", "other Ray")
+        return ", ".join(f"{k} {self.peaks[k] / MB:,.0f}" for k in order if k in self.peaks)
+
+
+def _measured(fn: Callable, *args) -> tuple:
+    """fn's result and this process's peak RSS: VmHWM, since ru_maxrss keeps the forking
+    parent's peak across exec."""
+    result = fn(*args)
+    with open("/proc/self/status") as status:
+        peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return result, peak_kb * 1024
+
+
+def in_fresh_process(fn: Callable, *args) -> tuple:
+    """(fn's own result, the process's peak RSS in bytes) of fn(*args) in a new process."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(_measured, fn, *args).result()
+
+
+def runtime_floor() -> int:
+    """Peak RSS of a process that has only imported what the stages use (torch, polars, ...)."""
+    return in_fresh_process(_imports)[1]
+
+
+def _imports() -> None:
+    import polars  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import torch  # noqa: F401
+
+    import bc_ray.core.inference  # noqa: F401
+    import bc_ray.store.store  # noqa: F401
+
+
+# -- plain single-process stages (module level: they run in spawned processes) ------------------
+def plain_ingest(raw_path: str, out: str) -> float:
+    """Seconds to build the snapshot and write its tables (loading the raw pickle excluded)."""
+    import pickle
+
+    from bc_ray.data.snapshot import build_snapshot
+
+    with open(raw_path, "rb") as handle:
+        raw = pickle.load(handle)
+    started = time.perf_counter()
+    snapshot = build_snapshot(raw).with_cutoff(CUTOFF)
+    os.makedirs(out, exist_ok=True)
+    for name in ("users", "items", "edges"):
+        getattr(snapshot, name).write_parquet(os.path.join(out, f"{name}.parquet"))
+    return time.perf_counter() - started
+
+
+def plain_refresh(uri: str, out: str) -> float:
+    """Seconds from a bare process (imports included) to both tables written."""
+    started = time.perf_counter()
+    import polars as pl
+    import torch
+
+    from bc_ray.core.graph import build_graph
+    from bc_ray.core.inference import layerwise_embed
+    from bc_ray.core.serialization import model_from_bytes
+    from bc_ray.data.timeline import edges_until
+    from bc_ray.store.snapshots import load_snapshot
+    from bc_ray.store.store import Store
+    from bc_ray.store.versions import load_model_bytes
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    store = Store(uri)
+    state = store.state()
+    snapshot = load_snapshot(store, state=state)
+    graph = build_graph(snapshot, edges_until(snapshot, snapshot.meta.cutoff),
+                        now=snapshot.meta.cutoff)
+    model = model_from_bytes(load_model_bytes(store, state.version().version, state), light=True)
+    [z] = layerwise_embed(model, graph)
+    os.makedirs(out, exist_ok=True)
+    for entity, rows, ids in (("user", z[: graph.num_users], snapshot.users["id"]),
+                              ("item", z[graph.num_users:], snapshot.items["id"])):
+        pl.DataFrame({"id": ids, "embedding": rows.numpy()}).write_parquet(
+            os.path.join(out, f"{entity}.parquet"))
+    return time.perf_counter() - started
+
+
+def plain_read(files: list[str]) -> float:
+    import polars as pl
+
+    started = time.perf_counter()
+    pl.read_parquet(files, columns=["id", "embedding"])
+    return time.perf_counter() - started
+
+
+def plain_lookup(files: list[str], ids: list, repeats: int) -> float:
+    """Seconds per lookup of `ids` after loading (a dict from id to row, one matrix)."""
+    import polars as pl
+
+    frame = pl.read_parquet(files, columns=["id", "embedding"])
+    index = {key: row for row, key in enumerate(frame["id"].to_list())}
+    matrix = frame["embedding"].to_numpy()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        rows = np.fromiter((index.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+        matrix[rows[rows >= 0]]
+    return (time.perf_counter() - started) / repeats
+
+
+def train_rate(graph, mode: str, steps: int, batch_size: int = 2048) -> float:
+    """Edges/s of `steps` training steps after one warm-up step (version 0, one process)."""
+    import torch
+
+    from bc_ray.core.model import build_model
+    from bc_ray.core.spec import VersionSpec
+    from bc_ray.core.trainer import TrainConfig, VersionTrainer
+
+    torch.manual_seed(0)
+    trainer = VersionTrainer(build_model(VersionSpec(hidden_dim=HIDDEN), graph), graph,
+                             TrainConfig(batch_size=batch_size, mode=mode))
+    triples = trainer.epoch_triples(1)
+    trainer.step(triples.slice(0, batch_size))
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        trainer.step(triples.slice(step * batch_size, (step + 1) * batch_size))
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+def graph_of(edges: int):
+    from bc_ray.core.graph import build_graph
+    from bc_ray.data.snapshot import build_snapshot
+    from bc_ray.data.synthetic import SyntheticConfig, generate
+
+    snapshot = build_snapshot(generate(SyntheticConfig(
+        num_users=edges // 10, num_items=edges // 100, num_edges=edges)))
+    return build_graph(snapshot, snapshot.edges, now=1.0)
+
+
+def crossover(sizes: list[int]) -> None:
+    """Full-graph against sampled training steps by graph size (where `auto` should switch)."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    rows, results = [], []
+    for edges in sizes:
+        graph = graph_of(edges)
+        full = train_rate(graph, "full", steps=3)
+        sampled = train_rate(graph, "sampled", steps=10)
+        rows.append([edges, graph.num_nodes, full, sampled, sampled / full])
+        results.append({"edges": edges, "nodes": graph.num_nodes, "full": full,
+                        "sampled": sampled})
+    print_table(f"Training steps, full graph vs sampled (batch 2048, fanout 10, hidden {HIDDEN},"
+                f" {os.cpu_count()} CPUs)",
+                ["edges", "nodes", "full edges/s", "sampled edges/s", "sampled / full"], rows)
+    write_json("scale_crossover", {"results": results})
+
+
+# -- the nightly path at one size -----------------------------------------------------------------
+def must_hold_mb(nodes: int, edges: int) -> float:
+    """What a process computing one layer must hold: both directions of the edges as CSR
+    (int64 columns, row pointers) and the layer it reads and the one it writes (float32)."""
+    return (2 * edges * 8 + (nodes + 1) * 8 + 2 * nodes * HIDDEN * 4) / MB
+
+
+def one_size(edges: int, steps: int) -> list[dict]:
+    import ray
+    import torch
+
+    from bc_ray.consumer.reader import read_embeddings
+    from bc_ray.core.graph import build_graph
+    from bc_ray.core.model import build_model
+    from bc_ray.core.serialization import model_to_bytes
+    from bc_ray.core.spec import VersionSpec
+    from bc_ray.data.snapshot import build_snapshot
+    from bc_ray.data.synthetic import SyntheticConfig, generate
+    from bc_ray.data.timeline import edges_until
+    from bc_ray.refresh.config import RefreshConfig
+    from bc_ray.refresh.job import run_refresh
+    from bc_ray.serve.state import ServingState
+    from bc_ray.store.snapshots import advance_snapshot, publish_snapshot
+    from bc_ray.store.store import Store
+    from bc_ray.store.versions import Candidate, publish_version, register_candidate
+
+    work = scratch_dir(f"bench-scale-{edges}-")
+    uri = f"file://{work}/store"
+    raw = generate(SyntheticConfig(num_users=edges // 10, num_items=edges // 100,
+                                   num_edges=edges))
+    with open(f"{work}/raw.pickle", "wb") as handle:
+        pickle.dump(raw, handle)
+    rows: list[dict] = []
+
+    def record(stage: str, ours_s: float, plain_s: float, memory: str, plain_mb: float,
+               note: str = "") -> None:
+        rows.append({"edges": edges, "stage": stage, "ours_s": ours_s, "plain_s": plain_s,
+                     "ratio": ours_s / plain_s if plain_s else float("nan"),
+                     "peak_mb": memory, "plain_peak_mb": plain_mb / MB, "note": note})
+        print(f"  {edges:,} {stage}: {ours_s:.1f}s vs plain {plain_s:.1f}s; peak MB {memory};"
+              f" plain {plain_mb / MB:,.0f} {note}", flush=True)
+
+    # ingest
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        snapshot = build_snapshot(raw).with_cutoff(CUTOFF)
+        store = Store(uri)
+        publish_snapshot(store, snapshot)
+        ingest_s = time.perf_counter() - started
+    plain_s, plain_mb = in_fresh_process(plain_ingest, f"{work}/raw.pickle",
+                                         f"{work}/plain-ingest")
+    record("ingest", ingest_s, plain_s, memory.summary(), plain_mb)
+    del raw
+
+    # train (version 0, sampled mini-batches; one process)
+    graph = build_graph(snapshot, edges_until(snapshot, CUTOFF), now=CUTOFF)
+    torch.set_num_threads(os.cpu_count() or 1)
+    with PeakMemory() as memory:
+        sampled = train_rate(graph, "sampled", steps)
+    full = train_rate(graph, "full", 2) if graph.num_nodes <= 400_000 else float("nan")
+    epoch_s = graph.num_edges / sampled
+    record("train epoch (projected)", epoch_s, graph.num_edges / full, memory.summary(), 0,
+           f"sampled {sampled:,.0f} edges/s, full graph {full:,.0f} edges/s (plain column)")
+
+    torch.manual_seed(0)
+    model = build_model(VersionSpec(num_layers=2, hidden_dim=HIDDEN), graph).eval()
+    record_ = register_candidate(store, Candidate(
+        parent=None, dim=HIDDEN, method="bc-aligner", spec=model.spec.to_dict(),
+        snapshot_id=store.state().current_snapshot, cutoff=CUTOFF,
+        model=model_to_bytes(model), transform=None))
+    publish_version(store, record_.version)
+    nodes = graph.num_nodes
+    del graph, snapshot
+
+    # full refresh against the plain one
+    with PeakMemory() as memory:
+        full_run = run_refresh(RefreshConfig(store=uri, mode="full"))
+    plain_s, plain_mb = in_fresh_process(plain_refresh, uri, f"{work}/plain-refresh")
+    record("full refresh", full_run.stats["seconds"], plain_s, memory.summary(), plain_mb,
+           f"must hold {must_hold_mb(nodes, edges):,.0f} MB per process beyond the "
+           f"{FLOOR[0] / MB:,.0f} MB runtime")
+
+    # incremental after ~1 % new edges
+    advance_snapshot(Store(uri), CUTOFF + NEW_FRACTION)
+    with PeakMemory() as memory:
+        incremental = run_refresh(RefreshConfig(store=uri, mode="incremental"))
+    plain_s, plain_mb = in_fresh_process(plain_refresh, uri, f"{work}/plain-refresh2")
+    record("incremental refresh", incremental.stats["seconds"], plain_s, memory.summary(),
+           plain_mb, f"{incremental.stats['affected_fraction']:.0%} of nodes affected")
+
+    # consumer read and Serve lookups
+    state = Store(uri).state()
+    table = state.table(0, "user")
+    files = [f"{work}/store/{f.path}" for f in table.files]
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        frame = read_embeddings(uri, "user", version=0)
+        read_s = time.perf_counter() - started
+    plain_s, plain_mb = in_fresh_process(plain_read, files)
+    record("ver-0 read", read_s, plain_s, memory.summary(), plain_mb, f"{frame.height:,} rows")
+    ids = frame["id"].sample(LOOKUP_IDS, seed=0).to_list()
+    del frame
+    serving = ServingState.load(Store(uri))
+    repeats = 50
+    started = time.perf_counter()
+    for _ in range(repeats):
+        serving.lookup("user", ids, None)
+    lookup_s = (time.perf_counter() - started) / repeats
+    plain_lookup_s, plain_mb = in_fresh_process(plain_lookup, files, ids, repeats)
+    record(f"lookup of {LOOKUP_IDS} ids", lookup_s, plain_lookup_s, "-", plain_mb,
+           "Serve's in-memory state, per request")
+    return rows
+
+
+def plot(results: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 5))
+    for stage in dict.fromkeys(r["stage"] for r in results):
+        points = [(r["edges"], r["ours_s"]) for r in results if r["stage"] == stage]
+        axis.loglog(*zip(*points), marker="o", label=stage)
+    edges = sorted({r["edges"] for r in results})
+    axis.loglog(edges, [e / edges[0] * 10 for e in edges], "k--", linewidth=0.8,
+                label="linear (slope 1)")
+    axis.set_xlabel("edges")
+    axis.set_ylabel("seconds")
+    axis.set_title("bc_ray nightly path by graph size (2 CPUs)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--edges", default="1000000,3000000,10000000")
+    parser.add_argument("--steps", type=int, default=20, help="sampled training steps timed")
+    parser.add_argument("--plot", default=None, help="write the log-log plot here (PNG)")
+    parser.add_argument("--crossover", action="store_true")
+    args = parser.parse_args()
+    sizes = [int(e) for e in args.edges.split(",")]
+    if args.crossover:
+        crossover(sizes)
+        return
+    import logging
+
+    import ray
+
+    FLOOR[0] = runtime_floor()
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+             log_to_driver=False, logging_level=logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    results: list[dict] = []
+    for edges in sizes:
+        results += one_size(edges, args.steps)
+        write_json("scale", {"runtime_floor_mb": FLOOR[0] / MB, "results": results})
+    ray.shutdown()
+    print_table(f"The nightly path by size (2 layers, hidden {HIDDEN}, {os.cpu_count()} CPUs;"
+                " peak RSS in MB per process kind)",
+                ["edges", "stage", "bc_ray s", "plain s", "ratio", "peak MB (bc_ray)",
+                 "peak MB (plain)", "note"],
+                [[r["edges"], r["stage"], r["ours_s"], r["plain_s"], r["ratio"], r["peak_mb"],
+                  f"{r['plain_peak_mb']:,.0f}", r["note"]] for r in results])
+    if len(sizes) > 1:
+        first, last = sizes[0], sizes[-1]
+        growth = [[stage, last / first,
+                   next(r["ours_s"] for r in results if r["edges"] == last and r["stage"] == stage)
+                   / next(r["ours_s"] for r in results if r["edges"] == first
+                          and r["stage"] == stage)]
+                  for stage in dict.fromkeys(r["stage"] for r in results)]
+        print_table(f"Growth from {first:,} to {last:,} edges",
+                    ["stage", "edges ratio", "time ratio"], growth)
+    if args.plot:
+        plot(results, args.plot)
+
+
+if __name__ == "__main__":
+    main()
