@@ -155,7 +155,6 @@ class Adjacency:
             key = torch.unique(rows * num_src + cols)
             rows, cols = key // num_src, key % num_src
         self._init(_crow(rows, num_dst), cols, num_dst, num_src)
-        self._rows = rows
 
     @classmethod
     def from_csr(cls, crow: torch.Tensor, cols: torch.Tensor, num_dst: int,

@@ -220,6 +220,7 @@ def inner_layers(config: RefreshConfig, plan: RefreshPlan, store: Store, snapsho
         _gather_stage(LayerActor, {**refs, "layer": layer, "previous": previous},
                       frontiers[layer - 1], config, layers[layer - 1], f"layer{layer}", stats)
         previous = ray.put(layers[layer - 1])
+        layers[layer - 1] = ray.get(previous)  # keep the object store's copy, free the driver's
     kwargs = {**refs, "layer": num_layers, "previous": previous}
     if plan.mode == "incremental":
         kwargs["carried"] = ray.put(_previous_final(store, plan, snapshot, graph,
