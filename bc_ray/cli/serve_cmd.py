@@ -37,12 +37,16 @@ def serve(
     process's environment, inherited by the replicas of the cluster it starts) turns bearer
     auth on. Ctrl-C or SIGTERM stops what it started (the application on a joined cluster;
     Serve, HAProxy and the local Ray cluster otherwise) within 30 s and exits 0."""
+    # A start-up thread still inside `serve.run` when a signal stops everything must not
+    # silently start a new Ray from its next call (Ray's core worker then kills the process).
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     from ray import serve as ray_serve
 
     from bc_ray.cluster import connect, enable_fast_ingress
     from bc_ray.serve.app import build_app, check_store
     from bc_ray.serve.config import ServeConfig, ServeSettings
-    from bc_ray.serve.lifetime import StopSignal, start_in_background, stop_serving
+    from bc_ray.serve.lifetime import (START_GRACE_S, StopSignal, start_in_background,
+                                       stop_serving)
 
     check_store(store)
     config = ServeConfig(store=store, num_replicas=num_replicas, min_replicas=min_replicas,
@@ -70,6 +74,7 @@ def serve(
             raise failure[0]
         typer.echo(f"serving {store} at http://{host}:{port} (OpenAPI: /docs)")
         received = stop.wait()
+    ready.wait(START_GRACE_S)  # `serve.run` returns ~1 s after the application is reachable
     typer.echo(f"{signal.Signals(received).name}: stopping "
                f"{'the application' if joined else 'Serve and the local Ray cluster'}", err=True)
     forced = stop_serving(config.name, started_cluster=not joined)

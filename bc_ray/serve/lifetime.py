@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
+START_GRACE_S = 5.0  # a signal during start-up lets `serve.run` finish this long first
 SERVE_DEADLINE_S = 10.0  # Serve's own shutdown (a replica hit by Ctrl-C can hang in it)
 RAY_DEADLINE_S = 8.0  # then the local Ray; then leftovers get SIGTERM and, 3 s later, SIGKILL
 
@@ -87,8 +88,7 @@ def stop_serving(app_name: str, started_cluster: bool) -> list[str]:
         forced.append(f"Serve did not stop within {SERVE_DEADLINE_S:g} s")
     if started_cluster and not _within(stop_ray, RAY_DEADLINE_S):
         forced.append(f"Ray did not stop within {RAY_DEADLINE_S:g} s")
-    leftovers = [process for process in started if process.is_running()
-                 and process.status() != psutil.STATUS_ZOMBIE]
+    leftovers = [process for process in started if is_alive(process)]
     for process in leftovers:
         forced.append(f"{_name(process)} (pid {process.pid}) terminated")
         try:
@@ -119,6 +119,16 @@ def _within(step: Callable[[], None], seconds: float) -> bool:
     worker.start()
     worker.join(seconds)
     return bool(outcome)
+
+
+def is_alive(process) -> bool:
+    """Running and not a zombie; a process may exit between any two questions about it."""
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _name(process) -> str:

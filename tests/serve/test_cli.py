@@ -1,5 +1,6 @@
 """`bc-ray serve` end to end: its own local cluster with the fast (HAProxy) ingress."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from bc_ray.serve.lifetime import is_alive
 from tests.conftest import free_port
 from tests.helpers import store_with_chain
 
@@ -68,10 +70,10 @@ def test_bc_ray_serve_command(tmp_path, stop):
         assert not [line for line in own if "Traceback" in line] and "stopped" in own
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{base}/readyz", timeout=2)
-        assert not [p for p in started if p.is_running() and p.status() != "zombie"]
+        assert not [p for p in started if is_alive(p)]
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         for leftover in started:
-            if leftover.is_running():
+            with contextlib.suppress(psutil.NoSuchProcess):
                 leftover.kill()
