@@ -49,16 +49,17 @@ FLOOR = [0]  # peak RSS of a process with the libraries imported (set in main)
 
 
 def _kind(title: str) -> str:
-    for actor in ("LayerActor", "SampledActor"):
-        if actor in title:
-            return "actor"
+    """Refresh tasks (inference, fused with the Parquet write in the last stage) by the
+    function they run; Ray's own actors and helpers are the rest."""
+    if any(name in title for name in ("layer_runs", "sampled_runs", "_warm")):
+        return "task"
     return "write" if title.startswith("Write") else "other Ray"
 
 
 class PeakMemory:
     """Peak resident memory per process kind while a stage runs, sampled every `interval`:
-    the driver, and Ray's workers by their process title (refresh actors, Parquet writers,
-    the rest). The plain processes report their own exact peak (`ru_maxrss`)."""
+    the driver, and Ray's workers by their process title (refresh tasks, separate Parquet
+    writers, the rest). The plain processes report their own exact peak (`ru_maxrss`)."""
 
     def __init__(self, interval: float = 0.2) -> None:
         self.interval, self.peaks = interval, {}
@@ -94,7 +95,7 @@ class PeakMemory:
         self._thread.join()
 
     def summary(self) -> str:
-        order = ("driver", "actor", "write", "other Ray")
+        order = ("driver", "task", "write", "other Ray")
         return ", ".join(f"{k} {self.peaks[k] / MB:,.0f}" for k in order if k in self.peaks)
 
 
@@ -410,11 +411,15 @@ def main() -> None:
     import logging
 
     import ray
+    import ray.data
 
     FLOOR[0] = runtime_floor()
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
              log_to_driver=False, logging_level=logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # A long-lived cluster: Ray Data's per-cluster actors (stats, autoscaling requests) start
+    # with its first dataset, once, not with every refresh job.
+    ray.data.range(1).materialize()
     results: list[dict] = []
     for edges in sizes:
         results += one_size(edges, args.steps)

@@ -17,10 +17,12 @@ def refresh(
         "--incremental", help="Recompute only nodes whose L-hop neighbourhood changed (falls "
                               "back to full, with the reason logged, when it cannot).")] = False,
     inference: Annotated[str, typer.Option(help="layerwise or sampled.")] = "layerwise",
-    num_actors: Annotated[int, typer.Option(help="Actors in the Ray Data pool.")] = 2,
-    cpus_per_actor: Annotated[float, typer.Option(help="CPUs per actor.")] = 1.0,
-    use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per actor.")] = False,
-    block_nodes: Annotated[int, typer.Option(help="Nodes per Ray Data batch.")] = 32_768,
+    num_actors: Annotated[int, typer.Option(
+        help="Inference tasks running at once (Ray Data task slots).")] = 2,
+    cpus_per_actor: Annotated[float, typer.Option(help="CPUs per inference task.")] = 1.0,
+    use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per inference task.")] = False,
+    block_nodes: Annotated[int, typer.Option(
+        help="Nodes per chunk (one output block each).")] = 32_768,
     address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
                                                         "a local cluster).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

@@ -69,7 +69,9 @@ def _sage_conv_class(light: bool):
 class EmbeddingModel(nn.Module):
     def __init__(self, spec: VersionSpec, num_users: int, num_items: int,
                  user_vocab: dict[str, int], item_vocab: dict[str, int],
-                 light: bool = False) -> None:
+                 light: bool = False, initialize: bool = True) -> None:
+        """`initialize=False` leaves the ID tables uninitialised, for weights about to be
+        loaded (their random init is most of a 10M-edge model's load time)."""
         super().__init__()
         self.spec = spec
         self.num_users, self.num_items = num_users, num_items
@@ -79,10 +81,13 @@ class EmbeddingModel(nn.Module):
         self.ids = nn.ModuleDict()
         if spec.id_embeddings:
             for entity, count in (("user", num_users), ("item", num_items)):
-                self.ids[entity] = nn.Embedding(count + 1, hidden, padding_idx=count)
-                nn.init.normal_(self.ids[entity].weight, std=ID_INIT_STD)
-                with torch.no_grad():
-                    self.ids[entity].weight[count].zero_()
+                self.ids[entity] = nn.Embedding(
+                    count + 1, hidden, padding_idx=count,
+                    _weight=None if initialize else torch.empty(count + 1, hidden))
+                if initialize:
+                    nn.init.normal_(self.ids[entity].weight, std=ID_INIT_STD)
+                    with torch.no_grad():
+                        self.ids[entity].weight[count].zero_()
                 trainable = torch.ones(count + 1, 1)
                 trainable[count] = 0.0
                 self.register_buffer(f"{entity}_id_trainable", trainable, persistent=False)
@@ -152,20 +157,12 @@ class EmbeddingModel(nn.Module):
 
     def layer(self, index: int, x_src: torch.Tensor, adjacency: Adjacency,
               x_dst: torch.Tensor) -> torch.Tensor:
-        """One GraphSAGE layer: destination rows aggregate their neighbours among `x_src`.
+        return sage_layer(self.spec, self.convs, self.norms, index, x_src, adjacency, x_dst)
 
-        Mean and sum aggregation run through `Adjacency.aggregate` (a cached-transpose SpMM) and
-        the PyG layer's own weights: W_l agg + W_r x_dst, exactly SAGEConv's forward."""
-        conv = self.convs[index]
-        if self.spec.aggregation in ("mean", "sum"):
-            x = conv.lin_l(adjacency.aggregate(x_src, self.spec.aggregation)) + conv.lin_r(x_dst)
-        elif isinstance(conv, LinearSAGE):
-            x = conv.lin_l(adjacency.aggregate_max(x_src)) + conv.lin_r(x_dst)
-        else:
-            x = conv((x_src, x_dst), adjacency.binary)
-        if self.norms is not None:
-            x = self.norms[index](x)
-        return torch.relu(x) if index < self.spec.num_layers - 1 else x
+    def layer_stack(self) -> LayerStack:
+        """The GraphSAGE layers alone (sharing this model's modules), for processes that get
+        h_0 from elsewhere: a few KB to ship instead of the ID tables' hundreds of MB."""
+        return LayerStack(self.spec, self.convs, self.norms)
 
     def forward(self, graph: GraphTensors, sample: SampledSubgraph | None = None) -> torch.Tensor:
         """Embeddings of every node (full graph) or of the sample's seeds (mini-batch)."""
@@ -187,6 +184,38 @@ class EmbeddingModel(nn.Module):
         z = self.forward(graph)
         self.train(was_training)
         return z[: graph.num_users], z[graph.num_users:]
+
+
+def sage_layer(spec: VersionSpec, convs: nn.ModuleList, norms: nn.ModuleList | None, index: int,
+               x_src: torch.Tensor, adjacency: Adjacency, x_dst: torch.Tensor) -> torch.Tensor:
+    """One GraphSAGE layer: destination rows aggregate their neighbours among `x_src`.
+
+    Mean and sum aggregation run through `Adjacency.aggregate` (a cached-transpose SpMM) and
+    the PyG layer's own weights: W_l agg + W_r x_dst, exactly SAGEConv's forward."""
+    conv = convs[index]
+    if spec.aggregation in ("mean", "sum"):
+        x = conv.lin_l(adjacency.aggregate(x_src, spec.aggregation)) + conv.lin_r(x_dst)
+    elif isinstance(conv, LinearSAGE):
+        x = conv.lin_l(adjacency.aggregate_max(x_src)) + conv.lin_r(x_dst)
+    else:
+        x = conv((x_src, x_dst), adjacency.binary)
+    if norms is not None:
+        x = norms[index](x)
+    return torch.relu(x) if index < spec.num_layers - 1 else x
+
+
+class LayerStack(nn.Module):
+    """Layers 1..L of a model without its inputs: what layer-wise inference needs once h_0 of
+    every node is computed (`EmbeddingModel.layer_stack`)."""
+
+    def __init__(self, spec: VersionSpec, convs: nn.ModuleList,
+                 norms: nn.ModuleList | None) -> None:
+        super().__init__()
+        self.spec, self.convs, self.norms = spec, convs, norms
+
+    def layer(self, index: int, x_src: torch.Tensor, adjacency: Adjacency,
+              x_dst: torch.Tensor) -> torch.Tensor:
+        return sage_layer(self.spec, self.convs, self.norms, index, x_src, adjacency, x_dst)
 
 
 def build_model(spec: VersionSpec, graph: GraphTensors) -> EmbeddingModel:

@@ -29,6 +29,6 @@ def model_from_bytes(data: bytes, device: torch.device | str = "cpu",
     payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     model = EmbeddingModel(VersionSpec.from_dict(payload["spec"]), payload["num_users"],
                            payload["num_items"], payload["user_vocab"], payload["item_vocab"],
-                           light=light)
+                           light=light, initialize=False)
     model.load_state_dict(payload["state"])
     return model.to(device).eval()

@@ -16,11 +16,11 @@ class RefreshConfig:
     mode: str = "auto"  # auto: incremental when the previous refresh allows it, else full
     inference: str = "layerwise"
     fanout: int = 10  # for sampled inference
-    num_actors: int = 2
-    cpus_per_actor: float = 1.0
+    num_actors: int = 2  # inference tasks at once (the name predates tasks: CLI compatibility)
+    cpus_per_actor: float = 1.0  # per inference task
     use_gpu: bool = False
-    block_nodes: int = 32_768  # nodes per Ray Data batch
-    rows_per_file: int = 1_000_000
+    block_nodes: int = 32_768  # nodes per chunk: one output block each
+    rows_per_file: int = 1_000_000  # at most, per file: the last stage has a task per file
     # Chaos testing: "kill-before-commit" SIGKILLs the driver after every file is written and
     # before the log entry that would publish them.
     chaos: str | None = None

@@ -1,11 +1,12 @@
 """The refresh driver: plan (full or incremental), run the Ray Data stages, publish atomically.
 
-Layer-wise inference runs one Ray Data stage per GraphSAGE layer: node ids are split into
-blocks, a pool of `LayerActor`s (model and graph loaded once per actor) computes that layer for
-each block from the previous layer held in the object store, and the driver assembles the layer
-for the next stage. The final embeddings go through `EmbeddingSink` to Parquet under a fresh
-prefix, and one log entry publishes the user and item tables together. Inner layers are cached
-next to the tables so the next refresh can be incremental.
+Layer-wise inference: the driver computes the input layer h_0 of every node once, then runs one
+Ray Data stage per GraphSAGE layer. The stage's nodes are split into runs of about equal work
+(one task each, `tasks.py`), each task computes the layer for its run from the previous layer
+held in the object store, and the driver assembles the layer for the next stage. The last
+stage's tasks write their rows to Parquet under a fresh prefix themselves (`EmbeddingSink`), and
+one log entry publishes the user and item tables together. Inner layers are cached next to the
+tables, written while the last stage runs, so the next refresh can be incremental.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -24,24 +27,27 @@ import ray
 import torch
 
 from bc_ray.core.graph import GraphTensors, build_graph
-from bc_ray.core.inference import expand_hops
+from bc_ray.core.inference import balanced_bounds, expand_hops
 from bc_ray.core.serialization import model_from_bytes
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_between, edges_until
-from bc_ray.refresh.actors import LayerActor, SampledActor
-from bc_ray.store.parquet import embedding_matrix
-from bc_ray.store.tables import read_table
 from bc_ray.refresh.config import RefreshConfig
-from bc_ray.refresh.pack import pack_graph
+from bc_ray.refresh.pack import pack_graph, unpack_graph
 from bc_ray.refresh.sink import EmbeddingSink
+from bc_ray.refresh.tasks import (LayerStage, Runs, SampledStage, layer_runs, sampled_runs,
+                                  warm_workers)
+from bc_ray.store.parquet import embedding_matrix
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.state import FileRecord, StoreState, TableRecord, VersionRecord
 from bc_ray.store.store import Store
-from bc_ray.store.tables import TableFiles, publish_refresh, table_prefix
+from bc_ray.store.tables import TableFiles, publish_refresh, read_table, table_prefix
 from bc_ray.store.versions import load_model_bytes
 
 logger = logging.getLogger(__name__)
 ENTITIES = ("user", "item")
+WRITE_COST = 16  # writing a row to Parquet, in edges aggregated (measured at 10M edges)
+STREAM_BLOCK_BYTES = 16 << 20
+RUNS_PER_SLOT = 2  # runs are balanced by edges, not by time: a spare run per slot evens it out
 
 
 @dataclass
@@ -129,39 +135,58 @@ def _endpoints(edges: pl.DataFrame, graph: GraphTensors) -> torch.Tensor:
         torch.from_numpy(edges["item_idx"].to_numpy().astype(np.int64)) + graph.num_users]))
 
 
-def _node_dataset(nodes: np.ndarray, config: RefreshConfig):
-    wanted = max(config.num_actors, -(-nodes.size // config.block_nodes))
-    blocks = max(1, min(nodes.size, wanted, config.num_actors * 8))
-    return ray.data.from_numpy(np.array_split(nodes, blocks))
+def _runs(graph: GraphTensors, graph_ref, nodes: np.ndarray, count: int, config: RefreshConfig,
+          node_cost: int = 1) -> Runs:
+    bounds = balanced_bounds(graph, torch.from_numpy(nodes), max(1, min(count, nodes.size)),
+                             node_cost)
+    return Runs(graph_ref, ray.put(nodes), tuple(bounds), config.block_nodes,
+                int(max(1, config.cpus_per_actor)))
 
 
-def _map(dataset, actor, kwargs: dict, config: RefreshConfig):
-    return dataset.map_batches(
-        actor, fn_constructor_kwargs={**kwargs, "threads": int(max(1, config.cpus_per_actor))},
-        compute=ray.data.ActorPoolStrategy(size=config.num_actors),
-        batch_size=config.block_nodes, batch_format="numpy", num_cpus=config.cpus_per_actor,
-        num_gpus=1 if config.use_gpu else 0)
+def _map(fn, stage: LayerStage | SampledStage, config: RefreshConfig, stream: bool = False):
+    """One Ray Data pass: a task per run, each yielding one batch per chunk of its nodes.
+
+    Built from local items (`range` would add a read task per run) under its own context:
+    without per-operator resource reservation, which with one operator only holds half the
+    slots back (measured: the second task of a 2-CPU pass waited for the first), and with
+    `stream`, blocks of about a chunk, so the driver assembles a layer while it is computed
+    instead of receiving each task's rows as one block at its end."""
+    count = len(stage.runs.bounds) - 1
+    context = ray.data.DataContext.get_current()
+    saved = context.op_resource_reservation_enabled, context.target_max_block_size
+    context.op_resource_reservation_enabled = False
+    if stream:
+        context.target_max_block_size = STREAM_BLOCK_BYTES
+    try:  # a dataset keeps a copy of the context it was created under
+        runs = ray.data.from_items([{"id": run} for run in range(count)],
+                                   override_num_blocks=count)
+    finally:
+        context.op_resource_reservation_enabled, context.target_max_block_size = saved
+    return runs.map_batches(
+        fn, fn_kwargs={"stage": stage}, batch_size=1, batch_format="numpy",
+        compute=ray.data.TaskPoolStrategy(size=config.num_actors),
+        num_cpus=config.cpus_per_actor, num_gpus=1 if config.use_gpu else 0)
 
 
 def _record(stats: dict, label: str, nodes: int, seconds: float, compute: float,
             config: RefreshConfig) -> None:
     stats[label] = {"nodes": int(nodes), "seconds": round(seconds, 3),
                     "compute_seconds": round(compute / config.num_actors, 3)}
-    logger.info("%s: %d nodes in %.1fs (%.0f nodes/s; %.2fs of compute per actor)", label,
+    logger.info("%s: %d nodes in %.1fs (%.0f nodes/s; %.2fs of compute per task slot)", label,
                 nodes, seconds, nodes / seconds if seconds else 0.0, compute / config.num_actors)
 
 
-def _gather_stage(actor, kwargs: dict, nodes: np.ndarray, config: RefreshConfig,
-                  out: np.ndarray, label: str, stats: dict) -> None:
-    """One Ray Data pass over `nodes`, assembled into `out` (rows = node ids) on the driver."""
-    if nodes.size == 0:
+def _gather_stage(stage: LayerStage, config: RefreshConfig, out: np.ndarray, label: str,
+                  stats: dict) -> None:
+    """One pass over the stage's nodes, assembled into `out` (rows = node ids) on the driver."""
+    if stage.runs.bounds[-1] == 0:
         return
     started, compute = time.perf_counter(), 0.0
-    dataset = _map(_node_dataset(nodes, config), actor, kwargs, config)
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+    for batch in _map(layer_runs, stage, config, stream=True).iter_batches(
+            batch_size=None, batch_format="numpy"):
         out[batch["node"]] = batch["embedding"]
         compute += float(batch["seconds"].sum())
-    _record(stats, label, nodes.size, time.perf_counter() - started, compute, config)
+    _record(stats, label, stage.runs.bounds[-1], time.perf_counter() - started, compute, config)
 
 
 def _previous_final(store: Store, plan: RefreshPlan, snapshot: GraphSnapshot,
@@ -192,68 +217,105 @@ def _cached_layers(store: Store, plan: RefreshPlan, graph: GraphTensors) -> list
 
 @dataclass
 class FinalStage:
-    """How the last Ray Data pass (which streams into the Parquet sink) is built."""
+    """The last Ray Data pass (fused with the Parquet write), and the inner layers to cache."""
 
-    actor: type
-    kwargs: dict
+    fn: Callable
+    stage: LayerStage | SampledStage
     inner_layers: list[np.ndarray]
 
 
+def _final_runs(visible: np.ndarray, config: RefreshConfig) -> int:
+    """Tasks of the final pass: one file per entity per task, so at most `rows_per_file` rows
+    per task, and `RUNS_PER_SLOT` tasks per slot."""
+    return max(RUNS_PER_SLOT * config.num_actors, -(-int(visible.sum()) // config.rows_per_file))
+
+
+def share_graph(graph: GraphTensors) -> tuple[ray.ObjectRef, GraphTensors]:
+    """The graph in the object store for the tasks, and the driver's view of that copy (its
+    own arrays, edges and CSR, can then go: ~0.3 GB at 10M edges)."""
+    graph_ref = ray.put(pack_graph(graph))
+    return graph_ref, unpack_graph(ray.get(graph_ref))
+
+
 def inner_layers(config: RefreshConfig, plan: RefreshPlan, store: Store, snapshot: GraphSnapshot,
-                 graph: GraphTensors, model_bytes: bytes, stats: dict) -> FinalStage:
-    """Run the gathered stages h_1..h_{L-1} and describe the final one."""
-    model = model_from_bytes(model_bytes, light=True)
-    refs = {"model": ray.put(model_bytes), "graph": ray.put(pack_graph(graph))}
+                 graph: GraphTensors, graph_ref: ray.ObjectRef, model_bytes: bytes,
+                 stats: dict) -> FinalStage:
+    """Run the gathered stages h_1..h_{L-1} and describe the final one.
+
+    h_0 (ID tables and feature bags, every node) is computed here once: the tasks then need
+    only the GraphSAGE layers, not the model's tables."""
+    visible = np.concatenate([snapshot.present("user"), snapshot.present("item")])
+    final_nodes = np.flatnonzero(visible)
+    final_count = _final_runs(visible, config)
     if config.inference == "sampled":
-        return FinalStage(SampledActor, {**refs, "fanout": config.fanout}, [])
-    num_layers = model.spec.num_layers
-    all_nodes = np.arange(graph.num_nodes, dtype=np.int64)
+        runs = _runs(graph, graph_ref, final_nodes, final_count, config, WRITE_COST)
+        return FinalStage(sampled_runs, SampledStage(runs, ray.put(model_bytes), config.fanout),
+                          [])
+    model = model_from_bytes(model_bytes, light=True)
+    layers_only, num_layers = model.layer_stack(), model.spec.num_layers
+    started = time.perf_counter()
+    with torch.no_grad():
+        previous = ray.put(model.inputs(graph).numpy())
+    stats["layer0"] = {"nodes": graph.num_nodes, "seconds": round(time.perf_counter() - started, 3)}
+    del model  # the ID tables: nothing after h_0 reads them
     if plan.mode == "incremental":
         frontiers = [f.numpy() for f in expand_hops(graph, plan.changed, num_layers - 1)]
         layers = _cached_layers(store, plan, graph)[: num_layers - 1]
     else:
-        frontiers = [all_nodes] * num_layers
-        layers = [np.zeros((graph.num_nodes, model.spec.hidden_dim), dtype=np.float32)
+        all_nodes = np.arange(graph.num_nodes, dtype=np.int64)
+        frontiers = [all_nodes] * (num_layers - 1)
+        layers = [np.zeros((graph.num_nodes, layers_only.spec.hidden_dim), dtype=np.float32)
                   for _ in range(num_layers - 1)]
-    previous = None
     for layer in range(1, num_layers):
-        _gather_stage(LayerActor, {**refs, "layer": layer, "previous": previous},
-                      frontiers[layer - 1], config, layers[layer - 1], f"layer{layer}", stats)
+        runs = _runs(graph, graph_ref, frontiers[layer - 1], RUNS_PER_SLOT * config.num_actors,
+                     config)
+        _gather_stage(LayerStage(runs, layers_only, layer, previous), config, layers[layer - 1],
+                      f"layer{layer}", stats)
         previous = ray.put(layers[layer - 1])
         layers[layer - 1] = ray.get(previous)  # keep the object store's copy, free the driver's
-    kwargs = {**refs, "layer": num_layers, "previous": previous}
+    extra = {}
     if plan.mode == "incremental":
-        kwargs["carried"] = ray.put(_previous_final(store, plan, snapshot, graph,
-                                                    model.output_dim))
-        kwargs["recompute"] = ray.put(frontiers[-1])
-    stats["affected_nodes"] = int(frontiers[-1].size)
-    return FinalStage(LayerActor, kwargs, layers)
+        extra["carried"] = ray.put(_previous_final(store, plan, snapshot, graph,
+                                                   layers_only.spec.output_dim))
+        extra["recompute"] = ray.put(frontiers[-1])
+        stats["affected_nodes"] = int(frontiers[-1].size)
+    else:
+        stats["affected_nodes"] = graph.num_nodes
+    runs = _runs(graph, graph_ref, final_nodes, final_count, config, WRITE_COST)
+    return FinalStage(layer_runs, LayerStage(runs, layers_only, num_layers, previous, **extra),
+                      layers)
 
 
-def final_stage_and_write(config: RefreshConfig, stage: FinalStage, store: Store,
+def final_stage_and_write(config: RefreshConfig, final: FinalStage, store: Store,
                           version: VersionRecord, refresh_id: str, snapshot: GraphSnapshot,
                           graph: GraphTensors, refreshed_at: datetime,
                           stats: dict) -> dict[str, list[FileRecord]]:
-    """The last layer streams from the actor pool straight into the Parquet sink."""
+    """The last layer's tasks write their own rows to Parquet (Ray Data fuses the two)."""
     visible = np.concatenate([snapshot.present("user"), snapshot.present("item")])
     prefixes = {e: table_prefix(store, version.version, e, refresh_id) for e in ENTITIES}
     ids = {"user": ray.put(snapshot.users["id"].to_arrow()),
            "item": ray.put(snapshot.items["id"].to_arrow())}
     sink = EmbeddingSink(store.uri, store.io.options, prefixes, ids, ray.put(visible),
-                         graph.num_users, version.version, refreshed_at, config.rows_per_file)
+                         graph.num_users, version.version, refreshed_at)
     started = time.perf_counter()
-    nodes = np.flatnonzero(visible)
-    _map(_node_dataset(nodes, config), stage.actor, stage.kwargs, config).write_datasink(sink)
+    # The same concurrency and resources as the map, or Ray Data will not fuse the two.
+    _map(final.fn, final.stage, config).write_datasink(
+        sink, concurrency=config.num_actors,
+        ray_remote_args={"num_cpus": config.cpus_per_actor,
+                         "num_gpus": 1 if config.use_gpu else 0})
     files: dict[str, list[FileRecord]] = {e: [] for e in ENTITIES}
     rows = {e: 0 for e in ENTITIES}
-    compute = 0.0
+    compute, worker_nodes = 0.0, set()
     for record in sink.files():
         files[record["entity"]].append(FileRecord(record["path"], record["size"], record["sha256"]))
         rows[record["entity"]] += record["rows"]
         compute += record["compute_seconds"]
+        worker_nodes.add(record["worker_node"])
     label = "sampled" if config.inference == "sampled" else f"layer{version.spec['num_layers']}"
-    _record(stats, f"{label}+write", nodes.size, time.perf_counter() - started, compute, config)
+    _record(stats, f"{label}+write", final.stage.runs.bounds[-1], time.perf_counter() - started,
+            compute, config)
     stats["rows"] = rows
+    stats["worker_nodes"] = sorted(worker_nodes)
     return files
 
 
@@ -271,6 +333,7 @@ def _write_caches(store: Store, version: int, refresh_id: str, graph: GraphTenso
 
 def run_refresh(config: RefreshConfig) -> RefreshOutcome:
     started = time.perf_counter()
+    warming = warm_workers(config.num_actors, config.cpus_per_actor, 1 if config.use_gpu else 0)
     store = Store(config.store)
     state = store.state()
     version = state.version()
@@ -282,12 +345,20 @@ def run_refresh(config: RefreshConfig) -> RefreshOutcome:
     logger.info("refresh of version %d: %s (%s)", version.version, plan.mode, plan.reason)
     stats: dict = {"mode": plan.mode, "reason": plan.reason, "inference": config.inference,
                    "nodes": graph.num_nodes}
-    stage = inner_layers(config, plan, store, snapshot, graph, model_bytes, stats)
+    graph_ref, graph = share_graph(graph)
+    stage = inner_layers(config, plan, store, snapshot, graph, graph_ref, model_bytes, stats)
+    del model_bytes  # 0.25 GB at 10M edges: the tasks have what they need
     refresh_id = store.new_prefix("refresh").split("/", 1)[1]
     refreshed_at = datetime.now(timezone.utc)
-    files = final_stage_and_write(config, stage, store, version, refresh_id, snapshot, graph,
-                                  refreshed_at, stats)
-    caches = _write_caches(store, version.version, refresh_id, graph, stage.inner_layers)
+    with ThreadPoolExecutor(1, thread_name_prefix="layer-caches") as background:
+        # The driver only waits on the final pass: it writes the inner layers meanwhile.
+        caching = background.submit(_write_caches, store, version.version, refresh_id, graph,
+                                    stage.inner_layers)
+        files = final_stage_and_write(config, stage, store, version, refresh_id, snapshot,
+                                      graph, refreshed_at, stats)
+        caches = caching.result()
+    for ref in ray.wait(warming, num_returns=len(warming), timeout=0)[1]:
+        ray.cancel(ref)  # still waiting for resources: the work is done without them
     stats["affected_fraction"] = round(stats.get("affected_nodes", graph.num_nodes)
                                        / graph.num_nodes, 4)
     stats["seconds"] = round(time.perf_counter() - started, 3)

@@ -31,6 +31,18 @@ def to_parquet_bytes(table: pa.Table, row_group_size: int = ROW_GROUP_ROWS) -> b
     return sink.getvalue()
 
 
+def embedding_parquet_bytes(table: pa.Table) -> bytes:
+    """An embedding table (`embedding_table`): float vectors neither compress (snappy saved 4 %)
+    nor repeat, so they skip both compression and the dictionary attempt, which took a third of
+    the encoding time (measured at 860k rows x 64). Snappy stays on the other columns."""
+    sink = _io.BytesIO()
+    pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, write_page_checksum=True,
+                   compression={"id": "snappy", "embedding": "none", "version": "snappy",
+                                "refreshed_at": "snappy"},
+                   use_dictionary=["version", "refreshed_at"])
+    return sink.getvalue()
+
+
 def frame_to_parquet_bytes(frame) -> bytes:
     """A polars frame through polars' multi-threaded writer (no page checksums): for row tables
     whose every read verifies the sha256 the log recorded (ingested batches)."""
@@ -65,7 +77,8 @@ def embedding_table(ids: pa.Array | np.ndarray | list, matrix: np.ndarray, versi
         "id": ids,
         "embedding": embedding_array(matrix),
         "version": pa.array(np.full(rows, version, dtype=np.int32)),
-        "refreshed_at": pa.array([refreshed_at] * rows, type=pa.timestamp("us", tz="UTC")),
+        "refreshed_at": pa.repeat(pa.scalar(refreshed_at, type=pa.timestamp("us", tz="UTC")),
+                                  rows),
     })
 
 

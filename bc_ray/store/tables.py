@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bc_ray.exceptions import CorruptFileError, StoreError
-from bc_ray.store.parquet import embedding_table, from_parquet_bytes, to_parquet_bytes
+from bc_ray.store.parquet import embedding_table, from_parquet_bytes, embedding_parquet_bytes
 from bc_ray.store.state import FileRecord, StoreState, TableRecord
 from bc_ray.store.store import Store
 
@@ -43,7 +43,7 @@ def write_table(store: Store, prefix: str, ids, matrix: np.ndarray, version: int
     for part, start in enumerate(range(0, max(len(ids), 1), rows_per_file)):
         table = embedding_table(ids[start:start + rows_per_file],
                                 matrix[start:start + rows_per_file], version, refreshed_at)
-        files.append(store.put(f"{prefix}/part-{part:05d}.parquet", to_parquet_bytes(table)))
+        files.append(store.put(f"{prefix}/part-{part:05d}.parquet", embedding_parquet_bytes(table)))
     return files
 
 

@@ -1,5 +1,5 @@
 """The nightly path on a two-node Ray cluster (two raylets on this machine, 3 CPUs each) with the
-store on S3: ingest, train with 2 workers, refresh with 2 actors, serve with 2 replicas.
+store on S3: ingest, train with 2 workers, refresh with 2 task slots, serve with 2 replicas.
 
 Run by test_two_nodes.py in its own process (the test session's shared cluster stays up).
 Prints one JSON line: the node ids each kind of work ran on, and what each step produced.
@@ -69,7 +69,9 @@ def main(uri: str) -> None:
 
         refreshed = run_refresh(RefreshConfig(store=uri, mode="full", num_actors=2,
                                               cpus_per_actor=2, block_nodes=64))
-        report["refresh"] = {"rows": refreshed.stats["rows"], "nodes": actor_nodes("LayerActor")}
+        # The inference tasks' own node ids, reported with the files each one wrote.
+        report["refresh"] = {"rows": refreshed.stats["rows"],
+                             "nodes": refreshed.stats["worker_nodes"]}
 
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

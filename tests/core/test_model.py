@@ -80,7 +80,7 @@ def test_exact_sampling_equals_full_graph(small_snapshot):
 
 
 def test_light_inference_model_matches_the_pyg_one(small_snapshot):
-    """Refresh actors load models without torch_geometric; outputs must be identical."""
+    """Refresh processes load models without torch_geometric; outputs must be identical."""
     from bc_ray.core.serialization import model_from_bytes, model_to_bytes
 
     graph = _graph(small_snapshot)

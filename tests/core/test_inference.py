@@ -1,0 +1,64 @@
+"""Layer-wise inference pieces the refresh distributes: the layers without the input tables,
+and the split of nodes into runs of equal work."""
+
+import pickle
+
+import torch
+
+from bc_ray.core.graph import build_graph
+from bc_ray.core.inference import balanced_bounds, layer_for_nodes, layerwise_embed
+from bc_ray.core.model import build_model
+from bc_ray.core.serialization import model_from_bytes, model_to_bytes
+from bc_ray.core.spec import VersionSpec
+from bc_ray.data.timeline import edges_until
+
+
+def _graph(snapshot, t=0.8):
+    return build_graph(snapshot, edges_until(snapshot, t), now=t)
+
+
+def test_layer_stack_from_given_inputs_equals_the_whole_model(small_snapshot):
+    """Tasks get h_0 from the driver and only the GraphSAGE layers, shipped pickled."""
+    graph = _graph(small_snapshot)
+    torch.manual_seed(0)
+    model = model_from_bytes(model_to_bytes(
+        build_model(VersionSpec(num_layers=3, hidden_dim=8), graph)), light=True)
+    stack = pickle.loads(pickle.dumps(model.layer_stack()))
+    assert sum(p.numel() for p in stack.parameters()) < sum(p.numel() for p in
+                                                             model.parameters()) / 10
+    nodes = torch.arange(graph.num_nodes)
+    with torch.no_grad():
+        current = model.inputs(graph)
+    for layer in (1, 2, 3):
+        current = torch.cat([layer_for_nodes(stack, graph, layer, current, part)
+                             for part in nodes.split(7)])
+    [expected] = layerwise_embed(model, graph)
+    assert torch.allclose(current, expected, atol=1e-5)
+    assert torch.allclose(current, model(graph), atol=1e-5)
+
+
+def test_runs_split_nodes_by_edges_not_by_count(small_snapshot):
+    graph = _graph(small_snapshot)
+    crow = graph.adjacency().crow
+    nodes = torch.arange(graph.num_nodes)
+    degree = crow[1:] - crow[:-1]
+    for parts, node_cost in ((2, 1), (4, 1), (3, 16)):
+        bounds = balanced_bounds(graph, nodes, parts, node_cost)
+        assert bounds[0] == 0 and bounds[-1] == graph.num_nodes and len(bounds) == parts + 1
+        assert bounds == sorted(bounds)
+        cost = [int((degree[a:b] + node_cost).sum()) for a, b in zip(bounds, bounds[1:])]
+        heaviest = int((degree + node_cost).max())
+        # Each run is within one node's cost of an equal share.
+        assert max(cost) - min(cost) <= 2 * heaviest, (parts, cost)
+    # Items (higher degree here) get fewer nodes per run than users.
+    users, items = balanced_bounds(graph, nodes, 2), graph.num_users
+    assert degree[items:].float().mean() > degree[:items].float().mean()
+    assert users[1] > graph.num_nodes / 2
+
+
+def test_runs_of_a_small_or_empty_node_set(small_snapshot):
+    """More runs than nodes leave empty runs (their tasks write nothing); no nodes, one run."""
+    graph = _graph(small_snapshot)
+    bounds = balanced_bounds(graph, torch.arange(2), 4)
+    assert len(bounds) == 5 and bounds[0] == 0 and bounds[-1] == 2 and bounds == sorted(bounds)
+    assert balanced_bounds(graph, torch.arange(0), 3) == [0, 0]
