@@ -25,10 +25,12 @@ def model_to_bytes(model: EmbeddingModel) -> bytes:
 
 def model_from_bytes(data: bytes, device: torch.device | str = "cpu",
                      light: bool = False) -> EmbeddingModel:
-    """`light` builds the layers without torch_geometric (inference-only processes)."""
+    """`light` builds the layers without torch_geometric, for inference-only processes: these
+    also take the loaded tensors as the weights instead of copying them (half the peak memory
+    of loading; a training model keeps its own, which carry gradient hooks)."""
     payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     model = EmbeddingModel(VersionSpec.from_dict(payload["spec"]), payload["num_users"],
                            payload["num_items"], payload["user_vocab"], payload["item_vocab"],
                            light=light, initialize=False)
-    model.load_state_dict(payload["state"])
+    model.load_state_dict(payload["state"], assign=light)
     return model.to(device).eval()

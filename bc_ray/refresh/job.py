@@ -11,6 +11,7 @@ tables, written while the last stage runs, so the next refresh can be incrementa
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -27,7 +28,7 @@ import ray
 import torch
 
 from bc_ray.core.graph import GraphTensors, build_graph
-from bc_ray.core.inference import balanced_bounds, expand_hops
+from bc_ray.core.inference import balanced_bounds, expand_hops, layer_for_nodes
 from bc_ray.core.serialization import model_from_bytes
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_between, edges_until
@@ -238,7 +239,7 @@ def share_graph(graph: GraphTensors) -> tuple[ray.ObjectRef, GraphTensors]:
 
 
 def inner_layers(config: RefreshConfig, plan: RefreshPlan, store: Store, snapshot: GraphSnapshot,
-                 graph: GraphTensors, graph_ref: ray.ObjectRef, model_bytes: bytes,
+                 graph: GraphTensors, graph_ref: ray.ObjectRef, model_bytes: list[bytes],
                  stats: dict) -> FinalStage:
     """Run the gathered stages h_1..h_{L-1} and describe the final one.
 
@@ -249,13 +250,18 @@ def inner_layers(config: RefreshConfig, plan: RefreshPlan, store: Store, snapsho
     final_count = _final_runs(visible, config)
     if config.inference == "sampled":
         runs = _runs(graph, graph_ref, final_nodes, final_count, config, WRITE_COST)
-        return FinalStage(sampled_runs, SampledStage(runs, ray.put(model_bytes), config.fanout),
+        return FinalStage(sampled_runs, SampledStage(runs, ray.put(model_bytes.pop()),
+                                                     config.fanout),
                           [])
-    model = model_from_bytes(model_bytes, light=True)
+    model = model_from_bytes(model_bytes.pop(), light=True)  # the bytes go with the call
     layers_only, num_layers = model.layer_stack(), model.spec.num_layers
     started = time.perf_counter()
-    with torch.no_grad():
-        previous = ray.put(model.inputs(graph).numpy())
+    inputs = np.empty((graph.num_nodes, model.spec.hidden_dim), dtype=np.float32)
+    for start in range(0, graph.num_nodes, config.block_nodes):  # no full-size temporaries
+        nodes = torch.arange(start, min(start + config.block_nodes, graph.num_nodes))
+        inputs[start:start + nodes.numel()] = layer_for_nodes(model, graph, 0, None, nodes)
+    previous = ray.put(inputs)
+    del inputs
     stats["layer0"] = {"nodes": graph.num_nodes, "seconds": round(time.perf_counter() - started, 3)}
     del model  # the ID tables: nothing after h_0 reads them
     if plan.mode == "incremental":
@@ -337,7 +343,6 @@ def run_refresh(config: RefreshConfig) -> RefreshOutcome:
     store = Store(config.store)
     state = store.state()
     version = state.version()
-    model_bytes = load_model_bytes(store, version.version, state)
     snapshot = load_snapshot(store, state=state)
     cutoff = snapshot.meta.cutoff
     graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
@@ -345,9 +350,11 @@ def run_refresh(config: RefreshConfig) -> RefreshOutcome:
     logger.info("refresh of version %d: %s (%s)", version.version, plan.mode, plan.reason)
     stats: dict = {"mode": plan.mode, "reason": plan.reason, "inference": config.inference,
                    "nodes": graph.num_nodes}
+    # Edges are in the graph now; the entity tables stay for ids and visibility.
+    snapshot = dataclasses.replace(snapshot, edges=snapshot.edges.clear())
     graph_ref, graph = share_graph(graph)
+    model_bytes = [load_model_bytes(store, version.version, state)]  # handed over, not kept
     stage = inner_layers(config, plan, store, snapshot, graph, graph_ref, model_bytes, stats)
-    del model_bytes  # 0.25 GB at 10M edges: the tasks have what they need
     refresh_id = store.new_prefix("refresh").split("/", 1)[1]
     refreshed_at = datetime.now(timezone.utc)
     with ThreadPoolExecutor(1, thread_name_prefix="layer-caches") as background:
