@@ -26,17 +26,14 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 from benchmarks.common import print_table, scratch_dir, timed, write_json  # noqa: E402
+from tests.helpers import publish_untrained_model  # noqa: E402
 from bc_ray.core.graph import build_graph  # noqa: E402
 from bc_ray.core.inference import layerwise_embed, sampled_embed  # noqa: E402
-from bc_ray.core.model import build_model  # noqa: E402
-from bc_ray.core.serialization import model_to_bytes  # noqa: E402
-from bc_ray.core.spec import VersionSpec  # noqa: E402
 from bc_ray.data.snapshot import build_snapshot  # noqa: E402
 from bc_ray.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from bc_ray.data.timeline import edges_until  # noqa: E402
 from bc_ray.store.snapshots import advance_snapshot, publish_snapshot  # noqa: E402
 from bc_ray.store.store import Store  # noqa: E402
-from bc_ray.store.versions import Candidate, publish_version, register_candidate  # noqa: E402
 
 
 def setup(edges: int, hidden: int, cutoff: float) -> tuple[str, object, object]:
@@ -48,14 +45,7 @@ def setup(edges: int, hidden: int, cutoff: float) -> tuple[str, object, object]:
     store = Store(uri)
     publish_snapshot(store, snapshot)
     graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
-    torch.manual_seed(0)
-    model = build_model(VersionSpec(num_layers=2, hidden_dim=hidden), graph).eval()
-    record = register_candidate(store, Candidate(
-        parent=None, dim=hidden, method="bc-aligner", spec=model.spec.to_dict(),
-        snapshot_id=store.state().current_snapshot, cutoff=cutoff, model=model_to_bytes(model),
-        transform=None))
-    publish_version(store, record.version)
-    return uri, snapshot, model
+    return uri, snapshot, publish_untrained_model(store, graph, hidden, cutoff)[1]
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
+from tests.helpers import publish_untrained_model  # noqa: E402
 
 HIDDEN, CUTOFF, NEW_FRACTION, LOOKUP_IDS = 64, 0.99, 0.01, 1000
 MB = 1 << 20
@@ -255,10 +256,12 @@ def train_rate(graph, mode: str, steps: int, batch_size: int = 2048) -> float:
     trainer = VersionTrainer(build_model(VersionSpec(hidden_dim=HIDDEN), graph), graph,
                              TrainConfig(batch_size=batch_size, mode=mode))
     triples = trainer.epoch_triples(1)
+    batches = max(1, len(triples) // batch_size)
     trainer.step(triples.slice(0, batch_size))
     started = time.perf_counter()
     for step in range(1, steps + 1):
-        trainer.step(triples.slice(step * batch_size, (step + 1) * batch_size))
+        start = step % batches * batch_size  # small graphs wrap around
+        trainer.step(triples.slice(start, start + batch_size))
     return steps * batch_size / (time.perf_counter() - started)
 
 
@@ -304,16 +307,12 @@ def one_size(edges: int, steps: int) -> list[dict]:
 
     from bc_ray.consumer.reader import read_embeddings
     from bc_ray.core.graph import build_graph
-    from bc_ray.core.model import build_model
-    from bc_ray.core.serialization import model_to_bytes
-    from bc_ray.core.spec import VersionSpec
     from bc_ray.data.snapshot import build_snapshot
     from bc_ray.data.synthetic import SyntheticConfig, generate
     from bc_ray.data.timeline import edges_until
     from bc_ray.serve.state import ServingState
     from bc_ray.store.snapshots import advance_snapshot, publish_snapshot
     from bc_ray.store.store import Store
-    from bc_ray.store.versions import Candidate, publish_version, register_candidate
 
     work = scratch_dir(f"bench-scale-{edges}-")
     uri = f"file://{work}/store"
@@ -353,13 +352,7 @@ def one_size(edges: int, steps: int) -> list[dict]:
     record("train epoch (projected)", epoch_s, graph.num_edges / full, memory.summary(), 0,
            f"sampled {sampled:,.0f} edges/s, full graph {full:,.0f} edges/s (plain column)")
 
-    torch.manual_seed(0)
-    model = build_model(VersionSpec(num_layers=2, hidden_dim=HIDDEN), graph).eval()
-    record_ = register_candidate(store, Candidate(
-        parent=None, dim=HIDDEN, method="bc-aligner", spec=model.spec.to_dict(),
-        snapshot_id=store.state().current_snapshot, cutoff=CUTOFF,
-        model=model_to_bytes(model), transform=None))
-    publish_version(store, record_.version)
+    publish_untrained_model(store, graph, HIDDEN, CUTOFF)
     nodes = graph.num_nodes
     del graph, snapshot
 

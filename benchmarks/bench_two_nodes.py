@@ -27,23 +27,18 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 from benchmarks.bench_scale import (CUTOFF, HIDDEN, MB, in_fresh_process,  # noqa: E402
                                     plain_refresh, ray_refresh)
 from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
+from tests.helpers import publish_untrained_model  # noqa: E402
 
 NODE = {"num_cpus": 1, "object_store_memory": 4 << 30}
 
 
 def start_s3() -> tuple[object, str]:
     import boto3
-    from moto.server import ThreadedMotoServer
+
+    from tests.conftest import start_s3_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint,
-                      AWS_REQUEST_CHECKSUM_CALCULATION="when_required",
-                      AWS_RESPONSE_CHECKSUM_VALIDATION="when_required")
+    server, endpoint = start_s3_server()
     bucket = f"bc-ray-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
     return server, f"s3://{bucket}/store"
@@ -51,18 +46,12 @@ def start_s3() -> tuple[object, str]:
 
 def publish(uri: str, edges: int) -> float:
     """Seconds to build the snapshot and publish it, with a version-0 model, to the S3 store."""
-    import torch
-
     from bc_ray.core.graph import build_graph
-    from bc_ray.core.model import build_model
-    from bc_ray.core.serialization import model_to_bytes
-    from bc_ray.core.spec import VersionSpec
     from bc_ray.data.snapshot import build_snapshot
     from bc_ray.data.synthetic import SyntheticConfig, generate
     from bc_ray.data.timeline import edges_until
     from bc_ray.store.snapshots import publish_snapshot
     from bc_ray.store.store import Store
-    from bc_ray.store.versions import Candidate, publish_version, register_candidate
 
     raw = generate(SyntheticConfig(num_users=edges // 10, num_items=edges // 100,
                                    num_edges=edges))
@@ -72,14 +61,8 @@ def publish(uri: str, edges: int) -> float:
     store = Store(uri)
     publish_snapshot(store, snapshot)
     seconds = time.perf_counter() - started
-    graph = build_graph(snapshot, edges_until(snapshot, CUTOFF), now=CUTOFF)
-    torch.manual_seed(0)
-    model = build_model(VersionSpec(num_layers=2, hidden_dim=HIDDEN), graph).eval()
-    record = register_candidate(store, Candidate(
-        parent=None, dim=HIDDEN, method="bc-aligner", spec=model.spec.to_dict(),
-        snapshot_id=store.state().current_snapshot, cutoff=CUTOFF, model=model_to_bytes(model),
-        transform=None))
-    publish_version(store, record.version)
+    publish_untrained_model(store, build_graph(snapshot, edges_until(snapshot, CUTOFF),
+                                                 now=CUTOFF), HIDDEN, CUTOFF)
     return seconds
 
 

@@ -52,3 +52,4 @@ def write_json(name: str, data: dict) -> str:
     with open(path, "w") as handle:
         json.dump(data, handle, indent=2, default=str)
     return path
+

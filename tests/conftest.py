@@ -27,8 +27,9 @@ ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 AMAZON = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon2018-magazine"
 
 
-@pytest.fixture(scope="session")
-def s3_server():
+def start_s3_server():
+    """moto's S3 server on 127.0.0.1, and this process's AWS settings pointing at it; returns
+    (server, endpoint). Also used by the two-node benchmark."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -39,6 +40,12 @@ def s3_server():
                       AWS_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint,
                       AWS_REQUEST_CHECKSUM_CALCULATION="when_required",
                       AWS_RESPONSE_CHECKSUM_VALIDATION="when_required")
+    return server, endpoint
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    server, endpoint = start_s3_server()
     yield endpoint
     server.stop()
 

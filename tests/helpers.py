@@ -66,21 +66,29 @@ __all__ = ["publish_snapshot", "store_with_chain", "publish_fake_version", "refr
 def publish_model_version(store: Store, snapshot, hidden: int = 16, layers: int = 2,
                           seed: int = 0) -> int:
     """Version 0 with an untrained model (refresh and serving do not care about the weights)."""
+    from bc_ray.core.graph import build_graph
+    from bc_ray.data.timeline import edges_until
+
+    cutoff = snapshot.meta.cutoff
+    graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
+    return publish_untrained_model(store, graph, hidden, cutoff, layers, seed)[0]
+
+
+def publish_untrained_model(store: Store, graph, hidden: int, cutoff: float, layers: int = 2,
+                            seed: int = 0):
+    """(version, model) of a published version-0 model with initial weights; the benchmarks
+    use it too (inference speed does not depend on the weights)."""
     import torch
 
-    from bc_ray.core.graph import build_graph
     from bc_ray.core.model import build_model
     from bc_ray.core.serialization import model_to_bytes
     from bc_ray.core.spec import VersionSpec
-    from bc_ray.data.timeline import edges_until
 
     torch.manual_seed(seed)
-    cutoff = snapshot.meta.cutoff
-    graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
     model = build_model(VersionSpec(num_layers=layers, hidden_dim=hidden), graph).eval()
     record = register_candidate(store, Candidate(
         parent=None, dim=hidden, method="bc-aligner", spec=model.spec.to_dict(),
         snapshot_id=store.state().current_snapshot, cutoff=cutoff, model=model_to_bytes(model),
         transform=None))
     publish_version(store, record.version)
-    return record.version
+    return record.version, model
