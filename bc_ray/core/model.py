@@ -48,7 +48,7 @@ class FeatureEncoder(nn.Module):
 class LinearSAGE(nn.Module):
     """The parameters of PyG's SAGEConv (``lin_l`` with bias, ``lin_r`` without) and nothing
     else: loading a trained model for inference then needs no torch_geometric import, which costs
-    ~5 s per process (every refresh actor pays it otherwise). `EmbeddingModel.layer` computes
+    ~5 s per process (every refresh worker pays it otherwise). `EmbeddingModel.layer` computes
     the same W_l agg + W_r x_dst with it; a test checks the outputs are identical."""
 
     def __init__(self, in_channels: int, out_channels: int, aggr: str = "mean") -> None:
