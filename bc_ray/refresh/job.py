@@ -223,9 +223,10 @@ class FinalStage:
     fn: Callable
     stage: LayerStage | SampledStage
     inner_layers: list[np.ndarray]
+    visible: np.ndarray  # bool by node: the entities the tables hold
 
 
-def _final_runs(visible: np.ndarray, config: RefreshConfig) -> int:
+def _final_run_count(visible: np.ndarray, config: RefreshConfig) -> int:
     """Tasks of the final pass: one file per entity per task, so at most `rows_per_file` rows
     per task, and `RUNS_PER_SLOT` tasks per slot."""
     return max(RUNS_PER_SLOT * config.num_actors, -(-int(visible.sum()) // config.rows_per_file))
@@ -246,13 +247,11 @@ def inner_layers(config: RefreshConfig, plan: RefreshPlan, store: Store, snapsho
     h_0 (ID tables and feature bags, every node) is computed here once: the tasks then need
     only the GraphSAGE layers, not the model's tables."""
     visible = np.concatenate([snapshot.present("user"), snapshot.present("item")])
-    final_nodes = np.flatnonzero(visible)
-    final_count = _final_runs(visible, config)
+    final_runs = _runs(graph, graph_ref, np.flatnonzero(visible), _final_run_count(visible, config),
+                       config, WRITE_COST)
     if config.inference == "sampled":
-        runs = _runs(graph, graph_ref, final_nodes, final_count, config, WRITE_COST)
-        return FinalStage(sampled_runs, SampledStage(runs, ray.put(model_bytes.pop()),
-                                                     config.fanout),
-                          [])
+        return FinalStage(sampled_runs, SampledStage(final_runs, ray.put(model_bytes.pop()),
+                                                     config.fanout), [], visible)
     model = model_from_bytes(model_bytes.pop(), light=True)  # the bytes go with the call
     layers_only, num_layers = model.layer_stack(), model.spec.num_layers
     started = time.perf_counter()
@@ -287,9 +286,9 @@ def inner_layers(config: RefreshConfig, plan: RefreshPlan, store: Store, snapsho
         stats["affected_nodes"] = int(frontiers[-1].size)
     else:
         stats["affected_nodes"] = graph.num_nodes
-    runs = _runs(graph, graph_ref, final_nodes, final_count, config, WRITE_COST)
-    return FinalStage(layer_runs, LayerStage(runs, layers_only, num_layers, previous, **extra),
-                      layers)
+    return FinalStage(layer_runs,
+                      LayerStage(final_runs, layers_only, num_layers, previous, **extra),
+                      layers, visible)
 
 
 def final_stage_and_write(config: RefreshConfig, final: FinalStage, store: Store,
@@ -297,11 +296,10 @@ def final_stage_and_write(config: RefreshConfig, final: FinalStage, store: Store
                           graph: GraphTensors, refreshed_at: datetime,
                           stats: dict) -> dict[str, list[FileRecord]]:
     """The last layer's tasks write their own rows to Parquet (Ray Data fuses the two)."""
-    visible = np.concatenate([snapshot.present("user"), snapshot.present("item")])
     prefixes = {e: table_prefix(store, version.version, e, refresh_id) for e in ENTITIES}
     ids = {"user": ray.put(snapshot.users["id"].to_arrow()),
            "item": ray.put(snapshot.items["id"].to_arrow())}
-    sink = EmbeddingSink(store.uri, store.io.options, prefixes, ids, ray.put(visible),
+    sink = EmbeddingSink(store.uri, store.io.options, prefixes, ids, ray.put(final.visible),
                          graph.num_users, version.version, refreshed_at)
     started = time.perf_counter()
     # The same concurrency and resources as the map, or Ray Data will not fuse the two.
