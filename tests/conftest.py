@@ -133,6 +133,7 @@ def ray_head(s3_server, tmp_path_factory):
                 os.killpg(process.pid, signal.SIGTERM)
                 pytest.fail(f"ray start --head did not come up; see {log.name}")
             time.sleep(1)
+    _wait_for_job_agent(address, deadline, log.name)
     yield address
     os.killpg(process.pid, signal.SIGTERM)
     try:
@@ -140,6 +141,24 @@ def ray_head(s3_server, tmp_path_factory):
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
     log.close()
+
+
+def _wait_for_job_agent(address: str, deadline: float, log: str) -> None:
+    """The dashboard answers before the head's job agent has registered; until it has, a
+    submission fails with 'No available agent' (seen on 2 busy cores). A no-op job probes it."""
+    import time
+
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    while True:
+        try:
+            client.submit_job(entrypoint="true")
+            return
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                pytest.fail(f"the head's job agent did not come up ({exc}); see {log}")
+            time.sleep(1)
 
 
 REPO = Path(__file__).resolve().parents[1]

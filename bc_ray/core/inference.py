@@ -23,16 +23,21 @@ from bc_ray.core.sampler import NeighborSampler
 DEFAULT_CHUNK = 65_536
 
 
-def rows_adjacency(graph: GraphTensors, nodes: torch.Tensor) -> Adjacency:
-    """Operator from all nodes to `nodes` (row r = neighbours of nodes[r])."""
+def _row_entries(graph: GraphTensors, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(owner, neighbour) of every adjacency entry in the rows of `nodes`, row by row; owner
+    indexes `nodes`."""
     full = graph.adjacency()
-    rowptr, col = full.crow, full.cols
-    start, degree = rowptr[nodes], rowptr[nodes + 1] - rowptr[nodes]
+    start, degree = full.crow[nodes], full.crow[nodes + 1] - full.crow[nodes]
     owner = torch.repeat_interleave(torch.arange(nodes.numel()), degree)
     offset = torch.arange(int(degree.sum())) - (torch.cumsum(degree, 0) - degree)[owner]
+    return owner, full.cols[start[owner] + offset]
+
+
+def rows_adjacency(graph: GraphTensors, nodes: torch.Tensor) -> Adjacency:
+    """Operator from all nodes to `nodes` (row r = neighbours of nodes[r])."""
+    owner, neighbours = _row_entries(graph, nodes)
     # Rows of a CSR, in order: already sorted and distinct.
-    return Adjacency(owner, col[start[owner] + offset], nodes.numel(), graph.num_nodes,
-                     distinct=True)
+    return Adjacency(owner, neighbours, nodes.numel(), graph.num_nodes, distinct=True)
 
 
 @torch.no_grad()
@@ -79,17 +84,19 @@ def sampled_embed(model: EmbeddingModel, graph: GraphTensors, fanout: int = 10,
     return torch.cat(parts)
 
 
-def expand_hops(graph: GraphTensors, nodes: torch.Tensor, hops: int) -> list[torch.Tensor]:
-    """[A_0, A_1, ..., A_hops]: A_0 = nodes, A_{h+1} = A_h plus its neighbours (sorted, unique)."""
-    full = graph.adjacency()
-    rowptr, col = full.crow, full.cols
+def expand_hops(graph: GraphTensors, nodes: torch.Tensor, hops: int,
+                chunk: int = 8_192) -> list[torch.Tensor]:
+    """[A_0, A_1, ..., A_hops]: A_0 = nodes, A_{h+1} = A_h plus its neighbours (sorted, unique).
+
+    Marked in a flag per node, a chunk of A_h at a time: a few popular items reach millions of
+    entries, which listed all at once cost ~0.4 GB at 10M edges."""
     frontiers = [torch.unique(nodes)]
     for _ in range(hops):
-        current = frontiers[-1]
-        start, degree = rowptr[current], rowptr[current + 1] - rowptr[current]
-        owner = torch.repeat_interleave(torch.arange(current.numel()), degree)
-        offset = torch.arange(int(degree.sum())) - (torch.cumsum(degree, 0) - degree)[owner]
-        frontiers.append(torch.unique(torch.cat([current, col[start[owner] + offset]])))
+        reached = torch.zeros(graph.num_nodes, dtype=torch.bool)
+        reached[frontiers[-1]] = True
+        for part in _chunks(frontiers[-1], chunk):
+            reached[_row_entries(graph, part)[1]] = True
+        frontiers.append(torch.nonzero(reached).flatten())
     return frontiers
 
 

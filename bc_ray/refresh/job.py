@@ -3,20 +3,21 @@
 Layer-wise inference: the driver computes the input layer h_0 of every node once, then runs one
 Ray Data stage per GraphSAGE layer. The stage's nodes are split into runs of about equal work
 (one task each, `tasks.py`), each task computes the layer for its run from the previous layer
-held in the object store, and the driver assembles the layer for the next stage. The last
-stage's tasks write their rows to Parquet under a fresh prefix themselves (`EmbeddingSink`), and
-one log entry publishes the user and item tables together. Inner layers are cached next to the
-tables, written while the last stage runs, so the next refresh can be incremental.
+held in the object store, and an actor assembles the stage's blocks into the layer the next
+stage reads (`assemble.py`; the driver only passes references). The last stage's tasks write their
+rows to Parquet under a fresh prefix themselves (`EmbeddingSink`), and one log entry publishes
+the user and item tables together. Inner layers are cached next to the tables, written while
+the next stage runs, so the next refresh can be incremental.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import ray
 import torch
 
@@ -32,20 +34,20 @@ from bc_ray.core.inference import balanced_bounds, expand_hops, layer_for_nodes
 from bc_ray.core.serialization import model_from_bytes
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_between, edges_until
+from bc_ray.refresh.assemble import CachedLayer, layer_builder
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.pack import pack_graph, unpack_graph
 from bc_ray.refresh.sink import EmbeddingSink
 from bc_ray.refresh.tasks import (LayerStage, Runs, SampledStage, layer_runs, sampled_runs,
                                   warm_workers)
-from bc_ray.store.parquet import embedding_matrix
+from bc_ray.store.npy import npy_parts
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.state import FileRecord, StoreState, TableRecord, VersionRecord
 from bc_ray.store.store import Store
-from bc_ray.store.tables import TableFiles, publish_refresh, read_table, table_prefix
+from bc_ray.store.tables import ENTITIES, TableFiles, publish_refresh, table_prefix
 from bc_ray.store.versions import load_model_bytes
 
 logger = logging.getLogger(__name__)
-ENTITIES = ("user", "item")
 WRITE_COST = 16  # writing a row to Parquet, in edges aggregated (measured at 10M edges)
 STREAM_BLOCK_BYTES = 16 << 20
 RUNS_PER_SLOT = 2  # runs are balanced by edges, not by time: a spare run per slot evens it out
@@ -150,7 +152,7 @@ def _map(fn, stage: LayerStage | SampledStage, config: RefreshConfig, stream: bo
     Built from local items (`range` would add a read task per run) under its own context:
     without per-operator resource reservation, which with one operator only holds half the
     slots back (measured: the second task of a 2-CPU pass waited for the first), and with
-    `stream`, blocks of about a chunk, so the driver assembles a layer while it is computed
+    `stream`, blocks of about a chunk, so the builder assembles a layer while it is computed
     instead of receiving each task's rows as one block at its end."""
     count = len(stage.runs.bounds) - 1
     context = ray.data.DataContext.get_current()
@@ -177,43 +179,25 @@ def _record(stats: dict, label: str, nodes: int, seconds: float, compute: float,
                 nodes, seconds, nodes / seconds if seconds else 0.0, compute / config.num_actors)
 
 
-def _gather_stage(stage: LayerStage, config: RefreshConfig, out: np.ndarray, label: str,
-                  stats: dict) -> None:
-    """One pass over the stage's nodes, assembled into `out` (rows = node ids) on the driver."""
-    if stage.runs.bounds[-1] == 0:
-        return
-    started, compute = time.perf_counter(), 0.0
-    for batch in _map(layer_runs, stage, config, stream=True).iter_batches(
-            batch_size=None, batch_format="numpy"):
-        out[batch["node"]] = batch["embedding"]
-        compute += float(batch["seconds"].sum())
-    _record(stats, label, stage.runs.bounds[-1], time.perf_counter() - started, compute, config)
-
-
-def _previous_final(store: Store, plan: RefreshPlan, snapshot: GraphSnapshot,
-                    graph: GraphTensors, dim: int) -> np.ndarray:
-    """The previous tables' embeddings laid out by node (zeros for entities they lack)."""
-    final = np.zeros((graph.num_nodes, dim), dtype=np.float32)
-    for entity, offset in (("user", 0), ("item", graph.num_users)):
-        table = read_table(store, plan.previous[entity], columns=["id", "embedding"])
-        rows = pl.from_arrow(table.select(["id"])).with_row_index("row")
-        joined = snapshot.entities(entity).select("idx", "id").join(rows, on="id", how="inner")
-        matrix = embedding_matrix(table.column("embedding"))
-        final[joined["idx"].to_numpy() + offset] = matrix[joined["row"].to_numpy()]
-    return final
-
-
-def _cached_layers(store: Store, plan: RefreshPlan, graph: GraphTensors) -> list[np.ndarray]:
-    layers = []
-    for index in range(1, len(plan.previous["user"].cache) + 1):
-        parts = []
-        for entity, size in (("user", graph.num_users), ("item", graph.num_items)):
-            matrix = np.load(io.BytesIO(store.get(plan.previous[entity].cache[f"layer{index}"])))
-            padded = np.zeros((size, matrix.shape[1]), dtype=np.float32)
-            padded[: min(size, matrix.shape[0])] = matrix[:size]
-            parts.append(padded)
-        layers.append(np.concatenate(parts))
-    return layers
+def _assembled_stage(stage: LayerStage, config: RefreshConfig, builder: ray.actor.ActorHandle,
+                     shape: tuple[int, int], num_users: int, base: CachedLayer | None,
+                     label: str, stats: dict) -> ray.ObjectRef:
+    """One pass over the stage's nodes, its blocks handed to the builder as they come; the
+    layer (every node) as one object-store matrix."""
+    started, key = time.perf_counter(), uuid.uuid4().hex
+    adding = [builder.start.remote(key, shape, num_users, base)]
+    try:
+        if stage.runs.bounds[-1]:
+            for bundle in _map(layer_runs, stage, config, stream=True).iter_internal_ref_bundles():
+                adding.append(builder.add.remote(key, *bundle.block_refs))
+        ray.get(adding)  # a failed step raises here
+    except BaseException:
+        builder.drop.remote(key)
+        raise
+    layer, compute = builder.finish.remote(key)
+    _record(stats, label, stage.runs.bounds[-1], time.perf_counter() - started, ray.get(compute),
+            config)
+    return layer
 
 
 @dataclass
@@ -222,7 +206,7 @@ class FinalStage:
 
     fn: Callable
     stage: LayerStage | SampledStage
-    inner_layers: list[np.ndarray]
+    inner_layers: list[ray.ObjectRef]  # h_1..h_{L-1}, to cache
     visible: np.ndarray  # bool by node: the entities the tables hold
 
 
@@ -240,9 +224,10 @@ def share_graph(graph: GraphTensors) -> tuple[ray.ObjectRef, GraphTensors]:
 
 
 def inner_layers(config: RefreshConfig, plan: RefreshPlan, store: Store, snapshot: GraphSnapshot,
-                 graph: GraphTensors, graph_ref: ray.ObjectRef, model_bytes: list[bytes],
+                 graph: GraphTensors, graph_ref: ray.ObjectRef, ids: dict[str, ray.ObjectRef],
+                 model_bytes: list[bytes], builder: ray.actor.ActorHandle | None,
                  stats: dict) -> FinalStage:
-    """Run the gathered stages h_1..h_{L-1} and describe the final one.
+    """Run the stages h_1..h_{L-1} and describe the final one.
 
     h_0 (ID tables and feature bags, every node) is computed here once: the tasks then need
     only the GraphSAGE layers, not the model's tables."""
@@ -259,29 +244,31 @@ def inner_layers(config: RefreshConfig, plan: RefreshPlan, store: Store, snapsho
     for start in range(0, graph.num_nodes, config.block_nodes):  # no full-size temporaries
         nodes = torch.arange(start, min(start + config.block_nodes, graph.num_nodes))
         inputs[start:start + nodes.numel()] = layer_for_nodes(model, graph, 0, None, nodes)
+    del model  # the ID tables, before h_0's copy in the object store: nothing else reads them
     previous = ray.put(inputs)
     del inputs
     stats["layer0"] = {"nodes": graph.num_nodes, "seconds": round(time.perf_counter() - started, 3)}
-    del model  # the ID tables: nothing after h_0 reads them
-    if plan.mode == "incremental":
+    extra = {}
+    if plan.mode == "incremental":  # the builder reads the previous tables while the driver plans
+        extra["carried"] = builder.carried.remote(
+            (graph.num_nodes, layers_only.spec.output_dim), graph.num_users, store.uri,
+            store.io.options, plan.previous, ids["user"], ids["item"])
         frontiers = [f.numpy() for f in expand_hops(graph, plan.changed, num_layers - 1)]
-        layers = _cached_layers(store, plan, graph)[: num_layers - 1]
     else:
-        all_nodes = np.arange(graph.num_nodes, dtype=np.int64)
-        frontiers = [all_nodes] * (num_layers - 1)
-        layers = [np.zeros((graph.num_nodes, layers_only.spec.hidden_dim), dtype=np.float32)
-                  for _ in range(num_layers - 1)]
+        frontiers = [np.arange(graph.num_nodes, dtype=np.int64)] * (num_layers - 1)
+    layers = []
     for layer in range(1, num_layers):
         runs = _runs(graph, graph_ref, frontiers[layer - 1], RUNS_PER_SLOT * config.num_actors,
                      config)
-        _gather_stage(LayerStage(runs, layers_only, layer, previous), config, layers[layer - 1],
-                      f"layer{layer}", stats)
-        previous = ray.put(layers[layer - 1])
-        layers[layer - 1] = ray.get(previous)  # keep the object store's copy, free the driver's
-    extra = {}
+        base = None
+        if plan.mode == "incremental":  # rows the stage does not recompute stay as they were
+            base = CachedLayer(store.uri, store.io.options,
+                               {e: plan.previous[e].cache[f"layer{layer}"] for e in ENTITIES})
+        previous = _assembled_stage(LayerStage(runs, layers_only, layer, previous), config,
+                                    builder, (graph.num_nodes, layers_only.spec.hidden_dim),
+                                    graph.num_users, base, f"layer{layer}", stats)
+        layers.append(previous)
     if plan.mode == "incremental":
-        extra["carried"] = ray.put(_previous_final(store, plan, snapshot, graph,
-                                                   layers_only.spec.output_dim))
         extra["recompute"] = ray.put(frontiers[-1])
         stats["affected_nodes"] = int(frontiers[-1].size)
     else:
@@ -292,13 +279,11 @@ def inner_layers(config: RefreshConfig, plan: RefreshPlan, store: Store, snapsho
 
 
 def final_stage_and_write(config: RefreshConfig, final: FinalStage, store: Store,
-                          version: VersionRecord, refresh_id: str, snapshot: GraphSnapshot,
+                          version: VersionRecord, refresh_id: str, ids: dict[str, ray.ObjectRef],
                           graph: GraphTensors, refreshed_at: datetime,
                           stats: dict) -> dict[str, list[FileRecord]]:
     """The last layer's tasks write their own rows to Parquet (Ray Data fuses the two)."""
     prefixes = {e: table_prefix(store, version.version, e, refresh_id) for e in ENTITIES}
-    ids = {"user": ray.put(snapshot.users["id"].to_arrow()),
-           "item": ray.put(snapshot.items["id"].to_arrow())}
     sink = EmbeddingSink(store.uri, store.io.options, prefixes, ids, ray.put(final.visible),
                          graph.num_users, version.version, refreshed_at)
     started = time.perf_counter()
@@ -323,20 +308,24 @@ def final_stage_and_write(config: RefreshConfig, final: FinalStage, store: Store
     return files
 
 
-def _write_caches(store: Store, version: int, refresh_id: str, graph: GraphTensors,
-                  layers: list[np.ndarray]) -> dict[str, dict[str, FileRecord]]:
+def _write_caches(store: Store, version: int, refresh_id: str, num_users: int,
+                  layers: list[ray.ObjectRef]) -> dict[str, dict[str, FileRecord]]:
+    """Each layer's rows, users and items, as .npy files written from the object store's copy
+    (the driver maps it; it holds no copy of its own)."""
     caches: dict[str, dict[str, FileRecord]] = {e: {} for e in ENTITIES}
-    for index, layer in enumerate(layers, start=1):
-        for entity, rows in (("user", layer[: graph.num_users]), ("item", layer[graph.num_users:])):
-            buffer = io.BytesIO()
-            np.save(buffer, np.ascontiguousarray(rows))
+    for index, ref in enumerate(layers, start=1):
+        layer = ray.get(ref)
+        for entity, rows in (("user", layer[:num_users]), ("item", layer[num_users:])):
             path = f"{table_prefix(store, version, entity, refresh_id)}/cache/layer{index}.npy"
-            caches[entity][f"layer{index}"] = store.put(path, buffer.getvalue())
+            caches[entity][f"layer{index}"] = store.put_parts(path, npy_parts(rows))
     return caches
 
 
 def run_refresh(config: RefreshConfig) -> RefreshOutcome:
     started = time.perf_counter()
+    # Processes start while the driver reads: the layer builder's (the first refresh of a job)
+    # first, since Ray starts as many at once as there are CPUs and it imports less than torch.
+    builder = layer_builder() if config.inference == "layerwise" else None
     warming = warm_workers(config.num_actors, config.cpus_per_actor, 1 if config.use_gpu else 0)
     store = Store(config.store)
     state = store.state()
@@ -348,19 +337,23 @@ def run_refresh(config: RefreshConfig) -> RefreshOutcome:
     logger.info("refresh of version %d: %s (%s)", version.version, plan.mode, plan.reason)
     stats: dict = {"mode": plan.mode, "reason": plan.reason, "inference": config.inference,
                    "nodes": graph.num_nodes}
-    # Edges are in the graph now; the entity tables stay for ids and visibility.
+    # Edges are in the graph now; the entity tables stay for ids and visibility. Arrow's pool
+    # keeps freed pages (0.4 GB at 10M edges) until told to return them.
     snapshot = dataclasses.replace(snapshot, edges=snapshot.edges.clear())
+    pa.default_memory_pool().release_unused()
     graph_ref, graph = share_graph(graph)
     model_bytes = [load_model_bytes(store, version.version, state)]  # handed over, not kept
-    stage = inner_layers(config, plan, store, snapshot, graph, graph_ref, model_bytes, stats)
+    ids = {e: ray.put(snapshot.entities(e)["id"].to_arrow()) for e in ENTITIES}  # by idx
+    stage = inner_layers(config, plan, store, snapshot, graph, graph_ref, ids, model_bytes,
+                         builder, stats)
     refresh_id = store.new_prefix("refresh").split("/", 1)[1]
     refreshed_at = datetime.now(timezone.utc)
     with ThreadPoolExecutor(1, thread_name_prefix="layer-caches") as background:
         # The driver only waits on the final pass: it writes the inner layers meanwhile.
-        caching = background.submit(_write_caches, store, version.version, refresh_id, graph,
-                                    stage.inner_layers)
-        files = final_stage_and_write(config, stage, store, version, refresh_id, snapshot,
-                                      graph, refreshed_at, stats)
+        caching = background.submit(_write_caches, store, version.version, refresh_id,
+                                    graph.num_users, stage.inner_layers)
+        files = final_stage_and_write(config, stage, store, version, refresh_id, ids, graph,
+                                      refreshed_at, stats)
         caches = caching.result()
     for ref in ray.wait(warming, num_returns=len(warming), timeout=0)[1]:
         ray.cancel(ref)  # still waiting for resources: the work is done without them

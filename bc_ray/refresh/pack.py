@@ -4,6 +4,10 @@ The adjacency travels as the driver built it (CSR row pointers and columns) and 
 used in place: actors on one node map the same object-store pages instead of each copying the
 graph and re-sorting its edges (which cost an actor seconds and twice the edges' memory at 10M
 edges). Inference only reads the graph, so read-only views are safe.
+
+The edge lists stay behind: inference reads only the adjacency, and the lists training samples
+from would add 16 B per edge to every process that maps the graph. An unpacked graph's
+`edge_user` and `edge_item` are empty.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ def pack_graph(graph: GraphTensors) -> dict:
 
     adjacency = graph.adjacency()
     return {"num_users": graph.num_users, "num_items": graph.num_items, "now": graph.now,
-            "edge_user": graph.edge_user.numpy(), "edge_item": graph.edge_item.numpy(),
             "crow": adjacency.crow.numpy(), "cols": adjacency.cols.numpy(),
             "user_features": bags(graph.user_features), "item_features": bags(graph.item_features),
             "user_first_t": graph.user_first_t.numpy(), "item_first_t": graph.item_first_t.numpy(),
@@ -44,7 +47,7 @@ def unpack_graph(packed: dict) -> GraphTensors:
     nodes = packed["num_users"] + packed["num_items"]
     return GraphTensors(
         num_users=packed["num_users"], num_items=packed["num_items"],
-        edge_user=shared_tensor(packed["edge_user"]), edge_item=shared_tensor(packed["edge_item"]),
+        edge_user=torch.zeros(0, dtype=torch.long), edge_item=torch.zeros(0, dtype=torch.long),
         user_features=bags(packed["user_features"]), item_features=bags(packed["item_features"]),
         user_first_t=shared_tensor(packed["user_first_t"]),
         item_first_t=shared_tensor(packed["item_first_t"]),

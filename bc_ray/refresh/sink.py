@@ -17,6 +17,7 @@ import pyarrow as pa
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import Datasink, WriteResult
 
+from bc_ray.refresh.blocks import block_rows
 from bc_ray.store.io import FileIO, StorageOptions
 from bc_ray.store.parquet import embedding_table, sha256, embedding_parquet_bytes
 
@@ -36,13 +37,11 @@ class EmbeddingSink(Datasink[list]):
         import ray
 
         io = FileIO(self.store_uri, self.options)
-        parts = [BlockAccessor.for_block(b).to_batch_format("numpy") for b in blocks]
-        parts = [p for p in parts if len(p.get("node", ()))]
+        parts = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        parts = [p for p in parts if p.num_rows]
         if not parts:
             return []
-        nodes = np.concatenate([p["node"] for p in parts]).astype(np.int64, copy=False)
-        matrix = np.concatenate([p["embedding"] for p in parts]).astype(np.float32, copy=False)
-        compute = float(sum(p["seconds"].sum() for p in parts if "seconds" in p))
+        nodes, matrix, compute = block_rows(parts)
         keep = np.asarray(ray.get(self.visible))[nodes]
         if not keep.all():
             nodes, matrix = nodes[keep], matrix[keep]

@@ -3,47 +3,35 @@ L-hop forward) chunk by chunk and streaming each chunk on as it is done.
 
 Tasks rather than an actor pool per stage: Ray reuses a job's worker processes across tasks, so
 every stage runs in processes that `warm_workers` started (torch imported) while the driver read
-the snapshot, and the later stages find the graph already mapped. An actor pool pays process
-start, imports and model loading again for every layer (~5 s per stage at 10M edges).
+the snapshot. An actor pool pays process start, imports and model loading again for every layer
+(~5 s per stage at 10M edges).
 
-Each process keeps the inputs it last resolved (`_held`): the graph and the current stage's
-arrays, all zero-copy views of the object store, keyed by their object ids. A new stage or
-refresh replaces them; `bc-ray refresh`'s workers exit with its job.
+A task maps its inputs (the graph, the previous layer) zero-copy from the object store and lets
+them go when it ends: a layer nobody maps any more is freed, and the object store can place the
+next layer in its pages instead of growing every process that wrote or read both. Only the
+sampled stage's model, a copy, is kept by the process for the stage's next task.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import numpy as np
+import pyarrow as pa
 import ray
 import torch
 
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.inference import layer_for_nodes
-from bc_ray.core.model import LayerStack
+from bc_ray.core.model import EmbeddingModel, LayerStack
 from bc_ray.core.sampler import NeighborSampler
 from bc_ray.core.serialization import model_from_bytes
 from bc_ray.refresh.pack import shared_tensor, unpack_graph
+from bc_ray.store.parquet import embedding_array
 
-T = TypeVar("T")
-_held: dict[str, tuple[tuple, Any]] = {}  # slot -> (key, value)
-
-
-def _cached(slot: str, key: tuple, build: Callable[[], T]) -> T:
-    held = _held.get(slot)
-    if held is None or held[0] != key:
-        _held.pop(slot, None)  # let the old views go before mapping new ones
-        held = (key, build())
-        _held[slot] = held
-    return held[1]
-
-
-def _key(*refs: ray.ObjectRef | None) -> tuple:
-    return tuple(None if ref is None else ref.hex() for ref in refs)
+_model: tuple[str, EmbeddingModel] | None = None  # (object id, model) of the last sampled stage
 
 
 @dataclass(frozen=True)
@@ -58,7 +46,7 @@ class Runs:
     threads: int
 
     def chunks(self, batch: dict[str, np.ndarray]) -> Iterator[np.ndarray]:
-        nodes = _cached("nodes", _key(self.nodes), lambda: np.asarray(ray.get(self.nodes)))
+        nodes = np.asarray(ray.get(self.nodes))
         for run in batch["id"]:
             part = nodes[self.bounds[run]:self.bounds[run + 1]]
             for start in range(0, part.size, self.chunk):
@@ -66,7 +54,7 @@ class Runs:
 
     def graph_tensors(self) -> GraphTensors:
         torch.set_num_threads(max(1, self.threads))
-        return _cached("graph", _key(self.graph), lambda: unpack_graph(ray.get(self.graph)))
+        return unpack_graph(ray.get(self.graph))
 
 
 @dataclass(frozen=True)
@@ -93,26 +81,25 @@ class SampledStage:
     seed: int = 0
 
 
-def _timed(nodes: np.ndarray, values: np.ndarray, started: float) -> dict:
-    """Each row carries its share of the chunk's compute time, so sums over any set of rows
-    give compute seconds without start-up or scheduling."""
+def _timed(nodes: np.ndarray, values: np.ndarray, started: float) -> pa.Table:
+    """A chunk's rows as a plain Arrow block (the vectors as fixed-size lists, not Ray Data's
+    tensor type: the layer builder and the sink read them without Ray Data). Each row carries
+    its share of the chunk's compute time, so sums over any set of rows give compute seconds
+    without start-up or scheduling."""
     share = (time.perf_counter() - started) / max(len(nodes), 1)
-    return {"node": nodes, "embedding": values, "seconds": np.full(len(nodes), share)}
+    return pa.table({"node": nodes, "embedding": embedding_array(values),
+                     "seconds": np.full(len(nodes), share)})
 
 
-def layer_runs(batch: dict[str, np.ndarray], stage: LayerStage) -> Iterator[dict]:
+def layer_runs(batch: dict[str, np.ndarray], stage: LayerStage) -> Iterator[pa.Table]:
     graph = stage.runs.graph_tensors()
 
-    def inputs() -> tuple:
-        previous = shared_tensor(ray.get(stage.previous))
-        if stage.carried is None:
-            return previous, None, None
+    previous = shared_tensor(ray.get(stage.previous))
+    carried = recompute = None
+    if stage.carried is not None:
+        carried = np.asarray(ray.get(stage.carried))
         recompute = np.zeros(graph.num_nodes, dtype=bool)
         recompute[np.asarray(ray.get(stage.recompute))] = True
-        return previous, np.asarray(ray.get(stage.carried)), recompute
-
-    previous, carried, recompute = _cached(
-        "stage", _key(stage.previous, stage.carried, stage.recompute), inputs)
     for nodes in stage.runs.chunks(batch):
         started = time.perf_counter()
         if carried is None:
@@ -127,10 +114,18 @@ def layer_runs(batch: dict[str, np.ndarray], stage: LayerStage) -> Iterator[dict
         yield _timed(nodes, values, started)
 
 
-def sampled_runs(batch: dict[str, np.ndarray], stage: SampledStage) -> Iterator[dict]:
+def _sampled_model(ref: ray.ObjectRef) -> EmbeddingModel:
+    """The stage's model, loaded once per process (a copy: ~0.3 GB of ID tables at 10M)."""
+    global _model
+    if _model is None or _model[0] != ref.hex():
+        _model = None  # the last one goes before the next is loaded
+        _model = (ref.hex(), model_from_bytes(ray.get(ref), light=True))
+    return _model[1]
+
+
+def sampled_runs(batch: dict[str, np.ndarray], stage: SampledStage) -> Iterator[pa.Table]:
     graph = stage.runs.graph_tensors()
-    model = _cached("stage", _key(stage.model),
-                    lambda: model_from_bytes(ray.get(stage.model), light=True))
+    model = _sampled_model(stage.model)
     for run in batch["id"]:
         # Seeded by run, not by process: the same refresh samples the same neighbourhoods
         # wherever its tasks land.

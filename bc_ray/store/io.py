@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -179,15 +179,25 @@ class FileIO:
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a file at a path that is new by construction (unique run prefixes); locally it
         is synced to disk before this returns, so a commit naming it survives a power cut."""
+        self.write_parts(rel, [data])
+
+    def write_parts(self, rel: str, parts: Sequence[bytes | memoryview]) -> None:
+        """`write_bytes` of the parts one after another, never joined in memory (a matrix's
+        rows go out from where they are)."""
         if self.scheme == "file":
             target = self.path(rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(target, "wb") as handle:
-                handle.write(data)
+                for part in parts:
+                    handle.write(part)
                 handle.flush()
                 os.fsync(handle.fileno())
-            return
-        self.fs.pipe_file(self.path(rel), data)
+        elif len(parts) == 1:
+            self.fs.pipe_file(self.path(rel), parts[0])
+        else:  # uploaded in blocks as they fill
+            with self.fs.open(self.path(rel), "wb") as handle:
+                for part in parts:
+                    handle.write(part)
 
     def sync(self, rel: str) -> None:
         """Flush a local file (written by any writer, Ray Data's included) and its folder entry

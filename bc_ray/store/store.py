@@ -23,6 +23,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -165,6 +166,15 @@ class Store:
     def put(self, rel: str, data: bytes) -> FileRecord:
         self.io.write_bytes(rel, data)
         return FileRecord(path=rel, size=len(data), sha256=sha256(data))
+
+    def put_parts(self, rel: str, parts: Sequence[bytes | memoryview]) -> FileRecord:
+        """`put` of the parts' concatenation, which is never built (`FileIO.write_parts`)."""
+        self.io.write_parts(rel, parts)
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
+        return FileRecord(path=rel, size=sum(memoryview(p).nbytes for p in parts),
+                          sha256=digest.hexdigest())
 
     def get(self, record: FileRecord, verify: bool = True) -> bytes:
         try:

@@ -27,6 +27,17 @@ def test_our_mean_aggregation_is_pyg_sageconv():
     assert torch.allclose(grad_ours, grad_theirs, atol=1e-5)
 
 
+def test_bipartite_adjacency_is_the_general_one_over_both_directions():
+    torch.manual_seed(0)
+    users, items = torch.randint(0, 40, (300,)), torch.randint(0, 7, (300,))  # many repeats
+    both = Adjacency(torch.cat([users, items + 40]), torch.cat([items + 40, users]), 47, 47)
+    lean = Adjacency.bipartite(users, items, 40, 7)
+    assert torch.equal(lean.crow, both.crow) and torch.equal(lean.cols, both.cols)
+    empty = Adjacency.bipartite(torch.zeros(0, dtype=torch.long),
+                                torch.zeros(0, dtype=torch.long), 3, 0)
+    assert empty.crow.tolist() == [0, 0, 0, 0] and empty.nnz == 0
+
+
 def test_shapes_and_growing_specs(small_snapshot):
     graph = _graph(small_snapshot)
     for spec in (VersionSpec(hidden_dim=16), VersionSpec(hidden_dim=16).grown(2, width_step=8),

@@ -1,0 +1,123 @@
+"""Layers put together in the object store by an actor of their own: an inner stage's output,
+and the rows an incremental refresh carries over from the previous tables.
+
+Every task of the next stage reads any node's row of a layer, so the stage's output blocks
+become one matrix. The driver only passes references along: assembled on the driver, a layer
+cost it the matrix twice (its own copy and the object store's) on top of everything else it
+holds, the largest steps of its peak at 10M edges. Nor does a stage's worker process do it: it
+has the graph and the previous layer mapped already, and would hold a layer's pages three
+times over. `LayerBuilder` is a process that holds only the layers it builds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import ray
+
+from bc_ray.refresh.blocks import block_rows
+from bc_ray.store.io import StorageOptions
+from bc_ray.store.npy import npy_matrix
+from bc_ray.store.parquet import embedding_matrix, from_parquet_bytes
+from bc_ray.store.state import FileRecord, TableRecord
+from bc_ray.store.store import Store
+from bc_ray.store.tables import check_rows
+
+CHUNK_ROWS = 65_536  # rows moved at a time: no full-size temporaries
+
+
+@dataclass(frozen=True)
+class CachedLayer:
+    """The previous refresh's cache of a layer: one .npy file per entity, users first."""
+
+    store_uri: str
+    options: StorageOptions | None
+    files: dict[str, FileRecord]
+
+    def read_into(self, layer: np.ndarray, num_users: int) -> None:
+        """Its rows into `layer` (nodes the previous refresh lacked keep theirs)."""
+        store = Store(self.store_uri, self.options)
+        for entity, start, stop in (("user", 0, num_users), ("item", num_users, len(layer))):
+            record = self.files[entity]
+            cached = npy_matrix(store.get(record), store.io.uri_of(record.path))[:stop - start]
+            layer[start:start + cached.shape[0]] = cached
+
+
+def add_blocks(layer: np.ndarray, blocks: tuple[pa.Table, ...]) -> float:
+    """The blocks' rows into `layer` (row = node); the compute seconds they took."""
+    compute = 0.0
+    for block in blocks:
+        nodes, rows, seconds = block_rows([block])
+        layer[nodes] = rows
+        compute += seconds
+    return compute
+
+
+def carried_layer(shape: tuple[int, int], num_users: int, store_uri: str,
+                  options: StorageOptions | None, previous: dict[str, TableRecord],
+                  user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
+    """The previous refresh's tables by node (row = node; zeros for entities they lack), read
+    file by file and matched on external ids (`*_ids[idx]`)."""
+    store = Store(store_uri, options)
+    layer = np.zeros(shape, dtype=np.float32)
+    for entity, offset, ids in (("user", 0, user_ids), ("item", num_users, item_ids)):
+        index = pl.DataFrame({"id": ids}).with_row_index("idx")
+        rows = 0
+        for file in previous[entity].files:
+            table = from_parquet_bytes(store.get(file), store.io.uri_of(file.path),
+                                       ["id", "embedding"])
+            rows += table.num_rows
+            found = index.join(pl.DataFrame({"id": table.column("id")}).with_row_index("row"),
+                               on="id", how="inner")
+            nodes = found["idx"].to_numpy().astype(np.int64) + offset
+            source, matrix = found["row"].to_numpy(), embedding_matrix(table.column("embedding"))
+            for start in range(0, nodes.size, CHUNK_ROWS):
+                part = slice(start, start + CHUNK_ROWS)
+                layer[nodes[part]] = matrix[source[part]]
+        check_rows(store, previous[entity], rows)
+    return layer
+
+
+@ray.remote(num_cpus=0)  # works beside the stage it assembles, or the driver's planning
+class LayerBuilder:
+    """Assembles layers: `start` one, `add` its stage's blocks as they come (each is freed once
+    copied, so the stage's processes write their next blocks into the same pages), `finish`.
+    Layers are keyed, so refreshes of one job can share the builder (`layer_builder`)."""
+
+    def __init__(self) -> None:
+        self._layers: dict[str, tuple[np.ndarray, float]] = {}
+
+    def start(self, key: str, shape: tuple[int, int], num_users: int,
+              base: CachedLayer | None) -> None:
+        """Rows no block brings come from `base` (an incremental refresh), else are zeros."""
+        layer = np.zeros(shape, dtype=np.float32)
+        if base is not None:
+            base.read_into(layer, num_users)
+        self._layers[key] = (layer, 0.0)
+
+    def add(self, key: str, *blocks: pa.Table) -> None:
+        layer, compute = self._layers[key]
+        self._layers[key] = (layer, compute + add_blocks(layer, blocks))
+
+    @ray.method(num_returns=2)
+    def finish(self, key: str) -> tuple[np.ndarray, float]:
+        """(the layer, nodes by dims; the compute seconds its rows took)."""
+        return self._layers.pop(key)
+
+    def drop(self, key: str) -> None:
+        """A layer whose stage failed."""
+        self._layers.pop(key, None)
+
+    def carried(self, shape: tuple[int, int], num_users: int, store_uri: str,
+                options: StorageOptions | None, previous: dict[str, TableRecord],
+                user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
+        return carried_layer(shape, num_users, store_uri, options, previous, user_ids, item_ids)
+
+
+def layer_builder() -> ray.actor.ActorHandle:
+    """The job's builder, started by its first refresh: a process starts and imports in ~2 s
+    on a busy 2-core node, which a small refresh would otherwise wait for each time."""
+    return LayerBuilder.options(name="bc_ray_layer_builder", get_if_exists=True).remote()
