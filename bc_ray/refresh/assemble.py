@@ -90,6 +90,9 @@ class LayerBuilder:
     def __init__(self) -> None:
         self._layers: dict[str, tuple[np.ndarray, float]] = {}
 
+    def ping(self) -> None:
+        """Alive (a kept handle is checked before a refresh uses it)."""
+
     def start(self, key: str, shape: tuple[int, int], num_users: int,
               base: CachedLayer | None) -> None:
         """Rows no block brings come from `base` (an incremental refresh), else are zeros."""
@@ -117,7 +120,23 @@ class LayerBuilder:
         return carried_layer(shape, num_users, store_uri, options, previous, user_ids, item_ids)
 
 
+_builder: tuple[tuple[str, str], ray.actor.ActorHandle] | None = None  # (cluster and job, handle)
+
+
 def layer_builder() -> ray.actor.ActorHandle:
-    """The job's builder, started by its first refresh: a process starts and imports in ~2 s
-    on a busy 2-core node, which a small refresh would otherwise wait for each time."""
-    return LayerBuilder.options(name="bc_ray_layer_builder", get_if_exists=True).remote()
+    """This job's builder: started by its first refresh and kept by this process for the next
+    ones (a process starts and imports in ~2 s on a busy 2-core node, which a small refresh
+    would otherwise wait for each time). It lives as long as this handle, so with the job; one
+    that died is replaced."""
+    global _builder
+    context = ray.get_runtime_context()
+    owner = (context.get_node_id(), context.get_job_id())
+    if _builder is not None and _builder[0] == owner:
+        try:
+            ray.get(_builder[1].ping.remote())
+            return _builder[1]
+        except ray.exceptions.RayActorError:
+            pass
+    _builder = None
+    _builder = (owner, LayerBuilder.remote())
+    return _builder[1]

@@ -93,7 +93,6 @@ def _timed(nodes: np.ndarray, values: np.ndarray, started: float) -> pa.Table:
 
 def layer_runs(batch: dict[str, np.ndarray], stage: LayerStage) -> Iterator[pa.Table]:
     graph = stage.runs.graph_tensors()
-
     previous = shared_tensor(ray.get(stage.previous))
     carried = recompute = None
     if stage.carried is not None:
