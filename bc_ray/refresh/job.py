@@ -323,8 +323,8 @@ def _write_caches(store: Store, version: int, refresh_id: str, num_users: int,
 
 def run_refresh(config: RefreshConfig) -> RefreshOutcome:
     started = time.perf_counter()
-    # Processes start while the driver reads: the layer builder's (the first refresh of a job)
-    # first, since Ray starts as many at once as there are CPUs and it imports less than torch.
+    # The layer builder (kept from the job's last refresh, or starting now) and the tasks'
+    # processes get ready while the driver reads the snapshot.
     builder = layer_builder() if config.inference == "layerwise" else None
     warming = warm_workers(config.num_actors, config.cpus_per_actor, 1 if config.use_gpu else 0)
     store = Store(config.store)

@@ -115,3 +115,22 @@ def test_refresh_killed_mid_write_keeps_the_old_table(ray_cluster, tmp_path, sma
     assert read_embeddings(uri, "item").height > old.height and rerun.refresh_id != live
     orphans = store.collect_garbage(grace_seconds=0, force=True)
     assert len(orphans) == 2  # the killed run's user and item prefixes
+
+
+def test_the_layer_builder_is_kept_between_refreshes_and_replaced_when_it_died(
+        ray_cluster, tmp_path, small_snapshot):
+    import ray
+
+    from bc_ray.refresh import assemble
+
+    uri = f"file://{tmp_path}/store"
+    _store(uri, small_snapshot, 0.7)
+    run_refresh(RefreshConfig(store=uri, mode="full"))
+    kept = assemble.layer_builder()
+    assert assemble.layer_builder() == kept  # one per job: the next refresh finds it started
+    ray.kill(kept)  # as if its process had died
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(kept.ping.remote())
+    run_refresh(RefreshConfig(store=uri, mode="full"))
+    assert assemble.layer_builder() != kept
+    assert Store(uri).state().table(0, "user").mode == "full"
