@@ -56,29 +56,34 @@ def add_blocks(layer: np.ndarray, blocks: tuple[pa.Table, ...]) -> float:
     return compute
 
 
-def carried_layer(shape: tuple[int, int], num_users: int, store_uri: str,
-                  options: StorageOptions | None, previous: dict[str, TableRecord],
-                  user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
-    """The previous refresh's tables by node (row = node; zeros for entities they lack), read
-    file by file and matched on external ids (`*_ids[idx]`)."""
-    store = Store(store_uri, options)
-    layer = np.zeros(shape, dtype=np.float32)
-    for entity, offset, ids in (("user", 0, user_ids), ("item", num_users, item_ids)):
-        index = pl.DataFrame({"id": ids}).with_row_index("idx")
-        rows = 0
-        for file in previous[entity].files:
-            table = from_parquet_bytes(store.get(file), store.io.uri_of(file.path),
-                                       ["id", "embedding"])
-            rows += table.num_rows
-            found = index.join(pl.DataFrame({"id": table.column("id")}).with_row_index("row"),
-                               on="id", how="inner")
-            nodes = found["idx"].to_numpy().astype(np.int64) + offset
-            source, matrix = found["row"].to_numpy(), embedding_matrix(table.column("embedding"))
-            for start in range(0, nodes.size, CHUNK_ROWS):
-                part = slice(start, start + CHUNK_ROWS)
-                layer[nodes[part]] = matrix[source[part]]
-        check_rows(store, previous[entity], rows)
-    return layer
+@dataclass(frozen=True)
+class PreviousTables:
+    """The previous refresh's tables, whose rows an incremental refresh carries over."""
+
+    store_uri: str
+    options: StorageOptions | None
+    tables: dict[str, TableRecord]
+
+    def read_into(self, layer: np.ndarray, num_users: int, user_ids: pa.Array,
+                  item_ids: pa.Array) -> None:
+        """Their rows into `layer` by node (`*_ids[idx]` are the external ids), file by file."""
+        store = Store(self.store_uri, self.options)
+        for entity, offset, ids in (("user", 0, user_ids), ("item", num_users, item_ids)):
+            index = pl.DataFrame({"id": ids}).with_row_index("idx")
+            rows = 0
+            for file in self.tables[entity].files:
+                table = from_parquet_bytes(store.get(file), store.io.uri_of(file.path),
+                                           ["id", "embedding"])
+                rows += table.num_rows
+                found = index.join(pl.DataFrame({"id": table.column("id")}).with_row_index("row"),
+                                   on="id", how="inner")
+                nodes = found["idx"].to_numpy().astype(np.int64) + offset
+                source = found["row"].to_numpy()
+                matrix = embedding_matrix(table.column("embedding"))
+                for start in range(0, nodes.size, CHUNK_ROWS):
+                    part = slice(start, start + CHUNK_ROWS)
+                    layer[nodes[part]] = matrix[source[part]]
+            check_rows(store, self.tables[entity], rows)
 
 
 @ray.remote(num_cpus=0)  # works beside the stage it assembles, or the driver's planning
@@ -114,10 +119,12 @@ class LayerBuilder:
         """A layer whose stage failed."""
         self._layers.pop(key, None)
 
-    def carried(self, shape: tuple[int, int], num_users: int, store_uri: str,
-                options: StorageOptions | None, previous: dict[str, TableRecord],
+    def carried(self, shape: tuple[int, int], num_users: int, previous: PreviousTables,
                 user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
-        return carried_layer(shape, num_users, store_uri, options, previous, user_ids, item_ids)
+        """The previous tables by node (zeros for entities they lack)."""
+        layer = np.zeros(shape, dtype=np.float32)
+        previous.read_into(layer, num_users, user_ids, item_ids)
+        return layer
 
 
 _builder: tuple[tuple[str, str], ray.actor.ActorHandle] | None = None  # (cluster and job, handle)

@@ -34,7 +34,7 @@ from bc_ray.core.inference import balanced_bounds, expand_hops, layer_for_nodes
 from bc_ray.core.serialization import model_from_bytes
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_between, edges_until
-from bc_ray.refresh.assemble import CachedLayer, layer_builder
+from bc_ray.refresh.assemble import CachedLayer, PreviousTables, layer_builder
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.pack import pack_graph, unpack_graph
 from bc_ray.refresh.sink import EmbeddingSink
@@ -251,8 +251,8 @@ def inner_layers(config: RefreshConfig, plan: RefreshPlan, store: Store, snapsho
     extra = {}
     if plan.mode == "incremental":  # the builder reads the previous tables while the driver plans
         extra["carried"] = builder.carried.remote(
-            (graph.num_nodes, layers_only.spec.output_dim), graph.num_users, store.uri,
-            store.io.options, plan.previous, ids["user"], ids["item"])
+            (graph.num_nodes, layers_only.spec.output_dim), graph.num_users,
+            PreviousTables(store.uri, store.io.options, plan.previous), ids["user"], ids["item"])
         frontiers = [f.numpy() for f in expand_hops(graph, plan.changed, num_layers - 1)]
     else:
         frontiers = [np.arange(graph.num_nodes, dtype=np.int64)] * (num_layers - 1)
