@@ -10,28 +10,37 @@ appearance in the batch's rows) and encodes features against vocabularies that o
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
 
 from bc_ray.data.features import FEATURE_DTYPE, encode_fields
+from bc_ray.data.ids import IdOrigin, batch_id_type, read_ids, store_id_type
 from bc_ray.data.sources import SourceFile, discover, input_format, read_source
 from bc_ray.exceptions import DataError
 
 TIME_UNITS = ("s", "ms")
 ENTITY_ROLES = {"user": "users", "item": "items"}
 RESERVED = ("idx", "id", "batch", "first_t", "first_ts")
-# Seconds since the epoch a real interaction can have: 1970 .. 2100.
+# Seconds since the epoch a real interaction can have: 1970 .. 2100 (the public loaders' bound).
 TIME_RANGE = (0, 4_102_444_800)
+# An ingested batch's times: from 1990 (1970 with --allow-old-times) to a day after the clock at
+# ingest. Times outside are nearly always a wrong --time-unit, refused before they are stored.
+OLDEST_TIME = 631_152_000  # 1990-01-01
+FUTURE_SLACK_SECONDS = 86_400
 # Largest id range mapped through a direct-address table (4 bytes per id in the range).
 DENSE_ID_SPAN_LIMIT = 1 << 26
 
 
 @dataclass(frozen=True)
 class ColumnMapping:
-    """Which input columns hold what (`--user-col`, `--item-col`, `--time-col`, ...)."""
+    """Which input columns hold what (`--user-col`, `--item-col`, `--time-col`, ...), and how the
+    batch is read (`--time-unit`, `--input-format`, `--allow-old-times`)."""
 
     user_col: str
     item_col: str
@@ -39,6 +48,7 @@ class ColumnMapping:
     rating_col: str | None = None
     time_unit: str = "s"
     input_format: str | None = None
+    allow_old_times: bool = False
 
     def __post_init__(self) -> None:
         if self.time_unit not in TIME_UNITS:
@@ -46,9 +56,27 @@ class ColumnMapping:
         for name in ("user_col", "item_col", "time_col"):
             if not getattr(self, name):
                 raise DataError(f"--{name.replace('_', '-')} is required")
+        if not isinstance(self.allow_old_times, bool):
+            raise DataError("allow_old_times must be true or false, got "
+                            f"{self.allow_old_times!r}")
 
     def key(self, entity: str) -> str:
         return self.user_col if entity == "user" else self.item_col
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """The interaction times a batch may hold (Unix seconds, both ends included)."""
+
+    low: int
+    high: int
+
+    @classmethod
+    def at_ingest(cls, allow_old_times: bool, now: float | None = None) -> TimeWindow:
+        """The window for a batch read now: the future bound follows the clock."""
+        now = time.time() if now is None else now
+        return cls(TIME_RANGE[0] if allow_old_times else OLDEST_TIME,
+                   int(now) + FUTURE_SLACK_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -73,7 +101,17 @@ class RawBatch:
     sources: list[dict]
     content_hash: str
     counts: dict[str, int] = field(default_factory=dict)
-    ids_from_text: dict[str, bool] = field(default_factory=dict)
+    # Each entity's id columns file by file: what the ids' type in the store is decided from.
+    id_origins: dict[str, list[IdOrigin]] = field(default_factory=dict)
+    default_id: str = ""  # the batch id when none is given: content and how it was read
+
+
+@dataclass
+class _Part:
+    """One file's mapped rows, with where each entity's id column came from."""
+
+    frame: pl.DataFrame
+    ids: dict[str, tuple[str, IdOrigin]]  # entity -> (its id column in `frame`, origin)
 
 
 def read_batch(request: BatchInput, mapping: ColumnMapping,
@@ -82,24 +120,56 @@ def read_batch(request: BatchInput, mapping: ColumnMapping,
     files = files or {role: discover(path, mapping.input_format)
                       for role, path in request.paths().items()}
     hasher = hashlib.sha256()
-    sources, frames = [], {}
+    sources, frames, formats = [], {}, []
     for role in ("edges", "users", "items"):
         for source in files.get(role, []):
             hasher.update(f"\n{role}\n".encode())
             frame = read_source(source, mapping.input_format, hasher)
             sources.append({"role": role, **source.to_dict(), "rows": frame.height})
+            formats.append(input_format(source.uri, mapping.input_format))
             frames.setdefault(role, []).append((source, frame))
-    edges, from_text = _edges(frames.get("edges", []), mapping)
+    edge_parts = _edge_parts(frames.get("edges", []), mapping,
+                             TimeWindow.at_ingest(mapping.allow_old_times))
+    table_parts = {entity: _entity_parts(frames.get(role, []), mapping.key(entity), entity,
+                                         mapping.input_format)
+                   for entity, role in ENTITY_ROLES.items()}
+    origins = _settle_ids(edge_parts, table_parts)
+    edges = pl.concat([part.frame for part in edge_parts])
     counts = {"rows_read": edges.height}
     edges = drop_exact_duplicates(edges, ["user_id", "item_id", "timestamp"])
     counts["duplicates_dropped"] = counts["rows_read"] - edges.height
     entities = {}
     for entity, role in ENTITY_ROLES.items():
-        table, dropped = _entity_table(frames.get(role, []), mapping.key(entity), entity)
-        entities[entity] = table
-        counts[f"{role}_duplicates_dropped"] = dropped
-    return RawBatch(edges=edges, entities=entities, sources=sources,
-                    content_hash=hasher.hexdigest(), counts=counts, ids_from_text=from_text)
+        entities[entity], counts[f"{role}_duplicates_dropped"] = _entity_table(table_parts[entity])
+    content = hasher.hexdigest()
+    return RawBatch(edges=edges, entities=entities, sources=sources, content_hash=content,
+                    counts=counts, id_origins=origins,
+                    default_id=default_batch_id(content, mapping, formats))
+
+
+def default_batch_id(content_hash: str, mapping: ColumnMapping, formats: list[str]) -> str:
+    """`b-` and a hash of the inputs' content and of how they are read (columns, time unit, the
+    format each file is read as): the same files read another way are another batch, so a
+    corrected re-run lands; a retry of the same is the same batch. `--allow-old-times` only
+    decides whether a batch is accepted (its rows are the same either way), so it is left out,
+    and so is `--input-format` beyond the format it makes each file be read as."""
+    reading = {**asdict(mapping), "input_format": formats, "content": content_hash}
+    del reading["allow_old_times"]
+    digest = hashlib.sha256(json.dumps(reading, sort_keys=True).encode()).hexdigest()
+    return f"b-{digest[:24]}"
+
+
+def _settle_ids(edge_parts: list[_Part], table_parts: dict[str, list[_Part]]
+                ) -> dict[str, list[IdOrigin]]:
+    """Give each entity's ids one type over every file of the batch (rule: bc_ray.data.ids)."""
+    origins = {}
+    for entity in ENTITY_ROLES:
+        parts = edge_parts + table_parts[entity]
+        origins[entity] = [part.ids[entity][1] for part in parts]
+        dtype = batch_id_type(entity, origins[entity])
+        for part in parts:  # only text ids that are all canonical integers change type here
+            part.frame = part.frame.with_columns(pl.col(part.ids[entity][0]).cast(dtype))
+    return origins
 
 
 def drop_exact_duplicates(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
@@ -126,45 +196,25 @@ def drop_exact_duplicates(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
 
 # -- edges -------------------------------------------------------------------------------------
 
-def _edges(frames: list[tuple[SourceFile, pl.DataFrame]], mapping: ColumnMapping
-           ) -> tuple[pl.DataFrame, dict[str, bool]]:
-    parts, from_text = [], {"user": False, "item": False}
+def _edge_parts(frames: list[tuple[SourceFile, pl.DataFrame]], mapping: ColumnMapping,
+                window: TimeWindow) -> list[_Part]:
+    parts = []
     for source, frame in frames:
         wanted = [mapping.user_col, mapping.item_col, mapping.time_col]
         wanted += [mapping.rating_col] if mapping.rating_col else []
         _require_columns(frame, wanted, source.uri)
-        user = _ids(frame[mapping.user_col], source.uri)
-        item = _ids(frame[mapping.item_col], source.uri)
-        csv = input_format(source.uri, mapping.input_format) == "csv"
-        from_text["user"] |= csv
-        from_text["item"] |= csv
-        parts.append(pl.DataFrame({
+        typed = input_format(source.uri, mapping.input_format) != "csv"
+        user, user_origin = read_ids(frame[mapping.user_col], source.uri, typed)
+        item, item_origin = read_ids(frame[mapping.item_col], source.uri, typed)
+        parts.append(_Part(pl.DataFrame({
             "user_id": user, "item_id": item,
             "rating": _ratings(frame, mapping.rating_col, source.uri),
-            "timestamp": _timestamps(frame[mapping.time_col], mapping.time_unit, source.uri),
-        }))
-    if not parts or sum(p.height for p in parts) == 0:
+            "timestamp": _timestamps(frame[mapping.time_col], mapping.time_unit, source.uri,
+                                     window),
+        }), {"user": ("user_id", user_origin), "item": ("item_id", item_origin)}))
+    if not parts or sum(p.frame.height for p in parts) == 0:
         where = ", ".join(s.uri for s, _ in frames) or "the edges input"
         raise DataError(f"empty batch: no interaction rows in {where}")
-    try:
-        return pl.concat(_unify_ids(parts, frames)), from_text
-    except pl.exceptions.SchemaError as exc:
-        raise DataError(f"input files disagree on column types: {exc}") from exc
-
-
-def _unify_ids(parts: list[pl.DataFrame], frames, columns=("user_id", "item_id")
-               ) -> list[pl.DataFrame]:
-    """Integer ids in one file and text ids in another (CSV) become one type when they can."""
-    for column in columns:
-        types = {p[column].dtype for p in parts}
-        if len(types) > 1:
-            for index, part in enumerate(parts):
-                if part[column].dtype == pl.String:
-                    cast = part[column].cast(pl.Int64, strict=False)
-                    if cast.null_count():
-                        raise DataError("ids are text here but integers in other files of the "
-                                        "batch", path=frames[index][0].uri, column=column)
-                    parts[index] = part.with_columns(cast.alias(column))
     return parts
 
 
@@ -175,26 +225,8 @@ def _require_columns(frame: pl.DataFrame, columns: list[str], path: str) -> None
                         path=path, column=missing[0])
 
 
-def _ids(series: pl.Series, path: str) -> pl.Series:
-    """Integer ids as Int64, text ids as String; null or empty ids are refused, counted."""
-    dtype = series.dtype
-    if dtype.is_integer():
-        out, text = series.cast(pl.Int64), False
-    elif dtype in (pl.String, pl.Categorical, pl.Null) or isinstance(dtype, pl.Enum):
-        out, text = series.cast(pl.String).str.strip_chars(), True
-    else:
-        raise DataError(f"ids must be integers or strings, not {dtype}", path=path,
-                        column=series.name)
-    bad = out.is_null()
-    if text:
-        bad = (bad | (out == "")).fill_null(True)
-    if bad.any():
-        raise DataError(f"{int(bad.sum())} of {out.len()} rows have a null or empty id", path=path,
-                        column=series.name)
-    return out
-
-
 def _ratings(frame: pl.DataFrame, column: str | None, path: str) -> pl.Series:
+    """Ratings as float32, checked after the cast: a value float32 cannot hold is refused."""
     if column is None:
         return pl.Series("rating", np.ones(frame.height, dtype=np.float32))
     series = frame[column]
@@ -210,10 +242,16 @@ def _ratings(frame: pl.DataFrame, column: str | None, path: str) -> pl.Series:
     if values.is_null().any():
         raise DataError(f"{int(values.is_null().sum())} rows have no rating", path=path,
                         column=column)
-    return values.cast(pl.Float32).alias("rating")
+    stored = values.cast(pl.Float32)
+    overflow = stored.is_infinite()
+    if overflow.any():
+        raise DataError(f"{int(overflow.sum())} ratings are too large for a 32-bit float "
+                        f"(|rating| above {float(np.finfo(np.float32).max):.4g}; e.g. "
+                        f"{series.filter(overflow)[0]!r})", path=path, column=column)
+    return stored.alias("rating")
 
 
-def _timestamps(series: pl.Series, unit: str, path: str) -> pl.Series:
+def _timestamps(series: pl.Series, unit: str, path: str, window: TimeWindow) -> pl.Series:
     """Unix seconds from integers (s or ms), datetimes, dates or text holding either."""
     column = series.name
     if series.is_null().any():
@@ -231,8 +269,9 @@ def _timestamps(series: pl.Series, unit: str, path: str) -> pl.Series:
         seconds = series.dt.epoch("s")
     elif series.dtype == pl.Date:
         seconds = series.cast(pl.Datetime("us")).dt.epoch("s")
-    elif series.dtype.is_integer():
-        seconds = series.cast(pl.Int64) // (1000 if unit == "ms" else 1)
+    elif series.dtype.is_integer():  # UInt64 beyond Int64 is far outside the window anyway
+        whole = series.clip(upper_bound=1 << 62) if series.dtype == pl.UInt64 else series
+        seconds = whole.cast(pl.Int64) // (1000 if unit == "ms" else 1)
     elif series.dtype.is_float():
         seconds = _epoch_numbers(series.cast(pl.Float64), unit)
         if seconds.null_count():
@@ -241,12 +280,35 @@ def _timestamps(series: pl.Series, unit: str, path: str) -> pl.Series:
     else:
         raise DataError(f"time must be an integer, a date-time or text, not {series.dtype}",
                         path=path, column=column)
-    outside = (seconds < TIME_RANGE[0]) | (seconds >= TIME_RANGE[1])
-    if outside.any():
-        hint = " (milliseconds? pass --time-unit ms)" if unit == "s" else ""
-        raise DataError(f"{int(outside.sum())} time values fall outside 1970-2100 "
-                        f"(e.g. {series.filter(outside)[0]!r}){hint}", path=path, column=column)
+    _check_window(seconds, series, unit, window, path)
     return seconds.cast(pl.Int64).alias("timestamp")
+
+
+def _check_window(seconds: pl.Series, series: pl.Series, unit: str, window: TimeWindow,
+                  path: str) -> None:
+    """Times before the window or after tomorrow are refused with the likely fix."""
+    for outside, bound, fix in (
+            (seconds > window.high, f"after {_date(window.high)} (a day from now)",
+             " (milliseconds? pass --time-unit ms)" if unit == "s" else ""),
+            (seconds < window.low, f"before {_date(window.low)}", _old_times_hint(unit, window))):
+        if outside.any():
+            first = int(outside.arg_true()[0])
+            raise DataError(f"{int(outside.sum())} time values fall {bound} (e.g. "
+                            f"{series[first]!r}, read as {_date(seconds[first])}){fix}",
+                            path=path, column=series.name)
+
+
+def _old_times_hint(unit: str, window: TimeWindow) -> str:
+    if window.low < OLDEST_TIME:  # --allow-old-times is on already
+        return " (seconds read as milliseconds? pass --time-unit s)" if unit == "ms" else ""
+    wrong_unit = "seconds read as milliseconds? pass --time-unit s; " if unit == "ms" else ""
+    return f" ({wrong_unit}if these times are right, pass --allow-old-times)"
+
+
+def _date(seconds: int) -> str:
+    """A Unix time as a calendar day, for messages (clamped to what datetime can show)."""
+    clamped = min(max(int(seconds), -62_135_596_800), 253_402_300_799)
+    return datetime.fromtimestamp(clamped, timezone.utc).strftime("%Y-%m-%d")
 
 
 def _epoch_numbers(values: pl.Series, unit: str) -> pl.Series:
@@ -258,13 +320,14 @@ def _epoch_numbers(values: pl.Series, unit: str) -> pl.Series:
 
 # -- entity tables -----------------------------------------------------------------------------
 
-def _entity_table(frames: list[tuple[SourceFile, pl.DataFrame]], key: str, entity: str
-                  ) -> tuple[pl.DataFrame | None, int]:
-    """id plus one List(Utf8) column per feature; a later row for the same id wins."""
+def _entity_parts(frames: list[tuple[SourceFile, pl.DataFrame]], key: str, entity: str,
+                  declared_format: str | None) -> list[_Part]:
+    """Each table file as id plus one List(Utf8) column per feature."""
     parts = []
     for source, frame in frames:
         _require_columns(frame, [key], source.uri)
-        ids = _ids(frame[key], source.uri)
+        typed = input_format(source.uri, declared_format) != "csv"
+        ids, origin = read_ids(frame[key], source.uri, typed)
         columns = {"id": ids}
         for name in frame.columns:
             if name == key:
@@ -273,10 +336,15 @@ def _entity_table(frames: list[tuple[SourceFile, pl.DataFrame]], key: str, entit
                 raise DataError(f"feature column name {name!r} is reserved; rename it",
                                 path=source.uri, column=name)
             columns[name] = _feature_values(frame[name], source.uri)
-        parts.append(pl.DataFrame(columns))
+        parts.append(_Part(pl.DataFrame(columns), {entity: ("id", origin)}))
+    return parts
+
+
+def _entity_table(parts: list[_Part]) -> tuple[pl.DataFrame | None, int]:
+    """The batch's table of one entity: a later row for the same id wins."""
     if not parts:
         return None, 0
-    table = pl.concat(_unify_ids(parts, frames, ("id",)), how="diagonal_relaxed")
+    table = pl.concat([part.frame for part in parts], how="diagonal_relaxed")
     unique = table.unique(subset=["id"], keep="last", maintain_order=True)
     return unique, table.height - unique.height
 
@@ -284,21 +352,25 @@ def _entity_table(frames: list[tuple[SourceFile, pl.DataFrame]], key: str, entit
 def _feature_values(series: pl.Series, path: str) -> pl.Series:
     dtype = series.dtype
     if isinstance(dtype, pl.List):
-        inner = dtype.inner
-        if inner.is_float():
-            raise DataError(f"feature lists must hold strings, not {inner}", path=path,
+        if not _feature_scalar(dtype.inner):
+            raise DataError(f"feature lists must hold strings, not {dtype.inner}", path=path,
                             column=series.name)
         return series.cast(pl.List(pl.String))
     if dtype.is_float():
         raise DataError(f"feature column is numeric ({dtype}): bc_ray takes categorical features "
                         "(a string, or a list of strings); bucket it upstream or leave it out",
                         path=path, column=series.name)
-    if dtype in (pl.String, pl.Categorical, pl.Boolean) or dtype.is_integer() or \
-            isinstance(dtype, pl.Enum):
+    if _feature_scalar(dtype) and dtype != pl.Null:
         text = series.cast(pl.String).str.strip_chars()
         return text.to_frame().select(pl.concat_list(pl.col(series.name))).to_series()
     raise DataError(f"feature columns must be strings or lists of strings, not {dtype}",
                     path=path, column=series.name)
+
+
+def _feature_scalar(dtype: pl.DataType) -> bool:
+    """A type whose values read as one category each (never a nested list or a float)."""
+    return dtype in (pl.String, pl.Categorical, pl.Boolean, pl.Null) or dtype.is_integer() or \
+        isinstance(dtype, pl.Enum)
 
 
 # -- ids and features against the store's dictionary ---------------------------------------------
@@ -320,34 +392,17 @@ class AssignedBatch:
 
 
 def resolve_ids(raw: RawBatch, current: dict[str, CurrentEntities]) -> RawBatch:
-    """Give the batch's ids the store's id type (CSV text ids may be integers)."""
+    """Give the batch's ids the store's id type, or refuse the file whose ids do not have it
+    (the rule: bc_ray.data.ids)."""
     edges, entities = raw.edges, dict(raw.entities)
-    for entity in ("user", "item"):
+    for entity in ENTITY_ROLES:
         column = f"{entity}_id"
-        target = current[entity].table["id"].dtype if current[entity].table.height else None
-        if target is None:  # a new store: text ids read from CSV are integers when all parse
-            ids = edges[column]
-            numeric = ids.dtype == pl.String and raw.ids_from_text.get(entity) and \
-                ids.cast(pl.Int64, strict=False).null_count() == 0
-            target = pl.Int64 if numeric else ids.dtype
-        edges = edges.with_columns(_cast_ids(edges[column], target, entity, "the interactions"))
+        store = current[entity].table["id"].dtype if current[entity].table.height else None
+        target = store_id_type(entity, raw.id_origins[entity], edges[column].dtype, store)
+        edges = edges.with_columns(pl.col(column).cast(target))
         if entities[entity] is not None:
-            entities[entity] = entities[entity].with_columns(_cast_ids(
-                entities[entity]["id"], target, entity, f"the {ENTITY_ROLES[entity]} table"))
-    return RawBatch(edges=edges, entities=entities, sources=raw.sources,
-                    content_hash=raw.content_hash, counts=raw.counts,
-                    ids_from_text=raw.ids_from_text)
-
-
-def _cast_ids(series: pl.Series, target: pl.DataType, entity: str, where: str) -> pl.Series:
-    if series.dtype == target:
-        return series
-    if target == pl.Int64 and series.dtype == pl.String:
-        cast = series.cast(pl.Int64, strict=False)
-        if cast.null_count() == 0:
-            return cast
-    raise DataError(f"{entity} ids in {where} are {series.dtype} but the store's {entity} ids are "
-                    f"{target}: external ids keep their type")
+            entities[entity] = entities[entity].with_columns(pl.col("id").cast(target))
+    return replace(raw, edges=edges, entities=entities)
 
 
 def assign_batch(raw: RawBatch, current: dict[str, CurrentEntities], ordinal: int,

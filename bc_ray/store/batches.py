@@ -12,6 +12,7 @@ Every row carries its batch ordinal: a snapshot of the first n batches is the ro
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 from dataclasses import dataclass, field
@@ -159,7 +160,7 @@ def ingest(store: Store, request: BatchInput, mapping: ColumnMapping, batch_id: 
     raw = read_batch(request, mapping, files)
     logger.info("read %d interaction rows from %d file(s); %d exact duplicates dropped",
                 raw.counts["rows_read"], len(raw.sources), raw.counts["duplicates_dropped"])
-    batch_id = batch_id or f"b-{raw.content_hash[:24]}"
+    batch_id = batch_id or raw.default_id
     for attempt in range(attempts):
         if batch_id in state.batches:
             return _already(state, batch_id)
@@ -234,10 +235,16 @@ def _try_ingest(store: Store, state: StoreState, raw: RawBatch, batch_id: str, n
 
 
 def _meta(previous: SnapshotMeta | None, assigned: AssignedBatch, name: str) -> SnapshotMeta:
+    """The grown snapshot's meta. Its rating range must be finite numbers: JSON has no infinity,
+    so one would be written as null and no later ingest could read the meta back."""
     ratings = assigned.edges["rating"]
-    low, high = float(ratings.min()), float(ratings.max())
+    bounds = [float(ratings.min()), float(ratings.max())]
     if previous is not None:
-        low, high = min(low, previous.rating_low), max(high, previous.rating_high)
+        bounds += [previous.rating_low, previous.rating_high]
+    if not all(isinstance(b, (int, float)) and math.isfinite(b) for b in bounds):
+        raise DataError(f"the snapshot's rating range would not be finite numbers ({bounds}); "
+                        "nothing was written")
+    low, high = min(bounds), max(bounds)
     return SnapshotMeta(name=previous.name if previous else name, source="ingest",
                         rating_low=low, rating_high=high, cutoff=1.0, features=assigned.vocab,
                         clock="calendar")
