@@ -29,7 +29,7 @@ from bc_ray.store.store import RetentionPolicy, Store  # noqa: E402
 
 MAPPING = ColumnMapping(user_col="user_id", item_col="item_id", time_col="ts",
                         rating_col="rating")
-START = 1_767_225_600  # 2026-01-01
+START = 1_704_067_200  # 2024-01-01: a year of days ends in the past (future times are refused)
 
 
 def interactions(edges: int, users: int, items: int, day: int, seed: int) -> pl.DataFrame:

@@ -45,6 +45,7 @@ class LandingSettings(_Section):
     rating_col: str | None = None
     time_unit: str | None = None
     input_format: str | None = None
+    allow_old_times: bool | None = None
 
 
 class SchedulerSettings(_Section):

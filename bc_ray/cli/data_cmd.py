@@ -22,6 +22,9 @@ RatingCol = Annotated[Optional[str], typer.Option(help="Column holding a numeric
 TimeUnit = Annotated[str, typer.Option(help="Unit of an integer time column: s or ms.")]
 InputFormat = Annotated[Optional[str], typer.Option(help="parquet or csv (default: by file "
                                                          "extension).")]
+AllowOldTimes = Annotated[bool, typer.Option(
+    "--allow-old-times", help="Accept interaction times before 1990 (from 1970). Without it they "
+                              "are refused: they are nearly always a wrong --time-unit.")]
 
 
 @app.command("ingest")
@@ -39,10 +42,12 @@ def ingest(
     rating_col: RatingCol = None,
     time_unit: TimeUnit = "s",
     input_format: InputFormat = None,
+    allow_old_times: AllowOldTimes = False,
     batch_id: Annotated[Optional[str], typer.Option(help="Id of this batch (default: a hash of "
-                                                         "the inputs' content). Ingesting an id "
-                                                         "already in the log changes nothing.")
-                        ] = None,
+                                                         "the inputs' content and of the column "
+                                                         "mapping and time unit). Ingesting an "
+                                                         "id already in the log changes "
+                                                         "nothing.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     chaos: Annotated[Optional[str], typer.Option(hidden=True)] = None,
 ) -> None:
@@ -52,7 +57,8 @@ def ingest(
     from bc_ray.store.batches import ingest as ingest_batch
 
     mapping = ColumnMapping(user_col=user_col, item_col=item_col, time_col=time_col,
-                            rating_col=rating_col, time_unit=time_unit, input_format=input_format)
+                            rating_col=rating_col, time_unit=time_unit, input_format=input_format,
+                            allow_old_times=allow_old_times)
     request = BatchInput(edges=local_or_uri(edges), users=users and local_or_uri(users),
                          items=items and local_or_uri(items))
     outcome = ingest_batch(open_store(store), request, mapping, batch_id=batch_id, chaos=chaos)

@@ -45,10 +45,11 @@ def _split(args: str | None, hint: str) -> list[str]:
 
 
 def _landing(landing, landing_config, user_col, item_col, time_col, rating_col, time_unit,
-             input_format) -> dict:
+             input_format, allow_old_times=None) -> dict:
     return {"edges": landing, "config_file": landing_config, "user_col": user_col,
             "item_col": item_col, "time_col": time_col, "rating_col": rating_col,
-            "time_unit": time_unit, "input_format": input_format}
+            "time_unit": time_unit, "input_format": input_format,
+            "allow_old_times": allow_old_times}
 
 
 Python = Annotated[str, typer.Option(help="Interpreter on the cluster.")]
@@ -63,13 +64,16 @@ Landing = Annotated[Optional[str], typer.Option(
          "every file no batch took yet is ingested, one batch per file or partition folder.")]
 LandingFile = Annotated[Optional[str], typer.Option(
     help="YAML with the landing zone's keys: edges, users, items, user_col, item_col, "
-         "time_col, rating_col, time_unit, input_format (options override it).")]
+         "time_col, rating_col, time_unit, input_format, allow_old_times (options override "
+         "it).")]
 LUserCol = Annotated[Optional[str], typer.Option(help="Landing: user id column.")]
 LItemCol = Annotated[Optional[str], typer.Option(help="Landing: item id column.")]
 LTimeCol = Annotated[Optional[str], typer.Option(help="Landing: time column.")]
 LRatingCol = Annotated[Optional[str], typer.Option(help="Landing: rating column.")]
 LTimeUnit = Annotated[Optional[str], typer.Option(help="Landing: s or ms.")]
 LFormat = Annotated[Optional[str], typer.Option(help="Landing: parquet or csv.")]
+LAllowOld = Annotated[Optional[bool], typer.Option(
+    "--allow-old-times", help="Landing: accept interaction times before 1990.")]
 
 
 @app.command("run")
@@ -80,14 +84,14 @@ def run(store: StoreOption, ray_address: AddressOption,
         backoff: Backoff = 60.0, landing: Landing = None, landing_config: LandingFile = None,
         user_col: LUserCol = None, item_col: LItemCol = None, time_col: LTimeCol = None,
         rating_col: LRatingCol = None, time_unit: LTimeUnit = None,
-        input_format: LFormat = None) -> None:
+        input_format: LFormat = None, allow_old_times: LAllowOld = None) -> None:
     """Run forever: each cron slot once, one job at a time across all schedulers."""
     from bc_ray.scheduler.scheduler import Scheduler
 
     config = _config(store, ray_address, refresh_cron, bump_cron, python, working_dir,
                      train_args, refresh_args, max_attempts, backoff,
                      _landing(landing, landing_config, user_col, item_col, time_col, rating_col,
-                              time_unit, input_format))
+                              time_unit, input_format, allow_old_times))
     Scheduler(config).serve_forever()
 
 
@@ -101,6 +105,7 @@ def once(store: StoreOption, ray_address: AddressOption,
          landing: Landing = None, landing_config: LandingFile = None, user_col: LUserCol = None,
          item_col: LItemCol = None, time_col: LTimeCol = None, rating_col: LRatingCol = None,
          time_unit: LTimeUnit = None, input_format: LFormat = None,
+         allow_old_times: LAllowOld = None,
          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """One pass (for cron or a Kubernetes CronJob): run what is due, or the given kind."""
     from bc_ray.scheduler.scheduler import Scheduler
@@ -110,7 +115,7 @@ def once(store: StoreOption, ray_address: AddressOption,
     config = _config(store, ray_address, refresh_cron, bump_cron, python, working_dir,
                      train_args, refresh_args, max_attempts, backoff,
                      _landing(landing, landing_config, user_col, item_col, time_col, rating_col,
-                              time_unit, input_format))
+                              time_unit, input_format, allow_old_times))
     scheduler = Scheduler(config)
     scheduler.configure()
     results = scheduler.once(kind)
