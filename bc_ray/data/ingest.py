@@ -33,6 +33,9 @@ TIME_RANGE = (0, 4_102_444_800)
 # ingest. Times outside are nearly always a wrong --time-unit, refused before they are stored.
 OLDEST_TIME = 631_152_000  # 1990-01-01
 FUTURE_SLACK_SECONDS = 86_400
+# Mapping fields that only decide whether a batch is accepted, never what its rows are: left out
+# of the default batch id, so flipping one on a retry does not land the same rows twice.
+ACCEPTANCE_ONLY = ("allow_old_times",)
 # Largest id range mapped through a direct-address table (4 bytes per id in the range).
 DENSE_ID_SPAN_LIMIT = 1 << 26
 
@@ -153,8 +156,9 @@ def default_batch_id(content_hash: str, mapping: ColumnMapping, formats: list[st
     corrected re-run lands; a retry of the same is the same batch. `--allow-old-times` only
     decides whether a batch is accepted (its rows are the same either way), so it is left out,
     and so is `--input-format` beyond the format it makes each file be read as."""
-    reading = {**asdict(mapping), "input_format": formats, "content": content_hash}
-    del reading["allow_old_times"]
+    reading = {name: value for name, value in asdict(mapping).items()
+               if name not in ACCEPTANCE_ONLY}
+    reading.update(input_format=formats, content=content_hash)
     digest = hashlib.sha256(json.dumps(reading, sort_keys=True).encode()).hexdigest()
     return f"b-{digest[:24]}"
 
