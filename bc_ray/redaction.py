@@ -30,9 +30,10 @@ def redact(text: str) -> str:
 
 
 def has_user_info(uri: str) -> bool:
+    """Whether `uri` (or any URI in a line of arguments) carries user info."""
     if "://" not in uri:
         return False
-    authority = uri.split("://", 1)[1].split("/", 1)[0]
+    authority = re.split(r"[/\s]", uri.split("://", 1)[1], maxsplit=1)[0]
     return "@" in authority or redact(uri) != uri
 
 

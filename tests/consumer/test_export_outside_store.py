@@ -94,7 +94,7 @@ def test_a_parquet_export_onto_a_folder_is_one_line_and_leaves_nothing(tmp_path)
     assert not [p for p in tmp_path.rglob("*.tmp")]
 
 
-def test_a_delta_export_onto_a_file_or_a_foreign_folder_is_refused(store_uri, tmp_path):
+def test_an_export_onto_the_wrong_kind_of_place_is_refused(store_uri, tmp_path):
     store_with_chain(store_uri, [8, 6], rows=20)
     base = (f"{store_uri}-elsewhere" if store_uri.startswith("s3://")
             else f"file://{tmp_path}/elsewhere")
@@ -105,6 +105,8 @@ def test_a_delta_export_onto_a_file_or_a_foreign_folder_is_refused(store_uri, tm
         export_delta(store_uri, f"{base}/items.parquet", version=0)
     with pytest.raises(ConfigError, match="not a Delta table"):
         export_delta(store_uri, f"{base}/folder", version=0)
+    with pytest.raises(ConfigError, match="is a folder"):  # a Parquet file onto it neither
+        export_embeddings(store_uri, f"{base}/folder/", "item", version=0)
     assert io.list_dir("folder") == ["notes.txt"]
     assert io.read_bytes("items.parquet") == b"not a table"
     for _ in range(2):  # a new folder, then the folder of that earlier export: both fine
