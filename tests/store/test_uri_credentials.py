@@ -68,10 +68,11 @@ def test_the_api_refuses_user_info_without_repeating_it(bucket, tmp_path):
     assert not leaks(str(caught.value))
 
 
-def test_no_scheduled_job_can_carry_them(bucket, tmp_path):
+def test_no_scheduled_job_can_carry_them(bucket, tmp_path, monkeypatch):
     """The scheduler's store, landing zone and job arguments are refused before any entry point
-    or runtime environment is built."""
+    or runtime environment is built, and so is a variable it would forward to the jobs."""
     from bc_ray.data.ingest import ColumnMapping
+    from bc_ray.scheduler.jobs import entrypoint
     from bc_ray.store.landing import LandingConfig
 
     uri = credential_uris(bucket, tmp_path)[0]
@@ -84,6 +85,12 @@ def test_no_scheduled_job_can_carry_them(bucket, tmp_path):
             SchedulerConfig(**{"store": f"s3://{bucket}/store", "ray_address": "http://h:8265",
                                **values})
         assert not leaks(str(caught.value))
+    config = SchedulerConfig(store=f"s3://{bucket}/store", ray_address="http://h:8265")
+    assert entrypoint(config, "refresh")[0].endswith(f"--store s3://{bucket}/store")
+    monkeypatch.setenv("BC_RAY_STORE", uri)  # beside an explicit --store: still forwarded
+    with pytest.raises(ConfigError, match="BC_RAY_STORE .*carries credentials") as caught:
+        entrypoint(config, "refresh")
+    assert not leaks(str(caught.value))
 
 
 def test_every_command_refuses_them_in_one_line_without_the_secret(bucket, tmp_path):
