@@ -8,11 +8,11 @@ table the rows come from (j: the real ver-j table; k > j: transformed from ver-k
 
 from __future__ import annotations
 
-
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from bc_ray.consumer.target import ExportTarget
 from bc_ray.core import affine
 from bc_ray.exceptions import ConfigError, NotFoundError
 from bc_ray.store.io import StorageOptions
@@ -128,8 +128,6 @@ def export_embeddings(store_uri: str, out: str, entity: str = "item", version: i
     """Write the ver-j compatible table to one Parquet file, a local path (renamed into place)
     or an s3:// URI (one PUT): readers never see part of it. `out` must lie outside the store
     and must not be a folder."""
-    from bc_ray.consumer.target import ExportTarget
-
     target = ExportTarget.parquet(store_uri, out, options)
     frame = read_embeddings(store_uri, entity, version, options=options)
     target.write_parquet(frame.to_arrow())
