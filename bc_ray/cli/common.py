@@ -8,7 +8,8 @@ import typer
 
 StoreOption = Annotated[str, typer.Option(
     "--store", envvar="BC_RAY_STORE",
-    help="Store URI: file:///path or s3://bucket/prefix (S3 settings from AWS_* variables).")]
+    help="Store URI: file:///path or s3://bucket/prefix (S3 settings and credentials from "
+         "AWS_* variables, never in the URI).")]
 
 
 def open_store(uri: str):

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bc_ray.exceptions import ConfigError
+from bc_ray.redaction import has_user_info, redact
 
 CONFIG_ENV = "BC_RAY_CONFIG"
 
@@ -27,9 +28,23 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _no_user_info(value: str | None) -> str | None:
+    """A URI with credentials in it is refused without repeating it (pydantic's message would)."""
+    if isinstance(value, str) and has_user_info(value):
+        raise ValueError("carries credentials (user info before '@'); give them the way the "
+                         "AWS SDKs find them (AWS_* variables, AWS_PROFILE, web identity or an "
+                         "instance role), never in a URI")
+    return value
+
+
 class S3Settings(_Section):
     endpoint_url: str | None = None
     region: str | None = None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return _no_user_info(value)
 
 
 class RetentionSettings(_Section):
@@ -47,6 +62,11 @@ class LandingSettings(_Section):
     input_format: str | None = None
     allow_old_times: bool | None = None
 
+    @field_validator("edges")
+    @classmethod
+    def _edges(cls, value: str) -> str:
+        return _no_user_info(value)
+
 
 class SchedulerSettings(_Section):
     ray_address: str | None = None
@@ -63,7 +83,7 @@ class SchedulerSettings(_Section):
     @field_validator("train_args", "refresh_args")
     @classmethod
     def _as_words(cls, value: str | list[str] | None) -> str | None:
-        return shlex.join(value) if isinstance(value, list) else value
+        return _no_user_info(shlex.join(value) if isinstance(value, list) else value)
 
 
 class ProjectConfig(_Section):
@@ -73,6 +93,11 @@ class ProjectConfig(_Section):
     scheduler: SchedulerSettings = SchedulerSettings()
     # Defaults of any command's options, by command path: {"train": {"method": "bc-aligner"}}
     commands: dict[str, dict[str, Any]] = {}
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str | None) -> str | None:
+        return _no_user_info(value)
 
 
 ENV_OF = {("s3", "endpoint_url"): "BC_RAY_S3_ENDPOINT", ("s3", "region"): "AWS_REGION",
@@ -172,7 +197,16 @@ def _commands(command: Any, path: tuple[str, ...] = ()):
 
 
 def merged(loaded: LoadedConfig | None) -> list[dict]:
-    """Every setting the file can hold, its value now and where that value comes from."""
+    """Every setting the file can hold, its value now and where that value comes from (URI
+    credentials, e.g. in BC_RAY_STORE, hidden)."""
+    return [{**row, "value": _redacted(row["value"])} for row in _settings(loaded)]
+
+
+def _redacted(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
+
+
+def _settings(loaded: LoadedConfig | None) -> list[dict]:
     config = loaded.config if loaded else ProjectConfig()
     source = f"file {loaded.path}" if loaded else None
     rows = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from typing import Annotated, Optional
 
 import typer
@@ -21,6 +22,7 @@ from bc_ray.cli import (
 )
 from bc_ray.cli.output import emit, table
 from bc_ray.exceptions import BcRayError
+from bc_ray.redaction import RedactingFilter, redact
 
 app = typer.Typer(
     help="bc_ray: backward-compatible embeddings on Ray. Retrain the embedding model as often "
@@ -70,14 +72,20 @@ def show_config(ctx: typer.Context,
 
 
 def run() -> None:
-    """Console entry: bc_ray errors are printed as one clear line (exit 2), never a traceback."""
+    """Console entry: bc_ray errors are printed as one clear line (exit 2), never a traceback;
+    whatever is printed (errors, logs, an unexpected traceback) has URI credentials hidden."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("bc_ray").setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     try:
         app()
     except BcRayError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        typer.secho(redact(f"error: {exc}"), err=True, fg=typer.colors.RED)
         sys.exit(2)
+    except Exception:  # noqa: BLE001 - a bug: its traceback, with credentials hidden
+        sys.stderr.write(redact(traceback.format_exc()))
+        sys.exit(1)
 
 
 if __name__ == "__main__":

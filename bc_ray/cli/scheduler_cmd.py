@@ -37,10 +37,12 @@ def _split(args: str | None, hint: str) -> list[str]:
     """Shell words, so a quoted value with spaces stays one argument."""
     import shlex
 
+    from bc_ray.redaction import redact
+
     try:
         return shlex.split(args or "")
     except ValueError as exc:
-        raise typer.BadParameter(f"cannot split {args!r} into arguments: {exc}",
+        raise typer.BadParameter(f"cannot split {redact(args or '')!r} into arguments: {exc}",
                                  param_hint=hint) from None
 
 

@@ -40,16 +40,19 @@ def versions(store: StoreOption,
 
 
 def export(store: StoreOption,
-           out: Annotated[str, typer.Option(help="Where to write: a Parquet file, or a Delta "
-                                                 "table's folder (path or s3:// URI).")],
+           out: Annotated[str, typer.Option(help="Where to write, outside the store: a "
+                                                 "Parquet file, or a Delta table's folder (new, "
+                                                 "empty or an earlier export's); path or s3:// "
+                                                 "URI.")],
            entity: Annotated[Optional[str], typer.Option(
                help="user or item (default: item for parquet, both for delta).")] = None,
            version: Annotated[Optional[int], typer.Option(
                help="Version wanted (default: the latest).")] = None,
            fmt: Annotated[str, typer.Option(
                "--format", help="parquet (one file: id, embedding, source_version) or delta "
-                                "(a Delta table partitioned by entity, replaced in one "
-                                "commit).")] = "parquet") -> None:
+                                "(a Delta table partitioned by entity, both read from one "
+                                "state of the store, replaced in one commit).")] = "parquet"
+           ) -> None:
     """Materialise a ver-j compatible view (z~_j) for engines that cannot apply transforms."""
     from bc_ray.consumer.export import FORMATS, export_delta
     from bc_ray.consumer.reader import export_embeddings

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from bc_ray.consumer.reader import read_embeddings
+from bc_ray.consumer.reader import read_embeddings_at
+from bc_ray.consumer.target import ExportTarget
 from bc_ray.exceptions import ConfigError
 from bc_ray.store.io import FileIO, StorageOptions
+from bc_ray.store.state import StoreState
+from bc_ray.store.store import Store
 from bc_ray.store.tables import ENTITIES
 
 FORMATS = ("parquet", "delta")
@@ -17,15 +20,22 @@ def export_delta(store_uri: str, out: str, version: int | None = None,
                  entities: tuple[str, ...] = ENTITIES, *,
                  options: StorageOptions | None = None) -> dict[str, int]:
     """Write the ver-`version` compatible embeddings of `entities` as one Delta table at `out`
-    (replacing what an earlier export left there, in one Delta commit); rows per entity."""
+    (replacing what an earlier export left there, in one Delta commit); rows per entity.
+
+    Every entity is read from one state of the store, so a bump or refresh that lands during
+    the export never gives users of one version and items of another."""
     from deltalake import write_deltalake
 
     unknown = set(entities) - set(ENTITIES)
     if unknown or not entities:
         raise ConfigError(f"entities must be among {ENTITIES}, got {list(entities)}")
+    target = ExportTarget.delta(store_uri, out, options)
+    store = Store(store_uri, options)
+    state = store.state()
+    version = _common_version(state, entities) if version is None else version
     parts, rows = [], {}
     for entity in entities:
-        table = read_embeddings(store_uri, entity, version, options=options).to_arrow()
+        table = read_embeddings_at(store, state, entity, version).to_arrow()
         embedding = table.column("embedding").cast(pa.list_(pa.float32()))
         table = table.set_column(table.schema.get_field_index("embedding"), "embedding",
                                  embedding)
@@ -34,11 +44,18 @@ def export_delta(store_uri: str, out: str, version: int | None = None,
     if len({str(part.schema.field("id").type) for part in parts}) > 1:
         raise ConfigError("user and item ids have different types: export one entity per "
                           "Delta table (--entity)")
-    target = FileIO(out, options)
-    write_deltalake(target.uri if target.scheme == "s3" else target.path(),
-                    pa.concat_tables(parts), partition_by=["entity"], mode="overwrite",
-                    schema_mode="overwrite", storage_options=_delta_options(target))
+    write_deltalake(target.delta_location(), pa.concat_tables(parts), partition_by=["entity"],
+                    mode="overwrite", schema_mode="overwrite",
+                    storage_options=_delta_options(target.io))
     return rows
+
+
+def _common_version(state: StoreState, entities: tuple[str, ...]) -> int | None:
+    """The latest version on the lineage refreshed for every entity (None: let the reader say
+    what is missing), so the latest export is one version, never a mix."""
+    refreshed = [v for v in state.lineage()
+                 if all(state.table(v, entity) is not None for entity in entities)]
+    return refreshed[-1] if refreshed else None
 
 
 def _delta_options(io: FileIO) -> dict[str, str] | None:

@@ -8,17 +8,14 @@ table the rows come from (j: the real ver-j table; k > j: transformed from ver-k
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from bc_ray.consumer.target import ExportTarget
 from bc_ray.core import affine
 from bc_ray.exceptions import ConfigError, NotFoundError
-from bc_ray.store.io import FileIO, StorageOptions
+from bc_ray.store.io import StorageOptions
 from bc_ray.store.parquet import embedding_array, embedding_matrix
 from bc_ray.store.state import StoreState, TableRecord
 from bc_ray.store.store import Store
@@ -82,7 +79,16 @@ def read_embeddings(store_uri: str, entity: str = "item", version: int | None = 
 
     Every file is checked against the log (size, row count, and sha256 unless `verify=False`):
     damage is a `CorruptFileError`, never wrong rows."""
-    store, state, record, target = _open(store_uri, entity, version, options, prefer_stored)
+    store = Store(store_uri, options)
+    return read_embeddings_at(store, store.state(), entity, version,
+                              prefer_stored=prefer_stored, verify=verify)
+
+
+def read_embeddings_at(store: Store, state: StoreState, entity: str, version: int | None, *,
+                       prefer_stored: bool = True, verify: bool = True) -> pl.DataFrame:
+    """`read_embeddings` as of one given state: a reader of several tables (an export of users
+    and items) takes the state once, so a bump or refresh landing meanwhile never mixes in."""
+    record, target = _source(state, entity, version, prefer_stored)
     table = read_table(store, record, columns=["id", "embedding"], verify=verify)
     ids = table.column("id").combine_chunks()
     matrix = embedding_matrix(table.column("embedding"))
@@ -120,19 +126,11 @@ def scan_embeddings(store_uri: str, entity: str = "item", version: int | None = 
 def export_embeddings(store_uri: str, out: str, entity: str = "item", version: int | None = None,
                       *, options: StorageOptions | None = None) -> int:
     """Write the ver-j compatible table to one Parquet file, a local path (renamed into place)
-    or an s3:// URI (one PUT): readers never see part of it."""
+    or an s3:// URI (one PUT): readers never see part of it. `out` must lie outside the store
+    and must not be a folder."""
+    target = ExportTarget.parquet(store_uri, out, options)
     frame = read_embeddings(store_uri, entity, version, options=options)
-    if "://" in out and not out.startswith("file://"):
-        target = FileIO(out, options)
-        buffer = pa.BufferOutputStream()
-        pq.write_table(frame.to_arrow(), buffer, write_page_checksum=True)
-        target.fs.pipe_file(target.path(), buffer.getvalue().to_pybytes())
-        return frame.height
-    target = os.path.abspath(out.removeprefix("file://"))
-    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-    tmp = f"{target}.{uuid.uuid4().hex}.tmp"
-    pq.write_table(frame.to_arrow(), tmp, write_page_checksum=True)
-    os.replace(tmp, target)
+    target.write_parquet(frame.to_arrow())
     return frame.height
 
 

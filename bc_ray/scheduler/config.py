@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from croniter import croniter
 
 from bc_ray.exceptions import ConfigError
+from bc_ray.redaction import refuse_user_info
 from bc_ray.store.landing import LandingConfig
 
 KINDS = ("refresh", "bump")
@@ -36,6 +37,19 @@ class SchedulerConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} {value!r} is not a cron expression")
         if self.max_attempts < 1:
             raise ConfigError("--max-attempts must be >= 1")
+        self._refuse_credentials()
+
+    def _refuse_credentials(self) -> None:
+        """Every URI here goes into job entry points and runtime environments, which anyone who
+        can read the Jobs API sees: none may carry credentials."""
+        refuse_user_info(self.store, "--store")
+        for name in ("train_args", "refresh_args"):
+            for word in getattr(self, name):
+                refuse_user_info(word, f"--{name.replace('_', '-')}")
+        if self.landing is not None:
+            for name in ("edges", "users", "items"):
+                if (uri := getattr(self.landing, name)) is not None:
+                    refuse_user_info(uri, "--landing" if name == "edges" else f"landing {name}")
 
     def cron(self, kind: str) -> str | None:
         return self.refresh_cron if kind == "refresh" else self.bump_cron

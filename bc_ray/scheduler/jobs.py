@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 
+from bc_ray.redaction import refuse_user_info
 from bc_ray.scheduler.config import SchedulerConfig
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -71,6 +72,8 @@ def entrypoint(config: SchedulerConfig, step: str) -> tuple[str, dict]:
         extra = ["--no-fail-on-reject", *extra]
     args = ["--store", config.store, *extra]
     env_vars = {k: v for k, v in os.environ.items() if forwarded(k)}
+    for name, value in env_vars.items():  # e.g. a BC_RAY_STORE beside an explicit --store
+        refuse_user_info(value, f"the environment variable {name} (forwarded to jobs)")
     runtime_env: dict = {"env_vars": env_vars} if env_vars else {}
     if config.working_dir:
         runtime_env.update(working_dir=config.working_dir, excludes=JOB_EXCLUDES)

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from croniter import croniter
 
 from bc_ray.exceptions import LeaseHeldError
+from bc_ray.redaction import redact
 from bc_ray.scheduler.config import KINDS, SchedulerConfig
 from bc_ray.scheduler.jobs import TERMINAL, RayJobs, entrypoint
 from bc_ray.scheduler.lease import Lease
@@ -128,7 +129,7 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - the run is reported, never left "running"
             logger.exception("%s run %s failed", kind, run["run_id"])
             run.update(status="failed", ended_at=iso(time.time()),
-                       error=f"{type(exc).__name__}: {exc}"[:2000])
+                       error=redact(f"{type(exc).__name__}: {exc}")[:2000])
             self._record(run)
             return run
 
@@ -174,10 +175,10 @@ class Scheduler:
             try:
                 self.jobs.submit(submission_id, command, runtime_env)
             except Exception as exc:  # noqa: BLE001 - the Jobs API down is a failed attempt
-                status, error = "SUBMIT_FAILED", f"{type(exc).__name__}: {exc}"[:1500]
+                status, error = "SUBMIT_FAILED", redact(f"{type(exc).__name__}: {exc}")[:1500]
             else:
                 status = self._wait(submission_id)
-                error = None if status == "SUCCEEDED" else self._logs_tail(submission_id)
+                error = None if status == "SUCCEEDED" else redact(self._logs_tail(submission_id))
             record.update(status=status, ended_at=iso(time.time()))
             if status == "SUCCEEDED":
                 self._record(run)

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import fsspec
 
 from bc_ray.exceptions import BcRayError, ConfigError, NotFoundError, StorageAccessError
+from bc_ray.redaction import refuse_user_info
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -48,6 +49,8 @@ class StorageOptions:
             raise ConfigError("explicit S3 credentials need both key and secret")
         if self.token and not self.key:
             raise ConfigError("an explicit S3 session token needs its key and secret")
+        if self.endpoint_url:
+            refuse_user_info(self.endpoint_url, "the S3 endpoint")
 
     @classmethod
     def from_env(cls) -> StorageOptions:
@@ -65,7 +68,10 @@ class StorageOptions:
 
 
 def split_uri(uri: str) -> tuple[str, str]:
-    """`s3://b/p` -> ("s3", "b/p"); `file:///a/b` or a bare path -> ("file", "/a/b")."""
+    """`s3://b/p` -> ("s3", "b/p"); `file:///a/b` or a bare path -> ("file", "/a/b").
+
+    A URI with user info (`s3://KEY:SECRET@bucket`) is refused before anything can echo it."""
+    refuse_user_info(uri)
     if "://" not in uri:
         return "file", os.path.abspath(os.path.expanduser(uri))
     parsed = urlparse(uri)
