@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from bc_ray.data.sources import file_tag, hidden, input_format, known_extension
-from bc_ray.exceptions import BcRayError, ConfigError, StorageAccessError
+from bc_ray.exceptions import BcRayError, ConfigError, DataError, StorageAccessError
 from bc_ray.store.io import FileIO
 from bc_ray.store.state import StoreState
 
@@ -203,13 +203,17 @@ def read_content(file: Landed, declared_format: str | None) -> Content:
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return Content(digest, 0)
-    if not _is_csv(file, declared_format):
-        return Content(digest, pq.ParquetFile(io.BytesIO(data)).metadata.num_rows)
-    separator = "\t" if file.uri.lower().endswith(".tsv") else ","
+    csv = _is_csv(file, declared_format)
     try:
+        if not csv:
+            return Content(digest, pq.ParquetFile(io.BytesIO(data)).metadata.num_rows)
+        separator = "\t" if file.uri.lower().endswith(".tsv") else ","
         head = pl.read_csv(io.BytesIO(data), infer_schema=False, n_rows=1, separator=separator)
     except pl.exceptions.NoDataError:
         return Content(digest, 0)
+    except Exception as exc:  # noqa: BLE001 - readers raise many kinds for a malformed file
+        raise DataError(f"cannot read as {'csv' if csv else 'parquet'}: {describe(exc)}",
+                        path=file.uri) from exc
     return Content(digest, head.height)
 
 
