@@ -95,3 +95,19 @@ def test_bc_ray_yaml_landing_settings_reach_the_scheduler_and_data_land(tmp_path
     result = subprocess.run([sys.executable, "-m", "bc_ray.cli.main", "--config", str(path),
                              "config", "show"], capture_output=True, text=True)
     assert result.returncode == 2 and "settle_seconds" in result.stderr, result.stderr
+
+
+def test_the_scheduler_takes_the_same_landing_options(tmp_path):
+    from typer.testing import CliRunner
+
+    help_text = CliRunner().invoke(app, ["scheduler", "once", "--help"],
+                                   terminal_width=200).output
+    assert "--require-success-marker" in help_text and "--settle-seconds" in help_text
+    from bc_ray.cli.landing_options import landing_values
+    from bc_ray.cli.scheduler_cmd import _config
+
+    config = _config(f"file://{tmp_path}/store", "http://127.0.0.1:8265", None, None, "python",
+                     None, None, None, 1, 1.0,
+                     landing_values("s3://b/landing/", None, "u", "i", "t", None, None, None,
+                                    True, 5.0))
+    assert (config.landing.require_success, config.landing.settle_seconds) == (True, 5.0)
