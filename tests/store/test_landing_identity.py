@@ -8,6 +8,7 @@ import os
 import time
 
 from bc_ray.store.landing import LandingConfig, ingest_landing
+from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
 from tests.store.landing_helpers import MAPPING, ZONE, encoded, ingested_edges, rows, write, zone
 
@@ -67,6 +68,9 @@ def test_an_identical_partition_and_an_empty_file_are_recorded_once(store_uri):
 
     second = ingest_landing(store, config)
     assert (second.taken, second.skipped, second.refused) == ([], [], [])
+    state = store.state()  # the notes survive the log's checkpoints
+    assert len(state.landing) == 3 and StoreState.from_dict(state.to_dict()).landing == \
+        state.landing
     write(store, f"{ZONE}/dt=2026-11-23/part-0.parquet", encoded(rows(60, 3), ".parquet"))
     assert [t["edges"] for t in ingest_landing(store, config).taken] == [3]  # rows now: taken
 
