@@ -235,7 +235,8 @@ def _commit_notes(store: Store, notes: list[dict]) -> None:
 def ingest_landing(store: Store, config: LandingConfig, now: float | None = None
                    ) -> LandingReport:
     """One pass over the landing zone: every complete new batch is ingested; a bad batch is
-    reported and the others still land."""
+    reported and the others still land. `now` is the pass's clock (default: the time now),
+    against which files settle."""
     plan = pending(config, store.state(), store.uri, now)
     for changed in plan.report.changed:
         logger.warning("landing file %s changed after it was ingested; its new content was not "
