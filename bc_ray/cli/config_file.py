@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from bc_ray.exceptions import ConfigError
 from bc_ray.redaction import has_user_info, redact
@@ -60,7 +60,9 @@ class LandingSettings(_Section):
     rating_col: str | None = None
     time_unit: str | None = None
     input_format: str | None = None
-    allow_old_times: bool | None = None
+    allow_old_times: StrictBool | None = None
+    require_success: StrictBool | None = None
+    settle_seconds: float | None = Field(None, ge=0, allow_inf_nan=False, strict=True)
 
     @field_validator("edges")
     @classmethod
@@ -180,9 +182,12 @@ def _section_defaults(config: ProjectConfig, command_path: tuple[str, ...],
     if command_path[:1] == ("scheduler",):
         scheduler = config.scheduler.model_dump(exclude={"landing"}, exclude_none=True)
         defaults.update({k: v for k, v in scheduler.items() if k in options})
-        if config.scheduler.landing is not None:
+    if command_path[:1] == ("scheduler",) or command_path == ("data", "land"):
+        if config.scheduler.landing is not None:  # `data land` is one pass of the same zone
             landing = config.scheduler.landing.model_dump(exclude_none=True)
             landing["landing"] = landing.pop("edges")
+            if "require_success" in landing:
+                landing["require_success_marker"] = landing.pop("require_success")
             defaults.update({k: v for k, v in landing.items() if k in options})
     return defaults
 

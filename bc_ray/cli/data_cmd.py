@@ -1,5 +1,5 @@
-"""`bc-ray data`: ingest a team's own interactions, import public formats, generate synthetic
-data, describe and compact the current snapshot."""
+"""`bc-ray data`: ingest a team's own interactions (one batch, or a pass over a landing zone),
+import public formats, generate synthetic data, describe and compact the current snapshot."""
 
 from __future__ import annotations
 
@@ -8,6 +8,21 @@ from typing import Annotated, Optional
 import typer
 
 from bc_ray.cli.common import StoreOption, open_store
+from bc_ray.cli.landing_options import (
+    Landing,
+    LandingFile,
+    LAllowOld,
+    LFormat,
+    LItemCol,
+    LRatingCol,
+    LTimeCol,
+    LTimeUnit,
+    LUserCol,
+    RequireSuccess,
+    SettleSeconds,
+    landing_values,
+    report_text,
+)
 from bc_ray.cli.output import emit, key_values
 
 app = typer.Typer(help="Ingest, create and inspect graph snapshots in a store.",
@@ -68,6 +83,33 @@ def ingest(
     else:
         headline = f"ingested batch {outcome.batch_id} as snapshot {outcome.snapshot_id}"
     emit(summary, as_json, f"{headline}\n{key_values(summary)}")
+
+
+@app.command("land")
+def land(
+    store: StoreOption, landing: Landing = None, landing_config: LandingFile = None,
+    user_col: LUserCol = None, item_col: LItemCol = None, time_col: LTimeCol = None,
+    rating_col: LRatingCol = None, time_unit: LTimeUnit = None, input_format: LFormat = None,
+    require_success_marker: RequireSuccess = None, settle_seconds: SettleSeconds = None,
+    allow_old_times: LAllowOld = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """One pass of landing-zone ingestion, without Ray (backfills, a plain cron): prints what it
+    took, skipped, refused and found changed; exits 4 when a batch was refused."""
+    from bc_ray.data.sources import local_or_uri
+    from bc_ray.store.landing import LandingConfig, ingest_landing
+
+    if not (landing or landing_config):
+        raise typer.BadParameter("give the landing zone (--landing or --landing-config)",
+                                 param_hint="--landing")
+    config = LandingConfig.load(**landing_values(
+        landing and local_or_uri(landing), landing_config, user_col, item_col, time_col,
+        rating_col, time_unit, input_format, require_success_marker, settle_seconds,
+        allow_old_times))
+    report = ingest_landing(open_store(store), config).to_dict()
+    emit(report, as_json, report_text(report))
+    if report["refused"]:
+        raise typer.Exit(code=4)
 
 
 @app.command("compact")

@@ -7,6 +7,20 @@ from typing import Annotated, Optional
 import typer
 
 from bc_ray.cli.common import StoreOption, open_store
+from bc_ray.cli.landing_options import (
+    Landing,
+    LAllowOld,
+    LandingFile,
+    LFormat,
+    LItemCol,
+    LRatingCol,
+    LTimeCol,
+    LTimeUnit,
+    LUserCol,
+    RequireSuccess,
+    SettleSeconds,
+    landing_values,
+)
 from bc_ray.cli.output import emit, key_values
 
 app = typer.Typer(help="Run refreshes and version bumps as Ray jobs on a schedule.",
@@ -46,14 +60,6 @@ def _split(args: str | None, hint: str) -> list[str]:
                                  param_hint=hint) from None
 
 
-def _landing(landing, landing_config, user_col, item_col, time_col, rating_col, time_unit,
-             input_format, allow_old_times=None) -> dict:
-    return {"edges": landing, "config_file": landing_config, "user_col": user_col,
-            "item_col": item_col, "time_col": time_col, "rating_col": rating_col,
-            "time_unit": time_unit, "input_format": input_format,
-            "allow_old_times": allow_old_times}
-
-
 Python = Annotated[str, typer.Option(help="Interpreter on the cluster.")]
 WorkingDir = Annotated[Optional[str], typer.Option(
     help="Upload this folder as the jobs' working_dir (default: bc_ray installed in the image).")]
@@ -61,22 +67,6 @@ TrainArgs = Annotated[Optional[str], typer.Option(help="Extra flags for the trai
 RefreshArgs = Annotated[Optional[str], typer.Option(help="Extra flags for the refresh job.")]
 Attempts = Annotated[int, typer.Option(help="Attempts per job before the run is failed.")]
 Backoff = Annotated[float, typer.Option(help="Seconds before the first retry (doubles).")]
-Landing = Annotated[Optional[str], typer.Option(
-    help="Landing zone of interactions (file, folder or s3:// prefix): before each refresh, "
-         "every file no batch took yet is ingested, one batch per file or partition folder.")]
-LandingFile = Annotated[Optional[str], typer.Option(
-    help="YAML with the landing zone's keys: edges, users, items, user_col, item_col, "
-         "time_col, rating_col, time_unit, input_format, allow_old_times (options override "
-         "it).")]
-LUserCol = Annotated[Optional[str], typer.Option(help="Landing: user id column.")]
-LItemCol = Annotated[Optional[str], typer.Option(help="Landing: item id column.")]
-LTimeCol = Annotated[Optional[str], typer.Option(help="Landing: time column.")]
-LRatingCol = Annotated[Optional[str], typer.Option(help="Landing: rating column.")]
-LTimeUnit = Annotated[Optional[str], typer.Option(help="Landing: s or ms.")]
-LFormat = Annotated[Optional[str], typer.Option(help="Landing: parquet or csv.")]
-LAllowOld = Annotated[Optional[bool], typer.Option(
-    "--allow-old-times", help="Landing: accept interaction times before 1990.")]
-
 
 @app.command("run")
 def run(store: StoreOption, ray_address: AddressOption,
@@ -86,14 +76,16 @@ def run(store: StoreOption, ray_address: AddressOption,
         backoff: Backoff = 60.0, landing: Landing = None, landing_config: LandingFile = None,
         user_col: LUserCol = None, item_col: LItemCol = None, time_col: LTimeCol = None,
         rating_col: LRatingCol = None, time_unit: LTimeUnit = None,
-        input_format: LFormat = None, allow_old_times: LAllowOld = None) -> None:
+        input_format: LFormat = None, require_success_marker: RequireSuccess = None,
+        settle_seconds: SettleSeconds = None, allow_old_times: LAllowOld = None) -> None:
     """Run forever: each cron slot once, one job at a time across all schedulers."""
     from bc_ray.scheduler.scheduler import Scheduler
 
     config = _config(store, ray_address, refresh_cron, bump_cron, python, working_dir,
                      train_args, refresh_args, max_attempts, backoff,
-                     _landing(landing, landing_config, user_col, item_col, time_col, rating_col,
-                              time_unit, input_format, allow_old_times))
+                     landing_values(landing, landing_config, user_col, item_col, time_col,
+                                    rating_col, time_unit, input_format, require_success_marker,
+                                    settle_seconds, allow_old_times))
     Scheduler(config).serve_forever()
 
 
@@ -107,6 +99,7 @@ def once(store: StoreOption, ray_address: AddressOption,
          landing: Landing = None, landing_config: LandingFile = None, user_col: LUserCol = None,
          item_col: LItemCol = None, time_col: LTimeCol = None, rating_col: LRatingCol = None,
          time_unit: LTimeUnit = None, input_format: LFormat = None,
+         require_success_marker: RequireSuccess = None, settle_seconds: SettleSeconds = None,
          allow_old_times: LAllowOld = None,
          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """One pass (for cron or a Kubernetes CronJob): run what is due, or the given kind."""
@@ -116,8 +109,9 @@ def once(store: StoreOption, ray_address: AddressOption,
         raise typer.BadParameter("choose refresh, bump or auto", param_hint="--kind")
     config = _config(store, ray_address, refresh_cron, bump_cron, python, working_dir,
                      train_args, refresh_args, max_attempts, backoff,
-                     _landing(landing, landing_config, user_col, item_col, time_col, rating_col,
-                              time_unit, input_format, allow_old_times))
+                     landing_values(landing, landing_config, user_col, item_col, time_col,
+                                    rating_col, time_unit, input_format, require_success_marker,
+                                    settle_seconds, allow_old_times))
     scheduler = Scheduler(config)
     scheduler.configure()
     results = scheduler.once(kind)

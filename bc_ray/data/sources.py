@@ -24,14 +24,22 @@ _GLOB_CHARS = "*?["
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One input file; `tag` changes when the file is rewritten (ETag on S3, mtime locally)."""
+    """One input file; `tag` changes when the file is rewritten (ETag on S3, mtime locally).
+
+    A landed file also carries its path under the landing root (`rel`) and the sha256 of the
+    bytes the landing zone checked: that pair is its identity, whatever spelling of the root
+    (a symlink, a remount) it was found through, and reading other bytes is refused.
+    """
 
     uri: str
     size: int
     tag: str
+    rel: str | None = None
+    sha256: str | None = None
 
     def to_dict(self) -> dict:
-        return {"uri": self.uri, "size": self.size, "tag": self.tag}
+        identity = {"rel": self.rel, "sha256": self.sha256} if self.rel is not None else {}
+        return {"uri": self.uri, "size": self.size, "tag": self.tag, **identity}
 
 
 def input_format(uri: str, declared: str | None) -> str:
@@ -48,44 +56,50 @@ def input_format(uri: str, declared: str | None) -> str:
                     ".tsv); pass --input-format to read it anyway", path=uri)
 
 
-def _hidden(path: str) -> bool:
-    """Markers and temporaries that writers leave beside data (_SUCCESS, .crc, _temporary/)."""
-    return any(part.startswith(("_", ".")) for part in path.split("/")[-2:])
+def hidden(rel: str) -> bool:
+    """Markers and temporaries that writers leave beside data (_SUCCESS, .crc, and everything
+    under Spark's dt=.../_temporary/0/task_.../): any component of the path under the root."""
+    return any(part.startswith(("_", ".")) for part in rel.split("/") if part)
 
 
 def discover(path: str, declared_format: str | None = None) -> list[SourceFile]:
-    """Every data file at `path` (a file, a folder searched recursively, or a glob), sorted."""
+    """Every data file at `path` (a file, a folder searched recursively, or a glob), sorted.
+
+    A path that exists is taken literally, so a folder named `events[v2]` is not a glob."""
     io_ = FileIO(path)
     fs = io_.fs
     root = io_.root
-    if any(c in path for c in _GLOB_CHARS):
-        found = {p: fs.info(p) for p in fs.glob(root)}
-        found = {p: info for p, info in found.items() if info.get("type") != "directory"}
-    elif fs.isdir(root):
+    base = root
+    if fs.isdir(root):
         found = fs.find(root, detail=True)
     elif fs.exists(root):
         found = {root: fs.info(root)}
+    elif any(c in path for c in _GLOB_CHARS):
+        found = {p: fs.info(p) for p in fs.glob(root)}
+        found = {p: info for p, info in found.items() if info.get("type") != "directory"}
+        base = root[:min(root.index(c) for c in _GLOB_CHARS if c in root)].rsplit("/", 1)[0]
     else:
         raise DataError("no such file or folder", path=path)
     files = []
     for name, info in sorted(found.items()):
-        rel = name[len(root):].lstrip("/") if name.startswith(root) else name
-        if rel and _hidden(rel):
+        rel = name[len(base):].lstrip("/") if name.startswith(base) else name
+        if rel and hidden(rel):
             continue
         uri = f"{io_.scheme}://{name}" if io_.scheme == "s3" else name
-        if declared_format is None and len(found) > 1 and not _known_extension(uri):
+        if declared_format is None and len(found) > 1 and not known_extension(uri):
             continue  # a folder may hold READMEs or manifests beside the data
-        files.append(SourceFile(uri=uri, size=int(info.get("size") or 0), tag=_tag(info)))
+        files.append(SourceFile(uri=uri, size=int(info.get("size") or 0), tag=file_tag(info)))
     if not files:
         raise DataError("no Parquet or CSV files found", path=path)
     return files
 
 
-def _known_extension(uri: str) -> bool:
+def known_extension(uri: str) -> bool:
     return any(uri.lower().endswith(e) for e in _EXTENSIONS)
 
 
-def _tag(info: dict) -> str:
+def file_tag(info: dict) -> str:
+    """What changes when a file is rewritten: its ETag on S3, its mtime on a local disk."""
     for key in ("ETag", "etag"):
         if info.get(key):
             return str(info[key]).strip('"')
@@ -105,6 +119,9 @@ def read_source(source: SourceFile, declared_format: str | None, hasher: hashlib
         data = location.fs.cat_file(location.root)
     except FileNotFoundError as exc:
         raise DataError("file disappeared while reading", path=source.uri) from exc
+    if source.sha256 is not None and hashlib.sha256(data).hexdigest() != source.sha256:
+        raise DataError("file changed after the landing zone checked it; it is looked at "
+                        "again at the next pass", path=source.uri)
     hasher.update(f"{len(data)}:".encode())
     hashing = threading.Thread(target=hasher.update, args=(data,))  # releases the GIL
     hashing.start()

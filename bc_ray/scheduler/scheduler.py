@@ -29,6 +29,7 @@ from bc_ray.store.store import Store
 
 logger = logging.getLogger(__name__)
 LEASE_NAME = "jobs"
+LANDING_SKIPS_RECORDED = 100  # a run record lists at most this many skipped landed files
 
 
 def iso(timestamp: float) -> str:
@@ -135,7 +136,8 @@ class Scheduler:
 
     def _steps(self, run: dict, kind: str) -> dict:
         if self.config.landing is not None:
-            run["landing"] = ingest_landing(self.store, self.config.landing)
+            run["landing"] = ingest_landing(self.store, self.config.landing).to_dict(
+                limit=LANDING_SKIPS_RECORDED)
             self._record(run)
         steps = ("train", "refresh") if kind == "bump" else ("refresh",)
         for step in steps:

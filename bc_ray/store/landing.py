@@ -1,134 +1,247 @@
-"""A landing zone: upstream jobs drop files under a prefix; every file no batch took yet is
-ingested, one batch per file or per partition folder (``dt=2026-11-22/``).
+"""A landing zone: upstream jobs drop files under a prefix; every complete file no batch took yet
+is ingested, one batch per file or per partition folder (``dt=2026-11-22/``).
 
-Which files were taken is read from the log (each batch records its source files with size and
-ETag or mtime), so a late file in an old partition is still picked up once, and a file rewritten
-after it was ingested is reported instead of being read twice.
+Which files were taken is read from the log: each batch records its landed files by path under
+the landing root and content hash, and a `landing.noted` entry records the files no batch holds
+but that must not be read again (empty, the same bytes as a batch, changed after they were
+taken). So a late file in an old partition is picked up once, the same folder reached through
+another spelling is not read twice, and a file rewritten after it was taken is reported once,
+with the command that ingests its new content as a corrected batch. Any failure reading or
+validating one batch is that batch's reported failure; the others land.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections import defaultdict
-from dataclasses import dataclass, fields
-
-import yaml
+import shlex
+import time
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
 
 from bc_ray.data.ingest import BatchInput, ColumnMapping
-from bc_ray.data.sources import SourceFile, discover
+from bc_ray.data.sources import SourceFile
 from bc_ray.exceptions import BcRayError, ConfigError
-from bc_ray.store.batches import ingest
+from bc_ray.store.batches import IngestOutcome, ingest
+from bc_ray.store.landing_config import LandingConfig
+from bc_ray.store.landing_scan import (
+    Known,
+    Landed,
+    describe,
+    grouped,
+    list_landing,
+    read_content,
+    unterminated,
+    waiting,
+)
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class LandingConfig:
-    """Where interactions land (`edges`), optional prefixes of user and item tables, and the
-    column mapping shared by them."""
+@dataclass
+class LandingReport:
+    """What one pass took, skipped (with the reason), refused (with the error) and found
+    changed (with the command that ingests the new content)."""
 
-    edges: str
-    mapping: ColumnMapping
-    users: str | None = None
-    items: str | None = None
+    taken: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    refused: list[dict] = field(default_factory=list)
+    changed: list[dict] = field(default_factory=list)
 
-    @classmethod
-    def load(cls, edges: str | None, config_file: str | None, **options) -> LandingConfig:
-        """Options given on the command line override the YAML file's keys."""
-        values: dict = {}
-        if config_file:
-            try:
-                with open(config_file) as handle:
-                    values = yaml.safe_load(handle) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise ConfigError(f"cannot read landing config {config_file}: {exc}") from None
-            if not isinstance(values, dict):
-                raise ConfigError(f"landing config {config_file} must be a mapping of keys")
-        allowed = {f.name for f in fields(ColumnMapping)} | {"edges", "users", "items"}
-        unknown = sorted(set(values) - allowed)
-        if unknown:
-            raise ConfigError(f"landing config {config_file}: unknown key(s) {unknown}; "
-                              f"expected some of {sorted(allowed)}")
-        values.update({k: v for k, v in options.items() if v is not None})
-        if edges:
-            values["edges"] = edges
-        missing = [k for k in ("edges", "user_col", "item_col", "time_col") if not values.get(k)]
-        if missing:
-            raise ConfigError(f"the landing zone needs {missing} (options or --landing-config)")
-        mapping = ColumnMapping(**{f.name: values[f.name] for f in fields(ColumnMapping)
-                                   if f.name in values})
-        return cls(edges=values["edges"], mapping=mapping, users=values.get("users"),
-                   items=values.get("items"))
+    def to_dict(self, limit: int | None = None) -> dict:
+        """`limit` caps the skipped list (a run record in the log stays small)."""
+        skipped = self.skipped if limit is None else self.skipped[:limit]
+        return {"taken": self.taken, "skipped": skipped, "skipped_count": len(self.skipped),
+                "refused": self.refused, "changed": self.changed}
 
 
 @dataclass
 class Pending:
-    """New files of one landing batch."""
+    """New, complete files of one landing batch."""
 
     key: str
     files: dict[str, list[SourceFile]]
 
 
-def _taken(state: StoreState) -> dict[str, tuple[int, str]]:
-    return {s["uri"]: (s["size"], s["tag"]) for batch in state.batches.values()
-            for s in batch.get("sources", [])}
+@dataclass
+class Plan:
+    """One pass: batches to ingest, catalogue files to ride with the first, notes to record."""
+
+    batches: list[Pending] = field(default_factory=list)
+    catalogue: dict[str, list[SourceFile]] = field(default_factory=dict)
+    notes: list[dict] = field(default_factory=list)
+    report: LandingReport = field(default_factory=LandingReport)
 
 
-def _new_files(prefix: str | None, config: LandingConfig, taken: dict, changed: list[str]
-               ) -> list[SourceFile]:
-    if not prefix:
+def corrected_batch_command(store_uri: str, file: Landed, sha256: str,
+                            mapping: ColumnMapping) -> list[str] | None:
+    """`bc-ray data ingest` of a changed file's new content, with a batch id derived from that
+    content: run twice, it lands once. None for a user or item table (it rides with edges)."""
+    if file.role != "edges":
+        return None
+    words = ["bc-ray", "data", "ingest", "--store", store_uri, "--edges", file.uri]
+    for option in fields(ColumnMapping):
+        value = getattr(mapping, option.name)
+        flag = "--" + option.name.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value not in (None, False):
+            words += [flag, str(value)]
+    digest = hashlib.sha256(f"{file.role}/{file.rel}@{sha256}".encode()).hexdigest()
+    return words + ["--batch-id", f"landing-{digest[:24]}"]
+
+
+def _note(file: Landed, sha256: str, outcome: str, **extra: Any) -> dict:
+    return {"role": file.role, "rel": file.rel, "uri": file.uri, "size": file.size,
+            "tag": file.tag, "sha256": sha256, "outcome": outcome, **extra}
+
+
+def _classify(file: Landed, config: LandingConfig, known: Known, plan: Plan,
+              store_uri: str) -> SourceFile | None:
+    """A new file to take, or None when it is the same bytes, changed or empty (noted)."""
+    content = read_content(file, config.mapping.input_format)
+    taken = known.taken.get((file.role, file.rel))
+    if taken is not None and content.sha256 in taken:
+        plan.notes.append(_note(file, content.sha256, "same content"))
+        plan.report.skipped.append({"file": file.uri, "reason": "same bytes as a file taken "
+                                                                "before"})
+        return None
+    if taken is not None:
+        command = corrected_batch_command(store_uri, file, content.sha256, config.mapping)
+        plan.notes.append(_note(file, content.sha256, "changed"))
+        plan.report.changed.append({"file": file.uri, "command": command and shlex.join(command)})
+        return None
+    if content.rows == 0:
+        plan.notes.append(_note(file, content.sha256, "empty"))
+        plan.report.skipped.append({"file": file.uri, "reason": "empty (no rows): recorded, "
+                                                                "not read again"})
+        return None
+    return SourceFile(file.uri, file.size, file.tag, rel=file.rel, sha256=content.sha256)
+
+
+def _why_waiting(file: Landed, success: set[str], config: LandingConfig, now: float
+                 ) -> str | None:
+    reason = waiting(file, success, config.require_success, config.settle_seconds, now)
+    if reason is None and unterminated(file, config.mapping.input_format):
+        reason = "incomplete: its last line is not terminated"
+    return reason
+
+
+def _plan_group(key: str, group: list[Landed], success: set[str], config: LandingConfig,
+                known: Known, plan: Plan, store_uri: str, now: float) -> list[SourceFile]:
+    """The new files of one partition when all of them are complete (else none, reported)."""
+    reasons = {f.uri: r for f in group if (r := _why_waiting(f, success, config, now))}
+    if reasons:
+        for file in group:
+            plan.report.skipped.append({"file": file.uri, "reason": reasons.get(
+                file.uri, "waiting for the rest of its partition")})
         return []
-    try:
-        found = discover(prefix, config.mapping.input_format)
-    except BcRayError:  # nothing landed there yet
-        return []
-    fresh = []
-    for source in found:
-        if source.uri not in taken:
-            fresh.append(source)
-        elif taken[source.uri] != (source.size, source.tag):
-            changed.append(source.uri)
-    return fresh
-
-
-def _partition(uri: str) -> str:
-    """The partition folder a file belongs to (``.../dt=2026-11-22``), or the file itself."""
-    parent = uri.rsplit("/", 1)[0]
-    return parent if "=" in parent.rsplit("/", 1)[-1] else uri
-
-
-def pending(config: LandingConfig, state: StoreState) -> tuple[list[Pending], list[str]]:
-    """New landing batches in order, and the taken files that changed since (not re-read)."""
-    taken, changed = _taken(state), []
-    groups: dict[str, list[SourceFile]] = defaultdict(list)
-    for source in _new_files(config.edges, config, taken, changed):
-        groups[_partition(source.uri)].append(source)
-    batches = [Pending(key, {"edges": files}) for key, files in sorted(groups.items())]
-    tables = {role: _new_files(getattr(config, role), config, taken, changed)
-              for role in ("users", "items")}
-    if batches:  # catalogue files ride with the first new batch of interactions
-        batches[0].files.update({role: files for role, files in tables.items() if files})
-    return batches, changed
-
-
-def ingest_landing(store: Store, config: LandingConfig) -> dict:
-    """Ingest every pending landing batch; a bad batch is reported and the others still land."""
-    batches, changed = pending(config, store.state())
-    for uri in changed:
-        logger.warning("landing file %s changed after it was ingested; not read again", uri)
-    report: dict = {"ingested": [], "errors": [], "changed_files": changed}
-    for batch in batches:
+    sources = []
+    for file in group:
         try:
-            outcome = ingest(store, BatchInput(edges=batch.key), config.mapping,
-                             files=batch.files)
-        except BcRayError as exc:
-            logger.error("landing batch %s rejected: %s", batch.key, exc)
-            report["errors"].append({"batch": batch.key, "error": str(exc)})
+            source = _classify(file, config, known, plan, store_uri)
+        except Exception as exc:  # noqa: BLE001 - one unreadable file fails its batch only
+            plan.report.refused.append({"batch": key, "file": file.uri, "error": describe(exc)})
+            return []
+        if source is not None:
+            sources.append(source)
+    return sources
+
+
+def pending(config: LandingConfig, state: StoreState, store_uri: str = "$BC_RAY_STORE",
+            now: float | None = None) -> Plan:
+    """The pass's plan: complete new batches in order, catalogue files, and what to note."""
+    now = time.time() if now is None else now
+    known, plan = Known.of(state, config.roots()), Plan()
+    for role, root in config.roots().items():
+        try:
+            listing = list_landing(role, root, config.mapping.input_format)
+        except ConfigError:
+            if role == "edges":  # a wrong path must not look like a quiet day
+                raise
+            plan.report.skipped.append({"file": root, "reason": f"no {role} table landed yet"})
             continue
-        report["ingested"].append({"batch": batch.key, "batch_id": outcome.batch_id,
-                                   "status": outcome.status, "edges": outcome.stats.get("edges"),
-                                   "new_users": outcome.stats.get("new_users"),
-                                   "new_items": outcome.stats.get("new_items")})
-    return report
+        plan.report.skipped += listing.skipped
+        fresh = [f for f in listing.files if f.stamp not in known.stamps]
+        for key, group in grouped(fresh).items():
+            uri = group[0].uri if key == group[0].rel else \
+                f"{group[0].uri[:-len(group[0].rel)]}{key}"
+            sources = _plan_group(uri, group, listing.success, config, known, plan, store_uri,
+                                  now)
+            if sources and role == "edges":
+                plan.batches.append(Pending(uri, {"edges": sources}))
+            elif sources:
+                plan.catalogue.setdefault(role, []).extend(sources)
+    return plan
+
+
+def _attempt(store: Store, key: str, config: LandingConfig,
+             files: dict[str, list[SourceFile]]) -> tuple[IngestOutcome | None, str | None]:
+    try:
+        return ingest(store, BatchInput(edges=key), config.mapping, files=files), None
+    except Exception as exc:  # noqa: BLE001 - any failure is this batch's; the others land
+        if not isinstance(exc, BcRayError):
+            logger.exception("landing batch %s failed", key)
+        return None, describe(exc)
+
+
+def _land(store: Store, config: LandingConfig, plan: Plan) -> None:
+    """Ingest each batch; the catalogue rides with the first that lands (refused on its own
+    when the batch lands without it)."""
+    catalogue = plan.catalogue
+    for batch in plan.batches:
+        outcome, error = _attempt(store, batch.key, config, {**batch.files, **catalogue})
+        if outcome is None and catalogue:
+            outcome, alone = _attempt(store, batch.key, config, batch.files)
+            if outcome is not None:
+                plan.report.refused += [{"batch": s.uri, "file": s.uri, "error": error}
+                                        for sources in catalogue.values() for s in sources]
+            error = alone
+        if outcome is None:
+            logger.error("landing batch %s refused: %s", batch.key, error)
+            plan.report.refused.append({"batch": batch.key, "error": error})
+            continue
+        carried = catalogue
+        catalogue = {}
+        _record_taken(plan, batch, carried, outcome)
+    plan.report.skipped += [{"file": s.uri, "reason": "waiting for new interactions to ride "
+                                                      "with"}
+                            for sources in catalogue.values() for s in sources]
+
+
+def _record_taken(plan: Plan, batch: Pending, carried: dict[str, list[SourceFile]],
+                  outcome: IngestOutcome) -> None:
+    files = [(role, s) for role, sources in {**batch.files, **carried}.items() for s in sources]
+    plan.report.taken.append({"batch": batch.key, "batch_id": outcome.batch_id,
+                              "status": outcome.status, "files": [s.uri for _, s in files],
+                              "edges": outcome.stats.get("edges"),
+                              "new_users": outcome.stats.get("new_users"),
+                              "new_items": outcome.stats.get("new_items")})
+    if outcome.status == "already ingested":  # the same bytes landed before: never re-read
+        plan.notes += [{"role": role, "rel": s.rel, "uri": s.uri, "size": s.size, "tag": s.tag,
+                        "sha256": s.sha256, "outcome": "already ingested",
+                        "batch_id": outcome.batch_id} for role, s in files]
+
+
+def _commit_notes(store: Store, notes: list[dict]) -> None:
+    if notes:
+        at = datetime.now(timezone.utc).isoformat()
+        store.commit(lambda _state: [{"type": "landing.noted", "at": at, "files": notes}])
+
+
+def ingest_landing(store: Store, config: LandingConfig, now: float | None = None
+                   ) -> LandingReport:
+    """One pass over the landing zone: every complete new batch is ingested; a bad batch is
+    reported and the others still land. `now` is the pass's clock (default: the time now),
+    against which files settle."""
+    plan = pending(config, store.state(), store.uri, now)
+    for changed in plan.report.changed:
+        logger.warning("landing file %s changed after it was ingested; its new content was not "
+                       "read. To ingest it as a corrected batch: %s", changed["file"],
+                       changed["command"] or "pass it with the next batch of interactions")
+    _land(store, config, plan)
+    _commit_notes(store, plan.notes)
+    return plan.report

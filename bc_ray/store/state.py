@@ -147,6 +147,9 @@ class StoreState:
     # The Delta mirror of the current tables (delta.py): its version and the files it names,
     # which stay live until the mirror moves on.
     delta: dict[str, Any] = field(default_factory=dict)
+    # Landed files no batch holds but the landing zone must not read again (empty, same bytes
+    # as a batch, changed after they were taken), by "role/rel@sha256" (landing_scan.py).
+    landing: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # -- queries -----------------------------------------------------------------------
     def snapshot(self, snapshot_id: str | None = None) -> SnapshotRecord:
@@ -207,7 +210,7 @@ class StoreState:
                     current_version=data["current_version"], runs=data.get("runs", {}),
                     garbage=data.get("garbage", {}), scheduler=data.get("scheduler", {}),
                     batches=data.get("batches", {}), retention=data.get("retention", {}),
-                    delta=data.get("delta", {}),
+                    delta=data.get("delta", {}), landing=data.get("landing", {}),
                     segments=[Segment.from_dict(s) for s in data.get("segments", [])])
         for key, raw in data["snapshots"].items():
             state.snapshots[key] = SnapshotRecord(**{**raw, "files": files(raw["files"])})
@@ -340,6 +343,9 @@ def apply(state: StoreState, action: dict, seq: int, committed_at: str | None = 
                        "tables": dict(action.get("tables", {}))}
     elif kind == "scheduler.configured":
         state.scheduler = {k: v for k, v in action.items() if k != "type"}
+    elif kind == "landing.noted":
+        for note in action["files"]:
+            state.landing[f"{note['role']}/{note['rel']}@{note['sha256']}"] = dict(note)
     else:
         raise StoreError(f"log entry {seq} holds an unknown action type {kind!r}; this store was "
                          f"written by a newer bc_ray")

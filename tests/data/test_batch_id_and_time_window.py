@@ -17,7 +17,7 @@ import yaml
 from bc_ray.cli import config_file
 from bc_ray.cli.main import app
 from bc_ray.data.ingest import BatchInput, ColumnMapping
-from bc_ray.exceptions import DataError
+from bc_ray.exceptions import ConfigError, DataError
 from bc_ray.store.batches import ingest
 from bc_ray.store.landing import LandingConfig
 from bc_ray.store.snapshots import load_snapshot
@@ -108,7 +108,7 @@ def test_allow_old_times_reaches_the_landing_zone_and_bc_ray_yaml(tmp_path):
     assert LandingConfig.load(None, str(landing_yaml)).mapping.allow_old_times is True
     landing_yaml.write_text("edges: /data/events\nuser_col: uid\nitem_col: sku\ntime_col: ts\n"
                             "allow_old_times: sometimes\n")
-    with pytest.raises(DataError, match="allow_old_times must be true or false"):
+    with pytest.raises(ConfigError, match="allow_old_times: Input should be a valid boolean"):
         LandingConfig.load(None, str(landing_yaml))
 
     project = tmp_path / "bc_ray.yaml"

@@ -119,11 +119,12 @@ def test_landed_files_are_ingested_before_the_nightly_refresh(ray_head, s3_uri, 
                         ("dt=2026-11-22/part-0.parquet", days[2])):
         with store.io.fs.open(f"{landing.removeprefix('s3://')}/{name}", "wb") as handle:
             frame.write_parquet(handle)
-    config = _config(s3_uri, ray_head, landing=LandingConfig(edges=landing, mapping=mapping))
+    config = _config(s3_uri, ray_head, landing=LandingConfig(edges=landing, mapping=mapping,
+                                                             settle_seconds=0))
     [run] = Scheduler(config).once("refresh")
     assert run["status"] == "succeeded", run
     recorded = store.state().runs[run["run_id"]]
-    assert [b["batch"].rsplit("/", 1)[-1] for b in recorded["landing"]["ingested"]] == \
+    assert [b["batch"].rsplit("/", 1)[-1] for b in recorded["landing"]["taken"]] == \
         ["dt=2026-11-21", "dt=2026-11-22"]
     state = store.state()
     assert len(state.batches) == 3

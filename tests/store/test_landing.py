@@ -21,7 +21,7 @@ MAPPING = ColumnMapping(user_col="uid", item_col="sku", time_col="ts", rating_co
 
 def _landing(store: Store) -> LandingConfig:
     return LandingConfig(edges=store.io.uri_of("landing/events"), mapping=MAPPING,
-                         items=store.io.uri_of("landing/items"))
+                         items=store.io.uri_of("landing/items"), settle_seconds=0)
 
 
 def test_each_partition_and_loose_file_is_one_batch_taken_once(store_uri):
@@ -36,15 +36,16 @@ def test_each_partition_and_loose_file_is_one_batch_taken_once(store_uri):
     put(store, "landing/items/catalogue.parquet",
         pl.DataFrame({"sku": ["x", "y", "z", "w"], "brand": ["b1", "b2", "b1", "b3"]}))
     config = _landing(store)
-    batches, changed = pending(config, store.state())
-    assert [len(b.files["edges"]) for b in batches] == [2, 1] and changed == []
-    assert "items" in batches[0].files and "items" not in batches[1].files
+    plan = pending(config, store.state())
+    assert [len(b.files["edges"]) for b in plan.batches] == [2, 1]
+    assert plan.report.changed == [] and list(plan.catalogue) == ["items"]
 
     report = ingest_landing(store, config)
-    assert [r["status"] for r in report["ingested"]] == ["ingested", "ingested"]
+    assert [r["status"] for r in report.taken] == ["ingested", "ingested"]
+    assert report.taken[0]["files"][-1].endswith("catalogue.parquet")
     snapshot = load_snapshot(store)
     assert (snapshot.num_users, snapshot.num_items, snapshot.num_edges) == (4, 4, 5)
-    assert ingest_landing(store, config)["ingested"] == []  # nothing new
+    assert ingest_landing(store, config).taken == []  # nothing new
 
     # A late file in an old partition is a batch of its own; a rewritten file is reported.
     put(store, "landing/events/dt=2026-11-21/part-2.parquet",
@@ -53,8 +54,8 @@ def test_each_partition_and_loose_file_is_one_batch_taken_once(store_uri):
     put(store, "landing/events/dt=2026-11-22/part-0.csv",
         day(["a", "d", "f"], ["z", "x", "y"], [1_700_086_400] * 3, [4.0, 5.0, 1.0]))
     late = ingest_landing(store, config)
-    assert [r["batch"].rsplit("/", 1)[-1] for r in late["ingested"]] == ["dt=2026-11-21"]
-    assert late["changed_files"] == [store.io.uri_of(
+    assert [r["batch"].rsplit("/", 1)[-1] for r in late.taken] == ["dt=2026-11-21"]
+    assert [c["file"] for c in late.changed] == [store.io.uri_of(
         "landing/events/dt=2026-11-22/part-0.csv").removeprefix("file://")]
     assert load_snapshot(store).num_users == 5
     assert len(store.state().batches) == 3
@@ -66,9 +67,9 @@ def test_a_bad_landed_file_is_reported_and_the_others_land(tmp_path):
     put(store, "landing/events/b.parquet", day([None], ["x"], [1_700_000_000], [1.0]))
     put(store, "landing/events/c.parquet", day(["c"], ["y"], [1_700_000_100], [2.0]))
     report = ingest_landing(store, _landing(store))
-    assert len(report["ingested"]) == 2 and len(report["errors"]) == 1
-    assert "null or empty id" in report["errors"][0]["error"]
-    assert report["errors"][0]["batch"].endswith("b.parquet")
+    assert len(report.taken) == 2 and len(report.refused) == 1
+    assert "null or empty id" in report.refused[0]["error"]
+    assert report.refused[0]["batch"].endswith("b.parquet")
     assert len(store.state().batches) == 2
 
 
