@@ -164,6 +164,18 @@ class FileIO:
             return []
         return sorted(os.path.basename(e.rstrip("/")) for e in entries)
 
+    def list_files(self, rel: str) -> dict[str, float | None]:
+        """Every file under `rel` (relative path -> modification time, epoch seconds), in one
+        recursive listing; empty when it does not exist."""
+        try:
+            with self._reading(rel):
+                files = self.fs.find(self.path(rel), detail=True)
+        except FileNotFoundError:
+            return {}
+        start = len(self.path()) + 1
+        return {path[start:]: _mtime(info) for path, info in files.items()
+                if info.get("type", "file") == "file"}
+
     def modified_time(self, rel: str) -> float | None:
         """Modification time (epoch seconds) of a file, or the newest file under a prefix."""
         try:
