@@ -48,8 +48,18 @@ class S3Settings(_Section):
 
 
 class RetentionSettings(_Section):
+    """Recorded into a store's log: refused here unless every reader can apply it (a non-finite
+    grace would be written as null; `true` is not a count)."""
+
     keep_versions: int | None = Field(None, ge=1)
-    grace_seconds: float | None = Field(None, ge=0)
+    grace_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+    @field_validator("keep_versions", "grace_seconds", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"a number is needed, not the boolean {value}")
+        return value
 
 
 class LandingSettings(_Section):

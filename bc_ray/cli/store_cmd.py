@@ -71,18 +71,20 @@ def export(store: StoreOption,
 
 def gc(store: StoreOption,
        grace: Annotated[float, typer.Option(help="Only delete what is older than this many "
-                                                 "seconds (at least 900 unless --force).")
+                                                 "seconds (finite; at least 900 unless "
+                                                 "--force).")
                         ] = 3600.0,
        force: Annotated[bool, typer.Option(
            "--force", help="Allow a grace below 900 s: only when no writer (refresh, "
                            "training, ingest) can be running.")] = False) -> None:
-    """Apply retention and delete files no commit references (crashed or superseded writers)."""
+    """Apply retention and delete files no commit references: crashed writers' run prefixes, and
+    files left inside a referenced one by a retention or compaction that was killed."""
     target = open_store(store)
     orphans = target.collect_garbage(grace_seconds=grace, force=force)
     retention = target.apply_retention()
     typer.echo(f"retention: {len(retention['tables'])} table(s), {len(retention['models'])} "
                f"model(s) unreferenced, {len(retention['purged'])} file(s) deleted; "
-               f"{len(orphans)} orphaned run prefix(es) deleted")
+               f"{len(orphans)} unreferenced run prefix(es) or file(s) deleted")
 
 
 def rollback(store: StoreOption,
@@ -115,13 +117,17 @@ def config(store: StoreOption,
            keep_versions: Annotated[Optional[int], typer.Option(
                help="Published versions whose tables and models are kept (>= 1).")] = None,
            grace_seconds: Annotated[Optional[float], typer.Option(
-               help="Seconds an unreferenced file is kept for readers of an older state.")
-                                    ] = None,
+               help="Seconds an unreferenced file is kept for readers of an older state "
+                    "(finite, >= 0).")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Show the store's retention, or set it: recorded in the log, so every process (CLI, jobs,
     scheduler, gc) applies the same policy whatever its environment says."""
-    from bc_ray.store.store import RetentionPolicy
+    from bc_ray.store.store import RetentionPolicy, checked_keep_versions, checked_seconds
 
+    if keep_versions is not None:
+        checked_keep_versions(keep_versions, "--keep-versions")
+    if grace_seconds is not None:
+        checked_seconds(grace_seconds, "--grace-seconds")
     target = open_store(store)
     state = target.state()
     recorded = RetentionPolicy.of(state)

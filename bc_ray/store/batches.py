@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -42,6 +43,9 @@ from bc_ray.store.store import Store
 logger = logging.getLogger(__name__)
 ENTITY_FILES = {"user": "users", "item": "items"}
 DEFAULT_COMPACT_ROWS = 5_000_000
+# Each failed attempt means another batch landed first: 64 lets 64 ingests started together
+# (32 tested) all land, with room for a stream of new ones arriving meanwhile.
+INGEST_ATTEMPTS = 64
 
 
 class _Stale(Exception):
@@ -148,10 +152,12 @@ def load_ingested(store: Store, record: SnapshotRecord, state: StoreState) -> Gr
 
 def ingest(store: Store, request: BatchInput, mapping: ColumnMapping, batch_id: str | None = None,
            files: dict[str, list[SourceFile]] | None = None, name: str = "ingested",
-           attempts: int = 5, chaos: str | None = None) -> IngestOutcome:
+           attempts: int = INGEST_ATTEMPTS, chaos: str | None = None) -> IngestOutcome:
     """Read and validate the batch, then write it and publish the grown snapshot in one commit.
 
     Nothing is written before validation passes; a batch id already in the log changes nothing.
+    An attempt fails only when another batch landed meanwhile, so N ingests at once need at
+    most N attempts each; the store's jittered backoff between them spreads the writers out.
     """
     state = store.state()
     _check_store(state)
@@ -167,11 +173,19 @@ def ingest(store: Store, request: BatchInput, mapping: ColumnMapping, batch_id: 
         outcome = _try_ingest(store, state, raw, batch_id, name, chaos)
         if outcome is not None:
             return outcome
-        logger.info("another batch landed first; mapping %s again (attempt %d)", batch_id,
-                    attempt + 2)
+        _back_off(store, batch_id, attempt)
         state = store.state()
     raise CommitConflictError(f"batch {batch_id}: other batches kept landing first "
                               f"({attempts} attempts); run the ingest again")
+
+
+def _back_off(store: Store, batch_id: str, attempt: int) -> None:
+    """Wait before mapping a batch again: the store's jittered exponential backoff, so writers
+    that collided do not collide again in lockstep."""
+    delay = store.log.backoff.delay(attempt)
+    logger.info("another batch landed first; mapping %s again in %.2f s (attempt %d)",
+                batch_id, delay, attempt + 2)
+    time.sleep(delay)
 
 
 def _check_store(state: StoreState) -> None:

@@ -91,6 +91,7 @@ class FileIO:
     def __init__(self, uri: str, options: StorageOptions | None = None) -> None:
         self.scheme, self.root = split_uri(uri)
         self.options = options or StorageOptions.from_env()
+        self._bucket_seen = False
         if self.scheme == "s3":
             self.options.apply_checksum_defaults()
 
@@ -135,13 +136,29 @@ class FileIO:
         (a missing file stays FileNotFoundError for the callers that expect one)."""
         try:
             yield
-        except (FileNotFoundError, BcRayError):
+        except FileNotFoundError:
+            self.check_bucket()
+            raise
+        except BcRayError:
             raise
         except OSError as exc:
             hint = (" (check the S3 endpoint and the credentials the AWS SDKs find: AWS_* "
                     "variables, AWS_PROFILE, web identity or instance role)"
                     if self.scheme == "s3" else "")
             raise StorageAccessError(f"cannot read {self.uri_of(rel)}: {exc}{hint}") from exc
+
+    def check_bucket(self) -> None:
+        """On S3, one clear error when the store's bucket does not exist, instead of a store
+        that reads as empty and a traceback at its first write. Asked only after a key was
+        found missing, and once per FileIO when the bucket is there."""
+        if self.scheme != "s3" or self._bucket_seen:
+            return
+        bucket = self.root.split("/", 1)[0]
+        if not self.fs.exists(bucket):
+            raise StorageAccessError(
+                f"the S3 bucket {bucket!r} of the store {self.uri} does not exist (or these "
+                "credentials cannot see it): create it, or fix the store URI")
+        self._bucket_seen = True
 
     def read_bytes(self, rel: str) -> bytes:
         try:
@@ -170,6 +187,18 @@ class FileIO:
             return []
         return sorted(os.path.basename(e.rstrip("/")) for e in entries)
 
+    def list_files(self, rel: str) -> dict[str, float | None]:
+        """Every file under `rel` (relative path -> modification time, epoch seconds), in one
+        recursive listing; empty when it does not exist."""
+        try:
+            with self._reading(rel):
+                files = self.fs.find(self.path(rel), detail=True)
+        except FileNotFoundError:
+            return {}
+        start = len(self.path()) + 1
+        return {path[start:]: _mtime(info) for path, info in files.items()
+                if info.get("type", "file") == "file"}
+
     def modified_time(self, rel: str) -> float | None:
         """Modification time (epoch seconds) of a file, or the newest file under a prefix."""
         try:
@@ -182,6 +211,15 @@ class FileIO:
         return max(times) if times else None
 
     # -- writes --------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self, rel: str) -> Iterator[None]:
+        """An S3 put has no parent folder to miss: a FileNotFoundError is a missing bucket."""
+        try:
+            yield
+        except FileNotFoundError as exc:
+            self.check_bucket()
+            raise StorageAccessError(f"cannot write {self.uri_of(rel)}: {exc}") from exc
+
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a file at a path that is new by construction (unique run prefixes); locally it
         is synced to disk before this returns, so a commit naming it survives a power cut."""
@@ -198,10 +236,12 @@ class FileIO:
                     handle.write(part)
                 handle.flush()
                 os.fsync(handle.fileno())
-        elif len(parts) == 1:
-            self.fs.pipe_file(self.path(rel), parts[0])
-        else:  # uploaded in blocks as they fill
-            with self.fs.open(self.path(rel), "wb") as handle:
+            return
+        with self._writing(rel):
+            if len(parts) == 1:
+                self.fs.pipe_file(self.path(rel), parts[0])
+                return
+            with self.fs.open(self.path(rel), "wb") as handle:  # uploaded in blocks as they fill
                 for part in parts:
                     handle.write(part)
 
@@ -229,7 +269,8 @@ class FileIO:
                 os.unlink(tmp)
             _sync_dir(os.path.dirname(target))  # the new name itself must survive a crash
             return
-        self.fs.pipe_file(self.path(rel), data, mode="create")
+        with self._writing(rel):
+            self.fs.pipe_file(self.path(rel), data, mode="create")
 
     def replace(self, rel: str, data: bytes) -> None:
         """Overwrite a hint file (never a source of truth): atomic rename locally."""
@@ -237,7 +278,8 @@ class FileIO:
             target, tmp = self._local_temp(rel, data)
             os.replace(tmp, target)
             return
-        self.fs.pipe_file(self.path(rel), data)
+        with self._writing(rel):
+            self.fs.pipe_file(self.path(rel), data)
 
     def _local_temp(self, rel: str, data: bytes) -> tuple[str, str]:
         """(final path, a fully written and synced temporary file beside it)."""

@@ -10,6 +10,7 @@ checkpoint plus at most `checkpoint_interval` entries, whatever the length of th
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from datetime import datetime, timezone
 import orjson
 
 from bc_ray.exceptions import (
+    BcRayError,
     CommitConflictError,
     CommitStateUnknownError,
     NotFoundError,
@@ -54,6 +56,31 @@ class Backoff:
                                                 self.base_seconds * 2 ** attempt))
 
 
+def fold_entry(state: StoreState, entry: dict, seq: int) -> None:
+    """Fold one entry's actions into `state` (in place): what readers and the committing
+    writer both do, so a writer checks its entry exactly as readers will apply it."""
+    for action in entry["actions"]:
+        apply(state, action, seq, entry.get("committed_at"))
+    state.seq = seq
+
+
+def _non_finite(value: object, path: str) -> tuple[str, float] | None:
+    """(where, value) of the first non-finite float inside `value`, if any."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, dict):
+        items = ((f"{path}.{key}", item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    for where, item in items:
+        found = _non_finite(item, where)
+        if found is not None:
+            return found
+    return None
+
+
 class VersionLog:
     def __init__(self, io: FileIO, checkpoint_interval: int = 10,
                  backoff: Backoff | None = None) -> None:
@@ -68,16 +95,14 @@ class VersionLog:
             entry = self.read_entry(seq)
             if entry is None:
                 return state
-            for action in entry["actions"]:
-                try:
-                    apply(state, action, seq, entry.get("committed_at"))
-                except Exception as exc:  # noqa: BLE001 - a damaged entry, whatever it trips on
-                    if isinstance(exc, StoreError) and "log entry" in str(exc):
-                        raise
-                    raise StoreError(f"log entry {self.io.uri_of(entry_path(seq))} cannot be "
-                                     f"applied ({type(exc).__name__}: {exc}); the log is "
-                                     "damaged") from exc
-            state.seq = seq
+            try:
+                fold_entry(state, entry, seq)
+            except Exception as exc:  # noqa: BLE001 - a damaged entry, whatever it trips on
+                if isinstance(exc, StoreError) and "log entry" in str(exc):
+                    raise
+                raise StoreError(f"log entry {self.io.uri_of(entry_path(seq))} cannot be "
+                                 f"applied ({type(exc).__name__}: {exc}); the log is "
+                                 "damaged") from exc
             seq += 1
 
     def read_entry(self, seq: int) -> dict | None:
@@ -115,11 +140,10 @@ class VersionLog:
         seq = state.seq + 1
         entry = {"format": FORMAT_VERSION, "seq": seq, "writer": writer,
                  "committed_at": datetime.now(timezone.utc).isoformat(), "actions": actions}
-        new_state = StoreState.from_dict(state.to_dict())
-        for action in actions:  # validate by folding before anything is written
-            apply(new_state, action, seq, entry["committed_at"])
+        raw = self._encode(entry, seq)
+        new_state = self._fold_as_read(state, raw, seq)
         try:
-            self.io.create(entry_path(seq), orjson.dumps(entry))
+            self.io.create(entry_path(seq), raw)
         except FileExistsError as exc:
             raise CommitConflictError(
                 f"log entry {seq} of {self.io.uri} was committed by another writer") from exc
@@ -129,6 +153,32 @@ class VersionLog:
                 "have landed: re-read the state before retrying") from exc
         if seq % self.checkpoint_interval == 0:
             self._write_checkpoint(new_state)
+        return new_state
+
+    def _encode(self, entry: dict, seq: int) -> bytes:
+        """The entry's bytes, refused when JSON cannot hold a value as it is (a non-finite float
+        would be written as null, an unknown type not at all)."""
+        where = _non_finite(entry["actions"], "actions")
+        if where is not None:
+            raise StoreError(f"refusing to commit log entry {seq} of {self.io.uri}: {where[0]} "
+                             f"is {where[1]}, which JSON cannot hold (a reader would see null)")
+        try:
+            return orjson.dumps(entry)
+        except orjson.JSONEncodeError as exc:
+            raise StoreError(f"refusing to commit log entry {seq} of {self.io.uri}: it cannot "
+                             f"be written as JSON ({exc})") from None
+
+    def _fold_as_read(self, state: StoreState, raw: bytes, seq: int) -> StoreState:
+        """The state after the entry, folded from its bytes with the readers' own code: an entry
+        no reader could apply is never put (it would make every later command fail)."""
+        new_state = StoreState.from_dict(state.to_dict())
+        try:
+            fold_entry(new_state, orjson.loads(raw), seq)
+        except Exception as exc:  # noqa: BLE001 - whatever the fold trips on, nothing is put
+            kind = type(exc) if isinstance(exc, BcRayError) else StoreError
+            detail = str(exc) if isinstance(exc, BcRayError) else f"{type(exc).__name__}: {exc}"
+            raise kind(f"refusing to commit log entry {seq} of {self.io.uri}: a reader could "
+                       f"not apply it ({detail})") from exc
         return new_state
 
     def commit_with_retry(self, build: Callable[[StoreState], list[dict]], writer: str,

@@ -7,6 +7,7 @@ Each log entry is a list of actions (dicts with a ``type``). `apply` folds one a
 from __future__ import annotations
 
 import dataclasses
+import math
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,8 +156,9 @@ class StoreState:
     def snapshot(self, snapshot_id: str | None = None) -> SnapshotRecord:
         key = snapshot_id or self.current_snapshot
         if key is None or key not in self.snapshots:
-            raise NotFoundError("the store holds no graph snapshot; run `bc-ray data synth` or "
-                                "`bc-ray data import` first" if key is None
+            raise NotFoundError("the store holds no graph snapshot; run `bc-ray data ingest` "
+                                "(your own files), `bc-ray data synth` or `bc-ray data import` "
+                                "first" if key is None
                                 else f"no snapshot {key!r} in the store")
         return self.snapshots[key]
 
@@ -226,6 +228,19 @@ class StoreState:
 def _discard(state: StoreState, paths: list[str], at: str) -> None:
     for path in paths:
         state.garbage.setdefault(path, at)
+
+
+def _retention(action: dict, seq: int) -> dict[str, Any]:
+    """The retention a `store.configured` action records, refused unless every process can
+    apply it (a grace written as null, a count below one). Values older writers let through
+    and readers took (`true` as 1, 2.0 as 2) are still taken, so no readable store turns
+    unreadable."""
+    keep, grace = action["keep_versions"], action["staging_grace_seconds"]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (keep, grace)) \
+            or int(keep) < 1 or grace < 0:
+        raise StoreError(f"log entry {seq} configures a retention no process can apply "
+                         f"(keep_versions {keep!r}, staging_grace_seconds {grace!r})")
+    return {"keep_versions": int(keep), "staging_grace_seconds": float(grace)}
 
 
 def table_key(version: int, entity: str) -> str:
@@ -335,8 +350,7 @@ def apply(state: StoreState, action: dict, seq: int, committed_at: str | None = 
     elif kind == "run.recorded":
         state.runs[action["run_id"]] = {k: v for k, v in action.items() if k != "type"}
     elif kind == "store.configured":
-        state.retention = {"keep_versions": int(action["keep_versions"]),
-                           "staging_grace_seconds": float(action["staging_grace_seconds"])}
+        state.retention = _retention(action, seq)
     elif kind == "delta.mirrored":
         state.delta = {"delta_version": int(action["delta_version"]),
                        "paths": [confined_path(p) for p in action["paths"]],

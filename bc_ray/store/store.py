@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import numbers
 import os
 import socket
 import time
@@ -48,6 +50,23 @@ logger = logging.getLogger(__name__)
 MIN_GC_GRACE_SECONDS = 900.0
 
 
+def checked_keep_versions(value: object, name: str = "retention keep_versions") -> int:
+    """A count of versions a reader can take back from the log: a whole number >= 1 (a boolean
+    is refused, not taken as 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a whole number of versions >= 1, got {value!r}")
+    return int(value)
+
+
+def checked_seconds(value: object, name: str) -> float:
+    """A duration a reader can take back from the log: finite and >= 0 (JSON has no inf or
+    nan: they would be written as null, which no reader can apply)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value < 0):
+        raise ConfigError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class RetentionPolicy:
     """How many published versions keep their embedding tables and model weights.
@@ -68,24 +87,36 @@ class RetentionPolicy:
         env = os.environ
         if "BC_RAY_KEEP_VERSIONS" not in env and "BC_RAY_GRACE_SECONDS" not in env:
             return None
-        try:
-            return cls(keep_versions=int(env.get("BC_RAY_KEEP_VERSIONS", "2")),
-                       staging_grace_seconds=float(env.get("BC_RAY_GRACE_SECONDS", "3600")))
-        except ValueError as exc:
-            raise ConfigError(f"BC_RAY_KEEP_VERSIONS / BC_RAY_GRACE_SECONDS: {exc}") from None
+        return cls(keep_versions=_env_number("BC_RAY_KEEP_VERSIONS", int, checked_keep_versions,
+                                             2),
+                   staging_grace_seconds=_env_number("BC_RAY_GRACE_SECONDS", float,
+                                                     checked_seconds, 3600.0))
 
     @classmethod
     def of(cls, state: StoreState) -> RetentionPolicy | None:
         return cls(**state.retention) if state.retention else None
 
     def __post_init__(self) -> None:
-        if self.keep_versions < 1 or self.staging_grace_seconds < 0:
-            raise ConfigError("retention keeps at least 1 version and a grace period >= 0")
+        object.__setattr__(self, "keep_versions", checked_keep_versions(self.keep_versions))
+        object.__setattr__(self, "staging_grace_seconds", checked_seconds(
+            self.staging_grace_seconds, "retention staging_grace_seconds"))
 
     def action(self, source: str) -> dict:
         return {"type": "store.configured", "keep_versions": self.keep_versions,
                 "staging_grace_seconds": self.staging_grace_seconds, "source": source,
                 "at": utc_now().isoformat()}
+
+
+def _env_number(variable: str, parse, check, default):
+    """One retention variable, parsed and checked, or `default` when unset; a bad value is one
+    error naming the variable."""
+    raw = os.environ.get(variable)
+    if raw is None:
+        return default
+    try:
+        return check(parse(raw), variable)
+    except ValueError:
+        raise ConfigError(f"{variable} must be a number, got {raw!r}") from None
 
 
 def utc_now() -> datetime:
@@ -306,40 +337,45 @@ class Store:
 
     def collect_garbage(self, grace_seconds: float | None = None, force: bool = False
                         ) -> list[str]:
-        """Delete run prefixes no log entry ever referenced (writers that crashed before their
-        commit) once they are older than the grace period, so a running writer is never hurt.
+        """Delete every file under the data folders that no live state references: run prefixes
+        no log entry ever named (writers that crashed before their commit) go whole, and single
+        files inside a referenced prefix (a retention or compaction killed between its commit
+        and its deletes, a retried task's extra part) go one by one. Returns what was deleted.
 
-        A grace below `MIN_GC_GRACE_SECONDS` could delete a running writer's files: refused
-        unless `force`."""
+        A run prefix is only touched once its newest file is older than the grace period, so a
+        running writer is never hurt; a grace below `MIN_GC_GRACE_SECONDS` could still delete a
+        slow writer's files: refused unless `force`. Files the log keeps for readers of older
+        states (its garbage list) are retention's, after their own grace."""
         grace = self.retention.staging_grace_seconds if grace_seconds is None else grace_seconds
+        grace = checked_seconds(grace, "the gc grace (--grace)")
         if grace < MIN_GC_GRACE_SECONDS and not force:
             raise ConfigError(f"a gc grace of {grace:g} s could delete the files of a writer "
                               f"still running (refresh, training, ingest); use at least "
                               f"{MIN_GC_GRACE_SECONDS:g} s, or --force when no writer runs")
         state = self.state()
-        known = {_run_prefix(p) for p in state.live_paths() | set(state.garbage)}
+        kept = state.live_paths() | set(state.garbage)
         deleted = []
         now = time.time()
-        for prefix in self._run_prefixes():
-            if prefix in known:
+        for prefix, files in self._data_files().items():
+            newest = max((t for t in files.values() if t is not None), default=None)
+            if newest is not None and now - newest < grace:
                 continue
-            modified = self.io.modified_time(prefix)
-            if modified is not None and now - modified < grace:
+            orphans = sorted(path for path in files if path not in kept)
+            if len(orphans) == len(files):
+                self.io.delete(prefix, recursive=True)
+                deleted.append(prefix)
                 continue
-            self.io.delete(prefix, recursive=True)
-            deleted.append(prefix)
+            for path in orphans:
+                self.io.delete(path)
+            deleted += orphans
         return deleted
 
-    def _run_prefixes(self) -> list[str]:
-        prefixes = []
+    def _data_files(self) -> dict[str, dict[str, float | None]]:
+        """Every file under the data folders with its modification time, by run prefix."""
+        prefixes: dict[str, dict[str, float | None]] = {}
         for root in DATA_ROOTS:
-            for name in self.io.list_dir(root):
-                if root != "embeddings":
-                    prefixes.append(f"{root}/{name}")
-                    continue
-                for entity in self.io.list_dir(f"{root}/{name}"):
-                    prefixes += [f"{root}/{name}/{entity}/{run}"
-                                 for run in self.io.list_dir(f"{root}/{name}/{entity}")]
+            for path, modified in self.io.list_files(root).items():
+                prefixes.setdefault(_run_prefix(path), {})[path] = modified
         return prefixes
 
 

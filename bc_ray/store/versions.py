@@ -7,6 +7,7 @@ version's composed transforms reach every older published version.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import orjson
@@ -49,10 +50,11 @@ def register_candidate(store: Store, candidate: Candidate) -> VersionRecord:
                                candidate.transform)
     else:
         chain = {}
+    metrics = _measured(candidate.metrics)
     prefix = store.new_prefix("versions")
     files = {"model": store.put(f"{prefix}/model.pt", candidate.model),
              "chain": store.put(f"{prefix}/chain.npz", affine.to_bytes(chain)),
-             "metrics": store.put(f"{prefix}/metrics.json", orjson.dumps(candidate.metrics))}
+             "metrics": store.put(f"{prefix}/metrics.json", orjson.dumps(metrics))}
     if candidate.transform is not None:
         files["transform"] = store.put(f"{prefix}/transform.npz",
                                        affine.transform_to_bytes(candidate.transform))
@@ -63,10 +65,23 @@ def register_candidate(store: Store, candidate: Candidate) -> VersionRecord:
         return [{"type": "version.candidate", "version": chosen[0], "parent": candidate.parent,
                  "dim": candidate.dim, "method": candidate.method, "spec": candidate.spec,
                  "snapshot_id": candidate.snapshot_id, "cutoff": candidate.cutoff,
-                 "created_at": utc_now().isoformat(), "metrics": candidate.metrics,
+                 "created_at": utc_now().isoformat(), "metrics": metrics,
                  "files": {k: vars(v) for k, v in files.items()}}]
 
     return store.commit(build).version(chosen[0])
+
+
+def _measured(value: object) -> object:
+    """Metrics as the log records them: a measurement that is not a number (a recall with no
+    evaluated user is nan) is recorded as null, explicitly, since the log refuses non-finite
+    floats."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _measured(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_measured(item) for item in value]
+    return value
 
 
 def _stored_chain(store: Store, state: StoreState, version: int) -> dict[int, affine.Affine]:

@@ -1,0 +1,62 @@
+"""Issue 25 item 20 (parts): a store whose S3 bucket does not exist is one clear line for every
+command, reading or writing (never a traceback, never read as an empty store); `data info` on an
+empty store names `bc-ray data ingest` beside synth and import."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bc_ray.exceptions import StorageAccessError
+from bc_ray.store.store import RetentionPolicy, Store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bc_ray.cli.main", *args], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def missing_bucket_uri(s3_server) -> str:
+    return f"s3://bc-ray-missing-{uuid.uuid4().hex[:10]}/store"
+
+
+@pytest.mark.parametrize("command", [
+    ["store", "config", "--keep-versions", "3"],  # the first write
+    ["data", "info"], ["versions"], ["gc"], ["store", "config"]])
+def test_every_command_on_a_missing_bucket_is_one_line(missing_bucket_uri, command):
+    done = cli(*command, "--store", missing_bucket_uri)
+    bucket = missing_bucket_uri.split("/")[2]
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"bucket '{bucket}'" in lines[0] and "does not exist" in lines[0]
+
+
+def test_the_api_names_the_missing_bucket_for_reads_and_writes(missing_bucket_uri):
+    store = Store(missing_bucket_uri)
+    with pytest.raises(StorageAccessError, match="does not exist"):
+        store.state()
+    with pytest.raises(StorageAccessError, match="does not exist"):
+        Store(missing_bucket_uri).configure(RetentionPolicy())
+    with pytest.raises(StorageAccessError, match="does not exist"):
+        Store(missing_bucket_uri).io.write_bytes("batches/x/edges.parquet", b"x")
+
+
+def test_an_existing_bucket_still_reads_as_an_empty_store(s3_uri):
+    assert Store(s3_uri).state().seq == -1
+    assert Store(s3_uri).io.list_dir("batches") == []
+
+
+def test_data_info_on_an_empty_store_suggests_ingest_too(store_uri):
+    done = cli("data", "info", "--store", store_uri)
+    assert done.returncode == 2
+    assert "bc-ray data ingest" in done.stderr and "bc-ray data synth" in done.stderr
