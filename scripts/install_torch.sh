@@ -21,16 +21,19 @@ pip_install() {  # pip install, its output kept in $LOG (shown only when every a
     "$PYTHON" -m pip install --disable-pip-version-check "$@" >"$LOG" 2>&1
 }
 
-report() {  # the build that was installed, as torch itself reports it
+report() {  # the build that was installed, as torch's own version.py records it (importing
+    # torch here would warn: numpy is installed after it)
     local source=$1
     "$PYTHON" - "$source" <<'PY'
+import runpy
 import sys
+from importlib.metadata import distribution
 
-import torch
-
-cuda = torch.version.cuda
-build = f"CUDA {cuda} build" if cuda else "CPU build"
-print(f"install_torch: torch {torch.__version__} installed ({build}) from {sys.argv[1]}")
+info = runpy.run_path(str(distribution("torch").locate_file("torch/version.py")))
+gpu = (f"CUDA {info['cuda']}" if info.get("cuda")
+       else f"ROCm {info['hip']}" if info.get("hip") else None)
+build = f"{gpu} build" if gpu else "CPU build"
+print(f"install_torch: torch {info['__version__']} installed ({build}) from {sys.argv[1]}")
 PY
 }
 

@@ -34,8 +34,8 @@ def stand_in_wheel(folder: Path, version: str, cuda: str | None) -> Path:
     real builds do."""
     dist = f"torch-{version}.dist-info"
     files = {
-        "torch/__init__.py": f"__version__ = {version!r}\nfrom torch import version\n".encode(),
-        "torch/version.py": f"cuda = {cuda!r}\n".encode(),
+        "torch/__init__.py": b"from torch import version\nfrom torch.version import __version__\n",
+        "torch/version.py": f"__version__ = {version!r}\ncuda = {cuda!r}\n".encode(),
         f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n".encode(),
         f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
                          b"Tag: py3-none-any\n",
