@@ -4,11 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The CPU build of torch, named explicitly (a bare `torch` from PyPI is the multi-GB CUDA build).
-# Where pip sees no CPU wheel, point it at PyTorch's CPU index:
-#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
-# The GPU build: make install TORCH=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu128
-TORCH ?= torch==2.13.0+cpu
+# torch 2.13.0 (scripts/install_torch.sh): the CPU build where pip already sees one, else from
+# PyTorch's CPU index (10 s timeout), else PyPI's torch==2.13.0 (the multi-GB CUDA build on Linux);
+# it prints which build it installed. Overrides, used as given:
+#   make install TORCH=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH ?=
 TORCH_INDEX ?=
 
 .PHONY: install demo test bench clean
@@ -16,8 +16,7 @@ TORCH_INDEX ?=
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
-		"$(TORCH)"
+	TORCH="$(TORCH)" TORCH_INDEX="$(TORCH_INDEX)" bash scripts/install_torch.sh $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 

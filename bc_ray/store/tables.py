@@ -96,16 +96,24 @@ def check_rows(store: Store, record: TableRecord, rows: int) -> None:
 def verify_files(store: Store, record: TableRecord, verify: bool = True) -> None:
     """What `read_table` checks, without loading the table: for readers that hand the files to
     another engine (polars' lazy scan), which must never see a damaged byte."""
-    rows, fs = 0, store.io.arrow_fs()
+    rows = 0
     for file in record.files:
         if verify:
             store.verify(file)
         else:
             store.check_size(file)
-        try:
-            rows += pq.read_metadata(store.io.path(file.path),
-                                     filesystem=fs).num_rows
-        except Exception as exc:  # noqa: BLE001 - any failure to parse a footer is damage
-            raise CorruptFileError(f"cannot read the Parquet footer of "
-                                   f"{store.io.uri_of(file.path)}: {exc}") from exc
+        rows += _footer_rows(store, file)
     check_rows(store, record, rows)
+
+
+def _footer_rows(store: Store, file: FileRecord) -> int:
+    """The row count in a file's footer, read through the store's own fsspec handle: a pyarrow
+    S3 filesystem here would start the AWS C++ SDK and its event-loop thread in every consumer,
+    and the traceback of a damaged read would keep its client alive past pyarrow's S3
+    finalization at interpreter exit."""
+    try:
+        with store.io.fs.open(store.io.path(file.path), "rb") as handle:
+            return pq.read_metadata(handle).num_rows
+    except Exception as exc:  # noqa: BLE001 - any failure to parse a footer is damage
+        raise CorruptFileError(f"cannot read the Parquet footer of "
+                               f"{store.io.uri_of(file.path)}: {exc}") from exc
