@@ -43,6 +43,14 @@ def _assert_mirror_equals_readers(store: Store, uri: str) -> None:
         assert set(got["version"].to_list()) == set(expected["source_version"].to_list())
 
 
+def _source_path(copy: str) -> str:
+    """The store file a copy under the Delta root was made from (delta.MirroredFile.path)."""
+    folder, name = copy.split("/")
+    version, rest = name.split("-", 1)
+    run, part = rest.rsplit("-part-", 1)
+    return f"embeddings/{version}/{folder.removeprefix('entity=')}/{run}/part-{part}"
+
+
 def _published_tables(store: Store) -> list[frozenset[str]]:
     """The file set of every table ever published, from the log."""
     tables = []
@@ -74,6 +82,7 @@ def test_the_delta_view_follows_refreshes_bumps_and_rollbacks(store_uri):
     for version in range(_delta(store).version() + 1):
         table = _delta(store, version)
         files = pa.table(table.get_add_actions(flatten=True)).to_pydict()
+        files["path"] = [_source_path(p) for p in files["path"]]
         for entity in ("user", "item"):
             paths = frozenset(p for p, e in zip(files["path"], files["partition.entity"])
                               if e == entity)
@@ -83,7 +92,7 @@ def test_the_delta_view_follows_refreshes_bumps_and_rollbacks(store_uri):
     store.apply_retention()
     store.collect_garbage(grace_seconds=0, force=True)
     _assert_mirror_equals_readers(store, store_uri)
-    assert store.io.list_dir("_delta_log")
+    assert store.io.list_dir("delta/_delta_log")
 
 
 def test_export_materialises_an_old_version_as_delta_or_parquet(store_uri, tmp_path):
@@ -135,7 +144,7 @@ def test_a_lagging_mirror_keeps_its_files_and_catches_up(tmp_path):
     publish_fake_version(store, 8, rng)
     refresh_fake_tables(store, 0, 30, rng)
     mirrored = list(store.state().delta["paths"])
-    log_dir = store.io.path("_delta_log")
+    log_dir = store.io.path("delta/_delta_log")
     shutil.move(log_dir, f"{log_dir}.away")  # the Delta commit of the next refresh fails
     with open(log_dir, "w") as blocker:
         blocker.write("not a folder")
@@ -151,7 +160,9 @@ def test_a_lagging_mirror_keeps_its_files_and_catches_up(tmp_path):
     os.remove(log_dir)
     shutil.move(f"{log_dir}.away", log_dir)
     result = runner.invoke(app, ["store", "mirror", "--store", uri])
-    assert result.exit_code == 0 and "version 1" in result.output, result.output
+    assert result.exit_code == 0 and f"version {_delta(store).version()}" in result.output, \
+        result.output
+    assert _delta(store).version() == 1
     _assert_mirror_equals_readers(store, uri)
     store.apply_retention()
     assert not any(os.path.exists(store.io.path(p)) for p in mirrored)  # now released
