@@ -143,14 +143,11 @@ def _open(root: str, options: dict[str, str] | None):
 def _shows(table, files: list[MirroredFile], config: dict[str, str]) -> bool:
     """Whether the table's current version is exactly these files with bc_ray's metadata."""
     metadata = table.metadata()
-    return (set(table.file_uris()) == {_uri_in(table, f.path) for f in files}
+    named = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
+    return (sorted(named) == sorted(f.path for f in files)
             and metadata.partition_columns == ["entity"] and _has_properties(table, config)
             and _same_schema(table, table_schema(pa.schema(table.schema().to_arrow())
                                                  .field("id").type)))
-
-
-def _uri_in(table, path: str) -> str:
-    return f"{table.table_uri.rstrip('/')}/{path}"
 
 
 def _same_schema(table, schema: pa.Schema) -> bool:
