@@ -1,7 +1,7 @@
-"""The Delta Lake view of the current embedding tables (issue 17): after refreshes, a bump and a
-rollback, `deltalake` reads exactly the rows `read_embeddings` returns; every Delta version holds
-whole tables (never a mix of two refreshes); garbage collection never touches the Delta log and
-never deletes a file the mirror still names, even when the mirror lags."""
+"""The Delta Lake view of the current embedding tables (issue 17; at `<store>/delta` since issue
+25): after refreshes, a bump and a rollback, `deltalake` reads exactly the rows `read_embeddings`
+returns; every Delta version holds whole tables (never a mix of two refreshes); garbage collection
+never touches the Delta log and never deletes a file the mirror still names, even when it lags."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from bc_ray.store.io import FileIO
 from bc_ray.store.store import RetentionPolicy, Store
 from bc_ray.store.versions import rollback_version
 from tests.helpers import publish_fake_version, refresh_fake_tables
+from tests.store.delta_readers import duckdb_extension
 
 runner = CliRunner()
 
@@ -168,17 +169,18 @@ def test_a_lagging_mirror_keeps_its_files_and_catches_up(tmp_path):
     assert not any(os.path.exists(store.io.path(p)) for p in mirrored)  # now released
 
 
-def test_duckdb_reads_the_same_rows_where_its_delta_extension_is_available(tmp_path):
+def test_duckdb_reads_the_same_rows_with_its_offline_delta_extension(tmp_path):
     duckdb = pytest.importorskip("duckdb", reason="duckdb is not installed")
+    extension = duckdb_extension()
+    if extension is None:
+        pytest.skip("the duckdb-extension-delta wheel is not installed")
     connection = duckdb.connect()
-    try:
-        connection.execute("LOAD delta")
-    except Exception as exc:  # noqa: BLE001 - the extension needs a download
-        pytest.skip(f"DuckDB's delta extension cannot be loaded offline: {exc}")
+    connection.execute(f"LOAD '{extension}'")
     uri = f"file://{tmp_path}/store"
     rng = np.random.default_rng(2)
     store = Store(uri)
     publish_fake_version(store, 8, rng)
     refresh_fake_tables(store, 0, 30, rng)
-    rows = connection.execute(f"SELECT count(*) FROM delta_scan('{store.io.path()}')").fetchone()
+    root, _ = _location(store)
+    rows = connection.execute("SELECT count(*) FROM delta_scan(?)", [root]).fetchone()
     assert rows[0] == 60
