@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Callable
+from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -15,14 +16,19 @@ import pyarrow.dataset as pads
 from deltalake import DeltaTable
 
 from bc_ray import read_embeddings
-from bc_ray.store.delta import _location
+from bc_ray.store.delta import _location, current_tables
 from bc_ray.store.store import Store
 
 COLUMNS = ["entity", "id", "embedding", "version"]
 
 
 def _normal(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.select(COLUMNS).with_columns(pl.col("embedding").cast(pl.List(pl.Float32)))
+    """The reader's frame with float32 lists, and `refreshed_at` as UTC epoch microseconds (a
+    reader that lost the time zone fails here: Delta timestamps are µs in UTC)."""
+    assert frame.schema["refreshed_at"].time_zone is not None, frame.schema["refreshed_at"]
+    return frame.select(
+        *COLUMNS, pl.col("refreshed_at").dt.convert_time_zone("UTC").dt.epoch("us")
+    ).with_columns(pl.col("embedding").cast(pl.List(pl.Float32)))
 
 
 def read_deltalake(store: Store, version: int | None) -> pl.DataFrame:
@@ -120,8 +126,16 @@ def missing_readers() -> list[str]:
 
 
 def expected_rows(uri: str, **options) -> dict[str, pl.DataFrame]:
-    """What bc_ray's own reader returns now, per entity (the reference)."""
-    return {e: read_embeddings(uri, e, **options).sort("id") for e in ("user", "item")}
+    """What bc_ray's own reader returns now, per entity (the reference), with the refresh time
+    bc_ray's log records for the table the rows come from."""
+    tables = current_tables(Store(uri, options.get("options")).state())
+    return {e: read_embeddings(uri, e, **options).sort("id").with_columns(
+        refreshed_at=pl.lit(_epoch_us(tables[e].refreshed_at))) for e in ("user", "item")}
+
+
+def _epoch_us(iso: str) -> int:
+    moment = datetime.fromisoformat(iso)
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
 def assert_same_rows(frame: pl.DataFrame, expected: dict[str, pl.DataFrame], reader: str) -> None:
@@ -136,3 +150,4 @@ def assert_same_rows(frame: pl.DataFrame, expected: dict[str, pl.DataFrame], rea
         assert theirs.shape == ours.shape, (reader, entity, theirs.shape, ours.shape)
         assert np.array_equal(theirs.view(np.uint32), ours.view(np.uint32)), (reader, entity)
         assert got["version"].to_list() == want["source_version"].to_list(), (reader, entity)
+        assert got["refreshed_at"].to_list() == want["refreshed_at"].to_list(), (reader, entity)
