@@ -280,9 +280,11 @@ def _schema_and_actions(store: Store, files: list[MirroredFile],
 def _stats(metadata: pq.FileMetaData) -> dict:
     """Delta file statistics for `id` from the Parquet footer's row-group statistics."""
     column = metadata.schema.names.index("id")
-    stats = {"numRecords": metadata.num_rows, "nullCount": {"id": 0}}
+    stats: dict = {"numRecords": metadata.num_rows}
     groups = [metadata.row_group(g).column(column).statistics
               for g in range(metadata.num_row_groups)]
+    if groups and all(s is not None and s.has_null_count for s in groups):
+        stats["nullCount"] = {"id": sum(s.null_count for s in groups)}
     if groups and all(s is not None and s.has_min_max for s in groups):
         stats["minValues"] = {"id": min(s.min for s in groups)}
         stats["maxValues"] = {"id": max(s.max for s in groups)}
