@@ -95,10 +95,15 @@ def mirror_embeddings(store: Store) -> int | None:
         raise
     except Exception as exc:  # noqa: BLE001 - deltalake and the filesystems raise many types
         raise StoreError(f"the Delta table at {store.io.uri_of(DELTA_ROOT)} could not be "
-                         f"brought up to date: {exc}") from exc
+                         f"brought up to date: {_first_line(exc)}") from exc
     _record(store, state, tables, version)
     _remove_legacy_log(store)
     return version
+
+
+def _first_line(exc: Exception) -> str:
+    """deltalake's errors carry a multi-line backtrace: the message is its first line."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def mirror_quietly(store: Store) -> None:
@@ -138,6 +143,10 @@ def _open(root: str, options: dict[str, str] | None):
         return DeltaTable(root, storage_options=options)
     except TableNotFoundError:
         return None
+    except Exception as exc:  # noqa: BLE001 - never deleted here: the error may be transient
+        raise StoreError(f"the Delta table at {root} cannot be read ({_first_line(exc)}); if "
+                         "it is damaged, delete that folder and run `bc-ray store mirror` to "
+                         "recreate it (bc_ray's own files are not in it)") from exc
 
 
 def _shows(table, files: list[MirroredFile], config: dict[str, str]) -> bool:

@@ -5,6 +5,10 @@ another writer, a data file deleted, or a staging file left by a commit that was
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
@@ -102,3 +106,19 @@ def test_a_mirror_in_step_commits_nothing(tmp_path):
     before = DeltaTable(root, storage_options=options).version()
     _mirror(uri, store)
     assert DeltaTable(root, storage_options=options).version() == before == refreshes - 1
+
+
+def test_a_damaged_delta_log_is_named_and_the_folder_can_be_recreated(tmp_path):
+    uri = f"file://{tmp_path}/store"
+    store = _store(uri, 2)
+    store.io.replace(_rel(store, "_delta_log/00000000000000000001.json"), b"{not json")
+    done = subprocess.run([sys.executable, "-m", "bc_ray.cli.main", "store", "mirror",
+                           "--store", uri], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "delete that folder" in error[0], done.stderr
+    assert store.io.path(_root_rel(store)) in error[0]
+    store.io.delete(_root_rel(store), recursive=True)
+    _mirror(uri, store)
+    assert all(store.io.exists(p) for p in store.state().live_paths())
