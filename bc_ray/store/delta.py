@@ -151,12 +151,18 @@ def _open(root: str, options: dict[str, str] | None):
 
 def _shows(table, files: list[MirroredFile], config: dict[str, str]) -> bool:
     """Whether the table's current version is exactly these files with bc_ray's metadata."""
-    metadata = table.metadata()
+    schema = pa.schema(table.schema().to_arrow())
+    if "id" not in schema.names or not _is_bc_ray_table(table, table_schema(
+            schema.field("id").type), config):
+        return False
     named = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
-    return (sorted(named) == sorted(f.path for f in files)
-            and metadata.partition_columns == ["entity"] and _has_properties(table, config)
-            and _same_schema(table, table_schema(pa.schema(table.schema().to_arrow())
-                                                 .field("id").type)))
+    return sorted(named) == sorted(f.path for f in files)
+
+
+def _is_bc_ray_table(table, schema: pa.Schema, config: dict[str, str]) -> bool:
+    """Whether the table's metadata is what bc_ray writes: schema, partitioning, properties."""
+    return (_same_schema(table, schema) and table.metadata().partition_columns == ["entity"]
+            and _has_properties(table, config))
 
 
 def _same_schema(table, schema: pa.Schema) -> bool:
@@ -186,7 +192,7 @@ def _commit(root: str, options, table, schema: pa.Schema, actions: list, config:
     from deltalake.transaction import CommitProperties, create_table_with_add_actions
 
     properties = CommitProperties(custom_metadata=info)
-    if table is not None and _same_schema(table, schema) and _has_properties(table, config):
+    if table is not None and _is_bc_ray_table(table, schema, config):
         DeltaTable(root, storage_options=options).create_write_transaction(
             actions, mode="overwrite", schema=Schema.from_arrow(schema), partition_by=["entity"],
             commit_properties=properties)

@@ -70,6 +70,9 @@ def test_a_table_overwritten_by_another_writer_is_replaced(store_uri):
     write_deltalake(root, other, mode="overwrite", schema_mode="overwrite",
                     partition_by=["entity"], storage_options=options)
     _mirror(store_uri, store)
+    store.io.delete(_rel(store, "_delta_log"), recursive=True)  # and a table with no id
+    write_deltalake(root, pa.table({"key": ["a"]}), storage_options=options)  # nor partitions
+    _mirror(store_uri, store)
     names = DeltaTable(root, storage_options=options).schema().to_arrow()
     assert [f.name for f in pa.schema(names)] == ["entity", "id", "embedding", "version",
                                                   "refreshed_at"]
