@@ -151,10 +151,14 @@ def config(store: StoreOption,
 
 @store_app.command("mirror")
 def mirror(store: StoreOption) -> None:
-    """Bring the Delta Lake view of the current embedding tables up to date (it follows every
-    refresh and rollback by itself; this retries one that failed)."""
-    from bc_ray.store.delta import mirror_embeddings
+    """Bring the Delta Lake view of the current embedding tables (at STORE/delta) up to date.
 
-    version = mirror_embeddings(open_store(store))
+    It follows every refresh and rollback by itself; this compares the actual Delta table (its
+    version and files) with the current tables and repairs it: after a mirror that failed, a
+    removed or overwritten table, or a store whose table was at the store root."""
+    from bc_ray.store.delta import delta_uri, mirror_embeddings
+
+    target = open_store(store)
+    version = mirror_embeddings(target)
     typer.echo("no embedding tables yet" if version is None
-               else f"Delta table at the store root: version {version}")
+               else f"Delta table at {delta_uri(target)}: version {version}")

@@ -91,7 +91,7 @@ def read_embeddings_at(store: Store, state: StoreState, entity: str, version: in
     record, target = _source(state, entity, version, prefer_stored)
     table = read_table(store, record, columns=["id", "embedding"], verify=verify)
     ids = table.column("id").combine_chunks()
-    matrix = embedding_matrix(table.column("embedding"))
+    matrix = embedding_matrix(table.column("embedding"), record.dim)
     if record.version != target:
         matrix = affine.apply(matrix, store.transform_to(target, record.version, state))
     return _frame(ids, matrix, record.version)
@@ -109,7 +109,8 @@ def scan_embeddings(store_uri: str, entity: str = "item", version: int | None = 
     verify_files(store, record, verify)
     sources = [_polars_path(store, f.path) for f in record.files]
     frame = pl.scan_parquet(sources, storage_options=_polars_options(store))
-    frame = frame.select("id", "embedding")
+    # files written since issue 25 hold plain lists (see `embedding_parquet_bytes`)
+    frame = frame.select("id", pl.col("embedding").cast(pl.Array(pl.Float32, record.dim)))
     if record.version != target:
         transform = store.transform_to(target, record.version, state)
         dim = transform[0].shape[0]

@@ -79,7 +79,7 @@ class PreviousTables:
                                    on="id", how="inner")
                 nodes = found["idx"].to_numpy().astype(np.int64) + offset
                 source = found["row"].to_numpy()
-                matrix = embedding_matrix(table.column("embedding"))
+                matrix = embedding_matrix(table.column("embedding"), self.tables[entity].dim)
                 for start in range(0, nodes.size, CHUNK_ROWS):
                     part = slice(start, start + CHUNK_ROWS)
                     layer[nodes[part]] = matrix[source[part]]

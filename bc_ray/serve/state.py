@@ -45,9 +45,8 @@ class EntityTable:
                 table = read_table(store, record, columns=["id", "embedding"])
                 ids = table.column("id").combine_chunks()
                 index = {value: row for row, value in enumerate(ids.to_pylist())}
-                return cls(version, record.refresh_id, ids,
-                           np.ascontiguousarray(embedding_matrix(table.column("embedding"))),
-                           index)
+                matrix = embedding_matrix(table.column("embedding"), record.dim)
+                return cls(version, record.refresh_id, ids, np.ascontiguousarray(matrix), index)
         return None
 
 

@@ -34,13 +34,24 @@ def to_parquet_bytes(table: pa.Table, row_group_size: int = ROW_GROUP_ROWS) -> b
 def embedding_parquet_bytes(table: pa.Table) -> bytes:
     """An embedding table (`embedding_table`): float vectors neither compress (snappy saved 4 %)
     nor repeat, so they skip both compression and the dictionary attempt, which took a third of
-    the encoding time (measured at 860k rows x 64). Snappy stays on the other columns."""
+    the encoding time (measured at 860k rows x 64). Snappy stays on the other columns.
+
+    Written without pyarrow's embedded Arrow schema: Parquet has no fixed-size list, and only
+    pyarrow would restore `fixed_size_list<float>[D]` from that metadata, so polars, DuckDB,
+    Spark and Daft would disagree with the Delta view's `array<float>` (issue 25). Every engine
+    reads `list<float>`; bc_ray's readers restore the fixed size (`embedding_matrix`)."""
     sink = _io.BytesIO()
     pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, write_page_checksum=True,
                    compression={"id": "snappy", "embedding": "none", "version": "snappy",
                                 "refreshed_at": "snappy"},
-                   use_dictionary=["version", "refreshed_at"])
+                   use_dictionary=["version", "refreshed_at"], store_schema=False)
     return sink.getvalue()
+
+
+def has_arrow_schema(metadata: pq.FileMetaData) -> bool:
+    """Whether a Parquet file embeds pyarrow's schema (embedding files bc_ray wrote before
+    issue 25 do: their vectors then read as fixed-size lists in pyarrow only)."""
+    return b"ARROW:schema" in (metadata.metadata or {})
 
 
 def frame_to_parquet_bytes(frame) -> bytes:
@@ -82,14 +93,33 @@ def embedding_table(ids: pa.Array | np.ndarray | list, matrix: np.ndarray, versi
     })
 
 
-def embedding_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """The fixed-size-list column back as a (rows, dim) float32 matrix (zero-copy per chunk)."""
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+def embedding_matrix(column: pa.ChunkedArray | pa.Array, dim: int | None = None) -> np.ndarray:
+    """The embedding column back as a (rows, dim) float32 matrix (zero-copy per chunk).
+
+    Fixed-size lists (refresh blocks, files written before issue 25) or lists that all hold
+    `dim` values (the files written since, see `embedding_parquet_bytes`); `dim` defaults to the
+    first row's length. A ragged or null row is damage, never a silently reshaped matrix."""
+    chunks = [c for c in (column.chunks if isinstance(column, pa.ChunkedArray) else [column])
+              if len(c)]
     if not chunks:
-        return np.zeros((0, 0), dtype=np.float32)
+        return np.zeros((0, dim or 0), dtype=np.float32)
     kind = chunks[0].type
-    if not (pa.types.is_fixed_size_list(kind) and pa.types.is_float32(kind.value_type)):
-        raise CorruptFileError(f"the embedding column is {kind}, not fixed-size lists of float32")
-    dim = kind.list_size
-    parts = [c.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim) for c in chunks]
+    if pa.types.is_fixed_size_list(kind) and pa.types.is_float32(kind.value_type):
+        dim = kind.list_size
+        parts = [c.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim) for c in chunks]
+    elif pa.types.is_list(kind) and pa.types.is_float32(kind.value_type):
+        dim = len(chunks[0][0]) if dim is None else dim
+        parts = [_uniform_rows(c, dim) for c in chunks]
+    else:
+        raise CorruptFileError(f"the embedding column is {kind}, not lists of float32")
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _uniform_rows(chunk: pa.ListArray, dim: int) -> np.ndarray:
+    """A list<float> chunk whose every row holds `dim` values, as a (rows, dim) matrix."""
+    offsets = chunk.offsets.to_numpy()
+    if chunk.null_count or not np.all(np.diff(offsets) == dim):
+        raise CorruptFileError(f"the embedding column has null rows or rows whose length is "
+                               f"not the table's dimension {dim}")
+    values = chunk.values.slice(offsets[0], offsets[-1] - offsets[0])
+    return values.to_numpy(zero_copy_only=False).reshape(-1, dim)

@@ -9,6 +9,8 @@ Layout under the store URI::
                                 meta.json (vocabularies); compaction writes merged ones here too
     versions/v<k>-<run>/        model weights, transform B_k, composed chain, metrics
     embeddings/v<k>/<entity>/<run>/part-*.parquet
+    delta/                      the Delta Lake view of the current tables (delta.py): its own
+                                copies and _delta_log/, never a data root of bc_ray's
     _train/                     Ray Train checkpoints (scratch, not part of any version)
 
 Writers that crash leave only unreferenced files under a run prefix: `collect_garbage` removes

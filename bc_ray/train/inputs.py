@@ -120,7 +120,7 @@ def _stored_targets(store: Store, state: StoreState, parent: VersionRecord,
                                 f"{parent.version}; run `bc-ray refresh` first")
         table = read_table(store, record, columns=["id", "embedding"])
         stored_ids = pl.from_arrow(table.select(["id"])).with_row_index("row")
-        matrix = embedding_matrix(table.column("embedding"))
+        matrix = embedding_matrix(table.column("embedding"), record.dim)
         entities = snapshot.entities(entity).select("idx", "id")
         joined = entities.join(stored_ids, on="id", how="left").sort("idx")
         mask = joined["row"].is_not_null().to_numpy()

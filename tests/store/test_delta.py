@@ -1,7 +1,7 @@
-"""The Delta Lake view of the current embedding tables (issue 17): after refreshes, a bump and a
-rollback, `deltalake` reads exactly the rows `read_embeddings` returns; every Delta version holds
-whole tables (never a mix of two refreshes); garbage collection never touches the Delta log and
-never deletes a file the mirror still names, even when the mirror lags."""
+"""The Delta Lake view of the current embedding tables (issue 17; at `<store>/delta` since issue
+25): after refreshes, a bump and a rollback, `deltalake` reads exactly the rows `read_embeddings`
+returns; every Delta version holds whole tables (never a mix of two refreshes); garbage collection
+never touches the Delta log and never deletes a file the mirror still names, even when it lags."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from bc_ray.store.io import FileIO
 from bc_ray.store.store import RetentionPolicy, Store
 from bc_ray.store.versions import rollback_version
 from tests.helpers import publish_fake_version, refresh_fake_tables
+from tests.store.delta_readers import duckdb_extension
 
 runner = CliRunner()
 
@@ -41,6 +42,14 @@ def _assert_mirror_equals_readers(store: Store, uri: str) -> None:
         np.testing.assert_array_equal(np.stack(got["embedding"].to_numpy()),
                                       np.stack(expected["embedding"].to_numpy()))
         assert set(got["version"].to_list()) == set(expected["source_version"].to_list())
+
+
+def _source_path(copy: str) -> str:
+    """The store file a copy under the Delta root was made from (delta.MirroredFile.path)."""
+    folder, name = copy.split("/")
+    version, rest = name.split("-", 1)
+    run, part = rest.rsplit("-part-", 1)
+    return f"embeddings/{version}/{folder.removeprefix('entity=')}/{run}/part-{part}"
 
 
 def _published_tables(store: Store) -> list[frozenset[str]]:
@@ -74,6 +83,7 @@ def test_the_delta_view_follows_refreshes_bumps_and_rollbacks(store_uri):
     for version in range(_delta(store).version() + 1):
         table = _delta(store, version)
         files = pa.table(table.get_add_actions(flatten=True)).to_pydict()
+        files["path"] = [_source_path(p) for p in files["path"]]
         for entity in ("user", "item"):
             paths = frozenset(p for p, e in zip(files["path"], files["partition.entity"])
                               if e == entity)
@@ -83,7 +93,7 @@ def test_the_delta_view_follows_refreshes_bumps_and_rollbacks(store_uri):
     store.apply_retention()
     store.collect_garbage(grace_seconds=0, force=True)
     _assert_mirror_equals_readers(store, store_uri)
-    assert store.io.list_dir("_delta_log")
+    assert store.io.list_dir("delta/_delta_log")
 
 
 def test_export_materialises_an_old_version_as_delta_or_parquet(store_uri, tmp_path):
@@ -135,7 +145,7 @@ def test_a_lagging_mirror_keeps_its_files_and_catches_up(tmp_path):
     publish_fake_version(store, 8, rng)
     refresh_fake_tables(store, 0, 30, rng)
     mirrored = list(store.state().delta["paths"])
-    log_dir = store.io.path("_delta_log")
+    log_dir = store.io.path("delta/_delta_log")
     shutil.move(log_dir, f"{log_dir}.away")  # the Delta commit of the next refresh fails
     with open(log_dir, "w") as blocker:
         blocker.write("not a folder")
@@ -151,23 +161,26 @@ def test_a_lagging_mirror_keeps_its_files_and_catches_up(tmp_path):
     os.remove(log_dir)
     shutil.move(f"{log_dir}.away", log_dir)
     result = runner.invoke(app, ["store", "mirror", "--store", uri])
-    assert result.exit_code == 0 and "version 1" in result.output, result.output
+    assert result.exit_code == 0 and f"version {_delta(store).version()}" in result.output, \
+        result.output
+    assert _delta(store).version() == 1
     _assert_mirror_equals_readers(store, uri)
     store.apply_retention()
     assert not any(os.path.exists(store.io.path(p)) for p in mirrored)  # now released
 
 
-def test_duckdb_reads_the_same_rows_where_its_delta_extension_is_available(tmp_path):
+def test_duckdb_reads_the_same_rows_with_its_offline_delta_extension(tmp_path):
     duckdb = pytest.importorskip("duckdb", reason="duckdb is not installed")
+    extension = duckdb_extension()
+    if extension is None:
+        pytest.skip("the duckdb-extension-delta wheel is not installed")
     connection = duckdb.connect()
-    try:
-        connection.execute("LOAD delta")
-    except Exception as exc:  # noqa: BLE001 - the extension needs a download
-        pytest.skip(f"DuckDB's delta extension cannot be loaded offline: {exc}")
+    connection.execute(f"LOAD '{extension}'")
     uri = f"file://{tmp_path}/store"
     rng = np.random.default_rng(2)
     store = Store(uri)
     publish_fake_version(store, 8, rng)
     refresh_fake_tables(store, 0, 30, rng)
-    rows = connection.execute(f"SELECT count(*) FROM delta_scan('{store.io.path()}')").fetchone()
+    root, _ = _location(store)
+    rows = connection.execute("SELECT count(*) FROM delta_scan(?)", [root]).fetchone()
     assert rows[0] == 60
