@@ -3,9 +3,12 @@ one Parquet file, or a Delta table partitioned by entity (Spark, Trino, DuckDB, 
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
+import numpy as np
 import pyarrow as pa
 
-from bc_ray.consumer.reader import read_embeddings_at
+from bc_ray.consumer.reader import read_embeddings_at, source_table
 from bc_ray.consumer.target import ExportTarget
 from bc_ray.exceptions import ConfigError
 from bc_ray.store.io import FileIO, StorageOptions
@@ -33,21 +36,31 @@ def export_delta(store_uri: str, out: str, version: int | None = None,
     store = Store(store_uri, options)
     state = store.state()
     version = _common_version(state, entities) if version is None else version
-    parts, rows = [], {}
-    for entity in entities:
-        table = read_embeddings_at(store, state, entity, version).to_arrow()
-        embedding = table.column("embedding").cast(pa.list_(pa.float32()))
-        table = table.set_column(table.schema.get_field_index("embedding"), "embedding",
-                                 embedding)
-        parts.append(table.append_column("entity", pa.array([entity] * table.num_rows)))
-        rows[entity] = table.num_rows
-    if len({str(part.schema.field("id").type) for part in parts}) > 1:
+    parts = {entity: _view(store, state, entity, version) for entity in entities}
+    if len({str(part.schema.field("id").type) for part in parts.values()}) > 1:
         raise ConfigError("user and item ids have different types: export one entity per "
                           "Delta table (--entity)")
-    write_deltalake(target.delta_location(), pa.concat_tables(parts), partition_by=["entity"],
-                    mode="overwrite", schema_mode="overwrite",
+    write_deltalake(target.delta_location(), pa.concat_tables(parts.values()),
+                    partition_by=["entity"], mode="overwrite", schema_mode="overwrite",
                     storage_options=_delta_options(target.io))
-    return rows
+    return {entity: part.num_rows for entity, part in parts.items()}
+
+
+def _view(store: Store, state: StoreState, entity: str, version: int | None) -> pa.Table:
+    """One entity's ver-`version` view with the store's own Delta columns (`table_schema`):
+    `version` is the version whose embedding space the rows are in, `refreshed_at` when the
+    table they were computed from was refreshed."""
+    from bc_ray.store.delta import table_schema
+
+    record, target = source_table(state, entity, version, prefer_stored=True)
+    frame = read_embeddings_at(store, state, entity, version).to_arrow()
+    rows = frame.num_rows
+    refreshed = datetime.fromisoformat(record.refreshed_at).astimezone(timezone.utc)
+    columns = {"entity": pa.array([entity] * rows), "id": frame.column("id"),
+               "embedding": frame.column("embedding"),
+               "version": pa.array(np.full(rows, target, dtype=np.int32)),
+               "refreshed_at": pa.array([refreshed] * rows, pa.timestamp("us", tz="UTC"))}
+    return pa.table(columns).cast(table_schema(frame.schema.field("id").type))
 
 
 def _common_version(state: StoreState, entities: tuple[str, ...]) -> int | None:

@@ -22,7 +22,7 @@ from bc_ray.store.store import Store
 from bc_ray.store.tables import ENTITIES, read_table, verify_files
 
 
-def _source(state: StoreState, entity: str, version: int | None,
+def source_table(state: StoreState, entity: str, version: int | None,
             prefer_stored: bool) -> tuple[TableRecord, int]:
     """(table to read, target version): the real ver-j table if kept, preferred and as fresh as
     the newest, otherwise the newest table on the current lineage at or after the target."""
@@ -62,7 +62,7 @@ def _open(store_uri: str, entity: str, version: int | None, options: StorageOpti
           prefer_stored: bool) -> tuple[Store, StoreState, TableRecord, int]:
     store = Store(store_uri, options)
     state = store.state()
-    record, target = _source(state, entity, version, prefer_stored)
+    record, target = source_table(state, entity, version, prefer_stored)
     return store, state, record, target
 
 
@@ -88,7 +88,7 @@ def read_embeddings_at(store: Store, state: StoreState, entity: str, version: in
                        prefer_stored: bool = True, verify: bool = True) -> pl.DataFrame:
     """`read_embeddings` as of one given state: a reader of several tables (an export of users
     and items) takes the state once, so a bump or refresh landing meanwhile never mixes in."""
-    record, target = _source(state, entity, version, prefer_stored)
+    record, target = source_table(state, entity, version, prefer_stored)
     table = read_table(store, record, columns=["id", "embedding"], verify=verify)
     ids = table.column("id").combine_chunks()
     matrix = embedding_matrix(table.column("embedding"), record.dim)

@@ -59,14 +59,14 @@ def test_a_bump_landing_mid_export_is_not_mixed_in(store_uri):
     assert bump["version"] == 1  # the second writer did land during the export
     assert counts == {"user": 20, "item": 20}
     frame = exported(out)
-    assert frame["source_version"].unique().to_list() == [0]
+    assert frame["version"].unique().to_list() == [0]
     for entity in ("user", "item"):
         rows = frame.filter(pl.col("entity") == entity)
         assert np.array_equal(np.array(rows["embedding"].to_list(), dtype=np.float32),
                               before[entity])
     export_delta(store_uri, out)  # the next export sees the bump, for both entities
     frame = exported(out)
-    assert frame["source_version"].unique().to_list() == [1]
+    assert frame["version"].unique().to_list() == [1]
     for entity in ("user", "item"):
         rows = frame.filter(pl.col("entity") == entity)
         assert np.array_equal(np.array(rows["embedding"].to_list(), dtype=np.float32),
