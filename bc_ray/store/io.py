@@ -150,14 +150,22 @@ class FileIO:
     def check_bucket(self) -> None:
         """On S3, one clear error when the store's bucket does not exist, instead of a store
         that reads as empty and a traceback at its first write. Asked only after a key was
-        found missing, and once per FileIO when the bucket is there."""
+        found missing, and once per FileIO when the bucket is there.
+
+        Only S3's own answer that the bucket is missing counts: credentials that may use
+        objects under a prefix but not HeadBucket (403), or a throttled call, say nothing about
+        the bucket, and the missing key stays the caller's answer."""
         if self.scheme != "s3" or self._bucket_seen:
             return
         bucket = self.root.split("/", 1)[0]
-        if not self.fs.exists(bucket):
+        try:
+            self.fs.call_s3("head_bucket", Bucket=bucket)
+        except FileNotFoundError:
             raise StorageAccessError(
-                f"the S3 bucket {bucket!r} of the store {self.uri} does not exist (or these "
-                "credentials cannot see it): create it, or fix the store URI")
+                f"the S3 bucket {bucket!r} of the store {self.uri} does not exist: create it, "
+                "or fix the store URI") from None
+        except Exception:  # noqa: BLE001 - forbidden or unavailable: no verdict on the bucket
+            return
         self._bucket_seen = True
 
     def read_bytes(self, rel: str) -> bytes:

@@ -12,6 +12,8 @@ from urllib.parse import unquote, urlsplit
 
 SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
              b"<Message>Please reduce your request rate.</Message></Error>")
+ACCESS_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                 b"<Message>Access Denied</Message></Error>")
 
 
 class FaultyS3:
@@ -22,6 +24,9 @@ class FaultyS3:
     def __init__(self, upstream: str) -> None:
         self.upstream = urlsplit(upstream)
         self.failing: tuple[str, ...] = ()
+        # bucket-level calls (HeadBucket, GetBucketLocation) refused with 403, as under an IAM
+        # policy that grants object access under a prefix only
+        self.bucket_calls_denied = False
         self.refused = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -47,6 +52,11 @@ class FaultyS3:
             def _forward(self) -> None:
                 body = self._body()
                 target = unquote(self.path)  # the key, or a listing's prefix
+                address = urlsplit(self.path)
+                if proxy.bucket_calls_denied and "/" not in address.path.strip("/") and (
+                        self.command == "HEAD" or address.query.startswith("location")):
+                    self._reply(403, {"Content-Type": "application/xml"}, ACCESS_DENIED)
+                    return
                 if self.command == "GET" and any(f in target for f in proxy.failing):
                     proxy.refused += 1
                     self._reply(503, {"Content-Type": "application/xml"}, SLOW_DOWN)

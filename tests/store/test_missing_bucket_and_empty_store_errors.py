@@ -60,3 +60,25 @@ def test_data_info_on_an_empty_store_suggests_ingest_too(store_uri):
     done = cli("data", "info", "--store", store_uri)
     assert done.returncode == 2
     assert "bc-ray data ingest" in done.stderr and "bc-ray data synth" in done.stderr
+
+
+def test_a_store_whose_credentials_cannot_head_the_bucket_still_works(s3_server):
+    """Least-privilege credentials (objects under a prefix, no HeadBucket/GetBucketLocation)
+    or a throttled bucket call are no verdict that the bucket is missing."""
+    import boto3
+
+    from bc_ray.store.io import StorageOptions
+    from tests.store.faulty_s3 import FaultyS3
+
+    proxy = FaultyS3(s3_server)
+    try:
+        bucket = f"bc-ray-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+        proxy.bucket_calls_denied = True
+        options = StorageOptions(endpoint_url=proxy.endpoint, region="us-east-1")
+        store = Store(f"s3://{bucket}/store", options)
+        assert store.state().seq == -1  # an empty store, not "the bucket does not exist"
+        store.configure(RetentionPolicy(keep_versions=3))
+        assert Store(f"s3://{bucket}/store", options).state().retention["keep_versions"] == 3
+    finally:
+        proxy.close()
