@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 import bc_ray
 from bc_ray.exceptions import StoreError
 from bc_ray.store.io import StorageOptions
-from bc_ray.store.parquet import embedding_parquet_bytes, has_arrow_schema
+from bc_ray.store.parquet import embedding_parquet_bytes, has_arrow_schema, read_footer
 from bc_ray.store.state import FileRecord, StoreState, TableRecord
 from bc_ray.store.store import RetentionPolicy, Store, utc_now
 from bc_ray.store.tables import ENTITIES
@@ -262,15 +262,17 @@ def _copy(store: Store, file: MirroredFile) -> None:
             os.remove(target)
         try:
             os.link(source, target)
-            return
         except OSError:  # another filesystem, or one without hard links
-            pass
+            store.io.fs.copy(source, target)
+        # A link keeps the source's (maybe days-old) mtime: a VACUUM running before this
+        # mirror commits would take the copy for an old untracked file and delete it.
+        os.utime(target)
+        return
     store.io.fs.copy(source, target)
 
 
 def _legacy_encoding(store: Store, file: FileRecord) -> bool:
-    return has_arrow_schema(pq.read_metadata(store.io.path(file.path),
-                                             filesystem=store.io.arrow_fs()))
+    return has_arrow_schema(read_footer(store.io, file.path))
 
 
 def _schema_and_actions(store: Store, files: list[MirroredFile],
@@ -279,10 +281,10 @@ def _schema_and_actions(store: Store, files: list[MirroredFile],
     min/max (engines skip files by them)."""
     from deltalake.transaction import AddAction
 
-    fs, now_ms = store.io.arrow_fs(), int(time.time() * 1000)
+    now_ms = int(time.time() * 1000)
     actions, id_types = [], set()
     for file in files:
-        metadata = pq.read_metadata(store.io.path(f"{DELTA_ROOT}/{file.path}"), filesystem=fs)
+        metadata = read_footer(store.io, f"{DELTA_ROOT}/{file.path}")
         id_types.add(metadata.schema.to_arrow_schema().field("id").type)
         actions.append(AddAction(file.path, sizes[file.path], {"entity": file.entity}, now_ms,
                                  True, json.dumps(_stats(metadata))))

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bc_ray.exceptions import CorruptFileError, ShapeError
+from bc_ray.store.io import FileIO
 
 ROW_GROUP_ROWS = 131_072
 EMBEDDING_COLUMNS = ("id", "embedding", "version", "refreshed_at")
@@ -123,3 +124,12 @@ def _uniform_rows(chunk: pa.ListArray, dim: int) -> np.ndarray:
                                f"not the table's dimension {dim}")
     values = chunk.values.slice(offsets[0], offsets[-1] - offsets[0])
     return values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+def read_footer(io: FileIO, rel: str) -> pq.FileMetaData:
+    """A Parquet file's footer, read through the store's own fsspec handle: a pyarrow S3
+    filesystem would start the AWS C++ SDK and its event-loop thread in the process, and a
+    traceback that keeps its client alive past pyarrow's S3 finalization can abort the
+    interpreter at exit (apache/arrow#41087)."""
+    with io.fs.open(io.path(rel), "rb") as handle:
+        return pq.read_metadata(handle)

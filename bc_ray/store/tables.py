@@ -8,10 +8,14 @@ from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from bc_ray.exceptions import CorruptFileError, StoreError
-from bc_ray.store.parquet import embedding_table, from_parquet_bytes, embedding_parquet_bytes
+from bc_ray.store.parquet import (
+    embedding_parquet_bytes,
+    embedding_table,
+    from_parquet_bytes,
+    read_footer,
+)
 from bc_ray.store.state import FileRecord, StoreState, TableRecord
 from bc_ray.store.store import Store
 
@@ -107,13 +111,9 @@ def verify_files(store: Store, record: TableRecord, verify: bool = True) -> None
 
 
 def _footer_rows(store: Store, file: FileRecord) -> int:
-    """The row count in a file's footer, read through the store's own fsspec handle: a pyarrow
-    S3 filesystem here would start the AWS C++ SDK and its event-loop thread in every consumer,
-    and the traceback of a damaged read would keep its client alive past pyarrow's S3
-    finalization at interpreter exit."""
+    """The row count in a file's footer (`read_footer`: no AWS C++ SDK in consumers)."""
     try:
-        with store.io.fs.open(store.io.path(file.path), "rb") as handle:
-            return pq.read_metadata(handle).num_rows
+        return read_footer(store.io, file.path).num_rows
     except Exception as exc:  # noqa: BLE001 - any failure to parse a footer is damage
         raise CorruptFileError(f"cannot read the Parquet footer of "
                                f"{store.io.uri_of(file.path)}: {exc}") from exc
