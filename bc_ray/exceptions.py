@@ -44,6 +44,11 @@ class StorageAccessError(StoreError):
     """The object store refused or failed a read (credentials, permissions, endpoint)."""
 
 
+class UnappliableSettingError(StoreError):
+    """A recorded store setting no process can apply (an older writer let it through): readers
+    skip it with a warning, writers never commit one."""
+
+
 class CorruptFileError(StoreError):
     """A file listed by the log is missing, truncated, or fails its checksum."""
 

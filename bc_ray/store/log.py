@@ -25,6 +25,7 @@ from bc_ray.exceptions import (
     CommitStateUnknownError,
     NotFoundError,
     StoreError,
+    UnappliableSettingError,
 )
 from bc_ray.store.io import FileIO
 from bc_ray.store.state import StoreState, apply
@@ -56,11 +57,20 @@ class Backoff:
                                                 self.base_seconds * 2 ** attempt))
 
 
-def fold_entry(state: StoreState, entry: dict, seq: int) -> None:
+def fold_entry(state: StoreState, entry: dict, seq: int, lenient: bool = False) -> None:
     """Fold one entry's actions into `state` (in place): what readers and the committing
-    writer both do, so a writer checks its entry exactly as readers will apply it."""
+    writer both do, so a writer checks its entry exactly as readers will apply it.
+
+    A reader (`lenient`) skips a setting an older writer recorded that no process can apply,
+    with a warning, so such a store stays readable and `bc-ray store config` can mend it."""
     for action in entry["actions"]:
-        apply(state, action, seq, entry.get("committed_at"))
+        try:
+            apply(state, action, seq, entry.get("committed_at"))
+        except UnappliableSettingError as exc:
+            if not lenient:
+                raise
+            logger.warning("%s: ignored, the previous setting stays; record a valid one with "
+                           "`bc-ray store config`", exc)
     state.seq = seq
 
 
@@ -96,7 +106,7 @@ class VersionLog:
             if entry is None:
                 return state
             try:
-                fold_entry(state, entry, seq)
+                fold_entry(state, entry, seq, lenient=True)
             except Exception as exc:  # noqa: BLE001 - a damaged entry, whatever it trips on
                 if isinstance(exc, StoreError) and "log entry" in str(exc):
                     raise

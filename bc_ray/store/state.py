@@ -12,7 +12,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from bc_ray.exceptions import NotFoundError, StoreError
+from bc_ray.exceptions import NotFoundError, StoreError, UnappliableSettingError
 
 ACTION_TYPES = (
     "snapshot.published", "version.candidate", "version.published", "version.rejected",
@@ -238,8 +238,9 @@ def _retention(action: dict, seq: int) -> dict[str, Any]:
     keep, grace = action["keep_versions"], action["staging_grace_seconds"]
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (keep, grace)) \
             or int(keep) < 1 or grace < 0:
-        raise StoreError(f"log entry {seq} configures a retention no process can apply "
-                         f"(keep_versions {keep!r}, staging_grace_seconds {grace!r})")
+        raise UnappliableSettingError(
+            f"log entry {seq} configures a retention no process can apply (keep_versions "
+            f"{keep!r}, staging_grace_seconds {grace!r})")
     return {"keep_versions": int(keep), "staging_grace_seconds": float(grace)}
 
 

@@ -171,3 +171,28 @@ def test_a_metric_that_is_not_a_number_is_recorded_as_null_not_refused(tmp_path)
         metrics={"recall_at_50": math.nan, "history": [0.5, math.inf]}))
     metrics = Store(store.uri).state().version(record.version).metrics
     assert metrics == {"recall_at_50": None, "history": [0.5, None]}
+
+
+def test_a_store_an_older_writer_bricked_reads_again_and_can_be_mended(tmp_path, caplog):
+    """The entry an older bc_ray wrote for `--grace-seconds inf` (null in JSON) is skipped with
+    a warning, beside the actions of its entry; the previous retention stays, and `bc-ray store
+    config` records a valid one."""
+    import orjson
+
+    uri = f"file://{tmp_path}/store"
+    store = Store(uri)
+    store.commit(lambda _state: [_configured(60.0)])
+    seq = store.state().seq + 1
+    run = {"type": "run.recorded", "run_id": "r1", "kind": "refresh", "status": "succeeded"}
+    old_entry = {"format": 1, "seq": seq, "writer": "old", "committed_at":
+                 datetime.now(timezone.utc).isoformat(), "actions": [_configured(None), run]}
+    store.io.create(entry_path(seq), orjson.dumps(old_entry))  # as the old writer put it
+
+    state = Store(uri).state()
+    assert state.seq == seq and "r1" in state.runs
+    assert state.retention["staging_grace_seconds"] == 60.0
+    assert "configures a retention no process can apply" in caplog.text
+    mended = cli("store", "config", "--store", uri, "--grace-seconds", "600")
+    assert mended.returncode == 0, mended.stderr
+    assert Store(uri).state().retention["staging_grace_seconds"] == 600.0
+    assert cli("versions", "--store", uri).returncode == 0
