@@ -239,7 +239,9 @@ def plain_lookup(files: list[str], ids: list, repeats: int) -> float:
 
     frame = pl.read_parquet(files, columns=["id", "embedding"])
     index = {key: row for row, key in enumerate(frame["id"].to_list())}
-    matrix = frame["embedding"].to_numpy()
+    # the files hold plain lists (every engine reads them); vectors of one size as a matrix
+    dim = frame["embedding"].list.len()[0] if frame.height else 0
+    matrix = frame["embedding"].cast(pl.Array(pl.Float32, dim)).to_numpy()
     started = time.perf_counter()
     for _ in range(repeats):
         rows = np.fromiter((index.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))

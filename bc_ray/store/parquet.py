@@ -106,6 +106,9 @@ def embedding_matrix(column: pa.ChunkedArray | pa.Array, dim: int | None = None)
         return np.zeros((0, dim or 0), dtype=np.float32)
     kind = chunks[0].type
     if pa.types.is_fixed_size_list(kind) and pa.types.is_float32(kind.value_type):
+        if dim is not None and kind.list_size != dim:
+            raise CorruptFileError(f"the embedding column holds vectors of {kind.list_size} "
+                                   f"values, not the table's dimension {dim}")
         dim = kind.list_size
         parts = [c.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim) for c in chunks]
     elif pa.types.is_list(kind) and pa.types.is_float32(kind.value_type):
