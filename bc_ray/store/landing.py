@@ -94,8 +94,10 @@ def corrected_batch_command(store_uri: str, file: Landed, sha256: str,
     return words + ["--batch-id", f"landing-{digest[:24]}"]
 
 
-def _note(file: Landed, sha256: str, outcome: str, **extra: Any) -> dict:
-    return {"role": file.role, "rel": file.rel, "uri": file.uri, "size": file.size,
+def _note(role: str, file: Landed | SourceFile, sha256: str | None, outcome: str,
+          **extra: Any) -> dict:
+    """A `landing.noted` entry: a landed file no batch holds that must not be read again."""
+    return {"role": role, "rel": file.rel, "uri": file.uri, "size": file.size,
             "tag": file.tag, "sha256": sha256, "outcome": outcome, **extra}
 
 
@@ -105,17 +107,17 @@ def _classify(file: Landed, config: LandingConfig, known: Known, plan: Plan,
     content = read_content(file, config.mapping.input_format)
     taken = known.taken.get((file.role, file.rel))
     if taken is not None and content.sha256 in taken:
-        plan.notes.append(_note(file, content.sha256, "same content"))
+        plan.notes.append(_note(file.role, file, content.sha256, "same content"))
         plan.report.skipped.append({"file": file.uri, "reason": "same bytes as a file taken "
                                                                 "before"})
         return None
     if taken is not None:
         command = corrected_batch_command(store_uri, file, content.sha256, config.mapping)
-        plan.notes.append(_note(file, content.sha256, "changed"))
+        plan.notes.append(_note(file.role, file, content.sha256, "changed"))
         plan.report.changed.append({"file": file.uri, "command": command and shlex.join(command)})
         return None
     if content.rows == 0:
-        plan.notes.append(_note(file, content.sha256, "empty"))
+        plan.notes.append(_note(file.role, file, content.sha256, "empty"))
         plan.report.skipped.append({"file": file.uri, "reason": "empty (no rows): recorded, "
                                                                 "not read again"})
         return None
@@ -190,21 +192,23 @@ def _attempt(store: Store, key: str, config: LandingConfig,
 
 def _land(store: Store, config: LandingConfig, plan: Plan) -> None:
     """Ingest each batch; the catalogue rides with the first that lands (refused on its own
-    when the batch lands without it)."""
+    when the batch lands without it: then it is neither taken nor noted, so a fixed catalogue
+    file is read again)."""
     catalogue = plan.catalogue
     for batch in plan.batches:
         outcome, error = _attempt(store, batch.key, config, {**batch.files, **catalogue})
+        carried = catalogue
         if outcome is None and catalogue:
             outcome, alone = _attempt(store, batch.key, config, batch.files)
             if outcome is not None:
                 plan.report.refused += [{"batch": s.uri, "file": s.uri, "error": error}
                                         for sources in catalogue.values() for s in sources]
+                carried = {}
             error = alone
         if outcome is None:
             logger.error("landing batch %s refused: %s", batch.key, error)
             plan.report.refused.append({"batch": batch.key, "error": error})
             continue
-        carried = catalogue
         catalogue = {}
         _record_taken(plan, batch, carried, outcome)
     plan.report.skipped += [{"file": s.uri, "reason": "waiting for new interactions to ride "
@@ -221,9 +225,8 @@ def _record_taken(plan: Plan, batch: Pending, carried: dict[str, list[SourceFile
                               "new_users": outcome.stats.get("new_users"),
                               "new_items": outcome.stats.get("new_items")})
     if outcome.status == "already ingested":  # the same bytes landed before: never re-read
-        plan.notes += [{"role": role, "rel": s.rel, "uri": s.uri, "size": s.size, "tag": s.tag,
-                        "sha256": s.sha256, "outcome": "already ingested",
-                        "batch_id": outcome.batch_id} for role, s in files]
+        plan.notes += [_note(role, s, s.sha256, "already ingested", batch_id=outcome.batch_id)
+                       for role, s in files]
 
 
 def _commit_notes(store: Store, notes: list[dict]) -> None:
