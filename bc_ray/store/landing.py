@@ -77,9 +77,11 @@ class Plan:
 
 
 def corrected_batch_command(store_uri: str, file: Landed, sha256: str,
-                            mapping: ColumnMapping) -> list[str] | None:
+                            mapping: ColumnMapping, corrects: list[str]) -> list[str] | None:
     """`bc-ray data ingest` of a changed file's new content, with a batch id derived from that
-    content: run twice, it lands once. None for a user or item table (it rides with edges)."""
+    content (run twice, it lands once) and `--corrects` for each batch that took its earlier
+    content (their interactions are not counted again). None for a user or item table (it
+    rides with edges)."""
     if file.role != "edges":
         return None
     words = ["bc-ray", "data", "ingest", "--store", store_uri, "--edges", file.uri]
@@ -90,6 +92,8 @@ def corrected_batch_command(store_uri: str, file: Landed, sha256: str,
             words.append(flag)
         elif value not in (None, False):
             words += [flag, str(value)]
+    for batch_id in corrects:
+        words += ["--corrects", batch_id]
     digest = hashlib.sha256(f"{file.role}/{file.rel}@{sha256}".encode()).hexdigest()
     return words + ["--batch-id", f"landing-{digest[:24]}"]
 
@@ -112,7 +116,8 @@ def _classify(file: Landed, config: LandingConfig, known: Known, plan: Plan,
                                                                 "before"})
         return None
     if taken is not None:
-        command = corrected_batch_command(store_uri, file, content.sha256, config.mapping)
+        command = corrected_batch_command(store_uri, file, content.sha256, config.mapping,
+                                          known.batches.get((file.role, file.rel), []))
         plan.notes.append(_note(file.role, file, content.sha256, "changed"))
         plan.report.changed.append({"file": file.uri, "command": command and shlex.join(command)})
         return None

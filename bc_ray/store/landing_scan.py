@@ -131,28 +131,34 @@ class Known:
     # (role, rel) -> sha256 of every content taken as data under that path (None: taken before
     # content hashes were recorded)
     taken: dict[tuple[str, str], set[str | None]] = field(default_factory=dict)
+    # (role, rel) -> the batches holding content of that path, in order: what a corrected
+    # batch of its new content corrects
+    batches: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, state: StoreState, roots: dict[str, str]) -> Known:
         known = cls()
         prefixes = {role: _root_prefix(FileIO(root)) for role, root in roots.items()}
-        for batch in state.batches.values():
+        for batch in sorted(state.batches.values(), key=lambda b: b["ordinal"]):
             for source in batch.get("sources", []):
                 role = source.get("role", "edges")
                 rel = source.get("rel") or _relative(source["uri"], prefixes.get(role))
                 if rel is not None:
                     known.add(role, rel, source["size"], source["tag"], source.get("sha256"),
-                              as_data=True)
+                              as_data=True, batch_id=batch["batch_id"])
         for note in state.landing.values():
             known.add(note["role"], note["rel"], note["size"], note["tag"], note["sha256"],
-                      as_data=note["outcome"] != "empty")
+                      as_data=note["outcome"] != "empty", batch_id=note.get("batch_id"))
         return known
 
     def add(self, role: str, rel: str, size: int, tag: str, sha256: str | None,
-            as_data: bool) -> None:
+            as_data: bool, batch_id: str | None = None) -> None:
         self.stamps.add((role, rel, size, tag))
         if as_data:
             self.taken.setdefault((role, rel), set()).add(sha256)
+        held = self.batches.setdefault((role, rel), [])
+        if batch_id is not None and batch_id not in held:
+            held.append(batch_id)
 
 
 def _relative(uri: str, prefix: str | None) -> str | None:
