@@ -28,6 +28,7 @@ from bc_ray.store.landing_config import LandingConfig
 from bc_ray.store.landing_scan import (
     Known,
     Landed,
+    Listing,
     describe,
     grouped,
     list_landing,
@@ -129,18 +130,18 @@ def _classify(file: Landed, config: LandingConfig, known: Known, plan: Plan,
     return SourceFile(file.uri, file.size, file.tag, rel=file.rel, sha256=content.sha256)
 
 
-def _why_waiting(file: Landed, success: set[str], config: LandingConfig, now: float
+def _why_waiting(file: Landed, listing: Listing, config: LandingConfig, now: float
                  ) -> str | None:
-    reason = waiting(file, success, config.require_success, config.settle_seconds, now)
+    reason = waiting(file, listing, config.require_success, config.settle_seconds, now)
     if reason is None and unterminated(file, config.mapping.input_format):
         reason = "incomplete: its last line is not terminated"
     return reason
 
 
-def _plan_group(key: str, group: list[Landed], success: set[str], config: LandingConfig,
+def _plan_group(key: str, group: list[Landed], listing: Listing, config: LandingConfig,
                 known: Known, plan: Plan, store_uri: str, now: float) -> list[SourceFile]:
     """The new files of one partition when all of them are complete (else none, reported)."""
-    reasons = {f.uri: r for f in group if (r := _why_waiting(f, success, config, now))}
+    reasons = {f.uri: r for f in group if (r := _why_waiting(f, listing, config, now))}
     if reasons:
         for file in group:
             plan.report.skipped.append({"file": file.uri, "reason": reasons.get(
@@ -176,8 +177,7 @@ def pending(config: LandingConfig, state: StoreState, store_uri: str = "$BC_RAY_
         for key, group in grouped(fresh).items():
             uri = group[0].uri if key == group[0].rel else \
                 f"{group[0].uri[:-len(group[0].rel)]}{key}"
-            sources = _plan_group(uri, group, listing.success, config, known, plan, store_uri,
-                                  now)
+            sources = _plan_group(uri, group, listing, config, known, plan, store_uri, now)
             if sources and role == "edges":
                 plan.batches.append(Pending(uri, {"edges": sources}))
             elif sources:
