@@ -159,18 +159,32 @@ def _plan_group(key: str, group: list[Landed], listing: Listing, config: Landing
     return sources
 
 
+def _listing(role: str, root: str, config: LandingConfig, plan: Plan) -> Listing | None:
+    """What a root holds. The interactions' root must be listed (a wrong path must not look
+    like a quiet day); a users/items root that cannot be is reported, and the interactions
+    still land."""
+    try:
+        return list_landing(role, root, config.mapping.input_format)
+    except ConfigError:
+        if role == "edges":
+            raise
+        plan.report.skipped.append({"file": root, "reason": f"no {role} table landed yet"})
+    except Exception as exc:  # noqa: BLE001 - any failure listing a catalogue is reported
+        if role == "edges":
+            raise
+        plan.report.refused.append({"batch": root, "file": root,
+                                    "error": f"cannot list the {role} table: {describe(exc)}"})
+    return None
+
+
 def pending(config: LandingConfig, state: StoreState, store_uri: str = "$BC_RAY_STORE",
             now: float | None = None) -> Plan:
     """The pass's plan: complete new batches in order, catalogue files, and what to note."""
     now = time.time() if now is None else now
     known, plan = Known.of(state, config.roots()), Plan()
     for role, root in config.roots().items():
-        try:
-            listing = list_landing(role, root, config.mapping.input_format)
-        except ConfigError:
-            if role == "edges":  # a wrong path must not look like a quiet day
-                raise
-            plan.report.skipped.append({"file": root, "reason": f"no {role} table landed yet"})
+        listing = _listing(role, root, config, plan)
+        if listing is None:
             continue
         plan.report.skipped += listing.skipped
         fresh = [f for f in listing.files if f.stamp not in known.stamps]
