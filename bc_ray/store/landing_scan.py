@@ -5,7 +5,8 @@ A landed file's identity is its path under the landing root (`rel`) plus the sha
 bytes, never the spelling of the root: the same folder reached through a symlink or a remount
 holds the same identities, so the same bytes are never a second batch. A file is ready only when
 it is complete: its folder has a `_SUCCESS` marker, or (unless a marker is required) it was not
-modified for `settle_seconds`; a CSV whose last line is not terminated is still being written.
+modified for `settle_seconds` and its folder holds no in-flight `_temporary/`; a CSV whose last
+line is not terminated is still being written.
 """
 
 from __future__ import annotations
@@ -153,8 +154,8 @@ class Known:
         self.stamps.add((role, rel, size, tag))
         if as_data:
             self.taken.setdefault((role, rel), set()).add(sha256)
-        held = self.batches.setdefault((role, rel), [])
-        if batch_id is not None and batch_id not in held:
+        held = self.batches.setdefault((role, rel), []) if batch_id is not None else []
+        if batch_id not in held:
             held.append(batch_id)
 
 
