@@ -63,6 +63,12 @@ def ingest(
                                                          "mapping and time unit). Ingesting an "
                                                          "id already in the log changes "
                                                          "nothing.")] = None,
+    corrects: Annotated[Optional[list[str]], typer.Option(
+        "--corrects", metavar="BATCH_ID",
+        help="A batch that took earlier content of these files (repeatable; the landing "
+             "report's command names it): interactions equal in user, item, time and rating to "
+             "one of that batch are dropped (counted as already_in_corrected_batch), so each "
+             "lands once.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     chaos: Annotated[Optional[str], typer.Option(hidden=True)] = None,
 ) -> None:
@@ -76,7 +82,8 @@ def ingest(
                             allow_old_times=allow_old_times)
     request = BatchInput(edges=local_or_uri(edges), users=users and local_or_uri(users),
                          items=items and local_or_uri(items))
-    outcome = ingest_batch(open_store(store), request, mapping, batch_id=batch_id, chaos=chaos)
+    outcome = ingest_batch(open_store(store), request, mapping, batch_id=batch_id, chaos=chaos,
+                           corrects=tuple(corrects or ()))
     summary = outcome.to_dict()
     if outcome.status == "already ingested":
         headline = f"batch {outcome.batch_id} is already in the store: nothing changed"

@@ -16,7 +16,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -32,6 +32,7 @@ from bc_ray.data.ingest import (
     RawBatch,
     assign_batch,
     read_batch,
+    resolve_ids,
 )
 from bc_ray.data.snapshot import GraphSnapshot, SnapshotMeta
 from bc_ray.data.sources import SourceFile
@@ -75,20 +76,21 @@ def snapshot_id_for(batches: int) -> str:
 
 # -- reading ---------------------------------------------------------------------------------------
 
-def read_rows(store: Store, state: StoreState, upto: int, kinds=("edges", "users", "items")
-              ) -> dict[str, pl.DataFrame | None]:
-    """Rows of the first `upto` batches, by kind, in batch order (None where no batch has any)."""
+def read_rows(store: Store, state: StoreState, upto: int, kinds=("edges", "users", "items"),
+              since: int = 0) -> dict[str, pl.DataFrame | None]:
+    """Rows of batches `since` to `upto` (excluded), by kind, in batch order (None where no
+    batch has any)."""
     parts: dict[str, list[pl.DataFrame]] = {kind: [] for kind in kinds}
     for segment in state.segments:
-        if segment.first >= upto:
+        if segment.first >= upto or segment.last < since:
             continue
         for kind in kinds:
             record = segment.files.get(kind)
             if record is None:
                 continue
             frame = pl.from_arrow(from_parquet_bytes(store.get(record), store.io.uri_of(record.path)))
-            if segment.last >= upto:
-                frame = frame.filter(pl.col("batch") < upto)
+            if segment.last >= upto or segment.first < since:
+                frame = frame.filter(pl.col("batch").is_between(since, upto - 1))
             if kind == "edges":  # written as Int32; every reader of a snapshot takes Int64
                 frame = frame.with_columns(pl.col("user_idx", "item_idx").cast(pl.Int64))
             parts[kind].append(frame)
@@ -152,18 +154,22 @@ def load_ingested(store: Store, record: SnapshotRecord, state: StoreState) -> Gr
 
 def ingest(store: Store, request: BatchInput, mapping: ColumnMapping, batch_id: str | None = None,
            files: dict[str, list[SourceFile]] | None = None, name: str = "ingested",
-           attempts: int = INGEST_ATTEMPTS, chaos: str | None = None) -> IngestOutcome:
+           attempts: int = INGEST_ATTEMPTS, chaos: str | None = None,
+           corrects: tuple[str, ...] = ()) -> IngestOutcome:
     """Read and validate the batch, then write it and publish the grown snapshot in one commit.
 
     Nothing is written before validation passes; a batch id already in the log changes nothing.
     An attempt fails only when another batch landed meanwhile, so N ingests at once need at
     most N attempts each; the store's jittered backoff between them spreads the writers out.
+    `corrects` names the batches that took earlier content of the same files: interactions
+    already in them are dropped, so each interaction is counted once.
     """
     state = store.state()
     _check_store(state)
     if batch_id is not None and batch_id in state.batches:
         return _already(state, batch_id)
-    raw = read_batch(request, mapping, files)
+    _check_corrects(state, corrects)
+    raw = _without_corrected(store, state, read_batch(request, mapping, files), corrects)
     logger.info("read %d interaction rows from %d file(s); %d exact duplicates dropped",
                 raw.counts["rows_read"], len(raw.sources), raw.counts["duplicates_dropped"])
     batch_id = batch_id or raw.default_id
@@ -177,6 +183,49 @@ def ingest(store: Store, request: BatchInput, mapping: ColumnMapping, batch_id: 
         state = store.state()
     raise CommitConflictError(f"batch {batch_id}: other batches kept landing first "
                               f"({attempts} attempts); run the ingest again")
+
+
+def _check_corrects(state: StoreState, corrects: tuple[str, ...]) -> None:
+    unknown = [batch_id for batch_id in corrects if batch_id not in state.batches]
+    if unknown:
+        raise DataError(f"--corrects {unknown[0]}: no batch with that id in the store (see the "
+                        "landing report's `changed` command, or `bc-ray data info`)")
+
+
+def _without_corrected(store: Store, state: StoreState, raw: RawBatch,
+                       corrects: tuple[str, ...]) -> RawBatch:
+    """The batch less the interactions (user, item, time, rating) the corrected batches hold,
+    compared by external id; counted as `already_in_corrected_batch`."""
+    if not corrects:
+        return raw
+    current, _ = current_entities(store, state)
+    raw = resolve_ids(raw, current)
+    earlier = _external_edges(store, state, current, corrects)
+    keys = ["user_id", "item_id", "timestamp", "rating"]
+    earlier = earlier.select(keys).cast(dict(raw.edges.select(keys).schema)).unique()
+    kept = raw.edges.join(earlier, on=keys, how="anti", maintain_order="left")
+    dropped = raw.edges.height - kept.height
+    if kept.height == 0:
+        raise DataError(f"every interaction here ({dropped}) is already in batch "
+                        f"{', '.join(corrects)}: nothing to ingest")
+    return replace(raw, edges=kept,
+                   counts={**raw.counts, "already_in_corrected_batch": dropped})
+
+
+def _external_edges(store: Store, state: StoreState, current: dict[str, CurrentEntities],
+                    batch_ids: tuple[str, ...]) -> pl.DataFrame:
+    """The edges of the named batches, with the entities' external ids."""
+    frames = []
+    for batch_id in batch_ids:
+        ordinal = state.batches[batch_id]["ordinal"]
+        frames.append(read_rows(store, state, ordinal + 1, kinds=("edges",),
+                                since=ordinal)["edges"])
+    edges = pl.concat([f for f in frames if f is not None], how="diagonal_relaxed")
+    for entity in ENTITY_FILES:
+        ids = current[entity].table.select(pl.col("idx").cast(pl.Int64).alias(f"{entity}_idx"),
+                                           pl.col("id").alias(f"{entity}_id"))
+        edges = edges.join(ids, on=f"{entity}_idx", how="left")
+    return edges
 
 
 def _back_off(store: Store, batch_id: str, attempt: int) -> None:

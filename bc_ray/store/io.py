@@ -204,7 +204,7 @@ class FileIO:
         except FileNotFoundError:
             return {}
         start = len(self.path()) + 1
-        return {path[start:]: _mtime(info) for path, info in files.items()
+        return {path[start:]: file_mtime(info) for path, info in files.items()
                 if info.get("type", "file") == "file"}
 
     def modified_time(self, rel: str) -> float | None:
@@ -214,7 +214,7 @@ class FileIO:
                 files = self.fs.find(self.path(rel), detail=True)
         except FileNotFoundError:
             return None
-        times = [_mtime(info) for info in files.values()]
+        times = [file_mtime(info) for info in files.values()]
         times = [t for t in times if t is not None]
         return max(times) if times else None
 
@@ -336,7 +336,8 @@ def _sync_dir(path: str) -> None:
         os.close(descriptor)
 
 
-def _mtime(info: dict) -> float | None:
+def file_mtime(info: dict) -> float | None:
+    """A listed file's modification time, epoch seconds (mtime locally, LastModified on S3)."""
     value = info.get("mtime") or info.get("LastModified") or info.get("created")
     if value is None:
         return None

@@ -28,6 +28,7 @@ from bc_ray.store.landing_config import LandingConfig
 from bc_ray.store.landing_scan import (
     Known,
     Landed,
+    Listing,
     describe,
     grouped,
     list_landing,
@@ -77,9 +78,11 @@ class Plan:
 
 
 def corrected_batch_command(store_uri: str, file: Landed, sha256: str,
-                            mapping: ColumnMapping) -> list[str] | None:
+                            mapping: ColumnMapping, corrects: list[str]) -> list[str] | None:
     """`bc-ray data ingest` of a changed file's new content, with a batch id derived from that
-    content: run twice, it lands once. None for a user or item table (it rides with edges)."""
+    content (run twice, it lands once) and `--corrects` for each batch that took its earlier
+    content (their interactions are not counted again). None for a user or item table (it
+    rides with edges)."""
     if file.role != "edges":
         return None
     words = ["bc-ray", "data", "ingest", "--store", store_uri, "--edges", file.uri]
@@ -90,12 +93,16 @@ def corrected_batch_command(store_uri: str, file: Landed, sha256: str,
             words.append(flag)
         elif value not in (None, False):
             words += [flag, str(value)]
+    for batch_id in corrects:
+        words += ["--corrects", batch_id]
     digest = hashlib.sha256(f"{file.role}/{file.rel}@{sha256}".encode()).hexdigest()
     return words + ["--batch-id", f"landing-{digest[:24]}"]
 
 
-def _note(file: Landed, sha256: str, outcome: str, **extra: Any) -> dict:
-    return {"role": file.role, "rel": file.rel, "uri": file.uri, "size": file.size,
+def _note(role: str, file: Landed | SourceFile, sha256: str | None, outcome: str,
+          **extra: Any) -> dict:
+    """A `landing.noted` entry: a landed file no batch holds that must not be read again."""
+    return {"role": role, "rel": file.rel, "uri": file.uri, "size": file.size,
             "tag": file.tag, "sha256": sha256, "outcome": outcome, **extra}
 
 
@@ -105,35 +112,36 @@ def _classify(file: Landed, config: LandingConfig, known: Known, plan: Plan,
     content = read_content(file, config.mapping.input_format)
     taken = known.taken.get((file.role, file.rel))
     if taken is not None and content.sha256 in taken:
-        plan.notes.append(_note(file, content.sha256, "same content"))
+        plan.notes.append(_note(file.role, file, content.sha256, "same content"))
         plan.report.skipped.append({"file": file.uri, "reason": "same bytes as a file taken "
                                                                 "before"})
         return None
     if taken is not None:
-        command = corrected_batch_command(store_uri, file, content.sha256, config.mapping)
-        plan.notes.append(_note(file, content.sha256, "changed"))
+        command = corrected_batch_command(store_uri, file, content.sha256, config.mapping,
+                                          known.batches.get((file.role, file.rel), []))
+        plan.notes.append(_note(file.role, file, content.sha256, "changed"))
         plan.report.changed.append({"file": file.uri, "command": command and shlex.join(command)})
         return None
     if content.rows == 0:
-        plan.notes.append(_note(file, content.sha256, "empty"))
+        plan.notes.append(_note(file.role, file, content.sha256, "empty"))
         plan.report.skipped.append({"file": file.uri, "reason": "empty (no rows): recorded, "
                                                                 "not read again"})
         return None
     return SourceFile(file.uri, file.size, file.tag, rel=file.rel, sha256=content.sha256)
 
 
-def _why_waiting(file: Landed, success: set[str], config: LandingConfig, now: float
+def _why_waiting(file: Landed, listing: Listing, config: LandingConfig, now: float
                  ) -> str | None:
-    reason = waiting(file, success, config.require_success, config.settle_seconds, now)
+    reason = waiting(file, listing, config.require_success, config.settle_seconds, now)
     if reason is None and unterminated(file, config.mapping.input_format):
         reason = "incomplete: its last line is not terminated"
     return reason
 
 
-def _plan_group(key: str, group: list[Landed], success: set[str], config: LandingConfig,
+def _plan_group(key: str, group: list[Landed], listing: Listing, config: LandingConfig,
                 known: Known, plan: Plan, store_uri: str, now: float) -> list[SourceFile]:
     """The new files of one partition when all of them are complete (else none, reported)."""
-    reasons = {f.uri: r for f in group if (r := _why_waiting(f, success, config, now))}
+    reasons = {f.uri: r for f in group if (r := _why_waiting(f, listing, config, now))}
     if reasons:
         for file in group:
             plan.report.skipped.append({"file": file.uri, "reason": reasons.get(
@@ -151,26 +159,39 @@ def _plan_group(key: str, group: list[Landed], success: set[str], config: Landin
     return sources
 
 
+def _listing(role: str, root: str, config: LandingConfig, plan: Plan) -> Listing | None:
+    """What a root holds. The interactions' root must be listed (a wrong path must not look
+    like a quiet day); a users/items root that cannot be is reported, and the interactions
+    still land."""
+    try:
+        return list_landing(role, root, config.mapping.input_format)
+    except ConfigError:
+        if role == "edges":
+            raise
+        plan.report.skipped.append({"file": root, "reason": f"no {role} table landed yet"})
+    except Exception as exc:  # noqa: BLE001 - any failure listing a catalogue is reported
+        if role == "edges":
+            raise
+        plan.report.refused.append({"batch": root, "file": root,
+                                    "error": f"cannot list the {role} table: {describe(exc)}"})
+    return None
+
+
 def pending(config: LandingConfig, state: StoreState, store_uri: str = "$BC_RAY_STORE",
             now: float | None = None) -> Plan:
     """The pass's plan: complete new batches in order, catalogue files, and what to note."""
     now = time.time() if now is None else now
     known, plan = Known.of(state, config.roots()), Plan()
     for role, root in config.roots().items():
-        try:
-            listing = list_landing(role, root, config.mapping.input_format)
-        except ConfigError:
-            if role == "edges":  # a wrong path must not look like a quiet day
-                raise
-            plan.report.skipped.append({"file": root, "reason": f"no {role} table landed yet"})
+        listing = _listing(role, root, config, plan)
+        if listing is None:
             continue
         plan.report.skipped += listing.skipped
         fresh = [f for f in listing.files if f.stamp not in known.stamps]
         for key, group in grouped(fresh).items():
             uri = group[0].uri if key == group[0].rel else \
                 f"{group[0].uri[:-len(group[0].rel)]}{key}"
-            sources = _plan_group(uri, group, listing.success, config, known, plan, store_uri,
-                                  now)
+            sources = _plan_group(uri, group, listing, config, known, plan, store_uri, now)
             if sources and role == "edges":
                 plan.batches.append(Pending(uri, {"edges": sources}))
             elif sources:
@@ -190,21 +211,23 @@ def _attempt(store: Store, key: str, config: LandingConfig,
 
 def _land(store: Store, config: LandingConfig, plan: Plan) -> None:
     """Ingest each batch; the catalogue rides with the first that lands (refused on its own
-    when the batch lands without it)."""
+    when the batch lands without it: then it is neither taken nor noted, so a fixed catalogue
+    file is read again)."""
     catalogue = plan.catalogue
     for batch in plan.batches:
         outcome, error = _attempt(store, batch.key, config, {**batch.files, **catalogue})
+        carried = catalogue
         if outcome is None and catalogue:
             outcome, alone = _attempt(store, batch.key, config, batch.files)
             if outcome is not None:
                 plan.report.refused += [{"batch": s.uri, "file": s.uri, "error": error}
                                         for sources in catalogue.values() for s in sources]
+                carried = {}
             error = alone
         if outcome is None:
             logger.error("landing batch %s refused: %s", batch.key, error)
             plan.report.refused.append({"batch": batch.key, "error": error})
             continue
-        carried = catalogue
         catalogue = {}
         _record_taken(plan, batch, carried, outcome)
     plan.report.skipped += [{"file": s.uri, "reason": "waiting for new interactions to ride "
@@ -221,9 +244,8 @@ def _record_taken(plan: Plan, batch: Pending, carried: dict[str, list[SourceFile
                               "new_users": outcome.stats.get("new_users"),
                               "new_items": outcome.stats.get("new_items")})
     if outcome.status == "already ingested":  # the same bytes landed before: never re-read
-        plan.notes += [{"role": role, "rel": s.rel, "uri": s.uri, "size": s.size, "tag": s.tag,
-                        "sha256": s.sha256, "outcome": "already ingested",
-                        "batch_id": outcome.batch_id} for role, s in files]
+        plan.notes += [_note(role, s, s.sha256, "already ingested", batch_id=outcome.batch_id)
+                       for role, s in files]
 
 
 def _commit_notes(store: Store, notes: list[dict]) -> None:

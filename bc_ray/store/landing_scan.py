@@ -5,7 +5,8 @@ A landed file's identity is its path under the landing root (`rel`) plus the sha
 bytes, never the spelling of the root: the same folder reached through a symlink or a remount
 holds the same identities, so the same bytes are never a second batch. A file is ready only when
 it is complete: its folder has a `_SUCCESS` marker, or (unless a marker is required) it was not
-modified for `settle_seconds`; a CSV whose last line is not terminated is still being written.
+modified for `settle_seconds` and its folder holds no in-flight `_temporary/`; a CSV whose last
+line is not terminated is still being written.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import hashlib
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from bc_ray.data.sources import file_tag, hidden, input_format, known_extension
 from bc_ray.exceptions import BcRayError, ConfigError, DataError, StorageAccessError
-from bc_ray.store.io import FileIO
+from bc_ray.store.io import FileIO, file_mtime
 from bc_ray.store.state import StoreState
 
 SUCCESS = "_SUCCESS"
@@ -54,6 +54,9 @@ class Listing:
     files: list[Landed] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     success: set[str] = field(default_factory=set)
+    # folder -> a hidden sub-folder holding files (`_temporary/`, `.spark-staging-*`): a
+    # writer's commit is still under way there
+    in_flight: dict[str, str] = field(default_factory=dict)
 
 
 def _root_prefix(location: FileIO) -> str:
@@ -76,20 +79,13 @@ def _found(location: FileIO, root: str) -> dict[str, dict]:
                       "S3 prefix holding at least one object: a `.keep` marker will do)")
 
 
-def _modified(info: dict) -> float | None:
-    for key in ("mtime", "LastModified"):
-        value = info.get(key)
-        if isinstance(value, datetime):
-            return value.timestamp()
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
-
-
-def _first_hidden(rel: str) -> str:
+def _first_hidden(rel: str) -> tuple[str, str | None]:
+    """The first hidden component's path, and the folder holding it when it is a folder (not
+    a marker file such as `_SUCCESS` or `.part-0.crc`)."""
     parts = rel.split("/")
     index = next(i for i, part in enumerate(parts) if part.startswith(("_", ".")))
-    return "/".join(parts[:index + 1])
+    return "/".join(parts[:index + 1]), "/".join(parts[:index]) if index < len(parts) - 1 \
+        else None
 
 
 def list_landing(role: str, root: str, declared_format: str | None) -> Listing:
@@ -107,7 +103,9 @@ def list_landing(role: str, root: str, declared_format: str | None) -> Listing:
             listing.success.add(rel.rsplit("/", 1)[0] if "/" in rel else "")
             continue
         if hidden(rel):
-            top = _first_hidden(rel)
+            top, holder = _first_hidden(rel)
+            if holder is not None:
+                listing.in_flight.setdefault(holder, top.rsplit("/", 1)[-1])
             if top not in hidden_seen:
                 hidden_seen.add(top)
                 listing.skipped.append({"file": f"{prefix}/{top}", "reason": "hidden"})
@@ -117,7 +115,7 @@ def list_landing(role: str, root: str, declared_format: str | None) -> Listing:
             listing.skipped.append({"file": uri, "reason": "not Parquet or CSV by its extension"})
             continue
         listing.files.append(Landed(role, rel, uri, int(info.get("size") or 0), file_tag(info),
-                                    _modified(info)))
+                                    file_mtime(info)))
     return listing
 
 
@@ -131,28 +129,34 @@ class Known:
     # (role, rel) -> sha256 of every content taken as data under that path (None: taken before
     # content hashes were recorded)
     taken: dict[tuple[str, str], set[str | None]] = field(default_factory=dict)
+    # (role, rel) -> the batches holding content of that path, in order: what a corrected
+    # batch of its new content corrects
+    batches: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, state: StoreState, roots: dict[str, str]) -> Known:
         known = cls()
         prefixes = {role: _root_prefix(FileIO(root)) for role, root in roots.items()}
-        for batch in state.batches.values():
+        for batch in sorted(state.batches.values(), key=lambda b: b["ordinal"]):
             for source in batch.get("sources", []):
                 role = source.get("role", "edges")
                 rel = source.get("rel") or _relative(source["uri"], prefixes.get(role))
                 if rel is not None:
                     known.add(role, rel, source["size"], source["tag"], source.get("sha256"),
-                              as_data=True)
+                              as_data=True, batch_id=batch["batch_id"])
         for note in state.landing.values():
             known.add(note["role"], note["rel"], note["size"], note["tag"], note["sha256"],
-                      as_data=note["outcome"] != "empty")
+                      as_data=note["outcome"] != "empty", batch_id=note.get("batch_id"))
         return known
 
     def add(self, role: str, rel: str, size: int, tag: str, sha256: str | None,
-            as_data: bool) -> None:
+            as_data: bool, batch_id: str | None = None) -> None:
         self.stamps.add((role, rel, size, tag))
         if as_data:
             self.taken.setdefault((role, rel), set()).add(sha256)
+        held = self.batches.setdefault((role, rel), []) if batch_id is not None else []
+        if batch_id not in held:
+            held.append(batch_id)
 
 
 def _relative(uri: str, prefix: str | None) -> str | None:
@@ -166,13 +170,18 @@ def _relative(uri: str, prefix: str | None) -> str | None:
 
 # -- readiness and content ---------------------------------------------------------------------
 
-def waiting(file: Landed, success: set[str], require_success: bool, settle_seconds: float,
+def waiting(file: Landed, listing: Listing, require_success: bool, settle_seconds: float,
             now: float) -> str | None:
-    """Why `file` may still be incomplete, without reading it (None: ready by its listing)."""
-    if file.folder in success:
+    """Why `file` may still be incomplete, without reading it (None: ready by its listing).
+    A committer's rename keeps a task file's old modification time, so a folder that still
+    holds an in-flight `_temporary/` is not settled whatever the times say."""
+    if file.folder in listing.success:
         return None
     if require_success:
         return f"no {SUCCESS} in its folder yet"
+    if file.folder in listing.in_flight:
+        return (f"its folder still holds {listing.in_flight[file.folder]}/: a writer's commit "
+                "is under way")
     if file.modified is not None and now - file.modified < settle_seconds:
         return f"unsettled: modified less than {settle_seconds:g}s ago"
     return None

@@ -61,7 +61,7 @@ def test_a_file_changed_after_it_was_taken_is_reported_once_with_a_corrected_bat
     store = Store(store_uri)
     config = zone(store)
     write(store, CSV, encoded(rows(0, 500), CSV))
-    assert len(ingest_landing(store, config, now=_later()).taken) == 1
+    (partial,) = ingest_landing(store, config, now=_later()).taken
     time.sleep(1.1)  # a new mtime on a local disk (S3: a new ETag anyway)
     write(store, CSV, encoded(rows(0, 1000), CSV))
 
@@ -69,6 +69,7 @@ def test_a_file_changed_after_it_was_taken_is_reported_once_with_a_corrected_bat
     assert report.taken == [] and len(report.changed) == 1
     command = report.changed[0]["command"]
     assert command.startswith("bc-ray data ingest --store ") and "--batch-id landing-" in command
+    assert f"--corrects {partial['batch_id']} " in command
     again = ingest_landing(store, config, now=_later())
     assert again.changed == [] and again.taken == []  # reported exactly once
 
@@ -78,5 +79,9 @@ def test_a_file_changed_after_it_was_taken_is_reported_once_with_a_corrected_bat
     second = runner.invoke(app, shlex.split(command)[1:])
     assert second.exit_code == 0 and "already in the store" in second.output
     batches = sorted(store.state().batches.values(), key=lambda b: b["ordinal"])
-    assert [b["stats"]["edges"] for b in batches] == [500, 1000]
+    assert [b["stats"]["edges"] for b in batches] == [500, 500]  # each interaction once
+    assert batches[1]["stats"]["already_in_corrected_batch"] == 500
+    assert ingested_edges(store) == 1000
+    edges = load_snapshot(store).edges
+    assert edges.height == 1000 and edges["timestamp"].n_unique() == 1000
     assert ingest_landing(store, config, now=_later()).changed == []

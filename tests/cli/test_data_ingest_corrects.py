@@ -1,0 +1,69 @@
+"""`bc-ray data ingest --corrects BATCH_ID`: the new content of files an earlier batch took lands
+as a corrected batch holding only the interactions that batch does not (equal user, item, time
+and rating), so each interaction is counted once; an unknown batch id is one clear error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import polars as pl
+from typer.testing import CliRunner
+
+from bc_ray.cli.main import app
+from bc_ray.store.snapshots import load_snapshot
+from bc_ray.store.store import Store
+
+COLUMNS = ["--user-col", "uid", "--item-col", "sku", "--time-col", "ts", "--rating-col", "stars"]
+
+
+def _interactions(count: int) -> pl.DataFrame:
+    return pl.DataFrame({"uid": [f"u{i % 7}" for i in range(count)],
+                         "sku": [f"i{i}" for i in range(count)],
+                         "ts": [1_700_000_000 + i for i in range(count)],
+                         "stars": [float(i % 5 + 1) for i in range(count)]})
+
+
+def _ingest(store: str, path, *extra: str):
+    return CliRunner().invoke(app, ["data", "ingest", "--store", store, "--edges", str(path),
+                                    *COLUMNS, "--json", *extra])
+
+
+def test_a_corrected_batch_counts_each_interaction_once(tmp_path):
+    store = f"file://{tmp_path}/store"
+    partial, full = tmp_path / "partial.parquet", tmp_path / "full.parquet"
+    _interactions(10).write_parquet(partial)
+    # The full content: the 10 rows again (one with a corrected rating) and 10 new ones.
+    _interactions(20).with_columns(
+        pl.when(pl.col("sku") == "i3").then(5.0).otherwise(pl.col("stars")).alias("stars")
+    ).write_parquet(full)
+    first = _ingest(store, partial, "--batch-id", "part-1")
+    assert first.exit_code == 0, first.output
+
+    corrected = _ingest(store, full, "--corrects", "part-1", "--batch-id", "part-1-fixed")
+    assert corrected.exit_code == 0, corrected.output
+    again = _ingest(store, full, "--corrects", "part-1", "--batch-id", "part-1-fixed")
+    assert again.exit_code == 0 and "already ingested" in again.output
+
+    batches = Store(store).state().batches
+    assert batches["part-1-fixed"]["stats"]["edges"] == 11
+    assert batches["part-1-fixed"]["stats"]["already_in_corrected_batch"] == 9
+    edges = load_snapshot(Store(store)).edges
+    assert sum(b["stats"]["edges"] for b in batches.values()) == 21
+    assert edges.height == 20  # the corrected rating of i3 is a later edge of the same pair
+
+
+def test_an_unknown_corrected_batch_is_one_clear_error(tmp_path):
+    store = f"file://{tmp_path}/store"
+    path = tmp_path / "events.parquet"
+    _interactions(5).write_parquet(path)
+    assert _ingest(store, path).exit_code == 0
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bc_ray.cli.main", "data", "ingest", "--store", store, "--edges",
+         str(path), *COLUMNS, "--corrects", "no-such-batch"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --corrects no-such-batch: no batch with that id in the store (see the landing "
+        "report's `changed` command, or `bc-ray data info`)"]
+    assert len(Store(store).state().batches) == 1

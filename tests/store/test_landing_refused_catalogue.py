@@ -1,0 +1,43 @@
+"""A users/items catalogue refused while its interactions landed without it is never recorded
+as taken: not in the report's taken files, not noted as already ingested. Once fixed, the same
+catalogue file rides with the next batch of interactions (nothing is lost)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from bc_ray.store.landing import LandingConfig, ingest_landing
+from bc_ray.store.store import Store
+from tests.store.landing_helpers import MAPPING, ZONE, encoded, rows, write
+
+ITEMS = "landing/items/catalogue.parquet"
+
+
+def _catalogue(tags: list) -> bytes:
+    return encoded(pl.DataFrame({"sku": ["i0", "i1"], "tags": tags}), ".parquet")
+
+
+def test_a_refused_catalogue_is_not_taken_and_lands_once_fixed(store_uri):
+    store = Store(store_uri)
+    config = LandingConfig(edges=store.io.uri_of(ZONE), mapping=MAPPING,
+                           items=store.io.uri_of("landing/items"), settle_seconds=0)
+    same = encoded(rows(0, 10), ".parquet")
+    write(store, f"{ZONE}/dt=2026-11-21/part-0.parquet", same)
+    assert len(ingest_landing(store, config).taken) == 1
+
+    # The same bytes in another partition ("already ingested") with a catalogue no store reads.
+    write(store, f"{ZONE}/dt=2026-11-22/part-0.parquet", same)
+    write(store, ITEMS, _catalogue([[["a", "b"]], [["c"]]]))
+    report = ingest_landing(store, config)
+    catalogue_uri = store.io.uri_of(ITEMS).removeprefix("file://")
+    assert [t["status"] for t in report.taken] == ["already ingested"]
+    assert catalogue_uri not in report.taken[0]["files"]
+    assert [r["file"] for r in report.refused] == [catalogue_uri]
+    assert {n["role"] for n in store.state().landing.values()} == {"edges"}
+
+    write(store, ITEMS, _catalogue([["a", "b"], ["c"]]))  # fixed upstream
+    write(store, f"{ZONE}/dt=2026-11-23/part-0.parquet", encoded(rows(10, 10), ".parquet"))
+    fixed = ingest_landing(store, config)
+    assert fixed.refused == [] and fixed.changed == []
+    assert [t["status"] for t in fixed.taken] == ["ingested"]
+    assert catalogue_uri in fixed.taken[0]["files"]
