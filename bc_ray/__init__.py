@@ -21,7 +21,7 @@ _EXPORTS = {
     "export_delta": "bc_ray.consumer.export",
     "Store": "bc_ray.store.store",
     "RetentionPolicy": "bc_ray.store.store",
-    "StorageOptions": "bc_ray.store.io",
+    "StorageOptions": "bc_ray.io",
     "GraphSnapshot": "bc_ray.data.snapshot",
     "VersionSpec": "bc_ray.core.spec",
     "TrainConfig": "bc_ray.core.trainer",

@@ -23,7 +23,8 @@ from bc_ray.cli.landing_options import (
     landing_values,
     report_text,
 )
-from bc_ray.cli.output import emit, key_values
+from bc_ray.cli.output import emit
+from bc_ray.render import key_values
 
 app = typer.Typer(help="Ingest, create and inspect graph snapshots in a store.",
                   no_args_is_help=True)

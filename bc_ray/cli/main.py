@@ -20,7 +20,8 @@ from bc_ray.cli import (
     store_cmd,
     train_cmd,
 )
-from bc_ray.cli.output import emit, table
+from bc_ray.cli.output import emit
+from bc_ray.render import table
 from bc_ray.exceptions import BcRayError
 from bc_ray.redaction import RedactingFilter, redact
 

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from bc_ray.cli.common import StoreOption
-from bc_ray.cli.output import emit, key_values
+from bc_ray.cli.output import emit
+from bc_ray.render import key_values
 
 
 def refresh(

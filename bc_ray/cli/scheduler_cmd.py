@@ -21,7 +21,8 @@ from bc_ray.cli.landing_options import (
     SettleSeconds,
     landing_values,
 )
-from bc_ray.cli.output import emit, key_values
+from bc_ray.cli.output import emit
+from bc_ray.render import key_values
 
 app = typer.Typer(help="Run refreshes and version bumps as Ray jobs on a schedule.",
                   no_args_is_help=True)

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from bc_ray.cli.common import StoreOption, open_store
-from bc_ray.cli.output import emit, table
+from bc_ray.cli.output import emit
+from bc_ray.render import table
 
 
 def versions_summary(state) -> list[dict]:

@@ -11,7 +11,7 @@ import pyarrow as pa
 from bc_ray.consumer.reader import read_embeddings_at, source_table
 from bc_ray.consumer.target import ExportTarget
 from bc_ray.exceptions import ConfigError
-from bc_ray.store.io import FileIO, StorageOptions
+from bc_ray.io import FileIO, StorageOptions
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
 from bc_ray.store.tables import ENTITIES

@@ -13,9 +13,9 @@ import polars as pl
 import pyarrow as pa
 
 from bc_ray.consumer.target import ExportTarget
-from bc_ray.core import affine
+from bc_ray import chain as affine
 from bc_ray.exceptions import ConfigError, NotFoundError
-from bc_ray.store.io import StorageOptions
+from bc_ray.io import StorageOptions
 from bc_ray.store.parquet import embedding_array, embedding_matrix
 from bc_ray.store.state import StoreState, TableRecord
 from bc_ray.store.store import Store

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bc_ray.exceptions import ConfigError
-from bc_ray.store.io import FileIO, StorageOptions, split_uri
+from bc_ray.io import FileIO, StorageOptions, split_uri
 
 
 @dataclass(frozen=True)

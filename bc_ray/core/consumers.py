@@ -24,6 +24,7 @@ from torch import nn
 
 from bc_ray.core.evaluation import roc_auc
 from bc_ray.core.splits import PeriodSplit
+from bc_ray.exceptions import ConfigError
 
 TASKS = ("user-activity", "user-positive-activity", "item-rating-avg", "item-rating-std",
          "edge-rating")
@@ -79,7 +80,7 @@ def examples(task: str, split: PeriodSplit, phase: str, median: float) -> Exampl
                                           edges["item_idx"].to_numpy()]).astype(np.int64))
         return Examples("edge", rows, torch.from_numpy(
             (edges["rating"].to_numpy() >= 4).astype(np.float32)))
-    raise ValueError(f"unknown task {task!r}")
+    raise ConfigError(f"unknown task {task!r}")
 
 
 @dataclass(frozen=True)

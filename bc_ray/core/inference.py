@@ -19,6 +19,7 @@ import torch
 from bc_ray.core.graph import Adjacency, GraphTensors
 from bc_ray.core.model import EmbeddingModel, LayerStack
 from bc_ray.core.sampler import NeighborSampler
+from bc_ray.exceptions import ShapeError
 
 DEFAULT_CHUNK = 65_536
 
@@ -117,7 +118,7 @@ def incremental_embed(model: EmbeddingModel, graph: GraphTensors, cached: list[t
     """
     num_layers = model.spec.num_layers
     if len(cached) != num_layers:
-        raise ValueError(f"expected {num_layers} cached layers, got {len(cached)}")
+        raise ShapeError(f"expected {num_layers} cached layers, got {len(cached)}")
     frontiers = expand_hops(graph, changed, num_layers)
     # Layer 1 of the targets reads layer 0 (the inputs, cheap) of their neighbours.
     previous = torch.zeros(graph.num_nodes, model.spec.hidden_dim)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bc_ray.core.affine import Affine
+from bc_ray.chain import Affine
 from bc_ray.core.losses import alignment_multi, alignment_single
 from bc_ray.core.transforms import LinearTransform
 from bc_ray.exceptions import ConfigError, ShapeError

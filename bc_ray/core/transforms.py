@@ -7,7 +7,7 @@
   stabilised rather than re-learned.
 
 Every transform is affine, so a `TransformChain` pre-computes W_k^j for every older version j
-(see affine.py) and serving any historical version is a single matmul.
+(see bc_ray/chain.py) and serving any historical version is a single matmul.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from bc_ray.core import affine
+from bc_ray import chain as affine
 from bc_ray.exceptions import ConfigError, ShapeError
 
 TRANSFORM_KINDS = ("identity", "linear", "orthogonal")

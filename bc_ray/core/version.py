@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bc_ray.core.affine import Affine
+from bc_ray.chain import Affine
 from bc_ray.core.evaluation import alignment_error, recall_at_k
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.methods import Method

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from bc_ray.exceptions import DataError
-from bc_ray.store.io import FileIO
+from bc_ray.io import FileIO
 
 INPUT_FORMATS = ("parquet", "csv")
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".csv.gz": "csv",

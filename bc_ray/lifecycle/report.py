@@ -7,7 +7,7 @@ import time
 
 import orjson
 
-from bc_ray.cli.output import table
+from bc_ray.render import table
 from bc_ray.store.store import Store
 
 

@@ -18,7 +18,7 @@ from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import Datasink, WriteResult
 
 from bc_ray.refresh.blocks import block_rows
-from bc_ray.store.io import FileIO, StorageOptions
+from bc_ray.io import FileIO, StorageOptions
 from bc_ray.store.parquet import embedding_table, sha256, embedding_parquet_bytes
 
 

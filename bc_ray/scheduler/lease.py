@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import orjson
 
 from bc_ray.exceptions import LeaseHeldError, NotFoundError
-from bc_ray.store.io import FileIO
+from bc_ray.io import FileIO
 
 LEASE_ROOT = "_leases"
 KEEP_GENERATIONS = 20

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 from croniter import croniter
 
-from bc_ray.exceptions import LeaseHeldError
+from bc_ray.exceptions import ConfigError, LeaseHeldError
 from bc_ray.redaction import redact
 from bc_ray.scheduler.config import KINDS, SchedulerConfig
 from bc_ray.scheduler.jobs import TERMINAL, RayJobs, entrypoint
@@ -96,7 +96,7 @@ class Scheduler:
 
     def run(self, kind: str, slot: str | None = None) -> dict:
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}")
+            raise ConfigError(f"kind must be one of {KINDS}, not {kind!r}")
         slot = slot or previous_slot(self.config.cron(kind), time.time())
         try:
             stale = self.lease.acquire(note=kind)

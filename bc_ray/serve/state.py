@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from bc_ray.core import affine
+from bc_ray import chain as affine
 from bc_ray.exceptions import NotFoundError, ShapeError
 from bc_ray.store.parquet import embedding_matrix
 from bc_ray.store.state import StoreState

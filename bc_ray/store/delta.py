@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 import bc_ray
 from bc_ray.exceptions import StoreError
-from bc_ray.store.io import StorageOptions
+from bc_ray.io import StorageOptions
 from bc_ray.store.parquet import embedding_parquet_bytes, has_arrow_schema, read_footer
 from bc_ray.store.state import FileRecord, StoreState, TableRecord
 from bc_ray.store.store import RetentionPolicy, Store, utc_now

@@ -27,7 +27,7 @@ from bc_ray.exceptions import (
     StoreError,
     UnappliableSettingError,
 )
-from bc_ray.store.io import FileIO
+from bc_ray.io import FileIO
 from bc_ray.store.state import StoreState, apply
 
 LOG_DIR = "_log"

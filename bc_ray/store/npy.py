@@ -31,7 +31,7 @@ def npy_matrix(data: bytes, name: str) -> np.ndarray:
                    (2, 0): np.lib.format.read_array_header_2_0}
         shape, fortran, dtype = readers[np.lib.format.read_magic(stream)](stream)
         if fortran or dtype.hasobject:
-            raise ValueError("not a C-order numeric array")
+            raise CorruptFileError(f"cannot read matrix file {name}: not a C-order numeric array")
         count = int(np.prod(shape, dtype=np.int64))
         return np.frombuffer(data, dtype=dtype, count=count, offset=stream.tell()).reshape(shape)
     except (ValueError, KeyError) as exc:

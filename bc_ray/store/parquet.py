@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bc_ray.exceptions import CorruptFileError, ShapeError
-from bc_ray.store.io import FileIO
+from bc_ray.io import FileIO
 
 ROW_GROUP_ROWS = 131_072
 EMBEDDING_COLUMNS = ("id", "embedding", "version", "refreshed_at")

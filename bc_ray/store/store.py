@@ -38,8 +38,8 @@ from bc_ray.exceptions import (
     StoreError,
     UnsafeStoreError,
 )
-from bc_ray.core import affine as chain_math
-from bc_ray.store.io import FileIO, StorageOptions
+from bc_ray import chain as chain_math
+from bc_ray.io import FileIO, StorageOptions
 from bc_ray.store.log import VersionLog
 from bc_ray.store.parquet import sha256
 from bc_ray.store.state import DATA_ROOTS, FileRecord, StoreState, VersionRecord, added_files

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from bc_ray.core import affine
+from bc_ray import chain as affine
 from bc_ray.exceptions import NotFoundError, StoreError
 from bc_ray.store.state import StoreState, VersionRecord
 from bc_ray.store.store import Store, utc_now

@@ -17,7 +17,7 @@ from deltalake import DeltaTable
 
 from bc_ray import export_delta
 from bc_ray.store.delta import s3_options
-from bc_ray.store.io import FileIO
+from bc_ray.io import FileIO
 from bc_ray.store.store import RetentionPolicy, Store
 from tests.helpers import publish_fake_version, refresh_fake_tables, store_with_chain
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 from bc_ray import export_delta, export_embeddings
 from bc_ray.exceptions import ConfigError
-from bc_ray.store.io import FileIO
+from bc_ray.io import FileIO
 from tests.helpers import store_with_chain
 
 

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from bc_ray import export_embeddings, read_embeddings, scan_embeddings
-from bc_ray.core import affine
+from bc_ray import chain as affine
 from bc_ray.exceptions import ConfigError, NotFoundError
 from tests.helpers import store_with_chain
 

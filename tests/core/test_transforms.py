@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from bc_ray.core import affine
+from bc_ray import chain as affine
 from bc_ray.core.transforms import TransformChain, make_transform
 from bc_ray.exceptions import ConfigError, ShapeError
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bc_ray import read_embeddings
-from bc_ray.core import affine
+from bc_ray import chain as affine
 from bc_ray.serve.app import build_app
 from bc_ray.serve.config import ServeConfig, ServeSettings
 from tests.helpers import publish_fake_version, refresh_fake_tables

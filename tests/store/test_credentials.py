@@ -14,7 +14,7 @@ from moto.core.authorization import enable_iam_authentication
 
 from bc_ray import read_embeddings, scan_embeddings
 from bc_ray.exceptions import ConfigError, StorageAccessError
-from bc_ray.store.io import StorageOptions
+from bc_ray.io import StorageOptions
 from bc_ray.store.store import Store
 from tests.helpers import store_with_chain
 

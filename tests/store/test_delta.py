@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from bc_ray import read_embeddings
 from bc_ray.cli.main import app
 from bc_ray.store.delta import _location
-from bc_ray.store.io import FileIO
+from bc_ray.io import FileIO
 from bc_ray.store.store import RetentionPolicy, Store
 from bc_ray.store.versions import rollback_version
 from tests.helpers import publish_fake_version, refresh_fake_tables

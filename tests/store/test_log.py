@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from bc_ray.exceptions import CommitConflictError
-from bc_ray.store.io import FileIO
+from bc_ray.io import FileIO
 from bc_ray.store.log import HINT, VersionLog, checkpoint_path, entry_path
 
 

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bc_ray.cli.main import app
-from bc_ray.store.io import StorageOptions
+from bc_ray.io import StorageOptions
 from bc_ray.store.store import RetentionPolicy, Store
 from tests.helpers import publish_fake_version, refresh_fake_tables
 from tests.store.delta_readers import READERS, assert_same_rows, expected_rows

@@ -67,7 +67,7 @@ def test_a_store_whose_credentials_cannot_head_the_bucket_still_works(s3_server)
     or a throttled bucket call are no verdict that the bucket is missing."""
     import boto3
 
-    from bc_ray.store.io import StorageOptions
+    from bc_ray.io import StorageOptions
     from tests.store.faulty_s3 import FaultyS3
 
     proxy = FaultyS3(s3_server)

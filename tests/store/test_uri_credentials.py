@@ -21,7 +21,7 @@ from bc_ray import export_embeddings, read_embeddings
 from bc_ray.exceptions import ConfigError
 from bc_ray.redaction import RedactingFilter, redact
 from bc_ray.scheduler.config import SchedulerConfig
-from bc_ray.store.io import FileIO, StorageOptions
+from bc_ray.io import FileIO, StorageOptions
 from bc_ray.store.store import Store
 from tests.helpers import store_with_chain
 
