@@ -75,7 +75,7 @@ def ingest(
 ) -> None:
     """Add one batch of your own interactions (and user/item tables) to the store's snapshot."""
     from bc_ray.data.ingest import BatchInput, ColumnMapping
-    from bc_ray.data.sources import local_or_uri
+    from bc_ray.ingest.sources import local_or_uri
     from bc_ray.store.batches import ingest as ingest_batch
 
     mapping = ColumnMapping(user_col=user_col, item_col=item_col, time_col=time_col,
@@ -104,8 +104,8 @@ def land(
 ) -> None:
     """One pass of landing-zone ingestion, without Ray (backfills, a plain cron): prints what it
     took, skipped, refused and found changed; exits 4 when a batch was refused."""
-    from bc_ray.data.sources import local_or_uri
-    from bc_ray.store.landing import LandingConfig, ingest_landing
+    from bc_ray.ingest.sources import local_or_uri
+    from bc_ray.ingest.landing import LandingConfig, ingest_landing
 
     if not (landing or landing_config):
         raise typer.BadParameter("give the landing zone (--landing or --landing-config)",

@@ -36,7 +36,7 @@ BumpCron = Annotated[Optional[str], typer.Option(help="Cron for version bumps.")
 def _config(store, ray_address, refresh_cron, bump_cron, python, working_dir, train_args,
             refresh_args, max_attempts, backoff, landing: dict):
     from bc_ray.scheduler.config import SchedulerConfig
-    from bc_ray.store.landing import LandingConfig
+    from bc_ray.ingest.landing import LandingConfig
 
     zone = None
     if landing["edges"] or landing["config_file"]:

@@ -21,7 +21,7 @@ import polars as pl
 
 from bc_ray.data.features import FEATURE_DTYPE, encode_fields
 from bc_ray.data.ids import IdOrigin, batch_id_type, read_ids, store_id_type
-from bc_ray.data.sources import SourceFile, discover, input_format, read_source
+from bc_ray.ingest.sources import SourceFile, discover, input_format, read_source
 from bc_ray.exceptions import DataError
 
 TIME_UNITS = ("s", "ms")

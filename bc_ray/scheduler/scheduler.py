@@ -23,7 +23,7 @@ from bc_ray.redaction import redact
 from bc_ray.scheduler.config import KINDS, SchedulerConfig
 from bc_ray.scheduler.jobs import TERMINAL, RayJobs, entrypoint
 from bc_ray.scheduler.lease import Lease
-from bc_ray.store.landing import ingest_landing
+from bc_ray.ingest.landing import ingest_landing
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
 

@@ -35,7 +35,7 @@ from bc_ray.data.ingest import (
     resolve_ids,
 )
 from bc_ray.data.snapshot import GraphSnapshot, SnapshotMeta
-from bc_ray.data.sources import SourceFile
+from bc_ray.ingest.sources import SourceFile
 from bc_ray.exceptions import CommitConflictError, DataError, StoreError
 from bc_ray.store.parquet import frame_to_parquet_bytes, from_parquet_bytes
 from bc_ray.store.state import FileRecord, Segment, SnapshotRecord, StoreState

@@ -19,7 +19,7 @@ from bc_ray.cli.main import app
 from bc_ray.data.ingest import BatchInput, ColumnMapping
 from bc_ray.exceptions import ConfigError, DataError
 from bc_ray.store.batches import ingest
-from bc_ray.store.landing import LandingConfig
+from bc_ray.ingest.landing import LandingConfig
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.store import Store
 from tests.data.test_ingest import MAPPING, REPO, day, put

@@ -12,7 +12,7 @@ from bc_ray.scheduler.lease import Lease
 from bc_ray.scheduler.scheduler import LEASE_NAME, Scheduler, previous_slot
 from bc_ray.scheduler.status import summarize
 from bc_ray.store.batches import ingest
-from bc_ray.store.landing import LandingConfig
+from bc_ray.ingest.landing import LandingConfig
 from bc_ray.store.snapshots import load_snapshot, publish_snapshot
 from bc_ray.store.store import Store
 from tests.conftest import REPO

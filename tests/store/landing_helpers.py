@@ -9,7 +9,7 @@ import os
 import polars as pl
 
 from bc_ray.data.ingest import ColumnMapping
-from bc_ray.store.landing import LandingConfig
+from bc_ray.ingest.landing import LandingConfig
 from bc_ray.store.store import Store
 
 MAPPING = ColumnMapping(user_col="uid", item_col="sku", time_col="ts", rating_col="stars")

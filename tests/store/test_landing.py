@@ -11,7 +11,7 @@ import pytest
 
 from bc_ray.data.ingest import ColumnMapping
 from bc_ray.exceptions import ConfigError
-from bc_ray.store.landing import LandingConfig, ingest_landing, pending
+from bc_ray.ingest.landing import LandingConfig, ingest_landing, pending
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.store import Store
 from tests.data.test_ingest import day, put

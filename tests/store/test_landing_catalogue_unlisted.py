@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import requests
 
-from bc_ray.store.landing import LandingConfig, ingest_landing
+from bc_ray.ingest.landing import LandingConfig, ingest_landing
 from bc_ray.store.store import Store
 from tests.store.landing_helpers import MAPPING, ZONE, encoded, ingested_edges, rows, write
 

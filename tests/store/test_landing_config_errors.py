@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from bc_ray.data.sources import discover
+from bc_ray.ingest.sources import discover
 from bc_ray.exceptions import ConfigError
-from bc_ray.store.landing import LandingConfig, ingest_landing
+from bc_ray.ingest.landing import LandingConfig, ingest_landing
 from bc_ray.store.store import Store
 from tests.store.landing_helpers import MAPPING, encoded, ingested_edges, rows, write
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from bc_ray.store.landing import ingest_landing
+from bc_ray.ingest.landing import ingest_landing
 from bc_ray.store.store import Store
 from tests.store.landing_helpers import ZONE, encoded, ingested_edges, move, rows, write, zone
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from bc_ray.store.landing import LandingConfig, ingest_landing
+from bc_ray.ingest.landing import LandingConfig, ingest_landing
 from bc_ray.store.store import Store
 from tests.store.landing_helpers import MAPPING, ZONE, encoded, rows, write
 

@@ -11,7 +11,7 @@ import time
 from typer.testing import CliRunner
 
 from bc_ray.cli.main import app
-from bc_ray.store.landing import ingest_landing
+from bc_ray.ingest.landing import ingest_landing
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.store import Store
 from tests.store.landing_helpers import ZONE, encoded, ingested_edges, rows, write, zone

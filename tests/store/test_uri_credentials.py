@@ -73,7 +73,7 @@ def test_no_scheduled_job_can_carry_them(bucket, tmp_path, monkeypatch):
     or runtime environment is built, and so is a variable it would forward to the jobs."""
     from bc_ray.data.ingest import ColumnMapping
     from bc_ray.scheduler.jobs import entrypoint
-    from bc_ray.store.landing import LandingConfig
+    from bc_ray.ingest.landing import LandingConfig
 
     uri = credential_uris(bucket, tmp_path)[0]
     mapping = ColumnMapping(user_col="u", item_col="i", time_col="t")

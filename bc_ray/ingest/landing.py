@@ -21,11 +21,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bc_ray.data.ingest import BatchInput, ColumnMapping
-from bc_ray.data.sources import SourceFile
+from bc_ray.ingest.sources import SourceFile
 from bc_ray.exceptions import BcRayError, ConfigError
 from bc_ray.store.batches import IngestOutcome, ingest
-from bc_ray.store.landing_config import LandingConfig
-from bc_ray.store.landing_scan import (
+from bc_ray.ingest.landing_config import LandingConfig
+from bc_ray.ingest.landing_scan import (
     Known,
     Landed,
     Listing,
