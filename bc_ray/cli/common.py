@@ -1,8 +1,15 @@
-"""Options shared by every command."""
+"""Options shared by every command, and the two ways a command shares what it declares:
+`default_of` (an option's default is its typed configuration's) and `option_group` (options
+that several commands take are declared once, as one dataclass)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -10,9 +17,55 @@ StoreOption = Annotated[str, typer.Option(
     "--store", envvar="BC_RAY_STORE",
     help="Store URI: file:///path or s3://bucket/prefix (S3 settings and credentials from "
          "AWS_* variables, never in the URI).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def open_store(uri: str):
     from bc_ray.store.store import Store
 
     return Store(uri)
+
+
+def default_of(config: type, name: str) -> Any:
+    """The default of field `name` of the dataclass `config`: a command-line default is read
+    from the configuration it fills, so changing it there changes `--help` and behaviour."""
+    field = config.__dataclass_fields__[name]
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    raise TypeError(f"{config.__name__}.{name} has no default")
+
+
+def option_group(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Expand each parameter of `command` annotated with a dataclass into that dataclass's fields
+    (each an `Annotated` typer option with its default), in its place, and hand `command` the
+    dataclass built from them: commands that take the same options declare them once.
+
+    Typer reads a command's options from its signature; the one given here is `command`'s with
+    the groups expanded (keyword-only, so a group without defaults may follow an option with
+    one)."""
+    own = inspect.signature(command, eval_str=True)
+    groups = {name: p.annotation for name, p in own.parameters.items()
+              if dataclasses.is_dataclass(p.annotation)}
+    parameters = []
+    for name, parameter in own.parameters.items():
+        if name not in groups:
+            parameters.append(parameter)
+            continue
+        hints = typing.get_type_hints(groups[name], include_extras=True)
+        parameters += [inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+            default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(groups[name])]
+
+    @functools.wraps(command)
+    def expanded(**options: Any) -> Any:
+        for name, group in groups.items():
+            options[name] = group(**{f.name: options.pop(f.name)
+                                     for f in dataclasses.fields(group)})
+        return command(**options)
+
+    expanded.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
+    expanded.__annotations__ = {p.name: p.annotation for p in parameters}
+    return expanded

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import StoreOption, open_store
+from bc_ray.cli.common import JsonOption, StoreOption, default_of, open_store, option_group
 from bc_ray.cli.landing_options import (
     Landing,
     LAllowOld,
@@ -23,6 +24,7 @@ from bc_ray.cli.landing_options import (
 )
 from bc_ray.cli.output import emit
 from bc_ray.render import key_values
+from bc_ray.scheduler.config import KINDS, SchedulerConfig
 
 app = typer.Typer(help="Run refreshes and version bumps as Ray jobs on a schedule.",
                   no_args_is_help=True)
@@ -35,7 +37,6 @@ BumpCron = Annotated[Optional[str], typer.Option(help="Cron for version bumps.")
 
 def _config(store, ray_address, refresh_cron, bump_cron, python, working_dir, train_args,
             refresh_args, max_attempts, backoff, landing: dict):
-    from bc_ray.scheduler.config import SchedulerConfig
     from bc_ray.ingest.landing import LandingConfig
 
     zone = None
@@ -68,52 +69,64 @@ TrainArgs = Annotated[Optional[str], typer.Option(help="Extra flags for the trai
 RefreshArgs = Annotated[Optional[str], typer.Option(help="Extra flags for the refresh job.")]
 Attempts = Annotated[int, typer.Option(help="Attempts per job before the run is failed.")]
 Backoff = Annotated[float, typer.Option(help="Seconds before the first retry (doubles).")]
+Kind = Annotated[str, typer.Option(help="refresh, bump, or auto (whatever is due).")]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The options `scheduler run` and `scheduler once` share (after --store and
+    --ray-address), declared once; defaults are `SchedulerConfig`'s."""
+
+    refresh_cron: RefreshCron = default_of(SchedulerConfig, "refresh_cron")
+    bump_cron: BumpCron = default_of(SchedulerConfig, "bump_cron")
+    python: Python = default_of(SchedulerConfig, "python")
+    working_dir: WorkingDir = default_of(SchedulerConfig, "working_dir")
+    train_args: TrainArgs = None
+    refresh_args: RefreshArgs = None
+    max_attempts: Attempts = default_of(SchedulerConfig, "max_attempts")
+    backoff: Backoff = default_of(SchedulerConfig, "backoff_s")
+    landing: Landing = None
+    landing_config: LandingFile = None
+    user_col: LUserCol = None
+    item_col: LItemCol = None
+    time_col: LTimeCol = None
+    rating_col: LRatingCol = None
+    time_unit: LTimeUnit = None
+    input_format: LFormat = None
+    require_success_marker: RequireSuccess = None
+    settle_seconds: SettleSeconds = None
+    allow_old_times: LAllowOld = None
+
+    def config(self, store: str, ray_address: str) -> SchedulerConfig:
+        return _config(store, ray_address, self.refresh_cron, self.bump_cron, self.python,
+                       self.working_dir, self.train_args, self.refresh_args,
+                       self.max_attempts, self.backoff,
+                       landing_values(self.landing, self.landing_config, self.user_col,
+                                      self.item_col, self.time_col, self.rating_col,
+                                      self.time_unit, self.input_format,
+                                      self.require_success_marker, self.settle_seconds,
+                                      self.allow_old_times))
+
 
 @app.command("run")
-def run(store: StoreOption, ray_address: AddressOption,
-        refresh_cron: RefreshCron = "0 2 * * *", bump_cron: BumpCron = "0 3 * * 0",
-        python: Python = "python", working_dir: WorkingDir = None, train_args: TrainArgs = None,
-        refresh_args: RefreshArgs = None, max_attempts: Attempts = 3,
-        backoff: Backoff = 60.0, landing: Landing = None, landing_config: LandingFile = None,
-        user_col: LUserCol = None, item_col: LItemCol = None, time_col: LTimeCol = None,
-        rating_col: LRatingCol = None, time_unit: LTimeUnit = None,
-        input_format: LFormat = None, require_success_marker: RequireSuccess = None,
-        settle_seconds: SettleSeconds = None, allow_old_times: LAllowOld = None) -> None:
+@option_group
+def run(store: StoreOption, ray_address: AddressOption, schedule: Schedule) -> None:
     """Run forever: each cron slot once, one job at a time across all schedulers."""
     from bc_ray.scheduler.scheduler import Scheduler
 
-    config = _config(store, ray_address, refresh_cron, bump_cron, python, working_dir,
-                     train_args, refresh_args, max_attempts, backoff,
-                     landing_values(landing, landing_config, user_col, item_col, time_col,
-                                    rating_col, time_unit, input_format, require_success_marker,
-                                    settle_seconds, allow_old_times))
-    Scheduler(config).serve_forever()
+    Scheduler(schedule.config(store, ray_address)).serve_forever()
 
 
 @app.command("once")
-def once(store: StoreOption, ray_address: AddressOption,
-         kind: Annotated[str, typer.Option(help="refresh, bump, or auto (whatever is due).")
-                         ] = "auto",
-         refresh_cron: RefreshCron = "0 2 * * *", bump_cron: BumpCron = "0 3 * * 0",
-         python: Python = "python", working_dir: WorkingDir = None, train_args: TrainArgs = None,
-         refresh_args: RefreshArgs = None, max_attempts: Attempts = 3, backoff: Backoff = 60.0,
-         landing: Landing = None, landing_config: LandingFile = None, user_col: LUserCol = None,
-         item_col: LItemCol = None, time_col: LTimeCol = None, rating_col: LRatingCol = None,
-         time_unit: LTimeUnit = None, input_format: LFormat = None,
-         require_success_marker: RequireSuccess = None, settle_seconds: SettleSeconds = None,
-         allow_old_times: LAllowOld = None,
-         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+@option_group
+def once(store: StoreOption, ray_address: AddressOption, kind: Kind = "auto", *,
+         schedule: Schedule, as_json: JsonOption = False) -> None:
     """One pass (for cron or a Kubernetes CronJob): run what is due, or the given kind."""
     from bc_ray.scheduler.scheduler import Scheduler
 
-    if kind not in ("auto", "refresh", "bump"):
+    if kind not in ("auto", *KINDS):
         raise typer.BadParameter("choose refresh, bump or auto", param_hint="--kind")
-    config = _config(store, ray_address, refresh_cron, bump_cron, python, working_dir,
-                     train_args, refresh_args, max_attempts, backoff,
-                     landing_values(landing, landing_config, user_col, item_col, time_col,
-                                    rating_col, time_unit, input_format, require_success_marker,
-                                    settle_seconds, allow_old_times))
-    scheduler = Scheduler(config)
+    scheduler = Scheduler(schedule.config(store, ray_address))
     scheduler.configure()
     results = scheduler.once(kind)
     emit(results, as_json, "\n".join(key_values({k: v for k, v in r.items() if k != "attempts"})
@@ -122,8 +135,7 @@ def once(store: StoreOption, ray_address: AddressOption,
         raise typer.Exit(code=4)
 
 
-def status(store: StoreOption,
-           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def status(store: StoreOption, as_json: JsonOption = False) -> None:
     """Current version, last refresh, last and next scheduled runs, recent failures."""
     from bc_ray.scheduler.status import summarize
 

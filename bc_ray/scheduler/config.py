@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from croniter import croniter
 
 from bc_ray.exceptions import ConfigError
 from bc_ray.redaction import refuse_user_info
-from bc_ray.ingest.landing import LandingConfig
+
+if TYPE_CHECKING:  # the CLI reads this module's defaults at start-up: no polars for that
+    from bc_ray.ingest.landing import LandingConfig
 
 KINDS = ("refresh", "bump")
 
