@@ -27,7 +27,7 @@ from bc_ray.core.evaluation import recall_at_k  # noqa: E402
 from bc_ray.core.methods import get_method  # noqa: E402
 from bc_ray.core.spec import VersionSpec  # noqa: E402
 from bc_ray.core.splits import PeriodSplit, period_split  # noqa: E402
-from bc_ray.core.trainer import TrainConfig  # noqa: E402
+from bc_ray.core.train_config import TrainConfig  # noqa: E402
 from bc_ray.core.transforms import TransformChain  # noqa: E402
 from bc_ray.core.version import PreviousVersion, split_evaluator, train_version  # noqa: E402
 from bc_ray.data import load_dataset  # noqa: E402

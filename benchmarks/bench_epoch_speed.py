@@ -24,7 +24,8 @@ from benchmarks.common import print_table, timed, write_json  # noqa: E402
 from bc_ray.core.model import EmbeddingModel, build_model  # noqa: E402
 from bc_ray.core.spec import VersionSpec  # noqa: E402
 from bc_ray.core.splits import period_split  # noqa: E402
-from bc_ray.core.trainer import TrainConfig, VersionTrainer  # noqa: E402
+from bc_ray.core.train_config import TrainConfig  # noqa: E402
+from bc_ray.core.trainer import VersionTrainer  # noqa: E402
 from bc_ray.data import load_dataset  # noqa: E402
 
 

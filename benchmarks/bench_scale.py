@@ -255,7 +255,8 @@ def train_rate(graph, mode: str, steps: int, batch_size: int = 2048) -> float:
 
     from bc_ray.core.model import build_model
     from bc_ray.core.spec import VersionSpec
-    from bc_ray.core.trainer import TrainConfig, VersionTrainer
+    from bc_ray.core.train_config import TrainConfig
+    from bc_ray.core.trainer import VersionTrainer
 
     torch.manual_seed(0)
     trainer = VersionTrainer(build_model(VersionSpec(hidden_dim=HIDDEN), graph), graph,

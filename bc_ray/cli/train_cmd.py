@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import StoreOption
+from bc_ray.cli.common import JsonOption, StoreOption, default_of
 from bc_ray.cli.output import emit
+from bc_ray.core.spec import VersionSpec
 from bc_ray.render import key_values
+from bc_ray.train.config import DEFAULT_SPEC, TrainJobConfig
+
+# What a training job takes for an option not given: the options' defaults are these.
+TRAIN = default_of(TrainJobConfig, "train")
+GATE = default_of(TrainJobConfig, "gate")
+
+
+def _job(name: str):
+    return default_of(TrainJobConfig, name)
 
 
 def train(
@@ -16,54 +27,61 @@ def train(
     method: Annotated[str, typer.Option(help="bc-aligner, joint-lin-sloss, joint-notrans, "
                                              "post-lin-sloss, post-lin-mloss, non-bc, "
                                              "finetune-m0, bc-aligner-orth, post-procrustes, "
-                                             "post-lowrank.")] = "bc-aligner",
+                                             "post-lowrank.")] = _job("method"),
     num_workers: Annotated[int, typer.Option(help="Ray Train workers (DDP); 0 trains in the "
-                                                  "driver process.")] = 2,
-    use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per worker (NCCL).")] = False,
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs reserved per worker.")] = 1.0,
+                                                  "driver process.")] = _job("num_workers"),
+    use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per worker (NCCL).")
+                       ] = _job("use_gpu"),
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs reserved per worker.")
+                               ] = _job("cpus_per_worker"),
     spec: Annotated[Optional[str], typer.Option(
-        help="Version spec, e.g. 'layers=3,hidden=320,out=128,agg=mean' (default: the current "
-             "version's spec, or layers=2,hidden=64 for version 0).")] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Triples per step (per worker).")] = 4096,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-3,
-    lam: Annotated[float, typer.Option(help="Weight of the alignment loss (lambda).")] = 16.0,
+        help=f"Version spec, e.g. 'layers=3,hidden=320,out=128,agg=mean' (default: the current "
+             f"version's spec, or layers={DEFAULT_SPEC.num_layers},"
+             f"hidden={DEFAULT_SPEC.hidden_dim} for version 0).")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = TRAIN.epochs,
+    batch_size: Annotated[int, typer.Option(help="Triples per step (per worker).")
+                          ] = TRAIN.batch_size,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = TRAIN.lr,
+    lam: Annotated[float, typer.Option(help="Weight of the alignment loss (lambda).")
+                   ] = TRAIN.lam,
     holdout: Annotated[float, typer.Option(help="Replayed data sets: most recent fraction of the "
                                                 "timeline held out for Recall@50 and the gate.")
-                       ] = 0.05,
+                       ] = _job("holdout"),
     holdout_days: Annotated[float, typer.Option(help="Ingested data: most recent calendar days "
                                                      "held out for Recall@50 and the gate.")
-                            ] = 7.0,
+                            ] = _job("holdout_days"),
     targets: Annotated[str, typer.Option(help="Alignment targets: 'model' (run M_{k-1} on the "
-                                              "new graph) or 'stored' (ver-(k-1) table).")] = "model",
+                                              "new graph) or 'stored' (ver-(k-1) table).")
+                       ] = _job("targets"),
     max_align_error_rel: Annotated[float, typer.Option(help="Gate: max relative alignment "
-                                                            "error.")] = 0.5,
+                                                            "error.")
+                                   ] = GATE.max_align_error_rel,
     min_recall_vs_parent: Annotated[float, typer.Option(help="Gate: min Recall@50 relative to "
-                                                             "the current version.")] = 0.8,
-    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N epochs.")] = 5,
-    max_failures: Annotated[int, typer.Option(help="Worker-group restarts allowed.")] = 2,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+                                                             "the current version.")
+                                    ] = GATE.min_recall_vs_parent,
+    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N epochs.")
+                                ] = _job("checkpoint_every"),
+    max_failures: Annotated[int, typer.Option(help="Worker-group restarts allowed.")
+                            ] = _job("max_failures"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = TRAIN.seed,
     address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
                                                         "a local cluster).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
     fail_on_reject: Annotated[bool, typer.Option(
         help="Exit with status 3 when the gate rejects the candidate.")] = True,
 ) -> None:
     """Train M_k jointly with B_k, score it on held-out edges, gate it, and publish it."""
     from bc_ray.cluster import connect
-    from bc_ray.core.spec import VersionSpec
-    from bc_ray.core.trainer import TrainConfig
-    from bc_ray.train.config import DEFAULT_TRAIN, GateConfig, TrainJobConfig
     from bc_ray.train.job import run_training
 
     job = TrainJobConfig(
         store=store, method=method, num_workers=num_workers, use_gpu=use_gpu,
         cpus_per_worker=cpus_per_worker, spec=VersionSpec.parse(spec) if spec else None,
-        train=TrainConfig(**{**vars(DEFAULT_TRAIN), "epochs": epochs, "batch_size": batch_size,
-                             "lr": lr, "lam": lam, "seed": seed}),
+        train=dataclasses.replace(TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam,
+                                  seed=seed),
         holdout=holdout, holdout_days=holdout_days, targets=targets,
-        gate=GateConfig(max_align_error_rel=max_align_error_rel,
-                        min_recall_vs_parent=min_recall_vs_parent),
+        gate=dataclasses.replace(GATE, max_align_error_rel=max_align_error_rel,
+                                 min_recall_vs_parent=min_recall_vs_parent),
         checkpoint_every=checkpoint_every, max_failures=max_failures)
     connect(address)
     outcome = run_training(job)

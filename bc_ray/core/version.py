@@ -17,7 +17,8 @@ from bc_ray.core.model import EmbeddingModel, build_model
 from bc_ray.core.posthoc import fit_posthoc
 from bc_ray.core.spec import VersionSpec
 from bc_ray.core.splits import PeriodSplit
-from bc_ray.core.trainer import Alignment, Evaluator, TrainConfig, TrainResult, VersionTrainer
+from bc_ray.core.train_config import TrainConfig
+from bc_ray.core.trainer import Alignment, Evaluator, TrainResult, VersionTrainer
 from bc_ray.core.transforms import BackwardTransform, IdentityTransform, make_transform
 from bc_ray.core.warmstart import truncation_start, warm_start
 from bc_ray.exceptions import ConfigError, TrainingError

@@ -30,7 +30,8 @@ from bc_ray.core.evaluation import alignment_error, degradation_pct, recall_at_k
 from bc_ray.core.methods import Method, get_method
 from bc_ray.core.spec import VersionSpec
 from bc_ray.core.splits import PeriodSplit, period_split
-from bc_ray.core.trainer import TrainConfig, TrainResult
+from bc_ray.core.train_config import TrainConfig
+from bc_ray.core.trainer import TrainResult
 from bc_ray.core.transforms import TransformChain
 from bc_ray.core.version import PreviousVersion, VersionOutcome, finish_version, split_evaluator, train_version
 from bc_ray.data.snapshot import GraphSnapshot

@@ -32,7 +32,7 @@ from bc_ray.core.inference import layerwise_embed
 from bc_ray.core.serialization import model_from_bytes
 from bc_ray.core.spec import VersionSpec
 from bc_ray.core.splits import period_split
-from bc_ray.core.trainer import TrainConfig
+from bc_ray.core.train_config import TrainConfig
 from bc_ray.data import load_dataset
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.exceptions import ConfigError

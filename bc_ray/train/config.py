@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from bc_ray.core.spec import VersionSpec
-from bc_ray.core.trainer import TrainConfig
+from bc_ray.core.train_config import TrainConfig
 from bc_ray.exceptions import ConfigError
 
 TARGET_SOURCES = ("model", "stored")

@@ -10,7 +10,7 @@ from bc_ray.core.mixing import AgeMixing
 from bc_ray.core.model import build_model
 from bc_ray.core.spec import VersionSpec
 from bc_ray.core.splits import period_split
-from bc_ray.core.trainer import TrainConfig
+from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.transforms import TransformChain, make_transform
 from bc_ray.core.version import PreviousVersion, prepare_trainer, train_version
 from bc_ray.core.warmstart import truncation_start, warm_start

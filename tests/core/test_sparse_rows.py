@@ -13,7 +13,8 @@ from bc_ray.core.model import build_model
 from bc_ray.core.spec import VersionSpec
 from bc_ray.core.splits import period_split
 from bc_ray.core.sparse_rows import CombinedOptimizer, average_sparse_gradients
-from bc_ray.core.trainer import TrainConfig, VersionTrainer
+from bc_ray.core.train_config import TrainConfig
+from bc_ray.core.trainer import VersionTrainer
 from tests.conftest import free_port
 
 SPEC = VersionSpec(num_layers=2, hidden_dim=8)

@@ -8,7 +8,8 @@ from bc_ray.core.methods import get_method
 from bc_ray.core.model import build_model
 from bc_ray.core.spec import VersionSpec
 from bc_ray.core.splits import period_split
-from bc_ray.core.trainer import Alignment, TrainConfig, VersionTrainer
+from bc_ray.core.train_config import TrainConfig
+from bc_ray.core.trainer import Alignment, VersionTrainer
 from bc_ray.core.transforms import TransformChain, make_transform
 from bc_ray.core.version import PreviousVersion, split_evaluator, train_version
 from bc_ray.exceptions import ConfigError, TrainingError

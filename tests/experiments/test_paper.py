@@ -6,7 +6,7 @@ import pytest
 
 from bc_ray.core.consumers import ConsumerConfig
 from bc_ray.core.spec import VersionSpec
-from bc_ray.core.trainer import TrainConfig
+from bc_ray.core.train_config import TrainConfig
 from bc_ray.exceptions import ConfigError
 from bc_ray.experiments.paper import Preset, chosen_lambdas, run_benchmark
 from bc_ray.experiments.report import write_report

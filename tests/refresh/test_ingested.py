@@ -11,7 +11,7 @@ import pytest
 
 from bc_ray import read_embeddings
 from bc_ray.core.spec import VersionSpec
-from bc_ray.core.trainer import TrainConfig
+from bc_ray.core.train_config import TrainConfig
 from bc_ray.data.ingest import BatchInput, ColumnMapping
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.job import run_refresh

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from bc_ray.core.spec import VersionSpec
-from bc_ray.core.trainer import TrainConfig
+from bc_ray.core.train_config import TrainConfig
 from bc_ray.exceptions import ConfigError, NotFoundError, TrainingError
 from bc_ray.store.snapshots import advance_snapshot, publish_snapshot
 from bc_ray.store.store import Store

@@ -1,0 +1,51 @@
+"""The settings of one version's training loop (`core/trainer.py`), apart from the loop: they
+import no torch, so the command line reads their defaults at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bc_ray.exceptions import ConfigError
+
+TRAIN_MODES = ("auto", "full", "sampled")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 500
+    batch_size: int = 2048
+    lr: float = 1e-3
+    reg: float = 1e-2
+    lam: float = 16.0
+    negatives: str = "uniform"
+    user_uniform: bool = True
+    mode: str = "auto"
+    fanout: int = 10
+    # `auto` switches to sampled mini-batches above this many nodes: where the two modes' edges/s
+    # cross (batch 2048, fanout 10, 2 layers, 64 wide: benchmarks/bench_scale.py --crossover).
+    full_graph_max_nodes: int = 10_000
+    # Sampled mode trains the ID tables row-sparse (sparse_rows.py) above this many nodes; below
+    # it the batch touches most rows and dense Adam is faster (measured crossover ~100k nodes).
+    sparse_ids_min_nodes: int = 100_000
+    eval_every: int = 10
+    warmup_epochs: int = 50
+    align_tolerance: float = 0.1
+    seed: int = 0
+    posthoc_epochs: int = 200
+    warm_start: str = "off"  # off | mean | metadata (see warmstart.py)
+    # Early stopping: after warm-up, stop once this many evaluations in a row selected no new
+    # state (0: train every epoch). `epochs` stays the safety net.
+    patience: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warm_start not in ("off", "mean", "metadata"):
+            raise ConfigError(f"warm start {self.warm_start!r} is not one of off, mean, metadata")
+        if self.mode not in TRAIN_MODES:
+            raise ConfigError(f"training mode {self.mode!r} is not one of {TRAIN_MODES}")
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"training {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.lam < 0 or self.reg < 0:
+            raise ConfigError("training lr must be > 0, and lam and reg >= 0")
+        if self.patience < 0:
+            raise ConfigError(f"training patience must be >= 0, got {self.patience}")
