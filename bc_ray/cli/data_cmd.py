@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import StoreOption, open_store
+from bc_ray.cli.common import JsonOption, StoreOption, open_store
 from bc_ray.cli.landing_options import (
     Landing,
     LandingFile,
@@ -70,7 +70,7 @@ def ingest(
              "report's command names it): interactions equal in user, item, time and rating to "
              "one of that batch are dropped (counted as already_in_corrected_batch), so each "
              "lands once.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
     chaos: Annotated[Optional[str], typer.Option(hidden=True)] = None,
 ) -> None:
     """Add one batch of your own interactions (and user/item tables) to the store's snapshot."""
@@ -100,7 +100,7 @@ def land(
     rating_col: LRatingCol = None, time_unit: LTimeUnit = None, input_format: LFormat = None,
     require_success_marker: RequireSuccess = None, settle_seconds: SettleSeconds = None,
     allow_old_times: LAllowOld = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """One pass of landing-zone ingestion, without Ray (backfills, a plain cron): prints what it
     took, skipped, refused and found changed; exits 4 when a batch was refused."""
@@ -125,7 +125,7 @@ def compact(
     store: StoreOption,
     target_rows: Annotated[int, typer.Option(help="Edges per merged segment (batches are never "
                                                   "split).")] = 5_000_000,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Merge many small ingested batches into fewer files (one commit; old files are deleted
     after the grace period)."""
@@ -176,7 +176,7 @@ def synth(
 @app.command("info")
 def info(
     store: StoreOption,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
     snapshot_id: Annotated[Optional[str], typer.Option("--snapshot", help="Snapshot id.")] = None,
 ) -> None:
     """Counts, batches, time range, rating histogram and feature vocabularies of a snapshot."""

@@ -20,6 +20,7 @@ from bc_ray.cli import (
     store_cmd,
     train_cmd,
 )
+from bc_ray.cli.common import JsonOption
 from bc_ray.cli.output import emit
 from bc_ray.render import table
 from bc_ray.exceptions import BcRayError
@@ -63,9 +64,7 @@ def main(ctx: typer.Context,
 
 
 @config_app.command("show")
-def show_config(ctx: typer.Context,
-                as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
-                ) -> None:
+def show_config(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Every setting bc_ray.yaml can hold: its value now and where it comes from."""
     rows = config_file.merged(ctx.find_root().obj)
     emit(rows, as_json, table([[r["setting"], r["value"], r["source"]] for r in rows],

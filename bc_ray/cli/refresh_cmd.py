@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import StoreOption
+from bc_ray.cli.common import JsonOption, StoreOption
 from bc_ray.cli.output import emit
 from bc_ray.render import key_values
 
@@ -26,7 +26,7 @@ def refresh(
         help="Nodes per chunk (one output block each).")] = 32_768,
     address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
                                                         "a local cluster).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Recompute every user and item embedding with the current model, publish atomically.
 

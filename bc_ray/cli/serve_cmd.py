@@ -9,20 +9,26 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import StoreOption
+from bc_ray.cli.common import StoreOption, default_of
+from bc_ray.serve.config import ServeConfig, ServeSettings
 
 
 def serve(
     store: StoreOption,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
-    num_replicas: Annotated[int, typer.Option(help="Fixed number of replicas.")] = 1,
+    num_replicas: Annotated[int, typer.Option(help="Fixed number of replicas.")
+                            ] = default_of(ServeConfig, "num_replicas"),
     min_replicas: Annotated[Optional[int], typer.Option(help="Autoscaling minimum (with "
-                                                             "--max-replicas).")] = None,
-    max_replicas: Annotated[Optional[int], typer.Option(help="Autoscaling maximum.")] = None,
-    max_rows: Annotated[int, typer.Option(help="Rows per request before 413.")] = 4096,
+                                                             "--max-replicas).")
+                            ] = default_of(ServeConfig, "min_replicas"),
+    max_replicas: Annotated[Optional[int], typer.Option(help="Autoscaling maximum.")
+                            ] = default_of(ServeConfig, "max_replicas"),
+    max_rows: Annotated[int, typer.Option(help="Rows per request before 413.")
+                        ] = default_of(ServeSettings, "max_rows"),
     poll_interval: Annotated[float, typer.Option(help="Seconds between looks at the store "
-                                                      "for a new version.")] = 2.0,
+                                                      "for a new version.")
+                             ] = default_of(ServeSettings, "poll_interval_s"),
     address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
                                                         "a local cluster).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Deploy and return (on a running "
@@ -44,7 +50,6 @@ def serve(
 
     from bc_ray.cluster import connect, enable_fast_ingress
     from bc_ray.serve.app import build_app, check_store
-    from bc_ray.serve.config import ServeConfig, ServeSettings
     from bc_ray.serve.lifetime import (START_GRACE_S, StopSignal, start_in_background,
                                        stop_serving)
 

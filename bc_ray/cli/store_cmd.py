@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import StoreOption, open_store
+from bc_ray.cli.common import JsonOption, StoreOption, open_store
 from bc_ray.cli.output import emit
 from bc_ray.render import table
 
@@ -28,7 +28,7 @@ def versions_summary(state) -> list[dict]:
 
 
 def versions(store: StoreOption,
-             as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+             as_json: JsonOption = False) -> None:
     """Every version: dimension, status, creation time, metrics, tables, which is current."""
     rows = versions_summary(open_store(store).state())
     text = table([[("* " if r["current"] else "  ") + str(r["version"]), r["status"], r["dim"],
@@ -93,8 +93,7 @@ def rollback(store: StoreOption,
                  "--to", help="The version to make current again (default: the current "
                               "version's parent).")] = None,
              reason: Annotated[str, typer.Option(help="Recorded in the log.")] = "",
-             as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
-             ) -> None:
+             as_json: JsonOption = False) -> None:
     """Make an earlier published version current again, when its model and tables are kept.
 
     Serve and readers follow on their next poll; the next bump trains against it."""
@@ -120,7 +119,7 @@ def config(store: StoreOption,
            grace_seconds: Annotated[Optional[float], typer.Option(
                help="Seconds an unreferenced file is kept for readers of an older state "
                     "(finite, >= 0).")] = None,
-           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+           as_json: JsonOption = False) -> None:
     """Show the store's retention, or set it: recorded in the log, so every process (CLI, jobs,
     scheduler, gc) applies the same policy whatever its environment says."""
     from bc_ray.store.store import RetentionPolicy, checked_keep_versions, checked_seconds
