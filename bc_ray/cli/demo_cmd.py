@@ -60,14 +60,13 @@ def _logs_to_file() -> str:
     """The progress bar and the final table tell the story: bc_ray's and Ray's INFO logs (Ray
     Data's included, which print to the console by default) go to a file in the Ray session's
     log folder, beside Ray Data's own ray-data.log."""
+    import importlib
     import logging
     import os
 
-    import ray.data  # noqa: F401 - these imports configure the loggers this then quiets
-    import ray.serve  # noqa: F401
-    from ray.data._internal.logging import get_log_directory
-
-    folder = get_log_directory() or os.getcwd()
+    for library in ("ray.data", "ray.serve"):  # importing them configures the loggers quieted here
+        importlib.import_module(library)
+    folder = _ray_data_log_folder() or os.getcwd()
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "bc_ray-demo.log")
     handler = logging.FileHandler(path)
@@ -82,3 +81,16 @@ def _logs_to_file() -> str:
                 console.setLevel(logging.WARNING)
     logging.getLogger("bc_ray").setLevel(logging.INFO)
     return path
+
+
+def _ray_data_log_folder() -> str | None:
+    """Where Ray Data writes ray-data.log: the session's log folder on this node, from public
+    runtime-context calls (the session directory is the temp dir joined with the session name)."""
+    import os
+
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    return os.path.join(context.get_temp_dir(), context.get_session_name(), "logs", "ray-data")

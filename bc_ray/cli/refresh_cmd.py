@@ -18,9 +18,13 @@ def refresh(
         "--incremental", help="Recompute only nodes whose L-hop neighbourhood changed (falls "
                               "back to full, with the reason logged, when it cannot).")] = False,
     inference: Annotated[str, typer.Option(help="layerwise or sampled.")] = "layerwise",
-    num_actors: Annotated[int, typer.Option(
+    num_tasks: Annotated[int, typer.Option(
         help="Inference tasks running at once (Ray Data task slots).")] = 2,
-    cpus_per_actor: Annotated[float, typer.Option(help="CPUs per inference task.")] = 1.0,
+    cpus_per_task: Annotated[float, typer.Option(help="CPUs per inference task.")] = 1.0,
+    num_actors: Annotated[Optional[int], typer.Option(
+        hidden=True, help="The old name of --num-tasks.")] = None,
+    cpus_per_actor: Annotated[Optional[float], typer.Option(
+        hidden=True, help="The old name of --cpus-per-task.")] = None,
     use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per inference task.")] = False,
     block_nodes: Annotated[int, typer.Option(
         help="Nodes per chunk (one output block each).")] = 32_768,
@@ -38,9 +42,11 @@ def refresh(
     if full and incremental:
         raise typer.BadParameter("choose one of --full and --incremental")
     mode = "full" if full else "incremental" if incremental else "auto"
-    config = RefreshConfig(store=store, mode=mode, inference=inference, num_actors=num_actors,
-                           cpus_per_actor=cpus_per_actor, use_gpu=use_gpu,
-                           block_nodes=block_nodes)
+    config = RefreshConfig(
+        store=store, mode=mode, inference=inference,
+        num_tasks=num_tasks if num_actors is None else num_actors,
+        cpus_per_task=cpus_per_task if cpus_per_actor is None else cpus_per_actor,
+        use_gpu=use_gpu, block_nodes=block_nodes)
     connect(address)
     outcome = run_refresh(config)
     summary = {"version": outcome.version, "refresh_id": outcome.refresh_id,

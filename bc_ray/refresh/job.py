@@ -8,212 +8,73 @@ stage reads (`assemble.py`; the driver only passes references). The last stage's
 rows to Parquet under a fresh prefix themselves (`EmbeddingSink`), and one log entry publishes
 the user and item tables together. Inner layers are cached next to the tables, written while
 the next stage runs, so the next refresh can be incremental.
+
+A `RefreshRun` holds what every stage reads; each stage returns what it measured
+(`StageResult`) and the final one the files its tasks wrote (`WrittenFile`), which add up to the
+`RefreshOutcome`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import signal
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import ray
 import torch
 
 from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.core.inference import balanced_bounds, expand_hops, layer_for_nodes
+from bc_ray.core.model import LayerStack
 from bc_ray.core.serialization import model_from_bytes
 from bc_ray.data.snapshot import GraphSnapshot
-from bc_ray.data.timeline import edges_between, edges_until
+from bc_ray.data.timeline import edges_until
 from bc_ray.refresh.assemble import CachedLayer, PreviousTables, layer_builder
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.pack import pack_graph, unpack_graph
-from bc_ray.refresh.sink import EmbeddingSink
+from bc_ray.refresh.passes import block_refs, stage_pass, write_pass
+from bc_ray.refresh.plan import RefreshPlan, plan_refresh
+from bc_ray.refresh.results import RefreshOutcome, StageResult, WrittenFile
+from bc_ray.refresh.sink import EmbeddingSink, NodeIds, TableTarget
 from bc_ray.refresh.tasks import (LayerStage, Runs, SampledStage, layer_runs, sampled_runs,
                                   warm_workers)
 from bc_ray.store.npy import npy_parts
 from bc_ray.store.snapshots import load_snapshot
-from bc_ray.store.state import FileRecord, StoreState, TableRecord, VersionRecord
+from bc_ray.store.state import FileRecord, StoreState, VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.tables import ENTITIES, TableFiles, publish_refresh, table_prefix
 from bc_ray.store.versions import load_model_bytes
 
 logger = logging.getLogger(__name__)
 WRITE_COST = 16  # writing a row to Parquet, in edges aggregated (measured at 10M edges)
-STREAM_BLOCK_BYTES = 16 << 20
 RUNS_PER_SLOT = 2  # runs are balanced by edges, not by time: a spare run per slot evens it out
 
 
-@dataclass
-class RefreshPlan:
-    mode: str
-    reason: str
-    changed: torch.Tensor | None = None  # nodes with new edges (incremental only)
-    previous: dict[str, TableRecord] = field(default_factory=dict)
-
-
-@dataclass
-class RefreshOutcome:
-    version: int
-    refresh_id: str
-    mode: str
-    stats: dict
-
-
-def plan_refresh(config: RefreshConfig, state: StoreState, version: VersionRecord,
-                 snapshot: GraphSnapshot, graph: GraphTensors) -> RefreshPlan:
-    """Incremental when the previous refresh of this version kept layer caches and the graph has
-    only grown since: by a later cutoff of the same files, or by batches ingested after it.
-    Otherwise full, and the reason is recorded."""
-    if config.mode == "full" or config.inference == "sampled":
-        return RefreshPlan("full", "requested")
-    previous = {e: state.table(version.version, e) for e in ENTITIES}
-    growth: Growth | str
-    if any(t is None for t in previous.values()):
-        growth = f"no earlier refresh of version {version.version}"
-    elif any(len(t.cache) != version.spec.get("num_layers", 2) - 1 for t in previous.values()):
-        growth = "the earlier refresh kept no layer caches"
-    elif version.spec.get("cold_start_mixing"):
-        growth = "age-aware mixing changes every input as time passes"
-    elif state.snapshot().batches is not None:
-        growth = _batches_since(state, previous["item"], snapshot, graph)
-    else:
-        growth = _cutoff_since(state, previous["item"], snapshot, graph)
-    if isinstance(growth, str):
-        if config.mode == "incremental":
-            logger.warning("incremental refresh not possible (%s): running a full one", growth)
-        return RefreshPlan("full", growth)
-    return RefreshPlan("incremental", growth.what, growth.changed, previous)
-
-
-@dataclass
-class Growth:
-    changed: torch.Tensor  # nodes whose inputs or edges changed
-    what: str
-
-
-def _cutoff_since(state: StoreState, previous: TableRecord, snapshot: GraphSnapshot,
-                  graph: GraphTensors) -> Growth | str:
-    """A replayed timeline: the new edges are those between the two cutoffs."""
-    if previous.snapshot_id.split("@", 1)[0] != state.current_snapshot.split("@", 1)[0]:
-        return "the snapshot files changed since the earlier refresh"
-    if previous.cutoff > snapshot.meta.cutoff:
-        return "the snapshot moved backwards"
-    new = edges_between(snapshot, previous.cutoff, snapshot.meta.cutoff)
-    return Growth(_endpoints(new, graph), f"{new.height} new edges")
-
-
-def _batches_since(state: StoreState, previous: TableRecord, snapshot: GraphSnapshot,
-                   graph: GraphTensors) -> Growth | str:
-    """A grown snapshot: the edges of the batches ingested after the earlier refresh's snapshot,
-    and the entities those batches added or changed (new ones may have no edge yet)."""
-    before = state.snapshots.get(previous.snapshot_id)
-    if before is None or before.batches is None:
-        return "the earlier refresh was of a replayed snapshot"
-    since = before.batches
-    if since > state.snapshot().batches:
-        return "the snapshot moved backwards"
-    new = snapshot.edges.filter(pl.col("batch") >= since)
-    users = snapshot.users.filter(pl.col("batch") >= since)["idx"].to_numpy().astype(np.int64)
-    items = snapshot.items.filter(pl.col("batch") >= since)["idx"].to_numpy().astype(np.int64)
-    nodes = torch.cat([_endpoints(new, graph), torch.from_numpy(users),
-                       torch.from_numpy(items) + graph.num_users])
-    return Growth(torch.unique(nodes), f"{state.snapshot().batches - since} new batch(es): "
-                  f"{new.height} edges, {users.size} users and {items.size} items added or "
-                  "changed")
-
-
-def _endpoints(edges: pl.DataFrame, graph: GraphTensors) -> torch.Tensor:
-    return torch.unique(torch.cat([
-        torch.from_numpy(edges["user_idx"].to_numpy().astype(np.int64)),
-        torch.from_numpy(edges["item_idx"].to_numpy().astype(np.int64)) + graph.num_users]))
-
-
-def _runs(graph: GraphTensors, graph_ref, nodes: np.ndarray, count: int, config: RefreshConfig,
-          node_cost: int = 1) -> Runs:
-    bounds = balanced_bounds(graph, torch.from_numpy(nodes), max(1, min(count, nodes.size)),
-                             node_cost)
-    return Runs(graph_ref, ray.put(nodes), tuple(bounds), config.block_nodes,
-                int(max(1, config.cpus_per_actor)))
-
-
-def _map(fn, stage: LayerStage | SampledStage, config: RefreshConfig, stream: bool = False):
-    """One Ray Data pass: a task per run, each yielding one batch per chunk of its nodes.
-
-    Built from local items (`range` would add a read task per run) under its own context:
-    without per-operator resource reservation, which with one operator only holds half the
-    slots back (measured: the second task of a 2-CPU pass waited for the first), and with
-    `stream`, blocks of about a chunk, so the builder assembles a layer while it is computed
-    instead of receiving each task's rows as one block at its end."""
-    count = len(stage.runs.bounds) - 1
-    context = ray.data.DataContext.get_current()
-    saved = context.op_resource_reservation_enabled, context.target_max_block_size
-    context.op_resource_reservation_enabled = False
-    if stream:
-        context.target_max_block_size = STREAM_BLOCK_BYTES
-    try:  # a dataset keeps a copy of the context it was created under
-        runs = ray.data.from_items([{"id": run} for run in range(count)],
-                                   override_num_blocks=count)
-    finally:
-        context.op_resource_reservation_enabled, context.target_max_block_size = saved
-    return runs.map_batches(
-        fn, fn_kwargs={"stage": stage}, batch_size=1, batch_format="numpy",
-        compute=ray.data.TaskPoolStrategy(size=config.num_actors),
-        num_cpus=config.cpus_per_actor, num_gpus=1 if config.use_gpu else 0)
-
-
-def _record(stats: dict, label: str, nodes: int, seconds: float, compute: float,
-            config: RefreshConfig) -> None:
-    stats[label] = {"nodes": int(nodes), "seconds": round(seconds, 3),
-                    "compute_seconds": round(compute / config.num_actors, 3)}
-    logger.info("%s: %d nodes in %.1fs (%.0f nodes/s; %.2fs of compute per task slot)", label,
-                nodes, seconds, nodes / seconds if seconds else 0.0, compute / config.num_actors)
-
-
-def _assembled_stage(stage: LayerStage, config: RefreshConfig, builder: ray.actor.ActorHandle,
-                     shape: tuple[int, int], num_users: int, base: CachedLayer | None,
-                     label: str, stats: dict) -> ray.ObjectRef:
-    """One pass over the stage's nodes, its blocks handed to the builder as they come; the
-    layer (every node) as one object-store matrix."""
-    started, key = time.perf_counter(), uuid.uuid4().hex
-    adding = [builder.start.remote(key, shape, num_users, base)]
-    try:
-        if stage.runs.bounds[-1]:
-            for bundle in _map(layer_runs, stage, config, stream=True).iter_internal_ref_bundles():
-                adding.append(builder.add.remote(key, *bundle.block_refs))
-        ray.get(adding)  # a failed step raises here
-    except BaseException:
-        builder.drop.remote(key)
-        raise
-    layer, compute = builder.finish.remote(key)
-    _record(stats, label, stage.runs.bounds[-1], time.perf_counter() - started, ray.get(compute),
-            config)
-    return layer
-
-
-@dataclass
-class FinalStage:
-    """The last Ray Data pass (fused with the Parquet write), and the inner layers to cache."""
+@dataclass(frozen=True)
+class FinalPass:
+    """The last Ray Data pass (fused with the Parquet write) and the entities it writes."""
 
     fn: Callable
     stage: LayerStage | SampledStage
-    inner_layers: list[ray.ObjectRef]  # h_1..h_{L-1}, to cache
     visible: np.ndarray  # bool by node: the entities the tables hold
 
 
-def _final_run_count(visible: np.ndarray, config: RefreshConfig) -> int:
-    """Tasks of the final pass: one file per entity per task, so at most `rows_per_file` rows
-    per task, and `RUNS_PER_SLOT` tasks per slot."""
-    return max(RUNS_PER_SLOT * config.num_actors, -(-int(visible.sum()) // config.rows_per_file))
+@dataclass(frozen=True)
+class InnerLayers:
+    """What the stages before the last one leave: their layers, what they measured, and the
+    final pass that reads them."""
+
+    final: FinalPass
+    layers: tuple[ray.ObjectRef, ...]  # h_1..h_{L-1}, to cache
+    results: tuple[StageResult, ...]  # layer0..layer<L-1>
+    affected_nodes: int | None  # nodes the final pass recomputes; None: sampled (all)
 
 
 def share_graph(graph: GraphTensors) -> tuple[ray.ObjectRef, GraphTensors]:
@@ -223,153 +84,230 @@ def share_graph(graph: GraphTensors) -> tuple[ray.ObjectRef, GraphTensors]:
     return graph_ref, unpack_graph(ray.get(graph_ref))
 
 
-def inner_layers(config: RefreshConfig, plan: RefreshPlan, store: Store, snapshot: GraphSnapshot,
-                 graph: GraphTensors, graph_ref: ray.ObjectRef, ids: dict[str, ray.ObjectRef],
-                 model_bytes: list[bytes], builder: ray.actor.ActorHandle | None,
-                 stats: dict) -> FinalStage:
-    """Run the stages h_1..h_{L-1} and describe the final one.
-
-    h_0 (ID tables and feature bags, every node) is computed here once: the tasks then need
-    only the GraphSAGE layers, not the model's tables."""
-    visible = np.concatenate([snapshot.present("user"), snapshot.present("item")])
-    final_runs = _runs(graph, graph_ref, np.flatnonzero(visible), _final_run_count(visible, config),
-                       config, WRITE_COST)
-    if config.inference == "sampled":
-        return FinalStage(sampled_runs, SampledStage(final_runs, ray.put(model_bytes.pop()),
-                                                     config.fanout), [], visible)
-    model = model_from_bytes(model_bytes.pop(), light=True)  # the bytes go with the call
-    layers_only, num_layers = model.layer_stack(), model.spec.num_layers
-    started = time.perf_counter()
-    inputs = np.empty((graph.num_nodes, model.spec.hidden_dim), dtype=np.float32)
-    for start in range(0, graph.num_nodes, config.block_nodes):  # no full-size temporaries
-        nodes = torch.arange(start, min(start + config.block_nodes, graph.num_nodes))
-        inputs[start:start + nodes.numel()] = layer_for_nodes(model, graph, 0, None, nodes)
-    del model  # the ID tables, before h_0's copy in the object store: nothing else reads them
-    previous = ray.put(inputs)
-    del inputs
-    stats["layer0"] = {"nodes": graph.num_nodes, "seconds": round(time.perf_counter() - started, 3)}
-    extra = {}
-    if plan.mode == "incremental":  # the builder reads the previous tables while the driver plans
-        extra["carried"] = builder.carried.remote(
-            (graph.num_nodes, layers_only.spec.output_dim), graph.num_users,
-            PreviousTables(store.uri, store.io.options, plan.previous), ids["user"], ids["item"])
-        frontiers = [f.numpy() for f in expand_hops(graph, plan.changed, num_layers - 1)]
-    else:
-        frontiers = [np.arange(graph.num_nodes, dtype=np.int64)] * (num_layers - 1)
-    layers = []
-    for layer in range(1, num_layers):
-        runs = _runs(graph, graph_ref, frontiers[layer - 1], RUNS_PER_SLOT * config.num_actors,
-                     config)
-        base = None
-        if plan.mode == "incremental":  # rows the stage does not recompute stay as they were
-            base = CachedLayer(store.uri, store.io.options,
-                               {e: plan.previous[e].cache[f"layer{layer}"] for e in ENTITIES})
-        previous = _assembled_stage(LayerStage(runs, layers_only, layer, previous), config,
-                                    builder, (graph.num_nodes, layers_only.spec.hidden_dim),
-                                    graph.num_users, base, f"layer{layer}", stats)
-        layers.append(previous)
-    if plan.mode == "incremental":
-        extra["recompute"] = ray.put(frontiers[-1])
-        stats["affected_nodes"] = int(frontiers[-1].size)
-    else:
-        stats["affected_nodes"] = graph.num_nodes
-    return FinalStage(layer_runs,
-                      LayerStage(final_runs, layers_only, num_layers, previous, **extra),
-                      layers, visible)
+def _measured(label: str, nodes: int, seconds: float, compute: float,
+              config: RefreshConfig) -> StageResult:
+    """A stage of Ray Data tasks: `compute` is their summed compute time, reported per slot."""
+    per_slot = compute / config.num_tasks
+    logger.info("%s: %d nodes in %.1fs (%.0f nodes/s; %.2fs of compute per task slot)", label,
+                nodes, seconds, nodes / seconds if seconds else 0.0, per_slot)
+    return StageResult(label, int(nodes), seconds, per_slot)
 
 
-def final_stage_and_write(config: RefreshConfig, final: FinalStage, store: Store,
-                          version: VersionRecord, refresh_id: str, ids: dict[str, ray.ObjectRef],
-                          graph: GraphTensors, refreshed_at: datetime,
-                          stats: dict) -> dict[str, list[FileRecord]]:
-    """The last layer's tasks write their own rows to Parquet (Ray Data fuses the two)."""
-    prefixes = {e: table_prefix(store, version.version, e, refresh_id) for e in ENTITIES}
-    sink = EmbeddingSink(store.uri, store.io.options, prefixes, ids, ray.put(final.visible),
-                         graph.num_users, version.version, refreshed_at)
-    started = time.perf_counter()
-    # The same concurrency and resources as the map, or Ray Data will not fuse the two.
-    _map(final.fn, final.stage, config).write_datasink(
-        sink, concurrency=config.num_actors,
-        ray_remote_args={"num_cpus": config.cpus_per_actor,
-                         "num_gpus": 1 if config.use_gpu else 0})
-    files: dict[str, list[FileRecord]] = {e: [] for e in ENTITIES}
-    rows = {e: 0 for e in ENTITIES}
-    compute, worker_nodes = 0.0, set()
-    for record in sink.files():
-        files[record["entity"]].append(FileRecord(record["path"], record["size"], record["sha256"]))
-        rows[record["entity"]] += record["rows"]
-        compute += record["compute_seconds"]
-        worker_nodes.add(record["worker_node"])
-    label = "sampled" if config.inference == "sampled" else f"layer{version.spec['num_layers']}"
-    _record(stats, f"{label}+write", final.stage.runs.bounds[-1], time.perf_counter() - started,
-            compute, config)
-    stats["rows"] = rows
-    stats["worker_nodes"] = sorted(worker_nodes)
-    return files
+@dataclass(frozen=True)
+class RefreshRun:
+    """One refresh of the current version: what its stages read (the store, the plan, the graph
+    and its object-store copy, the entities' ids), and the stages as methods."""
+
+    config: RefreshConfig
+    store: Store
+    state: StoreState
+    version: VersionRecord
+    snapshot: GraphSnapshot  # its entity tables (ids, visibility); the edges are in the graph
+    graph: GraphTensors  # the driver's view of the object-store copy
+    graph_ref: ray.ObjectRef
+    plan: RefreshPlan
+    ids: dict[str, ray.ObjectRef]  # entity -> pyarrow array of external ids, by idx
+    builder: ray.actor.ActorHandle | None  # layer-wise inference only
+
+    @classmethod
+    def open(cls, config: RefreshConfig, builder: ray.actor.ActorHandle | None) -> RefreshRun:
+        """Read the current snapshot, build its graph, plan, and share what the tasks read."""
+        store = Store(config.store)
+        state = store.state()
+        version = state.version()
+        snapshot = load_snapshot(store, state=state)
+        cutoff = snapshot.meta.cutoff
+        graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
+        plan = plan_refresh(config, state, version, snapshot, graph)
+        logger.info("refresh of version %d: %s (%s)", version.version, plan.mode, plan.reason)
+        # Edges are in the graph now; the entity tables stay for ids and visibility. Arrow's pool
+        # keeps freed pages (0.4 GB at 10M edges) until told to return them.
+        snapshot = dataclasses.replace(snapshot, edges=snapshot.edges.clear())
+        pa.default_memory_pool().release_unused()
+        graph_ref, graph = share_graph(graph)
+        ids = {e: ray.put(snapshot.entities(e)["id"].to_arrow()) for e in ENTITIES}  # by idx
+        return cls(config, store, state, version, snapshot, graph, graph_ref, plan, ids, builder)
+
+    @property
+    def incremental(self) -> bool:
+        return self.plan.mode == "incremental"
+
+    def _model_bytes(self) -> bytes:
+        """Read when a stage needs them, and not kept: the driver holds no copy after it."""
+        return load_model_bytes(self.store, self.version.version, self.state)
+
+    def _runs(self, nodes: np.ndarray, count: int, node_cost: int = 1) -> Runs:
+        bounds = balanced_bounds(self.graph, torch.from_numpy(nodes),
+                                 max(1, min(count, nodes.size)), node_cost)
+        return Runs(self.graph_ref, ray.put(nodes), tuple(bounds), self.config.block_nodes,
+                    int(max(1, self.config.cpus_per_task)))
+
+    def _final_run_count(self, visible: np.ndarray) -> int:
+        """Tasks of the final pass: one file per entity per task, so at most `rows_per_file`
+        rows per task, and `RUNS_PER_SLOT` tasks per slot."""
+        return max(RUNS_PER_SLOT * self.config.num_tasks,
+                   -(-int(visible.sum()) // self.config.rows_per_file))
+
+    def inner_layers(self) -> InnerLayers:
+        """Run the stages h_1..h_{L-1} and describe the final one.
+
+        h_0 (ID tables and feature bags, every node) is computed here once: the tasks then need
+        only the GraphSAGE layers, not the model's tables."""
+        visible = np.concatenate([self.snapshot.present("user"), self.snapshot.present("item")])
+        final_runs = self._runs(np.flatnonzero(visible), self._final_run_count(visible),
+                                WRITE_COST)
+        if self.config.inference == "sampled":
+            stage = SampledStage(final_runs, ray.put(self._model_bytes()), self.config.fanout)
+            return InnerLayers(FinalPass(sampled_runs, stage, visible), (), (), None)
+        layers, previous, input_result = self._input_layer()
+        num_layers = layers.spec.num_layers
+        # The builder reads the previous tables while the driver plans.
+        carried = self._carried(layers.spec.output_dim) if self.incremental else None
+        frontiers = self._frontiers(num_layers)
+        outputs, results = [], [input_result]
+        for layer in range(1, num_layers):
+            runs = self._runs(frontiers[layer - 1], RUNS_PER_SLOT * self.config.num_tasks)
+            previous, result = self._inner_stage(LayerStage(runs, layers, layer, previous))
+            outputs.append(previous)
+            results.append(result)
+        recompute = ray.put(frontiers[-1]) if self.incremental else None
+        final = LayerStage(final_runs, layers, num_layers, previous, carried, recompute)
+        affected = int(frontiers[-1].size) if self.incremental else self.graph.num_nodes
+        return InnerLayers(FinalPass(layer_runs, final, visible), tuple(outputs),
+                           tuple(results), affected)
+
+    def _input_layer(self) -> tuple[LayerStack, ray.ObjectRef, StageResult]:
+        """h_0 of every node into the object store, and the model's GraphSAGE layers."""
+        model = model_from_bytes(self._model_bytes(), light=True)  # the bytes go with the call
+        layers, graph = model.layer_stack(), self.graph
+        started = time.perf_counter()
+        inputs = np.empty((graph.num_nodes, model.spec.hidden_dim), dtype=np.float32)
+        for start in range(0, graph.num_nodes, self.config.block_nodes):  # no full-size temporaries
+            nodes = torch.arange(start, min(start + self.config.block_nodes, graph.num_nodes))
+            inputs[start:start + nodes.numel()] = layer_for_nodes(model, graph, 0, None, nodes)
+        del model  # the ID tables, before h_0's copy in the object store: nothing else reads them
+        values = ray.put(inputs)
+        del inputs
+        return layers, values, StageResult("layer0", graph.num_nodes,
+                                           time.perf_counter() - started)
+
+    def _carried(self, dim: int) -> ray.ObjectRef:
+        """The previous tables by node, read by the builder (an incremental final stage copies
+        the rows of nodes it does not recompute)."""
+        previous = PreviousTables(self.store.uri, self.store.io.options, self.plan.previous)
+        return self.builder.carried.remote((self.graph.num_nodes, dim), self.graph.num_users,
+                                           previous, self.ids["user"], self.ids["item"])
+
+    def _frontiers(self, num_layers: int) -> list[np.ndarray]:
+        """The nodes each stage h_1..h_{L-1} computes: every node, or (incremental) those within
+        that many hops of a change."""
+        if self.incremental:
+            return [f.numpy() for f in expand_hops(self.graph, self.plan.changed, num_layers - 1)]
+        return [np.arange(self.graph.num_nodes, dtype=np.int64)] * (num_layers - 1)
+
+    def _cached(self, layer: int) -> CachedLayer | None:
+        """An incremental stage's base: rows it does not recompute stay as they were cached."""
+        if not self.incremental:
+            return None
+        return CachedLayer(self.store.uri, self.store.io.options,
+                           {e: self.plan.previous[e].cache[f"layer{layer}"] for e in ENTITIES})
+
+    def _inner_stage(self, stage: LayerStage) -> tuple[ray.ObjectRef, StageResult]:
+        """One pass over the stage's nodes, its blocks handed to the builder as they come; the
+        layer (every node) as one object-store matrix."""
+        started, key = time.perf_counter(), uuid.uuid4().hex
+        shape = (self.graph.num_nodes, stage.layers.spec.hidden_dim)
+        adding = [self.builder.start.remote(key, shape, self.graph.num_users,
+                                            self._cached(stage.layer))]
+        try:
+            if stage.runs.bounds[-1]:
+                for refs in block_refs(stage_pass(layer_runs, stage, self.config, stream=True)):
+                    adding.append(self.builder.add.remote(key, *refs))
+            ray.get(adding)  # a failed step raises here
+        except BaseException:
+            self.builder.drop.remote(key)
+            raise
+        layer, compute = self.builder.finish.remote(key)
+        seconds = time.perf_counter() - started
+        return layer, _measured(f"layer{stage.layer}", stage.runs.bounds[-1], seconds,
+                                ray.get(compute), self.config)
+
+    def write_final(self, final: FinalPass, refresh_id: str,
+                    refreshed_at: datetime) -> tuple[StageResult, list[WrittenFile]]:
+        """The last layer's tasks write their own rows to Parquet (Ray Data fuses the two)."""
+        prefixes = {e: table_prefix(self.store, self.version.version, e, refresh_id)
+                    for e in ENTITIES}
+        target = TableTarget(self.store.uri, self.store.io.options, prefixes,
+                             self.version.version, refreshed_at)
+        sink = EmbeddingSink(target, NodeIds(self.ids, ray.put(final.visible),
+                                             self.graph.num_users))
+        started = time.perf_counter()
+        write_pass(stage_pass(final.fn, final.stage, self.config), sink, self.config)
+        files = sink.files()
+        label = ("sampled" if self.config.inference == "sampled"
+                 else f"layer{self.version.spec['num_layers']}")
+        return _measured(f"{label}+write", final.stage.runs.bounds[-1],
+                         time.perf_counter() - started, sum(f.compute_seconds for f in files),
+                         self.config), files
+
+    def write_caches(self, refresh_id: str,
+                     layers: tuple[ray.ObjectRef, ...]) -> dict[str, dict[str, FileRecord]]:
+        """Each layer's rows, users and items, as .npy files written from the object store's
+        copy (the driver maps it; it holds no copy of its own)."""
+        caches: dict[str, dict[str, FileRecord]] = {e: {} for e in ENTITIES}
+        num_users = self.graph.num_users
+        for index, ref in enumerate(layers, start=1):
+            layer = ray.get(ref)
+            for entity, rows in (("user", layer[:num_users]), ("item", layer[num_users:])):
+                prefix = table_prefix(self.store, self.version.version, entity, refresh_id)
+                caches[entity][f"layer{index}"] = self.store.put_parts(
+                    f"{prefix}/cache/layer{index}.npy", npy_parts(rows))
+        return caches
+
+    def publish(self, outcome: RefreshOutcome, refreshed_at: datetime,
+                caches: dict[str, dict[str, FileRecord]]) -> None:
+        """One log entry publishes the user and item tables together."""
+        tables = [TableFiles(e, outcome.records(e), outcome.rows[e], self.version.dim,
+                             stats=outcome.table_stats(), cache=caches[e]) for e in ENTITIES]
+        publish_refresh(self.store, self.version.version, outcome.refresh_id, tables,
+                        self.state.current_snapshot, self.snapshot.meta.cutoff, self.plan.mode,
+                        refreshed_at)
 
 
-def _write_caches(store: Store, version: int, refresh_id: str, num_users: int,
-                  layers: list[ray.ObjectRef]) -> dict[str, dict[str, FileRecord]]:
-    """Each layer's rows, users and items, as .npy files written from the object store's copy
-    (the driver maps it; it holds no copy of its own)."""
-    caches: dict[str, dict[str, FileRecord]] = {e: {} for e in ENTITIES}
-    for index, ref in enumerate(layers, start=1):
-        layer = ray.get(ref)
-        for entity, rows in (("user", layer[:num_users]), ("item", layer[num_users:])):
-            path = f"{table_prefix(store, version, entity, refresh_id)}/cache/layer{index}.npy"
-            caches[entity][f"layer{index}"] = store.put_parts(path, npy_parts(rows))
-    return caches
+def _release(warming: list[ray.ObjectRef]) -> None:
+    for ref in ray.wait(warming, num_returns=len(warming), timeout=0)[1]:
+        ray.cancel(ref)  # still waiting for resources: the work is done without them
 
 
-def run_refresh(config: RefreshConfig) -> RefreshOutcome:
+def run_refresh(config: RefreshConfig,
+                before_commit: Callable[[], None] | None = None) -> RefreshOutcome:
+    """Refresh the current version's tables and publish them in one log entry.
+
+    `before_commit` runs after every file is written and before that entry (a test's fault
+    injection: nothing written is visible until the commit)."""
     started = time.perf_counter()
     # The layer builder (kept from the job's last refresh, or starting now) and the tasks'
     # processes get ready while the driver reads the snapshot.
     builder = layer_builder() if config.inference == "layerwise" else None
-    warming = warm_workers(config.num_actors, config.cpus_per_actor, 1 if config.use_gpu else 0)
-    store = Store(config.store)
-    state = store.state()
-    version = state.version()
-    snapshot = load_snapshot(store, state=state)
-    cutoff = snapshot.meta.cutoff
-    graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
-    plan = plan_refresh(config, state, version, snapshot, graph)
-    logger.info("refresh of version %d: %s (%s)", version.version, plan.mode, plan.reason)
-    stats: dict = {"mode": plan.mode, "reason": plan.reason, "inference": config.inference,
-                   "nodes": graph.num_nodes}
-    # Edges are in the graph now; the entity tables stay for ids and visibility. Arrow's pool
-    # keeps freed pages (0.4 GB at 10M edges) until told to return them.
-    snapshot = dataclasses.replace(snapshot, edges=snapshot.edges.clear())
-    pa.default_memory_pool().release_unused()
-    graph_ref, graph = share_graph(graph)
-    model_bytes = [load_model_bytes(store, version.version, state)]  # handed over, not kept
-    ids = {e: ray.put(snapshot.entities(e)["id"].to_arrow()) for e in ENTITIES}  # by idx
-    stage = inner_layers(config, plan, store, snapshot, graph, graph_ref, ids, model_bytes,
-                         builder, stats)
-    refresh_id = store.new_prefix("refresh").split("/", 1)[1]
+    warming = warm_workers(config.num_tasks, config.cpus_per_task, config.gpus_per_task)
+    run = RefreshRun.open(config, builder)
+    inner = run.inner_layers()
+    refresh_id = run.store.new_prefix("refresh").split("/", 1)[1]
     refreshed_at = datetime.now(timezone.utc)
     with ThreadPoolExecutor(1, thread_name_prefix="layer-caches") as background:
         # The driver only waits on the final pass: it writes the inner layers meanwhile.
-        caching = background.submit(_write_caches, store, version.version, refresh_id,
-                                    graph.num_users, stage.inner_layers)
-        files = final_stage_and_write(config, stage, store, version, refresh_id, ids, graph,
-                                      refreshed_at, stats)
+        caching = background.submit(run.write_caches, refresh_id, inner.layers)
+        final, files = run.write_final(inner.final, refresh_id, refreshed_at)
         caches = caching.result()
-    for ref in ray.wait(warming, num_returns=len(warming), timeout=0)[1]:
-        ray.cancel(ref)  # still waiting for resources: the work is done without them
-    stats["affected_fraction"] = round(stats.get("affected_nodes", graph.num_nodes)
-                                       / graph.num_nodes, 4)
-    stats["seconds"] = round(time.perf_counter() - started, 3)
-    rows = sum(stats["rows"].values())
-    stats["rows_per_second"] = round(rows / stats["seconds"], 1)
-    logger.info("refresh done: %d rows in %.1fs (%.0f rows/s)", rows, stats["seconds"],
-                stats["rows_per_second"])
-    tables = [TableFiles(entity, files[entity], stats["rows"][entity], version.dim,
-                         stats={k: v for k, v in stats.items() if k != "rows"},
-                         cache=caches[entity]) for entity in ENTITIES]
-    if config.chaos == "kill-before-commit":
-        os.kill(os.getpid(), signal.SIGKILL)
-    publish_refresh(store, version.version, refresh_id, tables, state.current_snapshot, cutoff,
-                    plan.mode, refreshed_at)
-    return RefreshOutcome(version.version, refresh_id, plan.mode, stats)
-
+    _release(warming)
+    outcome = RefreshOutcome(run.version.version, refresh_id, run.plan.mode, run.plan.reason,
+                             config.inference, run.graph.num_nodes, inner.results,
+                             inner.affected_nodes, final, tuple(files),
+                             time.perf_counter() - started)
+    stats = outcome.stats
+    logger.info("refresh done: %d rows in %.1fs (%.0f rows/s)", sum(stats["rows"].values()),
+                stats["seconds"], stats["rows_per_second"])
+    if before_commit is not None:
+        before_commit()
+    run.publish(outcome, refreshed_at, caches)
+    return outcome

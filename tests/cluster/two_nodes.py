@@ -67,8 +67,8 @@ def main(uri: str) -> None:
         report["train"] = {"status": trained.status, "nodes": actor_nodes("RayTrainWorker"),
                            "worker_nodes": trained.metrics.get("worker_nodes")}
 
-        refreshed = run_refresh(RefreshConfig(store=uri, mode="full", num_actors=2,
-                                              cpus_per_actor=2, block_nodes=64))
+        refreshed = run_refresh(RefreshConfig(store=uri, mode="full", num_tasks=2,
+                                              cpus_per_task=2, block_nodes=64))
         # The inference tasks' own node ids, reported with the files each one wrote.
         report["refresh"] = {"rows": refreshed.stats["rows"],
                              "nodes": refreshed.stats["worker_nodes"]}

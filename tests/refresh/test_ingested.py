@@ -50,7 +50,7 @@ def _job(uri: str, method: str = "bc-aligner") -> TrainJobConfig:
 
 
 def _refresh(uri: str, mode: str):
-    return run_refresh(RefreshConfig(store=uri, mode=mode, num_actors=1, block_nodes=256))
+    return run_refresh(RefreshConfig(store=uri, mode=mode, num_tasks=1, block_nodes=256))
 
 
 def _matrix(frame: pl.DataFrame) -> np.ndarray:

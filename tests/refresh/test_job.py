@@ -87,11 +87,12 @@ def test_sampled_inference_is_available(ray_cluster, tmp_path, small_snapshot):
 
 
 KILLED_REFRESH = """
-import sys, ray
+import os, signal, sys, ray
 ray.init(address=sys.argv[2], logging_level="ERROR")
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.job import run_refresh
-run_refresh(RefreshConfig(store=sys.argv[1], mode="full", chaos="kill-before-commit"))
+run_refresh(RefreshConfig(store=sys.argv[1], mode="full"),
+            before_commit=lambda: os.kill(os.getpid(), signal.SIGKILL))
 """
 
 

@@ -1,0 +1,97 @@
+"""Which refresh to run: incremental when the previous refresh of the version kept layer caches
+and the graph has only grown since, else full with the reason recorded."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import torch
+
+from bc_ray.core.graph import GraphTensors
+from bc_ray.data.snapshot import GraphSnapshot
+from bc_ray.data.timeline import edges_between
+from bc_ray.refresh.config import RefreshConfig
+from bc_ray.store.state import StoreState, TableRecord, VersionRecord
+from bc_ray.store.tables import ENTITIES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RefreshPlan:
+    mode: str
+    reason: str
+    changed: torch.Tensor | None = None  # nodes with new edges (incremental only)
+    previous: dict[str, TableRecord] = field(default_factory=dict)
+
+
+@dataclass
+class Growth:
+    changed: torch.Tensor  # nodes whose inputs or edges changed
+    what: str
+
+
+def plan_refresh(config: RefreshConfig, state: StoreState, version: VersionRecord,
+                 snapshot: GraphSnapshot, graph: GraphTensors) -> RefreshPlan:
+    """Incremental when the previous refresh of this version kept layer caches and the graph has
+    only grown since: by a later cutoff of the same files, or by batches ingested after it.
+    Otherwise full, and the reason is recorded."""
+    if config.mode == "full" or config.inference == "sampled":
+        return RefreshPlan("full", "requested")
+    previous = {e: state.table(version.version, e) for e in ENTITIES}
+    growth: Growth | str
+    if any(t is None for t in previous.values()):
+        growth = f"no earlier refresh of version {version.version}"
+    elif any(len(t.cache) != version.spec.get("num_layers", 2) - 1 for t in previous.values()):
+        growth = "the earlier refresh kept no layer caches"
+    elif version.spec.get("cold_start_mixing"):
+        growth = "age-aware mixing changes every input as time passes"
+    elif state.snapshot().batches is not None:
+        growth = _batches_since(state, previous["item"], snapshot, graph)
+    else:
+        growth = _cutoff_since(state, previous["item"], snapshot, graph)
+    if isinstance(growth, str):
+        if config.mode == "incremental":
+            logger.warning("incremental refresh not possible (%s): running a full one", growth)
+        return RefreshPlan("full", growth)
+    return RefreshPlan("incremental", growth.what, growth.changed, previous)
+
+
+def _cutoff_since(state: StoreState, previous: TableRecord, snapshot: GraphSnapshot,
+                  graph: GraphTensors) -> Growth | str:
+    """A replayed timeline: the new edges are those between the two cutoffs."""
+    if previous.snapshot_id.split("@", 1)[0] != state.current_snapshot.split("@", 1)[0]:
+        return "the snapshot files changed since the earlier refresh"
+    if previous.cutoff > snapshot.meta.cutoff:
+        return "the snapshot moved backwards"
+    new = edges_between(snapshot, previous.cutoff, snapshot.meta.cutoff)
+    return Growth(_endpoints(new, graph), f"{new.height} new edges")
+
+
+def _batches_since(state: StoreState, previous: TableRecord, snapshot: GraphSnapshot,
+                   graph: GraphTensors) -> Growth | str:
+    """A grown snapshot: the edges of the batches ingested after the earlier refresh's snapshot,
+    and the entities those batches added or changed (new ones may have no edge yet)."""
+    before = state.snapshots.get(previous.snapshot_id)
+    if before is None or before.batches is None:
+        return "the earlier refresh was of a replayed snapshot"
+    since = before.batches
+    if since > state.snapshot().batches:
+        return "the snapshot moved backwards"
+    new = snapshot.edges.filter(pl.col("batch") >= since)
+    users = snapshot.users.filter(pl.col("batch") >= since)["idx"].to_numpy().astype(np.int64)
+    items = snapshot.items.filter(pl.col("batch") >= since)["idx"].to_numpy().astype(np.int64)
+    nodes = torch.cat([_endpoints(new, graph), torch.from_numpy(users),
+                       torch.from_numpy(items) + graph.num_users])
+    return Growth(torch.unique(nodes), f"{state.snapshot().batches - since} new batch(es): "
+                  f"{new.height} edges, {users.size} users and {items.size} items added or "
+                  "changed")
+
+
+def _endpoints(edges: pl.DataFrame, graph: GraphTensors) -> torch.Tensor:
+    return torch.unique(torch.cat([
+        torch.from_numpy(edges["user_idx"].to_numpy().astype(np.int64)),
+        torch.from_numpy(edges["item_idx"].to_numpy().astype(np.int64)) + graph.num_users]))
