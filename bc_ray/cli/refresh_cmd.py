@@ -6,8 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import JsonOption, StoreOption
+from bc_ray.cli.common import JsonOption, StoreOption, default_of
 from bc_ray.cli.output import emit
+from bc_ray.refresh.config import RefreshConfig
 from bc_ray.render import key_values
 
 
@@ -17,17 +18,20 @@ def refresh(
     incremental: Annotated[bool, typer.Option(
         "--incremental", help="Recompute only nodes whose L-hop neighbourhood changed (falls "
                               "back to full, with the reason logged, when it cannot).")] = False,
-    inference: Annotated[str, typer.Option(help="layerwise or sampled.")] = "layerwise",
+    inference: Annotated[str, typer.Option(help="layerwise or sampled.")] = default_of(RefreshConfig, "inference"),
     num_tasks: Annotated[int, typer.Option(
-        help="Inference tasks running at once (Ray Data task slots).")] = 2,
-    cpus_per_task: Annotated[float, typer.Option(help="CPUs per inference task.")] = 1.0,
+        help="Inference tasks running at once (Ray Data task slots).")] = default_of(
+        RefreshConfig, "num_tasks"),
+    cpus_per_task: Annotated[float, typer.Option(help="CPUs per inference task.")] = default_of(
+        RefreshConfig, "cpus_per_task"),
     num_actors: Annotated[Optional[int], typer.Option(
         hidden=True, help="The old name of --num-tasks.")] = None,
     cpus_per_actor: Annotated[Optional[float], typer.Option(
         hidden=True, help="The old name of --cpus-per-task.")] = None,
-    use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per inference task.")] = False,
+    use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per inference task.")] = default_of(
+        RefreshConfig, "use_gpu"),
     block_nodes: Annotated[int, typer.Option(
-        help="Nodes per chunk (one output block each).")] = 32_768,
+        help="Nodes per chunk (one output block each).")] = default_of(RefreshConfig, "block_nodes"),
     address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
                                                         "a local cluster).")] = None,
     as_json: JsonOption = False,
@@ -36,7 +40,6 @@ def refresh(
 
     Default: incremental when the previous refresh allows it, else full."""
     from bc_ray.cluster import connect
-    from bc_ray.refresh.config import RefreshConfig
     from bc_ray.refresh.job import run_refresh
 
     if full and incremental:
