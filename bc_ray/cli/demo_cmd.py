@@ -6,20 +6,28 @@ from typing import Annotated, Optional
 
 import typer
 
+from bc_ray.cli.common import default_of
+from bc_ray.lifecycle.config import DemoConfig
+
 
 def demo(
     store: Annotated[Optional[str], typer.Option(
         help="Empty store URI (default: a new folder under ./demo-store).")] = None,
     dataset: Annotated[str, typer.Option(help="synthetic, or FORMAT:PATH (e.g. "
                                               "movielens-100k:../shared/data/ml-100k).")
-                       ] = "synthetic",
-    versions: Annotated[int, typer.Option(help="Version bumps after version 0.")] = 3,
-    scale: Annotated[float, typer.Option(help="Synthetic data size (1.0 = 100k edges).")] = 1.0,
+                       ] = default_of(DemoConfig, "dataset"),
+    versions: Annotated[int, typer.Option(help="Version bumps after version 0.")] = default_of(
+        DemoConfig, "versions"),
+    scale: Annotated[float, typer.Option(help="Synthetic data size (1.0 = 100k edges).")] = default_of(
+        DemoConfig, "scale"),
     method: Annotated[str, typer.Option(help="bc-aligner, or e.g. non-bc to see consumers "
-                                             "break.")] = "bc-aligner",
-    num_workers: Annotated[int, typer.Option(help="Ray Train workers.")] = 2,
-    epochs: Annotated[int, typer.Option(help="Training epochs per version.")] = 30,
-    port: Annotated[int, typer.Option(help="Port for the Serve stage.")] = 8000,
+                                             "break.")] = default_of(DemoConfig, "method"),
+    num_workers: Annotated[int, typer.Option(help="Ray Train workers.")] = default_of(
+        DemoConfig, "num_workers"),
+    epochs: Annotated[int, typer.Option(help="Training epochs per version.")] = default_of(
+        DemoConfig, "epochs"),
+    port: Annotated[int, typer.Option(help="Port for the Serve stage.")] = default_of(
+        DemoConfig, "port"),
     address: Annotated[Optional[str], typer.Option(help="Ray address (default: a local "
                                                         "cluster).")] = None,
 ) -> None:
@@ -30,7 +38,7 @@ def demo(
 
     from bc_ray.cluster import connect, enable_fast_ingress
     from bc_ray.exceptions import StoreError
-    from bc_ray.lifecycle.demo import DemoConfig, default_store, run_demo
+    from bc_ray.lifecycle.demo import default_store, run_demo
     from bc_ray.lifecycle.report import save, text
     from bc_ray.store.store import Store
 

@@ -19,7 +19,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -35,7 +34,7 @@ from bc_ray.core.splits import period_split
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.data import load_dataset
 from bc_ray.data.snapshot import GraphSnapshot
-from bc_ray.exceptions import ConfigError
+from bc_ray.lifecycle.config import DemoConfig
 from bc_ray.lifecycle.consumers import ConsumerSuite, by_index
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.job import run_refresh
@@ -46,35 +45,6 @@ from bc_ray.store.store import Store
 from bc_ray.store.versions import load_model_bytes
 from bc_ray.train.config import GateConfig, TrainJobConfig
 from bc_ray.train.job import run_training
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    store: str
-    dataset: str = "synthetic"
-    versions: int = 3
-    scale: float = 1.0
-    method: str = "bc-aligner"
-    num_workers: int = 2
-    epochs: int = 30
-    hidden: int = 64
-    width_step: int = 16
-    start: float = 0.5
-    step: float = 0.1
-    port: int = 8000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.versions < 1:
-            raise ConfigError("--versions must be >= 1")
-        if self.start + (self.versions + 1) * self.step > 1.0 + 1e-9:
-            raise ConfigError(f"{self.versions} versions from t={self.start} in steps of "
-                              f"{self.step} need labels past t=1; use fewer versions")
-        if self.scale <= 0:
-            raise ConfigError("--scale must be positive")
-
-    def time(self, version: int) -> float:
-        return round(self.start + version * self.step, 10)
 
 
 Progress = Callable[[str], None]
