@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from croniter import croniter
 
 from bc_ray.exceptions import ConfigError
+from bc_ray.ingest.landing_config import LandingConfig
 from bc_ray.redaction import refuse_user_info
-from bc_ray.ingest.landing import LandingConfig
 
 KINDS = ("refresh", "bump")
 
