@@ -9,7 +9,7 @@ config layer reads them). Each source is checked as one layer, later layers win 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -70,8 +70,8 @@ class LandingSettings(LandingOptions):
         """These settings with the keys `over` gives in their place."""
         return self.model_copy(update=over.model_dump(exclude_none=True))
 
-    def given(self, keys: frozenset[str] | set[str]) -> dict[str, Any]:
-        """The values of `keys` that were given (the others keep their defaults)."""
+    def given(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values of `keys` that were given (the others keep their dataclass's default)."""
         return self.model_dump(include=set(keys), exclude_none=True)
 
 
@@ -101,6 +101,6 @@ class LandingConfig:
         missing = [key for key in REQUIRED_KEYS if not getattr(settings, key)]
         if missing:
             raise ConfigError(f"the landing zone needs {missing} (options or --landing-config)")
+        zone_keys = [f.name for f in fields(cls) if f.name != "mapping"]
         return cls(mapping=ColumnMapping(**settings.given(MAPPING_KEYS)),
-                   **settings.given({"edges", "users", "items", "require_success",
-                                     "settle_seconds"}))
+                   **settings.given(zone_keys))
