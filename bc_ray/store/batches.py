@@ -6,7 +6,8 @@ and publishes the grown snapshot. The batch id is recorded in that entry, so a r
 the same batch finds it and changes nothing; a concurrent ingest that landed first makes the
 prepared ids stale, and the batch is mapped again against the new state (never committed on top).
 Every row carries its batch ordinal: a snapshot of the first n batches is the rows with
-``batch < n``, whatever compaction did to the files since.
+``batch < n``, whatever compaction did to the files since. Reading a batch's files and retrying
+its commit is the workflow in `bc_ray.ingest.batch`; this module holds the records and bytes.
 """
 
 from __future__ import annotations
