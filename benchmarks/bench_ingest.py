@@ -22,8 +22,10 @@ import polars as pl
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import print_table, scratch_dir, timed, write_json  # noqa: E402
-from bc_ray.data.ingest import BatchInput, ColumnMapping  # noqa: E402
-from bc_ray.store.batches import compact, ingest  # noqa: E402
+from bc_ray.data.mapping import ColumnMapping  # noqa: E402
+from bc_ray.ingest.batch import ingest  # noqa: E402
+from bc_ray.ingest.read import BatchInput  # noqa: E402
+from bc_ray.store.batches import compact  # noqa: E402
 from bc_ray.store.snapshots import load_snapshot  # noqa: E402
 from bc_ray.store.store import RetentionPolicy, Store  # noqa: E402
 

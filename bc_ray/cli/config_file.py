@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bc_ray.exceptions import ConfigError
+from bc_ray.ingest.landing_config import LandingOptions, LandingSettings
 from bc_ray.redaction import has_user_info, redact
 
 CONFIG_ENV = "BC_RAY_CONFIG"
@@ -62,17 +63,11 @@ class RetentionSettings(_Section):
         return value
 
 
-class LandingSettings(_Section):
+class LandingSection(LandingOptions):
+    """`scheduler.landing`: the defaults of the landing options (so no `users` or `items`, which
+    only a `--landing-config` file takes), the zone required."""
+
     edges: str
-    user_col: str | None = None
-    item_col: str | None = None
-    time_col: str | None = None
-    rating_col: str | None = None
-    time_unit: str | None = None
-    input_format: str | None = None
-    allow_old_times: StrictBool | None = None
-    require_success: StrictBool | None = None
-    settle_seconds: float | None = Field(None, ge=0, allow_inf_nan=False, strict=True)
 
     @field_validator("edges")
     @classmethod
@@ -90,7 +85,7 @@ class SchedulerSettings(_Section):
     refresh_args: str | list[str] | None = None
     max_attempts: int | None = Field(None, ge=1)
     backoff: float | None = Field(None, ge=0)
-    landing: LandingSettings | None = None
+    landing: LandingSection | None = None
 
     @field_validator("train_args", "refresh_args")
     @classmethod
@@ -141,6 +136,18 @@ def load(path: str) -> ProjectConfig:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                              for e in exc.errors())
         raise ConfigError(f"the config file {path}: {problems}") from None
+
+
+def read_landing_file(path: str) -> LandingSettings:
+    """A `--landing-config` file: a mapping of landing keys, each checked for its type."""
+    try:
+        with open(path) as handle:
+            values = yaml.safe_load(handle) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read landing config {path}: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"landing config {path} must be a mapping of keys")
+    return LandingSettings.checked(values, f"landing config {path}")
 
 
 def apply(path: str, root: Any, environ: MutableMapping[str, str] | None = None

@@ -24,6 +24,7 @@ from bc_ray.cli.landing_options import (
     report_text,
 )
 from bc_ray.cli.output import emit
+from bc_ray.data.mapping import ColumnMapping
 from bc_ray.render import key_values
 
 app = typer.Typer(help="Ingest, create and inspect graph snapshots in a store.",
@@ -55,10 +56,10 @@ def ingest(
                                                       "columns are categorical features.")] = None,
     items: Annotated[Optional[str], typer.Option(help="Item table keyed by --item-col; other "
                                                       "columns are categorical features.")] = None,
-    rating_col: RatingCol = None,
-    time_unit: TimeUnit = "s",
-    input_format: InputFormat = None,
-    allow_old_times: AllowOldTimes = False,
+    rating_col: RatingCol = ColumnMapping.rating_col,
+    time_unit: TimeUnit = ColumnMapping.time_unit,
+    input_format: InputFormat = ColumnMapping.input_format,
+    allow_old_times: AllowOldTimes = ColumnMapping.allow_old_times,
     batch_id: Annotated[Optional[str], typer.Option(help="Id of this batch (default: a hash of "
                                                          "the inputs' content and of the column "
                                                          "mapping and time unit). Ingesting an "
@@ -71,19 +72,18 @@ def ingest(
              "one of that batch are dropped (counted as already_in_corrected_batch), so each "
              "lands once.")] = None,
     as_json: JsonOption = False,
-    chaos: Annotated[Optional[str], typer.Option(hidden=True)] = None,
 ) -> None:
     """Add one batch of your own interactions (and user/item tables) to the store's snapshot."""
-    from bc_ray.data.ingest import BatchInput, ColumnMapping
+    from bc_ray.ingest.batch import ingest as ingest_batch
+    from bc_ray.ingest.read import BatchInput
     from bc_ray.ingest.sources import local_or_uri
-    from bc_ray.store.batches import ingest as ingest_batch
 
     mapping = ColumnMapping(user_col=user_col, item_col=item_col, time_col=time_col,
                             rating_col=rating_col, time_unit=time_unit, input_format=input_format,
                             allow_old_times=allow_old_times)
     request = BatchInput(edges=local_or_uri(edges), users=users and local_or_uri(users),
                          items=items and local_or_uri(items))
-    outcome = ingest_batch(open_store(store), request, mapping, batch_id=batch_id, chaos=chaos,
+    outcome = ingest_batch(open_store(store), request, mapping, batch_id=batch_id,
                            corrects=tuple(corrects or ()))
     summary = outcome.to_dict()
     if outcome.status == "already ingested":
@@ -104,16 +104,16 @@ def land(
 ) -> None:
     """One pass of landing-zone ingestion, without Ray (backfills, a plain cron): prints what it
     took, skipped, refused and found changed; exits 4 when a batch was refused."""
+    from bc_ray.ingest.landing import ingest_landing
     from bc_ray.ingest.sources import local_or_uri
-    from bc_ray.ingest.landing import LandingConfig, ingest_landing
 
-    if not (landing or landing_config):
-        raise typer.BadParameter("give the landing zone (--landing or --landing-config)",
-                                 param_hint="--landing")
-    config = LandingConfig.load(**landing_values(
+    config = landing_values(
         landing and local_or_uri(landing), landing_config, user_col, item_col, time_col,
         rating_col, time_unit, input_format, require_success_marker, settle_seconds,
-        allow_old_times))
+        allow_old_times)
+    if config is None:
+        raise typer.BadParameter("give the landing zone (--landing or --landing-config)",
+                                 param_hint="--landing")
     report = ingest_landing(open_store(store), config).to_dict()
     emit(report, as_json, report_text(report))
     if report["refused"]:

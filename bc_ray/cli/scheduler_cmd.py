@@ -23,6 +23,7 @@ from bc_ray.cli.landing_options import (
     landing_values,
 )
 from bc_ray.cli.output import emit
+from bc_ray.ingest.landing_config import LandingConfig
 from bc_ray.render import key_values
 from bc_ray.scheduler.config import KINDS, SchedulerConfig
 
@@ -36,17 +37,12 @@ BumpCron = Annotated[Optional[str], typer.Option(help="Cron for version bumps.")
 
 
 def _config(store, ray_address, refresh_cron, bump_cron, python, working_dir, train_args,
-            refresh_args, max_attempts, backoff, landing: dict):
-    from bc_ray.ingest.landing import LandingConfig
-
-    zone = None
-    if landing["edges"] or landing["config_file"]:
-        zone = LandingConfig.load(**landing)
+            refresh_args, max_attempts, backoff, landing: LandingConfig | None):
     return SchedulerConfig(store=store, ray_address=ray_address, refresh_cron=refresh_cron,
                            bump_cron=bump_cron, python=python, working_dir=working_dir,
                            train_args=_split(train_args, "--train-args"),
                            refresh_args=_split(refresh_args, "--refresh-args"),
-                           max_attempts=max_attempts, backoff_s=backoff, landing=zone)
+                           max_attempts=max_attempts, backoff_s=backoff, landing=landing)
 
 
 def _split(args: str | None, hint: str) -> list[str]:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from bc_ray.data.snapshot import GraphSnapshot, RawGraph, SnapshotMeta, build_snapshot
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from bc_ray.exceptions import ConfigError
 
+if TYPE_CHECKING:
+    from bc_ray.data.snapshot import GraphSnapshot, RawGraph
+
 DATASET_FORMATS = ("synthetic", "movielens-100k", "movielens-latest", "amazon")
+# Loaded on first use: a light module of this package (the column mapping, which the command
+# line builds) must not pull in polars.
+_SNAPSHOT_NAMES = ("GraphSnapshot", "RawGraph", "SnapshotMeta", "build_snapshot")
 
 
 def load_raw(fmt: str, path: str | None = None, **synthetic_options) -> RawGraph:
@@ -33,8 +41,16 @@ def load_raw(fmt: str, path: str | None = None, **synthetic_options) -> RawGraph
 
 def load_dataset(spec: str, **synthetic_options) -> GraphSnapshot:
     """`synthetic` or `FORMAT:PATH` (e.g. `movielens-100k:../shared/data/ml-100k`)."""
+    from bc_ray.data.snapshot import build_snapshot
+
     fmt, _, path = spec.partition(":")
     return build_snapshot(load_raw(fmt, path or None, **synthetic_options))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SNAPSHOT_NAMES:
+        return getattr(import_module("bc_ray.data.snapshot"), name)
+    raise AttributeError(f"module 'bc_ray.data' has no attribute {name!r}")
 
 
 __all__ = ["GraphSnapshot", "RawGraph", "SnapshotMeta", "build_snapshot", "load_raw",

@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 
 import polars as pl
 
+from bc_ray.data.batch import TIME_RANGE
 from bc_ray.data.readers import iter_json_records, require_file
 from bc_ray.data.snapshot import RawGraph
-from bc_ray.data.ingest import TIME_RANGE
 from bc_ray.exceptions import DataError
 
 REVIEW_FIELDS = ("reviewerID", "asin", "overall")

@@ -129,7 +129,7 @@ class GraphSnapshot:
                 raise DataError(f"duplicate external {entity} ids")
         for column, bound in (("user_idx", self.num_users), ("item_idx", self.num_items)):
             if self.edges.height and (self.edges[column].max() >= bound or self.edges[column].min() < 0):
-                raise DataError(f"edges reference a missing entity", column=column)
+                raise DataError("edges reference a missing entity", column=column)
 
 
 def build_snapshot(raw: RawGraph, previous: GraphSnapshot | None = None) -> GraphSnapshot:

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
-from bc_ray.data.ingest import BatchInput, ColumnMapping
-from bc_ray.ingest.sources import SourceFile
+from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import BcRayError, ConfigError
-from bc_ray.store.batches import IngestOutcome, ingest
+from bc_ray.ingest.batch import ingest
 from bc_ray.ingest.landing_config import LandingConfig
 from bc_ray.ingest.landing_scan import (
     Known,
@@ -36,6 +35,9 @@ from bc_ray.ingest.landing_scan import (
     unterminated,
     waiting,
 )
+from bc_ray.ingest.read import BatchInput
+from bc_ray.ingest.sources import SourceFile
+from bc_ray.store.batches import IngestOutcome
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
 

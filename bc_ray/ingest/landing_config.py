@@ -1,31 +1,37 @@
-"""The landing zone's configuration: where files land, how their columns map, and when a landed
-file counts as complete. Loaded once at the edge (options, `--landing-config` YAML,
-`scheduler.landing` in bc_ray.yaml), each key checked for its type."""
+"""The landing zone's settings and configuration: where files land, how their columns map, and
+when a landed file counts as complete.
+
+`LandingSettings` is the one definition of the landing keys and their types, whichever way they
+come (a `--landing-config` file, bc_ray.yaml's `scheduler.landing`, command-line options; the
+config layer reads them). Each source is checked as one layer, later layers win key by key, and
+`LandingConfig.of` turns the merged settings into the typed zone the landing pass uses.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bc_ray.data.ingest import ColumnMapping
+from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import ConfigError
 
 DEFAULT_SETTLE_SECONDS = 60.0
 ROLES = ("edges", "users", "items")
+MAPPING_KEYS = frozenset(f.name for f in fields(ColumnMapping))
+REQUIRED_KEYS = ("edges", "user_col", "item_col", "time_col")
 
 
-class _LandingKeys(BaseModel):
-    """The keys a landing config may hold, each with its type (a list where a path belongs is
-    one clear error, not a TypeError later)."""
+class LandingOptions(BaseModel):
+    """The landing keys a command-line option also carries (`--landing` is `edges`,
+    `--require-success-marker` is `require_success`), so the ones bc_ray.yaml can default. A key
+    left out (None) takes `ColumnMapping`'s or `LandingConfig`'s default."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     edges: str | None = None
-    users: str | None = None
-    items: str | None = None
     user_col: str | None = None
     item_col: str | None = None
     time_col: str | None = None
@@ -37,28 +43,36 @@ class _LandingKeys(BaseModel):
     settle_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
-def _validated(values: dict, where: str) -> dict:
-    try:
-        return _LandingKeys.model_validate(values).model_dump(exclude_none=True)
-    except ValidationError as exc:
-        unknown = sorted(str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden")
-        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-                    if e["type"] != "extra_forbidden"]
-        if unknown:
-            problems.insert(0, f"unknown key(s) {unknown}; expected some of "
-                               f"{sorted(_LandingKeys.model_fields)}")
-        raise ConfigError(f"{where}: {'; '.join(problems)}") from None
+class LandingSettings(LandingOptions):
+    """Every landing key, each with its type (a list where a path belongs is one clear error,
+    not a TypeError later): the options' keys and the roots of user and item tables, which only
+    a `--landing-config` file names."""
 
+    users: str | None = None
+    items: str | None = None
 
-def _read_yaml(config_file: str) -> dict:
-    try:
-        with open(config_file) as handle:
-            values = yaml.safe_load(handle) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read landing config {config_file}: {exc}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"landing config {config_file} must be a mapping of keys")
-    return values
+    @classmethod
+    def checked(cls, values: Mapping[str, Any], where: str) -> LandingSettings:
+        """One layer of settings, or a `ConfigError` naming `where` and every bad key."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            unknown = sorted(str(e["loc"][0]) for e in exc.errors()
+                             if e["type"] == "extra_forbidden")
+            problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                        if e["type"] != "extra_forbidden"]
+            if unknown:
+                problems.insert(0, f"unknown key(s) {unknown}; expected some of "
+                                   f"{sorted(cls.model_fields)}")
+            raise ConfigError(f"{where}: {'; '.join(problems)}") from None
+
+    def under(self, over: LandingSettings) -> LandingSettings:
+        """These settings with the keys `over` gives in their place."""
+        return self.model_copy(update=over.model_dump(exclude_none=True))
+
+    def given(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values of `keys` that were given (the others keep their dataclass's default)."""
+        return self.model_dump(include=set(keys), exclude_none=True)
 
 
 @dataclass(frozen=True)
@@ -75,27 +89,18 @@ class LandingConfig:
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
 
     def __post_init__(self) -> None:
-        _validated({"require_success": self.require_success,
-                    "settle_seconds": self.settle_seconds}, "landing zone")
+        LandingSettings.checked({"require_success": self.require_success,
+                                 "settle_seconds": self.settle_seconds}, "landing zone")
 
     def roots(self) -> dict[str, str]:
         return {role: root for role in ROLES if (root := getattr(self, role))}
 
     @classmethod
-    def load(cls, edges: str | None, config_file: str | None, **options: Any) -> LandingConfig:
-        """Options given on the command line override the YAML file's keys."""
-        values = _validated(_read_yaml(config_file), f"landing config {config_file}") \
-            if config_file else {}
-        values.update(_validated({k: v for k, v in options.items() if v is not None},
-                                 "landing options"))
-        if edges:
-            values["edges"] = edges
-        missing = [k for k in ("edges", "user_col", "item_col", "time_col") if not values.get(k)]
+    def of(cls, settings: LandingSettings) -> LandingConfig:
+        """The zone the merged settings describe, or a `ConfigError` naming the missing keys."""
+        missing = [key for key in REQUIRED_KEYS if not getattr(settings, key)]
         if missing:
             raise ConfigError(f"the landing zone needs {missing} (options or --landing-config)")
-        mapping = ColumnMapping(**{f.name: values[f.name] for f in fields(ColumnMapping)
-                                   if f.name in values})
-        return cls(edges=values["edges"], mapping=mapping, users=values.get("users"),
-                   items=values.get("items"),
-                   require_success=values.get("require_success", False),
-                   settle_seconds=values.get("settle_seconds", DEFAULT_SETTLE_SECONDS))
+        zone_keys = [f.name for f in fields(cls) if f.name != "mapping"]
+        return cls(mapping=ColumnMapping(**settings.given(MAPPING_KEYS)),
+                   **settings.given(zone_keys))

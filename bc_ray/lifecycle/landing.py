@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from bc_ray.data.ingest import BatchInput, ColumnMapping
+from bc_ray.data.mapping import ColumnMapping
 from bc_ray.data.snapshot import GraphSnapshot
+from bc_ray.ingest.read import BatchInput
 from bc_ray.store.parquet import to_parquet_bytes
 from bc_ray.store.store import Store
 

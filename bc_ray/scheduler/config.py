@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from croniter import croniter
 
 from bc_ray.exceptions import ConfigError
+from bc_ray.ingest.landing_config import LandingConfig
 from bc_ray.redaction import refuse_user_info
-
-if TYPE_CHECKING:  # the CLI reads this module's defaults at start-up: no polars for that
-    from bc_ray.ingest.landing import LandingConfig
 
 KINDS = ("refresh", "bump")
 

@@ -6,37 +6,27 @@ and publishes the grown snapshot. The batch id is recorded in that entry, so a r
 the same batch finds it and changes nothing; a concurrent ingest that landed first makes the
 prepared ids stale, and the batch is mapped again against the new state (never committed on top).
 Every row carries its batch ordinal: a snapshot of the first n batches is the rows with
-``batch < n``, whatever compaction did to the files since.
+``batch < n``, whatever compaction did to the files since. Reading a batch's files and retrying
+its commit is the workflow in `bc_ray.ingest.batch`; this module holds the records and bytes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import signal
-import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
 import orjson
 import polars as pl
 
+from bc_ray.data.assign import AssignedBatch, CurrentEntities, assign_batch
+from bc_ray.data.batch import RawBatch
 from bc_ray.data.features import FEATURE_DTYPE
-from bc_ray.data.ingest import (
-    AssignedBatch,
-    BatchInput,
-    ColumnMapping,
-    CurrentEntities,
-    RawBatch,
-    assign_batch,
-    read_batch,
-    resolve_ids,
-)
 from bc_ray.data.snapshot import GraphSnapshot, SnapshotMeta
-from bc_ray.ingest.sources import SourceFile
-from bc_ray.exceptions import CommitConflictError, DataError, StoreError
+from bc_ray.exceptions import DataError, StoreError
 from bc_ray.store.parquet import frame_to_parquet_bytes, from_parquet_bytes
 from bc_ray.store.state import FileRecord, Segment, SnapshotRecord, StoreState
 from bc_ray.store.store import Store
@@ -44,9 +34,6 @@ from bc_ray.store.store import Store
 logger = logging.getLogger(__name__)
 ENTITY_FILES = {"user": "users", "item": "items"}
 DEFAULT_COMPACT_ROWS = 5_000_000
-# Each failed attempt means another batch landed first: 64 lets 64 ingests started together
-# (32 tested) all land, with room for a stream of new ones arriving meanwhile.
-INGEST_ATTEMPTS = 64
 
 
 class _Stale(Exception):
@@ -150,108 +137,20 @@ def load_ingested(store: Store, record: SnapshotRecord, state: StoreState) -> Gr
     return snapshot
 
 
-# -- ingesting -------------------------------------------------------------------------------------
+# -- committing a batch ----------------------------------------------------------------------------
 
-def ingest(store: Store, request: BatchInput, mapping: ColumnMapping, batch_id: str | None = None,
-           files: dict[str, list[SourceFile]] | None = None, name: str = "ingested",
-           attempts: int = INGEST_ATTEMPTS, chaos: str | None = None,
-           corrects: tuple[str, ...] = ()) -> IngestOutcome:
-    """Read and validate the batch, then write it and publish the grown snapshot in one commit.
-
-    Nothing is written before validation passes; a batch id already in the log changes nothing.
-    An attempt fails only when another batch landed meanwhile, so N ingests at once need at
-    most N attempts each; the store's jittered backoff between them spreads the writers out.
-    `corrects` names the batches that took earlier content of the same files: interactions
-    already in them are dropped, so each interaction is counted once.
-    """
-    state = store.state()
-    _check_store(state)
-    if batch_id is not None and batch_id in state.batches:
-        return _already(state, batch_id)
-    _check_corrects(state, corrects)
-    raw = _without_corrected(store, state, read_batch(request, mapping, files), corrects)
-    logger.info("read %d interaction rows from %d file(s); %d exact duplicates dropped",
-                raw.counts["rows_read"], len(raw.sources), raw.counts["duplicates_dropped"])
-    batch_id = batch_id or raw.default_id
-    for attempt in range(attempts):
-        if batch_id in state.batches:
-            return _already(state, batch_id)
-        outcome = _try_ingest(store, state, raw, batch_id, name, chaos)
-        if outcome is not None:
-            return outcome
-        _back_off(store, batch_id, attempt)
-        state = store.state()
-    raise CommitConflictError(f"batch {batch_id}: other batches kept landing first "
-                              f"({attempts} attempts); run the ingest again")
-
-
-def _check_corrects(state: StoreState, corrects: tuple[str, ...]) -> None:
-    unknown = [batch_id for batch_id in corrects if batch_id not in state.batches]
-    if unknown:
-        raise DataError(f"--corrects {unknown[0]}: no batch with that id in the store (see the "
-                        "landing report's `changed` command, or `bc-ray data info`)")
-
-
-def _without_corrected(store: Store, state: StoreState, raw: RawBatch,
-                       corrects: tuple[str, ...]) -> RawBatch:
-    """The batch less the interactions (user, item, time, rating) the corrected batches hold,
-    compared by external id; counted as `already_in_corrected_batch`."""
-    if not corrects:
-        return raw
-    current, _ = current_entities(store, state)
-    raw = resolve_ids(raw, current)
-    earlier = _external_edges(store, state, current, corrects)
-    keys = ["user_id", "item_id", "timestamp", "rating"]
-    earlier = earlier.select(keys).cast(dict(raw.edges.select(keys).schema)).unique()
-    kept = raw.edges.join(earlier, on=keys, how="anti", maintain_order="left")
-    dropped = raw.edges.height - kept.height
-    if kept.height == 0:
-        raise DataError(f"every interaction here ({dropped}) is already in batch "
-                        f"{', '.join(corrects)}: nothing to ingest")
-    return replace(raw, edges=kept,
-                   counts={**raw.counts, "already_in_corrected_batch": dropped})
-
-
-def _external_edges(store: Store, state: StoreState, current: dict[str, CurrentEntities],
-                    batch_ids: tuple[str, ...]) -> pl.DataFrame:
-    """The edges of the named batches, with the entities' external ids."""
-    frames = []
-    for batch_id in batch_ids:
-        ordinal = state.batches[batch_id]["ordinal"]
-        frames.append(read_rows(store, state, ordinal + 1, kinds=("edges",),
-                                since=ordinal)["edges"])
-    edges = pl.concat([f for f in frames if f is not None], how="diagonal_relaxed")
-    for entity in ENTITY_FILES:
-        ids = current[entity].table.select(pl.col("idx").cast(pl.Int64).alias(f"{entity}_idx"),
-                                           pl.col("id").alias(f"{entity}_id"))
-        edges = edges.join(ids, on=f"{entity}_idx", how="left")
-    return edges
-
-
-def _back_off(store: Store, batch_id: str, attempt: int) -> None:
-    """Wait before mapping a batch again: the store's jittered exponential backoff, so writers
-    that collided do not collide again in lockstep."""
-    delay = store.log.backoff.delay(attempt)
-    logger.info("another batch landed first; mapping %s again in %.2f s (attempt %d)",
-                batch_id, delay, attempt + 2)
-    time.sleep(delay)
-
-
-def _check_store(state: StoreState) -> None:
-    if state.current_snapshot is not None and state.snapshot().batches is None:
-        raise DataError(f"this store's snapshot {state.current_snapshot} is a replayed data set "
-                        "(bc-ray data import/synth), which does not grow by ingestion; ingest "
-                        "into a new store")
-
-
-def _already(state: StoreState, batch_id: str) -> IngestOutcome:
+def already_ingested(state: StoreState, batch_id: str) -> IngestOutcome:
+    """The outcome of a batch whose id is in the log: a retry changes nothing."""
     batch = state.batches[batch_id]
     return IngestOutcome(batch_id, "already ingested", batch["ordinal"],
                          snapshot_id_for(state.batch_count), dict(batch.get("stats", {})))
 
 
-def _try_ingest(store: Store, state: StoreState, raw: RawBatch, batch_id: str, name: str,
-                chaos: str | None = None) -> IngestOutcome | None:
+def commit_batch(store: Store, state: StoreState, raw: RawBatch, batch_id: str, name: str,
+                 before_commit: Callable[[], None] | None = None) -> IngestOutcome | None:
+    """One attempt: map the batch against `state`, write its files, and commit them with the
+    grown snapshot. None when another batch landed after `state` (map it again); the files of a
+    failed attempt are removed at once. `before_commit` runs with every file written."""
     ordinal = state.batch_count
     current, meta = current_entities(store, state)
     last_ts = max((b["stats"]["time_range"][1] for b in state.batches.values()), default=None)
@@ -283,14 +182,14 @@ def _try_ingest(store: Store, state: StoreState, raw: RawBatch, batch_id: str, n
              "stats": snapshot_stats},
         ]
 
-    if chaos == "kill-before-commit":  # chaos testing: every file written, nothing committed
-        os.kill(os.getpid(), signal.SIGKILL)
+    if before_commit is not None:
+        before_commit()
     try:
         landed = store.commit(build)
     except (_Stale, _AlreadyIngested) as exc:
         store.io.delete(prefix, recursive=True)  # never referenced: safe to remove at once
         if isinstance(exc, _AlreadyIngested):
-            return _already(store.state(), batch_id)
+            return already_ingested(store.state(), batch_id)
         return None
     logger.info("ingested batch %s (ordinal %d): %d edges, %d new users, %d new items",
                 batch_id, ordinal, stats["edges"], stats["new_users"], stats["new_items"])

@@ -15,11 +15,12 @@ import typer
 import yaml
 
 from bc_ray.cli import config_file
+from bc_ray.cli.landing_options import load_landing
 from bc_ray.cli.main import app
-from bc_ray.data.ingest import BatchInput, ColumnMapping
+from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import ConfigError, DataError
-from bc_ray.store.batches import ingest
-from bc_ray.ingest.landing import LandingConfig
+from bc_ray.ingest.batch import ingest
+from bc_ray.ingest.read import BatchInput
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.store import Store
 from tests.data.test_ingest import MAPPING, REPO, day, put
@@ -105,11 +106,11 @@ def test_allow_old_times_reaches_the_landing_zone_and_bc_ray_yaml(tmp_path):
     landing_yaml = tmp_path / "landing.yaml"
     landing_yaml.write_text("edges: /data/events\nuser_col: uid\nitem_col: sku\ntime_col: ts\n"
                             "allow_old_times: true\n")
-    assert LandingConfig.load(None, str(landing_yaml)).mapping.allow_old_times is True
+    assert load_landing(None, str(landing_yaml)).mapping.allow_old_times is True
     landing_yaml.write_text("edges: /data/events\nuser_col: uid\nitem_col: sku\ntime_col: ts\n"
                             "allow_old_times: sometimes\n")
     with pytest.raises(ConfigError, match="allow_old_times: Input should be a valid boolean"):
-        LandingConfig.load(None, str(landing_yaml))
+        load_landing(None, str(landing_yaml))
 
     project = tmp_path / "bc_ray.yaml"
     project.write_text(yaml.safe_dump({"scheduler": {"landing": {
@@ -121,7 +122,7 @@ def test_allow_old_times_reaches_the_landing_zone_and_bc_ray_yaml(tmp_path):
 
 
 def test_the_time_window_follows_the_clock():
-    from bc_ray.data.ingest import OLDEST_TIME, TimeWindow
+    from bc_ray.data.batch import OLDEST_TIME, TimeWindow
 
     window = TimeWindow.at_ingest(False, now=2_000_000_000)
     assert (window.low, window.high) == (OLDEST_TIME, 2_000_086_400)

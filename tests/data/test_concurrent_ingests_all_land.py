@@ -24,8 +24,9 @@ ITEMS = 7  # shared by every batch: each must find the others' items, never re-i
 
 INGEST = """
 import json, os, sys, time
-from bc_ray.data.ingest import BatchInput, ColumnMapping
-from bc_ray.store.batches import ingest
+from bc_ray.data.mapping import ColumnMapping
+from bc_ray.ingest.batch import ingest
+from bc_ray.ingest.read import BatchInput
 from bc_ray.store.store import Store
 
 uri, edges, go = sys.argv[1:4]

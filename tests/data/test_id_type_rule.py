@@ -8,9 +8,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from bc_ray.data.ingest import BatchInput
 from bc_ray.exceptions import DataError
-from bc_ray.store.batches import ingest
+from bc_ray.ingest.batch import ingest
+from bc_ray.ingest.read import BatchInput
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.store import Store
 from tests.data.test_ingest import MAPPING, day, put

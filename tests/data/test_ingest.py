@@ -13,9 +13,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bc_ray.data.ingest import BatchInput, ColumnMapping
+from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import DataError
-from bc_ray.store.batches import compact, ingest
+from bc_ray.ingest.batch import ingest
+from bc_ray.ingest.read import BatchInput
+from bc_ray.store.batches import compact
 from bc_ray.store.snapshots import advance_snapshot, load_snapshot, publish_snapshot
 from bc_ray.store.store import RetentionPolicy, Store
 
@@ -233,8 +235,9 @@ def test_two_processes_ingesting_at_once_both_land_once(store_uri):
                  day([f"u{k}-{i}" for i in range(50)], [f"i{k}-{i % 7}" for i in range(50)],
                      [1_700_000_000 + i for i in range(50)], [1.0] * 50)) for k in range(2)]
     script = ("import sys; from bc_ray.store.store import Store; "
-              "from bc_ray.store.batches import ingest; "
-              "from bc_ray.data.ingest import BatchInput, ColumnMapping; "
+              "from bc_ray.ingest.batch import ingest; "
+              "from bc_ray.ingest.read import BatchInput; "
+              "from bc_ray.data.mapping import ColumnMapping; "
               "print(ingest(Store(sys.argv[1]), BatchInput(edges=sys.argv[2]), "
               "ColumnMapping('uid', 'sku', 'ts', 'stars')).status)")
     outputs = []
@@ -254,6 +257,19 @@ def test_two_processes_ingesting_at_once_both_land_once(store_uri):
     assert snapshot.users["id"].n_unique() == 100  # no index handed out twice
 
 
+# The same batch as `bc-ray data ingest` below, killed once every file is written.
+KILLED_INGEST = """
+import os, signal, sys
+from bc_ray.data.mapping import ColumnMapping
+from bc_ray.ingest.batch import ingest
+from bc_ray.ingest.read import BatchInput
+from bc_ray.store.store import Store
+ingest(Store(sys.argv[1]), BatchInput(edges=sys.argv[2]),
+       ColumnMapping("uid", "sku", "ts", "stars"),
+       before_commit=lambda: os.kill(os.getpid(), signal.SIGKILL))
+"""
+
+
 def test_killed_ingest_leaves_the_store_unchanged_and_the_retry_lands_once(tmp_path):
     store = Store(f"file://{tmp_path}/store", retention=RetentionPolicy(staging_grace_seconds=0))
     edges = put(store, "in/d.parquet", day(["a", "b"], ["x", "y"], [1_700_000_000] * 2,
@@ -261,8 +277,8 @@ def test_killed_ingest_leaves_the_store_unchanged_and_the_retry_lands_once(tmp_p
     command = [sys.executable, "-m", "bc_ray.cli.main", "data", "ingest", "--store", store.uri,
                "--edges", edges, "--user-col", "uid", "--item-col", "sku", "--time-col", "ts",
                "--rating-col", "stars"]
-    killed = subprocess.run(command + ["--chaos", "kill-before-commit"], capture_output=True,
-                            cwd=REPO)
+    killed = subprocess.run([sys.executable, "-c", KILLED_INGEST, store.uri, edges],
+                            capture_output=True, cwd=REPO)
     assert killed.returncode == -9
     assert store.state().seq == -1 and store.io.list_dir("batches")  # files, no commit
     retry = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
@@ -300,7 +316,7 @@ def test_compact_merges_files_and_keeps_every_snapshot_readable(store_uri):
 def test_exact_duplicates_match_a_plain_first_keeping_unique():
     import numpy as np
 
-    from bc_ray.data.ingest import drop_exact_duplicates
+    from bc_ray.data.batch import drop_exact_duplicates
 
     rng = np.random.default_rng(3)
     for rows in (0, 1, 50, 2_000):
@@ -322,7 +338,7 @@ def test_exact_duplicates_match_a_plain_first_keeping_unique():
     ["b", "a", "b", "c"],  # text ids
 ])
 def test_map_ids_gives_every_id_its_index_whatever_the_path(ids):
-    from bc_ray.data.ingest import map_ids
+    from bc_ray.data.assign import map_ids
 
     distinct = list(dict.fromkeys(ids))
     # the index also holds ids outside the batch's range, which must not disturb the lookup

@@ -12,10 +12,11 @@ import pytest
 from bc_ray import read_embeddings
 from bc_ray.core.spec import VersionSpec
 from bc_ray.core.train_config import TrainConfig
-from bc_ray.data.ingest import BatchInput, ColumnMapping
+from bc_ray.data.mapping import ColumnMapping
+from bc_ray.ingest.batch import ingest
+from bc_ray.ingest.read import BatchInput
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.job import run_refresh
-from bc_ray.store.batches import ingest
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.store import RetentionPolicy, Store
 from bc_ray.train.config import GateConfig, TrainJobConfig

@@ -6,13 +6,14 @@ import time
 
 import pytest
 
-from bc_ray.data.ingest import BatchInput, ColumnMapping
+from bc_ray.data.mapping import ColumnMapping
+from bc_ray.ingest.batch import ingest
+from bc_ray.ingest.landing import LandingConfig
+from bc_ray.ingest.read import BatchInput
 from bc_ray.scheduler.config import SchedulerConfig
 from bc_ray.scheduler.lease import Lease
 from bc_ray.scheduler.scheduler import LEASE_NAME, Scheduler, previous_slot
 from bc_ray.scheduler.status import summarize
-from bc_ray.store.batches import ingest
-from bc_ray.ingest.landing import LandingConfig
 from bc_ray.store.snapshots import load_snapshot, publish_snapshot
 from bc_ray.store.store import Store
 from tests.conftest import REPO

@@ -8,7 +8,7 @@ import os
 
 import polars as pl
 
-from bc_ray.data.ingest import ColumnMapping
+from bc_ray.data.mapping import ColumnMapping
 from bc_ray.ingest.landing import LandingConfig
 from bc_ray.store.store import Store
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import polars as pl
 
-from bc_ray.data.ingest import BatchInput, ColumnMapping
-from bc_ray.store.batches import compact, ingest, snapshot_id_for
+from bc_ray.data.mapping import ColumnMapping
+from bc_ray.ingest.batch import ingest
+from bc_ray.ingest.read import BatchInput
+from bc_ray.store.batches import compact, snapshot_id_for
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.state import DATA_ROOTS
 from bc_ray.store.store import RetentionPolicy, Store

@@ -9,7 +9,8 @@ import time
 import polars as pl
 import pytest
 
-from bc_ray.data.ingest import ColumnMapping
+from bc_ray.cli.landing_options import load_landing
+from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import ConfigError
 from bc_ray.ingest.landing import LandingConfig, ingest_landing, pending
 from bc_ray.store.snapshots import load_snapshot
@@ -77,11 +78,11 @@ def test_landing_config_from_yaml_with_overrides(tmp_path):
     path = tmp_path / "landing.yaml"
     path.write_text("edges: s3://bucket/events\nuser_col: uid\nitem_col: sku\ntime_col: ts\n"
                     "time_unit: ms\n")
-    config = LandingConfig.load(None, str(path), time_col="event_time", rating_col=None)
+    config = load_landing(None, str(path), time_col="event_time", rating_col=None)
     assert config.edges == "s3://bucket/events"
     assert (config.mapping.time_col, config.mapping.time_unit) == ("event_time", "ms")
     path.write_text("edges: here\nuser_column: uid\n")
     with pytest.raises(ConfigError, match="unknown key"):
-        LandingConfig.load(None, str(path))
+        load_landing(None, str(path))
     with pytest.raises(ConfigError, match="needs"):
-        LandingConfig.load("s3://bucket/events", None, user_col="u")
+        load_landing("s3://bucket/events", None, user_col="u")

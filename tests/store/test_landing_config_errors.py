@@ -9,9 +9,10 @@ import sys
 
 import pytest
 
-from bc_ray.ingest.sources import discover
+from bc_ray.cli.landing_options import load_landing
 from bc_ray.exceptions import ConfigError
 from bc_ray.ingest.landing import LandingConfig, ingest_landing
+from bc_ray.ingest.sources import discover
 from bc_ray.store.store import Store
 from tests.store.landing_helpers import MAPPING, encoded, ingested_edges, rows, write
 
@@ -54,7 +55,7 @@ def test_a_landing_yaml_of_the_wrong_types_is_a_config_error(tmp_path, text, nam
     path.write_text(text + "item_col: sku\ntime_col: ts\n" + ("" if "user_col" in text
                                                               else "user_col: uid\n"))
     with pytest.raises(ConfigError, match=named):
-        LandingConfig.load(None, str(path))
+        load_landing(None, str(path))
     result = subprocess.run(
         [sys.executable, "-m", "bc_ray.cli.main", "data", "land", "--store",
          f"file://{tmp_path}/store", "--landing-config", str(path)],

@@ -19,9 +19,9 @@ import pytest
 
 from bc_ray import export_embeddings, read_embeddings
 from bc_ray.exceptions import ConfigError
+from bc_ray.io import FileIO, StorageOptions
 from bc_ray.redaction import RedactingFilter, redact
 from bc_ray.scheduler.config import SchedulerConfig
-from bc_ray.io import FileIO, StorageOptions
 from bc_ray.store.store import Store
 from tests.helpers import store_with_chain
 
@@ -71,7 +71,7 @@ def test_the_api_refuses_user_info_without_repeating_it(bucket, tmp_path):
 def test_no_scheduled_job_can_carry_them(bucket, tmp_path, monkeypatch):
     """The scheduler's store, landing zone and job arguments are refused before any entry point
     or runtime environment is built, and so is a variable it would forward to the jobs."""
-    from bc_ray.data.ingest import ColumnMapping
+    from bc_ray.data.mapping import ColumnMapping
     from bc_ray.scheduler.jobs import entrypoint
     from bc_ray.ingest.landing import LandingConfig
 

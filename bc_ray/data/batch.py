@@ -1,30 +1,24 @@
-"""A team's own interactions as one batch: columns mapped, values validated, ids made stable.
+"""A team's own interactions as one batch's rows: columns mapped, values validated, duplicates
+dropped.
 
-Pure polars (no store, no Ray). `read_batch` turns input files into canonical rows and counts what
-it dropped; `assign_batch` maps external ids onto the store's append-only dictionary (existing
-entities keep their index forever, new ones take the next free index in order of first
-appearance in the batch's rows) and encodes features against vocabularies that only grow. Every rejection is a
+Pure polars: the files are read by `bc_ray.ingest` and handed over as frames (`FileFrame`); ids are
+made stable against the store's dictionary by `bc_ray.data.assign`. Every rejection is a
 `DataError` naming the file, the column and how many rows.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
 
-from bc_ray.data.features import FEATURE_DTYPE, encode_fields
-from bc_ray.data.ids import IdOrigin, batch_id_type, read_ids, store_id_type
-from bc_ray.ingest.sources import SourceFile, discover, input_format, read_source
+from bc_ray.data.ids import IdOrigin, batch_id_type, read_ids
+from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import DataError
 
-TIME_UNITS = ("s", "ms")
 ENTITY_ROLES = {"user": "users", "item": "items"}
 RESERVED = ("idx", "id", "batch", "first_t", "first_ts")
 # Seconds since the epoch a real interaction can have: 1970 .. 2100 (the public loaders' bound).
@@ -33,38 +27,6 @@ TIME_RANGE = (0, 4_102_444_800)
 # ingest. Times outside are nearly always a wrong --time-unit, refused before they are stored.
 OLDEST_TIME = 631_152_000  # 1990-01-01
 FUTURE_SLACK_SECONDS = 86_400
-# Mapping fields that only decide whether a batch is accepted, never what its rows are: left out
-# of the default batch id, so flipping one on a retry does not land the same rows twice.
-ACCEPTANCE_ONLY = ("allow_old_times",)
-# Largest id range mapped through a direct-address table (4 bytes per id in the range).
-DENSE_ID_SPAN_LIMIT = 1 << 26
-
-
-@dataclass(frozen=True)
-class ColumnMapping:
-    """Which input columns hold what (`--user-col`, `--item-col`, `--time-col`, ...), and how the
-    batch is read (`--time-unit`, `--input-format`, `--allow-old-times`)."""
-
-    user_col: str
-    item_col: str
-    time_col: str
-    rating_col: str | None = None
-    time_unit: str = "s"
-    input_format: str | None = None
-    allow_old_times: bool = False
-
-    def __post_init__(self) -> None:
-        if self.time_unit not in TIME_UNITS:
-            raise DataError(f"--time-unit must be one of {TIME_UNITS}, got {self.time_unit!r}")
-        for name in ("user_col", "item_col", "time_col"):
-            if not getattr(self, name):
-                raise DataError(f"--{name.replace('_', '-')} is required")
-        if not isinstance(self.allow_old_times, bool):
-            raise DataError("allow_old_times must be true or false, got "
-                            f"{self.allow_old_times!r}")
-
-    def key(self, entity: str) -> str:
-        return self.user_col if entity == "user" else self.item_col
 
 
 @dataclass(frozen=True)
@@ -83,29 +45,27 @@ class TimeWindow:
 
 
 @dataclass(frozen=True)
-class BatchInput:
-    """Where a batch's files are: edges (required) and optional user / item tables."""
+class FileFrame:
+    """One input file's rows as read: its URI (named in every message) and whether its values
+    carry their types (Parquet) or are all text (CSV)."""
 
-    edges: str
-    users: str | None = None
-    items: str | None = None
-
-    def paths(self) -> dict[str, str]:
-        return {role: path for role, path in (("edges", self.edges), ("users", self.users),
-                                              ("items", self.items)) if path}
+    uri: str
+    frame: pl.DataFrame
+    typed: bool
 
 
 @dataclass
 class RawBatch:
-    """Validated rows with external ids, before they meet the store."""
+    """Validated rows with external ids, before they meet the store; the reader adds where the
+    rows came from (`sources`, `content_hash`, `default_id`)."""
 
     edges: pl.DataFrame  # user_id, item_id, rating (f32), timestamp (i64 s), in input order
     entities: dict[str, pl.DataFrame | None]  # id + one List(Utf8) column per feature field
-    sources: list[dict]
-    content_hash: str
     counts: dict[str, int] = field(default_factory=dict)
     # Each entity's id columns file by file: what the ids' type in the store is decided from.
     id_origins: dict[str, list[IdOrigin]] = field(default_factory=dict)
+    sources: list[dict] = field(default_factory=list)  # one record per file read
+    content_hash: str = ""
     default_id: str = ""  # the batch id when none is given: content and how it was read
 
 
@@ -117,24 +77,11 @@ class _Part:
     ids: dict[str, tuple[str, IdOrigin]]  # entity -> (its id column in `frame`, origin)
 
 
-def read_batch(request: BatchInput, mapping: ColumnMapping,
-               files: dict[str, list[SourceFile]] | None = None) -> RawBatch:
-    """Read, map and validate every input file of one batch."""
-    files = files or {role: discover(path, mapping.input_format)
-                      for role, path in request.paths().items()}
-    hasher = hashlib.sha256()
-    sources, frames, formats = [], {}, []
-    for role in ("edges", "users", "items"):
-        for source in files.get(role, []):
-            hasher.update(f"\n{role}\n".encode())
-            frame = read_source(source, mapping.input_format, hasher)
-            sources.append({"role": role, **source.to_dict(), "rows": frame.height})
-            formats.append(input_format(source.uri, mapping.input_format))
-            frames.setdefault(role, []).append((source, frame))
+def validate_batch(frames: dict[str, list[FileFrame]], mapping: ColumnMapping) -> RawBatch:
+    """Map and validate every file of one batch (`frames` by role: edges, users, items)."""
     edge_parts = _edge_parts(frames.get("edges", []), mapping,
                              TimeWindow.at_ingest(mapping.allow_old_times))
-    table_parts = {entity: _entity_parts(frames.get(role, []), mapping.key(entity), entity,
-                                         mapping.input_format)
+    table_parts = {entity: _entity_parts(frames.get(role, []), mapping.key(entity), entity)
                    for entity, role in ENTITY_ROLES.items()}
     origins = _settle_ids(edge_parts, table_parts)
     edges = pl.concat([part.frame for part in edge_parts])
@@ -144,23 +91,7 @@ def read_batch(request: BatchInput, mapping: ColumnMapping,
     entities = {}
     for entity, role in ENTITY_ROLES.items():
         entities[entity], counts[f"{role}_duplicates_dropped"] = _entity_table(table_parts[entity])
-    content = hasher.hexdigest()
-    return RawBatch(edges=edges, entities=entities, sources=sources, content_hash=content,
-                    counts=counts, id_origins=origins,
-                    default_id=default_batch_id(content, mapping, formats))
-
-
-def default_batch_id(content_hash: str, mapping: ColumnMapping, formats: list[str]) -> str:
-    """`b-` and a hash of the inputs' content and of how they are read (columns, time unit, the
-    format each file is read as): the same files read another way are another batch, so a
-    corrected re-run lands; a retry of the same is the same batch. `--allow-old-times` only
-    decides whether a batch is accepted (its rows are the same either way), so it is left out,
-    and so is `--input-format` beyond the format it makes each file be read as."""
-    reading = {name: value for name, value in asdict(mapping).items()
-               if name not in ACCEPTANCE_ONLY}
-    reading.update(input_format=formats, content=content_hash)
-    digest = hashlib.sha256(json.dumps(reading, sort_keys=True).encode()).hexdigest()
-    return f"b-{digest[:24]}"
+    return RawBatch(edges=edges, entities=entities, counts=counts, id_origins=origins)
 
 
 def _settle_ids(edge_parts: list[_Part], table_parts: dict[str, list[_Part]]
@@ -200,24 +131,23 @@ def drop_exact_duplicates(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
 
 # -- edges -------------------------------------------------------------------------------------
 
-def _edge_parts(frames: list[tuple[SourceFile, pl.DataFrame]], mapping: ColumnMapping,
-                window: TimeWindow) -> list[_Part]:
+def _edge_parts(files: list[FileFrame], mapping: ColumnMapping, window: TimeWindow
+                ) -> list[_Part]:
     parts = []
-    for source, frame in frames:
+    for file in files:
+        frame, uri = file.frame, file.uri
         wanted = [mapping.user_col, mapping.item_col, mapping.time_col]
         wanted += [mapping.rating_col] if mapping.rating_col else []
-        _require_columns(frame, wanted, source.uri)
-        typed = input_format(source.uri, mapping.input_format) != "csv"
-        user, user_origin = read_ids(frame[mapping.user_col], source.uri, typed)
-        item, item_origin = read_ids(frame[mapping.item_col], source.uri, typed)
+        _require_columns(frame, wanted, uri)
+        user, user_origin = read_ids(frame[mapping.user_col], uri, file.typed)
+        item, item_origin = read_ids(frame[mapping.item_col], uri, file.typed)
         parts.append(_Part(pl.DataFrame({
             "user_id": user, "item_id": item,
-            "rating": _ratings(frame, mapping.rating_col, source.uri),
-            "timestamp": _timestamps(frame[mapping.time_col], mapping.time_unit, source.uri,
-                                     window),
+            "rating": _ratings(frame, mapping.rating_col, uri),
+            "timestamp": _timestamps(frame[mapping.time_col], mapping.time_unit, uri, window),
         }), {"user": ("user_id", user_origin), "item": ("item_id", item_origin)}))
     if not parts or sum(p.frame.height for p in parts) == 0:
-        where = ", ".join(s.uri for s, _ in frames) or "the edges input"
+        where = ", ".join(f.uri for f in files) or "the edges input"
         raise DataError(f"empty batch: no interaction rows in {where}")
     return parts
 
@@ -324,22 +254,21 @@ def _epoch_numbers(values: pl.Series, unit: str) -> pl.Series:
 
 # -- entity tables -----------------------------------------------------------------------------
 
-def _entity_parts(frames: list[tuple[SourceFile, pl.DataFrame]], key: str, entity: str,
-                  declared_format: str | None) -> list[_Part]:
+def _entity_parts(files: list[FileFrame], key: str, entity: str) -> list[_Part]:
     """Each table file as id plus one List(Utf8) column per feature."""
     parts = []
-    for source, frame in frames:
-        _require_columns(frame, [key], source.uri)
-        typed = input_format(source.uri, declared_format) != "csv"
-        ids, origin = read_ids(frame[key], source.uri, typed)
+    for file in files:
+        frame = file.frame
+        _require_columns(frame, [key], file.uri)
+        ids, origin = read_ids(frame[key], file.uri, file.typed)
         columns = {"id": ids}
         for name in frame.columns:
             if name == key:
                 continue
             if name in RESERVED:
                 raise DataError(f"feature column name {name!r} is reserved; rename it",
-                                path=source.uri, column=name)
-            columns[name] = _feature_values(frame[name], source.uri)
+                                path=file.uri, column=name)
+            columns[name] = _feature_values(frame[name], file.uri)
         parts.append(_Part(pl.DataFrame(columns), {entity: ("id", origin)}))
     return parts
 
@@ -375,129 +304,3 @@ def _feature_scalar(dtype: pl.DataType) -> bool:
     """A type whose values read as one category each (never a nested list or a float)."""
     return dtype in (pl.String, pl.Categorical, pl.Boolean, pl.Null) or dtype.is_integer() or \
         isinstance(dtype, pl.Enum)
-
-
-# -- ids and features against the store's dictionary ---------------------------------------------
-
-@dataclass(frozen=True)
-class CurrentEntities:
-    """The store's entities before this batch: idx, id and current feature codes."""
-
-    table: pl.DataFrame  # idx, id, batch, feature columns (List(Int32))
-    vocab: dict[str, list[str]]
-
-
-@dataclass
-class AssignedBatch:
-    edges: pl.DataFrame  # user_idx, item_idx (Int32: fewer bytes written), rating, timestamp, batch
-    deltas: dict[str, pl.DataFrame]  # entity rows added or changed: idx, id, batch, features
-    vocab: dict[str, dict[str, list[str]]]
-    counts: dict[str, int]
-
-
-def resolve_ids(raw: RawBatch, current: dict[str, CurrentEntities]) -> RawBatch:
-    """Give the batch's ids the store's id type, or refuse the file whose ids do not have it
-    (the rule: bc_ray.data.ids)."""
-    edges, entities = raw.edges, dict(raw.entities)
-    for entity in ENTITY_ROLES:
-        column = f"{entity}_id"
-        store = current[entity].table["id"].dtype if current[entity].table.height else None
-        target = store_id_type(entity, raw.id_origins[entity], edges[column].dtype, store)
-        edges = edges.with_columns(pl.col(column).cast(target))
-        if entities[entity] is not None:
-            entities[entity] = entities[entity].with_columns(pl.col("id").cast(target))
-    return replace(raw, edges=edges, entities=entities)
-
-
-def assign_batch(raw: RawBatch, current: dict[str, CurrentEntities], ordinal: int,
-                 last_timestamp: int | None) -> AssignedBatch:
-    """Map ids to stable indices and encode features; `ordinal` tags every row written."""
-    raw = resolve_ids(raw, current)
-    order = raw.edges
-    counts = dict(raw.counts)
-    counts["edges"] = order.height
-    counts["late_edges"] = 0 if last_timestamp is None else int(
-        (order["timestamp"] < last_timestamp).sum())
-    with ThreadPoolExecutor(max_workers=2) as pool:  # polars and numpy release the GIL
-        done = dict(zip(ENTITY_ROLES, pool.map(
-            lambda entity: _assign_entity(entity, raw, current[entity], ordinal),
-            ENTITY_ROLES)))
-    deltas = {entity: result.delta for entity, result in done.items()}
-    vocab = {entity: result.vocab for entity, result in done.items()}
-    for entity, result in done.items():
-        counts[f"new_{entity}s"] = result.new
-        counts[f"updated_{entity}s"] = result.updated
-    edges = pl.DataFrame({f"{entity}_idx": done[entity].idx for entity in ENTITY_ROLES}
-                         ).with_columns(order["rating"], order["timestamp"],
-                                        batch=pl.lit(ordinal, dtype=pl.Int32))
-    return AssignedBatch(edges=edges, deltas=deltas, vocab=vocab, counts=counts)
-
-
-@dataclass
-class _EntityAssignment:
-    idx: pl.Series  # the batch's rows' indices of this entity
-    delta: pl.DataFrame
-    vocab: dict[str, list[str]]
-    new: int
-    updated: int
-
-
-def _assign_entity(entity: str, raw: RawBatch, prior: CurrentEntities, ordinal: int
-                   ) -> _EntityAssignment:
-    ids = raw.edges[f"{entity}_id"]
-    seen = ids.gather(ids.arg_unique())  # first appearance order, one hash pass
-    if prior.table.height == 0:  # an empty dictionary takes the batch's id type
-        prior = CurrentEntities(prior.table.with_columns(pl.col("id").cast(seen.dtype)),
-                                prior.vocab)
-    features = raw.entities[entity]
-    if features is not None:
-        seen = pl.concat([seen, features["id"]]).unique(maintain_order=True)
-    fresh = seen.to_frame("id").join(prior.table.select("id"), on="id", how="anti",
-                                     maintain_order="left")
-    fresh = fresh.with_columns(idx=pl.int_range(prior.table.height,
-                                                prior.table.height + fresh.height,
-                                                dtype=pl.Int64))
-    changed = fresh.select("idx", "id")
-    if features is not None:
-        updated = prior.table.select("idx", "id").join(features.select("id"), on="id",
-                                                       how="semi")
-        changed = pl.concat([changed, updated]).sort("idx")
-    delta, vocab = _encode(changed, features, prior)
-    index = pl.concat([prior.table.select("idx", "id"), fresh.select("idx", "id")])
-    return _EntityAssignment(idx=map_ids(ids, index),
-                             delta=delta.with_columns(batch=pl.lit(ordinal, dtype=pl.Int32)),
-                             vocab=vocab, new=fresh.height,
-                             updated=changed.height - fresh.height)
-
-
-def map_ids(ids: pl.Series, index: pl.DataFrame) -> pl.Series:
-    """Each id's index in `index` (idx, id), which holds every id of `ids`.
-
-    Integer ids in a compact range (database keys usually are) are looked up in a direct-address
-    table, several times faster than hashing 10M values; other ids go through a hash lookup.
-    """
-    if ids.dtype.is_integer() and ids.len():
-        low, high = ids.min(), ids.max()
-        span = high - low + 1
-        if span <= min(DENSE_ID_SPAN_LIMIT, 4 * (ids.len() + index.height)):
-            inside = index.filter(pl.col("id").is_between(low, high))
-            table = np.full(span, -1, dtype=np.int32)
-            table[inside["id"].to_numpy() - low] = inside["idx"].to_numpy()
-            return pl.Series(ids.name, table[ids.to_numpy() - low])
-    return ids.replace_strict(index["id"], index["idx"], return_dtype=pl.Int32)
-
-
-def _encode(changed: pl.DataFrame, features: pl.DataFrame | None, prior: CurrentEntities
-            ) -> tuple[pl.DataFrame, dict[str, list[str]]]:
-    """Feature codes of the changed entities: fields this batch names are replaced, the others
-    keep the entity's current codes (new entities start with none)."""
-    if features is None:
-        return changed, dict(prior.vocab)
-    encoded, vocab, _ = encode_fields(changed, features, prior.vocab, 1, "entity")
-    kept = [f for f in prior.vocab if f not in features.columns]
-    if kept and prior.table.height:
-        encoded = (encoded.drop(kept)
-                   .join(prior.table.select("idx", *kept), on="idx", how="left")
-                   .with_columns([pl.col(f).fill_null(pl.lit([], dtype=FEATURE_DTYPE))
-                                  for f in kept]))
-    return encoded.sort("idx"), vocab
