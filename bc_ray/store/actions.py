@@ -84,10 +84,10 @@ class SnapshotPublished(Action):
     type: Literal["snapshot.published"] = "snapshot.published"
     id: str
     cutoff: float
-    files: dict[str, LoggedFile]
-    stats: dict[str, Any] = {}
     # Ingested snapshots: made of the first `batches` batches (absent: a replayed data set).
     batches: int | None = None
+    files: dict[str, LoggedFile]
+    stats: dict[str, Any] = {}
 
     def added_files(self) -> list[FileRecord]:
         return list(self.files.values())
@@ -316,8 +316,8 @@ class DeltaMirrored(Action):
 
 class LandingNoted(Action):
     type: Literal["landing.noted"] = "landing.noted"
-    files: list[LandingNote]
     at: str | None = None
+    files: list[LandingNote]
 
     def apply(self, state: StoreState, seq: int, committed_at: str | None) -> None:
         for note in self.files:

@@ -177,9 +177,9 @@ class BatchRecord(LogModel):
     batch_id: str
     ordinal: int
     at: str
-    prefix: str
     stats: dict[str, Any] = {}
     sources: list[SourceRecord] = []
+    prefix: str
 
 
 class RunAttempt(LogModel):
