@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import PlainSerializer, ValidationError
 
@@ -44,6 +44,7 @@ from bc_ray.store.state import (
 
 # A version number the log writes as a string (`retention.applied` lists them as text).
 VersionText = Annotated[int, PlainSerializer(str)]
+Record = TypeVar("Record", bound=LogModel)
 
 
 class Hook(StrEnum):
@@ -331,7 +332,7 @@ ACTIONS: dict[str, type[Action]] = {cls.model_fields["type"].default: cls for cl
     SchedulerConfigured, StoreConfigured, DeltaMirrored, LandingNoted)}
 
 
-def _record_of(action: Action, record: type[LogModel], *dropped: str):
+def _record_of(action: Action, record: type[Record], *dropped: str) -> Record:
     """The state's record of an action that carries one: its keys less the action's own."""
     data = action.to_json()
     for key in ("type", *dropped):
