@@ -44,7 +44,12 @@ class StorageAccessError(StoreError):
     """The object store refused or failed a read (credentials, permissions, endpoint)."""
 
 
-class UnappliableSettingError(StoreError):
+class LogEntryError(StoreError):
+    """A log entry readers cannot take (malformed, of an unknown type, contradicting the state
+    before it): the message names the entry, so a reader re-raises it as it is."""
+
+
+class UnappliableSettingError(LogEntryError):
     """A recorded store setting no process can apply (an older writer let it through): readers
     skip it with a warning, writers never commit one."""
 

@@ -80,11 +80,13 @@ def gc(store: StoreOption,
                            "training, ingest) can be running.")] = False) -> None:
     """Apply retention and delete files no commit references: crashed writers' run prefixes, and
     files left inside a referenced one by a retention or compaction that was killed."""
+    from bc_ray.store.maintenance import apply_retention, collect_garbage
+
     target = open_store(store)
-    orphans = target.collect_garbage(grace_seconds=grace, force=force)
-    retention = target.apply_retention()
-    typer.echo(f"retention: {len(retention['tables'])} table(s), {len(retention['models'])} "
-               f"model(s) unreferenced, {len(retention['purged'])} file(s) deleted; "
+    orphans = collect_garbage(target, grace_seconds=grace, force=force)
+    retention = apply_retention(target)
+    typer.echo(f"retention: {len(retention.tables)} table(s), {len(retention.models)} "
+               f"model(s) unreferenced, {len(retention.purged)} file(s) deleted; "
                f"{len(orphans)} unreferenced run prefix(es) or file(s) deleted")
 
 
@@ -156,7 +158,8 @@ def mirror(store: StoreOption) -> None:
     It follows every refresh and rollback by itself; this compares the actual Delta table (its
     version and files) with the current tables and repairs it: after a mirror that failed, a
     removed or overwritten table, or a store whose table was at the store root."""
-    from bc_ray.store.delta import delta_uri, mirror_embeddings
+    from bc_ray.store.delta import delta_uri
+    from bc_ray.store.maintenance import mirror_embeddings
 
     target = open_store(store)
     version = mirror_embeddings(target)

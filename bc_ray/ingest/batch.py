@@ -99,7 +99,7 @@ def _external_edges(store: Store, state: StoreState, current: dict[str, CurrentE
     """The edges of the named batches, with the entities' external ids."""
     frames = []
     for batch_id in batch_ids:
-        ordinal = state.batches[batch_id]["ordinal"]
+        ordinal = state.batches[batch_id].ordinal
         frames.append(read_rows(store, state, ordinal + 1, kinds=("edges",),
                                 since=ordinal)["edges"])
     edges = pl.concat([f for f in frames if f is not None], how="diagonal_relaxed")

@@ -38,6 +38,7 @@ from bc_ray.ingest.landing_scan import (
 from bc_ray.ingest.read import BatchInput
 from bc_ray.ingest.sources import SourceFile
 from bc_ray.store.batches import IngestOutcome
+from bc_ray.store.actions import LandingNoted
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
 
@@ -253,7 +254,7 @@ def _record_taken(plan: Plan, batch: Pending, carried: dict[str, list[SourceFile
 def _commit_notes(store: Store, notes: list[dict]) -> None:
     if notes:
         at = datetime.now(timezone.utc).isoformat()
-        store.commit(lambda _state: [{"type": "landing.noted", "at": at, "files": notes}])
+        store.commit(lambda _state: [LandingNoted(at=at, files=notes)])
 
 
 def ingest_landing(store: Store, config: LandingConfig, now: float | None = None

@@ -137,16 +137,15 @@ class Known:
     def of(cls, state: StoreState, roots: dict[str, str]) -> Known:
         known = cls()
         prefixes = {role: _root_prefix(FileIO(root)) for role, root in roots.items()}
-        for batch in sorted(state.batches.values(), key=lambda b: b["ordinal"]):
-            for source in batch.get("sources", []):
-                role = source.get("role", "edges")
-                rel = source.get("rel") or _relative(source["uri"], prefixes.get(role))
+        for batch in sorted(state.batches.values(), key=lambda b: b.ordinal):
+            for source in batch.sources:
+                rel = source.rel or _relative(source.uri, prefixes.get(source.role))
                 if rel is not None:
-                    known.add(role, rel, source["size"], source["tag"], source.get("sha256"),
-                              as_data=True, batch_id=batch["batch_id"])
+                    known.add(source.role, rel, source.size, source.tag, source.sha256,
+                              as_data=True, batch_id=batch.batch_id)
         for note in state.landing.values():
-            known.add(note["role"], note["rel"], note["size"], note["tag"], note["sha256"],
-                      as_data=note["outcome"] != "empty", batch_id=note.get("batch_id"))
+            known.add(note.role, note.rel, note.size, note.tag, note.sha256,
+                      as_data=note.outcome != "empty", batch_id=note.batch_id)
         return known
 
     def add(self, role: str, rel: str, size: int, tag: str, sha256: str | None,

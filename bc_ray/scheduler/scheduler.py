@@ -24,6 +24,7 @@ from bc_ray.scheduler.config import KINDS, SchedulerConfig
 from bc_ray.scheduler.jobs import TERMINAL, RayJobs, entrypoint
 from bc_ray.scheduler.lease import Lease
 from bc_ray.ingest.landing import ingest_landing
+from bc_ray.store.actions import RunRecorded, SchedulerConfigured
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
 
@@ -63,22 +64,22 @@ class Scheduler:
     # -- records ----------------------------------------------------------------------------------
     def _record(self, run: dict) -> None:
         """Record the run, fenced by the lease: a scheduler that lost it writes nothing more."""
-        def build(_state: StoreState) -> list[dict]:
+        def build(_state: StoreState) -> list[RunRecorded]:
             record = self.lease.verify()
-            return [{"type": "run.recorded", **run, "lease_generation": record.generation}]
+            return [RunRecorded(**{**run, "lease_generation": record.generation})]
 
         self.store.commit(build)
 
     def configure(self) -> None:
         """Record the schedule in the store (what `bc-ray status` shows as next runs)."""
-        self.store.commit(lambda _state: [{
-            "type": "scheduler.configured", "refresh_cron": self.config.refresh_cron,
-            "bump_cron": self.config.bump_cron, "holder": self.holder, "at": iso(time.time())}])
+        self.store.commit(lambda _state: [SchedulerConfigured(
+            refresh_cron=self.config.refresh_cron, bump_cron=self.config.bump_cron,
+            holder=self.holder, at=iso(time.time()))])
 
     @staticmethod
     def slot_taken(state: StoreState, kind: str, slot: str | None) -> bool:
         return slot is not None and any(
-            r.get("kind") == kind and r.get("slot") == slot and r.get("status") != "skipped"
+            r.kind == kind and r.slot == slot and r.status != "skipped"
             for r in state.runs.values())
 
     # -- one pass -----------------------------------------------------------------------------------
@@ -233,16 +234,14 @@ class Scheduler:
         then record how it ended."""
         state = self.store.state()
         for run in state.runs.values():
-            if run.get("status") != "running" or run.get("holder") == self.holder:
+            if run.status != "running" or run.holder == self.holder:
                 continue
-            last = run["attempts"][-1] if run.get("attempts") else None
-            status = self._wait(last["job_id"]) if last else "MISSING"
-            run = dict(run)
-            run.update(status="succeeded" if status == "SUCCEEDED" else "failed",
-                       ended_at=iso(time.time()),
-                       note=f"settled by {self.holder}: scheduler {run['holder']} died and its "
-                            f"last job ended {status}")
-            self._record(run)
+            status = self._wait(run.attempts[-1].job_id) if run.attempts else "MISSING"
+            self._record({**run.to_json(),
+                          "status": "succeeded" if status == "SUCCEEDED" else "failed",
+                          "ended_at": iso(time.time()),
+                          "note": f"settled by {self.holder}: scheduler {run.holder} died and "
+                                  f"its last job ended {status}"})
 
     # -- forever ----------------------------------------------------------------------------------
     def tick(self) -> list[dict]:

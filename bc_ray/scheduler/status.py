@@ -6,7 +6,7 @@ import time
 
 from bc_ray.scheduler.lease import Lease
 from bc_ray.scheduler.scheduler import LEASE_NAME, next_slot
-from bc_ray.store.state import StoreState
+from bc_ray.store.state import RunRecord, StoreState
 from bc_ray.store.store import Store
 
 
@@ -14,8 +14,8 @@ def summarize(store: Store) -> dict:
     state: StoreState = store.state()
     current = state.versions.get(state.current_version) if state.current_version is not None \
         else None
-    runs = sorted(state.runs.values(), key=lambda r: r.get("started_at", ""))
-    last = {kind: next((r for r in reversed(runs) if r.get("kind") == kind), None)
+    runs = sorted(state.runs.values(), key=lambda r: r.started_at or "")
+    last = {kind: next((r for r in reversed(runs) if r.kind == kind), None)
             for kind in ("refresh", "bump")}
     schedule = state.scheduler
     now = time.time()
@@ -36,13 +36,18 @@ def summarize(store: Store) -> dict:
                              "mode": t.mode, "rows": t.rows}
                          for key, t in state.tables.items() if (e := t.entity)},
         "last_runs": {kind: None if run is None else {
-            k: run.get(k) for k in ("run_id", "status", "started_at", "ended_at", "slot")}
-            for kind, run in last.items()},
-        "next_runs": {kind: next_slot(schedule.get(f"{kind}_cron"), now)
+            "run_id": run.run_id, "status": run.status, "started_at": run.started_at,
+            "ended_at": run.ended_at, "slot": run.slot} for kind, run in last.items()},
+        "next_runs": {kind: next_slot(schedule.cron(kind), now)
                       for kind in ("refresh", "bump")} if schedule else None,
-        "failures": [{k: r.get(k) for k in ("run_id", "kind", "ended_at", "note")} |
-                     {"error": (r.get("attempts") or [{}])[-1].get("error", "")[-300:]}
-                     for r in runs if r.get("status") == "failed"][-5:],
+        "failures": [{"run_id": r.run_id, "kind": r.kind, "ended_at": r.ended_at,
+                      "note": r.note, "error": _last_error(r)}
+                     for r in runs if r.status == "failed"][-5:],
         "lease": None if lease is None or lease.free(now) else {
             "holder": lease.holder, "expires_at": lease.expires_at},
     }
+
+
+def _last_error(run: RunRecord) -> str:
+    """The tail of the last attempt's error (what `status` shows of a failure)."""
+    return ((run.attempts[-1].error if run.attempts else None) or "")[-300:]

@@ -27,6 +27,7 @@ from bc_ray.data.batch import RawBatch
 from bc_ray.data.features import FEATURE_DTYPE
 from bc_ray.data.snapshot import GraphSnapshot, SnapshotMeta
 from bc_ray.exceptions import DataError, StoreError
+from bc_ray.store.actions import Action, BatchesCompacted, BatchIngested, SnapshotPublished
 from bc_ray.store.parquet import frame_to_parquet_bytes, from_parquet_bytes
 from bc_ray.store.state import FileRecord, Segment, SnapshotRecord, StoreState
 from bc_ray.store.store import Store
@@ -142,8 +143,8 @@ def load_ingested(store: Store, record: SnapshotRecord, state: StoreState) -> Gr
 def already_ingested(state: StoreState, batch_id: str) -> IngestOutcome:
     """The outcome of a batch whose id is in the log: a retry changes nothing."""
     batch = state.batches[batch_id]
-    return IngestOutcome(batch_id, "already ingested", batch["ordinal"],
-                         snapshot_id_for(state.batch_count), dict(batch.get("stats", {})))
+    return IngestOutcome(batch_id, "already ingested", batch.ordinal,
+                         snapshot_id_for(state.batch_count), dict(batch.stats))
 
 
 def commit_batch(store: Store, state: StoreState, raw: RawBatch, batch_id: str, name: str,
@@ -153,7 +154,7 @@ def commit_batch(store: Store, state: StoreState, raw: RawBatch, batch_id: str, 
     failed attempt are removed at once. `before_commit` runs with every file written."""
     ordinal = state.batch_count
     current, meta = current_entities(store, state)
-    last_ts = max((b["stats"]["time_range"][1] for b in state.batches.values()), default=None)
+    last_ts = max((b.stats["time_range"][1] for b in state.batches.values()), default=None)
     assigned = assign_batch(raw, current, ordinal, last_ts)
     prefix = store.new_prefix("batches")
     files = _write(store, prefix, assigned, _meta(meta, assigned, name))
@@ -163,23 +164,22 @@ def commit_batch(store: Store, state: StoreState, raw: RawBatch, batch_id: str, 
     snapshot_stats = {"name": name, "batches": ordinal + 1,
                       "users": current["user"].table.height + stats["new_users"],
                       "items": current["item"].table.height + stats["new_items"],
-                      "edges": sum(b["stats"]["edges"] for b in state.batches.values())
+                      "edges": sum(b.stats["edges"] for b in state.batches.values())
                       + stats["edges"]}
     snapshot_stats["visible_edges"] = snapshot_stats["edges"]
 
-    def build(latest: StoreState) -> list[dict]:
+    def build(latest: StoreState) -> list[Action]:
         if batch_id in latest.batches:
             raise _AlreadyIngested
         if latest.batch_count != ordinal:
             raise _Stale
         return [
-            {"type": "batch.ingested", "batch_id": batch_id, "ordinal": ordinal, "at": at,
-             "stats": stats, "sources": raw.sources, "prefix": prefix,
-             "segment": {"first": ordinal, "last": ordinal,
-                         "files": {k: vars(v) for k, v in files.items() if k != "meta"}}},
-            {"type": "snapshot.published", "id": snapshot_id_for(ordinal + 1), "cutoff": 1.0,
-             "batches": ordinal + 1, "files": {"meta": vars(files["meta"])},
-             "stats": snapshot_stats},
+            BatchIngested(batch_id=batch_id, ordinal=ordinal, at=at, stats=stats,
+                          sources=raw.sources, prefix=prefix,
+                          segment=Segment(first=ordinal, last=ordinal,
+                                          files={k: v for k, v in files.items() if k != "meta"})),
+            SnapshotPublished(id=snapshot_id_for(ordinal + 1), cutoff=1.0, batches=ordinal + 1,
+                              files={"meta": files["meta"]}, stats=snapshot_stats),
         ]
 
     if before_commit is not None:
@@ -253,25 +253,19 @@ def compact(store: Store, target_rows: int = DEFAULT_COMPACT_ROWS) -> dict:
     at = datetime.now(timezone.utc).isoformat()
     keys = {(r["first"], r["last"]) for r in replaced}
 
-    def build(latest: StoreState) -> list[dict]:
+    def build(latest: StoreState) -> list[BatchesCompacted]:
         if not keys <= {(s.first, s.last) for s in latest.segments}:
             raise StoreError("another compaction changed the segments meanwhile; run it again")
-        return [{"type": "batches.compacted", "at": at, "replaced": replaced,
-                 "segments": written}]
+        return [BatchesCompacted(at=at, replaced=replaced, segments=written)]
 
-    try:
-        landed = store.commit(build)
-    except StoreError:
-        store.io.delete(prefix, recursive=True)
-        raise
-    store.apply_retention()
+    landed = store.commit(build, staged=prefix)  # retention follows (a post-commit hook)
     return {"segments_before": len(state.segments), "segments_after": len(landed.segments),
             "merged": len(replaced)}
 
 
 def _groups(state: StoreState, target_rows: int) -> list[list[Segment]]:
     """Consecutive segments packed up to `target_rows` edges; groups of one are left alone."""
-    edges = {b["ordinal"]: b["stats"]["edges"] for b in state.batches.values()}
+    edges = {b.ordinal: b.stats["edges"] for b in state.batches.values()}
     rows = {s.first: sum(edges[o] for o in range(s.first, s.last + 1)) for s in state.segments}
     groups, current, size = [], [], 0
     for segment in state.segments:
@@ -287,11 +281,11 @@ def _groups(state: StoreState, target_rows: int) -> list[list[Segment]]:
 
 def batches_summary(state: StoreState, record: SnapshotRecord) -> dict:
     """What `bc-ray data info` adds for an ingested snapshot (its first `batches` batches)."""
-    batches = sorted((b for b in state.batches.values() if b["ordinal"] < record.batches),
-                     key=lambda b: b["ordinal"])
+    batches = sorted((b for b in state.batches.values() if b.ordinal < record.batches),
+                     key=lambda b: b.ordinal)
     return {"batches": len(batches), "segments": len(state.segments),
-            "last_batch": batches[-1]["batch_id"] if batches else None,
-            "interactions_ingested": sum(b["stats"]["edges"] for b in batches),
-            "late_edges": sum(b["stats"].get("late_edges", 0) for b in batches),
-            "duplicates_dropped": sum(b["stats"].get("duplicates_dropped", 0) for b in batches)}
+            "last_batch": batches[-1].batch_id if batches else None,
+            "interactions_ingested": sum(b.stats["edges"] for b in batches),
+            "late_edges": sum(b.stats.get("late_edges", 0) for b in batches),
+            "duplicates_dropped": sum(b.stats.get("duplicates_dropped", 0) for b in batches)}
 

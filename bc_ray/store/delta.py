@@ -16,9 +16,10 @@ Delta table no longer names itself, after the store's grace period. Readers load
 `spark.read.format("delta").load(STORE_URI + "/delta")`. Stores whose Delta table was at the
 store root (before issue 25) move on their next mirror, which removes the old `_delta_log/`.
 
-`mirror_embeddings` compares the actual Delta table (its files, schema and properties) with the
-current tables, so `bc-ray store mirror` repairs a table that was removed, overwritten or left
-behind. A mirror that fails never fails the commit it follows (`mirror_quietly`).
+`sync` compares the actual Delta table (its files, schema and properties) with the current
+tables, so `bc-ray store mirror` repairs a table that was removed, overwritten or left behind.
+When the mirror runs, how it is recorded in bc_ray's log, and that a mirror that fails never fails
+the commit it follows, is `maintenance.py`'s (a post-commit hook); this module is the Delta side.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from bc_ray.exceptions import StoreError
 from bc_ray.io import StorageOptions
 from bc_ray.store.parquet import embedding_parquet_bytes, has_arrow_schema, read_footer
 from bc_ray.store.state import FileRecord, StoreState, TableRecord
-from bc_ray.store.store import RetentionPolicy, Store, utc_now
+from bc_ray.store.store import RetentionPolicy, Store
 from bc_ray.store.tables import ENTITIES
 
 logger = logging.getLogger(__name__)
@@ -79,14 +80,11 @@ def current_tables(state: StoreState) -> dict[str, TableRecord]:
     return tables
 
 
-def mirror_embeddings(store: Store) -> int | None:
-    """Make the Delta table show the current tables, committing a version only when it does
-    not (missing, removed, overwritten, behind); returns the Delta version now current.
-    Raises `StoreError` when it cannot."""
-    state = store.state()
-    tables = current_tables(state)
-    if not tables:
-        return None
+def sync(store: Store, state: StoreState, tables: dict[str, TableRecord]) -> int:
+    """Make the Delta table show `tables` (the current ones), committing a Delta version only
+    when it does not (missing, removed, overwritten, behind), and vacuum the copies no version
+    within the grace period names; returns the Delta version now current. Raises `StoreError`
+    when it cannot."""
     files = [MirroredFile(e, t, f) for e, t in tables.items() for f in t.files]
     try:
         version = _sync_table(store, state, files)
@@ -96,25 +94,12 @@ def mirror_embeddings(store: Store) -> int | None:
     except Exception as exc:  # noqa: BLE001 - deltalake and the filesystems raise many types
         raise StoreError(f"the Delta table at {store.io.uri_of(DELTA_ROOT)} could not be "
                          f"brought up to date: {_first_line(exc)}") from exc
-    _record(store, state, tables, version)
-    _remove_legacy_log(store)
     return version
 
 
 def _first_line(exc: Exception) -> str:
     """deltalake's errors carry a multi-line backtrace: the message is its first line."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def mirror_quietly(store: Store) -> None:
-    """After a commit that changed the current tables: a mirror that fails, for whatever reason
-    (a storage error, a bug), is logged and never undoes or fails that commit (the next change,
-    or `bc-ray store mirror`, catches up)."""
-    try:
-        mirror_embeddings(store)
-    except Exception as exc:  # noqa: BLE001 - the commit it follows has landed: never raise
-        logger.warning("the Delta view was not updated (%s); readers of bc_ray's log are "
-                       "unaffected, run `bc-ray store mirror` to retry", exc)
 
 
 def _sync_table(store: Store, state: StoreState, files: list[MirroredFile]) -> int:
@@ -324,22 +309,7 @@ def _vacuum_copies(store: Store, state: StoreState) -> None:
             store.io.delete(f"{DELTA_ROOT}/{path}")
 
 
-def _record(store: Store, state: StoreState, tables: dict[str, TableRecord],
-            delta_version: int) -> None:
-    """Note the mirrored version in bc_ray's log (`store mirror`, `versions` show it)."""
-    paths = sorted(f.path for table in tables.values() for f in table.files)
-    recorded = {"delta_version": delta_version, "paths": paths,
-                "tables": {e: t.refresh_id for e, t in tables.items()}}
-    if state.delta == recorded:
-        return
-
-    def build(current: StoreState) -> list[dict]:
-        return [{"type": "delta.mirrored", **recorded, "at": utc_now().isoformat()}]
-
-    store.commit(build)
-
-
-def _remove_legacy_log(store: Store) -> None:
+def remove_legacy_log(store: Store) -> None:
     """The Delta table of a store written before issue 25 had the store root as its root: its
     log goes once the table at `delta/` exists (a VACUUM there would delete bc_ray's files)."""
     if store.io.list_dir(LEGACY_LOG):

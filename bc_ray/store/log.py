@@ -13,8 +13,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timezone
 
 import orjson
@@ -23,12 +24,14 @@ from bc_ray.exceptions import (
     BcRayError,
     CommitConflictError,
     CommitStateUnknownError,
+    LogEntryError,
     NotFoundError,
     StoreError,
     UnappliableSettingError,
 )
 from bc_ray.io import FileIO
-from bc_ray.store.state import StoreState, apply
+from bc_ray.store.actions import Action, as_action, parse_action
+from bc_ray.store.state import StoreState
 
 LOG_DIR = "_log"
 HINT = f"{LOG_DIR}/_last_checkpoint"
@@ -57,15 +60,36 @@ class Backoff:
                                                 self.base_seconds * 2 ** attempt))
 
 
-def fold_entry(state: StoreState, entry: dict, seq: int, lenient: bool = False) -> None:
+# What a writer may hand to `commit`: typed actions, or their JSON (tests, tools).
+WriterAction = Action | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One entry as read: its actions parsed once, in order."""
+
+    actions: tuple[Action, ...]
+    seq: int | None = None
+    writer: str | None = None
+    committed_at: str | None = None
+
+
+def parse_entry(entry: dict, where: object) -> LogEntry:
+    """An entry's JSON object, typed: what every reader folds (`where` names it in errors)."""
+    return LogEntry(actions=tuple(parse_action(a, where) for a in entry["actions"]),
+                    seq=entry.get("seq"), writer=entry.get("writer"),
+                    committed_at=entry.get("committed_at"))
+
+
+def fold_entry(state: StoreState, entry: LogEntry, seq: int, lenient: bool = False) -> None:
     """Fold one entry's actions into `state` (in place): what readers and the committing
     writer both do, so a writer checks its entry exactly as readers will apply it.
 
     A reader (`lenient`) skips a setting an older writer recorded that no process can apply,
     with a warning, so such a store stays readable and `bc-ray store config` can mend it."""
-    for action in entry["actions"]:
+    for action in entry.actions:
         try:
-            apply(state, action, seq, entry.get("committed_at"))
+            action.apply(state, seq, entry.committed_at)
         except UnappliableSettingError as exc:
             if not lenient:
                 raise
@@ -107,15 +131,18 @@ class VersionLog:
                 return state
             try:
                 fold_entry(state, entry, seq, lenient=True)
+            except LogEntryError:  # it names the entry already
+                raise
             except Exception as exc:  # noqa: BLE001 - a damaged entry, whatever it trips on
-                if isinstance(exc, StoreError) and "log entry" in str(exc):
-                    raise
                 raise StoreError(f"log entry {self.io.uri_of(entry_path(seq))} cannot be "
                                  f"applied ({type(exc).__name__}: {exc}); the log is "
                                  "damaged") from exc
             seq += 1
 
-    def read_entry(self, seq: int) -> dict | None:
+    def read_entry(self, seq: int) -> LogEntry | None:
+        """Entry `seq`, parsed (None when there is none yet); a damaged one is a
+        `LogEntryError` naming it."""
+        where = self.io.uri_of(entry_path(seq))
         try:
             raw = self.io.read_bytes(entry_path(seq))
         except NotFoundError:
@@ -123,25 +150,33 @@ class VersionLog:
         try:
             entry = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise StoreError(f"log entry {self.io.uri_of(entry_path(seq))} is not valid JSON: "
-                             f"{exc}") from exc
+            raise LogEntryError(f"log entry {where} is not valid JSON: {exc}") from exc
         if not isinstance(entry, dict) or not isinstance(entry.get("actions"), list) or \
                 not all(isinstance(a, dict) for a in entry["actions"]):
-            raise StoreError(f"log entry {self.io.uri_of(entry_path(seq))} is not an object "
-                             "with a list of actions; the log is damaged")
+            raise LogEntryError(f"log entry {where} is not an object with a list of actions; "
+                                "the log is damaged")
         if not isinstance(entry.get("format", FORMAT_VERSION), int):
-            raise StoreError(f"log entry {seq} has a malformed format field")
+            raise LogEntryError(f"log entry {seq} has a malformed format field")
         if entry.get("format", FORMAT_VERSION) > FORMAT_VERSION:
-            raise StoreError(f"log entry {seq} uses format {entry['format']}; upgrade bc_ray")
-        return entry
+            raise LogEntryError(f"log entry {seq} uses format {entry['format']}; upgrade bc_ray")
+        return parse_entry(entry, where)
 
-    def entries(self, start: int = 0) -> Iterator[tuple[int, dict]]:
+    def entries(self, start: int = 0) -> Iterator[tuple[int, LogEntry]]:
         seq = start
         while (entry := self.read_entry(seq)) is not None:
             yield seq, entry
             seq += 1
 
-    def commit(self, state: StoreState, actions: list[dict], writer: str) -> StoreState:
+    def typed(self, actions: Sequence[WriterAction], seq: int) -> list[Action]:
+        """A writer's actions as typed actions; JSON no reader could take is refused."""
+        try:
+            return [as_action(action, seq) for action in actions]
+        except LogEntryError as exc:
+            raise LogEntryError(f"refusing to commit log entry {seq} of {self.io.uri}: {exc}"
+                                ) from None
+
+    def commit(self, state: StoreState, actions: Sequence[WriterAction], writer: str
+               ) -> StoreState:
         """Append one entry after `state.seq`; returns the new state. Raises CommitConflictError
         when another writer took that number (re-read and retry), CommitStateUnknownError when
         the write failed in a way that may or may not have landed."""
@@ -149,7 +184,8 @@ class VersionLog:
             raise StoreError("refusing to commit an empty log entry")
         seq = state.seq + 1
         entry = {"format": FORMAT_VERSION, "seq": seq, "writer": writer,
-                 "committed_at": datetime.now(timezone.utc).isoformat(), "actions": actions}
+                 "committed_at": datetime.now(timezone.utc).isoformat(),
+                 "actions": [action.to_json() for action in self.typed(actions, seq)]}
         raw = self._encode(entry, seq)
         new_state = self._fold_as_read(state, raw, seq)
         try:
@@ -183,7 +219,7 @@ class VersionLog:
         no reader could apply is never put (it would make every later command fail)."""
         new_state = StoreState.from_dict(state.to_dict())
         try:
-            fold_entry(new_state, orjson.loads(raw), seq)
+            fold_entry(new_state, parse_entry(orjson.loads(raw), seq), seq)
         except Exception as exc:  # noqa: BLE001 - whatever the fold trips on, nothing is put
             kind = type(exc) if isinstance(exc, BcRayError) else StoreError
             detail = str(exc) if isinstance(exc, BcRayError) else f"{type(exc).__name__}: {exc}"
@@ -191,8 +227,8 @@ class VersionLog:
                        f"not apply it ({detail})") from exc
         return new_state
 
-    def commit_with_retry(self, build: Callable[[StoreState], list[dict]], writer: str,
-                          retries: int = 8) -> StoreState:
+    def commit_with_retry(self, build: Callable[[StoreState], Sequence[WriterAction]],
+                          writer: str, retries: int = 8) -> StoreState:
         """Optimistic concurrency: read, build the actions against that state, commit; on a
         conflict re-read and rebuild (so `build` can re-validate or give up by raising)."""
         for attempt in range(retries + 1):

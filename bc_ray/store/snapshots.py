@@ -7,6 +7,7 @@ import polars as pl
 
 from bc_ray.data.snapshot import GraphSnapshot, SnapshotMeta
 from bc_ray.exceptions import DataError, NotFoundError
+from bc_ray.store.actions import SnapshotPublished
 from bc_ray.store.parquet import from_parquet_bytes, to_parquet_bytes
 from bc_ray.store.state import SnapshotRecord, StoreState
 from bc_ray.store.store import Store
@@ -34,8 +35,8 @@ def publish_snapshot(store: Store, snapshot: GraphSnapshot) -> SnapshotRecord:
              for name in TABLES}
     files["meta"] = store.put(f"{prefix}/meta.json", orjson.dumps(snapshot.meta.to_dict()))
     snapshot_id = prefix.split("/", 1)[1]
-    action = {"type": "snapshot.published", "id": snapshot_id, "cutoff": snapshot.meta.cutoff,
-              "files": {k: vars(v) for k, v in files.items()}, "stats": snapshot_stats(snapshot)}
+    action = SnapshotPublished(id=snapshot_id, cutoff=snapshot.meta.cutoff, files=files,
+                               stats=snapshot_stats(snapshot))
     state = store.commit(lambda _state: [action])
     return state.snapshots[snapshot_id]
 
@@ -45,7 +46,7 @@ def advance_snapshot(store: Store, cutoff: float) -> SnapshotRecord:
     if not 0.0 < cutoff <= 1.0:
         raise DataError(f"cutoff must be in (0, 1], got {cutoff}")
 
-    def build(state: StoreState) -> list[dict]:
+    def build(state: StoreState) -> list[SnapshotPublished]:
         current = state.snapshot()
         if current.batches is not None:
             raise DataError("the current snapshot grows by ingestion (bc-ray data ingest); a "
@@ -56,8 +57,8 @@ def advance_snapshot(store: Store, cutoff: float) -> SnapshotRecord:
         base = current.id.split("@", 1)[0]
         stats = dict(current.stats)
         stats["visible_edges"] = visible_edge_count(stats["edges"], cutoff)
-        return [{"type": "snapshot.published", "id": f"{base}@{cutoff:g}", "cutoff": cutoff,
-                 "files": {k: vars(v) for k, v in current.files.items()}, "stats": stats}]
+        return [SnapshotPublished(id=f"{base}@{cutoff:g}", cutoff=cutoff, files=current.files,
+                                  stats=stats)]
 
     state = store.commit(build)
     return state.snapshot()

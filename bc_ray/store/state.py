@@ -1,26 +1,22 @@
-"""What the store holds, as plain data: the fold of the version log.
+"""What the store holds, as typed records: the fold of the version log.
 
-Each log entry is a list of actions (dicts with a ``type``). `apply` folds one action into a
-`StoreState`; the current state is the fold of every entry, and checkpoints serialise it.
+Each log entry is a list of actions (`actions.py`, one frozen model per kind); folding them one by
+one gives a `StoreState`, and checkpoints serialise it (`to_dict`, in the same JSON shape as ever,
+so any bc_ray reads any checkpoint). Records the log holds as JSON are frozen `LogModel`s: they
+keep the keys they were read or built with, no more, no fewer.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from bc_ray.exceptions import NotFoundError, StoreError, UnappliableSettingError
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, PlainValidator
 
-ACTION_TYPES = (
-    "snapshot.published", "version.candidate", "version.published", "version.rejected",
-    "refresh.published", "retention.applied", "run.recorded", "scheduler.configured",
-    "batch.ingested", "batches.compacted", "store.configured", "version.rolled_back",
-    "delta.mirrored",
-)
-
+from bc_ray.exceptions import NotFoundError, StoreError
 
 # Top-level folders that hold data files; every path the log names lies under one of them.
 DATA_ROOTS = ("snapshots", "batches", "versions", "embeddings")
@@ -51,6 +47,41 @@ class FileRecord:
                    sha256=data["sha256"])
 
 
+def _logged_file(value: object) -> FileRecord:
+    """A `FileRecord` as the log names it: a malformed one is a validation error, a path outside
+    the data roots a `StoreError` (`confined_path`)."""
+    if isinstance(value, FileRecord):
+        confined_path(value.path)
+        return value
+    if not isinstance(value, Mapping) or not {"path", "size", "sha256"} <= value.keys():
+        raise ValueError("a file record needs a path, a size and a sha256")
+    try:
+        return FileRecord.from_dict(dict(value))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a file record with a size that is not a number: {exc}") from None
+
+
+def _file_json(record: FileRecord) -> dict[str, Any]:
+    return {"path": record.path, "size": record.size, "sha256": record.sha256}
+
+
+# A file record inside a log model: validated on the way in, written as {path, size, sha256}.
+LoggedFile = Annotated[FileRecord, PlainValidator(_logged_file), PlainSerializer(_file_json)]
+# A path the log names, confined to the data roots.
+LoggedPath = Annotated[str, AfterValidator(confined_path)]
+
+
+class LogModel(BaseModel):
+    """A record the log holds as JSON. Frozen; keys a newer writer added are kept; `to_json`
+    writes exactly the keys it was read or built with (an optional key left out stays out), so
+    re-writing never changes what an older reader sees."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
 @dataclass
 class SnapshotRecord:
     id: str
@@ -63,19 +94,20 @@ class SnapshotRecord:
     batches: int | None = None
 
 
-@dataclass
-class Segment:
+class Segment(LogModel):
     """Files holding the rows of ingested batches `first`..`last` (one batch when ingested, many
     after compaction). Every row carries its batch ordinal, so any prefix of batches is readable."""
 
     first: int
     last: int
-    files: dict[str, FileRecord]  # edges, and users / items (entity rows added or changed)
+    files: dict[str, LoggedFile]  # edges, and users / items (entity rows added or changed)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> Segment:
-        return cls(first=int(data["first"]), last=int(data["last"]),
-                   files={k: FileRecord.from_dict(v) for k, v in data["files"].items()})
+
+class SegmentRange(LogModel):
+    """The batches a segment holds, which names it (what a compaction replaces)."""
+
+    first: int
+    last: int
 
 
 @dataclass
@@ -126,6 +158,106 @@ class TableRecord:
         return list(self.files) + list(self.cache.values())
 
 
+class SourceRecord(LogModel):
+    """A file a batch was read from, as `batch.ingested` records it (its identity under a
+    landing root, `rel` and `sha256`, when it was landed)."""
+
+    uri: str
+    size: int
+    tag: str
+    role: str = "edges"
+    rel: str | None = None
+    sha256: str | None = None
+    rows: int | None = None
+
+
+class BatchRecord(LogModel):
+    """An ingested batch: its ordinal, counts and time range (`stats`) and source files."""
+
+    batch_id: str
+    ordinal: int
+    at: str
+    stats: dict[str, Any] = {}
+    sources: list[SourceRecord] = []
+    prefix: str
+
+
+class RunAttempt(LogModel):
+    """One Ray job a scheduler run submitted for a step (train or refresh)."""
+
+    job_id: str
+    step: str | None = None
+    attempt: int | None = None
+    submitted_at: str | None = None
+    status: str | None = None
+    ended_at: str | None = None
+    error: str | None = None
+
+
+class RunRecord(LogModel):
+    """A scheduler run as last recorded: what ran, how it ended, what it published."""
+
+    run_id: str
+    kind: str | None = None
+    slot: str | None = None
+    status: str | None = None
+    holder: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    attempts: list[RunAttempt] = []
+    landing: dict[str, Any] | None = None  # the landing report of the pass it started with
+    published: dict[str, Any] | None = None
+    candidate: dict[str, Any] | None = None
+    error: str | None = None
+    note: str | None = None
+    lease_generation: int | None = None
+
+
+class ScheduleRecord(LogModel):
+    """The schedule a scheduler recorded (what `bc-ray status` shows as next runs)."""
+
+    refresh_cron: str | None = None
+    bump_cron: str | None = None
+    holder: str | None = None
+    at: str | None = None
+
+    def cron(self, kind: str) -> str | None:
+        return self.refresh_cron if kind == "refresh" else self.bump_cron
+
+
+class LandingNote(LogModel):
+    """A landed file no batch holds that the landing zone must not read again (empty, the same
+    bytes as a batch, changed after it was taken), keyed by `role/rel@sha256`."""
+
+    role: str
+    rel: str
+    uri: str
+    size: int
+    tag: str
+    sha256: str | None
+    outcome: str
+    batch_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.role}/{self.rel}@{self.sha256}"
+
+
+class DeltaMirror(LogModel):
+    """The Delta view's version and the store files it names (live until it moves on)."""
+
+    delta_version: int
+    paths: list[LoggedPath]
+    tables: dict[str, str] = {}  # refresh id by entity
+
+
+class RetentionSetting(LogModel):
+    """The retention recorded in the log (`bc-ray store config`), as every process applies it."""
+
+    keep_versions: int
+    staging_grace_seconds: float
+
+
 @dataclass
 class StoreState:
     seq: int = -1
@@ -134,23 +266,21 @@ class StoreState:
     versions: dict[int, VersionRecord] = field(default_factory=dict)
     current_version: int | None = None
     tables: dict[str, TableRecord] = field(default_factory=dict)  # key "v{version}/{entity}"
-    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: dict[str, RunRecord] = field(default_factory=dict)
     # Files no longer referenced, with the time they stopped being referenced: deleted by
     # retention only after a grace period, so a reader that just read the previous state is safe.
     garbage: dict[str, str] = field(default_factory=dict)
-    scheduler: dict[str, Any] = field(default_factory=dict)
-    # Ingested batches by id (ordinal, stats, source files) and the segments holding their rows.
-    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scheduler: ScheduleRecord | None = None
+    # Ingested batches by id and the segments holding their rows.
+    batches: dict[str, BatchRecord] = field(default_factory=dict)
     segments: list[Segment] = field(default_factory=list)
-    # The store's retention (keep_versions, staging_grace_seconds), set by `bc-ray store config`:
-    # a property of the store, so every process applies the same policy.
-    retention: dict[str, Any] = field(default_factory=dict)
-    # The Delta mirror of the current tables (delta.py): its version and the files it names,
-    # which stay live until the mirror moves on.
-    delta: dict[str, Any] = field(default_factory=dict)
-    # Landed files no batch holds but the landing zone must not read again (empty, same bytes
-    # as a batch, changed after they were taken), by "role/rel@sha256" (landing_scan.py).
-    landing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The store's retention, set by `bc-ray store config`: a property of the store, so every
+    # process applies the same policy.
+    retention: RetentionSetting | None = None
+    # The Delta mirror of the current tables (delta.py), once there is one.
+    delta: DeltaMirror | None = None
+    # Landed files no batch holds but the landing zone must not read again, by their key.
+    landing: dict[str, LandingNote] = field(default_factory=dict)
 
     # -- queries -----------------------------------------------------------------------
     def snapshot(self, snapshot_id: str | None = None) -> SnapshotRecord:
@@ -191,7 +321,7 @@ class StoreState:
             paths |= {f.path for f in table.all_files}
         for segment in self.segments:
             paths |= {f.path for f in segment.files.values()}
-        return paths | set(self.delta.get("paths", []))
+        return paths | set(self.delta.paths if self.delta else ())
 
     @property
     def batch_count(self) -> int:
@@ -199,21 +329,42 @@ class StoreState:
 
     # -- serialisation for checkpoints ----------------------------------------------------------
     def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["versions"] = {str(k): v for k, v in data["versions"].items()}
-        return data
+        """The checkpoint's JSON shape (unchanged since checkpoints held plain dicts)."""
+        def records(items: Mapping[str, LogModel]) -> dict[str, dict]:
+            return {key: record.to_json() for key, record in items.items()}
+
+        return {
+            "seq": self.seq, "current_snapshot": self.current_snapshot,
+            "current_version": self.current_version,
+            "snapshots": {k: dataclasses.asdict(v) for k, v in self.snapshots.items()},
+            "versions": {str(k): dataclasses.asdict(v) for k, v in self.versions.items()},
+            "tables": {k: dataclasses.asdict(v) for k, v in self.tables.items()},
+            "runs": records(self.runs), "garbage": dict(self.garbage),
+            "scheduler": self.scheduler.to_json() if self.scheduler else {},
+            "batches": records(self.batches), "segments": [s.to_json() for s in self.segments],
+            "retention": self.retention.to_json() if self.retention else {},
+            "delta": self.delta.to_json() if self.delta else {},
+            "landing": records(self.landing)}
 
     @classmethod
     def from_dict(cls, data: dict) -> StoreState:
         def files(raw: dict) -> dict[str, FileRecord]:
             return {k: FileRecord.from_dict(v) for k, v in raw.items()}
 
+        def optional(model: type[LogModel], key: str) -> Any:
+            return model.model_validate(data[key]) if data.get(key) else None
+
         state = cls(seq=data["seq"], current_snapshot=data["current_snapshot"],
-                    current_version=data["current_version"], runs=data.get("runs", {}),
-                    garbage=data.get("garbage", {}), scheduler=data.get("scheduler", {}),
-                    batches=data.get("batches", {}), retention=data.get("retention", {}),
-                    delta=data.get("delta", {}), landing=data.get("landing", {}),
-                    segments=[Segment.from_dict(s) for s in data.get("segments", [])])
+                    current_version=data["current_version"], garbage=data.get("garbage", {}),
+                    runs={k: RunRecord.model_validate(v) for k, v in data.get("runs", {}).items()},
+                    batches={k: BatchRecord.model_validate(v)
+                             for k, v in data.get("batches", {}).items()},
+                    landing={k: LandingNote.model_validate(v)
+                             for k, v in data.get("landing", {}).items()},
+                    scheduler=optional(ScheduleRecord, "scheduler"),
+                    retention=optional(RetentionSetting, "retention"),
+                    delta=optional(DeltaMirror, "delta"),
+                    segments=[Segment.model_validate(s) for s in data.get("segments", [])])
         for key, raw in data["snapshots"].items():
             state.snapshots[key] = SnapshotRecord(**{**raw, "files": files(raw["files"])})
         for key, raw in data["versions"].items():
@@ -225,143 +376,5 @@ class StoreState:
         return state
 
 
-def _discard(state: StoreState, paths: list[str], at: str) -> None:
-    for path in paths:
-        state.garbage.setdefault(path, at)
-
-
-def _retention(action: dict, seq: int) -> dict[str, Any]:
-    """The retention a `store.configured` action records, refused unless every process can
-    apply it (a grace written as null, a count below one). Values older writers let through
-    and readers took (`true` as 1, 2.0 as 2) are still taken, so no readable store turns
-    unreadable."""
-    keep, grace = action["keep_versions"], action["staging_grace_seconds"]
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (keep, grace)) \
-            or int(keep) < 1 or grace < 0:
-        raise UnappliableSettingError(
-            f"log entry {seq} configures a retention no process can apply (keep_versions "
-            f"{keep!r}, staging_grace_seconds {grace!r})")
-    return {"keep_versions": int(keep), "staging_grace_seconds": float(grace)}
-
-
 def table_key(version: int, entity: str) -> str:
     return f"v{version}/{entity}"
-
-
-def added_files(action: dict) -> list[FileRecord]:
-    """The files an action starts to reference (they must exist when it is committed)."""
-    kind = action.get("type")
-    if kind in ("snapshot.published", "version.candidate"):
-        raw = list(action["files"].values())
-    elif kind == "refresh.published":
-        raw = list(action["files"]) + list(action.get("cache", {}).values())
-    elif kind == "batch.ingested":
-        raw = list(action["segment"]["files"].values())
-    elif kind == "batches.compacted":
-        raw = [f for segment in action["segments"] for f in segment["files"].values()]
-    else:
-        raw = []
-    return [FileRecord.from_dict(f) for f in raw]
-
-
-def apply(state: StoreState, action: dict, seq: int, committed_at: str | None = None) -> None:
-    """Fold one action into the state (in place). Files it stops referencing enter the garbage
-    list stamped with `committed_at` (the entry's commit time): the grace period before they are
-    deleted counts from the moment the log stopped naming them."""
-    kind = action.get("type")
-    if kind == "snapshot.published":
-        files = {k: FileRecord.from_dict(v) for k, v in action["files"].items()}
-        state.snapshots[action["id"]] = SnapshotRecord(
-            id=action["id"], files=files, cutoff=action["cutoff"], stats=action.get("stats", {}),
-            seq=seq, batches=action.get("batches"))
-        state.current_snapshot = action["id"]
-    elif kind == "version.candidate":
-        files = {k: FileRecord.from_dict(v) for k, v in action["files"].items()}
-        fields = {k: action[k] for k in ("version", "parent", "dim", "method", "spec",
-                                         "snapshot_id", "cutoff", "created_at")}
-        state.versions[action["version"]] = VersionRecord(
-            status="candidate", files=files, metrics=action.get("metrics", {}), **fields)
-    elif kind == "version.published":
-        record = state.version(action["version"])
-        record.status, record.published_at = "published", action["at"]
-        state.current_version = record.version
-    elif kind == "version.rejected":
-        record = state.version(action["version"])
-        record.status, record.reasons = "rejected", list(action["reasons"])
-    elif kind == "version.rolled_back":
-        target = state.version(action["to"])
-        if target.status != "published":
-            raise StoreError(f"log entry {seq} rolls back to version {target.version}, which is "
-                             f"{target.status}")
-        for number in action["versions"]:
-            record = state.version(number)
-            record.status = "rolled_back"
-            record.reasons = [f"rolled back to version {target.version} at {action['at']}"
-                              + (f": {action['reason']}" if action.get("reason") else "")]
-        state.current_version = target.version
-    elif kind == "refresh.published":
-        table = TableRecord(
-            files=[FileRecord.from_dict(f) for f in action["files"]],
-            **{k: action[k] for k in ("version", "entity", "refresh_id", "rows", "dim",
-                                      "refreshed_at", "snapshot_id", "cutoff", "mode")},
-            stats=action.get("stats", {}),
-            cache={k: FileRecord.from_dict(v) for k, v in action.get("cache", {}).items()})
-        key = table_key(table.version, table.entity)
-        if key in state.tables:
-            _discard(state, [f.path for f in state.tables[key].all_files],
-                     committed_at or table.refreshed_at)
-        state.tables[key] = table
-    elif kind == "retention.applied":
-        for key in action.get("tables", []):
-            if key in state.tables:
-                _discard(state, [f.path for f in state.tables.pop(key).all_files],
-                         committed_at or action["at"])
-        for version in action.get("models", []):
-            record = state.versions[int(version)]
-            if not record.model_removed and "model" in record.files:
-                record.model_removed = True
-                _discard(state, [record.files["model"].path], committed_at or action["at"])
-        for version in action.get("chains", []):
-            record = state.versions[int(version)]
-            if not record.chain_removed and "chain" in record.files:
-                record.chain_removed = True
-                _discard(state, [record.files["chain"].path], committed_at or action["at"])
-        for path in action.get("purged", []):
-            state.garbage.pop(path, None)
-    elif kind == "batch.ingested":
-        if action["batch_id"] in state.batches:
-            raise StoreError(f"log entry {seq} ingests batch {action['batch_id']!r} a second time")
-        if action["ordinal"] != state.batch_count:
-            raise StoreError(f"log entry {seq} ingests batch ordinal {action['ordinal']}, "
-                             f"expected {state.batch_count}")
-        state.batches[action["batch_id"]] = {
-            k: v for k, v in action.items() if k not in ("type", "segment")}
-        state.segments.append(Segment.from_dict(action["segment"]))
-    elif kind == "batches.compacted":
-        replaced = {(s["first"], s["last"]) for s in action["replaced"]}
-        kept = [s for s in state.segments if (s.first, s.last) not in replaced]
-        if len(kept) != len(state.segments) - len(replaced):
-            raise StoreError(f"log entry {seq} compacts segments the state does not hold")
-        for segment in state.segments:
-            if (segment.first, segment.last) in replaced:
-                _discard(state, [f.path for f in segment.files.values()],
-                         committed_at or action["at"])
-        state.segments = sorted(kept + [Segment.from_dict(s) for s in action["segments"]],
-                                key=lambda s: s.first)
-    elif kind == "run.recorded":
-        state.runs[action["run_id"]] = {k: v for k, v in action.items() if k != "type"}
-    elif kind == "store.configured":
-        state.retention = _retention(action, seq)
-    elif kind == "delta.mirrored":
-        state.delta = {"delta_version": int(action["delta_version"]),
-                       "paths": [confined_path(p) for p in action["paths"]],
-                       "tables": dict(action.get("tables", {}))}
-    elif kind == "scheduler.configured":
-        state.scheduler = {k: v for k, v in action.items() if k != "type"}
-    elif kind == "landing.noted":
-        for note in action["files"]:
-            state.landing[f"{note['role']}/{note['rel']}@{note['sha256']}"] = dict(note)
-    else:
-        raise StoreError(f"log entry {seq} holds an unknown action type {kind!r}; this store was "
-                         f"written by a newer bc_ray")
-    state.seq = seq

@@ -13,21 +13,21 @@ Layout under the store URI::
                                 copies and _delta_log/, never a data root of bc_ray's
     _train/                     Ray Train checkpoints (scratch, not part of any version)
 
-Writers that crash leave only unreferenced files under a run prefix: `collect_garbage` removes
-them once they are older than a grace period. Readers follow the log and never list data folders.
+Writers that crash leave only unreferenced files under a run prefix: `maintenance.collect_garbage`
+removes them once they are older than a grace period. Readers follow the log and never list data
+folders. A commit runs the post-commit hooks its kinds of action ask for (`actions.Hook`; what
+each does is registered by `maintenance.py`): the Delta mirror, retention.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import numbers
 import os
 import socket
-import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -40,16 +40,19 @@ from bc_ray.exceptions import (
 )
 from bc_ray import chain as chain_math
 from bc_ray.io import FileIO, StorageOptions
-from bc_ray.store.log import VersionLog
+from bc_ray.store.actions import Action, Hook, StoreConfigured, post_commit_hooks
+from bc_ray.store.log import VersionLog, WriterAction
 from bc_ray.store.parquet import sha256
-from bc_ray.store.state import DATA_ROOTS, FileRecord, StoreState, VersionRecord, added_files
+from bc_ray.store.state import FileRecord, StoreState
 
-logger = logging.getLogger(__name__)
+# What each post-commit hook does, registered once (`maintenance.py`, imported with the package).
+PostCommitHook = Callable[["Store"], object]
+_POST_COMMIT: dict[Hook, PostCommitHook] = {}
 
 
-# `bc-ray gc` refuses a shorter grace unless forced: a writer's files are unreferenced until its
-# commit, and a refresh or training run can take many minutes between its first write and it.
-MIN_GC_GRACE_SECONDS = 900.0
+def register_post_commit(hook: Hook, run: PostCommitHook) -> None:
+    """Make `run(store)` what `hook` does after every commit whose actions ask for it."""
+    _POST_COMMIT[hook] = run
 
 
 def checked_keep_versions(value: object, name: str = "retention keep_versions") -> int:
@@ -96,17 +99,21 @@ class RetentionPolicy:
 
     @classmethod
     def of(cls, state: StoreState) -> RetentionPolicy | None:
-        return cls(**state.retention) if state.retention else None
+        """The policy the store's log records, if any."""
+        recorded = state.retention
+        return None if recorded is None else cls(
+            keep_versions=recorded.keep_versions,
+            staging_grace_seconds=recorded.staging_grace_seconds)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep_versions", checked_keep_versions(self.keep_versions))
         object.__setattr__(self, "staging_grace_seconds", checked_seconds(
             self.staging_grace_seconds, "retention staging_grace_seconds"))
 
-    def action(self, source: str) -> dict:
-        return {"type": "store.configured", "keep_versions": self.keep_versions,
-                "staging_grace_seconds": self.staging_grace_seconds, "source": source,
-                "at": utc_now().isoformat()}
+    def action(self, source: str) -> StoreConfigured:
+        return StoreConfigured(keep_versions=self.keep_versions,
+                               staging_grace_seconds=self.staging_grace_seconds, source=source,
+                               at=utc_now().isoformat())
 
 
 def _env_number(variable: str, parse, check, default):
@@ -130,7 +137,8 @@ class Store:
                  retention: RetentionPolicy | None = None, writer: str | None = None) -> None:
         self.io = FileIO(uri, options)
         self.log = VersionLog(self.io)
-        self._retention = retention
+        # A policy given by the caller (tests, benchmarks) wins over the one the log records.
+        self.explicit_retention = retention
         self.writer = writer or f"{socket.gethostname()}:{os.getpid()}"
         self._probed = self.io.scheme == "file"
 
@@ -138,11 +146,12 @@ class Store:
     def retention(self) -> RetentionPolicy:
         """The policy this store keeps: an explicit one (tests, benchmarks), else the one its
         log records, else the environment's or the default. Readers never need it."""
-        return self._policy(self.state())
+        return self.policy(self.state())
 
-    def _policy(self, state: StoreState) -> RetentionPolicy:
-        if self._retention is not None:
-            return self._retention
+    def policy(self, state: StoreState) -> RetentionPolicy:
+        """The policy this store keeps in `state` (see `retention`)."""
+        if self.explicit_retention is not None:
+            return self.explicit_retention
         recorded = RetentionPolicy.of(state)
         if recorded is not None:
             return recorded
@@ -159,25 +168,45 @@ class Store:
     def state(self) -> StoreState:
         return self.log.read_state()
 
-    def commit(self, build, retries: int = 10) -> StoreState:
-        """Commit the actions `build(state)` returns, re-building on conflicts.
+    def commit(self, build: Callable[[StoreState], Sequence[WriterAction]], retries: int = 10,
+               staged: str | None = None) -> StoreState:
+        """Commit the actions `build(state)` returns, re-building on conflicts, then run the
+        post-commit hooks they ask for (`Action.post_commit`); returns the state the commit made.
 
         Every file an action adds must exist with its recorded size (and, on a local disk, be
         synced) before the entry lands: a writer whose files were removed meanwhile (a gc with
-        too short a grace) fails here instead of committing dangling references."""
+        too short a grace) fails here instead of committing dangling references. `staged` is a
+        prefix this writer wrote for this commit alone: removed when the commit fails (a
+        `StoreError`), never once it has landed, whatever a post-commit hook then raises."""
+        try:
+            state, actions = self._commit(build, retries)
+        except StoreError:
+            if staged is not None:
+                self.io.delete(staged, recursive=True)  # never referenced: safe to remove
+            raise
+        for hook in post_commit_hooks(actions):
+            _POST_COMMIT[hook](self)
+        return state
+
+    def _commit(self, build: Callable[[StoreState], Sequence[WriterAction]], retries: int
+                ) -> tuple[StoreState, list[Action]]:
+        """The commit itself: the state it made and the actions that landed."""
         self.ensure_conditional_writes()
         checked: set[str] = set()
+        committed: list[Action] = []
 
-        def checked_build(state: StoreState) -> list[dict]:
-            actions = build(state)
+        def checked_build(state: StoreState) -> list[Action]:
+            actions = self.log.typed(build(state), state.seq + 1)
+            _check_hooks(actions)
             for action in actions:
-                for record in added_files(action):
+                for record in action.added_files():
                     if record.path not in checked:
                         self._check_added(record)
                         checked.add(record.path)
+            committed[:] = actions
             return actions
 
-        return self.log.commit_with_retry(checked_build, self.writer, retries=retries)
+        return self.log.commit_with_retry(checked_build, self.writer, retries=retries), committed
 
     def _check_added(self, record: FileRecord) -> None:
         try:
@@ -294,120 +323,10 @@ class Store:
                                 f"{record.version} ({state.lineage(record.version)})")
         return chain[target]
 
-    # -- retention and garbage collection ------------------------------------------------------------
-    def apply_retention(self) -> dict[str, list[str]]:
-        """Unreference embedding tables and models outside the policy, and delete the files that
-        have been unreferenced for longer than the grace period (one commit, then deletes).
 
-        An entity's newest table on the lineage is kept until a newer version's table for it is
-        committed: after a bump, readers keep getting the previous version's table (and any
-        older version through the chain) until the new version's first refresh lands."""
-        plan: dict[str, list[str]] = {}
-
-        def build(state: StoreState) -> list[dict]:
-            policy = self._policy(state)
-            actions = []
-            if not state.retention and self._retention is None and RetentionPolicy.from_env():
-                logger.info("recording the environment's retention %s in the store's log",
-                            policy)
-                actions.append(policy.action("environment"))
-            now = utc_now()
-            keep = _kept_versions(state, policy.keep_versions)
-            plan["tables"] = _expired_tables(state, keep)
-            plan["models"] = [str(v) for v, r in state.versions.items()
-                              if not r.model_removed and "model" in r.files
-                              and _model_expired(r, keep)]
-            read_through = {t.version for k, t in state.tables.items()
-                            if k not in plan["tables"]}
-            plan["chains"] = [str(v) for v, r in state.versions.items()
-                              if not r.chain_removed and "chain" in r.files
-                              and _model_expired(r, keep) and v not in read_through]
-            mirrored = set(state.delta.get("paths", []))  # the Delta mirror still names them
-            plan["purged"] = [p for p, at in state.garbage.items()
-                              if (now - datetime.fromisoformat(at)).total_seconds()
-                              >= policy.staging_grace_seconds and p not in mirrored]
-            if any(plan.values()):
-                actions.append({"type": "retention.applied", "at": now.isoformat(), **plan})
-            return actions
-
-        if not build(self.state()):
-            return {"tables": [], "models": [], "chains": [], "purged": []}
-        self.commit(build)
-        for path in plan["purged"]:
-            self.io.delete(path)
-        return plan
-
-    def collect_garbage(self, grace_seconds: float | None = None, force: bool = False
-                        ) -> list[str]:
-        """Delete every file under the data folders that no live state references: run prefixes
-        no log entry ever named (writers that crashed before their commit) go whole, and single
-        files inside a referenced prefix (a retention or compaction killed between its commit
-        and its deletes, a retried task's extra part) go one by one. Returns what was deleted.
-
-        A run prefix is only touched once its newest file is older than the grace period, so a
-        running writer is never hurt; a grace below `MIN_GC_GRACE_SECONDS` could still delete a
-        slow writer's files: refused unless `force`. Files the log keeps for readers of older
-        states (its garbage list) are retention's, after their own grace."""
-        grace = self.retention.staging_grace_seconds if grace_seconds is None else grace_seconds
-        grace = checked_seconds(grace, "the gc grace (--grace)")
-        if grace < MIN_GC_GRACE_SECONDS and not force:
-            raise ConfigError(f"a gc grace of {grace:g} s could delete the files of a writer "
-                              f"still running (refresh, training, ingest); use at least "
-                              f"{MIN_GC_GRACE_SECONDS:g} s, or --force when no writer runs")
-        state = self.state()
-        kept = state.live_paths() | set(state.garbage)
-        deleted = []
-        now = time.time()
-        for prefix, files in self._data_files().items():
-            newest = max((t for t in files.values() if t is not None), default=None)
-            if newest is not None and now - newest < grace:
-                continue
-            orphans = sorted(path for path in files if path not in kept)
-            if len(orphans) == len(files):
-                self.io.delete(prefix, recursive=True)
-                deleted.append(prefix)
-                continue
-            for path in orphans:
-                self.io.delete(path)
-            deleted += orphans
-        return deleted
-
-    def _data_files(self) -> dict[str, dict[str, float | None]]:
-        """Every file under the data folders with its modification time, by run prefix."""
-        prefixes: dict[str, dict[str, float | None]] = {}
-        for root in DATA_ROOTS:
-            for path, modified in self.io.list_files(root).items():
-                prefixes.setdefault(_run_prefix(path), {})[path] = modified
-        return prefixes
-
-
-def _kept_versions(state: StoreState, keep_versions: int) -> set[int]:
-    lineage = state.lineage()
-    return set(lineage[-keep_versions:]) if lineage else set()
-
-
-def _expired_tables(state: StoreState, keep: set[int]) -> list[str]:
-    """Tables outside the kept versions, except each entity's newest table on the lineage while
-    no kept version has one yet (a bump's first refresh has not landed)."""
-    lineage = state.lineage()
-    protected = set()
-    for entity in {t.entity for t in state.tables.values()}:
-        if not any(state.table(v, entity) for v in keep):
-            newest = [v for v in lineage if state.table(v, entity) is not None]
-            if newest:
-                protected.add((newest[-1], entity))
-    return [k for k, t in state.tables.items()
-            if t.version not in keep and (t.version, t.entity) not in protected]
-
-
-def _model_expired(record: VersionRecord, keep: set[int]) -> bool:
-    if record.status in ("rejected", "rolled_back"):
-        return True
-    return record.status == "published" and record.version not in keep
-
-
-def _run_prefix(path: str) -> str:
-    parts = path.split("/")
-    depth = 4 if parts[0] == "embeddings" else 2
-    return "/".join(parts[:depth])
-
+def _check_hooks(actions: list[Action]) -> None:
+    """Refuse, before anything lands, a commit whose follow-up steps nobody registered."""
+    missing = [hook for hook in post_commit_hooks(actions) if hook not in _POST_COMMIT]
+    if missing:
+        raise StoreError(f"no post-commit hook registered for {', '.join(missing)} "
+                         "(bc_ray.store.maintenance registers them)")

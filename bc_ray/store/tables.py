@@ -16,6 +16,7 @@ from bc_ray.store.parquet import (
     from_parquet_bytes,
     read_footer,
 )
+from bc_ray.store.actions import RefreshPublished
 from bc_ray.store.state import FileRecord, StoreState, TableRecord
 from bc_ray.store.store import Store
 
@@ -53,26 +54,22 @@ def write_table(store: Store, prefix: str, ids, matrix: np.ndarray, version: int
 
 def publish_refresh(store: Store, version: int, refresh_id: str, tables: list[TableFiles],
                     snapshot_id: str, cutoff: float, mode: str, refreshed_at: datetime) -> StoreState:
-    def build(state: StoreState) -> list[dict]:
+    """One commit publishing both tables; the Delta mirror and retention follow it (its
+    post-commit hooks)."""
+    def build(state: StoreState) -> list[RefreshPublished]:
         record = state.version(version)
         if record.status != "published":
             raise StoreError(f"cannot publish embeddings of version {version}: it is "
                              f"{record.status}")
         if {t.entity for t in tables} != set(ENTITIES):
             raise StoreError("a refresh publishes the user and the item table together")
-        return [{"type": "refresh.published", "version": version, "entity": t.entity,
-                 "refresh_id": refresh_id, "files": [vars(f) for f in t.files], "rows": t.rows,
-                 "dim": t.dim, "refreshed_at": refreshed_at.isoformat(),
-                 "snapshot_id": snapshot_id, "cutoff": cutoff, "mode": mode, "stats": t.stats,
-                 "cache": {k: vars(v) for k, v in t.cache.items()}}
+        return [RefreshPublished(version=version, entity=t.entity, refresh_id=refresh_id,
+                                 files=t.files, rows=t.rows, dim=t.dim,
+                                 refreshed_at=refreshed_at.isoformat(), snapshot_id=snapshot_id,
+                                 cutoff=cutoff, mode=mode, stats=t.stats, cache=t.cache)
                 for t in tables]
 
-    from bc_ray.store.delta import mirror_quietly
-
-    state = store.commit(build)
-    mirror_quietly(store)  # the Delta view follows the new tables (delta.py)
-    store.apply_retention()
-    return state
+    return store.commit(build)
 
 
 def read_table(store: Store, record: TableRecord, columns: list[str] | None = None,

@@ -14,8 +14,15 @@ import orjson
 
 from bc_ray import chain as affine
 from bc_ray.exceptions import NotFoundError, StoreError
+from bc_ray.store.actions import (
+    VersionCandidate,
+    VersionPublished,
+    VersionRejected,
+    VersionRolledBack,
+)
 from bc_ray.store.state import StoreState, VersionRecord
 from bc_ray.store.store import Store, utc_now
+from bc_ray.store.tables import ENTITIES
 
 
 @dataclass
@@ -60,13 +67,12 @@ def register_candidate(store: Store, candidate: Candidate) -> VersionRecord:
                                        affine.transform_to_bytes(candidate.transform))
     chosen: list[int] = []
 
-    def build(current: StoreState) -> list[dict]:
+    def build(current: StoreState) -> list[VersionCandidate]:
         chosen[:] = [next_version(current)]
-        return [{"type": "version.candidate", "version": chosen[0], "parent": candidate.parent,
-                 "dim": candidate.dim, "method": candidate.method, "spec": candidate.spec,
-                 "snapshot_id": candidate.snapshot_id, "cutoff": candidate.cutoff,
-                 "created_at": utc_now().isoformat(), "metrics": metrics,
-                 "files": {k: vars(v) for k, v in files.items()}}]
+        return [VersionCandidate(version=chosen[0], parent=candidate.parent, dim=candidate.dim,
+                                 method=candidate.method, spec=candidate.spec,
+                                 snapshot_id=candidate.snapshot_id, cutoff=candidate.cutoff,
+                                 created_at=utc_now().isoformat(), metrics=metrics, files=files)]
 
     return store.commit(build).version(chosen[0])
 
@@ -93,29 +99,27 @@ def _stored_chain(store: Store, state: StoreState, version: int) -> dict[int, af
 
 
 def publish_version(store: Store, version: int) -> VersionRecord:
-    def build(state: StoreState) -> list[dict]:
+    """Make a candidate current; retention follows (a post-commit hook)."""
+    def build(state: StoreState) -> list[VersionPublished]:
         record = state.version(version)
         if record.status != "candidate":
             raise StoreError(f"version {version} is {record.status}, not a candidate")
         if record.parent != state.current_version:
             raise StoreError(f"version {version} was trained against version {record.parent}, but "
                              f"the current version is now {state.current_version}: retrain it")
-        return [{"type": "version.published", "version": version, "at": utc_now().isoformat()}]
+        return [VersionPublished(version=version, at=utc_now().isoformat())]
 
-    record = store.commit(build).version(version)
-    store.apply_retention()
-    return record
+    return store.commit(build).version(version)
 
 
 def reject_version(store: Store, version: int, reasons: list[str]) -> VersionRecord:
-    def build(state: StoreState) -> list[dict]:
+    """Record why a candidate is never published; retention follows (a post-commit hook)."""
+    def build(state: StoreState) -> list[VersionRejected]:
         if state.version(version).status != "candidate":
             raise StoreError(f"version {version} is not a candidate")
-        return [{"type": "version.rejected", "version": version, "reasons": reasons}]
+        return [VersionRejected(version=version, reasons=reasons)]
 
-    record = store.commit(build).version(version)
-    store.apply_retention()
-    return record
+    return store.commit(build).version(version)
 
 
 def rollback_version(store: Store, to: int | None = None, reason: str = "") -> VersionRecord:
@@ -123,10 +127,8 @@ def rollback_version(store: Store, to: int | None = None, reason: str = "") -> V
     version's parent). Its model and both embedding tables must still be kept: Serve, readers
     and the next refresh use them as they are, so nothing is recomputed. The versions after it
     become `rolled_back` (never served again; retention removes their files), and the next
-    version is trained against it."""
-    from bc_ray.store.tables import ENTITIES
-
-    def build(state: StoreState) -> list[dict]:
+    version is trained against it. The Delta mirror and retention follow (post-commit hooks)."""
+    def build(state: StoreState) -> list[VersionRolledBack]:
         lineage = state.lineage()
         if not lineage:
             raise StoreError("the store has no published version to roll back")
@@ -144,20 +146,16 @@ def rollback_version(store: Store, to: int | None = None, reason: str = "") -> V
         missing += [f"its {entity} table" for entity in ENTITIES
                     if state.table(target, entity) is None]
         if missing:
-            keep = state.retention.get("keep_versions", "the default")
+            keep = state.retention.keep_versions if state.retention else "the default"
             raise StoreError(f"cannot roll back to version {target}: retention removed "
                              f"{' and '.join(missing)} (keep_versions {keep}). Raise it with "
                              "`bc-ray store config --keep-versions N` so later bumps can be "
                              "rolled back, or train and publish a new version instead")
         undone = lineage[lineage.index(target) + 1:][::-1]
-        return [{"type": "version.rolled_back", "to": target, "versions": undone,
-                 "at": utc_now().isoformat(), "reason": reason}]
-
-    from bc_ray.store.delta import mirror_quietly
+        return [VersionRolledBack(to=target, versions=undone, at=utc_now().isoformat(),
+                                  reason=reason)]
 
     state = store.commit(build)
-    mirror_quietly(store)
-    store.apply_retention()
     return state.version(state.current_version)
 
 

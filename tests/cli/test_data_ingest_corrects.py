@@ -46,10 +46,10 @@ def test_a_corrected_batch_counts_each_interaction_once(tmp_path):
     assert again.exit_code == 0 and "already ingested" in again.output
 
     batches = Store(store).state().batches
-    assert batches["part-1-fixed"]["stats"]["edges"] == 11
-    assert batches["part-1-fixed"]["stats"]["already_in_corrected_batch"] == 9
+    assert batches["part-1-fixed"].stats["edges"] == 11
+    assert batches["part-1-fixed"].stats["already_in_corrected_batch"] == 9
     edges = load_snapshot(Store(store)).edges
-    assert sum(b["stats"]["edges"] for b in batches.values()) == 21
+    assert sum(b.stats["edges"] for b in batches.values()) == 21
     assert edges.height == 20  # the corrected rating of i3 is a later edge of the same pair
 
 

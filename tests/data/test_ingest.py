@@ -18,6 +18,7 @@ from bc_ray.exceptions import DataError
 from bc_ray.ingest.batch import ingest
 from bc_ray.ingest.read import BatchInput
 from bc_ray.store.batches import compact
+from bc_ray.store.maintenance import collect_garbage
 from bc_ray.store.snapshots import advance_snapshot, load_snapshot, publish_snapshot
 from bc_ray.store.store import RetentionPolicy, Store
 
@@ -140,7 +141,7 @@ def test_cli_ingest_info_and_retry_exit_zero(tmp_path):
         (2, 2, 2, 1)
     assert summary["time_range"][0].startswith("2023-11-14")
     [batch] = store.state().batches.values()  # the glob's file is recorded as the source
-    assert [s["uri"] for s in batch["sources"]] == [edges.removeprefix("file://")]
+    assert [s.uri for s in batch.sources] == [edges.removeprefix("file://")]
 
 
 BAD_INPUTS = {
@@ -251,7 +252,7 @@ def test_two_processes_ingesting_at_once_both_land_once(store_uri):
     [t.join() for t in threads]
     assert all(o.returncode == 0 for o in outputs), [o.stderr[-2000:] for o in outputs]
     state = store.state()
-    assert sorted(b["ordinal"] for b in state.batches.values()) == [0, 1]
+    assert sorted(b.ordinal for b in state.batches.values()) == [0, 1]
     snapshot = load_snapshot(store)
     assert snapshot.num_users == 100 and snapshot.num_items == 14 and snapshot.num_edges == 100
     assert snapshot.users["id"].n_unique() == 100  # no index handed out twice
@@ -287,7 +288,7 @@ def test_killed_ingest_leaves_the_store_unchanged_and_the_retry_lands_once(tmp_p
     assert "already in the store" in again.stdout
     state = store.state()
     assert len(state.batches) == 1 and load_snapshot(store).num_edges == 2
-    assert len(store.collect_garbage(grace_seconds=0, force=True)) == 1  # the killed writer
+    assert len(collect_garbage(store, grace_seconds=0, force=True)) == 1  # the killed writer
 
 
 def test_compact_merges_files_and_keeps_every_snapshot_readable(store_uri):

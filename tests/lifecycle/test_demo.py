@@ -39,7 +39,7 @@ def test_demo_bc_aligner_keeps_consumers_working(s3_uri):
     state = Store(s3_uri).state()
     # Every stage left its mark in the store's log: one ingested batch per period.
     assert [state.snapshots[s].batches for s in state.snapshots] == [1, 2, 3]
-    assert sorted(b["ordinal"] for b in state.batches.values()) == [0, 1, 2]
+    assert sorted(b.ordinal for b in state.batches.values()) == [0, 1, 2]
     assert [r["version"] for r in report["rows"]] == [0, 1, 2]
     assert all(r["new_users"] > 0 and r["new_items"] > 0 for r in report["rows"])
     assert report["rows"][0]["align_error"] < 1e-4  # version 0 serves itself

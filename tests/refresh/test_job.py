@@ -18,6 +18,7 @@ from bc_ray.data.timeline import edges_until
 from bc_ray.exceptions import NotFoundError
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.job import run_refresh
+from bc_ray.store.maintenance import collect_garbage
 from bc_ray.store.snapshots import advance_snapshot, load_snapshot, publish_snapshot
 from bc_ray.store.store import RetentionPolicy, Store
 from bc_ray.store.versions import load_model_bytes
@@ -115,7 +116,7 @@ def test_refresh_killed_mid_write_keeps_the_old_table(ray_cluster, tmp_path, sma
     assert current.height == old.height and np.allclose(_matrix(current), _matrix(old))
     rerun = run_refresh(RefreshConfig(store=uri))
     assert read_embeddings(uri, "item").height > old.height and rerun.refresh_id != live
-    orphans = store.collect_garbage(grace_seconds=0, force=True)
+    orphans = collect_garbage(store, grace_seconds=0, force=True)
     assert len(orphans) == 2  # the killed run's user and item prefixes
 
 

@@ -29,7 +29,7 @@ def _config(uri: str, **overrides) -> SchedulerConfig:
 
 def _wait_for_an_attempt(store: Store) -> None:
     deadline = time.time() + 30
-    while not any(r.get("attempts") for r in store.state().runs.values()):
+    while not any(r.attempts for r in store.state().runs.values()):
         assert time.time() < deadline
         time.sleep(0.05)
 
@@ -40,9 +40,9 @@ def test_a_failed_submission_is_a_failed_attempt_retried_then_reported(tmp_path)
     [run] = scheduler.once("refresh")
     assert run["status"] == "failed"
     recorded = Store(uri).state().runs[run["run_id"]]
-    assert recorded["status"] == "failed"  # never left "running"
-    assert [a["status"] for a in recorded["attempts"]] == ["SUBMIT_FAILED", "SUBMIT_FAILED"]
-    assert all(a["error"] for a in recorded["attempts"])
+    assert recorded.status == "failed"  # never left "running"
+    assert [a.status for a in recorded.attempts] == ["SUBMIT_FAILED", "SUBMIT_FAILED"]
+    assert all(a.error for a in recorded.attempts)
     assert Lease(Store(uri).io, LEASE_NAME, "x", 60).current().released
 
 
@@ -91,7 +91,7 @@ def test_a_scheduler_that_lost_its_lease_writes_and_submits_nothing_more(tmp_pat
     worker.join(30)
     assert results[0]["status"] == "abandoned" and "second" in results[0]["reason"]
     [run] = store.state().runs.values()
-    assert run["status"] == "running" and len(run["attempts"]) == 1  # nothing after the loss
+    assert run.status == "running" and len(run.attempts) == 1  # nothing after the loss
 
 
 def test_jobs_get_the_store_settings_never_credentials(monkeypatch):

@@ -48,8 +48,8 @@ def test_once_submits_a_real_refresh_that_publishes(ray_head, s3_store):
     state = s3_store.state()
     assert state.table(0, "item").refresh_id == run["published"]["refresh_id"]
     recorded = state.runs[run["run_id"]]
-    assert recorded["status"] == "succeeded" and recorded["attempts"][0]["status"] == "SUCCEEDED"
-    assert recorded["attempts"][0]["job_id"].startswith("bc-ray-refresh-")
+    assert recorded.status == "succeeded" and recorded.attempts[0].status == "SUCCEEDED"
+    assert recorded.attempts[0].job_id.startswith("bc-ray-refresh-")
     summary = summarize(s3_store)
     assert summary["last_runs"]["refresh"]["status"] == "succeeded"
     assert summary["next_runs"]["refresh"] is not None and summary["lease"] is None
@@ -72,7 +72,7 @@ def test_two_schedulers_started_together_run_once(ray_head, s3_store):
         thread.join(timeout=600)
     statuses = sorted(r["status"] for r in results)
     assert statuses == ["skipped", "succeeded"], results
-    runs = [r for r in s3_store.state().runs.values() if r["slot"] == slot]
+    runs = [r for r in s3_store.state().runs.values() if r.slot == slot]
     assert len(runs) == 1
 
 
@@ -103,7 +103,7 @@ def test_stale_lease_of_a_killed_scheduler_is_taken_over(ray_head, s3_store):
     [run] = live.once("refresh")
     assert run["status"] == "succeeded"
     orphan = s3_store.state().runs["refresh-orphan"]
-    assert orphan["status"] == "failed" and "dead-scheduler died" in orphan["note"]
+    assert orphan.status == "failed" and "dead-scheduler died" in orphan.note
 
 
 def test_landed_files_are_ingested_before_the_nightly_refresh(ray_head, s3_uri, small_raw):
@@ -125,7 +125,7 @@ def test_landed_files_are_ingested_before_the_nightly_refresh(ray_head, s3_uri, 
     [run] = Scheduler(config).once("refresh")
     assert run["status"] == "succeeded", run
     recorded = store.state().runs[run["run_id"]]
-    assert [b["batch"].rsplit("/", 1)[-1] for b in recorded["landing"]["taken"]] == \
+    assert [b["batch"].rsplit("/", 1)[-1] for b in recorded.landing["taken"]] == \
         ["dt=2026-11-21", "dt=2026-11-22"]
     state = store.state()
     assert len(state.batches) == 3

@@ -49,4 +49,4 @@ def zone(store: Store, **options) -> LandingConfig:
 
 def ingested_edges(store: Store) -> int:
     """Interactions counted by every batch in the store."""
-    return sum(b["stats"]["edges"] for b in store.state().batches.values())
+    return sum(b.stats["edges"] for b in store.state().batches.values())

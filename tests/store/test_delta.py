@@ -20,6 +20,7 @@ from bc_ray import read_embeddings
 from bc_ray.cli.main import app
 from bc_ray.store.delta import _location
 from bc_ray.io import FileIO
+from bc_ray.store.maintenance import apply_retention, collect_garbage
 from bc_ray.store.store import RetentionPolicy, Store
 from bc_ray.store.versions import rollback_version
 from tests.helpers import publish_fake_version, refresh_fake_tables
@@ -57,8 +58,8 @@ def _published_tables(store: Store) -> list[frozenset[str]]:
     tables = []
     seq = 0
     while (entry := store.log.read_entry(seq)) is not None:
-        tables += [frozenset(f["path"] for f in action["files"]) for action in entry["actions"]
-                   if action["type"] == "refresh.published"]
+        tables += [frozenset(f.path for f in action.files) for action in entry.actions
+                   if action.type == "refresh.published"]
         seq += 1
     return tables
 
@@ -74,7 +75,7 @@ def test_the_delta_view_follows_refreshes_bumps_and_rollbacks(store_uri):
     _assert_mirror_equals_readers(store, store_uri)
     refresh_fake_tables(store, 1, 50, rng)
     _assert_mirror_equals_readers(store, store_uri)
-    assert store.state().delta["delta_version"] == _delta(store).version() == 2
+    assert store.state().delta.delta_version == _delta(store).version() == 2
     rollback_version(store)
     _assert_mirror_equals_readers(store, store_uri)
 
@@ -90,8 +91,8 @@ def test_the_delta_view_follows_refreshes_bumps_and_rollbacks(store_uri):
             assert paths in published, (version, entity)
 
     # gc and retention never touch the Delta log nor a file the current Delta version names
-    store.apply_retention()
-    store.collect_garbage(grace_seconds=0, force=True)
+    apply_retention(store)
+    collect_garbage(store, grace_seconds=0, force=True)
     _assert_mirror_equals_readers(store, store_uri)
     assert store.io.list_dir("delta/_delta_log")
 
@@ -144,7 +145,7 @@ def test_a_lagging_mirror_keeps_its_files_and_catches_up(tmp_path):
     store = Store(uri, retention=RetentionPolicy(keep_versions=1, staging_grace_seconds=0))
     publish_fake_version(store, 8, rng)
     refresh_fake_tables(store, 0, 30, rng)
-    mirrored = list(store.state().delta["paths"])
+    mirrored = list(store.state().delta.paths)
     log_dir = store.io.path("delta/_delta_log")
     shutil.move(log_dir, f"{log_dir}.away")  # the Delta commit of the next refresh fails
     with open(log_dir, "w") as blocker:
@@ -156,7 +157,7 @@ def test_a_lagging_mirror_keeps_its_files_and_catches_up(tmp_path):
     finally:
         logging.getLogger("bc_ray.store.delta").removeHandler(records)
     assert any("bc-ray store mirror" in message for message in records.messages)
-    store.apply_retention()
+    apply_retention(store)
     assert all(os.path.exists(store.io.path(p)) for p in mirrored)  # still named by Delta
     os.remove(log_dir)
     shutil.move(f"{log_dir}.away", log_dir)
@@ -165,7 +166,7 @@ def test_a_lagging_mirror_keeps_its_files_and_catches_up(tmp_path):
         result.output
     assert _delta(store).version() == 1
     _assert_mirror_equals_readers(store, uri)
-    store.apply_retention()
+    apply_retention(store)
     assert not any(os.path.exists(store.io.path(p)) for p in mirrored)  # now released
 
 

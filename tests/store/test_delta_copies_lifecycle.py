@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from deltalake import DeltaTable
 
-from bc_ray.store.delta import mirror_embeddings
+from bc_ray.store.maintenance import mirror_embeddings
 from tests.helpers import refresh_fake_tables, store_with_chain
 
 

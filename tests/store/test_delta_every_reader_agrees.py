@@ -43,7 +43,7 @@ def history(request, tmp_path_factory):
     stages = []
 
     def stage(name: str) -> None:
-        stages.append((name, store.state().delta["delta_version"], expected_rows(uri)))
+        stages.append((name, store.state().delta.delta_version, expected_rows(uri)))
 
     publish_fake_version(store, 8, rng)
     refresh_fake_tables(store, 0, 40, rng)
@@ -84,11 +84,11 @@ def test_each_reader_agrees_across_a_delta_checkpoint(tmp_path, name):
     store = Store(uri, retention=RetentionPolicy(keep_versions=1))
     publish_fake_version(store, 4, rng)
     refresh_fake_tables(store, 0, 10, rng)
-    first = (store.state().delta["delta_version"], expected_rows(uri))
+    first = (store.state().delta.delta_version, expected_rows(uri))
     for _ in range(CHECKPOINT_INTERVAL + 1):
         refresh_fake_tables(store, 0, int(rng.integers(5, 15)), rng)
     log = store.io.list_dir("delta/_delta_log")
     assert "_last_checkpoint" in log and any(n.endswith(".checkpoint.parquet") for n in log)
-    assert store.state().delta["delta_version"] > CHECKPOINT_INTERVAL
+    assert store.state().delta.delta_version > CHECKPOINT_INTERVAL
     assert_same_rows(read(store, None), expected_rows(uri), f"{name} after a checkpoint")
     assert_same_rows(read(store, first[0]), first[1], f"{name} before the checkpoint")

@@ -49,7 +49,7 @@ def _mirror(uri: str, store: Store) -> None:
     root, options = _location(store)
     actual = DeltaTable(root, storage_options=options).version()
     assert f"version {actual}" in result.output, result.output
-    assert store.state().delta["delta_version"] == actual
+    assert store.state().delta.delta_version == actual
     assert_same_rows(READERS["deltalake"](store, None), expected_rows(uri), "after the mirror")
     assert_same_rows(READERS["polars.read_delta"](store, None), expected_rows(uri), "polars")
 

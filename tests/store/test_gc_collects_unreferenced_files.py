@@ -16,6 +16,7 @@ from bc_ray.data.mapping import ColumnMapping
 from bc_ray.ingest.batch import ingest
 from bc_ray.ingest.read import BatchInput
 from bc_ray.store.batches import compact, snapshot_id_for
+from bc_ray.store.maintenance import collect_garbage
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.state import DATA_ROOTS
 from bc_ray.store.store import RetentionPolicy, Store
@@ -81,7 +82,7 @@ def test_gc_collects_a_killed_retentions_files_inside_a_live_prefix(store_uri):
     _ingest_batches(store)
     before = _snapshots(store)
     orphans = _killed_compaction(store_uri)
-    deleted = store.collect_garbage(grace_seconds=0, force=True)
+    deleted = collect_garbage(store, grace_seconds=0, force=True)
     assert set(deleted) == orphans
     assert not any(store.io.exists(path) for path in orphans)
     state = store.state()
@@ -91,7 +92,7 @@ def test_gc_collects_a_killed_retentions_files_inside_a_live_prefix(store_uri):
     after = _snapshots(Store(store_uri))
     for sid, frames in before.items():  # every snapshot still reads whole
         assert all(a.equals(b) for a, b in zip(frames, after[sid])), sid
-    assert store.collect_garbage(grace_seconds=0, force=True) == []
+    assert collect_garbage(store, grace_seconds=0, force=True) == []
 
 
 def _records(state):

@@ -15,6 +15,7 @@ from bc_ray import read_embeddings, scan_embeddings
 from bc_ray.exceptions import CorruptFileError, StoreError
 from bc_ray.serve.state import ServingState
 from bc_ray.store.log import entry_path
+from bc_ray.store.maintenance import apply_retention
 from bc_ray.store.store import Store
 from tests.helpers import store_with_chain
 
@@ -114,7 +115,7 @@ def test_log_paths_outside_the_root_are_rejected_as_corrupt(tmp_path, path):
     with pytest.raises(StoreError, match="outside the store"):
         store.state()
     with pytest.raises(StoreError):
-        store.apply_retention()
+        apply_retention(store)
     assert victim.read_text() == "keep me"
 
 

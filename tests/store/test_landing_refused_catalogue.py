@@ -33,7 +33,7 @@ def test_a_refused_catalogue_is_not_taken_and_lands_once_fixed(store_uri):
     assert [t["status"] for t in report.taken] == ["already ingested"]
     assert catalogue_uri not in report.taken[0]["files"]
     assert [r["file"] for r in report.refused] == [catalogue_uri]
-    assert {n["role"] for n in store.state().landing.values()} == {"edges"}
+    assert {n.role for n in store.state().landing.values()} == {"edges"}
 
     write(store, ITEMS, _catalogue([["a", "b"], ["c"]]))  # fixed upstream
     write(store, f"{ZONE}/dt=2026-11-23/part-0.parquet", encoded(rows(10, 10), ".parquet"))

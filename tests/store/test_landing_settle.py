@@ -78,9 +78,9 @@ def test_a_file_changed_after_it_was_taken_is_reported_once_with_a_corrected_bat
     assert first.exit_code == 0, first.output
     second = runner.invoke(app, shlex.split(command)[1:])
     assert second.exit_code == 0 and "already in the store" in second.output
-    batches = sorted(store.state().batches.values(), key=lambda b: b["ordinal"])
-    assert [b["stats"]["edges"] for b in batches] == [500, 500]  # each interaction once
-    assert batches[1]["stats"]["already_in_corrected_batch"] == 500
+    batches = sorted(store.state().batches.values(), key=lambda b: b.ordinal)
+    assert [b.stats["edges"] for b in batches] == [500, 500]  # each interaction once
+    assert batches[1].stats["already_in_corrected_batch"] == 500
     assert ingested_edges(store) == 1000
     edges = load_snapshot(store).edges
     assert edges.height == 1000 and edges["timestamp"].n_unique() == 1000

@@ -79,6 +79,6 @@ def test_a_store_whose_credentials_cannot_head_the_bucket_still_works(s3_server)
         store = Store(f"s3://{bucket}/store", options)
         assert store.state().seq == -1  # an empty store, not "the bucket does not exist"
         store.configure(RetentionPolicy(keep_versions=3))
-        assert Store(f"s3://{bucket}/store", options).state().retention["keep_versions"] == 3
+        assert Store(f"s3://{bucket}/store", options).state().retention.keep_versions == 3
     finally:
         proxy.close()

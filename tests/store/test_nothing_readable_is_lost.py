@@ -17,6 +17,7 @@ from bc_ray import read_embeddings, scan_embeddings
 from bc_ray.exceptions import ConfigError, NotFoundError, StoreError
 from bc_ray.serve.state import RequestError, ServingState
 from bc_ray.store.log import Backoff
+from bc_ray.store.maintenance import apply_retention, collect_garbage
 from bc_ray.store.store import RetentionPolicy, Store
 from bc_ray.store.tables import TableFiles, publish_refresh, table_prefix, write_table
 from tests.helpers import publish_fake_version, refresh_fake_tables, store_with_chain
@@ -30,7 +31,7 @@ def test_after_a_bump_the_previous_tables_stay_readable_until_the_new_ones_land(
     store, matrices = store_with_chain(store_uri, [8], rows=20)
     store = Store(store_uri, retention=RetentionPolicy(keep_versions=1))
     publish_fake_version(store, 6, np.random.default_rng(1))
-    store.apply_retention()  # what a failed refresh's next writer would do
+    apply_retention(store)  # what a failed refresh's next writer would do
     for version in (None, 0):
         frame = read_embeddings(store_uri, "item", version=version)
         assert frame["source_version"].unique().to_list() == [0]
@@ -100,7 +101,7 @@ def test_retention_from_the_environment_is_recorded_in_the_log(tmp_path, monkeyp
     uri = f"file://{tmp_path}/store"
     store_with_chain(uri, [8], rows=10)
     monkeypatch.setenv("BC_RAY_KEEP_VERSIONS", "3")
-    Store(uri).apply_retention()
+    apply_retention(Store(uri))
     monkeypatch.delenv("BC_RAY_KEEP_VERSIONS")
     assert Store(uri).retention.keep_versions == 3
     monkeypatch.setenv("BC_RAY_KEEP_VERSIONS", "1")  # the log wins from now on
@@ -122,8 +123,8 @@ def test_gc_refuses_a_short_grace_and_commits_refuse_missing_files(tmp_path):
     assert done.returncode == 2 and "--force" in done.stderr
     assert all(store.io.exists(f.path) for t in tables for f in t.files)
     with pytest.raises(ConfigError):
-        store.collect_garbage(grace_seconds=1)
-    assert store.collect_garbage(grace_seconds=0, force=True)  # forced: the writer's files go
+        collect_garbage(store, grace_seconds=1)
+    assert collect_garbage(store, grace_seconds=0, force=True)  # forced: the writer's files go
     seq = store.state().seq
     with pytest.raises(StoreError, match="is gone"):
         publish_refresh(store, 0, refresh_id, tables, "s", 1.0, "full",

@@ -1,6 +1,7 @@
 import numpy as np
 
 from bc_ray import read_embeddings
+from bc_ray.store.maintenance import apply_retention
 from tests.helpers import publish_fake_version, refresh_fake_tables, store_with_chain
 
 
@@ -10,7 +11,7 @@ def test_keep_latest_removes_old_tables_and_models_but_never_transforms(store_ur
     old_table = store.state().table(0, "item")
     publish_fake_version(store, 6, rng)
     refresh_fake_tables(store, 1, 20, rng)
-    store.apply_retention()
+    apply_retention(store)
     state = store.state()
     assert state.table(0, "item") is None and state.table(1, "item") is not None
     assert not any(store.io.exists(f.path) for f in old_table.files)
@@ -58,4 +59,4 @@ def test_retention_from_the_environment_and_a_bad_value_named(tmp_path, monkeypa
     monkeypatch.setenv("BC_RAY_KEEP_VERSIONS", "three")
     assert read_embeddings(uri, "item", version=0).height == 10  # readers never apply it
     with pytest.raises(ConfigError, match="BC_RAY_KEEP_VERSIONS"):
-        Store(uri).apply_retention()
+        apply_retention(Store(uri))

@@ -18,6 +18,7 @@ import pytest
 
 from bc_ray.exceptions import ConfigError, StoreError
 from bc_ray.store.log import entry_path
+from bc_ray.store.maintenance import apply_retention, collect_garbage
 from bc_ray.store.store import RetentionPolicy, Store
 from tests.helpers import store_with_chain
 
@@ -94,7 +95,7 @@ def test_the_environment_is_refused_before_a_writer_records_it(tmp_path, monkeyp
     seq = Store(uri).state().seq
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable):
-        Store(uri).apply_retention()  # the first writer records the environment's policy
+        apply_retention(Store(uri))  # the first writer records the environment's policy
     monkeypatch.delenv(variable)
     assert_store_works(uri, seq)
     assert_one_line_error(cli("gc", "--store", uri, env={variable: value}), variable)
@@ -151,7 +152,7 @@ def test_gc_refuses_a_grace_that_is_not_a_number(tmp_path):
     store.io.write_bytes("embeddings/v0/item/in-flight/part-00000.parquet", b"a running writer")
     for grace in (math.nan, -1.0, math.inf):
         with pytest.raises(ConfigError, match="grace"):
-            store.collect_garbage(grace_seconds=grace, force=True)
+            collect_garbage(store, grace_seconds=grace, force=True)
     assert store.io.exists("embeddings/v0/item/in-flight/part-00000.parquet")
     assert_one_line_error(cli("gc", "--store", uri, "--grace", "nan", "--force"), "--grace")
     assert store.io.exists("embeddings/v0/item/in-flight/part-00000.parquet")
@@ -190,9 +191,9 @@ def test_a_store_an_older_writer_bricked_reads_again_and_can_be_mended(tmp_path,
 
     state = Store(uri).state()
     assert state.seq == seq and "r1" in state.runs
-    assert state.retention["staging_grace_seconds"] == 60.0
+    assert state.retention.staging_grace_seconds == 60.0
     assert "configures a retention no process can apply" in caplog.text
     mended = cli("store", "config", "--store", uri, "--grace-seconds", "600")
     assert mended.returncode == 0, mended.stderr
-    assert Store(uri).state().retention["staging_grace_seconds"] == 600.0
+    assert Store(uri).state().retention.staging_grace_seconds == 600.0
     assert cli("versions", "--store", uri).returncode == 0

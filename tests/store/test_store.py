@@ -12,6 +12,7 @@ import pytest
 
 from bc_ray import read_embeddings
 from bc_ray.exceptions import CorruptFileError, NotFoundError
+from bc_ray.store.maintenance import collect_garbage
 from bc_ray.store.snapshots import advance_snapshot, load_snapshot, publish_snapshot
 from bc_ray.store.store import Store
 from tests.helpers import store_with_chain
@@ -58,7 +59,7 @@ def test_writer_killed_mid_publication(store_uri, tmp_path):
     assert np.allclose(np.stack(frame["embedding"].to_numpy()), matrices["item"])
     assert store.io.list_dir("embeddings/v1/item") == sorted(
         ["crashed-run", before.table(1, "item").refresh_id])
-    assert store.collect_garbage(grace_seconds=0, force=True) == ["embeddings/v1/item/crashed-run"]
+    assert collect_garbage(store, grace_seconds=0, force=True) == ["embeddings/v1/item/crashed-run"]
     assert store.io.list_dir("embeddings/v1/item") == [before.table(1, "item").refresh_id]
     assert read_embeddings(store_uri, "item").height == 40  # a rerun would publish normally
 
