@@ -24,7 +24,7 @@ _EXPORTS = {
     "StorageOptions": "bc_ray.io",
     "GraphSnapshot": "bc_ray.data.snapshot",
     "VersionSpec": "bc_ray.core.spec",
-    "TrainConfig": "bc_ray.core.trainer",
+    "TrainConfig": "bc_ray.core.train_config",
     "BcRayError": "bc_ray.exceptions",
 }
 

@@ -1,4 +1,4 @@
-"""Rendering of CLI results: the same data as an aligned text table or as JSON."""
+"""Output of CLI results: the same data as JSON or as text (tables rendered by bc_ray/render.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import sys
 from typing import Any
 
 import orjson
-
 
 
 def emit_json(data: Any) -> None:

@@ -47,11 +47,24 @@ def refresh(
     mode = "full" if full else "incremental" if incremental else "auto"
     config = RefreshConfig(
         store=store, mode=mode, inference=inference,
-        num_tasks=num_tasks if num_actors is None else num_actors,
-        cpus_per_task=cpus_per_task if cpus_per_actor is None else cpus_per_actor,
+        num_tasks=_renamed(num_tasks, num_actors, "num_tasks"),
+        cpus_per_task=_renamed(cpus_per_task, cpus_per_actor, "cpus_per_task"),
         use_gpu=use_gpu, block_nodes=block_nodes)
     connect(address)
     outcome = run_refresh(config)
     summary = {"version": outcome.version, "refresh_id": outcome.refresh_id,
                "mode": outcome.mode, **outcome.stats}
     emit(summary, as_json, key_values(summary))
+
+
+def _renamed(value: float, old_value: float | None, name: str) -> float:
+    """The value of an option that has an older, hidden name: the old name counts only where the
+    new one was left at its default, and the two may not disagree."""
+    default = default_of(RefreshConfig, name)
+    if old_value is None or old_value == value:
+        return value
+    if value != default:
+        new = "--" + name.replace("_", "-")
+        raise typer.BadParameter(f"{new} {value} and its old name (given {old_value}) disagree; "
+                                 f"give {new} alone")
+    return old_value

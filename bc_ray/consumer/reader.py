@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 
 from bc_ray.consumer.target import ExportTarget
-from bc_ray import chain as affine
+from bc_ray import chain as chain_math
 from bc_ray.exceptions import ConfigError, NotFoundError
 from bc_ray.io import StorageOptions
 from bc_ray.store.parquet import embedding_array, embedding_matrix
@@ -93,7 +93,7 @@ def read_embeddings_at(store: Store, state: StoreState, entity: str, version: in
     ids = table.column("id").combine_chunks()
     matrix = embedding_matrix(table.column("embedding"), record.dim)
     if record.version != target:
-        matrix = affine.apply(matrix, store.transform_to(target, record.version, state))
+        matrix = chain_math.apply(matrix, store.transform_to(target, record.version, state))
     return _frame(ids, matrix, record.version)
 
 
@@ -116,7 +116,7 @@ def scan_embeddings(store_uri: str, entity: str = "item", version: int | None = 
         dim = transform[0].shape[0]
 
         def apply(series: pl.Series) -> pl.Series:
-            out = affine.apply(series.to_numpy().astype(np.float32, copy=False), transform)
+            out = chain_math.apply(series.to_numpy().astype(np.float32, copy=False), transform)
             return pl.Series(series.name, out, dtype=pl.Array(pl.Float32, dim))
 
         frame = frame.with_columns(pl.col("embedding").map_batches(

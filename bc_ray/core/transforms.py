@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from bc_ray import chain as affine
+from bc_ray import chain as chain_math
 from bc_ray.exceptions import ConfigError, ShapeError
 
 TRANSFORM_KINDS = ("identity", "linear", "orthogonal")
@@ -39,7 +39,7 @@ class BackwardTransform(nn.Module):
             raise ShapeError(f"transform expects {self.in_dim}-dim embeddings, got {z.shape[-1]}")
         return z @ self.weight_matrix().T + self.bias_vector()
 
-    def affine(self) -> affine.Affine:
+    def affine(self) -> chain_math.Affine:
         with torch.no_grad():
             return (self.weight_matrix().detach().numpy().astype(np.float32).copy(),
                     self.bias_vector().detach().numpy().astype(np.float32).copy())
@@ -78,7 +78,7 @@ class OrthogonalTransform(BackwardTransform):
 class FixedTransform(BackwardTransform):
     """A stored affine transform (no parameters): older versions' B_j at training time."""
 
-    def __init__(self, transform: affine.Affine) -> None:
+    def __init__(self, transform: chain_math.Affine) -> None:
         weight, bias = transform
         super().__init__(weight.shape[1], weight.shape[0])
         self.register_buffer("weight", torch.from_numpy(np.asarray(weight, np.float32)))
@@ -104,10 +104,10 @@ def make_transform(kind: str, in_dim: int, out_dim: int) -> BackwardTransform:
 class TransformChain:
     """The transforms B_1..B_k of one lineage, with W_k^j pre-computed for every j < k."""
 
-    def __init__(self, dims: list[int], transforms: list[affine.Affine] | None = None) -> None:
+    def __init__(self, dims: list[int], transforms: list[chain_math.Affine] | None = None) -> None:
         self.dims = [dims[0]]
-        self.transforms: list[affine.Affine] = []
-        self._chains: list[dict[int, affine.Affine]] = [{}]
+        self.transforms: list[chain_math.Affine] = []
+        self._chains: list[dict[int, chain_math.Affine]] = [{}]
         for dim, transform in zip(dims[1:], transforms or []):
             self.append(transform, dim)
 
@@ -115,23 +115,23 @@ class TransformChain:
     def latest(self) -> int:
         return len(self.dims) - 1
 
-    def append(self, transform: affine.Affine, dim: int) -> None:
+    def append(self, transform: chain_math.Affine, dim: int) -> None:
         weight = transform[0]
         if weight.shape != (self.dims[-1], dim):
             raise ShapeError(f"B_{self.latest + 1} has shape {weight.shape}, expected "
                              f"({self.dims[-1]}, {dim})")
-        self._chains.append(affine.compose(self._chains[-1], self.latest, transform))
+        self._chains.append(chain_math.compose(self._chains[-1], self.latest, transform))
         self.transforms.append(transform)
         self.dims.append(dim)
 
-    def to(self, target: int, source: int | None = None) -> affine.Affine:
+    def to(self, target: int, source: int | None = None) -> chain_math.Affine:
         """(W, b) mapping ver-`source` (default latest) embeddings to ver-`target` ones."""
         source = self.latest if source is None else source
         if not 0 <= target <= source <= self.latest:
             raise ShapeError(f"no transform from version {source} to {target} in a chain of "
                              f"versions 0..{self.latest}")
         if target == source:
-            return affine.identity(self.dims[source])
+            return chain_math.identity(self.dims[source])
         return self._chains[source][target]
 
     def apply(self, z: torch.Tensor, target: int, source: int | None = None) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """The batch workflow: read a batch's files, drop what the batches it corrects already hold, and
-commit it through `bc_ray.store.batches`, mapping it again whenever another batch landed first."""
+commit it (one attempt: `attempt.py`), mapping it again whenever another batch landed first."""
 
 from __future__ import annotations
 
@@ -16,14 +16,8 @@ from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import CommitConflictError, DataError
 from bc_ray.ingest.read import BatchInput, read_batch
 from bc_ray.ingest.sources import SourceFile
-from bc_ray.store.batches import (
-    ENTITY_FILES,
-    IngestOutcome,
-    already_ingested,
-    commit_batch,
-    current_entities,
-    read_rows,
-)
+from bc_ray.ingest.attempt import IngestOutcome, already_ingested, commit_batch
+from bc_ray.store.batches import ENTITY_FILES, current_entities, read_rows
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
 

@@ -37,7 +37,7 @@ from bc_ray.ingest.landing_scan import (
 )
 from bc_ray.ingest.read import BatchInput
 from bc_ray.ingest.sources import SourceFile
-from bc_ray.store.batches import IngestOutcome
+from bc_ray.ingest.attempt import IngestOutcome
 from bc_ray.store.actions import LandingNoted
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Optional, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import ConfigError
@@ -24,23 +24,27 @@ MAPPING_KEYS = frozenset(f.name for f in fields(ColumnMapping))
 REQUIRED_KEYS = ("edges", "user_col", "item_col", "time_col")
 
 
-class LandingOptions(BaseModel):
-    """The landing keys a command-line option also carries (`--landing` is `edges`,
-    `--require-success-marker` is `require_success`), so the ones bc_ray.yaml can default. A key
-    left out (None) takes `ColumnMapping`'s or `LandingConfig`'s default."""
+class _ZoneOptions(BaseModel):
+    """The landing keys of the zone itself: where interactions land and when a file is complete."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     edges: str | None = None
-    user_col: str | None = None
-    item_col: str | None = None
-    time_col: str | None = None
-    rating_col: str | None = None
-    time_unit: str | None = None
-    input_format: str | None = None
-    allow_old_times: bool | None = None
     require_success: bool | None = None
     settle_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+def _optional_mapping_fields() -> dict[str, Any]:
+    """`ColumnMapping`'s fields, each optional: the mapping is described once, by its dataclass."""
+    hints = get_type_hints(ColumnMapping)
+    return {f.name: (Optional[hints[f.name]], None) for f in fields(ColumnMapping)}
+
+
+# The landing keys a command-line option also carries (`--landing` is `edges`,
+# `--require-success-marker` is `require_success`), so the ones bc_ray.yaml can default. A key
+# left out (None) takes `ColumnMapping`'s or `LandingConfig`'s default.
+LandingOptions = create_model("LandingOptions", __base__=_ZoneOptions,
+                              **_optional_mapping_fields())
 
 
 class LandingSettings(LandingOptions):

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, replace
 
 from bc_ray.data.batch import FileFrame, RawBatch, validate_batch
 from bc_ray.data.mapping import ColumnMapping
+from bc_ray.ingest.landing_config import ROLES
 from bc_ray.ingest.sources import SourceFile, discover, input_format, read_source
 
-ROLES = ("edges", "users", "items")
 # Mapping fields that only decide whether a batch is accepted, never what its rows are: left out
 # of the default batch id, so flipping one on a retry does not land the same rows twice.
 ACCEPTANCE_ONLY = ("allow_old_times",)

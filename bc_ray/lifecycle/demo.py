@@ -34,13 +34,13 @@ from bc_ray.core.splits import period_split
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.data import load_dataset
 from bc_ray.data.snapshot import GraphSnapshot
+from bc_ray.ingest.attempt import IngestOutcome
 from bc_ray.ingest.batch import ingest
 from bc_ray.lifecycle.config import DemoConfig
 from bc_ray.lifecycle.consumers import ConsumerSuite, by_index
+from bc_ray.lifecycle.landing import land_period
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.job import run_refresh
-from bc_ray.lifecycle.landing import land_period
-from bc_ray.store.batches import IngestOutcome
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.store import Store
 from bc_ray.store.versions import load_model_bytes

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from bc_ray import chain as affine
+from bc_ray import chain as chain_math
 from bc_ray.exceptions import NotFoundError, ShapeError
 from bc_ray.store.parquet import embedding_matrix
 from bc_ray.store.state import StoreState
@@ -54,16 +54,16 @@ class TransformCache:
     """Composed transforms per (from, to) pair, made on demand from the per-version B_k and kept
     in a bounded LRU: memory grows with the number of versions, not with its square."""
 
-    def __init__(self, parents: dict[int, int | None], transforms: dict[int, affine.Affine],
+    def __init__(self, parents: dict[int, int | None], transforms: dict[int, chain_math.Affine],
                  capacity: int = 256, previous: TransformCache | None = None) -> None:
         self.parents, self.transforms, self.capacity = parents, transforms, capacity
-        self._composed: OrderedDict[tuple[int, int], affine.Affine] = OrderedDict()
+        self._composed: OrderedDict[tuple[int, int], chain_math.Affine] = OrderedDict()
         self._lock = threading.Lock()
         if previous is not None:  # B_k never change: pairs still on the lineage stay valid
             self._composed.update((pair, value) for pair, value in previous._composed.items()
                                   if pair[0] in parents and pair[1] in parents)
 
-    def get(self, source: int, target: int) -> affine.Affine:
+    def get(self, source: int, target: int) -> chain_math.Affine:
         key = (source, target)
         with self._lock:
             if key in self._composed:
@@ -73,7 +73,7 @@ class TransformCache:
         while version != target:
             path.append(self.transforms[version])
             version = self.parents[version]
-        composed = affine.compose_path(path[::-1])
+        composed = chain_math.compose_path(path[::-1])
         with self._lock:
             self._composed[key] = composed
             while len(self._composed) > self.capacity:
@@ -106,7 +106,7 @@ class ServingState:
         known = previous.chains.transforms if previous is not None else {}
         transforms = {}
         for version in lineage[1:]:
-            transforms[version] = known.get(version) or affine.transform_from_bytes(
+            transforms[version] = known.get(version) or chain_math.transform_from_bytes(
                 store.get(state.versions[version].files["transform"]))
         chains = TransformCache({v: state.versions[v].parent for v in lineage}, transforms,
                                 previous=previous.chains if previous is not None else None)
@@ -127,7 +127,7 @@ class ServingState:
                 "tables": {e: {"version": t.version, "rows": len(t.ids),
                                "refresh_id": t.refresh_id} for e, t in self.tables.items()}}
 
-    def transform_for(self, source: int, target: int) -> affine.Affine:
+    def transform_for(self, source: int, target: int) -> chain_math.Affine:
         for name, version in (("from_version", source), ("to_version", target)):
             if version not in self.dims:
                 raise RequestError(400, f"unknown {name} {version}; servable versions are "
@@ -136,7 +136,7 @@ class ServingState:
             raise RequestError(400, f"to_version {target} is newer than from_version {source}: "
                                     "transforms only go backwards")
         if source == target:
-            return affine.identity(self.dims[source])
+            return chain_math.identity(self.dims[source])
         return self.chains.get(source, target)
 
     def check_rows(self, source: int, matrix: np.ndarray) -> None:
@@ -167,7 +167,7 @@ class ServingState:
         found = rows >= 0
         out = np.zeros((len(ids), weight.shape[0]), dtype=np.float32)
         if found.any():
-            out[found] = affine.apply(table.matrix[rows[found]], (weight, bias))
+            out[found] = chain_math.apply(table.matrix[rows[found]], (weight, bias))
         return out, found, target
 
 
@@ -184,7 +184,7 @@ def apply_grouped(requests: list[tuple[ServingState, int, int, np.ndarray]]) -> 
             result = stacked
         else:
             try:
-                result = affine.apply(stacked, state.transform_for(source, target))
+                result = chain_math.apply(stacked, state.transform_for(source, target))
             except ShapeError as exc:
                 raise RequestError(422, str(exc)) from exc
         offsets = np.cumsum([0] + [requests[p][3].shape[0] for p in positions])

@@ -162,10 +162,10 @@ class SourceRecord(LogModel):
     """A file a batch was read from, as `batch.ingested` records it (its identity under a
     landing root, `rel` and `sha256`, when it was landed)."""
 
+    role: str = "edges"
     uri: str
     size: int
     tag: str
-    role: str = "edges"
     rel: str | None = None
     sha256: str | None = None
     rows: int | None = None
@@ -185,9 +185,9 @@ class BatchRecord(LogModel):
 class RunAttempt(LogModel):
     """One Ray job a scheduler run submitted for a step (train or refresh)."""
 
-    job_id: str
     step: str | None = None
     attempt: int | None = None
+    job_id: str
     submitted_at: str | None = None
     status: str | None = None
     ended_at: str | None = None
@@ -203,11 +203,11 @@ class RunRecord(LogModel):
     status: str | None = None
     holder: str | None = None
     started_at: str | None = None
-    ended_at: str | None = None
     attempts: list[RunAttempt] = []
     landing: dict[str, Any] | None = None  # the landing report of the pass it started with
-    published: dict[str, Any] | None = None
     candidate: dict[str, Any] | None = None
+    published: dict[str, Any] | None = None
+    ended_at: str | None = None
     error: str | None = None
     note: str | None = None
     lease_generation: int | None = None

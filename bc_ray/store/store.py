@@ -31,14 +31,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from bc_ray import chain as chain_math
 from bc_ray.exceptions import (
+    CommitStateUnknownError,
     ConfigError,
     CorruptFileError,
     NotFoundError,
     StoreError,
     UnsafeStoreError,
 )
-from bc_ray import chain as chain_math
 from bc_ray.io import FileIO, StorageOptions
 from bc_ray.store.actions import Action, Hook, StoreConfigured, post_commit_hooks
 from bc_ray.store.log import VersionLog, WriterAction
@@ -177,9 +178,11 @@ class Store:
         synced) before the entry lands: a writer whose files were removed meanwhile (a gc with
         too short a grace) fails here instead of committing dangling references. `staged` is a
         prefix this writer wrote for this commit alone: removed when the commit fails (a
-        `StoreError`), never once it has landed, whatever a post-commit hook then raises."""
+        `StoreError`), never when it has or may have landed, whatever a post-commit hook raises."""
         try:
             state, actions = self._commit(build, retries)
+        except CommitStateUnknownError:
+            raise  # the entry may have landed and name the staged files: gc decides later
         except StoreError:
             if staged is not None:
                 self.io.delete(staged, recursive=True)  # never referenced: safe to remove

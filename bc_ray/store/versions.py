@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from bc_ray import chain as affine
+from bc_ray import chain as chain_math
 from bc_ray.exceptions import NotFoundError, StoreError
 from bc_ray.store.actions import (
     VersionCandidate,
@@ -34,7 +34,7 @@ class Candidate:
     snapshot_id: str
     cutoff: float
     model: bytes
-    transform: affine.Affine | None
+    transform: chain_math.Affine | None
     metrics: dict = field(default_factory=dict)
 
 
@@ -53,18 +53,18 @@ def register_candidate(store: Store, candidate: Candidate) -> VersionRecord:
         if weight.shape != (parent.dim, candidate.dim):
             raise StoreError(f"B_k has shape {weight.shape}, expected ({parent.dim}, "
                              f"{candidate.dim}) from dimension {candidate.dim} to {parent.dim}")
-        chain = affine.compose(_stored_chain(store, state, candidate.parent), candidate.parent,
+        chain = chain_math.compose(_stored_chain(store, state, candidate.parent), candidate.parent,
                                candidate.transform)
     else:
         chain = {}
     metrics = _measured(candidate.metrics)
     prefix = store.new_prefix("versions")
     files = {"model": store.put(f"{prefix}/model.pt", candidate.model),
-             "chain": store.put(f"{prefix}/chain.npz", affine.to_bytes(chain)),
+             "chain": store.put(f"{prefix}/chain.npz", chain_math.to_bytes(chain)),
              "metrics": store.put(f"{prefix}/metrics.json", orjson.dumps(metrics))}
     if candidate.transform is not None:
         files["transform"] = store.put(f"{prefix}/transform.npz",
-                                       affine.transform_to_bytes(candidate.transform))
+                                       chain_math.transform_to_bytes(candidate.transform))
     chosen: list[int] = []
 
     def build(current: StoreState) -> list[VersionCandidate]:
@@ -90,7 +90,7 @@ def _measured(value: object) -> object:
     return value
 
 
-def _stored_chain(store: Store, state: StoreState, version: int) -> dict[int, affine.Affine]:
+def _stored_chain(store: Store, state: StoreState, version: int) -> dict[int, chain_math.Affine]:
     """The parent's composed transforms to every older version (recomposed from the kept
     transforms if retention removed its chain file)."""
     chain = store.chain(version, state)

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from bc_ray import export_embeddings, read_embeddings, scan_embeddings
-from bc_ray import chain as affine
+from bc_ray import chain as chain_math
 from bc_ray.exceptions import ConfigError, NotFoundError
 from tests.helpers import store_with_chain
 
@@ -17,7 +17,7 @@ from tests.helpers import store_with_chain
 def test_ver_j_view_equals_the_chain_by_hand(store_uri):
     store, matrices = store_with_chain(store_uri, [12, 10, 8, 6], rows=64)
     state = store.state()
-    transforms = {v: affine.transform_from_bytes(store.get(state.versions[v].files["transform"]))
+    transforms = {v: chain_math.transform_from_bytes(store.get(state.versions[v].files["transform"]))
                   for v in (1, 2, 3)}
     z = matrices["item"]
     expected = {3: z}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from bc_ray import chain as affine
+from bc_ray import chain as chain_math
 from bc_ray.core.transforms import TransformChain, make_transform
 from bc_ray.exceptions import ConfigError, ShapeError
 
@@ -33,7 +33,7 @@ def test_chain_precomputes_compositions():
     for target in (2, 1, 0):
         weight, bias = transforms[target]
         step = step @ weight.T + bias
-        assert np.allclose(affine.apply(z, chain.to(target)), step, atol=1e-4)
+        assert np.allclose(chain_math.apply(z, chain.to(target)), step, atol=1e-4)
     assert chain.to(3)[0].shape == (5, 5)
     amplifiers = chain.amplifiers()
     assert [a.shape[0] for a in amplifiers] == [4, 6, 8, 5]
@@ -48,4 +48,4 @@ def test_shape_and_name_errors():
     with pytest.raises(ShapeError):
         TransformChain([4, 6], [(np.zeros((3, 6), np.float32), np.zeros(3, np.float32))])
     with pytest.raises(ShapeError):
-        affine.apply(np.zeros((2, 3), np.float32), affine.identity(4))
+        chain_math.apply(np.zeros((2, 3), np.float32), chain_math.identity(4))

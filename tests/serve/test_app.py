@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bc_ray import read_embeddings
-from bc_ray import chain as affine
+from bc_ray import chain as chain_math
 from bc_ray.serve.app import build_app
 from bc_ray.serve.config import ServeConfig, ServeSettings
 from tests.helpers import publish_fake_version, refresh_fake_tables
@@ -39,7 +39,7 @@ def test_transform_equals_the_store_chain_by_hand(service):
         answer = client.post("/v1/transform", json={"from_version": source, "to_version": target,
                                                     "embeddings": rows.tolist()})
         assert answer.status_code == 200, answer.text
-        expected = affine.apply(rows, _chain(store, source, target))
+        expected = chain_math.apply(rows, _chain(store, source, target))
         assert answer.json()["version"] == target
         assert np.allclose(np.array(answer.json()["embeddings"]), expected, atol=1e-5)
         binary = client.post(f"/v1/transform?from_version={source}&to_version={target}",
