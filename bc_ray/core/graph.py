@@ -73,6 +73,9 @@ class GraphTensors:
     now: float
     user_vocab: dict[str, int] = field(default_factory=dict)
     item_vocab: dict[str, int] = field(default_factory=dict)
+    # When each edge happened (the timeline's t, aligned with edge_user/edge_item): the order of a
+    # user's history, for families that read interactions as sequences. None where dropped.
+    edge_t: torch.Tensor | None = None
     _adjacency: Adjacency | None = field(default=None, repr=False)
 
     @property
@@ -97,6 +100,7 @@ class GraphTensors:
 
         return dataclasses.replace(
             self, edge_user=self.edge_user.to(device), edge_item=self.edge_item.to(device),
+            edge_t=None if self.edge_t is None else self.edge_t.to(device),
             user_features=bags(self.user_features), item_features=bags(self.item_features),
             user_first_t=self.user_first_t.to(device), item_first_t=self.item_first_t.to(device),
             _adjacency=None)
@@ -271,6 +275,7 @@ def build_graph(snapshot: GraphSnapshot, edges: pl.DataFrame, now: float) -> Gra
         num_users=snapshot.num_users, num_items=snapshot.num_items,
         edge_user=torch.from_numpy(edges["user_idx"].to_numpy().astype(np.int64)),
         edge_item=torch.from_numpy(edges["item_idx"].to_numpy().astype(np.int64)),
+        edge_t=torch.from_numpy(edges["t"].to_numpy().astype(np.float32)),
         user_features=bags(snapshot.users, "user"), item_features=bags(snapshot.items, "item"),
         user_first_t=first_t(snapshot.users), item_first_t=first_t(snapshot.items), now=now,
         user_vocab={k: len(v) for k, v in snapshot.feature_fields("user").items()},

@@ -1,0 +1,279 @@
+"""The model-family interface (`bc_ray.models.ModelFamily`): what bc_ray needs of an embedding model, and nothing else.
+
+BC-Aligner trains *any* M_k jointly with B_k; the store, the chain, Serve, the consumers and the
+Delta view only ever see embedding tables. A family is the one place that knows its model: how
+to build it from a spec and the snapshot's vocabularies, its task loss on a batch, how to batch
+the training data, how to embed entities at refresh time, and which entities a new batch of
+interactions affects. Families are found by name (`registry.py`): the built-ins and any
+package's `bc_ray.models` entry point.
+
+Entities are numbered as nodes everywhere: users ``0..U-1``, items ``U..U+I-1`` (the snapshot's
+idx order), so alignment targets, masks and refresh runs mean the same rows for every family.
+
+New members of this protocol come with defaults in `FamilyBase`, so a family written against an
+older bc_ray keeps working (the xarray backend pattern).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from bc_ray.exceptions import ConfigError
+
+if TYPE_CHECKING:  # torch and numpy stay out of the command line's start-up
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from bc_ray.core.graph import GraphTensors
+    from bc_ray.core.train_config import TrainConfig
+
+API_VERSION = 1  # bumped only when a required member changes meaning
+
+
+@runtime_checkable
+class ModelSpec(Protocol):
+    """A version's architecture as typed, frozen data; it round-trips through the version record."""
+
+    @property
+    def output_dim(self) -> int: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class EmbeddingModule(Protocol):
+    """M_k: a torch module with its spec and the vocabularies it was built for, that embeds
+    every entity of a graph."""
+
+    spec: ModelSpec
+    vocab: Vocabularies
+
+    @property
+    def output_dim(self) -> int: ...
+
+    def embed(self, graph: GraphTensors) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_user, z_item) of every entity, in eval mode, from the graph's interactions."""
+
+
+@dataclass
+class TaskStep:
+    """One training step's forward pass: the task loss (its own regularisation included) and
+    the embeddings it computed, which the alignment loss reuses."""
+
+    loss: torch.Tensor
+    nodes: torch.Tensor  # node ids (sorted, unique) whose embeddings this step computed
+    z: torch.Tensor  # their embeddings, row i of node nodes[i], with gradients
+
+
+class TrainingTask(Protocol):
+    """How one rank trains M_k: its batches per epoch and the loss of a batch.
+
+    Every rank of a data-parallel run builds the same task with its own `rank` and must take the
+    same number of steps per epoch (DDP synchronises every step)."""
+
+    # Parameters with row-sparse gradients (trained by lazy Adam, averaged outside DDP).
+    sparse_parameters: list[nn.Parameter]
+
+    def epoch(self, epoch: int) -> Sequence[Any]:
+        """This rank's batches of `epoch` (len() is the step count)."""
+
+    def examples(self, batch: Any) -> int:
+        """Training examples in a batch (edges for a link-prediction task), for edges/s."""
+
+    def step(self, model: nn.Module, batch: Any) -> TaskStep:
+        """Forward one batch through `model` (possibly DDP-wrapped: call it, not its methods)."""
+
+
+@dataclass(frozen=True)
+class Vocabularies:
+    """The sizes a model is built for: entity counts and each feature field's code count."""
+
+    num_users: int
+    num_items: int
+    user_vocab: dict[str, int]
+    item_vocab: dict[str, int]
+
+    @classmethod
+    def of(cls, graph: GraphTensors) -> Vocabularies:
+        return cls(graph.num_users, graph.num_items, dict(graph.user_vocab),
+                   dict(graph.item_vocab))
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What an ingested batch (or a later cutoff) changed since a version's last refresh."""
+
+    touched: np.ndarray  # nodes with new interactions
+    entities: np.ndarray  # nodes whose entity row was added or changed (features)
+
+
+class ModelFamily(Protocol):
+    """A kind of embedding model bc_ray can train, version and refresh."""
+
+    name: ClassVar[str]
+    api_version: ClassVar[int]
+    # "layerwise": the family runs its own refresh strategy (GraphSAGE's layer-wise GNN
+    # inference); "entities": refresh maps `embed` over runs of entities.
+    refresh_strategy: ClassVar[str]
+
+    # -- specs -------------------------------------------------------------------------------
+    def default_spec(self) -> ModelSpec: ...
+
+    def parse_spec(self, text: str) -> ModelSpec:
+        """From the command line (`--spec`), e.g. `layers=3,hidden=320`."""
+
+    def spec_from_dict(self, data: Mapping[str, Any]) -> ModelSpec:
+        """From a version record (`ModelSpec.to_dict`)."""
+
+    def grown(self, spec: ModelSpec, version: int, width_step: int) -> ModelSpec:
+        """The spec of `version` when `spec` is version 0 (the paper benchmark grows models)."""
+
+    # -- training ----------------------------------------------------------------------------
+    def build(self, spec: ModelSpec, vocab: Vocabularies) -> EmbeddingModule:
+        """A fresh M_k (random initialisation) for the snapshot's entities and feature codes."""
+
+    def task(self, model: EmbeddingModule, graph: GraphTensors, config: TrainConfig, *,
+             rank: int = 0, world_size: int = 1, item_pool: torch.Tensor | None = None,
+             device: torch.device | None = None) -> TrainingTask: ...
+
+    def prepare(self, model: EmbeddingModule, graph: GraphTensors) -> None:
+        """Before training: e.g. zero the ID rows of entities without training interactions."""
+
+    def warm_start(self, model: EmbeddingModule, previous: EmbeddingModule, graph: GraphTensors,
+                   strategy: str, seed: int) -> None:
+        """Initialise M_k from M_{k-1} (`--warm-start mean|metadata`)."""
+
+    def fine_tune_from(self, model: EmbeddingModule, previous: EmbeddingModule) -> None:
+        """Finetune-M0: M_k starts as M_{k-1} exactly (same spec)."""
+
+    def to_bytes(self, model: EmbeddingModule) -> bytes: ...
+
+    def from_bytes(self, data: bytes, *, light: bool = False) -> EmbeddingModule:
+        """`light`: for inference-only processes (no training-only imports or copies)."""
+
+    # -- refresh -----------------------------------------------------------------------------
+    def embed_inputs(self, spec: ModelSpec, graph: GraphTensors) -> Any:
+        """What an embed task reads (picklable; shared once through the object store)."""
+
+    def embed(self, model: EmbeddingModule, inputs: Any, nodes: np.ndarray) -> np.ndarray:
+        """float32 embeddings of `nodes` (rows in that order)."""
+
+    def affected(self, spec: ModelSpec, inputs: Any, changes: Changes) -> np.ndarray:
+        """Nodes whose embeddings `changes` may have changed (a superset is correct, only
+        slower): an incremental refresh recomputes these and copies every other row."""
+
+    def incremental_blocker(self, spec: ModelSpec) -> str | None:
+        """Why a spec can never refresh incrementally (None: it can)."""
+
+
+class FamilyBase:
+    """Defaults for the optional members, so a family needs only its spec, `build`, `task` (and
+    `parse_spec`/`spec_from_dict` when its spec is not a flat dataclass). Refresh then embeds
+    through the model's own `embed` over the whole graph, which is right for any model and fast
+    enough for small ones; override `embed_inputs`/`embed`/`affected` to scale."""
+
+    name: ClassVar[str]
+    spec_type: ClassVar[type]
+    api_version: ClassVar[int] = API_VERSION
+    refresh_strategy: ClassVar[str] = "entities"
+
+    def default_spec(self) -> ModelSpec:
+        return self.spec_type()
+
+    def spec_from_dict(self, data: Mapping[str, Any]) -> ModelSpec:
+        return spec_from_fields(self.spec_type, dict(data), self.name)
+
+    def parse_spec(self, text: str) -> ModelSpec:
+        return parse_fields(self.spec_type, text, self.name)
+
+    def grown(self, spec: ModelSpec, version: int, width_step: int) -> ModelSpec:
+        return spec
+
+    def prepare(self, model: EmbeddingModule, graph: GraphTensors) -> None:
+        return None
+
+    def warm_start(self, model: EmbeddingModule, previous: EmbeddingModule, graph: GraphTensors,
+                   strategy: str, seed: int) -> None:
+        raise ConfigError(f"the {self.name} model family has no warm start; use --warm-start off")
+
+    def fine_tune_from(self, model: EmbeddingModule, previous: EmbeddingModule) -> None:
+        if previous.spec != model.spec:
+            raise ConfigError("finetune-m0 cannot change the architecture: the version spec "
+                              f"must equal the previous one ({previous.spec})")
+        model.load_state_dict(previous.state_dict())
+
+    def to_bytes(self, model: EmbeddingModule) -> bytes:
+        from bc_ray.core.module_bytes import module_to_bytes
+
+        return module_to_bytes(model, self.name)
+
+    def from_bytes(self, data: bytes, *, light: bool = False) -> EmbeddingModule:
+        from bc_ray.core.module_bytes import module_from_bytes
+
+        return module_from_bytes(self, data)
+
+    def embed_inputs(self, spec: ModelSpec, graph: GraphTensors) -> Any:
+        return graph
+
+    def embed(self, model: EmbeddingModule, inputs: Any, nodes: np.ndarray) -> np.ndarray:
+        import numpy as np
+        import torch
+
+        z_user, z_item = model.embed(inputs)
+        return torch.cat([z_user, z_item])[torch.from_numpy(np.asarray(nodes))].numpy()
+
+    def affected(self, spec: ModelSpec, inputs: Any, changes: Changes) -> np.ndarray:
+        import numpy as np
+
+        return np.arange(inputs.num_nodes, dtype=np.int64)  # every node: always correct
+
+    def incremental_blocker(self, spec: ModelSpec) -> str | None:
+        return None
+
+
+def spec_from_fields(spec_type: type, data: dict[str, Any], family: str) -> ModelSpec:
+    """A dataclass spec from its record, refusing fields it does not have."""
+    known = {f.name for f in dataclasses.fields(spec_type)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{family} spec has unknown field(s) {sorted(unknown)}; it has "
+                          f"{sorted(known)}")
+    return spec_type(**data)
+
+
+def parse_fields(spec_type: type, text: str, family: str,
+                 aliases: Mapping[str, str] | None = None) -> ModelSpec:
+    """`key=value,key=value` into a dataclass spec, each value read by its field's type."""
+    aliases = dict(aliases or {})
+    hints = typing.get_type_hints(spec_type)
+    fields = {f.name for f in dataclasses.fields(spec_type)}
+    values: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, raw = part.partition("=")
+        name = aliases.get(key.strip(), key.strip())
+        if not sep or name not in fields:
+            raise ConfigError(f"cannot read {family} spec part {part!r}; expected key=value with "
+                              f"keys {sorted(set(aliases) | fields)}")
+        values[name] = _typed(hints[name], raw.strip(), f"{family} spec: {name}")
+    return spec_type(**values)
+
+
+def _typed(hint: Any, raw: str, what: str) -> Any:
+    text = str(hint)
+    if raw.lower() in ("none", "null") and "None" in text:
+        return None
+    if hint is bool or text.startswith("bool"):
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{what} must be true or false, got {raw!r}")
+        return raw.lower() in ("true", "1", "yes")
+    for kind in (int, float):
+        if hint is kind or text.startswith(kind.__name__):
+            try:
+                return kind(raw)
+            except ValueError:
+                raise ConfigError(f"{what} must be a number ({kind.__name__}), got {raw!r}") from None
+    return raw

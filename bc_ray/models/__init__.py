@@ -1,0 +1,17 @@
+"""Embedding model families: the interface (`ModelFamily`), the registry, and the built-ins
+(`graphsage`, `sequence`)."""
+
+from bc_ray.core.family import (
+    Changes,
+    EmbeddingModule,
+    FamilyBase,
+    ModelFamily,
+    ModelSpec,
+    TaskStep,
+    TrainingTask,
+    Vocabularies,
+)
+from bc_ray.models.registry import ENTRY_POINT_GROUP, family_names, get_family
+
+__all__ = ["Changes", "EmbeddingModule", "ENTRY_POINT_GROUP", "FamilyBase", "ModelFamily",
+           "ModelSpec", "TaskStep", "TrainingTask", "Vocabularies", "family_names", "get_family"]

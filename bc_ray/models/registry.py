@@ -1,0 +1,97 @@
+"""Finding a model family by name: the built-ins, a `bc_ray.models` entry point of any installed
+package, or `package.module:Class` given directly.
+
+Only the family asked for is imported (`EntryPoint.load`), so a user of one family never pays
+for another's dependencies, and a plug-in that fails to import fails only when selected. Two
+packages registering one name is refused, naming both (`importlib.metadata` would silently take
+the first); the built-in names are reserved.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from importlib.metadata import EntryPoint, entry_points
+
+from bc_ray.exceptions import ConfigError
+from bc_ray.core.family import API_VERSION, ModelFamily
+
+ENTRY_POINT_GROUP = "bc_ray.models"
+DEFAULT_FAMILY = "graphsage"
+BUILT_IN = {"graphsage": "bc_ray.models.graphsage.family:GraphSAGE",
+            "sequence": "bc_ray.models.sequence.family:SequenceTransformer"}
+REQUIRED = ("name", "build", "task", "default_spec", "parse_spec", "spec_from_dict", "to_bytes",
+            "from_bytes", "embed_inputs", "embed", "affected")
+
+
+def family_names() -> list[str]:
+    """Every family this installation can use by name."""
+    return sorted(set(BUILT_IN) | {ep.name for ep in _plugins()})
+
+
+def get_family(name: str | None = None) -> ModelFamily:
+    """The family called `name` (default GraphSAGE): built-in, entry point, or module:Class."""
+    return _load(name or DEFAULT_FAMILY)
+
+
+@lru_cache(maxsize=None)
+def _load(name: str) -> ModelFamily:
+    if name in BUILT_IN:
+        return _checked(_import(BUILT_IN[name], name), name)
+    if ":" in name:
+        return _checked(_import(name, name), name)
+    found = [ep for ep in _plugins() if ep.name == name]
+    if not found:
+        raise ConfigError(f"unknown model family {name!r}: choose one of {family_names()}, or "
+                          "give package.module:Class")
+    if len(found) > 1:
+        owners = ", ".join(sorted(_owner(ep) for ep in found))
+        raise ConfigError(f"model family {name!r} is registered by more than one package "
+                          f"({owners}); uninstall one, or name the class as package.module:Class")
+    try:
+        loaded = found[0].load()
+    except Exception as error:  # a broken plug-in fails only when it is chosen
+        raise ConfigError(f"model family {name!r} from {_owner(found[0])} failed to import: "
+                          f"{type(error).__name__}: {error}") from error
+    return _checked(loaded, name)
+
+
+def _plugins() -> list[EntryPoint]:
+    """Entry points of the group; a plug-in may not take a built-in name."""
+    return [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILT_IN
+            or ep.value == BUILT_IN[ep.name]]
+
+
+def _owner(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else ep.value
+
+
+def _import(target: str, name: str) -> object:
+    module_name, _, attribute = target.partition(":")
+    if not attribute:
+        raise ConfigError(f"model family {name!r}: expected package.module:Class")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise ConfigError(f"model family {name!r}: cannot import {module_name}: "
+                          f"{type(error).__name__}: {error}") from error
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigError(f"model family {name!r}: {module_name} has no {attribute}") from None
+
+
+def _checked(loaded: object, name: str) -> ModelFamily:
+    """An instance (a class is instantiated without arguments) with the required members, of an
+    API version this bc_ray speaks."""
+    family = loaded() if isinstance(loaded, type) else loaded
+    missing = [member for member in REQUIRED if not hasattr(family, member)]
+    if missing:
+        raise ConfigError(f"model family {name!r} ({type(family).__qualname__}) lacks "
+                          f"{', '.join(missing)}: see bc_ray.models.ModelFamily")
+    version = getattr(family, "api_version", API_VERSION)
+    if version > API_VERSION:
+        raise ConfigError(f"model family {name!r} needs bc_ray model API {version}; this bc_ray "
+                          f"speaks {API_VERSION}: upgrade bc_ray")
+    return family
