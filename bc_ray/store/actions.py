@@ -23,6 +23,7 @@ from pydantic import PlainSerializer, ValidationError
 
 from bc_ray.exceptions import LogEntryError, StoreError, UnappliableSettingError
 from bc_ray.store.state import (
+    DEFAULT_FAMILY,
     BatchRecord,
     DeltaMirror,
     FileRecord,
@@ -112,6 +113,8 @@ class VersionCandidate(Action):
     created_at: str
     metrics: dict[str, Any] = {}
     files: dict[str, LoggedFile]  # model, chain, metrics, and transform (k >= 1)
+    # The model family (absent in entries written before families: GraphSAGE).
+    family: str = DEFAULT_FAMILY
 
     def added_files(self) -> list[FileRecord]:
         return list(self.files.values())
@@ -121,7 +124,7 @@ class VersionCandidate(Action):
             version=self.version, status="candidate", parent=self.parent, dim=self.dim,
             method=self.method, spec=dict(self.spec), snapshot_id=self.snapshot_id,
             cutoff=self.cutoff, files=dict(self.files), metrics=dict(self.metrics),
-            created_at=self.created_at)
+            created_at=self.created_at, family=self.family)
 
 
 class VersionPublished(Action):

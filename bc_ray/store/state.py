@@ -20,6 +20,8 @@ from bc_ray.exceptions import NotFoundError, StoreError
 
 # Top-level folders that hold data files; every path the log names lies under one of them.
 DATA_ROOTS = ("snapshots", "batches", "versions", "embeddings")
+# A version record without a `family` was made by GraphSAGE, the only family before plug-ins.
+DEFAULT_FAMILY = "graphsage"
 
 
 def confined_path(path: object) -> str:
@@ -130,6 +132,8 @@ class VersionRecord:
     # removed too, so the store holds O(versions) chain matrices; it is recomposed from the
     # per-version transforms, which are always kept, if ever needed.
     chain_removed: bool = False
+    # Which model family made it (its name in bc_ray.models): `spec` is that family's spec.
+    family: str = DEFAULT_FAMILY
 
     def removed(self, name: str) -> bool:
         return (name == "model" and self.model_removed) or (name == "chain" and

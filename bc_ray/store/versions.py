@@ -20,7 +20,7 @@ from bc_ray.store.actions import (
     VersionRejected,
     VersionRolledBack,
 )
-from bc_ray.store.state import StoreState, VersionRecord
+from bc_ray.store.state import DEFAULT_FAMILY, StoreState, VersionRecord
 from bc_ray.store.store import Store, utc_now
 from bc_ray.store.tables import ENTITIES
 
@@ -36,6 +36,7 @@ class Candidate:
     model: bytes
     transform: chain_math.Affine | None
     metrics: dict = field(default_factory=dict)
+    family: str = DEFAULT_FAMILY
 
 
 def next_version(state: StoreState) -> int:
@@ -72,7 +73,8 @@ def register_candidate(store: Store, candidate: Candidate) -> VersionRecord:
         return [VersionCandidate(version=chosen[0], parent=candidate.parent, dim=candidate.dim,
                                  method=candidate.method, spec=candidate.spec,
                                  snapshot_id=candidate.snapshot_id, cutoff=candidate.cutoff,
-                                 created_at=utc_now().isoformat(), metrics=metrics, files=files)]
+                                 created_at=utc_now().isoformat(), metrics=metrics, files=files,
+                                 family=candidate.family)]
 
     return store.commit(build).version(chosen[0])
 
