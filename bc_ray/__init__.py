@@ -23,7 +23,7 @@ _EXPORTS = {
     "RetentionPolicy": "bc_ray.store.store",
     "StorageOptions": "bc_ray.io",
     "GraphSnapshot": "bc_ray.data.snapshot",
-    "VersionSpec": "bc_ray.core.spec",
+    "VersionSpec": "bc_ray.models.graphsage.spec",
     "TrainConfig": "bc_ray.core.train_config",
     "BcRayError": "bc_ray.exceptions",
 }

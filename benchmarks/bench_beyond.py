@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import print_table, write_json  # noqa: E402
 from bc_ray.core.evaluation import recall_at_k  # noqa: E402
 from bc_ray.core.methods import get_method  # noqa: E402
-from bc_ray.core.spec import VersionSpec  # noqa: E402
+from bc_ray.models.graphsage.spec import VersionSpec  # noqa: E402
 from bc_ray.core.splits import PeriodSplit, period_split  # noqa: E402
 from bc_ray.core.train_config import TrainConfig  # noqa: E402
 from bc_ray.core.transforms import TransformChain  # noqa: E402

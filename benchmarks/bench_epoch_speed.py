@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import print_table, timed, write_json  # noqa: E402
-from bc_ray.core.model import EmbeddingModel, build_model  # noqa: E402
-from bc_ray.core.spec import VersionSpec  # noqa: E402
+from bc_ray.models.graphsage.model import EmbeddingModel, build_model  # noqa: E402
+from bc_ray.models.graphsage.spec import VersionSpec  # noqa: E402
 from bc_ray.core.splits import period_split  # noqa: E402
 from bc_ray.core.train_config import TrainConfig  # noqa: E402
 from bc_ray.core.trainer import VersionTrainer  # noqa: E402

@@ -28,7 +28,7 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 from benchmarks.common import print_table, scratch_dir, timed, write_json  # noqa: E402
 from tests.helpers import publish_untrained_model  # noqa: E402
 from bc_ray.core.graph import build_graph  # noqa: E402
-from bc_ray.core.inference import layerwise_embed, sampled_embed  # noqa: E402
+from bc_ray.models.graphsage.inference import layerwise_embed, sampled_embed  # noqa: E402
 from bc_ray.data.snapshot import build_snapshot  # noqa: E402
 from bc_ray.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from bc_ray.data.timeline import edges_until  # noqa: E402

@@ -141,7 +141,7 @@ def _imports() -> None:
     import pyarrow.parquet  # noqa: F401
     import torch  # noqa: F401
 
-    import bc_ray.core.inference  # noqa: F401
+    import bc_ray.models.graphsage.inference  # noqa: F401
     import bc_ray.store.store  # noqa: F401
 
 
@@ -169,8 +169,8 @@ def plain_refresh(uri: str, out: str) -> float:
     import torch
 
     from bc_ray.core.graph import build_graph
-    from bc_ray.core.inference import layerwise_embed
-    from bc_ray.core.serialization import model_from_bytes
+    from bc_ray.models.graphsage.inference import layerwise_embed
+    from bc_ray.models.graphsage.serialization import model_from_bytes
     from bc_ray.data.timeline import edges_until
     from bc_ray.store.snapshots import load_snapshot
     from bc_ray.store.store import Store
@@ -253,15 +253,15 @@ def train_rate(graph, mode: str, steps: int, batch_size: int = 2048) -> float:
     """Edges/s of `steps` training steps after one warm-up step (version 0, one process)."""
     import torch
 
-    from bc_ray.core.model import build_model
-    from bc_ray.core.spec import VersionSpec
+    from bc_ray.models.graphsage.model import build_model
+    from bc_ray.models.graphsage.spec import VersionSpec
     from bc_ray.core.train_config import TrainConfig
     from bc_ray.core.trainer import VersionTrainer
 
     torch.manual_seed(0)
     trainer = VersionTrainer(build_model(VersionSpec(hidden_dim=HIDDEN), graph), graph,
                              TrainConfig(batch_size=batch_size, mode=mode))
-    triples = trainer.epoch_triples(1)
+    triples = trainer.task.epoch_triples(1)
     batches = max(1, len(triples) // batch_size)
     trainer.step(triples.slice(0, batch_size))
     started = time.perf_counter()

@@ -22,7 +22,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
 from bc_ray.core.methods import get_method  # noqa: E402
-from bc_ray.core.spec import VersionSpec  # noqa: E402
+from bc_ray.models.graphsage.spec import VersionSpec  # noqa: E402
 from bc_ray.core.train_config import TrainConfig  # noqa: E402
 from bc_ray.core.version import prepare_trainer  # noqa: E402
 from bc_ray.data.snapshot import build_snapshot  # noqa: E402

@@ -80,9 +80,9 @@ def publish_untrained_model(store: Store, graph, hidden: int, cutoff: float, lay
     use it too (inference speed does not depend on the weights)."""
     import torch
 
-    from bc_ray.core.model import build_model
-    from bc_ray.core.serialization import model_to_bytes
-    from bc_ray.core.spec import VersionSpec
+    from bc_ray.models.graphsage.model import build_model
+    from bc_ray.models.graphsage.serialization import model_to_bytes
+    from bc_ray.models.graphsage.spec import VersionSpec
 
     torch.manual_seed(seed)
     model = build_model(VersionSpec(num_layers=layers, hidden_dim=hidden), graph).eval()

@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from bc_ray.cli.common import ModelOption, SpecOption, model_family
+from bc_ray.core.registry import DEFAULT_FAMILY
+
 app = typer.Typer(help="Reproduce the paper's benchmark.", no_args_is_help=True)
 
 
@@ -38,6 +41,8 @@ def paper(
              "the lambda it chose per method on validation data instead of searching the grid "
              "again (later seeds then cost a third as much).")] = None,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+    model: ModelOption = DEFAULT_FAMILY,
+    spec: SpecOption = None,
 ) -> None:
     """Versions at t = 0.5..0.9 with growing models; Table 3, summary.json and Figure 3."""
     import dataclasses
@@ -61,6 +66,8 @@ def paper(
         if epochs < 1:
             raise typer.BadParameter("needs at least one epoch", param_hint="--epochs")
         preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, epochs=epochs))
+    model_family(model)
+    preset = preset.with_model(model, spec)
     earlier = _earlier_run(lam_from, preset.name) if lam_from else None
     started = time.perf_counter()
 
@@ -84,9 +91,12 @@ def paper(
              f"--first-seed {first_seed}" if first_seed else "",
              "--quick" if quick else "", f"--preset {preset_name}" if preset_name else "",
              f"--epochs {epochs}" if epochs else "",
+             f"--model {model}" if model != DEFAULT_FAMILY else "",
+             f"--spec {spec}" if spec else "",
              f"--methods {methods}" if methods else "",
              f"--lam-from {lam_from}" if lam_from else "", f"--out {out}"]
     results["command"] = " ".join(word for word in words if word)
+    results["model"] = {"family": model, "spec": preset.spec.to_dict()}
     results["seconds"] = time.perf_counter() - started
     summary = write_report(results, out)
     typer.echo(markdown_table(results, summary))

@@ -18,6 +18,24 @@ StoreOption = Annotated[str, typer.Option(
     help="Store URI: file:///path or s3://bucket/prefix (S3 settings and credentials from "
          "AWS_* variables, never in the URI).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ModelOption = Annotated[str, typer.Option(
+    "--model", help="Model family: graphsage, sequence, the name of a bc_ray.models entry point, "
+                    "or package.module:Class.")]
+SpecOption = Annotated[typing.Optional[str], typer.Option(
+    help="The family's version spec as key=value pairs, e.g. 'layers=3,hidden=320,out=128' "
+         "for graphsage or 'dim=64,layers=2,heads=2,max_len=50' for sequence (default: the "
+         "current version's spec when it is of the same family, else the family's default).")]
+
+
+def model_family(name: str):
+    """The family `--model` names, or a usage error naming the choices."""
+    from bc_ray.core.registry import get_family
+    from bc_ray.exceptions import ConfigError
+
+    try:
+        return get_family(name)
+    except ConfigError as error:
+        raise typer.BadParameter(str(error), param_hint="--model") from None
 
 
 def open_store(uri: str):

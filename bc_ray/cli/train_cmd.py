@@ -7,11 +7,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import JsonOption, StoreOption, default_of
+from bc_ray.cli.common import (
+    JsonOption,
+    ModelOption,
+    SpecOption,
+    StoreOption,
+    default_of,
+    model_family,
+)
 from bc_ray.cli.output import emit
-from bc_ray.core.spec import VersionSpec
+from bc_ray.exceptions import ConfigError
 from bc_ray.render import key_values
-from bc_ray.train.config import DEFAULT_SPEC, TrainJobConfig
+from bc_ray.train.config import TrainJobConfig
 
 # What a training job takes for an option not given: the options' defaults are these.
 TRAIN = default_of(TrainJobConfig, "train")
@@ -34,10 +41,8 @@ def train(
                        ] = _job("use_gpu"),
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs reserved per worker.")
                                ] = _job("cpus_per_worker"),
-    spec: Annotated[Optional[str], typer.Option(
-        help=f"Version spec, e.g. 'layers=3,hidden=320,out=128,agg=mean' (default: the current "
-             f"version's spec, or layers={DEFAULT_SPEC.num_layers},"
-             f"hidden={DEFAULT_SPEC.hidden_dim} for version 0).")] = None,
+    model: ModelOption = _job("model"),
+    spec: SpecOption = None,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = TRAIN.epochs,
     batch_size: Annotated[int, typer.Option(help="Triples per step (per worker).")
                           ] = TRAIN.batch_size,
@@ -74,9 +79,14 @@ def train(
     from bc_ray.cluster import connect
     from bc_ray.train.job import run_training
 
+    family = model_family(model)
+    try:
+        parsed = family.parse_spec(spec) if spec else None
+    except ConfigError as error:
+        raise typer.BadParameter(str(error), param_hint="--spec") from None
     job = TrainJobConfig(
         store=store, method=method, num_workers=num_workers, use_gpu=use_gpu,
-        cpus_per_worker=cpus_per_worker, spec=VersionSpec.parse(spec) if spec else None,
+        cpus_per_worker=cpus_per_worker, model=model, spec=parsed,
         train=dataclasses.replace(TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam,
                                   seed=seed),
         holdout=holdout, holdout_days=holdout_days, targets=targets,

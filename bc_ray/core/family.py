@@ -37,7 +37,10 @@ API_VERSION = 1  # bumped only when a required member changes meaning
 
 @runtime_checkable
 class ModelSpec(Protocol):
-    """A version's architecture as typed, frozen data; it round-trips through the version record."""
+    """A version's architecture as typed, frozen data; it round-trips through the version record.
+    Its class names its family (`family: ClassVar[str]`, the name it is registered under)."""
+
+    family: ClassVar[str]
 
     @property
     def output_dim(self) -> int: ...
@@ -67,6 +70,8 @@ class TaskStep:
     loss: torch.Tensor
     nodes: torch.Tensor  # node ids (sorted, unique) whose embeddings this step computed
     z: torch.Tensor  # their embeddings, row i of node nodes[i], with gradients
+    # Named parts of the loss to log per epoch (e.g. "bpr"), detached.
+    parts: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 class TrainingTask(Protocol):

@@ -1,9 +1,10 @@
-"""The training loop of one version: BPR + reg * L2 + lambda * alignment, with model selection.
+"""The training loop of one version, for any model family: task loss + lambda * alignment, with
+model selection.
 
-Full-graph steps (every step propagates the whole graph, as the reference does) for small graphs;
-neighbour-sampled mini-batches for large ones (`mode`). Data-parallel workers (Ray Train) build the
-same trainer with their `rank` and `world_size`: every rank draws the same epoch of triples from the
-shared seed and trains on an equal contiguous shard, so all ranks take the same number of steps.
+The family's `TrainingTask` batches the data and computes the task loss of a batch (GraphSAGE:
+BPR on triples; the sequence family: next-item prediction); this loop adds the alignment of B_k
+applied to the embeddings the step computed, steps the optimiser, evaluates and selects.
+Data-parallel workers (Ray Train) build the same trainer with their `rank` and `world_size`.
 
 Model selection keeps the state with the best validation Recall@50 whose alignment error is within
 `align_tolerance` of the best alignment seen after warm-up (the reference ignored alignment here).
@@ -20,14 +21,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from bc_ray.core.family import EmbeddingModule, TrainingTask
 from bc_ray.core.graph import GraphTensors
-from bc_ray.core.losses import alignment_multi, alignment_single, bpr_loss, embedding_l2
-from bc_ray.core.model import EmbeddingModel
-from bc_ray.core.sampler import NeighborSampler, SampledSubgraph
+from bc_ray.core.losses import alignment_multi, alignment_single
+from bc_ray.core.registry import family_of
 from bc_ray.core.sparse_rows import CombinedOptimizer, average_sparse_gradients
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.transforms import BackwardTransform
-from bc_ray.core.triples import Triples, TripleSampler
 from bc_ray.exceptions import TrainingError
 
 
@@ -58,27 +58,31 @@ class Alignment:
 
 
 class JointModule(nn.Module):
-    """M_k and (when aligned jointly) B_k in one module, which is what DDP wraps."""
+    """M_k and (when aligned jointly) B_k in one module, which is what DDP wraps: a step's
+    forward runs the task on M_k and B_k on the embeddings of the step's nodes that have an
+    alignment target."""
 
-    def __init__(self, model: EmbeddingModel, transform: BackwardTransform | None) -> None:
+    def __init__(self, model: EmbeddingModule, transform: BackwardTransform | None,
+                 task: TrainingTask | None = None) -> None:
         super().__init__()
         self.model = model
         self.transform = transform
+        self.task = task
 
-    def forward(self, graph: GraphTensors, sample: SampledSubgraph | None = None,
-                align_rows: torch.Tensor | None = None):
-        z = self.model(graph, sample)
-        if self.transform is None or align_rows is None:
-            return z, None
-        return z, self.transform(z[align_rows])
+    def forward(self, batch, mask: torch.Tensor | None = None):
+        step = self.task.step(self.model, batch)
+        if self.transform is None or mask is None:
+            return step.loss, step.nodes, None, None, step.parts
+        rows = mask[step.nodes]
+        return step.loss, step.nodes, rows, self.transform(step.z[rows]), step.parts
 
 
-Evaluator = Callable[[EmbeddingModel, BackwardTransform | None], dict]
+Evaluator = Callable[[EmbeddingModule, BackwardTransform | None], dict]
 
 
 @dataclass
 class TrainResult:
-    model: EmbeddingModel
+    model: EmbeddingModule
     transform: BackwardTransform | None
     history: list[dict] = field(default_factory=list)
     selected_epoch: int = 0
@@ -87,37 +91,31 @@ class TrainResult:
 
 
 class VersionTrainer:
-    def __init__(self, model: EmbeddingModel, graph: GraphTensors, config: TrainConfig,
+    def __init__(self, model: EmbeddingModule, graph: GraphTensors, config: TrainConfig,
                  alignment: Alignment | None = None, evaluator: Evaluator | None = None, *,
                  rank: int = 0, world_size: int = 1, item_pool: torch.Tensor | None = None,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", family=None) -> None:
+        """`family` (default: the one the model's spec names) supplies the training task."""
         if graph.num_edges == 0:
             raise TrainingError("the training graph has no edges")
         self.device = torch.device(device)
-        self.cpu_graph = graph
-        self.graph = graph if self.device.type == "cpu" else graph.to(self.device)
         self.config, self.evaluator = config, evaluator
         self.alignment = alignment if alignment is None else alignment.to(self.device)
         self.rank, self.world_size = rank, world_size
         model.to(self.device)
-        self.joint = JointModule(model, self.alignment.transform if self.alignment else None)
+        family = family or family_of(model.spec)
+        self.task = family.task(model, graph, config, rank=rank, world_size=world_size,
+                                item_pool=item_pool, device=self.device)
+        self.joint = JointModule(model, self.alignment.transform if self.alignment else None,
+                                 self.task)
         self.module: nn.Module = self.joint
-        self.triples = TripleSampler(graph.edge_user, graph.edge_item, graph.num_items,
-                                     config.negatives, config.user_uniform, item_pool)
-        self.full_graph = config.mode == "full" or (
-            config.mode == "auto" and graph.num_nodes <= config.full_graph_max_nodes)
-        # A mini-batch of a large graph touches few ID rows: row-sparse gradients and lazy Adam.
-        row_sparse = not self.full_graph and graph.num_nodes > config.sparse_ids_min_nodes
-        self.sparse_parameters = model.sparse_id_tables() if row_sparse else []
+        self.sparse_parameters = list(self.task.sparse_parameters)
         if self.sparse_parameters:
             dense = [p for p in self.joint.parameters()
                      if all(p is not q for q in self.sparse_parameters)]
             self.optimizer = CombinedOptimizer(dense, self.sparse_parameters, config.lr)
         else:
             self.optimizer = torch.optim.Adam(self.joint.parameters(), lr=config.lr)
-        generator = torch.Generator().manual_seed(config.seed * 7919 + rank)
-        self.neighbors = None if self.full_graph else NeighborSampler(
-            self.cpu_graph.adjacency(), [config.fanout] * model.spec.num_layers, generator)
         self.history: list[dict] = []
         self._best_state: dict | None = None
         self._best = {"epoch": 0, "recall": -math.inf, "metrics": {}}
@@ -125,7 +123,7 @@ class VersionTrainer:
         self._stale_evaluations = 0
 
     @property
-    def model(self) -> EmbeddingModel:
+    def model(self) -> EmbeddingModule:
         return self.joint.model
 
     def sparse_parameter_names(self) -> list[str]:
@@ -134,59 +132,38 @@ class VersionTrainer:
                 if any(p is q for q in self.sparse_parameters)]
 
     # -- one epoch -------------------------------------------------------------------------
-    def epoch_triples(self, epoch: int) -> Triples:
-        triples = self.triples.epoch(seed=self.config.seed * 1_000_003 + epoch)
-        share = len(triples) // self.world_size
-        if share == 0:
-            raise TrainingError(f"{len(triples)} training edges cannot be shared by "
-                                f"{self.world_size} workers")
-        return triples.slice(self.rank * share, (self.rank + 1) * share)
-
     def run_epoch(self, epoch: int, progress: Callable[[dict], None] | None = None,
                   progress_every_s: float = 30.0) -> dict:
         """One pass over this rank's shard; `progress` gets {epoch, step, steps, edges_per_s,
         eta_s} at most every `progress_every_s` (long sampled epochs run for minutes)."""
         started = last_report = time.perf_counter()
         self.module.train()
-        triples = self.epoch_triples(epoch)
-        totals = {"loss": 0.0, "bpr": 0.0, "align": 0.0}
-        steps = 0
-        total_steps = math.ceil(len(triples) / self.config.batch_size)
-        for start in range(0, len(triples), self.config.batch_size):
-            for key, value in self.step(triples.slice(start, start + self.config.batch_size)).items():
-                totals[key] += value
+        batches = self.task.epoch(epoch)
+        totals: dict[str, float] = {"loss": 0.0, "align": 0.0}
+        steps = examples = 0
+        total_steps = len(batches)
+        for batch in batches:
+            for key, value in self.step(batch).items():
+                totals[key] = totals.get(key, 0.0) + value
             steps += 1
+            examples += self.task.examples(batch)
             now = time.perf_counter()
             if progress is not None and now - last_report >= progress_every_s:
                 last_report = now
-                rate = min(len(triples), steps * self.config.batch_size) / (now - started)
                 progress({"epoch": epoch, "step": steps, "steps": total_steps,
-                          "edges_per_s": rate,
+                          "edges_per_s": examples / (now - started),
                           "eta_s": (total_steps - steps) * (now - started) / steps})
-        stats = {key: value / steps for key, value in totals.items()}
-        stats.update(epoch=epoch, steps=steps, edges=len(triples),
+        stats = {key: value / max(steps, 1) for key, value in totals.items()}
+        stats.update(epoch=epoch, steps=steps, edges=examples,
                      seconds=time.perf_counter() - started)
         return stats
 
-    def step(self, batch: Triples) -> dict:
-        num_users = self.graph.num_users
-        user, pos, neg = (part.to(self.device) for part in (batch.user, batch.pos + num_users,
-                                                            batch.neg + num_users))
-        nodes = torch.unique(torch.cat([user, pos, neg]))
-        align_nodes = nodes[self.alignment.mask[nodes]] if self.alignment else None
-        if self.full_graph:
-            z, predicted = self.module(self.graph, None, align_nodes)
-            z_user, z_pos, z_neg = z[user], z[pos], z[neg]
-        else:
-            sample = self.neighbors.sample(nodes.cpu()).to(self.device)
-            rows = None if align_nodes is None else torch.searchsorted(nodes, align_nodes)
-            z, predicted = self.module(self.graph, sample, rows)
-            z_user, z_pos, z_neg = (z[torch.searchsorted(nodes, part)] for part in (user, pos, neg))
-        bpr = bpr_loss(z_user, z_pos, z_neg)
-        loss = bpr + self.config.reg * embedding_l2(z_user, z_pos, z_neg)
+    def step(self, batch) -> dict:
+        mask = self.alignment.mask if self.alignment else None
+        loss, nodes, rows, predicted, parts = self.module(batch, mask)
         align = torch.zeros(())
         if self.alignment is not None:
-            align = self.alignment.loss(predicted, self.alignment.targets[align_nodes])
+            align = self.alignment.loss(predicted, self.alignment.targets[nodes[rows]])
             loss = loss + self.config.lam * align
         if not torch.isfinite(loss):
             raise TrainingError(f"the loss diverged ({float(loss.detach())}); lower the learning "
@@ -196,7 +173,8 @@ class VersionTrainer:
         if self.sparse_parameters and self.world_size > 1:
             average_sparse_gradients(self.sparse_parameters)
         self.optimizer.step()
-        return {"loss": loss.item(), "bpr": bpr.item(), "align": align.item()}
+        return {"loss": loss.item(), **{k: float(v) for k, v in parts.items()},
+                "align": align.item()}
 
     # -- evaluation and selection ---------------------------------------------------------------
     def should_evaluate(self, epoch: int) -> bool:

@@ -12,15 +12,15 @@ import torch
 from bc_ray.chain import Affine
 from bc_ray.core.evaluation import alignment_error, recall_at_k
 from bc_ray.core.graph import GraphTensors
+from bc_ray.core.family import EmbeddingModule, ModelFamily, ModelSpec, Vocabularies
 from bc_ray.core.methods import Method
-from bc_ray.core.model import EmbeddingModel, build_model
 from bc_ray.core.posthoc import fit_posthoc
-from bc_ray.core.spec import VersionSpec
+from bc_ray.core.registry import family_of
 from bc_ray.core.splits import PeriodSplit
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.trainer import Alignment, Evaluator, TrainResult, VersionTrainer
 from bc_ray.core.transforms import BackwardTransform, IdentityTransform, make_transform
-from bc_ray.core.warmstart import truncation_start, warm_start
+from bc_ray.core.warmstart import truncation_start
 from bc_ray.exceptions import ConfigError, TrainingError
 
 
@@ -42,9 +42,9 @@ class PreviousVersion:
     amplifiers; the last is the identity)."""
 
     version: int
-    spec: VersionSpec
+    spec: ModelSpec
     amplifiers: list[torch.Tensor]
-    model: EmbeddingModel | None = None
+    model: EmbeddingModule | None = None
     stored: StoredTargets | None = None
 
     @property
@@ -66,7 +66,7 @@ class PreviousVersion:
 
 @dataclass
 class VersionOutcome:
-    model: EmbeddingModel
+    model: EmbeddingModule
     transform: Affine | None  # B_k as (W, b); None for version 0
     result: TrainResult | None
 
@@ -80,7 +80,7 @@ def split_evaluator(split: PeriodSplit, targets: tuple[torch.Tensor, torch.Tenso
     users = split.val_users if users is None else users
     pool = split.node_pool
 
-    def evaluate(model: EmbeddingModel, transform: BackwardTransform | None) -> dict:
+    def evaluate(model: EmbeddingModule, transform: BackwardTransform | None) -> dict:
         z_user, z_item = model.embed(split.graph)
         metrics = {"recall": recall_at_k(z_user, z_item, eval_user, eval_item, known_user,
                                          known_item, users=users, item_pool=split.item_pool, k=k)}
@@ -94,23 +94,27 @@ def split_evaluator(split: PeriodSplit, targets: tuple[torch.Tensor, torch.Tenso
     return evaluate
 
 
-def prepare_trainer(method: Method, spec: VersionSpec, graph: GraphTensors, config: TrainConfig,
+def prepare_trainer(method: Method, spec: ModelSpec, graph: GraphTensors, config: TrainConfig,
                     previous: PreviousVersion | None, evaluator_for=None, *, rank: int = 0,
                     world_size: int = 1, item_pool: torch.Tensor | None = None,
-                    device: torch.device | str = "cpu") -> VersionTrainer:
+                    device: torch.device | str = "cpu",
+                    family: ModelFamily | None = None) -> VersionTrainer:
     """Build M_k (fresh or fine-tuned), B_k and the alignment for `method`.
 
     `evaluator_for(targets)` returns the evaluator, given the alignment targets (or None).
+    `family` defaults to the one `spec` names.
     """
+    family = family or family_of(spec)
     torch.manual_seed(config.seed)
-    model = build_model(spec, graph)
+    model = family.build(spec, Vocabularies.of(graph))
     if method.model == "finetune" and previous is not None:
-        _init_from(model, previous)
-    user_degree, item_degree = graph.degrees()
-    model.zero_unseen_ids(user_degree > 0, item_degree > 0)
+        if previous.model is None:
+            raise ConfigError("finetune-m0 needs the previous model itself")
+        family.fine_tune_from(model, previous.model)
+    family.prepare(model, graph)
     warm = config.warm_start != "off" and previous is not None and previous.model is not None
     if warm:
-        warm_start(model, previous.model, graph, config.warm_start, seed=config.seed)
+        family.warm_start(model, previous.model, graph, config.warm_start, config.seed)
     alignment, targets = None, None
     if previous is not None and method.joint:
         targets = previous.targets(graph)
@@ -121,7 +125,8 @@ def prepare_trainer(method: Method, spec: VersionSpec, graph: GraphTensors, conf
         alignment = Alignment(transform, targets[0], targets[1], amplifiers)
     evaluator = evaluator_for(targets) if evaluator_for is not None else None
     return VersionTrainer(model, graph, config, alignment, evaluator, rank=rank,
-                          world_size=world_size, item_pool=item_pool, device=device)
+                          world_size=world_size, item_pool=item_pool, device=device,
+                          family=family)
 
 
 def finish_version(method: Method, result: TrainResult, graph: GraphTensors,
@@ -144,30 +149,16 @@ def finish_version(method: Method, result: TrainResult, graph: GraphTensors,
     return VersionOutcome(result.model, transform, result)
 
 
-def train_version(method: Method, spec: VersionSpec, graph: GraphTensors, config: TrainConfig,
+def train_version(method: Method, spec: ModelSpec, graph: GraphTensors, config: TrainConfig,
                   previous: PreviousVersion | None, evaluator_for=None, on_epoch=None,
-                  item_pool: torch.Tensor | None = None) -> VersionOutcome:
+                  item_pool: torch.Tensor | None = None,
+                  family: ModelFamily | None = None) -> VersionOutcome:
     if method.model == "fixed" and previous is not None:
         if previous.model is None:
             raise TrainingError("fix-m0 needs the previous model itself")
         transform = IdentityTransform(previous.dim, previous.dim).affine()
         return VersionOutcome(previous.model, transform, None)
     trainer = prepare_trainer(method, spec, graph, config, previous, evaluator_for,
-                              item_pool=item_pool)
+                              item_pool=item_pool, family=family)
     result = trainer.fit(on_epoch)
     return finish_version(method, result, graph, config, previous)
-
-
-def _init_from(model: EmbeddingModel, previous: PreviousVersion) -> None:
-    if previous.model is None or previous.spec != model.spec:
-        raise ConfigError("finetune-m0 cannot change the architecture: the version spec must "
-                          f"equal the previous one ({previous.spec})")
-    state = previous.model.state_dict()
-    own = model.state_dict()
-    for name, value in state.items():
-        if name.startswith("ids.") and value.shape != own[name].shape:
-            rows = min(value.shape[0], own[name].shape[0]) - 1  # the last row is the padding row
-            own[name][:rows] = value[:rows]
-        elif name in own and own[name].shape == value.shape:
-            own[name] = value
-    model.load_state_dict(own)

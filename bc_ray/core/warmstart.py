@@ -8,6 +8,8 @@
   ``metadata``: the average, over the entity's feature codes (categories, brands, genres,
   demographics), of the mean row of the known entities carrying that code; the mean when none of
   its codes is carried by a known entity. Sparse, so it scales with the number of codes.
+- Any family whose model keeps its ID tables as GraphSAGE does (`ids[entity]`, a padding row
+  last, `spec.id_embeddings`; see core/encoders.py) gets the ID-row strategies.
 - A linear B_k starts as the truncation [I 0], which is exactly right when M_k = M_{k-1}.
 """
 
@@ -16,9 +18,9 @@ from __future__ import annotations
 import warnings
 
 import torch
+from torch import nn
 
 from bc_ray.core.graph import FeatureBag, GraphTensors
-from bc_ray.core.model import EmbeddingModel
 from bc_ray.core.transforms import BackwardTransform, LinearTransform
 from bc_ray.exceptions import ConfigError
 
@@ -80,7 +82,7 @@ def _rows(matrix: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def warm_start(model: EmbeddingModel, previous: EmbeddingModel, graph: GraphTensors,
+def warm_start(model: nn.Module, previous: nn.Module, graph: GraphTensors,
                strategy: str, seed: int = 0) -> None:
     if strategy not in WARM_STARTS:
         raise ConfigError(f"warm start {strategy!r} is not one of {WARM_STARTS}")

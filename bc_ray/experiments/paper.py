@@ -28,12 +28,20 @@ from bc_ray.core.consumers import (
 )
 from bc_ray.core.evaluation import alignment_error, degradation_pct, recall_at_k
 from bc_ray.core.methods import Method, get_method
-from bc_ray.core.spec import VersionSpec
+from bc_ray.core.family import ModelFamily, ModelSpec
+from bc_ray.core.registry import family_of, get_family
 from bc_ray.core.splits import PeriodSplit, period_split
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.trainer import TrainResult
 from bc_ray.core.transforms import TransformChain
-from bc_ray.core.version import PreviousVersion, VersionOutcome, finish_version, split_evaluator, train_version
+from bc_ray.core.version import (
+    PreviousVersion,
+    VersionOutcome,
+    finish_version,
+    split_evaluator,
+    train_version,
+)
+from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import paper_times
 from bc_ray.exceptions import ConfigError
@@ -49,7 +57,7 @@ VALIDATIONS = ("paper", "recent-past")
 @dataclass(frozen=True)
 class Preset:
     name: str
-    spec: VersionSpec
+    spec: ModelSpec  # version 0's; the family it names trains every version
     width_step: int
     train: TrainConfig
     consumer: ConsumerConfig
@@ -72,8 +80,22 @@ class Preset:
             raise ConfigError("a lambda grid is chosen on recent-past validation windows; the "
                               "paper's protocol has none apart from the test period")
 
-    def spec_at(self, version: int) -> VersionSpec:
-        return self.spec.grown(version, width_step=self.width_step)
+    @property
+    def family(self) -> ModelFamily:
+        return family_of(self.spec)
+
+    def spec_at(self, version: int) -> ModelSpec:
+        return self.family.grown(self.spec, version, self.width_step)
+
+    def with_model(self, model: str, spec: str | None = None) -> Preset:
+        """The same protocol with another family's model: `spec` (its --spec text) or, for
+        another family, its default spec."""
+        family = get_family(model)
+        if spec is not None:
+            return dataclasses.replace(self, spec=family.parse_spec(spec))
+        if family is self.family:
+            return self
+        return dataclasses.replace(self, spec=family.default_spec())
 
 
 PRESETS = {

@@ -27,9 +27,9 @@ import torch
 
 from bc_ray.consumer.reader import read_embeddings
 from bc_ray.core.graph import build_graph
-from bc_ray.core.inference import layerwise_embed
-from bc_ray.core.serialization import model_from_bytes
-from bc_ray.core.spec import VersionSpec
+from bc_ray.models.graphsage.inference import layerwise_embed
+from bc_ray.models.graphsage.serialization import model_from_bytes
+from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.core.splits import period_split
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.data import load_dataset

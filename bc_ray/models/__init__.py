@@ -11,7 +11,8 @@ from bc_ray.core.family import (
     TrainingTask,
     Vocabularies,
 )
-from bc_ray.models.registry import ENTRY_POINT_GROUP, family_names, get_family
+from bc_ray.core.registry import ENTRY_POINT_GROUP, family_names, family_of, get_family
 
 __all__ = ["Changes", "EmbeddingModule", "ENTRY_POINT_GROUP", "FamilyBase", "ModelFamily",
-           "ModelSpec", "TaskStep", "TrainingTask", "Vocabularies", "family_names", "get_family"]
+           "ModelSpec", "TaskStep", "TrainingTask", "Vocabularies", "family_names", "family_of",
+           "get_family"]

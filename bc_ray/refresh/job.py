@@ -31,9 +31,9 @@ import ray
 import torch
 
 from bc_ray.core.graph import GraphTensors, build_graph
-from bc_ray.core.inference import balanced_bounds, expand_hops, layer_for_nodes
-from bc_ray.core.model import LayerStack
-from bc_ray.core.serialization import model_from_bytes
+from bc_ray.models.graphsage.inference import balanced_bounds, expand_hops, layer_for_nodes
+from bc_ray.models.graphsage.model import LayerStack
+from bc_ray.models.graphsage.serialization import model_from_bytes
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_until
 from bc_ray.refresh.assemble import CachedLayer, PreviousTables, layer_builder

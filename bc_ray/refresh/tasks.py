@@ -24,10 +24,10 @@ import ray
 import torch
 
 from bc_ray.core.graph import GraphTensors
-from bc_ray.core.inference import layer_for_nodes
-from bc_ray.core.model import EmbeddingModel, LayerStack
-from bc_ray.core.sampler import NeighborSampler
-from bc_ray.core.serialization import model_from_bytes
+from bc_ray.models.graphsage.inference import layer_for_nodes
+from bc_ray.models.graphsage.model import EmbeddingModel, LayerStack
+from bc_ray.models.graphsage.sampler import NeighborSampler
+from bc_ray.models.graphsage.serialization import model_from_bytes
 from bc_ray.refresh.pack import shared_tensor, unpack_graph
 from bc_ray.store.parquet import embedding_array
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from bc_ray.core.spec import VersionSpec
+from typing import Any
+
+from bc_ray.core.family import ModelSpec
+from bc_ray.core.registry import DEFAULT_FAMILY, get_family
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.exceptions import ConfigError
 
 TARGET_SOURCES = ("model", "stored")
-# Product defaults: small models that train in minutes on CPUs (the paper's sizes are a --spec away).
-DEFAULT_SPEC = VersionSpec(num_layers=2, hidden_dim=64)
+# Product defaults: small models that train in minutes on CPUs.
 DEFAULT_TRAIN = TrainConfig(epochs=30, batch_size=4096, lr=3e-3, eval_every=5, warmup_epochs=10)
 
 
@@ -43,10 +45,12 @@ class FaultInjection:
 class TrainJobConfig:
     store: str
     method: str = "bc-aligner"
+    # The model family: graphsage, sequence, a bc_ray.models entry point, or package.module:Class.
+    model: str = DEFAULT_FAMILY
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
-    spec: VersionSpec | None = None
+    spec: ModelSpec | None = None  # of `model`'s family; None: the parent's, or its default
     train: TrainConfig = DEFAULT_TRAIN
     holdout: float = 0.05  # replayed timelines: the last fraction of the visible edges
     holdout_days: float = 7.0  # grown (ingested) snapshots: the last calendar days
@@ -69,13 +73,14 @@ class TrainJobConfig:
         if self.checkpoint_every < 1:
             raise ConfigError("--checkpoint-every must be >= 1")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrainJobConfig:
+    def from_dict(cls, data: dict[str, Any]) -> TrainJobConfig:
         data = dict(data)
-        data["spec"] = VersionSpec.from_dict(data["spec"]) if data.get("spec") else None
+        family = get_family(data.get("model"))
+        data["spec"] = family.spec_from_dict(data["spec"]) if data.get("spec") else None
         data["train"] = TrainConfig(**data["train"])
         data["gate"] = GateConfig(**data["gate"])
         data["fault"] = FaultInjection(**data["fault"]) if data.get("fault") else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from bc_ray.core.evaluation import alignment_error, recall_at_k
-from bc_ray.core.model import EmbeddingModel
+from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.core.splits import PeriodSplit
 from bc_ray.core.version import PreviousVersion
 from bc_ray.train.config import GateConfig

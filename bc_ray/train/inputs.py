@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import torch
 
+from bc_ray.core.family import ModelFamily, ModelSpec
 from bc_ray.core.methods import Method, get_method
-from bc_ray.core.serialization import model_from_bytes
-from bc_ray.core.spec import VersionSpec
+from bc_ray.core.registry import get_family
 from bc_ray.core.splits import PeriodSplit, period_split
 from bc_ray.core.version import PreviousVersion, StoredTargets
 from bc_ray.data.snapshot import GraphSnapshot
@@ -22,7 +22,7 @@ from bc_ray.store.state import StoreState, VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.tables import read_table
 from bc_ray.store.versions import load_model_bytes
-from bc_ray.train.config import DEFAULT_SPEC, TrainJobConfig
+from bc_ray.train.config import TrainJobConfig
 
 TRAINABLE = ("fresh", "finetune")
 
@@ -34,7 +34,8 @@ class JobInputs:
     snapshot: GraphSnapshot
     split: PeriodSplit
     method: Method
-    spec: VersionSpec
+    family: ModelFamily
+    spec: ModelSpec
     parent: VersionRecord | None
     previous: PreviousVersion | None
 
@@ -47,12 +48,17 @@ def resolve_method(name: str) -> Method:
     return method
 
 
-def resolve_spec(job: TrainJobConfig, method: Method, parent: VersionRecord | None) -> VersionSpec:
-    parent_spec = VersionSpec.from_dict(parent.spec) if parent else None
-    spec = job.spec or parent_spec or DEFAULT_SPEC
-    if method.model == "finetune" and parent_spec is not None and spec != parent_spec:
-        raise ConfigError(f"finetune-m0 cannot change the architecture: --spec {spec} differs "
-                          f"from version {parent.version}'s {parent_spec}")
+def resolve_spec(job: TrainJobConfig, family: ModelFamily, method: Method,
+                 parent: VersionRecord | None) -> ModelSpec:
+    """The job's spec, else the parent's when it is of the same family, else the family's
+    default."""
+    same_family = parent is not None and parent.family == job.model
+    parent_spec = family.spec_from_dict(parent.spec) if same_family else None
+    spec = job.spec or parent_spec or family.default_spec()
+    if method.model == "finetune" and parent is not None and spec != parent_spec:
+        raise ConfigError(f"finetune-m0 cannot change the architecture: --model {job.model} "
+                          f"--spec {spec} differs from version {parent.version}'s "
+                          f"{parent.family} {parent.spec}")
     if method.transform == "identity" and parent and spec.output_dim < parent.dim:
         raise ConfigError(f"joint-notrans cannot shrink the output from {parent.dim} to "
                           f"{spec.output_dim} dimensions")
@@ -72,11 +78,12 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInp
                             + ("raise --holdout-days or ingest more data" if snapshot.grows
                                else "raise --holdout or advance the snapshot"))
     parent = state.version() if state.current_version is not None else None
-    spec = resolve_spec(job, method, parent)
+    family = get_family(job.model)
+    spec = resolve_spec(job, family, method, parent)
     previous = None
     if parent is not None:
         previous = _previous(store, state, parent, snapshot, job.targets, with_previous_model)
-    return JobInputs(store, state, snapshot, split, method, spec, parent, previous)
+    return JobInputs(store, state, snapshot, split, method, family, spec, parent, previous)
 
 
 def holdout_window(snapshot: GraphSnapshot, job: TrainJobConfig) -> tuple[float, float, str]:
@@ -101,11 +108,12 @@ def _previous(store: Store, state: StoreState, parent: VersionRecord, snapshot: 
               targets: str, with_model: bool) -> PreviousVersion:
     chain = store.chain(parent.version, state)
     amplifiers = [torch.from_numpy(chain[j][0]) for j in state.lineage(parent.version)]
+    family = get_family(parent.family)  # M_{k-1} is rebuilt by its own family
     model = None
     if with_model and (targets == "model" or get_method(parent.method).model == "finetune"):
-        model = model_from_bytes(load_model_bytes(store, parent.version, state))
+        model = family.from_bytes(load_model_bytes(store, parent.version, state))
     stored = _stored_targets(store, state, parent, snapshot) if targets == "stored" else None
-    return PreviousVersion(parent.version, VersionSpec.from_dict(parent.spec), amplifiers,
+    return PreviousVersion(parent.version, family.spec_from_dict(parent.spec), amplifiers,
                            model=model, stored=stored)
 
 

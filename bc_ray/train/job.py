@@ -17,8 +17,7 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from bc_ray.core.model import build_model
-from bc_ray.core.serialization import model_to_bytes
+from bc_ray.core.family import Vocabularies
 from bc_ray.core.trainer import JointModule, TrainResult
 from bc_ray.core.transforms import make_transform
 from bc_ray.core.version import finish_version
@@ -84,7 +83,7 @@ def _restore(result, inputs: JobInputs) -> TrainResult:
     with result.checkpoint.as_directory() as directory:
         saved = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=False,
                            map_location="cpu")
-    model = build_model(inputs.spec, inputs.split.graph)
+    model = inputs.family.build(inputs.spec, Vocabularies.of(inputs.split.graph))
     transform = None
     if inputs.previous is not None and inputs.method.joint:
         transform = make_transform(inputs.method.transform, inputs.spec.output_dim,
@@ -102,8 +101,8 @@ def run_training(job: TrainJobConfig) -> TrainOutcome:
     inputs = load_inputs(job)
     check_placement(job)
     name = job.run_name or f"train-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    logger.info("training %s (%s) on %d worker(s): %s", inputs.method.title, name,
-                job.num_workers, inputs.spec)
+    logger.info("training %s (%s) on %d worker(s): %s %s", inputs.method.title, name,
+                job.num_workers, job.model, inputs.spec)
     result = fit(job, inputs, name)
     if result.error is not None:
         raise TrainingError(f"training run {name} failed: {result.error}")
@@ -127,9 +126,9 @@ def run_training(job: TrainJobConfig) -> TrainOutcome:
     reasons = gate(metrics, job.gate)
     candidate = register_candidate(inputs.store, Candidate(
         parent=inputs.parent.version if inputs.parent else None, dim=inputs.spec.output_dim,
-        method=inputs.method.name, spec=inputs.spec.to_dict(),
+        method=inputs.method.name, spec=inputs.spec.to_dict(), family=job.model,
         snapshot_id=inputs.state.current_snapshot, cutoff=inputs.snapshot.meta.cutoff,
-        model=model_to_bytes(outcome.model), transform=outcome.transform, metrics=metrics))
+        model=inputs.family.to_bytes(outcome.model), transform=outcome.transform, metrics=metrics))
     if reasons:
         reject_version(inputs.store, candidate.version, reasons)
         return TrainOutcome(candidate.version, "rejected", metrics, reasons, name, history)

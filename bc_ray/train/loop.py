@@ -81,7 +81,8 @@ def train_loop_per_worker(config: dict) -> None:
     trainer = prepare_trainer(
         inputs.method, inputs.spec, inputs.split.graph, job.train, inputs.previous,
         lambda targets: split_evaluator(inputs.split, targets), rank=rank,
-        world_size=max(world_size, 1), item_pool=inputs.split.item_pool, device=device)
+        world_size=max(world_size, 1), item_pool=inputs.split.item_pool, device=device,
+        family=inputs.family)
     if world_size > 1:
         # Row-sparse ID tables (sampled mode) are averaged by the trainer, not by DDP.
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(

@@ -21,7 +21,7 @@ from ray import serve
 from ray.cluster_utils import Cluster
 
 from bc_ray.consumer.reader import read_embeddings
-from bc_ray.core.spec import VersionSpec
+from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.data.snapshot import build_snapshot
 from bc_ray.data.synthetic import SyntheticConfig, generate

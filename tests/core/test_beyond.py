@@ -7,8 +7,8 @@ import torch
 
 from bc_ray.core.methods import get_method
 from bc_ray.core.mixing import AgeMixing
-from bc_ray.core.model import build_model
-from bc_ray.core.spec import VersionSpec
+from bc_ray.models.graphsage.model import build_model
+from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.core.splits import period_split
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.transforms import TransformChain, make_transform

@@ -6,10 +6,10 @@ import pickle
 import torch
 
 from bc_ray.core.graph import build_graph
-from bc_ray.core.inference import balanced_bounds, layer_for_nodes, layerwise_embed
-from bc_ray.core.model import build_model
-from bc_ray.core.serialization import model_from_bytes, model_to_bytes
-from bc_ray.core.spec import VersionSpec
+from bc_ray.models.graphsage.inference import balanced_bounds, layer_for_nodes, layerwise_embed
+from bc_ray.models.graphsage.model import build_model
+from bc_ray.models.graphsage.serialization import model_from_bytes, model_to_bytes
+from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.data.timeline import edges_until
 
 

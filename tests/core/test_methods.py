@@ -1,7 +1,7 @@
 import pytest
 
 from bc_ray.core.methods import METHODS, PAPER_METHODS, get_method
-from bc_ray.core.spec import VersionSpec
+from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.exceptions import ConfigError
 
 

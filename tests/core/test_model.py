@@ -2,9 +2,9 @@ import torch
 from torch_geometric.nn import SAGEConv
 
 from bc_ray.core.graph import Adjacency, build_graph
-from bc_ray.core.model import build_model
-from bc_ray.core.sampler import NeighborSampler
-from bc_ray.core.spec import VersionSpec
+from bc_ray.models.graphsage.model import build_model
+from bc_ray.models.graphsage.sampler import NeighborSampler
+from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.data.timeline import edges_until
 
 
@@ -92,7 +92,7 @@ def test_exact_sampling_equals_full_graph(small_snapshot):
 
 def test_light_inference_model_matches_the_pyg_one(small_snapshot):
     """Refresh processes load models without torch_geometric; outputs must be identical."""
-    from bc_ray.core.serialization import model_from_bytes, model_to_bytes
+    from bc_ray.models.graphsage.serialization import model_from_bytes, model_to_bytes
 
     graph = _graph(small_snapshot)
     for aggregation in ("mean", "sum", "max"):

@@ -1,7 +1,7 @@
 import torch
 
 from bc_ray.core.graph import Adjacency
-from bc_ray.core.sampler import NeighborSampler
+from bc_ray.models.graphsage.sampler import NeighborSampler
 
 
 def _star():

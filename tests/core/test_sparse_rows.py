@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from bc_ray.core.model import build_model
-from bc_ray.core.spec import VersionSpec
+from bc_ray.models.graphsage.model import build_model
+from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.core.splits import period_split
 from bc_ray.core.sparse_rows import CombinedOptimizer, average_sparse_gradients
 from bc_ray.core.train_config import TrainConfig
@@ -39,7 +39,7 @@ def test_sampled_steps_move_only_the_rows_of_the_batch(split):
     assert isinstance(trainer.optimizer, CombinedOptimizer)
     assert trainer.sparse_parameter_names() == ["model.ids.user.weight", "model.ids.item.weight"]
     before = trainer.model.ids["user"].weight.detach().clone()
-    batch = trainer.epoch_triples(1).slice(0, 8)
+    batch = trainer.task.epoch_triples(1).slice(0, 8)
     trainer.step(batch)
     grad = trainer.model.ids["user"].weight.grad
     assert grad.is_sparse

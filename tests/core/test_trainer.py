@@ -5,8 +5,8 @@ import torch
 
 from bc_ray.core.evaluation import recall_at_k
 from bc_ray.core.methods import get_method
-from bc_ray.core.model import build_model
-from bc_ray.core.spec import VersionSpec
+from bc_ray.models.graphsage.model import build_model
+from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.core.splits import period_split
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.trainer import Alignment, VersionTrainer
@@ -57,10 +57,10 @@ def test_sampled_minibatches_train_too(split):
 
 def test_ranks_take_equal_disjoint_shards(split):
     model = build_model(SPEC, split.graph)
-    shards = [VersionTrainer(model, split.graph, CONFIG, rank=r, world_size=2).epoch_triples(3)
+    shards = [VersionTrainer(model, split.graph, CONFIG, rank=r, world_size=2).task.epoch_triples(3)
               for r in (0, 1)]
     assert len(shards[0]) == len(shards[1])
-    whole = VersionTrainer(model, split.graph, CONFIG).epoch_triples(3)
+    whole = VersionTrainer(model, split.graph, CONFIG).task.epoch_triples(3)
     assert torch.equal(torch.cat([shards[0].user, shards[1].user]), whole.user[: 2 * len(shards[0])])
 
 

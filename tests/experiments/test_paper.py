@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bc_ray.core.consumers import ConsumerConfig
-from bc_ray.core.spec import VersionSpec
+from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.exceptions import ConfigError
 from bc_ray.experiments.paper import Preset, chosen_lambdas, run_benchmark

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from bc_ray import read_embeddings
-from bc_ray.core.spec import VersionSpec
+from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.data.mapping import ColumnMapping
 from bc_ray.ingest.batch import ingest

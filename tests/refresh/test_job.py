@@ -12,8 +12,8 @@ import pytest
 
 from bc_ray import read_embeddings
 from bc_ray.core.graph import build_graph
-from bc_ray.core.inference import layerwise_embed
-from bc_ray.core.serialization import model_from_bytes
+from bc_ray.models.graphsage.inference import layerwise_embed
+from bc_ray.models.graphsage.serialization import model_from_bytes
 from bc_ray.data.timeline import edges_until
 from bc_ray.exceptions import NotFoundError
 from bc_ray.refresh.config import RefreshConfig

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from bc_ray.core.spec import VersionSpec
+from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.exceptions import ConfigError, NotFoundError, TrainingError
 from bc_ray.store.snapshots import advance_snapshot, publish_snapshot

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 from bc_ray.exceptions import ConfigError
 
@@ -17,6 +18,7 @@ AGGREGATIONS = ("mean", "sum", "max")
 
 @dataclass(frozen=True)
 class VersionSpec:
+    family: ClassVar[str] = "graphsage"
     num_layers: int = 2
     hidden_dim: int = 256
     out_dim: int | None = None
@@ -72,6 +74,11 @@ class VersionSpec:
                                   f"with keys {sorted(aliases)}")
             values[name] = _parse_value(name, raw.strip())
         return cls(**values)
+
+
+# The product default: a small model that trains in minutes on CPUs (the paper's sizes are a
+# --spec away).
+DEFAULT_SPEC = VersionSpec(num_layers=2, hidden_dim=64)
 
 
 def _parse_value(name: str, raw: str):

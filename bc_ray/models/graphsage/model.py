@@ -15,34 +15,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bc_ray.core.graph import Adjacency, FeatureBag, GraphTensors
+from bc_ray.core.encoders import FeatureEncoder, id_tables, sparse_id_tables, zero_unseen_ids
+from bc_ray.core.family import Vocabularies
+from bc_ray.core.graph import Adjacency, GraphTensors
 from bc_ray.core.mixing import AgeMixing
-from bc_ray.core.sampler import SampledSubgraph
-from bc_ray.core.sparse_rows import masked_gradient
-from bc_ray.core.spec import VersionSpec
-
-ID_INIT_STD = 0.1
-
-
-class FeatureEncoder(nn.Module):
-    """Sum over fields of the mean embedding of an entity's codes (zeros for no codes)."""
-
-    def __init__(self, vocab_sizes: dict[str, int], dim: int) -> None:
-        super().__init__()
-        self.vocab_sizes = dict(vocab_sizes)
-        self.dim = dim
-        self.bags = nn.ModuleDict({
-            name: nn.EmbeddingBag(max(size, 1), dim, mode="mean")
-            for name, size in self.vocab_sizes.items()})
-        self.register_buffer("anchor", torch.zeros(0), persistent=False)  # carries the device
-
-    def forward(self, features: dict[str, FeatureBag], count: int) -> torch.Tensor:
-        out = self.anchor.new_zeros(count, self.dim)
-        for name, bag in self.bags.items():
-            if name in features:
-                known = features[name].limited(self.vocab_sizes[name])
-                out = out + bag(known.values, known.offsets)
-        return out
+from bc_ray.models.graphsage.sampler import SampledSubgraph
+from bc_ray.models.graphsage.spec import VersionSpec
 
 
 class LinearSAGE(nn.Module):
@@ -78,25 +56,8 @@ class EmbeddingModel(nn.Module):
         hidden = spec.hidden_dim
         self.encoders = nn.ModuleDict({"user": FeatureEncoder(user_vocab, hidden),
                                        "item": FeatureEncoder(item_vocab, hidden)})
-        self.ids = nn.ModuleDict()
-        if spec.id_embeddings:
-            for entity, count in (("user", num_users), ("item", num_items)):
-                self.ids[entity] = nn.Embedding(
-                    count + 1, hidden, padding_idx=count,
-                    _weight=None if initialize else torch.empty(count + 1, hidden))
-                if initialize:
-                    nn.init.normal_(self.ids[entity].weight, std=ID_INIT_STD)
-                    with torch.no_grad():
-                        self.ids[entity].weight[count].zero_()
-                trainable = torch.ones(count + 1, 1)
-                trainable[count] = 0.0
-                self.register_buffer(f"{entity}_id_trainable", trainable, persistent=False)
-                # Rows of entities without training edges must stay exactly zero (they stand
-                # for "never seen"), but BatchNorm statistics couple every node, so they would
-                # receive small gradients that Adam turns into full-size steps.
-                self.ids[entity].weight.register_hook(
-                    lambda grad, name=f"{entity}_id_trainable":
-                    masked_gradient(grad, getattr(self, name)))
+        self.ids = id_tables(self, {"user": num_users, "item": num_items}, hidden,
+                             enabled=spec.id_embeddings, initialize=initialize)
         self.mixing = AgeMixing(hidden) if spec.cold_start_mixing else None
         dims = [hidden] * spec.num_layers + [spec.output_dim]
         conv = _sage_conv_class(light)
@@ -109,23 +70,18 @@ class EmbeddingModel(nn.Module):
     def output_dim(self) -> int:
         return self.spec.output_dim
 
+    @property
+    def vocab(self) -> Vocabularies:
+        return Vocabularies(self.num_users, self.num_items, self.encoders["user"].vocab_sizes,
+                            self.encoders["item"].vocab_sizes)
+
     def sparse_id_tables(self) -> list[nn.Parameter]:
         """Switch the ID tables to row-sparse gradients (see sparse_rows.py); their weights."""
-        for table in self.ids.values():
-            table.sparse = True
-        return [table.weight for table in self.ids.values()]
+        return sparse_id_tables(self.ids)
 
     def zero_unseen_ids(self, user_seen: torch.Tensor, item_seen: torch.Tensor) -> None:
-        """Entities without training edges keep a zero ID row (Adam never moves it: no gradient),
-        so they are embedded exactly like brand-new entities."""
-        if not self.spec.id_embeddings:
-            return
-        with torch.no_grad():
-            for entity, seen in (("user", user_seen), ("item", item_seen)):
-                table = self.ids[entity].weight
-                table[: seen.numel()][~seen] = 0.0
-                trainable = getattr(self, f"{entity}_id_trainable")
-                trainable[: seen.numel(), 0] = seen.to(trainable.dtype)
+        """Entities without training edges keep a zero ID row (see encoders.zero_unseen_ids)."""
+        zero_unseen_ids(self, self.ids, {"user": user_seen, "item": item_seen})
 
     def entity_inputs(self, entity: str, graph: GraphTensors,
                       index: torch.Tensor | None = None) -> torch.Tensor:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from bc_ray.core.graph import Adjacency, GraphTensors
-from bc_ray.core.model import EmbeddingModel, LayerStack
-from bc_ray.core.sampler import NeighborSampler
+from bc_ray.models.graphsage.model import EmbeddingModel, LayerStack
+from bc_ray.models.graphsage.sampler import NeighborSampler
 from bc_ray.exceptions import ShapeError
 
 DEFAULT_CHUNK = 65_536

@@ -6,8 +6,8 @@ import io
 
 import torch
 
-from bc_ray.core.model import EmbeddingModel
-from bc_ray.core.spec import VersionSpec
+from bc_ray.models.graphsage.model import EmbeddingModel
+from bc_ray.models.graphsage.spec import VersionSpec
 
 
 def model_to_bytes(model: EmbeddingModel) -> bytes:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 
 from bc_ray.exceptions import ConfigError
-from bc_ray.core.family import API_VERSION, ModelFamily
+from bc_ray.core.family import API_VERSION, ModelFamily, ModelSpec
 
 ENTRY_POINT_GROUP = "bc_ray.models"
 DEFAULT_FAMILY = "graphsage"
@@ -30,12 +30,31 @@ def family_names() -> list[str]:
 
 
 def get_family(name: str | None = None) -> ModelFamily:
-    """The family called `name` (default GraphSAGE): built-in, entry point, or module:Class."""
+    """The family called `name` (default GraphSAGE): built-in, entry point, or module:Class.
+
+    The registry sits with the protocol on the core floor and names the built-ins by import
+    path, so the model-agnostic training loop can find a spec's family without importing any."""
     return _load(name or DEFAULT_FAMILY)
+
+
+def family_of(spec: ModelSpec) -> ModelFamily:
+    """The family a spec belongs to (every spec class names it: `ModelSpec.family`; a family
+    loaded as package.module:Class is known by its own name from then on)."""
+    name = getattr(spec, "family", None)
+    return _by_name.get(name) or get_family(name)
+
+
+_by_name: dict[str, ModelFamily] = {}
 
 
 @lru_cache(maxsize=None)
 def _load(name: str) -> ModelFamily:
+    family = _find(name)
+    _by_name.setdefault(getattr(family, "name", name), family)
+    return family
+
+
+def _find(name: str) -> ModelFamily:
     if name in BUILT_IN:
         return _checked(_import(BUILT_IN[name], name), name)
     if ":" in name:
