@@ -239,6 +239,10 @@ class FamilyBase:
     def incremental_blocker(self, spec: ModelSpec) -> str | None:
         return None
 
+    def cached_layers(self, spec: ModelSpec) -> int:
+        """Inner layers a layer-wise refresh strategy caches for the next incremental one."""
+        return 0
+
 
 def spec_from_fields(spec_type: type, data: dict[str, Any], family: str) -> ModelSpec:
     """A dataclass spec from its record, refusing fields it does not have."""

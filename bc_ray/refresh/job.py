@@ -1,5 +1,11 @@
 """The refresh driver: plan (full or incremental), run the Ray Data stages, publish atomically.
 
+The version's model family decides the stages. A family without a strategy of its own (the
+sequence model, plug-ins) is one Ray Data pass: `ModelFamily.embed` over runs of entities, reading
+what `embed_inputs` prepared once on the driver, fused with the Parquet write; incrementally, only
+the entities `ModelFamily.affected` names are embedded and the rest are copied from the previous
+tables. GraphSAGE runs its own layer-wise strategy:
+
 Layer-wise inference: the driver computes the input layer h_0 of every node once, then runs one
 Ray Data stage per GraphSAGE layer. The stage's nodes are split into runs of about equal work
 (one task each, `tasks.py`), each task computes the layer for its run from the previous layer
@@ -30,10 +36,11 @@ import pyarrow as pa
 import ray
 import torch
 
+from bc_ray.core.family import ModelFamily
 from bc_ray.core.graph import GraphTensors, build_graph
+from bc_ray.core.registry import get_family
 from bc_ray.models.graphsage.inference import balanced_bounds, expand_hops, layer_for_nodes
 from bc_ray.models.graphsage.model import LayerStack
-from bc_ray.models.graphsage.serialization import model_from_bytes
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_until
 from bc_ray.refresh.assemble import CachedLayer, PreviousTables, layer_builder
@@ -43,8 +50,16 @@ from bc_ray.refresh.passes import block_refs, stage_pass, write_pass
 from bc_ray.refresh.plan import RefreshPlan, plan_refresh
 from bc_ray.refresh.results import RefreshOutcome, StageResult, WrittenFile
 from bc_ray.refresh.sink import EmbeddingSink, NodeIds, TableTarget
-from bc_ray.refresh.tasks import (LayerStage, Runs, SampledStage, layer_runs, sampled_runs,
-                                  warm_workers)
+from bc_ray.refresh.tasks import (
+    EntityStage,
+    LayerStage,
+    Runs,
+    SampledStage,
+    entity_runs,
+    layer_runs,
+    sampled_runs,
+    warm_workers,
+)
 from bc_ray.store.npy import npy_parts
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.state import FileRecord, StoreState, VersionRecord
@@ -62,7 +77,7 @@ class FinalPass:
     """The last Ray Data pass (fused with the Parquet write) and the entities it writes."""
 
     fn: Callable
-    stage: LayerStage | SampledStage
+    stage: LayerStage | SampledStage | EntityStage
     visible: np.ndarray  # bool by node: the entities the tables hold
 
 
@@ -75,6 +90,10 @@ class InnerLayers:
     layers: tuple[ray.ObjectRef, ...]  # h_1..h_{L-1}, to cache
     results: tuple[StageResult, ...]  # layer0..layer<L-1>
     affected_nodes: int | None  # nodes the final pass recomputes; None: sampled (all)
+
+    @classmethod
+    def final_only(cls, final: FinalPass, affected: int | None) -> InnerLayers:
+        return cls(final, (), (), affected)
 
 
 def share_graph(graph: GraphTensors) -> tuple[ray.ObjectRef, GraphTensors]:
@@ -94,6 +113,25 @@ def _measured(label: str, nodes: int, seconds: float, compute: float,
 
 
 @dataclass(frozen=True)
+class FamilyInputs:
+    """What a family's embed step reads (in the object store), and, incrementally, the nodes it
+    must embed again: both made on the driver from the full graph, edges included."""
+
+    inputs: ray.ObjectRef
+    affected: np.ndarray | None
+
+    @classmethod
+    def of(cls, family: ModelFamily, version: VersionRecord, graph: GraphTensors,
+           plan: RefreshPlan) -> FamilyInputs:
+        spec = family.spec_from_dict(version.spec)
+        inputs = family.embed_inputs(spec, graph)
+        affected = None
+        if plan.mode == "incremental":
+            affected = np.asarray(family.affected(spec, inputs, plan.changes), dtype=np.int64)
+        return cls(ray.put(inputs), affected)
+
+
+@dataclass(frozen=True)
 class RefreshRun:
     """One refresh of the current version: what its stages read (the store, the plan, the graph
     and its object-store copy, the entities' ids), and the stages as methods."""
@@ -102,12 +140,14 @@ class RefreshRun:
     store: Store
     state: StoreState
     version: VersionRecord
+    family: ModelFamily  # the version's
     snapshot: GraphSnapshot  # its entity tables (ids, visibility); the edges are in the graph
     graph: GraphTensors  # the driver's view of the object-store copy
     graph_ref: ray.ObjectRef
     plan: RefreshPlan
     ids: dict[str, ray.ObjectRef]  # entity -> pyarrow array of external ids, by idx
     builder: ray.actor.ActorHandle | None  # layer-wise inference only
+    embedding: FamilyInputs | None = None  # families without a strategy of their own
 
     @classmethod
     def open(cls, config: RefreshConfig, builder: ray.actor.ActorHandle | None) -> RefreshRun:
@@ -115,22 +155,32 @@ class RefreshRun:
         store = Store(config.store)
         state = store.state()
         version = state.version()
+        family = get_family(version.family)
         snapshot = load_snapshot(store, state=state)
         cutoff = snapshot.meta.cutoff
         graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
-        plan = plan_refresh(config, state, version, snapshot, graph)
+        plan = plan_refresh(config, state, version, snapshot, graph, family)
         logger.info("refresh of version %d: %s (%s)", version.version, plan.mode, plan.reason)
+        embedding = None
+        if family.refresh_strategy != "layerwise":
+            embedding = FamilyInputs.of(family, version, graph, plan)
         # Edges are in the graph now; the entity tables stay for ids and visibility. Arrow's pool
         # keeps freed pages (0.4 GB at 10M edges) until told to return them.
         snapshot = dataclasses.replace(snapshot, edges=snapshot.edges.clear())
         pa.default_memory_pool().release_unused()
         graph_ref, graph = share_graph(graph)
         ids = {e: ray.put(snapshot.entities(e)["id"].to_arrow()) for e in ENTITIES}  # by idx
-        return cls(config, store, state, version, snapshot, graph, graph_ref, plan, ids, builder)
+        return cls(config, store, state, version, family, snapshot, graph, graph_ref, plan, ids,
+                   builder, embedding)
 
     @property
     def incremental(self) -> bool:
         return self.plan.mode == "incremental"
+
+    @property
+    def layerwise(self) -> bool:
+        """GraphSAGE's own strategy (else one pass of the family's embed step)."""
+        return self.family.refresh_strategy == "layerwise"
 
     def _model_bytes(self) -> bytes:
         """Read when a stage needs them, and not kept: the driver holds no copy after it."""
@@ -156,9 +206,11 @@ class RefreshRun:
         visible = np.concatenate([self.snapshot.present("user"), self.snapshot.present("item")])
         final_runs = self._runs(np.flatnonzero(visible), self._final_run_count(visible),
                                 WRITE_COST)
+        if not self.layerwise:
+            return self._entity_pass(final_runs, visible)
         if self.config.inference == "sampled":
             stage = SampledStage(final_runs, ray.put(self._model_bytes()), self.config.fanout)
-            return InnerLayers(FinalPass(sampled_runs, stage, visible), (), (), None)
+            return InnerLayers.final_only(FinalPass(sampled_runs, stage, visible), None)
         layers, previous, input_result = self._input_layer()
         num_layers = layers.spec.num_layers
         # The builder reads the previous tables while the driver plans.
@@ -176,9 +228,20 @@ class RefreshRun:
         return InnerLayers(FinalPass(layer_runs, final, visible), tuple(outputs),
                            tuple(results), affected)
 
+    def _entity_pass(self, runs: Runs, visible: np.ndarray) -> InnerLayers:
+        """One pass of the family's embed step; incrementally, the affected entities only."""
+        carried = recompute = None
+        affected = self.embedding.affected
+        if affected is not None:
+            carried, recompute = self._carried(self.version.dim), ray.put(affected)
+        stage = EntityStage(runs, ray.put(self._model_bytes()), self.version.family,
+                            self.embedding.inputs, carried, recompute)
+        count = self.graph.num_nodes if affected is None else int(affected.size)
+        return InnerLayers.final_only(FinalPass(entity_runs, stage, visible), count)
+
     def _input_layer(self) -> tuple[LayerStack, ray.ObjectRef, StageResult]:
         """h_0 of every node into the object store, and the model's GraphSAGE layers."""
-        model = model_from_bytes(self._model_bytes(), light=True)  # the bytes go with the call
+        model = self.family.from_bytes(self._model_bytes(), light=True)  # bytes go with the call
         layers, graph = model.layer_stack(), self.graph
         started = time.perf_counter()
         inputs = np.empty((graph.num_nodes, model.spec.hidden_dim), dtype=np.float32)
@@ -195,7 +258,8 @@ class RefreshRun:
         """The previous tables by node, read by the builder (an incremental final stage copies
         the rows of nodes it does not recompute)."""
         previous = PreviousTables(self.store.uri, self.store.io.options, self.plan.previous)
-        return self.builder.carried.remote((self.graph.num_nodes, dim), self.graph.num_users,
+        builder = self.builder or layer_builder()
+        return builder.carried.remote((self.graph.num_nodes, dim), self.graph.num_users,
                                            previous, self.ids["user"], self.ids["item"])
 
     def _frontiers(self, num_layers: int) -> list[np.ndarray]:
@@ -244,11 +308,19 @@ class RefreshRun:
         started = time.perf_counter()
         write_pass(stage_pass(final.fn, final.stage, self.config), sink, self.config)
         files = sink.files()
-        label = ("sampled" if self.config.inference == "sampled"
-                 else f"layer{self.version.spec['num_layers']}")
-        return _measured(f"{label}+write", final.stage.runs.bounds[-1],
+        return _measured(f"{self._final_label()}+write", final.stage.runs.bounds[-1],
                          time.perf_counter() - started, sum(f.compute_seconds for f in files),
                          self.config), files
+
+    @property
+    def inference(self) -> str:
+        """How the embeddings are computed: layerwise or sampled (GraphSAGE), else entities."""
+        return self.config.inference if self.layerwise else "entities"
+
+    def _final_label(self) -> str:
+        if self.inference == "layerwise":
+            return f"layer{self.version.spec['num_layers']}"
+        return {"sampled": "sampled", "entities": "embed"}[self.inference]
 
     def write_caches(self, refresh_id: str,
                      layers: tuple[ray.ObjectRef, ...]) -> dict[str, dict[str, FileRecord]]:
@@ -301,7 +373,7 @@ def run_refresh(config: RefreshConfig,
         caches = caching.result()
     _release(warming)
     outcome = RefreshOutcome(run.version.version, refresh_id, run.plan.mode, run.plan.reason,
-                             config.inference, run.graph.num_nodes, inner.results,
+                             run.inference, run.graph.num_nodes, inner.results,
                              inner.affected_nodes, final, tuple(files),
                              time.perf_counter() - started)
     stats = outcome.stats

@@ -1,5 +1,6 @@
-"""Which refresh to run: incremental when the previous refresh of the version kept layer caches
-and the graph has only grown since, else full with the reason recorded."""
+"""Which refresh to run: incremental when the previous refresh of the version kept what its
+family's strategy needs (GraphSAGE: the inner layers' caches) and the graph has only grown since,
+else full with the reason recorded."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from bc_ray.core.family import Changes, ModelFamily
 from bc_ray.core.graph import GraphTensors
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_between
@@ -24,31 +26,40 @@ logger = logging.getLogger(__name__)
 class RefreshPlan:
     mode: str
     reason: str
-    changed: torch.Tensor | None = None  # nodes with new edges (incremental only)
+    changes: Changes | None = None  # what changed since the previous refresh (incremental only)
     previous: dict[str, TableRecord] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> torch.Tensor:
+        """Nodes with new edges or a new or changed entity row."""
+        return torch.from_numpy(np.union1d(self.changes.touched, self.changes.entities))
 
 
 @dataclass
 class Growth:
-    changed: torch.Tensor  # nodes whose inputs or edges changed
+    changes: Changes
     what: str
 
 
 def plan_refresh(config: RefreshConfig, state: StoreState, version: VersionRecord,
-                 snapshot: GraphSnapshot, graph: GraphTensors) -> RefreshPlan:
-    """Incremental when the previous refresh of this version kept layer caches and the graph has
-    only grown since: by a later cutoff of the same files, or by batches ingested after it.
-    Otherwise full, and the reason is recorded."""
-    if config.mode == "full" or config.inference == "sampled":
+                 snapshot: GraphSnapshot, graph: GraphTensors,
+                 family: ModelFamily) -> RefreshPlan:
+    """Incremental when the previous refresh of this version kept what the family needs and the
+    graph has only grown since: by a later cutoff of the same files, or by batches ingested
+    after it. Otherwise full, and the reason is recorded."""
+    layerwise = family.refresh_strategy == "layerwise"
+    if config.mode == "full" or (layerwise and config.inference == "sampled"):
         return RefreshPlan("full", "requested")
+    spec = family.spec_from_dict(version.spec)
     previous = {e: state.table(version.version, e) for e in ENTITIES}
     growth: Growth | str
     if any(t is None for t in previous.values()):
         growth = f"no earlier refresh of version {version.version}"
-    elif any(len(t.cache) != version.spec.get("num_layers", 2) - 1 for t in previous.values()):
+    elif layerwise and any(len(t.cache) != family.cached_layers(spec)
+                           for t in previous.values()):
         growth = "the earlier refresh kept no layer caches"
-    elif version.spec.get("cold_start_mixing"):
-        growth = "age-aware mixing changes every input as time passes"
+    elif (blocker := family.incremental_blocker(spec)) is not None:
+        growth = blocker
     elif state.snapshot().batches is not None:
         growth = _batches_since(state, previous["item"], snapshot, graph)
     else:
@@ -57,7 +68,7 @@ def plan_refresh(config: RefreshConfig, state: StoreState, version: VersionRecor
         if config.mode == "incremental":
             logger.warning("incremental refresh not possible (%s): running a full one", growth)
         return RefreshPlan("full", growth)
-    return RefreshPlan("incremental", growth.what, growth.changed, previous)
+    return RefreshPlan("incremental", growth.what, growth.changes, previous)
 
 
 def _cutoff_since(state: StoreState, previous: TableRecord, snapshot: GraphSnapshot,
@@ -68,7 +79,8 @@ def _cutoff_since(state: StoreState, previous: TableRecord, snapshot: GraphSnaps
     if previous.cutoff > snapshot.meta.cutoff:
         return "the snapshot moved backwards"
     new = edges_between(snapshot, previous.cutoff, snapshot.meta.cutoff)
-    return Growth(_endpoints(new, graph), f"{new.height} new edges")
+    return Growth(Changes(_endpoints(new, graph), np.zeros(0, dtype=np.int64)),
+                  f"{new.height} new edges")
 
 
 def _batches_since(state: StoreState, previous: TableRecord, snapshot: GraphSnapshot,
@@ -84,14 +96,14 @@ def _batches_since(state: StoreState, previous: TableRecord, snapshot: GraphSnap
     new = snapshot.edges.filter(pl.col("batch") >= since)
     users = snapshot.users.filter(pl.col("batch") >= since)["idx"].to_numpy().astype(np.int64)
     items = snapshot.items.filter(pl.col("batch") >= since)["idx"].to_numpy().astype(np.int64)
-    nodes = torch.cat([_endpoints(new, graph), torch.from_numpy(users),
-                       torch.from_numpy(items) + graph.num_users])
-    return Growth(torch.unique(nodes), f"{state.snapshot().batches - since} new batch(es): "
+    entities = np.unique(np.concatenate([users, items + graph.num_users]))
+    return Growth(Changes(_endpoints(new, graph), entities),
+                  f"{state.snapshot().batches - since} new batch(es): "
                   f"{new.height} edges, {users.size} users and {items.size} items added or "
                   "changed")
 
 
-def _endpoints(edges: pl.DataFrame, graph: GraphTensors) -> torch.Tensor:
-    return torch.unique(torch.cat([
-        torch.from_numpy(edges["user_idx"].to_numpy().astype(np.int64)),
-        torch.from_numpy(edges["item_idx"].to_numpy().astype(np.int64)) + graph.num_users]))
+def _endpoints(edges: pl.DataFrame, graph: GraphTensors) -> np.ndarray:
+    return np.unique(np.concatenate([
+        edges["user_idx"].to_numpy().astype(np.int64),
+        edges["item_idx"].to_numpy().astype(np.int64) + graph.num_users]))

@@ -23,15 +23,16 @@ import pyarrow as pa
 import ray
 import torch
 
+from bc_ray.core.family import EmbeddingModule, ModelFamily
 from bc_ray.core.graph import GraphTensors
+from bc_ray.core.registry import get_family
 from bc_ray.models.graphsage.inference import layer_for_nodes
-from bc_ray.models.graphsage.model import EmbeddingModel, LayerStack
+from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.models.graphsage.sampler import NeighborSampler
-from bc_ray.models.graphsage.serialization import model_from_bytes
 from bc_ray.refresh.pack import shared_tensor, unpack_graph
 from bc_ray.store.parquet import embedding_array
 
-_model: tuple[str, EmbeddingModel] | None = None  # (object id, model) of the last sampled stage
+_model: tuple[str, EmbeddingModule] | None = None  # (object id, model) of the last stage's
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,21 @@ class SampledStage:
     model: ray.ObjectRef  # model bytes
     fanout: int
     seed: int = 0
+    family: str = "graphsage"
+
+
+@dataclass(frozen=True)
+class EntityStage:
+    """Any family without a strategy of its own: `ModelFamily.embed` over runs of entities,
+    reading what `embed_inputs` prepared on the driver. Incremental as `LayerStage`: with
+    `carried`, only the nodes flagged in `recompute` are embedded."""
+
+    runs: Runs
+    model: ray.ObjectRef  # model bytes
+    family: str  # as the version record names it
+    inputs: ray.ObjectRef  # ModelFamily.embed_inputs
+    carried: ray.ObjectRef | None = None
+    recompute: ray.ObjectRef | None = None
 
 
 def _timed(nodes: np.ndarray, values: np.ndarray, started: float) -> pa.Table:
@@ -94,11 +110,8 @@ def _timed(nodes: np.ndarray, values: np.ndarray, started: float) -> pa.Table:
 def layer_runs(batch: dict[str, np.ndarray], stage: LayerStage) -> Iterator[pa.Table]:
     graph = stage.runs.graph_tensors()
     previous = shared_tensor(ray.get(stage.previous))
-    carried = recompute = None
-    if stage.carried is not None:
-        carried = np.asarray(ray.get(stage.carried))
-        recompute = np.zeros(graph.num_nodes, dtype=bool)
-        recompute[np.asarray(ray.get(stage.recompute))] = True
+    recompute = _recompute_mask(stage, graph.num_nodes)
+    carried = None if recompute is None else np.asarray(ray.get(stage.carried))
     for nodes in stage.runs.chunks(batch):
         started = time.perf_counter()
         if carried is None:
@@ -113,18 +126,26 @@ def layer_runs(batch: dict[str, np.ndarray], stage: LayerStage) -> Iterator[pa.T
         yield _timed(nodes, values, started)
 
 
-def _sampled_model(ref: ray.ObjectRef) -> EmbeddingModel:
+def _stage_model(ref: ray.ObjectRef, family: ModelFamily) -> EmbeddingModule:
     """The stage's model, loaded once per process (a copy: ~0.3 GB of ID tables at 10M)."""
     global _model
     if _model is None or _model[0] != ref.hex():
         _model = None  # the last one goes before the next is loaded
-        _model = (ref.hex(), model_from_bytes(ray.get(ref), light=True))
+        _model = (ref.hex(), family.from_bytes(ray.get(ref), light=True))
     return _model[1]
+
+
+def _recompute_mask(stage: LayerStage | EntityStage, num_nodes: int) -> np.ndarray | None:
+    if stage.carried is None:
+        return None
+    recompute = np.zeros(num_nodes, dtype=bool)
+    recompute[np.asarray(ray.get(stage.recompute))] = True
+    return recompute
 
 
 def sampled_runs(batch: dict[str, np.ndarray], stage: SampledStage) -> Iterator[pa.Table]:
     graph = stage.runs.graph_tensors()
-    model = _sampled_model(stage.model)
+    model = _stage_model(stage.model, get_family(stage.family))
     for run in batch["id"]:
         # Seeded by run, not by process: the same refresh samples the same neighbourhoods
         # wherever its tasks land.
@@ -135,6 +156,26 @@ def sampled_runs(batch: dict[str, np.ndarray], stage: SampledStage) -> Iterator[
             with torch.no_grad():
                 values = model(graph, sampler.sample(torch.from_numpy(nodes)))
             yield _timed(nodes, values.numpy(), started)
+
+
+def entity_runs(batch: dict[str, np.ndarray], stage: EntityStage) -> Iterator[pa.Table]:
+    family = get_family(stage.family)
+    torch.set_num_threads(max(1, stage.runs.threads))
+    model = _stage_model(stage.model, family)
+    inputs = ray.get(stage.inputs)
+    carried = None if stage.carried is None else np.asarray(ray.get(stage.carried))
+    recompute = None if carried is None else _recompute_mask(stage, len(carried))
+    for nodes in stage.runs.chunks(batch):
+        started = time.perf_counter()
+        with torch.no_grad():
+            if carried is None:
+                values = family.embed(model, inputs, nodes)
+            else:
+                values = carried[nodes].copy()
+                fresh = recompute[nodes]
+                if fresh.any():
+                    values[fresh] = family.embed(model, inputs, nodes[fresh])
+        yield _timed(nodes, np.asarray(values, dtype=np.float32), started)
 
 
 @ray.remote
