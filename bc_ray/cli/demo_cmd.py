@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import default_of
+from bc_ray.cli.common import ModelOption, default_of, model_family
 from bc_ray.lifecycle.config import DemoConfig
 
 
@@ -22,6 +22,7 @@ def demo(
         DemoConfig, "scale"),
     method: Annotated[str, typer.Option(help="bc-aligner, or e.g. non-bc to see consumers "
                                              "break.")] = default_of(DemoConfig, "method"),
+    model: ModelOption = default_of(DemoConfig, "model"),
     num_workers: Annotated[int, typer.Option(help="Ray Train workers.")] = default_of(
         DemoConfig, "num_workers"),
     epochs: Annotated[int, typer.Option(help="Training epochs per version.")] = default_of(
@@ -42,9 +43,10 @@ def demo(
     from bc_ray.lifecycle.report import save, text
     from bc_ray.store.store import Store
 
+    model_family(model)
     config = DemoConfig(store=store or default_store(), dataset=dataset, versions=versions,
-                        scale=scale, method=method, num_workers=num_workers, epochs=epochs,
-                        port=port)
+                        scale=scale, method=method, model=model, num_workers=num_workers,
+                        epochs=epochs, port=port)
     if Store(config.store).state().seq >= 0:
         raise StoreError(f"{config.store} is not empty; the demo needs a fresh store")
     if not (address or os.environ.get("RAY_ADDRESS")):

@@ -15,6 +15,7 @@ class DemoConfig:
     versions: int = 3
     scale: float = 1.0
     method: str = "bc-aligner"
+    model: str = "graphsage"  # the model family (graphsage, sequence, a plug-in)
     num_workers: int = 2
     epochs: int = 30
     hidden: int = 64

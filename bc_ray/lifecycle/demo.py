@@ -26,10 +26,9 @@ import polars as pl
 import torch
 
 from bc_ray.consumer.reader import read_embeddings
+from bc_ray.core.family import ModelSpec
 from bc_ray.core.graph import build_graph
-from bc_ray.models.graphsage.inference import layerwise_embed
-from bc_ray.models.graphsage.serialization import model_from_bytes
-from bc_ray.models.graphsage.spec import VersionSpec
+from bc_ray.core.registry import get_family
 from bc_ray.core.splits import period_split
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.data import load_dataset
@@ -97,9 +96,16 @@ class Demo:
         start = int(timestamps.filter(t <= cutoff - 0.05).max())
         return max((end - start) / 86_400, 1.0 / 24)
 
+    def _spec(self, version: int) -> ModelSpec:
+        """Wider by `width_step` per version (GraphSAGE keeps its depth in the demo)."""
+        family = get_family(self.config.model)
+        if family.name == "graphsage":
+            return family.parse_spec(f"hidden={self.config.hidden}").grown(
+                version, width_step=self.config.width_step, deepen_at=10**6)
+        return family.grown(family.default_spec(), version, self.config.width_step)
+
     def _job(self, version: int) -> TrainJobConfig:
-        spec = VersionSpec(hidden_dim=self.config.hidden).grown(
-            version, width_step=self.config.width_step, deepen_at=10**6)
+        spec = self._spec(version)
         gate = GateConfig(max_align_error_rel=0.5, min_recall_vs_parent=0.5)
         if self.config.method == "non-bc":  # published anyway: showing the damage is the point
             gate = GateConfig(max_align_error_rel=math.inf, min_recall_vs_parent=0.0)
@@ -109,17 +115,20 @@ class Demo:
                             eval_every=5, warmup_epochs=min(10, self.config.epochs // 2),
                             seed=self.config.seed)
         return TrainJobConfig(store=self.store.uri, method=self.config.method,
+                              model=self.config.model,
                               num_workers=self.config.num_workers, spec=spec, train=train,
                               holdout_days=self.holdout_days, gate=gate, checkpoint_every=10,
                               cpus_per_worker=1.0 if self.config.num_workers <= 2 else 0.5)
 
     def _ver0(self, snapshot: GraphSnapshot) -> dict:
-        """True ver-0 embeddings (M_0 on the store's current graph: what Keep-All would serve)
-        and the store's ver-0 compatible view read with polars, both laid out by the data set's
-        entity index (zeros for entities not ingested yet)."""
+        """True ver-0 embeddings (M_0 on the store's current graph: what Keep-All would serve),
+        the store's ver-0 compatible view read with polars, and the current version's own
+        embeddings fed raw (what consumers get without bc_ray, as Non-BC: the first ver-0
+        dimensions), all laid out by the data set's entity index (zeros for entities not
+        ingested yet)."""
         current = load_snapshot(self.store)
         graph = build_graph(current, current.edges, now=1.0)
-        z = layerwise_embed(self.model0, graph)[0].numpy()
+        z = torch.cat(self.model0.embed(graph)).numpy()
         true = []
         for part, entity in ((z[: graph.num_users], "user"), (z[graph.num_users:], "item")):
             frame = pl.DataFrame({"id": current.entities(entity)["id"],
@@ -131,7 +140,10 @@ class Demo:
         served = tuple(by_index(read_embeddings(self.store.uri, e, version=0,
                                                 prefer_stored=False), snapshot, e)
                        for e in ("user", "item"))
-        return {"true": tuple(true), "served": served}
+        dim = served[0].shape[1]
+        raw = tuple(_fit_width(by_index(read_embeddings(self.store.uri, e), snapshot, e), dim)
+                    for e in ("user", "item"))
+        return {"true": tuple(true), "served": served, "raw": raw}
 
     def _score(self, snapshot: GraphSnapshot, version: int, cutoff: float) -> dict:
         split = period_split(snapshot, cutoff, cutoff + self.config.step, seed=self.config.seed)
@@ -144,6 +156,7 @@ class Demo:
                          (views["served"][1] - views["true"][1])[torch.from_numpy(items)]])
         return {"auc_true_ver0": self.consumers.auc(split, *views["true"]),
                 "auc_transformed": self.consumers.auc(split, *views["served"]),
+                "auc_raw_current": self.consumers.auc(split, *views["raw"]),
                 "align_error": float(gap.norm(dim=1).mean()), "split": split}
 
     def version_zero(self, snapshot: GraphSnapshot) -> None:
@@ -155,7 +168,8 @@ class Demo:
                               lambda: run_training(self._job(0)))
         refresh = self._timed(timings, "refresh version 0 (Ray Data)", lambda: run_refresh(
             RefreshConfig(store=self.store.uri, mode="full")))
-        self.model0 = model_from_bytes(load_model_bytes(self.store, 0), light=True)
+        self.model0 = get_family(self.config.model).from_bytes(load_model_bytes(self.store, 0),
+                                                                light=True)
         scores = self._timed(timings, "train consumers on ver-0",
                              lambda: self._score(snapshot, 0, cutoff))
         self._row(0, cutoff, trained, refresh, None, scores, timings)
@@ -188,8 +202,10 @@ class Demo:
             "recall_at_50": trained.metrics.get("recall_at_50"),
             "auc_true_ver0": scores["auc_true_ver0"]["mean"],
             "auc_transformed": scores["auc_transformed"]["mean"],
+            "auc_raw_current": scores["auc_raw_current"]["mean"],
             "auc_by_task": {"true": scores["auc_true_ver0"],
-                            "transformed": scores["auc_transformed"]},
+                            "transformed": scores["auc_transformed"],
+                            "raw_current": scores["auc_raw_current"]},
             "align_error": scores["align_error"],
             "rows_refreshed": sum((refresh or nightly).stats["rows"].values()),
             "nightly_refresh": None if nightly is None else {
@@ -228,6 +244,14 @@ class Demo:
         serve.delete("bc-ray-demo")
         return {"url": base, "served_version": versions["current_version"],
                 "auc_from_http": auc["mean"]}
+
+
+def _fit_width(z: torch.Tensor, dim: int) -> torch.Tensor:
+    """The first `dim` coordinates (zero-padded when narrower): how a consumer built for
+    ver-0's width reads another version's rows."""
+    if z.shape[1] >= dim:
+        return z[:, :dim]
+    return torch.nn.functional.pad(z, (0, dim - z.shape[1]))
 
 
 def run_demo(config: DemoConfig, progress: Progress = print) -> dict:

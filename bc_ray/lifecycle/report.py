@@ -19,15 +19,18 @@ def text(report: dict) -> str:
                      row["new_items"], row["version"], row["status"], row["dim"],
                      row["recall_at_50"],
                      row["auc_true_ver0"], row["auc_transformed"],
-                     row["auc_transformed"] - row["auc_true_ver0"], row["align_error"],
+                     row["auc_transformed"] - row["auc_true_ver0"],
+                     row.get("auc_raw_current"), row["align_error"],
                      row["rows_refreshed"], stages])
     header = ["t", "batch", "edges", "new users", "new items", "version", "status", "dim",
               "Recall@50", "consumer AUC (true ver-0)",
-              "consumer AUC (served as ver-0)", "AUC change", "align error", "rows",
+              "consumer AUC (served as ver-0)", "AUC change", "AUC without bc_ray",
+              "align error", "rows",
               "stage times"]
     serve = report["serve"]
     return "\n".join([
-        f"bc_ray demo: {report['dataset']}, method {report['config']['method']}, store "
+        f"bc_ray demo: {report['dataset']}, model {report['config'].get('model', 'graphsage')}, "
+        f"method {report['config']['method']}, store "
         f"{report['store']}",
         table(rows, header),
         f"Ray Serve at {serve['url']} serves version {serve['served_version']}; consumers fed "
@@ -48,6 +51,9 @@ def chart(report: dict) -> bytes:
     left.plot(steps, [r["auc_true_ver0"] for r in rows], marker="o", label="true ver-0 (Keep-All)")
     left.plot(steps, [r["auc_transformed"] for r in rows], marker="s",
               label=f"served as ver-0 ({report['config']['method']})")
+    if all("auc_raw_current" in r for r in rows):
+        left.plot(steps, [r["auc_raw_current"] for r in rows], marker="x", linestyle="--",
+                  label="without bc_ray (current version fed raw)")
     left.set_title("consumer ROC-AUC (mean of 5 tasks)")
     left.set_xlabel("time t")
     left.legend()

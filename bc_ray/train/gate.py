@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 
 from bc_ray.core.evaluation import alignment_error, recall_at_k
-from bc_ray.models.graphsage.model import EmbeddingModel
+from bc_ray.core.family import EmbeddingModule
 from bc_ray.core.splits import PeriodSplit
 from bc_ray.core.version import PreviousVersion
 from bc_ray.train.config import GateConfig
 
 
-def test_recall(model: EmbeddingModel, split: PeriodSplit) -> float:
+def test_recall(model: EmbeddingModule, split: PeriodSplit) -> float:
     eval_user, eval_item = split.eval_pairs
     known_user, known_item = split.train_pairs
     z_user, z_item = (z.cpu() for z in model.embed(split.graph))
@@ -19,7 +19,7 @@ def test_recall(model: EmbeddingModel, split: PeriodSplit) -> float:
                        users=split.test_users, item_pool=split.item_pool)
 
 
-def score_candidate(model: EmbeddingModel, transform, split: PeriodSplit,
+def score_candidate(model: EmbeddingModule, transform, split: PeriodSplit,
                     previous: PreviousVersion | None, sample: int = 20_000,
                     seed: int = 0) -> dict:
     """Recall@50 on the held-out test users; alignment error of B_k z_k against z_{k-1} on a
