@@ -13,6 +13,10 @@ from typing import Annotated, Any
 
 import typer
 
+from bc_ray.core.family import ModelFamily
+from bc_ray.core.registry import get_family
+from bc_ray.exceptions import ConfigError
+
 StoreOption = Annotated[str, typer.Option(
     "--store", envvar="BC_RAY_STORE",
     help="Store URI: file:///path or s3://bucket/prefix (S3 settings and credentials from "
@@ -27,11 +31,8 @@ SpecOption = Annotated[typing.Optional[str], typer.Option(
          "current version's spec when it is of the same family, else the family's default).")]
 
 
-def model_family(name: str):
+def model_family(name: str | None) -> ModelFamily:
     """The family `--model` names, or a usage error naming the choices."""
-    from bc_ray.core.registry import get_family
-    from bc_ray.exceptions import ConfigError
-
     try:
         return get_family(name)
     except ConfigError as error:

@@ -9,13 +9,13 @@ import typer
 
 from bc_ray.cli.common import (
     JsonOption,
-    ModelOption,
     SpecOption,
     StoreOption,
     default_of,
     model_family,
 )
 from bc_ray.cli.output import emit
+from bc_ray.core.registry import DEFAULT_FAMILY
 from bc_ray.exceptions import ConfigError
 from bc_ray.render import key_values
 from bc_ray.train.config import TrainJobConfig
@@ -41,7 +41,10 @@ def train(
                        ] = _job("use_gpu"),
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs reserved per worker.")
                                ] = _job("cpus_per_worker"),
-    model: ModelOption = _job("model"),
+    model: Annotated[Optional[str], typer.Option(
+        help="Model family: graphsage, sequence, the name of a bc_ray.models entry point, or "
+             "package.module:Class (default: the current version's family; graphsage for "
+             "version 0 or with --spec alone).")] = _job("model"),
     spec: SpecOption = None,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = TRAIN.epochs,
     batch_size: Annotated[int, typer.Option(help="Triples per step (per worker).")
@@ -79,6 +82,8 @@ def train(
     from bc_ray.cluster import connect
     from bc_ray.train.job import run_training
 
+    if spec and model is None:  # a spec is read by its family: without --model, GraphSAGE's
+        model = DEFAULT_FAMILY
     family = model_family(model)
     try:
         parsed = family.parse_spec(spec) if spec else None

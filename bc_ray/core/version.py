@@ -112,7 +112,9 @@ def prepare_trainer(method: Method, spec: ModelSpec, graph: GraphTensors, config
             raise ConfigError("finetune-m0 needs the previous model itself")
         family.fine_tune_from(model, previous.model)
     family.prepare(model, graph)
-    warm = config.warm_start != "off" and previous is not None and previous.model is not None
+    # Warm start copies M_{k-1}'s weights: only from a model of the same family.
+    warm = (config.warm_start != "off" and previous is not None and previous.model is not None
+            and previous.spec.family == spec.family)
     if warm:
         family.warm_start(model, previous.model, graph, config.warm_start, config.seed)
     alignment, targets = None, None

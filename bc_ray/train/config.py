@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bc_ray.core.family import ModelSpec
-from bc_ray.core.registry import DEFAULT_FAMILY, get_family
+from bc_ray.core.registry import get_family
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.exceptions import ConfigError
 
@@ -45,8 +45,9 @@ class FaultInjection:
 class TrainJobConfig:
     store: str
     method: str = "bc-aligner"
-    # The model family: graphsage, sequence, a bc_ray.models entry point, or package.module:Class.
-    model: str = DEFAULT_FAMILY
+    # The model family: graphsage, sequence, a bc_ray.models entry point, or package.module:Class
+    # (None: the current version's family, so a scheduled bump keeps it; graphsage at first).
+    model: str | None = None
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
@@ -79,8 +80,8 @@ class TrainJobConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainJobConfig:
         data = dict(data)
-        family = get_family(data.get("model"))
-        data["spec"] = family.spec_from_dict(data["spec"]) if data.get("spec") else None
+        if data.get("spec"):
+            data["spec"] = get_family(data.get("model")).spec_from_dict(data["spec"])
         data["train"] = TrainConfig(**data["train"])
         data["gate"] = GateConfig(**data["gate"])
         data["fault"] = FaultInjection(**data["fault"]) if data.get("fault") else None

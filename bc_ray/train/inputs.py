@@ -10,7 +10,7 @@ import torch
 
 from bc_ray.core.family import ModelFamily, ModelSpec
 from bc_ray.core.methods import Method, get_method
-from bc_ray.core.registry import get_family
+from bc_ray.core.registry import DEFAULT_FAMILY, family_names, get_family
 from bc_ray.core.splits import PeriodSplit, period_split
 from bc_ray.core.version import PreviousVersion, StoredTargets
 from bc_ray.data.snapshot import GraphSnapshot
@@ -34,6 +34,7 @@ class JobInputs:
     snapshot: GraphSnapshot
     split: PeriodSplit
     method: Method
+    model: str  # the family's name as the version record keeps it
     family: ModelFamily
     spec: ModelSpec
     parent: VersionRecord | None
@@ -48,15 +49,25 @@ def resolve_method(name: str) -> Method:
     return method
 
 
-def resolve_spec(job: TrainJobConfig, family: ModelFamily, method: Method,
+def resolve_model(job: TrainJobConfig, parent: VersionRecord | None) -> str:
+    """`--model`, else the current version's family when bc_ray can train it (a scheduled bump
+    keeps the family), else GraphSAGE."""
+    if job.model is not None:
+        return job.model
+    if parent is not None and parent.family in family_names():
+        return parent.family
+    return DEFAULT_FAMILY
+
+
+def resolve_spec(job: TrainJobConfig, model: str, family: ModelFamily, method: Method,
                  parent: VersionRecord | None) -> ModelSpec:
     """The job's spec, else the parent's when it is of the same family, else the family's
     default."""
-    same_family = parent is not None and parent.family == job.model
+    same_family = parent is not None and parent.family == model
     parent_spec = family.spec_from_dict(parent.spec) if same_family else None
     spec = job.spec or parent_spec or family.default_spec()
     if method.model == "finetune" and parent is not None and spec != parent_spec:
-        raise ConfigError(f"finetune-m0 cannot change the architecture: --model {job.model} "
+        raise ConfigError(f"finetune-m0 cannot change the architecture: --model {model} "
                           f"--spec {spec} differs from version {parent.version}'s "
                           f"{parent.family} {parent.spec}")
     if method.transform == "identity" and parent and spec.output_dim < parent.dim:
@@ -78,12 +89,14 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInp
                             + ("raise --holdout-days or ingest more data" if snapshot.grows
                                else "raise --holdout or advance the snapshot"))
     parent = state.version() if state.current_version is not None else None
-    family = get_family(job.model)
-    spec = resolve_spec(job, family, method, parent)
+    model = resolve_model(job, parent)
+    family = get_family(model)
+    spec = resolve_spec(job, model, family, method, parent)
     previous = None
     if parent is not None:
         previous = _previous(store, state, parent, snapshot, job.targets, with_previous_model)
-    return JobInputs(store, state, snapshot, split, method, family, spec, parent, previous)
+    return JobInputs(store, state, snapshot, split, method, model, family, spec, parent,
+                     previous)
 
 
 def holdout_window(snapshot: GraphSnapshot, job: TrainJobConfig) -> tuple[float, float, str]:

@@ -102,7 +102,7 @@ def run_training(job: TrainJobConfig) -> TrainOutcome:
     check_placement(job)
     name = job.run_name or f"train-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     logger.info("training %s (%s) on %d worker(s): %s %s", inputs.method.title, name,
-                job.num_workers, job.model, inputs.spec)
+                job.num_workers, inputs.model, inputs.spec)
     result = fit(job, inputs, name)
     if result.error is not None:
         raise TrainingError(f"training run {name} failed: {result.error}")
@@ -126,7 +126,7 @@ def run_training(job: TrainJobConfig) -> TrainOutcome:
     reasons = gate(metrics, job.gate)
     candidate = register_candidate(inputs.store, Candidate(
         parent=inputs.parent.version if inputs.parent else None, dim=inputs.spec.output_dim,
-        method=inputs.method.name, spec=inputs.spec.to_dict(), family=job.model,
+        method=inputs.method.name, spec=inputs.spec.to_dict(), family=inputs.model,
         snapshot_id=inputs.state.current_snapshot, cutoff=inputs.snapshot.meta.cutoff,
         model=inputs.family.to_bytes(outcome.model), transform=outcome.transform, metrics=metrics))
     if reasons:
