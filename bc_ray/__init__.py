@@ -24,6 +24,9 @@ _EXPORTS = {
     "StorageOptions": "bc_ray.io",
     "GraphSnapshot": "bc_ray.data.snapshot",
     "VersionSpec": "bc_ray.models.graphsage.spec",
+    "ModelFamily": "bc_ray.models",
+    "FamilyBase": "bc_ray.models",
+    "get_family": "bc_ray.models",
     "TrainConfig": "bc_ray.core.train_config",
     "BcRayError": "bc_ray.exceptions",
 }

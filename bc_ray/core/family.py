@@ -10,19 +10,16 @@ package's `bc_ray.models` entry point.
 Entities are numbered as nodes everywhere: users ``0..U-1``, items ``U..U+I-1`` (the snapshot's
 idx order), so alignment targets, masks and refresh runs mean the same rows for every family.
 
-New members of this protocol come with defaults in `FamilyBase`, so a family written against an
-older bc_ray keeps working (the xarray backend pattern).
+New members of this protocol come with defaults in `FamilyBase` (core/family_base.py), so a
+family written against an older bc_ray keeps working (the xarray backend pattern).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from bc_ray.exceptions import ConfigError
 
 if TYPE_CHECKING:  # torch and numpy stay out of the command line's start-up
     import numpy as np
@@ -71,7 +68,7 @@ class TaskStep:
     nodes: torch.Tensor  # node ids (sorted, unique) whose embeddings this step computed
     z: torch.Tensor  # their embeddings, row i of node nodes[i], with gradients
     # Named parts of the loss to log per epoch (e.g. "bpr"), detached.
-    parts: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class TrainingTask(Protocol):
@@ -173,116 +170,3 @@ class ModelFamily(Protocol):
 
     def incremental_blocker(self, spec: ModelSpec) -> str | None:
         """Why a spec can never refresh incrementally (None: it can)."""
-
-
-class FamilyBase:
-    """Defaults for the optional members, so a family needs only its spec, `build`, `task` (and
-    `parse_spec`/`spec_from_dict` when its spec is not a flat dataclass). Refresh then embeds
-    through the model's own `embed` over the whole graph, which is right for any model and fast
-    enough for small ones; override `embed_inputs`/`embed`/`affected` to scale."""
-
-    name: ClassVar[str]
-    spec_type: ClassVar[type]
-    api_version: ClassVar[int] = API_VERSION
-    refresh_strategy: ClassVar[str] = "entities"
-
-    def default_spec(self) -> ModelSpec:
-        return self.spec_type()
-
-    def spec_from_dict(self, data: Mapping[str, Any]) -> ModelSpec:
-        return spec_from_fields(self.spec_type, dict(data), self.name)
-
-    def parse_spec(self, text: str) -> ModelSpec:
-        return parse_fields(self.spec_type, text, self.name)
-
-    def grown(self, spec: ModelSpec, version: int, width_step: int) -> ModelSpec:
-        return spec
-
-    def prepare(self, model: EmbeddingModule, graph: GraphTensors) -> None:
-        return None
-
-    def warm_start(self, model: EmbeddingModule, previous: EmbeddingModule, graph: GraphTensors,
-                   strategy: str, seed: int) -> None:
-        raise ConfigError(f"the {self.name} model family has no warm start; use --warm-start off")
-
-    def fine_tune_from(self, model: EmbeddingModule, previous: EmbeddingModule) -> None:
-        if previous.spec != model.spec:
-            raise ConfigError("finetune-m0 cannot change the architecture: the version spec "
-                              f"must equal the previous one ({previous.spec})")
-        model.load_state_dict(previous.state_dict())
-
-    def to_bytes(self, model: EmbeddingModule) -> bytes:
-        from bc_ray.core.module_bytes import module_to_bytes
-
-        return module_to_bytes(model, self.name)
-
-    def from_bytes(self, data: bytes, *, light: bool = False) -> EmbeddingModule:
-        from bc_ray.core.module_bytes import module_from_bytes
-
-        return module_from_bytes(self, data)
-
-    def embed_inputs(self, spec: ModelSpec, graph: GraphTensors) -> Any:
-        return graph
-
-    def embed(self, model: EmbeddingModule, inputs: Any, nodes: np.ndarray) -> np.ndarray:
-        import numpy as np
-        import torch
-
-        z_user, z_item = model.embed(inputs)
-        return torch.cat([z_user, z_item])[torch.from_numpy(np.asarray(nodes))].numpy()
-
-    def affected(self, spec: ModelSpec, inputs: Any, changes: Changes) -> np.ndarray:
-        import numpy as np
-
-        return np.arange(inputs.num_nodes, dtype=np.int64)  # every node: always correct
-
-    def incremental_blocker(self, spec: ModelSpec) -> str | None:
-        return None
-
-    def cached_layers(self, spec: ModelSpec) -> int:
-        """Inner layers a layer-wise refresh strategy caches for the next incremental one."""
-        return 0
-
-
-def spec_from_fields(spec_type: type, data: dict[str, Any], family: str) -> ModelSpec:
-    """A dataclass spec from its record, refusing fields it does not have."""
-    known = {f.name for f in dataclasses.fields(spec_type)}
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(f"{family} spec has unknown field(s) {sorted(unknown)}; it has "
-                          f"{sorted(known)}")
-    return spec_type(**data)
-
-
-def parse_fields(spec_type: type, text: str, family: str,
-                 aliases: Mapping[str, str] | None = None) -> ModelSpec:
-    """`key=value,key=value` into a dataclass spec, each value read by its field's type."""
-    aliases = dict(aliases or {})
-    hints = typing.get_type_hints(spec_type)
-    fields = {f.name for f in dataclasses.fields(spec_type)}
-    values: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, raw = part.partition("=")
-        name = aliases.get(key.strip(), key.strip())
-        if not sep or name not in fields:
-            raise ConfigError(f"cannot read {family} spec part {part!r}; expected key=value with "
-                              f"keys {sorted(set(aliases) | fields)}")
-        values[name] = _typed(hints[name], raw.strip(), f"{family} spec: {name}")
-    return spec_type(**values)
-
-
-def _typed(hint: Any, raw: str, what: str) -> Any:
-    text = str(hint)
-    if raw.lower() in ("none", "null") and "None" in text:
-        return None
-    if hint is bool or text.startswith("bool"):
-        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConfigError(f"{what} must be true or false, got {raw!r}")
-        return raw.lower() in ("true", "1", "yes")
-    for kind in (int, float):
-        if hint is kind or text.startswith(kind.__name__):
-            try:
-                return kind(raw)
-            except ValueError:
-                raise ConfigError(f"{what} must be a number ({kind.__name__}), got {raw!r}") from None
-    return raw
