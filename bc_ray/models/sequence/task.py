@@ -181,7 +181,7 @@ class NextItemTask:
              batch: WindowBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(sampled softmax, regulariser) over every scored target of the batch."""
         if not bool((batch.targets >= 0).any()):  # max_len 1: final windows score nothing
-            nothing = queries.sum() * 0.0
+            nothing = queries.sum() * 0.0 + z_items.sum() * 0.0  # DDP: every weight used
             return nothing, nothing
         row, position, _ = torch.nonzero(batch.targets >= 0, as_tuple=True)
         target = batch.targets[batch.targets >= 0]
