@@ -35,8 +35,8 @@ def split(small_snapshot):
 
 @pytest.fixture(scope="module")
 def trained(split):
-    return train_version(get_method("non-bc"), SPEC, split.graph, CONFIG, None,
-                         item_pool=split.item_pool)
+    return train_version(get_method("non-bc"), SPEC, split.graph,
+                         dataclasses.replace(CONFIG, epochs=12), None, item_pool=split.item_pool)
 
 
 def _model(graph, spec=SPEC, seed=0):
@@ -165,8 +165,9 @@ def test_affected_holds_every_changed_row_and_the_rest_stay(split, trained):
 
 def test_training_learns_next_items(split, trained):
     history = trained.result.history
-    assert history[-1]["softmax"] < history[0]["softmax"] * 0.85
-    assert _recall(trained.model, split) > 1.2 * _recall(_model(split.graph), split)
+    assert history[-1]["softmax"] < history[0]["softmax"] * 0.8
+    random = max(_recall(_model(split.graph, seed=seed), split) for seed in range(3))
+    assert _recall(trained.model, split) > 1.2 * random
 
 
 def test_bc_aligner_pulls_towards_the_previous_version(split, small_snapshot, trained):
@@ -210,5 +211,7 @@ def test_ranks_take_equal_disjoint_shards(split):
     assert np.unique(keys).size == keys.size
     whole = FAMILY.task(model, split.graph, CONFIG).epoch_windows(2)
     assert np.array_equal(keys, whole.start[: keys.size])
+    with pytest.raises(ConfigError, match="uniformly"):
+        FAMILY.task(model, split.graph, dataclasses.replace(CONFIG, negatives="popularity"))
     with pytest.raises(TrainingError, match="cannot be shared"):
         FAMILY.task(model, split.graph, CONFIG, world_size=10 ** 6).epoch(1)

@@ -128,6 +128,8 @@ def embed_nodes(model: SequenceModel, inputs: SequenceInputs, nodes: np.ndarray)
     users, items = inputs.entities("user"), inputs.entities("item")
     is_user = nodes < inputs.num_users
     user_rows, item_rows = np.flatnonzero(is_user), np.flatnonzero(~is_user)
+    # Chunks of users with histories of similar length pad less.
+    user_rows = user_rows[np.argsort(inputs.recent.lengths[nodes[user_rows]], kind="stable")]
     chunk = max(1, EMBED_TOKENS // (model.spec.max_len + 1))
     for start in range(0, user_rows.size, chunk):
         rows = user_rows[start:start + chunk]

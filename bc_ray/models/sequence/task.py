@@ -34,7 +34,7 @@ from torch import nn
 from bc_ray.core.family import TaskStep
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.train_config import TrainConfig
-from bc_ray.exceptions import TrainingError
+from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.models.sequence.history import Entities, Histories, user_histories
 from bc_ray.models.sequence.model import SequenceModel
 
@@ -133,6 +133,9 @@ class NextItemTask:
     def __init__(self, model: SequenceModel, graph: GraphTensors, config: TrainConfig, *,
                  rank: int = 0, world_size: int = 1, item_pool: torch.Tensor | None = None,
                  device: torch.device | None = None) -> None:
+        if config.negatives != "uniform":
+            raise ConfigError(f"the sequence family samples its softmax negatives uniformly; "
+                              f"negatives {config.negatives!r} is for GraphSAGE's BPR triples")
         self.device = torch.device(device or "cpu")
         self.spec, self.config = model.spec, config
         self.rank, self.world_size = rank, world_size
