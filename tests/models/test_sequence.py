@@ -19,9 +19,9 @@ from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.transforms import TransformChain
 from bc_ray.core.version import PreviousVersion, train_version
 from bc_ray.exceptions import ConfigError, TrainingError
-from bc_ray.models.sequence.history import user_histories
+from bc_ray.models.sequence.history import Histories, user_histories
 from bc_ray.models.sequence.spec import SequenceSpec
-from bc_ray.models.sequence.task import history_windows
+from bc_ray.models.sequence.task import history_windows, window_batch
 
 FAMILY = get_family("sequence")
 SPEC = SequenceSpec(dim=16, num_layers=1, num_heads=2, max_len=8, negatives=64)
@@ -98,6 +98,24 @@ def test_histories_follow_time_and_windows_cover_every_interaction_once(split):
     assert np.array_equal(np.sort(covered), np.arange(graph.num_edges))
     task = FAMILY.task(_model(graph), graph, CONFIG)
     assert sum(task.examples(batch) for batch in task.epoch(1)) == graph.num_edges
+
+
+def test_each_position_scores_the_next_items_of_the_history():
+    """History 10..14, windows of 2 items, the next 2 items scored: the exact targets."""
+    histories = Histories(np.array([0, 5]), np.arange(10, 15))
+    windows = history_windows(histories, 2)
+    assert [(s, e) for s, e in zip(windows.start, windows.end)] == [(3, 5), (1, 3), (0, 1)]
+    batch = window_batch(histories, windows, 2, np.array([10]))
+    ids = batch.item_ids.numpy()
+    targets = np.where(batch.targets >= 0, ids[batch.targets.clamp(min=0)], -1)
+    assert targets.tolist() == [
+        [[-1, -1], [14, -1], [-1, -1]],  # final window 13 14: its last position is z(u)
+        [[-1, -1], [12, 13], [13, 14]],  # 11 12: position 0 (the user alone) scores only first
+        [[10, 11], [11, 12], [-1, -1]],  # the first window, 10, padded to 2 items
+    ]
+    assert ids[batch.items.numpy()].tolist()[:2] == [[13, 14], [11, 12]]
+    assert batch.final.tolist() == [True, False, False] and batch.lengths.tolist() == [2, 2, 1]
+    assert ids[batch.negatives.numpy()].tolist() == [10]
 
 
 def test_embed_of_any_nodes_equals_the_models_embedding(split):

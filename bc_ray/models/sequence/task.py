@@ -88,11 +88,12 @@ def window_batch(histories: Histories, windows: Windows, predict_next: int,
     offset = np.arange(width)[None, :]
     inside = offset < lengths[:, None]
     items = histories.items[np.where(inside, windows.start[:, None] + offset, 0)]
-    # Target of position t, offset j: history entry start + t + j, if before the history's end.
-    position = np.arange(width + 1)[None, :, None] + np.arange(predict_next)[None, None, :]
-    entry = windows.start[:, None, None] + position
+    # Position t (of 0..length: padding beyond) scores history entries start + t + j, j < n,
+    # that exist; position 0 only in a user's first window.
+    position = np.arange(width + 1)[None, :, None]
+    entry = windows.start[:, None, None] + position + np.arange(predict_next)[None, None, :]
     history_end = histories.ptr[windows.user + 1]
-    valid = (entry < history_end[:, None, None]) & (position[..., :1] <= lengths[:, None, None])
+    valid = (entry < history_end[:, None, None]) & (position <= lengths[:, None, None])
     first = windows.start == histories.ptr[windows.user]
     valid[~first, 0, :] = False
     targets = np.where(valid, histories.items[np.where(valid, entry, 0)], -1)
