@@ -1,0 +1,1 @@
+"""A causal transformer over each user's time-ordered interactions: bc_ray's second model family."""
