@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from bc_ray.core.family import Changes, FamilyBase, Vocabularies
+from bc_ray.core.family import Changes, Vocabularies
+from bc_ray.core.family_base import FamilyBase
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.module_bytes import module_to_bytes
 from bc_ray.core.train_config import TrainConfig

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from bc_ray.core.family import parse_fields, spec_from_fields
+from bc_ray.core.family_base import parse_fields, spec_from_fields
 from bc_ray.exceptions import ConfigError
 
 ALIASES = {"layers": "num_layers", "heads": "num_heads", "len": "max_len", "out": "out_dim",
