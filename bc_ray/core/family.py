@@ -75,7 +75,8 @@ class TrainingTask(Protocol):
     """How one rank trains M_k: its batches per epoch and the loss of a batch.
 
     Every rank of a data-parallel run builds the same task with its own `rank` and must take the
-    same number of steps per epoch (DDP synchronises every step)."""
+    same number of steps per epoch, and every step must use every trainable weight (DDP
+    synchronises each step's gradients and Ray Train does not let it look for unused ones)."""
 
     # Parameters with row-sparse gradients (trained by lazy Adam, averaged outside DDP).
     sparse_parameters: list[nn.Parameter]
@@ -166,7 +167,8 @@ class ModelFamily(Protocol):
 
     def affected(self, spec: ModelSpec, inputs: Any, changes: Changes) -> np.ndarray:
         """Nodes whose embeddings `changes` may have changed (a superset is correct, only
-        slower): an incremental refresh recomputes these and copies every other row."""
+        slower), given the new graph's `embed_inputs`: an incremental refresh recomputes these
+        and copies every other row."""
 
     def incremental_blocker(self, spec: ModelSpec) -> str | None:
         """Why a spec can never refresh incrementally (None: it can)."""

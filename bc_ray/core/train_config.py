@@ -13,10 +13,12 @@ TRAIN_MODES = ("auto", "full", "sampled")
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 500
-    batch_size: int = 2048
+    batch_size: int = 2048  # examples per step: BPR triples (graphsage), targets (sequence)
     lr: float = 1e-3
     reg: float = 1e-2
     lam: float = 16.0
+    # The BPR sampler and graph modes below are GraphSAGE's (another family may refuse or
+    # ignore them; its own objective settings live in its spec).
     negatives: str = "uniform"
     user_uniform: bool = True
     mode: str = "auto"
