@@ -18,7 +18,7 @@ from bc_ray.data.timeline import calendar_window
 from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.store.parquet import embedding_matrix
 from bc_ray.store.snapshots import load_snapshot
-from bc_ray.store.state import StoreState, VersionRecord
+from bc_ray.store.state import EXTERNAL_FAMILY, StoreState, VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.tables import read_table
 from bc_ray.store.versions import load_model_bytes
@@ -72,6 +72,11 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInp
                             + ("raise --holdout-days or ingest more data" if snapshot.grows
                                else "raise --holdout or advance the snapshot"))
     parent = state.version() if state.current_version is not None else None
+    if parent is not None and parent.family == EXTERNAL_FAMILY:
+        raise ConfigError(f"version {parent.version} was published from embeddings made "
+                          "elsewhere (`bc-ray publish`): training on top of it is not supported "
+                          "yet; publish the next embeddings with `bc-ray publish`, or roll back "
+                          "to a trained version")
     spec = resolve_spec(job, method, parent)
     previous = None
     if parent is not None:
