@@ -3,6 +3,9 @@ started from published embeddings alone, the gate, each method, S3, and what eve
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime, timezone
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -15,9 +18,11 @@ from bc_ray.publish.config import PublishConfig
 from bc_ray.publish.guards import check_refreshable
 from bc_ray.publish.job import run_publish
 from bc_ray.serve.state import ServingState
+from bc_ray.store.maintenance import collect_garbage
 from bc_ray.store.state import EXTERNAL_FAMILY
 from bc_ray.store.store import RetentionPolicy, Store
-from bc_ray.store.versions import rollback_version
+from bc_ray.store.tables import TableFiles, table_prefix, write_table
+from bc_ray.store.versions import Candidate, publish_with_tables, rollback_version
 from tests.publish.conftest import current, embedding_table, put_parquet, write_rotated
 from tests.store.delta_readers import read_deltalake
 
@@ -137,6 +142,31 @@ def test_a_store_starts_from_published_embeddings(tmp_path):
     assert np.abs(rows[:200] - ordered["user"][1]).max() < 1e-3
     with pytest.raises(StoreError, match="retention removed its user table and its item table"):
         rollback_version(store, 0)
+    collect_garbage(store, grace_seconds=0, force=True)  # nothing it needs is unreferenced
+    assert _gap(current(uri, 0), ordered) < 1e-3
+
+
+def test_a_taken_number_or_a_moved_parent_commits_nothing(chain_store):
+    """Tables are written for one version number against one parent: a commit finding either
+    changed is refused, and the version's staged files go with it."""
+    store, uri = chain_store
+    ids, matrix = current(uri)["user"]
+    candidate = Candidate(parent=0, dim=16, method="post-procrustes", spec={}, snapshot_id="",
+                          cutoff=0.0, model=None, transform=(np.eye(16, dtype=np.float32),
+                                                             np.zeros(16, np.float32)),
+                          family=EXTERNAL_FAMILY)
+    now = datetime.now(timezone.utc)
+    tables = [TableFiles(e, write_table(store, table_prefix(store, 1, e, "r"), ids, matrix, 1,
+                                        now), len(ids), 16) for e in ("user", "item")]
+    seq, versions = store.state().seq, store.io.list_files("versions")
+    for version, parent, message in ((0, 0, "version 0 was registered by another writer"),
+                                     (1, None, "the current version moved from None to 0")):
+        with pytest.raises(StoreError, match=message):
+            publish_with_tables(store, dataclasses.replace(candidate, parent=parent,
+                                                           transform=None if parent is None
+                                                           else candidate.transform),
+                                version, "r", tables, now, "external")
+        assert store.state().seq == seq and store.io.list_files("versions") == versions
 
 
 def test_the_gate_records_a_rejected_version_and_writes_no_table(chain_store, tmp_path):

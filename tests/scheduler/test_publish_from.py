@@ -56,3 +56,12 @@ def test_complete_folders_in_name_order_and_published_ones_never_again(tmp_path)
 def test_a_missing_root_is_an_error_not_a_quiet_bump(tmp_path):
     with pytest.raises(DataError, match="--publish-from .* does not exist"):
         ready_folders(FileIO(f"file://{tmp_path}/nowhere"), settle_s=0.0)
+
+
+def test_credentials_in_the_folder_uri_are_refused():
+    from bc_ray.exceptions import ConfigError
+    from bc_ray.scheduler.config import SchedulerConfig
+
+    with pytest.raises(ConfigError, match="--publish-from 's3://\\*\\*\\*@bucket/x' carries"):
+        SchedulerConfig(store="s3://bucket/store", ray_address="http://h:8265",
+                        publish_from="s3://KEY:hunter2x@bucket/x")
