@@ -86,8 +86,15 @@ class SchedulerSettings(_Section):
     max_attempts: int | None = Field(None, ge=1)
     backoff: float | None = Field(None, ge=0)
     landing: LandingSection | None = None
+    publish_from: str | None = None
+    publish_args: str | list[str] | None = None
 
-    @field_validator("train_args", "refresh_args")
+    @field_validator("publish_from")
+    @classmethod
+    def _publish_from(cls, value: str | None) -> str | None:
+        return _no_user_info(value)
+
+    @field_validator("train_args", "refresh_args", "publish_args")
     @classmethod
     def _as_words(cls, value: str | list[str] | None) -> str | None:
         return _no_user_info(shlex.join(value) if isinstance(value, list) else value)

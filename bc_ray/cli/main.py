@@ -14,6 +14,7 @@ from bc_ray.cli import (
     config_file,
     data_cmd,
     demo_cmd,
+    publish_cmd,
     refresh_cmd,
     scheduler_cmd,
     serve_cmd,
@@ -35,6 +36,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(benchmark_cmd.app, name="benchmark")
 app.command("train")(train_cmd.train)
 app.command("refresh")(refresh_cmd.refresh)
+app.command("publish")(publish_cmd.publish)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(scheduler_cmd.app, name="scheduler")
 app.command("status")(scheduler_cmd.status)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import JsonOption, StoreOption, default_of
+from bc_ray.cli.common import JsonOption, StoreOption, default_of, open_store
 from bc_ray.cli.output import emit
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.render import key_values
@@ -40,6 +40,7 @@ def refresh(
 
     Default: incremental when the previous refresh allows it, else full."""
     from bc_ray.cluster import connect
+    from bc_ray.publish.guards import check_refreshable
     from bc_ray.refresh.job import run_refresh
 
     if full and incremental:
@@ -50,6 +51,7 @@ def refresh(
         num_tasks=_renamed(num_tasks, num_actors, "num_tasks"),
         cpus_per_task=_renamed(cpus_per_task, cpus_per_actor, "cpus_per_task"),
         use_gpu=use_gpu, block_nodes=block_nodes)
+    check_refreshable(open_store(store).state())
     connect(address)
     outcome = run_refresh(config)
     summary = {"version": outcome.version, "refresh_id": outcome.refresh_id,

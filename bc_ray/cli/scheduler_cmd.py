@@ -37,12 +37,15 @@ BumpCron = Annotated[Optional[str], typer.Option(help="Cron for version bumps.")
 
 
 def _config(store, ray_address, refresh_cron, bump_cron, python, working_dir, train_args,
-            refresh_args, max_attempts, backoff, landing: LandingConfig | None):
+            refresh_args, max_attempts, backoff, landing: LandingConfig | None,
+            publish_from: str | None = None, publish_args: str | None = None):
     return SchedulerConfig(store=store, ray_address=ray_address, refresh_cron=refresh_cron,
                            bump_cron=bump_cron, python=python, working_dir=working_dir,
                            train_args=_split(train_args, "--train-args"),
                            refresh_args=_split(refresh_args, "--refresh-args"),
-                           max_attempts=max_attempts, backoff_s=backoff, landing=landing)
+                           max_attempts=max_attempts, backoff_s=backoff, landing=landing,
+                           publish_from=publish_from,
+                           publish_args=_split(publish_args, "--publish-args"))
 
 
 def _split(args: str | None, hint: str) -> list[str]:
@@ -66,6 +69,11 @@ RefreshArgs = Annotated[Optional[str], typer.Option(help="Extra flags for the re
 Attempts = Annotated[int, typer.Option(help="Attempts per job before the run is failed.")]
 Backoff = Annotated[float, typer.Option(help="Seconds before the first retry (doubles).")]
 Kind = Annotated[str, typer.Option(help="refresh, bump, or auto (whatever is due).")]
+PublishFrom = Annotated[Optional[str], typer.Option(
+    help="Bumps publish each new folder <URI>/<name>/users/ + items/ of embeddings computed "
+         "elsewhere (bc-ray publish), in name order, once each, instead of training.")]
+PublishArgs = Annotated[Optional[str], typer.Option(
+    help="Extra flags for the publish job, e.g. '--method post-lowrank'.")]
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,8 @@ class Schedule:
     require_success_marker: RequireSuccess = None
     settle_seconds: SettleSeconds = None
     allow_old_times: LAllowOld = None
+    publish_from: PublishFrom = default_of(SchedulerConfig, "publish_from")
+    publish_args: PublishArgs = None
 
     def config(self, store: str, ray_address: str) -> SchedulerConfig:
         return _config(store, ray_address, self.refresh_cron, self.bump_cron, self.python,
@@ -101,7 +111,8 @@ class Schedule:
                                       self.item_col, self.time_col, self.rating_col,
                                       self.time_unit, self.input_format,
                                       self.require_success_marker, self.settle_seconds,
-                                      self.allow_old_times))
+                                      self.allow_old_times),
+                       self.publish_from, self.publish_args)
 
 
 @app.command("run")

@@ -6,6 +6,7 @@ Used by the paper benchmark (in-process) and by the Ray Train job (one copy per 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -33,6 +34,22 @@ class StoredTargets:
     item: torch.Tensor
     user_mask: torch.Tensor
     item_mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TablesOnly:
+    """The spec of a previous version known only by its tables (embeddings made elsewhere and
+    registered with `bc-ray publish`): its dimension, and no model to run or copy."""
+
+    family: ClassVar[str] = "external"
+    dim: int
+
+    @property
+    def output_dim(self) -> int:
+        return self.dim
+
+    def to_dict(self) -> dict:
+        return {"dim": self.dim}
 
 
 @dataclass

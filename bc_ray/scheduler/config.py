@@ -29,6 +29,11 @@ class SchedulerConfig:
     lease_ttl_s: float = 900.0
     job_timeout_s: float = 6 * 3600.0
     landing: LandingConfig | None = None  # ingest new landed files before every refresh
+    # Bumps publish each new folder of embeddings made elsewhere (`publish_from.py`) instead
+    # of training; `publish_args` are extra flags for jobs/publish.py.
+    publish_from: str | None = None
+    publish_args: list[str] = field(default_factory=list)
+    publish_settle_s: float = 60.0  # a folder without _SUCCESS is taken once this quiet
 
     def __post_init__(self) -> None:
         for name in ("refresh_cron", "bump_cron"):
@@ -43,7 +48,9 @@ class SchedulerConfig:
         """Every URI here goes into job entry points and runtime environments, which anyone who
         can read the Jobs API sees: none may carry credentials."""
         refuse_user_info(self.store, "--store")
-        for name in ("train_args", "refresh_args"):
+        if self.publish_from is not None:
+            refuse_user_info(self.publish_from, "--publish-from")
+        for name in ("train_args", "refresh_args", "publish_args"):
             for word in getattr(self, name):
                 refuse_user_info(word, f"--{name.replace('_', '-')}")
         if self.landing is not None:

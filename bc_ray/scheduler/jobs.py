@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Sequence
 
 from bc_ray.redaction import refuse_user_info
 from bc_ray.scheduler.config import SchedulerConfig
@@ -65,12 +66,15 @@ def forwarded(name: str) -> bool:
     return name in FORWARDED_AWS or (name.startswith("BC_RAY_") and name != "BC_RAY_SERVE_TOKEN")
 
 
-def entrypoint(config: SchedulerConfig, step: str) -> tuple[str, dict]:
-    """The command and runtime environment of a train or refresh job."""
-    extra = config.train_args if step == "train" else config.refresh_args
-    if step == "train":
+def entrypoint(config: SchedulerConfig, step: str, step_args: Sequence[str] = ()
+               ) -> tuple[str, dict]:
+    """The command and runtime environment of a train, refresh or publish job (`step_args`:
+    what this one job takes, e.g. the folder a publish reads)."""
+    extra = {"train": config.train_args, "refresh": config.refresh_args,
+             "publish": config.publish_args}[step]
+    if step in ("train", "publish"):  # a rejection is an outcome the scheduler records
         extra = ["--no-fail-on-reject", *extra]
-    args = ["--store", config.store, *extra]
+    args = ["--store", config.store, *step_args, *extra]
     env_vars = {k: v for k, v in os.environ.items() if forwarded(k)}
     for name, value in env_vars.items():  # e.g. a BC_RAY_STORE beside an explicit --store
         refuse_user_info(value, f"the environment variable {name} (forwarded to jobs)")

@@ -5,6 +5,9 @@ cron slot is recorded, so a slot is run once even by schedulers that start toget
 recorded in the store's log (id, slot, the landing batches it ingested first, attempts with
 their Ray job ids, status, what it published); failed attempts are retried with exponential backoff, then reported. A scheduler
 that takes over an expired lease first settles the runs its dead predecessor left open.
+
+With `--publish-from`, a bump publishes each new folder of embeddings computed elsewhere
+(`publish_from.py`) instead of training, and a refresh of such a version has nothing to do.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from croniter import croniter
 
 from bc_ray.exceptions import ConfigError, LeaseHeldError
+from bc_ray.io import FileIO
 from bc_ray.redaction import redact
 from bc_ray.scheduler.config import KINDS, SchedulerConfig
 from bc_ray.scheduler.jobs import TERMINAL, RayJobs, entrypoint
 from bc_ray.scheduler.lease import Lease
+from bc_ray.scheduler.publish_from import external_current, pending, ready_folders, version_of
 from bc_ray.ingest.landing import ingest_landing
 from bc_ray.store.actions import RunRecorded, SchedulerConfigured
 from bc_ray.store.state import StoreState
@@ -140,6 +146,12 @@ class Scheduler:
             run["landing"] = ingest_landing(self.store, self.config.landing).to_dict(
                 limit=LANDING_SKIPS_RECORDED)
             self._record(run)
+        if kind == "bump" and self.config.publish_from is not None:
+            return self._publish_new(run)
+        if kind == "refresh" and (note := external_current(self.store.state())) is not None:
+            run.update(status="succeeded", ended_at=iso(time.time()), note=note)
+            self._record(run)
+            return run
         steps = ("train", "refresh") if kind == "bump" else ("refresh",)
         for step in steps:
             if not self._step(run, step):
@@ -167,10 +179,43 @@ class Scheduler:
                             "reasons": newest.reasons}
         return newest.status == "rejected"
 
-    def _step(self, run: dict, step: str) -> bool:
-        command, runtime_env = entrypoint(self.config, step)
+    def _publish_new(self, run: dict) -> dict:
+        """A bump with --publish-from: one publish job per new folder, in name order; each
+        folder's outcome is recorded with the run, and a failed one does not stop the rest."""
+        folders = pending(self.store.state(), ready_folders(
+            FileIO(self.config.publish_from, self.store.io.options),
+            self.config.publish_settle_s))
+        run["publish"] = []
+        for index, folder in enumerate(folders, start=1):
+            entry = {"folder": folder.name, "uri": folder.uri, "status": "running"}
+            run["publish"].append(entry)
+            self._step(run, "publish", folder.args(), label=f"publish{index}",
+                       settled=lambda f=folder: version_of(self.store.state(), f) is not None)
+            record = version_of(self.store.state(), folder)
+            entry.update(status=record.status if record else "failed",
+                         version=record.version if record else None)
+        statuses = {entry["status"] for entry in run["publish"]}
+        state = self.store.state()
+        item_table = state.table(state.current_version, "item") if state.lineage() else None
+        run.update(status="failed" if "failed" in statuses else
+                   "rejected" if statuses == {"rejected"} else "succeeded",
+                   ended_at=iso(time.time()),
+                   published={"version": state.current_version,
+                              "refresh_id": item_table.refresh_id if item_table else None})
+        if not folders:
+            run["note"] = f"no new folder under {self.config.publish_from}"
+        self._record(run)
+        return run
+
+    def _step(self, run: dict, step: str, step_args: Sequence[str] = (), label: str | None = None,
+              settled: Callable[[], bool] | None = None) -> bool:
+        """Run one job of a step, retried with backoff; `settled` says, before a retry, that
+        the failed attempt's work landed anyway (a publish must not run twice)."""
+        command, runtime_env = entrypoint(self.config, step, step_args)
         for attempt in range(1, self.config.max_attempts + 1):
-            submission_id = f"bc-ray-{run['run_id']}-{step}-{attempt}"
+            if attempt > 1 and settled is not None and settled():
+                return True
+            submission_id = f"bc-ray-{run['run_id']}-{label or step}-{attempt}"
             record = {"step": step, "attempt": attempt, "job_id": submission_id,
                       "submitted_at": iso(time.time()), "status": "RUNNING"}
             run["attempts"].append(record)

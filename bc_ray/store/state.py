@@ -22,6 +22,9 @@ from bc_ray.exceptions import NotFoundError, StoreError
 DATA_ROOTS = ("snapshots", "batches", "versions", "embeddings")
 # A version record without a `family` was made by GraphSAGE, the only family before plug-ins.
 DEFAULT_FAMILY = "graphsage"
+# A version whose embeddings were computed outside bc_ray (`bc-ray publish`): it has no model,
+# its tables come with it, and its spec describes where they were read from.
+EXTERNAL_FAMILY = "external"
 
 
 def confined_path(path: object) -> str:
@@ -215,6 +218,8 @@ class RunRecord(LogModel):
     error: str | None = None
     note: str | None = None
     lease_generation: int | None = None
+    # --publish-from: each folder this run published, rejected or failed (name, uri, status).
+    publish: list[dict[str, Any]] | None = None
 
 
 class ScheduleRecord(LogModel):

@@ -61,15 +61,23 @@ def publish_refresh(store: Store, version: int, refresh_id: str, tables: list[Ta
         if record.status != "published":
             raise StoreError(f"cannot publish embeddings of version {version}: it is "
                              f"{record.status}")
-        if {t.entity for t in tables} != set(ENTITIES):
-            raise StoreError("a refresh publishes the user and the item table together")
-        return [RefreshPublished(version=version, entity=t.entity, refresh_id=refresh_id,
-                                 files=t.files, rows=t.rows, dim=t.dim,
-                                 refreshed_at=refreshed_at.isoformat(), snapshot_id=snapshot_id,
-                                 cutoff=cutoff, mode=mode, stats=t.stats, cache=t.cache)
-                for t in tables]
+        return refresh_actions(version, refresh_id, tables, snapshot_id, cutoff, mode,
+                               refreshed_at)
 
     return store.commit(build)
+
+
+def refresh_actions(version: int, refresh_id: str, tables: list[TableFiles], snapshot_id: str,
+                    cutoff: float, mode: str, refreshed_at: datetime) -> list[RefreshPublished]:
+    """The log actions that make `tables` version `version`'s current user and item tables (a
+    refresh, or a version published with its tables: `versions.publish_with_tables`)."""
+    if {t.entity for t in tables} != set(ENTITIES):
+        raise StoreError("a refresh publishes the user and the item table together")
+    return [RefreshPublished(version=version, entity=t.entity, refresh_id=refresh_id,
+                             files=t.files, rows=t.rows, dim=t.dim,
+                             refreshed_at=refreshed_at.isoformat(), snapshot_id=snapshot_id,
+                             cutoff=cutoff, mode=mode, stats=t.stats, cache=t.cache)
+            for t in tables]
 
 
 def read_table(store: Store, record: TableRecord, columns: list[str] | None = None,

@@ -2,27 +2,37 @@
 
 A candidate is registered with the parent it was trained against. Publishing is allowed only while
 that parent is still the current version, so the lineage stays a chain and every published
-version's composed transforms reach every older published version.
+version's composed transforms reach every older published version. Embeddings computed outside
+bc_ray (`bc-ray publish`) become a version without a model, published with its tables in one
+commit (`publish_with_tables`); its chain is composed by the same code.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import orjson
 
 from bc_ray import chain as chain_math
 from bc_ray.exceptions import NotFoundError, StoreError
 from bc_ray.store.actions import (
+    Action,
     VersionCandidate,
     VersionPublished,
     VersionRejected,
     VersionRolledBack,
 )
-from bc_ray.store.state import DEFAULT_FAMILY, StoreState, VersionRecord
+from bc_ray.store.state import (
+    DEFAULT_FAMILY,
+    EXTERNAL_FAMILY,
+    FileRecord,
+    StoreState,
+    VersionRecord,
+)
 from bc_ray.store.store import Store, utc_now
-from bc_ray.store.tables import ENTITIES
+from bc_ray.store.tables import ENTITIES, TableFiles, refresh_actions
 
 
 @dataclass
@@ -33,19 +43,41 @@ class Candidate:
     spec: dict
     snapshot_id: str
     cutoff: float
-    model: bytes
+    # M_k's weights; None for embeddings computed outside bc_ray (`bc-ray publish`), which
+    # come with their tables instead (`publish_with_tables`).
+    model: bytes | None
     transform: chain_math.Affine | None
     metrics: dict = field(default_factory=dict)
     family: str = DEFAULT_FAMILY
+
+
+@dataclass(frozen=True)
+class StagedCandidate:
+    """A candidate's artefacts written under their own fresh prefix, not yet named by the log."""
+
+    candidate: Candidate
+    prefix: str
+    files: dict[str, FileRecord]
+    metrics: dict
+
+    def action(self, version: int) -> VersionCandidate:
+        candidate = self.candidate
+        return VersionCandidate(version=version, parent=candidate.parent, dim=candidate.dim,
+                                method=candidate.method, spec=candidate.spec,
+                                snapshot_id=candidate.snapshot_id, cutoff=candidate.cutoff,
+                                created_at=utc_now().isoformat(), metrics=self.metrics,
+                                files=self.files, family=candidate.family)
 
 
 def next_version(state: StoreState) -> int:
     return max(state.versions, default=-1) + 1
 
 
-def register_candidate(store: Store, candidate: Candidate) -> VersionRecord:
-    """Write the artefacts under a fresh prefix and commit a `version.candidate` entry."""
-    state = store.state()
+def stage_candidate(store: Store, state: StoreState, candidate: Candidate) -> StagedCandidate:
+    """Check B_k against the parent, compose the chain (the parent's composed transforms to
+    every older version, then B_k), and write model, chain, metrics and transform under a
+    fresh prefix. Trained and published candidates share this, so every version's chain is
+    composed the same way."""
     if candidate.parent is not None:
         parent = state.version(candidate.parent)
         if candidate.transform is None:
@@ -54,29 +86,60 @@ def register_candidate(store: Store, candidate: Candidate) -> VersionRecord:
         if weight.shape != (parent.dim, candidate.dim):
             raise StoreError(f"B_k has shape {weight.shape}, expected ({parent.dim}, "
                              f"{candidate.dim}) from dimension {candidate.dim} to {parent.dim}")
-        chain = chain_math.compose(_stored_chain(store, state, candidate.parent), candidate.parent,
-                               candidate.transform)
+        chain = chain_math.compose(_stored_chain(store, state, candidate.parent),
+                                   candidate.parent, candidate.transform)
     else:
         chain = {}
     metrics = _measured(candidate.metrics)
     prefix = store.new_prefix("versions")
-    files = {"model": store.put(f"{prefix}/model.pt", candidate.model),
-             "chain": store.put(f"{prefix}/chain.npz", chain_math.to_bytes(chain)),
-             "metrics": store.put(f"{prefix}/metrics.json", orjson.dumps(metrics))}
+    files = {}
+    if candidate.model is not None:
+        files["model"] = store.put(f"{prefix}/model.pt", candidate.model)
+    files["chain"] = store.put(f"{prefix}/chain.npz", chain_math.to_bytes(chain))
+    files["metrics"] = store.put(f"{prefix}/metrics.json", orjson.dumps(metrics))
     if candidate.transform is not None:
         files["transform"] = store.put(f"{prefix}/transform.npz",
                                        chain_math.transform_to_bytes(candidate.transform))
+    return StagedCandidate(candidate, prefix, files, metrics)
+
+
+def register_candidate(store: Store, candidate: Candidate) -> VersionRecord:
+    """Write the artefacts under a fresh prefix and commit a `version.candidate` entry."""
+    staged = stage_candidate(store, store.state(), candidate)
     chosen: list[int] = []
 
     def build(current: StoreState) -> list[VersionCandidate]:
         chosen[:] = [next_version(current)]
-        return [VersionCandidate(version=chosen[0], parent=candidate.parent, dim=candidate.dim,
-                                 method=candidate.method, spec=candidate.spec,
-                                 snapshot_id=candidate.snapshot_id, cutoff=candidate.cutoff,
-                                 created_at=utc_now().isoformat(), metrics=metrics, files=files,
-                                 family=candidate.family)]
+        return [staged.action(chosen[0])]
 
     return store.commit(build).version(chosen[0])
+
+
+def publish_with_tables(store: Store, candidate: Candidate, version: int, refresh_id: str,
+                        tables: list[TableFiles], refreshed_at: datetime, mode: str
+                        ) -> VersionRecord:
+    """Register `candidate` as version `version`, make it current and its user and item
+    `tables` current, in one log entry: readers see the version with its tables or neither
+    (embeddings computed outside bc_ray, `bc-ray publish`). The tables were written for
+    `version` (the number is in their rows and paths) and B_k was fitted against the parent,
+    so the commit is refused when another writer took that number or moved the current
+    version meanwhile. The Delta mirror and retention follow (post-commit hooks)."""
+    staged = stage_candidate(store, store.state(), candidate)
+
+    def build(current: StoreState) -> list[Action]:
+        if next_version(current) != version:
+            raise StoreError(f"version {version} was registered by another writer while these "
+                             "embeddings were written; publish them again")
+        if current.current_version != candidate.parent:
+            raise StoreError(f"the current version moved from {candidate.parent} to "
+                             f"{current.current_version} while these embeddings were aligned "
+                             "to it; publish them again")
+        return [staged.action(version),
+                VersionPublished(version=version, at=utc_now().isoformat()),
+                *refresh_actions(version, refresh_id, tables, candidate.snapshot_id,
+                                 candidate.cutoff, mode, refreshed_at)]
+
+    return store.commit(build, staged=staged.prefix).version(version)
 
 
 def _measured(value: object) -> object:
@@ -126,10 +189,11 @@ def reject_version(store: Store, version: int, reasons: list[str]) -> VersionRec
 
 def rollback_version(store: Store, to: int | None = None, reason: str = "") -> VersionRecord:
     """Make an earlier published version on the lineage current again (default: the current
-    version's parent). Its model and both embedding tables must still be kept: Serve, readers
-    and the next refresh use them as they are, so nothing is recomputed. The versions after it
-    become `rolled_back` (never served again; retention removes their files), and the next
-    version is trained against it. The Delta mirror and retention follow (post-commit hooks)."""
+    version's parent). Its model (one made by `bc-ray publish` has none) and both embedding
+    tables must still be kept: Serve, readers and the next refresh use them as they are, so
+    nothing is recomputed. The versions after it become `rolled_back` (never served again;
+    retention removes their files), and the next version is trained against it. The Delta
+    mirror and retention follow (post-commit hooks)."""
     def build(state: StoreState) -> list[VersionRolledBack]:
         lineage = state.lineage()
         if not lineage:
@@ -144,7 +208,10 @@ def rollback_version(store: Store, to: int | None = None, reason: str = "") -> V
             raise StoreError(f"version {target} is not an earlier published version on the "
                              f"current lineage {lineage}")
         record = state.version(target)
-        missing = (["its model"] if record.model_removed or "model" not in record.files else [])
+        # A version published from embeddings made elsewhere never had a model: its tables
+        # are all a rollback needs.
+        no_model = "model" not in record.files and record.family != EXTERNAL_FAMILY
+        missing = ["its model"] if record.model_removed or no_model else []
         missing += [f"its {entity} table" for entity in ENTITIES
                     if state.table(target, entity) is None]
         if missing:
@@ -164,6 +231,10 @@ def rollback_version(store: Store, to: int | None = None, reason: str = "") -> V
 def load_model_bytes(store: Store, version: int | None = None,
                      state: StoreState | None = None) -> bytes:
     record = (state or store.state()).version(version)
+    if record.family == EXTERNAL_FAMILY:
+        raise NotFoundError(f"version {record.version} was published from embeddings made "
+                            "elsewhere (`bc-ray publish`): it has no model; its embeddings "
+                            "come only through `bc-ray publish`")
     if record.model_removed or "model" not in record.files:
         raise NotFoundError(f"the model of version {record.version} was removed by retention "
                             "(keep-latest keeps only the current model)")

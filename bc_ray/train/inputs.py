@@ -12,13 +12,13 @@ from bc_ray.core.family import ModelFamily, ModelSpec
 from bc_ray.core.methods import Method, get_method
 from bc_ray.core.registry import DEFAULT_FAMILY, family_names, get_family
 from bc_ray.core.splits import PeriodSplit, period_split
-from bc_ray.core.version import PreviousVersion, StoredTargets
+from bc_ray.core.version import PreviousVersion, StoredTargets, TablesOnly
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import calendar_window
 from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.store.parquet import embedding_matrix
 from bc_ray.store.snapshots import load_snapshot
-from bc_ray.store.state import StoreState, VersionRecord
+from bc_ray.store.state import EXTERNAL_FAMILY, StoreState, VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.tables import read_table
 from bc_ray.store.versions import load_model_bytes
@@ -121,6 +121,9 @@ def _previous(store: Store, state: StoreState, parent: VersionRecord, snapshot: 
               targets: str, with_model: bool) -> PreviousVersion:
     chain = store.chain(parent.version, state)
     amplifiers = [torch.from_numpy(chain[j][0]) for j in state.lineage(parent.version)]
+    if parent.family == EXTERNAL_FAMILY:  # no model to run: its tables are the targets
+        stored = _stored_targets(store, state, parent, snapshot)
+        return PreviousVersion(parent.version, TablesOnly(parent.dim), amplifiers, stored=stored)
     family = get_family(parent.family)  # M_{k-1} is rebuilt by its own family
     model = None
     if with_model and (targets == "model" or get_method(parent.method).model == "finetune"):

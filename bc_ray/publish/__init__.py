@@ -1,0 +1,1 @@
+"""Embeddings made elsewhere: a team's own user and item tables published as the next version, with a post-hoc B_k."""

@@ -1,0 +1,81 @@
+"""What published embeddings are checked and aligned against: the current version's own tables
+(z_{k-1}, joined by external id), or, for a store's first version, the ids of its snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from bc_ray.exceptions import DataError, StoreError
+from bc_ray.publish.source import FLAGS, ExternalTable, id_kind
+from bc_ray.store.parquet import embedding_matrix
+from bc_ray.store.state import StoreState, VersionRecord
+from bc_ray.store.store import Store
+from bc_ray.store.tables import ENTITIES, read_table
+
+
+@dataclass(frozen=True)
+class StoredTable:
+    """One entity's embeddings of the current version, as its refreshed table holds them."""
+
+    ids: pa.Array
+    matrix: np.ndarray
+
+
+@dataclass(frozen=True)
+class Current:
+    """The version the new embeddings become the child of, and its tables by entity."""
+
+    record: VersionRecord
+    tables: dict[str, StoredTable]
+
+
+def read_current(store: Store, state: StoreState) -> Current | None:
+    """The current version and its user and item tables (None: the store has no version yet,
+    so the published embeddings become version 0). A version whose tables were never
+    refreshed has nothing to align to."""
+    if state.current_version is None:
+        return None
+    record = state.version()
+    tables = {}
+    for entity in ENTITIES:
+        table = state.table(record.version, entity)
+        if table is None:
+            raise StoreError(f"version {record.version} has no {entity} embeddings to align the "
+                             "new ones to; run `bc-ray refresh` first")
+        read = read_table(store, table, columns=["id", "embedding"])
+        tables[entity] = StoredTable(read.column("id").combine_chunks(),
+                                     embedding_matrix(read.column("embedding"), table.dim))
+    return Current(record, tables)
+
+
+def store_id_types(store: Store, state: StoreState, current: Current | None
+                   ) -> dict[str, pa.DataType]:
+    """The id type of each entity the store already holds: the current version's tables, else
+    the current snapshot's entities; empty for a store with neither."""
+    if current is not None:
+        return {e: t.ids.type for e, t in current.tables.items()}
+    if state.current_snapshot is None:
+        return {}
+    from bc_ray.store.snapshots import load_snapshot  # only a store's first version reads it
+
+    snapshot = load_snapshot(store, state=state)
+    return {e: snapshot.entities(e)["id"].to_arrow().type for e in ENTITIES}
+
+
+def matching_ids(table: ExternalTable, expected: pa.DataType | None) -> ExternalTable:
+    """The table with its ids in the store's type for that entity: integers into an integer
+    store, text into a text store (joins, Serve's lookups and the Delta view's one schema need
+    one type); any other pairing is refused."""
+    if expected is None:
+        return table
+    if id_kind(expected) != table.id_kind:
+        raise DataError(f"{FLAGS[table.entity]}: ids are {table.id_kind}, but the store's "
+                        f"{table.entity} ids are {id_kind(expected)} ({expected}); write them "
+                        "with the store's type", path=table.uri)
+    if table.ids.type == expected:
+        return table
+    return ExternalTable(table.entity, table.uri, table.ids.cast(expected), table.matrix,
+                         table.files)

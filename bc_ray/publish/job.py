@@ -1,0 +1,146 @@
+"""`bc-ray publish`: embeddings a team computed in its own pipeline become the next version.
+
+Read and check both tables (`source.py`) against what the store holds (`current.py`), fit B_k
+post hoc on the entities they share with the current version and gate it (`align.py`), write the
+tables under a fresh prefix, and make the version and its tables current in one log commit
+(`bc_ray.store.versions.publish_with_tables`). Bad input commits nothing; a B_k the gate refuses
+is recorded as a rejected candidate with its measurements, as training records one, and no
+table is written. The store's first version needs no B_k.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from bc_ray.exceptions import CommitStateUnknownError, DataError
+from bc_ray.publish.align import Alignment, check_overlap, fit_alignment, gate, paired_rows
+from bc_ray.publish.config import PublishConfig
+from bc_ray.publish.current import Current, matching_ids, read_current, store_id_types
+from bc_ray.publish.source import Columns, ExternalTable, read_external
+from bc_ray.store.state import EXTERNAL_FAMILY, StoreState
+from bc_ray.store.store import Store, utc_now
+from bc_ray.store.tables import ENTITIES, TableFiles, table_prefix, write_table
+from bc_ray.store.versions import (
+    Candidate,
+    next_version,
+    publish_with_tables,
+    register_candidate,
+    reject_version,
+)
+
+logger = logging.getLogger(__name__)
+MODE = "external"  # how the tables were made, as the log records it (a refresh: full, incremental)
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    """What one publish did: the version it made, published or rejected, and why."""
+
+    version: int
+    status: str  # published | rejected
+    parent: int | None
+    dim: int
+    method: str
+    rows: dict[str, int]
+    metrics: dict = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    refresh_id: str | None = None
+
+    def summary(self) -> dict:
+        return {"version": self.version, "status": self.status, "parent": self.parent,
+                "dim": self.dim, "method": self.method, "rows": self.rows,
+                "reasons": self.reasons, "refresh_id": self.refresh_id, **self.metrics}
+
+
+def read_tables(config: PublishConfig) -> dict[str, ExternalTable]:
+    """The user and item tables, each checked, and of one dimension."""
+    columns = Columns(config.id_col, config.embedding_col)
+    tables = {"user": read_external(config.users, "user", columns),
+              "item": read_external(config.items, "item", columns)}
+    if tables["user"].dim != tables["item"].dim:
+        raise DataError(f"mixed dimensions: --users holds vectors of {tables['user'].dim} values "
+                        f"and --items of {tables['item'].dim}; users and items share one "
+                        "dimension (scores are their dot products)")
+    return tables
+
+
+def source_spec(config: PublishConfig, tables: dict[str, ExternalTable]) -> dict:
+    """The version's spec: where its embeddings were read from (canonical URIs, which the
+    scheduler's --publish-from also reads to publish each folder once) and how."""
+    return {"dim": tables["user"].dim, "users": tables["user"].uri,
+            "items": tables["item"].uri, "id_col": config.id_col,
+            "embedding_col": config.embedding_col}
+
+
+def run_publish(config: PublishConfig) -> PublishOutcome:
+    """Publish (or reject) the tables of `config` as the store's next version."""
+    store = Store(config.store)
+    state = store.state()
+    tables = read_tables(config)
+    current = read_current(store, state)
+    types = store_id_types(store, state, current)
+    tables = {e: matching_ids(t, types.get(e)) for e, t in tables.items()}
+    alignment = _aligned(tables, current, config)
+    metrics = {"rows": {e: t.rows for e, t in tables.items()},
+               **(alignment.metrics if alignment else {})}
+    snapshot = state.snapshots.get(state.current_snapshot) if state.current_snapshot else None
+    candidate = Candidate(
+        parent=current.record.version if current else None, dim=tables["user"].dim,
+        method=config.method, spec=source_spec(config, tables),
+        snapshot_id=snapshot.id if snapshot else "", cutoff=snapshot.cutoff if snapshot else 0.0,
+        model=None, transform=alignment.transform if alignment else None, metrics=metrics,
+        family=EXTERNAL_FAMILY)
+    reasons = gate(alignment.metrics, config) if alignment else []
+    if reasons:
+        record = register_candidate(store, candidate)
+        reject_version(store, record.version, reasons)
+        logger.warning("version %d rejected: %s", record.version, "; ".join(reasons))
+        return _outcome(candidate, record.version, "rejected", reasons=reasons)
+    version, refresh_id = _publish(store, state, candidate, tables)
+    return _outcome(candidate, version, "published", refresh_id=refresh_id)
+
+
+def _aligned(tables: dict[str, ExternalTable], current: Current | None,
+             config: PublishConfig) -> Alignment | None:
+    if current is None:
+        return None  # the store's first version: nothing to be compatible with
+    pairs = paired_rows(tables, current)
+    check_overlap(pairs, config, current.record.version)
+    alignment = fit_alignment(pairs, config)
+    logger.info("B_%d (%s) on %d pairs: relative alignment error %.4g on %d held out",
+                current.record.version + 1, config.method, alignment.metrics["fit_rows"],
+                alignment.metrics["align_error_rel"], alignment.metrics["align_sample"])
+    return alignment
+
+
+def _publish(store: Store, state: StoreState, candidate: Candidate,
+             tables: dict[str, ExternalTable]) -> tuple[int, str]:
+    """Write both tables under a fresh prefix for the next version number, then commit the
+    version and its tables at once; a refused commit leaves no file behind."""
+    version = next_version(state)
+    refresh_id = store.new_prefix("publish").split("/", 1)[1]
+    refreshed_at = utc_now()
+    prefixes = [table_prefix(store, version, e, refresh_id) for e in ENTITIES]
+    try:
+        written = [TableFiles(entity, write_table(store, prefix, tables[entity].ids,
+                                                  tables[entity].matrix, version, refreshed_at),
+                              tables[entity].rows, tables[entity].dim,
+                              stats={"source": tables[entity].uri,
+                                     "source_files": tables[entity].files})
+                   for entity, prefix in zip(ENTITIES, prefixes)]
+        publish_with_tables(store, candidate, version, refresh_id, written, refreshed_at, MODE)
+    except CommitStateUnknownError:
+        raise  # the entry may have landed and name the tables: gc decides later
+    except Exception:  # noqa: BLE001 - whatever failed, nothing names these files: remove them
+        for prefix in prefixes:
+            store.io.delete(prefix, recursive=True)
+        raise
+    return version, refresh_id
+
+
+def _outcome(candidate: Candidate, version: int, status: str, reasons: list[str] | None = None,
+             refresh_id: str | None = None) -> PublishOutcome:
+    metrics = {k: v for k, v in candidate.metrics.items() if k != "rows"}
+    return PublishOutcome(version, status, candidate.parent, candidate.dim, candidate.method,
+                          dict(candidate.metrics["rows"]), metrics, reasons or [], refresh_id)
