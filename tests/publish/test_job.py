@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from bc_ray import read_embeddings
 from bc_ray.cli.main import app
-from bc_ray.exceptions import ConfigError, StoreError
+from bc_ray.exceptions import StoreError
 from bc_ray.io import FileIO
 from bc_ray.publish.config import PublishConfig
 from bc_ray.publish.guards import check_refreshable
