@@ -18,11 +18,13 @@ def versions_summary(state) -> list[dict]:
                   for e in ("user", "item") if (t := state.table(number, e)) is not None}
         rows.append({"version": number, "status": record.status,
                      "current": number == state.current_version, "parent": record.parent,
-                     "dim": record.dim, "method": record.method, "created_at": record.created_at,
+                     "dim": record.dim, "family": record.family, "method": record.method,
+                     "created_at": record.created_at,
                      "published_at": record.published_at,
                      "recall_at_50": record.metrics.get("recall_at_50"),
                      "align_error_rel": record.metrics.get("align_error_rel"),
-                     "tables": tables, "model_kept": not record.model_removed,
+                     "tables": tables,
+                     "model_kept": "model" in record.files and not record.model_removed,
                      "reasons": record.reasons})
     return rows
 
@@ -32,10 +34,11 @@ def versions(store: StoreOption,
     """Every version: dimension, status, creation time, metrics, tables, which is current."""
     rows = versions_summary(open_store(store).state())
     text = table([[("* " if r["current"] else "  ") + str(r["version"]), r["status"], r["dim"],
-                   r["method"], r["created_at"][:19], r["recall_at_50"], r["align_error_rel"],
+                   r["family"], r["method"], r["created_at"][:19], r["recall_at_50"],
+                   r["align_error_rel"],
                    ", ".join(f"{e}:{t['rows']}" for e, t in r["tables"].items()) or "-"]
                   for r in rows],
-                 ["version", "status", "dim", "method", "created", "Recall@50",
+                 ["version", "status", "dim", "model", "method", "created", "Recall@50",
                   "align err (rel)", "tables"]) if rows else "no versions yet"
     emit(rows, as_json, text)
 
