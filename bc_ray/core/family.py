@@ -59,7 +59,8 @@ class EmbeddingModule(Protocol):
     def output_dim(self) -> int: ...
 
     def embed(self, graph: GraphTensors) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z_user, z_item) of every entity, in eval mode, from the graph's interactions."""
+        """(z_user, z_item) of every entity, in eval mode, from the graph's interactions.
+        bc_ray never backpropagates through it (training calls the module's forward)."""
 
 
 @dataclass
