@@ -59,8 +59,9 @@ class EmbeddingModule(Protocol):
     def output_dim(self) -> int: ...
 
     def embed(self, graph: GraphTensors) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z_user, z_item) of every entity, in eval mode, from the graph's interactions.
-        bc_ray never backpropagates through it (training calls the module's forward)."""
+        """(z_user, z_item) of every entity, in eval mode and without gradients (bc_ray reads them
+        as constants: alignment targets, scores, refresh; training calls the module itself), from
+        the graph's interactions."""
 
 
 @dataclass

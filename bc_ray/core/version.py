@@ -59,8 +59,7 @@ class PreviousVersion:
         if self.model is None:
             raise TrainingError(f"version {self.version} has neither a model nor stored "
                                 "embeddings to align to")
-        with torch.no_grad():  # constants of the alignment loss, whatever the family's embed does
-            z_user, z_item = self.model.embed(graph)
+        z_user, z_item = self.model.embed(graph)
         targets = torch.cat([z_user, z_item])
         return targets, torch.ones(targets.shape[0], dtype=torch.bool, device=targets.device)
 
@@ -82,8 +81,7 @@ def split_evaluator(split: PeriodSplit, targets: tuple[torch.Tensor, torch.Tenso
     pool = split.node_pool
 
     def evaluate(model: EmbeddingModule, transform: BackwardTransform | None) -> dict:
-        with torch.no_grad():
-            z_user, z_item = model.embed(split.graph)
+        z_user, z_item = model.embed(split.graph)
         metrics = {"recall": recall_at_k(z_user, z_item, eval_user, eval_item, known_user,
                                          known_item, users=users, item_pool=split.item_pool, k=k)}
         if targets is not None and transform is not None:
@@ -140,8 +138,7 @@ def finish_version(method: Method, result: TrainResult, graph: GraphTensors,
         return VersionOutcome(result.model, result.transform.affine(), result)
     if method.posthoc:
         targets, mask = previous.targets(graph)
-        with torch.no_grad():  # the post-hoc fit trains B_k only
-            z_user, z_item = result.model.embed(graph)
+        z_user, z_item = result.model.embed(graph)
         z_new = torch.cat([z_user, z_item])[mask]
         amplifiers = previous.amplifiers if method.alignment == "multi" else None
         transform = fit_posthoc(method.fit, z_new, targets[mask], amplifiers,

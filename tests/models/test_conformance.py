@@ -120,6 +120,8 @@ def _assert_refresh_is_the_family_embed(store: Store, family, spec, tables) -> N
     cutoff = snapshot.meta.cutoff
     graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
     model = family.from_bytes(load_model_bytes(store))
+    # The protocol: embed is read as constants (targets, scores, refresh), without gradients.
+    assert not any(z.requires_grad for z in model.embed(graph)), "embed tracks gradients"
     for entity, shift in (("user", 0), ("item", graph.num_users)):
         rows = tables[entity].join(snapshot.entities(entity).select("id", "idx"), on="id")
         nodes = rows["idx"].to_numpy().astype(np.int64) + shift
@@ -153,6 +155,7 @@ def _assert_version_zero_is_the_chain(store: Store) -> dict[str, pl.DataFrame]:
     current, ver0 = _tables(store.uri), _tables(store.uri, version=0)
     for entity in ENTITIES:
         assert current[entity]["source_version"].unique().to_list() == [1]
+        assert ver0[entity]["source_version"].unique().to_list() == [1]  # through the chain
         assert ver0[entity]["id"].to_list() == current[entity]["id"].to_list()
         np.testing.assert_allclose(_matrix(ver0[entity]),
                                    _matrix(current[entity]) @ weight.T + bias, atol=1e-4)
@@ -210,3 +213,21 @@ def test_family_conforms(ray_cluster, serve_port, small_snapshot, tmp_path, fami
     _assert_same(back, version0_tables)
     _assert_same(_tables(uri, version=0), version0_tables)
     _assert_delta_is_current(store)
+
+
+def test_a_bump_may_change_family(ray_cluster, small_snapshot, tmp_path):
+    """Version 1 of another family, aligned to a GraphSAGE version 0: each version record names
+    its own family, M_0 is rebuilt by GraphSAGE for the alignment targets, and version 0 is
+    served from the new family's tables through B_1."""
+    uri = f"file://{tmp_path}/store"
+    store = Store(uri)
+    publish_snapshot(store, small_snapshot.with_cutoff(0.6))
+    graphsage, tiny = get_family("graphsage"), get_family("tiny")
+    first = run_training(_job(uri, "graphsage", graphsage.parse_spec(SPECS["graphsage"]), 0))
+    second = run_training(_job(uri, "tiny", tiny.parse_spec("dim=12"), 0))
+    assert (first.status, second.status) == ("published", "published"), second.reasons
+    state = store.state()
+    assert (state.version(0).family, state.version(1).family) == ("graphsage", "tiny")
+    assert state.version(1).parent == 0 and np.isfinite(second.metrics["align_error_rel"])
+    assert _refresh(uri, "auto").mode == "full"
+    _assert_version_zero_is_the_chain(store)

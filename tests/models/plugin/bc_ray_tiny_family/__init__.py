@@ -45,7 +45,8 @@ class TinyModel(nn.Module):
         ids = torch.arange(count).clamp(max=self.ids[entity].padding_idx)
         return self.ids[entity](ids) + self.features[entity](graph.features(entity), count)
 
-    def embed(self, graph):  # what refresh reads (bc_ray calls it without gradients)
+    @torch.no_grad()  # read as constants (targets, scores, refresh); training calls forward
+    def embed(self, graph):
         return self(graph)
 
 
