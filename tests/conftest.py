@@ -5,12 +5,17 @@
 - `store_uri`: a fresh store, parametrised over the local filesystem and the S3 server.
 - `ray_cluster`: one local Ray cluster for the whole session (logical CPUs; see ray-notes).
 - `small_snapshot`, `ml100k_path`: data (the real file is skipped with a reason when absent).
+
+`tests/models/plugin` holds a test-only model family installed the way a team's package would be:
+a `bc_ray.models` entry point in its dist-info. It is on sys.path here and on the Ray workers'
+PYTHONPATH, so the driver and every worker find the family `tiny` by name.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -25,6 +30,8 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 AMAZON = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon2018-magazine"
+PLUGINS = Path(__file__).resolve().parent / "models" / "plugin"
+sys.path.insert(0, str(PLUGINS))
 
 
 def start_s3_server():
@@ -171,7 +178,8 @@ def ray_cluster(s3_server):
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
              log_to_driver=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
+                 [str(Path(__file__).resolve().parents[1]), str(PLUGINS)])}})
     yield ray
     try:
         from ray import serve
@@ -180,3 +188,14 @@ def ray_cluster(s3_server):
     except Exception:  # noqa: BLE001 - Serve may never have started
         pass
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_cluster) -> int:
+    """Ray Serve's HTTP proxy on 127.0.0.1, started once per Ray session (a second
+    `serve.start` keeps the first one's port): tests add their apps under their own prefixes."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port

@@ -56,7 +56,9 @@ class EmbeddingModule(Protocol):
     def output_dim(self) -> int: ...
 
     def embed(self, graph: GraphTensors) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z_user, z_item) of every entity, in eval mode, from the graph's interactions."""
+        """(z_user, z_item) of every entity, in eval mode and without gradients (bc_ray reads them
+        as constants: alignment targets, scores, refresh; training calls the module itself), from
+        the graph's interactions."""
 
 
 @dataclass

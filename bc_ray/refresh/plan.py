@@ -79,8 +79,17 @@ def _cutoff_since(state: StoreState, previous: TableRecord, snapshot: GraphSnaps
     if previous.cutoff > snapshot.meta.cutoff:
         return "the snapshot moved backwards"
     new = edges_between(snapshot, previous.cutoff, snapshot.meta.cutoff)
-    return Growth(Changes(_endpoints(new, graph), np.zeros(0, dtype=np.int64)),
+    return Growth(Changes(_endpoints(new, graph), _appeared(snapshot, previous.cutoff, graph)),
                   f"{new.height} new edges")
+
+
+def _appeared(snapshot: GraphSnapshot, since: float, graph: GraphTensors) -> np.ndarray:
+    """Nodes of the entities present now but not at `since`: added to the tables, so a family
+    must embed them even where new interactions alone would not say so (their rows have no
+    earlier value to copy)."""
+    before = snapshot.with_cutoff(since)
+    users, items = (np.flatnonzero(snapshot.present(e) & ~before.present(e)) for e in ENTITIES)
+    return np.concatenate([users, items + graph.num_users]).astype(np.int64)
 
 
 def _batches_since(state: StoreState, previous: TableRecord, snapshot: GraphSnapshot,
