@@ -128,7 +128,7 @@ def test_a_plugin_cannot_take_a_built_in_name(site):
 
 
 @pytest.mark.parametrize("command", [["train", "--store", "file:///nowhere"],
-                                     ["benchmark", "paper", "--out", "nowhere"]])
+                                     ["benchmark", "paper", "--out", "nowhere"], ["demo"]])
 def test_model_nosuch_is_a_usage_error(command, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may be written, here or anywhere
     result = runner.invoke(app, [*command, "--model", "nosuch"])
