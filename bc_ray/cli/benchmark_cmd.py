@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import ModelOption, SpecOption, model_family
+from bc_ray.cli.common import ModelOption, model_family
 from bc_ray.core.registry import DEFAULT_FAMILY
 
 app = typer.Typer(help="Reproduce the paper's benchmark.", no_args_is_help=True)
@@ -42,7 +42,10 @@ def paper(
              "again (later seeds then cost a third as much).")] = None,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
     model: ModelOption = DEFAULT_FAMILY,
-    spec: SpecOption = None,
+    spec: Annotated[Optional[str], typer.Option(
+        help="Version 0's spec in the family's key=value form (default: the preset's for "
+             "graphsage, the family's default spec otherwise); later versions grow from it.")
+    ] = None,
 ) -> None:
     """Versions at t = 0.5..0.9 with growing models; Table 3, summary.json and Figure 3."""
     import dataclasses

@@ -40,7 +40,7 @@ def refresh(
 
     Default: incremental when the previous refresh allows it, else full."""
     from bc_ray.cluster import connect
-    from bc_ray.publish.guards import check_refreshable
+    from bc_ray.store.versions import check_refreshable
     from bc_ray.refresh.job import run_refresh
 
     if full and incremental:

@@ -47,7 +47,9 @@ def train(
              "version 0 or with --spec alone).")] = _job("model"),
     spec: SpecOption = None,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = TRAIN.epochs,
-    batch_size: Annotated[int, typer.Option(help="Triples per step (per worker).")
+    batch_size: Annotated[int, typer.Option(help="Examples per step, per worker (BPR triples "
+                                                 "for graphsage, predicted interactions for "
+                                                 "sequence).")
                           ] = TRAIN.batch_size,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = TRAIN.lr,
     lam: Annotated[float, typer.Option(help="Weight of the alignment loss (lambda).")

@@ -5,6 +5,7 @@ the whole graph, and specs read `key=value` text by their fields' types."""
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -111,17 +112,19 @@ def parse_fields(spec_type: type, text: str, family: str,
 
 
 def _typed(hint: Any, raw: str, what: str) -> Any:
-    text = str(hint)
-    if raw.lower() in ("none", "null") and "None" in text:
+    """`raw` as the field's type: bool, int, float or str, or None for an optional field."""
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) \
+        else (hint,)
+    if raw.lower() in ("none", "null") and type(None) in kinds:
         return None
-    if hint is bool or text.startswith("bool"):
+    kind = next((k for k in kinds if k is not type(None)), str)
+    if kind is bool:
         if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise ConfigError(f"{what} must be true or false, got {raw!r}")
         return raw.lower() in ("true", "1", "yes")
-    for kind in (int, float):
-        if hint is kind or text.startswith(kind.__name__):
-            try:
-                return kind(raw)
-            except ValueError:
-                raise ConfigError(f"{what} must be a number ({kind.__name__}), got {raw!r}") from None
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ConfigError(f"{what} must be a number ({kind.__name__}), got {raw!r}") from None
     return raw

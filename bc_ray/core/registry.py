@@ -20,8 +20,11 @@ ENTRY_POINT_GROUP = "bc_ray.models"
 DEFAULT_FAMILY = "graphsage"
 BUILT_IN = {"graphsage": "bc_ray.models.graphsage.family:GraphSAGE",
             "sequence": "bc_ray.models.sequence.family:SequenceTransformer"}
-REQUIRED = ("name", "build", "task", "default_spec", "parse_spec", "spec_from_dict", "to_bytes",
-            "from_bytes", "embed_inputs", "embed", "affected")
+# Every member bc_ray calls (FamilyBase supplies all but name, build, task and the spec's).
+_GRAPHSAGE_MODULE = BUILT_IN["graphsage"].split(":")[0]
+REQUIRED = ("name", "refresh_strategy", "default_spec", "parse_spec", "spec_from_dict", "grown",
+            "build", "task", "prepare", "warm_start", "fine_tune_from", "to_bytes", "from_bytes",
+            "embed_inputs", "embed", "affected", "incremental_blocker", "cached_layers")
 
 
 def family_names() -> list[str]:
@@ -109,6 +112,10 @@ def _checked(loaded: object, name: str) -> ModelFamily:
     if missing:
         raise ConfigError(f"model family {name!r} ({type(family).__qualname__}) lacks "
                           f"{', '.join(missing)}: see bc_ray.models.ModelFamily")
+    if family.refresh_strategy != "entities" and type(family).__module__ != _GRAPHSAGE_MODULE:
+        raise ConfigError(f"model family {name!r}: refresh_strategy "
+                          f"{family.refresh_strategy!r} is GraphSAGE's own; a plug-in refreshes "
+                          "through 'entities' (its embed_inputs, embed and affected)")
     version = getattr(family, "api_version", API_VERSION)
     if version > API_VERSION:
         raise ConfigError(f"model family {name!r} needs bc_ray model API {version}; this bc_ray "

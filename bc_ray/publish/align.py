@@ -57,13 +57,17 @@ def paired_rows(tables: dict[str, ExternalTable], current: Current) -> Pairs:
 
 
 def check_overlap(pairs: Pairs, config: PublishConfig, version: int) -> None:
-    needed = config.overlap_needed(pairs.new.shape[1])
+    needed = max(config.overlap_needed(pairs.new.shape[1]), MIN_PAIRS)
     if pairs.new.shape[0] < needed:
         raise DataError(f"only {pairs.new.shape[0]} entities ({pairs.counts['user']} users, "
                         f"{pairs.counts['item']} items) are in both the new tables and version "
                         f"{version}'s; B_k needs at least {needed} (--min-overlap, default 2 x "
                         "the dimension): publish tables that keep more of today's users and "
                         "items")
+
+
+# The fewest pairs anything is fitted on: a held-out one to measure and two to fit.
+MIN_PAIRS = 3
 
 
 def fit_alignment(pairs: Pairs, config: PublishConfig) -> Alignment:
@@ -97,7 +101,7 @@ def _fit(config: PublishConfig, z_new: torch.Tensor, z_old: torch.Tensor) -> Aff
 
 def gate(metrics: dict, config: PublishConfig) -> list[str]:
     """Reasons to reject (empty: publish)."""
-    if metrics["align_error_rel"] > config.max_align_error_rel:
+    if not metrics["align_error_rel"] <= config.max_align_error_rel:  # NaN is no pass
         return [f"relative alignment error {metrics['align_error_rel']:.3f} on "
                 f"{metrics['align_sample']} held-out entities exceeds "
                 f"{config.max_align_error_rel} (--max-align-error-rel)"]

@@ -39,7 +39,7 @@ import torch
 from bc_ray.core.family import ModelFamily
 from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.core.registry import get_family
-from bc_ray.models.graphsage.inference import balanced_bounds, expand_hops, layer_for_nodes
+from bc_ray.models.graphsage.inference import balanced_bounds, layer_for_nodes, layer_frontiers
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_until
@@ -65,7 +65,7 @@ from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.state import FileRecord, StoreState, VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.tables import ENTITIES, TableFiles, publish_refresh, table_prefix
-from bc_ray.store.versions import load_model_bytes
+from bc_ray.store.versions import check_refreshable, load_model_bytes
 
 logger = logging.getLogger(__name__)
 WRITE_COST = 16  # writing a row to Parquet, in edges aggregated (measured at 10M edges)
@@ -154,6 +154,7 @@ class RefreshRun:
         """Read the current snapshot, build its graph, plan, and share what the tasks read."""
         store = Store(config.store)
         state = store.state()
+        check_refreshable(state)
         version = state.version()
         family = get_family(version.family)
         snapshot = load_snapshot(store, state=state)
@@ -263,11 +264,14 @@ class RefreshRun:
                                            previous, self.ids["user"], self.ids["item"])
 
     def _frontiers(self, num_layers: int) -> list[np.ndarray]:
-        """The nodes each stage h_1..h_{L-1} computes: every node, or (incremental) those within
-        that many hops of a change."""
+        """The nodes each stage h_1..h_L computes: every node, or (incremental) those a change
+        can reach by that layer (`layer_frontiers`)."""
         if self.incremental:
-            return [f.numpy() for f in expand_hops(self.graph, self.plan.changed, num_layers - 1)]
-        return [np.arange(self.graph.num_nodes, dtype=np.int64)] * (num_layers - 1)
+            changes = self.plan.changes
+            return [f.numpy() for f in layer_frontiers(
+                self.graph, torch.from_numpy(changes.touched),
+                torch.from_numpy(changes.entities), num_layers)]
+        return [np.arange(self.graph.num_nodes, dtype=np.int64)] * num_layers
 
     def _cached(self, layer: int) -> CachedLayer | None:
         """An incremental stage's base: rows it does not recompute stay as they were cached."""

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
-import torch
 
 from bc_ray.core.family import Changes, ModelFamily
 from bc_ray.core.graph import GraphTensors
@@ -28,11 +27,6 @@ class RefreshPlan:
     reason: str
     changes: Changes | None = None  # what changed since the previous refresh (incremental only)
     previous: dict[str, TableRecord] = field(default_factory=dict)
-
-    @property
-    def changed(self) -> torch.Tensor:
-        """Nodes with new edges or a new or changed entity row."""
-        return torch.from_numpy(np.union1d(self.changes.touched, self.changes.entities))
 
 
 @dataclass

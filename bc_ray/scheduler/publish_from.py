@@ -80,7 +80,7 @@ def pending(state: StoreState, folders: list[Folder]) -> list[Folder]:
 
 def external_current(state: StoreState) -> str | None:
     """Why a refresh has nothing to do: the current version's embeddings were published."""
-    if state.current_version is None or state.version().family != EXTERNAL_FAMILY:
+    if state.current_version is None or not state.version().external:
         return None
     return (f"version {state.current_version} was published from embeddings made elsewhere: "
             "nothing to refresh (its next embeddings come through --publish-from)")

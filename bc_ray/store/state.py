@@ -138,6 +138,11 @@ class VersionRecord:
     # Which model family made it (its name in bc_ray.models): `spec` is that family's spec.
     family: str = DEFAULT_FAMILY
 
+    @property
+    def external(self) -> bool:
+        """Published from embeddings made elsewhere (`bc-ray publish`): no model of its own."""
+        return self.family == EXTERNAL_FAMILY
+
     def removed(self, name: str) -> bool:
         return (name == "model" and self.model_removed) or (name == "chain" and
                                                             self.chain_removed)

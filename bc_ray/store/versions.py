@@ -239,3 +239,13 @@ def load_model_bytes(store: Store, version: int | None = None,
         raise NotFoundError(f"the model of version {record.version} was removed by retention "
                             "(keep-latest keeps only the current model)")
     return store.get(record.files["model"])
+
+
+def check_refreshable(state: StoreState) -> None:
+    """Refuse, before any cluster work, a refresh of a current version that `bc-ray publish`
+    made: it has no model, so its next embeddings come through `publish`."""
+    if state.current_version is None or not state.version().external:
+        return
+    raise StoreError(f"version {state.current_version} was published from embeddings made "
+                     "elsewhere (`bc-ray publish`): it has no model to refresh with; publish "
+                     "its next embeddings with `bc-ray publish`")

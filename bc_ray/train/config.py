@@ -63,6 +63,13 @@ class TrainJobConfig:
     fault: FaultInjection | None = None
 
     def __post_init__(self) -> None:
+        if self.spec is not None:  # a spec names its family: the job trains that family
+            named = get_family(self.model).name if self.model else self.spec.family
+            if named != self.spec.family:
+                raise ConfigError(f"--spec is a {self.spec.family} spec but --model is "
+                                  f"{self.model!r}")
+            if self.model is None:
+                object.__setattr__(self, "model", self.spec.family)
         if self.num_workers < 0:
             raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
         if not 0.0 < self.holdout < 0.5:

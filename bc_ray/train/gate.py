@@ -55,7 +55,8 @@ def gate(metrics: dict, config: GateConfig) -> list[str]:
     if parent and metrics["recall_at_50"] < config.min_recall_vs_parent * parent:
         reasons.append(f"Recall@50 {metrics['recall_at_50']:.4f} is below "
                        f"{config.min_recall_vs_parent} x the current version's {parent:.4f}")
-    if "align_error_rel" in metrics and metrics["align_error_rel"] > config.max_align_error_rel:
+    if "align_error_rel" in metrics and not (  # NaN (nothing to measure on) is no pass
+            metrics["align_error_rel"] <= config.max_align_error_rel):
         reasons.append(f"relative alignment error {metrics['align_error_rel']:.3f} exceeds "
                        f"{config.max_align_error_rel}")
     return reasons

@@ -10,7 +10,7 @@ import torch
 
 from bc_ray.core.family import ModelFamily, ModelSpec
 from bc_ray.core.methods import Method, get_method
-from bc_ray.core.registry import DEFAULT_FAMILY, family_names, get_family
+from bc_ray.core.registry import DEFAULT_FAMILY, get_family
 from bc_ray.core.splits import PeriodSplit, period_split
 from bc_ray.core.version import PreviousVersion, StoredTargets, TablesOnly
 from bc_ray.data.snapshot import GraphSnapshot
@@ -50,13 +50,19 @@ def resolve_method(name: str) -> Method:
 
 
 def resolve_model(job: TrainJobConfig, parent: VersionRecord | None) -> str:
-    """`--model`, else the current version's family when bc_ray can train it (a scheduled bump
-    keeps the family), else GraphSAGE."""
+    """`--model`, else the current version's family (a scheduled bump keeps it; it must still
+    load), else GraphSAGE (version 0, or after embeddings published from elsewhere)."""
     if job.model is not None:
         return job.model
-    if parent is not None and parent.family in family_names():
-        return parent.family
-    return DEFAULT_FAMILY
+    if parent is None or parent.external:
+        return DEFAULT_FAMILY
+    try:
+        get_family(parent.family)
+    except ConfigError as error:
+        raise ConfigError(f"version {parent.version} was trained by model family "
+                          f"{parent.family!r}, which does not load here ({error}); install it, "
+                          "or choose a family with --model") from None
+    return parent.family
 
 
 def resolve_spec(job: TrainJobConfig, model: str, family: ModelFamily, method: Method,
@@ -66,6 +72,9 @@ def resolve_spec(job: TrainJobConfig, model: str, family: ModelFamily, method: M
     same_family = parent is not None and parent.family == model
     parent_spec = family.spec_from_dict(parent.spec) if same_family else None
     spec = job.spec or parent_spec or family.default_spec()
+    if method.model == "finetune" and parent is not None and parent.external:
+        raise ConfigError(f"finetune-m0 needs version {parent.version}'s model, but it was "
+                          "published from embeddings made elsewhere and has none")
     if method.model == "finetune" and parent is not None and spec != parent_spec:
         raise ConfigError(f"finetune-m0 cannot change the architecture: --model {model} "
                           f"--spec {spec} differs from version {parent.version}'s "

@@ -15,7 +15,7 @@ from bc_ray.cli.main import app
 from bc_ray.exceptions import StoreError
 from bc_ray.io import FileIO
 from bc_ray.publish.config import PublishConfig
-from bc_ray.publish.guards import check_refreshable
+from bc_ray.store.versions import check_refreshable
 from bc_ray.publish.job import run_publish
 from bc_ray.serve.state import ServingState
 from bc_ray.store.maintenance import collect_garbage

@@ -16,7 +16,7 @@ from bc_ray.core.graph import GraphTensors
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.warmstart import warm_start
 from bc_ray.exceptions import ConfigError
-from bc_ray.models.graphsage.inference import expand_hops, layerwise_embed
+from bc_ray.models.graphsage.inference import layer_frontiers, layerwise_embed
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.serialization import model_from_bytes, model_to_bytes
 from bc_ray.models.graphsage.spec import DEFAULT_SPEC, VersionSpec
@@ -86,9 +86,9 @@ class GraphSAGE(FamilyBase):
         return z[torch.from_numpy(np.asarray(nodes, dtype=np.int64))].numpy()
 
     def affected(self, spec: VersionSpec, inputs: GraphTensors, changes: Changes) -> np.ndarray:
-        """An L-layer GNN's output changes within L-1 hops of a changed node."""
-        changed = torch.from_numpy(np.union1d(changes.touched, changes.entities).astype(np.int64))
-        return expand_hops(inputs, changed, spec.num_layers - 1)[-1].numpy()
+        """An L-layer GNN's output: within L-1 hops of new edges, L hops of changed inputs."""
+        return layer_frontiers(inputs, torch.from_numpy(changes.touched),
+                               torch.from_numpy(changes.entities), spec.num_layers)[-1].numpy()
 
     def incremental_blocker(self, spec: VersionSpec) -> str | None:
         if spec.cold_start_mixing:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from bc_ray.core.graph import Adjacency, GraphTensors
@@ -99,6 +100,17 @@ def expand_hops(graph: GraphTensors, nodes: torch.Tensor, hops: int,
             reached[_row_entries(graph, part)[1]] = True
         frontiers.append(torch.nonzero(reached).flatten())
     return frontiers
+
+
+def layer_frontiers(graph: GraphTensors, touched: torch.Tensor, entities: torch.Tensor,
+                    num_layers: int) -> list[torch.Tensor]:
+    """The nodes whose layer l = 1..L may change: within l-1 hops of a node with new edges
+    (layer 1 of both endpoints aggregates the new edge), and within l hops of an entity whose
+    own row changed (its input h_0 changed, so its neighbours' layer 1 did too)."""
+    by_edges = expand_hops(graph, touched, num_layers - 1)
+    by_inputs = expand_hops(graph, entities, num_layers)
+    return [torch.from_numpy(np.union1d(by_edges[layer - 1].numpy(), by_inputs[layer].numpy()))
+            for layer in range(1, num_layers + 1)]
 
 
 @dataclass
