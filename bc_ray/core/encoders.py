@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bc_ray.core.family import Vocabularies
 from bc_ray.core.graph import FeatureBag
 from bc_ray.core.sparse_rows import masked_gradient
 
@@ -80,3 +81,26 @@ def zero_unseen_ids(owner: nn.Module, tables: nn.ModuleDict,
         tables[entity].weight[: mask.numel()][~mask] = 0.0
         trainable = getattr(owner, f"{entity}_id_trainable")
         trainable[: mask.numel(), 0] = mask.to(trainable.dtype)
+
+
+class EntityTables:
+    """What every model built from per-entity `encoders` and `ids` tables (and `num_users`,
+    `num_items`, `spec`) shares: its vocabularies, output width and the ID-table switches the
+    trainer uses. Mixed into the model's nn.Module."""
+
+    @property
+    def output_dim(self) -> int:
+        return self.spec.output_dim
+
+    @property
+    def vocab(self) -> Vocabularies:
+        return Vocabularies(self.num_users, self.num_items, self.encoders["user"].vocab_sizes,
+                            self.encoders["item"].vocab_sizes)
+
+    def sparse_id_tables(self) -> list[nn.Parameter]:
+        """Switch the ID tables to row-sparse gradients (see sparse_rows.py); their weights."""
+        return sparse_id_tables(self.ids)
+
+    def zero_unseen_ids(self, user_seen: torch.Tensor, item_seen: torch.Tensor) -> None:
+        """Entities without training interactions keep a zero ID row (`zero_unseen_ids`)."""
+        zero_unseen_ids(self, self.ids, {"user": user_seen, "item": item_seen})

@@ -15,8 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bc_ray.core.encoders import FeatureEncoder, id_tables, sparse_id_tables, zero_unseen_ids
-from bc_ray.core.family import Vocabularies
+from bc_ray.core.encoders import EntityTables, FeatureEncoder, id_tables
 from bc_ray.core.graph import Adjacency, GraphTensors
 from bc_ray.core.mixing import AgeMixing
 from bc_ray.models.graphsage.sampler import SampledSubgraph
@@ -44,7 +43,7 @@ def _sage_conv_class(light: bool):
     return SAGEConv
 
 
-class EmbeddingModel(nn.Module):
+class EmbeddingModel(EntityTables, nn.Module):
     def __init__(self, spec: VersionSpec, num_users: int, num_items: int,
                  user_vocab: dict[str, int], item_vocab: dict[str, int],
                  light: bool = False, initialize: bool = True) -> None:
@@ -65,23 +64,6 @@ class EmbeddingModel(nn.Module):
             conv(dims[i], dims[i + 1], aggr=spec.aggregation) for i in range(spec.num_layers))
         self.norms = nn.ModuleList(
             nn.BatchNorm1d(dims[i + 1]) for i in range(spec.num_layers)) if spec.batch_norm else None
-
-    @property
-    def output_dim(self) -> int:
-        return self.spec.output_dim
-
-    @property
-    def vocab(self) -> Vocabularies:
-        return Vocabularies(self.num_users, self.num_items, self.encoders["user"].vocab_sizes,
-                            self.encoders["item"].vocab_sizes)
-
-    def sparse_id_tables(self) -> list[nn.Parameter]:
-        """Switch the ID tables to row-sparse gradients (see sparse_rows.py); their weights."""
-        return sparse_id_tables(self.ids)
-
-    def zero_unseen_ids(self, user_seen: torch.Tensor, item_seen: torch.Tensor) -> None:
-        """Entities without training edges keep a zero ID row (see encoders.zero_unseen_ids)."""
-        zero_unseen_ids(self, self.ids, {"user": user_seen, "item": item_seen})
 
     def entity_inputs(self, entity: str, graph: GraphTensors,
                       index: torch.Tensor | None = None) -> torch.Tensor:

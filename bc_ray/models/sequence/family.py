@@ -18,23 +18,18 @@ import torch
 from bc_ray.core.family import Changes, Vocabularies
 from bc_ray.core.family_base import FamilyBase
 from bc_ray.core.graph import GraphTensors
-from bc_ray.core.module_bytes import module_to_bytes
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.warmstart import copy_overlap, warm_start
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.sequence.history import SequenceInputs, sequence_inputs, users_holding
 from bc_ray.models.sequence.model import SequenceModel, embed_nodes
-from bc_ray.models.sequence.spec import DEFAULT_SPEC, SequenceSpec
+from bc_ray.models.sequence.spec import SequenceSpec
 from bc_ray.models.sequence.task import NextItemTask
 
 
 class SequenceTransformer(FamilyBase):
     name: ClassVar[str] = "sequence"
     spec_type: ClassVar[type] = SequenceSpec
-    refresh_strategy: ClassVar[str] = "entities"
-
-    def default_spec(self) -> SequenceSpec:
-        return DEFAULT_SPEC
 
     def parse_spec(self, text: str) -> SequenceSpec:
         return SequenceSpec.parse(text)
@@ -86,9 +81,6 @@ class SequenceTransformer(FamilyBase):
                     own[name][:rows] = value[:rows]
                 elif name in own:
                     copy_overlap(own[name], value)
-
-    def to_bytes(self, model: SequenceModel) -> bytes:
-        return module_to_bytes(model, self.name)
 
     def from_bytes(self, data: bytes, *, light: bool = False) -> SequenceModel:
         """`light`: take the loaded tensors as the weights (no copy) in inference processes."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bc_ray.core.encoders import FeatureEncoder, id_tables, sparse_id_tables, zero_unseen_ids
+from bc_ray.core.encoders import EntityTables, FeatureEncoder, id_tables
 from bc_ray.core.family import Vocabularies
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.mixing import AgeMixing
@@ -36,7 +36,7 @@ POSITION_INIT_STD = 0.1
 EMBED_TOKENS = 65_536
 
 
-class SequenceModel(nn.Module):
+class SequenceModel(EntityTables, nn.Module):
     def __init__(self, spec: SequenceSpec, vocab: Vocabularies, initialize: bool = True) -> None:
         """`initialize=False` leaves the ID tables uninitialised, for weights about to be loaded."""
         super().__init__()
@@ -57,21 +57,6 @@ class SequenceModel(nn.Module):
         self.dropout = nn.Dropout(spec.dropout)
         self.user_head = nn.Linear(dim, spec.output_dim)
         self.item_head = nn.Linear(dim, spec.output_dim)
-
-    @property
-    def output_dim(self) -> int:
-        return self.spec.output_dim
-
-    @property
-    def vocab(self) -> Vocabularies:
-        return Vocabularies(self.num_users, self.num_items, self.encoders["user"].vocab_sizes,
-                            self.encoders["item"].vocab_sizes)
-
-    def sparse_id_tables(self) -> list[nn.Parameter]:
-        return sparse_id_tables(self.ids)
-
-    def zero_unseen_ids(self, user_seen: torch.Tensor, item_seen: torch.Tensor) -> None:
-        zero_unseen_ids(self, self.ids, {"user": user_seen, "item": item_seen})
 
     def entity_inputs(self, entity: str, source: Entities, index: torch.Tensor) -> torch.Tensor:
         """e(x) of the entities in `index` (an entity the model was not built for gets the zero

@@ -76,7 +76,3 @@ class SequenceSpec:
     def parse(cls, text: str) -> SequenceSpec:
         """`dim=64,layers=2,heads=2,len=50,neg=128,next=1` (any subset, in any order)."""
         return parse_fields(cls, text, cls.family, ALIASES)
-
-
-# The product default: small enough to train in minutes on CPUs.
-DEFAULT_SPEC = SequenceSpec()
