@@ -164,7 +164,9 @@ def _matrix(column: pa.ChunkedArray, flag: str, uri: str, name: str) -> np.ndarr
     lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
     if len(lengths) == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    if lengths.min() != lengths.max() or lengths[0] == 0:
+    if lengths.max() == 0:
+        raise DataError(f"{flag}: every embedding is empty (no values)", path=uri, column=name)
+    if lengths.min() != lengths.max():
         raise DataError(f"{flag}: ragged embeddings: rows hold between {lengths.min()} and "
                         f"{lengths.max()} values; every row needs the same dimension",
                         path=uri, column=name)
