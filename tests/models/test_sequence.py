@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from bc_ray.core.evaluation import recall_at_k
-from bc_ray.core.family import Changes, Vocabularies
-from bc_ray.core.graph import FeatureBag
+from bc_ray.core.family import Vocabularies
 from bc_ray.core.methods import get_method
 from bc_ray.core.registry import family_of, get_family
 from bc_ray.core.splits import period_split
@@ -22,6 +21,7 @@ from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.models.sequence.history import Histories, user_histories
 from bc_ray.models.sequence.spec import SequenceSpec
 from bc_ray.models.sequence.task import history_windows, window_batch
+from tests.models.grow import grown_graph
 
 FAMILY = get_family("sequence")
 SPEC = SequenceSpec(dim=16, num_layers=1, num_heads=2, max_len=8, negatives=64)
@@ -144,29 +144,10 @@ def test_a_steps_embeddings_are_the_published_ones(split):
     assert np.allclose(step.z.detach().numpy(), FAMILY.embed(model, inputs, nodes), atol=1e-5)
 
 
-def _grown_graph(graph, split, users: int, item: int):
-    """`graph` plus the held-out interactions of a few users, and item `item` with one more
-    feature code."""
-    eu, ei = split.eval_pairs
-    keep = torch.isin(eu, torch.unique(eu)[:users])
-    later = graph.edge_t.max() + torch.linspace(0.01, 0.02, int(keep.sum()))
-    field, bag = next(iter(graph.item_features.items()))
-    codes = [list(row) for row in torch.split(bag.values, bag.lengths.tolist())]
-    codes[item].append(graph.item_vocab[field] - 1)
-    changed = FeatureBag(torch.tensor([c for row in codes for c in row], dtype=torch.long),
-                         torch.tensor([len(row) for row in codes]))
-    grown = dataclasses.replace(
-        graph, edge_user=torch.cat([graph.edge_user, eu[keep]]),
-        edge_item=torch.cat([graph.edge_item, ei[keep]]), edge_t=torch.cat([graph.edge_t, later]),
-        item_features={**graph.item_features, field: changed}, _adjacency=None)
-    touched = np.union1d(eu[keep].numpy(), ei[keep].numpy() + graph.num_users)
-    return grown, Changes(touched=touched, entities=np.array([graph.num_users + item]))
-
-
 def test_affected_holds_every_changed_row_and_the_rest_stay(split, trained):
     graph, model = split.graph, trained.model
     item = int(torch.bincount(graph.edge_item).argmax())
-    grown, changes = _grown_graph(graph, split, users=5, item=item)
+    grown, changes = grown_graph(graph, split, users=5, item=item)
     before = np.concatenate([z.numpy() for z in model.embed(graph)])
     after = np.concatenate([z.numpy() for z in model.embed(grown)])
     changed = np.flatnonzero(np.abs(after - before).max(1) > 1e-5)
