@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from bc_ray.core.encoders import EntityTables
 from bc_ray.core.family import (
     API_VERSION,
     Changes,
@@ -48,7 +49,11 @@ class FamilyBase:
         return spec
 
     def prepare(self, model: EmbeddingModule, graph: GraphTensors) -> None:
-        return None
+        """A model with ID tables (`EntityTables`) keeps a zero row for every entity without
+        training interactions, so it embeds them like brand-new ones."""
+        if isinstance(model, EntityTables):
+            user_degree, item_degree = graph.degrees()
+            model.zero_unseen_ids(user_degree > 0, item_degree > 0)
 
     def warm_start(self, model: EmbeddingModule, previous: EmbeddingModule, graph: GraphTensors,
                    strategy: str, seed: int) -> None:

@@ -50,10 +50,6 @@ class GraphSAGE(FamilyBase):
         return LinkPredictionTask(model, graph, config, rank=rank, world_size=world_size,
                                   item_pool=item_pool, device=device)
 
-    def prepare(self, model: EmbeddingModel, graph: GraphTensors) -> None:
-        user_degree, item_degree = graph.degrees()
-        model.zero_unseen_ids(user_degree > 0, item_degree > 0)
-
     def warm_start(self, model: EmbeddingModel, previous: EmbeddingModel, graph: GraphTensors,
                    strategy: str, seed: int) -> None:
         warm_start(model, previous, graph, strategy, seed=seed)

@@ -49,10 +49,6 @@ class SequenceTransformer(FamilyBase):
         return NextItemTask(model, graph, config, rank=rank, world_size=world_size,
                             item_pool=item_pool, device=device)
 
-    def prepare(self, model: SequenceModel, graph: GraphTensors) -> None:
-        user_degree, item_degree = graph.degrees()
-        model.zero_unseen_ids(user_degree > 0, item_degree > 0)
-
     def warm_start(self, model: SequenceModel, previous: SequenceModel, graph: GraphTensors,
                    strategy: str, seed: int) -> None:
         """ID rows, feature and position tables as core warmstart does; a transformer block
