@@ -40,6 +40,9 @@ def paper(
         help="Folder (or results.json) of an earlier run of the same preset and data set: reuse "
              "the lambda it chose per method on validation data instead of searching the grid "
              "again (later seeds then cost a third as much).")] = None,
+    lam_grid: Annotated[Optional[str], typer.Option(
+        help="Comma-separated lambdas to choose from on validation data instead of the "
+             "preset's grid (converged preset).")] = None,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
     model: ModelOption = DEFAULT_FAMILY,
     spec: Annotated[Optional[str], typer.Option(
@@ -69,6 +72,8 @@ def paper(
         if epochs < 1:
             raise typer.BadParameter("needs at least one epoch", param_hint="--epochs")
         preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, epochs=epochs))
+    if lam_grid is not None:
+        preset = _with_lam_grid(preset, lam_grid)
     model_family(model)
     preset = preset.with_model(model, spec)
     earlier = _earlier_run(lam_from, preset.name) if lam_from else None
@@ -97,12 +102,33 @@ def paper(
              f"--model {model}" if model != DEFAULT_FAMILY else "",
              f"--spec {spec}" if spec else "",
              f"--methods {methods}" if methods else "",
+             f"--lam-grid {lam_grid}" if lam_grid else "",
              f"--lam-from {lam_from}" if lam_from else "", f"--out {out}"]
     results["command"] = " ".join(word for word in words if word)
     results["model"] = {"family": model, "spec": preset.spec.to_dict()}
     results["seconds"] = time.perf_counter() - started
     summary = write_report(results, out)
     typer.echo(markdown_table(results, summary))
+
+
+def _with_lam_grid(preset, text: str):
+    """The preset choosing lambda from `text`'s values (a preset with validation windows)."""
+    import dataclasses
+
+    from bc_ray.exceptions import ConfigError
+
+    try:
+        grid = tuple(sorted({float(value) for value in text.split(",") if value.strip()}))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of numbers",
+                                 param_hint="--lam-grid") from None
+    if not grid or any(not 0 < value < float("inf") for value in grid):
+        raise typer.BadParameter("needs one or more lambdas > 0", param_hint="--lam-grid")
+    try:
+        return dataclasses.replace(preset, lam_grid=grid)
+    except ConfigError as error:
+        raise typer.BadParameter(f"{error} (use --preset converged)",
+                                 param_hint="--lam-grid") from None
 
 
 def _earlier_run(path: str, preset: str) -> tuple[str, dict[str, float]]:

@@ -40,8 +40,8 @@ def refresh(
 
     Default: incremental when the previous refresh allows it, else full."""
     from bc_ray.cluster import connect
+    from bc_ray.refresh.warm import start_task_processes
     from bc_ray.store.versions import check_refreshable
-    from bc_ray.refresh.job import run_refresh
 
     if full and incremental:
         raise typer.BadParameter("choose one of --full and --incremental")
@@ -53,7 +53,11 @@ def refresh(
         use_gpu=use_gpu, block_nodes=block_nodes)
     check_refreshable(open_store(store).state())
     connect(address)
-    outcome = run_refresh(config)
+    # The tasks' processes start (and import torch) while this one imports the refresh.
+    warming = start_task_processes(config)
+    from bc_ray.refresh.job import run_refresh
+
+    outcome = run_refresh(config, warming=warming)
     summary = {"version": outcome.version, "refresh_id": outcome.refresh_id,
                "mode": outcome.mode, **outcome.stats}
     emit(summary, as_json, key_values(summary))

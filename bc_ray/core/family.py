@@ -71,6 +71,11 @@ class TaskStep:
     z: torch.Tensor  # their embeddings, row i of node nodes[i], with gradients
     # Named parts of the loss to log per epoch (e.g. "bpr"), detached.
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Each node's weight in the alignment loss (None: all equal). A task whose steps hold far
+    # more of one kind of entity than the alignment should see (the sequence family: every
+    # item of a window, but only the users whose history ends in the step) weighs its rows so
+    # the step's alignment estimates the mean over all entities.
+    align_weights: torch.Tensor | None = None
 
 
 class TrainingTask(Protocol):

@@ -19,6 +19,14 @@ import torch
 from bc_ray.data.snapshot import GraphSnapshot
 
 
+def shared_tensor(array: np.ndarray) -> torch.Tensor:
+    """A zero-copy tensor over a read-only array (the object store's, in a Ray task); never
+    written to."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "the given NumPy array is not writable"
+        return torch.from_numpy(np.asarray(array))
+
+
 @dataclass
 class FeatureBag:
     """One categorical field as EmbeddingBag input: flat codes plus per-entity offsets."""

@@ -51,10 +51,11 @@ class Alignment:
         return Alignment(self.transform.to(device), self.targets.to(device), self.mask.to(device),
                          amplifiers)
 
-    def loss(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, predicted: torch.Tensor, target: torch.Tensor,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
         if self.amplifiers is None:
-            return alignment_single(predicted, target)
-        return alignment_multi(predicted, target, self.amplifiers)
+            return alignment_single(predicted, target, weights)
+        return alignment_multi(predicted, target, self.amplifiers, weights)
 
 
 class JointModule(nn.Module):
@@ -72,9 +73,11 @@ class JointModule(nn.Module):
     def forward(self, batch, mask: torch.Tensor | None = None):
         step = self.task.step(self.model, batch)
         if self.transform is None or mask is None:
-            return step.loss, step.nodes, None, None, step.parts
+            return step.loss, step.nodes, None, None, None, step.parts
         rows = mask[step.nodes]
-        return step.loss, step.nodes, rows, self.transform(step.z[rows]), step.parts
+        weights = None if step.align_weights is None else step.align_weights[rows]
+        return (step.loss, step.nodes, rows, self.transform(step.z[rows]), weights,
+                step.parts)
 
 
 Evaluator = Callable[[EmbeddingModule, BackwardTransform | None], dict]
@@ -160,10 +163,10 @@ class VersionTrainer:
 
     def step(self, batch) -> dict:
         mask = self.alignment.mask if self.alignment else None
-        loss, nodes, rows, predicted, parts = self.module(batch, mask)
+        loss, nodes, rows, predicted, weights, parts = self.module(batch, mask)
         align = torch.zeros(())
         if self.alignment is not None:
-            align = self.alignment.loss(predicted, self.alignment.targets[nodes[rows]])
+            align = self.alignment.loss(predicted, self.alignment.targets[nodes[rows]], weights)
             loss = loss + self.config.lam * align
         if not torch.isfinite(loss):
             raise TrainingError(f"the loss diverged ({float(loss.detach())}); lower the learning "

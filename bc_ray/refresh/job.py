@@ -58,8 +58,8 @@ from bc_ray.refresh.tasks import (
     entity_runs,
     layer_runs,
     sampled_runs,
-    warm_workers,
 )
+from bc_ray.refresh.warm import release, start_task_processes
 from bc_ray.store.npy import npy_parts
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.state import FileRecord, StoreState, VersionRecord
@@ -150,13 +150,18 @@ class RefreshRun:
     embedding: FamilyInputs | None = None  # families without a strategy of their own
 
     @classmethod
-    def open(cls, config: RefreshConfig, builder: ray.actor.ActorHandle | None) -> RefreshRun:
+    def open(cls, config: RefreshConfig) -> RefreshRun:
         """Read the current snapshot, build its graph, plan, and share what the tasks read."""
         store = Store(config.store)
         state = store.state()
         check_refreshable(state)
         version = state.version()
         family = get_family(version.family)
+        # The layer builder (kept from the job's last refresh, or starting now) gets ready while
+        # the driver reads the snapshot; only GraphSAGE's layer-wise strategy uses it, and on a
+        # 2-core node a process starting for nothing delays the tasks' own start.
+        builder = (layer_builder() if family.refresh_strategy == "layerwise"
+                   and config.inference == "layerwise" else None)
         snapshot = load_snapshot(store, state=state)
         cutoff = snapshot.meta.cutoff
         graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
@@ -350,23 +355,18 @@ class RefreshRun:
                         refreshed_at)
 
 
-def _release(warming: list[ray.ObjectRef]) -> None:
-    for ref in ray.wait(warming, num_returns=len(warming), timeout=0)[1]:
-        ray.cancel(ref)  # still waiting for resources: the work is done without them
-
-
-def run_refresh(config: RefreshConfig,
-                before_commit: Callable[[], None] | None = None) -> RefreshOutcome:
+def run_refresh(config: RefreshConfig, before_commit: Callable[[], None] | None = None,
+                warming: list[ray.ObjectRef] | None = None) -> RefreshOutcome:
     """Refresh the current version's tables and publish them in one log entry.
 
     `before_commit` runs after every file is written and before that entry (a test's fault
-    injection: nothing written is visible until the commit)."""
+    injection: nothing written is visible until the commit). `warming`: the tasks' processes,
+    already started by the caller (`start_task_processes`); else they start now and get ready
+    while the driver reads the snapshot."""
     started = time.perf_counter()
-    # The layer builder (kept from the job's last refresh, or starting now) and the tasks'
-    # processes get ready while the driver reads the snapshot.
-    builder = layer_builder() if config.inference == "layerwise" else None
-    warming = warm_workers(config.num_tasks, config.cpus_per_task, config.gpus_per_task)
-    run = RefreshRun.open(config, builder)
+    if warming is None:
+        warming = start_task_processes(config)
+    run = RefreshRun.open(config)
     inner = run.inner_layers()
     refresh_id = run.store.new_prefix("refresh").split("/", 1)[1]
     refreshed_at = datetime.now(timezone.utc)
@@ -375,7 +375,7 @@ def run_refresh(config: RefreshConfig,
         caching = background.submit(run.write_caches, refresh_id, inner.layers)
         final, files = run.write_final(inner.final, refresh_id, refreshed_at)
         caches = caching.result()
-    _release(warming)
+    release(warming)
     outcome = RefreshOutcome(run.version.version, refresh_id, run.plan.mode, run.plan.reason,
                              run.inference, run.graph.num_nodes, inner.results,
                              inner.affected_nodes, final, tuple(files),

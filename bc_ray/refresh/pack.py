@@ -12,12 +12,11 @@ from would add 16 B per edge to every process that maps the graph. An unpacked g
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import torch
 
-from bc_ray.core.graph import Adjacency, FeatureBag, GraphTensors
+from bc_ray.core.graph import Adjacency, FeatureBag, GraphTensors, shared_tensor
 
 
 def pack_graph(graph: GraphTensors) -> dict:
@@ -30,13 +29,6 @@ def pack_graph(graph: GraphTensors) -> dict:
             "user_features": bags(graph.user_features), "item_features": bags(graph.item_features),
             "user_first_t": graph.user_first_t.numpy(), "item_first_t": graph.item_first_t.numpy(),
             "user_vocab": graph.user_vocab, "item_vocab": graph.item_vocab}
-
-
-def shared_tensor(array: np.ndarray) -> torch.Tensor:
-    """A zero-copy tensor over a (read-only) object-store array; never written to."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "the given NumPy array is not writable"
-        return torch.from_numpy(np.asarray(array))
 
 
 def unpack_graph(packed: dict) -> GraphTensors:

@@ -2,7 +2,7 @@
 L-hop forward) chunk by chunk and streaming each chunk on as it is done.
 
 Tasks rather than an actor pool per stage: Ray reuses a job's worker processes across tasks, so
-every stage runs in processes that `warm_workers` started (torch imported) while the driver read
+every stage runs in processes that `warm.warm_workers` started (torch imported) while the driver read
 the snapshot. An actor pool pays process start, imports and model loading again for every layer
 (~5 s per stage at 10M edges).
 
@@ -176,17 +176,3 @@ def entity_runs(batch: dict[str, np.ndarray], stage: EntityStage) -> Iterator[pa
                 if fresh.any():
                     values[fresh] = family.embed(model, inputs, nodes[fresh])
         yield _timed(nodes, np.asarray(values, dtype=np.float32), started)
-
-
-@ray.remote
-def _warm() -> str:
-    import ray.data  # noqa: F401  (the stages' task code)
-
-    return ray.get_runtime_context().get_node_id()
-
-
-def warm_workers(count: int, cpus: float, gpus: int) -> list[ray.ObjectRef]:
-    """Start the processes the stages will run in, and their imports (torch, this module,
-    Ray Data: ~2 s each), while the driver is busy reading the snapshot."""
-    return [_warm.options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD").remote()
-            for _ in range(count)]

@@ -61,6 +61,13 @@ def test_benchmark_rejects_bad_counts_before_any_work(tmp_path):
                                      "--preset", "converged", "--lam-from", str(source)])
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "out").exists()
+    for preset, grid, message in (("converged", "4,x", "comma-separated"),
+                                  ("converged", "0,16", "> 0"), ("converged", "nan", "> 0"),
+                                  ("quick", "4,16", "--preset converged")):
+        result = runner.invoke(app, ["benchmark", "paper", "--out", str(tmp_path / "out"),
+                                     "--preset", preset, "--lam-grid", grid])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_scheduler_job_arguments_are_shell_words(tmp_path):

@@ -30,3 +30,19 @@ def test_multi_step_is_the_amplified_error_of_method_md():
     assert torch.isclose(alignment_single(predicted, target), (predicted - target).pow(2).mean())
     single = alignment_multi(predicted, target, [torch.eye(5)])
     assert torch.isclose(single, alignment_single(predicted, target))
+
+
+def test_node_weights_count_a_node_as_often_as_its_weight():
+    """Weighted alignment (a task's `align_weights`) equals the plain mean over rows repeated
+    as many times as their weight, for the single- and the multi-step loss."""
+    torch.manual_seed(1)
+    predicted, target = torch.randn(4, 5), torch.randn(4, 5)
+    counts = torch.tensor([3, 1, 2, 1])
+    repeated = torch.repeat_interleave(torch.arange(4), counts)
+    amplifiers = [torch.randn(3, 5), torch.eye(5)]
+    weights = counts.float() / 10.0  # only relative weights matter
+    assert torch.isclose(alignment_single(predicted, target, weights),
+                         alignment_single(predicted[repeated], target[repeated]), rtol=1e-5)
+    assert torch.isclose(alignment_multi(predicted, target, amplifiers, weights),
+                         alignment_multi(predicted[repeated], target[repeated], amplifiers),
+                         rtol=1e-5)

@@ -144,6 +144,23 @@ def test_a_steps_embeddings_are_the_published_ones(split):
     assert np.allclose(step.z.detach().numpy(), FAMILY.embed(model, inputs, nodes), atol=1e-5)
 
 
+def test_a_steps_alignment_weighs_users_and_items_by_their_share_of_entities(split):
+    """A step holds every item its windows touch but few users: weighted, the users' part of
+    its alignment is their share of all entities, whatever their count in the step."""
+    model = _model(split.graph)
+    task = FAMILY.task(model, split.graph, CONFIG)
+    graph = split.graph
+    for batch in list(task.epoch(1))[:3]:
+        step = task.step(model, batch)
+        users = step.nodes < graph.num_users
+        weights = step.align_weights
+        assert weights.shape == step.nodes.shape and users.any() and (~users).any()
+        assert users.sum() < (~users).sum()
+        share = graph.num_users / graph.num_nodes
+        assert torch.isclose(weights[users].sum(), torch.tensor(share), rtol=1e-5)
+        assert torch.isclose(weights.sum(), torch.tensor(1.0), rtol=1e-5)
+
+
 def test_affected_holds_every_changed_row_and_the_rest_stay(split, trained):
     graph, model = split.graph, trained.model
     item = int(torch.bincount(graph.edge_item).argmax())
@@ -174,6 +191,7 @@ def test_bc_aligner_pulls_towards_the_previous_version(split, small_snapshot, tr
                            model=trained.model)
     later = period_split(small_snapshot, 0.8, 1.0)
     targets, _ = prev.targets(later.graph)
+    users = torch.arange(later.graph.num_nodes) < later.graph.num_users
     errors = {}
     for name in ("non-bc", "bc-aligner"):
         outcome = train_version(get_method(name), FAMILY.grown(SPEC, 1, 8), later.graph,
@@ -181,8 +199,10 @@ def test_bc_aligner_pulls_towards_the_previous_version(split, small_snapshot, tr
         z = torch.cat(outcome.model.embed(later.graph))
         weight, bias = outcome.transform
         predicted = z @ torch.from_numpy(weight).T + torch.from_numpy(bias)
-        errors[name] = (predicted - targets).norm(dim=1).mean().item()
-    assert errors["bc-aligner"] < 0.5 * errors["non-bc"]
+        error = (predicted - targets).norm(dim=1)
+        errors[name] = {"user": error[users].mean().item(), "item": error[~users].mean().item()}
+    for entity in ("user", "item"):  # users too, though a step holds few of them
+        assert errors["bc-aligner"][entity] < 0.5 * errors["non-bc"][entity], (entity, errors)
 
 
 def test_warm_start_and_fine_tune_start_from_the_previous_model(split, trained):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bc_ray.core.graph import FeatureBag, GraphTensors
+from bc_ray.core.graph import FeatureBag, GraphTensors, shared_tensor
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,9 @@ class SequenceInputs:
     def entities(self, entity: str) -> Entities:
         features = self.user_features if entity == "user" else self.item_features
         first_t = self.user_first_t if entity == "user" else self.item_first_t
-        bags = {name: FeatureBag(torch.from_numpy(values), torch.from_numpy(lengths))
+        bags = {name: FeatureBag(shared_tensor(values), shared_tensor(lengths))
                 for name, (values, lengths) in features.items()}
-        return Entities(bags, torch.from_numpy(first_t), self.now)
+        return Entities(bags, shared_tensor(first_t), self.now)
 
 
 def sequence_inputs(graph: GraphTensors, max_len: int) -> SequenceInputs:

@@ -15,6 +15,11 @@ from the item pool (shared by all targets of the batch; a negative equal to the 
 masked), logits <q, z(i)> / temperature; plus `reg` times the squared norms of the scored pairs,
 as GraphSAGE's BPR regulariser.
 
+The alignment of B_k sees the step's items and the users whose last window it holds, weighted
+so users and items count at their shares of all entities (`align_weights`): a step holds every
+item its windows touch but a user only once an epoch, and unweighted, B_k learned the items and
+hardly the users (consumers' user tasks fell to chance while the item tasks held).
+
 Data-parallel ranks shuffle the same windows with the shared seed and each takes an equal
 contiguous share, so all ranks take the same number of steps. `batch_size` counts predicted
 interactions: a step holds batch_size // max_len windows.
@@ -140,7 +145,7 @@ class NextItemTask:
         self.device = torch.device(device or "cpu")
         self.spec, self.config = model.spec, config
         self.rank, self.world_size = rank, world_size
-        self.num_users = graph.num_users
+        self.num_users, self.num_items = graph.num_users, graph.num_items
         graph = graph if self.device.type == "cpu" else graph.to(self.device)
         self.users, self.items = Entities.of(graph, "user"), Entities.of(graph, "item")
         self.histories = user_histories(graph)
@@ -179,7 +184,17 @@ class NextItemTask:
         z_users = queries[final, batch.lengths[final]]
         nodes = torch.cat([batch.users[final], batch.item_ids + self.num_users])
         return TaskStep(softmax + self.config.reg * reg, nodes, torch.cat([z_users, z_items]),
-                        parts={"softmax": softmax.detach()})
+                        parts={"softmax": softmax.detach()},
+                        align_weights=self.align_weights(final.numel(), batch.item_ids.numel()))
+
+    def align_weights(self, users: int, items: int) -> torch.Tensor:
+        """Users and items in the step's alignment at their shares of all entities: a step
+        holds every item its windows touch but only the users whose history ends in it (one
+        step per user and epoch), so unweighted, users would hardly be aligned at all."""
+        user_share = self.num_users / (self.num_users + self.num_items)
+        return torch.cat([torch.full((users,), user_share / max(users, 1), device=self.device),
+                          torch.full((items,), (1.0 - user_share) / max(items, 1),
+                                     device=self.device)])
 
     def loss(self, queries: torch.Tensor, z_items: torch.Tensor,
              batch: WindowBatch) -> tuple[torch.Tensor, torch.Tensor]:
