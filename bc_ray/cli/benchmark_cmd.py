@@ -76,7 +76,7 @@ def paper(
         preset = _with_lam_grid(preset, lam_grid)
     model_family(model)
     preset = preset.with_model(model, spec)
-    earlier = _earlier_run(lam_from, preset.name) if lam_from else None
+    earlier = _earlier_run(lam_from, preset, model) if lam_from else None
     started = time.perf_counter()
 
     def progress(message: str) -> None:
@@ -131,7 +131,7 @@ def _with_lam_grid(preset, text: str):
                                  param_hint="--lam-grid") from None
 
 
-def _earlier_run(path: str, preset: str) -> tuple[str, dict[str, float]]:
+def _earlier_run(path: str, preset, model: str) -> tuple[str, dict[str, float]]:
     """(data set, method -> lambda) of an earlier run, checked before any work starts."""
     import os
 
@@ -146,8 +146,17 @@ def _earlier_run(path: str, preset: str) -> tuple[str, dict[str, float]]:
             earlier = orjson.loads(handle.read())
     except (OSError, orjson.JSONDecodeError) as error:
         raise typer.BadParameter(f"cannot read {file}: {error}", param_hint="--lam-from") from None
-    if earlier.get("preset") != preset:
-        raise typer.BadParameter(f"{file} is a {earlier.get('preset')!r} run, not {preset!r}",
+    if earlier.get("preset") != preset.name:
+        raise typer.BadParameter(f"{file} is a {earlier.get('preset')!r} run, not "
+                                 f"{preset.name!r}", param_hint="--lam-from")
+    family = earlier.get("model", {}).get("family", DEFAULT_FAMILY)
+    if family != model:
+        raise typer.BadParameter(f"{file} is a run of model {family!r}, not {model!r}",
+                                 param_hint="--lam-from")
+    grid = [float(value) for value in earlier.get("lam_values", preset.lam_grid)]
+    if grid != list(preset.lam_grid):
+        raise typer.BadParameter(f"{file} chose lambda from {grid}, this run's grid is "
+                                 f"{list(preset.lam_grid)} (give the same --lam-grid)",
                                  param_hint="--lam-from")
     try:
         return earlier.get("dataset"), chosen_lambdas(earlier)

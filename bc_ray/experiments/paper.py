@@ -337,6 +337,7 @@ def run_benchmark(snapshot: GraphSnapshot, methods: list[str], seeds: int, prese
     return {"dataset": snapshot.meta.name, "preset": preset.name, "seeds": seeds,
             "times": paper_times(preset.start, preset.step, preset.versions),
             "validation": preset.validation, "lam_grid": grid,
+            "lam_values": list(preset.lam_grid),
             "methods": [m.name for m in chosen], "tasks": list(TASKS), "runs": runs}
 
 

@@ -119,22 +119,26 @@ class LayerBuilder:
         """A layer whose stage failed."""
         self._layers.pop(key, None)
 
-    def carried(self, shape: tuple[int, int], num_users: int, previous: PreviousTables,
-                user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
-        """The previous tables by node (zeros for entities they lack)."""
-        layer = np.zeros(shape, dtype=np.float32)
-        previous.read_into(layer, num_users, user_ids, item_ids)
-        return layer
+
+@ray.remote
+def carried_rows(shape: tuple[int, int], num_users: int, previous: PreviousTables,
+                 user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
+    """The previous tables by node (zeros for entities they lack), which an incremental final
+    pass copies for the rows it does not recompute. A task, so it runs in one of the refresh's
+    already started processes rather than waiting for a process of its own."""
+    layer = np.zeros(shape, dtype=np.float32)
+    previous.read_into(layer, num_users, user_ids, item_ids)
+    return layer
 
 
 _builder: tuple[tuple[str, str], ray.actor.ActorHandle] | None = None  # (cluster and job, handle)
 
 
 def layer_builder() -> ray.actor.ActorHandle:
-    """This job's builder: started by its first refresh and kept by this process for the next
-    ones (a process starts and imports in ~2 s on a busy 2-core node, which a small refresh
-    would otherwise wait for each time). It lives as long as this handle, so with the job; one
-    that died is replaced."""
+    """This job's builder: started by its first layer-wise refresh and kept by this process for
+    the next ones (a process starts and imports in ~2 s on a busy 2-core node, which a small
+    refresh would otherwise wait for each time). It lives as long as this handle, so with the
+    job; one that died is replaced."""
     global _builder
     context = ray.get_runtime_context()
     owner = (context.get_node_id(), context.get_job_id())

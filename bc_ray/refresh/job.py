@@ -43,7 +43,7 @@ from bc_ray.models.graphsage.inference import balanced_bounds, layer_for_nodes, 
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_until
-from bc_ray.refresh.assemble import CachedLayer, PreviousTables, layer_builder
+from bc_ray.refresh.assemble import CachedLayer, PreviousTables, carried_rows, layer_builder
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.pack import pack_graph, unpack_graph
 from bc_ray.refresh.passes import block_refs, stage_pass, write_pass
@@ -160,15 +160,15 @@ class RefreshRun:
         # The layer builder (kept from the job's last refresh, or starting now) gets ready while
         # the driver reads the snapshot; only GraphSAGE's layer-wise strategy uses it, and on a
         # 2-core node a process starting for nothing delays the tasks' own start.
-        builder = (layer_builder() if family.refresh_strategy == "layerwise"
-                   and config.inference == "layerwise" else None)
+        layerwise = family.refresh_strategy == "layerwise"
+        builder = layer_builder() if layerwise and config.inference == "layerwise" else None
         snapshot = load_snapshot(store, state=state)
         cutoff = snapshot.meta.cutoff
         graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
         plan = plan_refresh(config, state, version, snapshot, graph, family)
         logger.info("refresh of version %d: %s (%s)", version.version, plan.mode, plan.reason)
         embedding = None
-        if family.refresh_strategy != "layerwise":
+        if not layerwise:
             embedding = FamilyInputs.of(family, version, graph, plan)
         # Edges are in the graph now; the entity tables stay for ids and visibility. Arrow's pool
         # keeps freed pages (0.4 GB at 10M edges) until told to return them.
@@ -261,12 +261,12 @@ class RefreshRun:
                                            time.perf_counter() - started)
 
     def _carried(self, dim: int) -> ray.ObjectRef:
-        """The previous tables by node, read by the builder (an incremental final stage copies
-        the rows of nodes it does not recompute)."""
+        """The previous tables by node (an incremental final stage copies the rows of nodes it
+        does not recompute), read by a task in one of the refresh's processes."""
         previous = PreviousTables(self.store.uri, self.store.io.options, self.plan.previous)
-        builder = self.builder or layer_builder()
-        return builder.carried.remote((self.graph.num_nodes, dim), self.graph.num_users,
-                                           previous, self.ids["user"], self.ids["item"])
+        reading = carried_rows.options(num_cpus=self.config.cpus_per_task)
+        return reading.remote((self.graph.num_nodes, dim), self.graph.num_users, previous,
+                              self.ids["user"], self.ids["item"])
 
     def _frontiers(self, num_layers: int) -> list[np.ndarray]:
         """The nodes each stage h_1..h_L computes: every node, or (incremental) those a change
@@ -366,16 +366,18 @@ def run_refresh(config: RefreshConfig, before_commit: Callable[[], None] | None 
     started = time.perf_counter()
     if warming is None:
         warming = start_task_processes(config)
-    run = RefreshRun.open(config)
-    inner = run.inner_layers()
-    refresh_id = run.store.new_prefix("refresh").split("/", 1)[1]
-    refreshed_at = datetime.now(timezone.utc)
-    with ThreadPoolExecutor(1, thread_name_prefix="layer-caches") as background:
-        # The driver only waits on the final pass: it writes the inner layers meanwhile.
-        caching = background.submit(run.write_caches, refresh_id, inner.layers)
-        final, files = run.write_final(inner.final, refresh_id, refreshed_at)
-        caches = caching.result()
-    release(warming)
+    try:
+        run = RefreshRun.open(config)
+        inner = run.inner_layers()
+        refresh_id = run.store.new_prefix("refresh").split("/", 1)[1]
+        refreshed_at = datetime.now(timezone.utc)
+        with ThreadPoolExecutor(1, thread_name_prefix="layer-caches") as background:
+            # The driver only waits on the final pass: it writes the inner layers meanwhile.
+            caching = background.submit(run.write_caches, refresh_id, inner.layers)
+            final, files = run.write_final(inner.final, refresh_id, refreshed_at)
+            caches = caching.result()
+    finally:
+        release(warming)
     outcome = RefreshOutcome(run.version.version, refresh_id, run.plan.mode, run.plan.reason,
                              run.inference, run.graph.num_nodes, inner.results,
                              inner.affected_nodes, final, tuple(files),

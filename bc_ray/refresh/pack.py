@@ -12,8 +12,6 @@ from would add 16 B per edge to every process that maps the graph. An unpacked g
 
 from __future__ import annotations
 
-
-import numpy as np
 import torch
 
 from bc_ray.core.graph import Adjacency, FeatureBag, GraphTensors, shared_tensor

@@ -2,9 +2,9 @@
 L-hop forward) chunk by chunk and streaming each chunk on as it is done.
 
 Tasks rather than an actor pool per stage: Ray reuses a job's worker processes across tasks, so
-every stage runs in processes that `warm.warm_workers` started (torch imported) while the driver read
-the snapshot. An actor pool pays process start, imports and model loading again for every layer
-(~5 s per stage at 10M edges).
+every stage runs in processes that `warm.start_task_processes` started (torch imported) while
+the driver imported or read the snapshot. An actor pool pays process start, imports and model
+loading again for every layer (~5 s per stage at 10M edges).
 
 A task maps its inputs (the graph, the previous layer) zero-copy from the object store and lets
 them go when it ends: a layer nobody maps any more is freed, and the object store can place the
@@ -24,12 +24,12 @@ import ray
 import torch
 
 from bc_ray.core.family import EmbeddingModule, ModelFamily
-from bc_ray.core.graph import GraphTensors
+from bc_ray.core.graph import GraphTensors, shared_tensor
 from bc_ray.core.registry import get_family
 from bc_ray.models.graphsage.inference import layer_for_nodes
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.models.graphsage.sampler import NeighborSampler
-from bc_ray.refresh.pack import shared_tensor, unpack_graph
+from bc_ray.refresh.pack import unpack_graph
 from bc_ray.store.parquet import embedding_array
 
 _model: tuple[str, EmbeddingModule] | None = None  # (object id, model) of the last stage's

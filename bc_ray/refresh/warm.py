@@ -31,6 +31,9 @@ def start_task_processes(config: RefreshConfig) -> list[ray.ObjectRef]:
 
 
 def release(warming: list[ray.ObjectRef]) -> None:
-    """Cancel warm-ups still waiting for resources: the work was done without them."""
+    """Cancel warm-ups still waiting for resources: the work was done (or failed) without
+    them, and a long-lived driver must not leave them queued."""
+    if not warming:
+        return
     for ref in ray.wait(warming, num_returns=len(warming), timeout=0)[1]:
         ray.cancel(ref)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -68,6 +69,28 @@ def test_benchmark_rejects_bad_counts_before_any_work(tmp_path):
                                      "--preset", preset, "--lam-grid", grid])
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "out").exists()
+    sequence = tmp_path / "sequence.json"  # lambda chosen for another model, from another grid
+    sequence.write_text(json.dumps({"preset": "converged", "dataset": "synthetic-s0",
+                                    "model": {"family": "sequence"}, "lam_values": [4.0, 16.0],
+                                    "lam_grid": []}))
+    for extra, message in (([], "model 'sequence', not 'graphsage'"),
+                           (["--model", "sequence"], "give the same --lam-grid"),
+                           (["--model", "sequence", "--lam-grid", "16,4"], "no lambda")):
+        result = runner.invoke(app, ["benchmark", "paper", "--out", str(tmp_path / "out"),
+                                     "--preset", "converged", "--lam-from", str(sequence),
+                                     *extra])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_lambda_grid_replaces_the_presets():
+    from bc_ray.cli.benchmark_cmd import _with_lam_grid
+    from bc_ray.experiments.paper import PRESETS
+
+    chosen = _with_lam_grid(PRESETS["converged"], "64, 4,16,4")
+    assert chosen.lam_grid == (4.0, 16.0, 64.0)
+    assert dataclasses.replace(chosen, lam_grid=PRESETS["converged"].lam_grid) == \
+        PRESETS["converged"]
 
 
 def test_scheduler_job_arguments_are_shell_words(tmp_path):

@@ -24,6 +24,7 @@ from bc_ray.core.train_config import TrainConfig
 from bc_ray.data.timeline import edges_until
 from bc_ray.models import family_names, get_family
 from bc_ray.refresh.config import RefreshConfig
+from bc_ray.refresh import assemble
 from bc_ray.refresh.job import run_refresh
 from bc_ray.serve.app import build_app
 from bc_ray.serve.config import ServeConfig, ServeSettings
@@ -132,13 +133,19 @@ def _assert_refresh_is_the_family_embed(store: Store, family, spec, tables) -> N
 
 def _incremental_equals_full(store: Store, family, spec) -> None:
     uri = store.uri
+    layerwise = family.refresh_strategy == "layerwise"
+    if not layerwise:
+        assemble._builder = None  # one kept from an earlier refresh would hide one started now
     _refresh(uri, "full")
+    assert layerwise or assemble._builder is None, "a full refresh started a layer builder"
     before = _tables(uri)
     advance_snapshot(store, 0.8)  # new interactions, users and items arrive
     incremental = _refresh(uri, "auto")
     blocker = family.incremental_blocker(spec)
     expected_mode = "full" if blocker else "incremental"
     assert incremental.mode == expected_mode, incremental.stats["reason"]
+    # Only layer-wise refresh builds layers in the builder; a task reads the tables to carry.
+    assert layerwise or assemble._builder is None, "an incremental refresh started a builder"
     after = _tables(uri)
     assert after["user"].height > before["user"].height
     full = _refresh(uri, "full")

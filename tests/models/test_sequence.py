@@ -161,6 +161,31 @@ def test_a_steps_alignment_weighs_users_and_items_by_their_share_of_entities(spl
         assert torch.isclose(weights.sum(), torch.tensor(1.0), rtol=1e-5)
 
 
+def test_the_joint_step_hands_the_alignment_the_weights_of_its_masked_rows(split):
+    """Rows without an alignment target (mask False) drop out of the weights as of the
+    embeddings: the loss sees weight i with embedding i."""
+    from bc_ray.core.losses import alignment_single
+    from bc_ray.core.trainer import JointModule
+    from bc_ray.core.transforms import make_transform
+
+    model = _model(split.graph)
+    task = FAMILY.task(model, split.graph, CONFIG)
+    joint = JointModule(model, make_transform("identity", SPEC.output_dim, SPEC.output_dim),
+                        task)
+    batch = task.epoch(1)[0]
+    mask = torch.rand(split.graph.num_nodes, generator=torch.Generator().manual_seed(3)) < 0.5
+    torch.manual_seed(0)
+    _, nodes, rows, predicted, weights, _ = joint(batch, mask)
+    torch.manual_seed(0)
+    step = task.step(model, batch)
+    assert torch.equal(rows, mask[step.nodes]) and 0 < int(rows.sum()) < rows.numel()
+    assert torch.equal(weights, step.align_weights[rows])
+    target = torch.zeros_like(predicted)
+    per_node = predicted.detach().pow(2).mean(1)
+    expected = (per_node * weights).sum() / weights.sum()
+    assert torch.isclose(alignment_single(predicted.detach(), target, weights), expected)
+
+
 def test_affected_holds_every_changed_row_and_the_rest_stay(split, trained):
     graph, model = split.graph, trained.model
     item = int(torch.bincount(graph.edge_item).argmax())

@@ -190,7 +190,9 @@ class NextItemTask:
     def align_weights(self, users: int, items: int) -> torch.Tensor:
         """Users and items in the step's alignment at their shares of all entities: a step
         holds every item its windows touch but only the users whose history ends in it (one
-        step per user and epoch), so unweighted, users would hardly be aligned at all."""
+        step per user and epoch), so unweighted, users would hardly be aligned at all. A step
+        with few users weighs each heavily; over an epoch every user counts once, as each item
+        counts once per step: the epoch's alignment is the mean over all entities."""
         user_share = self.num_users / (self.num_users + self.num_items)
         return torch.cat([torch.full((users,), user_share / max(users, 1), device=self.device),
                           torch.full((items,), (1.0 - user_share) / max(items, 1),
