@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bc_ray.experiments.report import lambda_summary  # noqa: E402
 from bc_ray.experiments.seeds import (  # noqa: E402
     KEEP_LATEST,
+    keep_all_absolute,
     merge,
     method_intervals,
     paired_comparison,
@@ -79,6 +80,10 @@ def main() -> None:
     if not floor["passed"]:
         print("**Methods are not ranked on this data set**: the differences below are shown "
               "for completeness, not as findings.\n")
+    absolute = keep_all_absolute(results)
+    print(f"Keep-All (absolute, versions 1-{len(results['times']) - 2}): Recall@50 "
+          f"{cell(absolute['recall_at_50'], sign='')}, consumer AUC "
+          f"{cell(absolute['auc'], sign='')}\n")
     print("mean ± sd [95 % t-interval] over seeds; degradations against Keep-All in %\n")
     print("| Method | Intended | Unintended | Sum | Align error (last) | sum per seed |")
     print("|---|---|---|---|---|---|")
@@ -108,7 +113,8 @@ def main() -> None:
             handle.write(orjson.dumps(
                 {"dataset": results["dataset"], "preset": results["preset"],
                  "seeds": results["seeds"], "commands": results.get("commands"),
-                 "seconds": results.get("seconds"), "sanity": floor, "intervals": intervals,
+                 "seconds": results.get("seconds"), "sanity": floor,
+                 "keep_all_absolute": absolute, "intervals": intervals,
                  "sum_vs_bc_aligner": sums, "sum_vs_bc_aligner_beyond": extra,
                  "last_align_vs_single_step": aligns,
                  "lambda": lambda_summary(results)},

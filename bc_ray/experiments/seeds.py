@@ -81,17 +81,28 @@ METRICS = {"intended_deg_pct": True, "unintended_deg_pct": True, "sum_pct": True
            "last_align_error": False}
 
 
+def interval(values: list[float]) -> dict:
+    """{mean, sd, ci_low, ci_high, seeds} of one value per seed."""
+    array = np.array(values, dtype=float)
+    mean, low, high = t_interval(array)
+    spread = float(array.std(ddof=1)) if len(array) > 1 else math.nan
+    return {"mean": mean, "sd": spread, "ci_low": low, "ci_high": high, "seeds": len(array)}
+
+
 def method_intervals(results: dict) -> dict[str, dict[str, dict]]:
     """method -> metric -> {mean, sd, ci_low, ci_high, seeds} over seeds."""
     out: dict[str, dict[str, dict]] = {}
     for key in METRICS:
         for method, by_seed in values_per_seed(results, key).items():
-            values = np.array(list(by_seed.values()), dtype=float)
-            mean, low, high = t_interval(values)
-            spread = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-            out.setdefault(method, {})[key] = {"mean": mean, "sd": spread, "ci_low": low,
-                                                "ci_high": high, "seeds": len(values)}
+            out.setdefault(method, {})[key] = interval(list(by_seed.values()))
     return out
+
+
+def keep_all_absolute(results: dict) -> dict[str, dict]:
+    """Keep-All's own Recall@50 and consumer AUC in % (means over versions 1..K-1), over seeds:
+    the level the degradations are relative to, comparable across model families."""
+    rows = summary_per_seed(results)["keep-all"].values()
+    return {key: interval([100 * row[key] for row in rows]) for key in ("recall_at_50", "auc")}
 
 
 def seed_sanity(results: dict) -> dict:

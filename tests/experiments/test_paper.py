@@ -79,6 +79,11 @@ def test_seeds_run_apart_merge_into_a_paired_comparison(small_snapshot, tmp_path
     interval = saved["intervals"]["bc-aligner"]["sum_pct"]
     assert interval["seeds"] == 2 and interval["ci_low"] <= interval["mean"] <= interval["ci_high"]
     assert saved["sum_vs_bc_aligner"][0]["method"] == "non-bc"
+    keep = [run for run in merged["runs"] if run["method"] == "keep-all" and run["version"] > 0]
+    recall = saved["keep_all_absolute"]["recall_at_50"]
+    assert recall["seeds"] == 2
+    assert abs(recall["mean"] - 100 * np.mean([run["recall"] for run in keep])) < 1e-9
+    assert f"Recall@50 {recall['mean']:.2f}" in printed.stdout
 
 
 def test_recent_past_validation_and_a_lambda_grid(small_snapshot, tmp_path):
