@@ -79,7 +79,6 @@ def plain_job(uri: str, out: str) -> None:
     """The single-process nightly job: the store's snapshot and model in, both tables out."""
     import polars as pl
 
-    from bc_ray.data.timeline import edges_until as until
     from bc_ray.store.snapshots import load_snapshot
     from bc_ray.store.versions import load_model_bytes
 
@@ -89,11 +88,10 @@ def plain_job(uri: str, out: str) -> None:
     version = state.version()
     family = get_family(version.family)
     snapshot = load_snapshot(store, state=state)
-    graph = build_graph(snapshot, until(snapshot, snapshot.meta.cutoff), now=snapshot.meta.cutoff)
+    graph = build_graph(snapshot, edges_until(snapshot, snapshot.meta.cutoff),
+                        now=snapshot.meta.cutoff)
     network = family.from_bytes(load_model_bytes(store, version.version, state), light=True)
-    inputs = family.embed_inputs(network.spec, graph)
-    with torch.no_grad():
-        z = family.embed(network, inputs, np.arange(graph.num_nodes, dtype=np.int64))
+    z = plain_embed(version.family, network, graph)
     os.makedirs(out, exist_ok=True)
     for entity, rows, ids in (("user", z[: graph.num_users], snapshot.users["id"]),
                               ("item", z[graph.num_users:], snapshot.items["id"])):
