@@ -8,8 +8,10 @@ Synthetic marketplaces with about 10 users per item and 10 edges per user (10M e
   tables with polars);
 - train: sampled mini-batch steps of version 0 in one process (edges/s and the epoch it implies;
   full-graph steps beside it while the graph is small enough to time them);
-- refresh: the Ray Data job, start-up included (plain: one process reads the snapshot, builds the
-  graph, runs layer-wise inference and writes both tables);
+- refresh: the Ray Data job's driver in a fresh process that connects to the running cluster,
+  timed from the process's start (imports, connect) to the committed version (plain: a fresh
+  process reads the snapshot, builds the graph, runs layer-wise inference and writes both
+  tables, timed the same way);
 - incremental: the Ray Data job after about 1 % new edges (plain: the full plain refresh);
 - read: `read_embeddings` of ver-0 users (plain: polars reads the table's files);
 - lookup: Serve's state answers 1k random user ids (plain: a dict from id to row).
@@ -41,7 +43,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
+from benchmarks.common import print_table, scratch_dir, timed, write_json  # noqa: E402
 from tests.helpers import publish_untrained_model  # noqa: E402
 
 HIDDEN, CUTOFF, NEW_FRACTION, LOOKUP_IDS = 64, 0.99, 0.01, 1000
@@ -364,24 +366,31 @@ def one_size(edges: int, steps: int) -> list[dict]:
     nodes = graph.num_nodes
     del graph, snapshot
 
-    # full refresh against the plain one; the job's driver runs in its own process
+    # full refresh against the plain one, both timed from a bare process's start to the
+    # committed (written) result: the job's driver is its own process, as `bc-ray refresh` is
     address = ray.get_runtime_context().gcs_address
     with PeakMemory() as memory:
-        stats, driver_peak = in_fresh_process(ray_refresh, address, uri, "full")
+        job_s, (stats, driver_peak) = timed(lambda: in_fresh_process(ray_refresh, address, uri,
+                                                                     "full"))
     memory.peaks["driver"] = driver_peak
-    plain_s, plain_mb = in_fresh_process(plain_refresh, uri, f"{work}/plain-refresh")
-    record("full refresh", stats["seconds"], plain_s, memory.summary(), plain_mb,
-           f"must hold {must_hold_mb(nodes, edges):,.0f} MB per process (the builder "
+    plain_s, (_, plain_mb) = timed(lambda: in_fresh_process(plain_refresh, uri,
+                                                            f"{work}/plain-refresh"))
+    record("full refresh", job_s, plain_s, memory.summary(), plain_mb,
+           f"from process start (inside the job {stats['seconds']:.1f}s); must hold "
+           f"{must_hold_mb(nodes, edges):,.0f} MB per process (the builder "
            f"{must_hold_mb(nodes, edges, graph=False):,.0f}) beyond the {FLOOR[0] / MB:,.0f} MB "
            f"runtime; driver private peak {stats['driver_private_peak_mb']:,.0f} MB")
 
     # incremental after ~1 % new edges
     advance_snapshot(Store(uri), CUTOFF + NEW_FRACTION)
     with PeakMemory() as memory:
-        stats, driver_peak = in_fresh_process(ray_refresh, address, uri, "incremental")
+        job_s, (stats, driver_peak) = timed(lambda: in_fresh_process(ray_refresh, address, uri,
+                                                                     "incremental"))
     memory.peaks["driver"] = driver_peak
-    plain_s, plain_mb = in_fresh_process(plain_refresh, uri, f"{work}/plain-refresh2")
-    record("incremental refresh", stats["seconds"], plain_s, memory.summary(), plain_mb,
+    plain_s, (_, plain_mb) = timed(lambda: in_fresh_process(plain_refresh, uri,
+                                                            f"{work}/plain-refresh2"))
+    record("incremental refresh", job_s, plain_s, memory.summary(), plain_mb,
+           f"from process start (inside the job {stats['seconds']:.1f}s); "
            f"{stats['affected_fraction']:.0%} of nodes affected; driver private peak "
            f"{stats['driver_private_peak_mb']:,.0f} MB")
 

@@ -18,10 +18,13 @@ import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bc_ray.core.methods import get_method  # noqa: E402
 from bc_ray.experiments.report import lambda_summary  # noqa: E402
 from bc_ray.experiments.seeds import (  # noqa: E402
     KEEP_LATEST,
+    interval,
     keep_all_absolute,
+    last_version_intervals,
     merge,
     method_intervals,
     paired_comparison,
@@ -41,6 +44,8 @@ def load(folder: str) -> dict:
 
 def cell(interval: dict, digits: int = 2, sign: str = "+") -> str:
     number = f"{sign}.{digits}f"
+    if math.isnan(interval["mean"]):
+        return "n/a"
     text = format(interval["mean"], number)
     if math.isnan(interval["sd"]):
         return text
@@ -70,13 +75,12 @@ def main() -> None:
     floor = seed_sanity(results)
     print(f"{results['dataset']}, preset {results['preset']}, {results['seeds']} seed(s), "
           f"{results.get('seconds', 0.0) / 60:.1f} min of runs (process time, added up)\n")
-    fixed = floor["fix_m0_intended"]
-    print(f"Sanity floor: {'passed' if floor['passed'] else 'NOT passed'} (Keep-All beats "
-          f"Fix-M0 on the intended task, its 95 % interval below 0: "
-          f"{floor['keep_all_beats_fix_m0']}"
-          + (f", Fix-M0 {cell(fixed)}" if fixed else "")
-          + f"; Keep-All consumer AUC {100 * floor['keep_all_auc']:.2f}, floor "
-          f"{100 * floor['auc_floor']:.0f})\n")
+    checks = "; ".join(f"vs {method} ({check['rule']}): {'yes' if check['passed'] else 'NO'}, "
+                       f"its Recall@50 degradation {cell(check)}"
+                       for method, check in floor["baselines"].items())
+    print(f"Sanity floor: {'passed' if floor['passed'] else 'NOT passed'} (Keep-All on the "
+          f"intended task {checks or 'against no baseline'}; Keep-All consumer AUC "
+          f"{100 * floor['keep_all_auc']:.2f}, floor {100 * floor['auc_floor']:.0f})\n")
     if not floor["passed"]:
         print("**Methods are not ranked on this data set**: the differences below are shown "
               "for completeness, not as findings.\n")
@@ -84,7 +88,13 @@ def main() -> None:
     print(f"Keep-All (absolute, versions 1-{len(results['times']) - 2}): Recall@50 "
           f"{cell(absolute['recall_at_50'], sign='')}, consumer AUC "
           f"{cell(absolute['auc'], sign='')}\n")
-    print("mean ± sd [95 % t-interval] over seeds; degradations against Keep-All in %\n")
+    print("Recall@50 (absolute, %, versions 1-4) over seeds\n")
+    print("| Method | Recall@50 |")
+    print("|---|---|")
+    for method, by_seed in rows.items():
+        values = [100 * row["recall_at_50"] for row in by_seed.values()]
+        print(f"| {method} | {cell(interval(values), sign='')} |")
+    print("\nmean ± sd [95 % t-interval] over seeds; degradations against Keep-All in %\n")
     print("| Method | Intended | Unintended | Sum | Align error (last) | sum per seed |")
     print("|---|---|---|---|---|---|")
     for method, by_seed in rows.items():
@@ -95,10 +105,19 @@ def main() -> None:
         print(f"| {method} | {cell(cells['intended_deg_pct'])} | "
               f"{cell(cells['unintended_deg_pct'])} | {cell(cells['sum_pct'])} | "
               f"{cell(cells['last_align_error'], 3, '')} | {sums} |")
+    last = last_version_intervals(results)
+    print(f"\nThe last version (v{len(results['times']) - 2}) alone, mean ± sd [95 % t-interval] "
+          "over seeds, degradation against Keep-All in %\n")
+    print("| Method | Intended | Unintended |")
+    print("|---|---|---|")
+    for method, cells in last.items():
+        print(f"| {method} | {cell(cells['intended_deg_pct'])} | "
+              f"{cell(cells['unintended_deg_pct'])} |")
     sums = paired_comparison(results)
     comparison_table(sums, "BC-Aligner minus each other Keep-Latest method (sum, %; positive: "
                            "BC-Aligner better)")
-    beyond = tuple(m for m in results["methods"] if m not in (*KEEP_LATEST, "keep-all"))
+    beyond = tuple(m for m in results["methods"]
+                   if m not in (*KEEP_LATEST, "keep-all") and not get_method(m).reference_only)
     extra = paired_comparison(results, others=beyond)
     comparison_table(extra, "BC-Aligner minus each method outside the paper's Keep-Latest set "
                             "(sum, %)")
@@ -115,6 +134,7 @@ def main() -> None:
                  "seeds": results["seeds"], "commands": results.get("commands"),
                  "seconds": results.get("seconds"), "sanity": floor,
                  "keep_all_absolute": absolute, "intervals": intervals,
+                 "last_version": last,
                  "sum_vs_bc_aligner": sums, "sum_vs_bc_aligner_beyond": extra,
                  "last_align_vs_single_step": aligns,
                  "lambda": lambda_summary(results)},

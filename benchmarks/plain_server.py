@@ -1,5 +1,7 @@
 """The baseline for bench_serve.py: a plain single-process FastAPI + numpy server doing the same
-transform, the way one would write it without bc_ray (pydantic JSON body; raw float32 body).
+transform, the way a careful engineer would write it without bc_ray: JSON read and written with
+orjson straight to and from numpy (as bc_ray's app does, so the comparison is of the serving
+stack, not of JSON libraries); raw float32 body.
 
     python benchmarks/plain_server.py PORT DIM_IN DIM_OUT
 """
@@ -9,26 +11,24 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import orjson
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
 
 app = FastAPI()
 DIM_IN, DIM_OUT = int(sys.argv[2]), int(sys.argv[3])
 WEIGHT = np.random.default_rng(0).normal(size=(DIM_OUT, DIM_IN)).astype(np.float32)
 
 
-class Body(BaseModel):
-    from_version: int
-    to_version: int
-    embeddings: list[list[float]]
-
-
 @app.post("/v1/transform")
-def transform(body: Body) -> dict:
-    matrix = np.asarray(body.embeddings, dtype=np.float32)
-    return {"version": body.to_version, "embeddings": (matrix @ WEIGHT.T).tolist()}
+async def transform(request: Request) -> Response:
+    body = orjson.loads(await request.body())
+    matrix = np.asarray(body["embeddings"], dtype=np.float32)
+    return Response(orjson.dumps({"version": body["to_version"],
+                                  "embeddings": matrix @ WEIGHT.T},
+                                 option=orjson.OPT_SERIALIZE_NUMPY),
+                    media_type="application/json")
 
 
 @app.post("/v1/transform-binary")

@@ -21,8 +21,9 @@ def paper(
         help="synthetic, or FORMAT:PATH with FORMAT movielens-100k, movielens-latest or amazon.")
     ] = "synthetic",
     methods: Annotated[Optional[str], typer.Option(
-        help="Comma-separated method names (default: the six variants, the baselines and the "
-             "post-hoc alternatives).")] = None,
+        help="Comma-separated method names (default: the six variants, the baselines, the "
+             "post-hoc alternatives and the simple recommenders popularity and bpr-mf).")
+    ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds to average over.")] = 1,
     first_seed: Annotated[int, typer.Option(
         help="The first seed (runs on disjoint seeds, e.g. separate processes, merge with "
@@ -32,7 +33,8 @@ def paper(
     preset_name: Annotated[Optional[str], typer.Option(
         "--preset", help="full (the paper's sizes, 500 epochs), quick (same as --quick), or "
                          "converged (small models trained until validation stops improving, "
-                         "validated on the recent past, lambda from a grid).")] = None,
+                         "validated on the recent past and then refit on it, lambda from a grid "
+                         "on version 1's validation window).")] = None,
     epochs: Annotated[Optional[int], typer.Option(
         help="Training epochs per version instead of the preset's (to check how a result "
              "depends on training length).")] = None,
@@ -138,7 +140,7 @@ def _earlier_run(path: str, preset, model: str) -> tuple[str, dict[str, float]]:
     import orjson
 
     from bc_ray.exceptions import ConfigError
-    from bc_ray.experiments.paper import chosen_lambdas
+    from bc_ray.experiments.lambdas import LAM_RULE, chosen_lambdas
 
     file = os.path.join(path, "results.json") if os.path.isdir(path) else path
     try:
@@ -157,6 +159,10 @@ def _earlier_run(path: str, preset, model: str) -> tuple[str, dict[str, float]]:
     if grid != list(preset.lam_grid):
         raise typer.BadParameter(f"{file} chose lambda from {grid}, this run's grid is "
                                  f"{list(preset.lam_grid)} (give the same --lam-grid)",
+                                 param_hint="--lam-from")
+    if earlier.get("lam_rule") != LAM_RULE:
+        raise typer.BadParameter(f"{file} chose lambda by rule {earlier.get('lam_rule')!r}, "
+                                 f"not this version's {LAM_RULE!r}; run the grid again",
                                  param_hint="--lam-from")
     try:
         return earlier.get("dataset"), chosen_lambdas(earlier)

@@ -15,6 +15,9 @@ loss, when B_k is trained, and how M_k is obtained. One training path reads thes
 | post-procrustes  | orthogonal | single    | after, closed form | fresh          |
 | post-lowrank     | low-rank affine | single | after, closed form | fresh         |
 | bc-aligner-orth  | orthogonal | multi     | jointly            | fresh          |
+| popularity       | (a reference row: items ranked by training interactions, no M_k)  |
+| bpr-mf           | (a reference row: graph-free BPR matrix factorisation, no B_k)     |
+| counts           | (consumers trained on raw interaction counts: do the tasks carry signal?) |
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class Method:
     transform: str | None = None  # linear | identity | orthogonal | lowrank
     alignment: str | None = None  # single | multi
     schedule: str = "none"  # joint | post | none
-    model: str = "fresh"  # fresh | fixed | finetune
+    model: str = "fresh"  # fresh | fixed | finetune | popularity | mf | counts
     fit: str = "sgd"  # post-hoc fitting: sgd | procrustes | lowrank
 
     @property
@@ -44,7 +47,12 @@ class Method:
 
     @property
     def keep_latest(self) -> bool:
-        return self.name != "keep-all"
+        return self.name != "keep-all" and not self.reference_only
+
+    @property
+    def reference_only(self) -> bool:
+        """A simple recommender scored on the intended task only (no ver-0 view to consume)."""
+        return self.model in ("popularity", "mf", "counts")
 
 
 PAPER_METHODS = (
@@ -65,9 +73,15 @@ NEWER_BASELINES = (
     Method("post-lowrank", "Post-LowRank", "lowrank", "single", "post", fit="lowrank"),
     Method("bc-aligner-orth", "BC-Aligner-Orth", "orthogonal", "multi", "joint"),
 )
-METHODS = {m.name: m for m in PAPER_METHODS + BASELINES + NEWER_BASELINES}
+# What a trained model must beat before any method is ranked (core/baselines.py).
+SIMPLE_BASELINES = (
+    Method("popularity", "Popularity", model="popularity"),
+    Method("bpr-mf", "BPR-MF", model="mf"),
+    Method("counts", "Counts (consumer ceiling check)", model="counts"),
+)
+METHODS = {m.name: m for m in PAPER_METHODS + BASELINES + NEWER_BASELINES + SIMPLE_BASELINES}
 ALIASES = {"joint-lin-mloss": "bc-aligner", "bc-aligner-orthogonal": "bc-aligner-orth",
-           "nobc": "non-bc", "keepall": "keep-all"}
+           "nobc": "non-bc", "keepall": "keep-all", "mf": "bpr-mf", "pop": "popularity"}
 
 
 def get_method(name: str) -> Method:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -23,10 +22,17 @@ from bc_ray.core.consumers import (
     ConsumerConfig,
     ConsumerMLP,
     examples,
+    interaction_counts,
     item_rating_median,
     train_consumer,
 )
-from bc_ray.core.evaluation import alignment_error, degradation_pct, recall_at_k
+from bc_ray.core.baselines import (
+    MFConfig,
+    popularity_embeddings,
+    refit_bpr_mf,
+    train_bpr_mf,
+)
+from bc_ray.core.evaluation import alignment_error, recall_at_k
 from bc_ray.core.methods import Method, get_method
 from bc_ray.core.family import ModelFamily, ModelSpec
 from bc_ray.core.registry import family_of, get_family
@@ -43,12 +49,14 @@ from bc_ray.core.version import (
 )
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.data.snapshot import GraphSnapshot
-from bc_ray.data.timeline import paper_times
+from bc_ray.core.graph import GraphTensors, build_graph
+from bc_ray.data.timeline import edges_until, paper_times
 from bc_ray.exceptions import ConfigError
+from bc_ray.experiments.lambdas import LAM_RULE, choose_lambda, version_validation
 
 DEFAULT_METHODS = ("non-bc", "post-lin-sloss", "post-lin-mloss", "joint-notrans",
                    "joint-lin-sloss", "bc-aligner", "fix-m0", "finetune-m0", "post-procrustes",
-                   "post-lowrank", "bc-aligner-orth")
+                   "post-lowrank", "bc-aligner-orth", "popularity", "bpr-mf", "counts")
 
 
 VALIDATIONS = ("paper", "recent-past")
@@ -70,7 +78,13 @@ class Preset:
     # validated on the window itself, so nothing of the test period (t_k, t_k+1] is ever seen.
     validation: str = "paper"
     validation_window: float = 0.05
-    # lambda for the jointly trained methods, chosen per method and seed on validation data.
+    # Recent-past validation holds the newest edges out of training. With `refit`, the selected
+    # setting (its epoch count, its lambda) is trained again on every edge before t_k, as BPR-MF
+    # is: the held-out window is the most telling data for the next period, and a model that
+    # never trains on it loses to one that does.
+    refit: bool = False
+    # lambda for the jointly trained methods, chosen per method (per seed, or on one seed and
+    # reused with --lam-from) by LAM_RULE on version 1's validation window.
     lam_grid: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
@@ -79,6 +93,9 @@ class Preset:
         if self.lam_grid and self.validation == "paper":
             raise ConfigError("a lambda grid is chosen on recent-past validation windows; the "
                               "paper's protocol has none apart from the test period")
+        if self.refit and self.validation == "paper":
+            raise ConfigError("refit trains again on the validation window's edges; the "
+                              "paper's protocol validates on the test period and has none")
 
     @property
     def family(self) -> ModelFamily:
@@ -116,7 +133,7 @@ PRESETS = {
                                     warmup_epochs=8, patience=6, posthoc_epochs=60),
                         ConsumerConfig(hidden_dims=(128,), dropouts=(0.25,), epochs=100,
                                        patience=10),
-                        validation="recent-past", lam_grid=(1.0, 4.0, 16.0, 64.0)),
+                        validation="recent-past", lam_grid=(1.0, 4.0, 16.0, 64.0), refit=True),
 }
 
 
@@ -130,7 +147,14 @@ class SeedContext:
     model0: object
     keep_all_z0: list[tuple[torch.Tensor, torch.Tensor]]
     consumers: dict[str, ConsumerMLP]
+    consumer_config: ConsumerConfig
+    # Every edge known at t_k, what version k's final fit trains on (refit; BPR-MF; popularity):
+    # the paper's protocol's training split, else the edges up to t_k and no later one.
+    known: list[GraphTensors]
     fresh: dict[int, VersionOutcome] = field(default_factory=dict)
+    # Non-BC's M_k as selected on the validation window (before any refit): what Keep-All's
+    # validation scores are computed with.
+    fresh_selected: dict[int, VersionOutcome] = field(default_factory=dict)
 
 
 def test_recall(split: PeriodSplit, z_user: torch.Tensor, z_item: torch.Tensor) -> float:
@@ -142,27 +166,48 @@ def test_recall(split: PeriodSplit, z_user: torch.Tensor, z_item: torch.Tensor) 
 
 def consumer_aucs(ctx: SeedContext, version: int, z_user: torch.Tensor,
                   z_item: torch.Tensor) -> dict[str, float]:
-    split, median = ctx.splits[version], item_rating_median(ctx.splits[0])
+    return task_aucs(ctx.consumers, ctx.splits[version], item_rating_median(ctx.splits[0]),
+                     z_user, z_item)
+
+
+def task_aucs(consumers: Mapping[str, ConsumerMLP], split: PeriodSplit, median: float,
+              z_user: torch.Tensor, z_item: torch.Tensor) -> dict[str, float]:
+    """Each consumer's AUC on the split's period, fed these inputs."""
     out = {}
-    for task, consumer in ctx.consumers.items():
+    for task, consumer in consumers.items():
         data = examples(task, split, "eval", median)
         out[task] = consumer.auc(data.inputs(z_user, z_item), data.labels)
     return out
 
 
+CONSUMER_HOLDOUT = 0.2  # of period 0's users: the user-task consumers' own validation slice
+
+
 def _train_consumers(splits: list[PeriodSplit], z0: list, config: ConsumerConfig) -> dict:
-    """Train on period 0 with ver-0 embeddings; early-stop on the next phase (as the reference:
-    period 0's evaluation edges for item/edge tasks, period 1 for user tasks)."""
+    """Train on period 0 with ver-0 embeddings and early-stop on data before version 1's test
+    period: item and edge tasks on period 0's evaluation edges (trained on what is known at t_0),
+    user tasks on a held-out 20 % of period 0's users (their labels *are* period 0's activity,
+    so the rest train). The reference stopped user tasks on period 1, where version 1 is scored."""
     median = item_rating_median(splits[0])
     consumers = {}
     for task in TASKS:
-        user_task = task.startswith("user")
-        train = examples(task, splits[0], "eval" if user_task else "train", median)
-        val_version = 1 if user_task else 0
-        val = examples(task, splits[val_version], "eval", median)
+        if task.startswith("user"):
+            data = examples(task, splits[0], "eval", median)
+            held = user_holdout(data.rows.numel(), config.seed)
+            inputs = data.inputs(*z0[0])
+            consumers[task] = train_consumer(inputs[~held], data.labels[~held], inputs[held],
+                                             data.labels[held], config)
+            continue
+        train = examples(task, splits[0], "train", median)
+        val = examples(task, splits[0], "eval", median)
         consumers[task] = train_consumer(train.inputs(*z0[0]), train.labels,
-                                         val.inputs(*z0[val_version]), val.labels, config)
+                                         val.inputs(*z0[0]), val.labels, config)
     return consumers
+
+
+def user_holdout(count: int, seed: int) -> torch.Tensor:
+    """A seeded mask of `CONSUMER_HOLDOUT` of `count` rows."""
+    return torch.from_numpy(np.random.default_rng(seed).random(count) < CONSUMER_HOLDOUT)
 
 
 def _evaluator(split: PeriodSplit, preset: Preset):
@@ -187,62 +232,181 @@ def prepare_seed(snapshot: GraphSnapshot, preset: Preset, seed: int) -> SeedCont
               for k in range(preset.versions)]
     train_splits = [training_split(snapshot, preset, times[k], splits[k], seed)
                     for k in range(preset.versions)]
+    known = [split.graph if preset.validation == "paper" else
+             build_graph(snapshot, edges_until(snapshot, split.start), now=split.start)
+             for split in splits]
     config = dataclasses.replace(preset.train, seed=seed)
-    first = train_version(get_method("non-bc"), preset.spec_at(0), train_splits[0].graph, config,
-                          None, _evaluator(train_splits[0], preset),
-                          item_pool=train_splits[0].item_pool)
+    first, selected = fit_version(preset, get_method("non-bc"), preset.spec_at(0), known[0],
+                                  train_splits[0], config, None)
     z0 = [first.model.embed(split.graph) for split in splits]
-    consumers = _train_consumers(splits, z0, dataclasses.replace(preset.consumer, seed=seed))
+    consumer_config = dataclasses.replace(preset.consumer, seed=seed)
+    consumers = _train_consumers(splits, z0, consumer_config)
     return SeedContext(splits, train_splits, config, first.model, z0, consumers,
-                       fresh={0: first})
+                       consumer_config, known, fresh={0: first}, fresh_selected={0: selected})
+
+
+def fit_version(preset: Preset, method: Method, spec: ModelSpec, known: GraphTensors,
+                train: PeriodSplit, config: TrainConfig,
+                previous: PreviousVersion | None) -> tuple[VersionOutcome, VersionOutcome]:
+    """(the M_k to use, the M_k selected on the validation window). Without `preset.refit`
+    they are one; with it, the first is the selected epoch count trained again, from scratch,
+    on `known` (every edge up to t_k, never one after), its record keeping the selection's
+    epochs."""
+    selected = train_version(method, spec, train.graph, config, previous,
+                             _evaluator(train, preset), item_pool=train.item_pool)
+    if not preset.refit or selected.result is None:
+        return selected, selected
+    again = dataclasses.replace(config, epochs=max(selected.result.selected_epoch, 1),
+                                patience=0)
+    refit = train_version(method, spec, known, again, previous, None, item_pool=train.item_pool)
+    record = dataclasses.replace(refit.result, selected_epoch=selected.result.selected_epoch,
+                                 stopped_epoch=selected.result.stopped_epoch)
+    return dataclasses.replace(refit, result=record), selected
 
 
 def fresh_outcome(ctx: SeedContext, preset: Preset, version: int) -> VersionOutcome:
     """Non-BC's M_k (trained once per seed, reused by the post-hoc methods and Keep-All)."""
     if version not in ctx.fresh:
-        train = ctx.train_splits[version]
-        ctx.fresh[version] = train_version(get_method("non-bc"), preset.spec_at(version),
-                                           train.graph, ctx.config, None,
-                                           _evaluator(train, preset), item_pool=train.item_pool)
+        ctx.fresh[version], ctx.fresh_selected[version] = fit_version(
+            preset, get_method("non-bc"), preset.spec_at(version), ctx.known[version],
+            ctx.train_splits[version], ctx.config, None)
     return ctx.fresh[version]
+
+
+class Lineage:
+    """One method's chain of versions within a seed, trained one version at a time (so a lambda
+    grid can stop every candidate after version 1 and carry on only the chosen one)."""
+
+    def __init__(self, ctx: SeedContext, preset: Preset, method: Method,
+                 config: TrainConfig | None = None) -> None:
+        self.ctx, self.preset, self.method = ctx, preset, method
+        self.config = config or ctx.config
+        self.spec0 = preset.spec_at(0)
+        self.chain = TransformChain([self.spec0.output_dim])
+        self.previous = PreviousVersion(0, self.spec0, self.chain.amplifiers(), model=ctx.model0)
+        self.rows = [_score(ctx, method, 0, *ctx.keep_all_z0[0], self.chain, 0.0, 0)]
+
+    @property
+    def done(self) -> bool:
+        return len(self.rows) >= self.preset.versions
+
+    def advance(self) -> dict:
+        """Train, score and append the next version; its row."""
+        ctx, preset, method = self.ctx, self.preset, self.method
+        version = len(self.rows)
+        split, train = ctx.splits[version], ctx.train_splits[version]
+        spec = self.spec0 if method.model in ("finetune", "fixed") else preset.spec_at(version)
+        started = time.perf_counter()
+        validation: dict = {}
+        if method.model == "fresh" and not method.joint:
+            fresh = fresh_outcome(ctx, preset, version)
+            outcome = finish_version(method, fresh.result or TrainResult(fresh.model, None),
+                                     split.graph, self.config, self.previous)
+        else:
+            outcome, selected = fit_version(preset, method, spec, ctx.known[version], train,
+                                            self.config, self.previous)
+            # scored before B_k joins the chain: the selected M_k through its own B_k
+            validation = _validation_score(ctx, preset, version, selected.model,
+                                           self._to_ver0(selected.transform))
+        seconds = time.perf_counter() - started
+        self.chain.append(outcome.transform, spec.output_dim)
+        z_user, z_item = outcome.model.embed(split.graph)
+        epoch = outcome.result.selected_epoch if outcome.result else 0
+        stopped = outcome.result.stopped_epoch if outcome.result else 0
+        row = {**_score(ctx, method, version, z_user, z_item, self.chain, seconds, epoch),
+               "stopped_epoch": stopped, **validation}
+        self.rows.append(row)
+        self.previous = PreviousVersion(version, spec, self.chain.amplifiers(),
+                                        model=outcome.model)
+        return row
+
+
+    def _to_ver0(self, transform) -> Callable[[torch.Tensor], torch.Tensor]:
+        """z_k -> the ver-0 view through `transform` (B_k) and the chain so far."""
+        weight, bias = (torch.from_numpy(part) for part in transform)
+        return lambda z: self.chain.apply(z @ weight.T + bias, 0)
 
 
 def run_method(ctx: SeedContext, preset: Preset, method: Method,
                config: TrainConfig | None = None) -> list[dict]:
     """One lineage: versions 1..K-1 of `method`, each trained (and validated) on its training
     split and scored on its own next period."""
-    config = config or ctx.config
-    spec0 = preset.spec_at(0)
-    chain = TransformChain([spec0.output_dim])
-    previous = PreviousVersion(0, spec0, chain.amplifiers(), model=ctx.model0)
-    rows = [_score(ctx, method, 0, *ctx.keep_all_z0[0], chain, 0.0, 0)]
-    for version in range(1, preset.versions):
-        split, train = ctx.splits[version], ctx.train_splits[version]
-        spec = spec0 if method.model in ("finetune", "fixed") else preset.spec_at(version)
+    lineage = Lineage(ctx, preset, method, config)
+    while not lineage.done:
+        lineage.advance()
+    return lineage.rows
+
+
+def baseline_rows(ctx: SeedContext, preset: Preset, method: Method) -> list[dict]:
+    """Popularity or BPR-MF at every version, scored on the same test period as M_k: popularity
+    counts the edges known at t_k; BPR-MF is tuned and stopped on version k's validation users,
+    then refit on the edges known at t_k (a vector is only learnt from its own edges, so it
+    cannot embed an entity first seen later, as a graph model can)."""
+    rows = []
+    for version in range(preset.versions):
+        split, train, known = ctx.splits[version], ctx.train_splits[version], ctx.known[version]
         started = time.perf_counter()
-        if method.model == "fresh" and not method.joint:
-            fresh = fresh_outcome(ctx, preset, version)
-            outcome = finish_version(method, fresh.result or TrainResult(fresh.model, None),
-                                     split.graph, config, previous)
+        epoch = stopped = 0
+        extra: dict = {}
+        if method.model == "popularity":
+            z_user, z_item = popularity_embeddings(known.edge_item, known.num_users,
+                                                   known.num_items)
         else:
-            outcome = train_version(method, spec, train.graph, config, previous,
-                                    _evaluator(train, preset), item_pool=train.item_pool)
-        seconds = time.perf_counter() - started
-        chain.append(outcome.transform, spec.output_dim)
-        z_user, z_item = outcome.model.embed(split.graph)
-        epoch = outcome.result.selected_epoch if outcome.result else 0
-        stopped = outcome.result.stopped_epoch if outcome.result else 0
-        rows.append({**_score(ctx, method, version, z_user, z_item, chain, seconds, epoch),
-                     "stopped_epoch": stopped,
-                     **_validation_score(ctx, preset, version, outcome.model, chain)})
-        previous = PreviousVersion(version, spec, chain.amplifiers(), model=outcome.model)
+            config = _mf_config(preset, version, ctx.config.seed)
+            chosen = train_bpr_mf(train.graph.edge_user, train.graph.edge_item,
+                                  train.graph.num_users, train.graph.num_items,
+                                  _table_validator(train, preset), config,
+                                  item_pool=train.item_pool)
+            result = refit_bpr_mf(known.edge_user, known.edge_item, known.num_users,
+                                  known.num_items, chosen, config, item_pool=train.item_pool)
+            z_user, z_item = result.z_user, result.z_item
+            epoch, stopped, extra = result.selected_epoch, result.stopped_epoch, {
+                "mf_reg": result.reg}
+        rows.append({"method": method.name, "version": version,
+                     "recall": test_recall(split, z_user, z_item), "auc": {},
+                     "align_error": float("nan"),
+                     "train_seconds": time.perf_counter() - started, "selected_epoch": epoch,
+                     "stopped_epoch": stopped, **extra})
     return rows
 
 
+def counts_rows(ctx: SeedContext) -> list[dict]:
+    """Consumers of the same tasks trained (once, on period 0, as the embedding consumers) on raw
+    interaction counts instead of embeddings, scored at every version: if even they sit near
+    AUC 0.5, the data set's tasks carry no signal for embeddings to keep."""
+    inputs = [interaction_counts(split) for split in ctx.splits]
+    consumers = _train_consumers(ctx.splits, inputs, ctx.consumer_config)
+    median = item_rating_median(ctx.splits[0])
+    return [{"method": "counts", "version": version, "recall": float("nan"),
+             "auc": task_aucs(consumers, split, median, *counts), "align_error": float("nan"),
+             "train_seconds": 0.0, "selected_epoch": 0, "stopped_epoch": 0}
+            for version, (split, counts) in enumerate(zip(ctx.splits, inputs))]
+
+
+def _mf_config(preset: Preset, version: int, seed: int) -> MFConfig:
+    """BPR-MF as wide as the version's M_k, with the preset's batch size and stopping rule."""
+    train = preset.train
+    return MFConfig(dim=preset.spec_at(version).output_dim, batch_size=train.batch_size,
+                    epochs=train.epochs, eval_every=train.eval_every,
+                    patience=train.patience or MFConfig.patience, seed=seed)
+
+
+def _table_validator(split: PeriodSplit, preset: Preset):
+    """Validation Recall@50 of embedding tables, on the users M_k is selected on."""
+    users = split.val_users if preset.validation == "paper" else validation_users(split)
+    eval_user, eval_item = split.eval_pairs
+    known_user, known_item = split.train_pairs
+    return lambda z_user, z_item: recall_at_k(z_user, z_item, eval_user, eval_item, known_user,
+                                              known_item, users=users,
+                                              item_pool=split.item_pool)
+
+
 def _validation_score(ctx: SeedContext, preset: Preset, version: int, model,
-                      chain: TransformChain | None) -> dict:
-    """The same metrics on the training split's held-out window (recent-past validation only):
-    what lambda is chosen by, never the test period."""
+                      to_ver0: Callable[[torch.Tensor], torch.Tensor] | None) -> dict:
+    """The same metrics on the training split's held-out window (recent-past validation only),
+    of the model selected there (before any refit trains on the window): what lambda is chosen
+    by, never the test period. `to_ver0` maps its embeddings to the ver-0 view (None: Keep-All,
+    whose consumers read the true ver-0 embeddings)."""
     if preset.validation == "paper":
         return {}
     train = ctx.train_splits[version]
@@ -251,15 +415,11 @@ def _validation_score(ctx: SeedContext, preset: Preset, version: int, model,
     known_user, known_item = train.train_pairs
     recall = recall_at_k(z_user, z_item, eval_user, eval_item, known_user, known_item,
                          users=validation_users(train), item_pool=train.item_pool)
-    if chain is not None:
-        z_user, z_item = chain.apply(z_user, 0), chain.apply(z_item, 0)
+    if to_ver0 is not None:
+        z_user, z_item = to_ver0(z_user), to_ver0(z_item)
     else:  # Keep-All: consumers read the true ver-0 embeddings
         z_user, z_item = ctx.model0.embed(train.graph)
-    median = item_rating_median(ctx.splits[0])
-    aucs = {}
-    for task, consumer in ctx.consumers.items():
-        data = examples(task, train, "eval", median)
-        aucs[task] = consumer.auc(data.inputs(z_user, z_item), data.labels)
+    aucs = task_aucs(ctx.consumers, train, item_rating_median(ctx.splits[0]), z_user, z_item)
     return {"val_recall": recall, "val_auc": aucs}
 
 
@@ -289,7 +449,8 @@ def keep_all_rows(ctx: SeedContext, preset: Preset) -> list[dict]:
                      "align_error": 0.0,
                      "selected_epoch": result.selected_epoch if result else 0,
                      "stopped_epoch": result.stopped_epoch if result else 0,
-                     **_validation_score(ctx, preset, version, fresh.model, None)})
+                     **_validation_score(ctx, preset, version,
+                                         ctx.fresh_selected[version].model, None)})
     return rows
 
 
@@ -300,7 +461,7 @@ def run_benchmark(snapshot: GraphSnapshot, methods: list[str], seeds: int, prese
     (`bc_ray.experiments.seeds.merge`), so seeds can run as separate processes.
 
     `lam_chosen` (method -> lambda, from `chosen_lambdas` of an earlier run's validation) skips
-    the grid for those methods: the grid is most of a converged seed's cost."""
+    the grid for those methods."""
     chosen = [get_method(name) for name in methods]
     lam_chosen = dict(lam_chosen or {})
     runs, grid = [], []
@@ -313,63 +474,48 @@ def run_benchmark(snapshot: GraphSnapshot, methods: list[str], seeds: int, prese
             if method.name == "keep-all":
                 continue
             progress(f"seed {seed}: {method.title}")
-            if not (method.joint and preset.lam_grid):
+            if method.model == "counts":
+                runs += [{"seed": seed, **row} for row in counts_rows(ctx)]
+            elif method.reference_only:
+                runs += [{"seed": seed, **row} for row in baseline_rows(ctx, preset, method)]
+            elif not (method.joint and preset.lam_grid):
                 runs += [{"seed": seed, **row} for row in run_method(ctx, preset, method)]
-                continue
-            if method.name in lam_chosen:
+            elif method.name in lam_chosen:
                 lam = lam_chosen[method.name]
                 progress(f"seed {seed}: {method.title}, lambda {lam:g} (chosen earlier)")
                 rows = run_method(ctx, preset, method, dataclasses.replace(ctx.config, lam=lam))
                 grid.append({"seed": seed, "method": method.name, "chosen": lam,
                              "validation_sum": {}, "chosen_earlier": True})
                 runs += [{"seed": seed, "lam": lam, **row} for row in rows]
-                continue
-            by_lam = {}
-            for lam in preset.lam_grid:
-                progress(f"seed {seed}: {method.title}, lambda {lam:g}")
-                rows = run_method(ctx, preset, method, dataclasses.replace(ctx.config, lam=lam))
-                by_lam[lam] = (validation_sum(rows, keep_rows), rows)
-            best = max(by_lam, key=lambda lam: by_lam[lam][0])
-            grid.append({"seed": seed, "method": method.name, "chosen": best,
-                         "validation_sum": {str(lam): score for lam, (score, _) in
-                                            by_lam.items()}})
-            runs += [{"seed": seed, "lam": best, **row} for row in by_lam[best][1]]
+            else:
+                entry, rows = _grid_lineage(ctx, preset, method, keep_rows[1], progress)
+                grid.append({"seed": seed, **entry})
+                runs += [{"seed": seed, "lam": entry["chosen"], **row} for row in rows]
     return {"dataset": snapshot.meta.name, "preset": preset.name, "seeds": seeds,
             "times": paper_times(preset.start, preset.step, preset.versions),
             "validation": preset.validation, "lam_grid": grid,
             "lam_values": list(preset.lam_grid),
+            "lam_rule": LAM_RULE if preset.lam_grid else None,
             "methods": [m.name for m in chosen], "tasks": list(TASKS), "runs": runs}
 
 
-def chosen_lambdas(results: dict) -> dict[str, float]:
-    """Per method, the lambda an earlier run chose on validation data (the most frequent over
-    its seeds; a tie goes to the best mean validation sum)."""
-    by_method: dict[str, list[dict]] = {}
-    for entry in results.get("lam_grid", []):
-        if entry.get("validation_sum"):
-            by_method.setdefault(entry["method"], []).append(entry)
-    if not by_method:
-        raise ConfigError("that run chose no lambda (it has no lambda grid on validation data)")
-    out = {}
-    for method, entries in by_method.items():
-        votes = Counter(float(entry["chosen"]) for entry in entries)
-        mean_score = {lam: np.mean([e["validation_sum"][str(lam)] for e in entries
-                                    if str(lam) in e["validation_sum"]]) for lam in votes}
-        out[method] = max(votes, key=lambda lam: (votes[lam], mean_score[lam]))
-    return out
-
-
-def validation_sum(rows: list[dict], keep_rows: list[dict]) -> float:
-    """Intended + unintended degradation against Keep-All on the validation windows, averaged
-    over versions 1..K-1 (higher is better), the criterion lambda is chosen by."""
-    reference = {row["version"]: row for row in keep_rows}
-    sums = []
-    for row in rows:
-        if row["version"] == 0:
-            continue
-        keep = reference[row["version"]]
-        intended = degradation_pct(row["val_recall"], keep["val_recall"])
-        unintended = float(np.mean([degradation_pct(row["val_auc"][t], keep["val_auc"][t])
-                                    for t in row["val_auc"]]))
-        sums.append(intended + unintended)
-    return float(np.mean(sums))
+def _grid_lineage(ctx: SeedContext, preset: Preset, method: Method, keep_first: dict,
+                  progress: Callable[[str], None]) -> tuple[dict, list[dict]]:
+    """Version 1 for every lambda of the grid, the choice by `LAM_RULE`, then the chosen
+    lineage's later versions: (the grid's record, the chosen lineage's rows)."""
+    lineages, costs = {}, {}
+    for lam in preset.lam_grid:
+        progress(f"{method.title}: version 1 with lambda {lam:g}")
+        lineage = Lineage(ctx, preset, method, dataclasses.replace(ctx.config, lam=lam))
+        costs[lam] = version_validation(lineage.advance(), keep_first)
+        lineages[lam] = lineage
+    best = choose_lambda({lam: intended for lam, (intended, _) in costs.items()})
+    progress(f"{method.title}: lambda {best:g} chosen on version 1's validation window")
+    lineage = lineages[best]
+    while not lineage.done:
+        lineage.advance()
+    entry = {"method": method.name, "chosen": best, "rule": LAM_RULE,
+             "validation_intended": {str(lam): c[0] for lam, c in costs.items()},
+             "validation_unintended": {str(lam): c[1] for lam, c in costs.items()},
+             "validation_sum": {str(lam): c[0] + c[1] for lam, c in costs.items()}}
+    return entry, lineage.rows

@@ -30,7 +30,7 @@ def merge(results: list[dict]) -> dict:
         raise ConfigError("no results to merge")
     first = results[0]
     for other in results[1:]:
-        for key in ("dataset", "preset", "times", "model", "lam_values"):
+        for key in ("dataset", "preset", "times", "model", "lam_values", "lam_rule"):
             if other.get(key) != first.get(key):
                 raise ConfigError(f"cannot merge runs with different {key}: "
                                   f"{first.get(key)!r} vs {other.get(key)!r}")
@@ -98,6 +98,24 @@ def method_intervals(results: dict) -> dict[str, dict[str, dict]]:
     return out
 
 
+def last_version_intervals(results: dict) -> dict[str, dict[str, dict]]:
+    """method -> {intended_deg_pct, unintended_deg_pct} -> interval over seeds, at the last
+    version alone: the summary tables average versions 1..K-1, while a consumer lives with
+    the last."""
+    from bc_ray.experiments.report import per_version
+
+    by_seed: dict[str, dict[str, list[float]]] = {}
+    for seed in sorted({run["seed"] for run in results["runs"]}):
+        table = per_version({**results, "runs": [r for r in results["runs"] if r["seed"] == seed]})
+        for method, versions in table.items():
+            last = versions[max(versions)]
+            cell = by_seed.setdefault(method, {"intended_deg_pct": [], "unintended_deg_pct": []})
+            for key in cell:
+                cell[key].append(last[key])
+    return {method: {key: interval(values) for key, values in cells.items()}
+            for method, cells in by_seed.items() if method != "keep-all"}
+
+
 def keep_all_absolute(results: dict) -> dict[str, dict]:
     """Keep-All's own Recall@50 and consumer AUC in % (means over versions 1..K-1), over seeds:
     the level the degradations are relative to, comparable across model families."""
@@ -106,23 +124,16 @@ def keep_all_absolute(results: dict) -> dict[str, dict]:
 
 
 def seed_sanity(results: dict) -> dict:
-    """The sanity floor over seeds: Keep-All's win over the frozen M_0 on the intended task must
-    itself be a finding (its 95 % interval below zero, with two seeds or more), and Keep-All's
-    consumers must be well above chance on average. One seed falls back to the single-run rule."""
-    from bc_ray.experiments.report import AUC_FLOOR
+    """The sanity floor over seeds (`report.baseline_checks`): Keep-All's win over the frozen
+    M_0 on the intended task must itself be a finding (its 95 % interval below zero), Keep-All
+    must be at least level with popularity and BPR-MF, and its consumers well above chance."""
+    from bc_ray.experiments.report import FLOOR_BASELINES, baseline_checks, floor_verdict
 
     intervals = method_intervals(results)
     keep_auc = float(np.mean(list(values_per_seed(results, "auc")["keep-all"].values())))
-    fixed = intervals.get("fix-m0", {}).get("intended_deg_pct")
-    if fixed is None:
-        beats = None
-    elif fixed["seeds"] < 2:
-        beats = bool(fixed["mean"] < 0)
-    else:
-        beats = bool(fixed["ci_high"] < 0)
-    return {"keep_all_beats_fix_m0": beats,
-            "fix_m0_intended": fixed, "keep_all_auc": keep_auc, "auc_floor": AUC_FLOOR,
-            "passed": bool(beats is not False and keep_auc >= AUC_FLOOR)}
+    intended = {method: intervals[method]["intended_deg_pct"] for method in FLOOR_BASELINES
+                if method in intervals}
+    return floor_verdict(baseline_checks(intended), keep_auc)
 
 
 def paired_comparison(results: dict, reference: str = "bc-aligner",

@@ -49,6 +49,8 @@ def test_errors_are_one_clear_line(tmp_path):
 
 
 def test_benchmark_rejects_bad_counts_before_any_work(tmp_path):
+    from bc_ray.experiments.lambdas import LAM_RULE
+
     for option in ("--seeds", "--epochs"):
         result = runner.invoke(app, ["benchmark", "paper", "--out", str(tmp_path / "out"),
                                      "--quick", option, "0"])
@@ -72,7 +74,17 @@ def test_benchmark_rejects_bad_counts_before_any_work(tmp_path):
     sequence = tmp_path / "sequence.json"  # lambda chosen for another model, from another grid
     sequence.write_text(json.dumps({"preset": "converged", "dataset": "synthetic-s0",
                                     "model": {"family": "sequence"}, "lam_values": [4.0, 16.0],
-                                    "lam_grid": []}))
+                                    "lam_grid": [], "lam_rule": LAM_RULE}))
+    older = tmp_path / "older.json"  # lambda chosen by the old rule (best sum over versions)
+    older.write_text(json.dumps({"preset": "converged", "dataset": "synthetic-s0",
+                                 "model": {"family": "sequence"}, "lam_values": [4.0, 16.0],
+                                 "lam_grid": [{"method": "bc-aligner", "chosen": 4.0,
+                                               "validation_sum": {"4.0": -1.0}}]}))
+    result = runner.invoke(app, ["benchmark", "paper", "--out", str(tmp_path / "out"),
+                                 "--preset", "converged", "--lam-from", str(older),
+                                 "--model", "sequence", "--lam-grid", "4,16"])
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "run the grid again" in flat, result.output
     for extra, message in (([], "model 'sequence', not 'graphsage'"),
                            (["--model", "sequence"], "give the same --lam-grid"),
                            (["--model", "sequence", "--lam-grid", "16,4"], "no lambda")):
