@@ -3,16 +3,17 @@
 - **Popularity**: every user gets the items with the most training interactions (that the user
   has not seen). As embeddings: users are a constant 1, items their training degree, so the
   same Recall@K code ranks them.
-- **BPR-MF**: graph-free matrix factorisation, one free vector per user and item, trained with
-  the same BPR loss, triples, regulariser and early stopping as the graph models, with its
-  regularisation strength chosen on validation. A GNN that loses to it is not using the graph.
+- **BPR-MF**: graph-free matrix factorisation, one free vector per user and item and a bias per
+  item (score <u, i> + b_i), trained with the same BPR loss, triples, regulariser and early
+  stopping as the graph models, its regularisation strength chosen on validation. A user it has
+  no edges of is ranked by the biases (learnt popularity). A GNN that loses to it is not using
+  the graph.
 
 Neither has a backward transform: they are reference rows of the intended task only.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,28 +95,47 @@ def _train_one(edge_user, edge_item, num_users, num_items, validate: Validate | 
     generator = torch.Generator().manual_seed(config.seed)
     users = torch.nn.Parameter(torch.randn(num_users, config.dim, generator=generator) * 0.1)
     items = torch.nn.Parameter(torch.randn(num_items, config.dim, generator=generator) * 0.1)
-    optimizer = torch.optim.Adam([users, items], lr=config.lr)
+    bias = torch.nn.Parameter(torch.zeros(num_items, 1))
+    optimizer = torch.optim.Adam([users, items, bias], lr=config.lr)
     sampler = TripleSampler(edge_user, edge_item, num_items, item_pool=item_pool)
+    seen_user = torch.bincount(edge_user, minlength=num_users) > 0
+    seen_item = torch.bincount(edge_item, minlength=num_items) > 0
+
+    def tables() -> tuple[torch.Tensor, torch.Tensor]:
+        return _with_bias(users.detach(), items.detach(), bias.detach(), seen_user, seen_item)
+
     best_score, best_state, best_epoch, waited, epoch = -1.0, None, 0, 0, 0
     for epoch in range(1, config.epochs + 1):
         triples = sampler.epoch(config.seed * 100_003 + epoch)
         for start in range(0, len(triples), config.batch_size):
             batch = triples.slice(start, start + config.batch_size)
             u, p, n = users[batch.user], items[batch.pos], items[batch.neg]
-            loss = bpr_loss(u, p, n) + reg * embedding_l2(u, p, n)
+            scored = (torch.cat([u, torch.ones(len(u), 1)], dim=1),
+                      torch.cat([p, bias[batch.pos]], dim=1),
+                      torch.cat([n, bias[batch.neg]], dim=1))
+            loss = bpr_loss(*scored) + reg * embedding_l2(u, p, n)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         if validate is None or (epoch % config.eval_every and epoch != config.epochs):
             continue
-        score = validate(users.detach(), items.detach())
+        state = tables()
+        score = validate(*state)
         if best_state is None or score > best_score:
-            best_score, best_epoch, waited = score, epoch, 0
-            best_state = (copy.deepcopy(users.detach()), copy.deepcopy(items.detach()))
+            best_score, best_epoch, waited, best_state = score, epoch, 0, state
         else:
             waited += 1
             if config.patience and waited >= config.patience:
                 break
     if validate is None:
-        return MFResult(users.detach(), items.detach(), reg, float("nan"), epoch, epoch)
-    return MFResult(best_state[0], best_state[1], reg, best_score, best_epoch, epoch)
+        return MFResult(*tables(), reg, float("nan"), epoch, epoch)
+    return MFResult(*best_state, reg, best_score, best_epoch, epoch)
+
+
+def _with_bias(users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor,
+               seen_user: torch.Tensor, seen_item: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Tables whose dot product is <u, i> + b_i. An entity without training edges keeps a zero
+    vector (its random init carries nothing), so a user first seen later is ranked by the
+    item bias alone: popularity, as the model learnt it."""
+    z_user = torch.cat([users * seen_user[:, None], torch.ones(len(users), 1)], dim=1)
+    return z_user, torch.cat([items * seen_item[:, None], bias], dim=1)

@@ -47,7 +47,7 @@ def test_bpr_mf_learns_what_popularity_cannot():
     config = MFConfig(dim=8, lr=2e-2, regs=(1e-3, 1e-1), batch_size=256, epochs=30,
                       eval_every=5, patience=2)
     result = train_bpr_mf(*train, num_users, num_items, validate, config)
-    assert seen and all(shape == (num_users, 8) for shape in seen)
+    assert seen and all(shape == (num_users, 9) for shape in seen)  # 8 + the bias column
     assert result.reg in config.regs and 0 < result.selected_epoch <= result.stopped_epoch
     mf = _recall(result.z_user, result.z_item, train, held)
     popular = _recall(*popularity_embeddings(train[1], num_users, num_items), train, held)
@@ -57,13 +57,15 @@ def test_bpr_mf_learns_what_popularity_cannot():
 
 def test_refit_trains_the_chosen_setting_on_every_known_edge():
     """A user whose only edges were held out for validation gets a learnt vector once refitted
-    on all known edges (validation held them back; a fresh vector stays at its random init)."""
+    on all known edges; before, it had none (a zero vector: ranked by the item biases alone)."""
     train, held, num_users, num_items = _planted()
     config = MFConfig(dim=8, lr=2e-2, regs=(1e-2,), batch_size=256, epochs=10, eval_every=5)
     keep = train[0] != 0  # user 0's training edges are withheld from the first fit
     first = (train[0][keep], train[1][keep])
     chosen = train_bpr_mf(*first, num_users, num_items,
                           lambda u, i: _recall(u, i, train, held), config)
+    assert torch.count_nonzero(chosen.z_user[0, :-1]) == 0  # no edges: ranked by the biases
+    assert torch.equal(chosen.z_user[:, -1], torch.ones(num_users))
     refit = refit_bpr_mf(*train, num_users, num_items, chosen, config)
     assert refit.reg == chosen.reg and refit.stopped_epoch == chosen.selected_epoch
     liked = train[1][train[0] == 0]
