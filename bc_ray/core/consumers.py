@@ -84,17 +84,15 @@ def examples(task: str, split: PeriodSplit, phase: str, median: float) -> Exampl
 
 
 def interaction_counts(split: PeriodSplit) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per user and item, log(1 + interactions) and log(1 + ratings >= 4) in the split's training
-    edges: the raw counts a consumer could read without any embedding. Consumers trained on them
-    show whether a task carries signal at all (a ceiling check for data without metadata)."""
+    """Per user and item, log(1 + its interactions) in the split's training edges: the raw count
+    a consumer could read without any embedding (no ratings: the embeddings never see them).
+    Consumers trained on it show whether a task carries signal at all, a check for data sets
+    without metadata."""
     edges = split.train_edges
-    positive = (edges["rating"] >= 4).to_numpy()
 
     def counts(column: str, size: int) -> torch.Tensor:
-        index = edges[column].to_numpy()
-        table = np.stack([np.bincount(index, minlength=size),
-                          np.bincount(index, weights=positive, minlength=size)], axis=1)
-        return torch.from_numpy(np.log1p(table).astype(np.float32))
+        degree = np.bincount(edges[column].to_numpy(), minlength=size)
+        return torch.from_numpy(np.log1p(degree).astype(np.float32))[:, None]
 
     return counts("user_idx", split.graph.num_users), counts("item_idx", split.graph.num_items)
 

@@ -3,6 +3,7 @@ validation data before any test period it is applied to."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping
 
@@ -31,14 +32,18 @@ def version_validation(row: dict, keep: dict) -> tuple[float, float]:
 
 def choose_lambda(intended: Mapping[float, float], budget_pct: float = LAM_BUDGET_PCT) -> float:
     """The largest lambda whose intended degradation stays within `budget_pct`; if none does,
-    the smallest (the least costly)."""
-    within = [lam for lam, cost in intended.items() if cost >= -budget_pct]
-    return max(within) if within else min(intended)
+    the least costly. A window too small to score (NaN: no validation user, or Keep-All's
+    recall 0) decides nothing: then the smallest lambda."""
+    scored = {lam: cost for lam, cost in intended.items() if not math.isnan(cost)}
+    if not scored:
+        return min(intended)
+    within = [lam for lam, cost in scored.items() if cost >= -budget_pct]
+    return max(within) if within else max(scored, key=scored.get)
 
 
 def chosen_lambdas(results: dict) -> dict[str, float]:
     """Per method, the lambda an earlier run chose on validation data (the most frequent over
-    its seeds; a tie goes to the larger, as `choose_lambda` does)."""
+    its seeds; a tie goes to the larger: the more compatible B_k)."""
     by_method: dict[str, list[dict]] = {}
     for entry in results.get("lam_grid", []):
         if entry.get("validation_sum"):

@@ -22,15 +22,8 @@ from bc_ray.core.consumers import (
     ConsumerConfig,
     ConsumerMLP,
     examples,
-    interaction_counts,
     item_rating_median,
     train_consumer,
-)
-from bc_ray.core.baselines import (
-    MFConfig,
-    popularity_embeddings,
-    refit_bpr_mf,
-    train_bpr_mf,
 )
 from bc_ray.core.evaluation import alignment_error, recall_at_k
 from bc_ray.core.methods import Method, get_method
@@ -49,6 +42,7 @@ from bc_ray.core.version import (
 )
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.data.snapshot import GraphSnapshot
+from bc_ray.chain import compose_path
 from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.data.timeline import edges_until, paper_times
 from bc_ray.exceptions import ConfigError
@@ -148,8 +142,9 @@ class SeedContext:
     keep_all_z0: list[tuple[torch.Tensor, torch.Tensor]]
     consumers: dict[str, ConsumerMLP]
     consumer_config: ConsumerConfig
-    # Every edge known at t_k, what version k's final fit trains on (refit; BPR-MF; popularity):
-    # the paper's protocol's training split, else the edges up to t_k and no later one.
+    # What version k's final fit trains on (refit; BPR-MF; popularity; a post-hoc B_k): with
+    # recent-past validation every edge up to t_k and none later; with the paper's protocol its
+    # training split (which holds the non-last edges of the test period's new users).
     known: list[GraphTensors]
     fresh: dict[int, VersionOutcome] = field(default_factory=dict)
     # Non-BC's M_k as selected on the validation window (before any refit): what Keep-All's
@@ -183,25 +178,26 @@ def task_aucs(consumers: Mapping[str, ConsumerMLP], split: PeriodSplit, median: 
 CONSUMER_HOLDOUT = 0.2  # of period 0's users: the user-task consumers' own validation slice
 
 
-def _train_consumers(splits: list[PeriodSplit], z0: list, config: ConsumerConfig) -> dict:
+def train_consumers(split0: PeriodSplit, z0: tuple[torch.Tensor, torch.Tensor],
+                    config: ConsumerConfig) -> dict[str, ConsumerMLP]:
     """Train on period 0 with ver-0 embeddings and early-stop on data before version 1's test
     period: item and edge tasks on period 0's evaluation edges (trained on what is known at t_0),
     user tasks on a held-out 20 % of period 0's users (their labels *are* period 0's activity,
     so the rest train). The reference stopped user tasks on period 1, where version 1 is scored."""
-    median = item_rating_median(splits[0])
+    median = item_rating_median(split0)
     consumers = {}
     for task in TASKS:
         if task.startswith("user"):
-            data = examples(task, splits[0], "eval", median)
+            data = examples(task, split0, "eval", median)
             held = user_holdout(data.rows.numel(), config.seed)
-            inputs = data.inputs(*z0[0])
+            inputs = data.inputs(*z0)
             consumers[task] = train_consumer(inputs[~held], data.labels[~held], inputs[held],
                                              data.labels[held], config)
             continue
-        train = examples(task, splits[0], "train", median)
-        val = examples(task, splits[0], "eval", median)
-        consumers[task] = train_consumer(train.inputs(*z0[0]), train.labels,
-                                         val.inputs(*z0[0]), val.labels, config)
+        train = examples(task, split0, "train", median)
+        val = examples(task, split0, "eval", median)
+        consumers[task] = train_consumer(train.inputs(*z0), train.labels, val.inputs(*z0),
+                                         val.labels, config)
     return consumers
 
 
@@ -240,7 +236,7 @@ def prepare_seed(snapshot: GraphSnapshot, preset: Preset, seed: int) -> SeedCont
                                   train_splits[0], config, None)
     z0 = [first.model.embed(split.graph) for split in splits]
     consumer_config = dataclasses.replace(preset.consumer, seed=seed)
-    consumers = _train_consumers(splits, z0, consumer_config)
+    consumers = train_consumers(splits[0], z0[0], consumer_config)
     return SeedContext(splits, train_splits, config, first.model, z0, consumers,
                        consumer_config, known, fresh={0: first}, fresh_selected={0: selected})
 
@@ -300,8 +296,9 @@ class Lineage:
         validation: dict = {}
         if method.model == "fresh" and not method.joint:
             fresh = fresh_outcome(ctx, preset, version)
+            # a post-hoc B_k is fitted on the graph known at t_k, as M_k was trained
             outcome = finish_version(method, fresh.result or TrainResult(fresh.model, None),
-                                     split.graph, self.config, self.previous)
+                                     ctx.known[version], self.config, self.previous)
         else:
             outcome, selected = fit_version(preset, method, spec, ctx.known[version], train,
                                             self.config, self.previous)
@@ -322,9 +319,10 @@ class Lineage:
 
 
     def _to_ver0(self, transform) -> Callable[[torch.Tensor], torch.Tensor]:
-        """z_k -> the ver-0 view through `transform` (B_k) and the chain so far."""
-        weight, bias = (torch.from_numpy(part) for part in transform)
-        return lambda z: self.chain.apply(z @ weight.T + bias, 0)
+        """z_k -> the ver-0 view through `transform` (B_k) and the chain as it is now."""
+        weight, bias = (torch.from_numpy(part) for part in compose_path(
+            [self.chain.to(0), transform]))
+        return lambda z: z @ weight.T + bias
 
 
 def run_method(ctx: SeedContext, preset: Preset, method: Method,
@@ -335,70 +333,6 @@ def run_method(ctx: SeedContext, preset: Preset, method: Method,
     while not lineage.done:
         lineage.advance()
     return lineage.rows
-
-
-def baseline_rows(ctx: SeedContext, preset: Preset, method: Method) -> list[dict]:
-    """Popularity or BPR-MF at every version, scored on the same test period as M_k: popularity
-    counts the edges known at t_k; BPR-MF is tuned and stopped on version k's validation users,
-    then refit on the edges known at t_k (a vector is only learnt from its own edges, so it
-    cannot embed an entity first seen later, as a graph model can)."""
-    rows = []
-    for version in range(preset.versions):
-        split, train, known = ctx.splits[version], ctx.train_splits[version], ctx.known[version]
-        started = time.perf_counter()
-        epoch = stopped = 0
-        extra: dict = {}
-        if method.model == "popularity":
-            z_user, z_item = popularity_embeddings(known.edge_item, known.num_users,
-                                                   known.num_items)
-        else:
-            config = _mf_config(preset, version, ctx.config.seed)
-            chosen = train_bpr_mf(train.graph.edge_user, train.graph.edge_item,
-                                  train.graph.num_users, train.graph.num_items,
-                                  _table_validator(train, preset), config,
-                                  item_pool=train.item_pool)
-            result = refit_bpr_mf(known.edge_user, known.edge_item, known.num_users,
-                                  known.num_items, chosen, config, item_pool=train.item_pool)
-            z_user, z_item = result.z_user, result.z_item
-            epoch, stopped, extra = result.selected_epoch, result.stopped_epoch, {
-                "mf_reg": result.reg}
-        rows.append({"method": method.name, "version": version,
-                     "recall": test_recall(split, z_user, z_item), "auc": {},
-                     "align_error": float("nan"),
-                     "train_seconds": time.perf_counter() - started, "selected_epoch": epoch,
-                     "stopped_epoch": stopped, **extra})
-    return rows
-
-
-def counts_rows(ctx: SeedContext) -> list[dict]:
-    """Consumers of the same tasks trained (once, on period 0, as the embedding consumers) on raw
-    interaction counts instead of embeddings, scored at every version: if even they sit near
-    AUC 0.5, the data set's tasks carry no signal for embeddings to keep."""
-    inputs = [interaction_counts(split) for split in ctx.splits]
-    consumers = _train_consumers(ctx.splits, inputs, ctx.consumer_config)
-    median = item_rating_median(ctx.splits[0])
-    return [{"method": "counts", "version": version, "recall": float("nan"),
-             "auc": task_aucs(consumers, split, median, *counts), "align_error": float("nan"),
-             "train_seconds": 0.0, "selected_epoch": 0, "stopped_epoch": 0}
-            for version, (split, counts) in enumerate(zip(ctx.splits, inputs))]
-
-
-def _mf_config(preset: Preset, version: int, seed: int) -> MFConfig:
-    """BPR-MF as wide as the version's M_k, with the preset's batch size and stopping rule."""
-    train = preset.train
-    return MFConfig(dim=preset.spec_at(version).output_dim, batch_size=train.batch_size,
-                    epochs=train.epochs, eval_every=train.eval_every,
-                    patience=train.patience or MFConfig.patience, seed=seed)
-
-
-def _table_validator(split: PeriodSplit, preset: Preset):
-    """Validation Recall@50 of embedding tables, on the users M_k is selected on."""
-    users = split.val_users if preset.validation == "paper" else validation_users(split)
-    eval_user, eval_item = split.eval_pairs
-    known_user, known_item = split.train_pairs
-    return lambda z_user, z_item: recall_at_k(z_user, z_item, eval_user, eval_item, known_user,
-                                              known_item, users=users,
-                                              item_pool=split.item_pool)
 
 
 def _validation_score(ctx: SeedContext, preset: Preset, version: int, model,
@@ -462,6 +396,8 @@ def run_benchmark(snapshot: GraphSnapshot, methods: list[str], seeds: int, prese
 
     `lam_chosen` (method -> lambda, from `chosen_lambdas` of an earlier run's validation) skips
     the grid for those methods."""
+    from bc_ray.experiments.references import reference_rows  # it builds on this module
+
     chosen = [get_method(name) for name in methods]
     lam_chosen = dict(lam_chosen or {})
     runs, grid = [], []
@@ -474,10 +410,8 @@ def run_benchmark(snapshot: GraphSnapshot, methods: list[str], seeds: int, prese
             if method.name == "keep-all":
                 continue
             progress(f"seed {seed}: {method.title}")
-            if method.model == "counts":
-                runs += [{"seed": seed, **row} for row in counts_rows(ctx)]
-            elif method.reference_only:
-                runs += [{"seed": seed, **row} for row in baseline_rows(ctx, preset, method)]
+            if method.reference_only:
+                runs += [{"seed": seed, **row} for row in reference_rows(ctx, preset, method)]
             elif not (method.joint and preset.lam_grid):
                 runs += [{"seed": seed, **row} for row in run_method(ctx, preset, method)]
             elif method.name in lam_chosen:
@@ -496,7 +430,15 @@ def run_benchmark(snapshot: GraphSnapshot, methods: list[str], seeds: int, prese
             "validation": preset.validation, "lam_grid": grid,
             "lam_values": list(preset.lam_grid),
             "lam_rule": LAM_RULE if preset.lam_grid else None,
+            "protocol": protocol(preset),
             "methods": [m.name for m in chosen], "tasks": list(TASKS), "runs": runs}
+
+
+def protocol(preset: Preset) -> dict:
+    """What decides a run's numbers beyond its preset's name: runs that differ here do not
+    merge (`seeds.merge`)."""
+    return {"validation": preset.validation, "refit": preset.refit,
+            "consumer_holdout": CONSUMER_HOLDOUT, "posthoc_fit": "known graph"}
 
 
 def _grid_lineage(ctx: SeedContext, preset: Preset, method: Method, keep_first: dict,
@@ -514,7 +456,10 @@ def _grid_lineage(ctx: SeedContext, preset: Preset, method: Method, keep_first: 
     lineage = lineages[best]
     while not lineage.done:
         lineage.advance()
+    window = ctx.train_splits[1]
     entry = {"method": method.name, "chosen": best, "rule": LAM_RULE,
+             "validation_edges": window.eval_edges.height,
+             "validation_users": int(validation_users(window).numel()),
              "validation_intended": {str(lam): c[0] for lam, c in costs.items()},
              "validation_unintended": {str(lam): c[1] for lam, c in costs.items()},
              "validation_sum": {str(lam): c[0] + c[1] for lam, c in costs.items()}}

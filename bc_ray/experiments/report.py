@@ -18,6 +18,11 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _number(value) -> float:
+    """A metric as saved: JSON writes NaN (a metric a reference row does not have) as null."""
+    return float("nan") if value is None else float(value)
+
+
 def per_version(results: dict) -> dict:
     """method -> version -> {intended_deg_pct, unintended_deg_pct, align_error} (seed means)."""
     keep = {(r["seed"], r["version"]): r for r in results["runs"] if r["method"] == "keep-all"}
@@ -25,11 +30,12 @@ def per_version(results: dict) -> dict:
     for row in results["runs"]:
         reference = keep[(row["seed"], row["version"])]
         cell = table[row["method"]][row["version"]]
-        cell["intended_deg_pct"].append(degradation_pct(row["recall"], reference["recall"]))
+        recall = _number(row["recall"])
+        cell["intended_deg_pct"].append(degradation_pct(recall, reference["recall"]))
         cell["unintended_deg_pct"].append(_mean(
             degradation_pct(row["auc"][task], reference["auc"][task]) for task in row["auc"]))
-        cell["align_error"].append(row["align_error"])
-        cell["recall"].append(row["recall"])
+        cell["align_error"].append(_number(row["align_error"]))
+        cell["recall"].append(recall)
         cell["auc"].append(_mean(row["auc"].values()))
     return {method: {version: {k: _mean(v) for k, v in cells.items()}
                      for version, cells in sorted(versions.items())}
@@ -57,10 +63,10 @@ def summarize(results: dict) -> list[dict]:
     return rows
 
 
-def _pct(value: float, signed: bool = True) -> str:
+def _pct(value: float, signed: bool = True, digits: int = 2) -> str:
     if value is None or math.isnan(value):
         return "n/a"
-    return f"{value:+.2f}" if signed else f"{value:.2f}"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
 def markdown_table(results: dict, summary: list[dict]) -> str:
@@ -83,8 +89,8 @@ def markdown_table(results: dict, summary: list[dict]) -> str:
     for row in summary[1:]:
         lines.append(f"| {row['title']} | {_pct(row['intended_deg_pct'])} | "
                      f"{_pct(row['unintended_deg_pct'])} | {_pct(row['sum_pct'])} | "
-                     f"{_pct(row['align_error'], False)} | "
-                     f"{_pct(row['last_align_error'], False)} |")
+                     f"{_pct(row['align_error'], False, 3)} | "
+                     f"{_pct(row['last_align_error'], False, 3)} |")
     lines.append(f"| Keep-All (absolute) | Recall@50 = {100 * keep['recall_at_50']:.2f} | "
                  f"AUC = {100 * keep['auc']:.2f} | | 0 | 0 |")
     counts = next((row for row in summary if row["method"] == "counts"), None)
@@ -94,9 +100,10 @@ def markdown_table(results: dict, summary: list[dict]) -> str:
                       f"{100 * keep['auc']:.2f}); near 50 would mean the tasks carry little "
                       "signal for any input."]
     lines += ["", *recall_by_version(results)]
-    floor = sanity(summary)
-    verdict = ("passed" if floor["passed"]
-               else "NOT passed: methods are not ranked on this data set")
+    floor = floor_of(results, summary)
+    verdict = ("passed" if floor["passed"] else
+               "not checked: methods are not ranked" if floor["passed"] is None else
+               "NOT passed: methods are not ranked on this data set")
     lines += ["", f"Sanity floor ({verdict}): {floor_text(floor)}"]
     for entry in lambda_summary(results):
         lines.append(f"- {entry['method']}: lambda chosen per seed {entry['chosen']} by "
@@ -115,6 +122,8 @@ def recall_by_version(results: dict) -> list[str]:
              "", "| Method | " + " | ".join(f"v{v}" for v in numbers) + " |",
              "|---|" + "---:|" * len(numbers)]
     for method in methods:
+        if all(math.isnan(cell["recall"]) for cell in versions[method].values()):
+            continue  # a reference of the consumers only
         cells = [_pct(100 * versions[method][v]["recall"], False) if v in versions[method]
                  else "" for v in numbers]
         lines.append(f"| {get_method(method).title} | " + " | ".join(cells) + " |")
@@ -130,11 +139,13 @@ FLOOR_BASELINES = {"fix-m0": "beats", "popularity": "at least level", "bpr-mf": 
 def baseline_checks(intended: dict[str, dict]) -> dict[str, dict]:
     """method -> {rule, passed, mean, ...}: each floor baseline's intended degradation against
     Keep-All (negative: Keep-All better). "beats" needs the 95 % interval below 0 with two seeds
-    or more (the mean below 0 with one); "at least level" needs the mean at or below 0."""
+    or more (the mean below 0 with one); "at least level" needs the mean at or below 0 (then its
+    interval reaches 0 or below too). A baseline the run left out is "missing": not checked."""
     checks = {}
     for method, rule in FLOOR_BASELINES.items():
         cell = intended.get(method)
         if cell is None:
+            checks[method] = {"rule": rule, "passed": None, "missing": True}
             continue
         if rule == "beats":
             with_interval = cell.get("seeds", 1) >= 2 and not math.isnan(cell["ci_high"])
@@ -146,22 +157,38 @@ def baseline_checks(intended: dict[str, dict]) -> dict[str, dict]:
 
 
 def floor_verdict(checks: dict[str, dict], keep_auc: float) -> dict:
-    """The floor's record, shared by one run (`sanity`) and merged seeds (`seed_sanity`)."""
-    fixed = checks.get("fix-m0")
-    return {"keep_all_beats_fix_m0": None if fixed is None else fixed["passed"],
-            "baselines": checks, "keep_all_auc": keep_auc, "auc_floor": AUC_FLOOR,
-            "passed": bool(all(c["passed"] for c in checks.values())
-                           and keep_auc >= AUC_FLOOR)}
+    """The floor's record, shared by one run (`sanity`) and merged seeds (`seed_sanity`):
+    `passed` is None when a baseline was not run (a ranking then has no floor under it)."""
+    fixed = checks.get("fix-m0", {})
+    verdicts = [check["passed"] for check in checks.values()] + [keep_auc >= AUC_FLOOR]
+    passed = False if False in verdicts else None if None in verdicts else True
+    return {"keep_all_beats_fix_m0": fixed.get("passed"), "baselines": checks,
+            "keep_all_auc": keep_auc, "auc_floor": AUC_FLOOR, "passed": passed}
 
 
 def floor_text(floor: dict) -> str:
-    parts = [f"Keep-All vs {get_method(method).title} ({check['rule']}): "
-             f"{'yes' if check['passed'] else 'NO'} ({get_method(method).title}'s Recall@50 "
-             f"{check['mean']:+.2f} % against Keep-All's)"
-             for method, check in floor["baselines"].items()]
+    parts = []
+    for method, check in floor["baselines"].items():
+        title = get_method(method).title
+        if check.get("missing"):
+            parts.append(f"Keep-All vs {title} ({check['rule']}): not checked ({method} was not "
+                         "run)")
+            continue
+        parts.append(f"Keep-All vs {title} ({check['rule']}): "
+                     f"{'yes' if check['passed'] else 'NO'} ({title}'s Recall@50 "
+                     f"{_pct(check['mean'])} % against Keep-All's)")
     return "; ".join(parts + [f"Keep-All's consumers reach AUC "
                               f"{100 * floor['keep_all_auc']:.2f} (floor "
                               f"{100 * floor['auc_floor']:.0f})"]) + "."
+
+
+def floor_of(results: dict, summary: list[dict]) -> dict:
+    """The floor by intervals over seeds where the run has two or more, else by its means."""
+    if results.get("seeds", 1) >= 2:
+        from bc_ray.experiments.seeds import seed_sanity  # it builds on this module
+
+        return seed_sanity(results)
+    return sanity(summary)
 
 
 def sanity(summary: list[dict]) -> dict:
@@ -228,7 +255,7 @@ def write_report(results: dict, out_dir: str) -> list[dict]:
     options = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
     with open(os.path.join(out_dir, "results.json"), "wb") as handle:
         handle.write(orjson.dumps({**results, "per_version": per_version(results),
-                                   "sanity": sanity(summary),
+                                   "sanity": floor_of(results, summary),
                                    "lambda": lambda_summary(results)},
                                   option=options | orjson.OPT_NON_STR_KEYS))
     with open(os.path.join(out_dir, "summary.json"), "wb") as handle:

@@ -30,7 +30,7 @@ def merge(results: list[dict]) -> dict:
         raise ConfigError("no results to merge")
     first = results[0]
     for other in results[1:]:
-        for key in ("dataset", "preset", "times", "model", "lam_values", "lam_rule"):
+        for key in ("dataset", "preset", "times", "model", "lam_values", "lam_rule", "protocol"):
             if other.get(key) != first.get(key):
                 raise ConfigError(f"cannot merge runs with different {key}: "
                                   f"{first.get(key)!r} vs {other.get(key)!r}")

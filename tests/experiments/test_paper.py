@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,9 +62,15 @@ def test_tiny_benchmark_writes_every_output(small_snapshot, tmp_path):
     floor = saved["sanity"]["baselines"]
     assert set(floor) == {"fix-m0", "popularity", "bpr-mf"}
     assert floor["fix-m0"]["rule"] == "beats" and floor["bpr-mf"]["rule"] == "at least level"
-    assert floor["popularity"]["passed"] == (by_name["popularity"]["intended_deg_pct"] <= 0)
-    assert saved["sanity"]["passed"] == (all(c["passed"] for c in floor.values())
-                                         and by_name["keep-all"]["auc"] >= 0.6)
+    def recall(method, version):
+        [row] = [r for r in results["runs"] if (r["method"], r["version"]) == (method, version)]
+        return row["recall"]
+
+    for name in ("popularity", "bpr-mf", "fix-m0"):  # the floor's numbers, from the runs
+        degradation = np.mean([100 * (recall(name, v) - recall("keep-all", v))
+                               / recall("keep-all", v) for v in (1, 2)])
+        assert abs(floor[name]["mean"] - degradation) < 1e-9
+
     versions = {(r["method"], r["version"]) for r in results["runs"]}
     assert ("bc-aligner", 2) in versions and ("keep-all", 0) in versions
 
@@ -77,12 +84,13 @@ def test_seeds_run_apart_merge_into_a_paired_comparison(small_snapshot, tmp_path
     import numpy as np
     from bc_ray.experiments.seeds import paired_comparison, t_interval
 
-    methods = ["non-bc", "bc-aligner"]
+    methods = ["non-bc", "bc-aligner", "fix-m0", "popularity", "bpr-mf", "counts"]
     parts = []
     for seed in (0, 1):
         result = run_benchmark(small_snapshot, methods, seeds=1, preset=TINY, first_seed=seed)
         assert {run["seed"] for run in result["runs"]} == {seed}
-        assert all(run["stopped_epoch"] == 4 for run in result["runs"] if run["version"] > 0)
+        assert all(run["stopped_epoch"] == 4 for run in result["runs"]
+                   if run["version"] > 0 and run["method"] in ("keep-all", "non-bc", "bc-aligner"))
         write_report(result, str(tmp_path / f"seed{seed}"))
         parts.append(result)
     merged = merge(parts)
@@ -102,6 +110,7 @@ def test_seeds_run_apart_merge_into_a_paired_comparison(small_snapshot, tmp_path
                              capture_output=True, text=True)
     assert printed.returncode == 0, printed.stderr
     assert "2 seed(s)" in printed.stdout and "| non-bc | 2 |" in printed.stdout
+    assert "| bpr-mf |" in printed.stdout and "nan" not in printed.stdout  # saved NaN is null
     assert (tmp_path / "bars.png").stat().st_size > 0
     saved = json.loads((tmp_path / "seeds.json").read_text())
     interval = saved["intervals"]["bc-aligner"]["sum_pct"]
@@ -134,7 +143,7 @@ def test_recent_past_validation_and_a_lambda_grid(small_snapshot, tmp_path):
         validation_sum,
         version_validation,
     )
-    from bc_ray.experiments.paper import prepare_seed
+    from bc_ray.experiments.paper import _validation_score, keep_all_rows, prepare_seed
 
     preset = dataclasses.replace(TINY, validation="recent-past", validation_window=0.05,
                                  lam_grid=(1.0, 16.0), refit=True,
@@ -146,6 +155,13 @@ def test_recent_past_validation_and_a_lambda_grid(small_snapshot, tmp_path):
         assert train.end == test.start  # validated on (t_k - 0.05, t_k], tested after t_k
         assert train.train_edges["t"].max() <= test.start
         assert test.eval_edges["t"].min() > train.end
+        assert float(ctx.known[version].edge_t.max()) <= test.start  # refit: nothing after t_k
+    keep_rows = keep_all_rows(ctx, preset)  # scored on the window by the model selected there
+    selected, final = ctx.fresh_selected[1].model, ctx.fresh[1].model
+    assert not torch.equal(selected.embed(ctx.train_splits[1].graph)[1],
+                           final.embed(ctx.train_splits[1].graph)[1])
+    assert keep_rows[1]["val_recall"] == _validation_score(ctx, preset, 1, selected,
+                                                           None)["val_recall"]
     messages = []
     results = run_benchmark(small_snapshot, ["non-bc", "bc-aligner", "fix-m0"], seeds=1,
                             preset=preset, progress=messages.append)
@@ -185,6 +201,22 @@ def test_recent_past_validation_and_a_lambda_grid(small_snapshot, tmp_path):
         merge([results, {**later, "lam_rule": None}])
 
 
+def test_a_floor_with_a_baseline_left_out_is_not_checked():
+    from bc_ray.experiments.report import sanity
+
+    keep = {"method": "keep-all", "intended_deg_pct": 0.0, "auc": 0.7}
+    fixed = {"method": "fix-m0", "intended_deg_pct": -5.0}
+    floor = sanity([keep, fixed])
+    assert floor["passed"] is None and floor["baselines"]["bpr-mf"]["missing"]
+    assert floor["keep_all_beats_fix_m0"] is True
+    everything = [keep, fixed, {"method": "popularity", "intended_deg_pct": -20.0},
+                  {"method": "bpr-mf", "intended_deg_pct": 0.5}]
+    assert sanity(everything)["passed"] is False  # BPR-MF beats Keep-All
+    everything[-1]["intended_deg_pct"] = -0.5
+    assert sanity(everything)["passed"] is True
+    assert sanity([{**keep, "auc": 0.55}, *everything[1:]])["passed"] is False
+
+
 def test_the_rule_takes_the_largest_lambda_within_the_intended_budget():
     from bc_ray.experiments.lambdas import choose_lambda
 
@@ -192,6 +224,10 @@ def test_the_rule_takes_the_largest_lambda_within_the_intended_budget():
     assert choose_lambda({1.0: 0.3, 16.0: 0.0}) == 16.0  # no cost at all: the most compatible
     assert choose_lambda({4.0: -3.0, 1.0: -2.1}) == 1.0  # none within: the least costly
     assert choose_lambda({1.0: -0.5, 4.0: -2.5, 16.0: -1.0}) == 16.0
+    assert choose_lambda({1.0: -4.0, 4.0: -2.5, 16.0: -9.0}) == 4.0  # none within: least costly
+    nan = float("nan")
+    assert choose_lambda({1.0: nan, 4.0: -0.5, 16.0: nan}) == 4.0  # an unscored one is skipped
+    assert choose_lambda({4.0: nan, 1.0: nan}) == 1.0
 
 
 def test_user_task_consumers_stop_early_on_their_own_slice(small_snapshot):
@@ -199,11 +235,11 @@ def test_user_task_consumers_stop_early_on_their_own_slice(small_snapshot):
     trained from period 0 alone (version 1's period is never handed over), user tasks validated
     on a seeded 20 % of period 0's users."""
     from bc_ray.core.splits import period_split
-    from bc_ray.experiments.paper import CONSUMER_HOLDOUT, _train_consumers, user_holdout
+    from bc_ray.experiments.paper import CONSUMER_HOLDOUT, train_consumers, user_holdout
 
     split = period_split(small_snapshot, 0.55, 0.7)
     z = (torch.randn(split.graph.num_users, 4), torch.randn(split.graph.num_items, 4))
-    consumers = _train_consumers([split], [z], ConsumerConfig(epochs=2, patience=1))
+    consumers = train_consumers(split, z, ConsumerConfig(epochs=2, patience=1))
     assert set(consumers) == set(TASKS)
     mask = user_holdout(5000, seed=3)
     assert torch.equal(mask, user_holdout(5000, seed=3))
