@@ -58,7 +58,8 @@ def paper(
     import torch
 
     from bc_ray.data import load_dataset
-    from bc_ray.experiments.paper import DEFAULT_METHODS, PRESETS, run_benchmark
+    from bc_ray.experiments.benchmark import run_benchmark
+    from bc_ray.experiments.paper import DEFAULT_METHODS, PRESETS
     from bc_ray.experiments.report import markdown_table, write_report
 
     if seeds < 1:

@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from bc_ray.exceptions import ConfigError
-from bc_ray.experiments.report import summarize
+from bc_ray.experiments.floor import FLOOR_BASELINES, baseline_checks, floor_verdict
+from bc_ray.experiments.summary import per_version, summarize
 
 # The paper's Keep-Latest methods: each keeps only the latest model and a backward transform.
 KEEP_LATEST = ("non-bc", "post-lin-sloss", "post-lin-mloss", "joint-notrans", "joint-lin-sloss",
@@ -102,8 +103,6 @@ def last_version_intervals(results: dict) -> dict[str, dict[str, dict]]:
     """method -> {intended_deg_pct, unintended_deg_pct} -> interval over seeds, at the last
     version alone: the summary tables average versions 1..K-1, while a consumer lives with
     the last."""
-    from bc_ray.experiments.report import per_version
-
     by_seed: dict[str, dict[str, list[float]]] = {}
     for seed in sorted({run["seed"] for run in results["runs"]}):
         table = per_version({**results, "runs": [r for r in results["runs"] if r["seed"] == seed]})
@@ -127,8 +126,6 @@ def seed_sanity(results: dict) -> dict:
     """The sanity floor over seeds (`report.baseline_checks`): Keep-All's win over the frozen
     M_0 on the intended task must itself be a finding (its 95 % interval below zero), Keep-All
     must be at least level with popularity and BPR-MF, and its consumers well above chance."""
-    from bc_ray.experiments.report import FLOOR_BASELINES, baseline_checks, floor_verdict
-
     intervals = method_intervals(results)
     keep_auc = float(np.mean(list(values_per_seed(results, "auc")["keep-all"].values())))
     intended = {method: intervals[method]["intended_deg_pct"] for method in FLOOR_BASELINES

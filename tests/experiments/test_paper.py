@@ -1,6 +1,7 @@
 """A tiny run of the whole paper protocol: every stage, every output file."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.exceptions import ConfigError
 from bc_ray.experiments.lambdas import chosen_lambdas
-from bc_ray.experiments.paper import Preset, run_benchmark
+from bc_ray.experiments.benchmark import run_benchmark
+from bc_ray.experiments.paper import Preset
 from bc_ray.experiments.report import write_report
 from bc_ray.experiments.seeds import merge
 from tests.conftest import REPO
@@ -178,7 +180,7 @@ def test_recent_past_validation_and_a_lambda_grid(small_snapshot, tmp_path):
     first = version_validation(chosen[1], keep[1])
     assert first == (grid["validation_intended"][str(grid["chosen"])],
                      grid["validation_unintended"][str(grid["chosen"])])
-    assert validation_sum(chosen, keep) == validation_sum(chosen, keep)  # a finite diagnostic
+    assert math.isfinite(validation_sum(chosen, keep))  # a diagnostic of the whole lineage
     assert all("val_recall" in r and "val_auc" in r for r in chosen if r["version"] > 0)
     write_report(results, str(tmp_path))
     table = (tmp_path / "table.md").read_text()
