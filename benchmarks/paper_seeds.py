@@ -92,12 +92,15 @@ def main() -> None:
           f"{cell(absolute['auc'], sign='')}\n")
     last_version = len(results["times"]) - 2
     print(f"Recall@50 (absolute, %, versions 1-{last_version}) over seeds\n")
-    print("| Method | Recall@50 |")
-    print("|---|---|")
+    print("| Method | Recall@50 | test users seen before t_k | first seen in the period |")
+    print("|---|---|---|---|")
     for method, by_seed in rows.items():
-        values = [100 * row["recall_at_50"] for row in by_seed.values()]
-        if not all(math.isnan(value) for value in values):
-            print(f"| {method} | {cell(interval(values), sign='')} |")
+        values = {key: [100 * row.get(key, math.nan) for row in by_seed.values()]
+                  for key in ("recall_at_50", "recall_existing_at_50", "recall_new_at_50")}
+        if not all(math.isnan(value) for value in values["recall_at_50"]):
+            print(f"| {method} | " + " | ".join(
+                "n/a" if all(math.isnan(v) for v in column) else cell(interval(column), sign='')
+                for column in values.values()) + " |")
     print("\nmean ± sd [95 % t-interval] over seeds; degradations against Keep-All in %\n")
     print("| Method | Intended | Unintended | Sum | Align error (last) | sum per seed |")
     print("|---|---|---|---|---|---|")

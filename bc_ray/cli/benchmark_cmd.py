@@ -33,8 +33,8 @@ def paper(
     preset_name: Annotated[Optional[str], typer.Option(
         "--preset", help="full (the paper's sizes, 500 epochs), quick (same as --quick), or "
                          "converged (small models trained until validation stops improving, "
-                         "validated on the recent past and then refit on it, lambda from a grid "
-                         "on version 1's validation window).")] = None,
+                         "selected on a window of the recent past before each version's time, "
+                         "lambda from a grid on version 1's validation window).")] = None,
     epochs: Annotated[Optional[int], typer.Option(
         help="Training epochs per version instead of the preset's (to check how a result "
              "depends on training length).")] = None,

@@ -31,6 +31,7 @@ class PeriodSplit:
     user_pool: torch.Tensor  # users that exist by `end`
     val_users: torch.Tensor
     test_users: torch.Tensor
+    new_users: torch.Tensor  # users first seen in the period (a recall of their own: cold start)
 
     def tensors(self, edges: pl.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.from_numpy(edges["user_idx"].to_numpy().astype(np.int64)),
@@ -77,4 +78,6 @@ def period_split(snapshot: GraphSnapshot, start: float, end: float, seed: int = 
         start=start, end=end, train_edges=train_edges, eval_edges=eval_edges, graph=graph,
         item_pool=item_pool, user_pool=user_pool,
         val_users=torch.from_numpy(eval_users[in_val]),
-        test_users=torch.from_numpy(eval_users[~in_val]))
+        test_users=torch.from_numpy(eval_users[~in_val]),
+        new_users=torch.from_numpy(np.flatnonzero((first_t.to_numpy() > start)
+                                                  & (first_t.to_numpy() <= end))))

@@ -15,7 +15,7 @@ from bc_ray.experiments.paper import (
     Preset,
     SeedContext,
     task_aucs,
-    test_recall,
+    test_recalls,
     train_consumers,
     validation_users,
 )
@@ -56,7 +56,7 @@ def baseline_rows(ctx: SeedContext, preset: Preset, method: Method) -> list[dict
             epoch, stopped, extra = result.selected_epoch, result.stopped_epoch, {
                 "mf_reg": result.reg}
         rows.append({"method": method.name, "version": version,
-                     "recall": test_recall(split, z_user, z_item), "auc": {},
+                     **test_recalls(split, z_user, z_item), "auc": {},
                      "align_error": float("nan"),
                      "train_seconds": time.perf_counter() - started, "selected_epoch": epoch,
                      "stopped_epoch": stopped, **extra})

@@ -34,6 +34,8 @@ def per_version(results: dict) -> dict:
             degradation_pct(row["auc"][task], reference["auc"][task]) for task in row["auc"]))
         cell["align_error"].append(_number(row["align_error"]))
         cell["recall"].append(recall)
+        for kind in ("recall_existing", "recall_new"):  # runs before issue 28 have neither
+            cell[kind].append(_number(row.get(kind)))
         cell["auc"].append(_mean(row["auc"].values()))
     return {method: {version: {k: _mean(v) for k, v in cells.items()}
                      for version, cells in sorted(versions.items())}
@@ -57,5 +59,7 @@ def summarize(results: dict) -> list[dict]:
                      "align_error": _mean(c["align_error"] for c in later),
                      "last_align_error": later[-1]["align_error"] if later else float("nan"),
                      "recall_at_50": _mean(c["recall"] for c in later),
+                     "recall_existing_at_50": _mean(c["recall_existing"] for c in later),
+                     "recall_new_at_50": _mean(c["recall_new"] for c in later),
                      "auc": _mean(c["auc"] for c in later)})
     return rows

@@ -75,6 +75,27 @@ def test_tiny_benchmark_writes_every_output(small_snapshot, tmp_path):
 
     versions = {(r["method"], r["version"]) for r in results["runs"]}
     assert ("bc-aligner", 2) in versions and ("keep-all", 0) in versions
+    # Recall apart for test users seen before the period and first seen in it: the overall
+    # Recall@50 is their users-weighted mean, so it lies between them.
+    for row in results["runs"]:
+        if row["method"] == "counts":
+            continue
+        parts = [row["recall_existing"], row["recall_new"]]
+        parts = [p for p in parts if not math.isnan(p)]
+        assert parts and min(parts) - 1e-9 <= row["recall"] <= max(parts) + 1e-9
+    assert "first seen in the test period" in table and "| BPR-MF |" in table
+
+
+def test_new_users_are_the_ones_first_seen_in_the_period(small_snapshot):
+    from bc_ray.core.splits import period_split
+
+    split = period_split(small_snapshot, 0.55, 0.7)
+    first_t = small_snapshot.users["first_t"].to_numpy()
+    new = split.new_users.numpy()
+    assert new.size and ((first_t[new] > 0.55) & (first_t[new] <= 0.7)).all()
+    assert ((first_t > 0.55) & (first_t <= 0.7)).sum() == new.size
+    known_users = set(split.train_edges.filter(split.train_edges["t"] <= 0.55)["user_idx"])
+    assert not known_users & set(new.tolist())  # nobody new had an edge before the period
 
 
 def test_seeds_run_apart_merge_into_a_paired_comparison(small_snapshot, tmp_path):
