@@ -53,6 +53,16 @@ def cell(interval: dict, digits: int = 2, sign: str = "+") -> str:
             f"{format(interval['ci_high'], number)}]")
 
 
+def seeds_cell(values: list[float]) -> str:
+    """An absolute metric over the seeds that have it (a version without new test users, or a
+    run saved before the metric was recorded, has NaN), saying so where some lack it."""
+    present = [value for value in values if not math.isnan(value)]
+    if not present:
+        return "n/a"
+    text = cell(interval(present), sign="")
+    return text if len(present) == len(values) else f"{text} ({len(present)} seeds)"
+
+
 def comparison_table(rows: list[dict], title: str) -> None:
     print(f"\n{title}\n")
     print("| Method | seeds | mean diff | 95 % interval | BC-Aligner wins | finding |")
@@ -95,12 +105,10 @@ def main() -> None:
     print("| Method | Recall@50 | test users seen before t_k | first seen in the period |")
     print("|---|---|---|---|")
     for method, by_seed in rows.items():
-        values = {key: [100 * row.get(key, math.nan) for row in by_seed.values()]
+        values = {key: [100 * row[key] for row in by_seed.values()]
                   for key in ("recall_at_50", "recall_existing_at_50", "recall_new_at_50")}
         if not all(math.isnan(value) for value in values["recall_at_50"]):
-            print(f"| {method} | " + " | ".join(
-                "n/a" if all(math.isnan(v) for v in column) else cell(interval(column), sign='')
-                for column in values.values()) + " |")
+            print(f"| {method} | " + " | ".join(map(seeds_cell, values.values())) + " |")
     print("\nmean ± sd [95 % t-interval] over seeds; degradations against Keep-All in %\n")
     print("| Method | Intended | Unintended | Sum | Align error (last) | sum per seed |")
     print("|---|---|---|---|---|---|")

@@ -17,7 +17,7 @@ import torch
 
 from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.data.snapshot import GraphSnapshot
-from bc_ray.data.timeline import edges_between, edges_until
+from bc_ray.data.timeline import edges_between, edges_until, new_entities
 
 
 @dataclass
@@ -31,7 +31,10 @@ class PeriodSplit:
     user_pool: torch.Tensor  # users that exist by `end`
     val_users: torch.Tensor
     test_users: torch.Tensor
-    new_users: torch.Tensor  # users first seen in the period (a recall of their own: cold start)
+    # Users first seen in the period. Only those with two or more of its edges are tested (the
+    # last one), so a recall of "new users" is over those; a graph model embeds them from their
+    # earlier edges, a vector-per-entity model never learnt them.
+    new_users: torch.Tensor
 
     def tensors(self, edges: pl.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.from_numpy(edges["user_idx"].to_numpy().astype(np.int64)),
@@ -79,5 +82,4 @@ def period_split(snapshot: GraphSnapshot, start: float, end: float, seed: int = 
         item_pool=item_pool, user_pool=user_pool,
         val_users=torch.from_numpy(eval_users[in_val]),
         test_users=torch.from_numpy(eval_users[~in_val]),
-        new_users=torch.from_numpy(np.flatnonzero((first_t.to_numpy() > start)
-                                                  & (first_t.to_numpy() <= end))))
+        new_users=torch.from_numpy(new_entities(snapshot, "user", start, end).to_numpy()))

@@ -27,7 +27,7 @@ from bc_ray.core.consumers import (
 )
 from bc_ray.core.evaluation import alignment_error, recall_at_k
 from bc_ray.core.methods import Method, get_method
-from bc_ray.core.family import ModelFamily, ModelSpec
+from bc_ray.core.family import EmbeddingModule, ModelFamily, ModelSpec
 from bc_ray.core.registry import family_of, get_family
 from bc_ray.core.splits import PeriodSplit, period_split
 from bc_ray.core.train_config import TrainConfig
@@ -73,9 +73,9 @@ class Preset:
     validation_window: float = 0.05
     # Recent-past validation holds the newest edges out of training. With `refit`, the selected
     # setting (its epoch count, its lambda) is trained again from scratch on every edge before
-    # t_k (BPR-MF too). Off in every preset: on MovieLens 100K a refit is a new random draw of
-    # the training run that keeps none of the selection's luck, and cost Keep-All 8 % of
-    # Recall@50 against the selected model itself (3 seeds x 4 versions, RESULTS §1).
+    # t_k (BPR-MF too). Off in every preset: a refit is a new random draw of the training run
+    # that keeps none of what the selection found, and on MovieLens 100K it cost Keep-All more
+    # than the window's edges gave (RESULTS §1). Kept so benchmarks/bench_recipe.py can show it.
     refit: bool = False
     # lambda for the jointly trained methods, chosen per method (per seed, or on one seed and
     # reused with --lam-from) by LAM_RULE on version 1's validation window.
@@ -139,13 +139,13 @@ class SeedContext:
     train_splits: list[PeriodSplit]  # what version k trains and is validated on
     config: TrainConfig
     consumer_config: ConsumerConfig
-    # What version k's final fit trains on (refit; BPR-MF; popularity; a post-hoc B_k): with
+    # What version k's final fit trains on (a refit, BPR-MF's too; popularity; a post-hoc B_k): with
     # recent-past validation every edge up to t_k and none later; with the paper's protocol its
     # training split (which holds the non-last edges of the test period's new users).
     known: list[GraphTensors]
     # M_0, its embeddings at every version (the true ver-0 view) and the consumers trained on
     # them: `prepare_seed` fills these, `prepare_splits` leaves them out.
-    model0: object = None
+    model0: EmbeddingModule | None = None
     keep_all_z0: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     consumers: dict[str, ConsumerMLP] = field(default_factory=dict)
     fresh: dict[int, VersionOutcome] = field(default_factory=dict)
@@ -296,6 +296,9 @@ class Lineage:
 
     def __init__(self, ctx: SeedContext, preset: Preset, method: Method,
                  config: TrainConfig | None = None) -> None:
+        if ctx.model0 is None:
+            raise ValueError("a lineage needs M_0 and the consumers: build its context with "
+                             "prepare_seed, not prepare_splits")
         self.ctx, self.preset, self.method = ctx, preset, method
         self.config = config or ctx.config
         self.spec0 = preset.spec_at(0)
