@@ -82,4 +82,4 @@ def period_split(snapshot: GraphSnapshot, start: float, end: float, seed: int = 
         item_pool=item_pool, user_pool=user_pool,
         val_users=torch.from_numpy(eval_users[in_val]),
         test_users=torch.from_numpy(eval_users[~in_val]),
-        new_users=torch.from_numpy(new_entities(snapshot, "user", start, end).to_numpy()))
+        new_users=torch.from_numpy(new_entities(snapshot, "user", start, end).to_numpy().copy()))
