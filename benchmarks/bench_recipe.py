@@ -29,7 +29,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import print_table, write_json  # noqa: E402
 from bc_ray.core.baselines import popularity_embeddings  # noqa: E402
 from bc_ray.data import load_dataset  # noqa: E402
-from bc_ray.experiments.paper import PRESETS, Preset, fresh_outcome, prepare_splits, test_recall  # noqa: E402,E501
+from bc_ray.experiments.paper import (  # noqa: E402
+    PRESETS,
+    Preset,
+    fresh_outcome,
+    prepare_splits,
+    test_recall,
+)
 
 DEFAULT_VARIANTS = ("converged:", "lr 1e-3:lr=0.001")  # RESULTS §1's MovieLens 100K table
 
