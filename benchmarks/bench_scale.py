@@ -55,7 +55,9 @@ def _kind(title: str) -> str:
     """Refresh tasks (inference, fused with the Parquet write in the last stage) by the
     function they run, the actor that assembles layers; Ray's own actors and helpers are the
     rest."""
-    if any(name in title for name in ("layer_runs", "sampled_runs", "_warm")):
+    if any(name in title for name in ("layer_runs", "sampled_runs", "_warm", "input_task",
+                                      "inner_task", "final_task", "outgoing_task",
+                                      "_range_graph_task", "_degrees_task")):
         return "task"
     if "LayerBuilder" in title:
         return "builder"
@@ -94,6 +96,7 @@ class PeakMemory(Sampler):
 
     def __init__(self) -> None:
         self.peaks: dict[str, int] = {}
+        self.private: dict[str, int] = {}  # without the object store's (and files') pages
 
     def sample(self) -> None:
         import psutil
@@ -107,10 +110,11 @@ class PeakMemory(Sampler):
                     if not title.startswith("ray::") or "IDLE" in title:
                         continue
                     kind = _kind(title.removeprefix("ray::"))
-                rss = process.memory_info().rss
+                info = process.memory_info()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            self.peaks[kind] = max(self.peaks.get(kind, 0), rss)
+            self.peaks[kind] = max(self.peaks.get(kind, 0), info.rss)
+            self.private[kind] = max(self.private.get(kind, 0), info.rss - info.shared)
 
     def summary(self) -> str:
         order = ("driver", "task", "builder", "write", "other Ray")

@@ -32,6 +32,11 @@ def refresh(
         RefreshConfig, "use_gpu"),
     block_nodes: Annotated[int, typer.Option(
         help="Nodes per chunk (one output block each).")] = default_of(RefreshConfig, "block_nodes"),
+    partitions: Annotated[Optional[int], typer.Option(
+        help="Split the layer-wise refresh into this many node ranges: each task holds its "
+             "range's rows of the graph and of each layer's halo, never a whole layer (always "
+             "a full refresh). 0: unpartitioned. Default: unpartitioned when a task of it fits "
+             "the memory a node gives a task, else the fewest ranges that fit.")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
                                                         "a local cluster).")] = None,
     as_json: JsonOption = False,
@@ -50,7 +55,7 @@ def refresh(
         store=store, mode=mode, inference=inference,
         num_tasks=_renamed(num_tasks, num_actors, "num_tasks"),
         cpus_per_task=_renamed(cpus_per_task, cpus_per_actor, "cpus_per_task"),
-        use_gpu=use_gpu, block_nodes=block_nodes)
+        use_gpu=use_gpu, block_nodes=block_nodes, partitions=partitions)
     check_refreshable(open_store(store).state())
     connect(address)
     # The tasks' processes start (and import torch) while this one imports the refresh.

@@ -51,6 +51,16 @@ def train(
                                                  "for graphsage, predicted interactions for "
                                                  "sequence).")
                           ] = TRAIN.batch_size,
+    max_steps: Annotated[int, typer.Option(
+        help="Step budget: optimiser steps in all, so a bump's time is bounded whatever the "
+             "graph's size (training ends within the epoch that spends it; 0: none).")
+                         ] = TRAIN.max_steps,
+    edges_per_epoch: Annotated[int, typer.Option(
+        help="Examples per epoch over all workers, drawn afresh each epoch (0: every edge).")
+                               ] = TRAIN.edges_per_epoch,
+    warm_start: Annotated[str, typer.Option(
+        help="Start M_k from M_{k-1}: off, mean or metadata (how entities M_{k-1} did not know "
+             "get their ID rows).")] = TRAIN.warm_start,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = TRAIN.lr,
     lam: Annotated[float, typer.Option(help="Weight of the alignment loss (lambda).")
                    ] = TRAIN.lam,
@@ -95,7 +105,8 @@ def train(
         store=store, method=method, num_workers=num_workers, use_gpu=use_gpu,
         cpus_per_worker=cpus_per_worker, model=model, spec=parsed,
         train=dataclasses.replace(TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam,
-                                  seed=seed),
+                                  seed=seed, max_steps=max_steps,
+                                  edges_per_epoch=edges_per_epoch, warm_start=warm_start),
         holdout=holdout, holdout_days=holdout_days, targets=targets,
         gate=dataclasses.replace(GATE, max_align_error_rel=max_align_error_rel,
                                  min_recall_vs_parent=min_recall_vs_parent),

@@ -38,6 +38,11 @@ class TrainConfig:
     # Early stopping: after warm-up, stop once this many evaluations in a row selected no new
     # state (0: train every epoch). `epochs` stays the safety net.
     patience: int = 0
+    # A step budget, so a bump's time is bounded whatever the graph's size (0: none). max_steps:
+    # optimiser steps in all (training ends within the epoch that spends them); edges_per_epoch:
+    # examples per epoch over all workers (each epoch takes the first of its shuffled shard).
+    max_steps: int = 0
+    edges_per_epoch: int = 0
 
     def __post_init__(self) -> None:
         if self.warm_start not in ("off", "mean", "metadata"):
@@ -49,5 +54,16 @@ class TrainConfig:
                 raise ConfigError(f"training {name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.lam < 0 or self.reg < 0:
             raise ConfigError("training lr must be > 0, and lam and reg >= 0")
-        if self.patience < 0:
-            raise ConfigError(f"training patience must be >= 0, got {self.patience}")
+        for name in ("patience", "max_steps", "edges_per_epoch"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"training {name} must be >= 0, got {getattr(self, name)}")
+
+    def steps_in_epoch(self, available: int, world_size: int, steps_done: int) -> int:
+        """Steps of the next epoch under the budget: at most `available` (the shard's), the
+        share of `edges_per_epoch`, and what remains of `max_steps` (the same on every rank)."""
+        steps = available
+        if self.edges_per_epoch:
+            steps = min(steps, max(1, -(-self.edges_per_epoch // (self.batch_size * world_size))))
+        if self.max_steps:
+            steps = min(steps, max(0, self.max_steps - steps_done))
+        return steps

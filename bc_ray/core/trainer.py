@@ -13,6 +13,7 @@ Model selection keeps the state with the best validation Recall@50 whose alignme
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -124,6 +125,7 @@ class VersionTrainer:
         self._best = {"epoch": 0, "recall": -math.inf, "metrics": {}}
         self._min_align = math.inf
         self._stale_evaluations = 0
+        self.steps_done = 0  # optimiser steps so far (the step budget counts them)
 
     @property
     def model(self) -> EmbeddingModule:
@@ -144,8 +146,8 @@ class VersionTrainer:
         batches = self.task.epoch(epoch)
         totals: dict[str, float] = {"loss": 0.0, "align": 0.0}
         steps = examples = 0
-        total_steps = len(batches)
-        for batch in batches:
+        total_steps = self.config.steps_in_epoch(len(batches), self.world_size, self.steps_done)
+        for batch in itertools.islice(batches, total_steps):
             for key, value in self.step(batch).items():
                 totals[key] = totals.get(key, 0.0) + value
             steps += 1
@@ -156,6 +158,7 @@ class VersionTrainer:
                 progress({"epoch": epoch, "step": steps, "steps": total_steps,
                           "edges_per_s": examples / (now - started),
                           "eta_s": (total_steps - steps) * (now - started) / steps})
+        self.steps_done += steps
         stats = {key: value / max(steps, 1) for key, value in totals.items()}
         stats.update(epoch=epoch, steps=steps, edges=examples,
                      seconds=time.perf_counter() - started)
@@ -180,9 +183,17 @@ class VersionTrainer:
                 "align": align.item()}
 
     # -- evaluation and selection ---------------------------------------------------------------
+    @property
+    def budget_spent(self) -> bool:
+        """The step budget (`max_steps`) is used up: the epoch just run was the last."""
+        return 0 < self.config.max_steps <= self.steps_done
+
+    def is_last(self, epoch: int) -> bool:
+        return epoch == self.config.epochs or self.budget_spent
+
     def should_evaluate(self, epoch: int) -> bool:
         return self.evaluator is not None and (
-            epoch % self.config.eval_every == 0 or epoch == self.config.epochs)
+            epoch % self.config.eval_every == 0 or self.is_last(epoch))
 
     def evaluate(self, epoch: int) -> dict:
         metrics = self.evaluator(self.model, self.joint.transform)
@@ -201,7 +212,7 @@ class VersionTrainer:
         """Keep this state if it is the best so far by the rule in the module docstring."""
         aligned = self.alignment is not None and "align_error" in metrics
         if aligned:
-            if epoch <= self.config.warmup_epochs and epoch < self.config.epochs:
+            if epoch <= self.config.warmup_epochs and not self.is_last(epoch):
                 return False
             self._min_align = min(self._min_align, metrics["align_error"])
             if metrics["align_error"] > (1.0 + self.config.align_tolerance) * self._min_align:
@@ -220,7 +231,7 @@ class VersionTrainer:
             self.history.append(stats)
             if on_epoch is not None:
                 on_epoch(stats)
-            if self.converged:
+            if self.converged or self.budget_spent:
                 break
         return self.result()
 
@@ -229,7 +240,8 @@ class VersionTrainer:
             self.joint.load_state_dict(self._best_state)
         self.model.eval()
         return TrainResult(model=self.model, transform=self.joint.transform, history=self.history,
-                           selected_epoch=self._best["epoch"] or self.config.epochs,
+                           selected_epoch=self._best["epoch"] or (
+                               self.history[-1]["epoch"] if self.history else self.config.epochs),
                            selected_metrics=self._best["metrics"],
                            stopped_epoch=self.history[-1]["epoch"] if self.history else 0)
 
@@ -237,7 +249,8 @@ class VersionTrainer:
         """Everything needed to resume (for checkpoints)."""
         return {"joint": self.joint.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "best_state": self._best_state, "best": self._best, "min_align": self._min_align,
-                "history": self.history, "stale_evaluations": self._stale_evaluations}
+                "history": self.history, "stale_evaluations": self._stale_evaluations,
+                "steps_done": self.steps_done}
 
     def load_state(self, state: dict) -> None:
         self.joint.load_state_dict(state["joint"])
@@ -245,3 +258,4 @@ class VersionTrainer:
         self._best_state, self._best = state["best_state"], state["best"]
         self._min_align, self.history = state["min_align"], state["history"]
         self._stale_evaluations = state.get("stale_evaluations", 0)
+        self.steps_done = state.get("steps_done", 0)

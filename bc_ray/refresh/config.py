@@ -21,6 +21,9 @@ class RefreshConfig:
     use_gpu: bool = False
     block_nodes: int = 32_768  # nodes per chunk: one output block each
     rows_per_file: int = 1_000_000  # at most, per file: the last stage has a task per file
+    # Node ranges of a partitioned layer-wise refresh; 0: unpartitioned; None: chosen from the
+    # graph's size and the cluster's memory (sizing.py: unpartitioned whenever it fits).
+    partitions: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -29,6 +32,11 @@ class RefreshConfig:
             raise ConfigError(f"inference {self.inference!r} is not one of {INFERENCE}")
         if self.num_tasks < 1 or self.block_nodes < 1:
             raise ConfigError("--num-tasks and --block-nodes must be >= 1")
+        if self.partitions is not None and self.partitions < 0:
+            raise ConfigError(f"--partitions must be >= 0, got {self.partitions}")
+        if self.partitions and self.inference != "layerwise":
+            raise ConfigError("--partitions splits the layer-wise refresh; it cannot be used "
+                              "with --inference sampled")
         if self.inference == "sampled" and self.mode == "incremental":
             raise ConfigError("incremental refresh needs layer-wise inference")
 

@@ -49,6 +49,7 @@ from bc_ray.refresh.pack import pack_graph, unpack_graph
 from bc_ray.refresh.passes import block_refs, stage_pass, write_pass
 from bc_ray.refresh.plan import RefreshPlan, plan_refresh
 from bc_ray.refresh.results import RefreshOutcome, StageResult, WrittenFile
+from bc_ray.refresh.sizing import GraphSize, check_fits, choose_partitions, slot_memory
 from bc_ray.refresh.sink import EmbeddingSink, NodeIds, TableTarget
 from bc_ray.refresh.tasks import (
     EntityStage,
@@ -355,6 +356,33 @@ class RefreshRun:
                         refreshed_at)
 
 
+def plan_partitions(config: RefreshConfig) -> int:
+    """The node ranges this refresh runs over (0: unpartitioned), before anything is read but
+    the log: as asked, or chosen so a task fits the memory a node gives it (`sizing.py`). An
+    unpartitioned refresh that cannot fit is refused with the count that would."""
+    if config.partitions:
+        return config.partitions
+    state = Store(config.store).state()
+    check_refreshable(state)
+    if state.current_version is None or config.inference != "layerwise":
+        return 0
+    version = state.version()
+    size = GraphSize.of(state, version)
+    budget = slot_memory(config.cpus_per_task, ray.nodes())
+    if (get_family(version.family).refresh_strategy != "layerwise" or size is None
+            or budget is None):
+        return 0
+    if config.partitions == 0:
+        check_fits(size, budget, 0)
+        return 0
+    partitions = choose_partitions(size, budget)
+    if partitions:
+        logger.info("a refresh task of %d edges needs %.0f MB unpartitioned, a task gets %.0f "
+                    "MB here: %d node ranges", size.edges, size.task_bytes() / (1 << 20),
+                    budget / (1 << 20), partitions)
+    return partitions
+
+
 def run_refresh(config: RefreshConfig, before_commit: Callable[[], None] | None = None,
                 warming: list[ray.ObjectRef] | None = None) -> RefreshOutcome:
     """Refresh the current version's tables and publish them in one log entry.
@@ -366,6 +394,16 @@ def run_refresh(config: RefreshConfig, before_commit: Callable[[], None] | None 
     started = time.perf_counter()
     if warming is None:
         warming = start_task_processes(config)
+    try:
+        partitions = plan_partitions(config)
+    except BaseException:
+        release(warming)
+        raise
+    if partitions:
+        from bc_ray.refresh.partitioned import run_partitioned
+
+        return run_partitioned(dataclasses.replace(config, partitions=partitions), warming,
+                               before_commit, adapt=config.partitions is None)
     try:
         run = RefreshRun.open(config)
         inner = run.inner_layers()

@@ -62,6 +62,7 @@ class RefreshOutcome:
     final: StageResult
     files: tuple[WrittenFile, ...]
     seconds: float  # the whole job up to the commit
+    partitions: dict | None = None  # a partitioned refresh's ranges, hubs and halos
 
     @property
     def rows(self) -> dict[str, int]:
@@ -88,6 +89,8 @@ class RefreshOutcome:
         stats["worker_nodes"] = self.worker_nodes
         affected = self.nodes if self.affected_nodes is None else self.affected_nodes
         stats["affected_fraction"] = round(affected / self.nodes, 4)
+        if self.partitions is not None:
+            stats["partitions"] = self.partitions
         stats["seconds"] = round(self.seconds, 3)
         stats["rows_per_second"] = round(sum(self.rows.values()) / stats["seconds"], 1)
         return stats

@@ -48,6 +48,37 @@ class NodeIds:
     num_users: int
 
 
+def write_rows(target: TableTarget, ids: dict[str, pa.Array], num_users: int, nodes: np.ndarray,
+               matrix: np.ndarray, compute: float, tag: str,
+               first_idx: dict[str, int] | None = None,
+               rows_per_file: int | None = None) -> list[WrittenFile]:
+    """Rows of `nodes` (sorted, users first) into one Parquet file per entity (or several of at
+    most `rows_per_file` rows), named by `tag`. `ids[e][idx - first_idx[e]]` is the external
+    id of entity e's idx (a task may hold only its range's ids)."""
+    if not nodes.size:
+        return []
+    io = FileIO(target.store_uri, target.options)
+    split = int(np.searchsorted(nodes, num_users))
+    worker_node = ray.get_runtime_context().get_node_id()
+    step = rows_per_file or max(int(nodes.size), 1)
+    written: list[WrittenFile] = []
+    for entity, rows, offset in (("user", slice(0, split), 0),
+                                 ("item", slice(split, None), num_users)):
+        index, values = nodes[rows] - offset, matrix[rows]
+        for first in range(0, index.size, step):
+            part = slice(first, first + step)
+            external = ids[entity].take(pa.array(index[part] - (first_idx or {}).get(entity, 0)))
+            table = embedding_table(external, values[part], target.version,
+                                    target.refreshed_at)
+            data = embedding_parquet_bytes(table)
+            path = f"{target.prefixes[entity]}/part-{tag}-{uuid.uuid4().hex[:8]}.parquet"
+            io.write_bytes(path, data)
+            count = int(index[part].size)
+            written.append(WrittenFile(entity, path, len(data), sha256(data), count,
+                                       compute * count / nodes.size, worker_node))
+    return written
+
+
 class EmbeddingSink(Datasink[list[WrittenFile]]):
     def __init__(self, target: TableTarget, nodes: NodeIds) -> None:
         self.target, self.nodes = target, nodes
@@ -55,27 +86,9 @@ class EmbeddingSink(Datasink[list[WrittenFile]]):
 
     def write(self, blocks: Iterable[Block], ctx) -> list[WrittenFile]:
         nodes, matrix, compute = self._visible_rows(blocks)
-        if not nodes.size:
-            return []
-        io = FileIO(self.target.store_uri, self.target.options)
-        split = int(np.searchsorted(nodes, self.nodes.num_users))
-        worker_node = ray.get_runtime_context().get_node_id()
-        written: list[WrittenFile] = []
-        for entity, rows, offset in (("user", slice(0, split), 0),
-                                     ("item", slice(split, None), self.nodes.num_users)):
-            index = nodes[rows] - offset
-            if not index.size:
-                continue
-            external = ray.get(self.nodes.ids[entity]).take(pa.array(index))
-            table = embedding_table(external, matrix[rows], self.target.version,
-                                    self.target.refreshed_at)
-            data = embedding_parquet_bytes(table)
-            path = (f"{self.target.prefixes[entity]}/part-{ctx.task_idx:05d}-"
-                    f"{uuid.uuid4().hex[:8]}.parquet")
-            io.write_bytes(path, data)
-            written.append(WrittenFile(entity, path, len(data), sha256(data), int(index.size),
-                                       compute * index.size / nodes.size, worker_node))
-        return written
+        ids = {e: ray.get(ref) for e, ref in self.nodes.ids.items()}
+        return write_rows(self.target, ids, self.nodes.num_users, nodes, matrix, compute,
+                          f"{ctx.task_idx:05d}")
 
     def _visible_rows(self, blocks: Iterable[Block]) -> tuple[np.ndarray, np.ndarray, float]:
         """(nodes sorted, their rows, compute seconds) of the blocks, entities the tables hold

@@ -114,6 +114,26 @@ def load_ingested(store: Store, record: SnapshotRecord, state: StoreState) -> Gr
     return snapshot
 
 
+def load_ingested_entities(store: Store, record: SnapshotRecord,
+                           state: StoreState) -> GraphSnapshot:
+    """The snapshot's entity tables without reading its edges (a partitioned refresh's driver
+    plans by them): each entity's latest row, `first_t` unknown (null). The cutoff of an
+    ingested snapshot is 1.0, so every entity is present either way; only an age-aware model
+    reads first_t, and that needs `load_ingested`."""
+    meta = read_meta(store, record)
+    rows = read_rows(store, state, record.batches, kinds=tuple(ENTITY_FILES.values()))
+    tables = {}
+    for entity, kind in ENTITY_FILES.items():
+        table = fold_entities(rows[kind], meta.features.get(entity, {}))
+        tables[entity] = table.with_columns(
+            first_t=pl.lit(None, dtype=pl.Float64), first_ts=pl.lit(None, dtype=pl.Int64)).select(
+            "idx", "id", "first_t", "first_ts", "batch", *meta.features.get(entity, {}))
+    edges = pl.DataFrame(schema={"user_idx": pl.Int64, "item_idx": pl.Int64,
+                                 "rating": pl.Float32, "timestamp": pl.Int64, "t": pl.Float64,
+                                 "batch": pl.Int32})
+    return GraphSnapshot(users=tables["user"], items=tables["item"], edges=edges, meta=meta)
+
+
 # -- compaction ----------------------------------------------------------------------------------
 
 def compact(store: Store, target_rows: int = DEFAULT_COMPACT_ROWS) -> dict:

@@ -64,6 +64,22 @@ def advance_snapshot(store: Store, cutoff: float) -> SnapshotRecord:
     return state.snapshot()
 
 
+def load_entities(store: Store, state: StoreState) -> GraphSnapshot:
+    """The current snapshot's entity tables and meta, its edges left unread (empty)."""
+    record = state.snapshot()
+    if record.batches is not None:
+        from bc_ray.store.batches import load_ingested_entities
+
+        return load_ingested_entities(store, record, state)
+    tables = {name: pl.from_arrow(from_parquet_bytes(store.get(record.files[name]),
+                                                     store.io.uri_of(record.files[name].path)))
+              for name in ("users", "items")}
+    meta = SnapshotMeta.from_dict(orjson.loads(store.get(record.files["meta"])))
+    edges = pl.DataFrame(schema={"user_idx": pl.Int64, "item_idx": pl.Int64, "t": pl.Float64})
+    return GraphSnapshot(users=tables["users"], items=tables["items"], edges=edges,
+                         meta=meta).with_cutoff(record.cutoff)
+
+
 def load_snapshot(store: Store, snapshot_id: str | None = None,
                   state: StoreState | None = None) -> GraphSnapshot:
     state = state or store.state()

@@ -106,8 +106,11 @@ def train_loop_per_worker(config: dict) -> None:
         trainer.history.append(stats)
         _maybe_inject_fault(job, rank, epoch)
         stats["resumed_from"] = resumed_from
-        if epoch == epochs:
+        last = trainer.is_last(epoch)  # the epochs, or the step budget, are spent
+        if last:
             stats["param_checksums"] = _gathered(parameter_checksum(trainer.joint))
             stats["worker_nodes"] = _gathered(ray.get_runtime_context().get_node_id())
-        attach = rank == 0 and (epoch % job.checkpoint_every == 0 or epoch == epochs)
+        attach = rank == 0 and (epoch % job.checkpoint_every == 0 or last)
         ray.train.report(stats, checkpoint=_save(trainer, epoch, resumed_from) if attach else None)
+        if last:
+            break

@@ -126,3 +126,30 @@ def test_long_epochs_report_progress(split):
     assert [s["step"] for s in seen] == list(range(1, stats["steps"] + 1))
     assert all(s["steps"] == stats["steps"] and s["edges_per_s"] > 0 for s in seen)
     assert seen[-1]["eta_s"] == 0 and seen[0]["eta_s"] > 0
+
+
+def test_a_step_budget_bounds_training_whatever_the_graphs_size(split):
+    """Issue 29: a bump on a large graph trains `max_steps` steps in all, of at most
+    `edges_per_epoch` examples per epoch, and the last epoch is evaluated and selectable."""
+    evaluated: list[int] = []
+
+    def scored(model, transform):
+        evaluated.append(len(evaluated))
+        return {"recall": 0.1 * len(evaluated)}
+
+    config = dataclasses.replace(CONFIG, epochs=50, eval_every=10, warmup_epochs=40,
+                                 batch_size=256, edges_per_epoch=600, max_steps=7)
+    trainer = VersionTrainer(build_model(SPEC, split.graph), split.graph, config,
+                             evaluator=scored)
+    result = trainer.fit()
+    assert [h["steps"] for h in result.history] == [3, 3, 1]  # ceil(600 / 256) per epoch
+    assert trainer.steps_done == 7 and result.stopped_epoch == 3
+    assert evaluated == [0] and result.selected_epoch == 3  # the last epoch, though in warm-up
+    full = VersionTrainer(build_model(SPEC, split.graph), split.graph,
+                          dataclasses.replace(CONFIG, epochs=1, batch_size=256))
+    assert full.run_epoch(1)["steps"] > 3  # without a budget: every edge
+    resumed = VersionTrainer(build_model(SPEC, split.graph), split.graph, config)
+    resumed.load_state(trainer.state())
+    assert resumed.steps_done == 7 and resumed.budget_spent
+    with pytest.raises(ConfigError, match="max_steps"):
+        dataclasses.replace(config, max_steps=-1)

@@ -107,6 +107,14 @@ def test_nightly_path_on_ingested_batches(ray_cluster, small_raw, tmp_path, requ
         again = read_embeddings(uri, entity)
         assert after[entity].sort("id")["id"].equals(again.sort("id")["id"])
         assert np.allclose(_matrix(after[entity]), _matrix(again), atol=1e-5)
+    # Partitioned: range graphs from the three batches' edge files, the same rows.
+    partitioned = run_refresh(RefreshConfig(store=uri, partitions=3, num_tasks=1,
+                                            block_nodes=256))
+    assert partitioned.stats["partitions"]["count"] == 3
+    for entity in ("user", "item"):
+        again = read_embeddings(uri, entity)
+        assert after[entity].sort("id")["id"].equals(again.sort("id")["id"])
+        assert np.abs(_matrix(after[entity]) - _matrix(again)).max() <= 1e-5
 
     # Day 3, then a version bump trained on everything ingested so far, and its refresh.
     third = ingest(store, BatchInput(edges=put(store, "landing/d3/part.csv", batch[3])), MAPPING)

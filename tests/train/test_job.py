@@ -63,6 +63,21 @@ def test_bc_aligner_aligns_far_better_than_non_bc(trained_store):
     assert state.version(aligned.version).dim == 24
 
 
+def test_a_warm_started_bump_with_a_step_budget_stops_on_every_rank(trained_store):
+    """Issue 29: both workers take the same budgeted steps (DDP would hang otherwise), the last
+    epoch reports and is gated as usual."""
+    uri, _ = trained_store
+    budget = dataclasses.replace(TRAIN, epochs=100, max_steps=3, edges_per_epoch=2048,
+                                 warm_start="mean")
+    outcome = run_training(_job(uri, train=budget,
+                                gate=GateConfig(max_align_error_rel=10.0,
+                                                min_recall_vs_parent=0.0)))
+    assert outcome.metrics["epochs"] == 3  # one step of 1,024 per worker per epoch
+    checksums = outcome.metrics["param_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+    assert outcome.status == "published", outcome.reasons
+
+
 def test_worker_killed_mid_run_resumes_from_checkpoint(trained_store, tmp_path):
     uri, _ = trained_store
     marker = tmp_path / "killed"

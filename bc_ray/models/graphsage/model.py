@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from bc_ray.core.encoders import EntityTables, FeatureEncoder, id_tables
-from bc_ray.core.graph import Adjacency, GraphTensors
+from bc_ray.core.graph import Adjacency, FeatureBag, GraphTensors
 from bc_ray.core.mixing import AgeMixing
 from bc_ray.models.graphsage.sampler import SampledSubgraph
 from bc_ray.models.graphsage.spec import VersionSpec
@@ -71,17 +71,22 @@ class EmbeddingModel(EntityTables, nn.Module):
         features = graph.features(entity)
         if index is not None:
             features = {k: v.take(index) for k, v in features.items()}
-            count = index.numel()
-        meta = self.encoders[entity](features, count)
+        first_t = graph.user_first_t if entity == "user" else graph.item_first_t
+        rows = torch.arange(count, device=first_t.device) if index is None else index
+        return self.inputs_of(entity, features, rows, first_t[rows], graph.now)
+
+    def inputs_of(self, entity: str, features: dict[str, FeatureBag], rows: torch.Tensor,
+                  first_t: torch.Tensor, now: float) -> torch.Tensor:
+        """h_0 of entities `rows` from their own features and first-seen times alone (what a
+        refresh task of a node range holds)."""
+        meta = self.encoders[entity](features, rows.numel())
         if not self.spec.id_embeddings:
             return meta
-        rows = torch.arange(count, device=meta.device) if index is None else index
         table = self.ids[entity]
-        ids = table(rows.clamp(max=table.num_embeddings - 1))
+        ids = table(rows.to(meta.device).clamp(max=table.num_embeddings - 1))
         if self.mixing is None:
             return meta + ids
-        first_t = graph.user_first_t if entity == "user" else graph.item_first_t
-        age = (graph.now - first_t[rows]).clamp(min=0.0)
+        age = (now - first_t.to(meta.device)).clamp(min=0.0)
         return self.mixing(ids, meta, age)
 
     def inputs(self, graph: GraphTensors, nodes: torch.Tensor | None = None) -> torch.Tensor:

@@ -29,6 +29,18 @@ def model_from_bytes(data: bytes, device: torch.device | str = "cpu",
     also take the loaded tensors as the weights instead of copying them (half the peak memory
     of loading; a training model keeps its own, which carry gradient hooks)."""
     payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    return _model_of(payload, device, light)
+
+
+def model_from_file(path: str) -> EmbeddingModel:
+    """An inference model over a model file mapped, not read: its tensors are the file's pages,
+    so a process that looks up a few ID rows reads only theirs (a refresh task of a node range
+    never holds the whole ID tables)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return _model_of(payload, "cpu", light=True)
+
+
+def _model_of(payload: dict, device: torch.device | str, light: bool) -> EmbeddingModel:
     model = EmbeddingModel(VersionSpec.from_dict(payload["spec"]), payload["num_users"],
                            payload["num_items"], payload["user_vocab"], payload["item_vocab"],
                            light=light, initialize=False)

@@ -1,0 +1,297 @@
+"""A layer-wise refresh partitioned by node range (`bc-ray refresh --partitions P`).
+
+Task p of P holds only its range's rows of the adjacency and, per layer, the previous layer's
+rows of its halo, which every range's task of the stage before sent it through the object store
+(`ranges.py`): no process holds the whole graph or a whole layer, and no layer builder assembles
+one. The driver plans and passes references: it reads the entity tables (ids, features,
+visibility), adds up the degrees that one task per edge file counts, cuts the nodes into ranges
+of equal work and picks the hubs; tasks build the range graphs from the edge files
+(`range_graphs.py`) and run the stages (`range_stages.py`); the last stage's tasks write their
+rows to Parquet, and one log entry publishes the tables, as in the unpartitioned refresh
+(`job.py`), whose results these equal to float rounding.
+
+A partitioned refresh is full, and keeps no inner-layer caches (the next refresh is full too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from bc_ray.core.graph import GraphTensors, build_graph
+from bc_ray.core.registry import get_family
+from bc_ray.data.snapshot import GraphSnapshot
+from bc_ray.exceptions import ConfigError
+from bc_ray.models.graphsage.model import LayerStack
+from bc_ray.refresh.config import RefreshConfig
+from bc_ray.refresh.range_graphs import (
+    EdgeFiles,
+    build_holds,
+    build_range_graphs,
+    count_degrees,
+)
+from bc_ray.refresh.range_stages import (
+    LayerPieces,
+    ModelSource,
+    RangeInputs,
+    RangeRows,
+    final_task,
+    inner_task,
+    input_task,
+    outgoing_task,
+)
+from bc_ray.refresh.ranges import NodeRanges, RangeLayer, find_hubs
+from bc_ray.refresh.results import RefreshOutcome, StageResult, WrittenFile
+from bc_ray.refresh.sizing import HEADROOM, MAX_PARTITIONS, slot_memory
+from bc_ray.refresh.sink import TableTarget
+from bc_ray.refresh.warm import release, start_task_processes
+from bc_ray.store.snapshots import load_entities, load_snapshot
+from bc_ray.store.state import StoreState, VersionRecord
+from bc_ray.store.store import Store
+from bc_ray.store.tables import ENTITIES, TableFiles, publish_refresh, table_prefix
+from bc_ray.store.versions import check_refreshable
+
+logger = logging.getLogger(__name__)
+WRITE_COST = 16  # a row's Parquet write, in edges aggregated (as job.WRITE_COST)
+
+
+def _entities(store: Store, state: StoreState, version: VersionRecord) -> GraphSnapshot:
+    """The snapshot's entity tables. An age-aware model of an ingested snapshot also needs each
+    entity's first interaction, which only the whole edge list orders: that one case reads it
+    (and lets it go)."""
+    if version.spec.get("cold_start_mixing") and state.snapshot().batches is not None:
+        logger.warning("an age-aware model of an ingested snapshot: the driver reads the edges "
+                       "once for the entities' first interactions")
+        snapshot = load_snapshot(store, state=state)
+        return dataclasses.replace(snapshot, edges=snapshot.edges.clear())
+    return load_entities(store, state)
+
+
+def plan_ranges(degrees: np.ndarray, parts: int, budget: int | None,
+                adapt: bool) -> NodeRanges:
+    """`parts` ranges of equal work; with `adapt`, as many more as it takes for every range's
+    graph build to fit `budget` (the degrees give its size exactly). A range that does not fit
+    is refused before any task asks Ray for more memory than a node has (it would wait
+    forever)."""
+    while True:
+        ranges = NodeRanges.balanced(degrees, parts, WRITE_COST)
+        need = max(build_holds(ranges, degrees))
+        if budget is None or HEADROOM * need <= budget:
+            return ranges
+        if not adapt or parts >= MAX_PARTITIONS:
+            raise ConfigError(f"over {parts} node ranges the largest range's graph build must "
+                              f"hold {need / (1 << 20):,.1f} MB ({HEADROOM:g}x with headroom); "
+                              f"a task here gets {budget / (1 << 20):,.1f} MB: use more "
+                              "--partitions")
+        parts = min(MAX_PARTITIONS, max(parts + 1, int(parts * HEADROOM * need / budget) + 1))
+
+
+@dataclass
+class PartitionedRefresh:
+    """One partitioned refresh of the current version: its plan, then its stages as methods."""
+
+    config: RefreshConfig
+    store: Store
+    state: StoreState
+    version: VersionRecord
+    inputs: GraphTensors  # the entities' features and first-seen times; no edges
+    visible: np.ndarray  # bool by node: the entities the tables hold
+    ids: dict[str, pa.Array]  # entity -> external ids by idx
+    ranges: NodeRanges
+    hubs: np.ndarray
+    sizes: list[dict]  # per range: sources (halo rows, hubs included) and graph bytes
+    graphs: list[ray.ObjectRef]
+    outgoing: list[ray.ObjectRef]
+    layers: LayerStack | None = None
+
+    @classmethod
+    def open(cls, config: RefreshConfig, adapt: bool = False) -> PartitionedRefresh:
+        """Plan and build the range graphs. `adapt` (a count chosen by estimate): more ranges
+        while the degrees say a range's graph build would not fit a task's memory."""
+        store = Store(config.store)
+        state = store.state()
+        check_refreshable(state)
+        version = state.version()
+        if get_family(version.family).refresh_strategy != "layerwise":
+            raise ConfigError(f"--partitions splits GraphSAGE's layer-wise refresh; version "
+                              f"{version.version} is {version.family!r}: leave --partitions out")
+        snapshot = _entities(store, state, version)
+        num_users, num_items = snapshot.num_users, snapshot.num_items
+        cutoff = snapshot.meta.cutoff
+        inputs = build_graph(snapshot, snapshot.edges.head(0), now=cutoff)
+        visible = np.concatenate([snapshot.present("user"), snapshot.present("item")])
+        ids = {e: snapshot.entities(e)["id"].to_arrow() for e in ENTITIES}
+        files = EdgeFiles.of(store, state, num_users, num_items)
+        degrees = count_degrees(files, config.cpus_per_task)
+        budget = slot_memory(config.cpus_per_task, ray.nodes())
+        ranges = plan_ranges(degrees, config.partitions, budget, adapt)
+        hubs = find_hubs(degrees, ranges)
+        sizes, graphs, pieces = build_range_graphs(files, ranges, hubs, config.cpus_per_task,
+                                                   degrees)
+        del degrees
+        hubs_ref = ray.put(hubs)
+        outgoing = [outgoing_task.remote(*ranges.range(q), hubs_ref,
+                                         *(pieces[p][q] for p in range(len(ranges))))
+                    for q in range(len(ranges))]
+        logger.info("refresh of version %d: full over %d node ranges of %d edge file(s); %d hubs, "
+                    "halo rows per range %d..%d", version.version, len(ranges), len(files.files),
+                    hubs.size, min(s["sources"] for s in sizes), max(s["sources"] for s in sizes))
+        run = cls(config, store, state, version, inputs, visible, ids, ranges, hubs, sizes,
+                  graphs, outgoing)
+        run.check_fits(budget)
+        return run
+
+    def check_fits(self, budget: int | None) -> None:
+        """Every range's layer task fits the memory a node gives a task, or a clear error (the
+        ranges' sizes are known now, not estimated)."""
+        need = max(self._layer_bytes(p) for p in range(self.parts))
+        if budget is not None and HEADROOM * need > budget:
+            raise ConfigError(f"over {self.parts} node ranges the largest layer task must hold "
+                              f"{need / (1 << 20):,.1f} MB ({HEADROOM:g}x with headroom); a "
+                              f"task here gets {budget / (1 << 20):,.1f} MB: use more "
+                              "--partitions")
+
+    @property
+    def width(self) -> int:
+        """The widest layer's width (the input and inner layers', or the output's)."""
+        return max(int(self.version.spec.get("hidden_dim", 0)), self.version.dim)
+
+    @property
+    def parts(self) -> int:
+        return len(self.ranges)
+
+    @property
+    def num_nodes(self) -> int:
+        return self.inputs.num_nodes
+
+    def _options(self, memory: int, returns: int = 1) -> dict:
+        """A task's resources: its CPUs and GPUs, and the memory it must hold with headroom
+        (Ray places it on a node with that much left: `sizing.py`)."""
+        return {"num_cpus": self.config.cpus_per_task, "num_gpus": self.config.gpus_per_task,
+                "num_returns": returns, "memory": max(1, int(HEADROOM * memory))}
+
+    def _layer_bytes(self, part: int) -> int:
+        """What range `part`'s layer task must hold: its graph, its sources, its own rows in
+        and out (float32 of the widest layer)."""
+        start, stop = self.ranges.range(part)
+        size = self.sizes[part]
+        return size["bytes"] + (size["sources"] + 2 * (stop - start)) * 4 * self.width
+
+    @property
+    def _threads(self) -> int:
+        return int(max(1, self.config.cpus_per_task))
+
+    def _stage(self, label: str, outputs: list, began: float) -> tuple[LayerPieces, StageResult]:
+        seconds = sum(ray.get([o[0] for o in outputs]))
+        return LayerPieces.of([o[1:] for o in outputs]), StageResult(
+            label, self.num_nodes, time.perf_counter() - began, seconds / self.config.num_tasks)
+
+    def input_stage(self) -> tuple[LayerPieces, StageResult]:
+        """h_0 by range: each task looks up its range's ID rows and features."""
+        began = time.perf_counter()
+        source = ModelSource.of(self.store, self.state, self.version)
+        self.layers = source.load().layer_stack()  # the layers alone: a few KB of weights
+        outputs = []
+        for p in range(self.parts):
+            start, stop = self.ranges.range(p)
+            task = input_task.options(**self._options(2 * (stop - start) * 4 * self.width,
+                                                      self.parts + 3))
+            outputs.append(task.remote(source, RangeInputs.of(self.inputs, start, stop),
+                                       self.outgoing[p], self._threads))
+        return self._stage("layer0", outputs, began)
+
+    def inner_stage(self, layer: int, previous: LayerPieces) -> tuple[LayerPieces, StageResult]:
+        began = time.perf_counter()
+        step = RangeLayer(self.layers, layer, self.parts, self.config.block_nodes, self._threads)
+        outputs = [inner_task.options(**self._options(self._layer_bytes(p), self.parts + 3))
+                   .remote(step, self.outgoing[p], self.graphs[p], previous.own[p],
+                           *previous.sources(p)) for p in range(self.parts)]
+        return self._stage(f"layer{layer}", outputs, began)
+
+    def final_stage(self, previous: LayerPieces, refresh_id: str,
+                    refreshed_at: datetime) -> tuple[StageResult, list[WrittenFile]]:
+        """The last layer; each range's task writes its visible rows (at most `rows_per_file`
+        per file)."""
+        began = time.perf_counter()
+        last = self.layers.spec.num_layers
+        step = RangeLayer(self.layers, last, self.parts, self.config.block_nodes, self._threads)
+        prefixes = {e: table_prefix(self.store, self.version.version, e, refresh_id)
+                    for e in ENTITIES}
+        target = TableTarget(self.store.uri, self.store.io.options, prefixes,
+                             self.version.version, refreshed_at)
+        writes = [final_task.options(**self._options(self._layer_bytes(p)))
+                  .remote(step, self._range_rows(target, p), self.graphs[p], previous.own[p],
+                          *previous.sources(p)) for p in range(self.parts)]
+        done = ray.get(writes)
+        files = [f for _, written in done for f in written]
+        result = StageResult(f"layer{last}+write", int(self.visible.sum()),
+                             time.perf_counter() - began,
+                             sum(seconds for seconds, _ in done) / self.config.num_tasks)
+        return result, files
+
+    def _range_rows(self, target: TableTarget, part: int) -> RangeRows:
+        start, stop = self.ranges.range(part)
+        users = self.inputs.num_users
+        first = {"user": min(start, users), "item": max(start - users, 0)}
+        last = {"user": min(stop, users), "item": max(stop - users, 0)}
+        # A copy of the range's ids: a pickled slice would carry the whole buffer.
+        ids = {e: self.ids[e].take(pa.array(np.arange(first[e], last[e]))) for e in ENTITIES}
+        return RangeRows(target, self.visible[start:stop], ids, first, users,
+                         self.config.rows_per_file, part)
+
+    def summary(self) -> dict:
+        """The ranges as the refresh's stats record them: how many, the hubs, and at most what
+        one layer task must hold (its graph, its sources, its own rows in and out)."""
+        must_hold = max(self._layer_bytes(p) for p in range(self.parts))
+        return {"count": self.parts, "hubs": int(self.hubs.size),
+                "halo_rows_max": int(max(s["sources"] for s in self.sizes)),
+                "task_must_hold_mb_max": round(must_hold / (1 << 20), 1)}
+
+    def publish(self, outcome: RefreshOutcome, refreshed_at: datetime) -> None:
+        tables = [TableFiles(e, outcome.records(e), outcome.rows[e], self.version.dim,
+                             stats=outcome.table_stats()) for e in ENTITIES]
+        publish_refresh(self.store, self.version.version, outcome.refresh_id, tables,
+                        self.state.current_snapshot, self.inputs.now, outcome.mode, refreshed_at)
+
+
+def run_partitioned(config: RefreshConfig, warming: list[ray.ObjectRef] | None = None,
+                    before_commit: Callable[[], None] | None = None,
+                    adapt: bool = False) -> RefreshOutcome:
+    """A full layer-wise refresh over `config.partitions` node ranges (more with `adapt`, where
+    a range would not fit), published in one entry (`before_commit` as in `job.run_refresh`)."""
+    started = time.perf_counter()
+    if warming is None:
+        warming = start_task_processes(config)
+    if config.mode == "incremental":
+        logger.warning("a partitioned refresh is full (it keeps no layer caches): running a "
+                       "full one")
+    try:
+        run = PartitionedRefresh.open(config, adapt)
+        previous, result = run.input_stage()
+        results = [result]
+        for layer in range(1, run.layers.spec.num_layers):
+            previous, result = run.inner_stage(layer, previous)
+            results.append(result)
+        refresh_id = run.store.new_prefix("refresh").split("/", 1)[1]
+        refreshed_at = datetime.now(timezone.utc)
+        final, files = run.final_stage(previous, refresh_id, refreshed_at)
+    finally:
+        release(warming)
+    outcome = RefreshOutcome(run.version.version, refresh_id, "full",
+                             f"partitioned into {run.parts} node ranges", "layerwise",
+                             run.num_nodes, tuple(results), run.num_nodes, final, tuple(files),
+                             time.perf_counter() - started, run.summary())
+    logger.info("refresh done: %d rows in %.1fs over %d ranges", sum(outcome.rows.values()),
+                outcome.seconds, run.parts)
+    if before_commit is not None:
+        before_commit()
+    run.publish(outcome, refreshed_at)
+    return outcome

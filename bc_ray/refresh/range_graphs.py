@@ -1,0 +1,152 @@
+"""Range graphs built by Ray tasks from the snapshot's edge files, streamed batch by batch: no
+process (the driver included) ever holds the whole edge list or the whole CSR.
+
+Two passes over the files: one task per file counts degrees (and checks the file's sha256,
+streamed), which the driver adds up to plan the ranges; then one task per range keeps the edges
+of its rows, builds its CSR and sends every other range the ids of the rows it will need of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+
+from bc_ray.exceptions import CorruptFileError, DataError
+from bc_ray.io import StorageOptions
+from bc_ray.refresh.ranges import NodeRanges, range_rows, split_range
+from bc_ray.refresh.sizing import HEADROOM, build_bytes
+from bc_ray.store.state import FileRecord, StoreState
+from bc_ray.store.store import Store
+
+READ_ROWS = 1 << 20  # edges per streamed record batch
+
+
+@dataclass(frozen=True)
+class EdgeFile:
+    """One Parquet file of the snapshot's edges and the rows of it the snapshot holds: those
+    with `column` <= `upto` (a replayed timeline's t) or < `upto` (an ingested batch ordinal)."""
+
+    record: FileRecord
+    column: str  # "t" or "batch"
+    upto: float
+
+
+@dataclass(frozen=True)
+class EdgeFiles:
+    store_uri: str
+    options: StorageOptions | None
+    files: tuple[EdgeFile, ...]
+    num_users: int
+    num_items: int
+
+    @classmethod
+    def of(cls, store: Store, state: StoreState, num_users: int, num_items: int) -> EdgeFiles:
+        record = state.snapshot()
+        if record.batches is None:
+            files = (EdgeFile(record.files["edges"], "t", record.cutoff),)
+        else:
+            logged = [s.files["edges"] for s in state.segments
+                      if s.first < record.batches and "edges" in s.files]
+            files = tuple(EdgeFile(FileRecord(f.path, f.size, f.sha256), "batch",
+                                   record.batches) for f in logged)
+        return cls(store.uri, store.io.options, files, num_users, num_items)
+
+    @property
+    def num_nodes(self) -> int:
+        return self.num_users + self.num_items
+
+    def edges(self, index: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(user idx, item idx) of file `index`'s edges in the snapshot, a batch at a time."""
+        file = self.files[index]
+        store = Store(self.store_uri, self.options)
+        uri = store.io.uri_of(file.record.path)
+        try:
+            with store.io.fs.open(store.io.path(file.record.path), "rb") as handle:
+                reader = pq.ParquetFile(handle)
+                columns = ["user_idx", "item_idx", file.column]
+                for batch in reader.iter_batches(batch_size=READ_ROWS, columns=columns):
+                    values = batch.column(file.column)
+                    keep = (pc.less_equal(values, file.upto) if file.column == "t"
+                            else pc.less(values, int(file.upto)))
+                    batch = batch.filter(keep)
+                    yield (batch.column("user_idx").to_numpy().astype(np.int64),
+                           batch.column("item_idx").to_numpy().astype(np.int64))
+        except (OSError, ValueError, KeyError) as exc:
+            raise CorruptFileError(f"cannot read the edges in {uri}: {exc}") from exc
+
+
+@ray.remote
+def _degrees_task(files: EdgeFiles, index: int) -> np.ndarray:
+    """Degrees (repeats counted) of every node from one file, after checking its sha256."""
+    Store(files.store_uri, files.options).verify(files.files[index].record)
+    degrees = np.zeros(files.num_nodes, dtype=np.int64)
+    for users, items in files.edges(index):
+        degrees[:files.num_users] += np.bincount(users, minlength=files.num_users)
+        degrees[files.num_users:] += np.bincount(items, minlength=files.num_items)
+    return degrees
+
+
+def count_degrees(files: EdgeFiles, cpus: float) -> np.ndarray:
+    """Every node's degree, one task per file, added up as they finish."""
+    holds = 16 * files.num_nodes  # its counts and one file batch's (batches: READ_ROWS edges)
+    task = _degrees_task.options(num_cpus=cpus, memory=int(HEADROOM * holds))
+    pending = [task.remote(files, index) for index in range(len(files.files))]
+    degrees = np.zeros(files.num_nodes, dtype=np.int64)
+    while pending:
+        [done], pending = ray.wait(pending)
+        degrees += ray.get(done)
+    if not degrees.any():
+        raise DataError("the snapshot has no edges up to its cutoff: nothing to aggregate")
+    return degrees
+
+
+@ray.remote
+def _range_graph_task(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray,
+                      part: int) -> tuple:
+    """(sizes, range `part`'s graph, and for each range q the ids of q's rows it needs)."""
+    start, stop = ranges.range(part)
+    users, items = [], []
+    for index in range(len(files.files)):
+        for edge_user, edge_item in files.edges(index):
+            mine = ((edge_user >= start) & (edge_user < stop)) | (
+                (edge_item + files.num_users >= start) & (edge_item + files.num_users < stop))
+            users.append(edge_user[mine])
+            items.append(edge_item[mine])
+    edge_user = np.concatenate(users) if users else np.zeros(0, dtype=np.int64)
+    edge_item = np.concatenate(items) if items else np.zeros(0, dtype=np.int64)
+    del users, items
+    crow, neighbours = range_rows(edge_user, edge_item, files.num_users, files.num_nodes, start,
+                                  stop)
+    del edge_user, edge_item
+    graph, pieces = split_range(crow, neighbours, start, stop, hubs, ranges)
+    sizes = {"sources": graph.num_sources, "bytes": graph.nbytes}
+    return (sizes, graph, *pieces)
+
+
+def build_holds(ranges: NodeRanges, degrees: np.ndarray) -> list[int]:
+    """What each range's graph-building task holds (`sizing.build_bytes`)."""
+    return [build_bytes(int(degrees[start:stop].sum()), stop - start)
+            for start, stop in (ranges.range(p) for p in range(len(ranges)))]
+
+
+def build_range_graphs(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray, cpus: float,
+                       degrees: np.ndarray) -> tuple[list[dict], list[ray.ObjectRef],
+                                                     list[list[ray.ObjectRef]]]:
+    """(sizes by range, graph refs by range, pieces[p][q]: the ids of q's rows range p needs).
+    Each task asks Ray for the memory it holds (`build_holds`), besides the batch it reads (at
+    most READ_ROWS edges)."""
+    parts = len(ranges)
+    ranges_ref, hubs_ref = ray.put(ranges), ray.put(hubs)
+    outputs = []
+    for part, holds in enumerate(build_holds(ranges, degrees)):
+        task = _range_graph_task.options(num_cpus=cpus, num_returns=parts + 2,
+                                         memory=int(HEADROOM * holds))
+        outputs.append(task.remote(files, ranges_ref, hubs_ref, part))
+    sizes = ray.get([o[0] for o in outputs])
+    return sizes, [o[1] for o in outputs], [o[2:] for o in outputs]
+

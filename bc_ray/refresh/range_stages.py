@@ -1,0 +1,154 @@
+"""The partitioned refresh's stages as Ray tasks, one per node range: the input layer h_0, the
+inner layers, and the last layer with its Parquet write.
+
+Every stage's task returns `[compute seconds, own rows, hub rows, a piece per range]`
+(`Outgoing`), so the next stage's task of range p takes, as top-level arguments that Ray
+resolves, only its own rows, every range's hub rows and the pieces the ranges sent it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import ray
+import torch
+
+from bc_ray.core.graph import FeatureBag, GraphTensors
+from bc_ray.models.graphsage.model import EmbeddingModel
+from bc_ray.models.graphsage.serialization import model_from_bytes, model_from_file
+from bc_ray.refresh.ranges import Outgoing, RangeGraph, RangeLayer
+from bc_ray.refresh.results import WrittenFile
+from bc_ray.refresh.sink import TableTarget, write_rows
+from bc_ray.store.state import StoreState, VersionRecord
+from bc_ray.store.store import Store
+from bc_ray.store.tables import ENTITIES
+from bc_ray.store.versions import load_model_bytes
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the input stage's tasks read the model: on a local store, the file itself, mapped
+    (a task reads only its range's ID rows; the driver checked the file's sha256 by streaming
+    it); elsewhere, its bytes through the object store (each task then loads it whole)."""
+
+    path: str | None = None
+    data: ray.ObjectRef | None = None
+
+    @classmethod
+    def of(cls, store: Store, state: StoreState, version: VersionRecord) -> ModelSource:
+        record = version.files.get("model")
+        if store.io.scheme == "file" and record is not None and not version.model_removed:
+            store.verify(record)
+            return cls(path=store.io.path(record.path))
+        return cls(data=ray.put(load_model_bytes(store, version.version, state)))
+
+    def load(self) -> EmbeddingModel:
+        if self.path is not None:
+            return model_from_file(self.path)
+        return model_from_bytes(ray.get(self.data), light=True)
+
+
+def _entity_rows(start: int, stop: int, num_users: int) -> dict[str, torch.Tensor]:
+    """The entity indices of nodes start:stop, users then items."""
+    return {"user": torch.arange(min(start, num_users), min(stop, num_users)),
+            "item": torch.arange(max(start, num_users) - num_users,
+                                 max(stop, num_users) - num_users)}
+
+
+@dataclass(frozen=True)
+class RangeInputs:
+    """What h_0 of a range reads besides the model: its entities' feature bags and first-seen
+    times (taken for the range by the driver, which holds the entity tables)."""
+
+    start: int
+    stop: int
+    num_users: int
+    features: dict[str, dict[str, FeatureBag]]  # entity -> field -> bags of the range's rows
+    first_t: dict[str, torch.Tensor]
+    now: float
+
+    @classmethod
+    def of(cls, graph: GraphTensors, start: int, stop: int) -> RangeInputs:
+        rows = _entity_rows(start, stop, graph.num_users)
+        return cls(start, stop, graph.num_users,
+                   {e: {k: v.take(rows[e]) for k, v in graph.features(e).items()}
+                    for e in ENTITIES},
+                   {"user": graph.user_first_t[rows["user"]],
+                    "item": graph.item_first_t[rows["item"]]}, graph.now)
+
+    def compute(self, model: EmbeddingModel) -> np.ndarray:
+        rows = _entity_rows(self.start, self.stop, self.num_users)
+        with torch.no_grad():
+            parts = [model.inputs_of(e, self.features[e], rows[e], self.first_t[e], self.now)
+                     for e in ENTITIES]
+        return torch.cat(parts).numpy()
+
+
+@ray.remote
+def input_task(source: ModelSource, inputs: RangeInputs, outgoing: Outgoing,
+               threads: int) -> tuple:
+    """h_0 of a range: (compute seconds, own rows, hub rows, a piece per range)."""
+    torch.set_num_threads(max(1, threads))
+    started = time.perf_counter()
+    rows = inputs.compute(source.load())
+    return (time.perf_counter() - started, *outgoing.pieces(rows))
+
+
+@ray.remote
+def inner_task(step: RangeLayer, outgoing: Outgoing, graph: RangeGraph, own: np.ndarray,
+               *sources: np.ndarray) -> tuple:
+    """An inner layer of a range: (compute seconds, own rows, hub rows, a piece per range)."""
+    rows, seconds = step.compute(graph, own, sources)
+    return (seconds, *outgoing.pieces(rows))
+
+
+@ray.remote
+def outgoing_task(start: int, stop: int, hubs: np.ndarray, *wanted: np.ndarray) -> Outgoing:
+    """What range start:stop sends at every layer, from the ids each range wants of it."""
+    return Outgoing.of(start, stop, hubs, wanted)
+
+
+@dataclass(frozen=True)
+class RangeRows:
+    """What the last layer's task of a range writes: the rows of entities the tables hold, and
+    those entities' external ids (its range's only)."""
+
+    target: TableTarget
+    visible: np.ndarray  # bool, by the range's nodes
+    ids: dict[str, pa.Array]
+    first_idx: dict[str, int]
+    num_users: int
+    rows_per_file: int
+    part: int
+
+
+@ray.remote
+def final_task(step: RangeLayer, rows: RangeRows, graph: RangeGraph, own: np.ndarray,
+               *sources: np.ndarray) -> tuple[float, list[WrittenFile]]:
+    """The last layer of a range, its visible rows written: (compute seconds, files)."""
+    values, seconds = step.compute(graph, own, sources)
+    nodes = graph.start + np.flatnonzero(rows.visible)
+    files = write_rows(rows.target, rows.ids, rows.num_users, nodes, values[rows.visible],
+                       seconds, f"{rows.part:05d}", rows.first_idx, rows.rows_per_file)
+    return seconds, files
+
+
+@dataclass(frozen=True)
+class LayerPieces:
+    """One layer's outputs by range: own rows, hub rows, and pieces[q][p] (q's piece for p)."""
+
+    own: list[ray.ObjectRef]
+    hubs: list[ray.ObjectRef]
+    pieces: list[list[ray.ObjectRef]]
+
+    def sources(self, part: int) -> list[ray.ObjectRef]:
+        """Range `part`'s sources, in its source matrix's order: hubs, then pieces by range."""
+        return [*self.hubs, *(piece[part] for piece in self.pieces)]
+
+    @classmethod
+    def of(cls, outputs: list[list[ray.ObjectRef]]) -> LayerPieces:
+        """From each range's [own, hubs, piece 0, ...]."""
+        return cls([o[0] for o in outputs], [o[1] for o in outputs], [o[2:] for o in outputs])

@@ -1,0 +1,212 @@
+"""The graph split into contiguous node ranges, one refresh task each, and a layer computed
+range by range (no Ray here: `range_graphs.py` and `range_stages.py` run this as tasks).
+
+Task p holds only its range's rows of the adjacency (`RangeGraph`) and, per layer, the previous
+layer's rows of the nodes those rows aggregate from: its halo. The halo arrives in pieces, one
+from each range q (the rows of q that p needs, in node order), and hub rows (nodes of very high
+degree, which nearly every range needs) come once, in one piece per range that every task reads,
+instead of in every task's own pieces. So a task's source matrix is `[hubs; piece_0; ...;
+piece_{P-1}]` and the range's columns index that matrix.
+
+Rows hold what the whole graph's CSR (`Adjacency.bipartite`) holds: a user's distinct items, an
+item's distinct users, repeats merged. Only the columns' numbering differs, so a layer over a
+range equals the whole graph's to float rounding (the order of each row's sum may differ).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bc_ray.core.graph import Adjacency, shared_tensor
+from bc_ray.exceptions import ConfigError
+from bc_ray.models.graphsage.model import LayerStack
+
+HUB_SHARE = 0.5  # a node in the halo of at least this share of ranges is sent once, to all
+
+
+@dataclass(frozen=True)
+class NodeRanges:
+    """P contiguous ranges of nodes (users then items): range p is bounds[p]:bounds[p+1]."""
+
+    bounds: np.ndarray  # int64, P + 1 values, non-decreasing
+
+    @classmethod
+    def balanced(cls, degrees: np.ndarray, parts: int, node_cost: int = 1) -> NodeRanges:
+        """Ranges of about equal work: a node's layer costs about its degree (plus `node_cost`
+        edges' worth for its own row), so ranges of equal length would leave items, a tenth of
+        the nodes with half the edges, in a few slow tasks."""
+        if parts < 1:
+            raise ConfigError(f"--partitions must be >= 1, got {parts}")
+        cost = np.cumsum(np.asarray(degrees, dtype=np.int64) + node_cost)
+        total = int(cost[-1]) if cost.size else 0
+        targets = total * np.arange(1, parts) / parts
+        inner = np.searchsorted(cost, targets, side="left") + 1
+        bounds = np.concatenate([[0], np.minimum(inner, cost.size), [cost.size]])
+        return cls(np.maximum.accumulate(bounds).astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def range(self, part: int) -> tuple[int, int]:
+        return int(self.bounds[part]), int(self.bounds[part + 1])
+
+    def owner(self, nodes: np.ndarray) -> np.ndarray:
+        """The range of each node."""
+        return np.searchsorted(self.bounds, nodes, side="right") - 1
+
+
+@dataclass(frozen=True)
+class RangeGraph:
+    """Range start:stop's rows of the adjacency, its columns indexing the task's source matrix
+    `[hubs; pieces...]` (module docstring)."""
+
+    start: int
+    stop: int
+    crow: np.ndarray  # int64, rows + 1
+    cols: np.ndarray  # int64, positions in the source matrix
+    num_sources: int
+
+    @property
+    def num_rows(self) -> int:
+        return self.stop - self.start
+
+    def adjacency(self, first: int = 0, last: int | None = None) -> Adjacency:
+        """The operator from the source matrix to local rows first:last."""
+        last = self.num_rows if last is None else last
+        crow = shared_tensor(self.crow[first:last + 1])
+        cols = shared_tensor(self.cols[int(self.crow[first]):int(self.crow[last])])
+        return Adjacency.from_csr(crow - crow[0], cols, last - first, self.num_sources)
+
+    @property
+    def nbytes(self) -> int:
+        return self.crow.nbytes + self.cols.nbytes
+
+
+def range_rows(edge_user: np.ndarray, edge_item: np.ndarray, num_users: int, num_nodes: int,
+               start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(CSR row pointers, neighbours as global node ids) of nodes start:stop, from the edge
+    lists (global entity indices; repeats merged, each row's neighbours ascending)."""
+    keys = []
+    if start < num_users:  # user rows: their items
+        mask = (edge_user >= start) & (edge_user < min(stop, num_users))
+        keys.append((edge_user[mask] - start) * num_nodes + edge_item[mask] + num_users)
+    if stop > num_users:  # item rows: their users
+        first = max(start, num_users) - num_users
+        mask = (edge_item >= first) & (edge_item < stop - num_users)
+        keys.append((edge_item[mask] + num_users - start) * num_nodes + edge_user[mask])
+    rows = stop - start
+    crow = np.zeros(rows + 1, dtype=np.int64)
+    if not keys:
+        return crow, np.zeros(0, dtype=np.int64)
+    pairs = sorted_unique(np.concatenate(keys))
+    np.cumsum(np.bincount(pairs // num_nodes, minlength=rows), out=crow[1:])
+    return crow, pairs % num_nodes
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The distinct values, ascending: a sort and a comparison (numpy's own `unique` hashes
+    first, 7x slower on a range's millions of edge keys)."""
+    values = np.sort(values.astype(np.int64, copy=False))
+    keep = np.ones(values.size, dtype=bool)
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+def find_hubs(degrees: np.ndarray, ranges: NodeRanges) -> np.ndarray:
+    """Nodes whose row many ranges read, sent once to all instead of in each range's pieces: a
+    node of degree d is in the halo of at most min(d, P) ranges, so those of degree at least
+    HUB_SHARE x P, the highest at most 1 % of all nodes (sorted ids). None below 3 ranges."""
+    parts = len(ranges)
+    if parts < 3 or degrees.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    limit = max(1, degrees.size // 100)
+    threshold = max(2.0, HUB_SHARE * parts)
+    candidates = np.flatnonzero(degrees >= threshold)
+    if candidates.size > limit:
+        top = np.argpartition(degrees[candidates], -limit)[-limit:]
+        candidates = candidates[top]
+    return np.sort(candidates).astype(np.int64)
+
+
+def split_range(crow: np.ndarray, neighbours: np.ndarray, start: int, stop: int,
+                hubs: np.ndarray, ranges: NodeRanges) -> tuple[RangeGraph, tuple[np.ndarray, ...]]:
+    """Range start:stop's rows with their columns renumbered into the task's source matrix,
+    and its pieces: for each range q, the non-hub nodes of q the rows aggregate from (sorted),
+    the rows q sends this range at every layer."""
+    is_hub = np.zeros(neighbours.size, dtype=bool)
+    if hubs.size:
+        at = np.searchsorted(hubs, neighbours).clip(max=hubs.size - 1)
+        is_hub = hubs[at] == neighbours
+    others = sorted_unique(neighbours[~is_hub])
+    owners = ranges.owner(others)
+    cuts = np.searchsorted(owners, np.arange(len(ranges) + 1))
+    pieces = tuple(others[cuts[q]:cuts[q + 1]] for q in range(len(ranges)))
+    cols = np.empty(neighbours.size, dtype=np.int64)
+    if hubs.size:
+        cols[is_hub] = at[is_hub]
+    cols[~is_hub] = hubs.size + np.searchsorted(others, neighbours[~is_hub])
+    return RangeGraph(start, stop, crow, cols, int(hubs.size + others.size)), pieces
+
+
+def source_matrix(hub_parts: list[np.ndarray], pieces: list[np.ndarray], dim: int) -> torch.Tensor:
+    """`[hubs; piece_0; ...]` as one matrix (a range's sources for one layer)."""
+    parts = [np.asarray(p, dtype=np.float32).reshape(-1, dim) for p in (*hub_parts, *pieces)]
+    if not parts:
+        return torch.zeros(0, dim)
+    return torch.from_numpy(np.concatenate(parts))
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What a range sends of each layer it computes: the positions (in its own rows) of its hub
+    rows, and of the rows each range's halo holds (`wanted[p]`, in range p's order)."""
+
+    hubs: np.ndarray
+    wanted: tuple[np.ndarray, ...]
+
+    @classmethod
+    def of(cls, start: int, stop: int, hubs: np.ndarray,
+           wanted: Sequence[np.ndarray]) -> Outgoing:
+        """From the node ids each range wants of this one (their pieces of it)."""
+        own_hubs = hubs[(hubs >= start) & (hubs < stop)]
+        return cls(own_hubs - start, tuple(np.asarray(w) - start for w in wanted))
+
+    def pieces(self, block: np.ndarray) -> list[np.ndarray]:
+        """[own rows, hub rows, piece for range 0, ..., piece for range P-1]."""
+        return [block, block[self.hubs], *(block[w] for w in self.wanted)]
+
+
+@dataclass(frozen=True)
+class RangeLayer:
+    """Layer `layer` of one range, from its own previous rows and its sources."""
+
+    layers: LayerStack
+    layer: int
+    parts: int
+    chunk: int
+    threads: int
+
+    def compute(self, graph: RangeGraph, own: np.ndarray,
+                sources: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
+        """(the range's rows of this layer, compute seconds)."""
+        torch.set_num_threads(max(1, self.threads))
+        started = time.perf_counter()
+        dim = own.shape[1] if own.ndim == 2 else self.layers.spec.hidden_dim
+        hubs, pieces = list(sources[:self.parts]), list(sources[self.parts:])
+        x_src = source_matrix(hubs, pieces, dim)
+        x_own = shared_tensor(np.asarray(own, dtype=np.float32).reshape(-1, dim))
+        self.layers.eval()
+        out = []
+        with torch.no_grad():
+            for first in range(0, graph.num_rows, self.chunk):
+                last = min(first + self.chunk, graph.num_rows)
+                out.append(self.layers.layer(self.layer - 1, x_src, graph.adjacency(first, last),
+                                             x_own[first:last]).numpy())
+        width = out[0].shape[1] if out else self.layers.spec.output_dim
+        rows = np.concatenate(out) if out else np.zeros((0, width), dtype=np.float32)
+        return rows, time.perf_counter() - started

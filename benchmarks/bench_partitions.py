@@ -1,0 +1,141 @@
+"""The refresh partitioned by node range against the unpartitioned one, on the same store: time
+and peak memory per process kind as the number of ranges P grows, and the largest difference
+between their rows (they must agree to 1e-5).
+
+Synthetic marketplaces as in bench_scale.py (~10 users per item, 10 edges per user), 2 layers,
+64 dims, an untrained version 0. Each refresh's driver is a fresh process that connects to the
+running cluster, as `bc-ray refresh` does, timed from its start to the committed tables. Ray's
+workers are sampled every 0.2 s by process title: "peak" is resident memory (it includes the
+object-store pages a process maps, which the store holds once per node), "private" is without
+them. "must hold" is what the largest range's layer task must hold (its graph, its halo and its
+own rows in and out), from the refresh's stats.
+
+    python benchmarks/bench_partitions.py [--edges 1000000,3000000] [--partitions 1,2,4,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+from benchmarks.bench_scale import (  # noqa: E402
+    CUTOFF,
+    HIDDEN,
+    MB,
+    OwnMemory,
+    PeakMemory,
+    in_fresh_process,
+)
+from benchmarks.common import print_table, scratch_dir, timed, write_json  # noqa: E402
+from tests.helpers import publish_untrained_model  # noqa: E402
+
+
+def driver(address: str, uri: str, partitions: int) -> dict:
+    """A full refresh's driver (unpartitioned with 0), its own process on the cluster."""
+    import ray
+
+    from bc_ray.refresh.config import RefreshConfig
+    from bc_ray.refresh.job import run_refresh
+
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    with OwnMemory() as memory:
+        stats = run_refresh(RefreshConfig(store=uri, mode="full", partitions=partitions)).stats
+    return {**stats, "driver_private_peak_mb": memory.peak_anon / MB}
+
+
+def tables(uri: str) -> dict[str, np.ndarray]:
+    from bc_ray.consumer.reader import read_embeddings
+
+    return {e: np.stack(read_embeddings(uri, e).sort("id")["embedding"].to_numpy())
+            for e in ("user", "item")}
+
+
+def one_size(edges: int, parts: list[int]) -> list[dict]:
+    import ray
+
+    from bc_ray.core.graph import build_graph
+    from bc_ray.data.snapshot import build_snapshot
+    from bc_ray.data.synthetic import SyntheticConfig, generate
+    from bc_ray.data.timeline import edges_until
+    from bc_ray.store.snapshots import publish_snapshot
+    from bc_ray.store.store import Store
+
+    uri = f"file://{scratch_dir(f'bench-partitions-{edges}-')}/store"
+    snapshot = build_snapshot(generate(SyntheticConfig(
+        num_users=edges // 10, num_items=edges // 100, num_edges=edges))).with_cutoff(CUTOFF)
+    store = Store(uri)
+    publish_snapshot(store, snapshot)
+    graph = build_graph(snapshot, edges_until(snapshot, CUTOFF), now=CUTOFF)
+    publish_untrained_model(store, graph, HIDDEN, CUTOFF)
+    nodes = graph.num_nodes
+    del graph, snapshot
+    address = ray.get_runtime_context().gcs_address
+    rows, expected = [], None
+    for count in [0, *parts]:
+        with PeakMemory() as memory:
+            seconds, (stats, driver_peak) = timed(
+                lambda: in_fresh_process(driver, address, uri, count))
+        got = tables(uri)
+        if expected is None:
+            expected, base = got, seconds
+        difference = max(float(np.abs(got[e] - expected[e]).max()) for e in got)
+        ranges = stats.get("partitions", {})
+        rows.append({
+            "edges": edges, "nodes": nodes, "partitions": count, "seconds": seconds,
+            "job_seconds": stats["seconds"], "ratio": seconds / base,
+            "driver_peak_mb": driver_peak / MB,
+            "driver_private_mb": stats["driver_private_peak_mb"],
+            "task_peak_mb": memory.peaks.get("task", 0) / MB,
+            "task_private_mb": memory.private.get("task", 0) / MB,
+            "builder_peak_mb": memory.peaks.get("builder", 0) / MB,
+            "must_hold_mb": ranges.get("task_must_hold_mb_max"),
+            "hubs": ranges.get("hubs"), "max_abs_difference": difference})
+        print(f"  {edges:,} edges, P={count}: {seconds:.1f}s; {memory.summary()}; "
+              f"private task {rows[-1]['task_private_mb']:,.0f} MB; "
+              f"max |diff| {difference:.1e}", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--edges", default="1000000,3000000")
+    parser.add_argument("--partitions", default="1,2,4,8")
+    args = parser.parse_args()
+    import ray
+
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+             log_to_driver=False, logging_level=logging.WARNING)
+    results: list[dict] = []
+    started = time.perf_counter()
+    for edges in (int(e) for e in args.edges.split(",")):
+        results += one_size(edges, [int(p) for p in args.partitions.split(",")])
+        write_json("partitions", {"cpus": os.cpu_count(), "results": results})
+    ray.shutdown()
+
+    def mb(value) -> str:
+        return "-" if value in (None, 0) else f"{value:,.0f}"
+
+    print_table(f"Full refresh by node ranges (P = 0: unpartitioned; 2 layers, hidden {HIDDEN}, "
+                f"{os.cpu_count()} CPUs; MB; {time.perf_counter() - started:.0f}s in all)",
+                ["edges", "P", "s", "vs P=0", "driver peak", "driver private", "task peak",
+                 "task private", "builder peak", "task must hold", "hubs", "max |diff|"],
+                [[r["edges"], r["partitions"], r["seconds"], r["ratio"], mb(r["driver_peak_mb"]),
+                  mb(r["driver_private_mb"]), mb(r["task_peak_mb"]), mb(r["task_private_mb"]),
+                  mb(r["builder_peak_mb"]), mb(r["must_hold_mb"]), r["hubs"] or "-",
+                  f"{r['max_abs_difference']:.1e}"] for r in results])
+
+
+if __name__ == "__main__":
+    main()

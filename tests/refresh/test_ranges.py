@@ -1,0 +1,88 @@
+"""Node ranges and their halos (no Ray): a range's rows are the whole graph's rows, and a layer
+computed range by range from the pieces the ranges send each other equals the whole graph's."""
+
+import numpy as np
+import pytest
+import torch
+
+from bc_ray.core.graph import Adjacency, GraphTensors, build_graph
+from bc_ray.data.timeline import edges_until
+from bc_ray.exceptions import ConfigError
+from bc_ray.models.graphsage.inference import layerwise_embed
+from bc_ray.models.graphsage.model import build_model
+from bc_ray.models.graphsage.spec import VersionSpec
+from bc_ray.refresh.ranges import (
+    NodeRanges,
+    Outgoing,
+    RangeLayer,
+    find_hubs,
+    range_rows,
+    split_range,
+)
+
+
+def _edges(seed: int = 0, users: int = 40, items: int = 15, count: int = 300):
+    rng = np.random.default_rng(seed)
+    # Skewed items (a few hubs), and repeats, which the CSR merges.
+    items_drawn = np.minimum(rng.zipf(1.6, count) - 1, items - 1)
+    return rng.integers(0, users, count), items_drawn.astype(np.int64), users, items
+
+
+def test_a_range_holds_the_whole_graphs_rows():
+    edge_user, edge_item, users, items = _edges()
+    whole = Adjacency.bipartite(torch.from_numpy(edge_user), torch.from_numpy(edge_item), users,
+                                items)
+    for start, stop in ((0, users + items), (0, 7), (35, 48), (users, users + items)):
+        crow, cols = range_rows(edge_user, edge_item, users, users + items, start, stop)
+        expected = whole.crow[start:stop + 1] - whole.crow[start]
+        assert np.array_equal(crow, expected.numpy())
+        span = whole.cols[int(whole.crow[start]):int(whole.crow[stop])]
+        assert np.array_equal(cols, span.numpy())
+
+
+def test_balanced_ranges_cover_every_node_once():
+    degrees = np.array([1, 0, 50, 2, 2, 2, 0, 1, 40, 3])
+    ranges = NodeRanges.balanced(degrees, 3)
+    assert ranges.bounds[0] == 0 and ranges.bounds[-1] == degrees.size
+    assert np.all(np.diff(ranges.bounds) >= 0) and len(ranges) == 3
+    assert ranges.owner(np.arange(degrees.size)).tolist() == sorted(
+        ranges.owner(np.arange(degrees.size)).tolist())
+    many = NodeRanges.balanced(degrees, 25)  # more ranges than nodes: some are empty
+    assert many.bounds[-1] == degrees.size and len(many) == 25
+    with pytest.raises(ConfigError, match="--partitions"):
+        NodeRanges.balanced(degrees, 0)
+
+
+@pytest.mark.parametrize("parts", [1, 3, 8])
+def test_a_layer_by_ranges_equals_the_whole_graphs(parts, small_snapshot):
+    snapshot = small_snapshot.with_cutoff(0.7)
+    graph: GraphTensors = build_graph(snapshot, edges_until(snapshot, 0.7), now=0.7)
+    torch.manual_seed(0)
+    model = build_model(VersionSpec(num_layers=3, hidden_dim=16), graph).eval()
+    layers = layerwise_embed(model, graph, keep_layers=True)  # h_1..h_3, every node
+    with torch.no_grad():
+        h0 = model.inputs(graph)
+    edge_user, edge_item = graph.edge_user.numpy(), graph.edge_item.numpy()
+    nodes = graph.num_nodes
+    degrees = np.concatenate([np.bincount(edge_user, minlength=graph.num_users),
+                              np.bincount(edge_item, minlength=graph.num_items)])
+    ranges = NodeRanges.balanced(degrees, parts)
+    hubs = find_hubs(degrees, ranges)
+    assert (hubs.size > 0) == (parts >= 3)
+    split = [split_range(*range_rows(edge_user, edge_item, graph.num_users, nodes,
+                                     *ranges.range(p)), *ranges.range(p), hubs, ranges)
+             for p in range(parts)]
+    graphs = [g for g, _ in split]
+    outgoing = [Outgoing.of(*ranges.range(q), hubs, [pieces[q] for _, pieces in split])
+                for q in range(parts)]
+    sent = [outgoing[p].pieces(h0[slice(*ranges.range(p))].numpy()) for p in range(parts)]
+    for layer in (1, 2, 3):
+        step = RangeLayer(model.layer_stack(), layer, parts, chunk=50, threads=1)
+        sent = [outgoing[p].pieces(step.compute(
+            graphs[p], sent[p][0], [s[1] for s in sent] + [s[2 + p] for s in sent])[0])
+            for p in range(parts)]
+        whole = np.concatenate([s[0] for s in sent])
+        assert whole.shape == tuple(layers[layer - 1].shape)
+        assert np.abs(whole - layers[layer - 1].numpy()).max() <= 1e-5
+    if parts > 1:  # no range receives the whole graph
+        assert max(g.num_sources for g in graphs) < nodes
