@@ -8,7 +8,8 @@ running cluster, as `bc-ray refresh` does, timed from its start to the committed
 workers are sampled every 0.2 s by process title: "peak" is resident memory (it includes the
 object-store pages a process maps, which the store holds once per node), "private" is without
 them. "must hold" is what the largest range's layer task must hold (its graph, its halo and its
-own rows in and out), from the refresh's stats.
+own rows in and out), from the refresh's stats; "planning" is the partitioned refresh's first
+stage (degrees, ranges, the range graphs built from the edge files).
 
     python benchmarks/bench_partitions.py [--edges 1000000,3000000] [--partitions 1,2,4,8]
 """
@@ -94,6 +95,7 @@ def one_size(edges: int, parts: list[int]) -> list[dict]:
         rows.append({
             "edges": edges, "nodes": nodes, "partitions": count, "seconds": seconds,
             "job_seconds": stats["seconds"], "ratio": seconds / base,
+            "ranges_seconds": stats.get("ranges", {}).get("seconds"),
             "driver_peak_mb": driver_peak / MB,
             "driver_private_mb": stats["driver_private_peak_mb"],
             "task_peak_mb": memory.peaks.get("task", 0) / MB,
@@ -129,9 +131,11 @@ def main() -> None:
 
     print_table(f"Full refresh by node ranges (P = 0: unpartitioned; 2 layers, hidden {HIDDEN}, "
                 f"{os.cpu_count()} CPUs; MB; {time.perf_counter() - started:.0f}s in all)",
-                ["edges", "P", "s", "vs P=0", "driver peak", "driver private", "task peak",
+                ["edges", "P", "s", "vs P=0", "planning s", "driver peak", "driver private", "task peak",
                  "task private", "builder peak", "task must hold", "hubs", "max |diff|"],
-                [[r["edges"], r["partitions"], r["seconds"], r["ratio"], mb(r["driver_peak_mb"]),
+                [[r["edges"], r["partitions"], r["seconds"], r["ratio"],
+                  "-" if r["ranges_seconds"] is None else r["ranges_seconds"],
+                  mb(r["driver_peak_mb"]),
                   mb(r["driver_private_mb"]), mb(r["task_peak_mb"]), mb(r["task_private_mb"]),
                   mb(r["builder_peak_mb"]), mb(r["must_hold_mb"]), r["hubs"] or "-",
                   f"{r['max_abs_difference']:.1e}"] for r in results])

@@ -63,15 +63,19 @@ class TripleSampler:
         position = np.searchsorted(self.keys, keys).clip(max=self.keys.size - 1)
         return self.keys[position] == keys
 
-    def epoch(self, seed: int) -> Triples:
-        """A shuffled epoch of as many triples as there are edges (same for every seed-sharing
-        worker, so data-parallel ranks can take equal shards of one epoch)."""
+    def epoch(self, seed: int, size: int | None = None) -> Triples:
+        """A shuffled epoch of as many triples as there are edges, or of `size` of them drawn
+        afresh (a step budget: the work stays at `size` whatever the graph's size). The same for
+        every seed-sharing worker, so data-parallel ranks can take equal shards of one epoch."""
         rng = np.random.default_rng(seed)
-        count = self.user.size
-        if self.edge_weight is None:
+        count = self.user.size if size is None else min(size, self.user.size)
+        if self.edge_weight is not None:
+            chosen = rng.choice(self.user.size, size=count,
+                                p=self.edge_weight / self.edge_weight.sum())
+        elif size is None:
             chosen = rng.permutation(count)
         else:
-            chosen = rng.choice(count, size=count, p=self.edge_weight / self.edge_weight.sum())
+            chosen = rng.choice(self.user.size, size=count, replace=False)
         user, pos = self.user[chosen], self.item[chosen]
         neg = self._negatives(count, rng)
         for _ in range(REDRAWS):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from bc_ray.exceptions import ConfigError
 
 MODES = ("auto", "full", "incremental")
+WRITE_COST = 16  # writing a row to Parquet, in edges aggregated (measured at 10M edges)
 INFERENCE = ("layerwise", "sampled")
 
 
@@ -34,6 +35,9 @@ class RefreshConfig:
             raise ConfigError("--num-tasks and --block-nodes must be >= 1")
         if self.partitions is not None and self.partitions < 0:
             raise ConfigError(f"--partitions must be >= 0, got {self.partitions}")
+        if self.partitions and self.use_gpu:
+            raise ConfigError("--partitions computes on the CPU; leave --use-gpu or "
+                              "--partitions out")
         if self.partitions and self.inference != "layerwise":
             raise ConfigError("--partitions splits the layer-wise refresh; it cannot be used "
                               "with --inference sampled")

@@ -44,12 +44,18 @@ from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_until
 from bc_ray.refresh.assemble import CachedLayer, PreviousTables, carried_rows, layer_builder
-from bc_ray.refresh.config import RefreshConfig
+from bc_ray.refresh.config import WRITE_COST, RefreshConfig
 from bc_ray.refresh.pack import pack_graph, unpack_graph
 from bc_ray.refresh.passes import block_refs, stage_pass, write_pass
 from bc_ray.refresh.plan import RefreshPlan, plan_refresh
 from bc_ray.refresh.results import RefreshOutcome, StageResult, WrittenFile
-from bc_ray.refresh.sizing import GraphSize, check_fits, choose_partitions, slot_memory
+from bc_ray.refresh.sizing import (
+    GraphSize,
+    check_unpartitioned,
+    choose_partitions,
+    node_memory,
+    slot_memory,
+)
 from bc_ray.refresh.sink import EmbeddingSink, NodeIds, TableTarget
 from bc_ray.refresh.tasks import (
     EntityStage,
@@ -65,11 +71,10 @@ from bc_ray.store.npy import npy_parts
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.state import FileRecord, StoreState, VersionRecord
 from bc_ray.store.store import Store
-from bc_ray.store.tables import ENTITIES, TableFiles, publish_refresh, table_prefix
+from bc_ray.store.tables import ENTITIES, publish_refresh, table_prefix
 from bc_ray.store.versions import check_refreshable, load_model_bytes
 
 logger = logging.getLogger(__name__)
-WRITE_COST = 16  # writing a row to Parquet, in edges aggregated (measured at 10M edges)
 RUNS_PER_SLOT = 2  # runs are balanced by edges, not by time: a spare run per slot evens it out
 
 
@@ -309,10 +314,7 @@ class RefreshRun:
     def write_final(self, final: FinalPass, refresh_id: str,
                     refreshed_at: datetime) -> tuple[StageResult, list[WrittenFile]]:
         """The last layer's tasks write their own rows to Parquet (Ray Data fuses the two)."""
-        prefixes = {e: table_prefix(self.store, self.version.version, e, refresh_id)
-                    for e in ENTITIES}
-        target = TableTarget(self.store.uri, self.store.io.options, prefixes,
-                             self.version.version, refreshed_at)
+        target = TableTarget.of(self.store, self.version.version, refresh_id, refreshed_at)
         sink = EmbeddingSink(target, NodeIds(self.ids, ray.put(final.visible),
                                              self.graph.num_users))
         started = time.perf_counter()
@@ -349,37 +351,40 @@ class RefreshRun:
     def publish(self, outcome: RefreshOutcome, refreshed_at: datetime,
                 caches: dict[str, dict[str, FileRecord]]) -> None:
         """One log entry publishes the user and item tables together."""
-        tables = [TableFiles(e, outcome.records(e), outcome.rows[e], self.version.dim,
-                             stats=outcome.table_stats(), cache=caches[e]) for e in ENTITIES]
-        publish_refresh(self.store, self.version.version, outcome.refresh_id, tables,
+        publish_refresh(self.store, self.version.version, outcome.refresh_id,
+                        outcome.tables(self.version.dim, caches),
                         self.state.current_snapshot, self.snapshot.meta.cutoff, self.plan.mode,
                         refreshed_at)
 
 
 def plan_partitions(config: RefreshConfig) -> int:
     """The node ranges this refresh runs over (0: unpartitioned), before anything is read but
-    the log: as asked, or chosen so a task fits the memory a node gives it (`sizing.py`). An
-    unpartitioned refresh that cannot fit is refused with the count that would."""
+    the log: as asked, or chosen so it fits the memory the nodes offer (`sizing.py`): the
+    unpartitioned refresh while the whole graph fits a node. `--partitions 0` on nodes too small
+    for it is refused, naming the count that fits."""
     if config.partitions:
         return config.partitions
     state = Store(config.store).state()
     check_refreshable(state)
-    if state.current_version is None or config.inference != "layerwise":
-        return 0
+    if state.current_version is None or config.inference != "layerwise" or config.use_gpu:
+        return 0  # the partitioned stages compute on the CPU
     version = state.version()
     size = GraphSize.of(state, version)
-    budget = slot_memory(config.cpus_per_task, ray.nodes())
+    nodes = ray.nodes()
+    node_budget, slot_budget = node_memory(nodes), slot_memory(config.cpus_per_task, nodes)
     if (get_family(version.family).refresh_strategy != "layerwise" or size is None
-            or budget is None):
+            or node_budget is None or slot_budget is None):
         return 0
     if config.partitions == 0:
-        check_fits(size, budget, 0)
+        check_unpartitioned(size, node_budget, slot_budget)
         return 0
-    partitions = choose_partitions(size, budget)
+    partitions = choose_partitions(size, node_budget, slot_budget)
     if partitions:
-        logger.info("a refresh task of %d edges needs %.0f MB unpartitioned, a task gets %.0f "
-                    "MB here: %d node ranges", size.edges, size.task_bytes() / (1 << 20),
-                    budget / (1 << 20), partitions)
+        logger.warning(
+            "the whole graph and two layers (%.0f MB) do not fit the largest node's %.0f MB "
+            "twice over: a refresh over about %d node ranges, full (it keeps no layer caches, "
+            "so refreshes stay full while the graph is this large)",
+            size.unpartitioned_bytes() / (1 << 20), node_budget / (1 << 20), partitions)
     return partitions
 
 

@@ -31,13 +31,8 @@ from bc_ray.core.registry import get_family
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import LayerStack
-from bc_ray.refresh.config import RefreshConfig
-from bc_ray.refresh.range_graphs import (
-    EdgeFiles,
-    build_holds,
-    build_range_graphs,
-    count_degrees,
-)
+from bc_ray.refresh.config import WRITE_COST, RefreshConfig
+from bc_ray.refresh.range_graphs import EdgeFiles, build_range_graphs, count_degrees
 from bc_ray.refresh.range_stages import (
     LayerPieces,
     ModelSource,
@@ -48,19 +43,23 @@ from bc_ray.refresh.range_stages import (
     input_task,
     outgoing_task,
 )
-from bc_ray.refresh.ranges import NodeRanges, RangeLayer, find_hubs
+from bc_ray.refresh.ranges import NodeRanges, RangeLayer, entity_bounds, find_hubs
 from bc_ray.refresh.results import RefreshOutcome, StageResult, WrittenFile
-from bc_ray.refresh.sizing import HEADROOM, MAX_PARTITIONS, slot_memory
+from bc_ray.refresh.sizing import HEADROOM, MAX_PARTITIONS, range_bytes, slot_memory, too_big
 from bc_ray.refresh.sink import TableTarget
 from bc_ray.refresh.warm import release, start_task_processes
 from bc_ray.store.snapshots import load_entities, load_snapshot
 from bc_ray.store.state import StoreState, VersionRecord
 from bc_ray.store.store import Store
-from bc_ray.store.tables import ENTITIES, TableFiles, publish_refresh, table_prefix
+from bc_ray.store.tables import ENTITIES, publish_refresh
 from bc_ray.store.versions import check_refreshable
 
 logger = logging.getLogger(__name__)
-WRITE_COST = 16  # a row's Parquet write, in edges aggregated (as job.WRITE_COST)
+
+
+def _width(version: VersionRecord) -> int:
+    """The widest layer's width (the input and inner layers', or the output's)."""
+    return max(int(version.spec.get("hidden_dim", 0)), version.dim)
 
 
 def _entities(store: Store, state: StoreState, version: VersionRecord) -> GraphSnapshot:
@@ -75,22 +74,21 @@ def _entities(store: Store, state: StoreState, version: VersionRecord) -> GraphS
     return load_entities(store, state)
 
 
-def plan_ranges(degrees: np.ndarray, parts: int, budget: int | None,
+def plan_ranges(degrees: np.ndarray, parts: int, width: int, budget: int | None,
                 adapt: bool) -> NodeRanges:
-    """`parts` ranges of equal work; with `adapt`, as many more as it takes for every range's
-    graph build to fit `budget` (the degrees give its size exactly). A range that does not fit
-    is refused before any task asks Ray for more memory than a node has (it would wait
-    forever)."""
+    """`parts` ranges of equal work. With `adapt` (a count chosen by estimate), as many more as
+    it takes for every range's tasks to fit `budget` (its degrees bound them: `range_bytes`);
+    otherwise a range that does not fit is refused before any task asks Ray for more memory than
+    a node has (it would wait forever)."""
     while True:
         ranges = NodeRanges.balanced(degrees, parts, WRITE_COST)
-        need = max(build_holds(ranges, degrees))
+        need = max(range_bytes(int(degrees[start:stop].sum()), stop - start, width, degrees.size)
+                   for start, stop in (ranges.range(p) for p in range(parts)))
         if budget is None or HEADROOM * need <= budget:
             return ranges
         if not adapt or parts >= MAX_PARTITIONS:
-            raise ConfigError(f"over {parts} node ranges the largest range's graph build must "
-                              f"hold {need / (1 << 20):,.1f} MB ({HEADROOM:g}x with headroom); "
-                              f"a task here gets {budget / (1 << 20):,.1f} MB: use more "
-                              "--partitions")
+            raise too_big(f"over {parts} node ranges the largest range's task", need, budget,
+                          adapt)
         parts = min(MAX_PARTITIONS, max(parts + 1, int(parts * HEADROOM * need / budget) + 1))
 
 
@@ -110,6 +108,9 @@ class PartitionedRefresh:
     sizes: list[dict]  # per range: sources (halo rows, hubs included) and graph bytes
     graphs: list[ray.ObjectRef]
     outgoing: list[ray.ObjectRef]
+    width: int  # the widest layer's
+    source: ModelSource
+    adapt: bool  # the count was chosen, not given
     layers: LayerStack | None = None
 
     @classmethod
@@ -130,9 +131,10 @@ class PartitionedRefresh:
         visible = np.concatenate([snapshot.present("user"), snapshot.present("item")])
         ids = {e: snapshot.entities(e)["id"].to_arrow() for e in ENTITIES}
         files = EdgeFiles.of(store, state, num_users, num_items)
-        degrees = count_degrees(files, config.cpus_per_task)
         budget = slot_memory(config.cpus_per_task, ray.nodes())
-        ranges = plan_ranges(degrees, config.partitions, budget, adapt)
+        degrees = count_degrees(files, config.cpus_per_task, budget)
+        width = _width(version)
+        ranges = plan_ranges(degrees, config.partitions, width, budget, adapt)
         hubs = find_hubs(degrees, ranges)
         sizes, graphs, pieces = build_range_graphs(files, ranges, hubs, config.cpus_per_task,
                                                    degrees)
@@ -145,28 +147,27 @@ class PartitionedRefresh:
                     "halo rows per range %d..%d", version.version, len(ranges), len(files.files),
                     hubs.size, min(s["sources"] for s in sizes), max(s["sources"] for s in sizes))
         run = cls(config, store, state, version, inputs, visible, ids, ranges, hubs, sizes,
-                  graphs, outgoing)
-        run.check_fits(budget)
+                  graphs, outgoing, width, ModelSource.of(store, state, version), adapt)
+        run.check_layers_fit(budget)
         return run
 
-    def check_fits(self, budget: int | None) -> None:
-        """Every range's layer task fits the memory a node gives a task, or a clear error (the
-        ranges' sizes are known now, not estimated)."""
-        need = max(self._layer_bytes(p) for p in range(self.parts))
+    def check_layers_fit(self, budget: int | None) -> None:
+        """Every range's layer and input tasks fit a task's memory, by their sizes now known
+        (the model's bytes too where each input task loads it whole), or a clear error."""
+        need = max(max(self._layer_bytes(p), self._input_bytes(p)) for p in range(self.parts))
         if budget is not None and HEADROOM * need > budget:
-            raise ConfigError(f"over {self.parts} node ranges the largest layer task must hold "
-                              f"{need / (1 << 20):,.1f} MB ({HEADROOM:g}x with headroom); a "
-                              f"task here gets {budget / (1 << 20):,.1f} MB: use more "
-                              "--partitions")
-
-    @property
-    def width(self) -> int:
-        """The widest layer's width (the input and inner layers', or the output's)."""
-        return max(int(self.version.spec.get("hidden_dim", 0)), self.version.dim)
+            raise too_big(f"over {self.parts} node ranges the largest range's layer task", need,
+                          budget, self.adapt)
 
     @property
     def parts(self) -> int:
         return len(self.ranges)
+
+    @property
+    def slots(self) -> int:
+        """Tasks that run at once: the ranges, or the cluster's CPUs over a task's."""
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        return max(1, min(self.parts, int(cpus // self.config.cpus_per_task)))
 
     @property
     def num_nodes(self) -> int:
@@ -177,6 +178,12 @@ class PartitionedRefresh:
         (Ray places it on a node with that much left: `sizing.py`)."""
         return {"num_cpus": self.config.cpus_per_task, "num_gpus": self.config.gpus_per_task,
                 "num_returns": returns, "memory": max(1, int(HEADROOM * memory))}
+
+    def _input_bytes(self, part: int) -> int:
+        """What range `part`'s input task holds: its rows (twice, as computed and as sent), and
+        the model where it loads it whole."""
+        start, stop = self.ranges.range(part)
+        return 2 * (stop - start) * 4 * self.width + self.source.holds
 
     def _layer_bytes(self, part: int) -> int:
         """What range `part`'s layer task must hold: its graph, its sources, its own rows in
@@ -192,19 +199,17 @@ class PartitionedRefresh:
     def _stage(self, label: str, outputs: list, began: float) -> tuple[LayerPieces, StageResult]:
         seconds = sum(ray.get([o[0] for o in outputs]))
         return LayerPieces.of([o[1:] for o in outputs]), StageResult(
-            label, self.num_nodes, time.perf_counter() - began, seconds / self.config.num_tasks)
+            label, self.num_nodes, time.perf_counter() - began, seconds / self.slots)
 
     def input_stage(self) -> tuple[LayerPieces, StageResult]:
         """h_0 by range: each task looks up its range's ID rows and features."""
         began = time.perf_counter()
-        source = ModelSource.of(self.store, self.state, self.version)
-        self.layers = source.load().layer_stack()  # the layers alone: a few KB of weights
+        self.layers = self.source.load().layer_stack()  # the layers alone: a few KB of weights
         outputs = []
         for p in range(self.parts):
-            start, stop = self.ranges.range(p)
-            task = input_task.options(**self._options(2 * (stop - start) * 4 * self.width,
-                                                      self.parts + 3))
-            outputs.append(task.remote(source, RangeInputs.of(self.inputs, start, stop),
+            task = input_task.options(**self._options(self._input_bytes(p), self.parts + 3))
+            outputs.append(task.remote(self.source, RangeInputs.of(self.inputs,
+                                                                   *self.ranges.range(p)),
                                        self.outgoing[p], self._threads))
         return self._stage("layer0", outputs, began)
 
@@ -223,10 +228,7 @@ class PartitionedRefresh:
         began = time.perf_counter()
         last = self.layers.spec.num_layers
         step = RangeLayer(self.layers, last, self.parts, self.config.block_nodes, self._threads)
-        prefixes = {e: table_prefix(self.store, self.version.version, e, refresh_id)
-                    for e in ENTITIES}
-        target = TableTarget(self.store.uri, self.store.io.options, prefixes,
-                             self.version.version, refreshed_at)
+        target = TableTarget.of(self.store, self.version.version, refresh_id, refreshed_at)
         writes = [final_task.options(**self._options(self._layer_bytes(p)))
                   .remote(step, self._range_rows(target, p), self.graphs[p], previous.own[p],
                           *previous.sources(p)) for p in range(self.parts)]
@@ -234,17 +236,16 @@ class PartitionedRefresh:
         files = [f for _, written in done for f in written]
         result = StageResult(f"layer{last}+write", int(self.visible.sum()),
                              time.perf_counter() - began,
-                             sum(seconds for seconds, _ in done) / self.config.num_tasks)
+                             sum(seconds for seconds, _ in done) / self.slots)
         return result, files
 
     def _range_rows(self, target: TableTarget, part: int) -> RangeRows:
         start, stop = self.ranges.range(part)
-        users = self.inputs.num_users
-        first = {"user": min(start, users), "item": max(start - users, 0)}
-        last = {"user": min(stop, users), "item": max(stop - users, 0)}
+        bounds = entity_bounds(start, stop, self.inputs.num_users)
         # A copy of the range's ids: a pickled slice would carry the whole buffer.
-        ids = {e: self.ids[e].take(pa.array(np.arange(first[e], last[e]))) for e in ENTITIES}
-        return RangeRows(target, self.visible[start:stop], ids, first, users,
+        ids = {e: self.ids[e].take(pa.array(np.arange(*bounds[e]))) for e in ENTITIES}
+        return RangeRows(target, self.visible[start:stop], ids,
+                         {e: first for e, (first, _) in bounds.items()}, self.inputs.num_users,
                          self.config.rows_per_file, part)
 
     def summary(self) -> dict:
@@ -256,9 +257,8 @@ class PartitionedRefresh:
                 "task_must_hold_mb_max": round(must_hold / (1 << 20), 1)}
 
     def publish(self, outcome: RefreshOutcome, refreshed_at: datetime) -> None:
-        tables = [TableFiles(e, outcome.records(e), outcome.rows[e], self.version.dim,
-                             stats=outcome.table_stats()) for e in ENTITIES]
-        publish_refresh(self.store, self.version.version, outcome.refresh_id, tables,
+        publish_refresh(self.store, self.version.version, outcome.refresh_id,
+                        outcome.tables(self.version.dim),
                         self.state.current_snapshot, self.inputs.now, outcome.mode, refreshed_at)
 
 
@@ -274,9 +274,11 @@ def run_partitioned(config: RefreshConfig, warming: list[ray.ObjectRef] | None =
         logger.warning("a partitioned refresh is full (it keeps no layer caches): running a "
                        "full one")
     try:
+        began = time.perf_counter()
         run = PartitionedRefresh.open(config, adapt)
+        planned = StageResult("ranges", run.num_nodes, time.perf_counter() - began)
         previous, result = run.input_stage()
-        results = [result]
+        results = [planned, result]
         for layer in range(1, run.layers.spec.num_layers):
             previous, result = run.inner_stage(layer, previous)
             results.append(result)

@@ -19,7 +19,7 @@ import ray
 from bc_ray.exceptions import CorruptFileError, DataError
 from bc_ray.io import StorageOptions
 from bc_ray.refresh.ranges import NodeRanges, range_rows, split_range
-from bc_ray.refresh.sizing import HEADROOM, build_bytes
+from bc_ray.refresh.sizing import BUILD_BYTES_PER_END, HEADROOM, too_big
 from bc_ray.store.state import FileRecord, StoreState
 from bc_ray.store.store import Store
 
@@ -91,13 +91,20 @@ def _degrees_task(files: EdgeFiles, index: int) -> np.ndarray:
     return degrees
 
 
-def count_degrees(files: EdgeFiles, cpus: float) -> np.ndarray:
-    """Every node's degree, one task per file, added up as they finish."""
-    holds = 16 * files.num_nodes  # its counts and one file batch's (batches: READ_ROWS edges)
+def count_degrees(files: EdgeFiles, cpus: float, budget: int | None,
+                  in_flight: int = 4) -> np.ndarray:
+    """Every node's degree, one task per file (at most `in_flight` at once, so their counts do
+    not pile up in the object store), added up as they finish."""
+    holds = 16 * files.num_nodes  # its counts and one batch's (batches: READ_ROWS edges)
+    if budget is not None and HEADROOM * holds > budget:
+        raise too_big("counting degrees, a task of every node's count", holds, budget, True)
     task = _degrees_task.options(num_cpus=cpus, memory=int(HEADROOM * holds))
-    pending = [task.remote(files, index) for index in range(len(files.files))]
+    waiting = list(range(len(files.files)))
+    pending: list[ray.ObjectRef] = []
     degrees = np.zeros(files.num_nodes, dtype=np.int64)
-    while pending:
+    while waiting or pending:
+        while waiting and len(pending) < in_flight:
+            pending.append(task.remote(files, waiting.pop(0)))
         [done], pending = ray.wait(pending)
         degrees += ray.get(done)
     if not degrees.any():
@@ -128,22 +135,18 @@ def _range_graph_task(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray,
     return (sizes, graph, *pieces)
 
 
-def build_holds(ranges: NodeRanges, degrees: np.ndarray) -> list[int]:
-    """What each range's graph-building task holds (`sizing.build_bytes`)."""
-    return [build_bytes(int(degrees[start:stop].sum()), stop - start)
-            for start, stop in (ranges.range(p) for p in range(len(ranges)))]
-
-
 def build_range_graphs(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray, cpus: float,
                        degrees: np.ndarray) -> tuple[list[dict], list[ray.ObjectRef],
                                                      list[list[ray.ObjectRef]]]:
     """(sizes by range, graph refs by range, pieces[p][q]: the ids of q's rows range p needs).
-    Each task asks Ray for the memory it holds (`build_holds`), besides the batch it reads (at
-    most READ_ROWS edges)."""
+    Each task asks Ray for the memory it holds (`sizing.range_bytes`' build), besides the batch
+    it reads (at most READ_ROWS edges)."""
     parts = len(ranges)
     ranges_ref, hubs_ref = ray.put(ranges), ray.put(hubs)
     outputs = []
-    for part, holds in enumerate(build_holds(ranges, degrees)):
+    for part in range(parts):
+        start, stop = ranges.range(part)
+        holds = BUILD_BYTES_PER_END * int(degrees[start:stop].sum()) + 8 * (stop - start)
         task = _range_graph_task.options(num_cpus=cpus, num_returns=parts + 2,
                                          memory=int(HEADROOM * holds))
         outputs.append(task.remote(files, ranges_ref, hubs_ref, part))

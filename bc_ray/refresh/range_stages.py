@@ -19,7 +19,7 @@ import torch
 from bc_ray.core.graph import FeatureBag, GraphTensors
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.serialization import model_from_bytes, model_from_file
-from bc_ray.refresh.ranges import Outgoing, RangeGraph, RangeLayer
+from bc_ray.refresh.ranges import Outgoing, RangeGraph, RangeLayer, entity_bounds
 from bc_ray.refresh.results import WrittenFile
 from bc_ray.refresh.sink import TableTarget, write_rows
 from bc_ray.store.state import StoreState, VersionRecord
@@ -36,6 +36,7 @@ class ModelSource:
 
     path: str | None = None
     data: ray.ObjectRef | None = None
+    holds: int = 0  # what a task that loads it holds: the bytes and the tensors made of them
 
     @classmethod
     def of(cls, store: Store, state: StoreState, version: VersionRecord) -> ModelSource:
@@ -43,7 +44,8 @@ class ModelSource:
         if store.io.scheme == "file" and record is not None and not version.model_removed:
             store.verify(record)
             return cls(path=store.io.path(record.path))
-        return cls(data=ray.put(load_model_bytes(store, version.version, state)))
+        data = load_model_bytes(store, version.version, state)
+        return cls(data=ray.put(data), holds=2 * len(data))
 
     def load(self) -> EmbeddingModel:
         if self.path is not None:
@@ -52,10 +54,7 @@ class ModelSource:
 
 
 def _entity_rows(start: int, stop: int, num_users: int) -> dict[str, torch.Tensor]:
-    """The entity indices of nodes start:stop, users then items."""
-    return {"user": torch.arange(min(start, num_users), min(stop, num_users)),
-            "item": torch.arange(max(start, num_users) - num_users,
-                                 max(stop, num_users) - num_users)}
+    return {e: torch.arange(*bounds) for e, bounds in entity_bounds(start, stop, num_users).items()}
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,13 @@ class NodeRanges:
         return np.searchsorted(self.bounds, nodes, side="right") - 1
 
 
+def entity_bounds(start: int, stop: int, num_users: int) -> dict[str, tuple[int, int]]:
+    """The entity indices (first, last + 1) of nodes start:stop, by entity: users are nodes
+    0..U-1, items U.. ."""
+    return {"user": (min(start, num_users), min(stop, num_users)),
+            "item": (max(start, num_users) - num_users, max(stop, num_users) - num_users)}
+
+
 @dataclass(frozen=True)
 class RangeGraph:
     """Range start:stop's rows of the adjacency, its columns indexing the task's source matrix
@@ -207,6 +214,7 @@ class RangeLayer:
                 last = min(first + self.chunk, graph.num_rows)
                 out.append(self.layers.layer(self.layer - 1, x_src, graph.adjacency(first, last),
                                              x_own[first:last]).numpy())
-        width = out[0].shape[1] if out else self.layers.spec.output_dim
+        spec = self.layers.spec
+        width = spec.output_dim if self.layer == spec.num_layers else spec.hidden_dim
         rows = np.concatenate(out) if out else np.zeros((0, width), dtype=np.float32)
         return rows, time.perf_counter() - started

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bc_ray.store.state import FileRecord
-from bc_ray.store.tables import ENTITIES
+from bc_ray.store.tables import ENTITIES, TableFiles
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ class RefreshOutcome:
     reason: str
     inference: str
     nodes: int
-    inner: tuple[StageResult, ...]  # layer0..layer<L-1> (none for sampled inference)
+    inner: tuple[StageResult, ...]  # layer0..layer<L-1> (none for sampled inference); a
+    # partitioned refresh first has "ranges": the plan and the range graphs built
     affected_nodes: int | None  # None: sampled inference (every node, not reported)
     final: StageResult
     files: tuple[WrittenFile, ...]
@@ -94,6 +95,12 @@ class RefreshOutcome:
         stats["seconds"] = round(self.seconds, 3)
         stats["rows_per_second"] = round(sum(self.rows.values()) / stats["seconds"], 1)
         return stats
+
+    def tables(self, dim: int, caches: dict[str, dict[str, FileRecord]] | None = None
+               ) -> list[TableFiles]:
+        """The user and item tables its files make, as one log entry publishes them."""
+        return [TableFiles(e, self.records(e), self.rows[e], dim, stats=self.table_stats(),
+                           cache=(caches or {}).get(e, {})) for e in ENTITIES]
 
     def table_stats(self) -> dict:
         """What the log records with each entity's table: the stats without the row counts

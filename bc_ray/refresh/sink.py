@@ -25,6 +25,8 @@ from bc_ray.io import FileIO, StorageOptions
 from bc_ray.refresh.blocks import block_rows
 from bc_ray.refresh.results import WrittenFile
 from bc_ray.store.parquet import embedding_parquet_bytes, embedding_table, sha256
+from bc_ray.store.store import Store
+from bc_ray.store.tables import ENTITIES, table_prefix
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,14 @@ class TableTarget:
     prefixes: dict[str, str]  # entity -> store-relative prefix
     version: int
     refreshed_at: datetime
+
+    @classmethod
+    def of(cls, store: Store, version: int, refresh_id: str,
+           refreshed_at: datetime) -> TableTarget:
+        """Fresh prefixes for both tables of one refresh of `version`."""
+        return cls(store.uri, store.io.options,
+                   {e: table_prefix(store, version, e, refresh_id) for e in ENTITIES}, version,
+                   refreshed_at)
 
 
 @dataclass(frozen=True)

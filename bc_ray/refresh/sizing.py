@@ -1,16 +1,15 @@
-"""What a refresh task must hold, what the cluster gives a task, and the number of node ranges
-that makes the first fit the second (`bc-ray refresh` without `--partitions`).
+"""What a refresh must hold, what the cluster gives it, and the number of node ranges that makes
+the first fit the second (`bc-ray refresh` without `--partitions`).
 
-A layer task of the unpartitioned refresh maps the whole CSR (8 bytes per directed edge, two per
-edge, and a row pointer per node) and two whole layers (float32): `16 E + N (8 + 8 d)` bytes. A
-partitioned task holds its share of those, `(16 E + N (8 + 8 d)) / P`, and its halo, at most
-`min(N, 2 E / P)` rows of the previous layer (every edge end of its rows at most once); before
-that, the task that builds a range's graph holds its edge ends a few times over while it sorts
-them (`BUILD_BYTES_PER_END`), the most of any of a range's tasks on a sparse graph. What a
-task may use is the node's Ray `memory` resource (what KubeRay sets from a pod's memory, or
-`ray start --memory`) shared by the node's CPUs: a task of `c` CPUs gets `c / CPUs` of it on
-the largest node. A plan fits when twice what a task must hold is within that (measured peaks
-run at 1.5x what a task must hold: docs/scaling.md).
+The unpartitioned refresh's tasks map the whole CSR (8 bytes per directed edge, two per edge,
+and a row pointer per node) and two whole layers (float32) from their node's object store:
+`16 E + N (8 + 8 d)` bytes, held once per node. A partitioned task holds, privately, its range's
+share of the CSR and of the layers and its halo (at most one row of the previous layer per edge
+end of its rows, and never more than every node); before that, the task that builds a range's
+graph holds its edge ends a few times over while it sorts them (`BUILD_BYTES_PER_END`), the
+most of a range's tasks on a sparse graph. A node offers its Ray `memory` resource (what KubeRay
+sets from a pod's memory, or `ray start --memory`); a task of `c` CPUs gets `c / CPUs` of it. A
+plan fits when twice what it must hold is within that (measured peaks ran at 1.5x: RESULTS §10).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from bc_ray.store.state import StoreState, VersionRecord
 
 HEADROOM = 2.0  # a process's peak against what it must hold
 BUILD_BYTES_PER_END = 48  # a range graph's build: the ends as read, their keys, sorted, kept
-MAX_PARTITIONS = 4096
+MAX_PARTITIONS = 256  # each stage makes P x (P + 3) objects
 MB = 1 << 20
 
 
@@ -32,7 +31,7 @@ class GraphSize:
 
     edges: int
     nodes: int
-    dim: int  # the widest layer (GraphSAGE's hidden width)
+    dim: int  # the widest layer
 
     @classmethod
     def of(cls, state: StoreState, version: VersionRecord) -> GraphSize | None:
@@ -43,25 +42,36 @@ class GraphSize:
         dim = int(version.spec.get("hidden_dim", version.dim))
         return cls(edges, int(stats["users"]) + int(stats["items"]), max(dim, version.dim))
 
-    def task_bytes(self, parts: int = 0) -> int:
-        """What one task must hold: a layer task unpartitioned (0), or over `parts` ranges the
-        more of a range's layer task and the task that builds its graph (average ranges)."""
-        whole = 16 * self.edges + self.nodes * (8 + 8 * self.dim)
-        if not parts:
-            return whole
-        halo = min(self.nodes, 2 * self.edges // parts)
-        layer = whole // parts + 4 * self.dim * halo
-        return max(layer, build_bytes(2 * self.edges // parts, self.nodes // parts))
+    def unpartitioned_bytes(self) -> int:
+        """The whole CSR and two whole layers, which the unpartitioned refresh's tasks map from
+        their node's object store (held once per node)."""
+        return 16 * self.edges + self.nodes * (8 + 8 * self.dim)
+
+    def task_bytes(self, parts: int) -> int:
+        """What a task of an average range must hold over `parts` ranges."""
+        return range_bytes(2 * self.edges // parts, self.nodes // parts, self.dim, self.nodes)
 
 
-def build_bytes(edge_ends: int, rows: int) -> int:
-    """What the task building a range's graph holds (besides the batch it is reading)."""
-    return BUILD_BYTES_PER_END * edge_ends + 8 * rows
+def range_bytes(edge_ends: int, rows: int, dim: int, nodes: int) -> int:
+    """The most one of a range's tasks holds: the build of its graph (its edge ends a few times
+    over while they are sorted), or a layer (its CSR rows, its own rows in and out, and its
+    halo, at most one row per edge end and never more than every node)."""
+    build = BUILD_BYTES_PER_END * edge_ends + 8 * rows
+    layer = 8 * edge_ends + 8 * rows + (min(nodes, edge_ends) + 2 * rows) * 4 * dim
+    return max(build, layer)
+
+
+def node_memory(nodes: list[dict]) -> int | None:
+    """The roomiest alive node's Ray `memory` resource (`ray.nodes()`); None when none states
+    it."""
+    sizes = [node["Resources"]["memory"] for node in nodes
+             if node.get("Alive") and "memory" in node.get("Resources", {})]
+    return int(max(sizes)) if sizes else None
 
 
 def slot_memory(cpus_per_task: float, nodes: list[dict]) -> int | None:
-    """The memory a task of `cpus_per_task` CPUs gets on the roomiest alive node (`ray.nodes()`);
-    None when no node states its memory."""
+    """The memory a task of `cpus_per_task` CPUs gets on the roomiest alive node: its share of
+    the node's, by CPUs; None when no node states its memory."""
     best = None
     for node in nodes:
         resources = node.get("Resources", {})
@@ -72,26 +82,33 @@ def slot_memory(cpus_per_task: float, nodes: list[dict]) -> int | None:
     return None if best is None else int(best)
 
 
-def choose_partitions(size: GraphSize, budget: int) -> int:
-    """0 (unpartitioned) when it fits `budget`, else the fewest ranges that do."""
-    if HEADROOM * size.task_bytes() <= budget:
+def too_big(what: str, need: int, budget: int, adapt: bool) -> ConfigError:
+    """The error for a plan whose `what` must hold more than a task gets, saying what helps."""
+    remedy = ("give the nodes more memory, or the tasks more CPUs (--cpus-per-task)" if adapt
+              else "use more --partitions, or leave it out to have the count chosen")
+    return ConfigError(f"{what} must hold {need / MB:,.2f} MB ({HEADROOM:g}x that with "
+                       f"headroom); a task here gets {budget / MB:,.2f} MB: {remedy}")
+
+
+def choose_partitions(size: GraphSize, node_budget: int, slot_budget: int) -> int:
+    """0 (unpartitioned) while the whole graph and two layers fit a node, else the fewest
+    ranges whose average task fits a task's share."""
+    if HEADROOM * size.unpartitioned_bytes() <= node_budget:
         return 0
     for parts in range(2, MAX_PARTITIONS + 1):
-        if HEADROOM * size.task_bytes(parts) <= budget:
+        if HEADROOM * size.task_bytes(parts) <= slot_budget:
             return parts
-    raise ConfigError(f"a refresh task of {size.edges:,} edges and {size.nodes:,} nodes needs "
-                      f"{size.task_bytes(MAX_PARTITIONS) / MB:,.1f} MB even over "
-                      f"{MAX_PARTITIONS} node ranges; a task here gets {budget / MB:,.1f} MB: "
-                      "give the nodes more memory or the tasks more CPUs (--cpus-per-task)")
+    raise too_big(f"a refresh task of {size.edges:,} edges over {MAX_PARTITIONS} node ranges",
+                  size.task_bytes(MAX_PARTITIONS), slot_budget, adapt=True)
 
 
-def check_fits(size: GraphSize, budget: int, parts: int) -> None:
-    """Refuse a plan whose tasks cannot fit, naming what would."""
-    need = HEADROOM * size.task_bytes(parts)
-    if need <= budget:
+def check_unpartitioned(size: GraphSize, node_budget: int, slot_budget: int) -> None:
+    """Refuse `--partitions 0` on nodes that cannot hold the whole graph and two layers."""
+    if HEADROOM * size.unpartitioned_bytes() <= node_budget:
         return
-    what = "the unpartitioned refresh" if not parts else f"{parts} node ranges"
-    raise ConfigError(f"with {what} a refresh task must hold {size.task_bytes(parts) / MB:,.1f} "
-                      f"MB ({HEADROOM:g}x that with headroom); a task here gets "
-                      f"{budget / MB:,.1f} MB: leave --partitions out to have the count chosen "
-                      f"(about {choose_partitions(size, budget)} node ranges by this estimate)")
+    parts = choose_partitions(size, node_budget, slot_budget)
+    raise ConfigError(f"the unpartitioned refresh maps the whole graph and two layers, "
+                      f"{size.unpartitioned_bytes() / MB:,.2f} MB ({HEADROOM:g}x that with "
+                      f"headroom), on every node; the largest node here has "
+                      f"{node_budget / MB:,.2f} MB: leave --partitions out to have the count "
+                      f"chosen (about {parts} node ranges by this estimate)")

@@ -45,7 +45,7 @@ def main(uri: str) -> None:
     graph = build_graph(snapshot, edges_until(snapshot, 1.0), now=1.0)
     _, model = publish_untrained_model(store, graph, HIDDEN, 1.0)
     state = store.state()
-    whole = GraphSize.of(state, state.version()).task_bytes()
+    whole = GraphSize.of(state, state.version()).unpartitioned_bytes()
     limit = int(1.5 * whole)  # below what an unpartitioned task needs with its headroom
     node = {"num_cpus": 1, "memory": limit}
     cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})

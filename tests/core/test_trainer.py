@@ -144,6 +144,7 @@ def test_a_step_budget_bounds_training_whatever_the_graphs_size(split):
     result = trainer.fit()
     assert [h["steps"] for h in result.history] == [3, 3, 1]  # ceil(600 / 256) per epoch
     assert trainer.steps_done == 7 and result.stopped_epoch == 3
+    assert len(trainer.task.epoch_triples(4)) == 3 * 256  # drawn for the budget, not every edge
     assert evaluated == [0] and result.selected_epoch == 3  # the last epoch, though in warm-up
     full = VersionTrainer(build_model(SPEC, split.graph), split.graph,
                           dataclasses.replace(CONFIG, epochs=1, batch_size=256))

@@ -1,33 +1,45 @@
-"""How many node ranges a refresh needs (no Ray): what a task must hold against what a node
-gives it."""
+"""How many node ranges a refresh needs (no Ray): what it must hold against what the nodes
+offer."""
 
 import pytest
 
 from bc_ray.exceptions import ConfigError
-from bc_ray.refresh.sizing import GraphSize, check_fits, choose_partitions, slot_memory
+from bc_ray.refresh.sizing import (
+    GraphSize,
+    check_unpartitioned,
+    choose_partitions,
+    node_memory,
+    range_bytes,
+    slot_memory,
+)
 
 SIZE = GraphSize(edges=10_000_000, nodes=958_568, dim=64)
 
 
 def test_a_task_must_hold_less_as_ranges_are_added():
-    whole = SIZE.task_bytes()
+    whole = SIZE.unpartitioned_bytes()
     assert whole == 16 * 10_000_000 + 958_568 * (8 + 8 * 64)  # the CSR and two layers
     held = [SIZE.task_bytes(parts) for parts in (2, 4, 8, 32)]
     assert all(a > b for a, b in zip(held, held[1:]))
     assert held[-1] < whole / 3  # the halo bound, min(N, 2E/P) rows, falls slower than 1/P
+    # The most a range's tasks hold: a layer's halo rows when they are wide, else the build of
+    # its graph, which holds its edge ends several times over.
+    assert range_bytes(1000, 10, 64, 10**6) == 8 * 1000 + 8 * 10 + (1000 + 20) * 4 * 64
+    assert range_bytes(1000, 10, 4, 10**6) == 48 * 1000 + 8 * 10
 
 
-def test_the_count_is_zero_when_the_unpartitioned_refresh_fits_else_the_fewest_that_fit():
-    assert choose_partitions(SIZE, 2 * SIZE.task_bytes()) == 0
-    budget = SIZE.task_bytes()  # half what the unpartitioned task needs with its headroom
-    parts = choose_partitions(SIZE, budget)
-    assert parts >= 2 and 2 * SIZE.task_bytes(parts) <= budget
-    assert 2 * SIZE.task_bytes(parts - 1) > budget
+def test_unpartitioned_while_the_graph_fits_a_node_else_the_fewest_ranges_that_fit_a_task():
+    whole = SIZE.unpartitioned_bytes()
+    assert choose_partitions(SIZE, node_budget=2 * whole, slot_budget=whole // 8) == 0
+    slot = whole // 2
+    parts = choose_partitions(SIZE, node_budget=whole, slot_budget=slot)
+    assert parts >= 2 and 2 * SIZE.task_bytes(parts) <= slot
+    assert parts == 2 or 2 * SIZE.task_bytes(parts - 1) > slot
     with pytest.raises(ConfigError, match="leave --partitions out"):
-        check_fits(SIZE, budget, 0)
-    check_fits(SIZE, budget, parts)
-    with pytest.raises(ConfigError, match="even over 4096 node ranges"):
-        choose_partitions(SIZE, 1_000)
+        check_unpartitioned(SIZE, node_budget=whole, slot_budget=slot)
+    check_unpartitioned(SIZE, node_budget=2 * whole, slot_budget=1)
+    with pytest.raises(ConfigError, match="give the nodes more memory"):
+        choose_partitions(SIZE, node_budget=whole, slot_budget=1_000)
 
 
 def test_a_task_gets_its_share_of_the_roomiest_nodes_memory():
@@ -36,4 +48,6 @@ def test_a_task_gets_its_share_of_the_roomiest_nodes_memory():
              {"Alive": False, "Resources": {"CPU": 1.0, "memory": 64e9}}]
     assert slot_memory(1.0, nodes) == 3e9  # 6 GB over 2 CPUs beats 8 GB over 4
     assert slot_memory(2.0, nodes) == 6e9
+    assert node_memory(nodes) == 8e9  # the unpartitioned graph is held once per node
     assert slot_memory(1.0, [{"Alive": True, "Resources": {"CPU": 2.0}}]) is None
+    assert node_memory([]) is None

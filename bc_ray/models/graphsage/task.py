@@ -60,7 +60,11 @@ class LinkPredictionTask:
             graph.adjacency(), [config.fanout] * model.spec.num_layers, generator)
 
     def epoch_triples(self, epoch: int) -> Triples:
-        triples = self.triples.epoch(seed=self.config.seed * 1_000_003 + epoch)
+        size = None
+        if self.config.edges_per_epoch or self.config.max_steps:  # a budget: draw only its steps
+            steps = self.config.steps_in_epoch(1 << 62, self.world_size, 0)
+            size = steps * self.config.batch_size * self.world_size
+        triples = self.triples.epoch(seed=self.config.seed * 1_000_003 + epoch, size=size)
         share = len(triples) // self.world_size
         if share == 0:
             raise TrainingError(f"{len(triples)} training edges cannot be shared by "
