@@ -54,6 +54,7 @@ from bc_ray.refresh.sizing import (
     check_unpartitioned,
     choose_partitions,
     node_memory,
+    node_store,
     slot_memory,
 )
 from bc_ray.refresh.sink import EmbeddingSink, NodeIds, TableTarget
@@ -376,14 +377,14 @@ def plan_partitions(config: RefreshConfig) -> int:
             or node_budget is None or slot_budget is None):
         return 0
     if config.partitions == 0:
-        check_unpartitioned(size, node_budget, slot_budget)
+        check_unpartitioned(size, node_budget, slot_budget, node_store(nodes))
         return 0
-    partitions = choose_partitions(size, node_budget, slot_budget)
+    partitions = choose_partitions(size, node_budget, slot_budget, node_store(nodes))
     if partitions:
         logger.warning(
-            "the whole graph and two layers (%.0f MB) do not fit the largest node's %.0f MB "
-            "twice over: a refresh over about %d node ranges, full (it keeps no layer caches, "
-            "so refreshes stay full while the graph is this large)",
+            "the unpartitioned refresh (%.0f MB on one node) does not fit the largest node's "
+            "%.0f MB twice over: a refresh over about %d node ranges, full (it keeps no layer "
+            "caches, so refreshes stay full while the graph is this large)",
             size.unpartitioned_bytes() / (1 << 20), node_budget / (1 << 20), partitions)
     return partitions
 

@@ -175,9 +175,11 @@ class PartitionedRefresh:
 
     def _options(self, memory: int, returns: int = 1) -> dict:
         """A task's resources: its CPUs and GPUs, and the memory it must hold with headroom
-        (Ray places it on a node with that much left: `sizing.py`)."""
+        (Ray places it on a node with that much left: `sizing.py`), spread over the nodes (the
+        ranges share out the cluster's memory, not one node's)."""
         return {"num_cpus": self.config.cpus_per_task, "num_gpus": self.config.gpus_per_task,
-                "num_returns": returns, "memory": max(1, int(HEADROOM * memory))}
+                "num_returns": returns, "memory": max(1, int(HEADROOM * memory)),
+                "scheduling_strategy": "SPREAD"}
 
     def _input_bytes(self, part: int) -> int:
         """What range `part`'s input task holds: its rows (twice, as computed and as sent), and

@@ -148,7 +148,8 @@ def build_range_graphs(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray, c
         start, stop = ranges.range(part)
         holds = BUILD_BYTES_PER_END * int(degrees[start:stop].sum()) + 8 * (stop - start)
         task = _range_graph_task.options(num_cpus=cpus, num_returns=parts + 2,
-                                         memory=int(HEADROOM * holds))
+                                         memory=int(HEADROOM * holds),
+                                         scheduling_strategy="SPREAD")
         outputs.append(task.remote(files, ranges_ref, hubs_ref, part))
     sizes = ray.get([o[0] for o in outputs])
     return sizes, [o[1] for o in outputs], [o[2:] for o in outputs]

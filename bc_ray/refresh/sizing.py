@@ -3,7 +3,8 @@ the first fit the second (`bc-ray refresh` without `--partitions`).
 
 The unpartitioned refresh's tasks map the whole CSR (8 bytes per directed edge, two per edge,
 and a row pointer per node) and two whole layers (float32) from their node's object store:
-`16 E + N (8 + 8 d)` bytes, held once per node. A partitioned task holds, privately, its range's
+`16 E + N (8 + 8 d)` bytes, held once per node; the driver holds as much while it builds them,
+and the layer builder one more layer. A partitioned task holds, privately, its range's
 share of the CSR and of the layers and its halo (at most one row of the previous layer per edge
 end of its rows, and never more than every node); before that, the task that builds a range's
 graph holds its edge ends a few times over while it sorts them (`BUILD_BYTES_PER_END`), the
@@ -42,10 +43,16 @@ class GraphSize:
         dim = int(version.spec.get("hidden_dim", version.dim))
         return cls(edges, int(stats["users"]) + int(stats["items"]), max(dim, version.dim))
 
-    def unpartitioned_bytes(self) -> int:
-        """The whole CSR and two whole layers, which the unpartitioned refresh's tasks map from
-        their node's object store (held once per node)."""
+    def whole_bytes(self) -> int:
+        """The whole CSR and two whole layers: what the unpartitioned refresh's tasks map from
+        their node's object store."""
         return 16 * self.edges + self.nodes * (8 + 8 * self.dim)
+
+    def unpartitioned_bytes(self) -> int:
+        """What the unpartitioned refresh holds on one node: the object store's copy of the
+        graph and two layers, the driver's own while it builds them, and the layer builder's
+        layer."""
+        return 2 * self.whole_bytes() + 4 * self.dim * self.nodes
 
     def task_bytes(self, parts: int) -> int:
         """What a task of an average range must hold over `parts` ranges."""
@@ -82,6 +89,21 @@ def slot_memory(cpus_per_task: float, nodes: list[dict]) -> int | None:
     return None if best is None else int(best)
 
 
+def node_store(nodes: list[dict]) -> int | None:
+    """The roomiest alive node's object store (`object_store_memory`); None when none states
+    it."""
+    sizes = [node["Resources"]["object_store_memory"] for node in nodes
+             if node.get("Alive") and "object_store_memory" in node.get("Resources", {})]
+    return int(max(sizes)) if sizes else None
+
+
+def unpartitioned_fits(size: GraphSize, node_budget: int, store_budget: int | None) -> bool:
+    """The whole graph, with headroom, in the largest node's memory, and its object-store copy
+    in that node's object store."""
+    return (HEADROOM * size.unpartitioned_bytes() <= node_budget
+            and (store_budget is None or size.whole_bytes() <= store_budget))
+
+
 def too_big(what: str, need: int, budget: int, adapt: bool) -> ConfigError:
     """The error for a plan whose `what` must hold more than a task gets, saying what helps."""
     remedy = ("give the nodes more memory, or the tasks more CPUs (--cpus-per-task)" if adapt
@@ -90,10 +112,11 @@ def too_big(what: str, need: int, budget: int, adapt: bool) -> ConfigError:
                        f"headroom); a task here gets {budget / MB:,.2f} MB: {remedy}")
 
 
-def choose_partitions(size: GraphSize, node_budget: int, slot_budget: int) -> int:
+def choose_partitions(size: GraphSize, node_budget: int, slot_budget: int,
+                      store_budget: int | None = None) -> int:
     """0 (unpartitioned) while the whole graph and two layers fit a node, else the fewest
     ranges whose average task fits a task's share."""
-    if HEADROOM * size.unpartitioned_bytes() <= node_budget:
+    if unpartitioned_fits(size, node_budget, store_budget):
         return 0
     for parts in range(2, MAX_PARTITIONS + 1):
         if HEADROOM * size.task_bytes(parts) <= slot_budget:
@@ -102,13 +125,16 @@ def choose_partitions(size: GraphSize, node_budget: int, slot_budget: int) -> in
                   size.task_bytes(MAX_PARTITIONS), slot_budget, adapt=True)
 
 
-def check_unpartitioned(size: GraphSize, node_budget: int, slot_budget: int) -> None:
+def check_unpartitioned(size: GraphSize, node_budget: int, slot_budget: int,
+                        store_budget: int | None = None) -> None:
     """Refuse `--partitions 0` on nodes that cannot hold the whole graph and two layers."""
-    if HEADROOM * size.unpartitioned_bytes() <= node_budget:
+    if unpartitioned_fits(size, node_budget, store_budget):
         return
-    parts = choose_partitions(size, node_budget, slot_budget)
-    raise ConfigError(f"the unpartitioned refresh maps the whole graph and two layers, "
-                      f"{size.unpartitioned_bytes() / MB:,.2f} MB ({HEADROOM:g}x that with "
-                      f"headroom), on every node; the largest node here has "
-                      f"{node_budget / MB:,.2f} MB: leave --partitions out to have the count "
-                      f"chosen (about {parts} node ranges by this estimate)")
+    parts = choose_partitions(size, node_budget, slot_budget, store_budget)
+    store = "" if store_budget is None else f" and {store_budget / MB:,.2f} MB of object store"
+    raise ConfigError(f"the unpartitioned refresh holds the whole graph and two layers on one "
+                      f"node, {size.unpartitioned_bytes() / MB:,.2f} MB ({HEADROOM:g}x that with "
+                      f"headroom; {size.whole_bytes() / MB:,.2f} MB of it in the object store); "
+                      f"the largest node here has {node_budget / MB:,.2f} MB{store}: leave "
+                      f"--partitions out to have the count chosen (about {parts} node ranges "
+                      "by this estimate)")

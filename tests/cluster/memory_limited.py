@@ -46,7 +46,7 @@ def main(uri: str) -> None:
     _, model = publish_untrained_model(store, graph, HIDDEN, 1.0)
     state = store.state()
     whole = GraphSize.of(state, state.version()).unpartitioned_bytes()
-    limit = int(1.5 * whole)  # below what an unpartitioned task needs with its headroom
+    limit = int(1.5 * whole)  # below what the unpartitioned refresh needs with its headroom
     node = {"num_cpus": 1, "memory": limit}
     cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     for _ in range(NODES - 1):

@@ -17,8 +17,10 @@ SIZE = GraphSize(edges=10_000_000, nodes=958_568, dim=64)
 
 
 def test_a_task_must_hold_less_as_ranges_are_added():
-    whole = SIZE.unpartitioned_bytes()
+    whole = SIZE.whole_bytes()
     assert whole == 16 * 10_000_000 + 958_568 * (8 + 8 * 64)  # the CSR and two layers
+    # On one node: the object store's copy, the driver's while it builds it, the builder's layer.
+    assert SIZE.unpartitioned_bytes() == 2 * whole + 4 * 64 * 958_568
     held = [SIZE.task_bytes(parts) for parts in (2, 4, 8, 32)]
     assert all(a > b for a, b in zip(held, held[1:]))
     assert held[-1] < whole / 3  # the halo bound, min(N, 2E/P) rows, falls slower than 1/P
@@ -31,6 +33,9 @@ def test_a_task_must_hold_less_as_ranges_are_added():
 def test_unpartitioned_while_the_graph_fits_a_node_else_the_fewest_ranges_that_fit_a_task():
     whole = SIZE.unpartitioned_bytes()
     assert choose_partitions(SIZE, node_budget=2 * whole, slot_budget=whole // 8) == 0
+    # ... and its object-store copy fits the node's object store.
+    assert choose_partitions(SIZE, node_budget=2 * whole, slot_budget=whole // 2,
+                             store_budget=SIZE.whole_bytes() - 1) > 0
     slot = whole // 2
     parts = choose_partitions(SIZE, node_budget=whole, slot_budget=slot)
     assert parts >= 2 and 2 * SIZE.task_bytes(parts) <= slot
