@@ -52,8 +52,9 @@ def train(
                                                  "sequence).")
                           ] = TRAIN.batch_size,
     max_steps: Annotated[int, typer.Option(
-        help="Step budget: optimiser steps in all, so a bump's time is bounded whatever the "
-             "graph's size (training ends within the epoch that spends it; 0: none).")
+        help="Step budget: optimiser steps in all, so a bump's training steps are bounded "
+             "whatever the graph's size (training ends within the epoch that spends it; 0: "
+             "none).")
                          ] = TRAIN.max_steps,
     edges_per_epoch: Annotated[int, typer.Option(
         help="Examples per epoch over all workers, drawn afresh each epoch (0: every edge).")
