@@ -11,6 +11,12 @@ them. "must hold" is what the largest range's layer task must hold (its graph, i
 own rows in and out), from the refresh's stats; "planning" is the partitioned refresh's first
 stage (degrees, ranges, the range graphs built from the edge files).
 
+Then the nightly refresh: the snapshot advances by the last 1 % of its timeline (a day's new
+edges, new users and items among them), and the incremental refresh over the largest P ranges
+(from the range caches of the full one before it) runs beside a full one over the same ranges,
+and the unpartitioned incremental and full refreshes on a copy of the store whose previous
+refresh was unpartitioned; all four tables must agree to 1e-5.
+
     python benchmarks/bench_partitions.py [--edges 1000000,3000000] [--partitions 1,2,4,8]
 """
 
@@ -41,8 +47,8 @@ from benchmarks.common import print_table, scratch_dir, timed, write_json  # noq
 from tests.helpers import publish_untrained_model  # noqa: E402
 
 
-def driver(address: str, uri: str, partitions: int) -> dict:
-    """A full refresh's driver (unpartitioned with 0), its own process on the cluster."""
+def driver(address: str, uri: str, partitions: int, mode: str = "full") -> dict:
+    """A refresh's driver (unpartitioned with 0), its own process on the cluster."""
     import ray
 
     from bc_ray.refresh.config import RefreshConfig
@@ -51,7 +57,7 @@ def driver(address: str, uri: str, partitions: int) -> dict:
     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     with OwnMemory() as memory:
-        stats = run_refresh(RefreshConfig(store=uri, mode="full", partitions=partitions)).stats
+        stats = run_refresh(RefreshConfig(store=uri, mode=mode, partitions=partitions)).stats
     return {**stats, "driver_private_peak_mb": memory.peak_anon / MB}
 
 
@@ -62,7 +68,53 @@ def tables(uri: str) -> dict[str, np.ndarray]:
             for e in ("user", "item")}
 
 
-def one_size(edges: int, parts: list[int]) -> list[dict]:
+def measured(address: str, uri: str, count: int, mode: str = "full") -> tuple[float, dict, dict]:
+    """(seconds, the refresh's stats, peak memory by process kind) of one refresh."""
+    with PeakMemory() as memory:
+        seconds, (stats, driver_peak) = timed(
+            lambda: in_fresh_process(driver, address, uri, count, mode))
+    return seconds, stats, {"driver_peak_mb": driver_peak / MB,
+                            "driver_private_mb": stats["driver_private_peak_mb"],
+                            "task_peak_mb": memory.peaks.get("task", 0) / MB,
+                            "task_private_mb": memory.private.get("task", 0) / MB,
+                            "builder_peak_mb": memory.peaks.get("builder", 0) / MB,
+                            "summary": memory.summary()}
+
+
+def nightly(address: str, uri: str, parts: int, edges: int) -> list[dict]:
+    """A day later: incremental and full, over `parts` ranges and unpartitioned (module
+    docstring). `uri`'s last refresh was full over `parts` ranges."""
+    import shutil
+
+    from bc_ray.store.snapshots import advance_snapshot
+    from bc_ray.store.store import Store
+
+    root = uri.removeprefix("file://")
+    shutil.copytree(root, f"{root}-unpartitioned")
+    other = f"{uri}-unpartitioned"
+    measured(address, other, 0)  # its caches are the unpartitioned refresh's
+    for store in (uri, other):
+        advance_snapshot(Store(store), 1.0)
+    rows, expected = [], None
+    for store, count, mode in ((uri, parts, "incremental"), (uri, parts, "full"),
+                               (other, 0, "incremental"), (other, 0, "full")):
+        seconds, stats, memory = measured(address, store, count, mode)
+        assert stats["mode"] == mode, stats["reason"]
+        got = tables(store)
+        expected = expected or got
+        difference = max(float(np.abs(got[e] - expected[e]).max()) for e in got)
+        rows.append({"edges": edges, "partitions": count, "mode": mode, "seconds": seconds,
+                     "job_seconds": stats["seconds"],
+                     "affected_fraction": stats["affected_fraction"],
+                     "reason": stats["reason"], "max_abs_difference": difference,
+                     **{k: v for k, v in memory.items() if k != "summary"}})
+        print(f"  nightly {edges:,} edges, P={count} {mode}: {seconds:.1f}s, "
+              f"affected {stats['affected_fraction']:.2f}; {memory['summary']}; "
+              f"max |diff| {difference:.1e}", flush=True)
+    return rows
+
+
+def one_size(edges: int, parts: list[int]) -> tuple[list[dict], list[dict]]:
     import ray
 
     from bc_ray.core.graph import build_graph
@@ -84,9 +136,7 @@ def one_size(edges: int, parts: list[int]) -> list[dict]:
     address = ray.get_runtime_context().gcs_address
     rows, expected = [], None
     for count in [0, *parts]:
-        with PeakMemory() as memory:
-            seconds, (stats, driver_peak) = timed(
-                lambda: in_fresh_process(driver, address, uri, count))
+        seconds, stats, memory = measured(address, uri, count)
         got = tables(uri)
         if expected is None:
             expected, base = got, seconds
@@ -96,17 +146,13 @@ def one_size(edges: int, parts: list[int]) -> list[dict]:
             "edges": edges, "nodes": nodes, "partitions": count, "seconds": seconds,
             "job_seconds": stats["seconds"], "ratio": seconds / base,
             "ranges_seconds": stats.get("ranges", {}).get("seconds"),
-            "driver_peak_mb": driver_peak / MB,
-            "driver_private_mb": stats["driver_private_peak_mb"],
-            "task_peak_mb": memory.peaks.get("task", 0) / MB,
-            "task_private_mb": memory.private.get("task", 0) / MB,
-            "builder_peak_mb": memory.peaks.get("builder", 0) / MB,
+            **{k: v for k, v in memory.items() if k != "summary"},
             "must_hold_mb": ranges.get("task_must_hold_mb_max"),
             "hubs": ranges.get("hubs"), "max_abs_difference": difference})
-        print(f"  {edges:,} edges, P={count}: {seconds:.1f}s; {memory.summary()}; "
+        print(f"  {edges:,} edges, P={count}: {seconds:.1f}s; {memory['summary']}; "
               f"private task {rows[-1]['task_private_mb']:,.0f} MB; "
               f"max |diff| {difference:.1e}", flush=True)
-    return rows
+    return rows, nightly(address, uri, max(parts), edges)
 
 
 def main() -> None:
@@ -120,10 +166,14 @@ def main() -> None:
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
              log_to_driver=False, logging_level=logging.WARNING)
     results: list[dict] = []
+    nights: list[dict] = []
     started = time.perf_counter()
     for edges in (int(e) for e in args.edges.split(",")):
-        results += one_size(edges, [int(p) for p in args.partitions.split(",")])
-        write_json("partitions", {"cpus": os.cpu_count(), "results": results})
+        full, night = one_size(edges, [int(p) for p in args.partitions.split(",")])
+        results += full
+        nights += night
+        write_json("partitions", {"cpus": os.cpu_count(), "results": results,
+                                  "nightly": nights})
     ray.shutdown()
 
     def mb(value) -> str:
@@ -139,6 +189,16 @@ def main() -> None:
                   mb(r["driver_private_mb"]), mb(r["task_peak_mb"]), mb(r["task_private_mb"]),
                   mb(r["builder_peak_mb"]), mb(r["must_hold_mb"]), r["hubs"] or "-",
                   f"{r['max_abs_difference']:.1e}"] for r in results])
+    print_table("A day later (the last 1 % of the timeline): incremental and full, by ranges "
+                "and unpartitioned (MB)",
+                ["edges", "P", "mode", "s", "vs full, same P", "affected", "driver private",
+                 "task private", "builder peak", "max |diff|"],
+                [[r["edges"], r["partitions"], r["mode"], r["seconds"],
+                  r["seconds"] / next(f["seconds"] for f in nights
+                                      if f["edges"] == r["edges"] and f["mode"] == "full"
+                                      and f["partitions"] == r["partitions"]),
+                  r["affected_fraction"], mb(r["driver_private_mb"]), mb(r["task_private_mb"]),
+                  mb(r["builder_peak_mb"]), f"{r['max_abs_difference']:.1e}"] for r in nights])
 
 
 if __name__ == "__main__":

@@ -34,9 +34,10 @@ def refresh(
         help="Nodes per chunk (one output block each).")] = default_of(RefreshConfig, "block_nodes"),
     partitions: Annotated[Optional[int], typer.Option(
         help="Split the layer-wise refresh into this many node ranges: each task holds its "
-             "range's rows of the graph and of each layer's halo, never a whole layer (always "
-             "a full refresh). 0: unpartitioned. Default: unpartitioned when a task of it fits "
-             "the memory a node gives a task, else the fewest ranges that fit.")] = None,
+             "range's rows of the graph and of each layer's halo, never a whole layer, and "
+             "caches its rows of every layer, so the next refresh over ranges is incremental "
+             "(whatever its count). 0: unpartitioned. Default: unpartitioned when the whole "
+             "graph fits a node twice over, else the fewest ranges that fit.")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
                                                         "a local cluster).")] = None,
     as_json: JsonOption = False,

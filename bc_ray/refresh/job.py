@@ -383,8 +383,7 @@ def plan_partitions(config: RefreshConfig) -> int:
     if partitions:
         logger.warning(
             "the unpartitioned refresh (%.0f MB on one node) does not fit the largest node's "
-            "%.0f MB twice over: a refresh over about %d node ranges, full (it keeps no layer "
-            "caches, so refreshes stay full while the graph is this large)",
+            "%.0f MB twice over: a refresh over about %d node ranges",
             size.unpartitioned_bytes() / (1 << 20), node_budget / (1 << 20), partitions)
     return partitions
 

@@ -10,7 +10,12 @@ of equal work and picks the hubs; tasks build the range graphs from the edge fil
 rows to Parquet, and one log entry publishes the tables, as in the unpartitioned refresh
 (`job.py`), whose results these equal to float rounding.
 
-A partitioned refresh is full, and keeps no inner-layer caches (the next refresh is full too).
+Every layer task caches its range's rows of h_1..h_L next to the tables (`range_cache`). The
+next refresh is then incremental where the graph only grew: the range graph tasks name the
+nodes with new edges, P small tasks per hop find the nodes a change reaches by each layer
+(`RangeGraph.reached`), and each layer task recomputes only those of its range, reading the
+rest from the cache (the ranges may be cut elsewhere this time). h_0 and the halo exchange are
+whole each time: every recomputed row may read any neighbour.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.refresh.config import WRITE_COST, RefreshConfig
+from bc_ray.refresh.plan import RefreshPlan, plan_range_refresh
+from bc_ray.refresh.range_cache import CacheTarget, RangeCache, Recompute, merge_caches
 from bc_ray.refresh.range_graphs import EdgeFiles, build_range_graphs, count_degrees
 from bc_ray.refresh.range_stages import (
     LayerPieces,
@@ -42,6 +49,7 @@ from bc_ray.refresh.range_stages import (
     inner_task,
     input_task,
     outgoing_task,
+    reach_task,
 )
 from bc_ray.refresh.ranges import NodeRanges, RangeLayer, entity_bounds, find_hubs
 from bc_ray.refresh.results import RefreshOutcome, StageResult, WrittenFile
@@ -49,7 +57,7 @@ from bc_ray.refresh.sizing import HEADROOM, MAX_PARTITIONS, range_bytes, slot_me
 from bc_ray.refresh.sink import TableTarget
 from bc_ray.refresh.warm import release, start_task_processes
 from bc_ray.store.snapshots import load_entities, load_snapshot
-from bc_ray.store.state import StoreState, VersionRecord
+from bc_ray.store.state import FileRecord, StoreState, VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.tables import ENTITIES, publish_refresh
 from bc_ray.store.versions import check_refreshable
@@ -111,7 +119,10 @@ class PartitionedRefresh:
     width: int  # the widest layer's
     source: ModelSource
     adapt: bool  # the count was chosen, not given
+    plan: RefreshPlan
+    frontiers: list[np.ndarray] | None  # incremental: bool by node, the rows layer l recomputes
     layers: LayerStack | None = None
+    caches: list[dict[str, dict[str, FileRecord]]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def open(cls, config: RefreshConfig, adapt: bool = False) -> PartitionedRefresh:
@@ -125,12 +136,15 @@ class PartitionedRefresh:
             raise ConfigError(f"--partitions splits GraphSAGE's layer-wise refresh; version "
                               f"{version.version} is {version.family!r}: leave --partitions out")
         snapshot = _entities(store, state, version)
+        plan = plan_range_refresh(config, state, version, snapshot, get_family(version.family))
         num_users, num_items = snapshot.num_users, snapshot.num_items
         cutoff = snapshot.meta.cutoff
         inputs = build_graph(snapshot, snapshot.edges.head(0), now=cutoff)
         visible = np.concatenate([snapshot.present("user"), snapshot.present("item")])
         ids = {e: snapshot.entities(e)["id"].to_arrow() for e in ENTITIES}
-        files = EdgeFiles.of(store, state, num_users, num_items)
+        window = plan.window
+        files = EdgeFiles.of(store, state, num_users, num_items,
+                             None if window is None else window.since)
         budget = slot_memory(config.cpus_per_task, ray.nodes())
         degrees = count_degrees(files, config.cpus_per_task, budget)
         width = _width(version)
@@ -139,17 +153,49 @@ class PartitionedRefresh:
         sizes, graphs, pieces = build_range_graphs(files, ranges, hubs, config.cpus_per_task,
                                                    degrees)
         del degrees
+        touched = np.concatenate([ranges.range(p)[0] + s.pop("touched")
+                                  for p, s in enumerate(sizes)])
+        new_edges = sum(s.pop("new_edges") for s in sizes)
+        if window is not None:
+            plan.reason = window.describe(new_edges)
         hubs_ref = ray.put(hubs)
         outgoing = [outgoing_task.remote(*ranges.range(q), hubs_ref,
                                          *(pieces[p][q] for p in range(len(ranges))))
                     for q in range(len(ranges))]
-        logger.info("refresh of version %d: full over %d node ranges of %d edge file(s); %d hubs, "
-                    "halo rows per range %d..%d", version.version, len(ranges), len(files.files),
-                    hubs.size, min(s["sources"] for s in sizes), max(s["sources"] for s in sizes))
+        logger.info("refresh of version %d: %s (%s) over %d node ranges of %d edge file(s); %d "
+                    "hubs, halo rows per range %d..%d", version.version, plan.mode, plan.reason,
+                    len(ranges), len(files.files), hubs.size,
+                    min(s["sources"] for s in sizes), max(s["sources"] for s in sizes))
         run = cls(config, store, state, version, inputs, visible, ids, ranges, hubs, sizes,
-                  graphs, outgoing, width, ModelSource.of(store, state, version), adapt)
+                  graphs, outgoing, width, ModelSource.of(store, state, version), adapt, plan,
+                  None)
         run.check_layers_fit(budget)
+        if window is not None:
+            run.frontiers = run.reach(touched, window.entities, int(version.spec["num_layers"]))
         return run
+
+    def reach(self, touched: np.ndarray, entities: np.ndarray,
+              num_layers: int) -> list[np.ndarray]:
+        """bool by node, for each layer l = 1..L: the nodes whose layer l may change, those
+        within l-1 hops of a node with new edges or within l hops of an entity whose own row
+        changed (as `inference.layer_frontiers` on the whole graph)."""
+        by_edges = self._hops(touched, num_layers - 1)
+        by_inputs = self._hops(entities, num_layers)
+        return [by_edges[layer - 1] | by_inputs[layer] for layer in range(1, num_layers + 1)]
+
+    def _hops(self, nodes: np.ndarray, hops: int) -> list[np.ndarray]:
+        """Masks of the nodes within 0..hops hops of `nodes`, a hop a round of range tasks."""
+        mask = np.zeros(self.num_nodes, dtype=bool)
+        mask[nodes] = True
+        masks = [mask]
+        for _ in range(hops):
+            if not masks[-1].any():
+                masks.append(masks[-1])
+                continue
+            ref = ray.put(masks[-1])
+            task = reach_task.options(num_cpus=self.config.cpus_per_task)
+            masks.append(np.concatenate(ray.get([task.remote(g, ref) for g in self.graphs])))
+        return masks
 
     def check_layers_fit(self, budget: int | None) -> None:
         """Every range's layer and input tasks fit a task's memory, by their sizes now known
@@ -189,19 +235,45 @@ class PartitionedRefresh:
 
     def _layer_bytes(self, part: int) -> int:
         """What range `part`'s layer task must hold: its graph, its sources, its own rows in
-        and out (float32 of the widest layer)."""
+        and out (float32 of the widest layer), and incrementally a cache file as it reads it
+        (about a range's rows)."""
         start, stop = self.ranges.range(part)
         size = self.sizes[part]
-        return size["bytes"] + (size["sources"] + 2 * (stop - start)) * 4 * self.width
+        rows = 3 if self.incremental else 2
+        return size["bytes"] + (size["sources"] + rows * (stop - start)) * 4 * self.width
+
+    @property
+    def incremental(self) -> bool:
+        return self.frontiers is not None
+
+    def _work(self, layer: int, part: int, target: TableTarget) -> dict:
+        """The keyword arguments of range `part`'s layer task: the rows to recompute with the
+        cache of the others (incrementally), and where to cache the rows it computes."""
+        start, stop = self.ranges.range(part)
+        redo = None
+        if self.frontiers is not None:
+            rows = np.flatnonzero(self.frontiers[layer - 1][start:stop]).astype(np.int64)
+            redo = Recompute(rows, RangeCache.of(self.store, self.plan.previous, layer),
+                             self.inputs.num_users)
+        return {"redo": redo, "cache": CacheTarget(target.store_uri, target.options,
+                                                   target.prefixes)}
+
+    def _recomputed(self, layer: int) -> int:
+        if self.frontiers is None:
+            return self.num_nodes
+        return int(self.frontiers[layer - 1].sum())
 
     @property
     def _threads(self) -> int:
         return int(max(1, self.config.cpus_per_task))
 
-    def _stage(self, label: str, outputs: list, began: float) -> tuple[LayerPieces, StageResult]:
-        seconds = sum(ray.get([o[0] for o in outputs]))
+    def _stage(self, label: str, nodes: int, outputs: list,
+               began: float) -> tuple[LayerPieces, StageResult]:
+        done = ray.get([o[0] for o in outputs])
+        self.caches.extend(caches for _, caches in done)
         return LayerPieces.of([o[1:] for o in outputs]), StageResult(
-            label, self.num_nodes, time.perf_counter() - began, seconds / self.slots)
+            label, nodes, time.perf_counter() - began,
+            sum(seconds for seconds, _ in done) / self.slots)
 
     def input_stage(self) -> tuple[LayerPieces, StageResult]:
         """h_0 by range: each task looks up its range's ID rows and features."""
@@ -213,32 +285,35 @@ class PartitionedRefresh:
             outputs.append(task.remote(self.source, RangeInputs.of(self.inputs,
                                                                    *self.ranges.range(p)),
                                        self.outgoing[p], self._threads))
-        return self._stage("layer0", outputs, began)
+        return self._stage("layer0", self.num_nodes, outputs, began)
 
-    def inner_stage(self, layer: int, previous: LayerPieces) -> tuple[LayerPieces, StageResult]:
+    def inner_stage(self, layer: int, previous: LayerPieces,
+                    target: TableTarget) -> tuple[LayerPieces, StageResult]:
         began = time.perf_counter()
         step = RangeLayer(self.layers, layer, self.parts, self.config.block_nodes, self._threads)
         outputs = [inner_task.options(**self._options(self._layer_bytes(p), self.parts + 3))
                    .remote(step, self.outgoing[p], self.graphs[p], previous.own[p],
-                           *previous.sources(p)) for p in range(self.parts)]
-        return self._stage(f"layer{layer}", outputs, began)
+                           *previous.sources(p), num_users=self.inputs.num_users,
+                           **self._work(layer, p, target)) for p in range(self.parts)]
+        return self._stage(f"layer{layer}", self._recomputed(layer), outputs, began)
 
-    def final_stage(self, previous: LayerPieces, refresh_id: str,
-                    refreshed_at: datetime) -> tuple[StageResult, list[WrittenFile]]:
+    def final_stage(self, previous: LayerPieces,
+                    target: TableTarget) -> tuple[StageResult, list[WrittenFile]]:
         """The last layer; each range's task writes its visible rows (at most `rows_per_file`
         per file)."""
         began = time.perf_counter()
         last = self.layers.spec.num_layers
         step = RangeLayer(self.layers, last, self.parts, self.config.block_nodes, self._threads)
-        target = TableTarget.of(self.store, self.version.version, refresh_id, refreshed_at)
         writes = [final_task.options(**self._options(self._layer_bytes(p)))
                   .remote(step, self._range_rows(target, p), self.graphs[p], previous.own[p],
-                          *previous.sources(p)) for p in range(self.parts)]
+                          *previous.sources(p), **self._work(last, p, target))
+                  for p in range(self.parts)]
         done = ray.get(writes)
-        files = [f for _, written in done for f in written]
-        result = StageResult(f"layer{last}+write", int(self.visible.sum()),
+        files = [f for _, written, _ in done for f in written]
+        self.caches.extend(caches for _, _, caches in done)
+        result = StageResult(f"layer{last}+write", self._recomputed(last),
                              time.perf_counter() - began,
-                             sum(seconds for seconds, _ in done) / self.slots)
+                             sum(seconds for seconds, _, _ in done) / self.slots)
         return result, files
 
     def _range_rows(self, target: TableTarget, part: int) -> RangeRows:
@@ -260,39 +335,38 @@ class PartitionedRefresh:
 
     def publish(self, outcome: RefreshOutcome, refreshed_at: datetime) -> None:
         publish_refresh(self.store, self.version.version, outcome.refresh_id,
-                        outcome.tables(self.version.dim),
+                        outcome.tables(self.version.dim, merge_caches(self.caches)),
                         self.state.current_snapshot, self.inputs.now, outcome.mode, refreshed_at)
 
 
 def run_partitioned(config: RefreshConfig, warming: list[ray.ObjectRef] | None = None,
                     before_commit: Callable[[], None] | None = None,
                     adapt: bool = False) -> RefreshOutcome:
-    """A full layer-wise refresh over `config.partitions` node ranges (more with `adapt`, where
-    a range would not fit), published in one entry (`before_commit` as in `job.run_refresh`)."""
+    """A layer-wise refresh over `config.partitions` node ranges (more with `adapt`, where a
+    range would not fit), incremental where the previous one cached its layers by range,
+    published in one entry (`before_commit` as in `job.run_refresh`)."""
     started = time.perf_counter()
     if warming is None:
         warming = start_task_processes(config)
-    if config.mode == "incremental":
-        logger.warning("a partitioned refresh is full (it keeps no layer caches): running a "
-                       "full one")
     try:
         began = time.perf_counter()
         run = PartitionedRefresh.open(config, adapt)
         planned = StageResult("ranges", run.num_nodes, time.perf_counter() - began)
+        refresh_id = run.store.new_prefix("refresh").split("/", 1)[1]
+        refreshed_at = datetime.now(timezone.utc)
+        target = TableTarget.of(run.store, run.version.version, refresh_id, refreshed_at)
         previous, result = run.input_stage()
         results = [planned, result]
         for layer in range(1, run.layers.spec.num_layers):
-            previous, result = run.inner_stage(layer, previous)
+            previous, result = run.inner_stage(layer, previous, target)
             results.append(result)
-        refresh_id = run.store.new_prefix("refresh").split("/", 1)[1]
-        refreshed_at = datetime.now(timezone.utc)
-        final, files = run.final_stage(previous, refresh_id, refreshed_at)
+        final, files = run.final_stage(previous, target)
     finally:
         release(warming)
-    outcome = RefreshOutcome(run.version.version, refresh_id, "full",
-                             f"partitioned into {run.parts} node ranges", "layerwise",
-                             run.num_nodes, tuple(results), run.num_nodes, final, tuple(files),
-                             time.perf_counter() - started, run.summary())
+    outcome = RefreshOutcome(run.version.version, refresh_id, run.plan.mode,
+                             f"{run.plan.reason}; partitioned into {run.parts} node ranges",
+                             "layerwise", run.num_nodes, tuple(results), final.nodes, final,
+                             tuple(files), time.perf_counter() - started, run.summary())
     logger.info("refresh done: %d rows in %.1fs over %d ranges", sum(outcome.rows.values()),
                 outcome.seconds, run.parts)
     if before_commit is not None:

@@ -5,6 +5,7 @@ else full with the reason recorded."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,10 +16,32 @@ from bc_ray.core.graph import GraphTensors
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_between
 from bc_ray.refresh.config import RefreshConfig
+from bc_ray.refresh.range_cache import keeps_range_caches
 from bc_ray.store.state import StoreState, TableRecord, VersionRecord
 from bc_ray.store.tables import ENTITIES
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the previous refresh did not see: the edges with `column` past `since` (t, a
+    replayed timeline's; or the ordinal of an ingested batch, from `since` on), and the nodes
+    of entities added or changed since (new ones may have no edge yet)."""
+
+    column: str  # "t" or "batch"
+    since: float
+    entities: np.ndarray
+    what: str  # the batches and entities, as the plan's reason says
+
+    def new_edges(self, snapshot: GraphSnapshot) -> pl.DataFrame:
+        """Of a snapshot read whole (the unpartitioned refresh's)."""
+        if self.column == "t":
+            return edges_between(snapshot, self.since, snapshot.meta.cutoff)
+        return snapshot.edges.filter(pl.col("batch") >= int(self.since))
+
+    def describe(self, new_edges: int) -> str:
+        return f"{self.what}{', ' if self.what else ''}{new_edges} new edges"
 
 
 @dataclass
@@ -27,12 +50,7 @@ class RefreshPlan:
     reason: str
     changes: Changes | None = None  # what changed since the previous refresh (incremental only)
     previous: dict[str, TableRecord] = field(default_factory=dict)
-
-
-@dataclass
-class Growth:
-    changes: Changes
-    what: str
+    window: Window | None = None  # incremental only
 
 
 def plan_refresh(config: RefreshConfig, state: StoreState, version: VersionRecord,
@@ -45,49 +63,79 @@ def plan_refresh(config: RefreshConfig, state: StoreState, version: VersionRecor
     if config.mode == "full" or (layerwise and config.inference == "sampled"):
         return RefreshPlan("full", "requested")
     spec = family.spec_from_dict(version.spec)
+    inner = {f"layer{layer}" for layer in range(1, family.cached_layers(spec) + 1)}
+
+    def kept(table: TableRecord) -> bool:
+        return not layerwise or set(table.cache) == inner
+
+    plan = _window(config, state, version, snapshot, family, kept,
+                   "the earlier refresh kept no layer caches")
+    if plan.window is not None:
+        new = plan.window.new_edges(snapshot)
+        plan.changes = Changes(_endpoints(new, graph.num_users), plan.window.entities)
+        plan.reason = plan.window.describe(new.height)
+    return plan
+
+
+def plan_range_refresh(config: RefreshConfig, state: StoreState, version: VersionRecord,
+                       snapshot: GraphSnapshot, family: ModelFamily) -> RefreshPlan:
+    """As `plan_refresh`, for a refresh over node ranges, before any edge is read: the
+    previous one must have cached every layer by range (`range_cache`). The nodes with new
+    edges are then found by the tasks that read the edges (the plan's window says which)."""
+    if config.mode == "full":
+        return RefreshPlan("full", "requested")
+    num_layers = int(version.spec["num_layers"])
+    return _window(config, state, version, snapshot, family,
+                   lambda table: keeps_range_caches(table, num_layers),
+                   "the earlier refresh kept no layer caches by node range")
+
+
+def _window(config: RefreshConfig, state: StoreState, version: VersionRecord,
+            snapshot: GraphSnapshot, family: ModelFamily, kept: Callable[[TableRecord], bool],
+            not_kept: str) -> RefreshPlan:
+    """Incremental (the window it covers) when the previous refresh of this version kept what
+    the next needs (`kept`) and the graph has only grown since; else full with the reason."""
+    spec = family.spec_from_dict(version.spec)
     previous = {e: state.table(version.version, e) for e in ENTITIES}
-    growth: Growth | str
+    growth: Window | str
     if any(t is None for t in previous.values()):
         growth = f"no earlier refresh of version {version.version}"
-    elif layerwise and any(len(t.cache) != family.cached_layers(spec)
-                           for t in previous.values()):
-        growth = "the earlier refresh kept no layer caches"
+    elif not all(kept(t) for t in previous.values()):
+        growth = not_kept
     elif (blocker := family.incremental_blocker(spec)) is not None:
         growth = blocker
     elif state.snapshot().batches is not None:
-        growth = _batches_since(state, previous["item"], snapshot, graph)
+        growth = _batches_since(state, previous["item"], snapshot)
     else:
-        growth = _cutoff_since(state, previous["item"], snapshot, graph)
+        growth = _cutoff_since(state, previous["item"], snapshot)
     if isinstance(growth, str):
         if config.mode == "incremental":
             logger.warning("incremental refresh not possible (%s): running a full one", growth)
         return RefreshPlan("full", growth)
-    return RefreshPlan("incremental", growth.what, growth.changes, previous)
+    return RefreshPlan("incremental", growth.what, None, previous, growth)
 
 
-def _cutoff_since(state: StoreState, previous: TableRecord, snapshot: GraphSnapshot,
-                  graph: GraphTensors) -> Growth | str:
+def _cutoff_since(state: StoreState, previous: TableRecord,
+                  snapshot: GraphSnapshot) -> Window | str:
     """A replayed timeline: the new edges are those between the two cutoffs."""
     if previous.snapshot_id.split("@", 1)[0] != state.current_snapshot.split("@", 1)[0]:
         return "the snapshot files changed since the earlier refresh"
     if previous.cutoff > snapshot.meta.cutoff:
         return "the snapshot moved backwards"
-    new = edges_between(snapshot, previous.cutoff, snapshot.meta.cutoff)
-    return Growth(Changes(_endpoints(new, graph), _appeared(snapshot, previous.cutoff, graph)),
-                  f"{new.height} new edges")
+    return Window("t", previous.cutoff, _appeared(snapshot, previous.cutoff), "")
 
 
-def _appeared(snapshot: GraphSnapshot, since: float, graph: GraphTensors) -> np.ndarray:
+def _appeared(snapshot: GraphSnapshot, since: float) -> np.ndarray:
     """Nodes of the entities present now but not at `since`: added to the tables, so a family
     must embed them even where new interactions alone would not say so (their rows have no
     earlier value to copy)."""
     before = snapshot.with_cutoff(since)
     users, items = (np.flatnonzero(snapshot.present(e) & ~before.present(e)) for e in ENTITIES)
-    return np.concatenate([users, items + graph.num_users]).astype(np.int64)
+    return np.concatenate([users, items + snapshot.num_users]).astype(np.int64)
 
 
-def _batches_since(state: StoreState, previous: TableRecord, snapshot: GraphSnapshot,
-                   graph: GraphTensors) -> Growth | str:
+def _batches_since(state: StoreState, previous: TableRecord,
+                   snapshot: GraphSnapshot) -> Window | str:
     """A grown snapshot: the edges of the batches ingested after the earlier refresh's snapshot,
     and the entities those batches added or changed (new ones may have no edge yet)."""
     before = state.snapshots.get(previous.snapshot_id)
@@ -96,17 +144,15 @@ def _batches_since(state: StoreState, previous: TableRecord, snapshot: GraphSnap
     since = before.batches
     if since > state.snapshot().batches:
         return "the snapshot moved backwards"
-    new = snapshot.edges.filter(pl.col("batch") >= since)
     users = snapshot.users.filter(pl.col("batch") >= since)["idx"].to_numpy().astype(np.int64)
     items = snapshot.items.filter(pl.col("batch") >= since)["idx"].to_numpy().astype(np.int64)
-    entities = np.unique(np.concatenate([users, items + graph.num_users]))
-    return Growth(Changes(_endpoints(new, graph), entities),
-                  f"{state.snapshot().batches - since} new batch(es): "
-                  f"{new.height} edges, {users.size} users and {items.size} items added or "
-                  "changed")
+    entities = np.unique(np.concatenate([users, items + snapshot.num_users]))
+    return Window("batch", since, entities,
+                  f"{state.snapshot().batches - since} new batch(es): {users.size} users and "
+                  f"{items.size} items added or changed")
 
 
-def _endpoints(edges: pl.DataFrame, graph: GraphTensors) -> np.ndarray:
+def _endpoints(edges: pl.DataFrame, num_users: int) -> np.ndarray:
     return np.unique(np.concatenate([
         edges["user_idx"].to_numpy().astype(np.int64),
-        edges["item_idx"].to_numpy().astype(np.int64) + graph.num_users]))
+        edges["item_idx"].to_numpy().astype(np.int64) + num_users]))

@@ -43,9 +43,11 @@ class EdgeFiles:
     files: tuple[EdgeFile, ...]
     num_users: int
     num_items: int
+    since: float | None = None  # an incremental refresh's: edges past it are new (`Window`)
 
     @classmethod
-    def of(cls, store: Store, state: StoreState, num_users: int, num_items: int) -> EdgeFiles:
+    def of(cls, store: Store, state: StoreState, num_users: int, num_items: int,
+           since: float | None = None) -> EdgeFiles:
         record = state.snapshot()
         if record.batches is None:
             files = (EdgeFile(record.files["edges"], "t", record.cutoff),)
@@ -54,14 +56,15 @@ class EdgeFiles:
                       if s.first < record.batches and "edges" in s.files]
             files = tuple(EdgeFile(FileRecord(f.path, f.size, f.sha256), "batch",
                                    record.batches) for f in logged)
-        return cls(store.uri, store.io.options, files, num_users, num_items)
+        return cls(store.uri, store.io.options, files, num_users, num_items, since)
 
     @property
     def num_nodes(self) -> int:
         return self.num_users + self.num_items
 
-    def edges(self, index: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(user idx, item idx) of file `index`'s edges in the snapshot, a batch at a time."""
+    def edges(self, index: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """(user idx, item idx, which are new: None unless `since`) of file `index`'s edges in
+        the snapshot, a batch at a time."""
         file = self.files[index]
         store = Store(self.store_uri, self.options)
         uri = store.io.uri_of(file.record.path)
@@ -74,8 +77,14 @@ class EdgeFiles:
                     keep = (pc.less_equal(values, file.upto) if file.column == "t"
                             else pc.less(values, int(file.upto)))
                     batch = batch.filter(keep)
+                    new = None
+                    if self.since is not None:
+                        values = batch.column(file.column)
+                        new = (pc.greater(values, self.since) if file.column == "t"
+                               else pc.greater_equal(values, int(self.since)))
+                        new = new.to_numpy(zero_copy_only=False)
                     yield (batch.column("user_idx").to_numpy().astype(np.int64),
-                           batch.column("item_idx").to_numpy().astype(np.int64))
+                           batch.column("item_idx").to_numpy().astype(np.int64), new)
         except (OSError, ValueError, KeyError) as exc:
             raise CorruptFileError(f"cannot read the edges in {uri}: {exc}") from exc
 
@@ -85,7 +94,7 @@ def _degrees_task(files: EdgeFiles, index: int) -> np.ndarray:
     """Degrees (repeats counted) of every node from one file, after checking its sha256."""
     Store(files.store_uri, files.options).verify(files.files[index].record)
     degrees = np.zeros(files.num_nodes, dtype=np.int64)
-    for users, items in files.edges(index):
+    for users, items, _ in files.edges(index):
         degrees[:files.num_users] += np.bincount(users, minlength=files.num_users)
         degrees[files.num_users:] += np.bincount(items, minlength=files.num_items)
     return degrees
@@ -115,15 +124,24 @@ def count_degrees(files: EdgeFiles, cpus: float, budget: int | None,
 @ray.remote
 def _range_graph_task(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray,
                       part: int) -> tuple:
-    """(sizes, range `part`'s graph, and for each range q the ids of q's rows it needs)."""
+    """(what it found, range `part`'s graph, and for each range q the ids of q's rows it
+    needs). What it found: the graph's sizes and, incrementally, the range's nodes with new edges
+    ("touched", local rows) and the new edges by their user (each counted by one range)."""
     start, stop = ranges.range(part)
     users, items = [], []
+    touched = np.zeros(stop - start, dtype=bool)
+    new_edges = 0
     for index in range(len(files.files)):
-        for edge_user, edge_item in files.edges(index):
-            mine = ((edge_user >= start) & (edge_user < stop)) | (
-                (edge_item + files.num_users >= start) & (edge_item + files.num_users < stop))
+        for edge_user, edge_item, new in files.edges(index):
+            by_user = (edge_user >= start) & (edge_user < stop)
+            by_item = (edge_item + files.num_users >= start) & (edge_item + files.num_users < stop)
+            mine = by_user | by_item
             users.append(edge_user[mine])
             items.append(edge_item[mine])
+            if new is not None:
+                touched[edge_user[new & by_user] - start] = True
+                touched[edge_item[new & by_item] + files.num_users - start] = True
+                new_edges += int((new & by_user).sum())
     edge_user = np.concatenate(users) if users else np.zeros(0, dtype=np.int64)
     edge_item = np.concatenate(items) if items else np.zeros(0, dtype=np.int64)
     del users, items
@@ -131,14 +149,16 @@ def _range_graph_task(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray,
                                   stop)
     del edge_user, edge_item
     graph, pieces = split_range(crow, neighbours, start, stop, hubs, ranges)
-    sizes = {"sources": graph.num_sources, "bytes": graph.nbytes}
-    return (sizes, graph, *pieces)
+    found = {"sources": graph.num_sources, "bytes": graph.nbytes,
+             "touched": np.flatnonzero(touched), "new_edges": new_edges}
+    return (found, graph, *pieces)
 
 
 def build_range_graphs(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray, cpus: float,
                        degrees: np.ndarray) -> tuple[list[dict], list[ray.ObjectRef],
                                                      list[list[ray.ObjectRef]]]:
-    """(sizes by range, graph refs by range, pieces[p][q]: the ids of q's rows range p needs).
+    """(what each range's task found (`_range_graph_task`), graph refs by range, pieces[p][q]:
+    the ids of q's rows range p needs).
     Each task asks Ray for the memory it holds (`sizing.range_bytes`' build), besides the batch
     it reads (at most READ_ROWS edges)."""
     parts = len(ranges)

@@ -1,9 +1,11 @@
 """The partitioned refresh's stages as Ray tasks, one per node range: the input layer h_0, the
 inner layers, and the last layer with its Parquet write.
 
-Every stage's task returns `[compute seconds, own rows, hub rows, a piece per range]`
-(`Outgoing`), so the next stage's task of range p takes, as top-level arguments that Ray
-resolves, only its own rows, every range's hub rows and the pieces the ranges sent it.
+Every stage's task returns `[(compute seconds, caches written), own rows, hub rows, a piece per
+range]` (`Outgoing`), so the next stage's task of range p takes, as top-level arguments that Ray
+resolves, only its own rows, every range's hub rows and the pieces the ranges sent it. Each layer
+task also caches its rows (`range_cache`) for the next refresh, which may then recompute only
+the rows a change reaches (`Recompute`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import torch
 from bc_ray.core.graph import FeatureBag, GraphTensors
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.serialization import model_from_bytes, model_from_file
+from bc_ray.refresh.range_cache import CacheTarget, Recompute
 from bc_ray.refresh.ranges import Outgoing, RangeGraph, RangeLayer, entity_bounds
 from bc_ray.refresh.results import WrittenFile
 from bc_ray.refresh.sink import TableTarget, write_rows
-from bc_ray.store.state import StoreState, VersionRecord
+from bc_ray.store.state import FileRecord, StoreState, VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.tables import ENTITIES
 from bc_ray.store.versions import load_model_bytes
@@ -86,22 +89,41 @@ class RangeInputs:
         return torch.cat(parts).numpy()
 
 
+Caches = dict[str, dict[str, FileRecord]]  # entity -> cache key -> file (`range_cache`)
+
+
 @ray.remote
 def input_task(source: ModelSource, inputs: RangeInputs, outgoing: Outgoing,
                threads: int) -> tuple:
-    """h_0 of a range: (compute seconds, own rows, hub rows, a piece per range)."""
+    """h_0 of a range: ((compute seconds, no caches), own rows, hub rows, a piece per range)."""
     torch.set_num_threads(max(1, threads))
     started = time.perf_counter()
     rows = inputs.compute(source.load())
-    return (time.perf_counter() - started, *outgoing.pieces(rows))
+    return ((time.perf_counter() - started, {}), *outgoing.pieces(rows))
+
+
+def _cached(step: RangeLayer, graph: RangeGraph, rows: np.ndarray,
+            cache: CacheTarget | None, num_users: int) -> Caches:
+    if cache is None:
+        return {}
+    return cache.write(step.layer, rows, graph.start, graph.stop, num_users)
 
 
 @ray.remote
 def inner_task(step: RangeLayer, outgoing: Outgoing, graph: RangeGraph, own: np.ndarray,
-               *sources: np.ndarray) -> tuple:
-    """An inner layer of a range: (compute seconds, own rows, hub rows, a piece per range)."""
-    rows, seconds = step.compute(graph, own, sources)
-    return (seconds, *outgoing.pieces(rows))
+               *sources: np.ndarray, redo: Recompute | None = None,
+               cache: CacheTarget | None = None, num_users: int = 0) -> tuple:
+    """An inner layer of a range (incrementally, `redo`'s rows; the rest as cached), its rows
+    cached for the next refresh: ((compute seconds, caches written), own rows, hub rows, a piece
+    per range)."""
+    rows, seconds = step.compute(graph, own, sources, redo)
+    return ((seconds, _cached(step, graph, rows, cache, num_users)), *outgoing.pieces(rows))
+
+
+@ray.remote
+def reach_task(graph: RangeGraph, nodes: np.ndarray) -> np.ndarray:
+    """bool by the range's rows: in `nodes` or one hop from it (`RangeGraph.reached`)."""
+    return graph.reached(nodes)
 
 
 @ray.remote
@@ -126,13 +148,14 @@ class RangeRows:
 
 @ray.remote
 def final_task(step: RangeLayer, rows: RangeRows, graph: RangeGraph, own: np.ndarray,
-               *sources: np.ndarray) -> tuple[float, list[WrittenFile]]:
-    """The last layer of a range, its visible rows written: (compute seconds, files)."""
-    values, seconds = step.compute(graph, own, sources)
+               *sources: np.ndarray, redo: Recompute | None = None,
+               cache: CacheTarget | None = None) -> tuple[float, list[WrittenFile], Caches]:
+    """The last layer of a range, its visible rows written: (compute seconds, files, caches)."""
+    values, seconds = step.compute(graph, own, sources, redo)
     nodes = graph.start + np.flatnonzero(rows.visible)
     files = write_rows(rows.target, rows.ids, rows.num_users, nodes, values[rows.visible],
                        seconds, f"{rows.part:05d}", rows.first_idx, rows.rows_per_file)
-    return seconds, files
+    return seconds, files, _cached(step, graph, values, cache, rows.num_users)
 
 
 @dataclass(frozen=True)

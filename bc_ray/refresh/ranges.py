@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ import torch
 from bc_ray.core.graph import Adjacency, shared_tensor
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import LayerStack
+
+if TYPE_CHECKING:
+    from bc_ray.refresh.range_cache import Recompute
 
 HUB_SHARE = 0.5  # a node in the halo of at least this share of ranges is sent once, to all
 
@@ -76,11 +80,15 @@ class RangeGraph:
     stop: int
     crow: np.ndarray  # int64, rows + 1
     cols: np.ndarray  # int64, positions in the source matrix
-    num_sources: int
+    source_ids: np.ndarray  # int64: the node of each source matrix row (hubs, then pieces)
 
     @property
     def num_rows(self) -> int:
         return self.stop - self.start
+
+    @property
+    def num_sources(self) -> int:
+        return int(self.source_ids.size)
 
     def adjacency(self, first: int = 0, last: int | None = None) -> Adjacency:
         """The operator from the source matrix to local rows first:last."""
@@ -89,9 +97,27 @@ class RangeGraph:
         cols = shared_tensor(self.cols[int(self.crow[first]):int(self.crow[last])])
         return Adjacency.from_csr(crow - crow[0], cols, last - first, self.num_sources)
 
+    def rows_adjacency(self, rows: np.ndarray) -> Adjacency:
+        """The operator from the source matrix to the local `rows` (ascending), in their order."""
+        lengths = self.crow[rows + 1] - self.crow[rows]
+        crow = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=crow[1:])
+        at = np.arange(int(crow[-1]), dtype=np.int64) + np.repeat(self.crow[rows] - crow[:-1],
+                                                                  lengths)
+        return Adjacency.from_csr(torch.from_numpy(crow), torch.from_numpy(self.cols[at]),
+                                  int(rows.size), self.num_sources)
+
+    def reached(self, nodes: np.ndarray) -> np.ndarray:
+        """bool by local row: the row's node is in `nodes` (a bool mask over every node) or
+        aggregates from one that is (one hop further out)."""
+        hit = nodes[self.source_ids][self.cols]
+        rows = np.repeat(np.arange(self.num_rows), np.diff(self.crow))
+        reached = np.bincount(rows[hit], minlength=self.num_rows) > 0
+        return reached | nodes[self.start:self.stop]
+
     @property
     def nbytes(self) -> int:
-        return self.crow.nbytes + self.cols.nbytes
+        return self.crow.nbytes + self.cols.nbytes + self.source_ids.nbytes
 
 
 def range_rows(edge_user: np.ndarray, edge_item: np.ndarray, num_users: int, num_nodes: int,
@@ -157,7 +183,7 @@ def split_range(crow: np.ndarray, neighbours: np.ndarray, start: int, stop: int,
     if hubs.size:
         cols[is_hub] = at[is_hub]
     cols[~is_hub] = hubs.size + np.searchsorted(others, neighbours[~is_hub])
-    return RangeGraph(start, stop, crow, cols, int(hubs.size + others.size)), pieces
+    return RangeGraph(start, stop, crow, cols, np.concatenate([hubs, others])), pieces
 
 
 def source_matrix(hub_parts: list[np.ndarray], pieces: list[np.ndarray], dim: int) -> torch.Tensor:
@@ -198,23 +224,31 @@ class RangeLayer:
     chunk: int
     threads: int
 
-    def compute(self, graph: RangeGraph, own: np.ndarray,
-                sources: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
-        """(the range's rows of this layer, compute seconds)."""
+    def compute(self, graph: RangeGraph, own: np.ndarray, sources: Sequence[np.ndarray],
+                redo: Recompute | None = None) -> tuple[np.ndarray, float]:
+        """(the range's rows of this layer, compute seconds): every row, or (`redo`) the rows
+        it names, the rest as cached."""
         torch.set_num_threads(max(1, self.threads))
         started = time.perf_counter()
         dim = own.shape[1] if own.ndim == 2 else self.layers.spec.hidden_dim
         hubs, pieces = list(sources[:self.parts]), list(sources[self.parts:])
         x_src = source_matrix(hubs, pieces, dim)
         x_own = shared_tensor(np.asarray(own, dtype=np.float32).reshape(-1, dim))
-        self.layers.eval()
-        out = []
-        with torch.no_grad():
-            for first in range(0, graph.num_rows, self.chunk):
-                last = min(first + self.chunk, graph.num_rows)
-                out.append(self.layers.layer(self.layer - 1, x_src, graph.adjacency(first, last),
-                                             x_own[first:last]).numpy())
         spec = self.layers.spec
         width = spec.output_dim if self.layer == spec.num_layers else spec.hidden_dim
-        rows = np.concatenate(out) if out else np.zeros((0, width), dtype=np.float32)
+        self.layers.eval()
+        if redo is None:
+            rows = np.empty((graph.num_rows, width), dtype=np.float32)
+            chunks = [(slice(first, min(first + self.chunk, graph.num_rows)),
+                       lambda part: graph.adjacency(part.start, part.stop))
+                      for first in range(0, graph.num_rows, self.chunk)]
+        else:
+            rows = redo.base(graph.start, graph.stop, width)
+            chunks = [(redo.rows[first:first + self.chunk], graph.rows_adjacency)
+                      for first in range(0, redo.rows.size, self.chunk)]
+        with torch.no_grad():
+            for part, adjacency in chunks:
+                rows[part] = self.layers.layer(self.layer - 1, x_src, adjacency(part),
+                                               x_own[part]).numpy()
         return rows, time.perf_counter() - started
+

@@ -8,7 +8,7 @@ from bc_ray import read_embeddings
 from bc_ray.exceptions import ConfigError
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.job import run_refresh
-from bc_ray.store.snapshots import publish_snapshot
+from bc_ray.store.snapshots import advance_snapshot, publish_snapshot
 from bc_ray.store.store import Store
 from tests.helpers import publish_model_version
 
@@ -29,7 +29,8 @@ def test_every_partition_count_gives_the_unpartitioned_rows(ray_cluster, tmp_pat
     run_refresh(RefreshConfig(store=uri, mode="full", block_nodes=128))
     expected = {e: _rows(uri, e) for e in ("user", "item")}
     for parts in (1, 3, 8):
-        outcome = run_refresh(RefreshConfig(store=uri, partitions=parts, block_nodes=64))
+        outcome = run_refresh(RefreshConfig(store=uri, partitions=parts, block_nodes=64,
+                                            mode="full"))
         assert outcome.mode == "full" and f"{parts} node ranges" in outcome.reason
         for entity in ("user", "item"):
             ids, matrix = _rows(uri, entity)
@@ -37,10 +38,40 @@ def test_every_partition_count_gives_the_unpartitioned_rows(ray_cluster, tmp_pat
             assert np.abs(matrix - expected[entity][1]).max() <= 1e-5
         state = store.state()
         assert state.table(0, "item").refresh_id == outcome.refresh_id
-        assert state.table(0, "item").cache == {}  # nothing to resume from: the next is full
+        caches = state.table(0, "item").cache  # every layer, a file per range with items
+        assert {k.split("@")[0] for k in caches} == {"layer1", "layer2", "layer3"}
+        assert len(caches) == 3 * len({k.split("@")[1] for k in caches}) <= 3 * parts
         assert outcome.stats["partitions"]["count"] == parts
         assert len(outcome.files) >= min(parts, 2)  # each range writes its own rows
     assert outcome.stats["partitions"]["hubs"] > 0  # sent once to all ranges
+
+
+def test_an_incremental_partitioned_refresh_equals_a_full_one(ray_cluster, tmp_path,
+                                                              small_snapshot):
+    """The caches of 3 ranges read by 4 ranges cut elsewhere; only the rows new edges and new
+    entities reach are recomputed, and the tables equal a full unpartitioned refresh's."""
+    uri = f"file://{tmp_path}/store"
+    store = Store(uri)
+    publish_snapshot(store, small_snapshot.with_cutoff(0.7))
+    publish_model_version(store, small_snapshot.with_cutoff(0.7))
+    first = run_refresh(RefreshConfig(store=uri, partitions=3, block_nodes=64))
+    assert first.mode == "full" and first.reason.startswith("no earlier refresh")
+    advance_snapshot(store, 0.705)  # a few new edges, new users and items among them
+    grown = run_refresh(RefreshConfig(store=uri, partitions=4, block_nodes=64,
+                                      mode="incremental"))
+    assert grown.mode == "incremental" and "new edges" in grown.reason
+    assert 0 < grown.affected_nodes < grown.nodes
+    assert grown.stats["layer1"]["nodes"] < grown.stats["layer2+write"]["nodes"]  # a hop more
+    rows = {e: _rows(uri, e) for e in ("user", "item")}
+
+    unpartitioned = run_refresh(RefreshConfig(store=uri, partitions=0, mode="auto"))
+    assert unpartitioned.mode == "full" and "kept no layer caches" in unpartitioned.reason
+    for entity in ("user", "item"):
+        ids, matrix = _rows(uri, entity)
+        assert ids == rows[entity][0] and len(ids) > 0
+        assert np.abs(matrix - rows[entity][1]).max() <= 1e-5
+    after = run_refresh(RefreshConfig(store=uri, partitions=2, block_nodes=64))
+    assert after.mode == "full" and "by node range" in after.reason
 
 
 def test_partitions_need_the_layerwise_refresh(tmp_path):

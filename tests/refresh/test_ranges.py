@@ -8,7 +8,7 @@ import torch
 from bc_ray.core.graph import Adjacency, GraphTensors, build_graph
 from bc_ray.data.timeline import edges_until
 from bc_ray.exceptions import ConfigError
-from bc_ray.models.graphsage.inference import layerwise_embed
+from bc_ray.models.graphsage.inference import expand_hops, layerwise_embed
 from bc_ray.models.graphsage.model import build_model
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.refresh.ranges import (
@@ -86,3 +86,32 @@ def test_a_layer_by_ranges_equals_the_whole_graphs(parts, small_snapshot):
         assert np.abs(whole - layers[layer - 1].numpy()).max() <= 1e-5
     if parts > 1:  # no range receives the whole graph
         assert max(g.num_sources for g in graphs) < nodes
+
+    # Incremental: a layer's rows a change reaches, recomputed over a cache of other values
+    # (stale rows where nothing reaches), equal the whole graph's; the rest stay as cached.
+    changed = np.zeros(nodes, dtype=bool)
+    changed[[3, graph.num_users + 1]] = True
+    reached = np.concatenate([g.reached(changed) for g in graphs])
+    hops = expand_hops(graph, torch.from_numpy(np.flatnonzero(changed)), 1)[1].numpy()
+    assert np.array_equal(np.flatnonzero(reached), hops)
+    stale = np.full((nodes, 16), 7.0, dtype=np.float32)
+    step = RangeLayer(model.layer_stack(), 1, parts, chunk=5, threads=1)
+    h0_sent = [outgoing[p].pieces(h0[slice(*ranges.range(p))].numpy()) for p in range(parts)]
+    for p in range(parts):
+        start, stop = ranges.range(p)
+        redo = _Redo(np.flatnonzero(reached[start:stop]), stale)
+        rows, _ = step.compute(graphs[p], h0_sent[p][0],
+                               [s[1] for s in h0_sent] + [s[2 + p] for s in h0_sent], redo)
+        mine = reached[start:stop]
+        assert np.allclose(rows[mine], layers[0][start:stop][mine].numpy(), atol=1e-5)
+        assert (rows[~mine] == 7.0).all()
+
+
+class _Redo:
+    """`range_cache.Recompute` with its cached rows in memory."""
+
+    def __init__(self, rows: np.ndarray, cached: np.ndarray) -> None:
+        self.rows, self.cached = rows.astype(np.int64), cached
+
+    def base(self, start: int, stop: int, width: int) -> np.ndarray:
+        return self.cached[start:stop, :width].copy()
