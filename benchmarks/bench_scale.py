@@ -56,7 +56,7 @@ def _kind(title: str) -> str:
     function they run, the actor that assembles layers; Ray's own actors and helpers are the
     rest."""
     if any(name in title for name in ("layer_runs", "sampled_runs", "_warm", "input_task",
-                                      "inner_task", "final_task", "outgoing_task",
+                                      "inner_task", "final_task", "outgoing_task", "reach_task",
                                       "_range_graph_task", "_degrees_task")):
         return "task"
     if "LayerBuilder" in title:
