@@ -1,0 +1,209 @@
+"""The nightly path on a store built as a team builds it: D daily batches of interactions, each
+landed as a Parquet file and ingested by `bc-ray data ingest`, never the whole history in one
+process. Then, as the scheduler would run them (each command its own process, on one running
+Ray cluster): version 0 and a bump to version 1 trained with a step budget (`bc-ray train
+--max-steps`, the bump warm-started), the bump's full refresh unpartitioned and over P node
+ranges, one more day ingested, the incremental refresh over the ranges, 1k-id lookups from
+Serve's state and a ver-0 read (version 1's rows through B_1). The plain single-process refresh
+(`bench_scale.plain_refresh`: read the snapshot, build the graph, layer-wise inference, write
+both tables) runs beside them where it fits.
+
+The days grow: day d adds `daily / 10` users and `daily / 100` items; half its interactions
+are by that day's new users, half by anyone seen so far, on items drawn with a heavy skew
+towards the older, popular ones (a fifth on the day's new items). Time and peak resident
+memory per process kind: each command's process (sampled every 0.2 s) and Ray's workers by
+process title (`bench_scale.PeakMemory`).
+
+    python benchmarks/bench_nightly.py [--days 10] [--daily 1000000] [--partitions 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+from benchmarks.bench_scale import MB, PeakMemory, in_fresh_process, plain_refresh  # noqa: E402
+from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
+
+DAY_SECONDS = 86_400
+FIRST_DAY = 1_767_225_600  # 2026-01-01
+LOOKUP_IDS = 1000
+
+
+def day_batch(day: int, daily: int, seed: int = 0):
+    """Day `day`'s interactions (external ids: idx x 3 + 7, so no id equals its index)."""
+    import polars as pl
+
+    rng = np.random.default_rng([seed, day])
+    new_users, new_items = daily // 10, daily // 100
+    users_now, items_now = new_users * (day + 1), new_items * (day + 1)
+    half = daily // 2
+    users = np.concatenate([users_now - new_users + rng.integers(0, new_users, half),
+                            rng.integers(0, users_now, daily - half)])
+    fresh = daily // 5
+    items = np.concatenate([items_now - new_items + rng.integers(0, new_items, fresh),
+                            (items_now * rng.random(daily - fresh) ** 3).astype(np.int64)])
+    return pl.DataFrame({
+        "user": users * 3 + 7, "item": rng.permutation(items) * 3 + 7,
+        "ts": FIRST_DAY + day * DAY_SECONDS + rng.integers(0, DAY_SECONDS, daily),
+        "rating": np.ones(daily, dtype=np.float32)})
+
+
+def run_cli(*args: str) -> tuple[float, float, dict]:
+    """(seconds, the process's peak RSS in MB, its JSON output) of one `bc-ray` command."""
+    import psutil
+
+    started = time.perf_counter()
+    command = os.path.join(os.path.dirname(sys.executable), "bc-ray")
+    process = subprocess.Popen([command, *args, "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watched, peak = psutil.Process(process.pid), 0
+    while process.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    out, err = process.communicate()
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"bc-ray {' '.join(args)} failed ({process.returncode}):\n"
+                           f"{err[-3000:]}")
+    start = out.find("{") if out.startswith("{") else out.find("\n{") + 1
+    return seconds, peak / MB, json.loads(out[start:])
+
+
+def ingest_day(uri: str, landing: str, day: int, daily: int) -> tuple[float, float, dict]:
+    path = f"{landing}/day-{day:03d}.parquet"
+    day_batch(day, daily).write_parquet(path)
+    return run_cli("data", "ingest", "--store", uri, "--edges", path, "--user-col", "user",
+                   "--item-col", "item", "--time-col", "ts", "--rating-col", "rating")
+
+
+def read_view(uri: str) -> tuple[float, int]:
+    """A ver-0 read of every user (version 1's rows through B_1): seconds, rows."""
+    from bc_ray.consumer.reader import read_embeddings
+
+    started = time.perf_counter()
+    frame = read_embeddings(uri, "user", version=0)
+    return time.perf_counter() - started, frame.height
+
+
+def lookups(uri: str, repeats: int = 50) -> tuple[float, float]:
+    """Serve's state: (seconds to load it, seconds per lookup of LOOKUP_IDS user ids)."""
+    import polars as pl
+
+    from bc_ray.serve.state import ServingState
+    from bc_ray.store.store import Store
+
+    started = time.perf_counter()
+    serving = ServingState.load(Store(uri))
+    load_s = time.perf_counter() - started
+    store = Store(uri)
+    first = store.state().table(1, "user").files[0]
+    ids = pl.read_parquet(store.get(first), columns=["id"])["id"].sample(
+        LOOKUP_IDS, seed=0).to_list()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        serving.lookup("user", ids, None)
+    return load_s, (time.perf_counter() - started) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--daily", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--max-steps", type=int, default=200)
+    parser.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True,
+                        help="Run the plain single-process refresh beside (it must fit).")
+    args = parser.parse_args()
+    import ray
+
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+             log_to_driver=False, logging_level=logging.WARNING)
+    address = ray.get_runtime_context().gcs_address
+    work = scratch_dir("bench-nightly-")
+    uri, landing = f"file://{work}/store", f"{work}/landing"
+    os.makedirs(landing)
+    rows: list[dict] = []
+    edges = args.days * args.daily
+    started = time.perf_counter()
+
+    def record(stage: str, seconds: float, process_mb: float, memory: PeakMemory | None = None,
+               note: str = "") -> None:
+        workers = {} if memory is None else {k: v / MB for k, v in memory.peaks.items()
+                                             if k != "driver"}
+        private = {} if memory is None else {k: v / MB for k, v in memory.private.items()
+                                             if k != "driver"}
+        rows.append({"edges": edges, "stage": stage, "seconds": seconds,
+                     "process_peak_mb": process_mb, "workers_peak_mb": workers,
+                     "workers_private_mb": private, "note": note})
+        print(f"  {stage}: {seconds:.1f}s, process {process_mb:,.0f} MB, workers "
+              f"{ {k: round(v) for k, v in workers.items()} } {note}", flush=True)
+        write_json("nightly", {"args": vars(args), "results": rows})
+
+    ingest_s, ingest_peak = [], 0.0
+    for day in range(args.days):
+        seconds, peak, _ = ingest_day(uri, landing, day, args.daily)
+        ingest_s.append(seconds)
+        ingest_peak = max(ingest_peak, peak)
+        if day % 10 == 9 or day == args.days - 1:
+            print(f"  ingested day {day + 1}/{args.days}: {seconds:.1f}s, peak "
+                  f"{peak:,.0f} MB ({time.perf_counter() - started:.0f}s so far)", flush=True)
+    record(f"ingest {args.days} days of {args.daily:,} (per day)", float(np.mean(ingest_s)),
+           ingest_peak, note=f"last day {ingest_s[-1]:.1f}s, {sum(ingest_s):.0f}s in all")
+
+    train = ["train", "--store", uri, "--address", address, "--num-workers", "0",
+             "--max-steps", str(args.max_steps), "--holdout-days", "1",
+             "--max-align-error-rel", "5", "--min-recall-vs-parent", "0"]
+    seconds, peak, out = run_cli(*train)
+    record("train version 0 (step budget)", seconds, peak, note=out.get("status", ""))
+    with PeakMemory() as memory:
+        seconds, peak, out = run_cli(*train, "--warm-start", "mean")
+    record("bump to version 1 (step budget, warm start)", seconds, peak, memory,
+           f"{out.get('status')}; gate {out.get('reasons') or 'passed'}")
+    refresh = ["refresh", "--store", uri, "--address", address]
+    for count in (0, args.partitions):
+        with PeakMemory() as memory:
+            seconds, peak, out = run_cli(*refresh, "--full", "--partitions", str(count))
+        record(f"full refresh, P={count}", seconds, peak, memory,
+               f"inside the job {out['seconds']:.1f}s")
+    if args.plain:
+        (plain_s, plain_peak) = in_fresh_process(plain_refresh, uri, f"{work}/plain")
+        record("plain single-process refresh", plain_s, plain_peak / MB)
+    seconds, peak, _ = ingest_day(uri, landing, args.days, args.daily)
+    record("ingest one more day", seconds, peak)
+    with PeakMemory() as memory:
+        seconds, peak, out = run_cli(*refresh, "--partitions", str(args.partitions))
+    record(f"incremental refresh, P={args.partitions}", seconds, peak, memory,
+           f"{out['mode']}: {out['reason']}; affected {out['affected_fraction']:.0%}")
+    (load_s, lookup_s), peak = in_fresh_process(lookups, uri)
+    record(f"Serve state load, then lookups of {LOOKUP_IDS} ids", load_s, peak / MB,
+           note=f"{lookup_s * 1000:.2f} ms per lookup")
+    (read_s, count), peak = in_fresh_process(read_view, uri)
+    record("ver-0 read of every user", read_s, peak / MB, note=f"{count:,} rows")
+    ray.shutdown()
+    print_table(f"The nightly path on {args.days} ingested days of {args.daily:,} interactions "
+                f"({os.cpu_count()} CPUs; MB; {time.perf_counter() - started:.0f}s in all)",
+                ["stage", "s", "process peak", "Ray workers' peaks", "note"],
+                [[r["stage"], r["seconds"], f"{r['process_peak_mb']:,.0f}",
+                  ", ".join(f"{k} {v:,.0f}" for k, v in r["workers_peak_mb"].items()) or "-",
+                  r["note"]] for r in rows])
+
+
+if __name__ == "__main__":
+    main()
