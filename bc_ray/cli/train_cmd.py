@@ -71,6 +71,10 @@ def train(
     holdout_days: Annotated[float, typer.Option(help="Ingested data: most recent calendar days "
                                                      "held out for Recall@50 and the gate.")
                             ] = _job("holdout_days"),
+    max_eval_users: Annotated[int, typer.Option(
+        help="Held-out users drawn (by --seed) for Recall@50 and the gate, so an evaluation's "
+             "time is bounded whatever the graph's size (0: every held-out user).")
+                              ] = _job("max_eval_users"),
     targets: Annotated[str, typer.Option(help="Alignment targets: 'model' (run M_{k-1} on the "
                                               "new graph) or 'stored' (ver-(k-1) table).")
                        ] = _job("targets"),
@@ -108,7 +112,8 @@ def train(
         train=dataclasses.replace(TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam,
                                   seed=seed, max_steps=max_steps,
                                   edges_per_epoch=edges_per_epoch, warm_start=warm_start),
-        holdout=holdout, holdout_days=holdout_days, targets=targets,
+        holdout=holdout, holdout_days=holdout_days, max_eval_users=max_eval_users,
+        targets=targets,
         gate=dataclasses.replace(GATE, max_align_error_rel=max_align_error_rel,
                                  min_recall_vs_parent=min_recall_vs_parent),
         checkpoint_every=checkpoint_every, max_failures=max_failures)

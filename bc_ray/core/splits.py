@@ -54,7 +54,11 @@ class PeriodSplit:
         return self.tensors(self.eval_edges)
 
 
-def period_split(snapshot: GraphSnapshot, start: float, end: float, seed: int = 0) -> PeriodSplit:
+def period_split(snapshot: GraphSnapshot, start: float, end: float, seed: int = 0,
+                 max_eval_users: int = 0) -> PeriodSplit:
+    """Train on everything before `start` and the new users' edges but their last; evaluate on
+    the rest of start..end, by users split in half (validation, test). `max_eval_users` (0:
+    all): at most that many of the evaluated users, drawn by `seed`."""
     before = edges_until(snapshot, start)
     period = edges_between(snapshot, start, end).with_row_index("_pos")
     first_t = snapshot.users["first_t"]
@@ -76,6 +80,8 @@ def period_split(snapshot: GraphSnapshot, start: float, end: float, seed: int = 
     user_pool = torch.from_numpy(np.flatnonzero(first_t.to_numpy() <= end))
     eval_users = np.unique(eval_edges["user_idx"].to_numpy())
     rng = np.random.default_rng(seed)
+    if 0 < max_eval_users < eval_users.size:
+        eval_users = np.sort(rng.choice(eval_users, max_eval_users, replace=False))
     in_val = rng.random(eval_users.size) < 0.5
     return PeriodSplit(
         start=start, end=end, train_edges=train_edges, eval_edges=eval_edges, graph=graph,

@@ -55,6 +55,9 @@ class TrainJobConfig:
     train: TrainConfig = DEFAULT_TRAIN
     holdout: float = 0.05  # replayed timelines: the last fraction of the visible edges
     holdout_days: float = 7.0  # grown (ingested) snapshots: the last calendar days
+    # Held-out users evaluated (a draw; 0: all): Recall@50 ranks every item for each, so without
+    # a bound a bump's evaluations grow as users x items while its steps are budgeted.
+    max_eval_users: int = 20_000
     targets: str = "model"
     gate: GateConfig = field(default_factory=GateConfig)
     checkpoint_every: int = 5
@@ -76,6 +79,8 @@ class TrainJobConfig:
             raise ConfigError(f"--holdout must be in (0, 0.5), got {self.holdout}")
         if self.holdout_days <= 0:
             raise ConfigError(f"--holdout-days must be positive, got {self.holdout_days}")
+        if self.max_eval_users < 0:
+            raise ConfigError(f"--max-eval-users must be >= 0, got {self.max_eval_users}")
         if self.targets not in TARGET_SOURCES:
             raise ConfigError(f"--targets must be one of {TARGET_SOURCES}, got {self.targets!r}")
         if self.checkpoint_every < 1:

@@ -92,7 +92,8 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInp
     state = store.state()
     snapshot = load_snapshot(store, state=state)
     start, end, window = holdout_window(snapshot, job)
-    split = period_split(snapshot, start, end, seed=job.train.seed)
+    split = period_split(snapshot, start, end, seed=job.train.seed,
+                         max_eval_users=job.max_eval_users)
     if split.eval_edges.height == 0 or split.test_users.numel() == 0:
         raise TrainingError(f"no held-out edges of known users in {window}: "
                             + ("raise --holdout-days or ingest more data" if snapshot.grows

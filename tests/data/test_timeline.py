@@ -52,3 +52,12 @@ def test_period_split_like_the_reference(small_snapshot):
     old_in_period = period.filter(~pl.col("user_idx").is_in(list(new_users))).height
     assert split.eval_edges.height == old_in_period + evaluated.height
     assert not set(split.val_users.tolist()) & set(split.test_users.tolist())
+
+    # A bound on the evaluated users: a draw of that many, the same for the same seed.
+    every = set(split.val_users.tolist()) | set(split.test_users.tolist())
+    bounded = period_split(small_snapshot, 0.5, 0.6, max_eval_users=20)
+    drawn = set(bounded.val_users.tolist()) | set(bounded.test_users.tolist())
+    assert len(every) > 20 and len(drawn) == 20 and drawn < every
+    again = period_split(small_snapshot, 0.5, 0.6, max_eval_users=20)
+    assert again.val_users.tolist() == bounded.val_users.tolist()
+    assert bounded.eval_edges.height == split.eval_edges.height  # the edges stay; users drawn

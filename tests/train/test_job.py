@@ -105,3 +105,5 @@ def test_bad_requests_fail_before_any_worker_starts(ray_cluster, small_snapshot,
         run_training(_job(uri, method="fix-m0"))
     with pytest.raises(ConfigError, match="cannot change the architecture"):
         run_training(_job(uri, method="finetune-m0", spec=VersionSpec(hidden_dim=40)))
+    with pytest.raises(ConfigError, match="--max-eval-users must be >= 0"):
+        _job(uri, max_eval_users=-1)
