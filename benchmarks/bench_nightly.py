@@ -189,6 +189,7 @@ def main() -> None:
     record("ingest one more day", seconds, peak)
     with PeakMemory() as memory:
         seconds, peak, out = run_cli(*refresh, "--partitions", str(args.partitions))
+    assert out["mode"] == "incremental", out["reason"]
     record(f"incremental refresh, P={args.partitions}", seconds, peak, memory,
            f"{out['mode']}: {out['reason']}; affected {out['affected_fraction']:.0%}")
     (load_s, lookup_s), peak = in_fresh_process(lookups, uri)

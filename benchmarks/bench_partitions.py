@@ -12,7 +12,7 @@ own rows in and out), from the refresh's stats; "planning" is the partitioned re
 stage (degrees, ranges, the range graphs built from the edge files).
 
 Then the nightly refresh: the snapshot advances by the last 1 % of its timeline (a day's new
-edges, new users and items among them), and the incremental refresh over the largest P ranges
+edges, new users and items among them), and the incremental refresh over the last P ranges
 (from the range caches of the full one before it) runs beside a full one over the same ranges,
 and the unpartitioned incremental and full refreshes on a copy of the store whose previous
 refresh was unpartitioned; all four tables must agree to 1e-5.
@@ -152,7 +152,7 @@ def one_size(edges: int, parts: list[int]) -> tuple[list[dict], list[dict]]:
         print(f"  {edges:,} edges, P={count}: {seconds:.1f}s; {memory['summary']}; "
               f"private task {rows[-1]['task_private_mb']:,.0f} MB; "
               f"max |diff| {difference:.1e}", flush=True)
-    return rows, nightly(address, uri, max(parts), edges)
+    return rows, nightly(address, uri, parts[-1], edges)  # the last refresh's ranges
 
 
 def main() -> None:

@@ -36,8 +36,9 @@ def refresh(
         help="Split the layer-wise refresh into this many node ranges: each task holds its "
              "range's rows of the graph and of each layer's halo, never a whole layer, and "
              "caches its rows of every layer, so the next refresh over ranges is incremental "
-             "(whatever its count). 0: unpartitioned. Default: unpartitioned when the whole "
-             "graph fits a node twice over, else the fewest ranges that fit.")] = None,
+             "(whatever its count). 0: unpartitioned. Default: unpartitioned while twice what "
+             "it holds on one node fits the largest node, else the fewest ranges that fit.")
+    ] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
                                                         "a local cluster).")] = None,
     as_json: JsonOption = False,

@@ -171,31 +171,34 @@ class PartitionedRefresh:
                   None)
         run.check_layers_fit(budget)
         if window is not None:
-            run.frontiers = run.reach(touched, window.entities, int(version.spec["num_layers"]))
+            num_layers = get_family(version.family).spec_from_dict(version.spec).num_layers
+            run.frontiers = run.reach(touched, window.entities, num_layers)
         return run
 
     def reach(self, touched: np.ndarray, entities: np.ndarray,
               num_layers: int) -> list[np.ndarray]:
         """bool by node, for each layer l = 1..L: the nodes whose layer l may change, those
         within l-1 hops of a node with new edges or within l hops of an entity whose own row
-        changed (as `inference.layer_frontiers` on the whole graph)."""
-        by_edges = self._hops(touched, num_layers - 1)
-        by_inputs = self._hops(entities, num_layers)
-        return [by_edges[layer - 1] | by_inputs[layer] for layer in range(1, num_layers + 1)]
+        changed (as `inference.layer_frontiers` on the whole graph). A hop distributes over a
+        union, so that is l-1 hops of (the nodes with new edges, and one hop of the entities):
+        L rounds of range tasks."""
+        changed = np.zeros(self.num_nodes, dtype=bool)
+        changed[entities] = True
+        frontier = self._hop(changed)
+        frontier[touched] = True
+        frontiers = [frontier]
+        for _ in range(num_layers - 1):
+            frontiers.append(self._hop(frontiers[-1]))
+        return frontiers
 
-    def _hops(self, nodes: np.ndarray, hops: int) -> list[np.ndarray]:
-        """Masks of the nodes within 0..hops hops of `nodes`, a hop a round of range tasks."""
-        mask = np.zeros(self.num_nodes, dtype=bool)
-        mask[nodes] = True
-        masks = [mask]
-        for _ in range(hops):
-            if not masks[-1].any():
-                masks.append(masks[-1])
-                continue
-            ref = ray.put(masks[-1])
-            task = reach_task.options(num_cpus=self.config.cpus_per_task)
-            masks.append(np.concatenate(ray.get([task.remote(g, ref) for g in self.graphs])))
-        return masks
+    def _hop(self, nodes: np.ndarray) -> np.ndarray:
+        """The nodes in `nodes` (a bool mask) or one hop from them: a round of range tasks."""
+        if not nodes.any():
+            return nodes.copy()
+        ref = ray.put(nodes)
+        return np.concatenate(ray.get([
+            reach_task.options(**self._options(self.sizes[p]["bytes"] + 2 * self.num_nodes))
+            .remote(self.graphs[p], ref) for p in range(self.parts)]))
 
     def check_layers_fit(self, budget: int | None) -> None:
         """Every range's layer and input tasks fit a task's memory, by their sizes now known
@@ -235,16 +238,11 @@ class PartitionedRefresh:
 
     def _layer_bytes(self, part: int) -> int:
         """What range `part`'s layer task must hold: its graph, its sources, its own rows in
-        and out (float32 of the widest layer), and incrementally a cache file as it reads it
-        (about a range's rows)."""
+        and out (float32 of the widest layer; incrementally, the rows out start as the cached
+        ones, read a chunk at a time)."""
         start, stop = self.ranges.range(part)
         size = self.sizes[part]
-        rows = 3 if self.incremental else 2
-        return size["bytes"] + (size["sources"] + rows * (stop - start)) * 4 * self.width
-
-    @property
-    def incremental(self) -> bool:
-        return self.frontiers is not None
+        return size["bytes"] + (size["sources"] + 2 * (stop - start)) * 4 * self.width
 
     def _work(self, layer: int, part: int, target: TableTarget) -> dict:
         """The keyword arguments of range `part`'s layer task: the rows to recompute with the
@@ -253,10 +251,10 @@ class PartitionedRefresh:
         redo = None
         if self.frontiers is not None:
             rows = np.flatnonzero(self.frontiers[layer - 1][start:stop]).astype(np.int64)
-            redo = Recompute(rows, RangeCache.of(self.store, self.plan.previous, layer),
-                             self.inputs.num_users)
+            redo = Recompute(rows, RangeCache.of(self.store, self.plan.previous, layer,
+                                                 self.inputs.num_users))
         return {"redo": redo, "cache": CacheTarget(target.store_uri, target.options,
-                                                   target.prefixes)}
+                                                   target.prefixes, self.inputs.num_users)}
 
     def _recomputed(self, layer: int) -> int:
         if self.frontiers is None:
@@ -293,8 +291,8 @@ class PartitionedRefresh:
         step = RangeLayer(self.layers, layer, self.parts, self.config.block_nodes, self._threads)
         outputs = [inner_task.options(**self._options(self._layer_bytes(p), self.parts + 3))
                    .remote(step, self.outgoing[p], self.graphs[p], previous.own[p],
-                           *previous.sources(p), num_users=self.inputs.num_users,
-                           **self._work(layer, p, target)) for p in range(self.parts)]
+                           *previous.sources(p), **self._work(layer, p, target))
+                   for p in range(self.parts)]
         return self._stage(f"layer{layer}", self._recomputed(layer), outputs, began)
 
     def final_stage(self, previous: LayerPieces,
@@ -326,8 +324,9 @@ class PartitionedRefresh:
                          self.config.rows_per_file, part)
 
     def summary(self) -> dict:
-        """The ranges as the refresh's stats record them: how many, the hubs, and at most what
-        one layer task must hold (its graph, its sources, its own rows in and out)."""
+        """The ranges as the refresh's stats record them: how many, the hubs, the largest halo,
+        and at most what one layer task must hold (its graph, its sources, its own rows in and
+        out)."""
         must_hold = max(self._layer_bytes(p) for p in range(self.parts))
         return {"count": self.parts, "hubs": int(self.hubs.size),
                 "halo_rows_max": int(max(s["sources"] for s in self.sizes)),

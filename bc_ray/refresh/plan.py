@@ -32,7 +32,9 @@ class Window:
     column: str  # "t" or "batch"
     since: float
     entities: np.ndarray
-    what: str  # the batches and entities, as the plan's reason says
+    batches: int | None = None  # ingested: the new batches, and the entities they added or changed
+    users: int = 0
+    items: int = 0
 
     def new_edges(self, snapshot: GraphSnapshot) -> pl.DataFrame:
         """Of a snapshot read whole (the unpartitioned refresh's)."""
@@ -41,7 +43,11 @@ class Window:
         return snapshot.edges.filter(pl.col("batch") >= int(self.since))
 
     def describe(self, new_edges: int) -> str:
-        return f"{self.what}{', ' if self.what else ''}{new_edges} new edges"
+        """The plan's reason, once the new edges are counted."""
+        if self.batches is None:
+            return f"{new_edges} new edges"
+        return (f"{self.batches} new batch(es): {new_edges} edges, {self.users} users and "
+                f"{self.items} items added or changed")
 
 
 @dataclass
@@ -65,11 +71,14 @@ def plan_refresh(config: RefreshConfig, state: StoreState, version: VersionRecor
     spec = family.spec_from_dict(version.spec)
     inner = {f"layer{layer}" for layer in range(1, family.cached_layers(spec) + 1)}
 
-    def kept(table: TableRecord) -> bool:
-        return not layerwise or set(table.cache) == inner
+    def missing(table: TableRecord) -> str | None:
+        if not layerwise or set(table.cache) == inner:
+            return None
+        if any("@" in key for key in table.cache):
+            return "the earlier refresh was over node ranges: its layer caches are by range"
+        return "the earlier refresh kept no layer caches"
 
-    plan = _window(config, state, version, snapshot, family, kept,
-                   "the earlier refresh kept no layer caches")
+    plan = _window(config, state, version, snapshot, family, missing)
     if plan.window is not None:
         new = plan.window.new_edges(snapshot)
         plan.changes = Changes(_endpoints(new, graph.num_users), plan.window.entities)
@@ -84,24 +93,29 @@ def plan_range_refresh(config: RefreshConfig, state: StoreState, version: Versio
     edges are then found by the tasks that read the edges (the plan's window says which)."""
     if config.mode == "full":
         return RefreshPlan("full", "requested")
-    num_layers = int(version.spec["num_layers"])
-    return _window(config, state, version, snapshot, family,
-                   lambda table: keeps_range_caches(table, num_layers),
-                   "the earlier refresh kept no layer caches by node range")
+    num_layers = family.spec_from_dict(version.spec).num_layers
+
+    def missing(table: TableRecord) -> str | None:
+        if keeps_range_caches(table, num_layers):
+            return None
+        return "the earlier refresh kept no layer caches by node range"
+
+    return _window(config, state, version, snapshot, family, missing)
 
 
 def _window(config: RefreshConfig, state: StoreState, version: VersionRecord,
-            snapshot: GraphSnapshot, family: ModelFamily, kept: Callable[[TableRecord], bool],
-            not_kept: str) -> RefreshPlan:
+            snapshot: GraphSnapshot, family: ModelFamily,
+            missing: Callable[[TableRecord], str | None]) -> RefreshPlan:
     """Incremental (the window it covers) when the previous refresh of this version kept what
-    the next needs (`kept`) and the graph has only grown since; else full with the reason."""
+    the next needs (`missing` says what it lacks, if anything) and the graph has only grown
+    since; else full with the reason."""
     spec = family.spec_from_dict(version.spec)
     previous = {e: state.table(version.version, e) for e in ENTITIES}
     growth: Window | str
     if any(t is None for t in previous.values()):
         growth = f"no earlier refresh of version {version.version}"
-    elif not all(kept(t) for t in previous.values()):
-        growth = not_kept
+    elif (lacking := next(filter(None, map(missing, previous.values())), None)) is not None:
+        growth = lacking
     elif (blocker := family.incremental_blocker(spec)) is not None:
         growth = blocker
     elif state.snapshot().batches is not None:
@@ -112,7 +126,7 @@ def _window(config: RefreshConfig, state: StoreState, version: VersionRecord,
         if config.mode == "incremental":
             logger.warning("incremental refresh not possible (%s): running a full one", growth)
         return RefreshPlan("full", growth)
-    return RefreshPlan("incremental", growth.what, None, previous, growth)
+    return RefreshPlan("incremental", growth.describe(0), None, previous, growth)
 
 
 def _cutoff_since(state: StoreState, previous: TableRecord,
@@ -122,7 +136,7 @@ def _cutoff_since(state: StoreState, previous: TableRecord,
         return "the snapshot files changed since the earlier refresh"
     if previous.cutoff > snapshot.meta.cutoff:
         return "the snapshot moved backwards"
-    return Window("t", previous.cutoff, _appeared(snapshot, previous.cutoff), "")
+    return Window("t", previous.cutoff, _appeared(snapshot, previous.cutoff))
 
 
 def _appeared(snapshot: GraphSnapshot, since: float) -> np.ndarray:
@@ -147,9 +161,8 @@ def _batches_since(state: StoreState, previous: TableRecord,
     users = snapshot.users.filter(pl.col("batch") >= since)["idx"].to_numpy().astype(np.int64)
     items = snapshot.items.filter(pl.col("batch") >= since)["idx"].to_numpy().astype(np.int64)
     entities = np.unique(np.concatenate([users, items + snapshot.num_users]))
-    return Window("batch", since, entities,
-                  f"{state.snapshot().batches - since} new batch(es): {users.size} users and "
-                  f"{items.size} items added or changed")
+    return Window("batch", since, entities, state.snapshot().batches - since, int(users.size),
+                  int(items.size))
 
 
 def _endpoints(edges: pl.DataFrame, num_users: int) -> np.ndarray:

@@ -102,22 +102,20 @@ def input_task(source: ModelSource, inputs: RangeInputs, outgoing: Outgoing,
     return ((time.perf_counter() - started, {}), *outgoing.pieces(rows))
 
 
-def _cached(step: RangeLayer, graph: RangeGraph, rows: np.ndarray,
-            cache: CacheTarget | None, num_users: int) -> Caches:
-    if cache is None:
-        return {}
-    return cache.write(step.layer, rows, graph.start, graph.stop, num_users)
+def _write_cache(step: RangeLayer, graph: RangeGraph, rows: np.ndarray,
+                 cache: CacheTarget | None) -> Caches:
+    return {} if cache is None else cache.write(step.layer, rows, graph.start, graph.stop)
 
 
 @ray.remote
 def inner_task(step: RangeLayer, outgoing: Outgoing, graph: RangeGraph, own: np.ndarray,
                *sources: np.ndarray, redo: Recompute | None = None,
-               cache: CacheTarget | None = None, num_users: int = 0) -> tuple:
+               cache: CacheTarget | None = None) -> tuple:
     """An inner layer of a range (incrementally, `redo`'s rows; the rest as cached), its rows
     cached for the next refresh: ((compute seconds, caches written), own rows, hub rows, a piece
     per range)."""
     rows, seconds = step.compute(graph, own, sources, redo)
-    return ((seconds, _cached(step, graph, rows, cache, num_users)), *outgoing.pieces(rows))
+    return ((seconds, _write_cache(step, graph, rows, cache)), *outgoing.pieces(rows))
 
 
 @ray.remote
@@ -155,7 +153,7 @@ def final_task(step: RangeLayer, rows: RangeRows, graph: RangeGraph, own: np.nda
     nodes = graph.start + np.flatnonzero(rows.visible)
     files = write_rows(rows.target, rows.ids, rows.num_users, nodes, values[rows.visible],
                        seconds, f"{rows.part:05d}", rows.first_idx, rows.rows_per_file)
-    return seconds, files, _cached(step, graph, values, cache, rows.num_users)
+    return seconds, files, _write_cache(step, graph, values, cache)
 
 
 @dataclass(frozen=True)

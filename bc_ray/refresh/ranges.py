@@ -110,10 +110,10 @@ class RangeGraph:
     def reached(self, nodes: np.ndarray) -> np.ndarray:
         """bool by local row: the row's node is in `nodes` (a bool mask over every node) or
         aggregates from one that is (one hop further out)."""
-        hit = nodes[self.source_ids][self.cols]
-        rows = np.repeat(np.arange(self.num_rows), np.diff(self.crow))
-        reached = np.bincount(rows[hit], minlength=self.num_rows) > 0
-        return reached | nodes[self.start:self.stop]
+        hit = np.flatnonzero(nodes[self.source_ids][self.cols])
+        reached = nodes[self.start:self.stop].copy()
+        reached[np.searchsorted(self.crow, hit, side="right") - 1] = True
+        return reached
 
     @property
     def nbytes(self) -> int:
@@ -230,12 +230,16 @@ class RangeLayer:
         it names, the rest as cached."""
         torch.set_num_threads(max(1, self.threads))
         started = time.perf_counter()
-        dim = own.shape[1] if own.ndim == 2 else self.layers.spec.hidden_dim
+        spec = self.layers.spec
+        width = spec.output_dim if self.layer == spec.num_layers else spec.hidden_dim
+        if redo is not None and redo.rows.size == graph.num_rows:
+            redo = None  # every row: nothing to read back
+        if redo is not None and not redo.rows.size:
+            return redo.base(graph.start, graph.stop, width), time.perf_counter() - started
+        dim = own.shape[1] if own.ndim == 2 else spec.hidden_dim
         hubs, pieces = list(sources[:self.parts]), list(sources[self.parts:])
         x_src = source_matrix(hubs, pieces, dim)
         x_own = shared_tensor(np.asarray(own, dtype=np.float32).reshape(-1, dim))
-        spec = self.layers.spec
-        width = spec.output_dim if self.layer == spec.num_layers else spec.hidden_dim
         self.layers.eval()
         if redo is None:
             rows = np.empty((graph.num_rows, width), dtype=np.float32)

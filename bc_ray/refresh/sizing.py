@@ -64,7 +64,8 @@ def range_bytes(edge_ends: int, rows: int, dim: int, nodes: int) -> int:
     over while they are sorted), or a layer (its CSR rows, its own rows in and out, and its
     halo, at most one row per edge end and never more than every node)."""
     build = BUILD_BYTES_PER_END * edge_ends + 8 * rows
-    layer = 8 * edge_ends + 8 * rows + (min(nodes, edge_ends) + 2 * rows) * 4 * dim
+    halo = min(nodes, edge_ends)  # each halo row with its node id (8 bytes)
+    layer = 8 * edge_ends + 8 * rows + halo * (4 * dim + 8) + 2 * rows * 4 * dim
     return max(build, layer)
 
 

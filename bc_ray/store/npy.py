@@ -8,6 +8,7 @@ they are) and read as a view of the file's bytes, a cache costs no more than the
 from __future__ import annotations
 
 import io
+from typing import BinaryIO
 
 import numpy as np
 
@@ -23,16 +24,26 @@ def npy_parts(matrix: np.ndarray) -> list[bytes | memoryview]:
     return [header.getvalue(), memoryview(matrix.reshape(-1).view(np.uint8))]
 
 
+def npy_header(stream: BinaryIO, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the .npy file `stream` is at the start of, left at its data; a C-order
+    numeric array, else `CorruptFileError`."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        shape, fortran, dtype = readers[np.lib.format.read_magic(stream)](stream)
+    except (ValueError, KeyError) as exc:
+        raise CorruptFileError(f"cannot read matrix file {name}: {exc}") from exc
+    if fortran or dtype.hasobject:
+        raise CorruptFileError(f"cannot read matrix file {name}: not a C-order numeric array")
+    return shape, dtype
+
+
 def npy_matrix(data: bytes, name: str) -> np.ndarray:
     """A read-only view of the matrix in an .npy file's bytes (C order, no objects)."""
+    stream = io.BytesIO(data)
+    shape, dtype = npy_header(stream, name)
+    count = int(np.prod(shape, dtype=np.int64))
     try:
-        stream = io.BytesIO(data)
-        readers = {(1, 0): np.lib.format.read_array_header_1_0,
-                   (2, 0): np.lib.format.read_array_header_2_0}
-        shape, fortran, dtype = readers[np.lib.format.read_magic(stream)](stream)
-        if fortran or dtype.hasobject:
-            raise CorruptFileError(f"cannot read matrix file {name}: not a C-order numeric array")
-        count = int(np.prod(shape, dtype=np.int64))
         return np.frombuffer(data, dtype=dtype, count=count, offset=stream.tell()).reshape(shape)
-    except (ValueError, KeyError) as exc:
+    except ValueError as exc:
         raise CorruptFileError(f"cannot read matrix file {name}: {exc}") from exc

@@ -65,7 +65,7 @@ def test_an_incremental_partitioned_refresh_equals_a_full_one(ray_cluster, tmp_p
     rows = {e: _rows(uri, e) for e in ("user", "item")}
 
     unpartitioned = run_refresh(RefreshConfig(store=uri, partitions=0, mode="auto"))
-    assert unpartitioned.mode == "full" and "kept no layer caches" in unpartitioned.reason
+    assert unpartitioned.mode == "full" and "caches are by range" in unpartitioned.reason
     for entity in ("user", "item"):
         ids, matrix = _rows(uri, entity)
         assert ids == rows[entity][0] and len(ids) > 0

@@ -26,7 +26,8 @@ def test_a_task_must_hold_less_as_ranges_are_added():
     assert held[-1] < whole / 3  # the halo bound, min(N, 2E/P) rows, falls slower than 1/P
     # The most a range's tasks hold: a layer's halo rows when they are wide, else the build of
     # its graph, which holds its edge ends several times over.
-    assert range_bytes(1000, 10, 64, 10**6) == 8 * 1000 + 8 * 10 + (1000 + 20) * 4 * 64
+    assert range_bytes(1000, 10, 64, 10**6) == (8 * 1000 + 8 * 10 + 1000 * (4 * 64 + 8)
+                                                + 20 * 4 * 64)  # halo rows with their ids
     assert range_bytes(1000, 10, 4, 10**6) == 48 * 1000 + 8 * 10
 
 
