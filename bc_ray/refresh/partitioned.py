@@ -38,7 +38,7 @@ from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.refresh.config import WRITE_COST, RefreshConfig
 from bc_ray.refresh.plan import RefreshPlan, plan_range_refresh
-from bc_ray.refresh.range_cache import CacheTarget, RangeCache, Recompute, merge_caches
+from bc_ray.refresh.range_cache import CacheTarget, CachedRecompute, RangeCache, merge_caches
 from bc_ray.refresh.range_graphs import EdgeFiles, build_range_graphs, count_degrees
 from bc_ray.refresh.range_stages import (
     LayerPieces,
@@ -251,7 +251,7 @@ class PartitionedRefresh:
         redo = None
         if self.frontiers is not None:
             rows = np.flatnonzero(self.frontiers[layer - 1][start:stop]).astype(np.int64)
-            redo = Recompute(rows, RangeCache.of(self.store, self.plan.previous, layer,
+            redo = CachedRecompute(rows, RangeCache.of(self.store, self.plan.previous, layer,
                                                  self.inputs.num_users))
         return {"redo": redo, "cache": CacheTarget(target.store_uri, target.options,
                                                    target.prefixes, self.inputs.num_users)}

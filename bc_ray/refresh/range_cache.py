@@ -101,9 +101,9 @@ def _read_rows(store: Store, record: FileRecord, dim: int, begins: int, first: i
 
 
 @dataclass(frozen=True)
-class Recompute:
-    """An incremental stage of one range: the local rows a change reaches by this layer (the
-    others are as the previous refresh cached them)."""
+class CachedRecompute:
+    """An incremental stage of one range (`ranges.Recompute`): the local rows a change reaches
+    by this layer; the others are as the previous refresh cached them."""
 
     rows: np.ndarray  # int64, ascending local rows
     cached: RangeCache

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,9 +26,6 @@ import torch
 from bc_ray.core.graph import Adjacency, shared_tensor
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import LayerStack
-
-if TYPE_CHECKING:
-    from bc_ray.refresh.range_cache import Recompute
 
 HUB_SHARE = 0.5  # a node in the halo of at least this share of ranges is sent once, to all
 
@@ -212,6 +209,15 @@ class Outgoing:
     def pieces(self, block: np.ndarray) -> list[np.ndarray]:
         """[own rows, hub rows, piece for range 0, ..., piece for range P-1]."""
         return [block, block[self.hubs], *(block[w] for w in self.wanted)]
+
+
+class Recompute(Protocol):
+    """An incremental stage of one range (`range_cache.CachedRecompute`): the local rows to
+    compute, and the others' rows as cached."""
+
+    rows: np.ndarray  # int64, ascending local rows
+
+    def base(self, start: int, stop: int, width: int) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ def test_a_layer_by_ranges_equals_the_whole_graphs(parts, small_snapshot):
 
 
 class _Redo:
-    """`range_cache.Recompute` with its cached rows in memory."""
+    """A `ranges.Recompute` with its cached rows in memory."""
 
     def __init__(self, rows: np.ndarray, cached: np.ndarray) -> None:
         self.rows, self.cached = rows.astype(np.int64), cached
