@@ -26,6 +26,7 @@ from bc_ray.core.family import EmbeddingModule, TrainingTask
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.losses import alignment_multi, alignment_single
 from bc_ray.core.registry import family_of
+from bc_ray.core.row_shards import ShardedRows
 from bc_ray.core.sparse_rows import CombinedOptimizer, average_sparse_gradients
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.transforms import BackwardTransform
@@ -52,11 +53,35 @@ class Alignment:
         return Alignment(self.transform.to(device), self.targets.to(device), self.mask.to(device),
                          amplifiers)
 
+    def targets_of(self, nodes: torch.Tensor) -> torch.Tensor:
+        return self.targets[nodes]
+
     def loss(self, predicted: torch.Tensor, target: torch.Tensor,
              weights: torch.Tensor | None = None) -> torch.Tensor:
         if self.amplifiers is None:
             return alignment_single(predicted, target, weights)
         return alignment_multi(predicted, target, self.amplifiers, weights)
+
+
+@dataclass
+class ShardedAlignment(Alignment):
+    """Alignment whose targets are sharded across the training workers (`ShardedRows`: each
+    holds its own nodes' z_{k-1}); the mask stays whole, a byte per node. `targets_of` is a
+    collective, which every worker reaches once per step."""
+
+    targets: ShardedRows
+
+    def __post_init__(self) -> None:
+        if not torch.isfinite(self.targets.rows).all():
+            raise TrainingError("alignment targets contain NaN or inf")
+
+    def to(self, device: torch.device) -> ShardedAlignment:
+        if torch.device(device).type != "cpu":
+            raise TrainingError("sharded alignment targets are exchanged on the CPU (gloo)")
+        return self
+
+    def targets_of(self, nodes: torch.Tensor) -> torch.Tensor:
+        return self.targets.gather(nodes)
 
 
 class JointModule(nn.Module):
@@ -98,18 +123,22 @@ class VersionTrainer:
     def __init__(self, model: EmbeddingModule, graph: GraphTensors, config: TrainConfig,
                  alignment: Alignment | None = None, evaluator: Evaluator | None = None, *,
                  rank: int = 0, world_size: int = 1, item_pool: torch.Tensor | None = None,
-                 device: torch.device | str = "cpu", family=None) -> None:
-        """`family` (default: the one the model's spec names) supplies the training task."""
-        if graph.num_edges == 0:
+                 device: torch.device | str = "cpu", family=None,
+                 task: TrainingTask | None = None) -> None:
+        """`family` (default: the one the model's spec names) supplies the training task,
+        unless `task` is given (sharded training builds its own: `ShardedLinkPredictionTask`)."""
+        if task is None and graph.num_edges == 0:
             raise TrainingError("the training graph has no edges")
         self.device = torch.device(device)
         self.config, self.evaluator = config, evaluator
         self.alignment = alignment if alignment is None else alignment.to(self.device)
         self.rank, self.world_size = rank, world_size
         model.to(self.device)
-        family = family or family_of(model.spec)
-        self.task = family.task(model, graph, config, rank=rank, world_size=world_size,
-                                item_pool=item_pool, device=self.device)
+        if task is None:
+            task = (family or family_of(model.spec)).task(
+                model, graph, config, rank=rank, world_size=world_size, item_pool=item_pool,
+                device=self.device)
+        self.task = task
         self.joint = JointModule(model, self.alignment.transform if self.alignment else None,
                                  self.task)
         self.module: nn.Module = self.joint
@@ -169,13 +198,16 @@ class VersionTrainer:
         loss, nodes, rows, predicted, weights, parts = self.module(batch, mask)
         align = torch.zeros(())
         if self.alignment is not None:
-            align = self.alignment.loss(predicted, self.alignment.targets[nodes[rows]], weights)
+            align = self.alignment.loss(predicted, self.alignment.targets_of(nodes[rows]), weights)
             loss = loss + self.config.lam * align
         if not torch.isfinite(loss):
             raise TrainingError(f"the loss diverged ({float(loss.detach())}); lower the learning "
                                 "rate or lambda, or check the inputs for NaN")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        after_backward = getattr(self.task, "after_backward", None)
+        if after_backward is not None:  # rows sharded across workers go to their owners
+            after_backward()
         if self.sparse_parameters and self.world_size > 1:
             average_sparse_gradients(self.sparse_parameters)
         self.optimizer.step()

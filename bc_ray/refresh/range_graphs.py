@@ -18,7 +18,8 @@ import ray
 
 from bc_ray.exceptions import CorruptFileError, DataError
 from bc_ray.io import StorageOptions
-from bc_ray.refresh.ranges import NodeRanges, range_rows, split_range
+from bc_ray.core.node_rows import range_rows
+from bc_ray.refresh.ranges import NodeRanges, split_range
 from bc_ray.refresh.sizing import BUILD_BYTES_PER_END, HEADROOM, too_big
 from bc_ray.store.state import FileRecord, StoreState
 from bc_ray.store.store import Store

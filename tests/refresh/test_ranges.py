@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bc_ray.core.graph import Adjacency, GraphTensors, build_graph
+from bc_ray.core.node_rows import range_rows
 from bc_ray.data.timeline import edges_until
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.inference import expand_hops, layerwise_embed
@@ -16,7 +17,6 @@ from bc_ray.refresh.ranges import (
     Outgoing,
     RangeLayer,
     find_hubs,
-    range_rows,
     split_range,
 )
 

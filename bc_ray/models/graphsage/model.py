@@ -65,37 +65,47 @@ class EmbeddingModel(EntityTables, nn.Module):
         self.norms = nn.ModuleList(
             nn.BatchNorm1d(dims[i + 1]) for i in range(spec.num_layers)) if spec.batch_norm else None
 
-    def entity_inputs(self, entity: str, graph: GraphTensors,
-                      index: torch.Tensor | None = None) -> torch.Tensor:
+    def entity_inputs(self, entity: str, graph: GraphTensors, index: torch.Tensor | None = None,
+                      id_rows: torch.Tensor | None = None) -> torch.Tensor:
         count = graph.num_users if entity == "user" else graph.num_items
         features = graph.features(entity)
         if index is not None:
             features = {k: v.take(index) for k, v in features.items()}
         first_t = graph.user_first_t if entity == "user" else graph.item_first_t
         rows = torch.arange(count, device=first_t.device) if index is None else index
-        return self.inputs_of(entity, features, rows, first_t[rows], graph.now)
+        return self.inputs_of(entity, features, rows, first_t[rows], graph.now, id_rows)
 
     def inputs_of(self, entity: str, features: dict[str, FeatureBag], rows: torch.Tensor,
-                  first_t: torch.Tensor, now: float) -> torch.Tensor:
+                  first_t: torch.Tensor, now: float,
+                  id_rows: torch.Tensor | None = None) -> torch.Tensor:
         """h_0 of entities `rows` from their own features and first-seen times alone (what a
-        refresh task of a node range holds)."""
+        refresh task of a node range holds). `id_rows`: their ID embeddings, when the ID
+        tables live elsewhere (sharded across training workers: `ShardedEmbedding`)."""
         meta = self.encoders[entity](features, rows.numel())
         if not self.spec.id_embeddings:
             return meta
-        table = self.ids[entity]
-        ids = table(rows.to(meta.device).clamp(max=table.num_embeddings - 1))
+        if id_rows is not None:
+            ids = id_rows
+        else:
+            table = self.ids[entity]
+            ids = table(rows.to(meta.device).clamp(max=table.num_embeddings - 1))
         if self.mixing is None:
             return meta + ids
         age = (now - first_t.to(meta.device)).clamp(min=0.0)
         return self.mixing(ids, meta, age)
 
-    def inputs(self, graph: GraphTensors, nodes: torch.Tensor | None = None) -> torch.Tensor:
+    def inputs(self, graph: GraphTensors, nodes: torch.Tensor | None = None,
+               id_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """h_0 of every node, or of `nodes` (with their ID rows `id_rows` when the tables are
+        sharded)."""
         if nodes is None:
             return torch.cat([self.entity_inputs("user", graph), self.entity_inputs("item", graph)])
         is_user = nodes < graph.num_users
         out = nodes.new_empty((nodes.numel(), self.spec.hidden_dim), dtype=torch.float32)
-        out[is_user] = self.entity_inputs("user", graph, nodes[is_user])
-        out[~is_user] = self.entity_inputs("item", graph, nodes[~is_user] - graph.num_users)
+        of = (lambda mask: None) if id_rows is None else (lambda mask: id_rows[mask])
+        out[is_user] = self.entity_inputs("user", graph, nodes[is_user], of(is_user))
+        out[~is_user] = self.entity_inputs("item", graph, nodes[~is_user] - graph.num_users,
+                                           of(~is_user))
         return out
 
     def layer(self, index: int, x_src: torch.Tensor, adjacency: Adjacency,
@@ -107,14 +117,16 @@ class EmbeddingModel(EntityTables, nn.Module):
         h_0 from elsewhere: a few KB to ship instead of the ID tables' hundreds of MB."""
         return LayerStack(self.spec, self.convs, self.norms)
 
-    def forward(self, graph: GraphTensors, sample: SampledSubgraph | None = None) -> torch.Tensor:
-        """Embeddings of every node (full graph) or of the sample's seeds (mini-batch)."""
+    def forward(self, graph: GraphTensors, sample: SampledSubgraph | None = None,
+                id_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings of every node (full graph) or of the sample's seeds (mini-batch; with
+        the ID rows of `sample.nodes` given when the tables are sharded)."""
         if sample is None:
             x, adjacency = self.inputs(graph), graph.adjacency()
             for index in range(self.spec.num_layers):
                 x = self.layer(index, x, adjacency, x)
             return x
-        x = self.inputs(graph, sample.nodes)
+        x = self.inputs(graph, sample.nodes, id_rows)
         for index, block in enumerate(sample.blocks):
             x = self.layer(index, x, block.adjacency, x[: block.num_dst])
         return x

@@ -56,17 +56,25 @@ class NeighborSampler:
         return SampledSubgraph(nodes=dst, blocks=blocks[::-1], num_seeds=seeds.numel())
 
     def _draw(self, dst: torch.Tensor, fanout: int) -> tuple[torch.Tensor, torch.Tensor]:
-        start = self.rowptr[dst]
-        degree = self.rowptr[dst + 1] - start
-        if fanout < 0:
-            owner = torch.repeat_interleave(torch.arange(dst.numel()), degree)
-            offset = torch.arange(int(degree.sum())) - (torch.cumsum(degree, 0) - degree)[owner]
-            return owner, self.col[start[owner] + offset]
-        has = degree > 0
-        owner = torch.arange(dst.numel())[has].repeat_interleave(fanout)
-        draws = torch.rand(owner.numel(), generator=self.generator)
-        offset = (draws * degree[owner]).long().clamp_max(degree[owner] - 1)
-        return owner, self.col[start[owner] + offset]
+        """(index into `dst` of each drawn neighbour's row, the neighbours)."""
+        return draw_neighbours(self.rowptr, self.col, dst, fanout, self.generator)
+
+
+def draw_neighbours(rowptr: torch.Tensor, col: torch.Tensor, rows: torch.Tensor, fanout: int,
+                    generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `fanout` neighbours of each of `rows` (all of them for -1): (index into `rows`,
+    neighbour), grouped by row in `rows` order."""
+    start = rowptr[rows]
+    degree = rowptr[rows + 1] - start
+    if fanout < 0:
+        owner = torch.repeat_interleave(torch.arange(rows.numel()), degree)
+        offset = torch.arange(int(degree.sum())) - (torch.cumsum(degree, 0) - degree)[owner]
+        return owner, col[start[owner] + offset]
+    has = degree > 0
+    owner = torch.arange(rows.numel())[has].repeat_interleave(fanout)
+    draws = torch.rand(owner.numel(), generator=generator)
+    offset = (draws * degree[owner]).long().clamp_max(degree[owner] - 1)
+    return owner, col[start[owner] + offset]
 
 
 def _ordered_union(first: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:

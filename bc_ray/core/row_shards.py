@@ -1,0 +1,214 @@
+"""Rows of per-node tables split across training workers, TorchRec's row-wise sharding done with
+torch.distributed's own all-to-all (gloo on CPU, NCCL on GPUs).
+
+Worker r owns a contiguous range of users and a contiguous range of items (`RowOwners`), and
+holds only those rows of a table: the ID embeddings and their Adam moments (`ShardedEmbedding`),
+or constant rows such as the alignment targets (`ShardedRows`). A step looks rows up by global
+node id (users 0..U-1, items U..): the ids go to their owners, which send their rows back. After
+the backward pass the gradients of those rows go back the same way, and each owner updates its
+rows with lazy Adam (`torch.optim.SparseAdam`), the mean over workers as DDP would take it.
+
+Every worker must make the same calls in the same order: each is a collective. TorchRec itself
+does not plan row-wise sharding for CPU (scale-notes: only a hand-built plan works there, with a
+pinned FBGEMM build), so this module keeps to torch.distributed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from bc_ray.core.node_rows import balanced_bounds
+from bc_ray.exceptions import ConfigError
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@dataclass(frozen=True)
+class RowOwners:
+    """Which worker owns each node: worker r owns users user_bounds[r]:user_bounds[r+1] and
+    items item_bounds[r]:item_bounds[r+1] (so every worker gets users and items alike, whose
+    degrees differ tenfold)."""
+
+    num_users: int
+    user_bounds: np.ndarray  # int64, W + 1
+    item_bounds: np.ndarray  # int64, W + 1
+
+    @classmethod
+    def balanced(cls, user_degrees: np.ndarray, item_degrees: np.ndarray,
+                 workers: int) -> RowOwners:
+        if workers < 1:
+            raise ConfigError(f"row owners need at least one worker, got {workers}")
+        return cls(int(user_degrees.size), balanced_bounds(user_degrees, workers),
+                   balanced_bounds(item_degrees, workers))
+
+    @property
+    def workers(self) -> int:
+        return len(self.user_bounds) - 1
+
+    @property
+    def num_items(self) -> int:
+        return int(self.item_bounds[-1])
+
+    def users_of(self, rank: int) -> tuple[int, int]:
+        return int(self.user_bounds[rank]), int(self.user_bounds[rank + 1])
+
+    def items_of(self, rank: int) -> tuple[int, int]:
+        return int(self.item_bounds[rank]), int(self.item_bounds[rank + 1])
+
+    def num_rows(self, rank: int) -> int:
+        (a, b), (c, d) = self.users_of(rank), self.items_of(rank)
+        return (b - a) + (d - c)
+
+    def owner(self, nodes: torch.Tensor) -> torch.Tensor:
+        """The worker of each global node id."""
+        users = torch.from_numpy(self.user_bounds)
+        items = torch.from_numpy(self.item_bounds) + self.num_users
+        is_user = nodes < self.num_users
+        return torch.where(is_user, torch.searchsorted(users, nodes, right=True),
+                           torch.searchsorted(items, nodes, right=True)) - 1
+
+    def local_row(self, nodes: torch.Tensor, rank: int) -> torch.Tensor:
+        """The row of each node (all owned by `rank`) in that worker's block: its users, then
+        its items."""
+        (first_user, last_user), (first_item, _) = self.users_of(rank), self.items_of(rank)
+        return torch.where(nodes < self.num_users, nodes - first_user,
+                           nodes - self.num_users - first_item + (last_user - first_user))
+
+    def check(self, num_users: int, num_items: int) -> None:
+        if (num_users, num_items) != (self.num_users, self.num_items):
+            raise ConfigError(f"row owners cover {self.num_users} users and {self.num_items} "
+                              f"items, the graph has {num_users} and {num_items}")
+
+
+def exchange(values: torch.Tensor, splits: list[int],
+             received_splits: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
+    """All-to-all of `values` (rows grouped by destination worker, `splits[q]` rows for worker
+    q): (the rows every worker sent this one, grouped by sender; how many from each). A caller
+    that knows what it will receive (a reply to its own request) passes `received_splits` and
+    saves the exchange of counts."""
+    rank, world = _world()
+    if world == 1:
+        return values, list(splits)
+    if received_splits is None:
+        counts = torch.tensor(splits, dtype=torch.long)
+        incoming = torch.empty_like(counts)
+        dist.all_to_all_single(incoming, counts)
+        received_splits = incoming.tolist()
+    out = values.new_empty((sum(received_splits), *values.shape[1:]))
+    dist.all_to_all_single(out, values.contiguous(), output_split_sizes=received_splits,
+                           input_split_sizes=list(splits))
+    return out, received_splits
+
+
+@dataclass
+class Request:
+    """Ids sent to their owners: `order` puts the caller's ids in owner order, `splits` counts
+    them by owner; the owner got `served` (its local rows) in `served_splits` by sender."""
+
+    order: torch.Tensor
+    splits: list[int]
+    served: torch.Tensor
+    served_splits: list[int]
+
+    def reply(self, rows: torch.Tensor) -> torch.Tensor:
+        """Owner side: send back `rows` (one per served id); caller side: the rows of the ids
+        it asked for, in its own order."""
+        answered, _ = exchange(rows, self.served_splits, self.splits)
+        out = answered.new_empty(answered.shape)
+        out[self.order] = answered
+        return out
+
+    def push(self, rows: torch.Tensor) -> torch.Tensor:
+        """Caller side: send `rows` (one per id asked, in the caller's order) to the owners;
+        owner side: what every worker sent for each served id, in `served` order."""
+        received, _ = exchange(rows[self.order], self.splits, self.served_splits)
+        return received
+
+
+def request(owners: RowOwners, nodes: torch.Tensor) -> Request:
+    """Send each of `nodes` (global ids) to its owner: a collective every worker calls."""
+    rank, world = _world()
+    if owners.workers != world:
+        raise ConfigError(f"the rows are split over {owners.workers} workers, the group has "
+                          f"{world}")
+    owner = owners.owner(nodes)
+    order = torch.argsort(owner, stable=True)
+    splits = torch.bincount(owner, minlength=world).tolist()
+    received, served_splits = exchange(nodes[order], splits)
+    return Request(order, splits, owners.local_row(received, rank), served_splits)
+
+
+class ShardedRows:
+    """A constant table (one row per node) of which this worker holds its own rows."""
+
+    def __init__(self, owners: RowOwners, rows: torch.Tensor) -> None:
+        rank, _ = _world()
+        if rows.shape[0] != owners.num_rows(rank):
+            raise ConfigError(f"worker {rank} owns {owners.num_rows(rank)} rows, got "
+                              f"{rows.shape[0]}")
+        self.owners, self.rows = owners, rows
+
+    def gather(self, nodes: torch.Tensor) -> torch.Tensor:
+        """The rows of `nodes` (global ids), wherever they live."""
+        asked = request(self.owners, nodes)
+        return asked.reply(self.rows[asked.served])
+
+
+class ShardedEmbedding(nn.Module):
+    """A trainable ID table (users then items) sharded by `owners`: this worker's rows are a
+    parameter with its own lazy Adam, so a worker holds 3 x 4 d bytes per owned row, not per
+    node. `lookup` then `apply_gradients` once per step, on every worker."""
+
+    def __init__(self, owners: RowOwners, rows: torch.Tensor, lr: float,
+                 trainable: torch.Tensor | None = None) -> None:
+        super().__init__()
+        rank, _ = _world()
+        if rows.shape[0] != owners.num_rows(rank):
+            raise ConfigError(f"worker {rank} owns {owners.num_rows(rank)} rows, got "
+                              f"{rows.shape[0]}")
+        self.owners = owners
+        self.weight = nn.Parameter(rows)
+        # 0 for rows that must stay as they are (entities never seen in training).
+        self.register_buffer("trainable", trainable if trainable is not None
+                             else torch.ones(rows.shape[0], 1), persistent=False)
+        self.optimizer = torch.optim.SparseAdam([self.weight], lr=lr)
+        self._pending: tuple[Request, torch.Tensor] | None = None
+
+    def lookup(self, nodes: torch.Tensor) -> torch.Tensor:
+        """The rows of `nodes`, as a leaf whose gradient `apply_gradients` sends to the owners."""
+        asked = request(self.owners, nodes)
+        rows = asked.reply(self.weight.detach()[asked.served]).requires_grad_(True)
+        self._pending = (asked, rows)
+        return rows
+
+    @torch.no_grad()
+    def apply_gradients(self) -> None:
+        """Owners sum what every worker sent for their rows, average over workers (what DDP
+        does with dense gradients) and take one lazy Adam step on the rows touched."""
+        if self._pending is None:
+            raise RuntimeError("apply_gradients without a lookup in this step")
+        asked, rows = self._pending
+        self._pending = None
+        _, world = _world()
+        grad = rows.grad if rows.grad is not None else torch.zeros_like(rows)
+        received = asked.push(grad)
+        local = asked.served
+        values = received * self.trainable[local] / world
+        self.weight.grad = torch.sparse_coo_tensor(local.unsqueeze(0), values,
+                                                   self.weight.shape).coalesce()
+        self.optimizer.step()
+        self.weight.grad = None
+
+    @property
+    def nbytes(self) -> int:
+        """This worker's rows and their Adam moments."""
+        return 3 * self.weight.numel() * self.weight.element_size()

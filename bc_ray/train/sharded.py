@@ -1,0 +1,89 @@
+"""Ray Train workers that hold only their share of the graph and of the ID tables.
+
+The driver counts degrees with one Ray task per edge file (as the partitioned refresh does) and
+cuts users and items into one range each per worker (`plan_owners`). Each worker then streams the
+snapshot's edge files and keeps the edges of the nodes it owns (`read_local_rows`): no process
+reads the edge list into memory whole, and a worker's CSR rows, ID rows and Adam moments are
+about 1/W of the whole. `sharded_trainer` puts the pieces into the same `VersionTrainer` the
+replicated loop runs, so steps, budgets and the BC-Aligner loss are the ones `bc-ray train` uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bc_ray.core.graph import GraphTensors, build_graph
+from bc_ray.core.row_shards import RowOwners
+from bc_ray.core.train_config import TrainConfig
+from bc_ray.core.trainer import Alignment, VersionTrainer
+from bc_ray.models.graphsage.sharded_task import (
+    LocalRows,
+    ShardedLinkPredictionTask,
+    initial_id_rows,
+    sharded_model,
+)
+from bc_ray.models.graphsage.spec import VersionSpec
+from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees
+from bc_ray.store.snapshots import load_entities
+from bc_ray.store.store import Store
+
+
+@dataclass(frozen=True)
+class ShardedRun:
+    """What every worker of a sharded run is given: the snapshot's edge files, who owns which
+    rows, the model and the loop's settings."""
+
+    files: EdgeFiles
+    owners: RowOwners
+    spec: VersionSpec
+    train: TrainConfig
+    now: float
+
+
+def plan_owners(files: EdgeFiles, workers: int, cpus: float = 1.0,
+                budget: int | None = None) -> RowOwners:
+    """Users and items cut into `workers` ranges of about equal edges each (driver side: a
+    degree per node, counted by one Ray task per edge file)."""
+    degrees = count_degrees(files, cpus, budget)
+    return RowOwners.balanced(degrees[:files.num_users], degrees[files.num_users:], workers)
+
+
+def read_local_rows(files: EdgeFiles, owners: RowOwners, rank: int) -> LocalRows:
+    """Worker `rank`'s CSR rows, from a stream of the edge files (a batch at a time, keeping
+    only the edges of the users and items it owns)."""
+    (first_user, last_user), (first_item, last_item) = owners.users_of(rank), owners.items_of(rank)
+    users, items = [], []
+    for index in range(len(files.files)):
+        for edge_user, edge_item, _ in files.edges(index):
+            mine = (((edge_user >= first_user) & (edge_user < last_user))
+                    | ((edge_item >= first_item) & (edge_item < last_item)))
+            users.append(edge_user[mine])
+            items.append(edge_item[mine])
+    empty = np.zeros(0, dtype=np.int64)
+    return LocalRows.from_edges(owners, rank, np.concatenate(users) if users else empty,
+                                np.concatenate(items) if items else empty)
+
+
+def entity_graph(run: ShardedRun) -> GraphTensors:
+    """The entities' features and first-seen times, without edges: O(nodes) per worker."""
+    store = Store(run.files.store_uri, run.files.options)
+    entities = load_entities(store, store.state())
+    return build_graph(entities, entities.edges, run.now)
+
+
+def sharded_trainer(run: ShardedRun, rank: int, world_size: int,
+                    alignment: Alignment | None = None,
+                    id_rows: torch.Tensor | None = None) -> VersionTrainer:
+    """Worker `rank`'s trainer over its own rows (`id_rows`: its ID rows, fresh by default)."""
+    graph = entity_graph(run)
+    rows = read_local_rows(run.files, run.owners, rank)
+    model = sharded_model(run.spec, graph)
+    if id_rows is None:
+        id_rows = initial_id_rows(run.owners, rank, run.spec.hidden_dim, run.train.seed)
+    task = ShardedLinkPredictionTask(model, graph, rows, run.train, id_rows, rank=rank,
+                                     world_size=world_size)
+    return VersionTrainer(model, graph, run.train, alignment, rank=rank, world_size=world_size,
+                          task=task)

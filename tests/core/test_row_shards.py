@@ -1,0 +1,87 @@
+"""ID rows sharded across real gloo ranks: each rank holds only the rows it owns, gathers any row
+by global id, and its lazy Adam moves exactly the rows the unsharded table would, by the same
+amounts (the mean of every rank's gradient, as DDP and `average_sparse_gradients` take it)."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from bc_ray.core.row_shards import RowOwners, ShardedEmbedding, ShardedRows
+from bc_ray.core.sparse_rows import average_sparse_gradients
+from bc_ray.exceptions import ConfigError
+from tests.conftest import free_port
+
+USERS, ITEMS, DIM, WORLD = 23, 11, 4, 3
+
+
+def _owners() -> RowOwners:
+    rng = np.random.default_rng(0)
+    return RowOwners.balanced(rng.integers(0, 9, USERS), rng.integers(0, 30, ITEMS), WORLD)
+
+
+def _own_rows(owners: RowOwners, table: torch.Tensor, rank: int) -> torch.Tensor:
+    (a, b), (c, d) = owners.users_of(rank), owners.items_of(rank)
+    return torch.cat([table[a:b], table[USERS + c:USERS + d]])
+
+
+def test_every_node_has_one_owner_and_one_row_there():
+    owners = _owners()
+    nodes = torch.arange(USERS + ITEMS)
+    owner = owners.owner(nodes)
+    assert owner.min() == 0 and owner.max() == WORLD - 1
+    for rank in range(WORLD):
+        mine = nodes[owner == rank]
+        assert mine.numel() == owners.num_rows(rank)
+        assert torch.equal(owners.local_row(mine, rank), torch.arange(mine.numel()))
+        (a, b), (c, d) = owners.users_of(rank), owners.items_of(rank)
+        assert 0 < b - a and 0 < d - c  # every rank owns users and items
+    with pytest.raises(ConfigError, match="items"):
+        owners.check(USERS, ITEMS + 1)
+
+
+def _rank(rank: int, port: int, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    owners = _owners()
+    whole = torch.randn(USERS + ITEMS, DIM, generator=torch.Generator().manual_seed(5))
+    asked = torch.tensor([[0, 30, 30, 7], [33, 1], []][rank], dtype=torch.long)
+    results[f"gathered{rank}"] = ShardedRows(owners, _own_rows(owners, whole, rank)).gather(asked)
+
+    sharded = ShardedEmbedding(owners, _own_rows(owners, whole, rank).clone(), lr=0.1)
+    table = torch.nn.Embedding.from_pretrained(whole.clone(), freeze=False, sparse=True)
+    reference = torch.optim.SparseAdam([table.weight], lr=0.1)
+    for step in range(3):
+        nodes = torch.tensor([[1, 4, 4, 30], [4, 12 + step, 33], [20]][rank])
+        scale = torch.arange(1.0, nodes.numel() + 1)[:, None] * (rank + 1)
+        (sharded.lookup(nodes) * scale).square().sum().backward()
+        sharded.apply_gradients()
+        (table(nodes) * scale).square().sum().backward()
+        average_sparse_gradients([table.weight])
+        reference.step()
+        table.weight.grad = None
+    results[f"mine{rank}"] = sharded.weight.detach().clone()
+    results[f"reference{rank}"] = _own_rows(owners, table.weight.detach(), rank)
+    results[f"moved{rank}"] = (results[f"mine{rank}"] != _own_rows(owners, whole, rank)).any(1)
+    dist.destroy_process_group()
+
+
+def test_three_ranks_gather_rows_and_train_them_as_one_table_would():
+    results = mp.Manager().dict()
+    mp.spawn(_rank, args=(free_port(), results), nprocs=WORLD, join=True)
+    whole = torch.randn(USERS + ITEMS, DIM, generator=torch.Generator().manual_seed(5))
+    for rank, asked in enumerate([[0, 30, 30, 7], [33, 1], []]):
+        assert torch.equal(results[f"gathered{rank}"], whole[asked])
+    owners = _owners()
+    moved = torch.zeros(USERS + ITEMS, dtype=torch.bool)
+    for rank in range(WORLD):
+        torch.testing.assert_close(results[f"mine{rank}"], results[f"reference{rank}"],
+                                   rtol=1e-5, atol=1e-6)
+        moved[owners.owner(torch.arange(USERS + ITEMS)) == rank] = results[f"moved{rank}"]
+    # Exactly the rows some rank looked up moved, wherever they live.
+    expected = torch.zeros_like(moved)
+    expected[[1, 4, 30, 12, 13, 14, 33, 20]] = True
+    assert torch.equal(moved, expected)

@@ -1,0 +1,134 @@
+"""Training with the ID tables and the graph sharded across three real gloo ranks equals the
+data-parallel training that replicates both: same losses, same ID rows, same dense weights after
+several BC-Aligner steps (fanouts of -1 make both samples exact, so they must agree). Each rank
+holds only its own users' and items' CSR rows, ID rows, Adam moments and alignment targets."""
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+from bc_ray.core.row_shards import RowOwners, ShardedRows
+from bc_ray.core.splits import period_split
+from bc_ray.core.train_config import TrainConfig
+from bc_ray.core.trainer import Alignment, ShardedAlignment, VersionTrainer
+from bc_ray.core.transforms import make_transform
+from bc_ray.core.triples import Triples
+from bc_ray.exceptions import ConfigError
+from bc_ray.models.graphsage.model import build_model
+from bc_ray.models.graphsage.sharded_task import (
+    LocalRows,
+    ShardedLinkPredictionTask,
+    sharded_model,
+)
+from bc_ray.models.graphsage.spec import VersionSpec
+from tests.conftest import free_port
+
+WORLD, STEPS, PREVIOUS_DIM = 3, 3, 6
+SPEC = VersionSpec(num_layers=2, hidden_dim=8, batch_norm=False)
+CONFIG = TrainConfig(batch_size=16, lr=1e-2, mode="sampled", fanout=-1, sparse_ids_min_nodes=0,
+                     lam=2.0)
+
+
+def _owned(owners: RowOwners, table: torch.Tensor, rank: int) -> torch.Tensor:
+    """Rows of a users-then-items table that `rank` owns."""
+    (a, b), (c, d) = owners.users_of(rank), owners.items_of(rank)
+    return torch.cat([table[a:b], table[owners.num_users + c:owners.num_users + d]])
+
+
+def _ddp(trainer: VersionTrainer, ignored: list[str]) -> None:
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(trainer.joint, ignored)
+    trainer.module = DistributedDataParallel(trainer.joint)
+
+
+def _rank(rank: int, port: int, graph, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    torch.manual_seed(0)
+    reference_model = build_model(SPEC, graph)
+    generator = torch.Generator().manual_seed(3)
+    targets = torch.randn(graph.num_nodes, PREVIOUS_DIM, generator=generator)
+    mask = torch.rand(graph.num_nodes, generator=generator) < 0.7
+    torch.manual_seed(1)
+    reference = VersionTrainer(
+        reference_model, graph, CONFIG,
+        Alignment(make_transform("linear", SPEC.output_dim, PREVIOUS_DIM), targets, mask),
+        rank=rank, world_size=WORLD)
+    _ddp(reference, reference.sparse_parameter_names())
+
+    user_degree, item_degree = graph.degrees()
+    owners = RowOwners.balanced(user_degree.numpy(), item_degree.numpy(), WORLD)
+    rows = LocalRows.from_edges(owners, rank, graph.edge_user.numpy(), graph.edge_item.numpy())
+    model = sharded_model(SPEC, graph)
+    dense = {k: v for k, v in reference_model.state_dict().items() if not k.startswith("ids.")}
+    model.load_state_dict(dense, strict=False)
+    whole_ids = torch.cat([reference_model.ids["user"].weight[:graph.num_users],
+                           reference_model.ids["item"].weight[:graph.num_items]]).detach()
+    task = ShardedLinkPredictionTask(model, graph, rows, CONFIG,
+                                     _owned(owners, whole_ids, rank).clone(), rank=rank,
+                                     world_size=WORLD)
+    torch.manual_seed(1)
+    alignment = ShardedAlignment(make_transform("linear", SPEC.output_dim, PREVIOUS_DIM),
+                                 ShardedRows(owners, _owned(owners, targets, rank)), mask)
+    sharded = VersionTrainer(model, graph, CONFIG, alignment, rank=rank, world_size=WORLD,
+                             task=task)
+    _ddp(sharded, [])
+
+    draws = torch.Generator().manual_seed(10 + rank)
+    losses = []
+    for _ in range(STEPS):
+        size = CONFIG.batch_size
+        batch = Triples(torch.randint(0, graph.num_users, (size,), generator=draws),
+                        torch.randint(0, graph.num_items, (size,), generator=draws),
+                        torch.randint(0, graph.num_items, (size,), generator=draws))
+        losses.append((reference.step(batch), sharded.step(batch)))
+    results[f"losses{rank}"] = losses
+    whole_after = torch.cat([reference_model.ids["user"].weight[:graph.num_users],
+                             reference_model.ids["item"].weight[:graph.num_items]]).detach()
+    results[f"ids{rank}"] = (_owned(owners, whole_after, rank), task.ids.weight.detach().clone())
+    results[f"moved{rank}"] = int((task.ids.weight.detach()
+                                   != _owned(owners, whole_ids, rank)).any(1).sum())
+    results[f"dense{rank}"] = (reference_model.convs[1].lin_l.weight.detach().clone(),
+                               model.convs[1].lin_l.weight.detach().clone(),
+                               reference.joint.transform.weight_matrix().detach().clone(),
+                               sharded.joint.transform.weight_matrix().detach().clone())
+    results[f"holds{rank}"] = (task.rows.neighbours.size, owners.num_rows(rank))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def graph(small_snapshot):
+    return period_split(small_snapshot, 0.6, 0.8).graph
+
+
+def test_sharded_steps_equal_replicated_data_parallel_steps(graph):
+    results = mp.Manager().dict()
+    mp.spawn(_rank, args=(free_port(), graph, results), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        for reference, sharded in results[f"losses{rank}"]:
+            assert sharded["align"] > 0
+            for key in ("loss", "bpr", "align"):
+                assert sharded[key] == pytest.approx(reference[key], rel=1e-5), key
+        expected, got = results[f"ids{rank}"]
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+        assert results[f"moved{rank}"] > 0
+        reference_conv, conv, reference_transform, transform = results[f"dense{rank}"]
+        torch.testing.assert_close(conv, reference_conv, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(transform, reference_transform, rtol=1e-4, atol=1e-6)
+    # Each rank holds its share of the graph's CSR and of the ID rows, not the whole.
+    ends = [results[f"holds{rank}"][0] for rank in range(WORLD)]
+    rows = [results[f"holds{rank}"][1] for rank in range(WORLD)]
+    assert sum(rows) == graph.num_nodes and max(rows) < graph.num_nodes
+    assert max(ends) < 0.6 * sum(ends)
+
+
+def test_sharded_task_refuses_a_mismatched_group(graph):
+    user_degree, item_degree = graph.degrees()
+    owners = RowOwners.balanced(user_degree.numpy(), item_degree.numpy(), 2)
+    rows = LocalRows.from_edges(owners, 0, graph.edge_user.numpy(), graph.edge_item.numpy())
+    with pytest.raises(ConfigError, match="worker 0 of 2 given to worker 0 of 1"):
+        ShardedLinkPredictionTask(sharded_model(SPEC, graph), graph, rows, CONFIG,
+                                  torch.zeros(owners.num_rows(0), SPEC.hidden_dim))
