@@ -12,8 +12,11 @@ fanout 10, 2 layers, hidden 64, alignment to random 64-wide targets standing in 
   through all-to-alls (neighbour draws, ID rows and their gradients, targets).
 
 Per worker: edges/s over the timed steps, the setup time (loading), "peak" resident memory
-(VmHWM) and "private" (RssAnon, sampled every 0.1 s), and "must hold": its CSR (8 bytes per
-edge end and row), ID rows with two Adam moments (12 d bytes per row) and targets (4 d' per
+(VmHWM) and "private" (RssAnon, sampled every 0.1 s), "floor" (private memory of the Ray Train
+worker with the libraries imported, before loading anything), "after setup" (private memory
+once loaded, before the first step: the rest of the peak is the steps' working set, which
+depends on the batch and fanout, not on the graph's share), and "must hold": its CSR (8 bytes
+per edge end and row), ID rows with two Adam moments (12 d bytes per row) and targets (4 d' per
 row), the whole graph's for the replicated loop. The machine has 2 cores, so 4 workers share
 them: edges/s per worker falls for both loops; the ratio between them is the comparison.
 
@@ -64,6 +67,7 @@ def worker(config: dict) -> None:
     width = 12 * run.spec.hidden_dim + 4 * PREVIOUS_DIM  # ID row + 2 moments, target
     with OwnMemory() as memory:
         started = time.perf_counter()
+        floor = _private()
         if config["mode"] == "sharded":
             owned = run.owners.num_rows(rank)
             targets = ShardedRows(run.owners, torch.randn(owned, PREVIOUS_DIM))
@@ -91,15 +95,23 @@ def worker(config: dict) -> None:
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(trainer.joint,
                                                                                 ignored)
             trainer.module = prepare_model(trainer.joint, move_to_device=False)
-        setup = time.perf_counter() - started
+        setup, after_setup = time.perf_counter() - started, _private()
         stats = trainer.run_epoch(1)
     with open("/proc/self/status") as status:
         peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
     mine = {"edges_per_s": stats["edges"] / stats["seconds"], "setup_s": setup,
             "steps": stats["steps"], "peak_mb": peak / MB, "private_mb": memory.peak_anon / MB,
+            "floor_mb": floor / MB, "setup_private_mb": after_setup / MB,
             "must_hold_mb": holds / MB, "loss": stats["loss"]}
     checkpoint = ray.train.Checkpoint.from_directory(tempfile.mkdtemp()) if rank == 0 else None
     ray.train.report({"ranks": _gathered(json.dumps(mine))}, checkpoint=checkpoint)
+
+
+def _private() -> int:
+    """This process's private resident memory now (RssAnon), bytes."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status
+                    if line.startswith("RssAnon:"))
 
 
 def one_run(run, mode: str, workers: int, storage: str) -> list[dict]:
@@ -168,6 +180,8 @@ def main() -> None:
                          "setup_s_max": max(r["setup_s"] for r in ranks),
                          "peak_mb_max": max(r["peak_mb"] for r in ranks),
                          "private_mb_max": max(r["private_mb"] for r in ranks),
+                         "floor_mb_max": max(r["floor_mb"] for r in ranks),
+                         "setup_private_mb_max": max(r["setup_private_mb"] for r in ranks),
                          "must_hold_mb_max": max(r["must_hold_mb"] for r in ranks),
                          "ranks": ranks})
             print(f"  {workers} x {mode}: {rows[-1]['edges_per_s_per_worker']:,.0f} edges/s "
@@ -180,12 +194,14 @@ def main() -> None:
                 f"{num_users + num_items:,} nodes, {args.steps} steps of 2,048, "
                 f"{os.cpu_count()} cores; MB; {time.perf_counter() - started:.0f}s in all)",
                 ["workers", "loop", "edges/s per worker", "edges/s total", "vs replicated",
-                 "setup s", "peak", "private", "must hold", "private vs 1 sharded"],
+                 "setup s", "peak", "private", "floor", "after setup", "must hold",
+                 "private vs 1 sharded"],
                 [[r["workers"], r["mode"], f"{r['edges_per_s_per_worker']:,.0f}",
                   f"{r['edges_per_s_total']:,.0f}",
                   (r["edges_per_s_total"] / by[(r["workers"], "replicated")]["edges_per_s_total"]
                    if (r["workers"], "replicated") in by else "-"),
                   r["setup_s_max"], f"{r['peak_mb_max']:,.0f}", f"{r['private_mb_max']:,.0f}",
+                  f"{r['floor_mb_max']:,.0f}", f"{r['setup_private_mb_max']:,.0f}",
                   f"{r['must_hold_mb_max']:,.0f}",
                   (r["private_mb_max"] / by[(counts[0], "sharded")]["private_mb_max"]
                    if r["mode"] == "sharded" else "-")] for r in rows])
