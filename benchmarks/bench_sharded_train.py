@@ -56,7 +56,7 @@ def worker(config: dict) -> None:
     from bc_ray.core.trainer import Alignment, ShardedAlignment, VersionTrainer
     from bc_ray.core.transforms import make_transform
     from bc_ray.train.loop import _gathered
-    from bc_ray.train.sharded import ShardedRun, sharded_trainer
+    from bc_ray.train.sharded import ShardedRun, row_bytes, sharded_trainer
 
     run: ShardedRun = config["run"]
     context = ray.train.get_context()
@@ -64,7 +64,7 @@ def worker(config: dict) -> None:
     nodes = run.owners.num_users + run.owners.num_items
     transform = make_transform("linear", run.spec.output_dim, PREVIOUS_DIM)
     mask = torch.ones(nodes, dtype=torch.bool)
-    width = 12 * run.spec.hidden_dim + 4 * PREVIOUS_DIM  # ID row + 2 moments, target
+    width = row_bytes(run.spec, PREVIOUS_DIM)
     with OwnMemory() as memory:
         started = time.perf_counter()
         floor = _private()
@@ -147,7 +147,7 @@ def main() -> None:
     from bc_ray.refresh.range_graphs import EdgeFiles
     from bc_ray.store.snapshots import publish_snapshot
     from bc_ray.store.store import Store
-    from bc_ray.train.sharded import ShardedRun, plan_owners
+    from bc_ray.train.sharded import ShardedRun, plan_owners, row_bytes
 
     scratch = scratch_dir("bench-sharded-train-")
     uri = f"file://{scratch}/store"
@@ -168,7 +168,8 @@ def main() -> None:
     rows = []
     started = time.perf_counter()
     for workers in counts:
-        run = ShardedRun(files, plan_owners(files, workers), spec, train, CUTOFF)
+        owners = plan_owners(files, workers, row_bytes(spec, PREVIOUS_DIM))
+        run = ShardedRun(files, owners, spec, train, CUTOFF)
         for mode in ("replicated", "sharded"):
             if mode == "replicated" and workers > args.replicated_up_to:
                 continue

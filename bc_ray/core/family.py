@@ -97,6 +97,10 @@ class TrainingTask(Protocol):
     def step(self, model: nn.Module, batch: Any) -> TaskStep:
         """Forward one batch through `model` (possibly DDP-wrapped: call it, not its methods)."""
 
+    # Optional: `after_backward()`, called after each step's backward pass and before the
+    # optimiser's step (a task whose ID rows are sharded across workers sends their gradients
+    # to the rows' owners there: `ShardedLinkPredictionTask`).
+
 
 @dataclass(frozen=True)
 class Vocabularies:

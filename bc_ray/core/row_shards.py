@@ -43,12 +43,15 @@ class RowOwners:
     item_bounds: np.ndarray  # int64, W + 1
 
     @classmethod
-    def balanced(cls, user_degrees: np.ndarray, item_degrees: np.ndarray,
-                 workers: int) -> RowOwners:
+    def balanced(cls, user_degrees: np.ndarray, item_degrees: np.ndarray, workers: int,
+                 row_bytes: int = 0) -> RowOwners:
+        """Ranges of about equal memory: a node's CSR row holds 8 bytes per neighbour (and its
+        pointer), and its rows of the sharded tables `row_bytes` more."""
         if workers < 1:
             raise ConfigError(f"row owners need at least one worker, got {workers}")
-        return cls(int(user_degrees.size), balanced_bounds(user_degrees, workers),
-                   balanced_bounds(item_degrees, workers))
+        node_cost = 1 + -(-row_bytes // 8)  # in neighbours' worth
+        return cls(int(user_degrees.size), balanced_bounds(user_degrees, workers, node_cost),
+                   balanced_bounds(item_degrees, workers, node_cost))
 
     @property
     def workers(self) -> int:
@@ -95,7 +98,7 @@ def exchange(values: torch.Tensor, splits: list[int],
     q): (the rows every worker sent this one, grouped by sender; how many from each). A caller
     that knows what it will receive (a reply to its own request) passes `received_splits` and
     saves the exchange of counts."""
-    rank, world = _world()
+    _, world = _world()
     if world == 1:
         return values, list(splits)
     if received_splits is None:
@@ -147,14 +150,17 @@ def request(owners: RowOwners, nodes: torch.Tensor) -> Request:
     return Request(order, splits, owners.local_row(received, rank), served_splits)
 
 
+def _check_rows(owners: RowOwners, rows: torch.Tensor) -> None:
+    rank, _ = _world()
+    if rows.shape[0] != owners.num_rows(rank):
+        raise ConfigError(f"worker {rank} owns {owners.num_rows(rank)} rows, got {rows.shape[0]}")
+
+
 class ShardedRows:
     """A constant table (one row per node) of which this worker holds its own rows."""
 
     def __init__(self, owners: RowOwners, rows: torch.Tensor) -> None:
-        rank, _ = _world()
-        if rows.shape[0] != owners.num_rows(rank):
-            raise ConfigError(f"worker {rank} owns {owners.num_rows(rank)} rows, got "
-                              f"{rows.shape[0]}")
+        _check_rows(owners, rows)
         self.owners, self.rows = owners, rows
 
     def gather(self, nodes: torch.Tensor) -> torch.Tensor:
@@ -171,10 +177,7 @@ class ShardedEmbedding(nn.Module):
     def __init__(self, owners: RowOwners, rows: torch.Tensor, lr: float,
                  trainable: torch.Tensor | None = None) -> None:
         super().__init__()
-        rank, _ = _world()
-        if rows.shape[0] != owners.num_rows(rank):
-            raise ConfigError(f"worker {rank} owns {owners.num_rows(rank)} rows, got "
-                              f"{rows.shape[0]}")
+        _check_rows(owners, rows)
         self.owners = owners
         self.weight = nn.Parameter(rows)
         # 0 for rows that must stay as they are (entities never seen in training).

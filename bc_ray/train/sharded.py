@@ -43,12 +43,20 @@ class ShardedRun:
     now: float
 
 
-def plan_owners(files: EdgeFiles, workers: int, cpus: float = 1.0,
+def row_bytes(spec: VersionSpec, target_dim: int = 0) -> int:
+    """What a worker holds per node it owns besides its CSR row: the ID row and Adam's two
+    moments, and its alignment target when aligned."""
+    return 12 * spec.hidden_dim + 4 * target_dim
+
+
+def plan_owners(files: EdgeFiles, workers: int, bytes_per_row: int = 0, cpus: float = 1.0,
                 budget: int | None = None) -> RowOwners:
-    """Users and items cut into `workers` ranges of about equal edges each (driver side: a
-    degree per node, counted by one Ray task per edge file)."""
+    """Users and items cut into `workers` ranges each, of about equal memory (`row_bytes` per
+    node besides its CSR row). Driver side: a degree per node, counted by one Ray task per
+    edge file."""
     degrees = count_degrees(files, cpus, budget)
-    return RowOwners.balanced(degrees[:files.num_users], degrees[files.num_users:], workers)
+    return RowOwners.balanced(degrees[:files.num_users], degrees[files.num_users:], workers,
+                              bytes_per_row)
 
 
 def read_local_rows(files: EdgeFiles, owners: RowOwners, rank: int) -> LocalRows:

@@ -85,3 +85,12 @@ def test_three_ranks_gather_rows_and_train_them_as_one_table_would():
     expected = torch.zeros_like(moved)
     expected[[1, 4, 30, 12, 13, 14, 33, 20]] = True
     assert torch.equal(moved, expected)
+
+
+def test_rows_of_the_wrong_worker_or_group_are_refused_by_name():
+    owners = _owners()
+    with pytest.raises(ConfigError, match=f"worker 0 owns {owners.num_rows(0)} rows, got 2"):
+        ShardedRows(owners, torch.zeros(2, DIM))
+    rows = ShardedRows(owners, torch.zeros(owners.num_rows(0), DIM))
+    with pytest.raises(ConfigError, match="split over 3 workers, the group has 1"):
+        rows.gather(torch.tensor([0]))

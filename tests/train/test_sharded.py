@@ -21,7 +21,7 @@ from bc_ray.refresh.range_graphs import EdgeFiles
 from bc_ray.store.snapshots import publish_snapshot
 from bc_ray.store.store import Store
 from bc_ray.train.loop import _gathered, parameter_checksum
-from bc_ray.train.sharded import ShardedRun, plan_owners, sharded_trainer
+from bc_ray.train.sharded import ShardedRun, plan_owners, row_bytes, sharded_trainer
 
 pytestmark = pytest.mark.ray
 
@@ -62,8 +62,8 @@ def test_two_workers_train_on_their_own_rows_of_a_stored_snapshot(ray_cluster, s
     publish_snapshot(store, small_snapshot.with_cutoff(CUTOFF))
     state = store.state()
     files = EdgeFiles.of(store, state, small_snapshot.num_users, small_snapshot.num_items)
-    owners = plan_owners(files, 2)
     spec = VersionSpec(num_layers=2, hidden_dim=16)
+    owners = plan_owners(files, 2, row_bytes(spec, PREVIOUS_DIM))
     train = TrainConfig(batch_size=256, lr=1e-2, fanout=5, max_steps=6, edges_per_epoch=1536)
     run = ShardedRun(files, owners, spec, train, CUTOFF)
     result = TorchTrainer(
