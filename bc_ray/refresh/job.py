@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
-import pyarrow as pa
 import ray
 import torch
 
 from bc_ray.core.family import ModelFamily
 from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.core.registry import get_family
+from bc_ray.memory import return_freed_memory
 from bc_ray.models.graphsage.inference import balanced_bounds, layer_for_nodes, layer_frontiers
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.data.snapshot import GraphSnapshot
@@ -180,7 +180,7 @@ class RefreshRun:
         # Edges are in the graph now; the entity tables stay for ids and visibility. Arrow's pool
         # keeps freed pages (0.4 GB at 10M edges) until told to return them.
         snapshot = dataclasses.replace(snapshot, edges=snapshot.edges.clear())
-        pa.default_memory_pool().release_unused()
+        return_freed_memory()
         graph_ref, graph = share_graph(graph)
         ids = {e: ray.put(snapshot.entities(e)["id"].to_arrow()) for e in ENTITIES}  # by idx
         return cls(config, store, state, version, family, snapshot, graph, graph_ref, plan, ids,

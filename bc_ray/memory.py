@@ -1,0 +1,25 @@
+"""Giving freed memory back to the operating system after a large transient read.
+
+Arrow's allocator (mimalloc) and glibc's malloc both keep freed pages for reuse; after a
+process has streamed a few hundred MB of Parquet once, those pages stay in its resident memory
+for the rest of its life. A long-lived process (a training worker, a refresh driver) that will
+not read that much again returns them here: 0.2 GB of a training worker's 0.5 GB after it
+streamed a 3M-edge file (`train/sharded.py`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+import pyarrow as pa
+
+
+def return_freed_memory() -> None:
+    pa.default_memory_pool().release_unused()
+    libc = ctypes.util.find_library("c")
+    if libc is None:
+        return
+    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
