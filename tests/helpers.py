@@ -92,3 +92,17 @@ def publish_untrained_model(store: Store, graph, hidden: int, cutoff: float, lay
         transform=None))
     publish_version(store, record.version)
     return record.version, model
+
+
+def gloo_ranks(fn, world: int, *args) -> dict:
+    """Run `fn(rank, port, *args, results)` in `world` fresh processes (each joins a gloo group
+    on 127.0.0.1 at `port`); returns what they put in `results`. The shared dict's server is
+    spawned, not forked: a fork of a process connected to Ray leaves the driver's connection
+    hung at shutdown."""
+    import torch.multiprocessing as mp
+
+    from tests.conftest import free_port
+
+    results = mp.get_context("spawn").Manager().dict()
+    mp.spawn(fn, args=(free_port(), *args, results), nprocs=world, join=True)
+    return dict(results)

@@ -10,7 +10,8 @@ rows with lazy Adam (`torch.optim.SparseAdam`), the mean over workers as DDP wou
 
 Every worker must make the same calls in the same order: each is a collective. TorchRec itself
 does not plan row-wise sharding for CPU (scale-notes: only a hand-built plan works there, with a
-pinned FBGEMM build), so this module keeps to torch.distributed.
+pinned FBGEMM build), so this module keeps to torch.distributed. The exchange runs on CPU
+tensors (gloo); NCCL would need the bounds, counts and rows on the GPU, which it does not do yet.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def owners_rank() -> int:
+    """This worker's rank in the group the rows are split over (0 without a group)."""
+    return _world()[0]
+
+
 @dataclass(frozen=True)
 class RowOwners:
     """Which worker owns each node: worker r owns users user_bounds[r]:user_bounds[r+1] and
@@ -44,13 +50,19 @@ class RowOwners:
 
     @classmethod
     def balanced(cls, user_degrees: np.ndarray, item_degrees: np.ndarray, workers: int,
-                 row_bytes: int = 0) -> RowOwners:
-        """Ranges of about equal memory: a node's CSR row holds 8 bytes per neighbour (and its
-        pointer), and its rows of the sharded tables `row_bytes` more."""
+                 row_bytes: int = 0, user_uniform: bool = True) -> RowOwners:
+        """Users cut as the triple sampler weighs them, so that equal batches per worker, each
+        drawn from its own users, draw the users the one-table loop would: equal counts of users
+        with edges (`user_uniform`: each user equally likely) or equal edges (each edge
+        equally likely). Items cut into ranges of about equal memory: a CSR row holds 8 bytes
+        per neighbour and its pointer, and its rows of the sharded tables `row_bytes` more."""
         if workers < 1:
             raise ConfigError(f"row owners need at least one worker, got {workers}")
+        user_degrees = np.asarray(user_degrees)
+        users = (balanced_bounds((user_degrees > 0).astype(np.int64), workers, 0) if user_uniform
+                 else balanced_bounds(user_degrees, workers, 0))
         node_cost = 1 + -(-row_bytes // 8)  # in neighbours' worth
-        return cls(int(user_degrees.size), balanced_bounds(user_degrees, workers, node_cost),
+        return cls(int(user_degrees.size), users,
                    balanced_bounds(item_degrees, workers, node_cost))
 
     @property
@@ -70,6 +82,11 @@ class RowOwners:
     def num_rows(self, rank: int) -> int:
         (a, b), (c, d) = self.users_of(rank), self.items_of(rank)
         return (b - a) + (d - c)
+
+    def nodes_of(self, rank: int) -> torch.Tensor:
+        """The global ids of the nodes `rank` owns, in its rows' order."""
+        (a, b), (c, d) = self.users_of(rank), self.items_of(rank)
+        return torch.cat([torch.arange(a, b), torch.arange(c, d) + self.num_users])
 
     def owner(self, nodes: torch.Tensor) -> torch.Tensor:
         """The worker of each global node id."""
@@ -188,6 +205,8 @@ class ShardedEmbedding(nn.Module):
 
     def lookup(self, nodes: torch.Tensor) -> torch.Tensor:
         """The rows of `nodes`, as a leaf whose gradient `apply_gradients` sends to the owners."""
+        if self._pending is not None:
+            raise RuntimeError("a second lookup before apply_gradients: one per step")
         asked = request(self.owners, nodes)
         rows = asked.reply(self.weight.detach()[asked.served]).requires_grad_(True)
         self._pending = (asked, rows)

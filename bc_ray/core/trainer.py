@@ -26,7 +26,7 @@ from bc_ray.core.family import EmbeddingModule, TrainingTask
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.losses import alignment_multi, alignment_single
 from bc_ray.core.registry import family_of
-from bc_ray.core.row_shards import ShardedRows
+from bc_ray.core.row_shards import ShardedRows, owners_rank
 from bc_ray.core.sparse_rows import CombinedOptimizer, average_sparse_gradients
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.transforms import BackwardTransform
@@ -72,7 +72,9 @@ class ShardedAlignment(Alignment):
     targets: ShardedRows
 
     def __post_init__(self) -> None:
-        if not torch.isfinite(self.targets.rows).all():
+        owners = self.targets.owners
+        own = self.mask[owners.nodes_of(owners_rank())]
+        if not torch.isfinite(self.targets.rows[own]).all():
             raise TrainingError("alignment targets contain NaN or inf")
 
     def to(self, device: torch.device) -> ShardedAlignment:
@@ -129,6 +131,10 @@ class VersionTrainer:
         unless `task` is given (sharded training builds its own: `ShardedLinkPredictionTask`)."""
         if task is None and graph.num_edges == 0:
             raise TrainingError("the training graph has no edges")
+        if task is not None and (evaluator is not None or torch.device(device).type != "cpu"):
+            # Its rows live in the task: selection and checkpoints (`state`) hold `joint` only.
+            raise TrainingError("a task built outside the trainer (sharded ID rows) trains on "
+                                "the CPU without evaluation or model selection for now")
         self.device = torch.device(device)
         self.config, self.evaluator = config, evaluator
         self.alignment = alignment if alignment is None else alignment.to(self.device)

@@ -19,6 +19,7 @@ from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.core.row_shards import RowOwners
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.trainer import Alignment, VersionTrainer
+from bc_ray.exceptions import TrainingError
 from bc_ray.memory import return_freed_memory
 from bc_ray.models.graphsage.sharded_task import (
     LocalRows,
@@ -50,14 +51,23 @@ def row_bytes(spec: VersionSpec, target_dim: int = 0) -> int:
     return 12 * spec.hidden_dim + 4 * target_dim
 
 
-def plan_owners(files: EdgeFiles, workers: int, bytes_per_row: int = 0, cpus: float = 1.0,
+def plan_owners(files: EdgeFiles, workers: int, bytes_per_row: int = 0,
+                user_uniform: bool = True, cpus: float = 1.0,
                 budget: int | None = None) -> RowOwners:
-    """Users and items cut into `workers` ranges each, of about equal memory (`row_bytes` per
-    node besides its CSR row). Driver side: a degree per node, counted by one Ray task per
-    edge file."""
+    """Users and items cut into `workers` ranges each (`RowOwners.balanced`; `bytes_per_row`:
+    `row_bytes`). Driver side, before any worker starts: a degree per node, counted by one Ray
+    task per edge file, and a worker count that leaves every worker users to train on."""
     degrees = count_degrees(files, cpus, budget)
-    return RowOwners.balanced(degrees[:files.num_users], degrees[files.num_users:], workers,
-                              bytes_per_row)
+    users = degrees[:files.num_users]
+    owners = RowOwners.balanced(users, degrees[files.num_users:], workers, bytes_per_row,
+                                user_uniform)
+    for rank in range(workers):
+        first, last = owners.users_of(rank)
+        if not users[first:last].any():
+            raise TrainingError(f"{workers} workers for {int((users > 0).sum())} users with "
+                                f"interactions: worker {rank} would have none to train on; use "
+                                "fewer workers")
+    return owners
 
 
 def read_local_rows(files: EdgeFiles, owners: RowOwners, rank: int) -> LocalRows:

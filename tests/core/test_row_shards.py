@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from bc_ray.core.row_shards import RowOwners, ShardedEmbedding, ShardedRows
 from bc_ray.core.sparse_rows import average_sparse_gradients
 from bc_ray.exceptions import ConfigError
-from tests.conftest import free_port
+from tests.helpers import gloo_ranks
 
 USERS, ITEMS, DIM, WORLD = 23, 11, 4, 3
 
@@ -43,6 +42,20 @@ def test_every_node_has_one_owner_and_one_row_there():
         owners.check(USERS, ITEMS + 1)
 
 
+def test_users_are_cut_as_the_sampler_weighs_them_and_empty_ranges_are_owned_by_none():
+    degrees = np.array([5, 0, 1, 1, 9, 0, 1, 1])
+    by_user = RowOwners.balanced(degrees, np.array([3, 3]), 2)
+    assert by_user.users_of(0) == (0, 4) and by_user.users_of(1) == (4, 8)  # 3 active each
+    by_edge = RowOwners.balanced(degrees, np.array([3, 3]), 2, user_uniform=False)
+    assert by_edge.users_of(0) == (0, 5)  # the range closes on the user that crosses half
+    assert RowOwners.balanced(degrees, np.array([3, 3]), 3, user_uniform=False).users_of(2)[0] > 4
+    empty = RowOwners(8, np.array([0, 5, 5, 8]), np.array([0, 1, 1, 2]))
+    nodes = torch.arange(10)
+    assert empty.num_rows(1) == 0 and not (empty.owner(nodes) == 1).any()
+    assert torch.equal(empty.nodes_of(2), torch.tensor([5, 6, 7, 9]))
+    assert torch.equal(empty.local_row(empty.nodes_of(2), 2), torch.arange(4))
+
+
 def _rank(rank: int, port: int, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -55,7 +68,8 @@ def _rank(rank: int, port: int, results) -> None:
     table = torch.nn.Embedding.from_pretrained(whole.clone(), freeze=False, sparse=True)
     reference = torch.optim.SparseAdam([table.weight], lr=0.1)
     for step in range(3):
-        nodes = torch.tensor([[1, 4, 4, 30], [4, 12 + step, 33], [20]][rank])
+        nodes = torch.tensor([[1, 4, 4, 30], [4, 12 + step, 33], [20] if step != 1 else []][rank],
+                             dtype=torch.long)  # rank 2 looks nothing up in step 1
         scale = torch.arange(1.0, nodes.numel() + 1)[:, None] * (rank + 1)
         (sharded.lookup(nodes) * scale).square().sum().backward()
         sharded.apply_gradients()
@@ -70,8 +84,7 @@ def _rank(rank: int, port: int, results) -> None:
 
 
 def test_three_ranks_gather_rows_and_train_them_as_one_table_would():
-    results = mp.Manager().dict()
-    mp.spawn(_rank, args=(free_port(), results), nprocs=WORLD, join=True)
+    results = gloo_ranks(_rank, WORLD)
     whole = torch.randn(USERS + ITEMS, DIM, generator=torch.Generator().manual_seed(5))
     for rank, asked in enumerate([[0, 30, 30, 7], [33, 1], []]):
         assert torch.equal(results[f"gathered{rank}"], whole[asked])

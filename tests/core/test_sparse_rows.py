@@ -7,7 +7,6 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from bc_ray.models.graphsage.model import build_model
 from bc_ray.models.graphsage.spec import VersionSpec
@@ -15,7 +14,7 @@ from bc_ray.core.splits import period_split
 from bc_ray.core.sparse_rows import CombinedOptimizer, average_sparse_gradients
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.trainer import VersionTrainer
-from tests.conftest import free_port
+from tests.helpers import gloo_ranks
 
 SPEC = VersionSpec(num_layers=2, hidden_dim=8)
 CONFIG = TrainConfig(epochs=1, batch_size=64, lr=1e-2, fanout=3, sparse_ids_min_nodes=0)
@@ -88,8 +87,7 @@ def _rank_gradients(rank: int, port: int, results) -> None:
 
 
 def test_two_gloo_ranks_average_their_row_gradients():
-    results = mp.Manager().dict()
-    mp.spawn(_rank_gradients, args=(free_port(), results), nprocs=2, join=True)
+    results = gloo_ranks(_rank_gradients, 2)
     expected = torch.zeros(10, 3)
     expected[[1, 4]] += torch.tensor([1.0, 2.0])[:, None]  # rank 0: rows 1, 4, 4 times 1
     expected[[4, 7, 9]] += 2.0  # rank 1: rows 4, 7, 9 times 2

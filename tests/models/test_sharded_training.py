@@ -8,7 +8,6 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from bc_ray.core.row_shards import RowOwners, ShardedRows
@@ -17,15 +16,16 @@ from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.trainer import Alignment, ShardedAlignment, VersionTrainer
 from bc_ray.core.transforms import make_transform
 from bc_ray.core.triples import Triples
-from bc_ray.exceptions import ConfigError
+from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.models.graphsage.model import build_model
+from bc_ray.models.graphsage.partitioned_sampler import PartitionedNeighborSampler
 from bc_ray.models.graphsage.sharded_task import (
     LocalRows,
     ShardedLinkPredictionTask,
     sharded_model,
 )
 from bc_ray.models.graphsage.spec import VersionSpec
-from tests.conftest import free_port
+from tests.helpers import gloo_ranks
 
 WORLD, STEPS, PREVIOUS_DIM = 3, 3, 6
 SPEC = VersionSpec(num_layers=2, hidden_dim=8, batch_norm=False)
@@ -49,6 +49,8 @@ def _rank(rank: int, port: int, graph, results) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     torch.manual_seed(0)
     reference_model = build_model(SPEC, graph)
+    user_degree, item_degree = graph.degrees()
+    reference_model.zero_unseen_ids(user_degree > 0, item_degree > 0)
     generator = torch.Generator().manual_seed(3)
     targets = torch.randn(graph.num_nodes, PREVIOUS_DIM, generator=generator)
     mask = torch.rand(graph.num_nodes, generator=generator) < 0.7
@@ -59,7 +61,6 @@ def _rank(rank: int, port: int, graph, results) -> None:
         rank=rank, world_size=WORLD)
     _ddp(reference, reference.sparse_parameter_names())
 
-    user_degree, item_degree = graph.degrees()
     owners = RowOwners.balanced(user_degree.numpy(), item_degree.numpy(), WORLD)
     rows = LocalRows.from_edges(owners, rank, graph.edge_user.numpy(), graph.edge_item.numpy())
     model = sharded_model(SPEC, graph)
@@ -96,6 +97,18 @@ def _rank(rank: int, port: int, graph, results) -> None:
                                reference.joint.transform.weight_matrix().detach().clone(),
                                sharded.joint.transform.weight_matrix().detach().clone())
     results[f"holds{rank}"] = (task.rows.neighbours.size, owners.num_rows(rank))
+    unseen = torch.cat([user_degree, item_degree])[owners.nodes_of(rank)] == 0
+    results[f"unseen{rank}"] = (int(unseen.sum()),
+                                int(torch.count_nonzero(task.ids.weight.detach()[unseen])))
+    results[f"epoch{rank}"] = len(task.epoch(1))  # from its own users' edges, agreed
+
+    seeds = torch.tensor([[0, 5, graph.num_users + 3], [7], []][rank], dtype=torch.long)
+    sample = PartitionedNeighborSampler(owners, rows.crow, rows.neighbours, [3, 3],
+                                        torch.Generator().manual_seed(rank)).sample(seeds)
+    last = sample.blocks[-1].adjacency
+    dst = sample.nodes[:last.num_dst][torch.repeat_interleave(
+        torch.arange(last.num_dst), last.crow[1:] - last.crow[:-1])]
+    results[f"drawn{rank}"] = (seeds, dst, sample.nodes[:last.num_src][last.cols])
     dist.destroy_process_group()
 
 
@@ -105,8 +118,7 @@ def graph(small_snapshot):
 
 
 def test_sharded_steps_equal_replicated_data_parallel_steps(graph):
-    results = mp.Manager().dict()
-    mp.spawn(_rank, args=(free_port(), graph, results), nprocs=WORLD, join=True)
+    results = gloo_ranks(_rank, WORLD, graph)
     for rank in range(WORLD):
         for reference, sharded in results[f"losses{rank}"]:
             assert sharded["align"] > 0
@@ -123,6 +135,19 @@ def test_sharded_steps_equal_replicated_data_parallel_steps(graph):
     rows = [results[f"holds{rank}"][1] for rank in range(WORLD)]
     assert sum(rows) == graph.num_nodes and max(rows) < graph.num_nodes
     assert max(ends) < 0.6 * sum(ends)
+    # Entities without training edges keep a zero ID row, as in the one-table loop.
+    assert sum(results[f"unseen{rank}"][0] for rank in range(WORLD)) > 0
+    assert all(results[f"unseen{rank}"][1] == 0 for rank in range(WORLD))
+    assert len({results[f"epoch{rank}"] for rank in range(WORLD)}) == 1
+    # Sampled (fanout 3) through the owners: real neighbours, at most 3 per node.
+    adjacency = graph.adjacency()
+    for rank in range(WORLD):
+        seeds, dst, src = results[f"drawn{rank}"]
+        assert torch.isin(dst, seeds).all() and dst.numel() <= 3 * seeds.numel()
+        for node in seeds.tolist():
+            got = src[dst == node]
+            true = adjacency.cols[adjacency.crow[node]:adjacency.crow[node + 1]]
+            assert 0 < got.numel() <= 3 and torch.isin(got, true).all()
 
 
 def test_sharded_task_refuses_a_mismatched_group(graph):
@@ -132,3 +157,11 @@ def test_sharded_task_refuses_a_mismatched_group(graph):
     with pytest.raises(ConfigError, match="worker 0 of 2 given to worker 0 of 1"):
         ShardedLinkPredictionTask(sharded_model(SPEC, graph), graph, rows, CONFIG,
                                   torch.zeros(owners.num_rows(0), SPEC.hidden_dim))
+    alone = RowOwners.balanced(user_degree.numpy(), item_degree.numpy(), 1)
+    rows = LocalRows.from_edges(alone, 0, graph.edge_user.numpy(), graph.edge_item.numpy())
+    model = sharded_model(SPEC, graph)
+    task = ShardedLinkPredictionTask(model, graph, rows, CONFIG,
+                                     torch.zeros(alone.num_rows(0), SPEC.hidden_dim))
+    # Selection would restore the dense weights without the task's rows: refused.
+    with pytest.raises(TrainingError, match="without evaluation or model selection"):
+        VersionTrainer(model, graph, CONFIG, task=task, evaluator=lambda m, t: {})

@@ -16,6 +16,7 @@ from bc_ray.core.row_shards import ShardedRows
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.trainer import ShardedAlignment
 from bc_ray.core.transforms import make_transform
+from bc_ray.exceptions import TrainingError
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.refresh.range_graphs import EdgeFiles
 from bc_ray.store.snapshots import publish_snapshot
@@ -63,6 +64,8 @@ def test_two_workers_train_on_their_own_rows_of_a_stored_snapshot(ray_cluster, s
     state = store.state()
     files = EdgeFiles.of(store, state, small_snapshot.num_users, small_snapshot.num_items)
     spec = VersionSpec(num_layers=2, hidden_dim=16)
+    with pytest.raises(TrainingError, match="would have none to train on; use fewer workers"):
+        plan_owners(files, small_snapshot.num_users + 1)
     owners = plan_owners(files, 2, row_bytes(spec, PREVIOUS_DIM))
     train = TrainConfig(batch_size=256, lr=1e-2, fanout=5, max_steps=6, edges_per_epoch=1536)
     run = ShardedRun(files, owners, spec, train, CUTOFF)

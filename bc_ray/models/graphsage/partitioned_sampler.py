@@ -15,14 +15,19 @@ from bc_ray.models.graphsage.sampler import NeighborSampler, draw_neighbours
 
 
 def _chunk_sums(values: torch.Tensor, splits: list[int]) -> list[int]:
+    """The sum of each consecutive chunk of `values` (chunk sizes `splits`): how many
+    neighbours go to, or come from, each worker."""
     return [int(chunk.sum()) for chunk in torch.split(values, splits)]
 
 
 class PartitionedNeighborSampler(NeighborSampler):
+    """`NeighborSampler` over the rows this worker owns; `sample` is a collective that every
+    worker calls once per step."""
+
     def __init__(self, owners: RowOwners, crow: np.ndarray, neighbours: np.ndarray,
                  fanouts: list[int], generator: torch.Generator | None = None) -> None:
         """`crow`, `neighbours`: this worker's rows (its users, then its items), neighbours
-        as global node ids. `sample` is a collective: every worker calls it each step."""
+        as global node ids."""
         self.owners = owners
         self.rowptr, self.col = torch.from_numpy(crow), torch.from_numpy(neighbours)
         self.fanouts = fanouts

@@ -28,7 +28,7 @@ from bc_ray.core.losses import bpr_loss, embedding_l2
 from bc_ray.core.node_rows import range_rows
 from bc_ray.core.row_shards import RowOwners, ShardedEmbedding
 from bc_ray.core.train_config import TrainConfig
-from bc_ray.core.triples import TripleSampler
+from bc_ray.core.triples import Triples, TripleSampler
 from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.partitioned_sampler import PartitionedNeighborSampler
@@ -108,7 +108,8 @@ class ShardedLinkPredictionTask:
                  config: TrainConfig, id_rows: torch.Tensor, *, rank: int = 0,
                  world_size: int = 1, item_pool: torch.Tensor | None = None) -> None:
         """`graph`: the entities' features and first-seen times (its edges are not used);
-        `id_rows`: this worker's rows of the ID tables (`initial_id_rows`, or a warm start's)."""
+        `id_rows`: this worker's rows of the ID tables (`initial_id_rows`, or a warm start's;
+        the rows of entities without edges are zeroed in place)."""
         if rows.owners.workers != world_size or rows.rank != rank:
             raise ConfigError(f"rows of worker {rows.rank} of {rows.owners.workers} given to "
                               f"worker {rank} of {world_size}")
@@ -119,7 +120,12 @@ class ShardedLinkPredictionTask:
             raise ConfigError("sharded training samples neighbourhoods: set a fanout")
         self.graph, self.config, self.rank, self.world_size = graph, config, rank, world_size
         self.rows = rows
-        self.ids = ShardedEmbedding(rows.owners, id_rows, config.lr)
+        # Entities without training edges keep a zero ID row that never moves, as in the
+        # one-table loop (`zero_unseen_ids`): they stand for "never seen".
+        seen = torch.from_numpy(np.diff(rows.crow) > 0)
+        id_rows[~seen] = 0.0
+        self.ids = ShardedEmbedding(rows.owners, id_rows, config.lr,
+                                    trainable=seen.unsqueeze(1).to(id_rows.dtype))
         self.sparse_parameters: list[nn.Parameter] = []
         edge_user, edge_item = rows.user_edges()
         if edge_user.numel() == 0:
@@ -144,10 +150,10 @@ class ShardedLinkPredictionTask:
         return TripleBatches(triples.slice(0, steps * self.config.batch_size),
                              self.config.batch_size)
 
-    def examples(self, batch) -> int:
+    def examples(self, batch: Triples) -> int:
         return len(batch)
 
-    def step(self, model: nn.Module, batch) -> TaskStep:
+    def step(self, model: nn.Module, batch: Triples) -> TaskStep:
         num_users = self.graph.num_users
         user, pos, neg = batch.user, batch.pos + num_users, batch.neg + num_users
         nodes = torch.unique(torch.cat([user, pos, neg]))
