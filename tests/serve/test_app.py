@@ -155,6 +155,12 @@ def test_hot_reload_under_load_without_failures(service):
         statuses = [s for f in futures for s in f.result()]
     assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
     assert client.get("/readyz").json()["version"] == 3
+    # The version and its refreshed tables are two commits: a poll between them serves version
+    # 3 with version 2's tables, and the next poll (0.3 s) picks the tables up.
+    settled = time.time() + 10
+    while (client.get("/v1/versions").json()["tables"]["item"]["version"] != 3
+           and time.time() < settled):
+        time.sleep(0.1)
     assert client.get("/v1/versions").json()["tables"]["item"]["version"] == 3
 
 
