@@ -102,7 +102,8 @@ class GraphTensors:
         return self._adjacency
 
     def to(self, device: torch.device | str) -> GraphTensors:
-        """A copy on `device` (the adjacency is rebuilt there on first use)."""
+        """A copy on `device`, its adjacency moved along once built (a refresh task's graph
+        is its CSR alone, with no edge list to rebuild it from)."""
         def bags(features: dict[str, FeatureBag]) -> dict[str, FeatureBag]:
             return {k: v.to(device) for k, v in features.items()}
 
@@ -111,7 +112,7 @@ class GraphTensors:
             edge_t=None if self.edge_t is None else self.edge_t.to(device),
             user_features=bags(self.user_features), item_features=bags(self.item_features),
             user_first_t=self.user_first_t.to(device), item_first_t=self.item_first_t.to(device),
-            _adjacency=None)
+            _adjacency=None if self._adjacency is None else self._adjacency.to(device))
 
     def features(self, entity: str) -> dict[str, FeatureBag]:
         return self.user_features if entity == "user" else self.item_features

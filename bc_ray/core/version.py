@@ -97,15 +97,21 @@ def split_evaluator(split: PeriodSplit, targets: tuple[torch.Tensor, torch.Tenso
     users = split.val_users if users is None else users
     pool = split.node_pool
 
+    graphs = {torch.device("cpu"): split.graph}
+
     def evaluate(model: EmbeddingModule, transform: BackwardTransform | None) -> dict:
-        z_user, z_item = model.embed(split.graph)
+        # A model on a GPU embeds a copy of the graph there (made once); ranking runs on the CPU.
+        device = next(model.parameters()).device
+        if device not in graphs:
+            graphs[device] = split.graph.to(device)
+        z_user, z_item = (z.cpu() for z in model.embed(graphs[device]))
         metrics = {"recall": recall_at_k(z_user, z_item, eval_user, eval_item, known_user,
                                          known_item, users=users, item_pool=split.item_pool, k=k)}
         if targets is not None and transform is not None:
-            rows = pool[targets[1][pool]]
+            rows = pool[targets[1][pool].cpu()]
             with torch.no_grad():
-                predicted = transform(torch.cat([z_user, z_item])[rows])
-            metrics["align_error"] = alignment_error(predicted, targets[0][rows])
+                predicted = transform(torch.cat([z_user, z_item])[rows].to(device)).cpu()
+            metrics["align_error"] = alignment_error(predicted, targets[0][rows].cpu())
         return metrics
 
     return evaluate

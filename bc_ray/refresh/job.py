@@ -203,7 +203,7 @@ class RefreshRun:
         bounds = balanced_bounds(self.graph, torch.from_numpy(nodes),
                                  max(1, min(count, nodes.size)), node_cost)
         return Runs(self.graph_ref, ray.put(nodes), tuple(bounds), self.config.block_nodes,
-                    int(max(1, self.config.cpus_per_task)))
+                    int(max(1, self.config.cpus_per_task)), self.config.use_gpu)
 
     def _final_run_count(self, visible: np.ndarray) -> int:
         """Tasks of the final pass: one file per entity per task, so at most `rows_per_file`

@@ -26,6 +26,7 @@ import torch
 from bc_ray.core.family import EmbeddingModule, ModelFamily
 from bc_ray.core.graph import GraphTensors, shared_tensor
 from bc_ray.core.registry import get_family
+from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.inference import layer_for_nodes
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.models.graphsage.sampler import NeighborSampler
@@ -45,6 +46,7 @@ class Runs:
     bounds: tuple[int, ...]
     chunk: int
     threads: int
+    use_gpu: bool = False  # each task was given a GPU (`--use-gpu`) and computes on it
 
     def chunks(self, batch: dict[str, np.ndarray]) -> Iterator[np.ndarray]:
         nodes = np.asarray(ray.get(self.nodes))
@@ -56,6 +58,15 @@ class Runs:
     def graph_tensors(self) -> GraphTensors:
         torch.set_num_threads(max(1, self.threads))
         return unpack_graph(ray.get(self.graph))
+
+    def device(self) -> torch.device:
+        """The task's GPU under `--use-gpu` (Ray makes the one it assigned the only visible)."""
+        if not self.use_gpu:
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            raise ConfigError("--use-gpu: Ray gave this task a GPU, but torch sees no CUDA "
+                               f"device (torch {torch.__version__}: a CPU build?)")
+        return torch.device("cuda")
 
 
 @dataclass(frozen=True)
@@ -108,21 +119,28 @@ def _timed(nodes: np.ndarray, values: np.ndarray, started: float) -> pa.Table:
 
 
 def layer_runs(batch: dict[str, np.ndarray], stage: LayerStage) -> Iterator[pa.Table]:
+    device = stage.runs.device()
     graph = stage.runs.graph_tensors()
-    previous = shared_tensor(ray.get(stage.previous))
     recompute = _recompute_mask(stage, graph.num_nodes)
     carried = None if recompute is None else np.asarray(ray.get(stage.carried))
+    # On a GPU the task copies the graph and the previous layer there once, for all its chunks.
+    previous, layers = shared_tensor(ray.get(stage.previous)), stage.layers
+    if device.type != "cpu":
+        previous, graph, layers = previous.to(device), graph.to(device), layers.to(device)
+
+    def computed(nodes: np.ndarray) -> np.ndarray:
+        return layer_for_nodes(layers, graph, stage.layer, previous,
+                               torch.from_numpy(nodes).to(device)).cpu().numpy()
+
     for nodes in stage.runs.chunks(batch):
         started = time.perf_counter()
         if carried is None:
-            values = layer_for_nodes(stage.layers, graph, stage.layer, previous,
-                                     torch.from_numpy(nodes)).numpy()
+            values = computed(nodes)
         else:
             values = carried[nodes].copy()
             fresh = recompute[nodes]
             if fresh.any():
-                values[fresh] = layer_for_nodes(stage.layers, graph, stage.layer, previous,
-                                                torch.from_numpy(nodes[fresh])).numpy()
+                values[fresh] = computed(nodes[fresh])
         yield _timed(nodes, values, started)
 
 
@@ -144,8 +162,11 @@ def _recompute_mask(stage: LayerStage | EntityStage, num_nodes: int) -> np.ndarr
 
 
 def sampled_runs(batch: dict[str, np.ndarray], stage: SampledStage) -> Iterator[pa.Table]:
+    device = stage.runs.device()
     graph = stage.runs.graph_tensors()
-    model = _stage_model(stage.model, get_family(stage.family))
+    model = _stage_model(stage.model, get_family(stage.family)).to(device)
+    # The sampler walks the CPU graph; the model reads the features on its device.
+    features = graph if device.type == "cpu" else graph.to(device)
     for run in batch["id"]:
         # Seeded by run, not by process: the same refresh samples the same neighbourhoods
         # wherever its tasks land.
@@ -154,8 +175,8 @@ def sampled_runs(batch: dict[str, np.ndarray], stage: SampledStage) -> Iterator[
         for nodes in stage.runs.chunks({"id": [run]}):
             started = time.perf_counter()
             with torch.no_grad():
-                values = model(graph, sampler.sample(torch.from_numpy(nodes)))
-            yield _timed(nodes, values.numpy(), started)
+                values = model(features, sampler.sample(torch.from_numpy(nodes)).to(device))
+            yield _timed(nodes, values.cpu().numpy(), started)
 
 
 def entity_runs(batch: dict[str, np.ndarray], stage: EntityStage) -> Iterator[pa.Table]:

@@ -62,3 +62,17 @@ def test_runs_of_a_small_or_empty_node_set(small_snapshot):
     bounds = balanced_bounds(graph, torch.arange(2), 4)
     assert len(bounds) == 5 and bounds[0] == 0 and bounds[-1] == 2 and bounds == sorted(bounds)
     assert balanced_bounds(graph, torch.arange(0), 3) == [0, 0]
+
+
+def test_a_refresh_tasks_csr_only_graph_moves_with_its_adjacency(small_snapshot):
+    """A task's graph has no edge list (`unpack_graph`): a copy on another device (a GPU
+    under `--use-gpu`) must carry the CSR, or the layer would aggregate over no neighbours."""
+    from bc_ray.refresh.pack import pack_graph, unpack_graph
+
+    graph = _graph(small_snapshot)
+    model = build_model(VersionSpec(hidden_dim=16), graph).eval()
+    task_graph = unpack_graph(pickle.loads(pickle.dumps(pack_graph(graph))))
+    moved = task_graph.to("cpu")
+    assert moved.num_edges == 0
+    assert torch.equal(moved.adjacency().cols, graph.adjacency().cols)
+    torch.testing.assert_close(layerwise_embed(model, moved)[-1], layerwise_embed(model, graph)[-1])

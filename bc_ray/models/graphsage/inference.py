@@ -30,8 +30,9 @@ def _row_entries(graph: GraphTensors, nodes: torch.Tensor) -> tuple[torch.Tensor
     indexes `nodes`."""
     full = graph.adjacency()
     start, degree = full.crow[nodes], full.crow[nodes + 1] - full.crow[nodes]
-    owner = torch.repeat_interleave(torch.arange(nodes.numel()), degree)
-    offset = torch.arange(int(degree.sum())) - (torch.cumsum(degree, 0) - degree)[owner]
+    owner = torch.repeat_interleave(torch.arange(nodes.numel(), device=degree.device), degree)
+    offset = (torch.arange(int(degree.sum()), device=degree.device)
+              - (torch.cumsum(degree, 0) - degree)[owner])
     return owner, full.cols[start[owner] + offset]
 
 
@@ -62,8 +63,9 @@ def _chunks(nodes: torch.Tensor, chunk: int):
 @torch.no_grad()
 def layerwise_embed(model: EmbeddingModel, graph: GraphTensors, chunk: int = DEFAULT_CHUNK,
                     keep_layers: bool = False) -> list[torch.Tensor]:
-    """[h_1, ..., h_L] if `keep_layers` else [h_L], each for every node (users then items)."""
-    nodes = torch.arange(graph.num_nodes)
+    """[h_1, ..., h_L] if `keep_layers` else [h_L], each for every node (users then items), on
+    the graph's device."""
+    nodes = torch.arange(graph.num_nodes, device=graph.edge_user.device)
     layers: list[torch.Tensor] = []
     current = None
     for layer in range(model.spec.num_layers + 1):
