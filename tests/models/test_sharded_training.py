@@ -24,7 +24,9 @@ from bc_ray.models.graphsage.sharded_task import (
     ShardedLinkPredictionTask,
     sharded_model,
 )
+from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
 from bc_ray.models.graphsage.spec import VersionSpec
+from bc_ray.models.graphsage.model import EmbeddingModel
 from tests.helpers import gloo_ranks
 
 WORLD, STEPS, PREVIOUS_DIM = 3, 3, 6
@@ -101,6 +103,13 @@ def _rank(rank: int, port: int, graph, results) -> None:
     results[f"unseen{rank}"] = (int(unseen.sum()),
                                 int(torch.count_nonzero(task.ids.weight.detach()[unseen])))
     results[f"epoch{rank}"] = len(task.epoch(1))  # from its own users' edges, agreed
+    whole = gathered_model(model, task.ids.weight, owners)
+    if rank == 0:
+        results["gathered"] = {k: v.clone() for k, v in whole.state_dict().items()}
+        results["reference"] = {k: v.detach().clone()
+                                for k, v in reference_model.state_dict().items()}
+    else:
+        results[f"gathered{rank}"] = whole
 
     seeds = torch.tensor([[0, 5, graph.num_users + 3], [7], []][rank], dtype=torch.long)
     sample = PartitionedNeighborSampler(owners, rows.crow, rows.neighbours, [3, 3],
@@ -135,6 +144,19 @@ def test_sharded_steps_equal_replicated_data_parallel_steps(graph):
     rows = [results[f"holds{rank}"][1] for rank in range(WORLD)]
     assert sum(rows) == graph.num_nodes and max(rows) < graph.num_nodes
     assert max(ends) < 0.6 * sum(ends)
+    # Rank 0 gathers M_k whole, the model file's content: equal to the replicated model's
+    # weights, every ID row included (the padding rows, never trained, are zero); the other
+    # ranks get nothing.
+    gathered, reference = results["gathered"], results["reference"]
+    assert gathered.keys() == reference.keys()
+    for name, value in gathered.items():
+        if name.startswith("ids."):
+            assert not value[-1].any()
+            value, expected = value[:-1], reference[name][:-1]
+        else:
+            expected = reference[name]
+        torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-6, msg=name)
+    assert results["gathered1"] is None and results["gathered2"] is None
     # Entities without training edges keep a zero ID row, as in the one-table loop.
     assert sum(results[f"unseen{rank}"][0] for rank in range(WORLD)) > 0
     assert all(results[f"unseen{rank}"][1] == 0 for rank in range(WORLD))
@@ -165,3 +187,47 @@ def test_sharded_task_refuses_a_mismatched_group(graph):
     # Selection would restore the dense weights without the task's rows: refused.
     with pytest.raises(TrainingError, match="without evaluation or model selection"):
         VersionTrainer(model, graph, CONFIG, task=task, evaluator=lambda m, t: {})
+
+
+NEW_USERS, NEW_ITEMS = 4, 2
+
+
+def _warm_rank(rank: int, port: int, graph, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    torch.manual_seed(5)
+    # M_{k-1}: narrower, and without the last few users and items (new since), rows near 3.
+    previous = EmbeddingModel(VersionSpec(hidden_dim=6), graph.num_users - NEW_USERS,
+                              graph.num_items - NEW_ITEMS, graph.user_vocab, graph.item_vocab)
+    for table in previous.ids.values():
+        table.weight.data += 3.0
+    user_degree, item_degree = graph.degrees()
+    owners = RowOwners.balanced(user_degree.numpy(), item_degree.numpy(), WORLD)
+    fresh = torch.zeros(owners.num_rows(rank), SPEC.hidden_dim)
+    results[f"warm{rank}"] = (owners.nodes_of(rank), warm_id_rows(previous, owners, rank, fresh),
+                              warm_id_rows(previous, owners, rank, fresh, "off"))
+    if rank == 0:
+        results["previous"] = torch.cat([previous.ids["user"].weight[:-1],
+                                         previous.ids["item"].weight[:-1]]).detach()
+    dist.destroy_process_group()
+
+
+def test_warm_start_takes_each_workers_own_rows_of_the_previous_model(graph):
+    results = gloo_ranks(_warm_rank, WORLD, graph)
+    nodes = torch.cat([results[f"warm{rank}"][0] for rank in range(WORLD)])
+    mean_start = torch.cat([results[f"warm{rank}"][1] for rank in range(WORLD)])[nodes.argsort()]
+    off_start = torch.cat([results[f"warm{rank}"][2] for rank in range(WORLD)])[nodes.argsort()]
+    previous = results["previous"]  # known users, then known items
+    users, known_users = graph.num_users, graph.num_users - NEW_USERS
+    is_new = torch.zeros(graph.num_nodes, dtype=torch.bool)
+    is_new[known_users:users] = True
+    is_new[users + graph.num_items - NEW_ITEMS:] = True
+    # Known rows: copied into the leading 6 of 8 columns; the rest keeps the fresh rows.
+    torch.testing.assert_close(mean_start[~is_new][:, :6], previous)
+    assert not mean_start[~is_new][:, 6:].any()
+    # New rows: near the mean of every worker's known rows (all near 3), not fresh (zeros).
+    mean, spread = previous.mean(0), previous.std(0)
+    assert ((mean_start[is_new][:, :6] - mean).abs() < 0.5 * spread).all()
+    assert mean_start[is_new][:, :6].std() > 0  # with noise
+    assert not off_start[is_new].any()
+    torch.testing.assert_close(off_start[~is_new], mean_start[~is_new])
