@@ -212,6 +212,11 @@ class ShardedEmbedding(nn.Module):
         self._pending = (asked, rows)
         return rows
 
+    def rows_of(self, nodes: torch.Tensor) -> torch.Tensor:
+        """The rows of `nodes`, without a gradient (inference between steps)."""
+        asked = request(self.owners, nodes)
+        return asked.reply(self.weight.detach()[asked.served])
+
     @torch.no_grad()
     def apply_gradients(self) -> None:
         """Owners sum what every worker sent for their rows, average over workers (what DDP

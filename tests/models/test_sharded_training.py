@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from bc_ray.core.row_shards import RowOwners, ShardedRows
+from bc_ray.core.evaluation import recall_at_k
 from bc_ray.core.splits import period_split
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.trainer import Alignment, ShardedAlignment, VersionTrainer
@@ -24,6 +25,7 @@ from bc_ray.models.graphsage.sharded_task import (
     ShardedLinkPredictionTask,
     sharded_model,
 )
+from bc_ray.models.graphsage.sharded_eval import sharded_recall
 from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.models.graphsage.model import EmbeddingModel
@@ -46,7 +48,7 @@ def _ddp(trainer: VersionTrainer, ignored: list[str]) -> None:
     trainer.module = DistributedDataParallel(trainer.joint)
 
 
-def _rank(rank: int, port: int, graph, results) -> None:
+def _rank(rank: int, port: int, graph, held_out, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     torch.manual_seed(0)
@@ -103,6 +105,14 @@ def _rank(rank: int, port: int, graph, results) -> None:
     results[f"unseen{rank}"] = (int(unseen.sum()),
                                 int(torch.count_nonzero(task.ids.weight.detach()[unseen])))
     results[f"epoch{rank}"] = len(task.epoch(1))  # from its own users' edges, agreed
+    # The candidate scored where its rows live, at fanout -1 (exact): as the one-table gate
+    # scores the replicated model over the whole graph.
+    eval_user, eval_item = held_out
+    results[f"recall{rank}"] = sharded_recall(task, model, eval_user, eval_item, fanout=-1, k=10)
+    if rank == 0:
+        z_user, z_item = reference_model.embed(graph)
+        results["reference_recall"] = recall_at_k(z_user, z_item, eval_user, eval_item,
+                                                   graph.edge_user, graph.edge_item, k=10)
     whole = gathered_model(model, task.ids.weight, owners)
     if rank == 0:
         results["gathered"] = {k: v.clone() for k, v in whole.state_dict().items()}
@@ -122,12 +132,17 @@ def _rank(rank: int, port: int, graph, results) -> None:
 
 
 @pytest.fixture(scope="module")
-def graph(small_snapshot):
-    return period_split(small_snapshot, 0.6, 0.8).graph
+def split(small_snapshot):
+    return period_split(small_snapshot, 0.6, 0.8)
 
 
-def test_sharded_steps_equal_replicated_data_parallel_steps(graph):
-    results = gloo_ranks(_rank, WORLD, graph)
+@pytest.fixture(scope="module")
+def graph(split):
+    return split.graph
+
+
+def test_sharded_steps_equal_replicated_data_parallel_steps(split, graph):
+    results = gloo_ranks(_rank, WORLD, graph, split.eval_pairs)
     for rank in range(WORLD):
         for reference, sharded in results[f"losses{rank}"]:
             assert sharded["align"] > 0
@@ -144,6 +159,10 @@ def test_sharded_steps_equal_replicated_data_parallel_steps(graph):
     rows = [results[f"holds{rank}"][1] for rank in range(WORLD)]
     assert sum(rows) == graph.num_nodes and max(rows) < graph.num_nodes
     assert max(ends) < 0.6 * sum(ends)
+    # Every worker reports the recall rank 0 computed, the replicated model's.
+    assert 0 < results["reference_recall"] < 1
+    for rank in range(WORLD):
+        assert results[f"recall{rank}"] == pytest.approx(results["reference_recall"], abs=1e-9)
     # Rank 0 gathers M_k whole, the model file's content: equal to the replicated model's
     # weights, every ID row included (the padding rows, never trained, are zero); the other
     # ranks get nothing.

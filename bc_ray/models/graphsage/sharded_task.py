@@ -94,12 +94,13 @@ def initial_id_rows(owners: RowOwners, rank: int, dim: int, seed: int) -> torch.
     return torch.randn(owners.num_rows(rank), dim, generator=generator) * ID_INIT_STD
 
 
-def _agreed(count: int) -> int:
-    """The smallest of every worker's `count` (steps must match: each is a collective)."""
+def agreed(count: int, reduce=min) -> int:
+    """The smallest (or, with `reduce=max`, the largest) of every worker's `count`: calls that
+    are collectives must be as many on every worker."""
     if not (dist.is_available() and dist.is_initialized()):
         return count
     value = torch.tensor([count])
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX if reduce is max else dist.ReduceOp.MIN)
     return int(value.item())
 
 
@@ -146,7 +147,7 @@ class ShardedLinkPredictionTask:
             size = self.config.steps_in_epoch(1 << 62, self.world_size, 0) * self.config.batch_size
         seed = (self.config.seed * 1_000_003 + epoch) * 131 + self.rank
         triples = self.triples.epoch(seed=seed, size=size)
-        steps = _agreed(len(triples) // self.config.batch_size or 1)
+        steps = agreed(len(triples) // self.config.batch_size or 1)
         return TripleBatches(triples.slice(0, steps * self.config.batch_size),
                              self.config.batch_size)
 
