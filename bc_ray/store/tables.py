@@ -3,6 +3,7 @@ by one log entry (readers see the new user and item tables together, or neither)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -86,13 +87,23 @@ def read_table(store: Store, record: TableRecord, columns: list[str] | None = No
     sha256 (unless `verify` is False, which trusts the bytes for speed and leaves only the Parquet
     page checksums) and the table's row count, so a damaged file is a `CorruptFileError`, never
     fewer or different rows."""
-    parts = [from_parquet_bytes(store.get(file, verify=verify), store.io.uri_of(file.path),
-                                columns) for file in record.files]
-    if not parts:
+    parts = list(table_parts(store, record, columns, verify))
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+def table_parts(store: Store, record: TableRecord, columns: list[str] | None = None,
+                verify: bool = True) -> Iterator[pa.Table]:
+    """`read_table` a file at a time, for readers that keep a part of each (a file holds at
+    most `ROWS_PER_FILE` rows); the row count is checked once the last file is read."""
+    if not record.files:
         raise StoreError(f"table v{record.version}/{record.entity} lists no files")
-    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    check_rows(store, record, table.num_rows)
-    return table
+    rows = 0
+    for file in record.files:
+        part = from_parquet_bytes(store.get(file, verify=verify), store.io.uri_of(file.path),
+                                  columns)
+        rows += part.num_rows
+        yield part
+    check_rows(store, record, rows)
 
 
 def check_rows(store: Store, record: TableRecord, rows: int) -> None:

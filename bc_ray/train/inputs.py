@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-import polars as pl
 import torch
 
 from bc_ray.core.family import ModelFamily, ModelSpec
@@ -16,13 +14,12 @@ from bc_ray.core.version import PreviousVersion, StoredTargets, TablesOnly
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import calendar_window
 from bc_ray.exceptions import ConfigError, TrainingError
-from bc_ray.store.parquet import embedding_matrix
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.state import EXTERNAL_FAMILY, StoreState, VersionRecord
 from bc_ray.store.store import Store
-from bc_ray.store.tables import read_table
 from bc_ray.store.versions import load_model_bytes
 from bc_ray.train.config import TrainJobConfig
+from bc_ray.train.stored_targets import stored_target_rows
 
 TRAINABLE = ("fresh", "finetune")
 
@@ -145,20 +142,8 @@ def _previous(store: Store, state: StoreState, parent: VersionRecord, snapshot: 
 
 def _stored_targets(store: Store, state: StoreState, parent: VersionRecord,
                     snapshot: GraphSnapshot) -> StoredTargets:
-    """Ver-(k-1) rows joined by external id; entities without one are masked out."""
-    out = {}
-    for entity in ("user", "item"):
-        record = state.table(parent.version, entity)
-        if record is None:
-            raise TrainingError(f"--targets stored needs refreshed embeddings of version "
-                                f"{parent.version}; run `bc-ray refresh` first")
-        table = read_table(store, record, columns=["id", "embedding"])
-        stored_ids = pl.from_arrow(table.select(["id"])).with_row_index("row")
-        matrix = embedding_matrix(table.column("embedding"), record.dim)
-        entities = snapshot.entities(entity).select("idx", "id")
-        joined = entities.join(stored_ids, on="id", how="left").sort("idx")
-        mask = joined["row"].is_not_null().to_numpy()
-        values = np.zeros((entities.height, parent.dim), dtype=np.float32)
-        values[mask] = matrix[joined["row"].to_numpy()[mask].astype(np.int64)]
-        out[entity] = (torch.from_numpy(values), torch.from_numpy(mask))
-    return StoredTargets(out["user"][0], out["item"][0], out["user"][1], out["item"][1])
+    """Ver-(k-1) rows of every entity, joined by external id; entities without one are masked."""
+    rows = {entity: stored_target_rows(store, state, parent, entity, snapshot.entities(entity))
+            for entity in ("user", "item")}
+    return StoredTargets(*(torch.from_numpy(rows[e].values) for e in ("user", "item")),
+                         *(torch.from_numpy(rows[e].mask) for e in ("user", "item")))
