@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import sys
 import time
 import traceback
@@ -83,15 +84,20 @@ def sparse_average_check(trainer, device: torch.device) -> str:
     return f"ok on {dist.get_backend()} ({device.type}), max change {worst:.2e}"
 
 
-def inference_seconds(model, graph, device: torch.device) -> tuple[float, torch.Tensor]:
+def inference_seconds(model, graph, device: torch.device,
+                      repeats: int = 5) -> tuple[float, torch.Tensor]:
+    """The median of `repeats` timed passes, after a warm-up (CUDA kernels, the adjacency)."""
     model = model.to(device)
     graph = graph.to(device)
-    layerwise_embed(model, graph)  # warm-up (CUDA kernels, the adjacency)
-    synchronized(device)
-    started = time.perf_counter()
-    out = layerwise_embed(model, graph)[-1]
-    synchronized(device)
-    return time.perf_counter() - started, out.cpu()
+    layerwise_embed(model, graph)
+    times = []
+    for _ in range(repeats):
+        synchronized(device)
+        started = time.perf_counter()
+        out = layerwise_embed(model, graph)[-1]
+        synchronized(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), out.cpu()
 
 
 def guarded(results: dict, name: str, fn):
@@ -128,7 +134,8 @@ def main() -> None:
           f"({time.perf_counter() - started:.0f} s)", flush=True)
     results: dict = {"edges": args.edges, "train_edges": split.graph.num_edges,
                      "gpu": torch.cuda.get_device_name(0) if has_gpu else None,
-                     "cpu_threads": torch.get_num_threads(), "runs": []}
+                     "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+                     "cuda": torch.version.cuda, "runs": []}
     train_rows, infer_rows = [], []
     for hidden in (int(h) for h in args.hidden.split(",")):
         spec = VersionSpec(hidden_dim=hidden)
@@ -150,7 +157,8 @@ def main() -> None:
                             lambda: sparse_average_check((v1 or v0)[0], device))
             # The same model (the first device's version 0) on every device: equal to float
             # tolerance, or the GPU path computes something else.
-            reference = reference or copy.deepcopy(v0[0].model).cpu()
+            if reference is None:
+                reference = copy.deepcopy(v0[0].model).cpu()
             infer = guarded(results, f"inference {key}",
                             lambda: inference_seconds(copy.deepcopy(reference), split.graph,
                                                       device))

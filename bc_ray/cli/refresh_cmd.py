@@ -29,8 +29,9 @@ def refresh(
     cpus_per_actor: Annotated[Optional[float], typer.Option(
         hidden=True, help="The old name of --cpus-per-task.")] = None,
     use_gpu: Annotated[bool, typer.Option(
-        "--use-gpu", help="One GPU per inference task, which computes on it (not with "
-                          "--partitions).")] = default_of(RefreshConfig, "use_gpu"),
+        "--use-gpu", help="One GPU per inference task: GraphSAGE's layer and sampled stages "
+                          "compute on it (not with --partitions).")] = default_of(
+        RefreshConfig, "use_gpu"),
     block_nodes: Annotated[int, typer.Option(
         help="Nodes per chunk (one output block each).")] = default_of(RefreshConfig, "block_nodes"),
     partitions: Annotated[Optional[int], typer.Option(

@@ -101,9 +101,10 @@ class GraphTensors:
                                                   self.num_items)
         return self._adjacency
 
-    def to(self, device: torch.device | str) -> GraphTensors:
+    def to(self, device: torch.device | str, with_adjacency: bool = True) -> GraphTensors:
         """A copy on `device`, its adjacency moved along once built (a refresh task's graph
-        is its CSR alone, with no edge list to rebuild it from)."""
+        is its CSR alone, with no edge list to rebuild it from), unless `with_adjacency` is
+        False (a sampled forward reads only the features there)."""
         def bags(features: dict[str, FeatureBag]) -> dict[str, FeatureBag]:
             return {k: v.to(device) for k, v in features.items()}
 
@@ -112,7 +113,8 @@ class GraphTensors:
             edge_t=None if self.edge_t is None else self.edge_t.to(device),
             user_features=bags(self.user_features), item_features=bags(self.item_features),
             user_first_t=self.user_first_t.to(device), item_first_t=self.item_first_t.to(device),
-            _adjacency=None if self._adjacency is None else self._adjacency.to(device))
+            _adjacency=(self._adjacency.to(device)
+                        if with_adjacency and self._adjacency is not None else None))
 
     def features(self, entity: str) -> dict[str, FeatureBag]:
         return self.user_features if entity == "user" else self.item_features

@@ -109,6 +109,14 @@ class RowOwners:
                               f"items, the graph has {num_users} and {num_items}")
 
 
+def to_rank0(values: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Every worker's `values` on rank 0, in rank order (empty elsewhere), and how many rows
+    came from each worker."""
+    splits = [0] * _world()[1]
+    splits[0] = values.shape[0]
+    return exchange(values, splits)
+
+
 def exchange(values: torch.Tensor, splits: list[int],
              received_splits: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
     """All-to-all of `values` (rows grouped by destination worker, `splits[q]` rows for worker

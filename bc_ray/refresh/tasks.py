@@ -166,7 +166,7 @@ def sampled_runs(batch: dict[str, np.ndarray], stage: SampledStage) -> Iterator[
     graph = stage.runs.graph_tensors()
     model = _stage_model(stage.model, get_family(stage.family)).to(device)
     # The sampler walks the CPU graph; the model reads the features on its device.
-    features = graph if device.type == "cpu" else graph.to(device)
+    features = graph if device.type == "cpu" else graph.to(device, with_adjacency=False)
     for run in batch["id"]:
         # Seeded by run, not by process: the same refresh samples the same neighbourhoods
         # wherever its tasks land.

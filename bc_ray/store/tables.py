@@ -94,7 +94,8 @@ def read_table(store: Store, record: TableRecord, columns: list[str] | None = No
 def table_parts(store: Store, record: TableRecord, columns: list[str] | None = None,
                 verify: bool = True) -> Iterator[pa.Table]:
     """`read_table` a file at a time, for readers that keep a part of each (a file holds at
-    most `ROWS_PER_FILE` rows); the row count is checked once the last file is read."""
+    most `ROWS_PER_FILE` rows); the row count is checked once the last file is read, so a
+    caller must read them all."""
     if not record.files:
         raise StoreError(f"table v{record.version}/{record.entity} lists no files")
     rows = 0

@@ -57,3 +57,28 @@ def test_layerwise_inference_on_the_gpu_equals_the_cpu(split):
     on_gpu = layerwise_embed(copy.deepcopy(model).cuda(), split.graph.to("cuda"))[-1]
     assert on_gpu.is_cuda
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-4, rtol=1e-4)
+
+
+def test_a_refresh_tasks_computations_on_the_gpu_equal_the_cpu(split):
+    """What `layer_runs` and `sampled_runs` compute under `--use-gpu`: a layer over a task's
+    graph (its CSR alone, no edge list) and a sampled forward, on the GPU."""
+    from bc_ray.models.graphsage.inference import layer_for_nodes
+    from bc_ray.models.graphsage.sampler import NeighborSampler
+    from bc_ray.refresh.pack import pack_graph, unpack_graph
+
+    model = _trained(split, "non-bc", None, "full").model.cpu().eval()
+    task_graph = unpack_graph(pack_graph(split.graph))
+    previous = model.inputs(split.graph).detach()
+    nodes = torch.arange(0, task_graph.num_nodes, 3)
+    on_cpu = layer_for_nodes(model.layer_stack(), task_graph, 1, previous, nodes)
+    on_gpu = layer_for_nodes(copy.deepcopy(model.layer_stack()).cuda(), task_graph.to("cuda"), 1,
+                             previous.cuda(), nodes.cuda())
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-4, rtol=1e-4)
+
+    sampler = NeighborSampler(split.graph.adjacency(), [5, 5], torch.Generator().manual_seed(0))
+    sample = sampler.sample(nodes)
+    with torch.no_grad():
+        expected = model(split.graph, sample)
+        got = copy.deepcopy(model).cuda()(split.graph.to("cuda", with_adjacency=False),
+                                         sample.to("cuda"))
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-4, rtol=1e-4)

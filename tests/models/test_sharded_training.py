@@ -15,6 +15,8 @@ from bc_ray.core.evaluation import recall_at_k
 from bc_ray.core.splits import period_split
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.trainer import Alignment, ShardedAlignment, VersionTrainer
+from bc_ray.core.version import split_evaluator
+from bc_ray.core.warmstart import warm_start
 from bc_ray.core.transforms import make_transform
 from bc_ray.core.triples import Triples
 from bc_ray.exceptions import ConfigError, TrainingError
@@ -48,7 +50,8 @@ def _ddp(trainer: VersionTrainer, ignored: list[str]) -> None:
     trainer.module = DistributedDataParallel(trainer.joint)
 
 
-def _rank(rank: int, port: int, graph, held_out, results) -> None:
+def _rank(rank: int, port: int, split, results) -> None:
+    graph = split.graph
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     torch.manual_seed(0)
@@ -107,12 +110,18 @@ def _rank(rank: int, port: int, graph, held_out, results) -> None:
     results[f"epoch{rank}"] = len(task.epoch(1))  # from its own users' edges, agreed
     # The candidate scored where its rows live, at fanout -1 (exact): as the one-table gate
     # scores the replicated model over the whole graph.
-    eval_user, eval_item = held_out
+    eval_user, eval_item = split.eval_pairs
     results[f"recall{rank}"] = sharded_recall(task, model, eval_user, eval_item, fanout=-1, k=10)
+    # As the gate scores: the validation users, the items that exist by the period's end, k=50;
+    # in chunks of 5 nodes, so workers embed unequal numbers of chunks.
+    results[f"gate_recall{rank}"] = sharded_recall(
+        task, model, eval_user, eval_item, fanout=-1, users=split.val_users,
+        item_pool=split.item_pool, chunk=5)
     if rank == 0:
         z_user, z_item = reference_model.embed(graph)
         results["reference_recall"] = recall_at_k(z_user, z_item, eval_user, eval_item,
                                                    graph.edge_user, graph.edge_item, k=10)
+        results["gate_reference"] = split_evaluator(split, None)(reference_model, None)["recall"]
     whole = gathered_model(model, task.ids.weight, owners)
     if rank == 0:
         results["gathered"] = {k: v.clone() for k, v in whole.state_dict().items()}
@@ -142,7 +151,7 @@ def graph(split):
 
 
 def test_sharded_steps_equal_replicated_data_parallel_steps(split, graph):
-    results = gloo_ranks(_rank, WORLD, graph, split.eval_pairs)
+    results = gloo_ranks(_rank, WORLD, split)
     for rank in range(WORLD):
         for reference, sharded in results[f"losses{rank}"]:
             assert sharded["align"] > 0
@@ -161,8 +170,10 @@ def test_sharded_steps_equal_replicated_data_parallel_steps(split, graph):
     assert max(ends) < 0.6 * sum(ends)
     # Every worker reports the recall rank 0 computed, the replicated model's.
     assert 0 < results["reference_recall"] < 1
+    assert 0 < results["gate_reference"] < 1
     for rank in range(WORLD):
         assert results[f"recall{rank}"] == pytest.approx(results["reference_recall"], abs=1e-9)
+        assert results[f"gate_recall{rank}"] == pytest.approx(results["gate_reference"], abs=1e-9)
     # Rank 0 gathers M_k whole, the model file's content: equal to the replicated model's
     # weights, every ID row included (the padding rows, never trained, are zero); the other
     # ranks get nothing.
@@ -208,45 +219,58 @@ def test_sharded_task_refuses_a_mismatched_group(graph):
         VersionTrainer(model, graph, CONFIG, task=task, evaluator=lambda m, t: {})
 
 
-NEW_USERS, NEW_ITEMS = 4, 2
+NEW_USERS, NEW_ITEMS, UNTRAINED = 4, 2, 10
+
+
+def _previous_model(graph) -> EmbeddingModel:
+    """M_{k-1}: without the last few users and items (new since), its user rows near +3 and
+    item rows near -3, and its first users and items never trained (zero rows)."""
+    torch.manual_seed(5)
+    previous = EmbeddingModel(SPEC, graph.num_users - NEW_USERS, graph.num_items - NEW_ITEMS,
+                              graph.user_vocab, graph.item_vocab)
+    previous.ids["user"].weight.data += 3.0
+    previous.ids["item"].weight.data -= 3.0
+    previous.ids["user"].weight.data[:UNTRAINED] = 0.0
+    previous.ids["item"].weight.data[:UNTRAINED] = 0.0
+    return previous
 
 
 def _warm_rank(rank: int, port: int, graph, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    torch.manual_seed(5)
-    # M_{k-1}: narrower, and without the last few users and items (new since), rows near 3.
-    previous = EmbeddingModel(VersionSpec(hidden_dim=6), graph.num_users - NEW_USERS,
-                              graph.num_items - NEW_ITEMS, graph.user_vocab, graph.item_vocab)
-    for table in previous.ids.values():
-        table.weight.data += 3.0
     user_degree, item_degree = graph.degrees()
     owners = RowOwners.balanced(user_degree.numpy(), item_degree.numpy(), WORLD)
+    nodes = owners.nodes_of(rank)
+    seen = torch.cat([user_degree, item_degree])[nodes] > 0
     fresh = torch.zeros(owners.num_rows(rank), SPEC.hidden_dim)
-    results[f"warm{rank}"] = (owners.nodes_of(rank), warm_id_rows(previous, owners, rank, fresh),
-                              warm_id_rows(previous, owners, rank, fresh, "off"))
-    if rank == 0:
-        results["previous"] = torch.cat([previous.ids["user"].weight[:-1],
-                                         previous.ids["item"].weight[:-1]]).detach()
+    results[f"warm{rank}"] = (nodes, warm_id_rows(_previous_model(graph), owners, rank, fresh,
+                                                  seen))
     dist.destroy_process_group()
 
 
-def test_warm_start_takes_each_workers_own_rows_of_the_previous_model(graph):
+def test_warm_start_takes_each_workers_own_rows_as_the_one_table_mean_start(graph):
     results = gloo_ranks(_warm_rank, WORLD, graph)
     nodes = torch.cat([results[f"warm{rank}"][0] for rank in range(WORLD)])
-    mean_start = torch.cat([results[f"warm{rank}"][1] for rank in range(WORLD)])[nodes.argsort()]
-    off_start = torch.cat([results[f"warm{rank}"][2] for rank in range(WORLD)])[nodes.argsort()]
-    previous = results["previous"]  # known users, then known items
-    users, known_users = graph.num_users, graph.num_users - NEW_USERS
-    is_new = torch.zeros(graph.num_nodes, dtype=torch.bool)
-    is_new[known_users:users] = True
-    is_new[users + graph.num_items - NEW_ITEMS:] = True
-    # Known rows: copied into the leading 6 of 8 columns; the rest keeps the fresh rows.
-    torch.testing.assert_close(mean_start[~is_new][:, :6], previous)
-    assert not mean_start[~is_new][:, 6:].any()
-    # New rows: near the mean of every worker's known rows (all near 3), not fresh (zeros).
-    mean, spread = previous.mean(0), previous.std(0)
-    assert ((mean_start[is_new][:, :6] - mean).abs() < 0.5 * spread).all()
-    assert mean_start[is_new][:, :6].std() > 0  # with noise
-    assert not off_start[is_new].any()
-    torch.testing.assert_close(off_start[~is_new], mean_start[~is_new])
+    sharded = torch.cat([results[f"warm{rank}"][1] for rank in range(WORLD)])[nodes.argsort()]
+    previous = _previous_model(graph)
+    one_table = build_model(SPEC, graph)
+    warm_start(one_table, previous, graph, "mean")
+    seen = torch.cat(graph.degrees()) > 0
+    users = graph.num_users
+    for entity, span in (("user", slice(0, users)), ("item", slice(users, None))):
+        old = previous.ids[entity].weight.detach()[:-1]
+        trained = torch.zeros(span.stop - span.start if span.stop else graph.num_items,
+                              dtype=torch.bool)
+        trained[:old.shape[0]] = old.abs().sum(1) > 0
+        got, expected = sharded[span], one_table.ids[entity].weight.detach()[:-1]
+        # Trained rows: copied, as the one-table start copies them.
+        torch.testing.assert_close(got[trained], old[trained[:old.shape[0]]])
+        torch.testing.assert_close(expected[trained], old[trained[:old.shape[0]]])
+        # Rows seen now that M_{k-1} did not train (new since, or never trained): their
+        # entity's mean trained row plus a little noise, in both (users near +3, items -3).
+        new = seen[span] & ~trained
+        assert new.sum() >= UNTRAINED // 2
+        mean, spread = old[trained[:old.shape[0]]].mean(0), old[trained[:old.shape[0]]].std(0)
+        for start in (got, expected):
+            assert ((start[new] - mean).abs() < 0.5 * spread).all(), entity
+        assert got[new].std(0).min() > 0  # with noise

@@ -65,7 +65,7 @@ def layerwise_embed(model: EmbeddingModel, graph: GraphTensors, chunk: int = DEF
                     keep_layers: bool = False) -> list[torch.Tensor]:
     """[h_1, ..., h_L] if `keep_layers` else [h_L], each for every node (users then items), on
     the graph's device."""
-    nodes = torch.arange(graph.num_nodes, device=graph.edge_user.device)
+    nodes = torch.arange(graph.num_nodes, device=graph.adjacency().crow.device)
     layers: list[torch.Tensor] = []
     current = None
     for layer in range(model.spec.num_layers + 1):

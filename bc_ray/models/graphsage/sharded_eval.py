@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from bc_ray.core.evaluation import recall_at_k
-from bc_ray.core.row_shards import exchange
+from bc_ray.core.row_shards import owners_rank, to_rank0
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.partitioned_sampler import PartitionedNeighborSampler
 from bc_ray.models.graphsage.sharded_task import ShardedLinkPredictionTask, agreed
@@ -23,18 +23,8 @@ from bc_ray.models.graphsage.sharded_task import ShardedLinkPredictionTask, agre
 EVAL_CHUNK = 4_096
 
 
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _to_rank0(values: torch.Tensor) -> torch.Tensor:
-    """Every worker's `values`, concatenated in rank order on rank 0 (empty elsewhere)."""
-    _, world = _rank_world()
-    splits = [0] * world
-    splits[0] = values.shape[0]
-    return exchange(values.contiguous(), splits)[0]
+    return to_rank0(values)[0]
 
 
 @torch.no_grad()
@@ -42,14 +32,14 @@ def sharded_embed(task: ShardedLinkPredictionTask, model: EmbeddingModel, nodes:
                   fanout: int, seed: int = 0, chunk: int = EVAL_CHUNK) -> torch.Tensor:
     """z of `nodes` (sorted global ids this worker owns), each from its own neighbourhood drawn
     at `fanout` (-1: all neighbours, which equals the full-graph forward)."""
-    rank, _ = _rank_world()
-    model.eval()
+    rank = owners_rank()
+    model.eval()  # the trainer sets train() again at its next epoch
     sampler = PartitionedNeighborSampler(
         task.rows.owners, task.rows.crow, task.rows.neighbours,
         [fanout] * model.spec.num_layers, torch.Generator().manual_seed(seed * 7919 + rank))
     parts = [nodes[start:start + chunk] for start in range(0, nodes.numel(), chunk)]
     out = []
-    for index in range(agreed(len(parts), max)):  # workers with fewer chunks send empty ones
+    for index in range(agreed(len(parts), "max")):  # workers with fewer chunks send empty ones
         part = parts[index] if index < len(parts) else nodes[:0]
         sample = sampler.sample(part)
         out.append(model(task.graph, sample, task.ids.rows_of(sample.nodes)))
@@ -58,19 +48,24 @@ def sharded_embed(task: ShardedLinkPredictionTask, model: EmbeddingModel, nodes:
 
 def sharded_recall(task: ShardedLinkPredictionTask, model: EmbeddingModel,
                    eval_user: torch.Tensor, eval_item: torch.Tensor, fanout: int, k: int = 50,
-                   item_pool: torch.Tensor | None = None, seed: int = 0) -> float:
-    """Recall@k of the held-out (user, item) pairs (entity indices, the same on every worker),
-    ranking every item of `item_pool` against each held-out user's training items excluded; the
-    value on every worker."""
-    rank, _ = _rank_world()
+                   users: torch.Tensor | None = None, item_pool: torch.Tensor | None = None,
+                   seed: int = 0, chunk: int = EVAL_CHUNK) -> float:
+    """Recall@k of the held-out (user, item) pairs (entity indices, the same on every worker)
+    over `users` (default: all of them; the gate takes the validation half), ranking every item
+    of `item_pool` with each user's training items excluded, as `recall_at_k` does; the value
+    on every worker."""
+    rank = owners_rank()
+    if users is not None:
+        kept = torch.isin(eval_user, users)
+        eval_user, eval_item = eval_user[kept], eval_item[kept]
     owners = task.rows.owners
     (first_user, last_user), (first_item, last_item) = (owners.users_of(rank),
                                                         owners.items_of(rank))
     items = torch.arange(first_item, last_item) + owners.num_users
-    z_items = _to_rank0(sharded_embed(task, model, items, fanout, seed))
-    users = torch.unique(eval_user)
-    mine = users[(users >= first_user) & (users < last_user)]
-    z_users = _to_rank0(sharded_embed(task, model, mine, fanout, seed + 1))
+    z_items = _to_rank0(sharded_embed(task, model, items, fanout, seed, chunk))
+    held_out = torch.unique(eval_user)
+    mine = held_out[(held_out >= first_user) & (held_out < last_user)]
+    z_users = _to_rank0(sharded_embed(task, model, mine, fanout, seed + 1, chunk))
     order = _to_rank0(mine)  # held-out users as rank 0 receives their rows
     known_user, known_item = task.rows.user_edges()
     held = torch.from_numpy(np.isin(known_user.numpy(), mine.numpy()))

@@ -15,6 +15,7 @@ first-seen times, and the alignment mask (targets are sharded: `ShardedAlignment
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -94,13 +95,13 @@ def initial_id_rows(owners: RowOwners, rank: int, dim: int, seed: int) -> torch.
     return torch.randn(owners.num_rows(rank), dim, generator=generator) * ID_INIT_STD
 
 
-def agreed(count: int, reduce=min) -> int:
-    """The smallest (or, with `reduce=max`, the largest) of every worker's `count`: calls that
-    are collectives must be as many on every worker."""
+def agreed(count: int, reduce: Literal["min", "max"] = "min") -> int:
+    """The smallest (or the largest) of every worker's `count`: calls that are collectives must
+    be as many on every worker."""
     if not (dist.is_available() and dist.is_initialized()):
         return count
     value = torch.tensor([count])
-    dist.all_reduce(value, op=dist.ReduceOp.MAX if reduce is max else dist.ReduceOp.MIN)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX if reduce == "max" else dist.ReduceOp.MIN)
     return int(value.item())
 
 
