@@ -83,6 +83,12 @@ class RowOwners:
         (a, b), (c, d) = self.users_of(rank), self.items_of(rank)
         return (b - a) + (d - c)
 
+    def spans(self, rank: int) -> list[tuple[str, int, int, int]]:
+        """(entity, first index, last index, offset in the worker's rows): its users, then its
+        items, as entity indices (per-entity tables such as a model's ID tables)."""
+        (a, b), (c, d) = self.users_of(rank), self.items_of(rank)
+        return [("user", a, b, 0), ("item", c, d, b - a)]
+
     def nodes_of(self, rank: int) -> torch.Tensor:
         """The global ids of the nodes `rank` owns, in its rows' order."""
         (a, b), (c, d) = self.users_of(rank), self.items_of(rank)

@@ -36,6 +36,11 @@ def test_every_node_has_one_owner_and_one_row_there():
         mine = nodes[owner == rank]
         assert mine.numel() == owners.num_rows(rank)
         assert torch.equal(owners.local_row(mine, rank), torch.arange(mine.numel()))
+        assert torch.equal(owners.nodes_of(rank), mine)
+        for entity, first, last, offset in owners.spans(rank):  # the same rows, per entity
+            shift = USERS if entity == "item" else 0
+            assert torch.equal(mine[offset:offset + last - first],
+                               torch.arange(first, last) + shift)
         (a, b), (c, d) = owners.users_of(rank), owners.items_of(rank)
         assert 0 < b - a and 0 < d - c  # every rank owns users and items
     with pytest.raises(ConfigError, match="items"):

@@ -41,8 +41,7 @@ CONFIG = TrainConfig(batch_size=16, lr=1e-2, mode="sampled", fanout=-1, sparse_i
 
 def _owned(owners: RowOwners, table: torch.Tensor, rank: int) -> torch.Tensor:
     """Rows of a users-then-items table that `rank` owns."""
-    (a, b), (c, d) = owners.users_of(rank), owners.items_of(rank)
-    return torch.cat([table[a:b], table[owners.num_users + c:owners.num_users + d]])
+    return table[owners.nodes_of(rank)]
 
 
 def _ddp(trainer: VersionTrainer, ignored: list[str]) -> None:

@@ -1,10 +1,10 @@
 """M_k's ID tables between one model file and rows sharded across training workers.
 
 A sharded bump starts from M_{k-1}: each worker takes only its own rows of the previous tables
-(`warm_id_rows`, as `--warm-start mean`; from a mapped file it reads only those pages). It ends with one model file that
-the refresh and Serve read: rank 0 gathers every worker's rows into whole tables
-(`gathered_model`), the one moment a process holds them, as the file does, without Adam's
-moments. Both are collectives: every worker calls them, in the same order.
+(`warm_id_rows`, as `--warm-start mean`; from a mapped file it reads only those pages). It ends
+with one model file that the refresh and Serve read: rank 0 gathers every worker's rows into
+whole tables (`gathered_model`), the one moment a process holds them, as the file does,
+without Adam's moments. Both are collectives: every worker calls them, in the same order.
 """
 
 from __future__ import annotations
@@ -16,11 +16,6 @@ from bc_ray.core.row_shards import RowOwners, owners_rank, to_rank0
 from bc_ray.core.warmstart import NOISE, copy_overlap
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import EmbeddingModel
-
-def _owned_spans(owners: RowOwners, rank: int) -> list[tuple[str, int, int, int]]:
-    """(entity, first id, last id, offset in the worker's rows) of the users, then the items."""
-    (a, b), (c, d) = owners.users_of(rank), owners.items_of(rank)
-    return [("user", a, b, 0), ("item", c, d, b - a)]
 
 
 def _summed(values: torch.Tensor) -> torch.Tensor:
@@ -43,7 +38,7 @@ def warm_id_rows(previous: EmbeddingModel, owners: RowOwners, rank: int, fresh: 
         raise ConfigError(f"version {previous.spec} has no ID tables to start from")
     rows = fresh.clone()
     generator = torch.Generator().manual_seed(seed * 104_729 + rank)
-    for entity, first, last, offset in _owned_spans(owners, rank):
+    for entity, first, last, offset in owners.spans(rank):
         old = previous.ids[entity].weight  # its last row is padding
         copied = max(0, min(last, old.shape[0] - 1) - first)
         block = rows[offset:offset + last - first]
@@ -81,7 +76,7 @@ def gathered_model(model: EmbeddingModel, rows: torch.Tensor,
     tables = {entity: torch.zeros_like(whole.ids[entity].weight) for entity in ("user", "item")}
     start = 0
     for sender, count in enumerate(counts):
-        for entity, first, last, offset in _owned_spans(owners, sender):
+        for entity, first, last, offset in owners.spans(sender):
             tables[entity][first:last] = received[start + offset:start + offset + last - first]
         start += count
     state.update({f"ids.{entity}.weight": table for entity, table in tables.items()})
