@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
@@ -45,6 +46,7 @@ class EdgeFiles:
     num_users: int
     num_items: int
     since: float | None = None  # an incremental refresh's: edges past it are new (`Window`)
+    until: float | None = None  # a bump's held-out split: only edges up to it (`time_column`)
 
     @classmethod
     def of(cls, store: Store, state: StoreState, num_users: int, num_items: int,
@@ -63,31 +65,47 @@ class EdgeFiles:
     def num_nodes(self) -> int:
         return self.num_users + self.num_items
 
-    def edges(self, index: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        """(user idx, item idx, which are new: None unless `since`) of file `index`'s edges in
-        the snapshot, a batch at a time."""
+    @property
+    def time_column(self) -> str:
+        """Which column orders the edges in time: an ingested batch's timestamps, else the
+        replayed timeline's t."""
+        return "timestamp" if self.files and self.files[0].column == "batch" else "t"
+
+    def batches(self, index: int, columns: tuple[str, ...] = ()) -> Iterator[pa.RecordBatch]:
+        """File `index`'s rows in the snapshot (and up to `until`), a record batch at a time:
+        user_idx, item_idx, the file's snapshot column and `columns`."""
         file = self.files[index]
         store = Store(self.store_uri, self.options)
         uri = store.io.uri_of(file.record.path)
+        wanted = list(dict.fromkeys(["user_idx", "item_idx", file.column, *columns]
+                                    + ([self.time_column] if self.until is not None else [])))
         try:
             with store.io.fs.open(store.io.path(file.record.path), "rb") as handle:
                 reader = pq.ParquetFile(handle)
-                columns = ["user_idx", "item_idx", file.column]
-                for batch in reader.iter_batches(batch_size=READ_ROWS, columns=columns):
+                for batch in reader.iter_batches(batch_size=READ_ROWS, columns=wanted):
                     values = batch.column(file.column)
                     keep = (pc.less_equal(values, file.upto) if file.column == "t"
                             else pc.less(values, int(file.upto)))
-                    batch = batch.filter(keep)
-                    new = None
-                    if self.since is not None:
-                        values = batch.column(file.column)
-                        new = (pc.greater(values, self.since) if file.column == "t"
-                               else pc.greater_equal(values, int(self.since)))
-                        new = new.to_numpy(zero_copy_only=False)
-                    yield (batch.column("user_idx").to_numpy().astype(np.int64),
-                           batch.column("item_idx").to_numpy().astype(np.int64), new)
+                    if self.until is not None:
+                        keep = pc.and_(keep, pc.less_equal(batch.column(self.time_column),
+                                                           self.until))
+                    yield batch.filter(keep)
         except (OSError, ValueError, KeyError) as exc:
             raise CorruptFileError(f"cannot read the edges in {uri}: {exc}") from exc
+
+    def edges(self, index: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """(user idx, item idx, which are new: None unless `since`) of file `index`'s edges in
+        the snapshot, a batch at a time."""
+        column = self.files[index].column
+        for batch in self.batches(index):
+            new = None
+            if self.since is not None:
+                values = batch.column(column)
+                new = (pc.greater(values, self.since) if column == "t"
+                       else pc.greater_equal(values, int(self.since)))
+                new = new.to_numpy(zero_copy_only=False)
+            yield (batch.column("user_idx").to_numpy().astype(np.int64),
+                   batch.column("item_idx").to_numpy().astype(np.int64), new)
 
 
 @ray.remote
@@ -101,6 +119,19 @@ def _degrees_task(files: EdgeFiles, index: int) -> np.ndarray:
     return degrees
 
 
+def per_file(task, files: EdgeFiles, *args, in_flight: int = 4) -> Iterator[tuple[int, object]]:
+    """(file index, `task.remote(files, index, *args)`'s result) for every file as they finish,
+    at most `in_flight` at once so that their results do not pile up in the object store."""
+    waiting = list(range(len(files.files)))
+    pending: dict[ray.ObjectRef, int] = {}
+    while waiting or pending:
+        while waiting and len(pending) < in_flight:
+            index = waiting.pop(0)
+            pending[task.remote(files, index, *args)] = index
+        [done], _ = ray.wait(list(pending))
+        yield pending.pop(done), ray.get(done)
+
+
 def count_degrees(files: EdgeFiles, cpus: float, budget: int | None,
                   in_flight: int = 4) -> np.ndarray:
     """Every node's degree, one task per file (at most `in_flight` at once, so their counts do
@@ -109,14 +140,9 @@ def count_degrees(files: EdgeFiles, cpus: float, budget: int | None,
     if budget is not None and HEADROOM * holds > budget:
         raise too_big("counting degrees, a task of every node's count", holds, budget, True)
     task = _degrees_task.options(num_cpus=cpus, memory=int(HEADROOM * holds))
-    waiting = list(range(len(files.files)))
-    pending: list[ray.ObjectRef] = []
     degrees = np.zeros(files.num_nodes, dtype=np.int64)
-    while waiting or pending:
-        while waiting and len(pending) < in_flight:
-            pending.append(task.remote(files, waiting.pop(0)))
-        [done], pending = ray.wait(pending)
-        degrees += ray.get(done)
+    for _, counts in per_file(task, files, in_flight=in_flight):
+        degrees += counts
     if not degrees.any():
         raise DataError("the snapshot has no edges up to its cutoff: nothing to aggregate")
     return degrees

@@ -10,7 +10,8 @@ replicated loop runs, so steps, budgets and the BC-Aligner loss are the ones `bc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees
 from bc_ray.store.snapshots import load_entities
 from bc_ray.store.store import Store
+from bc_ray.train.held_out import HeldOut
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,14 @@ class ShardedRun:
     spec: VersionSpec
     train: TrainConfig
     now: float
+    held_out: HeldOut | None = None  # a bump's: train on what it leaves, score on what it holds
+
+    def local_rows(self, rank: int) -> LocalRows:
+        """Worker `rank`'s CSR rows of the training edges."""
+        if self.held_out is None:
+            return read_local_rows(self.files, self.owners, rank)
+        return read_local_rows(replace(self.files, until=self.held_out.start), self.owners,
+                               rank, self.held_out.extra)
 
 
 def row_bytes(spec: VersionSpec, target_dim: int = 0) -> int:
@@ -70,21 +80,29 @@ def plan_owners(files: EdgeFiles, workers: int, bytes_per_row: int = 0,
     return owners
 
 
-def read_local_rows(files: EdgeFiles, owners: RowOwners, rank: int) -> LocalRows:
+def read_local_rows(files: EdgeFiles, owners: RowOwners, rank: int,
+                    extra: tuple[np.ndarray, np.ndarray] | None = None) -> LocalRows:
     """Worker `rank`'s CSR rows, from a stream of the edge files (a batch at a time, keeping
-    only the edges of the users and items it owns)."""
+    only the edges of the users and items it owns) and the `extra` edges (a held-out split's
+    new users'). An ingested snapshot holds each (user, item) pair once, as `load_ingested`
+    does."""
     (first_user, last_user), (first_item, last_item) = owners.users_of(rank), owners.items_of(rank)
     users, items = [], []
-    for index in range(len(files.files)):
-        for edge_user, edge_item, _ in files.edges(index):
-            mine = (((edge_user >= first_user) & (edge_user < last_user))
-                    | ((edge_item >= first_item) & (edge_item < last_item)))
-            users.append(edge_user[mine])
-            items.append(edge_item[mine])
+    stream = (edges[:2] for index in range(len(files.files)) for edges in files.edges(index))
+    for edge_user, edge_item in itertools.chain(stream, [extra] if extra is not None else []):
+        mine = (((edge_user >= first_user) & (edge_user < last_user))
+                | ((edge_item >= first_item) & (edge_item < last_item)))
+        users.append(edge_user[mine])
+        items.append(edge_item[mine])
     empty = np.zeros(0, dtype=np.int64)
-    rows = LocalRows.from_edges(owners, rank, np.concatenate(users) if users else empty,
-                                np.concatenate(items) if items else empty)
+    edge_user = np.concatenate(users) if users else empty
+    edge_item = np.concatenate(items) if items else empty
     del users, items
+    if files.time_column == "timestamp":
+        pairs = np.unique(edge_user * files.num_items + edge_item)
+        edge_user, edge_item = pairs // files.num_items, pairs % files.num_items
+    rows = LocalRows.from_edges(owners, rank, edge_user, edge_item)
+    del edge_user, edge_item
     return_freed_memory()  # the stream's pages, twice what the rows hold at 4 workers
     return rows
 
@@ -101,7 +119,7 @@ def sharded_trainer(run: ShardedRun, rank: int, world_size: int,
                     id_rows: torch.Tensor | None = None) -> VersionTrainer:
     """Worker `rank`'s trainer over its own rows (`id_rows`: its ID rows, fresh by default)."""
     graph = entity_graph(run)
-    rows = read_local_rows(run.files, run.owners, rank)
+    rows = run.local_rows(rank)
     model = sharded_model(run.spec, graph)
     if id_rows is None:
         id_rows = initial_id_rows(run.owners, rank, run.spec.hidden_dim, run.train.seed)
