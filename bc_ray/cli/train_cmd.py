@@ -78,6 +78,11 @@ def train(
     targets: Annotated[str, typer.Option(help="Alignment targets: 'model' (run M_{k-1} on the "
                                               "new graph) or 'stored' (ver-(k-1) table).")
                        ] = _job("targets"),
+    sharded: Annotated[bool, typer.Option(
+        "--sharded", help="GraphSAGE at scale: each worker holds only its range of users' and "
+                          "items' edges, ID rows and alignment targets, and the edge list is "
+                          "never loaded whole (needs --targets stored after version 0; the last "
+                          "epoch's model is scored, without selection).")] = _job("sharded"),
     max_align_error_rel: Annotated[float, typer.Option(help="Gate: max relative alignment "
                                                             "error.")
                                    ] = GATE.max_align_error_rel,
@@ -113,7 +118,7 @@ def train(
                                   seed=seed, max_steps=max_steps,
                                   edges_per_epoch=edges_per_epoch, warm_start=warm_start),
         holdout=holdout, holdout_days=holdout_days, max_eval_users=max_eval_users,
-        targets=targets,
+        targets=targets, sharded=sharded,
         gate=dataclasses.replace(GATE, max_align_error_rel=max_align_error_rel,
                                  min_recall_vs_parent=min_recall_vs_parent),
         checkpoint_every=checkpoint_every, max_failures=max_failures)

@@ -59,6 +59,9 @@ class TrainJobConfig:
     # a bound a bump's evaluations grow as users x items while its steps are budgeted.
     max_eval_users: int = 20_000
     targets: str = "model"
+    # GraphSAGE with its graph, ID tables and targets sharded across the workers, the edge list
+    # never loaded whole (`sharded_job`).
+    sharded: bool = False
     gate: GateConfig = field(default_factory=GateConfig)
     checkpoint_every: int = 5
     max_failures: int = 2
@@ -83,6 +86,10 @@ class TrainJobConfig:
             raise ConfigError(f"--max-eval-users must be >= 0, got {self.max_eval_users}")
         if self.targets not in TARGET_SOURCES:
             raise ConfigError(f"--targets must be one of {TARGET_SOURCES}, got {self.targets!r}")
+        if self.sharded and self.num_workers < 1:
+            raise ConfigError("--sharded trains on Ray Train workers: set --num-workers >= 1")
+        if self.sharded and self.use_gpu:
+            raise ConfigError("--sharded exchanges ID rows over gloo on the CPU: drop --use-gpu")
         if self.checkpoint_every < 1:
             raise ConfigError("--checkpoint-every must be >= 1")
 

@@ -10,6 +10,8 @@ from bc_ray.core.splits import PeriodSplit
 from bc_ray.core.version import PreviousVersion
 from bc_ray.train.config import GateConfig
 
+ALIGN_SAMPLE = 20_000  # entities the alignment error is measured on
+
 
 def test_recall(model: EmbeddingModule, split: PeriodSplit) -> float:
     eval_user, eval_item = split.eval_pairs
@@ -20,7 +22,7 @@ def test_recall(model: EmbeddingModule, split: PeriodSplit) -> float:
 
 
 def score_candidate(model: EmbeddingModule, transform, split: PeriodSplit,
-                    previous: PreviousVersion | None, sample: int = 20_000,
+                    previous: PreviousVersion | None, sample: int = ALIGN_SAMPLE,
                     seed: int = 0) -> dict:
     """Recall@50 on the held-out test users; alignment error of B_k z_k against z_{k-1} on a
     sample of existing entities (absolute, and relative to the mean norm of z_{k-1})."""

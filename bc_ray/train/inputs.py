@@ -101,7 +101,8 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInp
     spec = resolve_spec(job, model, family, method, parent)
     previous = None
     if parent is not None:
-        previous = _previous(store, state, parent, snapshot, job.targets, with_previous_model)
+        previous = previous_version(store, state, parent, snapshot, job.targets,
+                                    with_previous_model)
     return JobInputs(store, state, snapshot, split, method, model, family, spec, parent,
                      previous)
 
@@ -124,10 +125,16 @@ def holdout_window(snapshot: GraphSnapshot, job: TrainJobConfig) -> tuple[float,
     return start, cutoff, f"({start:.3f}, {cutoff}]"
 
 
-def _previous(store: Store, state: StoreState, parent: VersionRecord, snapshot: GraphSnapshot,
-              targets: str, with_model: bool) -> PreviousVersion:
+def chain_amplifiers(store: Store, state: StoreState, parent: VersionRecord) -> list[torch.Tensor]:
+    """W_{k-1}^j of the multi-step alignment loss: the chain's weights from the parent back."""
     chain = store.chain(parent.version, state)
-    amplifiers = [torch.from_numpy(chain[j][0]) for j in state.lineage(parent.version)]
+    return [torch.from_numpy(chain[j][0]) for j in state.lineage(parent.version)]
+
+
+def previous_version(store: Store, state: StoreState, parent: VersionRecord,
+                     snapshot: GraphSnapshot, targets: str, with_model: bool) -> PreviousVersion:
+    """M_{k-1} as the bump aligns to it: its targets (`targets`: model or stored) and amplifiers."""
+    amplifiers = chain_amplifiers(store, state, parent)
     if parent.family == EXTERNAL_FAMILY:  # no model to run: its tables are the targets
         stored = _stored_targets(store, state, parent, snapshot)
         return PreviousVersion(parent.version, TablesOnly(parent.dim), amplifiers, stored=stored)

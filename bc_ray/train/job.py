@@ -56,7 +56,7 @@ def check_placement(job: TrainJobConfig) -> None:
                             f"GPUs but the cluster has {resources.get('GPU', 0):g}")
 
 
-def _run_config(store: Store, name: str, job: TrainJobConfig) -> RunConfig:
+def run_config(store: Store, name: str, job: TrainJobConfig) -> RunConfig:
     kwargs = {}
     if store.io.scheme == "s3":
         kwargs["storage_filesystem"] = store.io.arrow_fs()
@@ -72,7 +72,7 @@ def fit(job: TrainJobConfig, inputs: JobInputs, name: str):
         train_loop_config={"job": job.to_dict()},
         scaling_config=ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu,
                                      resources_per_worker={"CPU": job.cpus_per_worker}),
-        run_config=_run_config(inputs.store, name, job))
+        run_config=run_config(inputs.store, name, job))
     return trainer.fit()
 
 
@@ -97,6 +97,10 @@ def _restore(result, inputs: JobInputs) -> TrainResult:
 
 
 def run_training(job: TrainJobConfig) -> TrainOutcome:
+    if job.sharded:
+        from bc_ray.train.sharded_job import run_sharded_training
+
+        return run_sharded_training(job)
     started = time.perf_counter()
     inputs = load_inputs(job)
     check_placement(job)

@@ -62,12 +62,14 @@ def row_bytes(spec: VersionSpec, target_dim: int = 0) -> int:
 
 
 def plan_owners(files: EdgeFiles, workers: int, bytes_per_row: int = 0,
-                user_uniform: bool = True, cpus: float = 1.0,
-                budget: int | None = None) -> RowOwners:
+                user_uniform: bool = True, cpus: float = 1.0, budget: int | None = None,
+                degrees: np.ndarray | None = None) -> RowOwners:
     """Users and items cut into `workers` ranges each (`RowOwners.balanced`; `bytes_per_row`:
     `row_bytes`). Driver side, before any worker starts: a degree per node, counted by one Ray
-    task per edge file, and a worker count that leaves every worker users to train on."""
-    degrees = count_degrees(files, cpus, budget)
+    task per edge file (unless given: `count_degrees`), and a worker count that leaves every
+    worker users to train on."""
+    if degrees is None:
+        degrees = count_degrees(files, cpus, budget)
     users = degrees[:files.num_users]
     owners = RowOwners.balanced(users, degrees[files.num_users:], workers, bytes_per_row,
                                 user_uniform)

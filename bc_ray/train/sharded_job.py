@@ -1,0 +1,276 @@
+"""`bc-ray train --sharded`: a GraphSAGE bump whose training workers each hold their share of
+the graph, the ID tables and the alignment targets, and whose driver never loads the edge list.
+
+The driver counts degrees and plans row owners (`plan_owners`), decides the held-out split by
+streaming the edge files (`held_out_split`), and starts the workers. Each worker reads its own
+nodes' training edges, warm-starts its ID rows from M_{k-1}'s model file (mapped on a local
+store: it reads only its rows' pages), reads its rows of the stored ver-(k-1) tables as
+alignment targets, and trains the BC-Aligner objective within the step budget. Scoring is
+sharded too: Recall@50 of the held-out test users (`sharded_recall`) and the alignment error on
+the same sample of entities the one-table gate draws. Rank 0 then gathers M_k into one model
+file, the one moment a process holds the whole tables, as the file does; the driver gates and
+registers it as `bc-ray train` does.
+
+Not yet here: model selection over epochs (the last epoch's model is scored), checkpoints to
+resume from (a restarted group starts again), the parent's Recall@50 for the relative gate
+(M_{k-1} would have to be run over the sharded graph too), and GPUs (rows are exchanged over
+gloo).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train import ScalingConfig
+from ray.train.torch import TorchTrainer, prepare_model
+
+from bc_ray.core.methods import Method
+from bc_ray.core.registry import DEFAULT_FAMILY, get_family
+from bc_ray.core.row_shards import ShardedRows
+from bc_ray.core.trainer import ShardedAlignment, VersionTrainer
+from bc_ray.core.transforms import IdentityTransform, make_transform
+from bc_ray.exceptions import ConfigError, TrainingError
+from bc_ray.models.graphsage.sharded_eval import sharded_embed, sharded_recall
+from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
+from bc_ray.models.graphsage.sharded_task import (
+    ShardedLinkPredictionTask,
+    initial_id_rows,
+    sharded_model,
+)
+from bc_ray.models.graphsage.spec import VersionSpec
+from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees
+from bc_ray.refresh.range_stages import ModelSource
+from bc_ray.store.snapshots import load_entities
+from bc_ray.store.state import VersionRecord
+from bc_ray.store.store import Store
+from bc_ray.store.versions import Candidate, publish_version, register_candidate, reject_version
+from bc_ray.train.config import TrainJobConfig
+from bc_ray.train.gate import ALIGN_SAMPLE, gate
+from bc_ray.train.held_out import HeldOut, held_out_split
+from bc_ray.train.inputs import chain_amplifiers, resolve_method, resolve_model, resolve_spec
+from bc_ray.train.job import TrainOutcome, check_placement, run_config
+from bc_ray.train.loop import _gathered
+from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
+from bc_ray.train.stored_targets import stored_target_rows
+
+logger = logging.getLogger(__name__)
+RESULT_FILE = "sharded-bump.pt"
+
+
+@dataclass(frozen=True)
+class ShardedBump:
+    """What every worker of a sharded bump is given besides its rank."""
+
+    run: ShardedRun
+    held_out: HeldOut
+    method: Method
+    parent: VersionRecord | None
+    model_source: ModelSource | None  # M_{k-1}'s file, to warm-start from
+    amplifiers: list[torch.Tensor] | None  # multi-step alignment's W_{k-1}^j
+
+
+def _check(job: TrainJobConfig, method: Method, parent: VersionRecord | None) -> None:
+    model = resolve_model(job, parent)
+    if model != DEFAULT_FAMILY:
+        raise ConfigError(f"--sharded trains GraphSAGE (its ID tables are what is sharded), not "
+                          f"{model}: train other families without it")
+    if method.posthoc or method.model != "fresh":
+        raise ConfigError(f"{method.title} needs the whole of M_k or M_{{k-1}} in one process; "
+                          "a sharded bump trains a jointly aligned method (bc-aligner, "
+                          "joint-lin-sloss, joint-notrans) or non-bc")
+    if parent is not None and method.joint and job.targets != "stored":
+        raise ConfigError("a sharded bump aligns to the stored ver-(k-1) tables (running "
+                          "M_{k-1} over the whole graph is what it avoids): pass --targets "
+                          "stored")
+
+
+def _id_rows(bump: ShardedBump, rank: int, seen: torch.Tensor) -> torch.Tensor:
+    run = bump.run
+    fresh = initial_id_rows(run.owners, rank, run.spec.hidden_dim, run.train.seed)
+    if bump.model_source is None or run.train.warm_start == "off":
+        return fresh
+    previous = bump.model_source.load()
+    rows = warm_id_rows(previous, run.owners, rank, fresh, seen, run.train.seed)
+    del previous
+    return rows
+
+
+def _targets(bump: ShardedBump, rank: int) -> tuple[ShardedRows, torch.Tensor]:
+    """This worker's rows of the stored ver-(k-1) tables, and the whole mask."""
+    store = Store(bump.run.files.store_uri, bump.run.files.options)
+    state = store.state()
+    entities = load_entities(store, state)
+    values, masks = [], []
+    for entity, first, last, _ in bump.run.owners.spans(rank):
+        rows = stored_target_rows(store, state, bump.parent, entity, entities.entities(entity),
+                                  first, last)
+        values.append(torch.from_numpy(rows.values))
+        masks.append(torch.from_numpy(rows.mask))
+    return ShardedRows(bump.run.owners, torch.cat(values)), torch.cat(masks)
+
+
+def _alignment_metrics(bump: ShardedBump, task: ShardedLinkPredictionTask, model,
+                       transform, targets: ShardedRows, mask: torch.Tensor, rank: int) -> dict:
+    """The alignment error of B_k z_k against z_{k-1} on the entities `score_candidate` draws
+    (the same draw on every worker), each scored by its owner."""
+    held, owners = bump.held_out, bump.run.owners
+    pool = torch.cat([held.user_pool, held.item_pool + owners.num_users])
+    rows = pool[mask[pool]]
+    generator = torch.Generator().manual_seed(bump.run.train.seed)
+    rows = rows[torch.randperm(rows.numel(), generator=generator)[:ALIGN_SAMPLE]]
+    mine = torch.sort(rows[owners.owner(rows) == rank]).values
+    z = sharded_embed(task, model, mine, fanout=-1)
+    weight, bias = transform
+    predicted = z @ torch.from_numpy(weight).T + torch.from_numpy(bias)
+    expected = targets.rows[owners.local_row(mine, rank)]
+    sums = torch.tensor([float((predicted - expected).norm(dim=1).sum()),
+                         float(expected.norm(dim=1).sum()), float(mine.numel())],
+                        dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums)
+    error_sum, norm_sum, count = sums.tolist()
+    error = error_sum / count if count else float("nan")
+    return {"align_error": error,
+            "align_error_rel": error / max(norm_sum / count, 1e-12) if count else float("nan"),
+            "align_sample": int(count)}
+
+
+def _transform(bump: ShardedBump, trainer: VersionTrainer):
+    """B_k as the version keeps it (as `finish_version` makes it)."""
+    if bump.parent is None:
+        return None
+    if bump.method.joint:
+        return trainer.joint.transform.affine()
+    return IdentityTransform(bump.run.spec.output_dim, bump.parent.dim).affine()
+
+
+def sharded_bump_per_worker(config: dict) -> None:
+    bump: ShardedBump = config["bump"]
+    run, held = bump.run, bump.held_out
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    graph = entity_graph(run)
+    rows = run.local_rows(rank)
+    model = sharded_model(run.spec, graph)
+    id_rows = _id_rows(bump, rank, torch.from_numpy(np.diff(rows.crow) > 0))
+    alignment, targets, mask = None, None, None
+    if bump.parent is not None and bump.method.joint:
+        targets, mask = _targets(bump, rank)
+        transform = make_transform(bump.method.transform, run.spec.output_dim, bump.parent.dim)
+        amplifiers = bump.amplifiers if bump.method.alignment == "multi" else None
+        alignment = ShardedAlignment(transform, targets, mask, amplifiers)
+    task = ShardedLinkPredictionTask(model, graph, rows, run.train, id_rows, rank=rank,
+                                     world_size=world, item_pool=held.item_pool)
+    trainer = VersionTrainer(model, graph, run.train, alignment, rank=rank, world_size=world,
+                             task=task)
+    if world > 1:
+        trainer.module = prepare_model(trainer.joint, move_to_device=False)
+    for epoch in range(1, run.train.epochs + 1):
+        stats = trainer.run_epoch(epoch)
+        trainer.history.append(stats)
+        if trainer.is_last(epoch):
+            break
+        ray.train.report(stats)
+
+    if dist.is_available() and dist.is_initialized():
+        for buffer in model.buffers():  # rank 0's (BatchNorm statistics), as the file keeps
+            dist.broadcast(buffer, src=0)
+    fanout = -1  # every neighbour: the full-graph forward the one-table gate scores
+    metrics = {"recall_at_50": sharded_recall(task, model, held.eval_user, held.eval_item,
+                                              fanout, users=held.test_users,
+                                              item_pool=held.item_pool, seed=run.train.seed)}
+    affine = _transform(bump, trainer)
+    if targets is not None:
+        metrics.update(_alignment_metrics(bump, task, model, affine, targets, mask, rank))
+    whole = gathered_model(model, task.ids.weight.detach(), run.owners)
+    checkpoint = None
+    if rank == 0:
+        directory = tempfile.mkdtemp(prefix="bc-ray-sharded-")
+        torch.save({"model": get_family(DEFAULT_FAMILY).to_bytes(whole), "transform": affine,
+                    "metrics": metrics, "history": trainer.history},
+                   os.path.join(directory, RESULT_FILE))
+        checkpoint = ray.train.Checkpoint.from_directory(directory)
+    held_bytes = task.nbytes
+    ray.train.report({**stats, "worker_graph_bytes": _gathered(str(held_bytes["graph_rows"])),
+                      "worker_id_bytes": _gathered(str(held_bytes["id_rows"]))},
+                     checkpoint=checkpoint)
+
+
+def _plan(job: TrainJobConfig, store: Store, parent: VersionRecord | None,
+          spec: VersionSpec, method: Method) -> ShardedBump:
+    state = store.state()
+    entities = load_entities(store, state)
+    files = EdgeFiles.of(store, state, entities.num_users, entities.num_items)
+    degrees = count_degrees(files, 1.0, None)
+    target_dim = parent.dim if parent is not None and method.joint else 0
+    owners = plan_owners(files, job.num_workers, row_bytes(spec, target_dim),
+                         job.train.user_uniform, degrees=degrees)
+    held = held_out_split(files, degrees, job.holdout_days, job.holdout, job.train.seed,
+                          job.max_eval_users)
+    logger.info("sharded bump: %d workers, held out %s: %d edges of %d test users", job.num_workers,
+                held.window, held.eval_user.numel(), held.test_users.numel())
+    source = None
+    if parent is not None and not parent.external:
+        source = ModelSource.of(store, state, parent)
+    amplifiers = chain_amplifiers(store, state, parent) if parent is not None else None
+    run = ShardedRun(files, owners, spec, job.train, held.start, held)
+    return ShardedBump(run, held, method, parent, source, amplifiers)
+
+
+def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
+    started = time.perf_counter()
+    method = resolve_method(job.method)
+    store = Store(job.store)
+    state = store.state()
+    parent = state.version() if state.current_version is not None else None
+    _check(job, method, parent)
+    family = get_family(DEFAULT_FAMILY)
+    spec = resolve_spec(job, DEFAULT_FAMILY, family, method, parent)
+    if not spec.id_embeddings:
+        raise ConfigError("--sharded shards the ID tables: the spec has none (id_embeddings)")
+    check_placement(job)
+    bump = _plan(job, store, parent, spec, method)
+    name = job.run_name or f"sharded-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    result = TorchTrainer(
+        sharded_bump_per_worker, train_loop_config={"bump": bump},
+        scaling_config=ScalingConfig(num_workers=job.num_workers,
+                                     resources_per_worker={"CPU": job.cpus_per_worker}),
+        run_config=run_config(store, name, job)).fit()
+    if result.error is not None:
+        raise TrainingError(f"sharded training run {name} failed: {result.error}")
+    if result.checkpoint is None:
+        raise TrainingError(f"sharded training run {name} ended without its model")
+    with result.checkpoint.as_directory() as directory:
+        saved = torch.load(os.path.join(directory, RESULT_FILE), weights_only=False)
+    history = saved["history"]
+    steady = history[1:] or history
+    seconds = sum(h["seconds"] for h in steady)
+    metrics = {**saved["metrics"], "run_name": name, "epochs": len(history),
+               "selected_epoch": len(history), "sharded": True,
+               "train_seconds": sum(h["seconds"] for h in history),
+               "edges_per_second": (sum(h["edges"] for h in steady) * job.num_workers / seconds
+                                    if seconds else None),
+               "wall_seconds": time.perf_counter() - started, "num_workers": job.num_workers,
+               "worker_graph_bytes": [int(b) for b in result.metrics["worker_graph_bytes"]],
+               "worker_id_bytes": [int(b) for b in result.metrics["worker_id_bytes"]]}
+    reasons = gate(metrics, job.gate)
+    candidate = register_candidate(store, Candidate(
+        parent=parent.version if parent else None, dim=spec.output_dim, method=method.name,
+        spec=spec.to_dict(), family=DEFAULT_FAMILY, snapshot_id=state.current_snapshot,
+        cutoff=state.snapshot().cutoff, model=saved["model"], transform=saved["transform"],
+        metrics=metrics))
+    if reasons:
+        reject_version(store, candidate.version, reasons)
+        return TrainOutcome(candidate.version, "rejected", metrics, reasons, name, history)
+    publish_version(store, candidate.version)
+    return TrainOutcome(candidate.version, "published", metrics, [], name, history)

@@ -1,0 +1,101 @@
+"""`bc-ray train --sharded` on a real local Ray cluster over ingested batches: version 0 and a
+warm-started BC-Aligner version 1 aligned to the stored ver-0 tables, each trained by two
+workers that hold only their share; the scores its workers compute together equal the one-table
+gate's scores of the same registered model on the same split, and the refresh reads its model
+file. Requests it cannot serve are refused before any worker starts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from typer.testing import CliRunner
+
+from bc_ray import read_embeddings
+from bc_ray.cli.main import app
+from bc_ray.core.train_config import TrainConfig
+from bc_ray.exceptions import ConfigError
+from bc_ray.ingest.batch import ingest
+from bc_ray.ingest.read import BatchInput
+from bc_ray.models.graphsage.serialization import model_from_bytes
+from bc_ray.models.graphsage.spec import VersionSpec
+from bc_ray.refresh.config import RefreshConfig
+from bc_ray.refresh.job import run_refresh
+from bc_ray.store.snapshots import load_snapshot
+from bc_ray.store.store import Store
+from bc_ray.store.versions import load_model_bytes
+from bc_ray.train.config import GateConfig, TrainJobConfig
+from bc_ray.train.gate import score_candidate
+from bc_ray.train.inputs import load_inputs, previous_version
+from bc_ray.train.job import run_training
+from tests.data.test_ingest import put
+from tests.train.test_held_out import MAPPING, _days
+
+pytestmark = pytest.mark.ray
+TRAIN = TrainConfig(epochs=2, batch_size=256, lr=1e-2, fanout=5, max_steps=8, warm_start="mean")
+
+
+def _job(uri: str, **changes) -> TrainJobConfig:
+    job = TrainJobConfig(store=uri, num_workers=2, spec=VersionSpec(hidden_dim=16),
+                         train=TRAIN, holdout_days=4, max_eval_users=0, targets="stored",
+                         sharded=True, gate=GateConfig(max_align_error_rel=5.0))
+    return dataclasses.replace(job, **changes)
+
+
+def _one_table_scores(uri: str, version: int) -> dict:
+    """The one-table gate's scores of the registered `version` (its split, the same seed)."""
+    store = Store(uri)
+    state = store.state()
+    record = state.version(version)
+    inputs = load_inputs(_job(uri, sharded=False, targets="model"), with_previous_model=False)
+    previous = None
+    if record.parent is not None:
+        previous = previous_version(store, state, state.version(record.parent), inputs.snapshot,
+                                    "stored", with_model=False)
+    model = model_from_bytes(load_model_bytes(store, version, state))
+    transform = store.chain(version, state)[record.parent] if record.parent is not None else None
+    return score_candidate(model, transform, inputs.split, previous, seed=TRAIN.seed)
+
+
+def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
+    uri = f"file://{tmp_path}/store"
+    store = Store(uri)
+    days = _days(small_raw)
+    for day, frame in enumerate(days[:3]):
+        ingest(store, BatchInput(edges=put(store, f"landing/d{day}.parquet", frame)), MAPPING)
+
+    first = run_training(_job(uri))
+    assert first.status == "published", first.reasons
+    expected = _one_table_scores(uri, first.version)
+    assert first.metrics["recall_at_50"] == pytest.approx(expected["recall_at_50"], abs=1e-6)
+    graph_bytes = first.metrics["worker_graph_bytes"]
+    assert len(graph_bytes) == 2 and max(graph_bytes) < 0.75 * sum(graph_bytes)
+    run_refresh(RefreshConfig(store=uri, mode="full", num_tasks=1, block_nodes=256))
+
+    ingest(store, BatchInput(edges=put(store, "landing/d3.parquet", days[3])), MAPPING)
+    with pytest.raises(ConfigError, match="pass --targets stored"):
+        run_training(_job(uri, targets="model"))
+    with pytest.raises(ConfigError, match="needs the whole of M_k"):
+        run_training(_job(uri, method="post-lin-mloss"))
+    second = run_training(_job(uri))
+    assert second.status == "published", second.reasons
+    expected = _one_table_scores(uri, second.version)
+    for name in ("recall_at_50", "align_error", "align_error_rel"):
+        assert second.metrics[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
+    assert second.metrics["align_sample"] == expected["align_sample"] > 0
+    assert second.metrics["sharded"] and second.metrics["selected_epoch"] == second.metrics["epochs"]
+
+    refreshed = run_refresh(RefreshConfig(store=uri, mode="full", num_tasks=1, block_nodes=256))
+    assert refreshed.version == second.version
+    snapshot = load_snapshot(store)
+    assert read_embeddings(uri, "user").height == snapshot.num_users
+    assert read_embeddings(uri, "item", version=0).height == snapshot.num_items
+
+
+@pytest.mark.parametrize("options,message", [(["--num-workers", "0"], "--num-workers >= 1"),
+                                             (["--use-gpu"], "drop --use-gpu")])
+def test_sharded_cli_refuses_what_it_cannot_shard(tmp_path, options, message):
+    result = CliRunner().invoke(app, ["train", "--store", f"file://{tmp_path}/none",
+                                      "--sharded", *options])
+    # Raised before any cluster starts; the console entry prints it as one line.
+    assert isinstance(result.exception, ConfigError) and message in str(result.exception)
