@@ -131,10 +131,9 @@ class VersionTrainer:
         unless `task` is given (sharded training builds its own: `ShardedLinkPredictionTask`)."""
         if task is None and graph.num_edges == 0:
             raise TrainingError("the training graph has no edges")
-        if task is not None and (evaluator is not None or torch.device(device).type != "cpu"):
-            # Its rows live in the task: selection and checkpoints (`state`) hold `joint` only.
+        if task is not None and torch.device(device).type != "cpu":
             raise TrainingError("a task built outside the trainer (sharded ID rows) trains on "
-                                "the CPU without evaluation or model selection for now")
+                                "the CPU: its rows are exchanged over gloo")
         self.device = torch.device(device)
         self.config, self.evaluator = config, evaluator
         self.alignment = alignment if alignment is None else alignment.to(self.device)
@@ -157,6 +156,7 @@ class VersionTrainer:
             self.optimizer = torch.optim.Adam(self.joint.parameters(), lr=config.lr)
         self.history: list[dict] = []
         self._best_state: dict | None = None
+        self._best_rows = None  # a sharded task's own ID rows at the selected epoch
         self._best = {"epoch": 0, "recall": -math.inf, "metrics": {}}
         self._min_align = math.inf
         self._stale_evaluations = 0
@@ -259,7 +259,14 @@ class VersionTrainer:
             return False
         self._best = {"epoch": epoch, "recall": metrics["recall"], "metrics": dict(metrics)}
         self._best_state = copy.deepcopy(self.joint.state_dict())
+        if self._rows_outside:
+            self._best_rows = self.task.rows_state()
         return True
+
+    @property
+    def _rows_outside(self) -> bool:
+        """The task keeps trainable rows outside `joint` (sharded ID rows)."""
+        return hasattr(self.task, "rows_state")
 
     def fit(self, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
         for epoch in range(1, self.config.epochs + 1):
@@ -276,6 +283,8 @@ class VersionTrainer:
     def result(self) -> TrainResult:
         if self._best_state is not None:
             self.joint.load_state_dict(self._best_state)
+            if self._best_rows is not None:
+                self.task.load_rows_state(self._best_rows)
         self.model.eval()
         return TrainResult(model=self.model, transform=self.joint.transform, history=self.history,
                            selected_epoch=self._best["epoch"] or (
@@ -285,6 +294,8 @@ class VersionTrainer:
 
     def state(self) -> dict:
         """Everything needed to resume (for checkpoints)."""
+        if self._rows_outside:
+            raise TrainingError("checkpoints of sharded ID rows are not written yet")
         return {"joint": self.joint.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "best_state": self._best_state, "best": self._best, "min_align": self._min_align,
                 "history": self.history, "stale_evaluations": self._stale_evaluations,

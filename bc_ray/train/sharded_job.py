@@ -11,8 +11,9 @@ the same sample of entities the one-table gate draws. Rank 0 then gathers M_k in
 file, the one moment a process holds the whole tables, as the file does; the driver gates and
 registers it as `bc-ray train` does.
 
-Not yet here: model selection over epochs (the last epoch's model is scored), checkpoints to
-resume from (a restarted group starts again), the parent's Recall@50 for the relative gate
+Model selection is the one-table bump's: every `eval_every` epochs the workers score the
+validation users together, and the selected epoch's dense weights and ID rows are kept. Not yet
+here: checkpoints to resume from (a restarted group starts again), the parent's Recall@50 for the relative gate
 (M_{k-1} would have to be run over the sharded graph too), and GPUs (rows are exchanged over
 gloo).
 """
@@ -59,12 +60,13 @@ from bc_ray.train.gate import ALIGN_SAMPLE, gate
 from bc_ray.train.held_out import HeldOut, held_out_split
 from bc_ray.train.inputs import chain_amplifiers, resolve_method, resolve_model, resolve_spec
 from bc_ray.train.job import TrainOutcome, check_placement, run_config
-from bc_ray.train.loop import _gathered
+from bc_ray.train.loop import _gathered, _log_progress
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
 
 logger = logging.getLogger(__name__)
 RESULT_FILE = "sharded-bump.pt"
+FANOUT = -1  # scoring embeds from every neighbour: the full-graph forward the one-table gate runs
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def _alignment_metrics(bump: ShardedBump, task: ShardedLinkPredictionTask, model
     generator = torch.Generator().manual_seed(bump.run.train.seed)
     rows = rows[torch.randperm(rows.numel(), generator=generator)[:ALIGN_SAMPLE]]
     mine = torch.sort(rows[owners.owner(rows) == rank]).values
-    z = sharded_embed(task, model, mine, fanout=-1)
+    z = sharded_embed(task, model, mine, FANOUT)
     weight, bias = transform
     predicted = z @ torch.from_numpy(weight).T + torch.from_numpy(bias)
     expected = targets.rows[owners.local_row(mine, rank)]
@@ -143,6 +145,14 @@ def _alignment_metrics(bump: ShardedBump, task: ShardedLinkPredictionTask, model
     return {"align_error": error,
             "align_error_rel": error / max(norm_sum / count, 1e-12) if count else float("nan"),
             "align_sample": int(count)}
+
+
+def _rank0_buffers(model) -> None:
+    """Every worker scores with rank 0's buffers (BatchNorm statistics), which the file keeps:
+    in sampled training each worker's follow its own last batch."""
+    if dist.is_available() and dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def _transform(bump: ShardedBump, trainer: VersionTrainer):
@@ -171,24 +181,38 @@ def sharded_bump_per_worker(config: dict) -> None:
         alignment = ShardedAlignment(transform, targets, mask, amplifiers)
     task = ShardedLinkPredictionTask(model, graph, rows, run.train, id_rows, rank=rank,
                                      world_size=world, item_pool=held.item_pool)
-    trainer = VersionTrainer(model, graph, run.train, alignment, rank=rank, world_size=world,
-                             task=task)
+
+    def validate(model, transform) -> dict:
+        """Selection's scores, computed by every worker together (the calls are collectives)."""
+        _rank0_buffers(model)
+        metrics = {"recall": sharded_recall(task, model, held.eval_user, held.eval_item, FANOUT,
+                                            users=held.val_users, item_pool=held.item_pool,
+                                            seed=run.train.seed)}
+        if targets is not None:
+            aligned = _alignment_metrics(bump, task, model, transform.affine(), targets, mask,
+                                         rank)
+            metrics["align_error"] = aligned["align_error"]
+        return metrics
+
+    trainer = VersionTrainer(model, graph, run.train, alignment, validate, rank=rank,
+                             world_size=world, task=task)
     if world > 1:
         trainer.module = prepare_model(trainer.joint, move_to_device=False)
     for epoch in range(1, run.train.epochs + 1):
-        stats = trainer.run_epoch(epoch)
+        stats = trainer.run_epoch(epoch, _log_progress if rank == 0 else None)
+        if trainer.should_evaluate(epoch):
+            stats.update(trainer.evaluate(epoch))
         trainer.history.append(stats)
-        if trainer.is_last(epoch):
+        if trainer.is_last(epoch) or trainer.converged:
             break
         ray.train.report(stats)
+    selected = trainer.result()  # the selected epoch's dense weights and ID rows
 
-    if dist.is_available() and dist.is_initialized():
-        for buffer in model.buffers():  # rank 0's (BatchNorm statistics), as the file keeps
-            dist.broadcast(buffer, src=0)
-    fanout = -1  # every neighbour: the full-graph forward the one-table gate scores
+    _rank0_buffers(model)
     metrics = {"recall_at_50": sharded_recall(task, model, held.eval_user, held.eval_item,
-                                              fanout, users=held.test_users,
-                                              item_pool=held.item_pool, seed=run.train.seed)}
+                                              FANOUT, users=held.test_users,
+                                              item_pool=held.item_pool, seed=run.train.seed),
+               "selected_epoch": selected.selected_epoch}
     affine = _transform(bump, trainer)
     if targets is not None:
         metrics.update(_alignment_metrics(bump, task, model, affine, targets, mask, rank))
@@ -256,7 +280,7 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     steady = history[1:] or history
     seconds = sum(h["seconds"] for h in steady)
     metrics = {**saved["metrics"], "run_name": name, "epochs": len(history),
-               "selected_epoch": len(history), "sharded": True,
+               "sharded": True,
                "train_seconds": sum(h["seconds"] for h in history),
                "edges_per_second": (sum(h["edges"] for h in steady) * job.num_workers / seconds
                                     if seconds else None),

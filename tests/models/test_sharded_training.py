@@ -3,6 +3,7 @@ data-parallel training that replicates both: same losses, same ID rows, same den
 several BC-Aligner steps (fanouts of -1 make both samples exact, so they must agree). Each rank
 holds only its own users' and items' CSR rows, ID rows, Adam moments and alignment targets."""
 
+import dataclasses
 import os
 
 import pytest
@@ -213,9 +214,20 @@ def test_sharded_task_refuses_a_mismatched_group(graph):
     model = sharded_model(SPEC, graph)
     task = ShardedLinkPredictionTask(model, graph, rows, CONFIG,
                                      torch.zeros(alone.num_rows(0), SPEC.hidden_dim))
-    # Selection would restore the dense weights without the task's rows: refused.
-    with pytest.raises(TrainingError, match="without evaluation or model selection"):
-        VersionTrainer(model, graph, CONFIG, task=task, evaluator=lambda m, t: {})
+    # Selection restores the task's rows with the dense weights: epoch 1 scores best.
+    recalls, seen = iter([0.5, 0.1]), []
+
+    def evaluate(model, transform) -> dict:
+        seen.append(task.rows_state())
+        return {"recall": next(recalls)}
+
+    trainer = VersionTrainer(model, graph, dataclasses.replace(CONFIG, epochs=2, eval_every=1),
+                             task=task, evaluator=evaluate)
+    result = trainer.fit()
+    assert result.selected_epoch == 1 and result.stopped_epoch == 2
+    assert torch.equal(task.rows_state(), seen[0]) and not torch.equal(seen[0], seen[1])
+    with pytest.raises(TrainingError, match="checkpoints of sharded ID rows"):
+        trainer.state()
 
 
 NEW_USERS, NEW_ITEMS, UNTRAINED = 4, 2, 10

@@ -166,6 +166,14 @@ class ShardedLinkPredictionTask:
         loss = bpr + self.config.reg * embedding_l2(z_user, z_pos, z_neg)
         return TaskStep(loss, nodes, z, parts={"bpr": bpr.detach()})
 
+    def rows_state(self) -> torch.Tensor:
+        """This worker's ID rows as they are now (model selection keeps the best epoch's)."""
+        return self.ids.weight.detach().clone()
+
+    def load_rows_state(self, rows: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.ids.weight.copy_(rows)
+
     def after_backward(self) -> None:
         """Send the ID rows' gradients to their owners, which step their rows."""
         self.ids.apply_gradients()
