@@ -55,7 +55,7 @@ def worker(config: dict) -> None:
     from bc_ray.core.row_shards import ShardedRows
     from bc_ray.core.trainer import Alignment, ShardedAlignment, VersionTrainer
     from bc_ray.core.transforms import make_transform
-    from bc_ray.train.loop import _gathered
+    from bc_ray.train.loop import gathered
     from bc_ray.train.sharded import ShardedRun, row_bytes, sharded_trainer
 
     run: ShardedRun = config["run"]
@@ -104,7 +104,7 @@ def worker(config: dict) -> None:
             "floor_mb": floor / MB, "setup_private_mb": after_setup / MB,
             "must_hold_mb": holds / MB, "loss": stats["loss"]}
     checkpoint = ray.train.Checkpoint.from_directory(tempfile.mkdtemp()) if rank == 0 else None
-    ray.train.report({"ranks": _gathered(json.dumps(mine))}, checkpoint=checkpoint)
+    ray.train.report({"ranks": gathered(json.dumps(mine))}, checkpoint=checkpoint)
 
 
 def _private() -> int:

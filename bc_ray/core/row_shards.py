@@ -249,6 +249,15 @@ class ShardedEmbedding(nn.Module):
         self.optimizer.step()
         self.weight.grad = None
 
+    def checkpoint(self) -> dict:
+        """This worker's rows and their Adam state, to resume from."""
+        return {"weight": self.weight.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def restore(self, saved: dict) -> None:
+        with torch.no_grad():
+            self.weight.copy_(saved["weight"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+
     @property
     def nbytes(self) -> int:
         """This worker's rows and their Adam moments."""

@@ -294,12 +294,13 @@ class VersionTrainer:
 
     def state(self) -> dict:
         """Everything needed to resume (for checkpoints)."""
-        if self._rows_outside:
-            raise TrainingError("checkpoints of sharded ID rows are not written yet")
-        return {"joint": self.joint.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "best_state": self._best_state, "best": self._best, "min_align": self._min_align,
-                "history": self.history, "stale_evaluations": self._stale_evaluations,
-                "steps_done": self.steps_done}
+        state = {"joint": self.joint.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "best_state": self._best_state, "best": self._best, "min_align": self._min_align,
+                 "history": self.history, "stale_evaluations": self._stale_evaluations,
+                 "steps_done": self.steps_done}
+        if self._rows_outside:  # this worker's own: each worker writes its state
+            state.update(rows=self.task.ids.checkpoint(), best_rows=self._best_rows)
+        return state
 
     def load_state(self, state: dict) -> None:
         self.joint.load_state_dict(state["joint"])
@@ -308,3 +309,6 @@ class VersionTrainer:
         self._min_align, self.history = state["min_align"], state["history"]
         self._stale_evaluations = state.get("stale_evaluations", 0)
         self.steps_done = state.get("steps_done", 0)
+        if self._rows_outside:
+            self.task.ids.restore(state["rows"])
+            self._best_rows = state["best_rows"]

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from bc_ray.core.version import prepare_trainer, split_evaluator
-from bc_ray.train.config import TrainJobConfig
+from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.inputs import load_inputs
 
 CHECKPOINT_FILE = "trainer.pt"
@@ -38,7 +38,7 @@ def parameter_checksum(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _gathered(value: str) -> list[str]:
+def gathered(value: str) -> list[str]:
     """`value` of every rank, in rank order."""
     if not (dist.is_available() and dist.is_initialized()):
         return [value]
@@ -47,8 +47,8 @@ def _gathered(value: str) -> list[str]:
     return gathered
 
 
-def _maybe_inject_fault(job: TrainJobConfig, rank: int, epoch: int) -> None:
-    fault = job.fault
+def inject_fault(fault: FaultInjection | None, rank: int, epoch: int) -> None:
+    """A test's crash of worker `rank` after `epoch`, once (its marker file says it happened)."""
     if fault is None or fault.rank != rank or fault.epoch != epoch:
         return
     marker = Path(fault.marker)
@@ -58,7 +58,7 @@ def _maybe_inject_fault(job: TrainJobConfig, rank: int, epoch: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _log_progress(step: dict) -> None:
+def log_progress(step: dict) -> None:
     """Within a long epoch, rank 0 prints where it is into the job's log."""
     print(f"epoch {step['epoch']}: step {step['step']}/{step['steps']}, "
           f"{step['edges_per_s']:,.0f} edges/s on this worker, epoch ETA {step['eta_s']:.0f} s",
@@ -100,16 +100,16 @@ def train_loop_per_worker(config: dict) -> None:
 
     epochs = job.train.epochs
     for epoch in range(start, epochs + 1):
-        stats = trainer.run_epoch(epoch, _log_progress if rank == 0 else None)
+        stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
         if trainer.should_evaluate(epoch):
             stats.update(trainer.evaluate(epoch))
         trainer.history.append(stats)
-        _maybe_inject_fault(job, rank, epoch)
+        inject_fault(job.fault, rank, epoch)
         stats["resumed_from"] = resumed_from
         last = trainer.is_last(epoch)  # the epochs, or the step budget, are spent
         if last:
-            stats["param_checksums"] = _gathered(parameter_checksum(trainer.joint))
-            stats["worker_nodes"] = _gathered(ray.get_runtime_context().get_node_id())
+            stats["param_checksums"] = gathered(parameter_checksum(trainer.joint))
+            stats["worker_nodes"] = gathered(ray.get_runtime_context().get_node_id())
         attach = rank == 0 and (epoch % job.checkpoint_every == 0 or last)
         ray.train.report(stats, checkpoint=_save(trainer, epoch, resumed_from) if attach else None)
         if last:

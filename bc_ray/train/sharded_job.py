@@ -12,8 +12,9 @@ file, the one moment a process holds the whole tables, as the file does; the dri
 registers it as `bc-ray train` does.
 
 Model selection is the one-table bump's: every `eval_every` epochs the workers score the
-validation users together, and the selected epoch's dense weights and ID rows are kept. Not yet
-here: checkpoints to resume from (a restarted group starts again), the parent's Recall@50 for the relative gate
+validation users together, and the selected epoch's dense weights and ID rows are kept. Every
+`checkpoint_every` epochs each worker writes its own part of the checkpoint (its rows with their
+Adam state, and the dense state), which a restarted group resumes from. Not yet here: the parent's Recall@50 for the relative gate
 (M_{k-1} would have to be run over the sharded graph too), and GPUs (rows are exchanged over
 gloo).
 """
@@ -55,12 +56,12 @@ from bc_ray.store.snapshots import load_entities
 from bc_ray.store.state import VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.versions import Candidate, publish_version, register_candidate, reject_version
-from bc_ray.train.config import TrainJobConfig
+from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.gate import ALIGN_SAMPLE, gate
 from bc_ray.train.held_out import HeldOut, held_out_split
 from bc_ray.train.inputs import chain_amplifiers, resolve_method, resolve_model, resolve_spec
 from bc_ray.train.job import TrainOutcome, check_placement, run_config
-from bc_ray.train.loop import _gathered, _log_progress
+from bc_ray.train.loop import gathered, inject_fault, log_progress
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
 
@@ -79,6 +80,8 @@ class ShardedBump:
     parent: VersionRecord | None
     model_source: ModelSource | None  # M_{k-1}'s file, to warm-start from
     amplifiers: list[torch.Tensor] | None  # multi-step alignment's W_{k-1}^j
+    checkpoint_every: int = 5
+    fault: FaultInjection | None = None  # tests: a worker that crashes once
 
 
 def _check(job: TrainJobConfig, method: Method, parent: VersionRecord | None) -> None:
@@ -164,6 +167,34 @@ def _transform(bump: ShardedBump, trainer: VersionTrainer):
     return IdentityTransform(bump.run.spec.output_dim, bump.parent.dim).affine()
 
 
+def _worker_file(rank: int) -> str:
+    return f"worker-{rank:05d}.pt"
+
+
+def _save(trainer: VersionTrainer, epoch: int, rank: int) -> ray.train.Checkpoint:
+    """This worker's part of the epoch's checkpoint: its rows, their Adam state and the dense
+    state (Ray Train merges the workers' files into one checkpoint)."""
+    directory = tempfile.mkdtemp(prefix="bc-ray-ckpt-")
+    torch.save({**trainer.state(), "epoch": epoch}, os.path.join(directory, _worker_file(rank)))
+    return ray.train.Checkpoint.from_directory(directory)
+
+
+def _resume(trainer: VersionTrainer, rank: int) -> tuple[int, int | None]:
+    """(first epoch to run, the epoch resumed from): a restarted group picks up its latest
+    checkpoint, each worker its own file."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 1, None
+    with checkpoint.as_directory() as directory:
+        path = os.path.join(directory, _worker_file(rank))
+        if not os.path.exists(path):
+            raise TrainingError(f"checkpoint {checkpoint.path} lacks worker {rank}'s rows: it "
+                                "was written by a group of another size")
+        saved = torch.load(path, weights_only=False)
+    trainer.load_state(saved)
+    return saved["epoch"] + 1, saved["epoch"] + 1
+
+
 def sharded_bump_per_worker(config: dict) -> None:
     bump: ShardedBump = config["bump"]
     run, held = bump.run, bump.held_out
@@ -198,14 +229,18 @@ def sharded_bump_per_worker(config: dict) -> None:
                              world_size=world, task=task)
     if world > 1:
         trainer.module = prepare_model(trainer.joint, move_to_device=False)
-    for epoch in range(1, run.train.epochs + 1):
-        stats = trainer.run_epoch(epoch, _log_progress if rank == 0 else None)
+    start, resumed_from = _resume(trainer, rank)
+    for epoch in range(start, run.train.epochs + 1):
+        stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
         if trainer.should_evaluate(epoch):
             stats.update(trainer.evaluate(epoch))
         trainer.history.append(stats)
+        inject_fault(bump.fault, rank, epoch)
+        stats["resumed_from"] = resumed_from
         if trainer.is_last(epoch) or trainer.converged:
             break
-        ray.train.report(stats)
+        attach = epoch % bump.checkpoint_every == 0
+        ray.train.report(stats, checkpoint=_save(trainer, epoch, rank) if attach else None)
     selected = trainer.result()  # the selected epoch's dense weights and ID rows
 
     _rank0_buffers(model)
@@ -225,8 +260,8 @@ def sharded_bump_per_worker(config: dict) -> None:
                    os.path.join(directory, RESULT_FILE))
         checkpoint = ray.train.Checkpoint.from_directory(directory)
     held_bytes = task.nbytes
-    ray.train.report({**stats, "worker_graph_bytes": _gathered(str(held_bytes["graph_rows"])),
-                      "worker_id_bytes": _gathered(str(held_bytes["id_rows"]))},
+    ray.train.report({**stats, "worker_graph_bytes": gathered(str(held_bytes["graph_rows"])),
+                      "worker_id_bytes": gathered(str(held_bytes["id_rows"]))},
                      checkpoint=checkpoint)
 
 
@@ -248,7 +283,8 @@ def _plan(job: TrainJobConfig, store: Store, parent: VersionRecord | None,
         source = ModelSource.of(store, state, parent)
     amplifiers = chain_amplifiers(store, state, parent) if parent is not None else None
     run = ShardedRun(files, owners, spec, job.train, held.start, held)
-    return ShardedBump(run, held, method, parent, source, amplifiers)
+    return ShardedBump(run, held, method, parent, source, amplifiers, job.checkpoint_every,
+                       job.fault)
 
 
 def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
@@ -282,6 +318,7 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     metrics = {**saved["metrics"], "run_name": name, "epochs": len(history),
                "sharded": True,
                "train_seconds": sum(h["seconds"] for h in history),
+               "resumed_from": result.metrics.get("resumed_from"),
                "edges_per_second": (sum(h["edges"] for h in steady) * job.num_workers / seconds
                                     if seconds else None),
                "wall_seconds": time.perf_counter() - started, "num_workers": job.num_workers,

@@ -226,8 +226,16 @@ def test_sharded_task_refuses_a_mismatched_group(graph):
     result = trainer.fit()
     assert result.selected_epoch == 1 and result.stopped_epoch == 2
     assert torch.equal(task.rows_state(), seen[0]) and not torch.equal(seen[0], seen[1])
-    with pytest.raises(TrainingError, match="checkpoints of sharded ID rows"):
-        trainer.state()
+    # A checkpoint holds the worker's rows, their Adam state and the selected rows.
+    saved = trainer.state()
+    again = VersionTrainer(model, graph, CONFIG, task=ShardedLinkPredictionTask(
+        model, graph, rows, CONFIG, torch.zeros(alone.num_rows(0), SPEC.hidden_dim)))
+    again.load_state(saved)
+    assert torch.equal(again.task.rows_state(), task.rows_state())
+    assert int(again.task.ids.optimizer.state_dict()["state"][0]["step"]) == trainer.steps_done
+    again.task.load_rows_state(seen[1])
+    again.result()  # the selected epoch's rows again
+    assert torch.equal(again.task.rows_state(), seen[0])
 
 
 NEW_USERS, NEW_ITEMS, UNTRAINED = 4, 2, 10

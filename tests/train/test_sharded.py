@@ -21,7 +21,7 @@ from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.refresh.range_graphs import EdgeFiles
 from bc_ray.store.snapshots import publish_snapshot
 from bc_ray.store.store import Store
-from bc_ray.train.loop import _gathered, parameter_checksum
+from bc_ray.train.loop import gathered, parameter_checksum
 from bc_ray.train.sharded import ShardedRun, plan_owners, row_bytes, sharded_trainer
 
 pytestmark = pytest.mark.ray
@@ -50,10 +50,10 @@ def _worker(config: dict) -> None:
     checkpoint = ray.train.Checkpoint.from_directory(tempfile.mkdtemp()) if rank == 0 else None
     ray.train.report({
         **{k: stats[k] for k in ("loss", "align", "steps", "edges")},
-        "rows": _gathered(str(owned)), "moved": _gathered(str(moved)),
-        "ends": _gathered(str(trainer.task.rows.neighbours.size)),
-        "id_bytes": _gathered(str(held["id_rows"])),
-        "checksums": _gathered(parameter_checksum(trainer.joint))}, checkpoint=checkpoint)
+        "rows": gathered(str(owned)), "moved": gathered(str(moved)),
+        "ends": gathered(str(trainer.task.rows.neighbours.size)),
+        "id_bytes": gathered(str(held["id_rows"])),
+        "checksums": gathered(parameter_checksum(trainer.joint))}, checkpoint=checkpoint)
 
 
 def test_two_workers_train_on_their_own_rows_of_a_stored_snapshot(ray_cluster, small_snapshot,

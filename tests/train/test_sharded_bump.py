@@ -1,6 +1,6 @@
 """`bc-ray train --sharded` on a real local Ray cluster over ingested batches: version 0 and a
 warm-started BC-Aligner version 1 aligned to the stored ver-0 tables, each trained by two
-workers that hold only their share; the scores its workers compute together equal the one-table
+workers that hold only their share, version 1 through a worker's crash and resume; the scores its workers compute together equal the one-table
 gate's scores of the same registered model on the same split, and the refresh reads its model
 file. Requests it cannot serve are refused before any worker starts."""
 
@@ -24,7 +24,7 @@ from bc_ray.refresh.job import run_refresh
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.store import Store
 from bc_ray.store.versions import load_model_bytes
-from bc_ray.train.config import GateConfig, TrainJobConfig
+from bc_ray.train.config import FaultInjection, GateConfig, TrainJobConfig
 from bc_ray.train.gate import score_candidate
 from bc_ray.train.inputs import load_inputs, previous_version
 from bc_ray.train.job import run_training
@@ -78,14 +78,20 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
         run_training(_job(uri, targets="model"))
     with pytest.raises(ConfigError, match="needs the whole of M_k"):
         run_training(_job(uri, method="post-lin-mloss"))
-    second = run_training(_job(uri))
+    # Worker 1 dies after epoch 3: the group restarts from a checkpoint (epoch 2's, or epoch 1's
+    # if Ray had not registered epoch 2's when it saw the worker die), each worker from its own
+    # rows, and ends scored as the one-table gate scores the registered model.
+    crash = FaultInjection(rank=1, epoch=3, marker=str(tmp_path / "crashed"))
+    second = run_training(_job(uri, train=dataclasses.replace(TRAIN, epochs=4),
+                               checkpoint_every=1, fault=crash))
+    assert (tmp_path / "crashed").exists() and second.metrics["resumed_from"] in (2, 3)
     assert second.status == "published", second.reasons
     expected = _one_table_scores(uri, second.version)
     for name in ("recall_at_50", "align_error", "align_error_rel"):
         assert second.metrics[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
     assert second.metrics["align_sample"] == expected["align_sample"] > 0
-    assert second.metrics["sharded"] and second.metrics["epochs"] == 3
-    assert [h["epoch"] for h in second.history] == [1, 2, 3]
+    assert second.metrics["sharded"] and second.metrics["epochs"] == 4
+    assert [h["epoch"] for h in second.history] == [1, 2, 3, 4]
     assert all("recall" in h and "align_error" in h for h in second.history)
     min_align, best = float("inf"), None  # the selection rule, replayed on what it saw
     for h in second.history:
