@@ -14,9 +14,9 @@ registers it as `bc-ray train` does.
 Model selection is the one-table bump's: every `eval_every` epochs the workers score the
 validation users together, and the selected epoch's dense weights and ID rows are kept. Every
 `checkpoint_every` epochs each worker writes its own part of the checkpoint (its rows with their
-Adam state, and the dense state), which a restarted group resumes from. Not yet here: the parent's Recall@50 for the relative gate
-(M_{k-1} would have to be run over the sharded graph too), and GPUs (rows are exchanged over
-gloo).
+Adam state, and the dense state), which a restarted group resumes from. The relative gate's
+parent Recall@50 runs M_{k-1} over the same sharded graph, its tables mapped. Not yet here:
+GPUs (rows are exchanged over gloo).
 """
 
 from __future__ import annotations
@@ -248,6 +248,10 @@ def sharded_bump_per_worker(config: dict) -> None:
                                               FANOUT, users=held.test_users,
                                               item_pool=held.item_pool, seed=run.train.seed),
                "selected_epoch": selected.selected_epoch}
+    if bump.model_source is not None:  # the relative gate's: M_{k-1} on the same graph
+        metrics["parent_recall_at_50"] = sharded_recall(
+            task, bump.model_source.load(), held.eval_user, held.eval_item, FANOUT,
+            users=held.test_users, item_pool=held.item_pool, seed=run.train.seed)
     affine = _transform(bump, trainer)
     if targets is not None:
         metrics.update(_alignment_metrics(bump, task, model, affine, targets, mask, rank))

@@ -25,7 +25,7 @@ from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.store import Store
 from bc_ray.store.versions import load_model_bytes
 from bc_ray.train.config import FaultInjection, GateConfig, TrainJobConfig
-from bc_ray.train.gate import score_candidate
+from bc_ray.train.gate import score_candidate, test_recall
 from bc_ray.train.inputs import load_inputs, previous_version
 from bc_ray.train.job import run_training
 from tests.data.test_ingest import put
@@ -55,7 +55,11 @@ def _one_table_scores(uri: str, version: int) -> dict:
                                     "stored", with_model=False)
     model = model_from_bytes(load_model_bytes(store, version, state))
     transform = store.chain(version, state)[record.parent] if record.parent is not None else None
-    return score_candidate(model, transform, inputs.split, previous, seed=TRAIN.seed)
+    scores = score_candidate(model, transform, inputs.split, previous, seed=TRAIN.seed)
+    if record.parent is not None:
+        parent = model_from_bytes(load_model_bytes(store, record.parent, state))
+        scores["parent_recall_at_50"] = test_recall(parent, inputs.split)
+    return scores
 
 
 def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
@@ -87,7 +91,7 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     assert (tmp_path / "crashed").exists() and second.metrics["resumed_from"] in (2, 3)
     assert second.status == "published", second.reasons
     expected = _one_table_scores(uri, second.version)
-    for name in ("recall_at_50", "align_error", "align_error_rel"):
+    for name in ("recall_at_50", "parent_recall_at_50", "align_error", "align_error_rel"):
         assert second.metrics[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
     assert second.metrics["align_sample"] == expected["align_sample"] > 0
     assert second.metrics["sharded"] and second.metrics["epochs"] == 4

@@ -31,9 +31,12 @@ def _to_rank0(values: torch.Tensor) -> torch.Tensor:
 def sharded_embed(task: ShardedLinkPredictionTask, model: EmbeddingModel, nodes: torch.Tensor,
                   fanout: int, seed: int = 0, chunk: int = EVAL_CHUNK) -> torch.Tensor:
     """z of `nodes` (sorted global ids this worker owns), each from its own neighbourhood drawn
-    at `fanout` (-1: all neighbours, which equals the full-graph forward)."""
+    at `fanout` (-1: all neighbours, which equals the full-graph forward); `model`: a
+    `sharded_model`, whose ID rows the task's owners send, or a whole model with its own."""
     rank = owners_rank()
     model.eval()  # the trainer sets train() again at its next epoch
+    # M_{k-1} (the gate's parent) keeps its whole tables, mapped: it reads its rows itself.
+    own_tables = len(model.ids) > 0
     sampler = PartitionedNeighborSampler(
         task.rows.owners, task.rows.crow, task.rows.neighbours,
         [fanout] * model.spec.num_layers, torch.Generator().manual_seed(seed * 7919 + rank))
@@ -42,7 +45,8 @@ def sharded_embed(task: ShardedLinkPredictionTask, model: EmbeddingModel, nodes:
     for index in range(agreed(len(parts), "max")):  # workers with fewer chunks send empty ones
         part = parts[index] if index < len(parts) else nodes[:0]
         sample = sampler.sample(part)
-        out.append(model(task.graph, sample, task.ids.rows_of(sample.nodes)))
+        id_rows = None if own_tables else task.ids.rows_of(sample.nodes)
+        out.append(model(task.graph, sample, id_rows))
     return torch.cat(out) if out else torch.zeros(0, model.spec.output_dim)
 
 
