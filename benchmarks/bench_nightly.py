@@ -2,7 +2,8 @@
 landed as a Parquet file and ingested by `bc-ray data ingest`, never the whole history in one
 process. Then, as the scheduler would run them (each command its own process, on one running
 Ray cluster): version 0 and a bump to version 1 trained with a step budget (`bc-ray train
---max-steps`, the bump warm-started), the bump's full refresh unpartitioned and over P node
+--max-steps`, the bump warm-started; with `--sharded W` by W workers that each hold only their
+share, beside a one-process bump), the bump's full refresh unpartitioned and over P node
 ranges, one more day ingested, the incremental refresh over the ranges, 1k-id lookups from
 Serve's state and a ver-0 read (version 1's rows through B_1). The plain single-process refresh
 (`bench_scale.plain_refresh`: read the snapshot, build the graph, layer-wise inference, write
@@ -15,6 +16,7 @@ memory per process kind: each command's process (sampled every 0.2 s) and Ray's 
 process title (`bench_scale.PeakMemory`).
 
     python benchmarks/bench_nightly.py [--days 10] [--daily 1000000] [--partitions 4]
+                                       [--sharded W] [--no-plain]
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ def ingest_day(uri: str, landing: str, day: int, daily: int) -> tuple[float, flo
 
 
 def read_view(uri: str) -> tuple[float, int]:
-    """A ver-0 read of every user (version 1's rows through B_1): seconds, rows."""
+    """A ver-0 read of every user (the current version's rows through the chain): seconds,
+    rows."""
     from bc_ray.consumer.reader import read_embeddings
 
     started = time.perf_counter()
@@ -112,13 +115,21 @@ def lookups(uri: str, repeats: int = 50) -> tuple[float, float]:
     serving = ServingState.load(Store(uri))
     load_s = time.perf_counter() - started
     store = Store(uri)
-    first = store.state().table(1, "user").files[0]
+    state = store.state()
+    first = state.table(state.current_version, "user").files[0]
     ids = pl.read_parquet(store.get(first), columns=["id"])["id"].sample(
         LOOKUP_IDS, seed=0).to_list()
     started = time.perf_counter()
     for _ in range(repeats):
         serving.lookup("user", ids, None)
     return load_s, (time.perf_counter() - started) / repeats
+
+
+def _outcome(out: dict) -> str:
+    note = f"{out.get('status')}; gate {out.get('reasons') or 'passed'}"
+    if "recall_at_50" in out:
+        note += f"; Recall@50 {out['recall_at_50']:.4f}"
+    return note
 
 
 def main() -> None:
@@ -128,8 +139,14 @@ def main() -> None:
     parser.add_argument("--daily", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--max-steps", type=int, default=200)
+    parser.add_argument("--sharded", type=int, default=0, metavar="W",
+                        help="Train versions 0 and 1 with `bc-ray train --sharded` on W workers "
+                             "(version 0 is refreshed before the bump: its tables are the "
+                             "targets); 0: in one process, as `bc-ray train --num-workers 0`.")
     parser.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True,
-                        help="Run the plain single-process refresh beside (it must fit).")
+                        help="Run the designs that hold the whole graph in one process beside: "
+                             "the plain single-process refresh, the unpartitioned refresh and, "
+                             "with --sharded, a one-process bump (they must fit).")
     args = parser.parse_args()
     import ray
 
@@ -167,17 +184,36 @@ def main() -> None:
     record(f"ingest {args.days} days of {args.daily:,} (per day)", float(np.mean(ingest_s)),
            ingest_peak, note=f"last day {ingest_s[-1]:.1f}s, {sum(ingest_s):.0f}s in all")
 
-    train = ["train", "--store", uri, "--address", address, "--num-workers", "0",
-             "--max-steps", str(args.max_steps), "--holdout-days", "1",
-             "--max-align-error-rel", "5", "--min-recall-vs-parent", "0"]
-    seconds, peak, out = run_cli(*train)
-    record("train version 0 (step budget)", seconds, peak, note=out.get("status", ""))
-    with PeakMemory() as memory:
-        seconds, peak, out = run_cli(*train, "--warm-start", "mean")
-    record("bump to version 1 (step budget, warm start)", seconds, peak, memory,
-           f"{out.get('status')}; gate {out.get('reasons') or 'passed'}")
+    train = ["train", "--store", uri, "--address", address, "--max-steps", str(args.max_steps),
+             "--holdout-days", "1", "--max-align-error-rel", "5", "--min-recall-vs-parent", "0"]
+    one_table = [*train, "--num-workers", "0"]
     refresh = ["refresh", "--store", uri, "--address", address]
-    for count in (0, args.partitions):
+    if args.sharded:
+        sharded = [*train, "--sharded", "--num-workers", str(args.sharded), "--targets", "stored"]
+        with PeakMemory() as memory:
+            seconds, peak, out = run_cli(*sharded)
+        record(f"train version 0 (step budget), sharded W={args.sharded}", seconds, peak, memory,
+               _outcome(out))
+        with PeakMemory() as memory:  # its stored tables are version 1's alignment targets
+            seconds, peak, out = run_cli(*refresh, "--full", "--partitions", str(args.partitions))
+        record(f"full refresh of version 0, P={args.partitions}", seconds, peak, memory)
+        with PeakMemory() as memory:
+            seconds, peak, out = run_cli(*sharded, "--warm-start", "mean")
+        record(f"bump to version 1 (step budget, warm start), sharded W={args.sharded}", seconds,
+               peak, memory, _outcome(out))
+        if args.plain:
+            with PeakMemory() as memory:
+                seconds, peak, out = run_cli(*one_table, "--warm-start", "mean")
+            record("bump to version 2 (step budget, warm start), one process beside it",
+                   seconds, peak, memory, _outcome(out))
+    else:
+        seconds, peak, out = run_cli(*one_table)
+        record("train version 0 (step budget)", seconds, peak, note=out.get("status", ""))
+        with PeakMemory() as memory:
+            seconds, peak, out = run_cli(*one_table, "--warm-start", "mean")
+        record("bump to version 1 (step budget, warm start)", seconds, peak, memory,
+               _outcome(out))
+    for count in (0, args.partitions) if args.plain else (args.partitions,):
         with PeakMemory() as memory:
             seconds, peak, out = run_cli(*refresh, "--full", "--partitions", str(count))
         record(f"full refresh, P={count}", seconds, peak, memory,

@@ -57,8 +57,11 @@ def _kind(title: str) -> str:
     rest."""
     if any(name in title for name in ("layer_runs", "sampled_runs", "_warm", "input_task",
                                       "inner_task", "final_task", "outgoing_task", "reach_task",
-                                      "_range_graph_task", "_degrees_task")):
+                                      "_range_graph_task", "_degrees_task", "_latest_task",
+                                      "_period_task", "_seen_before_task")):
         return "task"
+    if "TrainWorker" in title:
+        return "train worker"
     if "LayerBuilder" in title:
         return "builder"
     return "write" if title.startswith("Write") else "other Ray"
@@ -117,7 +120,7 @@ class PeakMemory(Sampler):
             self.private[kind] = max(self.private.get(kind, 0), info.rss - info.shared)
 
     def summary(self) -> str:
-        order = ("driver", "task", "builder", "write", "other Ray")
+        order = ("driver", "task", "train worker", "builder", "write", "other Ray")
         return ", ".join(f"{k} {self.peaks[k] / MB:,.0f}" for k in order if k in self.peaks)
 
 
