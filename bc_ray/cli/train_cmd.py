@@ -80,9 +80,9 @@ def train(
                        ] = _job("targets"),
     sharded: Annotated[bool, typer.Option(
         "--sharded", help="GraphSAGE at scale: each worker holds only its range of users' and "
-                          "items' edges, ID rows and alignment targets, and the edge list is "
-                          "never loaded whole (needs --targets stored after version 0; the last "
-                          "epoch's model is scored, without selection).")] = _job("sharded"),
+                          "items' edges, ID rows and alignment targets, and no process loads "
+                          "the edge list (after version 0 it needs --targets stored; "
+                          "jointly aligned methods and non-bc).")] = _job("sharded"),
     max_align_error_rel: Annotated[float, typer.Option(help="Gate: max relative alignment "
                                                             "error.")
                                    ] = GATE.max_align_error_rel,

@@ -3,9 +3,9 @@
 The one-table bump loads the snapshot whole and splits its last period (`period_split`). A
 sharded bump cannot: at 100M interactions the list alone is a few GB. Here the driver streams
 the snapshot's edge files with one Ray task per file, three times and over a few columns: for
-the latest time; for the period's edges (a day of a hundred is a hundredth of the list); and
-for which of the period's (user, item) pairs and users were seen before it. From those it
-decides `period_split`'s split edge for edge (`decide_period`, tested against it): the same
+the earliest and latest times; for the period's edges (a day of a hundred is a hundredth of the
+list); and for which of the period's (user, item) pairs and users were seen before it. From
+those it decides `period_split`'s split edge for edge (`decide_period`, tested against it): the same
 evaluation edges, the same validation and test users, the same training edges of new users.
 
 Workers then read their own nodes' training edges from the files: those up to the period's
@@ -36,6 +36,7 @@ class PeriodEdges:
 
     user: np.ndarray
     item: np.ndarray
+    time: np.ndarray
     user_seen_before: np.ndarray  # per edge: its user has an edge up to the period's start
     pair_seen_before: np.ndarray  # per edge: its (user, item) pair has one (ingested only)
 
@@ -62,18 +63,23 @@ class HeldOut:
         return self.extra_user, self.extra_item
 
 
+def kept_edges(period: PeriodEdges, dedup: bool = True) -> np.ndarray:
+    """Which of `period`'s edges the snapshot holds (indices, in order): all of them, or with
+    `dedup` (an ingested snapshot's rule) each pair's first, and none of a pair seen before."""
+    if not dedup:
+        return np.arange(period.user.size)
+    keys = period.user * (int(period.item.max(initial=0)) + 1) + period.item
+    _, first = np.unique(keys, return_index=True)
+    kept = np.sort(first)
+    return kept[~period.pair_seen_before[kept]]
+
+
 def decide_period(period: PeriodEdges, seed: int = 0, max_eval_users: int = 0,
                   dedup: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(to evaluate, to train on, validation users, test users): the first two index
-    `period`'s edges. Evaluated: the edges of users seen before, and each new user's last edge
-    when they have two or more; the rest train. `dedup`: each pair once, and not if seen
-    before (an ingested snapshot's rule)."""
-    kept = np.arange(period.user.size)
-    if dedup:
-        keys = period.user * (int(period.item.max(initial=0)) + 1) + period.item
-        _, first = np.unique(keys, return_index=True)
-        kept = np.sort(first)
-        kept = kept[~period.pair_seen_before[kept]]
+    `period`'s edges (`kept_edges`). Evaluated: the edges of users seen before, and each new
+    user's last edge when they have two or more; the rest train."""
+    kept = kept_edges(period, dedup)
     user = period.user[kept]
     new = ~period.user_seen_before[kept]
     positions = np.arange(kept.size)
@@ -90,12 +96,14 @@ def decide_period(period: PeriodEdges, seed: int = 0, max_eval_users: int = 0,
 
 
 @ray.remote
-def _latest_task(files: EdgeFiles, index: int) -> float:
-    latest = -np.inf
+def _span_task(files: EdgeFiles, index: int) -> tuple[float, float]:
+    """The earliest and the latest time of file `index`'s edges."""
+    earliest, latest = np.inf, -np.inf
     for batch in files.batches(index, (files.time_column,)):
         if batch.num_rows:
-            latest = max(latest, float(pc.max(batch.column(files.time_column)).as_py()))
-    return latest
+            span = pc.min_max(batch.column(files.time_column)).as_py()
+            earliest, latest = min(earliest, float(span["min"])), max(latest, float(span["max"]))
+    return earliest, latest
 
 
 @ray.remote
@@ -135,15 +143,9 @@ def _seen_before_task(files: EdgeFiles, index: int, start: float, keys: np.ndarr
     return seen_keys, seen_users
 
 
-def _window(files: EdgeFiles, holdout_days: float, holdout: float,
-            cpus: float) -> tuple[float, str]:
-    """The period's start in the files' time column, and how to say the period (as
-    `holdout_window` does for a loaded snapshot)."""
-    if files.time_column == "t":
-        start = max(files.files[0].upto - holdout, 1e-9)
-        return start, f"({start:.3f}, {files.files[0].upto}]"
-    latest = max(value for _, value in per_file(_latest_task.options(num_cpus=cpus), files))
-    return latest - int(holdout_days * SECONDS_PER_DAY), f"the last {holdout_days:g} days"
+def _span(files: EdgeFiles, cpus: float) -> tuple[float, float]:
+    spans = [span for _, span in per_file(_span_task.options(num_cpus=cpus), files)]
+    return min(span[0] for span in spans), max(span[1] for span in spans)
 
 
 def period_edges(files: EdgeFiles, start: float, cpus: float = 1.0) -> PeriodEdges:
@@ -157,7 +159,7 @@ def period_edges(files: EdgeFiles, start: float, cpus: float = 1.0) -> PeriodEdg
     order = np.lexsort((columns["row"], file, columns["batch"], columns["time"]))
     if files.time_column == "t":
         order = np.lexsort((columns["row"], file))
-    user, item = columns["user"][order], columns["item"][order]
+    user, item, time = columns["user"][order], columns["item"][order], columns["time"][order]
     keys = np.unique(user * files.num_items + item)
     users = np.unique(user)
     seen_keys = np.zeros(keys.size, dtype=bool)
@@ -167,8 +169,27 @@ def period_edges(files: EdgeFiles, start: float, cpus: float = 1.0) -> PeriodEdg
     for _, (keys_found, users_found) in per_file(task, files, start, keys_ref, users_ref):
         seen_keys |= keys_found
         seen_users |= users_found
-    return PeriodEdges(user, item, seen_users[np.searchsorted(users, user)],
+    return PeriodEdges(user, item, time, seen_users[np.searchsorted(users, user)],
                        seen_keys[np.searchsorted(keys, user * files.num_items + item)])
+
+
+def _calendar_period(files: EdgeFiles, holdout_days: float,
+                     cpus: float) -> tuple[float, PeriodEdges, str]:
+    """An ingested snapshot's last `holdout_days` days, ending at its latest interaction, as
+    `holdout_window` finds them: among the pairs it holds (each one's first interaction), so
+    a window that ends on a repeated pair is moved back to the latest one it holds."""
+    earliest, latest = _span(files, cpus)
+    while True:
+        start = latest - int(holdout_days * SECONDS_PER_DAY)
+        if earliest > start:
+            raise TrainingError(f"--holdout-days {holdout_days:g} covers every interaction "
+                                "ingested so far: nothing is left to train on; lower it")
+        period = period_edges(files, start, cpus)
+        kept = kept_edges(period)
+        held = float(period.time[kept].max()) if kept.size else start
+        if held >= latest:
+            return start, period, f"the last {holdout_days:g} days"
+        latest = held  # the held pairs end earlier: once more from there
 
 
 def held_out_split(files: EdgeFiles, degrees: np.ndarray, holdout_days: float = 7.0,
@@ -177,12 +198,13 @@ def held_out_split(files: EdgeFiles, degrees: np.ndarray, holdout_days: float = 
     """The held-out period of the snapshot `files` hold: its last `holdout_days` days when
     ingested, else the last `holdout` of a replayed timeline; `degrees`: every node's
     (`count_degrees`), whose non-zero entities are the pools ranked over."""
-    start, window = _window(files, holdout_days, holdout, cpus)
-    period = period_edges(files, start, cpus)
-    if period.user.size == int(degrees[:files.num_users].sum()):
-        raise TrainingError(f"--holdout-days {holdout_days:g} covers every interaction "
-                            "ingested so far: nothing is left to train on; lower it")
     dedup = files.time_column == "timestamp"
+    if dedup:
+        start, period, window = _calendar_period(files, holdout_days, cpus)
+    else:
+        start = max(files.files[0].upto - holdout, 1e-9)
+        window = f"({start:.3f}, {files.files[0].upto}]"
+        period = period_edges(files, start, cpus)
     evaluated, trained, val_users, test_users = decide_period(period, seed, max_eval_users,
                                                               dedup)
     if evaluated.size == 0 or test_users.size == 0:

@@ -31,6 +31,7 @@ from bc_ray.models.graphsage.sharded_task import (
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees
 from bc_ray.store.snapshots import load_entities
+from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
 from bc_ray.train.held_out import HeldOut
 
@@ -46,6 +47,7 @@ class ShardedRun:
     train: TrainConfig
     now: float
     held_out: HeldOut | None = None  # a bump's: train on what it leaves, score on what it holds
+    state: StoreState | None = None  # the store as the driver planned by (None: as it is now)
 
     def local_rows(self, rank: int) -> LocalRows:
         """Worker `rank`'s CSR rows of the training edges."""
@@ -112,7 +114,7 @@ def read_local_rows(files: EdgeFiles, owners: RowOwners, rank: int,
 def entity_graph(run: ShardedRun) -> GraphTensors:
     """The entities' features and first-seen times, without edges: O(nodes) per worker."""
     store = Store(run.files.store_uri, run.files.options)
-    entities = load_entities(store, store.state())
+    entities = load_entities(store, run.state or store.state())
     return build_graph(entities, entities.edges, run.now)
 
 

@@ -21,6 +21,7 @@ GPUs (rows are exchanged over gloo).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
@@ -42,7 +43,7 @@ from bc_ray.core.row_shards import ShardedRows
 from bc_ray.core.trainer import ShardedAlignment, VersionTrainer
 from bc_ray.core.transforms import IdentityTransform, make_transform
 from bc_ray.exceptions import ConfigError, TrainingError
-from bc_ray.models.graphsage.sharded_eval import sharded_embed, sharded_recall
+from bc_ray.models.graphsage.sharded_eval import sharded_layerwise, sharded_recall
 from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
 from bc_ray.models.graphsage.sharded_task import (
     ShardedLinkPredictionTask,
@@ -53,8 +54,9 @@ from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees
 from bc_ray.refresh.range_stages import ModelSource
 from bc_ray.store.snapshots import load_entities
-from bc_ray.store.state import VersionRecord
+from bc_ray.store.state import StoreState, VersionRecord
 from bc_ray.store.store import Store
+from bc_ray.store.tables import ENTITIES
 from bc_ray.store.versions import Candidate, publish_version, register_candidate, reject_version
 from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.gate import ALIGN_SAMPLE, gate
@@ -67,7 +69,6 @@ from bc_ray.train.stored_targets import stored_target_rows
 
 logger = logging.getLogger(__name__)
 RESULT_FILE = "sharded-bump.pt"
-FANOUT = -1  # scoring embeds from every neighbour: the full-graph forward the one-table gate runs
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,25 @@ def _check(job: TrainJobConfig, method: Method, parent: VersionRecord | None) ->
         raise ConfigError(f"{method.title} needs the whole of M_k or M_{{k-1}} in one process; "
                           "a sharded bump trains a jointly aligned method (bc-aligner, "
                           "joint-lin-sloss, joint-notrans) or non-bc")
-    if parent is not None and method.joint and job.targets != "stored":
-        raise ConfigError("a sharded bump aligns to the stored ver-(k-1) tables (running "
-                          "M_{k-1} over the whole graph is what it avoids): pass --targets "
-                          "stored")
+    if parent is not None and job.targets != "stored":
+        raise ConfigError("a sharded bump aligns to (and is gated against) the stored "
+                          "ver-(k-1) tables, running M_{k-1} over the whole graph being what it "
+                          "avoids: pass --targets stored")
+
+
+def _check_inputs(store: Store, state: StoreState, spec: VersionSpec,
+                  parent: VersionRecord | None) -> None:
+    """What the workers would otherwise find missing only after the driver's passes."""
+    if not spec.id_embeddings:
+        raise ConfigError("--sharded shards the ID tables: the spec has none (id_embeddings)")
+    if spec.cold_start_mixing and state.snapshot().batches is not None:
+        raise ConfigError("cold-start mixing weighs entities by their first interaction, which "
+                          "on ingested data only the whole edge list gives: train it without "
+                          "--sharded")
+    if parent is not None and any(state.table(parent.version, e) is None for e in ENTITIES):
+        raise TrainingError(f"a sharded bump aligns to version {parent.version}'s stored "
+                            "embeddings, which have not been refreshed: run `bc-ray refresh` "
+                            "first")
 
 
 def _id_rows(bump: ShardedBump, rank: int, seen: torch.Tensor) -> torch.Tensor:
@@ -113,31 +129,29 @@ def _id_rows(bump: ShardedBump, rank: int, seen: torch.Tensor) -> torch.Tensor:
 def _targets(bump: ShardedBump, rank: int) -> tuple[ShardedRows, torch.Tensor]:
     """This worker's rows of the stored ver-(k-1) tables, and the whole mask."""
     store = Store(bump.run.files.store_uri, bump.run.files.options)
-    state = store.state()
-    entities = load_entities(store, state)
+    entities = load_entities(store, bump.run.state)
     values, masks = [], []
     for entity, first, last, _ in bump.run.owners.spans(rank):
-        rows = stored_target_rows(store, state, bump.parent, entity, entities.entities(entity),
-                                  first, last)
+        rows = stored_target_rows(store, bump.run.state, bump.parent, entity,
+                                  entities.entities(entity), first, last)
         values.append(torch.from_numpy(rows.values))
         masks.append(torch.from_numpy(rows.mask))
     return ShardedRows(bump.run.owners, torch.cat(values)), torch.cat(masks)
 
 
-def _alignment_metrics(bump: ShardedBump, task: ShardedLinkPredictionTask, model,
-                       transform, targets: ShardedRows, mask: torch.Tensor, rank: int) -> dict:
+def _alignment_metrics(bump: ShardedBump, z: torch.Tensor, transform, targets: ShardedRows,
+                       mask: torch.Tensor, rank: int) -> dict:
     """The alignment error of B_k z_k against z_{k-1} on the entities `score_candidate` draws
-    (the same draw on every worker), each scored by its owner."""
+    (the same draw on every worker), each scored by its owner; `z`: this worker's rows."""
     held, owners = bump.held_out, bump.run.owners
     pool = torch.cat([held.user_pool, held.item_pool + owners.num_users])
     rows = pool[mask[pool]]
     generator = torch.Generator().manual_seed(bump.run.train.seed)
     rows = rows[torch.randperm(rows.numel(), generator=generator)[:ALIGN_SAMPLE]]
-    mine = torch.sort(rows[owners.owner(rows) == rank]).values
-    z = sharded_embed(task, model, mine, FANOUT)
+    mine = owners.local_row(rows[owners.owner(rows) == rank], rank)
     weight, bias = transform
-    predicted = z @ torch.from_numpy(weight).T + torch.from_numpy(bias)
-    expected = targets.rows[owners.local_row(mine, rank)]
+    predicted = z[mine] @ torch.from_numpy(weight).T + torch.from_numpy(bias)
+    expected = targets.rows[mine]
     sums = torch.tensor([float((predicted - expected).norm(dim=1).sum()),
                          float(expected.norm(dim=1).sum()), float(mine.numel())],
                         dtype=torch.float64)
@@ -150,12 +164,14 @@ def _alignment_metrics(bump: ShardedBump, task: ShardedLinkPredictionTask, model
             "align_sample": int(count)}
 
 
-def _rank0_buffers(model) -> None:
-    """Every worker scores with rank 0's buffers (BatchNorm statistics), which the file keeps:
-    in sampled training each worker's follow its own last batch."""
-    if dist.is_available() and dist.is_initialized():
+def _embedded(task: ShardedLinkPredictionTask, model) -> torch.Tensor:
+    """z of this worker's nodes, as the full-graph forward computes them, with rank 0's buffers
+    (BatchNorm statistics), which the file keeps: in sampled training each worker's follow its
+    own last batch."""
+    if dist.is_available() and dist.is_initialized() and not len(model.ids):
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
+    return sharded_layerwise(task, model)
 
 
 def _transform(bump: ShardedBump, trainer: VersionTrainer):
@@ -171,26 +187,31 @@ def _worker_file(rank: int) -> str:
     return f"worker-{rank:05d}.pt"
 
 
-def _save(trainer: VersionTrainer, epoch: int, rank: int) -> ray.train.Checkpoint:
-    """This worker's part of the epoch's checkpoint: its rows, their Adam state and the dense
-    state (Ray Train merges the workers' files into one checkpoint)."""
-    directory = tempfile.mkdtemp(prefix="bc-ray-ckpt-")
-    torch.save({**trainer.state(), "epoch": epoch}, os.path.join(directory, _worker_file(rank)))
-    return ray.train.Checkpoint.from_directory(directory)
+def _report(stats: dict, trainer: VersionTrainer, epoch: int, rank: int, attach: bool) -> None:
+    """The epoch's metrics, with (`attach`) this worker's part of its checkpoint: its rows,
+    their Adam state and the dense state (Ray Train merges the workers' files into one)."""
+    if not attach:
+        ray.train.report(stats)
+        return
+    with tempfile.TemporaryDirectory(prefix="bc-ray-ckpt-") as directory:
+        torch.save({**trainer.state(), "epoch": epoch}, os.path.join(directory,
+                                                                     _worker_file(rank)))
+        ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def _resume(trainer: VersionTrainer, rank: int) -> tuple[int, int | None]:
     """(first epoch to run, the epoch resumed from): a restarted group picks up its latest
-    checkpoint, each worker its own file."""
+    checkpoint, each worker reading only its own file."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 1, None
-    with checkpoint.as_directory() as directory:
-        path = os.path.join(directory, _worker_file(rank))
-        if not os.path.exists(path):
-            raise TrainingError(f"checkpoint {checkpoint.path} lacks worker {rank}'s rows: it "
-                                "was written by a group of another size")
-        saved = torch.load(path, weights_only=False)
+    path = f"{checkpoint.path.rstrip('/')}/{_worker_file(rank)}"
+    try:
+        with checkpoint.filesystem.open_input_stream(path) as stream:
+            saved = torch.load(io.BytesIO(stream.read()), weights_only=False)
+    except FileNotFoundError:
+        raise TrainingError(f"checkpoint {checkpoint.path} lacks worker {rank}'s rows: it was "
+                            "written by a group of another size") from None
     trainer.load_state(saved)
     return saved["epoch"] + 1, saved["epoch"] + 1
 
@@ -205,8 +226,9 @@ def sharded_bump_per_worker(config: dict) -> None:
     model = sharded_model(run.spec, graph)
     id_rows = _id_rows(bump, rank, torch.from_numpy(np.diff(rows.crow) > 0))
     alignment, targets, mask = None, None, None
-    if bump.parent is not None and bump.method.joint:
+    if bump.parent is not None:  # the gate measures alignment; joint methods also train it
         targets, mask = _targets(bump, rank)
+    if bump.parent is not None and bump.method.joint:
         transform = make_transform(bump.method.transform, run.spec.output_dim, bump.parent.dim)
         amplifiers = bump.amplifiers if bump.method.alignment == "multi" else None
         alignment = ShardedAlignment(transform, targets, mask, amplifiers)
@@ -215,13 +237,11 @@ def sharded_bump_per_worker(config: dict) -> None:
 
     def validate(model, transform) -> dict:
         """Selection's scores, computed by every worker together (the calls are collectives)."""
-        _rank0_buffers(model)
-        metrics = {"recall": sharded_recall(task, model, held.eval_user, held.eval_item, FANOUT,
-                                            users=held.val_users, item_pool=held.item_pool,
-                                            seed=run.train.seed)}
-        if targets is not None:
-            aligned = _alignment_metrics(bump, task, model, transform.affine(), targets, mask,
-                                         rank)
+        z = _embedded(task, model)
+        metrics = {"recall": sharded_recall(task, z, held.eval_user, held.eval_item,
+                                            users=held.val_users, item_pool=held.item_pool)}
+        if alignment is not None:
+            aligned = _alignment_metrics(bump, z, transform.affine(), targets, mask, rank)
             metrics["align_error"] = aligned["align_error"]
         return metrics
 
@@ -237,45 +257,46 @@ def sharded_bump_per_worker(config: dict) -> None:
         trainer.history.append(stats)
         inject_fault(bump.fault, rank, epoch)
         stats["resumed_from"] = resumed_from
-        if trainer.is_last(epoch) or trainer.converged:
+        if trainer.is_last(epoch):
             break
-        attach = epoch % bump.checkpoint_every == 0
-        ray.train.report(stats, checkpoint=_save(trainer, epoch, rank) if attach else None)
+        _report(stats, trainer, epoch, rank, attach=epoch % bump.checkpoint_every == 0)
     selected = trainer.result()  # the selected epoch's dense weights and ID rows
 
-    _rank0_buffers(model)
-    metrics = {"recall_at_50": sharded_recall(task, model, held.eval_user, held.eval_item,
-                                              FANOUT, users=held.test_users,
-                                              item_pool=held.item_pool, seed=run.train.seed),
+    z = _embedded(task, model)
+    metrics = {"recall_at_50": sharded_recall(task, z, held.eval_user, held.eval_item,
+                                              users=held.test_users, item_pool=held.item_pool),
                "selected_epoch": selected.selected_epoch}
     if bump.model_source is not None:  # the relative gate's: M_{k-1} on the same graph
         metrics["parent_recall_at_50"] = sharded_recall(
-            task, bump.model_source.load(), held.eval_user, held.eval_item, FANOUT,
-            users=held.test_users, item_pool=held.item_pool, seed=run.train.seed)
+            task, _embedded(task, bump.model_source.load()), held.eval_user, held.eval_item,
+            users=held.test_users, item_pool=held.item_pool)
     affine = _transform(bump, trainer)
     if targets is not None:
-        metrics.update(_alignment_metrics(bump, task, model, affine, targets, mask, rank))
+        metrics.update(_alignment_metrics(bump, z, affine, targets, mask, rank))
+    del z
     whole = gathered_model(model, task.ids.weight.detach(), run.owners)
-    checkpoint = None
-    if rank == 0:
-        directory = tempfile.mkdtemp(prefix="bc-ray-sharded-")
+    held_bytes = task.nbytes
+    final = {**stats, "worker_graph_bytes": gathered(str(held_bytes["graph_rows"])),
+             "worker_id_bytes": gathered(str(held_bytes["id_rows"]))}
+    if rank != 0:
+        ray.train.report(final)
+        return
+    with tempfile.TemporaryDirectory(prefix="bc-ray-sharded-") as directory:
         torch.save({"model": get_family(DEFAULT_FAMILY).to_bytes(whole), "transform": affine,
                     "metrics": metrics, "history": trainer.history},
                    os.path.join(directory, RESULT_FILE))
-        checkpoint = ray.train.Checkpoint.from_directory(directory)
-    held_bytes = task.nbytes
-    ray.train.report({**stats, "worker_graph_bytes": gathered(str(held_bytes["graph_rows"])),
-                      "worker_id_bytes": gathered(str(held_bytes["id_rows"]))},
-                     checkpoint=checkpoint)
+        del whole
+        ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-def _plan(job: TrainJobConfig, store: Store, parent: VersionRecord | None,
+def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionRecord | None,
           spec: VersionSpec, method: Method) -> ShardedBump:
-    state = store.state()
+    """Driver side: owners, the held-out split and what workers read, all of `state` (the
+    store as the bump found it: an ingest landing meanwhile changes none of it)."""
     entities = load_entities(store, state)
     files = EdgeFiles.of(store, state, entities.num_users, entities.num_items)
     degrees = count_degrees(files, 1.0, None)
-    target_dim = parent.dim if parent is not None and method.joint else 0
+    target_dim = parent.dim if parent is not None else 0
     owners = plan_owners(files, job.num_workers, row_bytes(spec, target_dim),
                          job.train.user_uniform, degrees=degrees)
     held = held_out_split(files, degrees, job.holdout_days, job.holdout, job.train.seed,
@@ -286,7 +307,7 @@ def _plan(job: TrainJobConfig, store: Store, parent: VersionRecord | None,
     if parent is not None and not parent.external:
         source = ModelSource.of(store, state, parent)
     amplifiers = chain_amplifiers(store, state, parent) if parent is not None else None
-    run = ShardedRun(files, owners, spec, job.train, held.start, held)
+    run = ShardedRun(files, owners, spec, job.train, held.start, held, state)
     return ShardedBump(run, held, method, parent, source, amplifiers, job.checkpoint_every,
                        job.fault)
 
@@ -300,10 +321,9 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     _check(job, method, parent)
     family = get_family(DEFAULT_FAMILY)
     spec = resolve_spec(job, DEFAULT_FAMILY, family, method, parent)
-    if not spec.id_embeddings:
-        raise ConfigError("--sharded shards the ID tables: the spec has none (id_embeddings)")
+    _check_inputs(store, state, spec, parent)
     check_placement(job)
-    bump = _plan(job, store, parent, spec, method)
+    bump = _plan(job, store, state, parent, spec, method)
     name = job.run_name or f"sharded-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     result = TorchTrainer(
         sharded_bump_per_worker, train_loop_config={"bump": bump},

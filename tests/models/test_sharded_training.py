@@ -20,7 +20,7 @@ from bc_ray.core.version import split_evaluator
 from bc_ray.core.warmstart import warm_start
 from bc_ray.core.transforms import make_transform
 from bc_ray.core.triples import Triples
-from bc_ray.exceptions import ConfigError, TrainingError
+from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import build_model
 from bc_ray.models.graphsage.partitioned_sampler import PartitionedNeighborSampler
 from bc_ray.models.graphsage.sharded_task import (
@@ -28,7 +28,7 @@ from bc_ray.models.graphsage.sharded_task import (
     ShardedLinkPredictionTask,
     sharded_model,
 )
-from bc_ray.models.graphsage.sharded_eval import sharded_recall
+from bc_ray.models.graphsage.sharded_eval import sharded_layerwise, sharded_recall
 from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.models.graphsage.model import EmbeddingModel
@@ -111,17 +111,20 @@ def _rank(rank: int, port: int, split, results) -> None:
     # The candidate scored where its rows live, at fanout -1 (exact): as the one-table gate
     # scores the replicated model over the whole graph.
     eval_user, eval_item = split.eval_pairs
-    results[f"recall{rank}"] = sharded_recall(task, model, eval_user, eval_item, fanout=-1, k=10)
+    z = sharded_layerwise(task, model)
+    results[f"z{rank}"] = (z.clone(), owners.nodes_of(rank))
+    results[f"recall{rank}"] = sharded_recall(task, z, eval_user, eval_item, k=10)
     # As the gate scores: the validation users, the items that exist by the period's end, k=50;
     # in chunks of 5 nodes, so workers embed unequal numbers of chunks.
     results[f"gate_recall{rank}"] = sharded_recall(
-        task, model, eval_user, eval_item, fanout=-1, users=split.val_users,
-        item_pool=split.item_pool, chunk=5)
+        task, sharded_layerwise(task, model, chunk=5), eval_user, eval_item,
+        users=split.val_users, item_pool=split.item_pool)
     if rank == 0:
         z_user, z_item = reference_model.embed(graph)
         results["reference_recall"] = recall_at_k(z_user, z_item, eval_user, eval_item,
                                                    graph.edge_user, graph.edge_item, k=10)
         results["gate_reference"] = split_evaluator(split, None)(reference_model, None)["recall"]
+        results["reference_z"] = torch.cat([z_user, z_item])
     whole = gathered_model(model, task.ids.weight, owners)
     if rank == 0:
         results["gathered"] = {k: v.clone() for k, v in whole.state_dict().items()}
@@ -169,6 +172,9 @@ def test_sharded_steps_equal_replicated_data_parallel_steps(split, graph):
     assert sum(rows) == graph.num_nodes and max(rows) < graph.num_nodes
     assert max(ends) < 0.6 * sum(ends)
     # Every worker reports the recall rank 0 computed, the replicated model's.
+    for rank in range(WORLD):  # layer by layer over the shards: the full-graph forward
+        z, nodes = results[f"z{rank}"]
+        assert (z - results["reference_z"][nodes]).abs().max() <= 1e-5
     assert 0 < results["reference_recall"] < 1
     assert 0 < results["gate_reference"] < 1
     for rank in range(WORLD):

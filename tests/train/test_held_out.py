@@ -37,8 +37,8 @@ DAY, SEED, WORKERS = 86_400, 5, 3
 
 def _days(raw) -> list[pl.DataFrame]:
     """Four daily batches of the synthetic edges, with what real logs hold: users coming back
-    to an item days later, and within the last days; an edge that arrives a day late; edges
-    that tie on their timestamp."""
+    to an item days later, within the last days and as the very last interactions; an edge
+    that arrives a day late; edges that tie on their timestamp."""
     edges = raw.edges.sort("timestamp").select(
         user="user_id", item="item_id", when="timestamp", score="rating")
     first, last = edges["when"].min(), edges["when"].max()
@@ -46,7 +46,10 @@ def _days(raw) -> list[pl.DataFrame]:
     again_later = edges.head(60).with_columns(when=pl.col("when") + 37 * DAY)
     again_soon = edges.tail(40).with_columns(when=pl.col("when") + 1)
     ties = edges.slice(edges.height - 300, 20).with_columns(when=pl.col("when").max())
-    edges = pl.concat([edges, again_later, again_soon, ties.with_columns(
+    # The latest interactions repeat old pairs: the snapshot's last one is hours earlier.
+    again_last = edges.head(5).with_columns(
+        when=pl.lit(edges["when"].max() + 6 * 3600, dtype=edges["when"].dtype))
+    edges = pl.concat([edges, again_later, again_soon, again_last, ties.with_columns(
         item=pl.col("item").reverse())]).sort("when", maintain_order=True)
     cuts = [first + d * DAY for d in (0, 30, 36, 38, 41)]
     days = [edges.filter((pl.col("when") >= lo) & (pl.col("when") < hi))

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from bc_ray import read_embeddings
 from bc_ray.cli.main import app
 from bc_ray.core.train_config import TrainConfig
-from bc_ray.exceptions import ConfigError
+from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.ingest.batch import ingest
 from bc_ray.ingest.read import BatchInput
 from bc_ray.models.graphsage.serialization import model_from_bytes
@@ -25,7 +25,8 @@ from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.store import Store
 from bc_ray.store.versions import load_model_bytes
 from bc_ray.train.config import FaultInjection, GateConfig, TrainJobConfig
-from bc_ray.train.gate import score_candidate, test_recall
+from bc_ray.train import gate
+from bc_ray.train.gate import score_candidate
 from bc_ray.train.inputs import load_inputs, previous_version
 from bc_ray.train.job import run_training
 from tests.data.test_ingest import put
@@ -58,7 +59,7 @@ def _one_table_scores(uri: str, version: int) -> dict:
     scores = score_candidate(model, transform, inputs.split, previous, seed=TRAIN.seed)
     if record.parent is not None:
         parent = model_from_bytes(load_model_bytes(store, record.parent, state))
-        scores["parent_recall_at_50"] = test_recall(parent, inputs.split)
+        scores["parent_recall_at_50"] = gate.test_recall(parent, inputs.split)
     return scores
 
 
@@ -75,6 +76,8 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     assert first.metrics["recall_at_50"] == pytest.approx(expected["recall_at_50"], abs=1e-6)
     graph_bytes = first.metrics["worker_graph_bytes"]
     assert len(graph_bytes) == 2 and max(graph_bytes) < 0.75 * sum(graph_bytes)
+    with pytest.raises(TrainingError, match="have not been refreshed: run `bc-ray refresh`"):
+        run_training(_job(uri))  # refused by the driver, before any worker reads the tables
     run_refresh(RefreshConfig(store=uri, mode="full", num_tasks=1, block_nodes=256))
 
     ingest(store, BatchInput(edges=put(store, "landing/d3.parquet", days[3])), MAPPING)

@@ -1,11 +1,13 @@
 """Scoring a candidate M_k whose ID tables and graph are sharded across the training workers.
 
-The one-table gate embeds the whole graph in one process and ranks every item for each held-out
-user. Here each worker embeds the nodes it owns from neighbourhoods drawn through their owners
-(`PartitionedNeighborSampler`), and rank 0 receives only what the ranking needs: every item's
-embedding, the held-out users' embeddings and their training items (from their owners' CSR
-rows). Recall@k is the same function the one-table gate calls. Every worker calls
-`sharded_recall` together: its steps are collectives.
+The one-table gate embeds the whole graph in one process (`embed`: the full-graph forward) and
+ranks every item for each held-out user. Here the workers embed every node together, layer by
+layer (`sharded_layerwise`): each computes layer l of the nodes it owns from layer l-1 of their
+neighbours, which their owners send, so no computation reaches past one hop and a worker holds
+two layers of its own rows at a time, whatever the degrees. Rank 0 then receives only what the
+ranking needs: every item's embedding, the held-out users' embeddings and their training items
+(from their owners' CSR rows). Recall@k is the same function the one-table gate calls. Every
+worker calls these functions together: their steps are collectives.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from bc_ray.core.evaluation import recall_at_k
-from bc_ray.core.row_shards import owners_rank, to_rank0
+from bc_ray.core.row_shards import ShardedRows, owners_rank, to_rank0
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.partitioned_sampler import PartitionedNeighborSampler
 from bc_ray.models.graphsage.sharded_task import ShardedLinkPredictionTask, agreed
@@ -27,49 +29,55 @@ def _to_rank0(values: torch.Tensor) -> torch.Tensor:
     return to_rank0(values)[0]
 
 
-@torch.no_grad()
-def sharded_embed(task: ShardedLinkPredictionTask, model: EmbeddingModel, nodes: torch.Tensor,
-                  fanout: int, seed: int = 0, chunk: int = EVAL_CHUNK) -> torch.Tensor:
-    """z of `nodes` (sorted global ids this worker owns), each from its own neighbourhood drawn
-    at `fanout` (-1: all neighbours, which equals the full-graph forward); `model`: a
-    `sharded_model`, whose ID rows the task's owners send, or a whole model with its own."""
-    rank = owners_rank()
-    model.eval()  # the trainer sets train() again at its next epoch
-    # M_{k-1} (the gate's parent) keeps its whole tables, mapped: it reads its rows itself.
-    own_tables = len(model.ids) > 0
-    sampler = PartitionedNeighborSampler(
-        task.rows.owners, task.rows.crow, task.rows.neighbours,
-        [fanout] * model.spec.num_layers, torch.Generator().manual_seed(seed * 7919 + rank))
+def _chunks(nodes: torch.Tensor, chunk: int) -> list[torch.Tensor]:
+    """`nodes` in chunks, padded with empty ones to as many as the worker with the most has
+    (each chunk's exchanges are collectives)."""
     parts = [nodes[start:start + chunk] for start in range(0, nodes.numel(), chunk)]
-    out = []
-    for index in range(agreed(len(parts), "max")):  # workers with fewer chunks send empty ones
-        part = parts[index] if index < len(parts) else nodes[:0]
-        sample = sampler.sample(part)
-        id_rows = None if own_tables else task.ids.rows_of(sample.nodes)
-        out.append(model(task.graph, sample, id_rows))
-    return torch.cat(out) if out else torch.zeros(0, model.spec.output_dim)
+    return parts + [nodes[:0]] * (agreed(len(parts), "max") - len(parts))
 
 
-def sharded_recall(task: ShardedLinkPredictionTask, model: EmbeddingModel,
-                   eval_user: torch.Tensor, eval_item: torch.Tensor, fanout: int, k: int = 50,
-                   users: torch.Tensor | None = None, item_pool: torch.Tensor | None = None,
-                   seed: int = 0, chunk: int = EVAL_CHUNK) -> float:
+@torch.no_grad()
+def sharded_layerwise(task: ShardedLinkPredictionTask, model: EmbeddingModel,
+                      chunk: int = EVAL_CHUNK) -> torch.Tensor:
+    """z of every node this worker owns (its users, then its items: `RowOwners.nodes_of`), as
+    the full-graph forward computes them. `model`: a `sharded_model`, whose ID rows the task's
+    owners hold, or a whole model with its own tables (M_{k-1}, mapped: the gate's parent)."""
+    owners = task.rows.owners
+    model.eval()  # the trainer sets train() again at its next epoch
+    own_tables = len(model.ids) > 0
+    parts = _chunks(owners.nodes_of(owners_rank()), chunk)
+    h = torch.cat([model.inputs(task.graph, part,
+                                None if own_tables else task.ids.rows_of(part))
+                   for part in parts])
+    one_hop = PartitionedNeighborSampler(owners, task.rows.crow, task.rows.neighbours, [-1])
+    for index in range(model.spec.num_layers):
+        previous, out = ShardedRows(owners, h), []
+        for part in parts:
+            sample = one_hop.sample(part)
+            x = previous.gather(sample.nodes)
+            block = sample.blocks[0]
+            out.append(model.layer(index, x, block.adjacency, x[:block.num_dst]))
+        h = torch.cat(out)
+    return h
+
+
+def sharded_recall(task: ShardedLinkPredictionTask, z: torch.Tensor, eval_user: torch.Tensor,
+                   eval_item: torch.Tensor, k: int = 50, users: torch.Tensor | None = None,
+                   item_pool: torch.Tensor | None = None) -> float:
     """Recall@k of the held-out (user, item) pairs (entity indices, the same on every worker)
     over `users` (default: all of them; the gate takes the validation half), ranking every item
-    of `item_pool` with each user's training items excluded, as `recall_at_k` does; the value
-    on every worker."""
+    of `item_pool` with each user's training items excluded, as `recall_at_k` does; `z`: this
+    worker's rows (`sharded_layerwise`). The value on every worker."""
     rank = owners_rank()
     if users is not None:
         kept = torch.isin(eval_user, users)
         eval_user, eval_item = eval_user[kept], eval_item[kept]
     owners = task.rows.owners
-    (first_user, last_user), (first_item, last_item) = (owners.users_of(rank),
-                                                        owners.items_of(rank))
-    items = torch.arange(first_item, last_item) + owners.num_users
-    z_items = _to_rank0(sharded_embed(task, model, items, fanout, seed, chunk))
+    first_user, last_user = owners.users_of(rank)
+    z_items = _to_rank0(z[last_user - first_user:])
     held_out = torch.unique(eval_user)
     mine = held_out[(held_out >= first_user) & (held_out < last_user)]
-    z_users = _to_rank0(sharded_embed(task, model, mine, fanout, seed + 1, chunk))
+    z_users = _to_rank0(z[mine - first_user])
     order = _to_rank0(mine)  # held-out users as rank 0 receives their rows
     known_user, known_item = task.rows.user_edges()
     held = torch.from_numpy(np.isin(known_user.numpy(), mine.numpy()))
