@@ -139,6 +139,8 @@ def main() -> None:
     parser.add_argument("--daily", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--max-steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=4096,
+                        help="Examples per optimiser step in all (split over sharded workers).")
     parser.add_argument("--sharded", type=int, default=0, metavar="W",
                         help="Train versions 0 and 1 with `bc-ray train --sharded` on W workers "
                              "(version 0 is refreshed before the bump: its tables are the "
@@ -186,10 +188,11 @@ def main() -> None:
 
     train = ["train", "--store", uri, "--address", address, "--max-steps", str(args.max_steps),
              "--holdout-days", "1", "--max-align-error-rel", "5", "--min-recall-vs-parent", "0"]
-    one_table = [*train, "--num-workers", "0"]
+    one_table = [*train, "--num-workers", "0", "--batch-size", str(args.batch_size)]
     refresh = ["refresh", "--store", uri, "--address", address]
     if args.sharded:
-        sharded = [*train, "--sharded", "--num-workers", str(args.sharded), "--targets", "stored"]
+        sharded = [*train, "--sharded", "--num-workers", str(args.sharded), "--targets", "stored",
+                   "--batch-size", str(args.batch_size // args.sharded)]  # as many in all
         with PeakMemory() as memory:
             seconds, peak, out = run_cli(*sharded)
         record(f"train version 0 (step budget), sharded W={args.sharded}", seconds, peak, memory,
