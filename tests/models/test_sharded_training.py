@@ -119,6 +119,8 @@ def _rank(rank: int, port: int, split, results) -> None:
     results[f"gate_recall{rank}"] = sharded_recall(
         task, sharded_layerwise(task, model, chunk=5), eval_user, eval_item,
         users=split.val_users, item_pool=split.item_pool)
+    # Runs cut by neighbours too: a popular item's run is the item alone.
+    results[f"z_by_ends{rank}"] = sharded_layerwise(task, model, max_ends=16)
     if rank == 0:
         z_user, z_item = reference_model.embed(graph)
         results["reference_recall"] = recall_at_k(z_user, z_item, eval_user, eval_item,
@@ -175,6 +177,7 @@ def test_sharded_steps_equal_replicated_data_parallel_steps(split, graph):
     for rank in range(WORLD):  # layer by layer over the shards: the full-graph forward
         z, nodes = results[f"z{rank}"]
         assert (z - results["reference_z"][nodes]).abs().max() <= 1e-5
+        assert (results[f"z_by_ends{rank}"] - z).abs().max() <= 1e-5
     assert 0 < results["reference_recall"] < 1
     assert 0 < results["gate_reference"] < 1
     for rank in range(WORLD):

@@ -23,29 +23,37 @@ from bc_ray.models.graphsage.partitioned_sampler import PartitionedNeighborSampl
 from bc_ray.models.graphsage.sharded_task import ShardedLinkPredictionTask, agreed
 
 EVAL_CHUNK = 4_096
+EVAL_ENDS = 1 << 20  # neighbours per run: a run of popular items holds theirs, not the graph's
 
 
 def _to_rank0(values: torch.Tensor) -> torch.Tensor:
     return to_rank0(values)[0]
 
 
-def _chunks(nodes: torch.Tensor, chunk: int) -> list[torch.Tensor]:
-    """`nodes` in chunks, padded with empty ones to as many as the worker with the most has
-    (each chunk's exchanges are collectives)."""
-    parts = [nodes[start:start + chunk] for start in range(0, nodes.numel(), chunk)]
+def _chunks(nodes: torch.Tensor, crow: np.ndarray, chunk: int,
+            max_ends: int) -> list[torch.Tensor]:
+    """`nodes` (this worker's, in its rows' order: `crow`) in runs of at most `chunk` nodes
+    and `max_ends` neighbours (a hub alone may have more), padded with empty runs to as many as
+    the worker with the most has (each run's exchanges are collectives)."""
+    parts, start = [], 0
+    while start < nodes.numel():
+        within = int(np.searchsorted(crow, crow[start] + max_ends, side="right")) - 1
+        stop = max(start + 1, min(start + chunk, within, nodes.numel()))
+        parts.append(nodes[start:stop])
+        start = stop
     return parts + [nodes[:0]] * (agreed(len(parts), "max") - len(parts))
 
 
 @torch.no_grad()
 def sharded_layerwise(task: ShardedLinkPredictionTask, model: EmbeddingModel,
-                      chunk: int = EVAL_CHUNK) -> torch.Tensor:
+                      chunk: int = EVAL_CHUNK, max_ends: int = EVAL_ENDS) -> torch.Tensor:
     """z of every node this worker owns (its users, then its items: `RowOwners.nodes_of`), as
     the full-graph forward computes them. `model`: a `sharded_model`, whose ID rows the task's
     owners hold, or a whole model with its own tables (M_{k-1}, mapped: the gate's parent)."""
     owners = task.rows.owners
     model.eval()  # the trainer sets train() again at its next epoch
     own_tables = len(model.ids) > 0
-    parts = _chunks(owners.nodes_of(owners_rank()), chunk)
+    parts = _chunks(owners.nodes_of(owners_rank()), task.rows.crow, chunk, max_ends)
     h = torch.cat([model.inputs(task.graph, part,
                                 None if own_tables else task.ids.rows_of(part))
                    for part in parts])
