@@ -23,3 +23,14 @@ def return_freed_memory() -> None:
     trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)  # glibc only
     if trim is not None:
         trim(0)
+
+
+def private_bytes() -> int:
+    """This process's private resident memory (RssAnon: without file pages and shared memory,
+    such as a mapped model or the object store); 0 where /proc does not say."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status
+                        if line.startswith("RssAnon:"))
+    except (OSError, StopIteration):
+        return 0

@@ -43,6 +43,7 @@ from bc_ray.core.row_shards import ShardedRows
 from bc_ray.core.trainer import ShardedAlignment, VersionTrainer
 from bc_ray.core.transforms import IdentityTransform, make_transform
 from bc_ray.exceptions import ConfigError, TrainingError
+from bc_ray.memory import private_bytes
 from bc_ray.models.graphsage.sharded_eval import sharded_layerwise, sharded_recall
 from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
 from bc_ray.models.graphsage.sharded_task import (
@@ -164,6 +165,12 @@ def _alignment_metrics(bump: ShardedBump, z: torch.Tensor, transform, targets: S
             "align_sample": int(count)}
 
 
+def _stage(rank: int, name: str, started: float) -> None:
+    """Where a worker is, in its log: a bump at scale runs for minutes between reports."""
+    print(f"sharded worker {rank}: {name} after {time.perf_counter() - started:.0f} s, "
+          f"{private_bytes() / 2**20:,.0f} MB private", flush=True)
+
+
 def _embedded(task: ShardedLinkPredictionTask, model) -> torch.Tensor:
     """z of this worker's nodes, as the full-graph forward computes them, with rank 0's buffers
     (BatchNorm statistics), which the file keeps: in sampled training each worker's follow its
@@ -221,13 +228,16 @@ def sharded_bump_per_worker(config: dict) -> None:
     run, held = bump.run, bump.held_out
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    started = time.perf_counter()
     graph = entity_graph(run)
     rows = run.local_rows(rank)
+    _stage(rank, f"read its {rows.neighbours.size:,} edge ends", started)
     model = sharded_model(run.spec, graph)
     id_rows = _id_rows(bump, rank, torch.from_numpy(np.diff(rows.crow) > 0))
     alignment, targets, mask = None, None, None
     if bump.parent is not None:  # the gate measures alignment; joint methods also train it
         targets, mask = _targets(bump, rank)
+        _stage(rank, f"warm start and targets of version {bump.parent.version}", started)
     if bump.parent is not None and bump.method.joint:
         transform = make_transform(bump.method.transform, run.spec.output_dim, bump.parent.dim)
         amplifiers = bump.amplifiers if bump.method.alignment == "multi" else None
@@ -261,6 +271,7 @@ def sharded_bump_per_worker(config: dict) -> None:
             break
         _report(stats, trainer, epoch, rank, attach=epoch % bump.checkpoint_every == 0)
     selected = trainer.result()  # the selected epoch's dense weights and ID rows
+    _stage(rank, f"trained {trainer.steps_done} steps", started)
 
     z = _embedded(task, model)
     metrics = {"recall_at_50": sharded_recall(task, z, held.eval_user, held.eval_item,
@@ -274,6 +285,7 @@ def sharded_bump_per_worker(config: dict) -> None:
     if targets is not None:
         metrics.update(_alignment_metrics(bump, z, affine, targets, mask, rank))
     del z
+    _stage(rank, "scored", started)
     whole = gathered_model(model, task.ids.weight.detach(), run.owners)
     held_bytes = task.nbytes
     final = {**stats, "worker_graph_bytes": gathered(str(held_bytes["graph_rows"])),
@@ -286,6 +298,7 @@ def sharded_bump_per_worker(config: dict) -> None:
                     "metrics": metrics, "history": trainer.history},
                    os.path.join(directory, RESULT_FILE))
         del whole
+        _stage(rank, "gathered the model file", started)
         ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
