@@ -271,6 +271,7 @@ def sharded_bump_per_worker(config: dict) -> None:
             break
         _report(stats, trainer, epoch, rank, attach=epoch % bump.checkpoint_every == 0)
     selected = trainer.result()  # the selected epoch's dense weights and ID rows
+    task.ids.optimizer.state.clear()  # Adam's moments (2 x the ID rows): scoring needs the room
     _stage(rank, f"trained {trainer.steps_done} steps", started)
 
     z = _embedded(task, model)
