@@ -40,7 +40,8 @@ TRAIN = TrainConfig(epochs=3, batch_size=256, lr=1e-2, fanout=5, edges_per_epoch
 def _job(uri: str, **changes) -> TrainJobConfig:
     job = TrainJobConfig(store=uri, num_workers=2, spec=VersionSpec(hidden_dim=16),
                          train=TRAIN, holdout_days=4, max_eval_users=0, targets="stored",
-                         sharded=True, gate=GateConfig(max_align_error_rel=5.0))
+                         sharded=True,
+                         gate=GateConfig(max_align_error_rel=5.0, min_recall_vs_parent=0.0))
     return dataclasses.replace(job, **changes)
 
 
