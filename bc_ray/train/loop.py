@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def log_progress(step: dict) -> None:
     """Within a long epoch, rank 0 prints where it is into the job's log."""
     print(f"epoch {step['epoch']}: step {step['step']}/{step['steps']}, "
           f"{step['edges_per_s']:,.0f} edges/s on this worker, epoch ETA {step['eta_s']:.0f} s",
-          flush=True)
+          file=sys.stderr, flush=True)
 
 
 def _save(trainer, epoch: int, resumed_from: int | None) -> ray.train.Checkpoint:

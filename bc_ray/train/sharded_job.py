@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -166,9 +167,10 @@ def _alignment_metrics(bump: ShardedBump, z: torch.Tensor, transform, targets: S
 
 
 def _stage(rank: int, name: str, started: float) -> None:
-    """Where a worker is, in its log: a bump at scale runs for minutes between reports."""
+    """Where a worker is, in its log: a bump at scale runs for minutes between reports (on
+    stderr, which Ray forwards to the driver's: `--json` keeps stdout to the JSON)."""
     print(f"sharded worker {rank}: {name} after {time.perf_counter() - started:.0f} s, "
-          f"{private_bytes() / 2**20:,.0f} MB private", flush=True)
+          f"{private_bytes() / 2**20:,.0f} MB private", file=sys.stderr, flush=True)
 
 
 def _embedded(task: ShardedLinkPredictionTask, model) -> torch.Tensor:
