@@ -64,8 +64,8 @@ from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.gate import ALIGN_SAMPLE, gate
 from bc_ray.train.held_out import HeldOut, held_out_split
 from bc_ray.train.inputs import chain_amplifiers, resolve_method, resolve_model, resolve_spec
-from bc_ray.train.job import TrainOutcome, check_placement, run_config
 from bc_ray.train.loop import gathered, inject_fault, log_progress
+from bc_ray.train.runs import TrainOutcome, check_placement, run_config
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
 
@@ -225,6 +225,41 @@ def _resume(trainer: VersionTrainer, rank: int) -> tuple[int, int | None]:
     return saved["epoch"] + 1, saved["epoch"] + 1
 
 
+def _train(trainer: VersionTrainer, bump: ShardedBump, rank: int) -> dict:
+    """The epochs (from a restarted group's checkpoint), each reported, with this worker's
+    checkpoint every `checkpoint_every`; the last one's stats, which the final report carries."""
+    start, resumed_from = _resume(trainer, rank)
+    for epoch in range(start, bump.run.train.epochs + 1):
+        stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
+        if trainer.should_evaluate(epoch):
+            stats.update(trainer.evaluate(epoch))
+        trainer.history.append(stats)
+        inject_fault(bump.fault, rank, epoch)
+        stats["resumed_from"] = resumed_from
+        if trainer.is_last(epoch):
+            break
+        _report(stats, trainer, epoch, rank, attach=epoch % bump.checkpoint_every == 0)
+    return stats
+
+
+def _gate_scores(bump: ShardedBump, task: ShardedLinkPredictionTask, model, affine,
+                 targets: ShardedRows | None, mask: torch.Tensor | None, rank: int) -> dict:
+    """What `score_candidate` measures, computed by every worker together: Recall@50 of the
+    held-out test users, M_{k-1}'s on the same graph (the relative gate's) and the alignment
+    error."""
+    held = bump.held_out
+    z = _embedded(task, model)
+    metrics = {"recall_at_50": sharded_recall(task, z, held.eval_user, held.eval_item,
+                                              users=held.test_users, item_pool=held.item_pool)}
+    if bump.model_source is not None:
+        metrics["parent_recall_at_50"] = sharded_recall(
+            task, _embedded(task, bump.model_source.load()), held.eval_user, held.eval_item,
+            users=held.test_users, item_pool=held.item_pool)
+    if targets is not None:
+        metrics.update(_alignment_metrics(bump, z, affine, targets, mask, rank))
+    return metrics
+
+
 def sharded_bump_per_worker(config: dict) -> None:
     bump: ShardedBump = config["bump"]
     run, held = bump.run, bump.held_out
@@ -261,33 +296,14 @@ def sharded_bump_per_worker(config: dict) -> None:
                              world_size=world, task=task)
     if world > 1:
         trainer.module = prepare_model(trainer.joint, move_to_device=False)
-    start, resumed_from = _resume(trainer, rank)
-    for epoch in range(start, run.train.epochs + 1):
-        stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
-        if trainer.should_evaluate(epoch):
-            stats.update(trainer.evaluate(epoch))
-        trainer.history.append(stats)
-        inject_fault(bump.fault, rank, epoch)
-        stats["resumed_from"] = resumed_from
-        if trainer.is_last(epoch):
-            break
-        _report(stats, trainer, epoch, rank, attach=epoch % bump.checkpoint_every == 0)
+    stats = _train(trainer, bump, rank)
     selected = trainer.result()  # the selected epoch's dense weights and ID rows
     task.ids.optimizer.state.clear()  # Adam's moments (2 x the ID rows): scoring needs the room
     _stage(rank, f"trained {trainer.steps_done} steps", started)
 
-    z = _embedded(task, model)
-    metrics = {"recall_at_50": sharded_recall(task, z, held.eval_user, held.eval_item,
-                                              users=held.test_users, item_pool=held.item_pool),
-               "selected_epoch": selected.selected_epoch}
-    if bump.model_source is not None:  # the relative gate's: M_{k-1} on the same graph
-        metrics["parent_recall_at_50"] = sharded_recall(
-            task, _embedded(task, bump.model_source.load()), held.eval_user, held.eval_item,
-            users=held.test_users, item_pool=held.item_pool)
     affine = _transform(bump, trainer)
-    if targets is not None:
-        metrics.update(_alignment_metrics(bump, z, affine, targets, mask, rank))
-    del z
+    metrics = {**_gate_scores(bump, task, model, affine, targets, mask, rank),
+               "selected_epoch": selected.selected_epoch}
     _stage(rank, "scored", started)
     whole = gathered_model(model, task.ids.weight.detach(), run.owners)
     held_bytes = task.nbytes
