@@ -258,6 +258,9 @@ class VersionTrainer:
         if metrics["recall"] <= self._best["recall"]:
             return False
         self._best = {"epoch": epoch, "recall": metrics["recall"], "metrics": dict(metrics)}
+        if self.is_last(epoch):  # nothing trains after it: the live state is the one selected,
+            self._best_state = self._best_rows = None  # so no copy of the tables beside it
+            return True
         self._best_state = copy.deepcopy(self.joint.state_dict())
         if self._rows_outside:
             self._best_rows = self.task.rows_state()

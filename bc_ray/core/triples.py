@@ -38,16 +38,23 @@ class TripleSampler:
         if negatives not in NEGATIVE_SAMPLERS:
             raise ConfigError(f"unknown negative sampler {negatives!r}; expected one of "
                               f"{NEGATIVE_SAMPLERS}")
-        self.user = edge_user.numpy()
-        self.item = edge_item.numpy()
         self.num_items = num_items
-        self.keys = np.sort(self.user * num_items + self.item)
-        degree = np.bincount(self.user)
-        self.edge_weight = (1.0 / degree[self.user]) if user_uniform else None
+        # Every edge as one sorted key (user-major): the positives test is a binary search, and
+        # an edge's user and item are computed from its key when drawn, so the sampler holds 8
+        # bytes per edge (a sharded worker at 100M edges holds tens of millions of them).
+        self.keys = edge_user.numpy().astype(np.int64) * num_items + edge_item.numpy()
+        self.keys.sort()
+        self.user_uniform = user_uniform
+        # Drawing users uniformly, then one of the drawn user's edges uniformly, draws each edge
+        # with probability 1 / (users x deg(user)): no weight per edge is kept.
+        user = self.keys // num_items
+        self.user_starts = np.flatnonzero(np.diff(user, prepend=-1))
+        self.user_lengths = np.diff(np.append(self.user_starts, user.size))
+        del user
         pool = np.arange(num_items) if item_pool is None else item_pool.numpy()
         self.pool = pool
         if negatives == "popularity":
-            weight = (np.bincount(self.item, minlength=num_items)[pool] + 1.0) ** 0.75
+            weight = (np.bincount(self.keys % num_items, minlength=num_items)[pool] + 1.0) ** 0.75
             self.pool_cdf = np.cumsum(weight) / weight.sum()
         else:
             self.pool_cdf = None
@@ -68,15 +75,17 @@ class TripleSampler:
         afresh (a step budget: the work stays at `size` whatever the graph's size). The same for
         every seed-sharing worker, so data-parallel ranks can take equal shards of one epoch."""
         rng = np.random.default_rng(seed)
-        count = self.user.size if size is None else min(size, self.user.size)
-        if self.edge_weight is not None:
-            chosen = rng.choice(self.user.size, size=count,
-                                p=self.edge_weight / self.edge_weight.sum())
+        edges = self.keys.size
+        count = edges if size is None else min(size, edges)
+        if self.user_uniform:
+            which = rng.integers(0, self.user_starts.size, count)
+            chosen = self.user_starts[which] + (
+                rng.random(count) * self.user_lengths[which]).astype(np.int64)
         elif size is None:
             chosen = rng.permutation(count)
         else:
-            chosen = rng.choice(self.user.size, size=count, replace=False)
-        user, pos = self.user[chosen], self.item[chosen]
+            chosen = rng.choice(edges, size=count, replace=False)
+        user, pos = np.divmod(self.keys[chosen], self.num_items)
         neg = self._negatives(count, rng)
         for _ in range(REDRAWS):
             clash = np.flatnonzero(self._is_positive(user, neg))

@@ -44,8 +44,9 @@ from bc_ray.core.row_shards import ShardedRows
 from bc_ray.core.trainer import ShardedAlignment, VersionTrainer
 from bc_ray.core.transforms import IdentityTransform, make_transform
 from bc_ray.exceptions import ConfigError, TrainingError
-from bc_ray.memory import private_bytes
+from bc_ray.memory import private_bytes, return_freed_memory
 from bc_ray.models.graphsage.sharded_eval import sharded_layerwise, sharded_recall
+from bc_ray.models.graphsage.serialization import save_model
 from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
 from bc_ray.models.graphsage.sharded_task import (
     ShardedLinkPredictionTask,
@@ -70,7 +71,8 @@ from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_byte
 from bc_ray.train.stored_targets import stored_target_rows
 
 logger = logging.getLogger(__name__)
-RESULT_FILE = "sharded-bump.pt"
+RESULT_FILE = "sharded-bump.pt"  # B_k, the gate's scores and the history
+MODEL_FILE = "model.pt"  # M_k's file, written by rank 0
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,8 @@ def _train(trainer: VersionTrainer, bump: ShardedBump, rank: int) -> dict:
     start, resumed_from = _resume(trainer, rank)
     for epoch in range(start, bump.run.train.epochs + 1):
         stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
+        if trainer.is_last(epoch):  # no step follows: Adam's moments (2 x the ID rows) make
+            trainer.task.ids.optimizer.state.clear()  # room for scoring
         if trainer.should_evaluate(epoch):
             stats.update(trainer.evaluate(epoch))
         trainer.history.append(stats)
@@ -251,12 +255,13 @@ def _gate_scores(bump: ShardedBump, task: ShardedLinkPredictionTask, model, affi
     z = _embedded(task, model)
     metrics = {"recall_at_50": sharded_recall(task, z, held.eval_user, held.eval_item,
                                               users=held.test_users, item_pool=held.item_pool)}
+    if targets is not None:
+        metrics.update(_alignment_metrics(bump, z, affine, targets, mask, rank))
+    del z  # M_{k-1}'s rows take its place
     if bump.model_source is not None:
         metrics["parent_recall_at_50"] = sharded_recall(
             task, _embedded(task, bump.model_source.load()), held.eval_user, held.eval_item,
             users=held.test_users, item_pool=held.item_pool)
-    if targets is not None:
-        metrics.update(_alignment_metrics(bump, z, affine, targets, mask, rank))
     return metrics
 
 
@@ -274,6 +279,7 @@ def sharded_bump_per_worker(config: dict) -> None:
     alignment, targets, mask = None, None, None
     if bump.parent is not None:  # the gate measures alignment; joint methods also train it
         targets, mask = _targets(bump, rank)
+        return_freed_memory()  # the table parts it read
         _stage(rank, f"warm start and targets of version {bump.parent.version}", started)
     if bump.parent is not None and bump.method.joint:
         transform = make_transform(bump.method.transform, run.spec.output_dim, bump.parent.dim)
@@ -298,7 +304,6 @@ def sharded_bump_per_worker(config: dict) -> None:
         trainer.module = prepare_model(trainer.joint, move_to_device=False)
     stats = _train(trainer, bump, rank)
     selected = trainer.result()  # the selected epoch's dense weights and ID rows
-    task.ids.optimizer.state.clear()  # Adam's moments (2 x the ID rows): scoring needs the room
     _stage(rank, f"trained {trainer.steps_done} steps", started)
 
     affine = _transform(bump, trainer)
@@ -313,10 +318,10 @@ def sharded_bump_per_worker(config: dict) -> None:
         ray.train.report(final)
         return
     with tempfile.TemporaryDirectory(prefix="bc-ray-sharded-") as directory:
-        torch.save({"model": get_family(DEFAULT_FAMILY).to_bytes(whole), "transform": affine,
-                    "metrics": metrics, "history": trainer.history},
-                   os.path.join(directory, RESULT_FILE))
+        save_model(whole, os.path.join(directory, MODEL_FILE))
         del whole
+        torch.save({"transform": affine, "metrics": metrics, "history": trainer.history},
+                   os.path.join(directory, RESULT_FILE))
         _stage(rank, "gathered the model file", started)
         ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
@@ -368,6 +373,8 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
         raise TrainingError(f"sharded training run {name} ended without its model")
     with result.checkpoint.as_directory() as directory:
         saved = torch.load(os.path.join(directory, RESULT_FILE), weights_only=False)
+        with open(os.path.join(directory, MODEL_FILE), "rb") as file:
+            model_bytes = file.read()  # the version's model file, as it is stored
     history = saved["history"]
     steady = history[1:] or history
     seconds = sum(h["seconds"] for h in steady)
@@ -384,7 +391,7 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     candidate = register_candidate(store, Candidate(
         parent=parent.version if parent else None, dim=spec.output_dim, method=method.name,
         spec=spec.to_dict(), family=DEFAULT_FAMILY, snapshot_id=state.current_snapshot,
-        cutoff=state.snapshot().cutoff, model=saved["model"], transform=saved["transform"],
+        cutoff=state.snapshot().cutoff, model=model_bytes, transform=saved["transform"],
         metrics=metrics))
     if reasons:
         reject_version(store, candidate.version, reasons)

@@ -10,17 +10,27 @@ from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.spec import VersionSpec
 
 
-def model_to_bytes(model: EmbeddingModel) -> bytes:
-    buffer = io.BytesIO()
-    torch.save({
+def _payload(model: EmbeddingModel) -> dict:
+    return {
         "spec": model.spec.to_dict(),
         "num_users": model.num_users,
         "num_items": model.num_items,
         "user_vocab": model.encoders["user"].vocab_sizes,
         "item_vocab": model.encoders["item"].vocab_sizes,
         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }, buffer)
+    }
+
+
+def model_to_bytes(model: EmbeddingModel) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(_payload(model), buffer)
     return buffer.getvalue()
+
+
+def save_model(model: EmbeddingModel, path: str) -> None:
+    """`model_to_bytes`'s bytes, written to `path` tensor by tensor: no copy of the tables in
+    memory (a sharded bump's rank 0 writes M_k's file beside the whole tables it gathered)."""
+    torch.save(_payload(model), path)
 
 
 def model_from_bytes(data: bytes, device: torch.device | str = "cpu",

@@ -65,20 +65,26 @@ def gathered_model(model: EmbeddingModel, rows: torch.Tensor,
                    owners: RowOwners) -> EmbeddingModel | None:
     """On rank 0, M_k whole: `model`'s dense weights (a `sharded_model`, equal on every worker
     after DDP) with every worker's ID `rows` in tables of the snapshot's size (their padding row
-    zero, for entities the tables do not know); None on the other ranks."""
+    zero, for entities the tables do not know); None on the other ranks. Rank 0 holds the rows
+    twice at most, as received and in the tables (one entity at a time would halve the
+    received part)."""
     received, counts = to_rank0(rows.detach())
     if owners_rank() != 0:
         return None
     whole = EmbeddingModel(model.spec, owners.num_users, owners.num_items,
                            model.encoders["user"].vocab_sizes, model.encoders["item"].vocab_sizes,
                            initialize=False)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("ids.")}
-    tables = {entity: torch.zeros_like(whole.ids[entity].weight) for entity in ("user", "item")}
+    dense = {k: v for k, v in model.state_dict().items() if not k.startswith("ids.")}
+    missing, unexpected = whole.load_state_dict(dense, strict=False)
+    if unexpected or any(not name.startswith("ids.") for name in missing):
+        raise ConfigError(f"the sharded model's dense weights do not fit M_k: missing {missing}, "
+                          f"unexpected {unexpected}")
+    for table in whole.ids.values():
+        table.weight[-1:] = 0.0  # the padding row
     start = 0
     for sender, count in enumerate(counts):
         for entity, first, last, offset in owners.spans(sender):
-            tables[entity][first:last] = received[start + offset:start + offset + last - first]
+            whole.ids[entity].weight[first:last] = received[
+                start + offset:start + offset + last - first]
         start += count
-    state.update({f"ids.{entity}.weight": table for entity, table in tables.items()})
-    whole.load_state_dict(state)
     return whole.eval()
