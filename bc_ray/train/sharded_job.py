@@ -21,6 +21,7 @@ GPUs (rows are exchanged over gloo).
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import os
@@ -265,12 +266,22 @@ def _gate_scores(bump: ShardedBump, task: ShardedLinkPredictionTask, model, affi
     return metrics
 
 
-def sharded_bump_per_worker(config: dict) -> None:
-    bump: ShardedBump = config["bump"]
+@dataclass
+class _Trained:
+    """What is left of a worker's training once it is scored: the model and its ID rows."""
+
+    model: torch.nn.Module  # the dense weights (a `sharded_model`)
+    id_rows: torch.Tensor
+    affine: tuple | None  # B_k's (weight, bias)
+    metrics: dict  # the gate's scores
+    history: list[dict]
+    final: dict  # the last report's metrics
+
+
+def _train_and_score(bump: ShardedBump, rank: int, world: int, started: float) -> _Trained:
+    """Everything a worker holds for training and scoring (graph rows, sampler, targets) lives
+    here and goes when it returns, before rank 0 gathers the whole tables."""
     run, held = bump.run, bump.held_out
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    started = time.perf_counter()
     graph = entity_graph(run)
     rows = run.local_rows(rank)
     _stage(rank, f"read its {rows.neighbours.size:,} edge ends", started)
@@ -310,20 +321,32 @@ def sharded_bump_per_worker(config: dict) -> None:
     metrics = {**_gate_scores(bump, task, model, affine, targets, mask, rank),
                "selected_epoch": selected.selected_epoch}
     _stage(rank, "scored", started)
-    whole = gathered_model(model, task.ids.weight.detach(), run.owners)
     held_bytes = task.nbytes
     final = {**stats, "worker_graph_bytes": gathered(str(held_bytes["graph_rows"])),
              "worker_id_bytes": gathered(str(held_bytes["id_rows"]))}
+    return _Trained(model, task.ids.weight.detach(), affine, metrics, trainer.history, final)
+
+
+def sharded_bump_per_worker(config: dict) -> None:
+    bump: ShardedBump = config["bump"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    started = time.perf_counter()
+    trained = _train_and_score(bump, rank, world, started)
+    gc.collect()  # modules and the process group's hooks hold reference cycles
+    return_freed_memory()
+    whole = gathered_model(trained.model, trained.id_rows, bump.run.owners)
     if rank != 0:
-        ray.train.report(final)
+        ray.train.report(trained.final)
         return
     with tempfile.TemporaryDirectory(prefix="bc-ray-sharded-") as directory:
         save_model(whole, os.path.join(directory, MODEL_FILE))
         del whole
-        torch.save({"transform": affine, "metrics": metrics, "history": trainer.history},
-                   os.path.join(directory, RESULT_FILE))
+        torch.save({"transform": trained.affine, "metrics": trained.metrics,
+                    "history": trained.history}, os.path.join(directory, RESULT_FILE))
         _stage(rank, "gathered the model file", started)
-        ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        ray.train.report(trained.final,
+                         checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionRecord | None,
