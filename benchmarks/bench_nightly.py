@@ -16,7 +16,8 @@ memory per process kind: each command's process (sampled every 0.2 s) and Ray's 
 process title (`bench_scale.PeakMemory`).
 
     python benchmarks/bench_nightly.py [--days 10] [--daily 1000000] [--partitions 4]
-                                       [--sharded W] [--no-plain]
+                                       [--sharded W] [--no-plain] [--batch-size B]
+                                       [--object-store-gb G]
 """
 
 from __future__ import annotations
@@ -151,11 +152,18 @@ def main() -> None:
                         help="Run the designs that hold the whole graph in one process beside: "
                              "the plain single-process refresh, the unpartitioned refresh and, "
                              "with --sharded, a one-process bump (they must fit).")
+    parser.add_argument("--object-store-gb", type=float, default=None,
+                        help="The local cluster's object store (default: Ray's, 30%% of the "
+                             "memory). Its pages stay resident once a refresh has filled it, so "
+                             "at 100M edges the bump's workers need it smaller; what does not "
+                             "fit is spilled to disk.")
     args = parser.parse_args()
     import ray
 
+    store_bytes = int(args.object_store_gb * 2**30) if args.object_store_gb else None
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-             log_to_driver=False, logging_level=logging.WARNING)
+             object_store_memory=store_bytes, log_to_driver=False,
+             logging_level=logging.WARNING)
     address = ray.get_runtime_context().gcs_address
     work = scratch_dir("bench-nightly-")
     uri, landing = f"file://{work}/store", f"{work}/landing"
