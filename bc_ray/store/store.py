@@ -228,7 +228,7 @@ class Store:
         stamp = utc_now().strftime("%Y%m%dT%H%M%S")
         return f"{kind}/{stamp}-{uuid.uuid4().hex[:10]}"
 
-    def put(self, rel: str, data: bytes) -> FileRecord:
+    def put(self, rel: str, data: bytes | memoryview) -> FileRecord:
         self.io.write_bytes(rel, data)
         return FileRecord(path=rel, size=len(data), sha256=sha256(data))
 

@@ -45,7 +45,7 @@ class Candidate:
     cutoff: float
     # M_k's weights; None for embeddings computed outside bc_ray (`bc-ray publish`), which
     # come with their tables instead (`publish_with_tables`).
-    model: bytes | None
+    model: bytes | memoryview | None  # a memoryview: a mapped file, written as it is
     transform: chain_math.Affine | None
     metrics: dict = field(default_factory=dict)
     family: str = DEFAULT_FAMILY

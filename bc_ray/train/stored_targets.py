@@ -27,17 +27,22 @@ class TargetRows:
 
 
 def stored_target_rows(store: Store, state: StoreState, parent: VersionRecord, entity: str,
-                       entities: pl.DataFrame, first: int = 0,
-                       last: int | None = None) -> TargetRows:
+                       entities: pl.DataFrame, first: int = 0, last: int | None = None,
+                       out: np.ndarray | None = None) -> TargetRows:
     """Version `parent`'s rows of the `entity`s (a frame of `idx` 0..n-1 and `id`) numbered
-    `first`..`last` (default: all)."""
+    `first`..`last` (default: all), written into `out` when given (a worker's rows of both
+    entities in one matrix, with no copy to join them)."""
     record = state.table(parent.version, entity)
     if record is None:
         raise TrainingError(f"alignment to stored targets needs refreshed embeddings of version "
                             f"{parent.version}; run `bc-ray refresh` first")
     count = entities.height
     last = count if last is None else last
-    values = np.zeros((last - first, parent.dim), dtype=np.float32)
+    if out is None:
+        values = np.zeros((last - first, parent.dim), dtype=np.float32)
+    else:
+        values = out
+        values[:] = 0.0
     mask = np.zeros(count, dtype=bool)
     known = entities.select("idx", "id")
     for part in table_parts(store, record, columns=["id", "embedding"]):

@@ -33,10 +33,10 @@ def warm_id_rows(previous: EmbeddingModel, owners: RowOwners, rank: int, fresh: 
     differ); rows it did not train of entities `seen` in training now (new since, or without
     edges then) take their entity's mean trained row plus noise of a tenth of the rows' spread,
     both taken over every worker's rows. `fresh`: the worker's initial rows, which the copies
-    overwrite; `seen`: a flag per owned row."""
+    overwrite in place (no second copy of the rows); `seen`: a flag per owned row."""
     if not previous.spec.id_embeddings:
         raise ConfigError(f"version {previous.spec} has no ID tables to start from")
-    rows = fresh.clone()
+    rows = fresh
     generator = torch.Generator().manual_seed(seed * 104_729 + rank)
     for entity, first, last, offset in owners.spans(rank):
         old = previous.ids[entity].weight  # its last row is padding
