@@ -135,6 +135,22 @@ def _outcome(out: dict) -> str:
     return note
 
 
+def bump_sharded(command: list[str], workers: int, record) -> None:
+    """The sharded bump to version 1, recorded; where it fails (at the edge of the machine's
+    memory) the failure is recorded and the path goes on with version 0."""
+    stage = f"bump to version 1 (step budget, warm start), sharded W={workers}"
+    started = time.perf_counter()
+    with PeakMemory() as memory:
+        try:
+            seconds, peak, out = run_cli(*command, "--warm-start", "mean")
+        except RuntimeError as failed:
+            lines = [line for line in str(failed).splitlines() if line.strip()]
+            record(f"{stage}: FAILED", time.perf_counter() - started, 0.0, memory,
+                   " | ".join(lines[-3:])[-600:])
+            return
+    record(stage, seconds, peak, memory, _outcome(out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -157,6 +173,9 @@ def main() -> None:
                              "works on a copy of hard links) whose version 0 is trained and "
                              "refreshed by an earlier --sharded run of the same --days: the "
                              "ingest and version 0 are skipped.")
+    parser.add_argument("--bump", action=argparse.BooleanOptionalAction, default=True,
+                        help="Train the bump to version 1; --no-bump runs the rest of the path "
+                             "on version 0 (with --store: where the bump does not fit).")
     parser.add_argument("--object-store-gb", type=float, default=None,
                         help="The local cluster's object store (default: Ray's, 30%% of the "
                              "memory). Its pages stay resident once a refresh has filled it, so "
@@ -230,18 +249,8 @@ def main() -> None:
             record("bump to version 1 (step budget, warm start), one process, on a copy",
                    seconds, peak, memory, _outcome(out))
             shutil.rmtree(twin)
-        stage = f"bump to version 1 (step budget, warm start), sharded W={args.sharded}"
-        bump_started = time.perf_counter()
-        with PeakMemory() as memory:
-            try:
-                seconds, peak, out = run_cli(*sharded, "--warm-start", "mean")
-            except RuntimeError as failed:  # at the edge of the machine: say so, go on
-                lines = [line for line in str(failed).splitlines() if line.strip()]
-                record(f"{stage}: FAILED", time.perf_counter() - bump_started, 0.0, memory,
-                       " | ".join(lines[-3:])[-600:])
-                out = None
-        if out is not None:
-            record(stage, seconds, peak, memory, _outcome(out))
+        if args.bump:
+            bump_sharded(sharded, args.sharded, record)
     else:
         seconds, peak, out = run_cli(*one_table)
         record("train version 0 (step budget)", seconds, peak, note=out.get("status", ""))

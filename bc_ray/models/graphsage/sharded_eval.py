@@ -54,19 +54,41 @@ def sharded_layerwise(task: ShardedLinkPredictionTask, model: EmbeddingModel,
     model.eval()  # the trainer sets train() again at its next epoch
     own_tables = len(model.ids) > 0
     parts = _chunks(owners.nodes_of(owners_rank()), task.rows.crow, chunk, max_ends)
-    h = torch.cat([model.inputs(task.graph, part,
-                                None if own_tables else task.ids.rows_of(part))
-                   for part in parts])
+    # Each layer is written run by run into one matrix (no list of runs to join): a worker
+    # holds the layer it reads and the one it writes, and one run's rows.
+    h = _by_runs(parts, lambda part: model.inputs(
+        task.graph, part, None if own_tables else task.ids.rows_of(part)))
     one_hop = PartitionedNeighborSampler(owners, task.rows.crow, task.rows.neighbours, [-1])
     for index in range(model.spec.num_layers):
-        previous, out = ShardedRows(owners, h), []
-        for part in parts:
+        previous = ShardedRows(owners, h)
+
+        def layer(part: torch.Tensor, index: int = index,
+                  previous: ShardedRows = previous) -> torch.Tensor:
             sample = one_hop.sample(part)
             x = previous.gather(sample.nodes)
             block = sample.blocks[0]
-            out.append(model.layer(index, x, block.adjacency, x[:block.num_dst]))
-        h = torch.cat(out)
+            return model.layer(index, x, block.adjacency, x[:block.num_dst])
+
+        h = _by_runs(parts, layer)
+        del previous
     return h
+
+
+def _by_runs(parts: list[torch.Tensor], compute) -> torch.Tensor:
+    """`compute(part)` of every run, stacked in a matrix allocated once the first run says
+    its width (every worker runs as many runs, the empty ones too: they are collectives)."""
+    rows = sum(part.numel() for part in parts)
+    out = None
+    start = 0
+    for part in parts:
+        values = compute(part)
+        if out is None:
+            out = values.new_empty((rows, *values.shape[1:]))
+        out[start:start + part.numel()] = values
+        start += part.numel()
+    if out is None:
+        raise ValueError("no runs to compute: every worker has at least one, if empty")
+    return out
 
 
 def sharded_recall(task: ShardedLinkPredictionTask, z: torch.Tensor, eval_user: torch.Tensor,
@@ -87,9 +109,8 @@ def sharded_recall(task: ShardedLinkPredictionTask, z: torch.Tensor, eval_user: 
     mine = held_out[(held_out >= first_user) & (held_out < last_user)]
     z_users = _to_rank0(z[mine - first_user])
     order = _to_rank0(mine)  # held-out users as rank 0 receives their rows
-    known_user, known_item = task.rows.user_edges()
-    held = torch.from_numpy(np.isin(known_user.numpy(), mine.numpy()))
-    known_user, known_item = _to_rank0(known_user[held]), _to_rank0(known_item[held])
+    known_user, known_item = task.rows.user_edges_of(mine)
+    known_user, known_item = _to_rank0(known_user), _to_rank0(known_item)
     result = torch.zeros(1, dtype=torch.float64)
     if rank == 0:
         # Held-out users renumbered 0..n-1 in the order their rows arrived.

@@ -76,6 +76,17 @@ class LocalRows:
         items = self.neighbours[:ends] - self.owners.num_users
         return torch.from_numpy(users), torch.from_numpy(items)
 
+    def user_edges_of(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`user_edges` of the owned `users` (entity indices) only, read from their rows."""
+        first, _ = self.owners.users_of(self.rank)
+        rows = users.numpy() - first
+        starts, ends = self.crow[rows], self.crow[rows + 1]
+        lengths = ends - starts
+        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        items = self.neighbours[np.repeat(starts, lengths) + within] - self.owners.num_users
+        return (torch.from_numpy(np.repeat(users.numpy(), lengths)),
+                torch.from_numpy(np.ascontiguousarray(items)))
+
     @property
     def nbytes(self) -> int:
         return self.crow.nbytes + self.neighbours.nbytes
