@@ -17,7 +17,11 @@ process title (`bench_scale.PeakMemory`).
 
     python benchmarks/bench_nightly.py [--days 10] [--daily 1000000] [--partitions 4]
                                        [--sharded W] [--no-plain] [--batch-size B]
-                                       [--object-store-gb G]
+                                       [--object-store-gb G] [--store DIR] [--no-bump]
+
+At 100M interactions (RESULTS §10) the path ran in parts: `--store` starts from a store whose
+version 0 an earlier run trained and refreshed, and a sharded bump that fails (out of memory at
+the edge of the machine) is recorded as such while the path goes on with version 0.
 """
 
 from __future__ import annotations
