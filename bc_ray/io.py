@@ -246,8 +246,8 @@ class FileIO:
                 os.fsync(handle.fileno())
             return
         with self._writing(rel):
-            if len(parts) == 1:
-                self.fs.pipe_file(self.path(rel), parts[0])
+            if len(parts) == 1 and isinstance(parts[0], (bytes, bytearray)):
+                self.fs.pipe_file(self.path(rel), parts[0])  # botocore takes no memoryview
                 return
             with self.fs.open(self.path(rel), "wb") as handle:  # uploaded in blocks as they fill
                 for part in parts:

@@ -140,14 +140,17 @@ def _outcome(out: dict) -> str:
 
 
 def bump_sharded(command: list[str], workers: int, record) -> None:
-    """The sharded bump to version 1, recorded; where it fails (at the edge of the machine's
-    memory) the failure is recorded and the path goes on with version 0."""
+    """The sharded bump to version 1, recorded; where it runs out of memory (at the edge of the
+    machine) that is recorded and the path goes on with version 0. `--store` takes the
+    `--days` of the run that built it (the next day ingested is day `--days`)."""
     stage = f"bump to version 1 (step budget, warm start), sharded W={workers}"
     started = time.perf_counter()
     with PeakMemory() as memory:
         try:
             seconds, peak, out = run_cli(*command, "--warm-start", "mean")
         except RuntimeError as failed:
+            if "memory" not in str(failed).lower():
+                raise  # any other failure is a fault to see, not a measurement
             lines = [line for line in str(failed).splitlines() if line.strip()]
             record(f"{stage}: FAILED", time.perf_counter() - started, 0.0, memory,
                    " | ".join(lines[-3:])[-600:])
@@ -186,6 +189,8 @@ def main() -> None:
                              "at 100M edges the bump's workers need it smaller; what does not "
                              "fit is spilled to disk.")
     args = parser.parse_args()
+    if args.store and not args.sharded:
+        parser.error("--store starts from a --sharded run's version 0: pass --sharded W")
     import ray
 
     store_bytes = int(args.object_store_gb * 2**30) if args.object_store_gb else None

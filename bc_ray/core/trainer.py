@@ -296,7 +296,8 @@ class VersionTrainer:
                            stopped_epoch=self.history[-1]["epoch"] if self.history else 0)
 
     def state(self) -> dict:
-        """Everything needed to resume (for checkpoints)."""
+        """Everything needed to resume (for checkpoints). `best_state` is None while the live
+        state is the selected one (the last epoch selected: nothing trains after it)."""
         state = {"joint": self.joint.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "best_state": self._best_state, "best": self._best, "min_align": self._min_align,
                  "history": self.history, "stale_evaluations": self._stale_evaluations,

@@ -41,7 +41,10 @@ class TripleSampler:
         self.num_items = num_items
         # Every edge as one sorted key (user-major): the positives test is a binary search, and
         # an edge's user and item are computed from its key when drawn, so the sampler holds 8
-        # bytes per edge (a sharded worker at 100M edges holds tens of millions of them).
+        # bytes per edge and 16 per user with edges (a sharded worker at 100M edges holds tens
+        # of millions of edges; building the keys takes a second 8 bytes per edge for a moment).
+        # Since 2026-12-05: the draws for a given seed differ from the per-edge weights' before
+        # (same distribution), and users and items come back as int64.
         self.keys = edge_user.numpy().astype(np.int64) * num_items + edge_item.numpy()
         self.keys.sort()
         self.user_uniform = user_uniform

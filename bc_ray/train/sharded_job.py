@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -231,14 +232,17 @@ def _resume(trainer: VersionTrainer, rank: int) -> tuple[int, int | None]:
     return saved["epoch"] + 1, saved["epoch"] + 1
 
 
-def _train(trainer: VersionTrainer, bump: ShardedBump, rank: int) -> dict:
+def _train(trainer: VersionTrainer, bump: ShardedBump, rank: int,
+           on_last: Callable[[], None]) -> dict:
     """The epochs (from a restarted group's checkpoint), each reported, with this worker's
-    checkpoint every `checkpoint_every`; the last one's stats, which the final report carries."""
+    checkpoint every `checkpoint_every`; the last one's stats, which the final report carries.
+    `on_last` is called once the last epoch's steps are taken, before its evaluation."""
     start, resumed_from = _resume(trainer, rank)
     for epoch in range(start, bump.run.train.epochs + 1):
         stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
         if trainer.is_last(epoch):  # no step follows: Adam's moments (2 x the ID rows) make
             trainer.task.ids.optimizer.state.clear()  # room for scoring
+            on_last()
         if trainer.should_evaluate(epoch):
             stats.update(trainer.evaluate(epoch))
         trainer.history.append(stats)
@@ -251,12 +255,15 @@ def _train(trainer: VersionTrainer, bump: ShardedBump, rank: int) -> dict:
 
 
 def _gate_scores(bump: ShardedBump, task: ShardedLinkPredictionTask, model, affine,
-                 targets: ShardedRows | None, mask: torch.Tensor | None, rank: int) -> dict:
+                 targets: ShardedRows | None, mask: torch.Tensor | None, rank: int,
+                 z: torch.Tensor | None = None) -> dict:
     """What `score_candidate` measures, computed by every worker together: Recall@50 of the
     held-out test users, M_{k-1}'s on the same graph (the relative gate's) and the alignment
-    error."""
+    error. `z`: this worker's rows of the model as scored already (by the last evaluation,
+    when it selected that state), or None to embed them."""
     held = bump.held_out
-    z = _embedded(task, model)
+    if z is None:
+        z = _embedded(task, model)
     metrics = {"recall_at_50": sharded_recall(task, z, held.eval_user, held.eval_item,
                                               users=held.test_users, item_pool=held.item_pool)}
     if targets is not None:
@@ -302,9 +309,15 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, started: float) -
     task = ShardedLinkPredictionTask(model, graph, rows, run.train, id_rows, rank=rank,
                                      world_size=world, item_pool=held.item_pool)
 
+    # The last epoch's z: if selection keeps that epoch, the gate scores the same state and
+    # takes it instead of another layer-wise pass (minutes at 100M edges).
+    last: dict = {"epoch": False}
+
     def validate(model, transform) -> dict:
         """Selection's scores, computed by every worker together (the calls are collectives)."""
         z = _embedded(task, model)
+        if last["epoch"]:
+            last["z"] = z
         metrics = {"recall": sharded_recall(task, z, held.eval_user, held.eval_item,
                                             users=held.val_users, item_pool=held.item_pool)}
         if alignment is not None:
@@ -316,12 +329,15 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, started: float) -
                              world_size=world, task=task)
     if world > 1:
         trainer.module = prepare_model(trainer.joint, move_to_device=False)
-    stats = _train(trainer, bump, rank)
+    stats = _train(trainer, bump, rank, on_last=lambda: last.update(epoch=True))
     selected = trainer.result()  # the selected epoch's dense weights and ID rows
     _stage(rank, f"trained {trainer.steps_done} steps", started)
 
     affine = _transform(bump, trainer)
-    metrics = {**_gate_scores(bump, task, model, affine, targets, mask, rank),
+    if selected.selected_epoch != stats["epoch"]:
+        last.pop("z", None)  # an earlier epoch's state was restored: it is embedded afresh
+    metrics = {**_gate_scores(bump, task, model, affine, targets, mask, rank,
+                              last.pop("z", None)),  # held by the callee alone: it frees it
                "selected_epoch": selected.selected_epoch}
     _stage(rank, "scored", started)
     held_bytes = task.nbytes

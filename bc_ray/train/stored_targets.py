@@ -40,6 +40,9 @@ def stored_target_rows(store: Store, state: StoreState, parent: VersionRecord, e
     last = count if last is None else last
     if out is None:
         values = np.zeros((last - first, parent.dim), dtype=np.float32)
+    elif out.shape != (last - first, parent.dim) or out.dtype != np.float32:
+        raise ValueError(f"out is {out.dtype} {out.shape}, expected float32 "
+                         f"({last - first}, {parent.dim})")
     else:
         values = out
         values[:] = 0.0

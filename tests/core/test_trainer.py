@@ -154,3 +154,35 @@ def test_a_step_budget_bounds_training_whatever_the_graphs_size(split):
     assert resumed.steps_done == 7 and resumed.budget_spent
     with pytest.raises(ConfigError, match="max_steps"):
         dataclasses.replace(config, max_steps=-1)
+
+
+def test_the_last_epoch_selected_keeps_no_copy_and_an_earlier_one_is_restored(split):
+    """Issue 29: a selected last epoch is the live state (no copy of the tables beside it); a
+    state selected earlier is restored by `result()` and survives a checkpoint round trip."""
+    config = dataclasses.replace(CONFIG, epochs=4, eval_every=1, warmup_epochs=0)
+
+    def weights(module) -> dict:
+        return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    rising = iter([0.1, 0.2, 0.3, 0.4])
+    trainer = VersionTrainer(build_model(SPEC, split.graph), split.graph, config,
+                             evaluator=lambda model, transform: {"recall": next(rising)})
+    live_at_end: dict = {}
+    result = trainer.fit(on_epoch=lambda stats: live_at_end.update(weights(trainer.joint)))
+    assert result.selected_epoch == 4 and trainer.state()["best_state"] is None
+    assert all(torch.equal(v, live_at_end[k]) for k, v in trainer.joint.state_dict().items())
+
+    falling = iter([0.1, 0.4, 0.3, 0.2])
+    at_epoch: dict[int, dict] = {}
+    earlier = VersionTrainer(build_model(SPEC, split.graph), split.graph, config,
+                             evaluator=lambda model, transform: {"recall": next(falling)})
+    picked = earlier.fit(on_epoch=lambda stats: at_epoch.update({
+        stats["epoch"]: weights(earlier.joint)}))
+    assert picked.selected_epoch == 2
+    assert all(torch.equal(v, at_epoch[2][k]) for k, v in earlier.joint.state_dict().items())
+    saved = earlier.state()
+    assert saved["best_state"] is not None
+    resumed = VersionTrainer(build_model(SPEC, split.graph), split.graph, config)
+    resumed.load_state(saved)
+    assert resumed.result().selected_epoch == 2
+    assert all(torch.equal(v, at_epoch[2][k]) for k, v in resumed.joint.state_dict().items())

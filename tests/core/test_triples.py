@@ -27,7 +27,7 @@ def test_users_are_drawn_uniformly_then_one_of_their_edges():
     for (user, _), count in drawn.items():
         by_user[user] += count
     assert set(by_user) == {0, 1, 3}
-    for user in (0, 1, 3):  # a third each, whatever their degree (30k draws: +-0.01 is 4 sd)
+    for user in (0, 1, 3):  # a third each, whatever their degree (30k draws: sd 0.0027)
         assert abs(by_user[user] / total - 1 / 3) < 0.015
     edges_of_0 = [drawn[(0, item)] / by_user[0] for item in range(6)]
     assert max(abs(share - 1 / 6) for share in edges_of_0) < 0.02

@@ -302,3 +302,21 @@ def test_warm_start_takes_each_workers_own_rows_as_the_one_table_mean_start(grap
         for start in (got, expected):
             assert ((start[new] - mean).abs() < 0.5 * spread).all(), entity
         assert got[new].std(0).min() > 0  # with noise
+
+
+def test_a_workers_edges_of_some_users_are_read_from_their_rows(graph):
+    """Scoring reads the held-out users' training items from their rows (`user_edges_of`),
+    not by filtering every edge the worker holds; users it does not own are refused."""
+    user_degree, item_degree = graph.degrees()
+    owners = RowOwners.balanced(user_degree.numpy(), item_degree.numpy(), 2)
+    rows = LocalRows.from_edges(owners, 1, graph.edge_user.numpy(), graph.edge_item.numpy())
+    all_users, all_items = rows.user_edges()
+    first, last = owners.users_of(1)
+    chosen = torch.arange(first, last)[::3]
+    users, items = rows.user_edges_of(chosen)
+    kept = torch.isin(all_users, chosen)
+    assert sorted(zip(users.tolist(), items.tolist())) == sorted(
+        zip(all_users[kept].tolist(), all_items[kept].tolist()))
+    assert rows.user_edges_of(chosen[:0])[0].numel() == 0
+    with pytest.raises(ValueError, match="outside worker 1"):
+        rows.user_edges_of(torch.tensor([first - 1]))

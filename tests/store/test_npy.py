@@ -23,6 +23,20 @@ def test_a_matrix_written_in_parts_is_the_npy_file_numpy_reads(store_uri):
     assert npy_matrix(store.get(empty), "empty.npy").shape == (0, 8)
 
 
+def test_a_mapped_file_is_put_as_it_is(store_uri, tmp_path):
+    """A sharded bump registers M_k's file from its mapped pages (a memoryview), which the S3
+    client does not take as one body: it is streamed instead."""
+    import mmap
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(np.random.default_rng(1).bytes(3 << 20))
+    store = Store(store_uri)
+    with (open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+          memoryview(mapped) as view):
+        record = store.put("versions/model.pt", view)
+    assert record.size == 3 << 20 and store.get(record) == path.read_bytes()
+
+
 @pytest.mark.parametrize("cut", [5, 60, 1000])
 def test_a_truncated_npy_file_is_a_corrupt_file_named(cut):
     matrix = np.ones((100, 4), np.float32)

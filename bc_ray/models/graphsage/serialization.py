@@ -28,8 +28,9 @@ def model_to_bytes(model: EmbeddingModel) -> bytes:
 
 
 def save_model(model: EmbeddingModel, path: str) -> None:
-    """`model_to_bytes`'s bytes, written to `path` tensor by tensor: no copy of the tables in
-    memory (a sharded bump's rank 0 writes M_k's file beside the whole tables it gathered)."""
+    """What `model_to_bytes` holds, written to `path` tensor by tensor: no copy of the tables
+    in memory (a sharded bump's rank 0 writes M_k's file beside the whole tables it gathered).
+    The file loads as the bytes do; its own bytes differ (torch names the records after it)."""
     torch.save(_payload(model), path)
 
 

@@ -70,7 +70,6 @@ def sharded_layerwise(task: ShardedLinkPredictionTask, model: EmbeddingModel,
             return model.layer(index, x, block.adjacency, x[:block.num_dst])
 
         h = _by_runs(parts, layer)
-        del previous
     return h
 
 

@@ -78,7 +78,9 @@ class LocalRows:
 
     def user_edges_of(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`user_edges` of the owned `users` (entity indices) only, read from their rows."""
-        first, _ = self.owners.users_of(self.rank)
+        first, last = self.owners.users_of(self.rank)
+        if users.numel() and (int(users.min()) < first or int(users.max()) >= last):
+            raise ValueError(f"users outside worker {self.rank}'s range {first}..{last - 1}")
         rows = users.numpy() - first
         starts, ends = self.crow[rows], self.crow[rows + 1]
         lengths = ends - starts
