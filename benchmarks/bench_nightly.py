@@ -17,7 +17,8 @@ process title (`bench_scale.PeakMemory`).
 
     python benchmarks/bench_nightly.py [--days 10] [--daily 1000000] [--partitions 4]
                                        [--sharded W] [--no-plain] [--batch-size B]
-                                       [--object-store-gb G] [--store DIR] [--no-bump]
+                                       [--object-store-gb G] [--store DIR] [--keep-store DIR]
+                                       [--no-bump]
 
 At 100M interactions (RESULTS §10) the path ran in parts: `--store` starts from a store whose
 version 0 an earlier run trained and refreshed, and a sharded bump that fails (out of memory at
@@ -180,6 +181,9 @@ def main() -> None:
                              "works on a copy of hard links) whose version 0 is trained and "
                              "refreshed by an earlier --sharded run of the same --days: the "
                              "ingest and version 0 are skipped.")
+    parser.add_argument("--keep-store", default=None, metavar="DIR",
+                        help="Keep a copy (hard links) of the store as it is after version 0 "
+                             "and its refresh in DIR, for a later --store run.")
     parser.add_argument("--bump", action=argparse.BooleanOptionalAction, default=True,
                         help="Train the bump to version 1; --no-bump runs the rest of the path "
                              "on version 0 (with --store: where the bump does not fit).")
@@ -189,8 +193,10 @@ def main() -> None:
                              "at 100M edges the bump's workers need it smaller; what does not "
                              "fit is spilled to disk.")
     args = parser.parse_args()
-    if args.store and not args.sharded:
-        parser.error("--store starts from a --sharded run's version 0: pass --sharded W")
+    if (args.store or args.keep_store) and not args.sharded:
+        parser.error("--store and --keep-store are a --sharded run's version 0: pass --sharded W")
+    if args.store and args.keep_store:
+        parser.error("--keep-store keeps a version 0 this run trains: not with --store")
     import ray
 
     store_bytes = int(args.object_store_gb * 2**30) if args.object_store_gb else None
@@ -248,6 +254,8 @@ def main() -> None:
                 seconds, peak, out = run_cli(*refresh, "--full", "--partitions",
                                              str(args.partitions))
             record(f"full refresh of version 0, P={args.partitions}", seconds, peak, memory)
+            if args.keep_store:
+                subprocess.run(["cp", "-al", f"{work}/store", args.keep_store], check=True)
         if args.plain:  # the same bump in one process, from the same version 0, on a copy
             twin = f"{work}/twin"
             shutil.copytree(f"{work}/store", twin)
