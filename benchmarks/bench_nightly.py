@@ -18,7 +18,7 @@ process title (`bench_scale.PeakMemory`).
     python benchmarks/bench_nightly.py [--days 10] [--daily 1000000] [--partitions 4]
                                        [--sharded W] [--no-plain] [--batch-size B]
                                        [--object-store-gb G] [--store DIR] [--keep-store DIR]
-                                       [--no-bump]
+                                       [--no-bump] [--id-optimizer rowwise_adagrad]
 
 At 100M interactions (RESULTS §10) the path ran in parts: `--store` starts from a store whose
 version 0 an earlier run trained and refreshed, and a sharded bump that fails (out of memory at
@@ -181,6 +181,9 @@ def main() -> None:
                              "works on a copy of hard links) whose version 0 is trained and "
                              "refreshed by an earlier --sharded run of the same --days: the "
                              "ingest and version 0 are skipped.")
+    parser.add_argument("--id-optimizer", default="adam",
+                        help="`bc-ray train --id-optimizer` of the sharded versions (adam or "
+                             "rowwise_adagrad: one float of state per ID row, not 2 d).")
     parser.add_argument("--keep-store", default=None, metavar="DIR",
                         help="Keep a copy (hard links) of the store as it is after version 0 "
                              "and its refresh in DIR, for a later --store run.")
@@ -244,7 +247,8 @@ def main() -> None:
     refresh = ["refresh", "--store", uri, "--address", address]
     if args.sharded:
         sharded = [*train, "--sharded", "--num-workers", str(args.sharded), "--targets", "stored",
-                   "--batch-size", str(args.batch_size // args.sharded)]  # as many in all
+                   "--batch-size", str(args.batch_size // args.sharded),  # as many in all
+                   "--id-optimizer", args.id_optimizer]
         if not args.store:
             with PeakMemory() as memory:
                 seconds, peak, out = run_cli(*sharded)

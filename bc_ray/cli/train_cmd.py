@@ -62,7 +62,11 @@ def train(
     warm_start: Annotated[str, typer.Option(
         help="Start M_k from M_{k-1}: off, mean or metadata (how entities M_{k-1} did not know "
              "get their ID rows).")] = TRAIN.warm_start,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = TRAIN.lr,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = TRAIN.lr,
+    id_optimizer: Annotated[str, typer.Option(
+        help="How row-sparse and sharded ID tables are stepped: adam (2 floats of state per "
+             "table value) or rowwise_adagrad (one float per row: half a sharded worker's "
+             "memory per owned row, with stored targets).")] = TRAIN.id_optimizer,
     lam: Annotated[float, typer.Option(help="Weight of the alignment loss (lambda).")
                    ] = TRAIN.lam,
     holdout: Annotated[float, typer.Option(help="Replayed data sets: most recent fraction of the "
@@ -116,7 +120,8 @@ def train(
         cpus_per_worker=cpus_per_worker, model=model, spec=parsed,
         train=dataclasses.replace(TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam,
                                   seed=seed, max_steps=max_steps,
-                                  edges_per_epoch=edges_per_epoch, warm_start=warm_start),
+                                  edges_per_epoch=edges_per_epoch, warm_start=warm_start,
+                                  id_optimizer=id_optimizer),
         holdout=holdout, holdout_days=holdout_days, max_eval_users=max_eval_users,
         targets=targets, sharded=sharded,
         gate=dataclasses.replace(GATE, max_align_error_rel=max_align_error_rel,

@@ -2,11 +2,12 @@
 torch.distributed's own all-to-all (gloo on CPU, NCCL on GPUs).
 
 Worker r owns a contiguous range of users and a contiguous range of items (`RowOwners`), and
-holds only those rows of a table: the ID embeddings and their Adam moments (`ShardedEmbedding`),
+holds only those rows of a table: the ID embeddings and their optimizer state (`ShardedEmbedding`),
 or constant rows such as the alignment targets (`ShardedRows`). A step looks rows up by global
 node id (users 0..U-1, items U..): the ids go to their owners, which send their rows back. After
 the backward pass the gradients of those rows go back the same way, and each owner updates its
-rows with lazy Adam (`torch.optim.SparseAdam`), the mean over workers as DDP would take it.
+rows with lazy Adam (`torch.optim.SparseAdam`) or row-wise Adagrad, the mean over workers as DDP
+would take it.
 
 Every worker must make the same calls in the same order: each is a collective. TorchRec itself
 does not plan row-wise sharding for CPU (scale-notes: only a hand-built plan works there, with a
@@ -24,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from bc_ray.core.node_rows import balanced_bounds
+from bc_ray.core.sparse_rows import id_state_floats, id_table_optimizer
 from bc_ray.exceptions import ConfigError
 
 
@@ -202,11 +204,12 @@ class ShardedRows:
 
 class ShardedEmbedding(nn.Module):
     """A trainable ID table (users then items) sharded by `owners`: this worker's rows are a
-    parameter with its own lazy Adam, so a worker holds 3 x 4 d bytes per owned row, not per
-    node. `lookup` then `apply_gradients` once per step, on every worker."""
+    parameter with its own optimizer (`id_table_optimizer`), so a worker holds 3 x 4 d bytes
+    per owned row with Adam, 4 d + 4 with row-wise Adagrad, not per node. `lookup` then
+    `apply_gradients` once per step, on every worker."""
 
     def __init__(self, owners: RowOwners, rows: torch.Tensor, lr: float,
-                 trainable: torch.Tensor | None = None) -> None:
+                 trainable: torch.Tensor | None = None, optimizer: str = "adam") -> None:
         super().__init__()
         _check_rows(owners, rows)
         self.owners = owners
@@ -214,7 +217,8 @@ class ShardedEmbedding(nn.Module):
         # 0 for rows that must stay as they are (entities never seen in training).
         self.register_buffer("trainable", trainable if trainable is not None
                              else torch.ones(rows.shape[0], 1), persistent=False)
-        self.optimizer = torch.optim.SparseAdam([self.weight], lr=lr)
+        self.optimizer_name = optimizer
+        self.optimizer = id_table_optimizer(optimizer, [self.weight], lr)
         self._pending: tuple[Request, torch.Tensor] | None = None
 
     def lookup(self, nodes: torch.Tensor) -> torch.Tensor:
@@ -234,7 +238,7 @@ class ShardedEmbedding(nn.Module):
     @torch.no_grad()
     def apply_gradients(self) -> None:
         """Owners sum what every worker sent for their rows, average over workers (what DDP
-        does with dense gradients) and take one lazy Adam step on the rows touched."""
+        does with dense gradients) and step the rows touched."""
         if self._pending is None:
             raise RuntimeError("apply_gradients without a lookup in this step")
         asked, rows = self._pending
@@ -250,7 +254,7 @@ class ShardedEmbedding(nn.Module):
         self.weight.grad = None
 
     def checkpoint(self) -> dict:
-        """This worker's rows and their Adam state, to resume from."""
+        """This worker's rows and their optimizer state, to resume from."""
         return {"weight": self.weight.detach().clone(), "optimizer": self.optimizer.state_dict()}
 
     def restore(self, saved: dict) -> None:
@@ -260,5 +264,7 @@ class ShardedEmbedding(nn.Module):
 
     @property
     def nbytes(self) -> int:
-        """This worker's rows and their Adam moments."""
-        return 3 * self.weight.numel() * self.weight.element_size()
+        """This worker's rows and their optimizer state."""
+        rows, dim = self.weight.shape
+        return (rows * dim + rows * id_state_floats(self.optimizer_name, dim)) \
+            * self.weight.element_size()

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from bc_ray.exceptions import ConfigError
 
 TRAIN_MODES = ("auto", "full", "sampled")
+# What steps the row-sparse and sharded ID tables: lazy Adam (2 d floats of state per row) or
+# row-wise Adagrad (one float per row: `sparse_rows.RowwiseAdagrad`).
+ID_OPTIMIZERS = ("adam", "rowwise_adagrad")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class TrainConfig:
     # Sampled mode trains the ID tables row-sparse (sparse_rows.py) above this many nodes; below
     # it the batch touches most rows and dense Adam is faster (measured crossover ~100k nodes).
     sparse_ids_min_nodes: int = 100_000
+    # How those row-sparse (and sharded) ID tables are stepped; dense tables train with Adam.
+    id_optimizer: str = "adam"
     eval_every: int = 10
     warmup_epochs: int = 50
     align_tolerance: float = 0.1
@@ -47,6 +52,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.warm_start not in ("off", "mean", "metadata"):
             raise ConfigError(f"warm start {self.warm_start!r} is not one of off, mean, metadata")
+        if self.id_optimizer not in ID_OPTIMIZERS:
+            raise ConfigError(f"ID optimizer {self.id_optimizer!r} is not one of "
+                              f"{', '.join(ID_OPTIMIZERS)}")
         if self.mode not in TRAIN_MODES:
             raise ConfigError(f"training mode {self.mode!r} is not one of {TRAIN_MODES}")
         for name in ("epochs", "batch_size", "eval_every"):

@@ -151,7 +151,8 @@ class VersionTrainer:
         if self.sparse_parameters:
             dense = [p for p in self.joint.parameters()
                      if all(p is not q for q in self.sparse_parameters)]
-            self.optimizer = CombinedOptimizer(dense, self.sparse_parameters, config.lr)
+            self.optimizer = CombinedOptimizer(dense, self.sparse_parameters, config.lr,
+                                               config.id_optimizer)
         else:
             self.optimizer = torch.optim.Adam(self.joint.parameters(), lr=config.lr)
         self.history: list[dict] = []

@@ -3,7 +3,7 @@
 The driver counts degrees with one Ray task per edge file (as the partitioned refresh does) and
 cuts users and items into one range each per worker (`plan_owners`). Each worker then streams the
 snapshot's edge files and keeps the edges of the nodes it owns (`read_local_rows`): no process
-reads the edge list into memory whole, and a worker's CSR rows, ID rows and Adam moments are
+reads the edge list into memory whole, and a worker's CSR rows, ID rows and their optimizer state are
 about 1/W of the whole. `sharded_trainer` puts the pieces into the same `VersionTrainer` the
 replicated loop runs, so steps, budgets and the BC-Aligner loss are the ones `bc-ray train` uses.
 """
@@ -18,6 +18,7 @@ import torch
 
 from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.core.row_shards import RowOwners
+from bc_ray.core.sparse_rows import id_state_floats
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.trainer import Alignment, VersionTrainer
 from bc_ray.exceptions import TrainingError
@@ -57,10 +58,10 @@ class ShardedRun:
                                rank, self.held_out.extra)
 
 
-def row_bytes(spec: VersionSpec, target_dim: int = 0) -> int:
-    """What a worker holds per node it owns besides its CSR row: the ID row and Adam's two
-    moments, and its alignment target when aligned."""
-    return 12 * spec.hidden_dim + 4 * target_dim
+def row_bytes(spec: VersionSpec, target_dim: int = 0, id_optimizer: str = "adam") -> int:
+    """What a worker holds per node it owns besides its CSR row: the ID row and its optimizer
+    state, and its alignment target when aligned."""
+    return 4 * (spec.hidden_dim + id_state_floats(id_optimizer, spec.hidden_dim) + target_dim)
 
 
 def plan_owners(files: EdgeFiles, workers: int, bytes_per_row: int = 0,

@@ -14,7 +14,7 @@ registers it as `bc-ray train` does.
 Model selection is the one-table bump's: every `eval_every` epochs the workers score the
 validation users together, and the selected epoch's dense weights and ID rows are kept. Every
 `checkpoint_every` epochs each worker writes its own part of the checkpoint (its rows with their
-Adam state, and the dense state), which a restarted group resumes from. The relative gate's
+optimizer state, and the dense state), which a restarted group resumes from. The relative gate's
 parent Recall@50 runs M_{k-1} over the same sharded graph, its tables mapped. Not yet here:
 GPUs (rows are exchanged over gloo).
 """
@@ -205,7 +205,7 @@ def _worker_file(rank: int) -> str:
 
 def _report(stats: dict, trainer: VersionTrainer, epoch: int, rank: int, attach: bool) -> None:
     """The epoch's metrics, with (`attach`) this worker's part of its checkpoint: its rows,
-    their Adam state and the dense state (Ray Train merges the workers' files into one)."""
+    their optimizer state and the dense state (Ray Train merges the workers' files into one)."""
     if not attach:
         ray.train.report(stats)
         return
@@ -240,8 +240,8 @@ def _train(trainer: VersionTrainer, bump: ShardedBump, rank: int,
     start, resumed_from = _resume(trainer, rank)
     for epoch in range(start, bump.run.train.epochs + 1):
         stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
-        if trainer.is_last(epoch):  # no step follows: Adam's moments (2 x the ID rows) make
-            trainer.task.ids.optimizer.state.clear()  # room for scoring
+        if trainer.is_last(epoch):  # no step follows: the ID rows' optimizer state (Adam's: 2 x
+            trainer.task.ids.optimizer.state.clear()  # the rows) makes room for scoring
             on_last()
         if trainer.should_evaluate(epoch):
             stats.update(trainer.evaluate(epoch))
@@ -376,8 +376,9 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
     files = EdgeFiles.of(store, state, entities.num_users, entities.num_items)
     degrees = count_degrees(files, 1.0, None)
     target_dim = parent.dim if parent is not None else 0
-    owners = plan_owners(files, job.num_workers, row_bytes(spec, target_dim),
-                         job.train.user_uniform, degrees=degrees)
+    width = row_bytes(spec, target_dim, job.train.id_optimizer)
+    owners = plan_owners(files, job.num_workers, width, job.train.user_uniform,
+                         degrees=degrees)
     held = held_out_split(files, degrees, job.holdout_days, job.holdout, job.train.seed,
                           job.max_eval_users)
     logger.info("sharded bump: %d workers, held out %s: %d edges of %d test users", job.num_workers,

@@ -1,6 +1,7 @@
 """ID rows sharded across real gloo ranks: each rank holds only the rows it owns, gathers any row
 by global id, and its lazy Adam moves exactly the rows the unsharded table would, by the same
-amounts (the mean of every rank's gradient, as DDP and `average_sparse_gradients` take it)."""
+amounts (the mean of every rank's gradient, as DDP and `average_sparse_gradients` take it), with
+lazy Adam or row-wise Adagrad alike."""
 
 import os
 
@@ -10,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 from bc_ray.core.row_shards import RowOwners, ShardedEmbedding, ShardedRows
-from bc_ray.core.sparse_rows import average_sparse_gradients
+from bc_ray.core.sparse_rows import average_sparse_gradients, id_table_optimizer
 from bc_ray.exceptions import ConfigError
 from tests.helpers import gloo_ranks
 
@@ -61,7 +62,7 @@ def test_users_are_cut_as_the_sampler_weighs_them_and_empty_ranges_are_owned_by_
     assert torch.equal(empty.local_row(empty.nodes_of(2), 2), torch.arange(4))
 
 
-def _rank(rank: int, port: int, results) -> None:
+def _rank(rank: int, port: int, optimizer: str, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     owners = _owners()
@@ -69,9 +70,10 @@ def _rank(rank: int, port: int, results) -> None:
     asked = torch.tensor([[0, 30, 30, 7], [33, 1], []][rank], dtype=torch.long)
     results[f"gathered{rank}"] = ShardedRows(owners, _own_rows(owners, whole, rank)).gather(asked)
 
-    sharded = ShardedEmbedding(owners, _own_rows(owners, whole, rank).clone(), lr=0.1)
+    sharded = ShardedEmbedding(owners, _own_rows(owners, whole, rank).clone(), lr=0.1,
+                               optimizer=optimizer)
     table = torch.nn.Embedding.from_pretrained(whole.clone(), freeze=False, sparse=True)
-    reference = torch.optim.SparseAdam([table.weight], lr=0.1)
+    reference = id_table_optimizer(optimizer, [table.weight], lr=0.1)
     for step in range(3):
         nodes = torch.tensor([[1, 4, 4, 30], [4, 12 + step, 33], [20] if step != 1 else []][rank],
                              dtype=torch.long)  # rank 2 looks nothing up in step 1
@@ -85,11 +87,15 @@ def _rank(rank: int, port: int, results) -> None:
     results[f"mine{rank}"] = sharded.weight.detach().clone()
     results[f"reference{rank}"] = _own_rows(owners, table.weight.detach(), rank)
     results[f"moved{rank}"] = (results[f"mine{rank}"] != _own_rows(owners, whole, rank)).any(1)
+    results[f"state{rank}"] = sum(t.numel() for t in sharded.optimizer.state[sharded.weight]
+                                  .values() if torch.is_tensor(t) and t.dim() > 0)
+    results[f"rows{rank}"] = owners.num_rows(rank)
     dist.destroy_process_group()
 
 
-def test_three_ranks_gather_rows_and_train_them_as_one_table_would():
-    results = gloo_ranks(_rank, WORLD)
+@pytest.mark.parametrize("optimizer", ["adam", "rowwise_adagrad"])
+def test_three_ranks_gather_rows_and_train_them_as_one_table_would(optimizer):
+    results = gloo_ranks(_rank, WORLD, optimizer)
     whole = torch.randn(USERS + ITEMS, DIM, generator=torch.Generator().manual_seed(5))
     for rank, asked in enumerate([[0, 30, 30, 7], [33, 1], []]):
         assert torch.equal(results[f"gathered{rank}"], whole[asked])
@@ -103,6 +109,10 @@ def test_three_ranks_gather_rows_and_train_them_as_one_table_would():
     expected = torch.zeros_like(moved)
     expected[[1, 4, 30, 12, 13, 14, 33, 20]] = True
     assert torch.equal(moved, expected)
+    # Adam keeps two moments per value, row-wise Adagrad one float per row.
+    per_row = 2 * DIM if optimizer == "adam" else 1
+    assert [results[f"state{r}"] for r in range(WORLD)] == [
+        per_row * results[f"rows{r}"] for r in range(WORLD)]
 
 
 def test_rows_of_the_wrong_worker_or_group_are_refused_by_name():

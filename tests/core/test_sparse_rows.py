@@ -11,7 +11,11 @@ import torch.distributed as dist
 from bc_ray.models.graphsage.model import build_model
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.core.splits import period_split
-from bc_ray.core.sparse_rows import CombinedOptimizer, average_sparse_gradients
+from bc_ray.core.sparse_rows import (
+    CombinedOptimizer,
+    RowwiseAdagrad,
+    average_sparse_gradients,
+)
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.trainer import VersionTrainer
 from tests.helpers import gloo_ranks
@@ -25,17 +29,21 @@ def split(small_snapshot):
     return period_split(small_snapshot, 0.6, 0.8)
 
 
-def _trainer(split, mode: str) -> VersionTrainer:
+def _trainer(split, mode: str, id_optimizer: str = "adam") -> VersionTrainer:
     torch.manual_seed(0)
     model = build_model(SPEC, split.graph)
     user_degree, item_degree = split.graph.degrees()
     model.zero_unseen_ids(user_degree > 0, item_degree > 0)
-    return VersionTrainer(model, split.graph, dataclasses.replace(CONFIG, mode=mode))
+    return VersionTrainer(model, split.graph, dataclasses.replace(CONFIG, mode=mode,
+                                                                  id_optimizer=id_optimizer))
 
 
-def test_sampled_steps_move_only_the_rows_of_the_batch(split):
-    trainer = _trainer(split, "sampled")
+@pytest.mark.parametrize("id_optimizer", [torch.optim.SparseAdam, RowwiseAdagrad])
+def test_sampled_steps_move_only_the_rows_of_the_batch(split, id_optimizer):
+    name = "adam" if id_optimizer is torch.optim.SparseAdam else "rowwise_adagrad"
+    trainer = _trainer(split, "sampled", name)
     assert isinstance(trainer.optimizer, CombinedOptimizer)
+    assert type(trainer.optimizer.parts[1]) is id_optimizer
     assert trainer.sparse_parameter_names() == ["model.ids.user.weight", "model.ids.item.weight"]
     before = trainer.model.ids["user"].weight.detach().clone()
     batch = trainer.task.epoch_triples(1).slice(0, 8)

@@ -140,7 +140,8 @@ class ShardedLinkPredictionTask:
         seen = torch.from_numpy(np.diff(rows.crow) > 0)
         id_rows[~seen] = 0.0
         self.ids = ShardedEmbedding(rows.owners, id_rows, config.lr,
-                                    trainable=seen.unsqueeze(1).to(id_rows.dtype))
+                                    trainable=seen.unsqueeze(1).to(id_rows.dtype),
+                                    optimizer=config.id_optimizer)
         self.sparse_parameters: list[nn.Parameter] = []
         edge_user, edge_item = rows.user_edges()
         if edge_user.numel() == 0:

@@ -17,6 +17,7 @@ from torch import nn
 from bc_ray.core.family import TaskStep
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.losses import bpr_loss, embedding_l2
+from bc_ray.core.sparse_rows import row_sparse_tables
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.triples import Triples, TripleSampler
 from bc_ray.exceptions import TrainingError
@@ -53,8 +54,7 @@ class LinkPredictionTask:
             config.mode == "auto" and graph.num_nodes <= config.full_graph_max_nodes)
         # A mini-batch of a large graph touches few ID rows: row-sparse gradients and lazy Adam.
         row_sparse = not self.full_graph and graph.num_nodes > config.sparse_ids_min_nodes
-        self.sparse_parameters: list[nn.Parameter] = (model.sparse_id_tables() if row_sparse
-                                                      else [])
+        self.sparse_parameters = row_sparse_tables(model, row_sparse, config.id_optimizer)
         generator = torch.Generator().manual_seed(config.seed * 7919 + rank)
         self.neighbors = None if self.full_graph else NeighborSampler(
             graph.adjacency(), [config.fanout] * model.spec.num_layers, generator)

@@ -38,6 +38,7 @@ from torch import nn
 
 from bc_ray.core.family import TaskStep
 from bc_ray.core.graph import GraphTensors
+from bc_ray.core.sparse_rows import row_sparse_tables
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.models.sequence.history import Entities, Histories, user_histories
@@ -155,8 +156,7 @@ class NextItemTask:
         if self.item_pool.size == 0:
             raise TrainingError("the item pool to sample negatives from is empty")
         row_sparse = graph.num_nodes > config.sparse_ids_min_nodes
-        self.sparse_parameters: list[nn.Parameter] = (model.sparse_id_tables() if row_sparse
-                                                      else [])
+        self.sparse_parameters = row_sparse_tables(model, row_sparse, config.id_optimizer)
 
     def epoch_windows(self, epoch: int) -> Windows:
         order = np.random.default_rng(self.config.seed * 1_000_003 + epoch).permutation(

@@ -1,0 +1,96 @@
+"""Row-wise Adagrad, the ID tables' optimizer that keeps one float per row: it steps each row by
+the rule written out by hand, sparse and dense gradients alike, leaves untouched rows where they
+are, and resumes from its state dict exactly."""
+
+import logging
+
+import pytest
+import torch
+
+from bc_ray.core.sparse_rows import RowwiseAdagrad, row_sparse_tables
+from bc_ray.core.train_config import TrainConfig
+from bc_ray.exceptions import ConfigError
+
+LR, EPS = 0.05, 1e-8
+
+
+def _by_hand(table: torch.Tensor, gradients: list[torch.Tensor]) -> torch.Tensor:
+    """The rule row by row: a row's sum gains the mean of its squared gradient, and the row
+    moves by -lr g / (sqrt(sum) + eps); a row without a gradient (all zero) is skipped."""
+    table, sums = table.clone(), [0.0] * table.shape[0]
+    for grad in gradients:
+        for row in range(table.shape[0]):
+            if not grad[row].any():
+                continue
+            sums[row] += float((grad[row] ** 2).mean())
+            table[row] -= LR * grad[row] / (sums[row] ** 0.5 + EPS)
+    return table
+
+
+def _gradients() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    out = []
+    for touched in ([0, 2, 5], [2, 3], [5, 0, 2]):
+        grad = torch.zeros(6, 4)
+        grad[touched] = torch.randn(len(touched), 4, generator=generator)
+        out.append(grad)
+    return out
+
+
+def _trained(layout: str, gradients: list[torch.Tensor], start: torch.Tensor
+             ) -> tuple[torch.Tensor, RowwiseAdagrad]:
+    weight = torch.nn.Parameter(start.clone())
+    optimizer = RowwiseAdagrad([weight], lr=LR, eps=EPS)
+    for grad in gradients:
+        weight.grad = {"rows": lambda: grad.to_sparse(1), "values": lambda: grad.to_sparse(),
+                       "dense": grad.clone}[layout]()
+        optimizer.step()
+    return weight.detach(), optimizer
+
+
+@pytest.mark.parametrize("layout", ["rows", "values", "dense"])
+def test_each_row_steps_by_its_own_accumulated_squares(layout):
+    """`rows`: an embedding's sparse gradient (one index per row); `values`: one per value."""
+    start = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    gradients = _gradients()
+    trained, optimizer = _trained(layout, gradients, start)
+    torch.testing.assert_close(trained, _by_hand(start, gradients), rtol=1e-5, atol=1e-6)
+    assert torch.equal(trained[[1, 4]], start[[1, 4]])  # never touched
+    (state,) = optimizer.state.values()
+    assert state["sum"].shape == (6,)  # one float per row, whatever the width
+    # A row's first step is lr in root-mean-square, as Adam's first step is.
+    first = (trained - start)[3]  # row 3 stepped once
+    assert float(first.square().mean().sqrt()) == pytest.approx(LR, rel=1e-5)
+
+
+def test_it_resumes_from_its_state_dict_exactly():
+    start = torch.randn(6, 4, generator=torch.Generator().manual_seed(2))
+    gradients = _gradients()
+    whole, _ = _trained("rows", gradients, start)
+    halfway, optimizer = _trained("rows", gradients[:1], start)
+    weight = torch.nn.Parameter(halfway.clone())
+    resumed = RowwiseAdagrad([weight], lr=LR, eps=EPS)
+    resumed.load_state_dict(optimizer.state_dict())
+    for grad in gradients[1:]:
+        weight.grad = grad.to_sparse(1)
+        resumed.step()
+    assert torch.equal(weight.detach(), whole)
+
+
+def test_an_unknown_id_optimizer_is_refused_by_name():
+    with pytest.raises(ConfigError, match="ID optimizer 'sgd' is not one of adam, rowwise_adagrad"):
+        TrainConfig(id_optimizer="sgd")
+
+
+def test_dense_tables_say_the_id_optimizer_does_not_apply(caplog):
+    table = torch.nn.Embedding(4, 2, sparse=True)
+
+    class Model(torch.nn.Module):
+        def sparse_id_tables(self):
+            return [table.weight]
+
+    with caplog.at_level(logging.WARNING, logger="bc_ray.core.sparse_rows"):
+        assert row_sparse_tables(Model(), True, "rowwise_adagrad") == [table.weight]
+        assert not caplog.records
+        assert row_sparse_tables(Model(), False, "rowwise_adagrad") == []
+    assert "rowwise_adagrad steps row-sparse ID tables only" in caplog.text
