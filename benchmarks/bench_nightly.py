@@ -34,6 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -76,17 +77,23 @@ def run_cli(*args: str) -> tuple[float, float, dict]:
 
     started = time.perf_counter()
     command = os.path.join(os.path.dirname(sys.executable), "bc-ray")
-    process = subprocess.Popen([command, *args, "--json"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watched, peak = psutil.Process(process.pid), 0
-    while process.poll() is None:
-        try:
-            peak = max(peak, watched.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.2)
-    out, err = process.communicate()
-    seconds = time.perf_counter() - started
+    # Files, not pipes: a pipe nobody reads while the command runs fills up (Ray prints its
+    # workers' logs) and the command hangs in its last write.
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen([command, *args, "--json"], stdout=stdout, stderr=stderr,
+                                   text=True)
+        watched, peak = psutil.Process(process.pid), 0
+        while process.poll() is None:
+            try:
+                peak = max(peak, watched.memory_info().rss)
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.2)
+        process.wait()
+        seconds = time.perf_counter() - started
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
     if process.returncode != 0:
         raise RuntimeError(f"bc-ray {' '.join(args)} failed ({process.returncode}):\n"
                            f"{err[-3000:]}")
