@@ -67,6 +67,10 @@ def train(
         help="How row-sparse and sharded ID tables are stepped: adam (2 floats of state per "
              "table value) or rowwise_adagrad (one float per row: half a sharded worker's "
              "memory per owned row, with stored targets).")] = TRAIN.id_optimizer,
+    id_lr: Annotated[float, typer.Option(
+        help="Learning rate of those ID tables (0: --lr with adam, 0.01 with rowwise_adagrad, "
+             "whose steps shrink as a row's gradients add up; RESULTS §10).")
+                     ] = TRAIN.id_lr,
     lam: Annotated[float, typer.Option(help="Weight of the alignment loss (lambda).")
                    ] = TRAIN.lam,
     holdout: Annotated[float, typer.Option(help="Replayed data sets: most recent fraction of the "
@@ -121,7 +125,7 @@ def train(
         train=dataclasses.replace(TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam,
                                   seed=seed, max_steps=max_steps,
                                   edges_per_epoch=edges_per_epoch, warm_start=warm_start,
-                                  id_optimizer=id_optimizer),
+                                  id_optimizer=id_optimizer, id_lr=id_lr),
         holdout=holdout, holdout_days=holdout_days, max_eval_users=max_eval_users,
         targets=targets, sharded=sharded,
         gate=dataclasses.replace(GATE, max_align_error_rel=max_align_error_rel,

@@ -103,9 +103,9 @@ class CombinedOptimizer:
     restores)."""
 
     def __init__(self, dense: list[nn.Parameter], sparse: list[nn.Parameter], lr: float,
-                 id_optimizer: str = "adam") -> None:
+                 id_optimizer: str = "adam", id_lr: float | None = None) -> None:
         self.parts = [torch.optim.Adam(dense, lr=lr),
-                      id_table_optimizer(id_optimizer, sparse, lr)]
+                      id_table_optimizer(id_optimizer, sparse, id_lr or lr)]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for part in self.parts:

@@ -11,6 +11,10 @@ TRAIN_MODES = ("auto", "full", "sampled")
 # What steps the row-sparse and sharded ID tables: lazy Adam (2 d floats of state per row) or
 # row-wise Adagrad (one float per row: `sparse_rows.RowwiseAdagrad`).
 ID_OPTIMIZERS = ("adam", "rowwise_adagrad")
+# Row-wise Adagrad's steps shrink as a row's squared gradients add up, so at Adam's 1e-3 it
+# trains too slowly (0.46x Recall@50); at 0.01 it matches Adam (RESULTS §10, "The ID rows'
+# optimizer": benchmarks/bench_id_optimizer.py).
+ROWWISE_ADAGRAD_LR = 0.01
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,10 @@ class TrainConfig:
     # Sampled mode trains the ID tables row-sparse (sparse_rows.py) above this many nodes; below
     # it the batch touches most rows and dense Adam is faster (measured crossover ~100k nodes).
     sparse_ids_min_nodes: int = 100_000
-    # How those row-sparse (and sharded) ID tables are stepped; dense tables train with Adam.
+    # How those row-sparse (and sharded) ID tables are stepped, and at what learning rate (0:
+    # `lr` for Adam, ROWWISE_ADAGRAD_LR for row-wise Adagrad); dense tables train with Adam.
     id_optimizer: str = "adam"
+    id_lr: float = 0.0
     eval_every: int = 10
     warmup_epochs: int = 50
     align_tolerance: float = 0.1
@@ -60,11 +66,18 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"training {name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.lam < 0 or self.reg < 0:
-            raise ConfigError("training lr must be > 0, and lam and reg >= 0")
+        if self.lr <= 0 or self.lam < 0 or self.reg < 0 or self.id_lr < 0:
+            raise ConfigError("training lr must be > 0, and id_lr, lam and reg >= 0")
         for name in ("patience", "max_steps", "edges_per_epoch"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"training {name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def id_table_lr(self) -> float:
+        """The learning rate of the row-sparse and sharded ID tables."""
+        if self.id_lr:
+            return self.id_lr
+        return ROWWISE_ADAGRAD_LR if self.id_optimizer == "rowwise_adagrad" else self.lr
 
     def steps_in_epoch(self, available: int, world_size: int, steps_done: int) -> int:
         """Steps of the next epoch under the budget: at most `available` (the shard's), the

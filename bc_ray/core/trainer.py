@@ -152,7 +152,7 @@ class VersionTrainer:
             dense = [p for p in self.joint.parameters()
                      if all(p is not q for q in self.sparse_parameters)]
             self.optimizer = CombinedOptimizer(dense, self.sparse_parameters, config.lr,
-                                               config.id_optimizer)
+                                               config.id_optimizer, config.id_table_lr)
         else:
             self.optimizer = torch.optim.Adam(self.joint.parameters(), lr=config.lr)
         self.history: list[dict] = []

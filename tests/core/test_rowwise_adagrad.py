@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bc_ray.core.sparse_rows import RowwiseAdagrad, row_sparse_tables
-from bc_ray.core.train_config import TrainConfig
+from bc_ray.core.train_config import ROWWISE_ADAGRAD_LR, TrainConfig
 from bc_ray.exceptions import ConfigError
 
 LR, EPS = 0.05, 1e-8
@@ -94,3 +94,12 @@ def test_dense_tables_say_the_id_optimizer_does_not_apply(caplog):
         assert not caplog.records
         assert row_sparse_tables(Model(), False, "rowwise_adagrad") == []
     assert "rowwise_adagrad steps row-sparse ID tables only" in caplog.text
+
+
+def test_the_id_tables_learning_rate_follows_their_optimizer():
+    assert TrainConfig(lr=0.002).id_table_lr == 0.002  # Adam: the dense weights' rate
+    assert TrainConfig(lr=0.002, id_optimizer="rowwise_adagrad").id_table_lr == \
+        ROWWISE_ADAGRAD_LR  # the rate it was measured to match Adam at
+    assert TrainConfig(id_optimizer="rowwise_adagrad", id_lr=0.2).id_table_lr == 0.2
+    with pytest.raises(ConfigError, match="id_lr"):
+        TrainConfig(id_lr=-1.0)

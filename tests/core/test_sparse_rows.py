@@ -29,21 +29,22 @@ def split(small_snapshot):
     return period_split(small_snapshot, 0.6, 0.8)
 
 
-def _trainer(split, mode: str, id_optimizer: str = "adam") -> VersionTrainer:
+def _trainer(split, mode: str, **changes) -> VersionTrainer:
     torch.manual_seed(0)
     model = build_model(SPEC, split.graph)
     user_degree, item_degree = split.graph.degrees()
     model.zero_unseen_ids(user_degree > 0, item_degree > 0)
-    return VersionTrainer(model, split.graph, dataclasses.replace(CONFIG, mode=mode,
-                                                                  id_optimizer=id_optimizer))
+    return VersionTrainer(model, split.graph, dataclasses.replace(CONFIG, mode=mode, **changes))
 
 
 @pytest.mark.parametrize("id_optimizer", [torch.optim.SparseAdam, RowwiseAdagrad])
 def test_sampled_steps_move_only_the_rows_of_the_batch(split, id_optimizer):
     name = "adam" if id_optimizer is torch.optim.SparseAdam else "rowwise_adagrad"
-    trainer = _trainer(split, "sampled", name)
+    trainer = _trainer(split, "sampled", id_optimizer=name, id_lr=0.05)
     assert isinstance(trainer.optimizer, CombinedOptimizer)
-    assert type(trainer.optimizer.parts[1]) is id_optimizer
+    dense, ids = trainer.optimizer.parts
+    assert type(ids) is id_optimizer
+    assert ids.param_groups[0]["lr"] == 0.05 and dense.param_groups[0]["lr"] == CONFIG.lr
     assert trainer.sparse_parameter_names() == ["model.ids.user.weight", "model.ids.item.weight"]
     before = trainer.model.ids["user"].weight.detach().clone()
     batch = trainer.task.epoch_triples(1).slice(0, 8)

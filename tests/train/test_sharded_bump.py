@@ -88,9 +88,11 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
         run_training(_job(uri, method="post-lin-mloss"))
     # Worker 1 dies after epoch 3: the group restarts from a checkpoint (epoch 2's, or epoch 1's
     # if Ray had not registered epoch 2's when it saw the worker die), each worker from its own
-    # rows, and ends scored as the one-table gate scores the registered model.
+    # rows, and ends scored as the one-table gate scores the registered model. Its ID rows
+    # step by row-wise Adagrad, whose one float per row is checkpointed and restored with them.
     crash = FaultInjection(rank=1, epoch=3, marker=str(tmp_path / "crashed"))
-    second = run_training(_job(uri, train=dataclasses.replace(TRAIN, epochs=4),
+    second = run_training(_job(uri, train=dataclasses.replace(TRAIN, epochs=4,
+                                                              id_optimizer="rowwise_adagrad"),
                                checkpoint_every=1, fault=crash))
     assert (tmp_path / "crashed").exists() and second.metrics["resumed_from"] in (2, 3)
     assert second.status == "published", second.reasons
@@ -112,6 +114,8 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     refreshed = run_refresh(RefreshConfig(store=uri, mode="full", num_tasks=1, block_nodes=256))
     assert refreshed.version == second.version
     snapshot = load_snapshot(store)
+    nodes = snapshot.num_users + snapshot.num_items  # an ID row and one float of state each
+    assert sum(int(b) for b in second.metrics["worker_id_bytes"]) == nodes * (16 + 1) * 4
     assert read_embeddings(uri, "user").height == snapshot.num_users
     assert read_embeddings(uri, "item", version=0).height == snapshot.num_items
 

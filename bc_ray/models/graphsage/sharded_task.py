@@ -139,7 +139,7 @@ class ShardedLinkPredictionTask:
         # one-table loop (`zero_unseen_ids`): they stand for "never seen".
         seen = torch.from_numpy(np.diff(rows.crow) > 0)
         id_rows[~seen] = 0.0
-        self.ids = ShardedEmbedding(rows.owners, id_rows, config.lr,
+        self.ids = ShardedEmbedding(rows.owners, id_rows, config.id_table_lr,
                                     trainable=seen.unsqueeze(1).to(id_rows.dtype),
                                     optimizer=config.id_optimizer)
         self.sparse_parameters: list[nn.Parameter] = []
