@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from bc_ray.core.node_rows import balanced_bounds
-from bc_ray.core.sparse_rows import id_state_floats, id_table_optimizer
+from bc_ray.core.sparse_rows import check_id_optimizer, id_state_floats, id_table_optimizer
 from bc_ray.exceptions import ConfigError
 
 
@@ -255,9 +255,11 @@ class ShardedEmbedding(nn.Module):
 
     def checkpoint(self) -> dict:
         """This worker's rows and their optimizer state, to resume from."""
-        return {"weight": self.weight.detach().clone(), "optimizer": self.optimizer.state_dict()}
+        return {"weight": self.weight.detach().clone(), "optimizer": self.optimizer.state_dict(),
+                "id_optimizer": self.optimizer_name}
 
     def restore(self, saved: dict) -> None:
+        check_id_optimizer(saved.get("id_optimizer", "adam"), self.optimizer_name)
         with torch.no_grad():
             self.weight.copy_(saved["weight"])
         self.optimizer.load_state_dict(saved["optimizer"])

@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from bc_ray.exceptions import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,7 +58,9 @@ class RowwiseAdagrad(torch.optim.Optimizer):
             rows, values = grad.indices()[0], grad.values()
         else:
             rows, values = None, grad
-        squares = values.reshape(values.shape[0], -1).square().mean(dim=1)
+        if values.numel() == 0:  # no row touched (a worker none asked, this step)
+            return
+        squares = values.flatten(1).square().mean(dim=1)
         if rows is None:
             sums = state["sum"].add_(squares)
         else:
@@ -104,6 +108,7 @@ class CombinedOptimizer:
 
     def __init__(self, dense: list[nn.Parameter], sparse: list[nn.Parameter], lr: float,
                  id_optimizer: str = "adam", id_lr: float | None = None) -> None:
+        self.id_optimizer = id_optimizer
         self.parts = [torch.optim.Adam(dense, lr=lr),
                       id_table_optimizer(id_optimizer, sparse, id_lr or lr)]
 
@@ -116,11 +121,20 @@ class CombinedOptimizer:
             part.step()
 
     def state_dict(self) -> dict:
-        return {"parts": [part.state_dict() for part in self.parts]}
+        return {"parts": [part.state_dict() for part in self.parts],
+                "id_optimizer": self.id_optimizer}
 
     def load_state_dict(self, state: dict) -> None:
+        check_id_optimizer(state.get("id_optimizer", "adam"), self.id_optimizer)
         for part, saved in zip(self.parts, state["parts"], strict=True):
             part.load_state_dict(saved)
+
+
+def check_id_optimizer(saved: str, current: str) -> None:
+    """A checkpoint's ID-table state resumes only under the optimizer that wrote it."""
+    if saved != current:
+        raise ConfigError(f"the checkpoint's ID tables were trained with {saved}, this run "
+                          f"steps them with {current}: resume with --id-optimizer {saved}")
 
 
 def masked_gradient(grad: torch.Tensor, trainable: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,8 @@ TRAIN_MODES = ("auto", "full", "sampled")
 # row-wise Adagrad (one float per row: `sparse_rows.RowwiseAdagrad`).
 ID_OPTIMIZERS = ("adam", "rowwise_adagrad")
 # Row-wise Adagrad's steps shrink as a row's squared gradients add up, so at Adam's 1e-3 it
-# trains too slowly (0.46x Recall@50); at 0.01 it matches Adam (RESULTS §10, "The ID rows'
-# optimizer": benchmarks/bench_id_optimizer.py).
+# trains too slowly (0.46x Recall@50); at 0.01 it matches Adam at 1e-3 (RESULTS §10, "The ID
+# rows' optimizer": benchmarks/bench_id_optimizer.py).
 ROWWISE_ADAGRAD_LR = 0.01
 
 

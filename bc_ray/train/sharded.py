@@ -3,9 +3,10 @@
 The driver counts degrees with one Ray task per edge file (as the partitioned refresh does) and
 cuts users and items into one range each per worker (`plan_owners`). Each worker then streams the
 snapshot's edge files and keeps the edges of the nodes it owns (`read_local_rows`): no process
-reads the edge list into memory whole, and a worker's CSR rows, ID rows and their optimizer state are
-about 1/W of the whole. `sharded_trainer` puts the pieces into the same `VersionTrainer` the
-replicated loop runs, so steps, budgets and the BC-Aligner loss are the ones `bc-ray train` uses.
+reads the edge list into memory whole, and a worker's CSR rows, ID rows and their optimizer
+state are about 1/W of the whole. `sharded_trainer` puts the pieces into the same
+`VersionTrainer` the replicated loop runs, so steps, budgets and the BC-Aligner loss are the
+ones `bc-ray train` uses.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """Row-wise Adagrad, the ID tables' optimizer that keeps one float per row: it steps each row by
 the rule written out by hand, sparse and dense gradients alike, leaves untouched rows where they
-are, and resumes from its state dict exactly."""
+are, and resumes from its state dict exactly (a sharded table's checkpoint too)."""
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 
-from bc_ray.core.sparse_rows import RowwiseAdagrad, row_sparse_tables
+from bc_ray.core.row_shards import RowOwners, ShardedEmbedding
+from bc_ray.core.sparse_rows import CombinedOptimizer, RowwiseAdagrad, row_sparse_tables
 from bc_ray.core.train_config import ROWWISE_ADAGRAD_LR, TrainConfig
 from bc_ray.exceptions import ConfigError
 
@@ -103,3 +105,48 @@ def test_the_id_tables_learning_rate_follows_their_optimizer():
     assert TrainConfig(id_optimizer="rowwise_adagrad", id_lr=0.2).id_table_lr == 0.2
     with pytest.raises(ConfigError, match="id_lr"):
         TrainConfig(id_lr=-1.0)
+
+
+def test_a_step_without_rows_moves_nothing():
+    """A sharded worker whose rows no worker asked for this step steps an empty gradient."""
+    weight = torch.nn.Parameter(torch.ones(6, 4))
+    optimizer = RowwiseAdagrad([weight], lr=LR)
+    weight.grad = torch.sparse_coo_tensor(torch.empty(1, 0, dtype=torch.long),
+                                          torch.empty(0, 4), (6, 4))
+    optimizer.step()
+    assert torch.equal(weight.detach(), torch.ones(6, 4))
+
+
+def _sharded_steps(table: ShardedEmbedding, steps: range) -> None:
+    for step in steps:
+        nodes = torch.tensor([0, 3, 5, step % 6])
+        (table.lookup(nodes) * (step + 1)).square().sum().backward()
+        table.apply_gradients()
+
+
+def test_sharded_rows_resume_their_state_from_a_checkpoint():
+    """One worker (no group): a checkpoint taken after two steps, restored into a fresh table,
+    goes on exactly as the uninterrupted table does; its state belongs to its optimizer."""
+    owners = RowOwners.balanced(np.ones(4, dtype=np.int64), np.ones(2, dtype=np.int64), 1)
+    start = torch.randn(6, 4, generator=torch.Generator().manual_seed(4))
+    whole = ShardedEmbedding(owners, start.clone(), lr=LR, optimizer="rowwise_adagrad")
+    _sharded_steps(whole, range(4))
+    first = ShardedEmbedding(owners, start.clone(), lr=LR, optimizer="rowwise_adagrad")
+    _sharded_steps(first, range(2))
+    saved = first.checkpoint()
+    resumed = ShardedEmbedding(owners, torch.zeros(6, 4), lr=LR, optimizer="rowwise_adagrad")
+    resumed.restore(saved)
+    _sharded_steps(resumed, range(2, 4))
+    assert torch.equal(resumed.weight.detach(), whole.weight.detach())
+    with pytest.raises(ConfigError, match="trained with rowwise_adagrad, this run steps them "
+                                          "with adam: resume with --id-optimizer rowwise_adagrad"):
+        ShardedEmbedding(owners, torch.zeros(6, 4), lr=LR).restore(saved)
+
+
+def test_a_one_table_checkpoint_resumes_only_under_its_id_optimizer():
+    dense, table = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(6, 4))
+    saved = CombinedOptimizer([dense], [table], 0.1, "adam").state_dict()
+    CombinedOptimizer([dense], [table], 0.1, "adam").load_state_dict(saved)
+    with pytest.raises(ConfigError, match="trained with adam, this run steps them with "
+                                          "rowwise_adagrad"):
+        CombinedOptimizer([dense], [table], 0.1, "rowwise_adagrad").load_state_dict(saved)

@@ -4,7 +4,7 @@ A sharded bump starts from M_{k-1}: each worker takes only its own rows of the p
 (`warm_id_rows`, as `--warm-start mean`; from a mapped file it reads only those pages). It ends
 with one model file that the refresh and Serve read: rank 0 gathers every worker's rows into
 whole tables (`gathered_model`), the one moment a process holds them, as the file does,
-without Adam's moments. Both are collectives: every worker calls them, in the same order.
+without their optimizer state. Both are collectives: every worker calls them, in the same order.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """GraphSAGE's BPR task when no worker holds the whole graph or the whole ID tables.
 
 Worker r owns a range of users and a range of items (`RowOwners`). It holds their CSR rows
-(`LocalRows`, built from the edges of those nodes only), their ID embeddings with Adam's moments
-(`ShardedEmbedding`), and draws its triples from its own users' edges: a user's every positive is
-local, so the negatives are re-drawn against them locally too. A step samples neighbourhoods
-through the owners (`PartitionedNeighborSampler`), looks the sampled nodes' ID rows up from
-their owners, and after the backward pass sends those rows' gradients back
-(`after_backward`). The dense weights (feature bags, layers, B_k) stay data-parallel under DDP.
+(`LocalRows`, built from the edges of those nodes only), their ID embeddings with their
+optimizer state (`ShardedEmbedding`), and draws its triples from its own users' edges: a user's
+every positive is local, so the negatives are re-drawn against them locally too. A step
+samples neighbourhoods through the owners (`PartitionedNeighborSampler`), looks the sampled
+nodes' ID rows up from their owners, and after the backward pass sends those rows' gradients
+back (`after_backward`). The dense weights (feature bags, layers, B_k) stay data-parallel under DDP.
 
 What every worker still holds whole is O(nodes), not O(edges): the entities' features and
 first-seen times, and the alignment mask (targets are sharded: `ShardedAlignment`).
