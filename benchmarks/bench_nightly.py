@@ -3,8 +3,8 @@ landed as a Parquet file and ingested by `bc-ray data ingest`, never the whole h
 process. Then, as the scheduler would run them (each command its own process, on one running
 Ray cluster): version 0 and a bump to version 1 trained with a step budget (`bc-ray train
 --max-steps`, the bump warm-started; with `--sharded W` by W workers that each hold only their
-share, and the same bump in one process beside it, from a copy of the store), the bump's full refresh unpartitioned and over P node
-ranges, one more day ingested, the incremental refresh over the ranges, 1k-id lookups from
+share, and the same bump in one process beside it, from a copy of the store), the bump's full
+refresh unpartitioned and over P node ranges, one more day ingested, the incremental refresh over the ranges, 1k-id lookups from
 Serve's state and a ver-0 read (version 1's rows through B_1). The plain single-process refresh
 (`bench_scale.plain_refresh`: read the snapshot, build the graph, layer-wise inference, write
 both tables) runs beside them where it fits.
@@ -189,7 +189,7 @@ def main() -> None:
                              "refreshed by an earlier --sharded run of the same --days: the "
                              "ingest and version 0 are skipped.")
     parser.add_argument("--id-optimizer", default="adam",
-                        help="`bc-ray train --id-optimizer` of the sharded versions (adam or "
+                        help="`bc-ray train --id-optimizer` of every training command (adam or "
                              "rowwise_adagrad: one float of state per ID row, not 2 d).")
     parser.add_argument("--keep-store", default=None, metavar="DIR",
                         help="Keep a copy (hard links) of the store as it is after version 0 "
@@ -249,13 +249,13 @@ def main() -> None:
                ingest_peak, note=f"last day {ingest_s[-1]:.1f}s, {sum(ingest_s):.0f}s in all")
 
     train = ["train", "--store", uri, "--address", address, "--max-steps", str(args.max_steps),
-             "--holdout-days", "1", "--max-align-error-rel", "5", "--min-recall-vs-parent", "0"]
+             "--holdout-days", "1", "--max-align-error-rel", "5", "--min-recall-vs-parent", "0",
+             "--id-optimizer", args.id_optimizer]
     one_table = [*train, "--num-workers", "0", "--batch-size", str(args.batch_size)]
     refresh = ["refresh", "--store", uri, "--address", address]
     if args.sharded:
         sharded = [*train, "--sharded", "--num-workers", str(args.sharded), "--targets", "stored",
-                   "--batch-size", str(args.batch_size // args.sharded),  # as many in all
-                   "--id-optimizer", args.id_optimizer]
+                   "--batch-size", str(args.batch_size // args.sharded)]  # as many in all
         if not args.store:
             with PeakMemory() as memory:
                 seconds, peak, out = run_cli(*sharded)

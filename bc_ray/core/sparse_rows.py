@@ -51,27 +51,16 @@ class RowwiseAdagrad(torch.optim.Optimizer):
         if not state:
             state["sum"] = weight.new_zeros(weight.shape[0])
         grad = weight.grad
-        if grad.is_sparse and grad.sparse_dim() != 1:  # not by rows: each value its own index
-            grad = grad.to_dense()
-        if grad.is_sparse:  # coalesced: each row once
-            grad = grad.coalesce()
-            rows, values = grad.indices()[0], grad.values()
-        else:
-            rows, values = None, grad
+        if not grad.is_sparse or grad.sparse_dim() != 1:  # dense, or one index per value
+            grad = grad.to_dense().to_sparse(1)  # the rows with a nonzero gradient
+        grad = grad.coalesce()  # each row once
+        rows, values = grad.indices()[0], grad.values()
         if values.numel() == 0:  # no row touched (a worker none asked, this step)
             return
-        squares = values.flatten(1).square().mean(dim=1)
-        if rows is None:
-            sums = state["sum"].add_(squares)
-        else:
-            sums = state["sum"][rows] + squares
-            state["sum"][rows] = sums
+        sums = state["sum"][rows] + values.flatten(1).square().mean(dim=1)
+        state["sum"][rows] = sums
         scale = sums.sqrt().add_(eps).reciprocal_().mul_(-lr)
-        update = values * scale.view(-1, *([1] * (values.dim() - 1)))
-        if rows is None:
-            weight.add_(update)
-        else:
-            weight.index_add_(0, rows, update)
+        weight.index_add_(0, rows, values * scale.view(-1, *([1] * (values.dim() - 1))))
 
 
 def id_table_optimizer(name: str, tables: list[nn.Parameter], lr: float
