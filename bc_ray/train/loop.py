@@ -66,11 +66,17 @@ def log_progress(step: dict) -> None:
           file=sys.stderr, flush=True)
 
 
-def _save(trainer, epoch: int, resumed_from: int | None) -> ray.train.Checkpoint:
-    directory = tempfile.mkdtemp(prefix="bc-ray-ckpt-")
-    torch.save({**trainer.state(), "epoch": epoch, "resumed_from": resumed_from},
-               os.path.join(directory, CHECKPOINT_FILE))
-    return ray.train.Checkpoint.from_directory(directory)
+def report_epoch(stats: dict, checkpoint: dict | None = None, file_name: str = CHECKPOINT_FILE
+                 ) -> None:
+    """The epoch's metrics, with `checkpoint` (when given) saved as `file_name` in a temporary
+    folder that goes once `report` has persisted it: a checkpoint holds the model, and left in
+    /tmp every one of them would fill the disk of a long run."""
+    if checkpoint is None:
+        ray.train.report(stats)
+        return
+    with tempfile.TemporaryDirectory(prefix="bc-ray-ckpt-") as directory:
+        torch.save(checkpoint, os.path.join(directory, file_name))
+        ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -112,6 +118,7 @@ def train_loop_per_worker(config: dict) -> None:
             stats["param_checksums"] = gathered(parameter_checksum(trainer.joint))
             stats["worker_nodes"] = gathered(ray.get_runtime_context().get_node_id())
         attach = rank == 0 and (epoch % job.checkpoint_every == 0 or last)
-        ray.train.report(stats, checkpoint=_save(trainer, epoch, resumed_from) if attach else None)
+        report_epoch(stats, {**trainer.state(), "epoch": epoch, "resumed_from": resumed_from}
+                     if attach else None)
         if last:
             break

@@ -68,7 +68,7 @@ from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.gate import ALIGN_SAMPLE, gate
 from bc_ray.train.held_out import HeldOut, held_out_split
 from bc_ray.train.inputs import chain_amplifiers, resolve_method, resolve_model, resolve_spec
-from bc_ray.train.loop import gathered, inject_fault, log_progress
+from bc_ray.train.loop import gathered, inject_fault, log_progress, report_epoch
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
@@ -203,18 +203,6 @@ def _worker_file(rank: int) -> str:
     return f"worker-{rank:05d}.pt"
 
 
-def _report(stats: dict, trainer: VersionTrainer, epoch: int, rank: int, attach: bool) -> None:
-    """The epoch's metrics, with (`attach`) this worker's part of its checkpoint: its rows,
-    their optimizer state and the dense state (Ray Train merges the workers' files into one)."""
-    if not attach:
-        ray.train.report(stats)
-        return
-    with tempfile.TemporaryDirectory(prefix="bc-ray-ckpt-") as directory:
-        torch.save({**trainer.state(), "epoch": epoch}, os.path.join(directory,
-                                                                     _worker_file(rank)))
-        ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(directory))
-
-
 def _resume(trainer: VersionTrainer, rank: int) -> tuple[int, int | None]:
     """(first epoch to run, the epoch resumed from): a restarted group picks up its latest
     checkpoint, each worker reading only its own file."""
@@ -250,7 +238,10 @@ def _train(trainer: VersionTrainer, bump: ShardedBump, rank: int,
         stats["resumed_from"] = resumed_from
         if trainer.is_last(epoch):
             break
-        _report(stats, trainer, epoch, rank, attach=epoch % bump.checkpoint_every == 0)
+        # Each worker's part of the checkpoint: its rows, their optimizer state and the dense
+        # state (Ray Train merges the workers' files into one).
+        report_epoch(stats, {**trainer.state(), "epoch": epoch}
+                     if epoch % bump.checkpoint_every == 0 else None, _worker_file(rank))
     return stats
 
 

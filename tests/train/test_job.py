@@ -1,6 +1,9 @@
 """Ray Train on a real local cluster: DDP over 2 workers, gating, failure recovery, bad input."""
 
 import dataclasses
+import glob
+import os
+import tempfile
 
 import pytest
 
@@ -30,8 +33,13 @@ def trained_store(ray_cluster, small_snapshot, tmp_path_factory):
     uri = f"file://{tmp_path_factory.mktemp('train')}/store"
     store = Store(uri)
     publish_snapshot(store, small_snapshot.with_cutoff(0.6))
+    pattern = os.path.join(tempfile.gettempdir(), "bc-ray-ckpt-*")
+    before = set(glob.glob(pattern))
     first = run_training(_job(uri))
     assert first.status == "published" and first.version == 0
+    # Four checkpoints were reported (every 2 of 8 epochs); each one's folder went once Ray
+    # Train had persisted it.
+    assert set(glob.glob(pattern)) <= before
     advance_snapshot(store, 0.8)
     return uri, first
 
