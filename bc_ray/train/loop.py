@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from bc_ray.core.version import prepare_trainer, split_evaluator
+from bc_ray.memory import private_bytes
 from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.inputs import load_inputs
 
@@ -62,8 +63,8 @@ def inject_fault(fault: FaultInjection | None, rank: int, epoch: int) -> None:
 def log_progress(step: dict) -> None:
     """Within a long epoch, rank 0 prints where it is into the job's log."""
     print(f"epoch {step['epoch']}: step {step['step']}/{step['steps']}, "
-          f"{step['edges_per_s']:,.0f} edges/s on this worker, epoch ETA {step['eta_s']:.0f} s",
-          file=sys.stderr, flush=True)
+          f"{step['edges_per_s']:,.0f} edges/s on this worker, epoch ETA {step['eta_s']:.0f} s, "
+          f"{private_bytes() / 2**20:,.0f} MB private", file=sys.stderr, flush=True)
 
 
 def report_epoch(stats: dict, checkpoint: dict | None = None, file_name: str = CHECKPOINT_FILE

@@ -318,6 +318,7 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, started: float) -
 
     trainer = VersionTrainer(model, graph, run.train, alignment, validate, rank=rank,
                              world_size=world, task=task)
+    _stage(rank, f"sampler of its {task.triples.keys.size:,} training edges ready", started)
     if world > 1:
         trainer.module = prepare_model(trainer.joint, move_to_device=False)
     stats = _train(trainer, bump, rank, on_last=lambda: last.update(epoch=True))
@@ -333,7 +334,8 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, started: float) -
     _stage(rank, "scored", started)
     held_bytes = task.nbytes
     final = {**stats, "worker_graph_bytes": gathered(str(held_bytes["graph_rows"])),
-             "worker_id_bytes": gathered(str(held_bytes["id_rows"]))}
+             "worker_id_bytes": gathered(str(held_bytes["id_rows"])),
+             "worker_nodes": gathered(ray.get_runtime_context().get_node_id())}
     return _Trained(model, task.ids.weight.detach(), affine, metrics, trainer.history, final)
 
 
@@ -419,7 +421,8 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
                    "wall_seconds": time.perf_counter() - started,
                    "num_workers": job.num_workers,
                    "worker_graph_bytes": [int(b) for b in result.metrics["worker_graph_bytes"]],
-                   "worker_id_bytes": [int(b) for b in result.metrics["worker_id_bytes"]]}
+                   "worker_id_bytes": [int(b) for b in result.metrics["worker_id_bytes"]],
+                   "worker_nodes": result.metrics["worker_nodes"]}
         reasons = gate(metrics, job.gate)
         # The model file goes into the store from its mapped pages: the driver never holds
         # the whole tables (4 d N bytes, 2.8 GB at 100M edges).

@@ -1,5 +1,6 @@
 """Issue 16: the nightly path on two Ray nodes with the store on S3 (the local S3 server): every
-kind of work must run on both nodes, and nothing may depend on the driver's disk."""
+kind of work must run on both nodes, and nothing may depend on the driver's disk. Issue 29: a
+sharded bump's two workers, one per node, each train on their own share."""
 
 import json
 import os
@@ -31,4 +32,9 @@ def test_ingest_train_refresh_and_serve_run_on_both_nodes(s3_uri, tmp_path):
     assert report["serve"]["nodes"] == nodes
     assert report["serve"]["status"] == 200
     assert report["serve"]["body"]["found"] == [True]
+    sharded = report["sharded"]
+    assert sharded["status"] == "published", sharded["reasons"]
+    assert sorted(sharded["worker_nodes"]) == nodes  # rank 0 and rank 1, one per node
+    graph_bytes = [int(b) for b in sharded["worker_graph_bytes"]]
+    assert len(graph_bytes) == 2 and max(graph_bytes) < 0.75 * sum(graph_bytes)
     assert list(tmp_path.iterdir()) == []  # nothing written next to the driver

@@ -1,5 +1,6 @@
 """The nightly path on a two-node Ray cluster (two raylets on this machine, 3 CPUs each) with the
-store on S3: ingest, train with 2 workers, refresh with 2 task slots, serve with 2 replicas.
+store on S3: ingest, train with 2 workers, refresh with 2 task slots, serve with 2 replicas, then
+a sharded bump whose 2 workers each hold their share of the graph and the ID tables.
 
 Run by test_two_nodes.py in its own process (the test session's shared cluster stays up).
 Prints one JSON line: the node ids each kind of work ran on, and what each step produced.
@@ -90,6 +91,18 @@ def main(uri: str) -> None:
         report["serve"] = {"status": answer.status_code, "body": answer.json(),
                            "nodes": actor_nodes("ServeReplica")}
         serve.shutdown()
+
+        # Each worker reads its own edges and its rows of the stored ver-0 tables from S3 and
+        # exchanges ID rows, neighbours and gradients with the other node over gloo.
+        bumped = run_training(TrainJobConfig(
+            store=uri, num_workers=2, cpus_per_worker=2, sharded=True, targets="stored",
+            train=TrainConfig(epochs=2, batch_size=256, fanout=5, edges_per_epoch=1024,
+                              eval_every=1, warmup_epochs=0, warm_start="mean"),
+            max_eval_users=0,
+            gate=GateConfig(max_align_error_rel=5.0, min_recall_vs_parent=0.0)))
+        report["sharded"] = {"status": bumped.status, "reasons": bumped.reasons,
+                             "worker_nodes": bumped.metrics.get("worker_nodes"),
+                             "worker_graph_bytes": bumped.metrics.get("worker_graph_bytes")}
     finally:
         ray.shutdown()
         cluster.shutdown()
