@@ -114,6 +114,21 @@ def _private() -> int:
                     if line.startswith("RssAnon:"))
 
 
+def synthetic_store(scratch: str, edges: int):
+    """A store in `scratch` holding a synthetic snapshot of `edges` interactions (cut at
+    CUTOFF): (the store, its users, its items)."""
+    from bc_ray.data.snapshot import build_snapshot
+    from bc_ray.data.synthetic import SyntheticConfig, generate
+    from bc_ray.store.snapshots import publish_snapshot
+    from bc_ray.store.store import Store
+
+    snapshot = build_snapshot(generate(SyntheticConfig(
+        num_users=edges // 10, num_items=edges // 100, num_edges=edges))).with_cutoff(CUTOFF)
+    store = Store(f"file://{scratch}/store")
+    publish_snapshot(store, snapshot)
+    return store, snapshot.num_users, snapshot.num_items
+
+
 def one_run(run, mode: str, workers: int, storage: str) -> list[dict]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -141,23 +156,12 @@ def main() -> None:
     import ray
 
     from bc_ray.core.train_config import TrainConfig
-    from bc_ray.data.snapshot import build_snapshot
-    from bc_ray.data.synthetic import SyntheticConfig, generate
     from bc_ray.models.graphsage.spec import VersionSpec
     from bc_ray.refresh.range_graphs import EdgeFiles
-    from bc_ray.store.snapshots import publish_snapshot
-    from bc_ray.store.store import Store
     from bc_ray.train.sharded import ShardedRun, plan_owners, row_bytes
 
     scratch = scratch_dir("bench-sharded-train-")
-    uri = f"file://{scratch}/store"
-    snapshot = build_snapshot(generate(SyntheticConfig(
-        num_users=args.edges // 10, num_items=args.edges // 100,
-        num_edges=args.edges))).with_cutoff(CUTOFF)
-    store = Store(uri)
-    publish_snapshot(store, snapshot)
-    num_users, num_items = snapshot.num_users, snapshot.num_items
-    del snapshot
+    store, num_users, num_items = synthetic_store(scratch, args.edges)
     ray.init(address="local", num_cpus=max(counts), include_dashboard=False,
              log_to_driver=False, logging_level=logging.WARNING,
              runtime_env={"env_vars": {"PYTHONPATH": ROOT}})

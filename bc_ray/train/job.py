@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 import uuid
 import torch
@@ -23,7 +25,7 @@ from bc_ray.store.versions import Candidate, publish_version, register_candidate
 from bc_ray.train.config import TrainJobConfig
 from bc_ray.train.gate import gate, score_candidate
 from bc_ray.train.inputs import JobInputs, load_inputs
-from bc_ray.train.loop import CHECKPOINT_FILE, train_loop_per_worker
+from bc_ray.train.loop import CHECKPOINT_FILE, CHECKPOINT_PREFIX, train_loop_per_worker
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,15 @@ def _restore(result, inputs: JobInputs) -> TrainResult:
                        selected_metrics=saved["best"]["metrics"])
 
 
+def _remove_local_checkpoint(path: str) -> None:
+    """Ray Train's local mode (`--num-workers 0`) returns the loop's own temporary folder as
+    the last checkpoint, which nothing else removes (a persisted one is left as it is)."""
+    folder = os.path.abspath(path)
+    if (os.path.dirname(folder) == os.path.abspath(tempfile.gettempdir())
+            and os.path.basename(folder).startswith(CHECKPOINT_PREFIX)):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_training(job: TrainJobConfig) -> TrainOutcome:
     if job.sharded:
         from bc_ray.train.sharded_job import run_sharded_training
@@ -75,6 +86,7 @@ def run_training(job: TrainJobConfig) -> TrainOutcome:
     if result.error is not None:
         raise TrainingError(f"training run {name} failed: {result.error}")
     trained = _restore(result, inputs)
+    _remove_local_checkpoint(result.checkpoint.path)
     outcome = finish_version(inputs.method, trained, inputs.split.graph, job.train,
                              inputs.previous)
     metrics = score_candidate(outcome.model, outcome.transform, inputs.split, inputs.previous,

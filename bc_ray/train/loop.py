@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.inputs import load_inputs
 
 CHECKPOINT_FILE = "trainer.pt"
+CHECKPOINT_PREFIX = "bc-ray-ckpt-"  # the temporary folder of each checkpoint reported
 
 
 def parameter_checksum(module: torch.nn.Module) -> str:
@@ -68,16 +70,20 @@ def log_progress(step: dict) -> None:
 
 
 def report_epoch(stats: dict, checkpoint: dict | None = None, file_name: str = CHECKPOINT_FILE
-                 ) -> None:
-    """The epoch's metrics, with `checkpoint` (when given) saved as `file_name` in a temporary
-    folder that goes once `report` has persisted it: a checkpoint holds the model, and left in
-    /tmp every one of them would fill the disk of a long run."""
+                 ) -> str | None:
+    """The epoch's metrics, with `checkpoint` (when given) saved as `file_name` in a new
+    temporary folder, whose path it returns. A checkpoint holds the model: left in /tmp, every
+    one of them would fill the disk of a long run. So Ray Train deletes the folder once it has
+    persisted it; in its local mode (`--num-workers 0`) it persists nothing and keeps the
+    folder as the checkpoint, which the caller then removes when it is superseded."""
     if checkpoint is None:
         ray.train.report(stats)
-        return
-    with tempfile.TemporaryDirectory(prefix="bc-ray-ckpt-") as directory:
-        torch.save(checkpoint, os.path.join(directory, file_name))
-        ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        return None
+    directory = tempfile.mkdtemp(prefix=CHECKPOINT_PREFIX)
+    torch.save(checkpoint, os.path.join(directory, file_name))
+    ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                     delete_local_checkpoint_after_upload=True)
+    return directory
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -106,6 +112,8 @@ def train_loop_per_worker(config: dict) -> None:
         trainer.load_state(saved)
         start = resumed_from = saved["epoch"] + 1
 
+    # Ray Train's local mode (the driver's own process) keeps each checkpoint's folder as it is.
+    local, previous = job.num_workers == 0, None
     epochs = job.train.epochs
     for epoch in range(start, epochs + 1):
         stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
@@ -119,7 +127,11 @@ def train_loop_per_worker(config: dict) -> None:
             stats["param_checksums"] = gathered(parameter_checksum(trainer.joint))
             stats["worker_nodes"] = gathered(ray.get_runtime_context().get_node_id())
         attach = rank == 0 and (epoch % job.checkpoint_every == 0 or last)
-        report_epoch(stats, {**trainer.state(), "epoch": epoch, "resumed_from": resumed_from}
-                     if attach else None)
+        written = report_epoch(stats, {**trainer.state(), "epoch": epoch,
+                                       "resumed_from": resumed_from} if attach else None)
+        if local and written is not None:  # the run's last checkpoint: the driver removes it
+            if previous is not None:
+                shutil.rmtree(previous, ignore_errors=True)
+            previous = written
         if last:
             break
