@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from bc_ray.store.store import Store  # noqa: E402
 from benchmarks.bench_scale import CUTOFF, HIDDEN, MB  # noqa: E402
 from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
 
@@ -114,13 +115,12 @@ def _private() -> int:
                     if line.startswith("RssAnon:"))
 
 
-def synthetic_store(scratch: str, edges: int):
+def synthetic_store(scratch: str, edges: int) -> tuple[Store, int, int]:
     """A store in `scratch` holding a synthetic snapshot of `edges` interactions (cut at
     CUTOFF): (the store, its users, its items)."""
     from bc_ray.data.snapshot import build_snapshot
     from bc_ray.data.synthetic import SyntheticConfig, generate
     from bc_ray.store.snapshots import publish_snapshot
-    from bc_ray.store.store import Store
 
     snapshot = build_snapshot(generate(SyntheticConfig(
         num_users=edges // 10, num_items=edges // 100, num_edges=edges))).with_cutoff(CUTOFF)

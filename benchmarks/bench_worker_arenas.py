@@ -31,6 +31,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
+from multiprocessing.queues import Queue
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -40,8 +42,11 @@ from benchmarks.bench_scale import CUTOFF, HIDDEN, MB  # noqa: E402
 from benchmarks.bench_sharded_train import synthetic_store  # noqa: E402
 from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
 
+from bc_ray.train.sharded import ShardedRun  # noqa: E402
+
 PREVIOUS_DIM = 64
 WARMUP_STEPS = 10
+RANK_TIMEOUT_S = 3600
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 VARIANTS = {  # name: (run in a thread, environment, allocator setting)
     "main thread": (False, {}, None),
@@ -52,13 +57,7 @@ VARIANTS = {  # name: (run in a thread, environment, allocator setting)
 }
 
 
-def _private() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status
-                    if line.startswith("RssAnon:"))
-
-
-def _steps(trainer, steps: int, trim, result: dict) -> None:
+def _steps(trainer, steps: int, trim: Callable[[int], int] | None, result: dict) -> None:
     batches = iter(trainer.task.epoch(1))
     started = None
     for done in range(1, steps + 1):
@@ -70,7 +69,8 @@ def _steps(trainer, steps: int, trim, result: dict) -> None:
     result["s_per_step"] = (time.perf_counter() - started) / (steps - WARMUP_STEPS)
 
 
-def rank_main(rank: int, run, variant: str, steps: int, port: int, out) -> None:
+def rank_main(rank: int, run: ShardedRun, variant: str, steps: int, port: int,
+              out: Queue) -> None:
     """One of the two ranks: set up as a sharded worker, then run `steps` steps."""
     import torch
     import torch.distributed as dist
@@ -80,6 +80,8 @@ def rank_main(rank: int, run, variant: str, steps: int, port: int, out) -> None:
     from bc_ray.core.trainer import ShardedAlignment
     from bc_ray.core.transforms import make_transform
     from bc_ray.train.sharded import sharded_trainer
+
+    from bc_ray.memory import private_bytes
 
     threaded, _, setting = VARIANTS[variant]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -94,12 +96,12 @@ def rank_main(rank: int, run, variant: str, steps: int, port: int, out) -> None:
                                  targets, torch.ones(nodes, dtype=torch.bool))
     trainer = sharded_trainer(run, rank, 2, alignment)
     trainer.module = DistributedDataParallel(trainer.joint)
-    setup = _private()
+    setup = private_bytes()
     peak, stop, result = [setup], threading.Event(), {}
 
     def watch() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], _private())
+            peak[0] = max(peak[0], private_bytes())
             time.sleep(0.005)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -124,7 +126,7 @@ def rank_main(rank: int, run, variant: str, steps: int, port: int, out) -> None:
     dist.destroy_process_group()
 
 
-def measure(run, variant: str, steps: int, port: int) -> dict:
+def measure(run: ShardedRun, variant: str, steps: int, port: int) -> dict:
     import torch.multiprocessing as mp
 
     _, environment, _ = VARIANTS[variant]
@@ -137,7 +139,7 @@ def measure(run, variant: str, steps: int, port: int) -> dict:
                  for rank in range(2)]
         for process in ranks:
             process.start()
-        row = out.get()
+        row = out.get(timeout=RANK_TIMEOUT_S)  # a rank that died says so in its traceback
         for process in ranks:
             process.join()
     finally:
@@ -156,12 +158,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=1024, help="triples per worker step")
     args = parser.parse_args()
+    if args.steps <= WARMUP_STEPS:
+        parser.error(f"--steps must be more than the {WARMUP_STEPS} untimed warm-up steps")
     import ray
 
     from bc_ray.core.train_config import TrainConfig
     from bc_ray.models.graphsage.spec import VersionSpec
     from bc_ray.refresh.range_graphs import EdgeFiles
-    from bc_ray.train.sharded import ShardedRun, plan_owners, row_bytes
+    from bc_ray.train.sharded import plan_owners, row_bytes
 
     store, num_users, num_items = synthetic_store(scratch_dir("bench-worker-arenas-"),
                                                   args.edges)

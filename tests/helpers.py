@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import tempfile
 from datetime import datetime, timezone
 
 import numpy as np
@@ -106,3 +109,10 @@ def gloo_ranks(fn, world: int, *args) -> dict:
     results = mp.get_context("spawn").Manager().dict()
     mp.spawn(fn, args=(free_port(), *args, results), nprocs=world, join=True)
     return dict(results)
+
+
+def checkpoint_folders() -> set[str]:
+    """The training checkpoints' temporary folders now in this machine's temp dir."""
+    from bc_ray.train.loop import CHECKPOINT_PREFIX  # imports Ray: only for the tests that train
+
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), f"{CHECKPOINT_PREFIX}*")))

@@ -85,8 +85,11 @@ def run_training(job: TrainJobConfig) -> TrainOutcome:
     result = fit(job, inputs, name)
     if result.error is not None:
         raise TrainingError(f"training run {name} failed: {result.error}")
-    trained = _restore(result, inputs)
-    _remove_local_checkpoint(result.checkpoint.path)
+    try:
+        trained = _restore(result, inputs)
+    finally:
+        if result.checkpoint is not None:
+            _remove_local_checkpoint(result.checkpoint.path)
     outcome = finish_version(inputs.method, trained, inputs.split.graph, job.train,
                              inputs.previous)
     metrics = score_candidate(outcome.model, outcome.transform, inputs.split, inputs.previous,

@@ -69,21 +69,33 @@ def log_progress(step: dict) -> None:
           f"{private_bytes() / 2**20:,.0f} MB private", file=sys.stderr, flush=True)
 
 
-def report_epoch(stats: dict, checkpoint: dict | None = None, file_name: str = CHECKPOINT_FILE
-                 ) -> str | None:
+def report_epoch(stats: dict, checkpoint: dict | None = None, file_name: str = CHECKPOINT_FILE,
+                 keep: bool = False) -> str | None:
     """The epoch's metrics, with `checkpoint` (when given) saved as `file_name` in a new
-    temporary folder, whose path it returns. A checkpoint holds the model: left in /tmp, every
-    one of them would fill the disk of a long run. So Ray Train deletes the folder once it has
-    persisted it; in its local mode (`--num-workers 0`) it persists nothing and keeps the
-    folder as the checkpoint, which the caller then removes when it is superseded."""
+    temporary folder. A checkpoint holds the model: left in /tmp, every one of them would fill
+    the disk of a long run, so the folder goes once `report` has persisted it (or given up: a
+    peer died). `keep`: Ray Train's local mode (`--num-workers 0`) persists nothing and keeps
+    the folder itself as the checkpoint, so it stays and its path is returned, for the caller
+    to remove once superseded."""
     if checkpoint is None:
         ray.train.report(stats)
         return None
     directory = tempfile.mkdtemp(prefix=CHECKPOINT_PREFIX)
-    torch.save(checkpoint, os.path.join(directory, file_name))
-    ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                     delete_local_checkpoint_after_upload=True)
-    return directory
+    try:
+        torch.save(checkpoint, os.path.join(directory, file_name))
+        ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    except BaseException:
+        remove_folder(directory)
+        raise
+    if keep:
+        return directory
+    remove_folder(directory)
+    return None
+
+
+def remove_folder(path: str | None) -> None:
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -112,26 +124,37 @@ def train_loop_per_worker(config: dict) -> None:
         trainer.load_state(saved)
         start = resumed_from = saved["epoch"] + 1
 
-    # Ray Train's local mode (the driver's own process) keeps each checkpoint's folder as it is.
+    _run_epochs(job, trainer, rank, start, resumed_from)
+
+
+def _run_epochs(job: TrainJobConfig, trainer, rank: int, start: int,
+                resumed_from: int | None) -> None:
+    """The epochs from `start`, each reported, rank 0's with a checkpoint every
+    `checkpoint_every` and at the last."""
+    # Ray Train's local mode (the driver's own process) keeps each checkpoint's folder as it
+    # is: the superseded ones go here, the last once the driver has read it.
     local, previous = job.num_workers == 0, None
-    epochs = job.train.epochs
-    for epoch in range(start, epochs + 1):
-        stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
-        if trainer.should_evaluate(epoch):
-            stats.update(trainer.evaluate(epoch))
-        trainer.history.append(stats)
-        inject_fault(job.fault, rank, epoch)
-        stats["resumed_from"] = resumed_from
-        last = trainer.is_last(epoch)  # the epochs, or the step budget, are spent
-        if last:
-            stats["param_checksums"] = gathered(parameter_checksum(trainer.joint))
-            stats["worker_nodes"] = gathered(ray.get_runtime_context().get_node_id())
-        attach = rank == 0 and (epoch % job.checkpoint_every == 0 or last)
-        written = report_epoch(stats, {**trainer.state(), "epoch": epoch,
-                                       "resumed_from": resumed_from} if attach else None)
-        if local and written is not None:  # the run's last checkpoint: the driver removes it
-            if previous is not None:
-                shutil.rmtree(previous, ignore_errors=True)
-            previous = written
-        if last:
-            break
+    try:
+        for epoch in range(start, job.train.epochs + 1):
+            stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
+            if trainer.should_evaluate(epoch):
+                stats.update(trainer.evaluate(epoch))
+            trainer.history.append(stats)
+            inject_fault(job.fault, rank, epoch)
+            stats["resumed_from"] = resumed_from
+            last = trainer.is_last(epoch)  # the epochs, or the step budget, are spent
+            if last:
+                stats["param_checksums"] = gathered(parameter_checksum(trainer.joint))
+                stats["worker_nodes"] = gathered(ray.get_runtime_context().get_node_id())
+            attach = rank == 0 and (epoch % job.checkpoint_every == 0 or last)
+            written = report_epoch(stats, {**trainer.state(), "epoch": epoch,
+                                           "resumed_from": resumed_from} if attach else None,
+                                   keep=local)
+            if written is not None:
+                remove_folder(previous)
+                previous = written
+            if last:
+                break
+    except BaseException:  # a failed local run has no checkpoint for the driver to read
+        remove_folder(previous)
+        raise

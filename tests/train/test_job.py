@@ -1,9 +1,6 @@
 """Ray Train on a real local cluster: DDP over 2 workers, gating, failure recovery, bad input."""
 
 import dataclasses
-import glob
-import os
-import tempfile
 
 import pytest
 
@@ -14,7 +11,7 @@ from bc_ray.store.snapshots import advance_snapshot, publish_snapshot
 from bc_ray.store.store import Store
 from bc_ray.train.config import FaultInjection, GateConfig, TrainJobConfig
 from bc_ray.train.job import run_training
-from bc_ray.train.loop import CHECKPOINT_PREFIX
+from tests.helpers import checkpoint_folders
 
 pytestmark = pytest.mark.ray
 
@@ -34,18 +31,14 @@ def trained_store(ray_cluster, small_snapshot, tmp_path_factory):
     uri = f"file://{tmp_path_factory.mktemp('train')}/store"
     store = Store(uri)
     publish_snapshot(store, small_snapshot.with_cutoff(0.6))
-    before = _checkpoint_folders()
+    before = checkpoint_folders()
     first = run_training(_job(uri))
     assert first.status == "published" and first.version == 0
     # Four checkpoints were reported (every 2 of 8 epochs); each one's folder went once Ray
     # Train had persisted it.
-    assert _checkpoint_folders() <= before
+    assert checkpoint_folders() <= before
     advance_snapshot(store, 0.8)
     return uri, first
-
-
-def _checkpoint_folders() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), f"{CHECKPOINT_PREFIX}*")))
 
 
 def test_two_workers_synchronise_and_version_zero_publishes(trained_store):
@@ -58,12 +51,12 @@ def test_two_workers_synchronise_and_version_zero_publishes(trained_store):
 def test_bc_aligner_aligns_far_better_than_non_bc(trained_store):
     uri, _ = trained_store
     wider = VersionSpec(hidden_dim=24)  # the output dimension changes between versions
-    before = _checkpoint_folders()
+    before = checkpoint_folders()
     non_bc = run_training(_job(uri, method="non-bc", spec=wider, num_workers=0,
                                gate=GateConfig(max_align_error_rel=0.0)))
     # In the driver's own process (Ray Train's local mode) nothing persists the checkpoints:
     # each is removed once the next is written, the last once the model is read from it.
-    assert _checkpoint_folders() <= before
+    assert checkpoint_folders() <= before
     assert non_bc.status == "rejected" and "alignment error" in non_bc.reasons[0]
     # Sampled mode: the ID tables train with row-sparse gradients that the workers exchange
     # themselves (DDP ignores those tables), and must still end identical on both ranks.

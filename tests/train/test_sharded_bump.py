@@ -30,6 +30,7 @@ from bc_ray.train.gate import score_candidate
 from bc_ray.train.inputs import load_inputs, previous_version
 from bc_ray.train.job import run_training
 from tests.data.test_ingest import put
+from tests.helpers import checkpoint_folders
 from tests.train.test_held_out import MAPPING, _days
 
 pytestmark = pytest.mark.ray
@@ -71,8 +72,10 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     for day, frame in enumerate(days[:3]):
         ingest(store, BatchInput(edges=put(store, f"landing/d{day}.parquet", frame)), MAPPING)
 
-    first = run_training(_job(uri))
+    before = checkpoint_folders()
+    first = run_training(_job(uri, checkpoint_every=1))
     assert first.status == "published", first.reasons
+    assert checkpoint_folders() <= before  # each worker's checkpoint folder went once persisted
     expected = _one_table_scores(uri, first.version)
     assert first.metrics["recall_at_50"] == pytest.approx(expected["recall_at_50"], abs=1e-6)
     graph_bytes = first.metrics["worker_graph_bytes"]
