@@ -1,8 +1,9 @@
 """Per-method mean ± sd and 95 % t-intervals over seeds of `bc-ray benchmark paper` runs, and
 BC-Aligner against every other Keep-Latest method seed by seed: the paired difference of the
 intended + unintended sum, its 95 % t-interval and how many seeds it wins; the same for the
-last-version alignment error of the multi-step against the single-step loss. Runs on disjoint
-seeds (`--first-seed`) are merged first.
+consumer AUC alone, and for the last-version alignment error of the multi-step against the
+single-step loss; and each consumer task's AUC degradation on its own. Runs on disjoint seeds
+(`--first-seed`) are merged first.
 
     python benchmarks/paper_seeds.py OUT [OUT ...] [--figure PNG] [--save JSON]
 """
@@ -31,6 +32,7 @@ from bc_ray.experiments.seeds import (  # noqa: E402
     plot_intervals,
     seed_sanity,
     summary_per_seed,
+    task_intervals,
 )
 
 
@@ -129,6 +131,14 @@ def main() -> None:
     for method, cells in last.items():
         print(f"| {method} | {cell(cells['intended_deg_pct'])} | "
               f"{cell(cells['unintended_deg_pct'])} |")
+    tasks = task_intervals(results)
+    print("\nConsumer AUC per task, against Keep-All in % (mean over versions "
+          f"1-{last_version}), mean ± sd [95 % t-interval] over seeds\n")
+    print("| Method | " + " | ".join(results["tasks"]) + " |")
+    print("|---|" + "---|" * len(results["tasks"]))
+    for method, cells in tasks.items():
+        print(f"| {method} | " + " | ".join(cell(cells[task]) if task in cells else "n/a"
+                                          for task in results["tasks"]) + " |")
     sums = paired_comparison(results)
     comparison_table(sums, "BC-Aligner minus each other Keep-Latest method (sum, %; positive: "
                            "BC-Aligner better)")
@@ -137,6 +147,10 @@ def main() -> None:
     extra = paired_comparison(results, others=beyond)
     comparison_table(extra, "BC-Aligner minus each method outside the paper's Keep-Latest set "
                             "(sum, %)")
+    unintended = paired_comparison(results, others=(*KEEP_LATEST, *beyond),
+                                   key="unintended_deg_pct")
+    comparison_table(unintended, "BC-Aligner minus each other method: consumer AUC alone "
+                                 "(unintended, %)")
     aligns = paired_comparison(results, others=("joint-lin-sloss",), key="last_align_error")
     comparison_table(aligns, "Multi-step (BC-Aligner) vs single-step (Joint-Lin-SLoss): "
                              "last-version alignment error (positive: multi-step lower)")
@@ -150,8 +164,9 @@ def main() -> None:
                  "seeds": results["seeds"], "commands": results.get("commands"),
                  "seconds": results.get("seconds"), "sanity": floor,
                  "keep_all_absolute": absolute, "intervals": intervals,
-                 "last_version": last,
+                 "last_version": last, "per_task": tasks,
                  "sum_vs_bc_aligner": sums, "sum_vs_bc_aligner_beyond": extra,
+                 "unintended_vs_bc_aligner": unintended,
                  "last_align_vs_single_step": aligns,
                  "lambda": lambda_summary(results)},
                 option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))

@@ -33,7 +33,9 @@ def train(
     store: StoreOption,
     method: Annotated[str, typer.Option(help="bc-aligner, joint-lin-sloss, joint-notrans, "
                                              "post-lin-sloss, post-lin-mloss, non-bc, "
-                                             "finetune-m0, bc-aligner-orth, post-procrustes, "
+                                             "finetune-m0, bc-aligner-orth, bc-aligner-refit "
+                                             "(BC-Aligner, then B_k refitted by least squares "
+                                             "on the final M_k), post-procrustes, "
                                              "post-lowrank.")] = _job("method"),
     num_workers: Annotated[int, typer.Option(help="Ray Train workers (DDP); 0 trains in the "
                                                   "driver process.")] = _job("num_workers"),

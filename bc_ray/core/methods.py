@@ -15,6 +15,7 @@ loss, when B_k is trained, and how M_k is obtained. One training path reads thes
 | post-procrustes  | orthogonal | single    | after, closed form | fresh          |
 | post-lowrank     | low-rank affine | single | after, closed form | fresh         |
 | bc-aligner-orth  | orthogonal | multi     | jointly            | fresh          |
+| bc-aligner-refit | linear     | multi     | jointly, then refit in closed form | fresh |
 | popularity       | (a reference row: items ranked by training interactions, no M_k)  |
 | bpr-mf           | (a reference row: graph-free BPR matrix factorisation, no B_k)     |
 | counts           | (consumers trained on raw interaction counts: do the tasks carry signal?) |
@@ -36,6 +37,9 @@ class Method:
     schedule: str = "none"  # joint | post | none
     model: str = "fresh"  # fresh | fixed | finetune | popularity | mf | counts
     fit: str = "sgd"  # post-hoc fitting: sgd | procrustes | lowrank
+    # Joint: M_k trained with B_k, then B_k refitted by least squares on the final M_k's
+    # embeddings of every entity (`posthoc.least_squares`: the exact minimiser of the same loss).
+    refit: bool = False
 
     @property
     def joint(self) -> bool:
@@ -72,6 +76,7 @@ NEWER_BASELINES = (
     Method("post-procrustes", "Post-Procrustes", "orthogonal", "single", "post", fit="procrustes"),
     Method("post-lowrank", "Post-LowRank", "lowrank", "single", "post", fit="lowrank"),
     Method("bc-aligner-orth", "BC-Aligner-Orth", "orthogonal", "multi", "joint"),
+    Method("bc-aligner-refit", "BC-Aligner + refit", "linear", "multi", "joint", refit=True),
 )
 # What a trained model must beat before any method is ranked (core/baselines.py).
 SIMPLE_BASELINES = (

@@ -6,6 +6,8 @@
   the SVD of Z_{k-1}^T Z_k (semi-orthogonal when the dimensions differ).
 - ``lowrank``: reduced-rank affine regression z_{k-1} ~ A z_k + b with rank(A) <= r (ordinary least
   squares projected onto the top-r directions of the fitted values).
+- ``least_squares``: the full-rank affine regression, which BC-Aligner + refit puts in place of
+  the jointly trained B_k once M_k is trained.
 """
 
 from __future__ import annotations
@@ -60,6 +62,18 @@ def procrustes(z_new: np.ndarray, z_prev: np.ndarray) -> Affine:
                              full_matrices=False)
     weight = (u @ vt).astype(np.float32)
     return weight, np.zeros(z_prev.shape[1], dtype=np.float32)
+
+
+def least_squares(z_new: np.ndarray, z_prev: np.ndarray) -> Affine:
+    """The affine B minimising the mean of ||B z_new - z_prev||^2, and so the multi-step loss
+    too: that loss is the same residuals under a fixed positive-definite metric (the mean of
+    the amplifiers' A^T A, the identity among them), and an unconstrained affine regression has
+    the same minimiser under every such metric (its normal equations X^T R M = 0 hold iff
+    X^T R = 0)."""
+    if z_new.shape[0] != z_prev.shape[0] or z_new.shape[0] == 0:
+        raise ShapeError(f"a least-squares B_k needs entities with both versions' embeddings: "
+                         f"got {z_new.shape[0]} new and {z_prev.shape[0]} previous rows")
+    return lowrank_affine(z_new, z_prev, min(z_new.shape[1], z_prev.shape[1]))
 
 
 def lowrank_affine(z_new: np.ndarray, z_prev: np.ndarray, rank: int) -> Affine:

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from bc_ray.core.evaluation import degradation_pct
 from bc_ray.exceptions import ConfigError
 from bc_ray.experiments.floor import FLOOR_BASELINES, baseline_checks, floor_verdict
 from bc_ray.experiments.summary import per_version, summarize
@@ -113,6 +114,24 @@ def last_version_intervals(results: dict) -> dict[str, dict[str, dict]]:
                 cell[key].append(last[key])
     return {method: {key: interval(values) for key, values in cells.items()}
             for method, cells in by_seed.items() if method != "keep-all"}
+
+
+def task_intervals(results: dict) -> dict[str, dict[str, dict]]:
+    """method -> consumer task -> interval over seeds of its AUC degradation against Keep-All
+    (%, mean over versions 1..K-1): which consumers a method fails, where the summary tables
+    average all tasks into one number."""
+    keep = {(r["seed"], r["version"]): r for r in results["runs"] if r["method"] == "keep-all"}
+    cells: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for row in results["runs"]:
+        if row["method"] == "keep-all" or row["version"] < 1:
+            continue
+        reference = keep[(row["seed"], row["version"])]["auc"]
+        for task, auc in row["auc"].items():
+            seeds = cells.setdefault(row["method"], {}).setdefault(task, {})
+            seeds.setdefault(row["seed"], []).append(degradation_pct(auc, reference[task]))
+    return {method: {task: interval([float(np.mean(v)) for _, v in sorted(seeds.items())])
+                     for task, seeds in tasks.items()}
+            for method, tasks in cells.items()}
 
 
 def keep_all_absolute(results: dict) -> dict[str, dict]:

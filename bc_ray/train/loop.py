@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import ray
@@ -127,6 +128,28 @@ def train_loop_per_worker(config: dict) -> None:
     _run_epochs(job, trainer, rank, start, resumed_from)
 
 
+def epochs(trainer, rank: int, start: int, resumed_from: int | None,
+           fault: FaultInjection | None,
+           on_last: Callable[[], None] | None = None) -> Iterator[tuple[int, dict, bool]]:
+    """(epoch, stats, last) of each epoch from `start`, its steps taken, evaluated when due and
+    recorded, until the epochs or the step budget are spent: what both training loops share
+    before they report. `on_last` runs once the last epoch's steps are taken, before its
+    evaluation."""
+    for epoch in range(start, trainer.config.epochs + 1):
+        stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
+        last = trainer.is_last(epoch)
+        if last and on_last is not None:
+            on_last()
+        if trainer.should_evaluate(epoch):
+            stats.update(trainer.evaluate(epoch))
+        trainer.history.append(stats)
+        inject_fault(fault, rank, epoch)
+        stats["resumed_from"] = resumed_from
+        yield epoch, stats, last
+        if last:
+            return
+
+
 def _run_epochs(job: TrainJobConfig, trainer, rank: int, start: int,
                 resumed_from: int | None) -> None:
     """The epochs from `start`, each reported, rank 0's with a checkpoint every
@@ -135,14 +158,7 @@ def _run_epochs(job: TrainJobConfig, trainer, rank: int, start: int,
     # is: the superseded ones go here, the last once the driver has read it.
     local, previous = job.num_workers == 0, None
     try:
-        for epoch in range(start, job.train.epochs + 1):
-            stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
-            if trainer.should_evaluate(epoch):
-                stats.update(trainer.evaluate(epoch))
-            trainer.history.append(stats)
-            inject_fault(job.fault, rank, epoch)
-            stats["resumed_from"] = resumed_from
-            last = trainer.is_last(epoch)  # the epochs, or the step budget, are spent
+        for epoch, stats, last in epochs(trainer, rank, start, resumed_from, job.fault):
             if last:
                 stats["param_checksums"] = gathered(parameter_checksum(trainer.joint))
                 stats["worker_nodes"] = gathered(ray.get_runtime_context().get_node_id())
@@ -153,8 +169,6 @@ def _run_epochs(job: TrainJobConfig, trainer, rank: int, start: int,
             if written is not None:
                 remove_folder(previous)
                 previous = written
-            if last:
-                break
     except BaseException:  # a failed local run has no checkpoint for the driver to read
         remove_folder(previous)
         raise

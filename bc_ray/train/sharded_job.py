@@ -68,7 +68,7 @@ from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.gate import ALIGN_SAMPLE, gate
 from bc_ray.train.held_out import HeldOut, held_out_split
 from bc_ray.train.inputs import chain_amplifiers, resolve_method, resolve_model, resolve_spec
-from bc_ray.train.loop import gathered, inject_fault, log_progress, report_epoch
+from bc_ray.train.loop import epochs, gathered, report_epoch
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
@@ -97,7 +97,7 @@ def _check(job: TrainJobConfig, method: Method, parent: VersionRecord | None) ->
     if model != DEFAULT_FAMILY:
         raise ConfigError(f"--sharded trains GraphSAGE (its ID tables are what is sharded), not "
                           f"{model}: train other families without it")
-    if method.posthoc or method.model != "fresh":
+    if method.posthoc or method.refit or method.model != "fresh":
         raise ConfigError(f"{method.title} needs the whole of M_k or M_{{k-1}} in one process; "
                           "a sharded bump trains a jointly aligned method (bc-aligner, "
                           "joint-lin-sloss, joint-notrans) or non-bc")
@@ -225,18 +225,15 @@ def _train(trainer: VersionTrainer, bump: ShardedBump, rank: int,
     """The epochs (from a restarted group's checkpoint), each reported, with this worker's
     checkpoint every `checkpoint_every`; the last one's stats, which the final report carries.
     `on_last` is called once the last epoch's steps are taken, before its evaluation."""
+    def steps_done() -> None:  # no step follows: the ID rows' optimizer state (Adam's: 2 x
+        trainer.task.ids.optimizer.state.clear()  # the rows) makes room for scoring
+        on_last()
+
     start, resumed_from = _resume(trainer, rank)
-    for epoch in range(start, bump.run.train.epochs + 1):
-        stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
-        if trainer.is_last(epoch):  # no step follows: the ID rows' optimizer state (Adam's: 2 x
-            trainer.task.ids.optimizer.state.clear()  # the rows) makes room for scoring
-            on_last()
-        if trainer.should_evaluate(epoch):
-            stats.update(trainer.evaluate(epoch))
-        trainer.history.append(stats)
-        inject_fault(bump.fault, rank, epoch)
-        stats["resumed_from"] = resumed_from
-        if trainer.is_last(epoch):
+    stats: dict = {}
+    for epoch, stats, last in epochs(trainer, rank, start, resumed_from, bump.fault,
+                                     on_last=steps_done):
+        if last:
             break
         # Each worker's part of the checkpoint: its rows, their optimizer state and the dense
         # state (Ray Train merges the workers' files into one).

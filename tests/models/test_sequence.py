@@ -217,17 +217,21 @@ def test_bc_aligner_pulls_towards_the_previous_version(split, small_snapshot, tr
     later = period_split(small_snapshot, 0.8, 1.0)
     targets, _ = prev.targets(later.graph)
     users = torch.arange(later.graph.num_nodes) < later.graph.num_users
-    errors = {}
-    for name in ("non-bc", "bc-aligner"):
+    errors, embedded = {}, {}
+    for name in ("non-bc", "bc-aligner", "bc-aligner-refit"):
         outcome = train_version(get_method(name), FAMILY.grown(SPEC, 1, 8), later.graph,
                                 CONFIG, prev, item_pool=later.item_pool)
-        z = torch.cat(outcome.model.embed(later.graph))
+        z = embedded[name] = torch.cat(outcome.model.embed(later.graph))
         weight, bias = outcome.transform
         predicted = z @ torch.from_numpy(weight).T + torch.from_numpy(bias)
         error = (predicted - targets).norm(dim=1)
-        errors[name] = {"user": error[users].mean().item(), "item": error[~users].mean().item()}
+        errors[name] = {"user": error[users].mean().item(), "item": error[~users].mean().item(),
+                        "all": error.pow(2).mean().item()}
     for entity in ("user", "item"):  # users too, though a step holds few of them
         assert errors["bc-aligner"][entity] < 0.5 * errors["non-bc"][entity], (entity, errors)
+    # The refit trains the same M_k and puts the exact minimiser of the loss in place of B_k.
+    assert torch.equal(embedded["bc-aligner-refit"], embedded["bc-aligner"])
+    assert errors["bc-aligner-refit"]["all"] < errors["bc-aligner"]["all"], errors
 
 
 def test_warm_start_and_fine_tune_start_from_the_previous_model(split, trained):

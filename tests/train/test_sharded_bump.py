@@ -87,8 +87,9 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     ingest(store, BatchInput(edges=put(store, "landing/d3.parquet", days[3])), MAPPING)
     with pytest.raises(ConfigError, match="pass --targets stored"):
         run_training(_job(uri, targets="model"))
-    with pytest.raises(ConfigError, match="needs the whole of M_k"):
-        run_training(_job(uri, method="post-lin-mloss"))
+    for method in ("post-lin-mloss", "bc-aligner-refit"):
+        with pytest.raises(ConfigError, match="needs the whole of M_k"):
+            run_training(_job(uri, method=method))
     # Worker 1 dies after epoch 3: the group restarts from a checkpoint (epoch 2's, or epoch 1's
     # if Ray had not registered epoch 2's when it saw the worker die), each worker from its own
     # rows, and ends scored as the one-table gate scores the registered model. Its ID rows
