@@ -77,8 +77,9 @@ def main() -> None:
                        item_pool=first.item_pool)
     previous = PreviousVersion(0, spec0, TransformChain([spec0.output_dim]).amplifiers(),
                                model=m0.model)
-    m1 = train_version(get_method("bc-aligner"), family.grown(spec0, 1, PRESETS["converged"].width_step), second.graph,
-                       config, previous, item_pool=second.item_pool)
+    spec1 = family.grown(spec0, 1, PRESETS["converged"].width_step)
+    m1 = train_version(get_method("bc-aligner"), spec1, second.graph, config, previous,
+                       item_pool=second.item_pool)
     graph = second.graph
     with torch.no_grad():
         z0 = torch.cat(m0.model.embed(graph))

@@ -1,11 +1,12 @@
 """Per-method mean ± sd and 95 % t-intervals over seeds of `bc-ray benchmark paper` runs, and
 BC-Aligner against every other Keep-Latest method seed by seed: the paired difference of the
 intended + unintended sum, its 95 % t-interval and how many seeds it wins; the same for the
-consumer AUC alone, and for the last-version alignment error of the multi-step against the
-single-step loss; and each consumer task's AUC degradation on its own. Runs on disjoint seeds
-(`--first-seed`) are merged first.
+consumer AUC alone (against `--reference` instead, and its sum too, when given), and for the
+last-version alignment error of the multi-step against the single-step loss; and each consumer
+task's AUC degradation on its own. Runs on disjoint seeds (`--first-seed`) are merged first.
 
     python benchmarks/paper_seeds.py OUT [OUT ...] [--figure PNG] [--save JSON]
+        [--reference METHOD]
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def seeds_cell(values: list[float]) -> str:
     return text if len(present) == len(values) else f"{text} ({len(present)} seeds)"
 
 
-def comparison_table(rows: list[dict], title: str) -> None:
+def comparison_table(rows: list[dict], title: str, reference: str = "BC-Aligner") -> None:
     print(f"\n{title}\n")
-    print("| Method | seeds | mean diff | 95 % interval | BC-Aligner wins | finding |")
+    print(f"| Method | seeds | mean diff | 95 % interval | {reference} wins | finding |")
     print("|---|---:|---:|---|---:|---|")
     for row in rows:
         print(f"| {row['method']} | {row['seeds']} | {row['mean_diff']:+.3f} | "
@@ -80,6 +81,9 @@ def main() -> None:
     parser.add_argument("out", nargs="+", help="folders `bc-ray benchmark paper --out` wrote")
     parser.add_argument("--figure", help="write the bar chart with error bars here (.png)")
     parser.add_argument("--save", help="write the merged intervals and comparisons here (.json)")
+    parser.add_argument("--reference", default="bc-aligner",
+                        help="the method every other is compared with, seed by seed, on the "
+                             "consumer AUC alone (default: bc-aligner)")
     args = parser.parse_args()
     results = merge([load(folder) for folder in args.out])
     intervals = method_intervals(results)
@@ -147,10 +151,15 @@ def main() -> None:
     extra = paired_comparison(results, others=beyond)
     comparison_table(extra, "BC-Aligner minus each method outside the paper's Keep-Latest set "
                             "(sum, %)")
-    unintended = paired_comparison(results, others=(*KEEP_LATEST, *beyond),
-                                   key="unintended_deg_pct")
-    comparison_table(unintended, "BC-Aligner minus each other method: consumer AUC alone "
-                                 "(unintended, %)")
+    reference = get_method(args.reference)
+    others = (*KEEP_LATEST, *beyond)
+    unintended = paired_comparison(results, reference.name, others, key="unintended_deg_pct")
+    comparison_table(unintended, f"{reference.title} minus each other method: consumer AUC "
+                                 "alone (unintended, %)", reference.title)
+    if reference.name != "bc-aligner":
+        against = paired_comparison(results, reference.name, others)
+        comparison_table(against, f"{reference.title} minus each other method (sum, %)",
+                         reference.title)
     aligns = paired_comparison(results, others=("joint-lin-sloss",), key="last_align_error")
     comparison_table(aligns, "Multi-step (BC-Aligner) vs single-step (Joint-Lin-SLoss): "
                              "last-version alignment error (positive: multi-step lower)")
@@ -166,7 +175,7 @@ def main() -> None:
                  "keep_all_absolute": absolute, "intervals": intervals,
                  "last_version": last, "per_task": tasks,
                  "sum_vs_bc_aligner": sums, "sum_vs_bc_aligner_beyond": extra,
-                 "unintended_vs_bc_aligner": unintended,
+                 "reference": reference.name, "unintended_vs_reference": unintended,
                  "last_align_vs_single_step": aligns,
                  "lambda": lambda_summary(results)},
                 option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))

@@ -36,14 +36,19 @@ class Method:
     alignment: str | None = None  # single | multi
     schedule: str = "none"  # joint | post | none
     model: str = "fresh"  # fresh | fixed | finetune | popularity | mf | counts
-    fit: str = "sgd"  # post-hoc fitting: sgd | procrustes | lowrank
-    # Joint: M_k trained with B_k, then B_k refitted by least squares on the final M_k's
-    # embeddings of every entity (`posthoc.least_squares`: the exact minimiser of the same loss).
-    refit: bool = False
+    # How B_k is fitted once M_k is trained (`posthoc.fit_posthoc`): sgd | procrustes | lowrank
+    # | least-squares for a post-hoc method; a joint method keeps its jointly trained B_k
+    # (sgd) or fits it again in closed form (least-squares: BC-Aligner + refit).
+    fit: str = "sgd"
 
     @property
     def joint(self) -> bool:
         return self.schedule == "joint"
+
+    @property
+    def refits(self) -> bool:
+        """A joint method whose B_k is fitted again once M_k is trained."""
+        return self.joint and self.fit != "sgd"
 
     @property
     def posthoc(self) -> bool:
@@ -76,7 +81,8 @@ NEWER_BASELINES = (
     Method("post-procrustes", "Post-Procrustes", "orthogonal", "single", "post", fit="procrustes"),
     Method("post-lowrank", "Post-LowRank", "lowrank", "single", "post", fit="lowrank"),
     Method("bc-aligner-orth", "BC-Aligner-Orth", "orthogonal", "multi", "joint"),
-    Method("bc-aligner-refit", "BC-Aligner + refit", "linear", "multi", "joint", refit=True),
+    Method("bc-aligner-refit", "BC-Aligner + refit", "linear", "multi", "joint",
+           fit="least-squares"),
 )
 # What a trained model must beat before any method is ranked (core/baselines.py).
 SIMPLE_BASELINES = (

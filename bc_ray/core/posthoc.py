@@ -6,7 +6,7 @@
   the SVD of Z_{k-1}^T Z_k (semi-orthogonal when the dimensions differ).
 - ``lowrank``: reduced-rank affine regression z_{k-1} ~ A z_k + b with rank(A) <= r (ordinary least
   squares projected onto the top-r directions of the fitted values).
-- ``least_squares``: the full-rank affine regression, which BC-Aligner + refit puts in place of
+- ``least-squares``: the full-rank affine regression, which BC-Aligner + refit puts in place of
   the jointly trained B_k once M_k is trained.
 """
 
@@ -31,11 +31,15 @@ def fit_posthoc(fit: str, z_new: torch.Tensor, z_prev: torch.Tensor,
         raise ShapeError(f"{z_new.shape[0]} new embeddings but {z_prev.shape[0]} targets")
     if fit == "sgd":
         return _fit_sgd(z_new, z_prev, amplifiers, epochs, batch_size, lr, seed)
+    new, prev = z_new.detach().cpu().numpy(), z_prev.detach().cpu().numpy()  # closed forms
     if fit == "procrustes":
-        return procrustes(z_new.numpy(), z_prev.numpy())
+        return procrustes(new, prev)
     if fit == "lowrank":
-        return lowrank_affine(z_new.numpy(), z_prev.numpy(), rank)
-    raise ConfigError(f"unknown post-hoc fit {fit!r}; expected sgd, procrustes or lowrank")
+        return lowrank_affine(new, prev, rank)
+    if fit == "least-squares":
+        return least_squares(new, prev)
+    raise ConfigError(f"unknown post-hoc fit {fit!r}; expected sgd, procrustes, lowrank or "
+                      "least-squares")
 
 
 def _fit_sgd(z_new, z_prev, amplifiers, epochs, batch_size, lr, seed) -> Affine:
@@ -65,14 +69,14 @@ def procrustes(z_new: np.ndarray, z_prev: np.ndarray) -> Affine:
 
 
 def least_squares(z_new: np.ndarray, z_prev: np.ndarray) -> Affine:
-    """The affine B minimising the mean of ||B z_new - z_prev||^2, and so the multi-step loss
-    too: that loss is the same residuals under a fixed positive-definite metric (the mean of
-    the amplifiers' A^T A, the identity among them), and an unconstrained affine regression has
-    the same minimiser under every such metric (its normal equations X^T R M = 0 hold iff
-    X^T R = 0)."""
-    if z_new.shape[0] != z_prev.shape[0] or z_new.shape[0] == 0:
-        raise ShapeError(f"a least-squares B_k needs entities with both versions' embeddings: "
-                         f"got {z_new.shape[0]} new and {z_prev.shape[0]} previous rows")
+    """The affine B minimising the mean over the given rows of ||B z_new - z_prev||^2, and so
+    the multi-step loss over the same rows, equally weighted, too: that loss is the same
+    residuals under a fixed positive-definite metric (the mean of the amplifiers' A^T A, the
+    identity among them), and an unconstrained affine regression has the same minimiser under
+    every such metric (its normal equations X^T R M = 0 hold iff X^T R = 0)."""
+    if z_new.shape[0] == 0:
+        raise ShapeError("a least-squares B_k needs entities with both versions' embeddings: "
+                         "there are none")
     return lowrank_affine(z_new, z_prev, min(z_new.shape[1], z_prev.shape[1]))
 
 

@@ -15,7 +15,7 @@ from bc_ray.core.evaluation import alignment_error, recall_at_k
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.family import EmbeddingModule, ModelFamily, ModelSpec, Vocabularies
 from bc_ray.core.methods import Method
-from bc_ray.core.posthoc import fit_posthoc, least_squares
+from bc_ray.core.posthoc import fit_posthoc
 from bc_ray.core.registry import family_of
 from bc_ray.core.splits import PeriodSplit
 from bc_ray.core.train_config import TrainConfig
@@ -156,18 +156,16 @@ def prepare_trainer(method: Method, spec: ModelSpec, graph: GraphTensors, config
 
 def finish_version(method: Method, result: TrainResult, graph: GraphTensors,
                    config: TrainConfig, previous: PreviousVersion | None) -> VersionOutcome:
-    """B_k after training: the jointly trained one, a post-hoc fit, or plain truncation."""
+    """B_k after training: the jointly trained one, a post-hoc fit (also for a joint method
+    that refits its B_k on the final M_k), or plain truncation."""
     if previous is None:
         return VersionOutcome(result.model, None, result)
-    if method.joint and not method.refit:
+    if method.joint and not method.refits:
         return VersionOutcome(result.model, result.transform.affine(), result)
-    if method.posthoc or method.refit:
+    if method.posthoc or method.refits:
         targets, mask = previous.targets(graph)
         z_user, z_item = result.model.embed(graph)
         z_new = torch.cat([z_user, z_item])[mask]
-        if method.refit:
-            transform = least_squares(z_new.cpu().numpy(), targets[mask].cpu().numpy())
-            return VersionOutcome(result.model, transform, result)
         amplifiers = previous.amplifiers if method.alignment == "multi" else None
         transform = fit_posthoc(method.fit, z_new, targets[mask], amplifiers,
                                 epochs=config.posthoc_epochs, seed=config.seed)

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from bc_ray.core.trainer import VersionTrainer
 from bc_ray.core.version import prepare_trainer, split_evaluator
 from bc_ray.memory import private_bytes
 from bc_ray.train.config import FaultInjection, TrainJobConfig
@@ -128,7 +129,7 @@ def train_loop_per_worker(config: dict) -> None:
     _run_epochs(job, trainer, rank, start, resumed_from)
 
 
-def epochs(trainer, rank: int, start: int, resumed_from: int | None,
+def epochs(trainer: VersionTrainer, rank: int, start: int, resumed_from: int | None,
            fault: FaultInjection | None,
            on_last: Callable[[], None] | None = None) -> Iterator[tuple[int, dict, bool]]:
     """(epoch, stats, last) of each epoch from `start`, its steps taken, evaluated when due and

@@ -97,7 +97,7 @@ def _check(job: TrainJobConfig, method: Method, parent: VersionRecord | None) ->
     if model != DEFAULT_FAMILY:
         raise ConfigError(f"--sharded trains GraphSAGE (its ID tables are what is sharded), not "
                           f"{model}: train other families without it")
-    if method.posthoc or method.refit or method.model != "fresh":
+    if method.posthoc or method.refits or method.model != "fresh":
         raise ConfigError(f"{method.title} needs the whole of M_k or M_{{k-1}} in one process; "
                           "a sharded bump trains a jointly aligned method (bc-aligner, "
                           "joint-lin-sloss, joint-notrans) or non-bc")
@@ -191,7 +191,8 @@ def _embedded(task: ShardedLinkPredictionTask, model) -> torch.Tensor:
 
 
 def _transform(bump: ShardedBump, trainer: VersionTrainer):
-    """B_k as the version keeps it (as `finish_version` makes it)."""
+    """B_k as the version keeps it (as `finish_version` makes it for the methods `_check`
+    lets through: none refits its B_k)."""
     if bump.parent is None:
         return None
     if bump.method.joint:
@@ -225,20 +226,23 @@ def _train(trainer: VersionTrainer, bump: ShardedBump, rank: int,
     """The epochs (from a restarted group's checkpoint), each reported, with this worker's
     checkpoint every `checkpoint_every`; the last one's stats, which the final report carries.
     `on_last` is called once the last epoch's steps are taken, before its evaluation."""
-    def steps_done() -> None:  # no step follows: the ID rows' optimizer state (Adam's: 2 x
-        trainer.task.ids.optimizer.state.clear()  # the rows) makes room for scoring
+    def before_last_evaluation() -> None:  # no step follows: the ID rows' optimizer state
+        trainer.task.ids.optimizer.state.clear()  # (Adam's: 2 x the rows) makes room
         on_last()
 
     start, resumed_from = _resume(trainer, rank)
-    stats: dict = {}
+    stats: dict | None = None
     for epoch, stats, last in epochs(trainer, rank, start, resumed_from, bump.fault,
-                                     on_last=steps_done):
+                                     on_last=before_last_evaluation):
         if last:
             break
         # Each worker's part of the checkpoint: its rows, their optimizer state and the dense
         # state (Ray Train merges the workers' files into one).
         report_epoch(stats, {**trainer.state(), "epoch": epoch}
                      if epoch % bump.checkpoint_every == 0 else None, _worker_file(rank))
+    if stats is None:  # checkpoints are of epochs before the last: a restart always has one
+        raise TrainingError(f"worker {rank} resumed at epoch {start} of "
+                            f"{bump.run.train.epochs}: no epoch left to train")
     return stats
 
 

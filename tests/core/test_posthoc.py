@@ -43,7 +43,11 @@ def test_least_squares_minimises_the_multi_step_loss_too():
     z_new = rng.normal(size=(400, 10)).astype(np.float32)
     z_prev = (z_new @ rng.normal(size=(10, 6)) + rng.normal(size=(400, 6))).astype(np.float32)
     weight, bias = least_squares(z_new, z_prev)
-    amplifiers = [torch.from_numpy(rng.normal(size=(6, 6)).astype(np.float32)), torch.eye(6)]
+    assert np.array_equal(fit_posthoc("least-squares", torch.from_numpy(z_new),
+                                      torch.from_numpy(z_prev))[0], weight)
+    # W_{k-1}^j maps version k-1's space to version j's, of another width.
+    amplifiers = [torch.from_numpy(rng.normal(size=(4, 6)).astype(np.float32)),
+                  torch.from_numpy(rng.normal(size=(6, 6)).astype(np.float32)), torch.eye(6)]
     w = torch.tensor(weight, dtype=torch.float64, requires_grad=True)
     b = torch.tensor(bias, dtype=torch.float64, requires_grad=True)
     x, y = torch.from_numpy(z_new).double(), torch.from_numpy(z_prev).double()

@@ -151,6 +151,18 @@ def test_seeds_run_apart_merge_into_a_paired_comparison(small_snapshot, tmp_path
     by_seed = [per_version(part)["bc-aligner"][2]["unintended_deg_pct"] for part in parts]
     assert last["seeds"] == 2 and abs(last["mean"] - np.mean(by_seed)) < 1e-9
     assert "The last version (v2) alone" in printed.stdout
+    # Each consumer task apart: its mean over tasks is the unintended degradation, seed by seed.
+    tasks = saved["per_task"]["bc-aligner"]
+    assert set(tasks) == set(merged["tasks"])
+    overall = saved["intervals"]["bc-aligner"]["unintended_deg_pct"]["mean"]
+    assert abs(np.mean([cell["mean"] for cell in tasks.values()]) - overall) < 1e-9
+    assert "| bc-aligner | " + tasks["user-activity"]["mean"].__format__("+.2f") in printed.stdout
+    assert saved["reference"] == "bc-aligner"
+    alone = {row["method"]: row for row in saved["unintended_vs_reference"]}["non-bc"]
+    assert alone["metric"] == "unintended_deg_pct" and alone["seeds"] == 2
+    unintended = {m: saved["intervals"][m]["unintended_deg_pct"]["mean"]
+                  for m in ("bc-aligner", "non-bc")}
+    assert abs(alone["mean_diff"] - (unintended["bc-aligner"] - unintended["non-bc"])) < 1e-9
 
 
 def test_recent_past_validation_and_a_lambda_grid(small_snapshot, tmp_path):
