@@ -33,9 +33,12 @@ def start_task_processes(config: RefreshConfig) -> list[ray.ObjectRef]:
 
 
 def release(warming: list[ray.ObjectRef]) -> None:
-    """Cancel warm-ups still waiting for resources: the work was done (or failed) without
-    them, and a long-lived driver must not leave them queued."""
+    """Cancel warm-ups not done yet: the work was done (or failed) without them, and a
+    long-lived driver must not leave them queued. One already running is importing: a plain
+    cancel interrupts the import and leaves the process, which Ray reuses, with half-imported
+    modules (a later Ray Data task there failed on a circular import of ray.data), so its
+    process is killed instead (`force`)."""
     if not warming:
         return
     for ref in ray.wait(warming, num_returns=len(warming), timeout=0)[1]:
-        ray.cancel(ref)
+        ray.cancel(ref, force=True)
