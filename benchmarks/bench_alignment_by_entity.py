@@ -5,8 +5,8 @@ The paper protocol's first step on one data set: M_0 trained at t = 0.5 (Non-BC)
 t = 0.6 jointly with B_1 (BC-Aligner, lambda as given); then, on the t = 0.6 graph, for users
 and items apart: the mean squared alignment error ||B z_1 - z_0||^2, the same relative to
 ||z_0||^2, the share of z_0's variance the ver-0 view keeps, and the mean cosine of the centred
-ver-0 view with the centred z_0. The refit is `posthoc.least_squares` on every entity, as
-`bc-aligner-refit` fits it.
+ver-0 view with the centred z_0. The refit is `bc-aligner-refit`'s own (`finish_version` on the
+same trained M_1).
 
     python benchmarks/bench_alignment_by_entity.py [--model sequence] [--spec ...] [--lam 4]
         [--epochs 20] [--dataset movielens-100k:../shared/data/ml-100k]
@@ -25,11 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import print_table, write_json  # noqa: E402
 from bc_ray.core.methods import get_method  # noqa: E402
-from bc_ray.core.posthoc import least_squares  # noqa: E402
 from bc_ray.core.registry import get_family  # noqa: E402
 from bc_ray.core.splits import period_split  # noqa: E402
 from bc_ray.core.transforms import TransformChain  # noqa: E402
-from bc_ray.core.version import PreviousVersion, train_version  # noqa: E402
+from bc_ray.core.version import PreviousVersion, finish_version, train_version  # noqa: E402
 from bc_ray.data import load_dataset  # noqa: E402
 from bc_ray.experiments.paper import PRESETS  # noqa: E402
 
@@ -84,10 +83,12 @@ def main() -> None:
     with torch.no_grad():
         z0 = torch.cat(m0.model.embed(graph))
         z1 = torch.cat(m1.model.embed(graph))
+    refit = finish_version(get_method("bc-aligner-refit"), m1.result, second.graph, config,
+                           previous)
     views = {}
     for name, (weight, bias) in {"joint B_1 (bc-aligner)": m1.transform,
                                  "least-squares refit (bc-aligner-refit)":
-                                     least_squares(z1.numpy(), z0.numpy())}.items():
+                                     refit.transform}.items():
         views[name] = z1 @ torch.as_tensor(weight).T + torch.as_tensor(bias)
     users = torch.arange(graph.num_nodes) < graph.num_users
     rows, record = [], {}
