@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -98,7 +99,12 @@ def run_cli(*args: str) -> tuple[float, float, dict]:
         raise RuntimeError(f"bc-ray {' '.join(args)} failed ({process.returncode}):\n"
                            f"{err[-3000:]}")
     start = out.find("{") if out.startswith("{") else out.find("\n{") + 1
-    return seconds, peak / MB, json.loads(out[start:])
+    result = json.loads(out[start:])
+    # A sharded bump's workers log their stages and their private memory (forwarded by Ray to
+    # the command's stderr): kept, to split a worker's peak by stage.
+    result["worker_log"] = [line.strip() for line in err.splitlines()
+                            if "sharded worker" in line or "MB private" in line]
+    return seconds, peak / MB, result
 
 
 def ingest_day(uri: str, landing: str, day: int, daily: int) -> tuple[float, float, dict]:
@@ -147,7 +153,7 @@ def _outcome(out: dict) -> str:
     return note
 
 
-def bump_sharded(command: list[str], workers: int, record) -> None:
+def bump_sharded(command: list[str], workers: int, record: Callable[..., None]) -> None:
     """The sharded bump to version 1, recorded; where it runs out of memory (at the edge of the
     machine) that is recorded and the path goes on with version 0. `--store` takes the
     `--days` of the run that built it (the next day ingested is day `--days`)."""
@@ -163,7 +169,7 @@ def bump_sharded(command: list[str], workers: int, record) -> None:
             record(f"{stage}: FAILED", time.perf_counter() - started, 0.0, memory,
                    " | ".join(lines[-3:])[-600:])
             return
-    record(stage, seconds, peak, memory, _outcome(out))
+    record(stage, seconds, peak, memory, _outcome(out), out["worker_log"])
 
 
 def main() -> None:
@@ -224,14 +230,15 @@ def main() -> None:
     started = time.perf_counter()
 
     def record(stage: str, seconds: float, process_mb: float, memory: PeakMemory | None = None,
-               note: str = "") -> None:
+               note: str = "", worker_log: list[str] | None = None) -> None:
         workers = {} if memory is None else {k: v / MB for k, v in memory.peaks.items()
                                              if k != "driver"}
         private = {} if memory is None else {k: v / MB for k, v in memory.private.items()
                                              if k != "driver"}
         rows.append({"edges": edges, "stage": stage, "seconds": seconds,
                      "process_peak_mb": process_mb, "workers_peak_mb": workers,
-                     "workers_private_mb": private, "note": note})
+                     "workers_private_mb": private, "note": note,
+                     **({"worker_log": worker_log} if worker_log else {})})
         print(f"  {stage}: {seconds:.1f}s, process {process_mb:,.0f} MB, workers "
               f"{ {k: round(v) for k, v in workers.items()} } {note}", flush=True)
         write_json("nightly", {"args": vars(args), "results": rows})
@@ -260,7 +267,7 @@ def main() -> None:
             with PeakMemory() as memory:
                 seconds, peak, out = run_cli(*sharded)
             record(f"train version 0 (step budget), sharded W={args.sharded}", seconds, peak,
-                   memory, _outcome(out))
+                   memory, _outcome(out), out["worker_log"])
             with PeakMemory() as memory:  # its stored tables are version 1's alignment targets
                 seconds, peak, out = run_cli(*refresh, "--full", "--partitions",
                                              str(args.partitions))

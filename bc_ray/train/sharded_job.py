@@ -48,7 +48,7 @@ from bc_ray.core.trainer import ShardedAlignment, VersionTrainer
 from bc_ray.core.transforms import IdentityTransform, make_transform
 from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.memory import private_bytes, return_freed_memory
-from bc_ray.models.graphsage.sharded_eval import sharded_layerwise, sharded_recall
+from bc_ray.models.graphsage.sharded_eval import Embedded, sharded_layerwise, sharded_recall
 from bc_ray.models.graphsage.serialization import save_model
 from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
 from bc_ray.models.graphsage.sharded_task import (
@@ -148,18 +148,37 @@ def _targets(bump: ShardedBump, rank: int) -> tuple[ShardedRows, torch.Tensor]:
     return ShardedRows(owners, torch.from_numpy(values)), torch.cat(masks)
 
 
-def _alignment_metrics(bump: ShardedBump, z: torch.Tensor, transform, targets: ShardedRows,
-                       mask: torch.Tensor, rank: int) -> dict:
-    """The alignment error of B_k z_k against z_{k-1} on the entities `score_candidate` draws
-    (the same draw on every worker), each scored by its owner; `z`: this worker's rows."""
+def _alignment_sample(bump: ShardedBump, mask: torch.Tensor, rank: int) -> torch.Tensor:
+    """This worker's rows (local indices) of the entities `score_candidate` draws to measure
+    the alignment error (the same draw on every worker)."""
     held, owners = bump.held_out, bump.run.owners
     pool = torch.cat([held.user_pool, held.item_pool + owners.num_users])
     rows = pool[mask[pool]]
     generator = torch.Generator().manual_seed(bump.run.train.seed)
     rows = rows[torch.randperm(rows.numel(), generator=generator)[:ALIGN_SAMPLE]]
-    mine = owners.local_row(rows[owners.owner(rows) == rank], rank)
+    return owners.local_row(rows[owners.owner(rows) == rank], rank)
+
+
+def _scored_rows(bump: ShardedBump, mask: torch.Tensor | None, rank: int) -> torch.Tensor:
+    """The rows of this worker that scoring reads (local indices, ascending): its items (every
+    item is ranked), its held-out users and its part of the alignment sample."""
+    owners = bump.run.owners
+    first_user, last_user = owners.users_of(rank)
+    users = torch.unique(bump.held_out.eval_user)
+    parts = [users[(users >= first_user) & (users < last_user)] - first_user,
+             torch.arange(last_user - first_user, owners.num_rows(rank))]
+    if mask is not None:
+        parts.append(_alignment_sample(bump, mask, rank))
+    return torch.unique(torch.cat(parts))
+
+
+def _alignment_metrics(bump: ShardedBump, z: Embedded, transform, targets: ShardedRows,
+                       mask: torch.Tensor, rank: int) -> dict:
+    """The alignment error of B_k z_k against z_{k-1} on the entities `score_candidate` draws,
+    each scored by its owner; `z`: this worker's rows (the sample's among them)."""
+    mine = _alignment_sample(bump, mask, rank)
     weight, bias = transform
-    predicted = z[mine] @ torch.from_numpy(weight).T + torch.from_numpy(bias)
+    predicted = z.of(mine) @ torch.from_numpy(weight).T + torch.from_numpy(bias)
     expected = targets.rows[mine]
     sums = torch.tensor([float((predicted - expected).norm(dim=1).sum()),
                          float(expected.norm(dim=1).sum()), float(mine.numel())],
@@ -180,14 +199,14 @@ def _stage(rank: int, name: str, started: float) -> None:
           f"{private_bytes() / 2**20:,.0f} MB private", file=sys.stderr, flush=True)
 
 
-def _embedded(task: ShardedLinkPredictionTask, model) -> torch.Tensor:
-    """z of this worker's nodes, as the full-graph forward computes them, with rank 0's buffers
-    (BatchNorm statistics), which the file keeps: in sampled training each worker's follow its
-    own last batch."""
+def _embedded(task: ShardedLinkPredictionTask, model, rows: torch.Tensor) -> Embedded:
+    """z of this worker's `rows` (`_scored_rows`), as the full-graph forward computes them,
+    with rank 0's buffers (BatchNorm statistics), which the file keeps: in sampled training
+    each worker's follow its own last batch."""
     if dist.is_available() and dist.is_initialized() and not len(model.ids):
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
-    return sharded_layerwise(task, model)
+    return Embedded(rows, sharded_layerwise(task, model, rows))
 
 
 def _transform(bump: ShardedBump, trainer: VersionTrainer):
@@ -248,14 +267,14 @@ def _train(trainer: VersionTrainer, bump: ShardedBump, rank: int,
 
 def _gate_scores(bump: ShardedBump, task: ShardedLinkPredictionTask, model, affine,
                  targets: ShardedRows | None, mask: torch.Tensor | None, rank: int,
-                 z: torch.Tensor | None = None) -> dict:
+                 scored: torch.Tensor, z: Embedded | None = None) -> dict:
     """What `score_candidate` measures, computed by every worker together: Recall@50 of the
     held-out test users, M_{k-1}'s on the same graph (the relative gate's) and the alignment
-    error. `z`: this worker's rows of the model as scored already (by the last evaluation,
+    error, from this worker's `scored` rows. `z`: this worker's rows of the model as scored already (by the last evaluation,
     when it selected that state), or None to embed them."""
     held = bump.held_out
     if z is None:
-        z = _embedded(task, model)
+        z = _embedded(task, model, scored)
     metrics = {"recall_at_50": sharded_recall(task, z, held.eval_user, held.eval_item,
                                               users=held.test_users, item_pool=held.item_pool)}
     if targets is not None:
@@ -263,8 +282,8 @@ def _gate_scores(bump: ShardedBump, task: ShardedLinkPredictionTask, model, affi
     del z  # M_{k-1}'s rows take its place
     if bump.model_source is not None:
         metrics["parent_recall_at_50"] = sharded_recall(
-            task, _embedded(task, bump.model_source.load()), held.eval_user, held.eval_item,
-            users=held.test_users, item_pool=held.item_pool)
+            task, _embedded(task, bump.model_source.load(), scored), held.eval_user,
+            held.eval_item, users=held.test_users, item_pool=held.item_pool)
     return metrics
 
 
@@ -301,13 +320,14 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, started: float) -
     task = ShardedLinkPredictionTask(model, graph, rows, run.train, id_rows, rank=rank,
                                      world_size=world, item_pool=held.item_pool)
 
+    scored = _scored_rows(bump, mask, rank)
     # The last epoch's z: if selection keeps that epoch, the gate scores the same state and
     # takes it instead of another layer-wise pass (minutes at 100M edges).
     last: dict = {"epoch": False}
 
     def validate(model, transform) -> dict:
         """Selection's scores, computed by every worker together (the calls are collectives)."""
-        z = _embedded(task, model)
+        z = _embedded(task, model, scored)
         if last["epoch"]:
             last["z"] = z
         metrics = {"recall": sharded_recall(task, z, held.eval_user, held.eval_item,
@@ -319,7 +339,7 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, started: float) -
 
     trainer = VersionTrainer(model, graph, run.train, alignment, validate, rank=rank,
                              world_size=world, task=task)
-    _stage(rank, f"sampler of its {task.triples.keys.size:,} training edges ready", started)
+    _stage(rank, f"sampler of its {task.triples.num_edges:,} training edges ready", started)
     if world > 1:
         trainer.module = prepare_model(trainer.joint, move_to_device=False)
     stats = _train(trainer, bump, rank, on_last=lambda: last.update(epoch=True))
@@ -329,7 +349,7 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, started: float) -
     affine = _transform(bump, trainer)
     if selected.selected_epoch != stats["epoch"]:
         last.pop("z", None)  # an earlier epoch's state was restored: it is embedded afresh
-    metrics = {**_gate_scores(bump, task, model, affine, targets, mask, rank,
+    metrics = {**_gate_scores(bump, task, model, affine, targets, mask, rank, scored,
                               last.pop("z", None)),  # held by the callee alone: it frees it
                "selected_epoch": selected.selected_epoch}
     _stage(rank, "scored", started)

@@ -3,6 +3,7 @@
 from collections import Counter
 
 import numpy as np
+import pytest
 import torch
 
 from bc_ray.core.triples import TripleSampler
@@ -55,3 +56,28 @@ def test_negatives_are_not_positives_and_draws_ignore_the_edges_order():
 def test_no_edges_give_an_empty_epoch():
     empty = torch.zeros(0, dtype=torch.long)
     assert len(TripleSampler(empty, empty, 4).epoch(0)) == 0
+
+
+def test_csr_rows_draw_as_the_edge_list_does():
+    """A sharded worker's sampler reads its users' CSR rows in place (items as global node ids,
+    after an offset): the same triples as the edge list of those users gives, negatives
+    included, under both negative samplers."""
+    first_user, offset = 2, 100  # rows of users 2..4; items stored as 100 + item
+    crow = np.array([0, 0, 3, 5])  # user 2 none, user 3 three items, user 4 two
+    items = np.array([1, 4, 6, 0, 7]) + offset
+    edge_user, edge_item = torch.tensor([3, 3, 3, 4, 4]), torch.tensor([1, 4, 6, 0, 7])
+    for negatives in ("uniform", "popularity"):
+        for user_uniform in (True, False):
+            rows = TripleSampler.from_rows(crow, items, first_user, 8, offset, negatives,
+                                           user_uniform)
+            edges = TripleSampler(edge_user, edge_item, 8, negatives, user_uniform)
+            for size in (None, 300):
+                got, expected = rows.epoch(11, size=size), edges.epoch(11, size=size)
+                for name in ("user", "pos", "neg"):
+                    assert torch.equal(getattr(got, name), getattr(expected, name))
+            assert rows.num_edges == 5
+    drawn = TripleSampler.from_rows(crow, items, first_user, 8, offset).epoch(5, size=500)
+    positives = set(zip(edge_user.tolist(), edge_item.tolist()))
+    assert not positives & set(zip(drawn.user.tolist(), drawn.neg.tolist()))
+    with pytest.raises(ValueError, match="4 items for rows that hold 5"):
+        TripleSampler.from_rows(crow, items[:4], first_user, 8, offset)

@@ -28,7 +28,7 @@ from bc_ray.models.graphsage.sharded_task import (
     ShardedLinkPredictionTask,
     sharded_model,
 )
-from bc_ray.models.graphsage.sharded_eval import sharded_layerwise, sharded_recall
+from bc_ray.models.graphsage.sharded_eval import Embedded, sharded_layerwise, sharded_recall
 from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.models.graphsage.model import EmbeddingModel
@@ -113,12 +113,24 @@ def _rank(rank: int, port: int, split, results) -> None:
     eval_user, eval_item = split.eval_pairs
     z = sharded_layerwise(task, model)
     results[f"z{rank}"] = (z.clone(), owners.nodes_of(rank))
-    results[f"recall{rank}"] = sharded_recall(task, z, eval_user, eval_item, k=10)
+    results[f"recall{rank}"] = sharded_recall(task, Embedded.whole(z), eval_user, eval_item, k=10)
     # As the gate scores: the validation users, the items that exist by the period's end, k=50;
-    # in chunks of 5 nodes, so workers embed unequal numbers of chunks.
+    # the last layer of the rows ranking reads alone (this worker's items and validation
+    # users), in chunks of 5 nodes, so workers embed unequal numbers of chunks.
+    (first_user, last_user), own_rows = owners.users_of(rank), owners.num_rows(rank)
+    users = split.val_users[(split.val_users >= first_user) & (split.val_users < last_user)]
+    scored = torch.cat([users - first_user, torch.arange(last_user - first_user, own_rows)])
+    scored = torch.unique(scored)
+    partial = sharded_layerwise(task, model, scored, chunk=5)
+    results[f"scored{rank}"] = (scored.numel(), own_rows, (partial - z[scored]).abs().max())
     results[f"gate_recall{rank}"] = sharded_recall(
-        task, sharded_layerwise(task, model, chunk=5), eval_user, eval_item,
-        users=split.val_users, item_pool=split.item_pool)
+        task, Embedded(scored, partial), eval_user, eval_item, users=split.val_users,
+        item_pool=split.item_pool)
+    try:  # a row scoring did not embed is an error, not another row's z
+        Embedded(scored, partial).of(torch.arange(own_rows))
+        results[f"unembedded{rank}"] = None
+    except ValueError as error:
+        results[f"unembedded{rank}"] = str(error)
     # Runs cut by neighbours too: a popular item's run is the item alone.
     results[f"z_by_ends{rank}"] = sharded_layerwise(task, model, max_ends=16)
     if rank == 0:
@@ -178,11 +190,16 @@ def test_sharded_steps_equal_replicated_data_parallel_steps(split, graph):
         z, nodes = results[f"z{rank}"]
         assert (z - results["reference_z"][nodes]).abs().max() <= 1e-5
         assert (results[f"z_by_ends{rank}"] - z).abs().max() <= 1e-5
+        # The last layer of some rows alone: the same z for those rows.
+        count, own_rows, difference = results[f"scored{rank}"]
+        assert 0 < count < own_rows and difference <= 1e-6
     assert 0 < results["reference_recall"] < 1
     assert 0 < results["gate_reference"] < 1
     for rank in range(WORLD):
         assert results[f"recall{rank}"] == pytest.approx(results["reference_recall"], abs=1e-9)
         assert results[f"gate_recall{rank}"] == pytest.approx(results["gate_reference"], abs=1e-9)
+    # A row outside those embedded is refused.
+    assert all("did not embed" in (results[f"unembedded{rank}"] or "") for rank in range(WORLD))
     # Rank 0 gathers M_k whole, the model file's content: equal to the replicated model's
     # weights, every ID row included (the padding rows, never trained, are zero); the other
     # ranks get nothing.

@@ -4,13 +4,18 @@ The one-table gate embeds the whole graph in one process (`embed`: the full-grap
 ranks every item for each held-out user. Here the workers embed every node together, layer by
 layer (`sharded_layerwise`): each computes layer l of the nodes it owns from layer l-1 of their
 neighbours, which their owners send, so no computation reaches past one hop and a worker holds
-two layers of its own rows at a time, whatever the degrees. Rank 0 then receives only what the
-ranking needs: every item's embedding, the held-out users' embeddings and their training items
-(from their owners' CSR rows). Recall@k is the same function the one-table gate calls. Every
-worker calls these functions together: their steps are collectives.
+two layers of its own rows at a time, whatever the degrees. The last layer is computed only for
+the rows scoring reads (`Embedded`: every item, the held-out users, the alignment sample), a
+tenth of a worker's rows on a graph of ten users per item: no worker holds its whole z. Rank 0
+then receives only what the ranking needs: every item's embedding, the held-out users'
+embeddings and their training items (from their owners' CSR rows). Recall@k is the same
+function the one-table gate calls. Every worker calls these functions together: their steps are
+collectives.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,6 +29,26 @@ from bc_ray.models.graphsage.sharded_task import ShardedLinkPredictionTask, agre
 
 EVAL_CHUNK = 4_096
 EVAL_ENDS = 1 << 20  # neighbours per run: a run of popular items holds theirs, not the graph's
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """z of some of this worker's rows: `rows` (local row indices, ascending: its users, then
+    its items) and their embeddings, one per row."""
+
+    rows: torch.Tensor
+    z: torch.Tensor
+
+    @classmethod
+    def whole(cls, z: torch.Tensor) -> Embedded:
+        return cls(torch.arange(z.shape[0]), z)
+
+    def of(self, local: torch.Tensor) -> torch.Tensor:
+        """The embeddings of rows `local` (local indices), each of which must be embedded."""
+        position = torch.searchsorted(self.rows, local).clamp(max=max(self.rows.numel() - 1, 0))
+        if local.numel() and (self.rows.numel() == 0 or bool((self.rows[position] != local).any())):
+            raise ValueError("scoring read a row it did not embed: pass it in `rows`")
+        return self.z[position]
 
 
 def _to_rank0(values: torch.Tensor) -> torch.Tensor:
@@ -46,20 +71,30 @@ def _chunks(nodes: torch.Tensor, crow: np.ndarray, chunk: int,
 
 @torch.no_grad()
 def sharded_layerwise(task: ShardedLinkPredictionTask, model: EmbeddingModel,
-                      chunk: int = EVAL_CHUNK, max_ends: int = EVAL_ENDS) -> torch.Tensor:
-    """z of every node this worker owns (its users, then its items: `RowOwners.nodes_of`), as
-    the full-graph forward computes them. `model`: a `sharded_model`, whose ID rows the task's
+                      rows: torch.Tensor | None = None, chunk: int = EVAL_CHUNK,
+                      max_ends: int = EVAL_ENDS) -> torch.Tensor:
+    """z of the nodes this worker owns (its users, then its items: `RowOwners.nodes_of`), as
+    the full-graph forward computes them: of every one, or of its local `rows` (ascending),
+    whose last layer alone is computed. `model`: a `sharded_model`, whose ID rows the task's
     owners hold, or a whole model with its own tables (M_{k-1}, mapped: the gate's parent)."""
     owners = task.rows.owners
     model.eval()  # the trainer sets train() again at its next epoch
     own_tables = len(model.ids) > 0
-    parts = _chunks(owners.nodes_of(owners_rank()), task.rows.crow, chunk, max_ends)
+    nodes = owners.nodes_of(owners_rank())
+    parts = _chunks(nodes, task.rows.crow, chunk, max_ends)
     # Each layer is written run by run into one matrix (no list of runs to join): a worker
     # holds the layer it reads and the one it writes, and one run's rows.
     h = _by_runs(parts, lambda part: model.inputs(
         task.graph, part, None if own_tables else task.ids.rows_of(part)))
     one_hop = PartitionedNeighborSampler(owners, task.rows.crow, task.rows.neighbours, [-1])
+    last = model.spec.num_layers - 1
+    if rows is not None and last < 0:
+        return h[rows]
     for index in range(model.spec.num_layers):
+        if index == last and rows is not None:  # the rows read by scoring, every worker's
+            degrees = np.diff(task.rows.crow)[rows.numpy()]  # runs as many as the others'
+            parts = _chunks(nodes[rows], np.concatenate([[0], np.cumsum(degrees)]), chunk,
+                            max_ends)
         previous = ShardedRows(owners, h)
 
         def layer(part: torch.Tensor, index: int = index,
@@ -90,7 +125,7 @@ def _by_runs(parts: list[torch.Tensor], compute) -> torch.Tensor:
     return out
 
 
-def sharded_recall(task: ShardedLinkPredictionTask, z: torch.Tensor, eval_user: torch.Tensor,
+def sharded_recall(task: ShardedLinkPredictionTask, z: Embedded, eval_user: torch.Tensor,
                    eval_item: torch.Tensor, k: int = 50, users: torch.Tensor | None = None,
                    item_pool: torch.Tensor | None = None) -> float:
     """Recall@k of the held-out (user, item) pairs (entity indices, the same on every worker)
@@ -103,10 +138,10 @@ def sharded_recall(task: ShardedLinkPredictionTask, z: torch.Tensor, eval_user: 
         eval_user, eval_item = eval_user[kept], eval_item[kept]
     owners = task.rows.owners
     first_user, last_user = owners.users_of(rank)
-    z_items = _to_rank0(z[last_user - first_user:])
+    z_items = _to_rank0(z.of(torch.arange(last_user - first_user, owners.num_rows(rank))))
     held_out = torch.unique(eval_user)
     mine = held_out[(held_out >= first_user) & (held_out < last_user)]
-    z_users = _to_rank0(z[mine - first_user])
+    z_users = _to_rank0(z.of(mine - first_user))
     order = _to_rank0(mine)  # held-out users as rank 0 receives their rows
     known_user, known_item = task.rows.user_edges_of(mine)
     known_user, known_item = _to_rank0(known_user), _to_rank0(known_item)

@@ -143,12 +143,15 @@ class ShardedLinkPredictionTask:
                                     trainable=seen.unsqueeze(1).to(id_rows.dtype),
                                     optimizer=config.id_optimizer)
         self.sparse_parameters: list[nn.Parameter] = []
-        edge_user, edge_item = rows.user_edges()
-        if edge_user.numel() == 0:
+        user_crow = rows.crow[:rows.num_user_rows + 1]
+        if user_crow[-1] == 0:
             raise TrainingError(f"worker {rank} owns no user with an edge: too many workers "
                                 "for this graph")
-        self.triples = TripleSampler(edge_user, edge_item, graph.num_items, config.negatives,
-                                     config.user_uniform, item_pool)
+        # Triples drawn from the users' CSR rows themselves (their neighbours are items, as
+        # global node ids): no copy of the edges (8 bytes per edge, 0.6 GB at 100M).
+        self.triples = TripleSampler.from_rows(
+            user_crow, rows.neighbours[:user_crow[-1]], rows.owners.users_of(rank)[0],
+            graph.num_items, graph.num_users, config.negatives, config.user_uniform, item_pool)
         generator = torch.Generator().manual_seed(config.seed * 7919 + rank)
         self.neighbors = PartitionedNeighborSampler(
             rows.owners, rows.crow, rows.neighbours, [config.fanout] * model.spec.num_layers,
