@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import threading
 
 import pyarrow as pa
 
@@ -34,3 +35,33 @@ def private_bytes() -> int:
                         if line.startswith("RssAnon:"))
     except (OSError, StopIteration):
         return 0
+
+
+class PeakWatch:
+    """The peak of `private_bytes` between two calls of `take`, sampled by a daemon thread
+    every `interval` seconds: a long stage's transient, which its end does not show."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self._peak = private_bytes()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True,
+                                        name="bc-ray-peak-watch")
+        self._thread.start()
+
+    def _sample(self, interval: float) -> None:
+        while not self._stopped.wait(interval):
+            now = private_bytes()
+            with self._lock:
+                self._peak = max(self._peak, now)
+
+    def take(self) -> int:
+        """The peak since the last call (or the start); the next one starts from now."""
+        now = private_bytes()
+        with self._lock:
+            peak, self._peak = max(self._peak, now), now
+        return peak
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._thread.join()

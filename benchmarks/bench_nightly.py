@@ -145,6 +145,12 @@ def lookups(uri: str, repeats: int = 50) -> tuple[float, float]:
     return load_s, (time.perf_counter() - started) / repeats
 
 
+def _stages(out: dict) -> str:
+    """A refresh's stages and their seconds, as its output names them."""
+    return ", ".join(f"{label} {out[label]['seconds']:.1f}s" for label in out
+                     if isinstance(out[label], dict) and "seconds" in out[label])
+
+
 def _outcome(out: dict) -> str:
     note = f"{out.get('status')}; gate {out.get('reasons') or 'passed'}"
     for name in ("recall_at_50", "parent_recall_at_50", "align_error_rel"):
@@ -271,7 +277,8 @@ def main() -> None:
             with PeakMemory() as memory:  # its stored tables are version 1's alignment targets
                 seconds, peak, out = run_cli(*refresh, "--full", "--partitions",
                                              str(args.partitions))
-            record(f"full refresh of version 0, P={args.partitions}", seconds, peak, memory)
+            record(f"full refresh of version 0, P={args.partitions}", seconds, peak, memory,
+                   f"inside the job {out['seconds']:.1f}s: {_stages(out)}")
             if args.keep_store:
                 subprocess.run(["cp", "-al", f"{work}/store", args.keep_store], check=True)
         if args.plain:  # the same bump in one process, from the same version 0, on a copy
@@ -297,7 +304,7 @@ def main() -> None:
         with PeakMemory() as memory:
             seconds, peak, out = run_cli(*refresh, "--full", "--partitions", str(count))
         record(f"full refresh, P={count}", seconds, peak, memory,
-               f"inside the job {out['seconds']:.1f}s")
+               f"inside the job {out['seconds']:.1f}s: {_stages(out)}")
     if args.plain:
         (plain_s, plain_peak) = in_fresh_process(plain_refresh, uri, f"{work}/plain")
         record("plain single-process refresh", plain_s, plain_peak / MB)
@@ -307,7 +314,8 @@ def main() -> None:
         seconds, peak, out = run_cli(*refresh, "--partitions", str(args.partitions))
     assert out["mode"] == "incremental", out["reason"]
     record(f"incremental refresh, P={args.partitions}", seconds, peak, memory,
-           f"{out['mode']}: {out['reason']}; affected {out['affected_fraction']:.0%}")
+           f"{out['mode']}: {out['reason']}; affected {out['affected_fraction']:.0%}; "
+           f"{_stages(out)}")
     (load_s, lookup_s), peak = in_fresh_process(lookups, uri)
     record(f"Serve state load, then lookups of {LOOKUP_IDS} ids", load_s, peak / MB,
            note=f"{lookup_s * 1000:.2f} ms per lookup")

@@ -25,7 +25,12 @@ from bc_ray.store.versions import Candidate, publish_version, register_candidate
 from bc_ray.train.config import TrainJobConfig
 from bc_ray.train.gate import gate, score_candidate
 from bc_ray.train.inputs import JobInputs, load_inputs
-from bc_ray.train.loop import CHECKPOINT_FILE, CHECKPOINT_PREFIX, train_loop_per_worker
+from bc_ray.train.loop import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_PREFIX,
+    remove_orphaned_checkpoints,
+    train_loop_per_worker,
+)
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config
 
 logger = logging.getLogger(__name__)
@@ -39,7 +44,10 @@ def fit(job: TrainJobConfig, inputs: JobInputs, name: str):
         scaling_config=ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu,
                                      resources_per_worker={"CPU": job.cpus_per_worker}),
         run_config=run_config(inputs.store, name, job))
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    finally:  # a group killed within a report left its folders on this node
+        remove_orphaned_checkpoints()
 
 
 def _restore(result, inputs: JobInputs) -> TrainResult:

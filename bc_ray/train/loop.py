@@ -8,6 +8,7 @@ from the latest checkpoint.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -82,7 +83,7 @@ def report_epoch(stats: dict, checkpoint: dict | None = None, file_name: str = C
     if checkpoint is None:
         ray.train.report(stats)
         return None
-    directory = tempfile.mkdtemp(prefix=CHECKPOINT_PREFIX)
+    directory = tempfile.mkdtemp(prefix=f"{CHECKPOINT_PREFIX}{os.getpid()}-")
     try:
         torch.save(checkpoint, os.path.join(directory, file_name))
         ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(directory))
@@ -100,7 +101,32 @@ def remove_folder(path: str | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def remove_orphaned_checkpoints() -> int:
+    """Remove this node's checkpoint folders whose process is gone; how many. A worker killed
+    within `report` (Ray Train kills the whole group when a peer dies) cannot remove its own,
+    and each holds the model (gigabytes at scale). A folder is named by its process's id; a
+    live process's, or one without an id, is left alone."""
+    removed = 0
+    for folder in glob.glob(os.path.join(tempfile.gettempdir(), f"{CHECKPOINT_PREFIX}*")):
+        pid = os.path.basename(folder)[len(CHECKPOINT_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def train_loop_per_worker(config: dict) -> None:
+    remove_orphaned_checkpoints()  # a killed group's, on this node (a restart comes here)
     job = TrainJobConfig.from_dict(config["job"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()

@@ -47,7 +47,7 @@ from bc_ray.core.row_shards import ShardedRows
 from bc_ray.core.trainer import ShardedAlignment, VersionTrainer
 from bc_ray.core.transforms import IdentityTransform, make_transform
 from bc_ray.exceptions import ConfigError, TrainingError
-from bc_ray.memory import private_bytes, return_freed_memory
+from bc_ray.memory import PeakWatch, private_bytes, return_freed_memory
 from bc_ray.models.graphsage.sharded_eval import Embedded, sharded_layerwise, sharded_recall
 from bc_ray.models.graphsage.serialization import save_model
 from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
@@ -68,7 +68,7 @@ from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.gate import ALIGN_SAMPLE, gate
 from bc_ray.train.held_out import HeldOut, held_out_split
 from bc_ray.train.inputs import chain_amplifiers, resolve_method, resolve_model, resolve_spec
-from bc_ray.train.loop import epochs, gathered, report_epoch
+from bc_ray.train.loop import epochs, gathered, remove_orphaned_checkpoints, report_epoch
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
@@ -192,11 +192,19 @@ def _alignment_metrics(bump: ShardedBump, z: Embedded, transform, targets: Shard
             "align_sample": int(count)}
 
 
-def _stage(rank: int, name: str, started: float) -> None:
+class _Stages:
     """Where a worker is, in its log: a bump at scale runs for minutes between reports (on
-    stderr, which Ray forwards to the driver's: `--json` keeps stdout to the JSON)."""
-    print(f"sharded worker {rank}: {name} after {time.perf_counter() - started:.0f} s, "
-          f"{private_bytes() / 2**20:,.0f} MB private", file=sys.stderr, flush=True)
+    stderr, which Ray forwards to the driver's: `--json` keeps stdout to the JSON), with its
+    private memory at the stage's end and its peak within the stage."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank, self.started, self.watch = rank, time.perf_counter(), PeakWatch()
+
+    def done(self, name: str) -> None:
+        peak = self.watch.take()
+        print(f"sharded worker {self.rank}: {name} after {time.perf_counter() - self.started:.0f}"
+              f" s, {private_bytes() / 2**20:,.0f} MB private (peak within "
+              f"{peak / 2**20:,.0f} MB)", file=sys.stderr, flush=True)
 
 
 def _embedded(task: ShardedLinkPredictionTask, model, rows: torch.Tensor) -> Embedded:
@@ -299,20 +307,20 @@ class _Trained:
     final: dict  # the last report's metrics
 
 
-def _train_and_score(bump: ShardedBump, rank: int, world: int, started: float) -> _Trained:
+def _train_and_score(bump: ShardedBump, rank: int, world: int, stages: _Stages) -> _Trained:
     """Everything a worker holds for training and scoring (graph rows, sampler, targets) lives
     here and goes when it returns, before rank 0 gathers the whole tables."""
     run, held = bump.run, bump.held_out
     graph = entity_graph(run)
     rows = run.local_rows(rank)
-    _stage(rank, f"read its {rows.neighbours.size:,} edge ends", started)
+    stages.done(f"read its {rows.neighbours.size:,} edge ends")
     model = sharded_model(run.spec, graph)
     id_rows = _id_rows(bump, rank, torch.from_numpy(np.diff(rows.crow) > 0))
     alignment, targets, mask = None, None, None
     if bump.parent is not None:  # the gate measures alignment; joint methods also train it
         targets, mask = _targets(bump, rank)
         return_freed_memory()  # the table parts it read
-        _stage(rank, f"warm start and targets of version {bump.parent.version}", started)
+        stages.done(f"warm start and targets of version {bump.parent.version}")
     if bump.parent is not None and bump.method.joint:
         transform = make_transform(bump.method.transform, run.spec.output_dim, bump.parent.dim)
         amplifiers = bump.amplifiers if bump.method.alignment == "multi" else None
@@ -339,12 +347,16 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, started: float) -
 
     trainer = VersionTrainer(model, graph, run.train, alignment, validate, rank=rank,
                              world_size=world, task=task)
-    _stage(rank, f"sampler of its {task.triples.num_edges:,} training edges ready", started)
+    stages.done(f"sampler of its {task.triples.num_edges:,} training edges ready")
     if world > 1:
         trainer.module = prepare_model(trainer.joint, move_to_device=False)
-    stats = _train(trainer, bump, rank, on_last=lambda: last.update(epoch=True))
+    def on_last() -> None:
+        last.update(epoch=True)
+        stages.done(f"took {trainer.steps_done} steps")
+
+    stats = _train(trainer, bump, rank, on_last=on_last)
     selected = trainer.result()  # the selected epoch's dense weights and ID rows
-    _stage(rank, f"trained {trainer.steps_done} steps", started)
+    stages.done("evaluated the last epoch")
 
     affine = _transform(bump, trainer)
     if selected.selected_epoch != stats["epoch"]:
@@ -352,7 +364,7 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, started: float) -
     metrics = {**_gate_scores(bump, task, model, affine, targets, mask, rank, scored,
                               last.pop("z", None)),  # held by the callee alone: it frees it
                "selected_epoch": selected.selected_epoch}
-    _stage(rank, "scored", started)
+    stages.done("scored")
     held_bytes = task.nbytes
     final = {**stats, "worker_graph_bytes": gathered(str(held_bytes["graph_rows"])),
              "worker_id_bytes": gathered(str(held_bytes["id_rows"])),
@@ -361,11 +373,19 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, started: float) -
 
 
 def sharded_bump_per_worker(config: dict) -> None:
+    remove_orphaned_checkpoints()  # a killed group's, on this node (a restart comes here)
     bump: ShardedBump = config["bump"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    started = time.perf_counter()
-    trained = _train_and_score(bump, rank, world, started)
+    stages = _Stages(rank)
+    try:
+        _bump(bump, rank, world, stages)
+    finally:
+        stages.watch.close()
+
+
+def _bump(bump: ShardedBump, rank: int, world: int, stages: _Stages) -> None:
+    trained = _train_and_score(bump, rank, world, stages)
     gc.collect()  # modules and the process group's hooks hold reference cycles
     return_freed_memory()
     whole = gathered_model(trained.model, trained.id_rows, bump.run.owners)
@@ -377,7 +397,7 @@ def sharded_bump_per_worker(config: dict) -> None:
         del whole
         torch.save({"transform": trained.affine, "metrics": trained.metrics,
                     "history": trained.history}, os.path.join(directory, RESULT_FILE))
-        _stage(rank, "gathered the model file", started)
+        stages.done("gathered the model file")
         ray.train.report(trained.final,
                          checkpoint=ray.train.Checkpoint.from_directory(directory))
 
@@ -419,11 +439,14 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     check_placement(job)
     bump = _plan(job, store, state, parent, spec, method)
     name = job.run_name or f"sharded-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    result = TorchTrainer(
-        sharded_bump_per_worker, train_loop_config={"bump": bump},
-        scaling_config=ScalingConfig(num_workers=job.num_workers,
-                                     resources_per_worker={"CPU": job.cpus_per_worker}),
-        run_config=run_config(store, name, job)).fit()
+    try:
+        result = TorchTrainer(
+            sharded_bump_per_worker, train_loop_config={"bump": bump},
+            scaling_config=ScalingConfig(num_workers=job.num_workers,
+                                         resources_per_worker={"CPU": job.cpus_per_worker}),
+            run_config=run_config(store, name, job)).fit()
+    finally:  # a group killed within a report left its folders on this node
+        remove_orphaned_checkpoints()
     if result.error is not None:
         raise TrainingError(f"sharded training run {name} failed: {result.error}")
     if result.checkpoint is None:

@@ -95,10 +95,14 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     # rows, and ends scored as the one-table gate scores the registered model. Its ID rows
     # step by row-wise Adagrad, whose one float per row is checkpointed and restored with them.
     crash = FaultInjection(rank=1, epoch=3, marker=str(tmp_path / "crashed"))
+    before = checkpoint_folders()
     second = run_training(_job(uri, train=dataclasses.replace(TRAIN, epochs=4,
                                                               id_optimizer="rowwise_adagrad"),
                                checkpoint_every=1, fault=crash))
     assert (tmp_path / "crashed").exists() and second.metrics["resumed_from"] in (2, 3)
+    # Worker 0, killed with the group while its report was persisting, left its folder: the
+    # restart (or the driver, once the run ends) removed it.
+    assert checkpoint_folders() <= before
     assert second.status == "published", second.reasons
     expected = _one_table_scores(uri, second.version)
     for name in ("recall_at_50", "parent_recall_at_50", "align_error", "align_error_rel"):

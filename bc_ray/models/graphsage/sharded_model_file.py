@@ -4,7 +4,7 @@ A sharded bump starts from M_{k-1}: each worker takes only its own rows of the p
 (`warm_id_rows`, as `--warm-start mean`; from a mapped file it reads only those pages). It ends
 with one model file that the refresh and Serve read: rank 0 gathers every worker's rows into
 whole tables (`gathered_model`), the one moment a process holds them, as the file does,
-without their optimizer state. Both are collectives: every worker calls them, in the same order.
+without their optimizer state or a second copy. Both are collectives: every worker calls them, in the same order.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from bc_ray.core.row_shards import RowOwners, owners_rank, to_rank0
+from bc_ray.core.row_shards import RowOwners, owners_rank
 from bc_ray.core.warmstart import NOISE, copy_overlap
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import EmbeddingModel
@@ -65,11 +65,14 @@ def gathered_model(model: EmbeddingModel, rows: torch.Tensor,
                    owners: RowOwners) -> EmbeddingModel | None:
     """On rank 0, M_k whole: `model`'s dense weights (a `sharded_model`, equal on every worker
     after DDP) with every worker's ID `rows` in tables of the snapshot's size (their padding row
-    zero, for entities the tables do not know); None on the other ranks. Rank 0 holds the rows
-    twice at most, as received and in the tables (one entity at a time would halve the
-    received part)."""
-    received, counts = to_rank0(rows.detach())
-    if owners_rank() != 0:
+    zero, for entities the tables do not know); None on the other ranks. Each worker sends its
+    rows straight into their place in rank 0's tables (a receive per entity's span), so rank 0
+    holds the tables and its own rows, never a buffer of the others'."""
+    rank = owners_rank()
+    if rank != 0:
+        for entity, first, last, offset in owners.spans(rank):
+            if last > first:
+                dist.send(rows[offset:offset + last - first].detach().contiguous(), dst=0)
         return None
     whole = EmbeddingModel(model.spec, owners.num_users, owners.num_items,
                            model.encoders["user"].vocab_sizes, model.encoders["item"].vocab_sizes,
@@ -81,10 +84,13 @@ def gathered_model(model: EmbeddingModel, rows: torch.Tensor,
                           f"unexpected {unexpected}")
     for table in whole.ids.values():
         table.weight[-1:] = 0.0  # the padding row
-    start = 0
-    for sender, count in enumerate(counts):
+    for sender in range(owners.workers):
         for entity, first, last, offset in owners.spans(sender):
-            whole.ids[entity].weight[first:last] = received[
-                start + offset:start + offset + last - first]
-        start += count
+            if last == first:
+                continue
+            place = whole.ids[entity].weight[first:last]  # rows of a contiguous table
+            if sender == 0:
+                place.copy_(rows[offset:offset + last - first])
+            else:
+                dist.recv(place, src=sender)
     return whole.eval()
