@@ -17,31 +17,62 @@ def balanced_bounds(degrees: np.ndarray, parts: int, node_cost: int = 1) -> np.n
     return np.maximum.accumulate(bounds).astype(np.int64)
 
 
+def row_keys(edge_user: np.ndarray, edge_item: np.ndarray, num_users: int, num_nodes: int,
+             start: int, stop: int) -> np.ndarray:
+    """Every end of the edges (global entity indices) in rows start:stop, as one int64 key
+    `local row x num_nodes + neighbour` (8 bytes an end): a stream keeps these, not the edges,
+    and `rows_of_keys` makes the rows."""
+    keys = []
+    if start < num_users:  # user rows: their items
+        mask = (edge_user >= start) & (edge_user < min(stop, num_users))
+        row = edge_user[mask].astype(np.int64) - start
+        keys.append(row * num_nodes + edge_item[mask] + num_users)
+    if stop > num_users:  # item rows: their users
+        first = max(start, num_users) - num_users
+        mask = (edge_item >= first) & (edge_item < stop - num_users)
+        row = edge_item[mask].astype(np.int64) + (num_users - start)
+        keys.append(row * num_nodes + edge_user[mask])
+    if not keys:
+        return np.zeros(0, dtype=np.int64)
+    return keys[0] if len(keys) == 1 else np.concatenate(keys)
+
+
+def rows_of_keys(keys: np.ndarray, rows: int, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(CSR row pointers, neighbours as global node ids) of `rows` rows from their ends' keys
+    (`row_keys`; repeats merged, each row's neighbours ascending). `keys` is consumed: sorted,
+    then turned into the neighbours in place (no copy while every key is distinct)."""
+    if not keys.size:
+        return np.zeros(rows + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    keys.sort()
+    distinct = np.ones(keys.size, dtype=bool)
+    np.not_equal(keys[1:], keys[:-1], out=distinct[1:])
+    if not distinct.all():
+        keys = keys[distinct]
+    del distinct
+    # Each row's first key, found in the sorted keys (no row index per key: 8 bytes an end).
+    crow = np.searchsorted(keys, np.arange(rows + 1, dtype=np.int64) * num_nodes)
+    keys %= num_nodes  # in place: the neighbours
+    return crow.astype(np.int64, copy=False), keys
+
+
+def drained(chunks: list[np.ndarray]) -> np.ndarray:
+    """`chunks` (int64) as one array, emptying the list as it copies them: the result's pages
+    are touched only as each chunk arrives and that chunk then goes, so the peak is the total
+    and a chunk, where `np.concatenate` holds every chunk beside the whole."""
+    out = np.empty(sum(chunk.size for chunk in chunks), dtype=np.int64)
+    at = 0
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        out[at:at + chunk.size] = chunk
+        at += chunk.size
+        del chunk
+    return out
+
+
 def range_rows(edge_user: np.ndarray, edge_item: np.ndarray, num_users: int, num_nodes: int,
                start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """(CSR row pointers, neighbours as global node ids) of nodes start:stop, from the edge
     lists (global entity indices; repeats merged, each row's neighbours ascending)."""
-    keys = []
-    if start < num_users:  # user rows: their items
-        mask = (edge_user >= start) & (edge_user < min(stop, num_users))
-        keys.append((edge_user[mask] - start) * num_nodes + edge_item[mask] + num_users)
-    if stop > num_users:  # item rows: their users
-        first = max(start, num_users) - num_users
-        mask = (edge_item >= first) & (edge_item < stop - num_users)
-        keys.append((edge_item[mask] + num_users - start) * num_nodes + edge_user[mask])
-    rows = stop - start
-    crow = np.zeros(rows + 1, dtype=np.int64)
-    if not keys:
-        return crow, np.zeros(0, dtype=np.int64)
-    pairs = sorted_unique(np.concatenate(keys))
-    np.cumsum(np.bincount(pairs // num_nodes, minlength=rows), out=crow[1:])
-    return crow, pairs % num_nodes
-
-
-def sorted_unique(values: np.ndarray) -> np.ndarray:
-    """The distinct values, ascending: a sort and a comparison (numpy's own `unique` hashes
-    first, 7x slower on a range's millions of edge keys)."""
-    values = np.sort(values.astype(np.int64, copy=False))
-    keep = np.ones(values.size, dtype=bool)
-    np.not_equal(values[1:], values[:-1], out=keep[1:])
-    return values[keep]
+    keys = row_keys(edge_user, edge_item, num_users, num_nodes, start, stop)
+    return rows_of_keys(keys, stop - start, num_nodes)

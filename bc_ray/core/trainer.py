@@ -32,6 +32,8 @@ from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.transforms import BackwardTransform
 from bc_ray.exceptions import TrainingError
 
+FINITE_CHECK_ROWS = 1 << 16  # targets checked a chunk of rows at a time
+
 
 @dataclass
 class Alignment:
@@ -74,8 +76,11 @@ class ShardedAlignment(Alignment):
     def __post_init__(self) -> None:
         owners = self.targets.owners
         own = self.mask[owners.nodes_of(owners_rank())]
-        if not torch.isfinite(self.targets.rows[own]).all():
-            raise TrainingError("alignment targets contain NaN or inf")
+        rows = self.targets.rows
+        for first in range(0, rows.shape[0], FINITE_CHECK_ROWS):  # no copy of every row
+            chunk = slice(first, first + FINITE_CHECK_ROWS)
+            if not torch.isfinite(rows[chunk][own[chunk]]).all():
+                raise TrainingError("alignment targets contain NaN or inf")
 
     def to(self, device: torch.device) -> ShardedAlignment:
         if torch.device(device).type != "cpu":

@@ -65,6 +65,11 @@ from bc_ray.store.versions import check_refreshable
 logger = logging.getLogger(__name__)
 
 
+def _whole_blocks(sizes: list[dict]) -> int:
+    """How many (range, range) pairs read the other's whole block instead of a piece."""
+    return int(sum(int(np.count_nonzero(s["whole"])) for s in sizes))
+
+
 def _width(version: VersionRecord) -> int:
     """The widest layer's width (the input and inner layers', or the output's)."""
     return max(int(version.spec.get("hidden_dim", 0)), version.dim)
@@ -113,7 +118,8 @@ class PartitionedRefresh:
     ids: dict[str, pa.Array]  # entity -> external ids by idx
     ranges: NodeRanges
     hubs: np.ndarray
-    sizes: list[dict]  # per range: sources (halo rows, hubs included) and graph bytes
+    sizes: list[dict]  # per range: sources (halo rows, hubs included), graph bytes and the
+    # ranges whose whole block it reads (`RangeGraph.whole`)
     graphs: list[ray.ObjectRef]
     outgoing: list[ray.ObjectRef]
     width: int  # the widest layer's
@@ -163,9 +169,10 @@ class PartitionedRefresh:
                                          *(pieces[p][q] for p in range(len(ranges))))
                     for q in range(len(ranges))]
         logger.info("refresh of version %d: %s (%s) over %d node ranges of %d edge file(s); %d "
-                    "hubs, halo rows per range %d..%d", version.version, plan.mode, plan.reason,
-                    len(ranges), len(files.files), hubs.size,
-                    min(s["sources"] for s in sizes), max(s["sources"] for s in sizes))
+                    "hubs, halo rows per range %d..%d, %d of %d blocks read whole",
+                    version.version, plan.mode, plan.reason, len(ranges), len(files.files),
+                    hubs.size, min(s["sources"] for s in sizes),
+                    max(s["sources"] for s in sizes), _whole_blocks(sizes), len(ranges) ** 2)
         run = cls(config, store, state, version, inputs, visible, ids, ranges, hubs, sizes,
                   graphs, outgoing, width, ModelSource.of(store, state, version), adapt, plan,
                   None)
@@ -291,7 +298,8 @@ class PartitionedRefresh:
         step = RangeLayer(self.layers, layer, self.parts, self.config.block_nodes, self._threads)
         outputs = [inner_task.options(**self._options(self._layer_bytes(p), self.parts + 3))
                    .remote(step, self.outgoing[p], self.graphs[p], previous.own[p],
-                           *previous.sources(p), **self._work(layer, p, target))
+                           *previous.sources(p, self.sizes[p]["whole"]),
+                           **self._work(layer, p, target))
                    for p in range(self.parts)]
         return self._stage(f"layer{layer}", self._recomputed(layer), outputs, began)
 
@@ -304,7 +312,8 @@ class PartitionedRefresh:
         step = RangeLayer(self.layers, last, self.parts, self.config.block_nodes, self._threads)
         writes = [final_task.options(**self._options(self._layer_bytes(p)))
                   .remote(step, self._range_rows(target, p), self.graphs[p], previous.own[p],
-                          *previous.sources(p), **self._work(last, p, target))
+                          *previous.sources(p, self.sizes[p]["whole"]),
+                          **self._work(last, p, target))
                   for p in range(self.parts)]
         done = ray.get(writes)
         files = [f for _, written, _ in done for f in written]
@@ -325,11 +334,12 @@ class PartitionedRefresh:
 
     def summary(self) -> dict:
         """The ranges as the refresh's stats record them: how many, the hubs, the largest halo,
-        and at most what one layer task must hold (its graph, its sources, its own rows in and
-        out)."""
+        the pairs of ranges that read each other's whole block, and at most what one layer task
+        must hold (its graph, its sources, its own rows in and out)."""
         must_hold = max(self._layer_bytes(p) for p in range(self.parts))
         return {"count": self.parts, "hubs": int(self.hubs.size),
                 "halo_rows_max": int(max(s["sources"] for s in self.sizes)),
+                "whole_blocks": _whole_blocks(self.sizes),
                 "task_must_hold_mb_max": round(must_hold / (1 << 20), 1)}
 
     def publish(self, outcome: RefreshOutcome, refreshed_at: datetime) -> None:

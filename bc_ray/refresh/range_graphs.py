@@ -19,9 +19,9 @@ import ray
 
 from bc_ray.exceptions import CorruptFileError, DataError
 from bc_ray.io import StorageOptions
-from bc_ray.core.node_rows import range_rows
+from bc_ray.core.node_rows import drained, row_keys, rows_of_keys
 from bc_ray.refresh.ranges import NodeRanges, split_range
-from bc_ray.refresh.sizing import BUILD_BYTES_PER_END, HEADROOM, too_big
+from bc_ray.refresh.sizing import BUILD_BYTES_PER_END, HEADROOM, SPLIT_BYTES_PER_NODE, too_big
 from bc_ray.store.state import FileRecord, StoreState
 from bc_ray.store.store import Store
 
@@ -155,28 +155,23 @@ def _range_graph_task(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray,
     needs). What it found: the graph's sizes and, incrementally, the range's nodes with new edges
     ("touched", local rows) and the new edges by their user (each counted by one range)."""
     start, stop = ranges.range(part)
-    users, items = [], []
+    keys = []  # the range's ends, 8 bytes each (`row_keys`), not its edges
     touched = np.zeros(stop - start, dtype=bool)
     new_edges = 0
     for index in range(len(files.files)):
         for edge_user, edge_item, new in files.edges(index):
-            by_user = (edge_user >= start) & (edge_user < stop)
-            by_item = (edge_item + files.num_users >= start) & (edge_item + files.num_users < stop)
-            mine = by_user | by_item
-            users.append(edge_user[mine])
-            items.append(edge_item[mine])
+            keys.append(row_keys(edge_user, edge_item, files.num_users, files.num_nodes, start,
+                                 stop))
             if new is not None:
+                by_user = (edge_user >= start) & (edge_user < stop)
+                by_item = ((edge_item + files.num_users >= start)
+                           & (edge_item + files.num_users < stop))
                 touched[edge_user[new & by_user] - start] = True
                 touched[edge_item[new & by_item] + files.num_users - start] = True
                 new_edges += int((new & by_user).sum())
-    edge_user = np.concatenate(users) if users else np.zeros(0, dtype=np.int64)
-    edge_item = np.concatenate(items) if items else np.zeros(0, dtype=np.int64)
-    del users, items
-    crow, neighbours = range_rows(edge_user, edge_item, files.num_users, files.num_nodes, start,
-                                  stop)
-    del edge_user, edge_item
+    crow, neighbours = rows_of_keys(drained(keys), stop - start, files.num_nodes)
     graph, pieces = split_range(crow, neighbours, start, stop, hubs, ranges)
-    found = {"sources": graph.num_sources, "bytes": graph.nbytes,
+    found = {"sources": graph.num_sources, "bytes": graph.nbytes, "whole": graph.whole,
              "touched": np.flatnonzero(touched), "new_edges": new_edges}
     return (found, graph, *pieces)
 
@@ -193,7 +188,8 @@ def build_range_graphs(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray, c
     outputs = []
     for part in range(parts):
         start, stop = ranges.range(part)
-        holds = BUILD_BYTES_PER_END * int(degrees[start:stop].sum()) + 8 * (stop - start)
+        holds = (BUILD_BYTES_PER_END * int(degrees[start:stop].sum()) + 8 * (stop - start)
+                 + SPLIT_BYTES_PER_NODE * degrees.size)
         task = _range_graph_task.options(num_cpus=cpus, num_returns=parts + 2,
                                          memory=int(HEADROOM * holds),
                                          scheduling_strategy="SPREAD")

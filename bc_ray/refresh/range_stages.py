@@ -3,7 +3,9 @@ inner layers, and the last layer with its Parquet write.
 
 Every stage's task returns `[(compute seconds, caches written), own rows, hub rows, a piece per
 range]` (`Outgoing`), so the next stage's task of range p takes, as top-level arguments that Ray
-resolves, only its own rows, every range's hub rows and the pieces the ranges sent it. Each layer
+resolves, only its own rows, every range's hub rows and the pieces the ranges sent it, or the
+own rows of a range whose rows it mostly needs (`ranges.WHOLE_SHARE`: then that range sends it
+an empty piece). Each layer
 task also caches its rows (`range_cache`) for the next refresh, which may then recompute only
 the rows a change reaches (`Recompute`).
 """
@@ -22,7 +24,14 @@ from bc_ray.core.graph import FeatureBag, GraphTensors
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.serialization import model_from_bytes, model_from_file
 from bc_ray.refresh.range_cache import CacheTarget
-from bc_ray.refresh.ranges import Outgoing, RangeGraph, RangeLayer, Recompute, entity_bounds
+from bc_ray.refresh.ranges import (
+    Outgoing,
+    RangeGraph,
+    RangeLayer,
+    Recompute,
+    entity_bounds,
+    range_sources,
+)
 from bc_ray.refresh.results import WrittenFile
 from bc_ray.refresh.sink import TableTarget, write_rows
 from bc_ray.store.state import FileRecord, StoreState, VersionRecord
@@ -164,9 +173,10 @@ class LayerPieces:
     hubs: list[ray.ObjectRef]
     pieces: list[list[ray.ObjectRef]]
 
-    def sources(self, part: int) -> list[ray.ObjectRef]:
-        """Range `part`'s sources, in its source matrix's order: hubs, then pieces by range."""
-        return [*self.hubs, *(piece[part] for piece in self.pieces)]
+    def sources(self, part: int, whole: np.ndarray) -> list[ray.ObjectRef]:
+        """Range `part`'s sources, in its source matrix's order: hubs, then by range its piece
+        or (`whole`: `RangeGraph.whole`) that range's own block (`range_sources`)."""
+        return range_sources(whole, self.hubs, self.own, [piece[part] for piece in self.pieces])
 
     @classmethod
     def of(cls, outputs: list[list[ray.ObjectRef]]) -> LayerPieces:

@@ -5,8 +5,11 @@ Task p holds only its range's rows of the adjacency (`RangeGraph`) and, per laye
 layer's rows of the nodes those rows aggregate from: its halo. The halo arrives in pieces, one
 from each range q (the rows of q that p needs, in node order), and hub rows (nodes of very high
 degree, which nearly every range needs) come once, in one piece per range that every task reads,
-instead of in every task's own pieces. So a task's source matrix is `[hubs; piece_0; ...;
-piece_{P-1}]` and the range's columns index that matrix.
+instead of in every task's own pieces. Where p needs most of q's rows (`WHOLE_SHARE`), a piece
+would copy nearly all of q's block once more for p alone: p then reads q's own block, which q
+sends anyway (one copy in the object store for every range that reads it, not one per reader),
+and takes its rows from it. So a task's source matrix is `[hubs; piece_0; ...; piece_{P-1}]`
+(each piece as sent or taken) and the range's columns index that matrix.
 
 Rows hold what the whole graph's CSR (`Adjacency.bipartite`) holds: a user's distinct items, an
 item's distinct users, repeats merged. Only the columns' numbering differs, so a layer over a
@@ -18,17 +21,19 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
 
 from bc_ray.core.graph import Adjacency, shared_tensor
-from bc_ray.core.node_rows import balanced_bounds, sorted_unique
+from bc_ray.core.node_rows import balanced_bounds
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import LayerStack
 
 HUB_SHARE = 0.5  # a node in the halo of at least this share of ranges is sent once, to all
+WHOLE_SHARE = 0.5  # a range needing at least this share of another's rows reads its whole block
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,9 @@ class RangeGraph:
     crow: np.ndarray  # int64, rows + 1
     cols: np.ndarray  # int64, positions in the source matrix
     source_ids: np.ndarray  # int64: the node of each source matrix row (hubs, then pieces)
+    bounds: np.ndarray  # int64, P + 1: every range's (`NodeRanges.bounds`)
+    cuts: np.ndarray  # int64, P + 1: where each range's piece starts in `source_ids`
+    whole: np.ndarray  # bool, P: the ranges whose whole block this one reads (`WHOLE_SHARE`)
 
     @property
     def num_rows(self) -> int:
@@ -108,6 +116,11 @@ class RangeGraph:
         reached[np.searchsorted(self.crow, hit, side="right") - 1] = True
         return reached
 
+    def taken(self, part: int) -> np.ndarray:
+        """The rows of range `part`'s block (local indices) that make this range's piece of it."""
+        ids = self.source_ids[int(self.cuts[part]):int(self.cuts[part + 1])]
+        return ids - self.bounds[part]
+
     @property
     def nbytes(self) -> int:
         return self.crow.nbytes + self.cols.nbytes + self.source_ids.nbytes
@@ -130,31 +143,67 @@ def find_hubs(degrees: np.ndarray, ranges: NodeRanges) -> np.ndarray:
 
 
 def split_range(crow: np.ndarray, neighbours: np.ndarray, start: int, stop: int,
-                hubs: np.ndarray, ranges: NodeRanges) -> tuple[RangeGraph, tuple[np.ndarray, ...]]:
+                hubs: np.ndarray, ranges: NodeRanges, whole_share: float = WHOLE_SHARE
+                ) -> tuple[RangeGraph, tuple[np.ndarray, ...]]:
     """Range start:stop's rows with their columns renumbered into the task's source matrix,
     and its pieces: for each range q, the non-hub nodes of q the rows aggregate from (sorted),
-    the rows q sends this range at every layer."""
-    is_hub = np.zeros(neighbours.size, dtype=bool)
-    if hubs.size:
-        at = np.searchsorted(hubs, neighbours).clip(max=hubs.size - 1)
-        is_hub = hubs[at] == neighbours
-    others = sorted_unique(neighbours[~is_hub])
+    the rows q sends this range at every layer; empty where this range reads q's whole block
+    (at least `whole_share` of q's rows)."""
+    # Where each node's row sits in the source matrix, by a table over every node (no search:
+    # a range's tens of millions of ends each look their node up once).
+    nodes = int(ranges.bounds[-1])
+    position = np.full(nodes, -1, dtype=np.int32)  # 5 bytes a node in all: `sizing`
+    position[hubs] = np.arange(hubs.size)
+    needed = np.zeros(nodes, dtype=bool)
+    needed[neighbours] = True
+    needed[hubs] = False
+    others = np.flatnonzero(needed)  # ascending: grouped by the range that owns them
+    del needed
+    position[others] = hubs.size + np.arange(others.size)
+    cols = position[neighbours].astype(np.int64)
+    del position
     owners = ranges.owner(others)
     cuts = np.searchsorted(owners, np.arange(len(ranges) + 1))
-    pieces = tuple(others[cuts[q]:cuts[q + 1]] for q in range(len(ranges)))
-    cols = np.empty(neighbours.size, dtype=np.int64)
-    if hubs.size:
-        cols[is_hub] = at[is_hub]
-    cols[~is_hub] = hubs.size + np.searchsorted(others, neighbours[~is_hub])
-    return RangeGraph(start, stop, crow, cols, np.concatenate([hubs, others])), pieces
+    sizes = np.diff(ranges.bounds)
+    whole = np.diff(cuts) >= np.maximum(whole_share * sizes, 1)
+    pieces = tuple(others[:0] if whole[q] else others[cuts[q]:cuts[q + 1]]
+                   for q in range(len(ranges)))
+    graph = RangeGraph(start, stop, crow, cols, np.concatenate([hubs, others]),
+                       ranges.bounds.astype(np.int64), hubs.size + cuts.astype(np.int64), whole)
+    return graph, pieces
 
 
-def source_matrix(hub_parts: list[np.ndarray], pieces: list[np.ndarray], dim: int) -> torch.Tensor:
-    """`[hubs; piece_0; ...]` as one matrix (a range's sources for one layer)."""
-    parts = [np.asarray(p, dtype=np.float32).reshape(-1, dim) for p in (*hub_parts, *pieces)]
-    if not parts:
-        return torch.zeros(0, dim)
-    return torch.from_numpy(np.concatenate(parts))
+def range_sources(whole: np.ndarray, hub_parts: Sequence[T], own: Sequence[T],
+                  pieces: Sequence[T]) -> list[T]:
+    """A range's sources in its source matrix's order: every range's hub rows, then from each
+    range q the piece it sent this one, or (`whole[q]`) q's own block to take the piece from."""
+    return [*hub_parts, *(own[q] if whole[q] else pieces[q] for q in range(len(pieces)))]
+
+
+def source_matrix(graph: RangeGraph, hub_parts: Sequence[np.ndarray],
+                  pieces: Sequence[np.ndarray], dim: int) -> torch.Tensor:
+    """`[hubs; piece_0; ...]` as one matrix (a range's sources for one layer), each piece
+    written into it as sent, or taken from its range's whole block: no other copy."""
+    matrix = np.empty((graph.num_sources, dim), dtype=np.float32)
+    at = 0
+    for part in hub_parts:
+        rows = np.asarray(part, dtype=np.float32).reshape(-1, dim)
+        matrix[at:at + rows.shape[0]] = rows
+        at += rows.shape[0]
+    for q, part in enumerate(pieces):
+        block = np.asarray(part, dtype=np.float32).reshape(-1, dim)
+        stop = int(graph.cuts[q + 1])
+        expected = int(graph.bounds[q + 1] - graph.bounds[q]) if graph.whole[q] else stop - at
+        if block.shape[0] != expected:
+            raise ValueError(f"range {q} sent {block.shape[0]} rows where {expected} were due")
+        if graph.whole[q]:
+            np.take(block, graph.taken(q), axis=0, out=matrix[at:stop], mode="clip")
+        else:
+            matrix[at:stop] = block
+        at = stop
+    if at != graph.num_sources:
+        raise ValueError(f"{at} source rows for a range that reads {graph.num_sources}")
+    return torch.from_numpy(matrix)
 
 
 @dataclass(frozen=True)
@@ -210,7 +259,7 @@ class RangeLayer:
             return redo.base(graph.start, graph.stop, width), time.perf_counter() - started
         dim = own.shape[1] if own.ndim == 2 else spec.hidden_dim
         hubs, pieces = list(sources[:self.parts]), list(sources[self.parts:])
-        x_src = source_matrix(hubs, pieces, dim)
+        x_src = source_matrix(graph, hubs, pieces, dim)
         x_own = shared_tensor(np.asarray(own, dtype=np.float32).reshape(-1, dim))
         self.layers.eval()
         if redo is None:

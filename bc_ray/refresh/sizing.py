@@ -22,6 +22,7 @@ from bc_ray.store.state import StoreState, VersionRecord
 
 HEADROOM = 2.0  # a process's peak against what it must hold
 BUILD_BYTES_PER_END = 48  # a range graph's build: the ends as read, their keys, sorted, kept
+SPLIT_BYTES_PER_NODE = 5  # and its columns' renumbering: a position and a flag per node
 MAX_PARTITIONS = 256  # each stage makes P x (P + 3) objects
 MB = 1 << 20
 
@@ -61,9 +62,9 @@ class GraphSize:
 
 def range_bytes(edge_ends: int, rows: int, dim: int, nodes: int) -> int:
     """The most one of a range's tasks holds: the build of its graph (its edge ends a few times
-    over while they are sorted), or a layer (its CSR rows, its own rows in and out, and its
+    over while they are sorted, and a table over every node to renumber them), or a layer (its CSR rows, its own rows in and out, and its
     halo, at most one row per edge end and never more than every node)."""
-    build = BUILD_BYTES_PER_END * edge_ends + 8 * rows
+    build = BUILD_BYTES_PER_END * edge_ends + 8 * rows + SPLIT_BYTES_PER_NODE * nodes
     halo = min(nodes, edge_ends)  # each halo row with its node id (8 bytes)
     layer = 8 * edge_ends + 8 * rows + halo * (4 * dim + 8) + 2 * rows * 4 * dim
     return max(build, layer)

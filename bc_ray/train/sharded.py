@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from bc_ray.core.graph import GraphTensors, build_graph
+from bc_ray.core.node_rows import drained
 from bc_ray.core.row_shards import RowOwners
 from bc_ray.core.sparse_rows import id_state_floats
 from bc_ray.core.train_config import TrainConfig
@@ -89,27 +90,15 @@ def plan_owners(files: EdgeFiles, workers: int, bytes_per_row: int = 0,
 def read_local_rows(files: EdgeFiles, owners: RowOwners, rank: int,
                     extra: tuple[np.ndarray, np.ndarray] | None = None) -> LocalRows:
     """Worker `rank`'s CSR rows, from a stream of the edge files (a batch at a time, keeping
-    only the edges of the users and items it owns) and the `extra` edges (a held-out split's
-    new users'). An ingested snapshot holds each (user, item) pair once, as `load_ingested`
-    does."""
-    (first_user, last_user), (first_item, last_item) = owners.users_of(rank), owners.items_of(rank)
-    users, items = [], []
+    only the ends in the rows it owns, 8 bytes each: `LocalRows.keys_of`) and the `extra`
+    edges (a held-out split's new users'). The rows merge repeated (user, item) pairs, as
+    `load_ingested` does."""
+    keys = []
     stream = (edges[:2] for index in range(len(files.files)) for edges in files.edges(index))
     for edge_user, edge_item in itertools.chain(stream, [extra] if extra is not None else []):
-        mine = (((edge_user >= first_user) & (edge_user < last_user))
-                | ((edge_item >= first_item) & (edge_item < last_item)))
-        users.append(edge_user[mine])
-        items.append(edge_item[mine])
-    empty = np.zeros(0, dtype=np.int64)
-    edge_user = np.concatenate(users) if users else empty
-    edge_item = np.concatenate(items) if items else empty
-    del users, items
-    if files.time_column == "timestamp":
-        pairs = np.unique(edge_user * files.num_items + edge_item)
-        edge_user, edge_item = pairs // files.num_items, pairs % files.num_items
-    rows = LocalRows.from_edges(owners, rank, edge_user, edge_item)
-    del edge_user, edge_item
-    return_freed_memory()  # the stream's pages, twice what the rows hold at 4 workers
+        keys.append(LocalRows.keys_of(owners, rank, edge_user, edge_item))
+    rows = LocalRows.from_keys(owners, rank, drained(keys))
+    return_freed_memory()  # the stream's pages
     return rows
 
 

@@ -172,14 +172,14 @@ def _scored_rows(bump: ShardedBump, mask: torch.Tensor | None, rank: int) -> tor
     return torch.unique(torch.cat(parts))
 
 
-def _alignment_metrics(bump: ShardedBump, z: Embedded, transform, targets: ShardedRows,
-                       mask: torch.Tensor, rank: int) -> dict:
+def _alignment_metrics(z: Embedded, transform, expected: Embedded) -> dict:
     """The alignment error of B_k z_k against z_{k-1} on the entities `score_candidate` draws,
-    each scored by its owner; `z`: this worker's rows (the sample's among them)."""
-    mine = _alignment_sample(bump, mask, rank)
+    each scored by its owner; `z`: this worker's rows (the sample's among them); `expected`:
+    its rows of z_{k-1} for the sample (`_alignment_sample`)."""
+    mine = expected.rows
     weight, bias = transform
     predicted = z.of(mine) @ torch.from_numpy(weight).T + torch.from_numpy(bias)
-    expected = targets.rows[mine]
+    expected = expected.z
     sums = torch.tensor([float((predicted - expected).norm(dim=1).sum()),
                          float(expected.norm(dim=1).sum()), float(mine.numel())],
                         dtype=torch.float64)
@@ -274,19 +274,20 @@ def _train(trainer: VersionTrainer, bump: ShardedBump, rank: int,
 
 
 def _gate_scores(bump: ShardedBump, task: ShardedLinkPredictionTask, model, affine,
-                 targets: ShardedRows | None, mask: torch.Tensor | None, rank: int,
-                 scored: torch.Tensor, z: Embedded | None = None) -> dict:
+                 expected: Embedded | None, scored: torch.Tensor,
+                 z: Embedded | None = None) -> dict:
     """What `score_candidate` measures, computed by every worker together: Recall@50 of the
     held-out test users, M_{k-1}'s on the same graph (the relative gate's) and the alignment
-    error, from this worker's `scored` rows. `z`: this worker's rows of the model as scored already (by the last evaluation,
+    error against `expected` (None: no parent), from this worker's `scored` rows. `z`: this
+    worker's rows of the model as scored already (by the last evaluation,
     when it selected that state), or None to embed them."""
     held = bump.held_out
     if z is None:
         z = _embedded(task, model, scored)
     metrics = {"recall_at_50": sharded_recall(task, z, held.eval_user, held.eval_item,
                                               users=held.test_users, item_pool=held.item_pool)}
-    if targets is not None:
-        metrics.update(_alignment_metrics(bump, z, affine, targets, mask, rank))
+    if expected is not None:
+        metrics.update(_alignment_metrics(z, affine, expected))
     del z  # M_{k-1}'s rows take its place
     if bump.model_source is not None:
         metrics["parent_recall_at_50"] = sharded_recall(
@@ -327,8 +328,12 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, stages: _Stages) 
         alignment = ShardedAlignment(transform, targets, mask, amplifiers)
     task = ShardedLinkPredictionTask(model, graph, rows, run.train, id_rows, rank=rank,
                                      world_size=world, item_pool=held.item_pool)
-
+    stages.done(f"sampler of its {task.triples.num_edges:,} training edges ready")
     scored = _scored_rows(bump, mask, rank)
+    expected = None  # z_{k-1} of the alignment sample: what scoring reads of the targets
+    if targets is not None:
+        sample = _alignment_sample(bump, mask, rank)
+        expected = Embedded(sample, targets.rows[sample])
     # The last epoch's z: if selection keeps that epoch, the gate scores the same state and
     # takes it instead of another layer-wise pass (minutes at 100M edges).
     last: dict = {"epoch": False}
@@ -341,17 +346,19 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, stages: _Stages) 
         metrics = {"recall": sharded_recall(task, z, held.eval_user, held.eval_item,
                                             users=held.val_users, item_pool=held.item_pool)}
         if alignment is not None:
-            aligned = _alignment_metrics(bump, z, transform.affine(), targets, mask, rank)
+            aligned = _alignment_metrics(z, transform.affine(), expected)
             metrics["align_error"] = aligned["align_error"]
         return metrics
 
     trainer = VersionTrainer(model, graph, run.train, alignment, validate, rank=rank,
                              world_size=world, task=task)
-    stages.done(f"sampler of its {task.triples.num_edges:,} training edges ready")
     if world > 1:
         trainer.module = prepare_model(trainer.joint, move_to_device=False)
+
     def on_last() -> None:
         last.update(epoch=True)
+        if targets is not None:  # no step follows, and scoring reads `expected` alone
+            targets.rows = targets.rows.new_empty((0, targets.rows.shape[1]))  # not a view
         stages.done(f"took {trainer.steps_done} steps")
 
     stats = _train(trainer, bump, rank, on_last=on_last)
@@ -361,7 +368,7 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, stages: _Stages) 
     affine = _transform(bump, trainer)
     if selected.selected_epoch != stats["epoch"]:
         last.pop("z", None)  # an earlier epoch's state was restored: it is embedded afresh
-    metrics = {**_gate_scores(bump, task, model, affine, targets, mask, rank, scored,
+    metrics = {**_gate_scores(bump, task, model, affine, expected, scored,
                               last.pop("z", None)),  # held by the callee alone: it frees it
                "selected_epoch": selected.selected_epoch}
     stages.done("scored")

@@ -12,7 +12,9 @@ import torch.distributed as dist
 
 from bc_ray.core.row_shards import RowOwners, ShardedEmbedding, ShardedRows
 from bc_ray.core.sparse_rows import average_sparse_gradients, id_table_optimizer
-from bc_ray.exceptions import ConfigError
+from bc_ray.core.trainer import ShardedAlignment
+from bc_ray.core.transforms import make_transform
+from bc_ray.exceptions import ConfigError, TrainingError
 from tests.helpers import gloo_ranks
 
 USERS, ITEMS, DIM, WORLD = 23, 11, 4, 3
@@ -122,3 +124,17 @@ def test_rows_of_the_wrong_worker_or_group_are_refused_by_name():
     rows = ShardedRows(owners, torch.zeros(owners.num_rows(0), DIM))
     with pytest.raises(ConfigError, match="split over 3 workers, the group has 1"):
         rows.gather(torch.tensor([0]))
+
+
+def test_sharded_targets_with_nan_or_inf_are_refused_where_they_are_used(monkeypatch):
+    """Checked a chunk of rows at a time (no copy of the worker's rows): a bad row is found in
+    any chunk, and one the mask leaves out does not matter."""
+    monkeypatch.setattr("bc_ray.core.trainer.FINITE_CHECK_ROWS", 2)
+    owners = RowOwners.balanced(np.array([1, 1, 1]), np.array([1, 1]), 1)
+    rows = torch.zeros(5, 2)
+    rows[3, 1] = float("inf")
+    mask = torch.ones(5, dtype=torch.bool)
+    with pytest.raises(TrainingError, match="NaN or inf"):
+        ShardedAlignment(make_transform("linear", 2, 2), ShardedRows(owners, rows), mask)
+    mask[3] = False
+    ShardedAlignment(make_transform("linear", 2, 2), ShardedRows(owners, rows), mask)

@@ -6,17 +6,19 @@ import pytest
 import torch
 
 from bc_ray.core.graph import Adjacency, GraphTensors, build_graph
-from bc_ray.core.node_rows import range_rows
+from bc_ray.core.node_rows import drained, range_rows, row_keys, rows_of_keys
 from bc_ray.data.timeline import edges_until
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.inference import expand_hops, layerwise_embed
 from bc_ray.models.graphsage.model import build_model
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.refresh.ranges import (
+    WHOLE_SHARE,
     NodeRanges,
     Outgoing,
     RangeLayer,
     find_hubs,
+    range_sources,
     split_range,
 )
 
@@ -40,6 +42,25 @@ def test_a_range_holds_the_whole_graphs_rows():
         assert np.array_equal(cols, span.numpy())
 
 
+def test_rows_from_a_stream_of_keys_equal_the_rows_of_the_whole_edge_list():
+    """What a worker or a range task keeps of a stream, a batch at a time: 8-byte keys of the
+    ends in its rows; repeats across batches merged as the whole list's rows merge them."""
+    edge_user, edge_item, users, items = _edges(seed=3)
+    nodes = users + items
+    for start, stop in ((0, nodes), (5, 30), (users - 3, users + 6), (users, nodes)):
+        chunks = [row_keys(edge_user[at:at + 37], edge_item[at:at + 37], users, nodes, start,
+                           stop) for at in range(0, edge_user.size, 37)]
+        crow, cols = rows_of_keys(drained(chunks), stop - start, nodes)
+        expected_crow, expected_cols = range_rows(edge_user, edge_item, users, nodes, start, stop)
+        assert not chunks  # emptied as they were copied
+        assert np.array_equal(crow, expected_crow) and np.array_equal(cols, expected_cols)
+    # int32 indices, as Parquet gives them, do not overflow their keys.
+    big = 3_000_000_000 // 2
+    keys = row_keys(np.array([1], dtype=np.int32), np.array([2], dtype=np.int32), big, 2 * big,
+                    0, 10)
+    assert keys.tolist() == [1 * 2 * big + 2 + big]
+
+
 def test_balanced_ranges_cover_every_node_once():
     degrees = np.array([1, 0, 50, 2, 2, 2, 0, 1, 40, 3])
     ranges = NodeRanges.balanced(degrees, 3)
@@ -53,8 +74,17 @@ def test_balanced_ranges_cover_every_node_once():
         NodeRanges.balanced(degrees, 0)
 
 
-@pytest.mark.parametrize("parts", [1, 3, 8, 600])  # 600: more ranges than nodes, some empty
-def test_a_layer_by_ranges_equals_the_whole_graphs(parts, small_snapshot):
+def _sources(graphs, sent, p: int) -> list:
+    """Range p's sources from what every range sent: hubs, then pieces or whole blocks."""
+    return range_sources(graphs[p].whole, [s[1] for s in sent], [s[0] for s in sent],
+                         [s[2 + p] for s in sent])
+
+
+# 600: more ranges than nodes, some empty. Whole blocks read where a range needs at least half
+# of another's rows (the default), for every range needed (0), or never (2: pieces only).
+@pytest.mark.parametrize("parts,share", [(1, WHOLE_SHARE), (3, WHOLE_SHARE), (8, WHOLE_SHARE),
+                                         (600, WHOLE_SHARE), (8, 0.0), (8, 2.0)])
+def test_a_layer_by_ranges_equals_the_whole_graphs(parts, share, small_snapshot):
     snapshot = small_snapshot.with_cutoff(0.7)
     graph: GraphTensors = build_graph(snapshot, edges_until(snapshot, 0.7), now=0.7)
     torch.manual_seed(0)
@@ -70,17 +100,23 @@ def test_a_layer_by_ranges_equals_the_whole_graphs(parts, small_snapshot):
     hubs = find_hubs(degrees, ranges)
     assert (hubs.size > 0) == (parts in (3, 8))  # none below 3 ranges, nor of degree >= 300
     split = [split_range(*range_rows(edge_user, edge_item, graph.num_users, nodes,
-                                     *ranges.range(p)), *ranges.range(p), hubs, ranges)
+                                     *ranges.range(p)), *ranges.range(p), hubs, ranges, share)
              for p in range(parts)]
     graphs = [g for g, _ in split]
+    whole = np.array([g.whole for g in graphs])
+    if parts == 8:  # both ways occur by default; a range that reads a whole block gets no piece
+        assert {0.0: whole.any(), WHOLE_SHARE: whole.any() and not whole.all(),
+                2.0: not whole.any()}[share]
+        assert all(pieces[q].size == 0 for p, (_, pieces) in enumerate(split)
+                   for q in np.flatnonzero(whole[p]))
     outgoing = [Outgoing.of(*ranges.range(q), hubs, [pieces[q] for _, pieces in split])
                 for q in range(parts)]
     sent = [outgoing[p].pieces(h0[slice(*ranges.range(p))].numpy()) for p in range(parts)]
     for layer in (1, 2, 3):
         step = RangeLayer(model.layer_stack(), layer, parts, chunk=50, threads=1)
-        sent = [outgoing[p].pieces(step.compute(
-            graphs[p], sent[p][0], [s[1] for s in sent] + [s[2 + p] for s in sent])[0])
-            for p in range(parts)]
+        sent = [outgoing[p].pieces(step.compute(graphs[p], sent[p][0],
+                                                _sources(graphs, sent, p))[0])
+                for p in range(parts)]
         whole = np.concatenate([s[0] for s in sent])
         assert whole.shape == tuple(layers[layer - 1].shape)
         assert np.abs(whole - layers[layer - 1].numpy()).max() <= 1e-5
@@ -100,8 +136,7 @@ def test_a_layer_by_ranges_equals_the_whole_graphs(parts, small_snapshot):
     for p in range(parts):
         start, stop = ranges.range(p)
         redo = _Redo(np.flatnonzero(reached[start:stop]), stale)
-        rows, _ = step.compute(graphs[p], h0_sent[p][0],
-                               [s[1] for s in h0_sent] + [s[2 + p] for s in h0_sent], redo)
+        rows, _ = step.compute(graphs[p], h0_sent[p][0], _sources(graphs, h0_sent, p), redo)
         mine = reached[start:stop]
         assert np.allclose(rows[mine], layers[0][start:stop][mine].numpy(), atol=1e-5)
         assert (rows[~mine] == 7.0).all()

@@ -26,9 +26,12 @@ def test_a_task_must_hold_less_as_ranges_are_added():
     assert held[-1] < whole / 3  # the halo bound, min(N, 2E/P) rows, falls slower than 1/P
     # The most a range's tasks hold: a layer's halo rows when they are wide, else the build of
     # its graph, which holds its edge ends several times over.
-    assert range_bytes(1000, 10, 64, 10**6) == (8 * 1000 + 8 * 10 + 1000 * (4 * 64 + 8)
+    assert range_bytes(1000, 10, 64, 10**3) == (8 * 1000 + 8 * 10 + 1000 * (4 * 64 + 8)
                                                 + 20 * 4 * 64)  # halo rows with their ids
-    assert range_bytes(1000, 10, 4, 10**6) == 48 * 1000 + 8 * 10
+    assert range_bytes(1000, 10, 4, 10**3) == 48 * 1000 + 8 * 10 + 5 * 10**3
+    # The build renumbers the columns through a table over every node: a small range of a
+    # large graph holds that, whatever its own size.
+    assert range_bytes(10, 10, 4, 10**6) == 48 * 10 + 8 * 10 + 5 * 10**6
 
 
 def test_unpartitioned_while_the_graph_fits_a_node_else_the_fewest_ranges_that_fit_a_task():

@@ -28,7 +28,7 @@ from bc_ray.models.graphsage.partitioned_sampler import PartitionedNeighborSampl
 from bc_ray.models.graphsage.sharded_task import ShardedLinkPredictionTask, agreed
 
 EVAL_CHUNK = 4_096
-EVAL_ENDS = 1 << 20  # neighbours per run: a run of popular items holds theirs, not the graph's
+EVAL_ENDS = 1 << 18  # neighbours per run: a run of popular items holds theirs, not the graph's
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,27 @@ def _summed(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def _nonzero_rows(rows: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+    """Which rows have a nonzero value (M_{k-1} trained them), a chunk at a time: no copy of
+    the table (mapped from its file)."""
+    return torch.cat([rows[first:first + chunk].ne(0).any(1)
+                      for first in range(0, rows.shape[0], chunk)] or
+                     [torch.zeros(0, dtype=torch.bool)])
+
+
+def _moments(rows: torch.Tensor, kept: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+    """[sum, sum of squares, count] (each per column, float64) of the `kept` rows, a chunk of
+    rows at a time: in float64 at once they would take twice the rows' own memory, and their
+    squares as much again."""
+    moments = torch.zeros(3, rows.shape[1], dtype=torch.double)
+    for first in range(0, rows.shape[0], chunk):
+        known = rows[first:first + chunk][kept[first:first + chunk]].double()
+        moments[0] += known.sum(0)
+        moments[1] += (known ** 2).sum(0)
+        moments[2] += known.shape[0]
+    return moments
+
+
 @torch.no_grad()
 def warm_id_rows(previous: EmbeddingModel, owners: RowOwners, rank: int, fresh: torch.Tensor,
                  seen: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -44,11 +65,8 @@ def warm_id_rows(previous: EmbeddingModel, owners: RowOwners, rank: int, fresh: 
         block = rows[offset:offset + last - first]
         copy_overlap(block[:copied], old[first:first + copied])
         trained = torch.zeros(last - first, dtype=torch.bool)
-        trained[:copied] = old[first:first + copied].abs().sum(1) > 0
-        known = block[trained].double()
-        total, squares, count = _summed(torch.stack([
-            known.sum(0), (known ** 2).sum(0),
-            torch.full((rows.shape[1],), float(known.shape[0]), dtype=torch.double)]))
+        trained[:copied] = _nonzero_rows(old[first:first + copied])
+        total, squares, count = _summed(_moments(block, trained))
         new = seen[offset:offset + last - first] & ~trained
         if new.any() and count[0] > 0:
             mean = total / count

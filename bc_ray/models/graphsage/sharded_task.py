@@ -26,7 +26,7 @@ from bc_ray.core.encoders import ID_INIT_STD
 from bc_ray.core.family import TaskStep
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.losses import bpr_loss, embedding_l2
-from bc_ray.core.node_rows import range_rows
+from bc_ray.core.node_rows import row_keys, rows_of_keys
 from bc_ray.core.row_shards import RowOwners, ShardedEmbedding
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.triples import Triples, TripleSampler
@@ -51,16 +51,31 @@ class LocalRows:
     def from_edges(cls, owners: RowOwners, rank: int, edge_user: np.ndarray,
                    edge_item: np.ndarray) -> LocalRows:
         """From edges (entity indices) that include every edge of the owned nodes; the rest
-        are ignored, so a caller may pass a stream's worth at a time of only its own."""
+        are ignored."""
+        return cls.from_keys(owners, rank, cls.keys_of(owners, rank, edge_user, edge_item))
+
+    @staticmethod
+    def keys_of(owners: RowOwners, rank: int, edge_user: np.ndarray,
+                edge_item: np.ndarray) -> np.ndarray:
+        """The keys (`row_keys`) of the ends in worker `rank`'s rows, its users' then its
+        items' (numbered on from its last user): what a stream of edges keeps, a batch at a
+        time, 8 bytes an end."""
         num_users, num_nodes = owners.num_users, owners.num_users + owners.num_items
         (first_user, last_user), (first_item, last_item) = (owners.users_of(rank),
                                                             owners.items_of(rank))
-        user_crow, user_cols = range_rows(edge_user, edge_item, num_users, num_nodes,
-                                          first_user, last_user)
-        item_crow, item_cols = range_rows(edge_user, edge_item, num_users, num_nodes,
-                                          num_users + first_item, num_users + last_item)
-        crow = np.concatenate([user_crow, item_crow[1:] + user_crow[-1]])
-        return cls(owners, rank, crow, np.concatenate([user_cols, item_cols]))
+        users = row_keys(edge_user, edge_item, num_users, num_nodes, first_user, last_user)
+        items = row_keys(edge_user, edge_item, num_users, num_nodes, num_users + first_item,
+                         num_users + last_item)
+        items += (last_user - first_user) * num_nodes
+        return np.concatenate([users, items])
+
+    @classmethod
+    def from_keys(cls, owners: RowOwners, rank: int, keys: np.ndarray) -> LocalRows:
+        """From every key of the worker's rows (`keys_of`), consumed: its rows are made of
+        them in place."""
+        crow, neighbours = rows_of_keys(keys, owners.num_rows(rank),
+                                        owners.num_users + owners.num_items)
+        return cls(owners, rank, crow, neighbours)
 
     @property
     def num_user_rows(self) -> int:
