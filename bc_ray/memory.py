@@ -39,7 +39,9 @@ def private_bytes() -> int:
 
 class PeakWatch:
     """The peak of `private_bytes` between two calls of `take`, sampled by a daemon thread
-    every `interval` seconds: a long stage's transient, which its end does not show."""
+    every `interval` seconds: a long stage's transient, which its end does not show. A lower
+    bound: the thread needs the GIL, so a transient within one call that holds it is missed
+    (numpy's and torch's large operations let it go)."""
 
     def __init__(self, interval: float = 0.05) -> None:
         self._peak = private_bytes()

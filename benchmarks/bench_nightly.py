@@ -102,8 +102,9 @@ def run_cli(*args: str) -> tuple[float, float, dict]:
     result = json.loads(out[start:])
     # A sharded bump's workers log their stages and their private memory (forwarded by Ray to
     # the command's stderr): kept, to split a worker's peak by stage.
-    result["worker_log"] = [line.strip() for line in err.splitlines()
-                            if "sharded worker" in line or "MB private" in line]
+    result["worker_log"] = list(dict.fromkeys(  # once each: Ray may forward a line twice
+        line.strip() for line in err.splitlines()
+        if "sharded worker" in line or "MB private" in line))
     return seconds, peak / MB, result
 
 

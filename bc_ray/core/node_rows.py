@@ -3,6 +3,8 @@ the sharded training workers each build of the graph, so neither ever holds its 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -55,18 +57,25 @@ def rows_of_keys(keys: np.ndarray, rows: int, num_nodes: int) -> tuple[np.ndarra
     return crow.astype(np.int64, copy=False), keys
 
 
-def drained(chunks: list[np.ndarray]) -> np.ndarray:
+def drained(chunks: list[np.ndarray], release: Callable[[], None] | None = None,
+            every: int = 16) -> np.ndarray:
     """`chunks` (int64) as one array, emptying the list as it copies them: the result's pages
-    are touched only as each chunk arrives and that chunk then goes, so the peak is the total
-    and a chunk, where `np.concatenate` holds every chunk beside the whole."""
+    are touched only as each chunk arrives and that chunk then goes, where `np.concatenate`
+    holds every chunk beside the whole. Chunks of a few MB come from the allocator's heap,
+    which keeps freed pages: `release` (`memory.return_freed_memory`), called every `every`
+    chunks, gives them back, so the peak stays near the total and not twice it."""
     out = np.empty(sum(chunk.size for chunk in chunks), dtype=np.int64)
     at = 0
     chunks.reverse()
+    copied = 0
     while chunks:
         chunk = chunks.pop()
         out[at:at + chunk.size] = chunk
         at += chunk.size
         del chunk
+        copied += 1
+        if release is not None and copied % every == 0:
+            release()
     return out
 
 

@@ -16,6 +16,7 @@ from bc_ray.exceptions import ConfigError
 
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
 REDRAWS = 10
+CHUNK = 1 << 20  # draws (or edges) per vectorised pass
 
 
 @dataclass
@@ -87,7 +88,10 @@ class TripleSampler:
         pool = np.arange(num_items) if item_pool is None else item_pool.numpy()
         self.pool = pool
         if negatives == "popularity":
-            counts = np.bincount(items, minlength=item_offset + num_items)[item_offset:]
+            counts = np.zeros(num_items, dtype=np.int64)
+            for first in range(0, items.size, CHUNK):  # no copy of the edges' items
+                counts += np.bincount(items[first:first + CHUNK] - item_offset,
+                                      minlength=num_items)
             weight = (counts[pool] + 1.0) ** 0.75
             self.pool_cdf = np.cumsum(weight) / weight.sum()
         else:
@@ -95,6 +99,7 @@ class TripleSampler:
 
     @property
     def num_edges(self) -> int:
+        """The edges it draws from (each repeat of a pair counted)."""
         return int(self._items.size)
 
     def _negatives(self, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -105,7 +110,12 @@ class TripleSampler:
 
     def _is_positive(self, row: np.ndarray, item: np.ndarray) -> np.ndarray:
         """Whether `item` is among the items of each user row `row`: a binary search within
-        each row's run, all rows at once."""
+        each row's run, a chunk of draws at a time (an epoch of every edge draws tens of
+        millions: its temporaries stay a chunk's)."""
+        if row.size > CHUNK:
+            return np.concatenate([self._is_positive(row[first:first + CHUNK],
+                                                     item[first:first + CHUNK])
+                                   for first in range(0, row.size, CHUNK)])
         low = self.user_starts[row]
         high = low + self.user_lengths[row]
         wanted = item + self._item_offset
@@ -139,9 +149,11 @@ class TripleSampler:
         user = self.row_users[row]
         pos = self._items[chosen] - self._item_offset
         neg = self._negatives(count, rng)
+        pending = np.arange(count)  # a draw that is not a positive stays as it is
         for _ in range(REDRAWS):
-            clash = np.flatnonzero(self._is_positive(row, neg))
+            clash = pending[self._is_positive(row[pending], neg[pending])]
             if clash.size == 0:
                 break
             neg[clash] = self._negatives(clash.size, rng)
+            pending = clash
         return Triples(torch.from_numpy(user), torch.from_numpy(pos), torch.from_numpy(neg))

@@ -263,6 +263,15 @@ class PartitionedRefresh:
         return {"redo": redo, "cache": CacheTarget(target.store_uri, target.options,
                                                    target.prefixes, self.inputs.num_users)}
 
+    def _sources(self, previous: LayerPieces, layer: int, part: int) -> list[ray.ObjectRef]:
+        """What range `part`'s task of `layer` reads of the layer before: its hubs and pieces
+        or whole blocks; nothing where an incremental refresh recomputes none of its rows."""
+        if self.frontiers is not None:
+            start, stop = self.ranges.range(part)
+            if not self.frontiers[layer - 1][start:stop].any():
+                return []
+        return previous.sources(part, self.sizes[part]["whole"])
+
     def _recomputed(self, layer: int) -> int:
         if self.frontiers is None:
             return self.num_nodes
@@ -298,8 +307,7 @@ class PartitionedRefresh:
         step = RangeLayer(self.layers, layer, self.parts, self.config.block_nodes, self._threads)
         outputs = [inner_task.options(**self._options(self._layer_bytes(p), self.parts + 3))
                    .remote(step, self.outgoing[p], self.graphs[p], previous.own[p],
-                           *previous.sources(p, self.sizes[p]["whole"]),
-                           **self._work(layer, p, target))
+                           *self._sources(previous, layer, p), **self._work(layer, p, target))
                    for p in range(self.parts)]
         return self._stage(f"layer{layer}", self._recomputed(layer), outputs, began)
 
@@ -312,8 +320,7 @@ class PartitionedRefresh:
         step = RangeLayer(self.layers, last, self.parts, self.config.block_nodes, self._threads)
         writes = [final_task.options(**self._options(self._layer_bytes(p)))
                   .remote(step, self._range_rows(target, p), self.graphs[p], previous.own[p],
-                          *previous.sources(p, self.sizes[p]["whole"]),
-                          **self._work(last, p, target))
+                          *self._sources(previous, last, p), **self._work(last, p, target))
                   for p in range(self.parts)]
         done = ray.get(writes)
         files = [f for _, written, _ in done for f in written]

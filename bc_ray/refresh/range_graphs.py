@@ -2,8 +2,9 @@
 process (the driver included) ever holds the whole edge list or the whole CSR.
 
 Two passes over the files: one task per file counts degrees (and checks the file's sha256,
-streamed), which the driver adds up to plan the ranges; then one task per range keeps the edges
-of its rows, builds its CSR and sends every other range the ids of the rows it will need of it.
+streamed), which the driver adds up to plan the ranges; then one task per range keeps the ends
+in its rows (an 8-byte key each: `node_rows.row_keys`), builds its CSR and sends every other
+range the ids of the rows it will need of it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import ray
 
 from bc_ray.exceptions import CorruptFileError, DataError
 from bc_ray.io import StorageOptions
+from bc_ray.memory import return_freed_memory
 from bc_ray.core.node_rows import drained, row_keys, rows_of_keys
 from bc_ray.refresh.ranges import NodeRanges, split_range
-from bc_ray.refresh.sizing import BUILD_BYTES_PER_END, HEADROOM, SPLIT_BYTES_PER_NODE, too_big
+from bc_ray.refresh.sizing import HEADROOM, build_bytes, too_big
 from bc_ray.store.state import FileRecord, StoreState
 from bc_ray.store.store import Store
 
@@ -169,7 +171,8 @@ def _range_graph_task(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray,
                 touched[edge_user[new & by_user] - start] = True
                 touched[edge_item[new & by_item] + files.num_users - start] = True
                 new_edges += int((new & by_user).sum())
-    crow, neighbours = rows_of_keys(drained(keys), stop - start, files.num_nodes)
+    crow, neighbours = rows_of_keys(drained(keys, return_freed_memory), stop - start,
+                                    files.num_nodes)
     graph, pieces = split_range(crow, neighbours, start, stop, hubs, ranges)
     found = {"sources": graph.num_sources, "bytes": graph.nbytes, "whole": graph.whole,
              "touched": np.flatnonzero(touched), "new_edges": new_edges}
@@ -188,8 +191,7 @@ def build_range_graphs(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray, c
     outputs = []
     for part in range(parts):
         start, stop = ranges.range(part)
-        holds = (BUILD_BYTES_PER_END * int(degrees[start:stop].sum()) + 8 * (stop - start)
-                 + SPLIT_BYTES_PER_NODE * degrees.size)
+        holds = build_bytes(int(degrees[start:stop].sum()), stop - start, degrees.size)
         task = _range_graph_task.options(num_cpus=cpus, num_returns=parts + 2,
                                          memory=int(HEADROOM * holds),
                                          scheduling_strategy="SPREAD")

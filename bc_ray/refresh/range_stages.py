@@ -5,9 +5,8 @@ Every stage's task returns `[(compute seconds, caches written), own rows, hub ro
 range]` (`Outgoing`), so the next stage's task of range p takes, as top-level arguments that Ray
 resolves, only its own rows, every range's hub rows and the pieces the ranges sent it, or the
 own rows of a range whose rows it mostly needs (`ranges.WHOLE_SHARE`: then that range sends it
-an empty piece). Each layer
-task also caches its rows (`range_cache`) for the next refresh, which may then recompute only
-the rows a change reaches (`Recompute`).
+an empty piece). Each layer task also caches its rows (`range_cache`) for the next refresh,
+which may then recompute only the rows a change reaches (`Recompute`).
 """
 
 from __future__ import annotations

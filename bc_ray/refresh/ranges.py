@@ -152,7 +152,8 @@ def split_range(crow: np.ndarray, neighbours: np.ndarray, start: int, stop: int,
     # Where each node's row sits in the source matrix, by a table over every node (no search:
     # a range's tens of millions of ends each look their node up once).
     nodes = int(ranges.bounds[-1])
-    position = np.full(nodes, -1, dtype=np.int32)  # 5 bytes a node in all: `sizing`
+    # 5 bytes a node in all (`sizing`); positions are below the node count
+    position = np.full(nodes, -1, dtype=np.int32 if nodes < 2**31 else np.int64)
     position[hubs] = np.arange(hubs.size)
     needed = np.zeros(nodes, dtype=bool)
     needed[neighbours] = True
@@ -190,19 +191,19 @@ def source_matrix(graph: RangeGraph, hub_parts: Sequence[np.ndarray],
         rows = np.asarray(part, dtype=np.float32).reshape(-1, dim)
         matrix[at:at + rows.shape[0]] = rows
         at += rows.shape[0]
+    if at != int(graph.cuts[0]):
+        raise ValueError(f"{at} hub rows for a range that reads {int(graph.cuts[0])}")
     for q, part in enumerate(pieces):
         block = np.asarray(part, dtype=np.float32).reshape(-1, dim)
         stop = int(graph.cuts[q + 1])
         expected = int(graph.bounds[q + 1] - graph.bounds[q]) if graph.whole[q] else stop - at
         if block.shape[0] != expected:
             raise ValueError(f"range {q} sent {block.shape[0]} rows where {expected} were due")
-        if graph.whole[q]:
-            np.take(block, graph.taken(q), axis=0, out=matrix[at:stop], mode="clip")
+        if graph.whole[q]:  # "clip": "raise" would buffer `out` (a second copy); the rows
+            np.take(block, graph.taken(q), axis=0, out=matrix[at:stop], mode="clip")  # fit
         else:
             matrix[at:stop] = block
         at = stop
-    if at != graph.num_sources:
-        raise ValueError(f"{at} source rows for a range that reads {graph.num_sources}")
     return torch.from_numpy(matrix)
 
 

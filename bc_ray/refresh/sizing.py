@@ -60,11 +60,17 @@ class GraphSize:
         return range_bytes(2 * self.edges // parts, self.nodes // parts, self.dim, self.nodes)
 
 
+def build_bytes(edge_ends: int, rows: int, nodes: int) -> int:
+    """What the task that builds a range's graph holds: its ends a few times over while they
+    are sorted, its row pointers, and a table over every node to renumber its columns."""
+    return BUILD_BYTES_PER_END * edge_ends + 8 * rows + SPLIT_BYTES_PER_NODE * nodes
+
+
 def range_bytes(edge_ends: int, rows: int, dim: int, nodes: int) -> int:
-    """The most one of a range's tasks holds: the build of its graph (its edge ends a few times
-    over while they are sorted, and a table over every node to renumber them), or a layer (its CSR rows, its own rows in and out, and its
-    halo, at most one row per edge end and never more than every node)."""
-    build = BUILD_BYTES_PER_END * edge_ends + 8 * rows + SPLIT_BYTES_PER_NODE * nodes
+    """The most one of a range's tasks holds: the build of its graph (`build_bytes`), or a
+    layer (its CSR rows, its own rows in and out, and its halo, at most one row per edge end
+    and never more than every node)."""
+    build = build_bytes(edge_ends, rows, nodes)
     halo = min(nodes, edge_ends)  # each halo row with its node id (8 bytes)
     layer = 8 * edge_ends + 8 * rows + halo * (4 * dim + 8) + 2 * rows * 4 * dim
     return max(build, layer)

@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -83,7 +84,7 @@ def report_epoch(stats: dict, checkpoint: dict | None = None, file_name: str = C
     if checkpoint is None:
         ray.train.report(stats)
         return None
-    directory = tempfile.mkdtemp(prefix=f"{CHECKPOINT_PREFIX}{os.getpid()}-")
+    directory = checkpoint_folder()
     try:
         torch.save(checkpoint, os.path.join(directory, file_name))
         ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(directory))
@@ -101,15 +102,23 @@ def remove_folder(path: str | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def checkpoint_folder() -> str:
+    """A new temporary folder for a checkpoint (or the model file) a report hands Ray, named
+    by this process and its host (`remove_orphaned_checkpoints`)."""
+    return tempfile.mkdtemp(prefix=f"{CHECKPOINT_PREFIX}{os.getpid()}@{socket.gethostname()}-")
+
+
 def remove_orphaned_checkpoints() -> int:
     """Remove this node's checkpoint folders whose process is gone; how many. A worker killed
     within `report` (Ray Train kills the whole group when a peer dies) cannot remove its own,
-    and each holds the model (gigabytes at scale). A folder is named by its process's id; a
-    live process's, or one without an id, is left alone."""
-    removed = 0
+    and each holds the model (gigabytes at scale). A folder is named `<pid>@<host>-<random>`;
+    one of another host (containers sharing a temp dir have their own process ids), of a live
+    process, or named otherwise is left alone."""
+    removed, host = 0, socket.gethostname()
     for folder in glob.glob(os.path.join(tempfile.gettempdir(), f"{CHECKPOINT_PREFIX}*")):
-        pid = os.path.basename(folder)[len(CHECKPOINT_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        owner = os.path.basename(folder)[len(CHECKPOINT_PREFIX):].rsplit("-", 1)[0]
+        pid, _, where = owner.partition("@")
+        if pid.isdigit() and where == host and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed

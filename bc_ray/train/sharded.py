@@ -2,7 +2,7 @@
 
 The driver counts degrees with one Ray task per edge file (as the partitioned refresh does) and
 cuts users and items into one range each per worker (`plan_owners`). Each worker then streams the
-snapshot's edge files and keeps the edges of the nodes it owns (`read_local_rows`): no process
+snapshot's edge files and keeps the ends in the rows it owns (`read_local_rows`): no process
 reads the edge list into memory whole, and a worker's CSR rows, ID rows and their optimizer
 state are about 1/W of the whole. `sharded_trainer` puts the pieces into the same
 `VersionTrainer` the replicated loop runs, so steps, budgets and the BC-Aligner loss are the
@@ -97,7 +97,7 @@ def read_local_rows(files: EdgeFiles, owners: RowOwners, rank: int,
     stream = (edges[:2] for index in range(len(files.files)) for edges in files.edges(index))
     for edge_user, edge_item in itertools.chain(stream, [extra] if extra is not None else []):
         keys.append(LocalRows.keys_of(owners, rank, edge_user, edge_item))
-    rows = LocalRows.from_keys(owners, rank, drained(keys))
+    rows = LocalRows.from_keys(owners, rank, drained(keys, return_freed_memory))
     return_freed_memory()  # the stream's pages
     return rows
 

@@ -27,7 +27,6 @@ import logging
 import mmap
 import os
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -68,7 +67,14 @@ from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.gate import ALIGN_SAMPLE, gate
 from bc_ray.train.held_out import HeldOut, held_out_split
 from bc_ray.train.inputs import chain_amplifiers, resolve_method, resolve_model, resolve_spec
-from bc_ray.train.loop import epochs, gathered, remove_orphaned_checkpoints, report_epoch
+from bc_ray.train.loop import (
+    checkpoint_folder,
+    epochs,
+    gathered,
+    remove_folder,
+    remove_orphaned_checkpoints,
+    report_epoch,
+)
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
@@ -149,26 +155,26 @@ def _targets(bump: ShardedBump, rank: int) -> tuple[ShardedRows, torch.Tensor]:
 
 
 def _alignment_sample(bump: ShardedBump, mask: torch.Tensor, rank: int) -> torch.Tensor:
-    """This worker's rows (local indices) of the entities `score_candidate` draws to measure
-    the alignment error (the same draw on every worker)."""
+    """This worker's rows (local indices, ascending) of the entities `score_candidate` draws to
+    measure the alignment error (the same draw on every worker)."""
     held, owners = bump.held_out, bump.run.owners
     pool = torch.cat([held.user_pool, held.item_pool + owners.num_users])
     rows = pool[mask[pool]]
     generator = torch.Generator().manual_seed(bump.run.train.seed)
     rows = rows[torch.randperm(rows.numel(), generator=generator)[:ALIGN_SAMPLE]]
-    return owners.local_row(rows[owners.owner(rows) == rank], rank)
+    return owners.local_row(rows[owners.owner(rows) == rank], rank).sort().values
 
 
-def _scored_rows(bump: ShardedBump, mask: torch.Tensor | None, rank: int) -> torch.Tensor:
+def _scored_rows(bump: ShardedBump, sample: torch.Tensor | None, rank: int) -> torch.Tensor:
     """The rows of this worker that scoring reads (local indices, ascending): its items (every
-    item is ranked), its held-out users and its part of the alignment sample."""
+    item is ranked), its held-out users and its part of the alignment `sample`."""
     owners = bump.run.owners
     first_user, last_user = owners.users_of(rank)
     users = torch.unique(bump.held_out.eval_user)
     parts = [users[(users >= first_user) & (users < last_user)] - first_user,
              torch.arange(last_user - first_user, owners.num_rows(rank))]
-    if mask is not None:
-        parts.append(_alignment_sample(bump, mask, rank))
+    if sample is not None:
+        parts.append(sample)
     return torch.unique(torch.cat(parts))
 
 
@@ -329,11 +335,13 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, stages: _Stages) 
     task = ShardedLinkPredictionTask(model, graph, rows, run.train, id_rows, rank=rank,
                                      world_size=world, item_pool=held.item_pool)
     stages.done(f"sampler of its {task.triples.num_edges:,} training edges ready")
-    scored = _scored_rows(bump, mask, rank)
     expected = None  # z_{k-1} of the alignment sample: what scoring reads of the targets
     if targets is not None:
         sample = _alignment_sample(bump, mask, rank)
         expected = Embedded(sample, targets.rows[sample])
+        if alignment is None:  # not trained against: scoring needs the sample's rows alone
+            targets = None
+    scored = _scored_rows(bump, None if expected is None else expected.rows, rank)
     # The last epoch's z: if selection keeps that epoch, the gate scores the same state and
     # takes it instead of another layer-wise pass (minutes at 100M edges).
     last: dict = {"epoch": False}
@@ -399,7 +407,8 @@ def _bump(bump: ShardedBump, rank: int, world: int, stages: _Stages) -> None:
     if rank != 0:
         ray.train.report(trained.final)
         return
-    with tempfile.TemporaryDirectory(prefix="bc-ray-sharded-") as directory:
+    directory = checkpoint_folder()  # found and removed by the next start if killed within
+    try:
         save_model(whole, os.path.join(directory, MODEL_FILE))
         del whole
         torch.save({"transform": trained.affine, "metrics": trained.metrics,
@@ -407,6 +416,8 @@ def _bump(bump: ShardedBump, rank: int, world: int, stages: _Stages) -> None:
         stages.done("gathered the model file")
         ray.train.report(trained.final,
                          checkpoint=ray.train.Checkpoint.from_directory(directory))
+    finally:
+        remove_folder(directory)
 
 
 def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionRecord | None,

@@ -103,12 +103,12 @@ def test_a_layer_by_ranges_equals_the_whole_graphs(parts, share, small_snapshot)
                                      *ranges.range(p)), *ranges.range(p), hubs, ranges, share)
              for p in range(parts)]
     graphs = [g for g, _ in split]
-    whole = np.array([g.whole for g in graphs])
+    reads_block = np.array([g.whole for g in graphs])  # [p, q]: p reads q's whole block
     if parts == 8:  # both ways occur by default; a range that reads a whole block gets no piece
-        assert {0.0: whole.any(), WHOLE_SHARE: whole.any() and not whole.all(),
-                2.0: not whole.any()}[share]
+        assert {0.0: reads_block.any(), WHOLE_SHARE: reads_block.any() and not reads_block.all(),
+                2.0: not reads_block.any()}[share]
         assert all(pieces[q].size == 0 for p, (_, pieces) in enumerate(split)
-                   for q in np.flatnonzero(whole[p]))
+                   for q in np.flatnonzero(reads_block[p]))
     outgoing = [Outgoing.of(*ranges.range(q), hubs, [pieces[q] for _, pieces in split])
                 for q in range(parts)]
     sent = [outgoing[p].pieces(h0[slice(*ranges.range(p))].numpy()) for p in range(parts)]

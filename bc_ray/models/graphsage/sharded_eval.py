@@ -131,7 +131,8 @@ def sharded_recall(task: ShardedLinkPredictionTask, z: Embedded, eval_user: torc
     """Recall@k of the held-out (user, item) pairs (entity indices, the same on every worker)
     over `users` (default: all of them; the gate takes the validation half), ranking every item
     of `item_pool` with each user's training items excluded, as `recall_at_k` does; `z`: this
-    worker's rows (`sharded_layerwise`). The value on every worker."""
+    worker's rows as embedded (`sharded_layerwise`), its items and held-out users at least.
+    The value on every worker."""
     rank = owners_rank()
     if users is not None:
         kept = torch.isin(eval_user, users)

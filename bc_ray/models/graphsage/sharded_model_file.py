@@ -4,7 +4,8 @@ A sharded bump starts from M_{k-1}: each worker takes only its own rows of the p
 (`warm_id_rows`, as `--warm-start mean`; from a mapped file it reads only those pages). It ends
 with one model file that the refresh and Serve read: rank 0 gathers every worker's rows into
 whole tables (`gathered_model`), the one moment a process holds them, as the file does,
-without their optimizer state or a second copy. Both are collectives: every worker calls them, in the same order.
+without their optimizer state or a second copy. Both are collectives: every worker calls them,
+in the same order.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _summed(values: torch.Tensor) -> torch.Tensor:
 def _nonzero_rows(rows: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
     """Which rows have a nonzero value (M_{k-1} trained them), a chunk at a time: no copy of
     the table (mapped from its file)."""
-    return torch.cat([rows[first:first + chunk].ne(0).any(1)
+    return torch.cat([rows[first:first + chunk].abs().sum(1) > 0  # a NaN row: untrained
                       for first in range(0, rows.shape[0], chunk)] or
                      [torch.zeros(0, dtype=torch.bool)])
 
@@ -85,23 +86,22 @@ def gathered_model(model: EmbeddingModel, rows: torch.Tensor,
     after DDP) with every worker's ID `rows` in tables of the snapshot's size (their padding row
     zero, for entities the tables do not know); None on the other ranks. Each worker sends its
     rows straight into their place in rank 0's tables (a receive per entity's span), so rank 0
-    holds the tables and its own rows, never a buffer of the others'."""
+    holds the tables and its own rows, never a buffer of the others'. Rank 0 builds the tables
+    first and says whether it could, so that no worker is left sending to it."""
     rank = owners_rank()
+    whole, failed = None, None
+    if rank == 0:
+        try:
+            whole = _tables(model, owners)
+        except ConfigError as error:
+            failed = error
+    if not _agreed_on_rank0(failed is None):
+        raise failed or ConfigError("rank 0 could not build M_k's tables: see its log")
     if rank != 0:
         for entity, first, last, offset in owners.spans(rank):
             if last > first:
                 dist.send(rows[offset:offset + last - first].detach().contiguous(), dst=0)
         return None
-    whole = EmbeddingModel(model.spec, owners.num_users, owners.num_items,
-                           model.encoders["user"].vocab_sizes, model.encoders["item"].vocab_sizes,
-                           initialize=False)
-    dense = {k: v for k, v in model.state_dict().items() if not k.startswith("ids.")}
-    missing, unexpected = whole.load_state_dict(dense, strict=False)
-    if unexpected or any(not name.startswith("ids.") for name in missing):
-        raise ConfigError(f"the sharded model's dense weights do not fit M_k: missing {missing}, "
-                          f"unexpected {unexpected}")
-    for table in whole.ids.values():
-        table.weight[-1:] = 0.0  # the padding row
     for sender in range(owners.workers):
         for entity, first, last, offset in owners.spans(sender):
             if last == first:
@@ -112,3 +112,27 @@ def gathered_model(model: EmbeddingModel, rows: torch.Tensor,
             else:
                 dist.recv(place, src=sender)
     return whole.eval()
+
+
+def _tables(model: EmbeddingModel, owners: RowOwners) -> EmbeddingModel:
+    """M_k with `model`'s dense weights and empty ID tables of the snapshot's size (their
+    padding row zero)."""
+    whole = EmbeddingModel(model.spec, owners.num_users, owners.num_items,
+                           model.encoders["user"].vocab_sizes, model.encoders["item"].vocab_sizes,
+                           initialize=False)
+    dense = {k: v for k, v in model.state_dict().items() if not k.startswith("ids.")}
+    missing, unexpected = whole.load_state_dict(dense, strict=False)
+    if unexpected or any(not name.startswith("ids.") for name in missing):
+        raise ConfigError(f"the sharded model's dense weights do not fit M_k: missing {missing}, "
+                          f"unexpected {unexpected}")
+    for table in whole.ids.values():
+        table.weight[-1:] = 0.0  # the padding row
+    return whole
+
+
+def _agreed_on_rank0(ok: bool) -> bool:
+    """Rank 0's `ok`, on every worker."""
+    flag = torch.tensor([int(ok)])
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
