@@ -148,8 +148,10 @@ def lookups(uri: str, repeats: int = 50) -> tuple[float, float]:
 
 def _stages(out: dict) -> str:
     """A refresh's stages and their seconds, as its output names them."""
-    return ", ".join(f"{label} {out[label]['seconds']:.1f}s" for label in out
-                     if isinstance(out[label], dict) and "seconds" in out[label])
+    return ", ".join(f"{label} {out[label]['seconds']:.1f}s"
+                     + (f" (compute {out[label]['compute_seconds']:.1f}s)"
+                        if "compute_seconds" in out[label] else "")
+                     for label in out if isinstance(out[label], dict) and "seconds" in out[label])
 
 
 def _outcome(out: dict) -> str:
