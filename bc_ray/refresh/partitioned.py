@@ -268,8 +268,8 @@ class PartitionedRefresh:
         or whole blocks; nothing where an incremental refresh recomputes none of its rows."""
         if self.frontiers is not None:
             start, stop = self.ranges.range(part)
-            if not self.frontiers[layer - 1][start:stop].any():
-                return []
+            if stop > start and not self.frontiers[layer - 1][start:stop].any():
+                return []  # an empty range takes the usual path: nothing to skip there
         return previous.sources(part, self.sizes[part]["whole"])
 
     def _recomputed(self, layer: int) -> int:
