@@ -147,8 +147,11 @@ def lookups(uri: str, repeats: int = 50) -> tuple[float, float]:
 
 
 def _stages(out: dict) -> str:
-    """A refresh's stages and their seconds, as its output names them."""
-    return ", ".join(f"{label} {out[label]['seconds']:.1f}s"
+    """A refresh's stages and their seconds, as its output names them, and its ranges' plan."""
+    ranges = out.get("partitions") or {}
+    plan = (f"{ranges['count']} ranges, {ranges.get('whole_blocks', 0)} blocks read whole, "
+            f"a task must hold {ranges['task_must_hold_mb_max']:,.0f} MB; " if ranges else "")
+    return plan + ", ".join(f"{label} {out[label]['seconds']:.1f}s"
                      + (f" (compute {out[label]['compute_seconds']:.1f}s)"
                         if "compute_seconds" in out[label] else "")
                      for label in out if isinstance(out[label], dict) and "seconds" in out[label])
@@ -159,6 +162,9 @@ def _outcome(out: dict) -> str:
     for name in ("recall_at_50", "parent_recall_at_50", "align_error_rel"):
         if out.get(name) is not None:
             note += f"; {name} {out[name]:.4f}"
+    for name in ("worker_graph_bytes", "worker_id_bytes"):  # a sharded bump's shares
+        if out.get(name):
+            note += f"; {name} {[round(int(b) / MB) for b in out[name]]} MB"
     return note
 
 
