@@ -314,6 +314,26 @@ class _Trained:
     final: dict  # the last report's metrics
 
 
+def _alignment(bump: ShardedBump, rank: int, stages: _Stages
+               ) -> tuple[ShardedAlignment | None, ShardedRows | None, Embedded | None]:
+    """(B_k's joint training against this worker's stored ver-(k-1) rows, those rows while a
+    step may read them, the alignment sample's rows that scoring reads): all None without a
+    parent; a method not aligned jointly keeps only the sample's rows."""
+    if bump.parent is None:
+        return None, None, None
+    targets, mask = _targets(bump, rank)
+    return_freed_memory()  # the table parts it read
+    stages.done(f"warm start and targets of version {bump.parent.version}")
+    sample = _alignment_sample(bump, mask, rank)
+    expected = Embedded(sample, targets.rows[sample])
+    if not bump.method.joint:
+        return None, None, expected
+    spec = bump.run.spec
+    transform = make_transform(bump.method.transform, spec.output_dim, bump.parent.dim)
+    amplifiers = bump.amplifiers if bump.method.alignment == "multi" else None
+    return ShardedAlignment(transform, targets, mask, amplifiers), targets, expected
+
+
 def _train_and_score(bump: ShardedBump, rank: int, world: int, stages: _Stages) -> _Trained:
     """Everything a worker holds for training and scoring (graph rows, sampler, targets) lives
     here and goes when it returns, before rank 0 gathers the whole tables."""
@@ -323,24 +343,10 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, stages: _Stages) 
     stages.done(f"read its {rows.neighbours.size:,} edge ends")
     model = sharded_model(run.spec, graph)
     id_rows = _id_rows(bump, rank, torch.from_numpy(np.diff(rows.crow) > 0))
-    alignment, targets, mask = None, None, None
-    if bump.parent is not None:  # the gate measures alignment; joint methods also train it
-        targets, mask = _targets(bump, rank)
-        return_freed_memory()  # the table parts it read
-        stages.done(f"warm start and targets of version {bump.parent.version}")
-    if bump.parent is not None and bump.method.joint:
-        transform = make_transform(bump.method.transform, run.spec.output_dim, bump.parent.dim)
-        amplifiers = bump.amplifiers if bump.method.alignment == "multi" else None
-        alignment = ShardedAlignment(transform, targets, mask, amplifiers)
+    alignment, targets, expected = _alignment(bump, rank, stages)
     task = ShardedLinkPredictionTask(model, graph, rows, run.train, id_rows, rank=rank,
                                      world_size=world, item_pool=held.item_pool)
     stages.done(f"sampler of its {task.triples.num_edges:,} training edges ready")
-    expected = None  # z_{k-1} of the alignment sample: what scoring reads of the targets
-    if targets is not None:
-        sample = _alignment_sample(bump, mask, rank)
-        expected = Embedded(sample, targets.rows[sample])
-        if alignment is None:  # not trained against: scoring needs the sample's rows alone
-            targets = None
     scored = _scored_rows(bump, None if expected is None else expected.rows, rank)
     # The last epoch's z: if selection keeps that epoch, the gate scores the same state and
     # takes it instead of another layer-wise pass (minutes at 100M edges).
