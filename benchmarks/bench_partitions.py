@@ -18,6 +18,12 @@ and the unpartitioned incremental and full refreshes on a copy of the store whos
 refresh was unpartitioned; all four tables must agree to 1e-5.
 
     python benchmarks/bench_partitions.py [--edges 1000000,3000000] [--partitions 1,2,4,8]
+
+With `--store DIR` (a local store whose current version is refreshed, as
+`bench_nightly.py --keep-store` leaves it), full refreshes of that store at each P instead,
+on a copy of hard links, each compared with the first (no unpartitioned one: at 100M edges it
+does not fit), and no nightly pair. "floor" is the private memory of a Ray worker that has only
+imported what a refresh task imports: what no partitioning takes away.
 """
 
 from __future__ import annotations
@@ -64,8 +70,69 @@ def driver(address: str, uri: str, partitions: int, mode: str = "full") -> dict:
 def tables(uri: str) -> dict[str, np.ndarray]:
     from bc_ray.consumer.reader import read_embeddings
 
-    return {e: np.stack(read_embeddings(uri, e).sort("id")["embedding"].to_numpy())
-            for e in ("user", "item")}
+    def matrix(entity: str) -> np.ndarray:
+        column = read_embeddings(uri, entity).sort("id")["embedding"]  # fixed-size arrays
+        return column.to_numpy()  # (rows, dim) at once, not an array per row
+
+    return {e: matrix(e) for e in ("user", "item")}
+
+
+def worker_floor() -> float:
+    """MB of private memory (RssAnon) of a fresh Ray worker once it has imported what a
+    refresh task imports (module docstring)."""
+    import ray
+
+    @ray.remote(num_cpus=0, max_calls=1)  # a fresh worker, not reused after
+    def imported() -> float:
+        import bc_ray.refresh.range_graphs  # noqa: F401
+        import bc_ray.refresh.range_stages  # noqa: F401
+        from bc_ray.memory import private_bytes
+
+        return private_bytes() / MB
+
+    return float(ray.get(imported.remote()))
+
+
+def _row(edges: int, nodes: int, count: int, seconds: float, stats: dict, memory: dict,
+         base: float, difference: float) -> dict:
+    """One refresh as the results record it."""
+    ranges = stats.get("partitions", {})
+    return {"edges": edges, "nodes": nodes, "partitions": count, "seconds": seconds,
+            "job_seconds": stats["seconds"], "ratio": seconds / base,
+            "ranges_seconds": stats.get("ranges", {}).get("seconds"),
+            **{k: v for k, v in memory.items() if k != "summary"},
+            "must_hold_mb": ranges.get("task_must_hold_mb_max"),
+            "hubs": ranges.get("hubs"), "halo_rows_max": ranges.get("halo_rows_max"),
+            "max_abs_difference": difference}
+
+
+def kept_store(store: str, parts: list[int]) -> list[dict]:
+    """Full refreshes of a copy of `store` at each P (module docstring)."""
+    import subprocess
+
+    import ray
+
+    from bc_ray.refresh.sizing import GraphSize
+    from bc_ray.store.store import Store
+
+    copy = f"{scratch_dir('bench-partitions-store-')}/store"
+    subprocess.run(["cp", "-al", store, copy], check=True)  # files are replaced, never edited
+    state = Store(f"file://{copy}").state()
+    size = GraphSize.of(state, state.version())
+    address = ray.get_runtime_context().gcs_address
+    rows, expected = [], None
+    for count in parts:
+        seconds, stats, memory = measured(address, f"file://{copy}", count)
+        got = tables(f"file://{copy}")
+        expected = expected or got
+        difference = max(float(np.abs(got[e] - expected[e]).max()) for e in got)
+        del got
+        rows.append(_row(size.edges, size.nodes, count, seconds, stats, memory,
+                         rows[0]["seconds"] if rows else seconds, difference))
+        print(f"  kept store, P={count}: {seconds:.1f}s; {memory['summary']}; private task "
+              f"{rows[-1]['task_private_mb']:,.0f} MB; must hold "
+              f"{rows[-1]['must_hold_mb']} MB; max |diff| {difference:.1e}", flush=True)
+    return rows
 
 
 def measured(address: str, uri: str, count: int, mode: str = "full") -> tuple[float, dict, dict]:
@@ -141,14 +208,7 @@ def one_size(edges: int, parts: list[int]) -> tuple[list[dict], list[dict]]:
         if expected is None:
             expected, base = got, seconds
         difference = max(float(np.abs(got[e] - expected[e]).max()) for e in got)
-        ranges = stats.get("partitions", {})
-        rows.append({
-            "edges": edges, "nodes": nodes, "partitions": count, "seconds": seconds,
-            "job_seconds": stats["seconds"], "ratio": seconds / base,
-            "ranges_seconds": stats.get("ranges", {}).get("seconds"),
-            **{k: v for k, v in memory.items() if k != "summary"},
-            "must_hold_mb": ranges.get("task_must_hold_mb_max"),
-            "hubs": ranges.get("hubs"), "max_abs_difference": difference})
+        rows.append(_row(edges, nodes, count, seconds, stats, memory, base, difference))
         print(f"  {edges:,} edges, P={count}: {seconds:.1f}s; {memory['summary']}; "
               f"private task {rows[-1]['task_private_mb']:,.0f} MB; "
               f"max |diff| {difference:.1e}", flush=True)
@@ -160,35 +220,56 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--edges", default="1000000,3000000")
     parser.add_argument("--partitions", default="1,2,4,8")
+    parser.add_argument("--store", default=None, metavar="DIR",
+                        help="Refresh a copy of this store at each P instead (module docstring).")
+    parser.add_argument("--object-store-gb", type=float, default=None,
+                        help="The local cluster's object store (default: Ray's, 30%% of the "
+                             "memory); what does not fit is spilled to disk.")
     args = parser.parse_args()
     import ray
 
+    store_bytes = int(args.object_store_gb * 2**30) if args.object_store_gb else None
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-             log_to_driver=False, logging_level=logging.WARNING)
+             object_store_memory=store_bytes, log_to_driver=False,
+             logging_level=logging.WARNING)
+    floor = worker_floor()
+    print(f"a Ray worker with a refresh task's imports: {floor:,.0f} MB private", flush=True)
     results: list[dict] = []
     nights: list[dict] = []
     started = time.perf_counter()
-    for edges in (int(e) for e in args.edges.split(",")):
-        full, night = one_size(edges, [int(p) for p in args.partitions.split(",")])
+    parts = [int(p) for p in args.partitions.split(",")]
+    for edges in ([] if args.store else (int(e) for e in args.edges.split(","))):
+        full, night = one_size(edges, parts)
         results += full
         nights += night
-        write_json("partitions", {"cpus": os.cpu_count(), "results": results,
-                                  "nightly": nights})
+        write_json("partitions", {"cpus": os.cpu_count(), "worker_floor_mb": floor,
+                                  "results": results, "nightly": nights})
+    if args.store:
+        results = kept_store(args.store, parts)
+        write_json("partitions-store", {"cpus": os.cpu_count(), "worker_floor_mb": floor,
+                                        "store": args.store, "object_store_gb":
+                                        args.object_store_gb, "results": results})
     ray.shutdown()
 
     def mb(value) -> str:
         return "-" if value in (None, 0) else f"{value:,.0f}"
 
-    print_table(f"Full refresh by node ranges (P = 0: unpartitioned; 2 layers, hidden {HIDDEN}, "
-                f"{os.cpu_count()} CPUs; MB; {time.perf_counter() - started:.0f}s in all)",
-                ["edges", "P", "s", "vs P=0", "planning s", "driver peak", "driver private", "task peak",
-                 "task private", "builder peak", "task must hold", "hubs", "max |diff|"],
+    first = "the first P" if args.store else "P=0"
+    print_table(f"Full refresh by node ranges (P = 0: unpartitioned; {os.cpu_count()} CPUs; "
+                f"MB; a worker's floor {floor:,.0f} MB; {time.perf_counter() - started:.0f}s "
+                "in all)",
+                ["edges", "P", "s", f"vs {first}", "planning s", "driver peak", "driver private",
+                 "task peak", "task private", "task private - floor", "builder peak",
+                 "task must hold", "hubs", "max |diff|"],
                 [[r["edges"], r["partitions"], r["seconds"], r["ratio"],
                   "-" if r["ranges_seconds"] is None else r["ranges_seconds"],
                   mb(r["driver_peak_mb"]),
                   mb(r["driver_private_mb"]), mb(r["task_peak_mb"]), mb(r["task_private_mb"]),
-                  mb(r["builder_peak_mb"]), mb(r["must_hold_mb"]), r["hubs"] or "-",
+                  mb(r["task_private_mb"] - floor), mb(r["builder_peak_mb"]),
+                  mb(r["must_hold_mb"]), r["hubs"] or "-",
                   f"{r['max_abs_difference']:.1e}"] for r in results])
+    if args.store:
+        return
     print_table("A day later (the last 1 % of the timeline): incremental and full, by ranges "
                 "and unpartitioned (MB)",
                 ["edges", "P", "mode", "s", "vs full, same P", "affected", "driver private",

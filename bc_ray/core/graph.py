@@ -138,7 +138,7 @@ def _sorted_unique(keys: torch.Tensor) -> torch.Tensor:
     return keys if bool(keep.all()) else keys[keep]
 
 
-def _csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, num_rows: int,
+def csr_matrix(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, num_rows: int,
          num_cols: int) -> torch.Tensor:
     with warnings.catch_warnings():  # "CSR support is in beta": we rely only on spmm
         warnings.simplefilter("ignore", UserWarning)
@@ -233,7 +233,7 @@ class Adjacency:
     @property
     def binary(self) -> torch.Tensor:
         if self._binary is None:
-            self._binary = _csr(self.crow, self.cols,
+            self._binary = csr_matrix(self.crow, self.cols,
                                 torch.ones(self.nnz, device=self.cols.device), self.num_dst,
                                 self.num_src)
         return self._binary
@@ -246,7 +246,7 @@ class Adjacency:
 
     def _operator(self, reduce: str) -> torch.Tensor:
         if reduce not in self._operators:
-            self._operators[reduce] = _csr(self.crow, self.cols, self._values(reduce),
+            self._operators[reduce] = csr_matrix(self.crow, self.cols, self._values(reduce),
                                            self.num_dst, self.num_src)
         return self._operators[reduce]
 
@@ -254,7 +254,7 @@ class Adjacency:
         if reduce not in self._transposed:
             rows, values = self.rows, self._operator(reduce).values()
             order = torch.argsort(self.cols * self.num_dst + rows)
-            self._transposed[reduce] = _csr(_crow(self.cols[order], self.num_src), rows[order],
+            self._transposed[reduce] = csr_matrix(_crow(self.cols[order], self.num_src), rows[order],
                                             values[order], self.num_src, self.num_dst)
         return self._transposed[reduce]
 

@@ -244,12 +244,12 @@ class PartitionedRefresh:
         return 2 * (stop - start) * 4 * self.width + self.source.holds
 
     def _layer_bytes(self, part: int) -> int:
-        """What range `part`'s layer task must hold: its graph, its sources, its own rows in
-        and out (float32 of the widest layer; incrementally, the rows out start as the cached
-        ones, read a chunk at a time)."""
+        """What range `part`'s layer task must hold: its graph (its sources' node ids among
+        it), its own rows in and out (float32 of the widest layer; incrementally, the rows out
+        start as the cached ones, read a chunk at a time). Its sources' rows it reads in place
+        from the object store (`halo.Halo`)."""
         start, stop = self.ranges.range(part)
-        size = self.sizes[part]
-        return size["bytes"] + (size["sources"] + 2 * (stop - start)) * 4 * self.width
+        return self.sizes[part]["bytes"] + 2 * (stop - start) * 4 * self.width
 
     def _work(self, layer: int, part: int, target: TableTarget) -> dict:
         """The keyword arguments of range `part`'s layer task: the rows to recompute with the
@@ -342,7 +342,7 @@ class PartitionedRefresh:
     def summary(self) -> dict:
         """The ranges as the refresh's stats record them: how many, the hubs, the largest halo,
         the pairs of ranges that read each other's whole block, and at most what one layer task
-        must hold (its graph, its sources, its own rows in and out)."""
+        must hold (its graph, its own rows in and out; its sources it reads in place)."""
         must_hold = max(self._layer_bytes(p) for p in range(self.parts))
         return {"count": self.parts, "hubs": int(self.hubs.size),
                 "halo_rows_max": int(max(s["sources"] for s in self.sizes)),

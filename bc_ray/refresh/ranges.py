@@ -9,11 +9,13 @@ instead of in every task's own pieces. Where p needs most of q's rows (`WHOLE_SH
 would copy nearly all of q's block once more for p alone: p then reads q's own block, which q
 sends anyway (one copy in the object store for every range that reads it, not one per reader),
 and takes its rows from it. So a task's source matrix is `[hubs; piece_0; ...; piece_{P-1}]`
-(each piece as sent or taken) and the range's columns index that matrix.
+(each piece as sent or taken) and the range's columns index that matrix, which is never built:
+the task reads each source where it lies in the object store (`halo.Halo`), so its own memory
+is its rows of the graph and of the layers, falling as 1/P.
 
 Rows hold what the whole graph's CSR (`Adjacency.bipartite`) holds: a user's distinct items, an
 item's distinct users, repeats merged. Only the columns' numbering differs, so a layer over a
-range equals the whole graph's to float rounding (the order of each row's sum may differ).
+range equals the whole graph's to float rounding (each row's sum is taken source by source).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from typing import Protocol, TypeVar
 import numpy as np
 import torch
 
-from bc_ray.core.graph import Adjacency, shared_tensor
+from bc_ray.core.graph import shared_tensor
 from bc_ray.core.node_rows import balanced_bounds
 from bc_ray.exceptions import ConfigError
+from bc_ray.refresh.halo import Halo
 from bc_ray.models.graphsage.model import LayerStack
 
 HUB_SHARE = 0.5  # a node in the halo of at least this share of ranges is sent once, to all
@@ -90,23 +93,6 @@ class RangeGraph:
     @property
     def num_sources(self) -> int:
         return int(self.source_ids.size)
-
-    def adjacency(self, first: int = 0, last: int | None = None) -> Adjacency:
-        """The operator from the source matrix to local rows first:last."""
-        last = self.num_rows if last is None else last
-        crow = shared_tensor(self.crow[first:last + 1])
-        cols = shared_tensor(self.cols[int(self.crow[first]):int(self.crow[last])])
-        return Adjacency.from_csr(crow - crow[0], cols, last - first, self.num_sources)
-
-    def rows_adjacency(self, rows: np.ndarray) -> Adjacency:
-        """The operator from the source matrix to the local `rows` (ascending), in their order."""
-        lengths = self.crow[rows + 1] - self.crow[rows]
-        crow = np.zeros(rows.size + 1, dtype=np.int64)
-        np.cumsum(lengths, out=crow[1:])
-        at = np.arange(int(crow[-1]), dtype=np.int64) + np.repeat(self.crow[rows] - crow[:-1],
-                                                                  lengths)
-        return Adjacency.from_csr(torch.from_numpy(crow), torch.from_numpy(self.cols[at]),
-                                  int(rows.size), self.num_sources)
 
     def reached(self, nodes: np.ndarray) -> np.ndarray:
         """bool by local row: the row's node is in `nodes` (a bool mask over every node) or
@@ -181,32 +167,6 @@ def range_sources(whole: np.ndarray, hub_parts: Sequence[T], own: Sequence[T],
     return [*hub_parts, *(own[q] if whole[q] else pieces[q] for q in range(len(pieces)))]
 
 
-def source_matrix(graph: RangeGraph, hub_parts: Sequence[np.ndarray],
-                  pieces: Sequence[np.ndarray], dim: int) -> torch.Tensor:
-    """`[hubs; piece_0; ...]` as one matrix (a range's sources for one layer), each piece
-    written into it as sent, or taken from its range's whole block: no other copy."""
-    matrix = np.empty((graph.num_sources, dim), dtype=np.float32)
-    at = 0
-    for part in hub_parts:
-        rows = np.asarray(part, dtype=np.float32).reshape(-1, dim)
-        matrix[at:at + rows.shape[0]] = rows
-        at += rows.shape[0]
-    if at != int(graph.cuts[0]):
-        raise ValueError(f"{at} hub rows for a range that reads {int(graph.cuts[0])}")
-    for q, part in enumerate(pieces):
-        block = np.asarray(part, dtype=np.float32).reshape(-1, dim)
-        stop = int(graph.cuts[q + 1])
-        expected = int(graph.bounds[q + 1] - graph.bounds[q]) if graph.whole[q] else stop - at
-        if block.shape[0] != expected:
-            raise ValueError(f"range {q} sent {block.shape[0]} rows where {expected} were due")
-        if graph.whole[q]:  # "clip": "raise" would buffer `out` (a second copy); the rows
-            np.take(block, graph.taken(q), axis=0, out=matrix[at:stop], mode="clip")  # fit
-        else:
-            matrix[at:stop] = block
-        at = stop
-    return torch.from_numpy(matrix)
-
-
 @dataclass(frozen=True)
 class Outgoing:
     """What a range sends of each layer it computes: the positions (in its own rows) of its hub
@@ -259,22 +219,20 @@ class RangeLayer:
         if redo is not None and not redo.rows.size:
             return redo.base(graph.start, graph.stop, width), time.perf_counter() - started
         dim = own.shape[1] if own.ndim == 2 else spec.hidden_dim
-        hubs, pieces = list(sources[:self.parts]), list(sources[self.parts:])
-        x_src = source_matrix(graph, hubs, pieces, dim)
+        halo = Halo.of(graph, sources[:self.parts], sources[self.parts:], dim)
         x_own = shared_tensor(np.asarray(own, dtype=np.float32).reshape(-1, dim))
         self.layers.eval()
         if redo is None:
             rows = np.empty((graph.num_rows, width), dtype=np.float32)
-            chunks = [(slice(first, min(first + self.chunk, graph.num_rows)),
-                       lambda part: graph.adjacency(part.start, part.stop))
-                      for first in range(0, graph.num_rows, self.chunk)]
+            chunks: list[slice | np.ndarray] = [
+                slice(first, min(first + self.chunk, graph.num_rows))
+                for first in range(0, graph.num_rows, self.chunk)]
         else:
             rows = redo.base(graph.start, graph.stop, width)
-            chunks = [(redo.rows[first:first + self.chunk], graph.rows_adjacency)
+            chunks = [redo.rows[first:first + self.chunk]
                       for first in range(0, redo.rows.size, self.chunk)]
         with torch.no_grad():
-            for part, adjacency in chunks:
-                rows[part] = self.layers.layer(self.layer - 1, x_src, adjacency(part),
-                                               x_own[part]).numpy()
+            for part in chunks:
+                aggregated = halo.aggregate(part, spec.aggregation)
+                rows[part] = self.layers.combine(self.layer - 1, aggregated, x_own[part]).numpy()
         return rows, time.perf_counter() - started
-

@@ -5,10 +5,11 @@ The unpartitioned refresh's tasks map the whole CSR (8 bytes per directed edge, 
 and a row pointer per node) and two whole layers (float32) from their node's object store:
 `16 E + N (8 + 8 d)` bytes, held once per node; the driver holds as much while it builds them,
 and the layer builder one more layer. A partitioned task holds, privately, its range's
-share of the CSR and of the layers and its halo (at most one row of the previous layer per edge
-end of its rows, and never more than every node); before that, the task that builds a range's
-graph holds its edge ends a few times over while it sorts them (`BUILD_BYTES_PER_END`), the
-most of a range's tasks on a sparse graph. A node offers its Ray `memory` resource (what KubeRay
+share of the CSR and of the layers and its halo's node ids (at most one per edge end of its
+rows, and never more than every node); the halo's rows it reads in place from the object store
+(`halo.py`), pages its node holds once for every task that reads them. Before that, the task
+that builds a range's graph holds its edge ends a few times over while it sorts them
+(`BUILD_BYTES_PER_END`), the most of a range's tasks unless its rows are few and wide. A node offers its Ray `memory` resource (what KubeRay
 sets from a pod's memory, or `ray start --memory`); a task of `c` CPUs gets `c / CPUs` of it. A
 plan fits when twice what it must hold is within that (measured peaks ran at 1.5x: RESULTS §10).
 """
@@ -68,11 +69,11 @@ def build_bytes(edge_ends: int, rows: int, nodes: int) -> int:
 
 def range_bytes(edge_ends: int, rows: int, dim: int, nodes: int) -> int:
     """The most one of a range's tasks holds: the build of its graph (`build_bytes`), or a
-    layer (its CSR rows, its own rows in and out, and its halo, at most one row per edge end
-    and never more than every node)."""
+    layer (its CSR rows, its halo's node ids, at most one per edge end and never more than
+    every node, and its own rows in and out; the halo's rows are read in place)."""
     build = build_bytes(edge_ends, rows, nodes)
-    halo = min(nodes, edge_ends)  # each halo row with its node id (8 bytes)
-    layer = 8 * edge_ends + 8 * rows + halo * (4 * dim + 8) + 2 * rows * 4 * dim
+    halo = min(nodes, edge_ends)
+    layer = 8 * edge_ends + 8 * rows + 8 * halo + 2 * rows * 4 * dim
     return max(build, layer)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from bc_ray.core.row_shards import RowOwners, ShardedEmbedding, ShardedRows
+from bc_ray.core.row_shards import ComputedRows, RowOwners, ShardedEmbedding, ShardedRows
 from bc_ray.core.sparse_rows import average_sparse_gradients, id_table_optimizer
 from bc_ray.core.trainer import ShardedAlignment
 from bc_ray.core.transforms import make_transform
@@ -71,6 +71,13 @@ def _rank(rank: int, port: int, optimizer: str, results) -> None:
     whole = torch.randn(USERS + ITEMS, DIM, generator=torch.Generator().manual_seed(5))
     asked = torch.tensor([[0, 30, 30, 7], [33, 1], []][rank], dtype=torch.long)
     results[f"gathered{rank}"] = ShardedRows(owners, _own_rows(owners, whole, rank)).gather(asked)
+    # Rows no worker holds, made by their owner on request, each call as many as it is asked.
+    made = []
+
+    def make(local: torch.Tensor) -> torch.Tensor:
+        made.append(local.numel())
+        return 2 * _own_rows(owners, whole, rank)[local]
+    results[f"computed{rank}"] = (ComputedRows(owners, make).gather(asked), made)
 
     sharded = ShardedEmbedding(owners, _own_rows(owners, whole, rank).clone(), lr=0.1,
                                optimizer=optimizer)
@@ -101,6 +108,10 @@ def test_three_ranks_gather_rows_and_train_them_as_one_table_would(optimizer):
     whole = torch.randn(USERS + ITEMS, DIM, generator=torch.Generator().manual_seed(5))
     for rank, asked in enumerate([[0, 30, 30, 7], [33, 1], []]):
         assert torch.equal(results[f"gathered{rank}"], whole[asked])
+        computed, made = results[f"computed{rank}"]
+        assert torch.equal(computed, 2 * whole[asked])
+        assert made == [sum(n in owned for n in (0, 30, 30, 7, 33, 1))
+                        for owned in [_owners().nodes_of(rank).tolist()]]  # repeats made twice
     owners = _owners()
     moved = torch.zeros(USERS + ITEMS, dtype=torch.bool)
     for rank in range(WORLD):

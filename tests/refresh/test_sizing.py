@@ -23,12 +23,14 @@ def test_a_task_must_hold_less_as_ranges_are_added():
     assert SIZE.unpartitioned_bytes() == 2 * whole + 4 * 64 * 958_568
     held = [SIZE.task_bytes(parts) for parts in (2, 4, 8, 32)]
     assert all(a > b for a, b in zip(held, held[1:]))
-    assert held[-1] < whole / 3  # the halo bound, min(N, 2E/P) rows, falls slower than 1/P
-    # The most a range's tasks hold: a layer's halo rows when they are wide, else the build of
-    # its graph, which holds its edge ends several times over.
-    assert range_bytes(1000, 10, 64, 10**3) == (8 * 1000 + 8 * 10 + 1000 * (4 * 64 + 8)
-                                                + 20 * 4 * 64)  # halo rows with their ids
-    assert range_bytes(1000, 10, 4, 10**3) == 48 * 1000 + 8 * 10 + 5 * 10**3
+    # ~1/P: the halo's rows are read in place from the object store, so what falls slower
+    # (at most a node id per halo row, the build's table over every node) is small.
+    assert held[2] <= 1.1 * held[0] * 2 / 8
+    # The most a range's tasks hold: the build of its graph, which holds its edge ends several
+    # times over, unless its rows are few and wide (a layer's rows in and out).
+    assert range_bytes(1000, 10, 64, 10**3) == 48 * 1000 + 8 * 10 + 5 * 10**3
+    assert range_bytes(1000, 1000, 64, 10**3) == (8 * 1000 + 8 * 1000 + 1000 * 8
+                                                  + 2 * 1000 * 4 * 64)  # halo ids, no rows
     # The build renumbers the columns through a table over every node: a small range of a
     # large graph holds that, whatever its own size.
     assert range_bytes(10, 10, 4, 10**6) == 48 * 10 + 8 * 10 + 5 * 10**6

@@ -149,11 +149,25 @@ def sage_layer(spec: VersionSpec, convs: nn.ModuleList, norms: nn.ModuleList | N
     the PyG layer's own weights: W_l agg + W_r x_dst, exactly SAGEConv's forward."""
     conv = convs[index]
     if spec.aggregation in ("mean", "sum"):
-        x = conv.lin_l(adjacency.aggregate(x_src, spec.aggregation)) + conv.lin_r(x_dst)
+        aggregated = adjacency.aggregate(x_src, spec.aggregation)
     elif isinstance(conv, LinearSAGE):
-        x = conv.lin_l(adjacency.aggregate_max(x_src)) + conv.lin_r(x_dst)
+        aggregated = adjacency.aggregate_max(x_src)
     else:
-        x = conv((x_src, x_dst), adjacency.binary)
+        return _activate(spec, norms, index, conv((x_src, x_dst), adjacency.binary))
+    return sage_combine(spec, convs, norms, index, aggregated, x_dst)
+
+
+def sage_combine(spec: VersionSpec, convs: nn.ModuleList, norms: nn.ModuleList | None,
+                 index: int, aggregated: torch.Tensor, x_dst: torch.Tensor) -> torch.Tensor:
+    """A GraphSAGE layer from its rows' aggregated neighbours (however they were gathered:
+    `refresh.halo` sums them source by source): W_l agg + W_r x_dst, as SAGEConv's forward
+    (`lin_l` with its bias, `lin_r` without, on PyG's conv and on `LinearSAGE` alike)."""
+    conv = convs[index]
+    return _activate(spec, norms, index, conv.lin_l(aggregated) + conv.lin_r(x_dst))
+
+
+def _activate(spec: VersionSpec, norms: nn.ModuleList | None, index: int,
+              x: torch.Tensor) -> torch.Tensor:
     if norms is not None:
         x = norms[index](x)
     return torch.relu(x) if index < spec.num_layers - 1 else x
@@ -171,6 +185,10 @@ class LayerStack(nn.Module):
     def layer(self, index: int, x_src: torch.Tensor, adjacency: Adjacency,
               x_dst: torch.Tensor) -> torch.Tensor:
         return sage_layer(self.spec, self.convs, self.norms, index, x_src, adjacency, x_dst)
+
+    def combine(self, index: int, aggregated: torch.Tensor, x_dst: torch.Tensor) -> torch.Tensor:
+        """Layer `index` from its rows' aggregated neighbours (`sage_combine`)."""
+        return sage_combine(self.spec, self.convs, self.norms, index, aggregated, x_dst)
 
 
 def build_model(spec: VersionSpec, graph: GraphTensors) -> EmbeddingModel:
