@@ -209,8 +209,8 @@ class ShardedRows(ComputedRows):
 
     def __init__(self, owners: RowOwners, rows: torch.Tensor) -> None:
         _check_rows(owners, rows)
-        super().__init__(owners, rows.__getitem__)
-        self.rows = rows
+        super().__init__(owners, lambda local: self.rows[local])  # `rows` as it is then: a
+        self.rows = rows  # caller may drop it (`rows = rows.new_empty(...)`) and free its memory
 
 
 class ShardedEmbedding(nn.Module):

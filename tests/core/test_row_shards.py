@@ -128,6 +128,19 @@ def test_three_ranks_gather_rows_and_train_them_as_one_table_would(optimizer):
         per_row * results[f"rows{r}"] for r in range(WORLD)]
 
 
+def test_rows_replaced_are_the_rows_gathered_and_the_old_ones_are_freed():
+    """A caller frees a table it no longer needs by replacing its rows (the alignment targets,
+    once no step follows): nothing else may keep the old tensor alive."""
+    import weakref
+
+    owners = RowOwners(2, np.array([0, 2]), np.array([0, 1]))  # one worker: no group needed
+    table = ShardedRows(owners, torch.arange(9.0).reshape(3, 3))
+    old = weakref.ref(table.rows)
+    table.rows = -torch.ones(3, 3)
+    assert old() is None
+    assert torch.equal(table.gather(torch.tensor([2, 0])), -torch.ones(2, 3))
+
+
 def test_rows_of_the_wrong_worker_or_group_are_refused_by_name():
     owners = _owners()
     with pytest.raises(ConfigError, match=f"worker 0 owns {owners.num_rows(0)} rows, got 2"):

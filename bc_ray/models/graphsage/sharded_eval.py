@@ -30,6 +30,7 @@ from bc_ray.models.graphsage.sharded_task import ShardedLinkPredictionTask, agre
 
 EVAL_CHUNK = 4_096
 EVAL_ENDS = 1 << 18  # neighbours per run: a run of popular items holds theirs, not the graph's
+INPUT_CHUNK = 1 << 16  # rows of h_0 made at once for a request
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,18 @@ def sharded_layerwise(task: ShardedLinkPredictionTask, model: EmbeddingModel,
 def _input_rows(task: ShardedLinkPredictionTask, model: EmbeddingModel,
                 nodes: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """h_0 of this worker's local rows: `model`'s inputs from the ID rows its tables hold (a
-    whole model, M_{k-1}) or this worker's rows of the sharded tables (`task.ids`)."""
+    whole model, M_{k-1}) or this worker's rows of the sharded tables (`task.ids`), made
+    `INPUT_CHUNK` rows at a time into the reply (a hub's run asks for a million rows, whose
+    inputs' temporaries would take several times the reply)."""
     own_tables = len(model.ids) > 0
 
     def inputs(local: torch.Tensor) -> torch.Tensor:
-        ids = None if own_tables else task.ids.weight.detach()[local]
-        return model.inputs(task.graph, nodes[local], ids)
+        out = torch.empty((local.numel(), model.spec.hidden_dim))
+        for start in range(0, local.numel(), INPUT_CHUNK):
+            part = local[start:start + INPUT_CHUNK]
+            ids = None if own_tables else task.ids.weight.detach()[part]
+            out[start:start + part.numel()] = model.inputs(task.graph, nodes[part], ids)
+        return out
     return inputs
 
 
