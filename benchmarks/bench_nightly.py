@@ -150,7 +150,8 @@ def _stages(out: dict) -> str:
     """A refresh's stages and their seconds, as its output names them, and its ranges' plan."""
     ranges = out.get("partitions") or {}
     plan = (f"{ranges['count']} ranges, {ranges.get('whole_blocks', 0)} blocks read whole, "
-            f"a task must hold {ranges['task_must_hold_mb_max']:,.0f} MB; " if ranges else "")
+            f"a layer task must hold {ranges['task_must_hold_mb_max']:,.0f} MB, a build task "
+            f"{ranges.get('build_must_hold_mb_max', 0):,.0f} MB; " if ranges else "")
     return plan + ", ".join(f"{label} {out[label]['seconds']:.1f}s"
                      + (f" (compute {out[label]['compute_seconds']:.1f}s)"
                         if "compute_seconds" in out[label] else "")

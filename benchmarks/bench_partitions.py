@@ -7,9 +7,11 @@ Synthetic marketplaces as in bench_scale.py (~10 users per item, 10 edges per us
 running cluster, as `bc-ray refresh` does, timed from its start to the committed tables. Ray's
 workers are sampled every 0.2 s by process title: "peak" is resident memory (it includes the
 object-store pages a process maps, which the store holds once per node), "private" is without
-them. "must hold" is what the largest range's layer task must hold (its graph, its halo and its
-own rows in and out), from the refresh's stats; "planning" is the partitioned refresh's first
-stage (degrees, ranges, the range graphs built from the edge files).
+them. "must hold" is what the largest range's layer task must hold (its graph with its halo's
+node ids, its own rows in and out: it reads the halo's rows in place) and what the largest
+range graph task holds while it builds its graph, from the refresh's stats; "planning" is the
+partitioned refresh's first stage (degrees, ranges, the range graphs built from the edge
+files).
 
 Then the nightly refresh: the snapshot advances by the last 1 % of its timeline (a day's new
 edges, new users and items among them), and the incremental refresh over the last P ranges
@@ -102,6 +104,7 @@ def _row(edges: int, nodes: int, count: int, seconds: float, stats: dict, memory
             "ranges_seconds": stats.get("ranges", {}).get("seconds"),
             **{k: v for k, v in memory.items() if k != "summary"},
             "must_hold_mb": ranges.get("task_must_hold_mb_max"),
+            "build_must_hold_mb": ranges.get("build_must_hold_mb_max"),
             "hubs": ranges.get("hubs"), "halo_rows_max": ranges.get("halo_rows_max"),
             "max_abs_difference": difference}
 
@@ -131,7 +134,8 @@ def kept_store(store: str, parts: list[int]) -> list[dict]:
                          rows[0]["seconds"] if rows else seconds, difference))
         print(f"  kept store, P={count}: {seconds:.1f}s; {memory['summary']}; private task "
               f"{rows[-1]['task_private_mb']:,.0f} MB; must hold "
-              f"{rows[-1]['must_hold_mb']} MB; max |diff| {difference:.1e}", flush=True)
+              f"{rows[-1]['must_hold_mb']} MB (layer), {rows[-1]['build_must_hold_mb']} MB "
+              f"(build); max |diff| {difference:.1e}", flush=True)
     return rows
 
 
@@ -260,13 +264,13 @@ def main() -> None:
                 "in all)",
                 ["edges", "P", "s", f"vs {first}", "planning s", "driver peak", "driver private",
                  "task peak", "task private", "task private - floor", "builder peak",
-                 "task must hold", "hubs", "max |diff|"],
+                 "layer task must hold", "build task must hold", "hubs", "max |diff|"],
                 [[r["edges"], r["partitions"], r["seconds"], r["ratio"],
                   "-" if r["ranges_seconds"] is None else r["ranges_seconds"],
                   mb(r["driver_peak_mb"]),
                   mb(r["driver_private_mb"]), mb(r["task_peak_mb"]), mb(r["task_private_mb"]),
                   mb(r["task_private_mb"] - floor), mb(r["builder_peak_mb"]),
-                  mb(r["must_hold_mb"]), r["hubs"] or "-",
+                  mb(r["must_hold_mb"]), mb(r.get("build_must_hold_mb")), r["hubs"] or "-",
                   f"{r['max_abs_difference']:.1e}"] for r in results])
     if args.store:
         return

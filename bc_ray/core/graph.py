@@ -139,7 +139,7 @@ def _sorted_unique(keys: torch.Tensor) -> torch.Tensor:
 
 
 def csr_matrix(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, num_rows: int,
-         num_cols: int) -> torch.Tensor:
+               num_cols: int) -> torch.Tensor:
     with warnings.catch_warnings():  # "CSR support is in beta": we rely only on spmm
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, cols, values, size=(num_rows, num_cols))
@@ -234,8 +234,8 @@ class Adjacency:
     def binary(self) -> torch.Tensor:
         if self._binary is None:
             self._binary = csr_matrix(self.crow, self.cols,
-                                torch.ones(self.nnz, device=self.cols.device), self.num_dst,
-                                self.num_src)
+                                      torch.ones(self.nnz, device=self.cols.device),
+                                      self.num_dst, self.num_src)
         return self._binary
 
     def _values(self, reduce: str) -> torch.Tensor:
@@ -247,15 +247,16 @@ class Adjacency:
     def _operator(self, reduce: str) -> torch.Tensor:
         if reduce not in self._operators:
             self._operators[reduce] = csr_matrix(self.crow, self.cols, self._values(reduce),
-                                           self.num_dst, self.num_src)
+                                                 self.num_dst, self.num_src)
         return self._operators[reduce]
 
     def _transpose(self, reduce: str) -> torch.Tensor:
         if reduce not in self._transposed:
             rows, values = self.rows, self._operator(reduce).values()
             order = torch.argsort(self.cols * self.num_dst + rows)
-            self._transposed[reduce] = csr_matrix(_crow(self.cols[order], self.num_src), rows[order],
-                                            values[order], self.num_src, self.num_dst)
+            self._transposed[reduce] = csr_matrix(_crow(self.cols[order], self.num_src),
+                                                  rows[order], values[order], self.num_src,
+                                                  self.num_dst)
         return self._transposed[reduce]
 
     def to(self, device: torch.device | str) -> Adjacency:

@@ -17,7 +17,6 @@ tensors (gloo); NCCL would need the bounds, counts and rows on the GPU, which it
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,27 +189,17 @@ def _check_rows(owners: RowOwners, rows: torch.Tensor) -> None:
         raise ConfigError(f"worker {rank} owns {owners.num_rows(rank)} rows, got {rows.shape[0]}")
 
 
-class ComputedRows:
-    """A constant table (one row per node) that no worker holds: each owner makes the rows it
-    is asked for (`compute` of its local rows), as often as they are asked. For a table that is
-    cheap to make and as large as a worker's share of the graph (a model's input layer)."""
-
-    def __init__(self, owners: RowOwners, compute: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.owners, self.compute = owners, compute
-
-    def gather(self, nodes: torch.Tensor) -> torch.Tensor:
-        """The rows of `nodes` (global ids), wherever they live."""
-        asked = request(self.owners, nodes)
-        return asked.reply(self.compute(asked.served))
-
-
-class ShardedRows(ComputedRows):
+class ShardedRows:
     """A constant table (one row per node) of which this worker holds its own rows."""
 
     def __init__(self, owners: RowOwners, rows: torch.Tensor) -> None:
         _check_rows(owners, rows)
-        super().__init__(owners, lambda local: self.rows[local])  # `rows` as it is then: a
-        self.rows = rows  # caller may drop it (`rows = rows.new_empty(...)`) and free its memory
+        self.owners, self.rows = owners, rows
+
+    def gather(self, nodes: torch.Tensor) -> torch.Tensor:
+        """The rows of `nodes` (global ids), wherever they live."""
+        asked = request(self.owners, nodes)
+        return asked.reply(self.rows[asked.served])
 
 
 class ShardedEmbedding(nn.Module):

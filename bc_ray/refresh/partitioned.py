@@ -342,12 +342,15 @@ class PartitionedRefresh:
     def summary(self) -> dict:
         """The ranges as the refresh's stats record them: how many, the hubs, the largest halo,
         the pairs of ranges that read each other's whole block, and at most what one layer task
-        must hold (its graph, its own rows in and out; its sources it reads in place)."""
+        must hold (its graph, its own rows in and out; its sources it reads in place) and one
+        range graph task while it builds its graph (`sizing.build_bytes`)."""
         must_hold = max(self._layer_bytes(p) for p in range(self.parts))
+        build = max(s["build_bytes"] for s in self.sizes)
         return {"count": self.parts, "hubs": int(self.hubs.size),
                 "halo_rows_max": int(max(s["sources"] for s in self.sizes)),
                 "whole_blocks": _whole_blocks(self.sizes),
-                "task_must_hold_mb_max": round(must_hold / (1 << 20), 1)}
+                "task_must_hold_mb_max": round(must_hold / (1 << 20), 3),
+                "build_must_hold_mb_max": round(build / (1 << 20), 3)}
 
     def publish(self, outcome: RefreshOutcome, refreshed_at: datetime) -> None:
         publish_refresh(self.store, self.version.version, outcome.refresh_id,

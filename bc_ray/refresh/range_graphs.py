@@ -182,20 +182,21 @@ def _range_graph_task(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray,
 def build_range_graphs(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray, cpus: float,
                        degrees: np.ndarray) -> tuple[list[dict], list[ray.ObjectRef],
                                                      list[list[ray.ObjectRef]]]:
-    """(what each range's task found (`_range_graph_task`), graph refs by range, pieces[p][q]:
-    the ids of q's rows range p needs).
+    """(what each range's task found (`_range_graph_task`) and what it was planned to hold
+    ("build_bytes"), graph refs by range, pieces[p][q]: the ids of q's rows range p needs).
     Each task asks Ray for the memory it holds (`sizing.range_bytes`' build), besides the batch
     it reads (at most READ_ROWS edges)."""
     parts = len(ranges)
     ranges_ref, hubs_ref = ray.put(ranges), ray.put(hubs)
-    outputs = []
+    outputs, holds = [], []
     for part in range(parts):
         start, stop = ranges.range(part)
-        holds = build_bytes(int(degrees[start:stop].sum()), stop - start, degrees.size)
+        holds.append(build_bytes(int(degrees[start:stop].sum()), stop - start, degrees.size))
         task = _range_graph_task.options(num_cpus=cpus, num_returns=parts + 2,
-                                         memory=int(HEADROOM * holds),
+                                         memory=int(HEADROOM * holds[-1]),
                                          scheduling_strategy="SPREAD")
         outputs.append(task.remote(files, ranges_ref, hubs_ref, part))
-    sizes = ray.get([o[0] for o in outputs])
+    sizes = [{**found, "build_bytes": held}
+             for found, held in zip(ray.get([o[0] for o in outputs]), holds)]
     return sizes, [o[1] for o in outputs], [o[2:] for o in outputs]
 

@@ -9,9 +9,10 @@ share of the CSR and of the layers and its halo's node ids (at most one per edge
 rows, and never more than every node); the halo's rows it reads in place from the object store
 (`halo.py`), pages its node holds once for every task that reads them. Before that, the task
 that builds a range's graph holds its edge ends a few times over while it sorts them
-(`BUILD_BYTES_PER_END`), the most of a range's tasks unless its rows are few and wide. A node offers its Ray `memory` resource (what KubeRay
-sets from a pod's memory, or `ray start --memory`); a task of `c` CPUs gets `c / CPUs` of it. A
-plan fits when twice what it must hold is within that (measured peaks ran at 1.5x: RESULTS §10).
+(`BUILD_BYTES_PER_END`), the most of a range's tasks unless its rows are few and wide. A node
+offers its Ray `memory` resource (what KubeRay sets from a pod's memory, or `ray start
+--memory`); a task of `c` CPUs gets `c / CPUs` of it. A plan fits when twice what it must hold
+is within that (measured peaks ran at 1.5x: RESULTS §10).
 """
 
 from __future__ import annotations

@@ -4,13 +4,14 @@ amounts (the mean of every rank's gradient, as DDP and `average_sparse_gradients
 lazy Adam or row-wise Adagrad alike."""
 
 import os
+import weakref
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 
-from bc_ray.core.row_shards import ComputedRows, RowOwners, ShardedEmbedding, ShardedRows
+from bc_ray.core.row_shards import RowOwners, ShardedEmbedding, ShardedRows
 from bc_ray.core.sparse_rows import average_sparse_gradients, id_table_optimizer
 from bc_ray.core.trainer import ShardedAlignment
 from bc_ray.core.transforms import make_transform
@@ -71,13 +72,6 @@ def _rank(rank: int, port: int, optimizer: str, results) -> None:
     whole = torch.randn(USERS + ITEMS, DIM, generator=torch.Generator().manual_seed(5))
     asked = torch.tensor([[0, 30, 30, 7], [33, 1], []][rank], dtype=torch.long)
     results[f"gathered{rank}"] = ShardedRows(owners, _own_rows(owners, whole, rank)).gather(asked)
-    # Rows no worker holds, made by their owner on request, each call as many as it is asked.
-    made = []
-
-    def make(local: torch.Tensor) -> torch.Tensor:
-        made.append(local.numel())
-        return 2 * _own_rows(owners, whole, rank)[local]
-    results[f"computed{rank}"] = (ComputedRows(owners, make).gather(asked), made)
 
     sharded = ShardedEmbedding(owners, _own_rows(owners, whole, rank).clone(), lr=0.1,
                                optimizer=optimizer)
@@ -108,10 +102,6 @@ def test_three_ranks_gather_rows_and_train_them_as_one_table_would(optimizer):
     whole = torch.randn(USERS + ITEMS, DIM, generator=torch.Generator().manual_seed(5))
     for rank, asked in enumerate([[0, 30, 30, 7], [33, 1], []]):
         assert torch.equal(results[f"gathered{rank}"], whole[asked])
-        computed, made = results[f"computed{rank}"]
-        assert torch.equal(computed, 2 * whole[asked])
-        assert made == [sum(n in owned for n in (0, 30, 30, 7, 33, 1))
-                        for owned in [_owners().nodes_of(rank).tolist()]]  # repeats made twice
     owners = _owners()
     moved = torch.zeros(USERS + ITEMS, dtype=torch.bool)
     for rank in range(WORLD):
@@ -131,8 +121,6 @@ def test_three_ranks_gather_rows_and_train_them_as_one_table_would(optimizer):
 def test_rows_replaced_are_the_rows_gathered_and_the_old_ones_are_freed():
     """A caller frees a table it no longer needs by replacing its rows (the alignment targets,
     once no step follows): nothing else may keep the old tensor alive."""
-    import weakref
-
     owners = RowOwners(2, np.array([0, 2]), np.array([0, 1]))  # one worker: no group needed
     table = ShardedRows(owners, torch.arange(9.0).reshape(3, 3))
     old = weakref.ref(table.rows)

@@ -28,6 +28,7 @@ def test_every_partition_count_gives_the_unpartitioned_rows(ray_cluster, tmp_pat
     publish_model_version(store, small_snapshot.with_cutoff(0.7), layers=3)
     run_refresh(RefreshConfig(store=uri, mode="full", block_nodes=128))
     expected = {e: _rows(uri, e) for e in ("user", "item")}
+    holds = []
     for parts in (1, 3, 8):
         outcome = run_refresh(RefreshConfig(store=uri, partitions=parts, block_nodes=64,
                                             mode="full"))
@@ -42,8 +43,14 @@ def test_every_partition_count_gives_the_unpartitioned_rows(ray_cluster, tmp_pat
         assert {k.split("@")[0] for k in caches} == {"layer1", "layer2", "layer3"}
         assert len(caches) == 3 * len({k.split("@")[1] for k in caches}) <= 3 * parts
         assert outcome.stats["partitions"]["count"] == parts
+        holds.append((outcome.stats["partitions"]["task_must_hold_mb_max"],
+                      outcome.stats["partitions"]["build_must_hold_mb_max"]))
         assert len(outcome.files) >= min(parts, 2)  # each range writes its own rows
     assert outcome.stats["partitions"]["hubs"] > 0  # sent once to all ranges
+    # What a layer task and a build task must hold fall as ranges are added (a task reads its
+    # halo's rows in place: they are not its own).
+    for kind in (0, 1):
+        assert holds[0][kind] > holds[1][kind] > holds[2][kind] > 0
     # Over 8 ranges of this small graph some read another's whole block, some a piece of it.
     assert 0 < outcome.stats["partitions"]["whole_blocks"] < 8 * 8
 

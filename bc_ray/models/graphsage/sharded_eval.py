@@ -15,7 +15,6 @@ collectives.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,14 +22,13 @@ import torch
 import torch.distributed as dist
 
 from bc_ray.core.evaluation import recall_at_k
-from bc_ray.core.row_shards import ComputedRows, ShardedRows, owners_rank, to_rank0
+from bc_ray.core.row_shards import ShardedRows, owners_rank, to_rank0
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.partitioned_sampler import PartitionedNeighborSampler
 from bc_ray.models.graphsage.sharded_task import ShardedLinkPredictionTask, agreed
 
 EVAL_CHUNK = 4_096
 EVAL_ENDS = 1 << 18  # neighbours per run: a run of popular items holds theirs, not the graph's
-INPUT_CHUNK = 1 << 16  # rows of h_0 made at once for a request
 
 
 @dataclass(frozen=True)
@@ -81,51 +79,33 @@ def sharded_layerwise(task: ShardedLinkPredictionTask, model: EmbeddingModel,
     owners hold, or a whole model with its own tables (M_{k-1}, mapped: the gate's parent)."""
     owners = task.rows.owners
     model.eval()  # the trainer sets train() again at its next epoch
+    own_tables = len(model.ids) > 0
     nodes = owners.nodes_of(owners_rank())
     parts = _chunks(nodes, task.rows.crow, chunk, max_ends)
-    inputs = _input_rows(task, model, nodes)
+    # Each layer is written run by run into one matrix (no list of runs to join): a worker
+    # holds the layer it reads and the one it writes, and one run's rows.
+    h = _by_runs(parts, lambda part: model.inputs(
+        task.graph, part, None if own_tables else task.ids.rows_of(part)))
     one_hop = PartitionedNeighborSampler(owners, task.rows.crow, task.rows.neighbours, [-1])
     last = model.spec.num_layers - 1
-    if last < 0:
-        return inputs(torch.arange(nodes.numel()) if rows is None else rows)
-    # h_0 is never held: its owners make the rows each run asks for (`ComputedRows`), so a
-    # worker holds at most two layers of its rows, h_1 and the last layer's scored rows. Each
-    # later layer is written run by run into one matrix (no list of runs to join).
-    previous: ComputedRows = ComputedRows(owners, inputs)
+    if rows is not None and last < 0:
+        return h[rows]
     for index in range(model.spec.num_layers):
         if index == last and rows is not None:  # the rows read by scoring, every worker's
             degrees = np.diff(task.rows.crow)[rows.numpy()]  # runs as many as the others'
             parts = _chunks(nodes[rows], np.concatenate([[0], np.cumsum(degrees)]), chunk,
                             max_ends)
+        previous = ShardedRows(owners, h)
 
         def layer(part: torch.Tensor, index: int = index,
-                  previous: ComputedRows = previous) -> torch.Tensor:
+                  previous: ShardedRows = previous) -> torch.Tensor:
             sample = one_hop.sample(part)
             x = previous.gather(sample.nodes)
             block = sample.blocks[0]
             return model.layer(index, x, block.adjacency, x[:block.num_dst])
 
         h = _by_runs(parts, layer)
-        previous = ShardedRows(owners, h) if index < last else previous
     return h
-
-
-def _input_rows(task: ShardedLinkPredictionTask, model: EmbeddingModel,
-                nodes: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """h_0 of this worker's local rows: `model`'s inputs from the ID rows its tables hold (a
-    whole model, M_{k-1}) or this worker's rows of the sharded tables (`task.ids`), made
-    `INPUT_CHUNK` rows at a time into the reply (a hub's run asks for a million rows, whose
-    inputs' temporaries would take several times the reply)."""
-    own_tables = len(model.ids) > 0
-
-    def inputs(local: torch.Tensor) -> torch.Tensor:
-        out = torch.empty((local.numel(), model.spec.hidden_dim))
-        for start in range(0, local.numel(), INPUT_CHUNK):
-            part = local[start:start + INPUT_CHUNK]
-            ids = None if own_tables else task.ids.weight.detach()[part]
-            out[start:start + part.numel()] = model.inputs(task.graph, nodes[part], ids)
-        return out
-    return inputs
 
 
 def _by_runs(parts: list[torch.Tensor], compute) -> torch.Tensor:
