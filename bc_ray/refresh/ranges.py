@@ -11,7 +11,7 @@ sends anyway (one copy in the object store for every range that reads it, not on
 and takes its rows from it. So a task's source matrix is `[hubs; piece_0; ...; piece_{P-1}]`
 (each piece as sent or taken) and the range's columns index that matrix, which is never built:
 the task reads each source where it lies in the object store (`halo.Halo`), so its own memory
-is its rows of the graph and of the layers, falling as 1/P.
+is its rows of the graph and of the layers, falling with P.
 
 Rows hold what the whole graph's CSR (`Adjacency.bipartite`) holds: a user's distinct items, an
 item's distinct users, repeats merged. Only the columns' numbering differs, so a layer over a
