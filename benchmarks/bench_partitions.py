@@ -254,25 +254,32 @@ def main() -> None:
                                         "store": args.store, "object_store_gb":
                                         args.object_store_gb, "results": results})
     ray.shutdown()
+    print_results(results, nights, floor, bool(args.store), time.perf_counter() - started)
 
-    def mb(value) -> str:
-        return "-" if value in (None, 0) else f"{value:,.0f}"
 
-    first = "the first P" if args.store else "P=0"
-    print_table(f"Full refresh by node ranges (P = 0: unpartitioned; {os.cpu_count()} CPUs; "
-                f"MB; a worker's floor {floor:,.0f} MB; {time.perf_counter() - started:.0f}s "
-                "in all)",
-                ["edges", "P", "s", f"vs {first}", "planning s", "driver peak", "driver private",
-                 "task peak", "task private", "task private - floor", "builder peak",
-                 "layer task must hold", "build task must hold", "hubs", "max |diff|"],
+def _mb(value) -> str:
+    return "-" if value in (None, 0) else f"{value:,.0f}"
+
+
+def print_results(results: list[dict], nights: list[dict], floor: float, kept: bool,
+                  seconds: float) -> None:
+    """The tables: every full refresh, then (not for a kept store) the nightly pairs."""
+    title = "a kept store" if kept else "P = 0: unpartitioned"
+    print_table(f"Full refresh by node ranges ({title}; {os.cpu_count()} CPUs; MB; a worker's "
+                f"floor {floor:,.0f} MB; {seconds:.0f}s in all)",
+                ["edges", "P", "s", f"vs {'the first P' if kept else 'P=0'}", "planning s",
+                 "driver peak", "driver private", "task peak", "task private",
+                 "task private - floor", "builder peak", "layer task must hold",
+                 "build task must hold", "hubs", "max |diff|"],
                 [[r["edges"], r["partitions"], r["seconds"], r["ratio"],
                   "-" if r["ranges_seconds"] is None else r["ranges_seconds"],
-                  mb(r["driver_peak_mb"]),
-                  mb(r["driver_private_mb"]), mb(r["task_peak_mb"]), mb(r["task_private_mb"]),
-                  mb(r["task_private_mb"] - floor), mb(r["builder_peak_mb"]),
-                  mb(r["must_hold_mb"]), mb(r.get("build_must_hold_mb")), r["hubs"] or "-",
+                  _mb(r["driver_peak_mb"]), _mb(r["driver_private_mb"]),
+                  _mb(r["task_peak_mb"]), _mb(r["task_private_mb"]),
+                  _mb(r["task_private_mb"] and r["task_private_mb"] - floor),
+                  _mb(r["builder_peak_mb"]), _mb(r["must_hold_mb"]),
+                  _mb(r.get("build_must_hold_mb")), r["hubs"] or "-",
                   f"{r['max_abs_difference']:.1e}"] for r in results])
-    if args.store:
+    if kept:
         return
     print_table("A day later (the last 1 % of the timeline): incremental and full, by ranges "
                 "and unpartitioned (MB)",
@@ -282,9 +289,9 @@ def main() -> None:
                   r["seconds"] / next(f["seconds"] for f in nights
                                       if f["edges"] == r["edges"] and f["mode"] == "full"
                                       and f["partitions"] == r["partitions"]),
-                  r["affected_fraction"], mb(r["driver_private_mb"]), mb(r["task_private_mb"]),
-                  mb(r["builder_peak_mb"]), f"{r['max_abs_difference']:.1e}"] for r in nights])
-
+                  r["affected_fraction"], _mb(r["driver_private_mb"]),
+                  _mb(r["task_private_mb"]), _mb(r["builder_peak_mb"]),
+                  f"{r['max_abs_difference']:.1e}"] for r in nights])
 
 if __name__ == "__main__":
     main()

@@ -31,13 +31,13 @@ Rows = slice | np.ndarray  # a chunk of local rows: a span, or ascending indices
 
 @dataclass(frozen=True)
 class Halo:
-    """One layer's sources of a range, as sent: `parts[s]` holds the rows of the source matrix's
-    columns `starts[s]:starts[s + 1]`, the first P the ranges' hub rows, then one per range
-    (its piece, or with `block_of[s] >= 0` that range's whole block, indexed by node)."""
+    """One layer's sources of a range, as sent: `sources[s]` holds the rows of the source
+    matrix's columns `starts[s]:starts[s + 1]`, the first P the ranges' hub rows, then one per
+    range (its piece, or with `block_of[s] >= 0` that range's whole block, indexed by node)."""
 
     graph: RangeGraph
     starts: np.ndarray  # int64, 2P + 1, non-decreasing
-    parts: tuple[torch.Tensor, ...]  # 2P, float32 (rows, dim), zero-copy over what was sent
+    sources: tuple[torch.Tensor, ...]  # 2P, float32 (rows, dim), zero-copy over what was sent
     block_of: np.ndarray  # int64, 2P: the range whose whole block source s is, else -1
     dim: int
 
@@ -46,7 +46,10 @@ class Halo:
            pieces: Sequence[np.ndarray], dim: int) -> Halo:
         """From every range's hub rows and, by range, the piece it sent or its whole block
         (`ranges.range_sources`' order), each checked against the plan's count."""
-        parts = len(pieces)
+        parts = graph.whole.size
+        if len(hub_parts) != parts or len(pieces) != parts:
+            raise ValueError(f"a range of a {parts}-range plan got {len(hub_parts)} ranges' "
+                             f"hub rows and {len(pieces)} pieces")
         hub_ids = graph.source_ids[:int(graph.cuts[0])]
         starts = np.concatenate([np.searchsorted(hub_ids, graph.bounds[:parts]),
                                  graph.cuts]).astype(np.int64)
@@ -64,14 +67,17 @@ class Halo:
 
     def aggregate(self, rows: Rows, reduce: str) -> torch.Tensor:
         """(chunk rows, dim): each row's neighbours' mean, sum or max (zeros for rows without
-        any), as `Adjacency.aggregate` over the joined matrix would give."""
+        any), as `Adjacency.aggregate` (`aggregate_max`) over the joined matrix would give.
+        Each source adds its share into the chunk's output in place (`addmm_`: a product and
+        an add would write a chunk-sized matrix per source); `benchmarks/bench_halo.py` times
+        this against the joined matrix."""
         lengths, cols = self._entries(rows)
         count = lengths.size
         entry_row = np.repeat(np.arange(count, dtype=np.int64), lengths)
-        narrow = np.int16 if len(self.parts) < 2**15 else np.int32  # a radix sort's key
+        narrow = np.int16 if len(self.sources) < 2**15 else np.int32  # a radix sort's key
         source = (np.searchsorted(self.starts, cols, side="right") - 1).astype(narrow)
         order = np.argsort(source, kind="stable")  # each source's entries, rows ascending
-        sizes = np.bincount(source, minlength=len(self.parts))
+        sizes = np.bincount(source, minlength=len(self.sources))
         del source
         out = torch.zeros(count, self.dim) if reduce != "max" else torch.full(
             (count, self.dim), -torch.inf)
@@ -81,7 +87,7 @@ class Halo:
             take = order[ends[s] - sizes[s]:ends[s]]
             at, index = entry_row[take], self._index(s, cols[take])
             if reduce == "max":
-                gathered = self.parts[s][torch.from_numpy(index)]
+                gathered = self.sources[s][torch.from_numpy(index)]
                 out.scatter_reduce_(0, torch.from_numpy(at)[:, None].expand(-1, self.dim),
                                     gathered, reduce="amax", include_self=True)
                 continue
@@ -90,7 +96,7 @@ class Halo:
             values = (torch.from_numpy(weight[at]) if weight is not None
                       else torch.ones(at.size))
             out.addmm_(csr_matrix(torch.from_numpy(crow), torch.from_numpy(index), values,
-                                  count, self.parts[s].shape[0]), self.parts[s])
+                                  count, self.sources[s].shape[0]), self.sources[s])
         if reduce == "max":
             out[torch.from_numpy(lengths == 0)] = 0.0
         return out

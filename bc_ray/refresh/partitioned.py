@@ -1,9 +1,9 @@
 """A layer-wise refresh partitioned by node range (`bc-ray refresh --partitions P`).
 
-Task p of P holds only its range's rows of the adjacency and, per layer, the previous layer's
-rows of its halo, which every range's task of the stage before sent it through the object store
-(`ranges.py`): no process holds the whole graph or a whole layer, and no layer builder assembles
-one. The driver plans and passes references: it reads the entity tables (ids, features,
+Task p of P holds only its range's rows of the adjacency and, per layer, its own rows; it reads
+the previous layer's rows of its halo, which every range's task of the stage before sent it
+through the object store, where they lie (`ranges.py`, `halo.py`): no process holds the whole
+graph or a whole layer, and no layer builder assembles one. The driver plans and passes references: it reads the entity tables (ids, features,
 visibility), adds up the degrees that one task per edge file counts, cuts the nodes into ranges
 of equal work and picks the hubs; tasks build the range graphs from the edge files
 (`range_graphs.py`) and run the stages (`range_stages.py`); the last stage's tasks write their

@@ -31,8 +31,8 @@ import torch
 from bc_ray.core.graph import shared_tensor
 from bc_ray.core.node_rows import balanced_bounds
 from bc_ray.exceptions import ConfigError
-from bc_ray.refresh.halo import Halo
 from bc_ray.models.graphsage.model import LayerStack
+from bc_ray.refresh.halo import Halo, Rows
 
 HUB_SHARE = 0.5  # a node in the halo of at least this share of ranges is sent once, to all
 WHOLE_SHARE = 0.5  # a range needing at least this share of another's rows reads its whole block
@@ -101,11 +101,6 @@ class RangeGraph:
         reached = nodes[self.start:self.stop].copy()
         reached[np.searchsorted(self.crow, hit, side="right") - 1] = True
         return reached
-
-    def taken(self, part: int) -> np.ndarray:
-        """The rows of range `part`'s block (local indices) that make this range's piece of it."""
-        ids = self.source_ids[int(self.cuts[part]):int(self.cuts[part + 1])]
-        return ids - self.bounds[part]
 
     @property
     def nbytes(self) -> int:
@@ -224,7 +219,7 @@ class RangeLayer:
         self.layers.eval()
         if redo is None:
             rows = np.empty((graph.num_rows, width), dtype=np.float32)
-            chunks: list[slice | np.ndarray] = [
+            chunks: list[Rows] = [
                 slice(first, min(first + self.chunk, graph.num_rows))
                 for first in range(0, graph.num_rows, self.chunk)]
         else:

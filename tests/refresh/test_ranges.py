@@ -74,6 +74,14 @@ def test_balanced_ranges_cover_every_node_once():
         NodeRanges.balanced(degrees, 0)
 
 
+def _sent(outgoing: Outgoing, rows: np.ndarray) -> list[np.ndarray]:
+    """What a range sends of its rows, read-only as the object store hands it out."""
+    pieces = outgoing.pieces(np.array(rows))
+    for piece in pieces:
+        piece.setflags(write=False)
+    return pieces
+
+
 def _sources(graphs, sent, p: int) -> list:
     """Range p's sources from what every range sent: hubs, then pieces or whole blocks."""
     return range_sources(graphs[p].whole, [s[1] for s in sent], [s[0] for s in sent],
@@ -115,11 +123,11 @@ def test_a_layer_by_ranges_equals_the_whole_graphs(parts, share, aggregation, sm
                    for q in np.flatnonzero(reads_block[p]))
     outgoing = [Outgoing.of(*ranges.range(q), hubs, [pieces[q] for _, pieces in split])
                 for q in range(parts)]
-    sent = [outgoing[p].pieces(h0[slice(*ranges.range(p))].numpy()) for p in range(parts)]
+    sent = [_sent(outgoing[p], h0[slice(*ranges.range(p))].numpy()) for p in range(parts)]
     for layer in (1, 2, 3):
         step = RangeLayer(model.layer_stack(), layer, parts, chunk=50, threads=1)
-        sent = [outgoing[p].pieces(step.compute(graphs[p], sent[p][0],
-                                                _sources(graphs, sent, p))[0])
+        sent = [_sent(outgoing[p], step.compute(graphs[p], sent[p][0],
+                                                 _sources(graphs, sent, p))[0])
                 for p in range(parts)]
         whole = np.concatenate([s[0] for s in sent])
         assert whole.shape == tuple(layers[layer - 1].shape)
@@ -137,7 +145,7 @@ def test_a_layer_by_ranges_equals_the_whole_graphs(parts, share, aggregation, sm
     assert np.array_equal(np.flatnonzero(reached), hops)
     stale = np.full((nodes, 16), 7.0, dtype=np.float32)
     step = RangeLayer(model.layer_stack(), 1, parts, chunk=5, threads=1)
-    h0_sent = [outgoing[p].pieces(h0[slice(*ranges.range(p))].numpy()) for p in range(parts)]
+    h0_sent = [_sent(outgoing[p], h0[slice(*ranges.range(p))].numpy()) for p in range(parts)]
     for p in range(parts):
         start, stop = ranges.range(p)
         redo = _Redo(np.flatnonzero(reached[start:stop]), stale)
