@@ -16,15 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from bc_ray.core.graph import csr_matrix, shared_tensor
-
-if TYPE_CHECKING:  # ranges computes its layers through this module
-    from bc_ray.refresh.ranges import RangeGraph
+from bc_ray.refresh.ranges import RangeGraph
 
 Rows = slice | np.ndarray  # a chunk of local rows: a span, or ascending indices
 

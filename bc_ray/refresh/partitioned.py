@@ -51,7 +51,8 @@ from bc_ray.refresh.range_stages import (
     outgoing_task,
     reach_task,
 )
-from bc_ray.refresh.ranges import NodeRanges, RangeLayer, entity_bounds, find_hubs
+from bc_ray.refresh.range_layer import RangeLayer
+from bc_ray.refresh.ranges import NodeRanges, entity_bounds, find_hubs
 from bc_ray.refresh.results import RefreshOutcome, StageResult, WrittenFile
 from bc_ray.refresh.sizing import HEADROOM, MAX_PARTITIONS, range_bytes, slot_memory, too_big
 from bc_ray.refresh.sink import TableTarget

@@ -102,7 +102,7 @@ def _read_rows(store: Store, record: FileRecord, dim: int, begins: int, first: i
 
 @dataclass(frozen=True)
 class CachedRecompute:
-    """An incremental stage of one range (`ranges.Recompute`): the local rows a change reaches
+    """An incremental stage of one range (`range_layer.Recompute`): the local rows a change reaches
     by this layer; the others are as the previous refresh cached them."""
 
     rows: np.ndarray  # int64, ascending local rows

@@ -23,14 +23,8 @@ from bc_ray.core.graph import FeatureBag, GraphTensors
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.serialization import model_from_bytes, model_from_file
 from bc_ray.refresh.range_cache import CacheTarget
-from bc_ray.refresh.ranges import (
-    Outgoing,
-    RangeGraph,
-    RangeLayer,
-    Recompute,
-    entity_bounds,
-    range_sources,
-)
+from bc_ray.refresh.range_layer import RangeLayer, Recompute
+from bc_ray.refresh.ranges import Outgoing, RangeGraph, entity_bounds, range_sources
 from bc_ray.refresh.results import WrittenFile
 from bc_ray.refresh.sink import TableTarget, write_rows
 from bc_ray.store.state import FileRecord, StoreState, VersionRecord

@@ -12,11 +12,11 @@ from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.inference import expand_hops, layerwise_embed
 from bc_ray.models.graphsage.model import build_model
 from bc_ray.models.graphsage.spec import VersionSpec
+from bc_ray.refresh.range_layer import RangeLayer
 from bc_ray.refresh.ranges import (
     WHOLE_SHARE,
     NodeRanges,
     Outgoing,
-    RangeLayer,
     find_hubs,
     range_sources,
     split_range,
@@ -156,7 +156,7 @@ def test_a_layer_by_ranges_equals_the_whole_graphs(parts, share, aggregation, sm
 
 
 class _Redo:
-    """A `ranges.Recompute` with its cached rows in memory."""
+    """A `range_layer.Recompute` with its cached rows in memory."""
 
     def __init__(self, rows: np.ndarray, cached: np.ndarray) -> None:
         self.rows, self.cached = rows.astype(np.int64), cached
