@@ -86,6 +86,7 @@ def worker_floor() -> float:
 
     @ray.remote(num_cpus=0, max_calls=1)  # a fresh worker, not reused after
     def imported() -> float:
+        import bc_ray.refresh.edge_shuffle  # noqa: F401
         import bc_ray.refresh.range_graphs  # noqa: F401
         import bc_ray.refresh.range_stages  # noqa: F401
         from bc_ray.memory import private_bytes

@@ -39,6 +39,21 @@ def row_keys(edge_user: np.ndarray, edge_item: np.ndarray, num_users: int, num_n
     return keys[0] if len(keys) == 1 else np.concatenate(keys)
 
 
+def end_keys(edge_user: np.ndarray, edge_item: np.ndarray, num_users: int,
+             bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every end of the edges (global entity indices) as (the range of its row, its key in that
+    range as `row_keys` makes it), rows cut into ranges by `bounds` (P + 1 node ids): one pass
+    keys the ends for every range at once, where `row_keys` keeps one range's."""
+    num_nodes = int(bounds[-1])
+    rows = np.concatenate([edge_user, edge_item + num_users]).astype(np.int64, copy=False)
+    neighbours = np.concatenate([edge_item + num_users, edge_user]).astype(np.int64, copy=False)
+    owner = np.searchsorted(bounds, rows, side="right") - 1
+    rows -= bounds[owner]
+    rows *= num_nodes
+    rows += neighbours
+    return owner.astype(np.int16 if len(bounds) <= 1 << 15 else np.int32), rows
+
+
 def rows_of_keys(keys: np.ndarray, rows: int, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """(CSR row pointers, neighbours as global node ids) of `rows` rows from their ends' keys
     (`row_keys`; repeats merged, each row's neighbours ascending). `keys` is consumed: sorted,

@@ -3,12 +3,13 @@
 Task p of P holds only its range's rows of the adjacency and, per layer, its own rows; it reads
 the previous layer's rows of its halo, which every range's task of the stage before sent it
 through the object store, where they lie (`ranges.py`, `halo.py`): no process holds the whole
-graph or a whole layer, and no layer builder assembles one. The driver plans and passes references: it reads the entity tables (ids, features,
-visibility), adds up the degrees that one task per edge file counts, cuts the nodes into ranges
-of equal work and picks the hubs; tasks build the range graphs from the edge files
-(`range_graphs.py`) and run the stages (`range_stages.py`); the last stage's tasks write their
-rows to Parquet, and one log entry publishes the tables, as in the unpartitioned refresh
-(`job.py`), whose results these equal to float rounding.
+graph or a whole layer, and no layer builder assembles one. The driver plans and passes
+references: it reads the entity tables (ids, features, visibility), adds up the degrees that
+one task per edge file counts, cuts the nodes into ranges of equal work and picks the hubs;
+tasks send each range its edge ends, every file read once (`edge_shuffle.py`), build the range
+graphs from them (`range_graphs.py`) and run the stages (`range_stages.py`); the last stage's
+tasks write their rows to Parquet, and one log entry publishes the tables, as in the
+unpartitioned refresh (`job.py`), whose results these equal to float rounding.
 
 Every layer task caches its range's rows of h_1..h_L next to the tables (`range_cache`). The
 next refresh is then incremental where the graph only grew: the range graph tasks name the
@@ -37,6 +38,7 @@ from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.refresh.config import WRITE_COST, RefreshConfig
+from bc_ray.refresh.edge_shuffle import shuffle_ends
 from bc_ray.refresh.plan import RefreshPlan, plan_range_refresh
 from bc_ray.refresh.range_cache import CacheTarget, CachedRecompute, RangeCache, merge_caches
 from bc_ray.refresh.range_graphs import EdgeFiles, build_range_graphs, count_degrees
@@ -157,14 +159,14 @@ class PartitionedRefresh:
         width = _width(version)
         ranges = plan_ranges(degrees, config.partitions, width, budget, adapt)
         hubs = find_hubs(degrees, ranges)
-        sizes, graphs, pieces = build_range_graphs(files, ranges, hubs, config.cpus_per_task,
-                                                   degrees)
+        ends = shuffle_ends(files, ranges, config.cpus_per_task, budget)
+        sizes, graphs, pieces = build_range_graphs(ends.pieces, ranges, hubs,
+                                                   config.cpus_per_task, degrees)
         del degrees
         touched = np.concatenate([ranges.range(p)[0] + s.pop("touched")
                                   for p, s in enumerate(sizes)])
-        new_edges = sum(s.pop("new_edges") for s in sizes)
         if window is not None:
-            plan.reason = window.describe(new_edges)
+            plan.reason = window.describe(ends.new_edges)
         hubs_ref = ray.put(hubs)
         outgoing = [outgoing_task.remote(*ranges.range(q), hubs_ref,
                                          *(pieces[p][q] for p in range(len(ranges))))

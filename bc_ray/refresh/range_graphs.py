@@ -2,9 +2,9 @@
 process (the driver included) ever holds the whole edge list or the whole CSR.
 
 Two passes over the files: one task per file counts degrees (and checks the file's sha256,
-streamed), which the driver adds up to plan the ranges; then one task per range keeps the ends
-in its rows (an 8-byte key each: `node_rows.row_keys`), builds its CSR and sends every other
-range the ids of the rows it will need of it.
+streamed), which the driver adds up to plan the ranges; then one task per file sends every
+range the ends in its rows (an 8-byte key each: `edge_shuffle.py`), and one task per range
+builds its CSR from them and sends every other range the ids of the rows it will need of it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import ray
 
 from bc_ray.exceptions import CorruptFileError, DataError
 from bc_ray.io import StorageOptions
-from bc_ray.memory import return_freed_memory
-from bc_ray.core.node_rows import drained, row_keys, rows_of_keys
+from bc_ray.core.node_rows import drained, rows_of_keys
 from bc_ray.refresh.ranges import NodeRanges, split_range
 from bc_ray.refresh.sizing import HEADROOM, build_bytes, too_big
 from bc_ray.store.state import FileRecord, StoreState
@@ -49,6 +48,7 @@ class EdgeFiles:
     num_items: int
     since: float | None = None  # an incremental refresh's: edges past it are new (`Window`)
     until: float | None = None  # a bump's held-out split: only edges up to it (`time_column`)
+    read_rows: int = READ_ROWS  # edges per record batch read
 
     @classmethod
     def of(cls, store: Store, state: StoreState, num_users: int, num_items: int,
@@ -84,7 +84,7 @@ class EdgeFiles:
         try:
             with store.io.fs.open(store.io.path(file.record.path), "rb") as handle:
                 reader = pq.ParquetFile(handle)
-                for batch in reader.iter_batches(batch_size=READ_ROWS, columns=wanted):
+                for batch in reader.iter_batches(batch_size=self.read_rows, columns=wanted):
                     values = batch.column(file.column)
                     keep = (pc.less_equal(values, file.upto) if file.column == "t"
                             else pc.less(values, int(file.upto)))
@@ -151,41 +151,31 @@ def count_degrees(files: EdgeFiles, cpus: float, budget: int | None,
 
 
 @ray.remote
-def _range_graph_task(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray,
-                      part: int) -> tuple:
+def _range_graph_task(ranges: NodeRanges, hubs: np.ndarray, part: int, *pieces) -> tuple:
     """(what it found, range `part`'s graph, and for each range q the ids of q's rows it
-    needs). What it found: the graph's sizes and, incrementally, the range's nodes with new edges
-    ("touched", local rows) and the new edges by their user (each counted by one range)."""
+    needs), from its ends as every file's shuffle task sent them (`edge_shuffle.RangeEnds`,
+    read where they lie in the object store). What it found: the graph's sizes and,
+    incrementally, the range's nodes with new edges ("touched", local rows)."""
     start, stop = ranges.range(part)
-    keys = []  # the range's ends, 8 bytes each (`row_keys`), not its edges
+    num_nodes = int(ranges.bounds[-1])
     touched = np.zeros(stop - start, dtype=bool)
-    new_edges = 0
-    for index in range(len(files.files)):
-        for edge_user, edge_item, new in files.edges(index):
-            keys.append(row_keys(edge_user, edge_item, files.num_users, files.num_nodes, start,
-                                 stop))
-            if new is not None:
-                by_user = (edge_user >= start) & (edge_user < stop)
-                by_item = ((edge_item + files.num_users >= start)
-                           & (edge_item + files.num_users < stop))
-                touched[edge_user[new & by_user] - start] = True
-                touched[edge_item[new & by_item] + files.num_users - start] = True
-                new_edges += int((new & by_user).sum())
-    crow, neighbours = rows_of_keys(drained(keys, return_freed_memory), stop - start,
-                                    files.num_nodes)
-    graph, pieces = split_range(crow, neighbours, start, stop, hubs, ranges)
+    for piece in pieces:
+        touched[piece.touched] = True
+    crow, neighbours = rows_of_keys(drained([piece.keys for piece in pieces]), stop - start,
+                                    num_nodes)
+    graph, outgoing = split_range(crow, neighbours, start, stop, hubs, ranges)
     found = {"sources": graph.num_sources, "bytes": graph.nbytes, "whole": graph.whole,
-             "touched": np.flatnonzero(touched), "new_edges": new_edges}
-    return (found, graph, *pieces)
+             "touched": np.flatnonzero(touched)}
+    return (found, graph, *outgoing)
 
 
-def build_range_graphs(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray, cpus: float,
-                       degrees: np.ndarray) -> tuple[list[dict], list[ray.ObjectRef],
-                                                     list[list[ray.ObjectRef]]]:
+def build_range_graphs(ends: list[list[ray.ObjectRef]], ranges: NodeRanges, hubs: np.ndarray,
+                       cpus: float, degrees: np.ndarray
+                       ) -> tuple[list[dict], list[ray.ObjectRef], list[list[ray.ObjectRef]]]:
     """(what each range's task found (`_range_graph_task`) and what it was planned to hold
-    ("build_bytes"), graph refs by range, pieces[p][q]: the ids of q's rows range p needs).
-    Each task asks Ray for the memory it holds (`sizing.range_bytes`' build), besides the batch
-    it reads (at most READ_ROWS edges)."""
+    ("build_bytes"), graph refs by range, pieces[p][q]: the ids of q's rows range p needs),
+    from `ends[p]`, range p's ends as the shuffle sent them (`edge_shuffle.shuffle_ends`).
+    Each task asks Ray for the memory it holds (`sizing.range_bytes`' build)."""
     parts = len(ranges)
     ranges_ref, hubs_ref = ray.put(ranges), ray.put(hubs)
     outputs, holds = [], []
@@ -195,8 +185,7 @@ def build_range_graphs(files: EdgeFiles, ranges: NodeRanges, hubs: np.ndarray, c
         task = _range_graph_task.options(num_cpus=cpus, num_returns=parts + 2,
                                          memory=int(HEADROOM * holds[-1]),
                                          scheduling_strategy="SPREAD")
-        outputs.append(task.remote(files, ranges_ref, hubs_ref, part))
+        outputs.append(task.remote(ranges_ref, hubs_ref, part, *ends[part]))
     sizes = [{**found, "build_bytes": held}
              for found, held in zip(ray.get([o[0] for o in outputs]), holds)]
     return sizes, [o[1] for o in outputs], [o[2:] for o in outputs]
-

@@ -18,7 +18,8 @@ from bc_ray.refresh.config import RefreshConfig
 def _warm() -> str:
     import ray.data  # noqa: F401  (the stages' task code and what it imports)
 
-    import bc_ray.refresh.range_graphs  # noqa: F401  (the partitioned refresh's tasks)
+    import bc_ray.refresh.edge_shuffle  # noqa: F401  (the partitioned refresh's tasks)
+    import bc_ray.refresh.range_graphs  # noqa: F401
     import bc_ray.refresh.range_stages  # noqa: F401
     import bc_ray.refresh.tasks  # noqa: F401
 

@@ -1,0 +1,161 @@
+"""The snapshot's edge ends sent to the ranges whose rows they are, each edge file read once.
+
+A range's graph task used to read every edge file and keep its own ends: P reads of the whole
+graph, which made planning grow with P (RESULTS §10). Now one task per file reads it once, keys
+every end for the range of its row (`node_rows.end_keys`) and sends each range its share through
+the object store; each range's task then reads its shares there (`range_graphs.py`). A task
+streams its file: a Ray generator, it yields one piece per range every `flush_ends` ends and
+holds no more than that, so a snapshot kept in one large file is never held whole. Between the
+two stages the object store holds the keys, 8 bytes an end, spread over the nodes whose tasks
+read the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+from bc_ray.core.node_rows import end_keys
+from bc_ray.refresh.range_graphs import EdgeFiles
+from bc_ray.refresh.ranges import NodeRanges
+from bc_ray.refresh.sizing import HEADROOM, too_big
+
+FLUSH_ENDS = 1 << 22  # ends a task keys before it sends them on (32 MB of keys)
+MIN_PIECE_ENDS = 1 << 14  # 128 KB of keys: Ray keeps objects under 100 KB in the caller's
+# memory, not the object store, and the driver must not hold the graph's small pieces
+SHUFFLE_BYTES_PER_END = 40  # a flush: the keys and ranges as keyed, joined, and sorted by range
+READ_BYTES_PER_EDGE = 96  # a record batch as read and converted, and its two ends' keys
+
+
+def flush_ends(parts: int) -> int:
+    """Ends a task keys before it sends each of `parts` ranges its piece: enough that an
+    average piece is not kept in the caller's memory."""
+    return max(FLUSH_ENDS, parts * MIN_PIECE_ENDS)
+
+
+def shuffle_bytes(flush_at: int, read_rows: int) -> int:
+    """What a shuffle task holds: one flush of keyed ends (it sends them once past `flush_at`,
+    so at most a record batch's more) and one record batch of `read_rows` edges."""
+    return SHUFFLE_BYTES_PER_END * (flush_at + 2 * read_rows) + READ_BYTES_PER_EDGE * read_rows
+
+
+@dataclass(frozen=True)
+class RangeEnds:
+    """One range's share of a flush: its ends' keys (`row_keys`: local row x nodes +
+    neighbour) and, in an incremental refresh, the local rows whose nodes have new edges."""
+
+    keys: np.ndarray
+    touched: np.ndarray
+
+
+@dataclass
+class _Flush:
+    """Keyed ends waiting to be sent, and the touched rows among them, with their ranges."""
+
+    parts: int
+    keys: list[np.ndarray]
+    owners: list[np.ndarray]
+    touched: list[np.ndarray]
+    touched_owners: list[np.ndarray]
+    ends: int = 0
+
+    @classmethod
+    def empty(cls, parts: int) -> _Flush:
+        return cls(parts, [], [], [], [])
+
+    def add(self, owner: np.ndarray, keys: np.ndarray, new: np.ndarray | None,
+            num_nodes: int) -> None:
+        self.keys.append(keys)
+        self.owners.append(owner)
+        self.ends += keys.size
+        if new is not None:
+            ends_new = np.concatenate([new, new])  # an edge's two ends, as `end_keys` orders them
+            self.touched.append(keys[ends_new] // num_nodes)
+            self.touched_owners.append(owner[ends_new])
+
+    def pieces(self) -> Iterator[RangeEnds]:
+        """One piece per range, in range order."""
+        keys, key_cuts = _by_owner(self.keys, self.owners, self.parts)
+        touched, touched_cuts = _by_owner(self.touched, self.touched_owners, self.parts)
+        for part in range(self.parts):
+            yield RangeEnds(keys[key_cuts[part]:key_cuts[part + 1]],
+                            touched[touched_cuts[part]:touched_cuts[part + 1]])
+
+
+def _by_owner(values: list[np.ndarray], owners: list[np.ndarray],
+              parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """`values` joined and grouped by range (stable: a radix sort of small ints), with the
+    `parts` + 1 cuts between the groups. The lists are emptied as they are joined."""
+    if not values:
+        return np.zeros(0, dtype=np.int64), np.zeros(parts + 1, dtype=np.int64)
+    owner = np.concatenate(owners)
+    owners.clear()
+    joined = np.concatenate(values)
+    values.clear()
+    order = np.argsort(owner, kind="stable")
+    cuts = np.zeros(parts + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=parts), out=cuts[1:])
+    del owner
+    return joined[order], cuts
+
+
+@ray.remote
+def _shuffle_task(files: EdgeFiles, index: int, ranges: NodeRanges, flush_at: int) -> Iterator:
+    """File `index`'s ends: for each flush (of at least `flush_at` ends, the last excepted), one
+    `RangeEnds` per range (in range order); last, the file's count of new edges (0 unless
+    incremental)."""
+    parts, num_nodes = len(ranges), int(ranges.bounds[-1])
+    flush = _Flush.empty(parts)
+    new_edges = 0
+    for users, items, new in files.edges(index):
+        owner, keys = end_keys(users, items, files.num_users, ranges.bounds)
+        del users, items
+        flush.add(owner, keys, new, num_nodes)
+        if new is not None:
+            new_edges += int(np.count_nonzero(new))
+        if flush.ends >= flush_at:
+            yield from flush.pieces()
+            flush = _Flush.empty(parts)
+    if flush.ends:
+        yield from flush.pieces()
+    yield new_edges
+
+
+@dataclass(frozen=True)
+class ShuffledEnds:
+    """Every file's ends by range: `pieces[p]`, the refs of range p's `RangeEnds` (one per
+    flush of every file), and the snapshot's count of new edges."""
+
+    pieces: list[list[ray.ObjectRef]]
+    new_edges: int
+
+
+def shuffle_ends(files: EdgeFiles, ranges: NodeRanges, cpus: float, budget: int | None,
+                 flush_at: int | None = None) -> ShuffledEnds:
+    """Each edge file read once, its ends sent to their ranges (`_shuffle_task`, one per file,
+    as many at once as the cluster has room for), `flush_at` ends at a time (default
+    `flush_ends`)."""
+    parts = len(ranges)
+    flush_at = flush_at or flush_ends(parts)
+    holds = shuffle_bytes(flush_at, files.read_rows)
+    if budget is not None and HEADROOM * holds > budget:
+        raise too_big("sending a file's edge ends to their ranges, a task", holds, budget, True)
+    task = _shuffle_task.options(num_cpus=cpus, memory=int(HEADROOM * holds),
+                                 scheduling_strategy="SPREAD")
+    ranges_ref = ray.put(ranges)
+    streams = [task.remote(files, index, ranges_ref, flush_at)
+               for index in range(len(files.files))]
+    pieces: list[list[ray.ObjectRef]] = [[] for _ in range(parts)]
+    new_edges = 0
+    for stream in streams:
+        refs = list(stream)
+        new_edges += int(ray.get(refs.pop()))
+        if len(refs) % parts:
+            raise RuntimeError(f"a shuffle task sent {len(refs)} pieces, not whole flushes of "
+                               f"{parts}")
+        for at, ref in enumerate(refs):
+            pieces[at % parts].append(ref)
+    return ShuffledEnds(pieces, new_edges)
