@@ -12,6 +12,7 @@ read the files.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ MIN_PIECE_ENDS = 1 << 14  # 128 KB of keys: Ray keeps objects under 100 KB in th
 # memory, not the object store, and the driver must not hold the graph's small pieces
 SHUFFLE_BYTES_PER_END = 40  # a flush: the keys and ranges as keyed, joined, and sorted by range
 READ_BYTES_PER_EDGE = 96  # a record batch as read and converted, and its two ends' keys
+MIN_READ_ROWS = 256  # edges a record batch reads at least, however little a task may hold
 
 
 def flush_ends(parts: int) -> int:
@@ -40,6 +42,26 @@ def shuffle_bytes(flush_at: int, read_rows: int) -> int:
     """What a shuffle task holds: one flush of keyed ends (it sends them once past `flush_at`,
     so at most a record batch's more) and one record batch of `read_rows` edges."""
     return SHUFFLE_BYTES_PER_END * (flush_at + 2 * read_rows) + READ_BYTES_PER_EDGE * read_rows
+
+
+def fitted(flush_at: int, read_rows: int, edges: int, budget: int | None) -> tuple[int, int]:
+    """(`flush_at`, `read_rows`) no larger than the snapshot's `edges` need, and both cut by as
+    much as it takes for a task's hold to fit `budget` with headroom: a node of little memory
+    gets smaller flushes and batches (and more, smaller pieces), not a refusal. At least
+    MIN_READ_ROWS edges a batch."""
+    read_rows = max(1, min(read_rows, edges))
+    flush_at = max(1, min(flush_at, 2 * edges))
+    holds = shuffle_bytes(flush_at, read_rows)
+    if budget is None or HEADROOM * holds <= budget:
+        return flush_at, read_rows
+    scale = budget / (HEADROOM * holds)
+    read_rows = min(read_rows, max(MIN_READ_ROWS, int(read_rows * scale)))
+    room = budget / HEADROOM - shuffle_bytes(0, read_rows)  # what a flush's ends may take
+    if room < SHUFFLE_BYTES_PER_END:
+        raise too_big("sending a file's edge ends to their ranges, a task",
+                      shuffle_bytes(1, read_rows), budget, True)
+    flush_at = min(flush_at, int(room // SHUFFLE_BYTES_PER_END))
+    return flush_at, read_rows
 
 
 @dataclass(frozen=True)
@@ -133,16 +155,15 @@ class ShuffledEnds:
     new_edges: int
 
 
-def shuffle_ends(files: EdgeFiles, ranges: NodeRanges, cpus: float, budget: int | None,
-                 flush_at: int | None = None) -> ShuffledEnds:
-    """Each edge file read once, its ends sent to their ranges (`_shuffle_task`, one per file,
-    as many at once as the cluster has room for), `flush_at` ends at a time (default
-    `flush_ends`)."""
+def shuffle_ends(files: EdgeFiles, ranges: NodeRanges, edges: int, cpus: float,
+                 budget: int | None, flush_at: int | None = None) -> ShuffledEnds:
+    """Each edge file of the snapshot's `edges` read once, its ends sent to their ranges
+    (`_shuffle_task`, one per file, as many at once as the cluster has room for), `flush_at`
+    ends at a time (default `flush_ends`), both cut to fit `budget` (`fitted`)."""
     parts = len(ranges)
-    flush_at = flush_at or flush_ends(parts)
-    holds = shuffle_bytes(flush_at, files.read_rows)
-    if budget is not None and HEADROOM * holds > budget:
-        raise too_big("sending a file's edge ends to their ranges, a task", holds, budget, True)
+    flush_at, read_rows = fitted(flush_at or flush_ends(parts), files.read_rows, edges, budget)
+    files = dataclasses.replace(files, read_rows=read_rows)
+    holds = shuffle_bytes(flush_at, read_rows)
     task = _shuffle_task.options(num_cpus=cpus, memory=int(HEADROOM * holds),
                                  scheduling_strategy="SPREAD")
     ranges_ref = ray.put(ranges)

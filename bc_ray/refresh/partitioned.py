@@ -159,7 +159,7 @@ class PartitionedRefresh:
         width = _width(version)
         ranges = plan_ranges(degrees, config.partitions, width, budget, adapt)
         hubs = find_hubs(degrees, ranges)
-        ends = shuffle_ends(files, ranges, config.cpus_per_task, budget)
+        ends = shuffle_ends(files, ranges, int(degrees.sum()) // 2, config.cpus_per_task, budget)
         sizes, graphs, pieces = build_range_graphs(ends.pieces, ranges, hubs,
                                                    config.cpus_per_task, degrees)
         del degrees

@@ -11,7 +11,9 @@ import pytest
 import ray
 
 from bc_ray.core.node_rows import end_keys, range_rows, row_keys
-from bc_ray.refresh.edge_shuffle import shuffle_ends
+from bc_ray.exceptions import ConfigError
+from bc_ray.refresh.edge_shuffle import fitted, shuffle_bytes, shuffle_ends
+from bc_ray.refresh.sizing import HEADROOM
 from bc_ray.refresh.range_graphs import EdgeFile, EdgeFiles, build_range_graphs
 from bc_ray.refresh.ranges import NodeRanges
 from bc_ray.store.state import FileRecord
@@ -46,6 +48,18 @@ def test_ends_keyed_for_every_range_at_once_are_each_ranges_own_keys():
                                                           (2 + big - 10) * 2 * big + 1]
 
 
+def test_a_shuffle_task_reads_and_flushes_no_more_than_its_memory_allows():
+    # A graph smaller than a flush or a batch: no more than it.
+    assert fitted(1 << 22, 1 << 20, 6000, None) == (12000, 6000)
+    # Little memory: smaller flushes and batches that fit, not a refusal.
+    budget = 200_000
+    flush_at, read_rows = fitted(1 << 22, 1 << 20, 10**8, budget)
+    assert HEADROOM * shuffle_bytes(flush_at, read_rows) <= budget and flush_at >= 1
+    assert read_rows >= 256
+    with pytest.raises(ConfigError, match="sending a file's edge ends to their ranges"):
+        fitted(1 << 22, 1 << 20, 10**8, 10_000)
+
+
 def _files(tmp_path, edge_user, edge_item, batch, read_rows: int, since) -> EdgeFiles:
     """Two ingested files of three batches each; the snapshot holds batches 0..4."""
     records = []
@@ -71,7 +85,7 @@ def test_each_ranges_graph_from_its_shuffled_ends_equals_its_rows_of_the_edge_li
     degrees = np.bincount(np.concatenate([edge_user[kept], edge_item[kept] + USERS]),
                           minlength=USERS + ITEMS)
     ranges = NodeRanges.balanced(degrees, 4)
-    ends = shuffle_ends(files, ranges, 1, None, flush_at)
+    ends = shuffle_ends(files, ranges, int(kept.sum()), 1, None, flush_at)
     [flushes] = {len(pieces) for pieces in ends.pieces}  # a flush sends every range a piece
     # A file read in one batch flushes once; read 7 edges at a time, every 2 batches.
     assert flushes == 2 if flush_at is None else flushes > 10
