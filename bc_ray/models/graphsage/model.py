@@ -112,6 +112,19 @@ class EmbeddingModel(EntityTables, nn.Module):
               x_dst: torch.Tensor) -> torch.Tensor:
         return sage_layer(self.spec, self.convs, self.norms, index, x_src, adjacency, x_dst)
 
+    def combine(self, index: int, aggregated: torch.Tensor, x_dst: torch.Tensor) -> torch.Tensor:
+        """Layer `index` from its rows' aggregated neighbours (`sage_combine`)."""
+        return sage_combine(self.spec, self.convs, self.norms, index, aggregated, x_dst)
+
+    def aggregation(self) -> str | None:
+        """How a row's neighbours are aggregated where `combine` can finish the layer from a
+        sum or max taken elsewhere ("mean", "sum" or "max"); None where only PyG's own conv
+        aggregates (max on its SAGEConv)."""
+        if self.spec.aggregation in ("mean", "sum") or all(
+                isinstance(conv, LinearSAGE) for conv in self.convs):
+            return self.spec.aggregation
+        return None
+
     def layer_stack(self) -> LayerStack:
         """The GraphSAGE layers alone (sharing this model's modules), for processes that get
         h_0 from elsewhere: a few KB to ship instead of the ID tables' hundreds of MB."""

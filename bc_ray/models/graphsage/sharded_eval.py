@@ -55,18 +55,61 @@ def _to_rank0(values: torch.Tensor) -> torch.Tensor:
     return to_rank0(values)[0]
 
 
-def _chunks(nodes: torch.Tensor, crow: np.ndarray, chunk: int,
-            max_ends: int) -> list[torch.Tensor]:
+@dataclass(frozen=True)
+class Run:
+    """A run of a worker's nodes whose layer is computed together, or (`ends`) a slice of one
+    hub's neighbours: a hub with more than a run's neighbours is aggregated over several runs,
+    a slice at a time, and its row written at the last (`HubSum`)."""
+
+    nodes: torch.Tensor
+    ends: tuple[int, int] | None = None  # offsets within the hub's row
+    degree: int = 0  # the hub's
+
+    @property
+    def last(self) -> bool:
+        return self.ends is None or self.ends[1] == self.degree
+
+
+def _chunks(nodes: torch.Tensor, crow: np.ndarray, chunk: int, max_ends: int,
+            split_hubs: bool = False) -> list[Run]:
     """`nodes` (this worker's, in its rows' order: `crow`) in runs of at most `chunk` nodes
-    and `max_ends` neighbours (a hub alone may have more), padded with empty runs to as many as
-    the worker with the most has (each run's exchanges are collectives)."""
-    parts, start = [], 0
+    and `max_ends` neighbours; a hub with more is a run alone, or with `split_hubs` one run per
+    `max_ends` of its neighbours. Padded with empty runs to as many as the worker with the most
+    has (each run's exchanges are collectives)."""
+    runs, start = [], 0
     while start < nodes.numel():
         within = int(np.searchsorted(crow, crow[start] + max_ends, side="right")) - 1
         stop = max(start + 1, min(start + chunk, within, nodes.numel()))
-        parts.append(nodes[start:stop])
+        degree = int(crow[start + 1] - crow[start])
+        if split_hubs and stop == start + 1 and degree > max_ends:
+            runs += [Run(nodes[start:stop], (lo, min(lo + max_ends, degree)), degree)
+                     for lo in range(0, degree, max_ends)]
+        else:
+            runs.append(Run(nodes[start:stop]))
         start = stop
-    return parts + [nodes[:0]] * (agreed(len(parts), "max") - len(parts))
+    return runs + [Run(nodes[:0])] * (agreed(len(runs), "max") - len(runs))
+
+
+@dataclass
+class HubSum:
+    """A hub's neighbours aggregated a slice at a time: their sum (mean, sum) or element-wise
+    max, as `Adjacency.aggregate` and `aggregate_max` take them over the whole row."""
+
+    reduce: str
+    value: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor) -> None:
+        part = x.amax(0, keepdim=True) if self.reduce == "max" else x.sum(0, keepdim=True)
+        if self.value is None:
+            self.value = part
+        elif self.reduce == "max":
+            torch.maximum(self.value, part, out=self.value)
+        else:
+            self.value += part
+
+    def result(self, degree: int) -> torch.Tensor:
+        value, self.value = self.value, None
+        return value / degree if self.reduce == "mean" else value
 
 
 @torch.no_grad()
@@ -76,50 +119,75 @@ def sharded_layerwise(task: ShardedLinkPredictionTask, model: EmbeddingModel,
     """z of the nodes this worker owns (its users, then its items: `RowOwners.nodes_of`), as
     the full-graph forward computes them: of every one, or of its local `rows` (ascending),
     whose last layer alone is computed. `model`: a `sharded_model`, whose ID rows the task's
-    owners hold, or a whole model with its own tables (M_{k-1}, mapped: the gate's parent)."""
+    owners hold, or a whole model with its own tables (M_{k-1}, mapped: the gate's parent).
+    No run gathers more than `max_ends` rows of the layer before: a hub's are aggregated in
+    slices (`HubSum`) where the layer's aggregation allows it (`EmbeddingModel.aggregation`)."""
     owners = task.rows.owners
     model.eval()  # the trainer sets train() again at its next epoch
     own_tables = len(model.ids) > 0
     nodes = owners.nodes_of(owners_rank())
-    parts = _chunks(nodes, task.rows.crow, chunk, max_ends)
     # Each layer is written run by run into one matrix (no list of runs to join): a worker
     # holds the layer it reads and the one it writes, and one run's rows.
-    h = _by_runs(parts, lambda part: model.inputs(
-        task.graph, part, None if own_tables else task.ids.rows_of(part)))
+    h = _by_runs(_chunks(nodes, task.rows.crow, chunk, max_ends), lambda run: model.inputs(
+        task.graph, run.nodes, None if own_tables else task.ids.rows_of(run.nodes)))
     one_hop = PartitionedNeighborSampler(owners, task.rows.crow, task.rows.neighbours, [-1])
     last = model.spec.num_layers - 1
     if rows is not None and last < 0:
         return h[rows]
+    reduce = model.aggregation()
+    runs = _chunks(nodes, task.rows.crow, chunk, max_ends, split_hubs=reduce is not None)
     for index in range(model.spec.num_layers):
         if index == last and rows is not None:  # the rows read by scoring, every worker's
             degrees = np.diff(task.rows.crow)[rows.numpy()]  # runs as many as the others'
-            parts = _chunks(nodes[rows], np.concatenate([[0], np.cumsum(degrees)]), chunk,
-                            max_ends)
+            runs = _chunks(nodes[rows], np.concatenate([[0], np.cumsum(degrees)]), chunk,
+                           max_ends, split_hubs=reduce is not None)
         previous = ShardedRows(owners, h)
+        hub = HubSum(reduce or "")
 
-        def layer(part: torch.Tensor, index: int = index,
-                  previous: ShardedRows = previous) -> torch.Tensor:
-            sample = one_hop.sample(part)
+        def layer(run: Run, index: int = index, previous: ShardedRows = previous,
+                  hub: HubSum = hub) -> torch.Tensor | None:
+            if run.ends is not None:
+                return _hub_slice(task, model, index, run, previous, one_hop, hub)
+            sample = one_hop.sample(run.nodes)
             x = previous.gather(sample.nodes)
             block = sample.blocks[0]
             return model.layer(index, x, block.adjacency, x[:block.num_dst])
 
-        h = _by_runs(parts, layer)
+        h = _by_runs(runs, layer)
     return h
 
 
-def _by_runs(parts: list[torch.Tensor], compute) -> torch.Tensor:
-    """`compute(part)` of every run, stacked in a matrix allocated once the first run says
-    its width (every worker runs as many runs, the empty ones too: they are collectives)."""
-    rows = sum(part.numel() for part in parts)
+def _hub_slice(task: ShardedLinkPredictionTask, model: EmbeddingModel, index: int, run: Run,
+               previous: ShardedRows, one_hop: PartitionedNeighborSampler,
+               hub: HubSum) -> torch.Tensor | None:
+    """One slice of a hub's neighbours added to its aggregate; at the last slice, its row of
+    layer `index`. The same collectives as another worker's run at the same place: an empty
+    sample, then the gather of the slice's rows."""
+    one_hop.sample(run.nodes[:0])
+    local = int(task.rows.owners.local_row(run.nodes, owners_rank())[0])
+    first = int(task.rows.crow[local])
+    lo, hi = run.ends
+    hub.add(previous.gather(torch.from_numpy(task.rows.neighbours[first + lo:first + hi])))
+    if not run.last:
+        return None
+    return model.combine(index, hub.result(run.degree), previous.rows[local:local + 1])
+
+
+def _by_runs(runs: list[Run], compute) -> torch.Tensor:
+    """`compute(run)` of every run, stacked in a matrix allocated once the first run says its
+    width (every worker runs as many runs, the empty ones too: they are collectives); a hub's
+    slices but the last write nothing (None)."""
+    rows = sum(run.nodes.numel() for run in runs if run.last)
     out = None
     start = 0
-    for part in parts:
-        values = compute(part)
+    for run in runs:
+        values = compute(run)
+        if values is None:
+            continue
         if out is None:
             out = values.new_empty((rows, *values.shape[1:]))
-        out[start:start + part.numel()] = values
-        start += part.numel()
+        out[start:start + values.shape[0]] = values
+        start += values.shape[0]
     if out is None:
         raise ValueError("no runs to compute: every worker has at least one, if empty")
     return out
