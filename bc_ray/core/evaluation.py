@@ -6,6 +6,9 @@ import numpy as np
 import torch
 
 
+ITEM_BLOCK = 1 << 16  # items scored at once (`top_items`)
+
+
 @torch.no_grad()
 def recall_at_k(z_user: torch.Tensor, z_item: torch.Tensor, eval_user: torch.Tensor,
                 eval_item: torch.Tensor, known_user: torch.Tensor, known_item: torch.Tensor,
@@ -32,17 +35,40 @@ def recall_at_k(z_user: torch.Tensor, z_item: torch.Tensor, eval_user: torch.Ten
     recalls = []
     for start in range(0, users.numel(), chunk):
         batch = users[start:start + chunk]
-        scores = z_user[batch] @ z_item.T
-        scores[:, blocked] = -torch.inf
         lo = torch.searchsorted(known_user, batch)
         hi = torch.searchsorted(known_user, batch, right=True)
         owner = torch.repeat_interleave(torch.arange(batch.numel()), hi - lo)
         offset = torch.arange(int((hi - lo).sum())) - (torch.cumsum(hi - lo, 0) - (hi - lo))[owner]
-        scores[owner, known_item[lo[owner] + offset]] = -torch.inf
-        top = torch.topk(scores, min(k, num_items), dim=1).indices
+        top = top_items(z_user[batch], z_item, blocked, owner, known_item[lo[owner] + offset], k)
         hits = torch.isin(batch[:, None] * num_items + top, gt_keys).sum(1)
         recalls.append(hits.float() / gt_count[batch].float())
     return float(torch.cat(recalls).mean())
+
+
+def top_items(queries: torch.Tensor, z_item: torch.Tensor, blocked: torch.Tensor,
+              owner: torch.Tensor, known: torch.Tensor, k: int,
+              block: int = ITEM_BLOCK) -> torch.Tensor:
+    """The `k` best items of each query row by <q, z_i>, skipping `blocked` items and the
+    (`owner` row, `known` item) pairs. Items are scored a block at a time, the best kept
+    across blocks: a chunk's scores are `queries x block`, not `queries x every item` (2 GB for
+    512 users over 1M items). Up to `block` items it is one block, as scoring them all at once."""
+    num_items = z_item.shape[0]
+    best_scores = best = None
+    for first in range(0, num_items, block):
+        last = min(first + block, num_items)
+        scores = queries @ z_item[first:last].T
+        scores[:, blocked[first:last]] = -torch.inf
+        inside = (known >= first) & (known < last)
+        scores[owner[inside], known[inside] - first] = -torch.inf
+        top_scores, top = torch.topk(scores, min(k, last - first), dim=1)
+        del scores
+        top += first
+        if best is not None:
+            top_scores, order = torch.topk(torch.cat([best_scores, top_scores], 1),
+                                           min(k, best.shape[1] + top.shape[1]), dim=1)
+            top = torch.gather(torch.cat([best, top], 1), 1, order)
+        best_scores, best = top_scores, top
+    return best
 
 
 def alignment_error(predicted: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:

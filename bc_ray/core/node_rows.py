@@ -45,8 +45,10 @@ def end_keys(edge_user: np.ndarray, edge_item: np.ndarray, num_users: int,
     range as `row_keys` makes it), rows cut into ranges by `bounds` (P + 1 node ids): one pass
     keys the ends for every range at once, where `row_keys` keeps one range's."""
     num_nodes = int(bounds[-1])
-    rows = np.concatenate([edge_user, edge_item + num_users]).astype(np.int64, copy=False)
-    neighbours = np.concatenate([edge_item + num_users, edge_user]).astype(np.int64, copy=False)
+    users = edge_user.astype(np.int64, copy=False)
+    items = edge_item.astype(np.int64) + num_users  # int64 first: int32 ids do not overflow
+    rows = np.concatenate([users, items])
+    neighbours = np.concatenate([items, users])
     owner = np.searchsorted(bounds, rows, side="right") - 1
     rows -= bounds[owner]
     rows *= num_nodes

@@ -41,7 +41,7 @@ from bc_ray.refresh.config import WRITE_COST, RefreshConfig
 from bc_ray.refresh.edge_shuffle import shuffle_ends
 from bc_ray.refresh.plan import RefreshPlan, plan_range_refresh
 from bc_ray.refresh.range_cache import CacheTarget, CachedRecompute, RangeCache, merge_caches
-from bc_ray.refresh.range_graphs import EdgeFiles, build_range_graphs, count_degrees
+from bc_ray.refresh.range_graphs import EdgeFiles, build_range_graphs, count_degrees_by_file
 from bc_ray.refresh.range_stages import (
     LayerPieces,
     ModelSource,
@@ -155,18 +155,19 @@ class PartitionedRefresh:
         files = EdgeFiles.of(store, state, num_users, num_items,
                              None if window is None else window.since)
         budget = slot_memory(config.cpus_per_task, ray.nodes())
-        degrees = count_degrees(files, config.cpus_per_task, budget)
+        degrees, file_edges = count_degrees_by_file(files, config.cpus_per_task, budget)
         width = _width(version)
         ranges = plan_ranges(degrees, config.partitions, width, budget, adapt)
         hubs = find_hubs(degrees, ranges)
-        ends = shuffle_ends(files, ranges, int(degrees.sum()) // 2, config.cpus_per_task, budget)
+        ends = shuffle_ends(files, ranges, file_edges, config.cpus_per_task, budget)
+        new_edges = ends.new_edges
         sizes, graphs, pieces = build_range_graphs(ends.pieces, ranges, hubs,
                                                    config.cpus_per_task, degrees)
-        del degrees
+        del degrees, ends  # the keys' pieces go from the object store once the graphs are built
         touched = np.concatenate([ranges.range(p)[0] + s.pop("touched")
                                   for p, s in enumerate(sizes)])
         if window is not None:
-            plan.reason = window.describe(ends.new_edges)
+            plan.reason = window.describe(new_edges)
         hubs_ref = ray.put(hubs)
         outgoing = [outgoing_task.remote(*ranges.range(q), hubs_ref,
                                          *(pieces[p][q] for p in range(len(ranges))))

@@ -111,14 +111,17 @@ class EdgeFiles:
 
 
 @ray.remote
-def _degrees_task(files: EdgeFiles, index: int) -> np.ndarray:
-    """Degrees (repeats counted) of every node from one file, after checking its sha256."""
+def _degrees_task(files: EdgeFiles, index: int) -> tuple[np.ndarray, int]:
+    """Degrees (repeats counted) of every node from one file, after checking its sha256, and
+    the file's count of edges in the snapshot."""
     Store(files.store_uri, files.options).verify(files.files[index].record)
     degrees = np.zeros(files.num_nodes, dtype=np.int64)
+    edges = 0
     for users, items, _ in files.edges(index):
         degrees[:files.num_users] += np.bincount(users, minlength=files.num_users)
         degrees[files.num_users:] += np.bincount(items, minlength=files.num_items)
-    return degrees
+        edges += users.size
+    return degrees, edges
 
 
 def per_file(task, files: EdgeFiles, *args, in_flight: int = 4) -> Iterator[tuple[int, object]]:
@@ -136,18 +139,27 @@ def per_file(task, files: EdgeFiles, *args, in_flight: int = 4) -> Iterator[tupl
 
 def count_degrees(files: EdgeFiles, cpus: float, budget: int | None,
                   in_flight: int = 4) -> np.ndarray:
-    """Every node's degree, one task per file (at most `in_flight` at once, so their counts do
-    not pile up in the object store), added up as they finish."""
+    """Every node's degree (`count_degrees_by_file`)."""
+    return count_degrees_by_file(files, cpus, budget, in_flight)[0]
+
+
+def count_degrees_by_file(files: EdgeFiles, cpus: float, budget: int | None,
+                          in_flight: int = 4) -> tuple[np.ndarray, list[int]]:
+    """(every node's degree, each file's count of edges in the snapshot), one task per file (at
+    most `in_flight` at once, so their counts do not pile up in the object store), added up as
+    they finish."""
     holds = 16 * files.num_nodes  # its counts and one batch's (batches: READ_ROWS edges)
     if budget is not None and HEADROOM * holds > budget:
         raise too_big("counting degrees, a task of every node's count", holds, budget, True)
     task = _degrees_task.options(num_cpus=cpus, memory=int(HEADROOM * holds))
     degrees = np.zeros(files.num_nodes, dtype=np.int64)
-    for _, counts in per_file(task, files, in_flight=in_flight):
+    edges = [0] * len(files.files)
+    for index, (counts, count) in per_file(task, files, in_flight=in_flight):
         degrees += counts
+        edges[index] = count
     if not degrees.any():
         raise DataError("the snapshot has no edges up to its cutoff: nothing to aggregate")
-    return degrees
+    return degrees, edges
 
 
 @ray.remote

@@ -9,7 +9,8 @@ share of the CSR and of the layers and its halo's node ids (at most one per edge
 rows, and never more than every node); the halo's rows it reads in place from the object store
 (`halo.py`), pages its node holds once for every task that reads them. Before that, the task
 that builds a range's graph holds its edge ends a few times over while it sorts them
-(`BUILD_BYTES_PER_END`), the most of a range's tasks unless its rows are few and wide. A node
+(`BUILD_BYTES_PER_END`), the most of a range's tasks unless its rows are few and wide (the
+tasks that read the edge files for it, `edge_shuffle.py`, hold a few flushes). A node
 offers its Ray `memory` resource (what KubeRay sets from a pod's memory, or `ray start
 --memory`); a task of `c` CPUs gets `c / CPUs` of it. A plan fits when twice what it must hold
 is within that (measured peaks ran at 1.5x: RESULTS §10).
@@ -23,7 +24,7 @@ from bc_ray.exceptions import ConfigError
 from bc_ray.store.state import StoreState, VersionRecord
 
 HEADROOM = 2.0  # a process's peak against what it must hold
-BUILD_BYTES_PER_END = 48  # a range graph's build: the ends as read, their keys, sorted, kept
+BUILD_BYTES_PER_END = 48  # a range graph's build: its ends' keys copied, sorted, kept
 SPLIT_BYTES_PER_NODE = 5  # and its columns' renumbering: a position and a flag per node
 MAX_PARTITIONS = 256  # each stage makes P x (P + 3) objects
 MB = 1 << 20
@@ -64,7 +65,9 @@ class GraphSize:
 
 def build_bytes(edge_ends: int, rows: int, nodes: int) -> int:
     """What the task that builds a range's graph holds: its ends a few times over while they
-    are sorted, its row pointers, and a table over every node to renumber its columns."""
+    are sorted, its row pointers, and a table over every node to renumber its columns. The
+    pieces its keys came in stay mapped from the object store until it ends (a node's cost,
+    8 bytes an end): it copies them, since it sorts in place and they are read-only there."""
     return BUILD_BYTES_PER_END * edge_ends + 8 * rows + SPLIT_BYTES_PER_NODE * nodes
 
 

@@ -1,7 +1,13 @@
 import numpy as np
 import torch
 
-from bc_ray.core.evaluation import alignment_error, degradation_pct, recall_at_k, roc_auc
+from bc_ray.core.evaluation import (
+    alignment_error,
+    degradation_pct,
+    recall_at_k,
+    roc_auc,
+    top_items,
+)
 
 
 def test_recall_matches_brute_force():
@@ -18,6 +24,25 @@ def test_recall_matches_brute_force():
         truth = set(eval_item[eval_user == user].tolist())
         expected.append(len(top & truth) / len(truth))
     assert abs(got - np.mean(expected)) < 1e-6
+
+
+def test_items_scored_a_block_at_a_time_give_the_same_top_k():
+    """A chunk of users scores the items a block at a time (its scores against every item of a
+    large catalogue would not fit), keeping the best across blocks: the same top k, in order,
+    with blocked items and each user's known items skipped."""
+    generator = torch.Generator().manual_seed(1)
+    queries, z_item = torch.randn(7, 4, generator=generator), torch.randn(300, 4,
+                                                                          generator=generator)
+    blocked = torch.rand(300, generator=generator) < 0.2
+    owner = torch.randint(0, 7, (40,), generator=generator)
+    known = torch.randint(0, 300, (40,), generator=generator)
+    whole = top_items(queries, z_item, blocked, owner, known, 10, block=300)
+    scores = queries @ z_item.T
+    scores[:, blocked] = -np.inf
+    scores[owner, known] = -np.inf
+    assert torch.equal(whole, torch.topk(scores, 10, dim=1).indices)
+    for block in (1, 7, 64, 299):  # fewer items in a block than k, too
+        assert torch.equal(top_items(queries, z_item, blocked, owner, known, 10, block), whole)
 
 
 def test_auc_rank_statistic():

@@ -28,7 +28,13 @@ from bc_ray.models.graphsage.sharded_task import (
     ShardedLinkPredictionTask,
     sharded_model,
 )
-from bc_ray.models.graphsage.sharded_eval import Embedded, sharded_layerwise, sharded_recall
+from bc_ray.models.graphsage.sharded_eval import (
+    EVAL_CHUNK,
+    Embedded,
+    _chunks,
+    sharded_layerwise,
+    sharded_recall,
+)
 from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.models.graphsage.model import EmbeddingModel
@@ -131,8 +137,11 @@ def _rank(rank: int, port: int, split, results) -> None:
         results[f"unembedded{rank}"] = None
     except ValueError as error:
         results[f"unembedded{rank}"] = str(error)
-    # Runs cut by neighbours too: a popular item's run is the item alone.
+    # Runs cut by neighbours too: a popular item's neighbours are gathered a slice of 16 at a
+    # time, while another worker runs whole runs at the same places.
     results[f"z_by_ends{rank}"] = sharded_layerwise(task, model, max_ends=16)
+    results[f"slices{rank}"] = sum(run.ends is not None for run in _chunks(
+        owners.nodes_of(rank), rows.crow, EVAL_CHUNK, 16, split_hubs=True))
     if rank == 0:
         z_user, z_item = reference_model.embed(graph)
         results["reference_recall"] = recall_at_k(z_user, z_item, eval_user, eval_item,
@@ -193,6 +202,8 @@ def test_sharded_steps_equal_replicated_data_parallel_steps(split, graph):
         # The last layer of some rows alone: the same z for those rows.
         count, own_rows, difference = results[f"scored{rank}"]
         assert 0 < count < own_rows and difference <= 1e-6
+    slices = [results[f"slices{rank}"] for rank in range(WORLD)]  # hubs cut unevenly
+    assert max(slices) > 0 and len(set(slices)) > 1
     assert 0 < results["reference_recall"] < 1
     assert 0 < results["gate_reference"] < 1
     for rank in range(WORLD):
