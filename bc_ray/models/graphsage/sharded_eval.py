@@ -4,13 +4,15 @@ The one-table gate embeds the whole graph in one process (`embed`: the full-grap
 ranks every item for each held-out user. Here the workers embed every node together, layer by
 layer (`sharded_layerwise`): each computes layer l of the nodes it owns from layer l-1 of their
 neighbours, which their owners send, so no computation reaches past one hop and a worker holds
-two layers of its own rows at a time, whatever the degrees. The last layer is computed only for
+two layers of its own rows at a time, whatever the degrees: nodes go in runs of bounded
+neighbours, and a hub with more (an item with 1M users at 100M edges) in slices of its
+neighbours, summed as they come (`HubSum`). The last layer is computed only for
 the rows scoring reads (`Embedded`: every item, the held-out users, the alignment sample), a
 tenth of a worker's rows on a graph of ten users per item: no worker holds its whole z. Rank 0
 then receives only what the ranking needs: every item's embedding, the held-out users'
 embeddings and their training items (from their owners' CSR rows). Recall@k is the same
-function the one-table gate calls. Every worker calls these functions together: their steps are
-collectives.
+function the one-table gate calls (it scores a block of items at a time). Every worker calls
+these functions together: their steps are collectives.
 """
 
 from __future__ import annotations
