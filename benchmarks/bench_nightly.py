@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every worker's stage lines, not one for all
 
 from benchmarks.bench_scale import MB, PeakMemory, in_fresh_process, plain_refresh  # noqa: E402
 from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402

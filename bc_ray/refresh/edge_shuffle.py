@@ -7,8 +7,9 @@ its share through the object store; each range's task then reads its shares ther
 (`range_graphs.py`). A task streams its files: a Ray generator, it yields one piece per range a
 flush at a time and holds no more than two flushes, so a snapshot kept in one large file is
 never held whole. Every flush holds at least `flush_ends` ends (small files are grouped, and a
-task's last flush takes in what would have been a small one): an average piece is then large
-enough for the object store, where Ray would keep a smaller one in the driver's own memory.
+task's last flush takes in what would have been a small one; a node with too little memory for
+that gets smaller flushes: `fitted`): an average piece is then large enough for the object
+store, where Ray would keep a smaller one in the driver's own memory.
 Between the two stages the object store holds the keys, 8 bytes an end, spread over the nodes
 whose tasks read the files.
 """

@@ -43,6 +43,12 @@ def test_items_scored_a_block_at_a_time_give_the_same_top_k():
     assert torch.equal(whole, torch.topk(scores, 10, dim=1).indices)
     for block in (1, 7, 64, 299):  # fewer items in a block than k, too
         assert torch.equal(top_items(queries, z_item, blocked, owner, known, 10, block), whole)
+    # No known items; k past the catalogue: every item, the blocked ones last.
+    none = torch.zeros(0, dtype=torch.long)
+    ranked = top_items(queries, z_item, blocked, none, none, 400, block=64)
+    assert ranked.shape == (7, 300)
+    assert torch.equal(ranked[:, :10], top_items(queries, z_item, blocked, none, none, 10, 300))
+    assert not blocked[ranked[:, :int((~blocked).sum())]].any()
 
 
 def test_auc_rank_statistic():
