@@ -52,13 +52,15 @@ def compose_path(transforms: list[Affine]) -> Affine:
     return weight, bias
 
 
-def apply(embeddings: np.ndarray, transform: Affine) -> np.ndarray:
-    """Row-wise z W^T + b for a (rows, D_k) matrix."""
+def apply(embeddings: np.ndarray, transform: Affine,
+          out: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise z W^T + b for a (rows, D_k) matrix; into `out` when given (a slice of a larger
+    matrix that a reader fills a file at a time)."""
     weight, bias = transform
     if embeddings.ndim != 2 or embeddings.shape[1] != weight.shape[1]:
         raise ShapeError(f"embeddings of shape {embeddings.shape} do not match a transform "
                          f"from dimension {weight.shape[1]}")
-    out = embeddings @ weight.T
+    out = np.matmul(embeddings, weight.T, out=out)
     if np.any(bias):
         out += bias
     return out

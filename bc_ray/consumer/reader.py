@@ -16,10 +16,10 @@ from bc_ray.consumer.target import ExportTarget
 from bc_ray import chain as chain_math
 from bc_ray.exceptions import ConfigError, NotFoundError
 from bc_ray.io import StorageOptions
-from bc_ray.store.parquet import embedding_array, embedding_matrix
+from bc_ray.store.parquet import embedding_array
 from bc_ray.store.state import StoreState, TableRecord
 from bc_ray.store.store import Store
-from bc_ray.store.tables import ENTITIES, read_table, verify_files
+from bc_ray.store.tables import ENTITIES, read_embedding_rows, verify_files
 
 
 def source_table(state: StoreState, entity: str, version: int | None,
@@ -89,11 +89,9 @@ def read_embeddings_at(store: Store, state: StoreState, entity: str, version: in
     """`read_embeddings` as of one given state: a reader of several tables (an export of users
     and items) takes the state once, so a bump or refresh landing meanwhile never mixes in."""
     record, target = source_table(state, entity, version, prefer_stored)
-    table = read_table(store, record, columns=["id", "embedding"], verify=verify)
-    ids = table.column("id").combine_chunks()
-    matrix = embedding_matrix(table.column("embedding"), record.dim)
-    if record.version != target:
-        matrix = chain_math.apply(matrix, store.transform_to(target, record.version, state))
+    transform = (store.transform_to(target, record.version, state)
+                 if record.version != target else None)
+    ids, matrix = read_embedding_rows(store, record, transform, verify=verify)
     return _frame(ids, matrix, record.version)
 
 

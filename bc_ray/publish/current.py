@@ -10,10 +10,9 @@ import pyarrow as pa
 
 from bc_ray.exceptions import DataError, StoreError
 from bc_ray.publish.source import FLAGS, ExternalTable, id_kind
-from bc_ray.store.parquet import embedding_matrix
 from bc_ray.store.state import StoreState, VersionRecord
 from bc_ray.store.store import Store
-from bc_ray.store.tables import ENTITIES, read_table
+from bc_ray.store.tables import ENTITIES, read_embedding_rows
 
 
 @dataclass(frozen=True)
@@ -45,9 +44,7 @@ def read_current(store: Store, state: StoreState) -> Current | None:
         if table is None:
             raise StoreError(f"version {record.version} has no {entity} embeddings to align the "
                              "new ones to; run `bc-ray refresh` first")
-        read = read_table(store, table, columns=["id", "embedding"])
-        tables[entity] = StoredTable(read.column("id").combine_chunks(),
-                                     embedding_matrix(read.column("embedding"), table.dim))
+        tables[entity] = StoredTable(*read_embedding_rows(store, table))
     return Current(record, tables)
 
 

@@ -15,10 +15,10 @@ import pyarrow as pa
 
 from bc_ray import chain as chain_math
 from bc_ray.exceptions import NotFoundError, ShapeError
-from bc_ray.store.parquet import embedding_matrix
+from bc_ray.serve.id_index import IdIndex
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
-from bc_ray.store.tables import ENTITIES, read_table
+from bc_ray.store.tables import ENTITIES, read_embedding_rows
 
 
 class RequestError(Exception):
@@ -33,20 +33,20 @@ class RequestError(Exception):
 class EntityTable:
     version: int
     refresh_id: str
-    ids: pa.Array
     matrix: np.ndarray
-    index: dict  # external id -> row
+    index: IdIndex  # external id -> row
+
+    @property
+    def ids(self) -> pa.Array:
+        return self.index.ids
 
     @classmethod
     def load(cls, store: Store, state: StoreState, entity: str) -> EntityTable | None:
         for version in reversed(state.lineage()):
             record = state.table(version, entity)
             if record is not None:
-                table = read_table(store, record, columns=["id", "embedding"])
-                ids = table.column("id").combine_chunks()
-                index = {value: row for row, value in enumerate(ids.to_pylist())}
-                matrix = embedding_matrix(table.column("embedding"), record.dim)
-                return cls(version, record.refresh_id, ids, np.ascontiguousarray(matrix), index)
+                ids, matrix = read_embedding_rows(store, record)
+                return cls(version, record.refresh_id, matrix, IdIndex(ids))
         return None
 
 
@@ -163,7 +163,7 @@ class ServingState:
                                     f"refreshed table is version {table.version} (served for "
                                     f"versions <= {table.version} until the next refresh)")
         weight, bias = self.transform_for(table.version, target)
-        rows = np.fromiter((table.index.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+        rows = table.index.rows(ids)
         found = rows >= 0
         out = np.zeros((len(ids), weight.shape[0]), dtype=np.float32)
         if found.any():

@@ -10,11 +10,14 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
+from bc_ray import chain
 from bc_ray.exceptions import CorruptFileError, StoreError
 from bc_ray.store.parquet import (
+    embedding_matrix,
     embedding_parquet_bytes,
     embedding_table,
     from_parquet_bytes,
+    parquet_row_groups,
     read_footer,
 )
 from bc_ray.store.actions import RefreshPublished
@@ -81,30 +84,49 @@ def refresh_actions(version: int, refresh_id: str, tables: list[TableFiles], sna
             for t in tables]
 
 
-def read_table(store: Store, record: TableRecord, columns: list[str] | None = None,
-               verify: bool = True) -> pa.Table:
-    """All files of a table, checked against what the log recorded: each file's size, its
-    sha256 (unless `verify` is False, which trusts the bytes for speed and leaves only the Parquet
-    page checksums) and the table's row count, so a damaged file is a `CorruptFileError`, never
-    fewer or different rows."""
-    parts = list(table_parts(store, record, columns, verify))
-    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-
-
 def table_parts(store: Store, record: TableRecord, columns: list[str] | None = None,
-                verify: bool = True) -> Iterator[pa.Table]:
-    """`read_table` a file at a time, for readers that keep a part of each (a file holds at
-    most `ROWS_PER_FILE` rows); the row count is checked once the last file is read, so a
-    caller must read them all."""
+                verify: bool = True, by_row_group: bool = False) -> Iterator[pa.Table]:
+    """A table's files a file at a time (at most `ROWS_PER_FILE` rows each), or a row group at
+    a time, for readers that keep a part of each. Every file is checked against what the log
+    recorded: its size, its sha256 (unless `verify` is False, which trusts the bytes for speed
+    and leaves only the Parquet page checksums) and the table's row count, so a damaged file
+    is a `CorruptFileError`, never fewer or different rows; the count is checked once the last
+    file is read, so a caller must read them all."""
     if not record.files:
         raise StoreError(f"table v{record.version}/{record.entity} lists no files")
     rows = 0
     for file in record.files:
-        part = from_parquet_bytes(store.get(file, verify=verify), store.io.uri_of(file.path),
-                                  columns)
-        rows += part.num_rows
-        yield part
+        data, name = store.get(file, verify=verify), store.io.uri_of(file.path)
+        parts = (parquet_row_groups(data, name, columns) if by_row_group
+                 else [from_parquet_bytes(data, name, columns)])
+        for part in parts:
+            rows += part.num_rows
+            if rows > record.rows:  # before a reader writes past what it allocated
+                check_rows(store, record, rows)
+            yield part
     check_rows(store, record, rows)
+
+
+def read_embedding_rows(store: Store, record: TableRecord, transform: chain.Affine | None = None,
+                        verify: bool = True) -> tuple[pa.Array, np.ndarray]:
+    """A table's ids and its embeddings (through `transform` when given), a file at a time into
+    one matrix allocated up front: a reader holds its result and one file, never the whole
+    table twice (joining the files' rows and then transforming them held it three times)."""
+    dim = record.dim if transform is None else transform[0].shape[0]
+    matrix = np.empty((record.rows, dim), dtype=np.float32)
+    ids, start = [], 0
+    for part in table_parts(store, record, ["id", "embedding"], verify, by_row_group=True):
+        rows = embedding_matrix(part.column("embedding"), record.dim)
+        end = start + rows.shape[0]
+        if transform is None:
+            matrix[start:end] = rows
+        else:
+            chain.apply(rows, transform, out=matrix[start:end])
+        ids.append(part.column("id").combine_chunks())
+        start = end
+        del part, rows  # this group's pages go before the next group's are decoded
+    pa.default_memory_pool().release_unused()  # the groups' pages the allocator kept
+    return pa.concat_arrays(ids), matrix
 
 
 def check_rows(store: Store, record: TableRecord, rows: int) -> None:
@@ -115,7 +137,7 @@ def check_rows(store: Store, record: TableRecord, rows: int) -> None:
 
 
 def verify_files(store: Store, record: TableRecord, verify: bool = True) -> None:
-    """What `read_table` checks, without loading the table: for readers that hand the files to
+    """What `table_parts` checks, without loading the table: for readers that hand the files to
     another engine (polars' lazy scan), which must never see a damaged byte."""
     rows = 0
     for file in record.files:

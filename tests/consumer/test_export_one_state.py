@@ -4,7 +4,7 @@
 
 The race is made real and exact: a second writer (its own `Store`) publishes the bump and
 refreshes it at the moment the export has finished reading its first table, triggered by a
-profile hook on the return of `read_table` (instrumentation of the test's own thread; nothing of
+profile hook on the return of `read_embedding_rows` (instrumentation of the test's own thread; nothing of
 bc_ray is replaced)."""
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from tests.helpers import publish_fake_version, refresh_fake_tables, store_with_
 
 
 def bump_after_first_table_read(store_uri: str):
-    """A profile function that, once the first `read_table` returns, publishes version 1
+    """A profile function that, once the first `read_embedding_rows` returns, publishes version 1
     (dimension 6) and refreshes it through another writer; returns (hook, what it did)."""
     done: dict = {}
 
     def hook(frame, event, _arg):
-        if (event == "return" and not done and frame.f_code.co_name == "read_table"
+        if (event == "return" and not done and frame.f_code.co_name == "read_embedding_rows"
                 and frame.f_code.co_filename.endswith("store/tables.py")):
             writer = Store(store_uri, retention=RetentionPolicy(keep_versions=2))
             rng = np.random.default_rng(7)
