@@ -56,6 +56,24 @@ def end_keys(edge_user: np.ndarray, edge_item: np.ndarray, num_users: int,
     return owner.astype(np.int16 if len(bounds) <= 1 << 15 else np.int32), rows
 
 
+def by_owner(values: list[np.ndarray], owners: list[np.ndarray],
+             parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """`values` joined and grouped by their owner (a range, a worker: stable, a radix sort of
+    small ints), with the `parts` + 1 cuts between the groups. The lists are emptied as they are
+    joined."""
+    if not values:
+        return np.zeros(0, dtype=np.int64), np.zeros(parts + 1, dtype=np.int64)
+    owner = np.concatenate(owners)
+    owners.clear()
+    joined = np.concatenate(values)
+    values.clear()
+    order = np.argsort(owner, kind="stable")
+    cuts = np.zeros(parts + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=parts), out=cuts[1:])
+    del owner
+    return joined[order], cuts
+
+
 def rows_of_keys(keys: np.ndarray, rows: int, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """(CSR row pointers, neighbours as global node ids) of `rows` rows from their ends' keys
     (`row_keys`; repeats merged, each row's neighbours ascending). `keys` is consumed: sorted,

@@ -35,6 +35,11 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def group_size() -> int:
+    """Workers in the group the rows are split over (1 without a group)."""
+    return _world()[1]
+
+
 def owners_rank() -> int:
     """This worker's rank in the group the rows are split over (0 without a group)."""
     return _world()[0]

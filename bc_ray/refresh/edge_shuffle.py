@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import ray
 
-from bc_ray.core.node_rows import end_keys
+from bc_ray.core.node_rows import by_owner, end_keys
 from bc_ray.refresh.range_graphs import EdgeFiles
 from bc_ray.refresh.ranges import NodeRanges
 from bc_ray.refresh.sizing import HEADROOM, too_big
@@ -126,28 +126,11 @@ class _Flush:
 
     def pieces(self) -> Iterator[RangeEnds]:
         """One piece per range, in range order."""
-        keys, key_cuts = _by_owner(self.keys, self.owners, self.parts)
-        touched, touched_cuts = _by_owner(self.touched, self.touched_owners, self.parts)
+        keys, key_cuts = by_owner(self.keys, self.owners, self.parts)
+        touched, touched_cuts = by_owner(self.touched, self.touched_owners, self.parts)
         for part in range(self.parts):
             yield RangeEnds(keys[key_cuts[part]:key_cuts[part + 1]],
                             touched[touched_cuts[part]:touched_cuts[part + 1]])
-
-
-def _by_owner(values: list[np.ndarray], owners: list[np.ndarray],
-              parts: int) -> tuple[np.ndarray, np.ndarray]:
-    """`values` joined and grouped by range (stable: a radix sort of small ints), with the
-    `parts` + 1 cuts between the groups. The lists are emptied as they are joined."""
-    if not values:
-        return np.zeros(0, dtype=np.int64), np.zeros(parts + 1, dtype=np.int64)
-    owner = np.concatenate(owners)
-    owners.clear()
-    joined = np.concatenate(values)
-    values.clear()
-    order = np.argsort(owner, kind="stable")
-    cuts = np.zeros(parts + 1, dtype=np.int64)
-    np.cumsum(np.bincount(owner, minlength=parts), out=cuts[1:])
-    del owner
-    return joined[order], cuts
 
 
 @ray.remote

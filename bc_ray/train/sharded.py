@@ -1,17 +1,16 @@
 """Ray Train workers that hold only their share of the graph and of the ID tables.
 
 The driver counts degrees with one Ray task per edge file (as the partitioned refresh does) and
-cuts users and items into one range each per worker (`plan_owners`). Each worker then streams the
-snapshot's edge files and keeps the ends in the rows it owns (`read_local_rows`): no process
-reads the edge list into memory whole, and a worker's CSR rows, ID rows and their optimizer
-state are about 1/W of the whole. `sharded_trainer` puts the pieces into the same
-`VersionTrainer` the replicated loop runs, so steps, budgets and the BC-Aligner loss are the
-ones `bc-ray train` uses.
+cuts users and items into one range each per worker (`plan_owners`). The workers then stream
+the snapshot's edge files, each its share of them, and send every end to the worker whose row
+it is (`read_local_rows`, `edge_exchange`): no process reads the edge list into memory whole,
+and a worker's CSR rows, ID rows and their optimizer state are about 1/W of the whole.
+`sharded_trainer` puts the pieces into the same `VersionTrainer` the replicated loop runs, so
+steps, budgets and the BC-Aligner loss are the ones `bc-ray train` uses.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 
 from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.core.node_rows import drained
-from bc_ray.core.row_shards import RowOwners
+from bc_ray.core.row_shards import RowOwners, group_size
 from bc_ray.core.sparse_rows import id_state_floats
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.trainer import Alignment, VersionTrainer
@@ -36,6 +35,7 @@ from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees
 from bc_ray.store.snapshots import load_entities
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
+from bc_ray.train.edge_exchange import exchanged_keys
 from bc_ray.train.held_out import HeldOut
 
 
@@ -91,12 +91,17 @@ def read_local_rows(files: EdgeFiles, owners: RowOwners, rank: int,
                     extra: tuple[np.ndarray, np.ndarray] | None = None) -> LocalRows:
     """Worker `rank`'s CSR rows, from a stream of the edge files (a batch at a time, keeping
     only the ends in the rows it owns, 8 bytes each: `LocalRows.keys_of`) and the `extra`
-    edges (a held-out split's new users'). The rows merge repeated (user, item) pairs, as
-    `load_ingested` does."""
-    keys = []
-    stream = (edges[:2] for index in range(len(files.files)) for edges in files.edges(index))
-    for edge_user, edge_item in itertools.chain(stream, [extra] if extra is not None else []):
-        keys.append(LocalRows.keys_of(owners, rank, edge_user, edge_item))
+    edges (a held-out split's new users'). In the owners' process group each file is read by
+    one worker and the ends are sent to theirs (`edge_exchange`, a collective); a process
+    alone reads every file. The rows merge repeated (user, item) pairs, as `load_ingested`
+    does."""
+    if group_size() == owners.workers > 1:
+        keys = exchanged_keys(files, owners)
+    else:
+        keys = [LocalRows.keys_of(owners, rank, edges[0], edges[1])
+                for index in range(len(files.files)) for edges in files.edges(index)]
+    if extra is not None:
+        keys.append(LocalRows.keys_of(owners, rank, *extra))
     rows = LocalRows.from_keys(owners, rank, drained(keys, return_freed_memory))
     return_freed_memory()  # the stream's pages
     return rows

@@ -1,0 +1,99 @@
+"""A sharded run's workers read each edge file once between them and send every end to the
+worker whose row it is (`edge_exchange`): each worker's rows are the rows it built when it read
+every file itself, over three gloo ranks with uneven files and ranges, a worker with no file to
+read, and rounds small enough that the workers run out of ends at different rounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch.distributed as dist
+
+from bc_ray.core.node_rows import drained
+from bc_ray.core.row_shards import RowOwners
+from bc_ray.data.mapping import ColumnMapping
+from bc_ray.ingest.batch import ingest
+from bc_ray.ingest.read import BatchInput
+from bc_ray.models.graphsage.sharded_task import LocalRows
+from bc_ray.refresh.range_graphs import EdgeFiles
+from bc_ray.store.snapshots import load_snapshot
+from bc_ray.store.store import Store
+from bc_ray.train.edge_exchange import exchanged_keys, keyed_ends, worker_bounds, worker_files
+from bc_ray.train.sharded import read_local_rows
+from tests.data.test_ingest import put
+from tests.helpers import gloo_ranks
+
+MAPPING = ColumnMapping(user_col="user", item_col="item", time_col="when", rating_col="score")
+WORLD = 3
+
+
+@pytest.fixture
+def two_files(tmp_path) -> tuple[EdgeFiles, RowOwners]:
+    """An ingested store of two daily files (one larger), and owners cutting 40 users and 25
+    items unevenly (worker 1 owns no item)."""
+    store = Store(f"file://{tmp_path}/store")
+    rng = np.random.default_rng(4)
+    for day, edges in enumerate((500, 200)):
+        frame = pl.DataFrame({"user": rng.integers(0, 40, edges),
+                              "item": rng.integers(0, 25, edges),
+                              "when": 1_767_225_600 + 86_400 * day + np.arange(edges),
+                              "score": np.ones(edges)})
+        ingest(store, BatchInput(edges=put(store, f"landing/d{day}.parquet", frame)), MAPPING)
+    snapshot = load_snapshot(store)
+    files = EdgeFiles.of(store, store.state(), snapshot.num_users, snapshot.num_items)
+    users, items = snapshot.num_users, snapshot.num_items
+    owners = RowOwners(users, np.array([0, 3, 30, users]), np.array([0, 10, 10, items]))
+    return files, owners
+
+
+def test_every_file_is_read_by_one_worker_the_larger_first():
+    sizes = [5, 50, 7, 30, 30]
+
+    class Record:
+        def __init__(self, size):
+            self.size = size
+
+    class File:
+        def __init__(self, size):
+            self.record = Record(size)
+
+    shares = worker_files(EdgeFiles("s", None, tuple(File(s) for s in sizes), 1, 1), 2)
+    assert shares == [[0, 1, 2], [3, 4]]  # 50 + 7 + 5 against 30 + 30
+
+
+def test_each_end_is_keyed_for_its_worker_as_the_worker_keys_its_own(two_files):
+    files, owners = two_files
+    users, items, _ = next(files.edges(0))
+    worker, keys = keyed_ends(owners, worker_bounds(owners), users, items)
+    for rank in range(WORLD):
+        expected = LocalRows.keys_of(owners, rank, users, items)
+        assert np.array_equal(np.sort(keys[worker == rank]), np.sort(expected)), rank
+
+
+def _rank(rank: int, port: int, files: EdgeFiles, owners: RowOwners, results) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=WORLD)
+    try:
+        results[f"keys{rank}"] = np.sort(drained(exchanged_keys(files, owners, round_ends=37)))
+        extra = (np.array([0, 39, 5]), np.array([24, 0, 11]))
+        rows = read_local_rows(files, owners, rank, extra)
+        results[f"rows{rank}"] = (rows.crow, rows.neighbours)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_three_workers_reading_a_file_each_build_the_rows_each_read_alone(two_files):
+    files, owners = two_files
+    assert [len(share) for share in worker_files(files, WORLD)] == [1, 1, 0]
+    results = gloo_ranks(_rank, WORLD, files, owners)
+    extra = (np.array([0, 39, 5]), np.array([24, 0, 11]))
+    for rank in range(WORLD):
+        alone = [LocalRows.keys_of(owners, rank, u, i)
+                 for index in range(len(files.files)) for u, i, _ in files.edges(index)]
+        assert np.array_equal(results[f"keys{rank}"], np.sort(np.concatenate(alone))), rank
+        expected = read_local_rows(files, owners, rank, extra)  # no group: every file read
+        crow, neighbours = results[f"rows{rank}"]
+        assert np.array_equal(crow, expected.crow), rank
+        assert np.array_equal(neighbours, expected.neighbours), rank
+    assert results["rows0"][1].size and results["rows2"][1].size
