@@ -55,7 +55,7 @@ class IdIndex:
         """(positions, values) of the wanted ids of this table's kind."""
         if self.text:
             kind_ok = [isinstance(value, str) for value in wanted]
-        elif all(type(value) is int for value in wanted):
+        elif set(map(type, wanted)) == {int}:
             try:  # every id an integer within int64: the usual request, checked in C
                 return np.arange(len(wanted)), np.array(wanted, dtype=np.int64)
             except OverflowError:
