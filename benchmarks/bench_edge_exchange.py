@@ -10,7 +10,7 @@ private memory (RssAnon) at its peak above what it held before reading, and what
 (its rows: 8 bytes an end and a row pointer). The rows are checked equal between the modes.
 
     python benchmarks/bench_edge_exchange.py [--days 10] [--daily 1000000] [--workers 2]
-                                             [--repeats 2] [--keep-store DIR | --store DIR]
+                                             [--repeats 2] [--s3 | --keep-store DIR | --store DIR]
 """
 
 from __future__ import annotations
@@ -32,8 +32,14 @@ from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
 MODES = ("every worker reads every file (before)", "each file read once, ends exchanged")
 
 
-def build_store(root: str, days: int, daily: int) -> str:
+def build_store(root: str, days: int, daily: int, s3: bool = False) -> str:
+    """The store, local or on S3 (moto's server on 127.0.0.1, started here: every worker reads
+    the files over HTTP, as workers on a cluster read object storage)."""
     uri, landing = f"file://{root}/store", os.path.join(root, "landing")
+    if s3:
+        from benchmarks.bench_two_nodes import start_s3
+
+        _, uri = start_s3()  # a thread of this process, for as long as it runs
     os.makedirs(landing, exist_ok=True)
     for day in range(days):
         ingest_day(uri, landing, day, daily)
@@ -115,16 +121,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--name", default="edge-exchange")
+    parser.add_argument("--s3", action="store_true",
+                        help="the store on S3 (moto's server on 127.0.0.1; not kept)")
     parser.add_argument("--keep-store", default=None, metavar="DIR")
     parser.add_argument("--store", default=None, metavar="DIR",
-                        help="a store a run with --keep-store built")
+                        help="a local store a run with --keep-store built")
     args = parser.parse_args()
 
     if args.store:
         uri = f"file://{args.store}/store"
     else:
         root = args.keep_store or scratch_dir("bc-ray-edge-exchange-")
-        uri = build_store(root, args.days, args.daily)
+        uri = build_store(root, args.days, args.daily, args.s3)
     files, owners = plan(uri, args.workers)
     results = mp.get_context("spawn").Manager().dict()
     mp.spawn(worker, args=(free_port(), args.workers, files, owners, args.repeats, results),
@@ -145,12 +153,13 @@ def main() -> None:
                    for rep in range(args.repeats) for mode in MODES}
         if len(digests) != 1:
             raise RuntimeError(f"worker {rank}'s rows differ between the modes")
-    print_table(f"Reading a sharded run's rows: {len(files.files)} edge files, "
+    where = "S3 (moto)" if args.s3 else "a local store"
+    print_table(f"Reading a sharded run's rows: {len(files.files)} edge files on {where}, "
                 f"{args.workers} workers", ["mode", "repeat", "s (slowest worker)",
                                             "edge ends per worker", "must hold MB",
                                             "private peak above start MB"], rows)
     path = write_json(args.name, {"files": len(files.files), "workers": args.workers,
-                                  "runs": runs})
+                                  "s3": args.s3, "runs": runs})
     print(f"wrote {path}")
 
 
