@@ -72,9 +72,9 @@ def _read_alone(files, owners, rank: int):
     from bc_ray.core.node_rows import drained
     from bc_ray.memory import return_freed_memory
     from bc_ray.models.graphsage.sharded_task import LocalRows
+    from bc_ray.train.sharded import own_keys
 
-    keys = [LocalRows.keys_of(owners, rank, edges[0], edges[1])
-            for index in range(len(files.files)) for edges in files.edges(index)]
+    keys = own_keys(files, owners, rank)
     return LocalRows.from_keys(owners, rank, drained(keys, return_freed_memory))
 
 

@@ -25,6 +25,12 @@ class IdIndex:
         self.text = pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)
         if not self.text and not pa.types.is_integer(ids.type):
             raise TypeError(f"ids must be integers or text, not {ids.type}")
+        if not self.text and ids.type != pa.int64():
+            try:  # a store's ids are int64 or text; others are cast, never wrapped
+                ids = ids.cast(pa.int64())
+            except pa.ArrowInvalid as exc:
+                raise TypeError(f"integer ids must fit int64: {exc}") from exc
+            self.ids = ids
         keys = _text_keys(ids) if self.text else ids.to_numpy().astype(np.int64, copy=False)
         order = np.argsort(keys, kind="stable")  # equal keys keep their rows' order
         self.keys = keys[order]
@@ -54,15 +60,16 @@ class IdIndex:
     def _usable(self, wanted: list) -> tuple[np.ndarray, list | np.ndarray]:
         """(positions, values) of the wanted ids of this table's kind."""
         if self.text:
-            kind_ok = [isinstance(value, str) for value in wanted]
+            kind_ok = [isinstance(value, str) and _encodable(value) for value in wanted]
         elif set(map(type, wanted)) == {int}:
             try:  # every id an integer within int64: the usual request, checked in C
                 return np.arange(len(wanted)), np.array(wanted, dtype=np.int64)
             except OverflowError:
                 kind_ok = [INT64_MIN <= value <= INT64_MAX for value in wanted]
-        else:
-            kind_ok = [type(value) is int and INT64_MIN <= value <= INT64_MAX
-                       for value in wanted]
+        else:  # numpy's integers too, as the dict found them; never bools
+            kind_ok = [isinstance(value, (int, np.integer))
+                       and not isinstance(value, (bool, np.bool_))
+                       and INT64_MIN <= int(value) <= INT64_MAX for value in wanted]
         positions = np.flatnonzero(kind_ok)
         return positions, [wanted[i] for i in positions.tolist()]
 
@@ -84,6 +91,15 @@ class IdIndex:
                     rows[position] = row
                     break
                 slot -= 1
+
+
+def _encodable(value: str) -> bool:
+    """Whether a text id can be a stored one (UTF-8: a lone surrogate cannot)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _text_keys(ids: pa.Array) -> np.ndarray:

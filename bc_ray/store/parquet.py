@@ -74,14 +74,20 @@ def from_parquet_bytes(data: bytes, name: str, columns: list[str] | None = None)
 
 def parquet_row_groups(data: bytes, name: str, columns: list[str] | None = None
                        ) -> Iterator[pa.Table]:
-    """`from_parquet_bytes` a row group at a time: a reader that copies each group out holds
-    the file's bytes and one group's decoding (a whole file decoded at once peaked at twice the
-    table's size beside its bytes)."""
+    """`from_parquet_bytes` a row group at a time (a file of no group: one empty part): a
+    reader that copies each group out holds the file's bytes and one group's decoding (a whole
+    file decoded at once peaked at twice the table's size beside its bytes)."""
     try:
         file = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
-        groups = file.metadata.num_row_groups
+        groups, schema = file.metadata.num_row_groups, file.schema_arrow
     except Exception as exc:  # noqa: BLE001 - as in from_parquet_bytes
         raise CorruptFileError(f"cannot read Parquet file {name}: {exc}") from exc
+    missing = [c for c in columns or [] if c not in schema.names]
+    if missing:  # pq.read_table refuses them; a row group read would silently leave them out
+        raise CorruptFileError(f"Parquet file {name} has no column {', '.join(missing)}")
+    if not groups:
+        yield (schema if columns is None else pa.schema([schema.field(c) for c in columns])
+               ).empty_table()
     for group in range(groups):
         try:
             part = file.read_row_group(group, columns=columns)

@@ -90,8 +90,17 @@ def table_parts(store: Store, record: TableRecord, columns: list[str] | None = N
     a time, for readers that keep a part of each. Every file is checked against what the log
     recorded: its size, its sha256 (unless `verify` is False, which trusts the bytes for speed
     and leaves only the Parquet page checksums) and the table's row count, so a damaged file
-    is a `CorruptFileError`, never fewer or different rows; the count is checked once the last
-    file is read, so a caller must read them all."""
+    is a `CorruptFileError`, never fewer or different rows. The count is checked as the parts
+    come (a part past it stops the read, before a reader copies it) and once the last file is
+    read, so a caller must read them all."""
+    for _, part in named_parts(store, record, columns, verify, by_row_group):
+        yield part
+
+
+def named_parts(store: Store, record: TableRecord, columns: list[str] | None = None,
+                verify: bool = True, by_row_group: bool = False
+                ) -> Iterator[tuple[str, pa.Table]]:
+    """`table_parts`, each with the URI of its file (for errors that name it)."""
     if not record.files:
         raise StoreError(f"table v{record.version}/{record.entity} lists no files")
     rows = 0
@@ -102,27 +111,38 @@ def table_parts(store: Store, record: TableRecord, columns: list[str] | None = N
         for part in parts:
             rows += part.num_rows
             if rows > record.rows:  # before a reader writes past what it allocated
-                check_rows(store, record, rows)
-            yield part
+                raise CorruptFileError(f"table v{record.version}/{record.entity} holds more "
+                                       f"rows than the log's {record.rows} by {name}: a "
+                                       "damaged or replaced file")
+            yield name, part
     check_rows(store, record, rows)
 
 
 def read_embedding_rows(store: Store, record: TableRecord, transform: chain.Affine | None = None,
                         verify: bool = True) -> tuple[pa.Array, np.ndarray]:
-    """A table's ids and its embeddings (through `transform` when given), a file at a time into
-    one matrix allocated up front: a reader holds its result and one file, never the whole
-    table twice (joining the files' rows and then transforming them held it three times)."""
+    """A table's ids and its embeddings (through `transform` when given), a row group at a time
+    into one matrix allocated up front: a reader holds its result, one file's bytes and one
+    group's decoding, never the whole table twice (joining the files' rows and then
+    transforming them held it three times)."""
     dim = record.dim if transform is None else transform[0].shape[0]
     matrix = np.empty((record.rows, dim), dtype=np.float32)
-    ids, start = [], 0
-    for part in table_parts(store, record, ["id", "embedding"], verify, by_row_group=True):
-        rows = embedding_matrix(part.column("embedding"), record.dim)
+    ids: list[pa.Array] = []
+    start = 0
+    for name, part in named_parts(store, record, ["id", "embedding"], verify, by_row_group=True):
+        try:
+            rows = embedding_matrix(part.column("embedding"), record.dim)
+        except CorruptFileError as exc:
+            raise CorruptFileError(f"{name}: {exc}") from exc
+        part_ids = part.column("id").combine_chunks()
+        if ids and part_ids.type != ids[0].type:
+            raise CorruptFileError(f"{name} holds ids of type {part_ids.type}, the table's "
+                                   f"other files {ids[0].type}: a damaged or replaced file")
         end = start + rows.shape[0]
         if transform is None:
             matrix[start:end] = rows
         else:
             chain.apply(rows, transform, out=matrix[start:end])
-        ids.append(part.column("id").combine_chunks())
+        ids.append(part_ids)
         start = end
         del part, rows  # this group's pages go before the next group's are decoded
     pa.default_memory_pool().release_unused()  # the groups' pages the allocator kept

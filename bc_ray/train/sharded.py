@@ -93,18 +93,21 @@ def read_local_rows(files: EdgeFiles, owners: RowOwners, rank: int,
     only the ends in the rows it owns, 8 bytes each: `LocalRows.keys_of`) and the `extra`
     edges (a held-out split's new users'). In the owners' process group each file is read by
     one worker and the ends are sent to theirs (`edge_exchange`, a collective); a process
-    alone reads every file. The rows merge repeated (user, item) pairs, as `load_ingested`
-    does."""
-    if group_size() == owners.workers > 1:
-        keys = exchanged_keys(files, owners)
-    else:
-        keys = [LocalRows.keys_of(owners, rank, edges[0], edges[1])
-                for index in range(len(files.files)) for edges in files.edges(index)]
+    alone, or a snapshot in one file (one worker would read it while the rest waited), reads
+    every file. The rows merge repeated (user, item) pairs, as `load_ingested` does."""
+    shared = owners.workers > 1 and group_size() == owners.workers and len(files.files) > 1
+    keys = exchanged_keys(files, owners, rank) if shared else own_keys(files, owners, rank)
     if extra is not None:
         keys.append(LocalRows.keys_of(owners, rank, *extra))
     rows = LocalRows.from_keys(owners, rank, drained(keys, return_freed_memory))
     return_freed_memory()  # the stream's pages
     return rows
+
+
+def own_keys(files: EdgeFiles, owners: RowOwners, rank: int) -> list[np.ndarray]:
+    """Worker `rank`'s ends' keys, read from every file by this process alone."""
+    return [LocalRows.keys_of(owners, rank, edges[0], edges[1])
+            for index in range(len(files.files)) for edges in files.edges(index)]
 
 
 def entity_graph(run: ShardedRun) -> GraphTensors:

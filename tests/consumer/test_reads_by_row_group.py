@@ -1,11 +1,14 @@
 """Tables read a row group at a time into one matrix (readers of every row, Serve's state):
-the same rows as the files hold, across files and groups, and a file holding more rows than the
-log says is refused before anything is written past what the reader allocated."""
+the same rows as the files hold, across files and groups; rows past the log's count stop the
+read before anything is written past what the reader allocated; damage names its file."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -56,18 +59,36 @@ def test_a_table_of_many_files_and_groups_reads_whole_and_in_order(many_files):
     assert np.array_equal(rows[:3], matrices["item"][[102, 0, 40]])
 
 
-def test_a_file_with_rows_the_log_does_not_count_is_refused_before_it_is_copied(many_files):
-    """A whole, self-consistent file with more rows than the log recorded (replaced, not
-    damaged): the reader stops with the file named, not an overflow of its matrix."""
-    uri, store, _ = many_files
+def test_rows_past_the_logs_count_stop_the_read_before_they_are_copied(many_files):
+    """A log entry that counts fewer rows than its files hold: the reader stops at the file
+    that goes past the count, naming it, not with an overflow of the matrix it allocated."""
+    _, store, _ = many_files
     record = store.state().table(1, "item")
-    path = store.io.path(record.files[0].path)
+    short = dataclasses.replace(record, rows=50)  # the files hold 40, 40 and 23
+    with pytest.raises(CorruptFileError, match=r"more rows than the log's 50 by .*part-00001"):
+        read_embedding_rows(store, short, verify=False)
+
+
+def test_a_replaced_file_is_named_by_every_whole_reader(many_files):
+    uri, store, _ = many_files
+    path = store.io.path(store.state().table(1, "item").files[0].path)
     frame = pl.read_parquet(path)
     pl.concat([frame, frame]).write_parquet(path)
-    with pytest.raises(CorruptFileError, match="rows"):
-        read_embeddings(uri, "item", verify=False)
-    with pytest.raises(CorruptFileError):
+    for verify in (True, False):
+        with pytest.raises(CorruptFileError, match="part-00000.parquet has .* bytes, the log"):
+            read_embeddings(uri, "item", verify=verify)
+    with pytest.raises(CorruptFileError, match="part-00000.parquet"):
         ServingState.load(Store(uri))
+
+
+def test_row_groups_of_a_file_without_a_column_or_without_groups():
+    table = pa.table({"id": pa.array([1, 2]), "other": pa.array([0.5, 1.5])})
+    data = parquet.to_parquet_bytes(table)
+    with pytest.raises(CorruptFileError, match="f.parquet has no column embedding"):
+        list(parquet.parquet_row_groups(data, "f.parquet", ["id", "embedding"]))
+    empty = parquet.to_parquet_bytes(table.slice(0, 0))
+    parts = list(parquet.parquet_row_groups(empty, "e.parquet", ["id"]))
+    assert sum(p.num_rows for p in parts) == 0 and parts[0].schema.names == ["id"]
 
 
 def test_apply_into_a_slice_equals_apply():

@@ -59,3 +59,16 @@ def test_an_empty_request_and_other_id_types():
     assert IdIndex(pa.array([5, 6], pa.int32())).rows([6, 5, 2 ** 40]).tolist() == [1, 0, -1]
     with pytest.raises(TypeError, match="integers or text"):
         IdIndex(pa.array([1.5]))
+
+
+def test_numpy_integers_are_ids_and_wider_integer_tables_are_cast_or_refused():
+    index = IdIndex(pa.array([5, 6], pa.int64()))
+    assert index.rows([np.int64(6), np.int32(5), np.uint64(2 ** 64 - 1), np.bool_(True)]
+                      ).tolist() == [1, 0, -1, -1]
+    assert IdIndex(pa.array([7, 2 ** 40], pa.uint64())).rows([2 ** 40, -1]).tolist() == [1, -1]
+    with pytest.raises(TypeError, match="fit int64"):
+        IdIndex(pa.array([2 ** 64 - 1], pa.uint64()))
+
+
+def test_a_text_id_no_table_can_hold_is_unknown_not_an_error():
+    assert IdIndex(pa.array(["a", "b"])).rows(["b", "\ud800", "a"]).tolist() == [1, -1, 0]

@@ -1,9 +1,14 @@
 """A sharded run's workers read each edge file once between them and send every end to the
 worker whose row it is (`edge_exchange`): each worker's rows are the rows it built when it read
 every file itself, over three gloo ranks with uneven files and ranges, a worker with no file to
-read, and rounds small enough that the workers run out of ends at different rounds."""
+read, and rounds small enough that the workers run out of ends at different rounds; a worker
+that cannot read its file stops the others with it."""
 
 from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import timedelta
 
 import numpy as np
 import polars as pl
@@ -26,6 +31,7 @@ from tests.helpers import gloo_ranks
 
 MAPPING = ColumnMapping(user_col="user", item_col="item", time_col="when", rating_col="score")
 WORLD = 3
+EXTRA = (np.array([0, 39, 5]), np.array([24, 0, 11]))  # a held-out split's new users' edges
 
 
 @pytest.fixture
@@ -75,9 +81,11 @@ def _rank(rank: int, port: int, files: EdgeFiles, owners: RowOwners, results) ->
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=WORLD)
     try:
-        results[f"keys{rank}"] = np.sort(drained(exchanged_keys(files, owners, round_ends=37)))
-        extra = (np.array([0, 39, 5]), np.array([24, 0, 11]))
-        rows = read_local_rows(files, owners, rank, extra)
+        # Batches of 16 edges, rounds of 37 ends: the workers run out at different rounds.
+        small = replace(files, read_rows=16)
+        results[f"keys{rank}"] = np.sort(drained(exchanged_keys(small, owners, rank,
+                                                                round_ends=37)))
+        rows = read_local_rows(files, owners, rank, EXTRA)
         results[f"rows{rank}"] = (rows.crow, rows.neighbours)
     finally:
         dist.destroy_process_group()
@@ -87,13 +95,34 @@ def test_three_workers_reading_a_file_each_build_the_rows_each_read_alone(two_fi
     files, owners = two_files
     assert [len(share) for share in worker_files(files, WORLD)] == [1, 1, 0]
     results = gloo_ranks(_rank, WORLD, files, owners)
-    extra = (np.array([0, 39, 5]), np.array([24, 0, 11]))
     for rank in range(WORLD):
         alone = [LocalRows.keys_of(owners, rank, u, i)
                  for index in range(len(files.files)) for u, i, _ in files.edges(index)]
         assert np.array_equal(results[f"keys{rank}"], np.sort(np.concatenate(alone))), rank
-        expected = read_local_rows(files, owners, rank, extra)  # no group: every file read
+        expected = read_local_rows(files, owners, rank, EXTRA)  # no group: every file read
         crow, neighbours = results[f"rows{rank}"]
         assert np.array_equal(crow, expected.crow), rank
         assert np.array_equal(neighbours, expected.neighbours), rank
     assert results["rows0"][1].size and results["rows2"][1].size
+
+
+def _failing_rank(rank: int, port: int, files: EdgeFiles, owners: RowOwners, results) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=WORLD, timeout=timedelta(seconds=60))
+    try:
+        exchanged_keys(replace(files, read_rows=16), owners, rank, round_ends=37)
+    except Exception as exc:  # noqa: BLE001 - what each worker raised is the result
+        results[rank] = f"{type(exc).__name__}: {exc}"
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_worker_that_cannot_read_its_file_stops_every_worker(two_files):
+    """Worker 1's file is gone: it raises its own error, the others a `TrainingError` naming
+    it, in the same round, instead of waiting in the exchange for rows that never come."""
+    files, owners = two_files
+    os.remove(Store(files.store_uri).io.path(files.files[1].record.path))
+    results = gloo_ranks(_failing_rank, WORLD, files, owners)
+    assert results[1].startswith("CorruptFileError: cannot read the edges in")
+    for rank in (0, 2):
+        assert results[rank].startswith("TrainingError: worker(s) [1] could not read"), rank
