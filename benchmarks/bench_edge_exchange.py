@@ -121,11 +121,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--name", default="edge-exchange")
-    parser.add_argument("--s3", action="store_true",
-                        help="the store on S3 (moto's server on 127.0.0.1; not kept)")
-    parser.add_argument("--keep-store", default=None, metavar="DIR")
-    parser.add_argument("--store", default=None, metavar="DIR",
-                        help="a local store a run with --keep-store built")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--s3", action="store_true",
+                       help="the store on S3 (moto's server on 127.0.0.1; not kept)")
+    where.add_argument("--keep-store", default=None, metavar="DIR")
+    where.add_argument("--store", default=None, metavar="DIR",
+                       help="a local store a run with --keep-store built")
     args = parser.parse_args()
 
     if args.store:

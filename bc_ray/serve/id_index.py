@@ -41,7 +41,8 @@ class IdIndex:
 
     def rows(self, wanted: list) -> np.ndarray:
         """The row of each wanted id, -1 for ids the table does not hold (an id of the other
-        kind, text asked of integer ids or the reverse, included)."""
+        kind, text asked of integer ids or the reverse, and text no UTF-8 table can hold,
+        included)."""
         rows = np.full(len(wanted), -1, dtype=np.int64)
         usable, values = self._usable(wanted)
         if not len(values):

@@ -4,8 +4,9 @@ group they train in (torch.distributed's all-to-all, as the ID rows go), a round
 
 Every worker used to read every file and keep its own ends: W reads of the graph, each worker
 spending a whole read's time however many workers there were. Now the files are read once in
-all, about 1/W of them by each worker (RESULTS §10: from S3 with 4 workers, 0.31–0.53x the
-time; from a local disk's page cache, where reading is cheap, no measurable change). A worker
+all, about 1/W of them by each worker (RESULTS §10: from moto's S3 server on this 2-core
+machine with 4 workers, 0.31–0.52x the time; from a local disk's page cache, where reading is
+cheap, no measurable change). A worker
 holds what it kept before (its ends' keys, 8 bytes each) and one round's keys of its files (at
 most `ROUND_ENDS` and a record batch more) while they are sent. A worker that cannot read its
 files says so to the others before the round's exchange, so they stop with it instead of

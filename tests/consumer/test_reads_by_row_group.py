@@ -5,6 +5,8 @@ read before anything is written past what the reader allocated; damage names its
 from __future__ import annotations
 
 import dataclasses
+import io
+from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
@@ -18,7 +20,7 @@ from bc_ray.exceptions import CorruptFileError
 from bc_ray.serve.state import ServingState
 from bc_ray.store import parquet
 from bc_ray.store.store import Store
-from bc_ray.store.tables import read_embedding_rows
+from bc_ray.store.tables import read_embedding_rows, write_table
 from tests.helpers import publish_fake_version, refresh_fake_tables
 
 
@@ -86,9 +88,12 @@ def test_row_groups_of_a_file_without_a_column_or_without_groups():
     data = parquet.to_parquet_bytes(table)
     with pytest.raises(CorruptFileError, match="f.parquet has no column embedding"):
         list(parquet.parquet_row_groups(data, "f.parquet", ["id", "embedding"]))
-    empty = parquet.to_parquet_bytes(table.slice(0, 0))
+    sink = io.BytesIO()
+    pq.ParquetWriter(sink, table.schema).close()  # a writer that wrote nothing: no row group
+    empty = sink.getvalue()
+    assert pq.read_metadata(pa.BufferReader(empty)).num_row_groups == 0
     parts = list(parquet.parquet_row_groups(empty, "e.parquet", ["id"]))
-    assert sum(p.num_rows for p in parts) == 0 and parts[0].schema.names == ["id"]
+    assert len(parts) == 1 and parts[0].num_rows == 0 and parts[0].schema.names == ["id"]
 
 
 def test_apply_into_a_slice_equals_apply():
@@ -100,3 +105,17 @@ def test_apply_into_a_slice_equals_apply():
     chain_math.apply(rows, transform, out=out[2:12])
     assert np.allclose(out[2:12], chain_math.apply(rows, transform))
     assert (out[:2] == 7).all() and (out[12:] == 7).all()
+
+
+def test_a_file_of_another_dimension_or_id_type_is_named(many_files):
+    _, store, _ = many_files
+    record = store.state().table(1, "user")
+    with pytest.raises(CorruptFileError, match=r"part-00000\.parquet: .*dimension 7"):
+        read_embedding_rows(store, dataclasses.replace(record, dim=7))
+    text_ids = write_table(store, "elsewhere/user", pa.array(["a", "b"]),
+                           np.zeros((2, record.dim), dtype=np.float32), 1,
+                           datetime.now(timezone.utc))
+    mixed = dataclasses.replace(record, files=[record.files[0], *text_ids], rows=42)
+    with pytest.raises(CorruptFileError, match=r"elsewhere/user/part-00000\.parquet holds ids "
+                                               r"of type string"):
+        read_embedding_rows(store, mixed)
