@@ -141,11 +141,12 @@ def main() -> None:
                         help="runs of every stage (seconds of each; the highest peak)")
     parser.add_argument("--name", default="consumers",
                         help="the JSON's name under BC_RAY_BENCH_OUT")
-    parser.add_argument("--keep-store", default=None, metavar="DIR",
-                        help="build the store in DIR (which must not exist) and keep it")
-    parser.add_argument("--store", default=None, metavar="DIR",
-                        help="measure a store a run with --keep-store built (another "
-                             "commit's code on the same tables)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--keep-store", default=None, metavar="DIR",
+                       help="build the store in DIR (which must not exist) and keep it")
+    where.add_argument("--store", default=None, metavar="DIR",
+                       help="measure a store a run with --keep-store built (another "
+                            "commit's code on the same tables)")
     args = parser.parse_args()
 
     if args.store:

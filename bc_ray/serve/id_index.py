@@ -36,9 +36,6 @@ class IdIndex:
         self.keys = keys[order]
         self.rows_in_order = order.astype(np.int32 if len(order) < 2 ** 31 else np.int64)
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def rows(self, wanted: list) -> np.ndarray:
         """The row of each wanted id, -1 for ids the table does not hold (an id of the other
         kind, text asked of integer ids or the reverse, and text no UTF-8 table can hold,

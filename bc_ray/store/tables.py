@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from bc_ray import chain
 from bc_ray.exceptions import CorruptFileError, StoreError
+from bc_ray.memory import return_freed_memory
 from bc_ray.store.parquet import (
     embedding_matrix,
     embedding_parquet_bytes,
@@ -85,15 +86,15 @@ def refresh_actions(version: int, refresh_id: str, tables: list[TableFiles], sna
 
 
 def table_parts(store: Store, record: TableRecord, columns: list[str] | None = None,
-                verify: bool = True, by_row_group: bool = False) -> Iterator[pa.Table]:
-    """A table's files a file at a time (at most `ROWS_PER_FILE` rows each), or a row group at
-    a time, for readers that keep a part of each. Every file is checked against what the log
+                verify: bool = True) -> Iterator[pa.Table]:
+    """A table's files a file at a time (at most `ROWS_PER_FILE` rows each), for readers that
+    keep a part of each (`named_parts` reads them a row group at a time). Every file is checked against what the log
     recorded: its size, its sha256 (unless `verify` is False, which trusts the bytes for speed
     and leaves only the Parquet page checksums) and the table's row count, so a damaged file
     is a `CorruptFileError`, never fewer or different rows. The count is checked as the parts
     come (a part past it stops the read, before a reader copies it) and once the last file is
     read, so a caller must read them all."""
-    for _, part in named_parts(store, record, columns, verify, by_row_group):
+    for _, part in named_parts(store, record, columns, verify):
         yield part
 
 
@@ -145,7 +146,7 @@ def read_embedding_rows(store: Store, record: TableRecord, transform: chain.Affi
         ids.append(part_ids)
         start = end
         del part, rows  # this group's pages go before the next group's are decoded
-    pa.default_memory_pool().release_unused()  # the groups' pages the allocator kept
+    return_freed_memory()  # the groups' pages the allocators kept
     return pa.concat_arrays(ids), matrix
 
 
