@@ -153,17 +153,22 @@ def exchange(values: torch.Tensor, splits: list[int],
 @dataclass
 class Request:
     """Ids sent to their owners: `order` puts the caller's ids in owner order, `splits` counts
-    them by owner; the owner got `served` (its local rows) in `served_splits` by sender."""
+    them by owner; the owner got `served` (its local rows) in `served_splits` by sender.
+    `in_order`: the caller's ids were in owner order already (`order` is the identity), so
+    rows go back and forth without being reordered."""
 
     order: torch.Tensor
     splits: list[int]
     served: torch.Tensor
     served_splits: list[int]
+    in_order: bool = False
 
     def reply(self, rows: torch.Tensor) -> torch.Tensor:
         """Owner side: send back `rows` (one per served id); caller side: the rows of the ids
         it asked for, in its own order."""
         answered, _ = exchange(rows, self.served_splits, self.splits)
+        if self.in_order:
+            return answered
         out = answered.new_empty(answered.shape)
         out[self.order] = answered
         return out
@@ -171,7 +176,8 @@ class Request:
     def push(self, rows: torch.Tensor) -> torch.Tensor:
         """Caller side: send `rows` (one per id asked, in the caller's order) to the owners;
         owner side: what every worker sent for each served id, in `served` order."""
-        received, _ = exchange(rows[self.order], self.splits, self.served_splits)
+        received, _ = exchange(rows if self.in_order else rows[self.order], self.splits,
+                               self.served_splits)
         return received
 
 
@@ -182,10 +188,11 @@ def request(owners: RowOwners, nodes: torch.Tensor) -> Request:
         raise ConfigError(f"the rows are split over {owners.workers} workers, the group has "
                           f"{world}")
     owner = owners.owner(nodes)
-    order = torch.argsort(owner, stable=True)
+    in_order = bool((owner[1:] >= owner[:-1]).all())
+    order = torch.arange(nodes.numel()) if in_order else torch.argsort(owner, stable=True)
     splits = torch.bincount(owner, minlength=world).tolist()
-    received, served_splits = exchange(nodes[order], splits)
-    return Request(order, splits, owners.local_row(received, rank), served_splits)
+    received, served_splits = exchange(nodes if in_order else nodes[order], splits)
+    return Request(order, splits, owners.local_row(received, rank), served_splits, in_order)
 
 
 def _check_rows(owners: RowOwners, rows: torch.Tensor) -> None:
@@ -204,7 +211,7 @@ class ShardedRows:
     def gather(self, nodes: torch.Tensor) -> torch.Tensor:
         """The rows of `nodes` (global ids), wherever they live."""
         asked = request(self.owners, nodes)
-        return asked.reply(self.rows[asked.served])
+        return asked.reply(self.rows.index_select(0, asked.served))
 
 
 class ShardedEmbedding(nn.Module):
@@ -231,14 +238,9 @@ class ShardedEmbedding(nn.Module):
         if self._pending is not None:
             raise RuntimeError("a second lookup before apply_gradients: one per step")
         asked = request(self.owners, nodes)
-        rows = asked.reply(self.weight.detach()[asked.served]).requires_grad_(True)
+        rows = asked.reply(self.weight.detach().index_select(0, asked.served)).requires_grad_(True)
         self._pending = (asked, rows)
         return rows
-
-    def rows_of(self, nodes: torch.Tensor) -> torch.Tensor:
-        """The rows of `nodes`, without a gradient (inference between steps)."""
-        asked = request(self.owners, nodes)
-        return asked.reply(self.weight.detach()[asked.served])
 
     @torch.no_grad()
     def apply_gradients(self) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from bc_ray.core.row_shards import RowOwners, ShardedEmbedding, ShardedRows
+from bc_ray.core.row_shards import RowOwners, ShardedEmbedding, ShardedRows, request
 from bc_ray.core.sparse_rows import average_sparse_gradients, id_table_optimizer
 from bc_ray.core.trainer import ShardedAlignment
 from bc_ray.core.transforms import make_transform
@@ -71,17 +71,22 @@ def _rank(rank: int, port: int, optimizer: str, results) -> None:
     owners = _owners()
     whole = torch.randn(USERS + ITEMS, DIM, generator=torch.Generator().manual_seed(5))
     asked = torch.tensor([[0, 30, 30, 7], [33, 1], []][rank], dtype=torch.long)
-    results[f"gathered{rank}"] = ShardedRows(owners, _own_rows(owners, whole, rank)).gather(asked)
+    rows = ShardedRows(owners, _own_rows(owners, whole, rank))
+    results[f"gathered{rank}"] = rows.gather(asked)
+    # Ids already in their owners' order go and come back without being reordered.
+    ordered = asked[torch.argsort(owners.owner(asked) * (USERS + ITEMS) + asked)]
+    results[f"ordered{rank}"] = (ordered, rows.gather(ordered), request(owners, ordered).in_order)
 
     sharded = ShardedEmbedding(owners, _own_rows(owners, whole, rank).clone(), lr=0.1,
                                optimizer=optimizer)
     table = torch.nn.Embedding.from_pretrained(whole.clone(), freeze=False, sparse=True)
     reference = id_table_optimizer(optimizer, [table.weight], lr=0.1)
     for step in range(3):
-        nodes = torch.tensor([[1, 4, 4, 30], [4, 12 + step, 33], [20] if step != 1 else []][rank],
+        nodes = torch.tensor([[1, 4, 4, 30], [33, 4, 12 + step], [20] if step != 1 else []][rank],
                              dtype=torch.long)  # rank 2 looks nothing up in step 1
         scale = torch.arange(1.0, nodes.numel() + 1)[:, None] * (rank + 1)
         (sharded.lookup(nodes) * scale).square().sum().backward()
+        results[f"in_order{rank}_{step}"] = sharded._pending[0].in_order
         sharded.apply_gradients()
         (table(nodes) * scale).square().sum().backward()
         average_sparse_gradients([table.weight])
@@ -102,6 +107,10 @@ def test_three_ranks_gather_rows_and_train_them_as_one_table_would(optimizer):
     whole = torch.randn(USERS + ITEMS, DIM, generator=torch.Generator().manual_seed(5))
     for rank, asked in enumerate([[0, 30, 30, 7], [33, 1], []]):
         assert torch.equal(results[f"gathered{rank}"], whole[asked])
+        ordered, gathered, in_order = results[f"ordered{rank}"]
+        assert in_order and torch.equal(gathered, whole[ordered])
+    # Lookups in owner order and out of it both step the rows as the one table does (below).
+    assert {results[f"in_order{r}_{s}"] for r in range(WORLD) for s in range(3)} == {True, False}
     owners = _owners()
     moved = torch.zeros(USERS + ITEMS, dtype=torch.bool)
     for rank in range(WORLD):

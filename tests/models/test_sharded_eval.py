@@ -10,7 +10,7 @@ from bc_ray.core.row_shards import RowOwners
 from bc_ray.core.splits import period_split
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.models.graphsage.model import EmbeddingModel
-from bc_ray.models.graphsage.sharded_eval import _chunks, sharded_layerwise
+from bc_ray.models.graphsage.sharded_eval import OneHop, _chunks, sharded_layerwise
 from bc_ray.models.graphsage.sharded_task import (
     LocalRows,
     ShardedLinkPredictionTask,
@@ -53,3 +53,30 @@ def test_hubs_aggregated_in_slices_give_the_full_graph_forwards_rows(small_snaps
     partial = sharded_layerwise(task, model, scored, chunk=64, max_ends=MAX_ENDS)
     assert scored.numel() > 0
     assert (partial - z[scored]).abs().max() <= 1e-6 * reference.abs().max()
+
+
+@pytest.mark.parametrize("subset", [False, True])
+def test_a_runs_neighbourhood_is_its_rows_over_their_neighbours_in_owner_order(small_snapshot,
+                                                                              subset):
+    graph = period_split(small_snapshot, 0.6, 0.8).graph
+    user_degree, item_degree = graph.degrees()
+    owners = RowOwners.balanced(user_degree.numpy(), item_degree.numpy(), 3)
+    num_nodes = graph.num_users + graph.num_items
+    for rank in range(3):
+        rows = LocalRows.from_edges(owners, rank, graph.edge_user.numpy(), graph.edge_item.numpy())
+        local = torch.arange(owners.num_rows(rank))  # its users and items: both kinds
+        if subset:
+            local = local[::3]
+        hop = OneHop.of(rows, local)
+        # Each source once, sorted by owner then id: what `gather` sends without reordering.
+        key = owners.owner(hop.sources) * num_nodes + hop.sources
+        assert bool((key[1:] > key[:-1]).all())
+        # Every row lists its own neighbours, its columns ascending (as CSR keeps them).
+        adjacency = hop.adjacency
+        assert adjacency.num_dst == local.numel() and adjacency.num_src == hop.sources.numel()
+        for position, row in enumerate(local.tolist()):
+            columns = adjacency.cols[adjacency.crow[position]:adjacency.crow[position + 1]]
+            assert bool((columns[1:] > columns[:-1]).all())
+            expected = rows.neighbours[rows.crow[row]:rows.crow[row + 1]]
+            assert hop.sources[columns].tolist() == expected.tolist()
+    assert OneHop.of(rows, local[:0]).sources.numel() == 0

@@ -4,15 +4,16 @@ The one-table gate embeds the whole graph in one process (`embed`: the full-grap
 ranks every item for each held-out user. Here the workers embed every node together, layer by
 layer (`sharded_layerwise`): each computes layer l of the nodes it owns from layer l-1 of their
 neighbours, which their owners send, so no computation reaches past one hop and a worker holds
-two layers of its own rows at a time, whatever the degrees: nodes go in runs of bounded
-neighbours, and a hub with more (an item with 1M users at 100M edges) in slices of its
-neighbours, summed as they come (`HubSum`). The last layer is computed only for
-the rows scoring reads (`Embedded`: every item, the held-out users, the alignment sample), a
-tenth of a worker's rows on a graph of ten users per item: no worker holds its whole z. Rank 0
-then receives only what the ranking needs: every item's embedding, the held-out users'
-embeddings and their training items (from their owners' CSR rows). Recall@k is the same
-function the one-table gate calls (it scores a block of items at a time). Every worker calls
-these functions together: their steps are collectives.
+two layers of its own rows at a time, whatever the degrees. A run's neighbour lists are the
+worker's own CSR rows (`OneHop`: no sampler's exchanges) and only its neighbours' rows travel.
+Nodes go in runs of bounded neighbours, and a hub with more (an item with 1M users at 100M
+edges) in slices of its neighbours, summed as they come (`HubSum`). The last layer is computed
+only for the rows scoring reads (`Embedded`: every item, the held-out users, the alignment
+sample), a tenth of a worker's rows on a graph of ten users per item: no worker holds its
+whole z. Rank 0 then receives only what the ranking needs: every item's embedding, the
+held-out users' embeddings and their training items (from their owners' CSR rows). Recall@k is
+the same function the one-table gate calls (it scores a block of items at a time). Every
+worker calls these functions together: their steps are collectives.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import torch
 import torch.distributed as dist
 
 from bc_ray.core.evaluation import recall_at_k
+from bc_ray.core.graph import Adjacency
 from bc_ray.core.row_shards import ShardedRows, owners_rank, to_rank0
 from bc_ray.models.graphsage.model import EmbeddingModel
-from bc_ray.models.graphsage.partitioned_sampler import PartitionedNeighborSampler
-from bc_ray.models.graphsage.sharded_task import ShardedLinkPredictionTask, agreed
+from bc_ray.models.graphsage.sampler import draw_neighbours
+from bc_ray.models.graphsage.sharded_task import LocalRows, ShardedLinkPredictionTask, agreed
 
 EVAL_CHUNK = 4_096
 EVAL_ENDS = 1 << 18  # neighbours per run: a run of popular items holds theirs, not the graph's
@@ -127,12 +129,15 @@ def sharded_layerwise(task: ShardedLinkPredictionTask, model: EmbeddingModel,
     owners = task.rows.owners
     model.eval()  # the trainer sets train() again at its next epoch
     own_tables = len(model.ids) > 0
-    nodes = owners.nodes_of(owners_rank())
+    rank = owners_rank()
+    nodes = owners.nodes_of(rank)
+    ids = task.ids.weight.detach()
     # Each layer is written run by run into one matrix (no list of runs to join): a worker
-    # holds the layer it reads and the one it writes, and one run's rows.
+    # holds the layer it reads and the one it writes, and one run's rows. A run's nodes are
+    # the worker's own: their inputs, rows and neighbour lists are read here, and only their
+    # neighbours' rows are fetched from the other workers.
     h = _by_runs(_chunks(nodes, task.rows.crow, chunk, max_ends), lambda run: model.inputs(
-        task.graph, run.nodes, None if own_tables else task.ids.rows_of(run.nodes)))
-    one_hop = PartitionedNeighborSampler(owners, task.rows.crow, task.rows.neighbours, [-1])
+        task.graph, run.nodes, None if own_tables else ids[owners.local_row(run.nodes, rank)]))
     last = model.spec.num_layers - 1
     if rows is not None and last < 0:
         return h[rows]
@@ -149,23 +154,46 @@ def sharded_layerwise(task: ShardedLinkPredictionTask, model: EmbeddingModel,
         def layer(run: Run, index: int = index, previous: ShardedRows = previous,
                   hub: HubSum = hub) -> torch.Tensor | None:
             if run.ends is not None:
-                return _hub_slice(task, model, index, run, previous, one_hop, hub)
-            sample = one_hop.sample(run.nodes)
-            x = previous.gather(sample.nodes)
-            block = sample.blocks[0]
-            return model.layer(index, x, block.adjacency, x[:block.num_dst])
+                return _hub_slice(task, model, index, run, previous, hub)
+            local = owners.local_row(run.nodes, rank)
+            hop = OneHop.of(task.rows, local)
+            return model.layer(index, previous.gather(hop.sources), hop.adjacency,
+                               previous.rows[local])
 
         h = _by_runs(runs, layer)
     return h
 
 
+@dataclass(frozen=True)
+class OneHop:
+    """A run's neighbourhood, read from this worker's own CSR rows: its neighbours each once
+    (`sources`) and the run's rows over them (`adjacency`)."""
+
+    sources: torch.Tensor
+    adjacency: Adjacency
+
+    @classmethod
+    def of(cls, rows: LocalRows, local: torch.Tensor) -> OneHop:
+        """The neighbourhood of local rows `local`. The sources are sorted by owner, then id,
+        so `ShardedRows.gather` sends them and receives their rows without reordering either;
+        a row's neighbours are all of the other kind (a user's are items), whose owners' ranges
+        ascend with their ids, so each row's columns still ascend, as CSR keeps them."""
+        crow = torch.from_numpy(rows.crow)
+        _, ends = draw_neighbours(crow, torch.from_numpy(rows.neighbours), local, -1, None)
+        num_nodes = rows.owners.num_users + rows.owners.num_items
+        keys, columns = torch.unique(rows.owners.owner(ends) * num_nodes + ends,
+                                     return_inverse=True)
+        offsets = torch.zeros(local.numel() + 1, dtype=torch.long)
+        torch.cumsum(crow[local + 1] - crow[local], 0, out=offsets[1:])
+        return cls(keys.remainder_(num_nodes), Adjacency.from_csr(offsets, columns, local.numel(),
+                                                                  keys.numel()))
+
+
 def _hub_slice(task: ShardedLinkPredictionTask, model: EmbeddingModel, index: int, run: Run,
-               previous: ShardedRows, one_hop: PartitionedNeighborSampler,
-               hub: HubSum) -> torch.Tensor | None:
+               previous: ShardedRows, hub: HubSum) -> torch.Tensor | None:
     """One slice of a hub's neighbours added to its aggregate; at the last slice, its row of
-    layer `index`. The same collectives as another worker's run at the same place: an empty
-    sample, then the gather of the slice's rows."""
-    one_hop.sample(run.nodes[:0])
+    layer `index`. The same collectives as another worker's run at the same place: the gather
+    of the slice's rows."""
     local = int(task.rows.owners.local_row(run.nodes, owners_rank())[0])
     first = int(task.rows.crow[local])
     lo, hi = run.ends

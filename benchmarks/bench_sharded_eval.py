@@ -1,0 +1,152 @@
+"""The sharded bump's layer-wise pass (`sharded_layerwise`: every node's embedding, computed by
+the W workers that hold its rows), the stage that takes most of a 100M bump's time (its last
+evaluation and the gate's pass over M_{k-1}).
+
+The workers are W processes in one gloo group on this machine (what Ray Train gives the sharded
+bump's workers, without Ray's start-up), each holding its CSR rows (read from the store's daily
+edge files as the bump reads them) and fresh ID rows; the model is GraphSAGE as the nightly
+path trains it (2 layers, hidden 64). Per repeat: the slowest worker's seconds for the pass (the
+bump waits for it), each worker's private memory (RssAnon) at its peak above what it held
+before, and a digest of each worker's embeddings.
+
+The code measured is the code this script imports. To compare with another commit, run the
+same script from a worktree of it on the same store (`--store`), the runs interleaved, each
+with the same `--rows DIR`: the first run keeps its workers' embeddings there, later runs
+report their largest difference from them (float rounding, where sums are taken in another
+order, gives a different digest).
+
+    python benchmarks/bench_sharded_eval.py [--days 10] [--daily 1000000] [--workers 2]
+                                            [--repeats 2] [--label now] [--rows DIR]
+                                            [--keep-store DIR | --store DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from benchmarks.bench_edge_exchange import build_store, plan  # noqa: E402
+from benchmarks.bench_scale import HIDDEN, MB, OwnMemory  # noqa: E402
+from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
+
+NOW = 0.0  # the time the inputs' ages are taken at: the pass's cost does not depend on it
+
+
+def compared(z, path: str | None) -> float | None:
+    """The largest difference of `z` from the rows kept at `path` by an earlier run, which
+    keeps them there if none did (None then, and without `path`)."""
+    import numpy as np
+
+    if path is None:
+        return None
+    if not os.path.exists(path):
+        np.save(path, z.numpy())
+        return None
+    return float(np.abs(np.load(path, mmap_mode="r") - z.numpy()).max())
+
+
+def worker(rank: int, port: int, world: int, files, owners, repeats: int, rows_dir: str | None,
+           results) -> None:
+    import hashlib
+
+    import torch
+    import torch.distributed as dist
+
+    from bc_ray.core.train_config import TrainConfig
+    from bc_ray.memory import private_bytes, return_freed_memory
+    from bc_ray.models.graphsage.sharded_eval import sharded_layerwise
+    from bc_ray.models.graphsage.spec import VersionSpec
+    from bc_ray.train.sharded import ShardedRun, sharded_trainer
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    torch.set_num_threads(1)  # one core a worker, as Ray Train's workers get here
+    try:
+        train = TrainConfig(mode="sampled", fanout=10, sparse_ids_min_nodes=0,
+                            id_optimizer="rowwise_adagrad")
+        run = ShardedRun(files, owners, VersionSpec(num_layers=2, hidden_dim=HIDDEN), train, NOW)
+        torch.manual_seed(0)  # the same dense weights in every run, so digests compare
+        trainer = sharded_trainer(run, rank, world)
+        for repeat in range(repeats):
+            dist.barrier()
+            return_freed_memory()
+            before = private_bytes()
+            with OwnMemory() as memory:
+                started = time.perf_counter()
+                z = sharded_layerwise(trainer.task, trainer.model)
+                seconds = time.perf_counter() - started
+            results[(repeat, rank)] = {
+                "seconds": seconds, "ends": int(trainer.task.rows.neighbours.size),
+                "rows": int(z.shape[0]), "peak_above_start_mb": (memory.peak_anon - before) / MB,
+                "z_sha256": hashlib.sha256(z.numpy().tobytes()).hexdigest(),
+                "max_abs_diff_vs_kept": compared(z, rows_dir and os.path.join(
+                    rows_dir, f"z{rank}.npy"))}
+            del z
+    finally:
+        dist.destroy_process_group()
+
+
+def _largest(differences) -> str:
+    known = [d for d in differences if d is not None]
+    return f"{max(known):.1e}" if known else "-"
+
+
+def main() -> None:
+    import torch.multiprocessing as mp
+
+    from tests.conftest import free_port
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--daily", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--label", default="now", help="names this code's rows (and the JSON)")
+    parser.add_argument("--rows", default=None, metavar="DIR",
+                        help="keep the embeddings here, or compare with those kept")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--keep-store", default=None, metavar="DIR")
+    where.add_argument("--store", default=None, metavar="DIR",
+                       help="a local store a run with --keep-store built (this script's or "
+                            "bench_edge_exchange.py's)")
+    args = parser.parse_args()
+
+    if args.store:
+        uri = f"file://{args.store}/store"
+    else:
+        uri = build_store(args.keep_store or scratch_dir("bc-ray-sharded-eval-"), args.days,
+                          args.daily)
+    files, owners = plan(uri, args.workers)
+    results = mp.get_context("spawn").Manager().dict()
+    if args.rows:
+        os.makedirs(args.rows, exist_ok=True)
+    mp.spawn(worker, args=(free_port(), args.workers, files, owners, args.repeats, args.rows,
+                           results),
+             nprocs=args.workers, join=True)
+    runs = [[results[(repeat, rank)] for rank in range(args.workers)]
+            for repeat in range(args.repeats)]
+    rows = [[args.label, repeat, round(max(r["seconds"] for r in ranks), 1),
+             " / ".join(f"{r['ends']:,}" for r in ranks),
+             f"{sum(r['ends'] for r in ranks) / max(r['seconds'] for r in ranks):,.0f}",
+             " / ".join(f"{r['peak_above_start_mb']:,.0f}" for r in ranks),
+             " / ".join(r["z_sha256"][:12] for r in ranks),
+             _largest(r["max_abs_diff_vs_kept"] for r in ranks)]
+            for repeat, ranks in enumerate(runs)]
+    print_table(f"The sharded layer-wise pass over every node: {len(files.files)} edge files, "
+                f"{args.workers} workers, {os.cpu_count()} cores",
+                ["code", "repeat", "s (slowest worker)", "edge ends per worker", "ends/s",
+                 "private peak above start MB", "z digest per worker",
+                 "max |diff| vs kept rows"], rows)
+    path = write_json(f"sharded-eval-{args.label}", {
+        "files": len(files.files), "workers": args.workers, "label": args.label, "runs": runs})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
