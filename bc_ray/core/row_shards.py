@@ -165,7 +165,7 @@ class Request:
 
     def reply(self, rows: torch.Tensor) -> torch.Tensor:
         """Owner side: send back `rows` (one per served id); caller side: the rows of the ids
-        it asked for, in its own order."""
+        it asked for, in its own order (on one worker, in order: `rows` itself, not a copy)."""
         answered, _ = exchange(rows, self.served_splits, self.splits)
         if self.in_order:
             return answered
@@ -175,7 +175,8 @@ class Request:
 
     def push(self, rows: torch.Tensor) -> torch.Tensor:
         """Caller side: send `rows` (one per id asked, in the caller's order) to the owners;
-        owner side: what every worker sent for each served id, in `served` order."""
+        owner side: what every worker sent for each served id, in `served` order (on one
+        worker, in order: `rows` itself, not a copy)."""
         received, _ = exchange(rows if self.in_order else rows[self.order], self.splits,
                                self.served_splits)
         return received

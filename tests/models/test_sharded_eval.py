@@ -79,4 +79,24 @@ def test_a_runs_neighbourhood_is_its_rows_over_their_neighbours_in_owner_order(s
             assert bool((columns[1:] > columns[:-1]).all())
             expected = rows.neighbours[rows.crow[row]:rows.crow[row + 1]]
             assert hop.sources[columns].tolist() == expected.tolist()
-    assert OneHop.of(rows, local[:0]).sources.numel() == 0
+    empty = OneHop.of(rows, local[:0])  # a padding run
+    assert empty.sources.numel() == 0 and empty.adjacency.crow.tolist() == [0]
+
+
+@pytest.mark.parametrize("aggregation,light", [("mean", False), ("max", True), ("max", False)])
+def test_runs_of_one_node_nodes_without_neighbours_among_them_give_the_forwards_rows(
+        small_snapshot, aggregation, light):
+    graph = period_split(small_snapshot, 0.6, 0.8).graph
+    spec = VersionSpec(num_layers=2, hidden_dim=8, batch_norm=False, aggregation=aggregation)
+    torch.manual_seed(0)
+    model = EmbeddingModel(spec, graph.num_users, graph.num_items, graph.user_vocab,
+                           graph.item_vocab, light=light)
+    user_degree, item_degree = graph.degrees()
+    assert (user_degree == 0).any() and (item_degree == 0).any()  # runs with no sources
+    owners = RowOwners.balanced(user_degree.numpy(), item_degree.numpy(), 1)
+    rows = LocalRows.from_edges(owners, 0, graph.edge_user.numpy(), graph.edge_item.numpy())
+    task = ShardedLinkPredictionTask(sharded_model(spec, graph), graph, rows, CONFIG,
+                                     torch.zeros(graph.num_nodes, spec.hidden_dim))
+    reference = torch.cat(model.embed(graph))
+    z = sharded_layerwise(task, model, chunk=1)
+    assert (z - reference).abs().max() <= 1e-6 * reference.abs().max()

@@ -173,16 +173,17 @@ class OneHop:
     adjacency: Adjacency
 
     @classmethod
-    def of(cls, rows: LocalRows, local: torch.Tensor) -> OneHop:
-        """The neighbourhood of local rows `local`. The sources are sorted by owner, then id,
-        so `ShardedRows.gather` sends them and receives their rows without reordering either;
-        a row's neighbours are all of the other kind (a user's are items), whose owners' ranges
-        ascend with their ids, so each row's columns still ascend, as CSR keeps them."""
-        crow = torch.from_numpy(rows.crow)
-        _, ends = draw_neighbours(crow, torch.from_numpy(rows.neighbours), local, -1, None)
-        num_nodes = rows.owners.num_users + rows.owners.num_items
-        keys, columns = torch.unique(rows.owners.owner(ends) * num_nodes + ends,
-                                     return_inverse=True)
+    def of(cls, local_rows: LocalRows, local: torch.Tensor) -> OneHop:
+        """The neighbourhood of this worker's rows `local` (local indices). The sources are
+        sorted by owner, then id, so `ShardedRows.gather` sends them and receives their rows
+        without reordering either; a row's neighbours are all of the other kind (a user's are
+        items), whose owners' ranges ascend with their ids, so each row's columns still ascend
+        (the order `Adjacency` sums them in). Rows without neighbours have no sources."""
+        crow = torch.from_numpy(local_rows.crow)
+        _, ends = draw_neighbours(crow, torch.from_numpy(local_rows.neighbours), local, -1, None)
+        owners = local_rows.owners
+        num_nodes = owners.num_users + owners.num_items
+        keys, columns = torch.unique(owners.owner(ends) * num_nodes + ends, return_inverse=True)
         offsets = torch.zeros(local.numel() + 1, dtype=torch.long)
         torch.cumsum(crow[local + 1] - crow[local], 0, out=offsets[1:])
         return cls(keys.remainder_(num_nodes), Adjacency.from_csr(offsets, columns, local.numel(),
