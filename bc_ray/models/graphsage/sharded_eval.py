@@ -79,7 +79,7 @@ def _chunks(nodes: torch.Tensor, crow: np.ndarray, chunk: int, max_ends: int,
     """`nodes` (this worker's, in its rows' order: `crow`) in runs of at most `chunk` nodes
     and `max_ends` neighbours; a hub with more is a run alone, or with `split_hubs` one run per
     `max_ends` of its neighbours. Padded with empty runs to as many as the worker with the most
-    has (each run's exchanges are collectives)."""
+    has (a layer's run gathers its neighbours' rows: a collective)."""
     runs, start = [], 0
     while start < nodes.numel():
         within = int(np.searchsorted(crow, crow[start] + max_ends, side="right")) - 1
