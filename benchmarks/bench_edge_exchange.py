@@ -110,35 +110,51 @@ def worker(rank: int, port: int, world: int, files, owners, repeats: int, result
         dist.destroy_process_group()
 
 
-def main() -> None:
-    import torch.multiprocessing as mp
-
-    from tests.conftest import free_port
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_store_options(parser: argparse.ArgumentParser, s3: bool = False) -> None:
+    """The options of a benchmark whose W gloo workers read a store of daily edge files:
+    how many days, workers and repeats, and where the store is (built, kept or reused)."""
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--daily", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--name", default="edge-exchange")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--s3", action="store_true",
-                       help="the store on S3 (moto's server on 127.0.0.1; not kept)")
+    if s3:
+        where.add_argument("--s3", action="store_true",
+                           help="the store on S3 (moto's server on 127.0.0.1; not kept)")
     where.add_argument("--keep-store", default=None, metavar="DIR")
     where.add_argument("--store", default=None, metavar="DIR",
                        help="a local store a run with --keep-store built")
+
+
+def store_uri(args: argparse.Namespace, scratch_prefix: str) -> str:
+    """The store `add_store_options` asked for: reused, or built (and kept) here."""
+    if args.store:
+        return f"file://{args.store}/store"
+    root = args.keep_store or scratch_dir(scratch_prefix)
+    return build_store(root, args.days, args.daily, getattr(args, "s3", False))
+
+
+def spawn_workers(worker, workers: int, *args) -> dict:
+    """`worker(rank, port, workers, *args, results)` in `workers` spawned processes; what they
+    put in `results`."""
+    import torch.multiprocessing as mp
+
+    from tests.conftest import free_port
+
+    results = mp.get_context("spawn").Manager().dict()
+    mp.spawn(worker, args=(free_port(), workers, *args, results), nprocs=workers, join=True)
+    return dict(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_store_options(parser, s3=True)
+    parser.add_argument("--name", default="edge-exchange")
     args = parser.parse_args()
 
-    if args.store:
-        uri = f"file://{args.store}/store"
-    else:
-        root = args.keep_store or scratch_dir("bc-ray-edge-exchange-")
-        uri = build_store(root, args.days, args.daily, args.s3)
+    uri = store_uri(args, "bc-ray-edge-exchange-")
     files, owners = plan(uri, args.workers)
-    results = mp.get_context("spawn").Manager().dict()
-    mp.spawn(worker, args=(free_port(), args.workers, files, owners, args.repeats, results),
-             nprocs=args.workers, join=True)
-    results = dict(results)
+    results = spawn_workers(worker, args.workers, files, owners, args.repeats)
 
     rows, runs = [], []
     for repeat in range(args.repeats):

@@ -31,9 +31,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from benchmarks.bench_edge_exchange import build_store, plan  # noqa: E402
+from benchmarks.bench_edge_exchange import (  # noqa: E402
+    add_store_options,
+    plan,
+    spawn_workers,
+    store_uri,
+)
 from benchmarks.bench_scale import HIDDEN, MB, OwnMemory  # noqa: E402
-from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
+from benchmarks.common import print_table, write_json  # noqa: E402
 
 NOW = 0.0  # the time the inputs' ages are taken at: the pass's cost does not depend on it
 
@@ -98,37 +103,17 @@ def _largest(differences) -> str:
 
 
 def main() -> None:
-    import torch.multiprocessing as mp
-
-    from tests.conftest import free_port
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--days", type=int, default=10)
-    parser.add_argument("--daily", type=int, default=1_000_000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    add_store_options(parser)
     parser.add_argument("--label", default="now", help="names this code's rows (and the JSON)")
     parser.add_argument("--rows", default=None, metavar="DIR",
                         help="keep the embeddings here, or compare with those kept")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--keep-store", default=None, metavar="DIR")
-    where.add_argument("--store", default=None, metavar="DIR",
-                       help="a local store a run with --keep-store built (this script's or "
-                            "bench_edge_exchange.py's)")
     args = parser.parse_args()
 
-    if args.store:
-        uri = f"file://{args.store}/store"
-    else:
-        uri = build_store(args.keep_store or scratch_dir("bc-ray-sharded-eval-"), args.days,
-                          args.daily)
-    files, owners = plan(uri, args.workers)
-    results = mp.get_context("spawn").Manager().dict()
+    files, owners = plan(store_uri(args, "bc-ray-sharded-eval-"), args.workers)
     if args.rows:
         os.makedirs(args.rows, exist_ok=True)
-    mp.spawn(worker, args=(free_port(), args.workers, files, owners, args.repeats, args.rows,
-                           results),
-             nprocs=args.workers, join=True)
+    results = spawn_workers(worker, args.workers, files, owners, args.repeats, args.rows)
     runs = [[results[(repeat, rank)] for rank in range(args.workers)]
             for repeat in range(args.repeats)]
     rows = [[args.label, repeat, round(max(r["seconds"] for r in ranks), 1),

@@ -88,10 +88,11 @@ def refresh_actions(version: int, refresh_id: str, tables: list[TableFiles], sna
 def table_parts(store: Store, record: TableRecord, columns: list[str] | None = None,
                 verify: bool = True) -> Iterator[pa.Table]:
     """A table's files a file at a time (at most `ROWS_PER_FILE` rows each), for readers that
-    keep a part of each (`named_parts` reads them a row group at a time). Every file is checked against what the log
-    recorded: its size, its sha256 (unless `verify` is False, which trusts the bytes for speed
-    and leaves only the Parquet page checksums) and the table's row count, so a damaged file
-    is a `CorruptFileError`, never fewer or different rows. The count is checked as the parts
+    keep a part of each (`named_parts(by_row_group=True)` reads a row group at a time). Every
+    file is checked against what the log recorded: its size, its sha256 (unless `verify` is
+    False, which trusts the bytes for speed and leaves only the Parquet page checksums) and the
+    table's row count, so a damaged file is a `CorruptFileError`, never fewer or different
+    rows. The count is checked as the parts
     come (a part past it stops the read, before a reader copies it) and once the last file is
     read, so a caller must read them all."""
     for _, part in named_parts(store, record, columns, verify):

@@ -2,6 +2,8 @@
 against the full-graph forward, with runs so small that hubs are aggregated a slice of their
 neighbours at a time: the same rows, for each aggregation."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import torch
@@ -22,13 +24,20 @@ CONFIG = TrainConfig(batch_size=16, mode="sampled", fanout=-1, sparse_ids_min_no
 MAX_ENDS = 4
 
 
-@pytest.mark.parametrize("aggregation,light,sliced", [
-    ("mean", False, True), ("sum", True, True), ("max", True, True),
-    ("max", False, False),  # PyG's own max conv: a hub stays a run alone
-])
-def test_hubs_aggregated_in_slices_give_the_full_graph_forwards_rows(small_snapshot, aggregation,
-                                                                     light, sliced):
-    graph = period_split(small_snapshot, 0.6, 0.8).graph
+@dataclass
+class OneWorker:
+    """A model over the snapshot's training graph and the sharded task of one worker owning
+    every row: what `sharded_layerwise` runs without a process group."""
+
+    graph: object
+    model: EmbeddingModel
+    owners: RowOwners
+    rows: LocalRows
+    task: ShardedLinkPredictionTask
+
+
+def _one_worker(snapshot, aggregation: str, light: bool) -> OneWorker:
+    graph = period_split(snapshot, 0.6, 0.8).graph
     spec = VersionSpec(num_layers=2, hidden_dim=8, batch_norm=False, aggregation=aggregation)
     torch.manual_seed(0)
     model = EmbeddingModel(spec, graph.num_users, graph.num_items, graph.user_vocab,
@@ -38,6 +47,17 @@ def test_hubs_aggregated_in_slices_give_the_full_graph_forwards_rows(small_snaps
     rows = LocalRows.from_edges(owners, 0, graph.edge_user.numpy(), graph.edge_item.numpy())
     task = ShardedLinkPredictionTask(sharded_model(spec, graph), graph, rows, CONFIG,
                                      torch.zeros(graph.num_nodes, spec.hidden_dim))
+    return OneWorker(graph, model, owners, rows, task)
+
+
+@pytest.mark.parametrize("aggregation,light,sliced", [
+    ("mean", False, True), ("sum", True, True), ("max", True, True),
+    ("max", False, False),  # PyG's own max conv: a hub stays a run alone
+])
+def test_hubs_aggregated_in_slices_give_the_full_graph_forwards_rows(small_snapshot, aggregation,
+                                                                     light, sliced):
+    one = _one_worker(small_snapshot, aggregation, light)
+    graph, model, owners, rows, task = one.graph, one.model, one.owners, one.rows, one.task
     runs = _chunks(owners.nodes_of(0), rows.crow, 64, MAX_ENDS,
                    split_hubs=model.aggregation() is not None)
     slices = sum(run.ends is not None for run in runs)
@@ -86,17 +106,9 @@ def test_a_runs_neighbourhood_is_its_rows_over_their_neighbours_in_owner_order(s
 @pytest.mark.parametrize("aggregation,light", [("mean", False), ("max", True), ("max", False)])
 def test_runs_of_one_node_nodes_without_neighbours_among_them_give_the_forwards_rows(
         small_snapshot, aggregation, light):
-    graph = period_split(small_snapshot, 0.6, 0.8).graph
-    spec = VersionSpec(num_layers=2, hidden_dim=8, batch_norm=False, aggregation=aggregation)
-    torch.manual_seed(0)
-    model = EmbeddingModel(spec, graph.num_users, graph.num_items, graph.user_vocab,
-                           graph.item_vocab, light=light)
-    user_degree, item_degree = graph.degrees()
+    one = _one_worker(small_snapshot, aggregation, light)
+    user_degree, item_degree = one.graph.degrees()
     assert (user_degree == 0).any() and (item_degree == 0).any()  # runs with no sources
-    owners = RowOwners.balanced(user_degree.numpy(), item_degree.numpy(), 1)
-    rows = LocalRows.from_edges(owners, 0, graph.edge_user.numpy(), graph.edge_item.numpy())
-    task = ShardedLinkPredictionTask(sharded_model(spec, graph), graph, rows, CONFIG,
-                                     torch.zeros(graph.num_nodes, spec.hidden_dim))
-    reference = torch.cat(model.embed(graph))
-    z = sharded_layerwise(task, model, chunk=1)
+    reference = torch.cat(one.model.embed(one.graph))
+    z = sharded_layerwise(one.task, one.model, chunk=1)
     assert (z - reference).abs().max() <= 1e-6 * reference.abs().max()
