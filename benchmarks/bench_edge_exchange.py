@@ -46,9 +46,9 @@ def build_store(root: str, days: int, daily: int, s3: bool = False) -> str:
     return uri
 
 
-def plan(uri: str, workers: int):
+def plan(uri: str, workers: int, bytes_per_row: int = 0):
     """The store's edge files and row owners, as `plan_owners` makes them (degrees counted by
-    one Ray task per file)."""
+    one Ray task per file; `bytes_per_row`: `row_bytes`)."""
     import ray
 
     from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees
@@ -61,7 +61,8 @@ def plan(uri: str, workers: int):
     files = EdgeFiles.of(store, store.state(), entities.num_users, entities.num_items)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        owners = plan_owners(files, workers, degrees=count_degrees(files, 1.0, None))
+        owners = plan_owners(files, workers, bytes_per_row,
+                             degrees=count_degrees(files, 1.0, None))
     finally:
         ray.shutdown()
     return files, owners

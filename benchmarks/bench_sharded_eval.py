@@ -4,15 +4,17 @@ evaluation and the gate's pass over M_{k-1}).
 
 The workers are W processes in one gloo group on this machine (what Ray Train gives the sharded
 bump's workers, without Ray's start-up), each holding its CSR rows (read from the store's daily
-edge files as the bump reads them) and fresh ID rows; the model is GraphSAGE as the nightly
-path trains it (2 layers, hidden 64). Per repeat: the slowest worker's seconds for the pass (the
+edge files as the bump reads them, its owners planned as a bump aligned to its parent plans
+them) and ID rows made from each node's id alone, so that runs whose owners split the nodes
+otherwise compute the same rows; the model is GraphSAGE as the nightly path trains it (2
+layers, hidden 64). Per repeat: the slowest worker's seconds for the pass (the
 bump waits for it), each worker's private memory (RssAnon) at its peak above what it held
 before, and a digest of each worker's embeddings.
 
 The code measured is the code this script imports. To compare with another commit, run the
 same script from a worktree of it on the same store (`--store`), the runs interleaved, each
-with the same `--rows DIR`: the first run keeps its workers' embeddings there, later runs
-report their largest difference from them (float rounding, where sums are taken in another
+with the same `--rows DIR`: the first run keeps its workers' embeddings there (by entity and
+index), later runs report their largest difference from them (float rounding, where sums are taken in another
 order, gives a different digest).
 
     python benchmarks/bench_sharded_eval.py [--days 10] [--daily 1000000] [--workers 2]
@@ -39,21 +41,52 @@ from benchmarks.bench_edge_exchange import (  # noqa: E402
 )
 from benchmarks.bench_scale import HIDDEN, MB, OwnMemory  # noqa: E402
 from benchmarks.common import print_table, write_json  # noqa: E402
+from bc_ray.models.graphsage.spec import VersionSpec  # noqa: E402
+from bc_ray.train.sharded import row_bytes  # noqa: E402
 
 NOW = 0.0  # the time the inputs' ages are taken at: the pass's cost does not depend on it
 
 
-def compared(z, path: str | None) -> float | None:
-    """The largest difference of `z` from the rows kept at `path` by an earlier run, which
-    keeps them there if none did (None then, and without `path`)."""
+def compared(z, owners, rank: int, rows_dir: str | None) -> float | None:
+    """The largest difference of this worker's rows `z` from those an earlier run kept in
+    `rows_dir`, by entity and index (so runs whose owners split the nodes otherwise compare),
+    which keeps them there if none did (None then, and without `rows_dir`)."""
     import numpy as np
+    import torch.distributed as dist
 
-    if path is None:
+    if rows_dir is None:
         return None
-    if not os.path.exists(path):
-        np.save(path, z.numpy())
-        return None
-    return float(np.abs(np.load(path, mmap_mode="r") - z.numpy()).max())
+    paths = {entity: os.path.join(rows_dir, f"{entity}.npy") for entity in ("user", "item")}
+    fresh = not os.path.exists(paths["item"])  # every worker looks before any writes
+    dist.barrier()
+    if fresh and rank == 0:
+        for entity, count in (("user", owners.num_users), ("item", owners.num_items)):
+            np.lib.format.open_memmap(paths[entity], mode="w+", dtype=np.float32,
+                                      shape=(count, z.shape[1]))
+    dist.barrier()
+    largest = 0.0
+    for entity, first, last, offset in owners.spans(rank):
+        kept = np.load(paths[entity], mmap_mode="r+" if fresh else "r")
+        mine = z[offset:offset + last - first].numpy()
+        if fresh:
+            kept[first:last] = mine
+            kept.flush()
+        else:
+            largest = max(largest, float(np.abs(kept[first:last] - mine).max(initial=0.0)))
+    return None if fresh else largest
+
+
+def id_rows_of(owners, rank: int, chunk: int = 1 << 20):
+    """ID rows of the scale fresh ones have, each a function of its node's id alone."""
+    import torch
+
+    nodes = owners.nodes_of(rank)
+    rows = torch.empty(nodes.numel(), HIDDEN)
+    phase = torch.arange(HIDDEN, dtype=torch.float64) * 1.3
+    for first in range(0, nodes.numel(), chunk):
+        part = nodes[first:first + chunk].double()[:, None] * 0.7548776662 + phase
+        rows[first:first + chunk] = (torch.sin(part) * 0.1).float()
+    return rows
 
 
 def worker(rank: int, port: int, world: int, files, owners, repeats: int, rows_dir: str | None,
@@ -66,7 +99,6 @@ def worker(rank: int, port: int, world: int, files, owners, repeats: int, rows_d
     from bc_ray.core.train_config import TrainConfig
     from bc_ray.memory import private_bytes, return_freed_memory
     from bc_ray.models.graphsage.sharded_eval import sharded_layerwise
-    from bc_ray.models.graphsage.spec import VersionSpec
     from bc_ray.train.sharded import ShardedRun, sharded_trainer
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -77,7 +109,7 @@ def worker(rank: int, port: int, world: int, files, owners, repeats: int, rows_d
                             id_optimizer="rowwise_adagrad")
         run = ShardedRun(files, owners, VersionSpec(num_layers=2, hidden_dim=HIDDEN), train, NOW)
         torch.manual_seed(0)  # the same dense weights in every run, so digests compare
-        trainer = sharded_trainer(run, rank, world)
+        trainer = sharded_trainer(run, rank, world, id_rows=id_rows_of(owners, rank))
         for repeat in range(repeats):
             dist.barrier()
             return_freed_memory()
@@ -90,8 +122,7 @@ def worker(rank: int, port: int, world: int, files, owners, repeats: int, rows_d
                 "seconds": seconds, "ends": int(trainer.task.rows.neighbours.size),
                 "rows": int(z.shape[0]), "peak_above_start_mb": (memory.peak_anon - before) / MB,
                 "z_sha256": hashlib.sha256(z.numpy().tobytes()).hexdigest(),
-                "max_abs_diff_vs_kept": compared(z, rows_dir and os.path.join(
-                    rows_dir, f"z{rank}.npy"))}
+                "max_abs_diff_vs_kept": compared(z, owners, rank, rows_dir)}
             del z
     finally:
         dist.destroy_process_group()
@@ -110,7 +141,9 @@ def main() -> None:
                         help="keep the embeddings here, or compare with those kept")
     args = parser.parse_args()
 
-    files, owners = plan(store_uri(args, "bc-ray-sharded-eval-"), args.workers)
+    files, owners = plan(store_uri(args, "bc-ray-sharded-eval-"), args.workers,
+                         row_bytes(VersionSpec(num_layers=2, hidden_dim=HIDDEN), HIDDEN,
+                                   "rowwise_adagrad"))
     if args.rows:
         os.makedirs(args.rows, exist_ok=True)
     results = spawn_workers(worker, args.workers, files, owners, args.repeats, args.rows)

@@ -20,19 +20,31 @@ def recall_at_k(z_user: torch.Tensor, z_item: torch.Tensor, eval_user: torch.Ten
     already interacted with (`known_*`); ground truth is the (user, item) pairs in `eval_*`.
     `users` restricts the evaluated users (default: every user with an eval edge).
     """
+    total, count = recall_sum(z_user, z_item, eval_user, eval_item, known_user, known_item,
+                              users, item_pool, k, chunk)
+    return total / count if count else float("nan")
+
+
+@torch.no_grad()
+def recall_sum(z_user: torch.Tensor, z_item: torch.Tensor, eval_user: torch.Tensor,
+               eval_item: torch.Tensor, known_user: torch.Tensor, known_item: torch.Tensor,
+               users: torch.Tensor | None = None, item_pool: torch.Tensor | None = None,
+               k: int = 50, chunk: int = 512) -> tuple[float, int]:
+    """(the sum of `recall_at_k`'s per-user recalls, how many users): its two parts, which
+    workers that each rank a share of the users add up (`sharded_recall`)."""
     num_items = z_item.shape[0]
     gt_keys = torch.unique(eval_user * num_items + eval_item)
     gt_count = torch.bincount(gt_keys // num_items, minlength=z_user.shape[0])
     users = torch.unique(eval_user) if users is None else users[gt_count[users] > 0]
     if users.numel() == 0:
-        return float("nan")
+        return 0.0, 0
     blocked = torch.zeros(num_items, dtype=torch.bool)
     if item_pool is not None:
         blocked[:] = True
         blocked[item_pool] = False
     known_order = torch.argsort(known_user)
     known_user, known_item = known_user[known_order], known_item[known_order]
-    recalls = []
+    total = torch.zeros((), dtype=torch.float64)
     for start in range(0, users.numel(), chunk):
         batch = users[start:start + chunk]
         lo = torch.searchsorted(known_user, batch)
@@ -41,8 +53,8 @@ def recall_at_k(z_user: torch.Tensor, z_item: torch.Tensor, eval_user: torch.Ten
         offset = torch.arange(int((hi - lo).sum())) - (torch.cumsum(hi - lo, 0) - (hi - lo))[owner]
         top = top_items(z_user[batch], z_item, blocked, owner, known_item[lo[owner] + offset], k)
         hits = torch.isin(batch[:, None] * num_items + top, gt_keys).sum(1)
-        recalls.append(hits.float() / gt_count[batch].float())
-    return float(torch.cat(recalls).mean())
+        total += (hits.double() / gt_count[batch].double()).sum()
+    return float(total), int(users.numel())
 
 
 def top_items(queries: torch.Tensor, z_item: torch.Tensor, blocked: torch.Tensor,

@@ -8,15 +8,32 @@ from collections.abc import Callable
 import numpy as np
 
 
-def balanced_bounds(degrees: np.ndarray, parts: int, node_cost: int = 1) -> np.ndarray:
+def balanced_bounds(degrees: np.ndarray, parts: int, node_cost: int = 1,
+                    base: np.ndarray | None = None) -> np.ndarray:
     """`parts` + 1 bounds cutting the rows into ranges of about equal work: a row costs its
     degree plus `node_cost` edges' worth for itself, so ranges of equal length would leave
-    items (a tenth of the nodes with half the edges) in a few slow ranges."""
+    items (a tenth of the nodes with half the edges) in a few slow ranges. `base`: the work
+    each part holds already (a training worker's users, when its items are cut), which the
+    ranges top up towards equal totals (`top_up`)."""
     cost = np.cumsum(np.asarray(degrees, dtype=np.int64) + node_cost)
     total = int(cost[-1]) if cost.size else 0
-    inner = np.searchsorted(cost, total * np.arange(1, parts) / parts, side="left") + 1
+    targets = (total * np.arange(1, parts) / parts if base is None
+               else np.cumsum(top_up(total, np.asarray(base, dtype=np.float64)))[:-1])
+    inner = np.searchsorted(cost, targets, side="left") + 1
     bounds = np.concatenate([[0], np.minimum(inner, cost.size), [cost.size]])
     return np.maximum.accumulate(bounds).astype(np.int64)
+
+
+def top_up(total: float, base: np.ndarray) -> np.ndarray:
+    """Shares of `total` that bring each part's `base` + share to one level where they can
+    (water filling): a part whose base is above the level gets nothing, the rest reach it."""
+    active = np.ones(base.size, dtype=bool)
+    while True:
+        level = (total + base[active].sum()) / active.sum()
+        over = active & (base > level)
+        if not over.any():
+            return np.where(active, level - base, 0.0)
+        active &= ~over
 
 
 def row_keys(edge_user: np.ndarray, edge_item: np.ndarray, num_users: int, num_nodes: int,

@@ -11,7 +11,15 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from bc_ray.core.row_shards import RowOwners, ShardedEmbedding, ShardedRows, request
+from bc_ray.core.node_rows import balanced_bounds, top_up
+from bc_ray.core.row_shards import (
+    RowOwners,
+    ShardedEmbedding,
+    ShardedRows,
+    deal,
+    request,
+    to_all,
+)
 from bc_ray.core.sparse_rows import average_sparse_gradients, id_table_optimizer
 from bc_ray.core.trainer import ShardedAlignment
 from bc_ray.core.transforms import make_transform
@@ -65,6 +73,36 @@ def test_users_are_cut_as_the_sampler_weighs_them_and_empty_ranges_are_owned_by_
     assert torch.equal(empty.local_row(empty.nodes_of(2), 2), torch.arange(4))
 
 
+def test_items_top_up_each_workers_users_to_equal_shares():
+    # The first users hold most edges (older users, as a store grows): items are cut so that
+    # each worker's users and items together cost about the same, not the items alone.
+    rng = np.random.default_rng(3)
+    user_degrees = np.concatenate([rng.integers(20, 40, 500), rng.integers(1, 4, 500)])
+    item_degrees = np.sort(rng.integers(1, 60, 2000))[::-1]
+    row_bytes = 64
+    owners = RowOwners.balanced(user_degrees, item_degrees, 2, row_bytes)
+    node_cost = 1 + row_bytes // 8
+
+    def share(rank: int) -> int:
+        (a, b), (c, d) = owners.users_of(rank), owners.items_of(rank)
+        return int((user_degrees[a:b] + node_cost).sum() + (item_degrees[c:d] + node_cost).sum())
+
+    assert owners.users_of(0) == (0, 500)  # users: equal counts, as the sampler weighs them
+    assert abs(share(0) - share(1)) <= item_degrees.max() + node_cost  # one item apart at most
+    assert owners.items_of(0)[1] < 1000  # the first worker takes fewer than half the items
+    items_alone = balanced_bounds(item_degrees, 2, node_cost)
+    assert owners.items_of(0)[1] < items_alone[1]
+
+
+def test_top_up_levels_what_it_can_and_leaves_parts_above_the_level_alone():
+    assert np.allclose(top_up(10.0, np.array([0.0, 0.0])), [5, 5])
+    assert np.allclose(top_up(10.0, np.array([2.0, 6.0])), [7, 3])  # both reach 9
+    assert np.allclose(top_up(4.0, np.array([100.0, 0.0, 2.0])), [0, 3, 1])  # 3 each, not 35
+    assert np.allclose(top_up(0.0, np.array([1.0, 1.0])), [0, 0])
+    bounds = balanced_bounds(np.ones(10, dtype=np.int64), 3, 0, base=np.array([0, 9, 0]))
+    assert bounds.tolist() == [0, 5, 5, 10]  # the middle part has its share already
+
+
 def _rank(rank: int, port: int, optimizer: str, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -76,6 +114,10 @@ def _rank(rank: int, port: int, optimizer: str, results) -> None:
     # Ids already in their owners' order go and come back without being reordered.
     ordered = asked[torch.argsort(owners.owner(asked) * (USERS + ITEMS) + asked)]
     results[f"ordered{rank}"] = (ordered, rows.gather(ordered), request(owners, ordered).in_order)
+    # Unequal counts to every worker; rows dealt to workers by destination (rank 1 sends none).
+    results[f"all{rank}"] = to_all(torch.full((rank + 1, 2), float(rank)))
+    sent = torch.tensor([[2, 0, 2, 1], [], [0]][rank], dtype=torch.long)
+    results[f"dealt{rank}"] = deal(sent, sent * 10 + rank, torch.full((sent.numel(), 3), rank))
 
     sharded = ShardedEmbedding(owners, _own_rows(owners, whole, rank).clone(), lr=0.1,
                                optimizer=optimizer)
@@ -109,6 +151,12 @@ def test_three_ranks_gather_rows_and_train_them_as_one_table_would(optimizer):
         assert torch.equal(results[f"gathered{rank}"], whole[asked])
         ordered, gathered, in_order = results[f"ordered{rank}"]
         assert in_order and torch.equal(gathered, whole[ordered])
+        assert torch.equal(results[f"all{rank}"], torch.tensor([[0.0] * 2] + [[1.0] * 2] * 2
+                                                               + [[2.0] * 2] * 3))
+    # What each worker was dealt, by sender in rank order, each sender's rows in their order.
+    ids, rows = zip(*(results[f"dealt{rank}"] for rank in range(WORLD)), strict=True)
+    assert [i.tolist() for i in ids] == [[0, 2], [10], [20, 20]]
+    assert [r[:, 0].tolist() for r in rows] == [[0, 2], [0], [0, 0]]
     # Lookups in owner order and out of it both step the rows as the one table does (below).
     assert {results[f"in_order{r}_{s}"] for r in range(WORLD) for s in range(3)} == {True, False}
     owners = _owners()

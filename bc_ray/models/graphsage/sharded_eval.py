@@ -10,10 +10,11 @@ Nodes go in runs of bounded neighbours, and a hub with more (an item with 1M use
 edges) in slices of its neighbours, summed as they come (`HubSum`). The last layer is computed
 only for the rows scoring reads (`Embedded`: every item, the held-out users, the alignment
 sample), a tenth of a worker's rows on a graph of ten users per item: no worker holds its
-whole z. Rank 0 then receives only what the ranking needs: every item's embedding, the
-held-out users' embeddings and their training items (from their owners' CSR rows). Recall@k is
-the same function the one-table gate calls (it scores a block of items at a time). Every
-worker calls these functions together: their steps are collectives.
+whole z. Ranking then moves only what it needs: every item's embedding to every worker, and
+each held-out user's embedding and training items (from its owner's CSR rows) to the worker
+that ranks it; the workers rank equal shares of the users with the same code the one-table
+gate runs (`recall_sum`: a block of items at a time) and add up their recalls. Every worker
+calls these functions together: their steps are collectives.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from bc_ray.core.evaluation import recall_at_k
+from bc_ray.core.evaluation import recall_sum
 from bc_ray.core.graph import Adjacency
-from bc_ray.core.row_shards import ShardedRows, owners_rank, to_rank0
+from bc_ray.core.row_shards import ShardedRows, deal, group_size, owners_rank, to_all
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.sampler import draw_neighbours
 from bc_ray.models.graphsage.sharded_task import LocalRows, ShardedLinkPredictionTask, agreed
@@ -53,10 +54,6 @@ class Embedded:
         if local.numel() and (self.rows.numel() == 0 or bool((self.rows[position] != local).any())):
             raise ValueError("scoring read a row it did not embed: pass it in `rows`")
         return self.z[position]
-
-
-def _to_rank0(values: torch.Tensor) -> torch.Tensor:
-    return to_rank0(values)[0]
 
 
 @dataclass(frozen=True)
@@ -231,27 +228,29 @@ def sharded_recall(task: ShardedLinkPredictionTask, z: Embedded, eval_user: torc
     over `users` (default: all of them; the gate takes the validation half), ranking every item
     of `item_pool` with each user's training items excluded, as `recall_at_k` does; `z`: this
     worker's rows as embedded (`sharded_layerwise`), its items and held-out users at least.
-    The value on every worker."""
-    rank = owners_rank()
+    Every worker ranks an equal share of the users (held-out user i by worker i mod W, its row
+    and training items sent by its owner) against every item's row (`I d` floats on each), and
+    the recalls are summed across workers, so ranking takes 1/W of one worker's time. The
+    value on every worker."""
     if users is not None:
         kept = torch.isin(eval_user, users)
         eval_user, eval_item = eval_user[kept], eval_item[kept]
     owners = task.rows.owners
+    rank, world = owners_rank(), group_size()
     first_user, last_user = owners.users_of(rank)
-    z_items = _to_rank0(z.of(torch.arange(last_user - first_user, owners.num_rows(rank))))
+    z_items = to_all(z.of(torch.arange(last_user - first_user, owners.num_rows(rank))))
     held_out = torch.unique(eval_user)
     mine = held_out[(held_out >= first_user) & (held_out < last_user)]
-    z_users = _to_rank0(z.of(mine - first_user))
-    order = _to_rank0(mine)  # held-out users as rank 0 receives their rows
+    ranker = torch.searchsorted(held_out, mine) % world
+    ranked, z_users = deal(ranker, mine, z.of(mine - first_user))  # ascending: owners' order
     known_user, known_item = task.rows.user_edges_of(mine)
-    known_user, known_item = _to_rank0(known_user), _to_rank0(known_item)
-    result = torch.zeros(1, dtype=torch.float64)
-    if rank == 0:
-        # Held-out users renumbered 0..n-1 in the order their rows arrived.
-        lookup = torch.full((owners.num_users,), -1, dtype=torch.long)
-        lookup[order] = torch.arange(order.numel())
-        result[0] = recall_at_k(z_users, z_items, lookup[eval_user], eval_item,
-                                lookup[known_user], known_item, item_pool=item_pool, k=k)
-    if dist.is_available() and dist.is_initialized():
-        dist.broadcast(result, src=0)
-    return float(result[0])
+    known_user, known_item = deal(ranker[torch.searchsorted(mine, known_user)], known_user,
+                                  known_item)
+    scored = torch.isin(eval_user, ranked)
+    total, count = recall_sum(z_users, z_items, torch.searchsorted(ranked, eval_user[scored]),
+                              eval_item[scored], torch.searchsorted(ranked, known_user),
+                              known_item, item_pool=item_pool, k=k)
+    result = torch.tensor([total, count], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(result)
+    return float(result[0] / result[1]) if result[1] else float("nan")
