@@ -14,8 +14,8 @@ before, and a digest of each worker's embeddings.
 The code measured is the code this script imports. To compare with another commit, run the
 same script from a worktree of it on the same store (`--store`), the runs interleaved, each
 with the same `--rows DIR`: the first run keeps its workers' embeddings there (by entity and
-index), later runs report their largest difference from them (float rounding, where sums are taken in another
-order, gives a different digest).
+index), later runs report their largest difference from them (float rounding, where sums are
+taken in another order, gives a different digest).
 
     python benchmarks/bench_sharded_eval.py [--days 10] [--daily 1000000] [--workers 2]
                                             [--repeats 2] [--label now] [--rows DIR]

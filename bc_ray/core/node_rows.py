@@ -17,9 +17,14 @@ def balanced_bounds(degrees: np.ndarray, parts: int, node_cost: int = 1,
     ranges top up towards equal totals (`top_up`)."""
     cost = np.cumsum(np.asarray(degrees, dtype=np.int64) + node_cost)
     total = int(cost[-1]) if cost.size else 0
-    targets = (total * np.arange(1, parts) / parts if base is None
-               else np.cumsum(top_up(total, np.asarray(base, dtype=np.float64)))[:-1])
-    inner = np.searchsorted(cost, targets, side="left") + 1
+    if base is None:
+        inner = np.searchsorted(cost, total * np.arange(1, parts) / parts, side="left") + 1
+    else:
+        base = np.asarray(base, dtype=np.float64)
+        if base.shape != (parts,):
+            raise ValueError(f"base must hold one value per part ({parts}), got {base.shape}")
+        targets = np.cumsum(top_up(total, base))[:-1]
+        inner = np.searchsorted(cost, targets, side="left") + (targets > 0)  # 0: none at all
     bounds = np.concatenate([[0], np.minimum(inner, cost.size), [cost.size]])
     return np.maximum.accumulate(bounds).astype(np.int64)
 

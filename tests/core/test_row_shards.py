@@ -101,6 +101,10 @@ def test_top_up_levels_what_it_can_and_leaves_parts_above_the_level_alone():
     assert np.allclose(top_up(0.0, np.array([1.0, 1.0])), [0, 0])
     bounds = balanced_bounds(np.ones(10, dtype=np.int64), 3, 0, base=np.array([0, 9, 0]))
     assert bounds.tolist() == [0, 5, 5, 10]  # the middle part has its share already
+    first_full = balanced_bounds(np.ones(10, dtype=np.int64), 3, 0, base=np.array([99, 0, 0]))
+    assert first_full.tolist() == [0, 0, 5, 10]  # not one row for a part whose share is none
+    with pytest.raises(ValueError, match="one value per part"):
+        balanced_bounds(np.ones(10, dtype=np.int64), 3, 0, base=np.array([1, 2]))
 
 
 def _rank(rank: int, port: int, optimizer: str, results) -> None:
@@ -117,7 +121,8 @@ def _rank(rank: int, port: int, optimizer: str, results) -> None:
     # Unequal counts to every worker; rows dealt to workers by destination (rank 1 sends none).
     results[f"all{rank}"] = to_all(torch.full((rank + 1, 2), float(rank)))
     sent = torch.tensor([[2, 0, 2, 1], [], [0]][rank], dtype=torch.long)
-    results[f"dealt{rank}"] = deal(sent, sent * 10 + rank, torch.full((sent.numel(), 3), rank))
+    results[f"dealt{rank}"] = deal(sent, sent * 10 + rank,
+                                   torch.arange(sent.numel() * 3).reshape(-1, 3) + 100 * rank)
 
     sharded = ShardedEmbedding(owners, _own_rows(owners, whole, rank).clone(), lr=0.1,
                                optimizer=optimizer)
@@ -156,7 +161,7 @@ def test_three_ranks_gather_rows_and_train_them_as_one_table_would(optimizer):
     # What each worker was dealt, by sender in rank order, each sender's rows in their order.
     ids, rows = zip(*(results[f"dealt{rank}"] for rank in range(WORLD)), strict=True)
     assert [i.tolist() for i in ids] == [[0, 2], [10], [20, 20]]
-    assert [r[:, 0].tolist() for r in rows] == [[0, 2], [0], [0, 0]]
+    assert [r[:, 0].tolist() for r in rows] == [[3, 200], [9], [0, 6]]
     # Lookups in owner order and out of it both step the rows as the one table does (below).
     assert {results[f"in_order{r}_{s}"] for r in range(WORLD) for s in range(3)} == {True, False}
     owners = _owners()

@@ -129,6 +129,10 @@ def _rank(rank: int, port: int, split, results) -> None:
     scored = torch.unique(scored)
     partial = sharded_layerwise(task, model, scored, chunk=5)
     results[f"scored{rank}"] = (scored.numel(), own_rows, (partial - z[scored]).abs().max())
+    # Two held-out users: some worker ranks none and still takes part.
+    few = torch.unique(eval_user)[:2]
+    results[f"few_recall{rank}"] = sharded_recall(task, Embedded.whole(z), eval_user, eval_item,
+                                                  k=10, users=few)
     results[f"gate_recall{rank}"] = sharded_recall(
         task, Embedded(scored, partial), eval_user, eval_item, users=split.val_users,
         item_pool=split.item_pool)
@@ -147,6 +151,9 @@ def _rank(rank: int, port: int, split, results) -> None:
         results["reference_recall"] = recall_at_k(z_user, z_item, eval_user, eval_item,
                                                    graph.edge_user, graph.edge_item, k=10)
         results["gate_reference"] = split_evaluator(split, None)(reference_model, None)["recall"]
+        results["few_reference"] = recall_at_k(z_user, z_item, eval_user, eval_item,
+                                               graph.edge_user, graph.edge_item,
+                                               users=torch.unique(eval_user)[:2], k=10)
         results["reference_z"] = torch.cat([z_user, z_item])
     whole = gathered_model(model, task.ids.weight, owners)
     if rank == 0:
@@ -194,7 +201,7 @@ def test_sharded_steps_equal_replicated_data_parallel_steps(split, graph):
     rows = [results[f"holds{rank}"][1] for rank in range(WORLD)]
     assert sum(rows) == graph.num_nodes and max(rows) < graph.num_nodes
     assert max(ends) < 0.6 * sum(ends)
-    # Every worker reports the recall rank 0 computed, the replicated model's.
+    # Every worker reports the recall the workers summed, the replicated model's.
     for rank in range(WORLD):  # layer by layer over the shards: the full-graph forward
         z, nodes = results[f"z{rank}"]
         assert (z - results["reference_z"][nodes]).abs().max() <= 1e-5
@@ -209,6 +216,7 @@ def test_sharded_steps_equal_replicated_data_parallel_steps(split, graph):
     for rank in range(WORLD):
         assert results[f"recall{rank}"] == pytest.approx(results["reference_recall"], abs=1e-9)
         assert results[f"gate_recall{rank}"] == pytest.approx(results["gate_reference"], abs=1e-9)
+        assert results[f"few_recall{rank}"] == pytest.approx(results["few_reference"], abs=1e-9)
     # A row outside those embedded is refused.
     assert all("did not embed" in (results[f"unembedded{rank}"] or "") for rank in range(WORLD))
     # Rank 0 gathers M_k whole, the model file's content: equal to the replicated model's
