@@ -152,14 +152,21 @@ def to_all(values: torch.Tensor) -> torch.Tensor:
 def deal(destination: torch.Tensor, *columns: torch.Tensor) -> list[torch.Tensor]:
     """Each row of `columns` sent to worker `destination[row]`: the rows every worker sent this
     one, grouped by sender in rank order (each sender's in their order here), per column."""
-    order = torch.argsort(destination, stable=True)
-    splits = torch.bincount(destination, minlength=_world()[1]).tolist()
+    order, splits = _by_destination(destination)
     received = None
     dealt = []
     for column in columns:
-        rows, received = exchange(column[order], splits, received)
+        rows, received = exchange(column if order is None else column[order], splits, received)
         dealt.append(rows)
     return dealt
+
+
+def _by_destination(destination: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:
+    """(the order that groups rows by their destination worker, None where they are grouped
+    already; how many rows go to each worker)."""
+    grouped = bool((destination[1:] >= destination[:-1]).all())
+    order = None if grouped else torch.argsort(destination, stable=True)
+    return order, torch.bincount(destination, minlength=_world()[1]).tolist()
 
 
 def exchange(values: torch.Tensor, splits: list[int],
@@ -220,10 +227,10 @@ def request(owners: RowOwners, nodes: torch.Tensor) -> Request:
     if owners.workers != world:
         raise ConfigError(f"the rows are split over {owners.workers} workers, the group has "
                           f"{world}")
-    owner = owners.owner(nodes)
-    in_order = bool((owner[1:] >= owner[:-1]).all())
-    order = torch.arange(nodes.numel()) if in_order else torch.argsort(owner, stable=True)
-    splits = torch.bincount(owner, minlength=world).tolist()
+    order, splits = _by_destination(owners.owner(nodes))
+    in_order = order is None
+    if in_order:
+        order = torch.arange(nodes.numel())
     received, served_splits = exchange(nodes if in_order else nodes[order], splits)
     return Request(order, splits, owners.local_row(received, rank), served_splits, in_order)
 

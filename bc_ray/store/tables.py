@@ -92,9 +92,8 @@ def table_parts(store: Store, record: TableRecord, columns: list[str] | None = N
     file is checked against what the log recorded: its size, its sha256 (unless `verify` is
     False, which trusts the bytes for speed and leaves only the Parquet page checksums) and the
     table's row count, so a damaged file is a `CorruptFileError`, never fewer or different
-    rows. The count is checked as the parts
-    come (a part past it stops the read, before a reader copies it) and once the last file is
-    read, so a caller must read them all."""
+    rows. The count is checked as the parts come (a part past it stops the read, before a
+    reader copies it) and once the last file is read, so a caller must read them all."""
     for _, part in named_parts(store, record, columns, verify):
         yield part
 

@@ -230,8 +230,8 @@ def sharded_recall(task: ShardedLinkPredictionTask, z: Embedded, eval_user: torc
     worker's rows as embedded (`sharded_layerwise`), its items and held-out users at least.
     Every worker ranks an equal share of the users (held-out user i by worker i mod W, its row
     and training items sent by its owner) against every item's row (`I d` floats on each), and
-    the recalls are summed across workers, so ranking takes 1/W of one worker's time. The
-    value on every worker."""
+    the recalls are summed across workers: each ranks 1/W of the users, where rank 0 ranked
+    them all while the others waited. The value on every worker."""
     if users is not None:
         kept = torch.isin(eval_user, users)
         eval_user, eval_item = eval_user[kept], eval_item[kept]
