@@ -28,26 +28,21 @@ from bc_ray.train.inputs import JobInputs, load_inputs
 from bc_ray.train.loop import (
     CHECKPOINT_FILE,
     CHECKPOINT_PREFIX,
-    remove_orphaned_checkpoints,
     train_loop_per_worker,
 )
-from bc_ray.train.runs import TrainOutcome, check_placement, run_config
+from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 
 logger = logging.getLogger(__name__)
 
 
 def fit(job: TrainJobConfig, inputs: JobInputs, name: str):
     """Run the TorchTrainer; returns Ray's Result (metrics of rank 0, last checkpoint)."""
-    trainer = TorchTrainer(
+    return run_trainer(TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job.to_dict()},
         scaling_config=ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu,
                                      resources_per_worker={"CPU": job.cpus_per_worker}),
-        run_config=run_config(inputs.store, name, job))
-    try:
-        return trainer.fit()
-    finally:  # a group killed within a report left its folders on this node
-        remove_orphaned_checkpoints()
+        run_config=run_config(inputs.store, name, job)))
 
 
 def _restore(result, inputs: JobInputs) -> TrainResult:

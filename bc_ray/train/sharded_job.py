@@ -75,7 +75,7 @@ from bc_ray.train.loop import (
     remove_orphaned_checkpoints,
     report_epoch,
 )
-from bc_ray.train.runs import TrainOutcome, check_placement, run_config
+from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
 
@@ -463,14 +463,11 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     check_placement(job)
     bump = _plan(job, store, state, parent, spec, method)
     name = job.run_name or f"sharded-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    try:
-        result = TorchTrainer(
-            sharded_bump_per_worker, train_loop_config={"bump": bump},
-            scaling_config=ScalingConfig(num_workers=job.num_workers,
-                                         resources_per_worker={"CPU": job.cpus_per_worker}),
-            run_config=run_config(store, name, job)).fit()
-    finally:  # a group killed within a report left its folders on this node
-        remove_orphaned_checkpoints()
+    result = run_trainer(TorchTrainer(
+        sharded_bump_per_worker, train_loop_config={"bump": bump},
+        scaling_config=ScalingConfig(num_workers=job.num_workers,
+                                     resources_per_worker={"CPU": job.cpus_per_worker}),
+        run_config=run_config(store, name, job)))
     if result.error is not None:
         raise TrainingError(f"sharded training run {name} failed: {result.error}")
     if result.checkpoint is None:

@@ -1,8 +1,12 @@
 """Ray Train on a real local cluster: DDP over 2 workers, gating, failure recovery, bad input."""
 
 import dataclasses
+import os
 
 import pytest
+import ray.train
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
 
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.core.train_config import TrainConfig
@@ -11,6 +15,7 @@ from bc_ray.store.snapshots import advance_snapshot, publish_snapshot
 from bc_ray.store.store import Store
 from bc_ray.train.config import FaultInjection, GateConfig, TrainJobConfig
 from bc_ray.train.job import run_training
+from bc_ray.train.runs import REPORT_POLL_ENV, REPORT_POLL_S, polled_often, run_trainer
 from tests.helpers import checkpoint_folders
 
 pytestmark = pytest.mark.ray
@@ -116,3 +121,30 @@ def test_bad_requests_fail_before_any_worker_starts(ray_cluster, small_snapshot,
         run_training(_job(uri, method="finetune-m0", spec=VersionSpec(hidden_dim=40)))
     with pytest.raises(ConfigError, match="--max-eval-users must be >= 0"):
         _job(uri, max_eval_users=-1)
+
+
+def _report_poll(config: dict) -> None:
+    """Each worker writes the controller's poll interval it was given, then reports twice."""
+    with open(os.path.join(config["folder"], f"rank-{ray.train.get_context().get_world_rank()}"),
+              "w") as file:
+        file.write(os.environ.get(REPORT_POLL_ENV, "unset"))
+    for epoch in range(2):
+        ray.train.report({"epoch": epoch})
+
+
+def test_reports_are_taken_as_they_come_unless_the_user_chose(ray_cluster, tmp_path,
+                                                              monkeypatch):
+    # Ray's default poll (2 s) made every short epoch wait for it: a bump's run polls more often.
+    monkeypatch.delenv(REPORT_POLL_ENV, raising=False)
+    result = run_trainer(TorchTrainer(
+        _report_poll, train_loop_config={"folder": str(tmp_path)},
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(name="poll", storage_path=str(tmp_path / "_train"))))
+    assert result.error is None, result.error
+    given = {path.name: path.read_text() for path in tmp_path.glob("rank-*")}
+    assert given == {"rank-0": REPORT_POLL_S, "rank-1": REPORT_POLL_S}
+    assert REPORT_POLL_ENV not in os.environ  # the driver's environment as it was
+    monkeypatch.setenv(REPORT_POLL_ENV, "1.5")
+    with polled_often():
+        assert os.environ[REPORT_POLL_ENV] == "1.5"
+    assert os.environ[REPORT_POLL_ENV] == "1.5"

@@ -22,6 +22,7 @@ from bc_ray.refresh.range_graphs import EdgeFiles
 from bc_ray.store.snapshots import publish_snapshot
 from bc_ray.store.store import Store
 from bc_ray.train.loop import gathered, parameter_checksum
+from bc_ray.train.runs import run_trainer
 from bc_ray.train.sharded import ShardedRun, plan_owners, row_bytes, sharded_trainer
 
 pytestmark = pytest.mark.ray
@@ -69,10 +70,10 @@ def test_two_workers_train_on_their_own_rows_of_a_stored_snapshot(ray_cluster, s
     owners = plan_owners(files, 2, row_bytes(spec, PREVIOUS_DIM))
     train = TrainConfig(batch_size=256, lr=1e-2, fanout=5, max_steps=6, edges_per_epoch=1536)
     run = ShardedRun(files, owners, spec, train, CUTOFF)
-    result = TorchTrainer(
+    result = run_trainer(TorchTrainer(
         _worker, train_loop_config={"run": run},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(name="sharded", storage_path=str(tmp_path / "_train"))).fit()
+        run_config=RunConfig(name="sharded", storage_path=str(tmp_path / "_train"))))
     assert result.error is None, result.error
     metrics = result.metrics
     assert metrics["steps"] == 3 and metrics["edges"] == 3 * 256  # the budget, on every rank
