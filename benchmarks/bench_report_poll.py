@@ -37,6 +37,8 @@ SETTINGS = {f"Ray's default ({RAY_DEFAULT_POLL_S} s)": RAY_DEFAULT_POLL_S,
 
 
 def one_bump(snapshot, train: TrainConfig, poll: str | None) -> dict:
+    """Version 0 trained into a store of its own, Ray Train's poll at `poll` seconds (None:
+    left to `run_training`, which sets bc_ray's)."""
     from bc_ray.train.job import run_training
 
     uri = f"file://{scratch_dir('bench-poll-')}/store"
