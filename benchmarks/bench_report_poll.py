@@ -43,16 +43,17 @@ def one_bump(snapshot, train: TrainConfig, poll: str | None) -> dict:
 
     uri = f"file://{scratch_dir('bench-poll-')}/store"
     publish_snapshot(Store(uri), snapshot)
-    if poll is None:
-        os.environ.pop(REPORT_POLL_ENV, None)
-    else:
+    before = os.environ.pop(REPORT_POLL_ENV, None)
+    if poll is not None:
         os.environ[REPORT_POLL_ENV] = poll
     try:
         outcome = run_training(TrainJobConfig(
             store=uri, spec=VersionSpec(hidden_dim=64), train=train, num_workers=2,
             gate=GateConfig(min_recall=0.0)))
-    finally:
+    finally:  # the caller's environment as it was
         os.environ.pop(REPORT_POLL_ENV, None)
+        if before is not None:
+            os.environ[REPORT_POLL_ENV] = before
     metrics = outcome.metrics
     return {"wall_s": metrics["wall_seconds"], "train_s": metrics["train_seconds"],
             "edges_per_s": metrics["edges_per_second"], "recall": metrics["recall_at_50"]}
