@@ -178,7 +178,7 @@ class PartitionedRefresh:
                     hubs.size, min(s["sources"] for s in sizes),
                     max(s["sources"] for s in sizes), _whole_blocks(sizes), len(ranges) ** 2)
         run = cls(config, store, state, version, inputs, visible, ids, ranges, hubs, sizes,
-                  graphs, outgoing, width, ModelSource.of(store, state, version), adapt, plan,
+                  graphs, outgoing, width, ModelSource.of(store, version), adapt, plan,
                   None)
         run.check_layers_fit(budget)
         if window is not None:
@@ -213,7 +213,7 @@ class PartitionedRefresh:
 
     def check_layers_fit(self, budget: int | None) -> None:
         """Every range's layer and input tasks fit a task's memory, by their sizes now known
-        (the model's bytes too where each input task loads it whole), or a clear error."""
+        (and what an input task reads of the model), or a clear error."""
         need = max(max(self._layer_bytes(p), self._input_bytes(p)) for p in range(self.parts))
         if budget is not None and HEADROOM * need > budget:
             raise too_big(f"over {self.parts} node ranges the largest range's layer task", need,
@@ -243,9 +243,9 @@ class PartitionedRefresh:
 
     def _input_bytes(self, part: int) -> int:
         """What range `part`'s input task holds: its rows (twice, as computed and as sent), and
-        the model where it loads it whole."""
+        what it reads of the model."""
         start, stop = self.ranges.range(part)
-        return 2 * (stop - start) * 4 * self.width + self.source.holds
+        return 2 * (stop - start) * 4 * self.width + self.source.holds(stop - start)
 
     def _layer_bytes(self, part: int) -> int:
         """What range `part`'s layer task must hold: its graph (its sources' node ids among

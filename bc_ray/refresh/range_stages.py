@@ -12,7 +12,8 @@ which may then recompute only the rows a change reaches (`Recompute`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -21,41 +22,65 @@ import torch
 
 from bc_ray.core.graph import FeatureBag, GraphTensors
 from bc_ray.models.graphsage.model import EmbeddingModel
-from bc_ray.models.graphsage.serialization import model_from_bytes, model_from_file
+from bc_ray.io import FileIO, StorageOptions
+from bc_ray.models.graphsage.model_file import ModelFile, Spans
+from bc_ray.models.graphsage.serialization import model_from_file
 from bc_ray.refresh.range_cache import CacheTarget
 from bc_ray.refresh.range_layer import RangeLayer, Recompute
 from bc_ray.refresh.ranges import Outgoing, RangeGraph, entity_bounds, range_sources
 from bc_ray.refresh.results import WrittenFile
 from bc_ray.refresh.sink import TableTarget, write_rows
-from bc_ray.store.state import FileRecord, StoreState, VersionRecord
+from bc_ray.store.state import FileRecord, VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.tables import ENTITIES
-from bc_ray.store.versions import load_model_bytes
+from bc_ray.store.versions import model_record
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where the input stage's tasks read the model: on a local store, the file itself, mapped
-    (a task reads only its range's ID rows; the driver checked the file's sha256 by streaming
-    it); elsewhere, its bytes through the object store (each task then loads it whole)."""
+    """Where the input stage's tasks and a sharded bump's workers read a model: on a local
+    store, the file itself, mapped (a process touches only the ID rows it looks up); elsewhere
+    the file where it lies, each process reading its dense weights and the span of each ID table
+    it was given (`ModelFile`: ranged reads). The driver checked the file's sha256 by streaming
+    it: no process loads the whole file."""
 
-    path: str | None = None
-    data: ray.ObjectRef | None = None
-    holds: int = 0  # what a task that loads it holds: the bytes and the tensors made of them
+    store_uri: str
+    options: StorageOptions | None
+    path: str  # the file, relative to the store
+    mapped: bool  # a local file
+    dense_bytes: int = 0  # what every reader of the file in parts holds besides its ID rows
+    id_row_bytes: int = 0
 
     @classmethod
-    def of(cls, store: Store, state: StoreState, version: VersionRecord) -> ModelSource:
-        record = version.files.get("model")
-        if store.io.scheme == "file" and record is not None and not version.model_removed:
-            store.verify(record)
-            return cls(path=store.io.path(record.path))
-        data = load_model_bytes(store, version.version, state)
-        return cls(data=ray.put(data), holds=2 * len(data))
+    def of(cls, store: Store, version: VersionRecord) -> ModelSource:
+        record = model_record(version)
+        store.verify(record)
+        source = cls(store.io.uri, store.io.options, record.path, store.io.scheme == "file")
+        if source.mapped:
+            return source
+        with source._open() as handle:
+            stored = ModelFile(handle)
+            return replace(source, dense_bytes=stored.dense_bytes,
+                           id_row_bytes=stored.id_row_bytes())
 
-    def load(self) -> EmbeddingModel:
-        if self.path is not None:
-            return model_from_file(self.path)
-        return model_from_bytes(ray.get(self.data), light=True)
+    def holds(self, rows: int) -> int:
+        """What a process that reads `rows` ID rows holds of the model (the file's pages where
+        it is mapped, which are the node's, not the process's)."""
+        return 0 if self.mapped else self.dense_bytes + rows * self.id_row_bytes
+
+    def load(self, spans: Spans | None = None) -> EmbeddingModel:
+        """The inference model, able to look up the ID rows of `spans` (entity indices; None:
+        its dense weights alone are read where the file is not mapped)."""
+        if self.mapped:
+            return model_from_file(FileIO(self.store_uri, self.options).path(self.path))
+        with self._open() as handle:
+            return ModelFile(handle).model(spans)
+
+    def _open(self) -> BinaryIO:
+        """The file for ranged reads through pyarrow's S3 client (which a refresh task has
+        imported already; s3fs's start-up took longer than reading a range's rows)."""
+        io = FileIO(self.store_uri, self.options)
+        return io.arrow_fs().open_input_file(io.path(self.path))
 
 
 def _entity_rows(start: int, stop: int, num_users: int) -> dict[str, torch.Tensor]:
@@ -83,6 +108,11 @@ class RangeInputs:
                    {"user": graph.user_first_t[rows["user"]],
                     "item": graph.item_first_t[rows["item"]]}, graph.now)
 
+    @property
+    def spans(self) -> Spans:
+        """The ID rows the range's h_0 reads."""
+        return entity_bounds(self.start, self.stop, self.num_users)
+
     def compute(self, model: EmbeddingModel) -> np.ndarray:
         rows = _entity_rows(self.start, self.stop, self.num_users)
         with torch.no_grad():
@@ -100,7 +130,7 @@ def input_task(source: ModelSource, inputs: RangeInputs, outgoing: Outgoing,
     """h_0 of a range: ((compute seconds, no caches), own rows, hub rows, a piece per range)."""
     torch.set_num_threads(max(1, threads))
     started = time.perf_counter()
-    rows = inputs.compute(source.load())
+    rows = inputs.compute(source.load(inputs.spans))
     return ((time.perf_counter() - started, {}), *outgoing.pieces(rows))
 
 

@@ -230,7 +230,11 @@ def rollback_version(store: Store, to: int | None = None, reason: str = "") -> V
 
 def load_model_bytes(store: Store, version: int | None = None,
                      state: StoreState | None = None) -> bytes:
-    record = (state or store.state()).version(version)
+    return store.get(model_record((state or store.state()).version(version)))
+
+
+def model_record(record: VersionRecord) -> FileRecord:
+    """The version's model file, or why it has none."""
     if record.family == EXTERNAL_FAMILY:
         raise NotFoundError(f"version {record.version} was published from embeddings made "
                             "elsewhere (`bc-ray publish`): it has no model; its embeddings "
@@ -238,7 +242,7 @@ def load_model_bytes(store: Store, version: int | None = None,
     if record.model_removed or "model" not in record.files:
         raise NotFoundError(f"the model of version {record.version} was removed by retention "
                             "(keep-latest keeps only the current model)")
-    return store.get(record.files["model"])
+    return record.files["model"]
 
 
 def check_refreshable(state: StoreState) -> None:

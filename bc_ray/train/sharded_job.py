@@ -47,6 +47,7 @@ from bc_ray.core.trainer import ShardedAlignment, VersionTrainer
 from bc_ray.core.transforms import IdentityTransform, make_transform
 from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.memory import PeakWatch, private_bytes, return_freed_memory
+from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.sharded_eval import Embedded, sharded_layerwise, sharded_recall
 from bc_ray.models.graphsage.serialization import save_model
 from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
@@ -133,10 +134,16 @@ def _id_rows(bump: ShardedBump, rank: int, seen: torch.Tensor) -> torch.Tensor:
     fresh = initial_id_rows(run.owners, rank, run.spec.hidden_dim, run.train.seed)
     if bump.model_source is None or run.train.warm_start == "off":
         return fresh
-    previous = bump.model_source.load()
+    previous = _parent_model(bump, rank)
     rows = warm_id_rows(previous, run.owners, rank, fresh, seen, run.train.seed)
     del previous
     return rows
+
+
+def _parent_model(bump: ShardedBump, rank: int) -> EmbeddingModel:
+    """M_{k-1}, able to look up the ID rows worker `rank` owns (and only those, on S3)."""
+    return bump.model_source.load({entity: (first, last) for entity, first, last, _
+                                   in bump.run.owners.spans(rank)})
 
 
 def _targets(bump: ShardedBump, rank: int) -> tuple[ShardedRows, torch.Tensor]:
@@ -297,7 +304,7 @@ def _gate_scores(bump: ShardedBump, task: ShardedLinkPredictionTask, model, affi
     del z  # M_{k-1}'s rows take its place
     if bump.model_source is not None:
         metrics["parent_recall_at_50"] = sharded_recall(
-            task, _embedded(task, bump.model_source.load(), scored), held.eval_user,
+            task, _embedded(task, _parent_model(bump, task.rank), scored), held.eval_user,
             held.eval_item, users=held.test_users, item_pool=held.item_pool)
     return metrics
 
@@ -443,7 +450,7 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
                 held.window, held.eval_user.numel(), held.test_users.numel())
     source = None
     if parent is not None and not parent.external:
-        source = ModelSource.of(store, state, parent)
+        source = ModelSource.of(store, parent)
     amplifiers = chain_amplifiers(store, state, parent) if parent is not None else None
     run = ShardedRun(files, owners, spec, job.train, held.start, held, state)
     return ShardedBump(run, held, method, parent, source, amplifiers, job.checkpoint_every,

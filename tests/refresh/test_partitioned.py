@@ -90,8 +90,10 @@ def test_partitions_need_the_layerwise_refresh(tmp_path):
         RefreshConfig(store=f"file://{tmp_path}", partitions=-1)
 
 
-def test_a_partitioned_refresh_on_s3_reads_the_model_through_the_object_store(
+def test_a_partitioned_refresh_on_s3_reads_each_ranges_model_rows_where_they_lie(
         ray_cluster, s3_uri, small_snapshot):
+    """Each input task reads the model file on S3 in parts (`ModelFile`): its dense weights and
+    its range's ID rows; the tables equal the unpartitioned refresh's."""
     store = Store(s3_uri)
     publish_snapshot(store, small_snapshot.with_cutoff(0.7))
     publish_model_version(store, small_snapshot.with_cutoff(0.7))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import torch
+from torch import nn
 
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.spec import VersionSpec
@@ -40,7 +41,7 @@ def model_from_bytes(data: bytes, device: torch.device | str = "cpu",
     also take the loaded tensors as the weights instead of copying them (half the peak memory
     of loading; a training model keeps its own, which carry gradient hooks)."""
     payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
-    return _model_of(payload, device, light)
+    return model_of_payload(payload, device, light)
 
 
 def model_from_file(path: str) -> EmbeddingModel:
@@ -48,12 +49,19 @@ def model_from_file(path: str) -> EmbeddingModel:
     so a process that looks up a few ID rows reads only theirs (a refresh task of a node range
     never holds the whole ID tables)."""
     payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return _model_of(payload, "cpu", light=True)
+    return model_of_payload(payload, "cpu", light=True)
 
 
-def _model_of(payload: dict, device: torch.device | str, light: bool) -> EmbeddingModel:
-    model = EmbeddingModel(VersionSpec.from_dict(payload["spec"]), payload["num_users"],
-                           payload["num_items"], payload["user_vocab"], payload["item_vocab"],
-                           light=light, initialize=False)
+def model_of_payload(payload: dict, device: torch.device | str = "cpu", light: bool = False,
+                     id_tables: bool = True) -> EmbeddingModel:
+    """The model of a loaded payload. `id_tables=False`: built without its ID tables, from a
+    state without them (a reader that holds only some of their rows supplies them: `ModelFile`)."""
+    counts = (payload["num_users"], payload["num_items"]) if id_tables else (0, 0)
+    model = EmbeddingModel(VersionSpec.from_dict(payload["spec"]), *counts,
+                           payload["user_vocab"], payload["item_vocab"], light=light,
+                           initialize=False)
+    if not id_tables:
+        model.ids = nn.ModuleDict()
+        model.num_users, model.num_items = payload["num_users"], payload["num_items"]
     model.load_state_dict(payload["state"], assign=light)
     return model.to(device).eval()

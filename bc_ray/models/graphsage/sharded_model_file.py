@@ -17,6 +17,7 @@ from bc_ray.core.row_shards import RowOwners, owners_rank
 from bc_ray.core.warmstart import NOISE, copy_overlap
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import EmbeddingModel
+from bc_ray.models.graphsage.model_file import stored_rows
 
 
 def _summed(values: torch.Tensor) -> torch.Tensor:
@@ -61,12 +62,13 @@ def warm_id_rows(previous: EmbeddingModel, owners: RowOwners, rank: int, fresh: 
     rows = fresh
     generator = torch.Generator().manual_seed(seed * 104_729 + rank)
     for entity, first, last, offset in owners.spans(rank):
-        old = previous.ids[entity].weight  # its last row is padding
-        copied = max(0, min(last, old.shape[0] - 1) - first)
+        table = previous.ids[entity]  # its last row is padding
+        copied = max(0, min(last, table.num_embeddings - 1) - first)
+        old = stored_rows(table, first, first + copied)
         block = rows[offset:offset + last - first]
-        copy_overlap(block[:copied], old[first:first + copied])
+        copy_overlap(block[:copied], old)
         trained = torch.zeros(last - first, dtype=torch.bool)
-        trained[:copied] = _nonzero_rows(old[first:first + copied])
+        trained[:copied] = _nonzero_rows(old)
         total, squares, count = _summed(_moments(block, trained))
         new = seen[offset:offset + last - first] & ~trained
         if new.any() and count[0] > 0:
