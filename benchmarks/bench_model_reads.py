@@ -20,6 +20,7 @@ the tasks' peaks, labelled `--label`; run it at the commit before and after a ch
 
     python benchmarks/bench_model_reads.py [--nodes 1000000,4000000] [--parts 8] [--repeats 2]
     python benchmarks/bench_model_reads.py --nodes "" --refresh-edges 3000000 --label before
+      [--name model-reads]   # the JSON: model-reads-before.json
 """
 
 from __future__ import annotations
@@ -42,14 +43,10 @@ from benchmarks.common import print_table, write_json  # noqa: E402
 PATH = "models/model.pt"
 
 
-def _resident() -> int:
+def _status(field: str) -> int:
+    """A memory field of this process's /proc status, in bytes (VmRSS now, VmHWM its peak)."""
     with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) * 1024
-
-
-def _peak() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) * 1024
+        return next(int(line.split()[1]) for line in status if line.startswith(field)) * 1024
 
 
 def publish(uri: str, users: int, items: int, hidden: int) -> dict:
@@ -82,20 +79,20 @@ def input_task(uri: str, mode: str, users: int) -> dict:
     from bc_ray.models.graphsage.serialization import model_from_bytes
     from bc_ray.refresh.range_stages import ModelSource
 
-    base = _resident()
+    base = _status("VmRSS:")
     started = time.perf_counter()
     if mode == "whole":  # its bytes as the object store handed them over: a private copy
         with open(_shm_copy(uri), "rb") as handle:
             model = model_from_bytes(handle.read(), light=True)
     else:
-        model = ModelSource(uri, None, PATH, mapped=False).load({"user": (0, users),
+        model = ModelSource(uri, None, PATH, mode="parts").load({"user": (0, users),
                                                                  "item": (0, 0)})
-    loaded = _peak() - base
+    loaded = _status("VmHWM:") - base
     rows = torch.arange(users)
     with torch.no_grad():
         h0 = model.inputs_of("user", {}, rows, torch.zeros(users), 0.0)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "holds": _peak() - base, "model_holds": loaded,
+    return {"seconds": seconds, "holds": _status("VmHWM:") - base, "model_holds": loaded,
             "h0_sha256": hashlib.sha256(h0.numpy().tobytes()).hexdigest()}
 
 
@@ -109,7 +106,7 @@ def driver(uri: str, mode: str, size: int, sha256: str) -> dict:
     from bc_ray.store.store import Store
 
     store, record = Store(uri), FileRecord(PATH, size, sha256)
-    base = _resident()
+    base = _status("VmRSS:")
     started = time.perf_counter()
     if mode == "whole":
         data = store.get(record)
@@ -119,7 +116,7 @@ def driver(uri: str, mode: str, size: int, sha256: str) -> dict:
         io = FileIO(uri)
         with io.arrow_fs().open_input_file(io.path(PATH)) as handle:
             ModelFile(handle)
-    return {"seconds": time.perf_counter() - started, "holds": _peak() - base}
+    return {"seconds": time.perf_counter() - started, "holds": _status("VmHWM:") - base}
 
 
 def reads(uri: str, nodes: int, args: argparse.Namespace) -> tuple[list, dict]:
@@ -190,6 +187,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--refresh-edges", type=int, default=0)
     parser.add_argument("--label", default="")
+    parser.add_argument("--name", default="model_reads",
+                        help="the JSON's name under BC_RAY_BENCH_OUT (and the label after it)")
     args = parser.parse_args()
     server, uri = start_s3()
     # moto assembling a 1 GB upload outlasts s3fs's timeout: s3fs retries (and succeeds; the
@@ -205,7 +204,7 @@ def main() -> None:
             refresh_rows, refreshed = refreshes(uri, args)
     finally:
         server.stop()
-    name = "model_reads" + (f"-{args.label}" if args.label else "")
+    name = args.name + (f"-{args.label}" if args.label else "")
     if rows:
         print_table(f"A model on S3 read whole or in parts (range 0 of {args.parts}, hidden "
                     f"{args.hidden}; medians of {args.repeats})",

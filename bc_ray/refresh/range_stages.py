@@ -11,9 +11,10 @@ which may then recompute only the rows a change reaches (`Recompute`).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -21,10 +22,10 @@ import ray
 import torch
 
 from bc_ray.core.graph import FeatureBag, GraphTensors
-from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.io import FileIO, StorageOptions
-from bc_ray.models.graphsage.model_file import ModelFile, Spans
-from bc_ray.models.graphsage.serialization import model_from_file
+from bc_ray.models.graphsage.model import EmbeddingModel
+from bc_ray.models.graphsage.model_file import EDGE_BYTES, ModelFile, Spans, reads_offsets
+from bc_ray.models.graphsage.serialization import model_from_bytes, model_from_file
 from bc_ray.refresh.range_cache import CacheTarget
 from bc_ray.refresh.range_layer import RangeLayer, Recompute
 from bc_ray.refresh.ranges import Outgoing, RangeGraph, entity_bounds, range_sources
@@ -35,52 +36,67 @@ from bc_ray.store.store import Store
 from bc_ray.store.tables import ENTITIES
 from bc_ray.store.versions import model_record
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ModelSource:
     """Where the input stage's tasks and a sharded bump's workers read a model: on a local
     store, the file itself, mapped (a process touches only the ID rows it looks up); elsewhere
     the file where it lies, each process reading its dense weights and the span of each ID table
-    it was given (`ModelFile`: ranged reads). The driver checked the file's sha256 by streaming
-    it: no process loads the whole file."""
+    it was given (`ModelFile`: ranged reads), or, with a torch that cannot, all of it. The
+    driver checked the file's sha256 by streaming it and holds none of it."""
 
     store_uri: str
     options: StorageOptions | None
     path: str  # the file, relative to the store
-    mapped: bool  # a local file
-    dense_bytes: int = 0  # what every reader of the file in parts holds besides its ID rows
+    mode: Literal["mapped", "parts", "whole"]
+    dense_bytes: int = 0  # what a reader in parts holds besides its ID rows
     id_row_bytes: int = 0
+    file_bytes: int = 0
 
     @classmethod
     def of(cls, store: Store, version: VersionRecord) -> ModelSource:
         record = model_record(version)
         store.verify(record)
-        source = cls(store.io.uri, store.io.options, record.path, store.io.scheme == "file")
-        if source.mapped:
+        source = cls(store.io.uri, store.io.options, record.path, "mapped",
+                     file_bytes=record.size)
+        if store.io.scheme == "file":
             return source
+        if not reads_offsets():
+            logger.warning("torch %s cannot read a file in parts (torch.load onto \"meta\" "
+                           "says nowhere where a tensor lies): each task loads the model whole",
+                           torch.__version__)
+            return replace(source, mode="whole")
         with source._open() as handle:
             stored = ModelFile(handle)
-            return replace(source, dense_bytes=stored.dense_bytes,
+            return replace(source, mode="parts", dense_bytes=stored.dense_bytes,
                            id_row_bytes=stored.id_row_bytes())
 
     def holds(self, rows: int) -> int:
-        """What a process that reads `rows` ID rows holds of the model (the file's pages where
-        it is mapped, which are the node's, not the process's)."""
-        return 0 if self.mapped else self.dense_bytes + rows * self.id_row_bytes
+        """What a process that reads `rows` ID rows holds of the model: the file's two ends,
+        the dense weights and the rows read in parts; twice the file loaded whole; nothing of
+        its own where it is mapped (the pages are the node's)."""
+        if self.mode == "parts":
+            return 2 * EDGE_BYTES + self.dense_bytes + rows * self.id_row_bytes
+        return 2 * self.file_bytes if self.mode == "whole" else 0
 
     def load(self, spans: Spans | None = None) -> EmbeddingModel:
         """The inference model, able to look up the ID rows of `spans` (entity indices; None:
-        its dense weights alone are read where the file is not mapped)."""
-        if self.mapped:
-            return model_from_file(FileIO(self.store_uri, self.options).path(self.path))
+        its dense weights alone, where the file is read in parts)."""
+        files = FileIO(self.store_uri, self.options)
+        if self.mode == "mapped":
+            return model_from_file(files.path(self.path))
+        if self.mode == "whole":
+            return model_from_bytes(files.read_bytes(self.path), light=True)
         with self._open() as handle:
             return ModelFile(handle).model(spans)
 
     def _open(self) -> BinaryIO:
         """The file for ranged reads through pyarrow's S3 client (which a refresh task has
         imported already; s3fs's start-up took longer than reading a range's rows)."""
-        io = FileIO(self.store_uri, self.options)
-        return io.arrow_fs().open_input_file(io.path(self.path))
+        files = FileIO(self.store_uri, self.options)
+        return files.arrow_fs().open_input_file(files.path(self.path))
 
 
 def _entity_rows(start: int, stop: int, num_users: int) -> dict[str, torch.Tensor]:

@@ -15,6 +15,12 @@ from bc_ray.models.graphsage.model_file import EDGE_BYTES, EdgeCached, ModelFile
 from bc_ray.models.graphsage.serialization import model_from_bytes, model_to_bytes
 from bc_ray.models.graphsage.sharded_model_file import warm_id_rows
 from bc_ray.models.graphsage.spec import VersionSpec
+from bc_ray.refresh import range_stages
+from bc_ray.refresh.range_stages import ModelSource
+from bc_ray.store.snapshots import publish_snapshot
+from bc_ray.store.store import Store
+from bc_ray.store.versions import load_model_bytes
+from tests.helpers import publish_model_version
 
 USERS, ITEMS = 30_000, 10_000  # ID tables of 5 MB: more than the file's two ends
 
@@ -124,6 +130,54 @@ def test_a_truncated_or_foreign_file_is_refused_clearly(tmp_path):
     path.write_bytes(b"not a model")
     with open(path, "rb") as handle, pytest.raises(CorruptFileError, match="cannot be read"):
         ModelFile(handle)
+    for other in (torch.zeros(3), {"state": {"x": torch.zeros(2)}},
+                  {**torch.load(io.BytesIO(data), weights_only=True), "state": {"x": 1}}):
+        buffer = io.BytesIO()
+        torch.save(other, buffer)
+        path.write_bytes(buffer.getvalue())
+        with open(path, "rb") as handle, pytest.raises(CorruptFileError,
+                                                       match="no bc_ray model|not a tensor"):
+            ModelFile(handle)
+
+
+def _published(uri: str, snapshot) -> tuple[Store, object]:
+    """A store with a snapshot and an untrained 32-wide version 0: (store, its record)."""
+    store = Store(uri)
+    publish_snapshot(store, snapshot.with_cutoff(0.7))
+    version = publish_model_version(store, snapshot.with_cutoff(0.7), hidden=32)
+    return store, store.state().version(version)
+
+
+def test_the_source_of_a_model_reads_it_mapped_locally_and_in_parts_on_s3(store_uri,
+                                                                           small_snapshot):
+    store, version = _published(store_uri, small_snapshot)
+    source = ModelSource.of(store, version)
+    whole = model_from_bytes(load_model_bytes(store, version.version), light=True)
+    users = whole.num_users
+    model = source.load({"user": (10, 20), "item": (0, 5)})
+    assert torch.equal(_inputs(model, "user", 10, 20), _inputs(whole, "user", 10, 20))
+    if store.io.scheme == "file":
+        assert source.mode == "mapped" and source.holds(users) == 0
+        return
+    assert source.mode == "parts" and isinstance(model.ids["user"], SpanTable)
+    # A reader of 10 rows holds the file's two ends, the dense weights and those rows.
+    assert source.holds(10) == 2 * EDGE_BYTES + source.dense_bytes + 10 * 32 * 4
+    assert source.dense_bytes < version.files["model"].size - (users + 1) * 32 * 4
+
+
+def test_with_a_torch_that_cannot_read_in_parts_each_reader_loads_the_model_whole(
+        s3_uri, small_snapshot, monkeypatch, caplog):
+    """A torch older than the offsets `ModelFile` needs (`reads_offsets`): the readers load the
+    file whole, as before, and the driver says so."""
+    monkeypatch.setattr(range_stages, "reads_offsets", lambda: False)
+    store, version = _published(s3_uri, small_snapshot)
+    source = range_stages.ModelSource.of(store, version)
+    assert source.mode == "whole" and "loads the model whole" in caplog.text
+    assert source.holds(10) == 2 * version.files["model"].size
+    model = source.load({"user": (10, 20), "item": (0, 5)})
+    assert isinstance(model.ids["user"], torch.nn.Embedding)
+    whole = model_from_bytes(load_model_bytes(store, version.version), light=True)
+    assert torch.equal(_inputs(model, "user", 0, 50), _inputs(whole, "user", 0, 50))
 
 
 def test_a_warm_start_from_a_span_equals_one_from_the_whole_table(tmp_path):

@@ -12,6 +12,8 @@ from bc_ray.core.row_shards import RowOwners
 from bc_ray.core.splits import period_split
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.models.graphsage.model import EmbeddingModel
+from bc_ray.models.graphsage.model_file import ModelFile, SpanTable
+from bc_ray.models.graphsage.serialization import model_from_file, model_to_bytes
 from bc_ray.models.graphsage.sharded_eval import OneHop, _chunks, sharded_layerwise
 from bc_ray.models.graphsage.sharded_task import (
     LocalRows,
@@ -112,3 +114,16 @@ def test_runs_of_one_node_nodes_without_neighbours_among_them_give_the_forwards_
     reference = torch.cat(one.model.embed(one.graph))
     z = sharded_layerwise(one.task, one.model, chunk=1)
     assert (z - reference).abs().max() <= 1e-6 * reference.abs().max()
+
+
+def test_a_parent_read_in_parts_scores_as_its_mapped_file(small_snapshot, tmp_path):
+    """The gate's M_{k-1} on object storage (`ModelFile`: the worker's own span of each ID
+    table) embeds the worker's rows as the mapped file does."""
+    one = _one_worker(small_snapshot, "mean", light=True)
+    path = tmp_path / "model.pt"
+    path.write_bytes(model_to_bytes(one.model))
+    with open(path, "rb") as handle:
+        parent = ModelFile(handle).model({e: (a, b) for e, a, b, _ in one.owners.spans(0)})
+    assert isinstance(parent.ids["item"], SpanTable)
+    expected = sharded_layerwise(one.task, model_from_file(str(path)), chunk=64)
+    assert torch.equal(sharded_layerwise(one.task, parent, chunk=64), expected)

@@ -6,7 +6,8 @@ ID table (`4 d N` bytes: 2.8 GB at 100M interactions) in each refresh input task
 sharded training worker. Here the file is read where it lies instead: torch reads only its
 directory and pickle (`map_location="meta"`, which records where each tensor's bytes start),
 then each dense tensor is read whole and each ID table's span by one ranged read (an HTTP range
-request on S3).
+request on S3). An older torch reads every tensor's bytes to load a file onto "meta" and says
+nowhere where they lie (`reads_offsets`): its readers load the file whole (`ModelSource`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import math
 import pickle
 from dataclasses import dataclass
+from functools import cache
 from typing import BinaryIO
 
 import torch
@@ -58,7 +60,7 @@ class EdgeCached(io.RawIOBase):
     def tell(self) -> int:
         return self.position
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: bytearray | memoryview) -> int:
         start = self.position
         size = max(0, min(len(buffer), self.size - start))
         if start + size <= len(self.head):
@@ -72,18 +74,32 @@ class EdgeCached(io.RawIOBase):
         return size
 
 
-def _read_exactly(handle: BinaryIO, offset: int, size: int) -> bytearray:
-    data = bytearray(size)
-    view = memoryview(data)
+def _read_into(handle: BinaryIO, offset: int, view: memoryview) -> None:
     handle.seek(offset)
     done = 0
-    while done < size:
+    while done < len(view):
         got = handle.readinto(view[done:])
         if not got:
             raise CorruptFileError(f"model file ends at byte {offset + done}, "
-                                   f"{offset + size} expected: truncated")
+                                   f"{offset + len(view)} expected: truncated")
         done += got
+
+
+def _read_exactly(handle: BinaryIO, offset: int, size: int) -> bytearray:
+    data = bytearray(size)
+    _read_into(handle, offset, memoryview(data))
     return data
+
+
+@cache
+def reads_offsets() -> bool:
+    """Whether this torch loads a file onto "meta" without reading its tensors' bytes and says
+    where they lie (`_checkpoint_offset`), which reading in parts needs."""
+    buffer = io.BytesIO()
+    torch.save({"probe": torch.zeros(2)}, buffer)
+    buffer.seek(0)
+    meta = torch.load(buffer, map_location="meta", weights_only=True)["probe"]
+    return getattr(meta.untyped_storage(), "_checkpoint_offset", None) is not None
 
 
 @dataclass(frozen=True)
@@ -95,11 +111,12 @@ class StoredTensor:
     dtype: torch.dtype
 
     @classmethod
-    def of(cls, name: str, meta: torch.Tensor) -> StoredTensor:
-        start = getattr(meta.untyped_storage(), "_checkpoint_offset", None)
+    def of(cls, name: str, meta: object) -> StoredTensor:
+        start = getattr(meta.untyped_storage(), "_checkpoint_offset", None) \
+            if isinstance(meta, torch.Tensor) else None
         if start is None or not meta.is_contiguous():
-            raise CorruptFileError(f"model file: tensor {name} cannot be read in parts (not "
-                                   "written by torch.save's zip format, or not contiguous)")
+            raise CorruptFileError(f"model file: {name} is not a tensor that can be read in "
+                                   "parts (written by torch.save's zip format, contiguous)")
         return cls(start + meta.storage_offset() * meta.element_size(), tuple(meta.shape),
                    meta.dtype)
 
@@ -107,38 +124,47 @@ class StoredTensor:
     def nbytes(self) -> int:
         return math.prod(self.shape) * self.dtype.itemsize
 
-    def read(self, handle: BinaryIO, first: int = 0, last: int | None = None) -> torch.Tensor:
-        """Rows `first..last-1` (the whole tensor by default)."""
-        if not self.shape:
-            return self._tensor(_read_exactly(handle, self.offset, self.nbytes), ())
-        last = self.shape[0] if last is None else last
-        if not 0 <= first <= last <= self.shape[0]:
-            raise ValueError(f"rows {first}..{last - 1} of a tensor of {self.shape[0]}")
-        shape = (last - first, *self.shape[1:])
-        row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
-        if last == first or row_bytes == 0:
-            return torch.empty(shape, dtype=self.dtype)
-        return self._tensor(_read_exactly(handle, self.offset + first * row_bytes,
-                                          (last - first) * row_bytes), shape)
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
 
-    def _tensor(self, data: bytearray, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.frombuffer(data, dtype=self.dtype).reshape(shape)
+    def read(self, handle: BinaryIO) -> torch.Tensor:
+        """The whole tensor."""
+        out = torch.empty(self.shape, dtype=self.dtype)
+        if self.nbytes:
+            _read_into(handle, self.offset, _bytes_of(out))
+        return out
+
+    def read_rows(self, handle: BinaryIO, first: int, last: int, out: torch.Tensor) -> None:
+        """Rows `first..last-1` into `out` (contiguous, of their shape): no copy in between."""
+        if not 0 <= first <= last <= self.shape[0] or out.shape != (last - first,
+                                                                    *self.shape[1:]):
+            raise ValueError(f"rows {first}..{last - 1} of a tensor of {self.shape[0]} into "
+                             f"{tuple(out.shape)}")
+        if last > first and self.row_bytes:
+            _read_into(handle, self.offset + first * self.row_bytes, _bytes_of(out))
+
+
+def _bytes_of(tensor: torch.Tensor) -> memoryview:
+    """A contiguous tensor's memory, as bytes to read into."""
+    if not tensor.is_contiguous():
+        raise ValueError("reading into a tensor that is not contiguous")
+    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
 
 
 class SpanTable(nn.Module):
-    """An ID table of which only rows `first..` (`rows`) and the padding row are held. It looks
-    rows up as the whole `nn.Embedding` does and refuses any other row: a process reads only
-    the rows of the entities it was given."""
+    """An ID table of which rows `first..first + len - 1` are held, then its padding row (the
+    last of `held`). It looks rows up as the whole `nn.Embedding` does and refuses any other
+    row: a process reads only the rows of the entities it was given."""
 
-    def __init__(self, rows: torch.Tensor, first: int, padding: torch.Tensor,
-                 num_embeddings: int) -> None:
+    def __init__(self, held: torch.Tensor, first: int, num_embeddings: int) -> None:
         super().__init__()
         self.first, self.num_embeddings = first, num_embeddings
-        self.held = torch.cat([rows, padding.reshape(1, -1)])  # the padding row last
+        self.register_buffer("held", held, persistent=False)
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
         local = index - self.first
-        count = self.held.shape[0] - 1
+        count = len(self)
         padding = index == self.num_embeddings - 1
         inside = (local >= 0) & (local < count)
         if not bool((inside | padding).all()):
@@ -167,6 +193,9 @@ def stored_rows(table: nn.Module, first: int, last: int) -> torch.Tensor:
     return table.weight[first:last]
 
 
+PAYLOAD_KEYS = ("spec", "num_users", "num_items", "user_vocab", "item_vocab", "state")
+
+
 class ModelFile:
     """A model file open for ranged reads: its payload without the tensors' bytes, and where
     each tensor lies."""
@@ -175,11 +204,15 @@ class ModelFile:
         self.handle = handle = EdgeCached(handle)
         try:
             self.payload = torch.load(handle, map_location="meta", weights_only=True)
-            state = self.payload["state"]
-        except (RuntimeError, ValueError, EOFError, KeyError, TypeError,
+        except (RuntimeError, ValueError, EOFError, AssertionError,
                 pickle.UnpicklingError) as exc:
             raise CorruptFileError(f"model file cannot be read: {exc}") from exc
-        self.tensors = {name: StoredTensor.of(name, meta) for name, meta in state.items()}
+        if not (isinstance(self.payload, dict) and all(k in self.payload for k in PAYLOAD_KEYS)
+                and isinstance(self.payload["state"], dict)):
+            raise CorruptFileError("model file holds no bc_ray model (a dict of "
+                                   f"{', '.join(PAYLOAD_KEYS)})")
+        self.tensors = {name: StoredTensor.of(name, meta)
+                        for name, meta in self.payload["state"].items()}
 
     @property
     def dense_bytes(self) -> int:
@@ -190,7 +223,7 @@ class ModelFile:
     def id_row_bytes(self) -> int:
         """Bytes of one ID row (0 for a model without ID tables)."""
         tables = [t for name, t in self.tensors.items() if name.startswith(ID_TABLES)]
-        return max((math.prod(t.shape[1:]) * t.dtype.itemsize for t in tables), default=0)
+        return max((t.row_bytes for t in tables), default=0)
 
     def model(self, spans: Spans | None) -> EmbeddingModel:
         """The inference model with, of each ID table, only the rows of `spans[entity]`
@@ -205,8 +238,12 @@ class ModelFile:
         return model
 
     def _span(self, entity: str, first: int, last: int) -> SpanTable:
+        """The table's rows `first..last-1` that it has, and its padding row, read into one
+        matrix."""
         table = self.tensors[f"{ID_TABLES}{entity}.weight"]
         pad = table.shape[0] - 1
-        start = min(first, pad)
-        return SpanTable(table.read(self.handle, start, max(start, min(last, pad))), start,
-                         table.read(self.handle, pad, pad + 1), table.shape[0])
+        start, stop = min(first, pad), max(min(first, pad), min(last, pad))
+        held = torch.empty((stop - start + 1, *table.shape[1:]), dtype=table.dtype)
+        table.read_rows(self.handle, start, stop, held[:-1])
+        table.read_rows(self.handle, pad, pad + 1, held[-1:])
+        return SpanTable(held, start, table.shape[0])
