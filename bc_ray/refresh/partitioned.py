@@ -296,7 +296,8 @@ class PartitionedRefresh:
     def input_stage(self) -> tuple[LayerPieces, StageResult]:
         """h_0 by range: each task looks up its range's ID rows and features."""
         began = time.perf_counter()
-        self.layers = self.source.load().layer_stack()  # the layers alone: a few KB of weights
+        # The layers alone: a few KB of weights (the whole model where it is read whole).
+        self.layers = self.source.load().layer_stack()
         outputs = []
         for p in range(self.parts):
             task = input_task.options(**self._options(self._input_bytes(p), self.parts + 3))

@@ -45,7 +45,8 @@ class ModelSource:
     store, the file itself, mapped (a process touches only the ID rows it looks up); elsewhere
     the file where it lies, each process reading its dense weights and the span of each ID table
     it was given (`ModelFile`: ranged reads), or, with a torch that cannot, all of it. The
-    driver checked the file's sha256 by streaming it and holds none of it."""
+    driver checked the file's sha256 by streaming it and reads only the dense weights (all of
+    the file too where the readers load it whole)."""
 
     store_uri: str
     options: StorageOptions | None
@@ -65,7 +66,8 @@ class ModelSource:
             return source
         if not reads_offsets():
             logger.warning("torch %s cannot read a file in parts (torch.load onto \"meta\" "
-                           "says nowhere where a tensor lies): each task loads the model whole",
+                           "says nowhere where a tensor lies): the driver and each task load "
+                           "the model whole",
                            torch.__version__)
             return replace(source, mode="whole")
         with source._open() as handle:

@@ -118,7 +118,8 @@ def test_runs_of_one_node_nodes_without_neighbours_among_them_give_the_forwards_
 
 def test_a_parent_read_in_parts_scores_as_its_mapped_file(small_snapshot, tmp_path):
     """The gate's M_{k-1} on object storage (`ModelFile`: the worker's own span of each ID
-    table) embeds the worker's rows as the mapped file does."""
+    table) embeds the worker's rows as the mapped file does. One worker's span is every row:
+    spans that start past row 0 and refuse other rows are test_model_file.py's."""
     one = _one_worker(small_snapshot, "mean", light=True)
     path = tmp_path / "model.pt"
     path.write_bytes(model_to_bytes(one.model))
