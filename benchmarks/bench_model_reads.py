@@ -98,10 +98,9 @@ def input_task(uri: str, mode: str, users: int) -> dict:
 
 def driver(uri: str, mode: str, size: int, sha256: str) -> dict:
     """The driver's check of the file: its bytes read, held and hashed ("whole", what
-    `load_model_bytes` did before `ray.put`), or streamed (`Store.verify`) and its directory
-    read ("parts", what `ModelSource.of` does)."""
-    from bc_ray.io import FileIO
-    from bc_ray.models.graphsage.model_file import ModelFile
+    `load_model_bytes` did before `ray.put`), or streamed and its directory read ("parts":
+    `ModelSource.of_file`)."""
+    from bc_ray.refresh.range_stages import ModelSource
     from bc_ray.store.state import FileRecord
     from bc_ray.store.store import Store
 
@@ -112,10 +111,7 @@ def driver(uri: str, mode: str, size: int, sha256: str) -> dict:
         data = store.get(record)
         assert len(data) == size
     else:
-        store.verify(record)
-        io = FileIO(uri)
-        with io.arrow_fs().open_input_file(io.path(PATH)) as handle:
-            ModelFile(handle)
+        assert ModelSource.of_file(store, record).mode == "parts"
     return {"seconds": time.perf_counter() - started, "holds": _status("VmHWM:") - base}
 
 

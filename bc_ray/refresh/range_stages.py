@@ -58,7 +58,12 @@ class ModelSource:
 
     @classmethod
     def of(cls, store: Store, version: VersionRecord) -> ModelSource:
-        record = model_record(version)
+        return cls.of_file(store, model_record(version))
+
+    @classmethod
+    def of_file(cls, store: Store, record: FileRecord) -> ModelSource:
+        """The driver's side: the file checked (streamed) and, to read it in parts, its
+        directory read."""
         store.verify(record)
         source = cls(store.io.uri, store.io.options, record.path, "mapped",
                      file_bytes=record.size)
@@ -86,18 +91,21 @@ class ModelSource:
     def load(self, spans: Spans | None = None) -> EmbeddingModel:
         """The inference model, able to look up the ID rows of `spans` (entity indices; None:
         its dense weights alone, where the file is read in parts)."""
-        files = FileIO(self.store_uri, self.options)
         if self.mode == "mapped":
-            return model_from_file(files.path(self.path))
+            return model_from_file(self._files.path(self.path))
         if self.mode == "whole":
-            return model_from_bytes(files.read_bytes(self.path), light=True)
+            return model_from_bytes(self._files.read_bytes(self.path), light=True)
         with self._open() as handle:
             return ModelFile(handle).model(spans)
+
+    @property
+    def _files(self) -> FileIO:
+        return FileIO(self.store_uri, self.options)
 
     def _open(self) -> BinaryIO:
         """The file for ranged reads through pyarrow's S3 client (which a refresh task has
         imported already; s3fs's start-up took longer than reading a range's rows)."""
-        files = FileIO(self.store_uri, self.options)
+        files = self._files
         return files.arrow_fs().open_input_file(files.path(self.path))
 
 
