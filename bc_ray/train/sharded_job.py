@@ -7,9 +7,9 @@ nodes' training edges, warm-starts its ID rows from M_{k-1}'s model file (mapped
 store: it reads only its rows' pages), reads its rows of the stored ver-(k-1) tables as
 alignment targets, and trains the BC-Aligner objective within the step budget. Scoring is
 sharded too: Recall@50 of the held-out test users (`sharded_recall`) and the alignment error on
-the same sample of entities the one-table gate draws. Rank 0 then gathers M_k into one model
-file, the one moment a process holds the whole tables, as the file does; the driver gates and
-registers it as `bc-ray train` does.
+the same sample of entities the one-table gate draws. Rank 0 then writes M_k's one model file
+in place, every worker's rows going into it a block at a time (`write_model_file`: no process
+holds the whole tables); the driver gates and registers it as `bc-ray train` does.
 
 Model selection is the one-table bump's: every `eval_every` epochs the workers score the
 validation users together, and the selected epoch's dense weights and ID rows are kept. Every
@@ -49,8 +49,7 @@ from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.memory import PeakWatch, private_bytes, return_freed_memory
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.sharded_eval import Embedded, sharded_layerwise, sharded_recall
-from bc_ray.models.graphsage.serialization import save_model
-from bc_ray.models.graphsage.sharded_model_file import gathered_model, warm_id_rows
+from bc_ray.models.graphsage.sharded_model_file import warm_id_rows, write_model_file
 from bc_ray.models.graphsage.sharded_task import (
     ShardedLinkPredictionTask,
     initial_id_rows,
@@ -343,7 +342,7 @@ def _alignment(bump: ShardedBump, rank: int, stages: _Stages
 
 def _train_and_score(bump: ShardedBump, rank: int, world: int, stages: _Stages) -> _Trained:
     """Everything a worker holds for training and scoring (graph rows, sampler, targets) lives
-    here and goes when it returns, before rank 0 gathers the whole tables."""
+    here and goes when it returns, before the model file is written."""
     run, held = bump.run, bump.held_out
     graph = entity_graph(run)
     rows = run.local_rows(rank)
@@ -416,17 +415,17 @@ def _bump(bump: ShardedBump, rank: int, world: int, stages: _Stages) -> None:
     trained = _train_and_score(bump, rank, world, stages)
     gc.collect()  # modules and the process group's hooks hold reference cycles
     return_freed_memory()
-    whole = gathered_model(trained.model, trained.id_rows, bump.run.owners)
-    if rank != 0:
-        ray.train.report(trained.final)
-        return
-    directory = checkpoint_folder()  # found and removed by the next start if killed within
+    # found and removed by the next start if killed within
+    directory = checkpoint_folder() if rank == 0 else None
     try:
-        save_model(whole, os.path.join(directory, MODEL_FILE))
-        del whole
+        write_model_file(trained.model, trained.id_rows, bump.run.owners,
+                         directory and os.path.join(directory, MODEL_FILE))
+        if rank != 0:
+            ray.train.report(trained.final)
+            return
         torch.save({"transform": trained.affine, "metrics": trained.metrics,
                     "history": trained.history}, os.path.join(directory, RESULT_FILE))
-        stages.done("gathered the model file")
+        stages.done("wrote the model file")
         ray.train.report(trained.final,
                          checkpoint=ray.train.Checkpoint.from_directory(directory))
     finally:

@@ -132,7 +132,7 @@ class StoredTensor:
         """The whole tensor."""
         out = torch.empty(self.shape, dtype=self.dtype)
         if self.nbytes:
-            _read_into(handle, self.offset, _bytes_of(out))
+            _read_into(handle, self.offset, tensor_bytes(out))
         return out
 
     def read_rows(self, handle: BinaryIO, first: int, last: int, out: torch.Tensor) -> None:
@@ -142,10 +142,10 @@ class StoredTensor:
             raise ValueError(f"rows {first}..{last - 1} of a tensor of {self.shape[0]} into "
                              f"{tuple(out.shape)}")
         if last > first and self.row_bytes:
-            _read_into(handle, self.offset + first * self.row_bytes, _bytes_of(out))
+            _read_into(handle, self.offset + first * self.row_bytes, tensor_bytes(out))
 
 
-def _bytes_of(tensor: torch.Tensor) -> memoryview:
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     """A contiguous tensor's memory, as bytes to read into."""
     if not tensor.is_contiguous():
         raise ValueError("reading into a tensor that is not contiguous")

@@ -2,22 +2,29 @@
 
 A sharded bump starts from M_{k-1}: each worker takes only its own rows of the previous tables
 (`warm_id_rows`, as `--warm-start mean`; from a mapped file it reads only those pages). It ends
-with one model file that the refresh and Serve read: rank 0 gathers every worker's rows into
-whole tables (`gathered_model`), the one moment a process holds them, as the file does,
-without their optimizer state or a second copy. Both are collectives: every worker calls them,
-in the same order.
+with one model file that the refresh and Serve read (`write_model_file`): rank 0 writes it in
+place, each worker's rows going into the file a block at a time as they arrive, so no process
+holds the whole tables (where torch cannot lay a file out without its bytes, rank 0 gathers
+them, `gathered_model`, and saves them). All are collectives: every worker calls them, in the
+same order.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
 
 from bc_ray.core.row_shards import RowOwners, owners_rank
 from bc_ray.core.warmstart import NOISE, copy_overlap
-from bc_ray.exceptions import ConfigError
+from bc_ray.exceptions import ConfigError, CorruptFileError
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.model_file import stored_rows
+from bc_ray.models.graphsage.model_file_writer import ModelFileWriter, writes_in_place
+from bc_ray.models.graphsage.serialization import payload_of_tables, save_model
+
+BLOCK_BYTES = 64 << 20  # of ID rows, sent to rank 0 and written at a time
 
 
 def _summed(values: torch.Tensor) -> torch.Tensor:
@@ -94,7 +101,7 @@ def gathered_model(model: EmbeddingModel, rows: torch.Tensor,
     whole, failed = None, None
     if rank == 0:
         try:
-            whole = _tables(model, owners)
+            whole = _tables(model, owners.num_users, owners.num_items)
         except ConfigError as error:
             failed = error
     if not _agreed_on_rank0(failed is None):
@@ -116,10 +123,72 @@ def gathered_model(model: EmbeddingModel, rows: torch.Tensor,
     return whole.eval()
 
 
-def _tables(model: EmbeddingModel, owners: RowOwners) -> EmbeddingModel:
-    """M_k with `model`'s dense weights and empty ID tables of the snapshot's size (their
-    padding row zero)."""
-    whole = EmbeddingModel(model.spec, owners.num_users, owners.num_items,
+@torch.no_grad()
+def write_model_file(model: EmbeddingModel, rows: torch.Tensor, owners: RowOwners,
+                     path: str | None, block_bytes: int = BLOCK_BYTES) -> None:
+    """M_k's model file at `path` on rank 0 (None elsewhere): `model`'s dense weights (a
+    `sharded_model`, equal on every worker after DDP) and every worker's ID `rows`, in tables
+    of the snapshot's size (their padding row zero), as `save_model` writes the gathered model.
+    Each worker sends its rows in blocks of `block_bytes`, which rank 0 writes into the file
+    in place (`ModelFileWriter`): it holds one block of the others' rows, never the tables."""
+    if not writes_in_place():
+        whole = gathered_model(model, rows, owners)
+        if whole is not None:
+            save_model(whole, path)
+        return
+    rank = owners_rank()
+    writer, failed = None, None
+    if rank == 0:
+        try:
+            writer = ModelFileWriter(path, payload_of_tables(
+                _tables(model, 0, 0), {"user": owners.num_users, "item": owners.num_items}))
+        except (ConfigError, CorruptFileError, OSError) as error:
+            failed = error
+    if not _agreed_on_rank0(failed is None):
+        raise ConfigError(f"rank 0 could not lay out M_k's file: {failed or 'see its log'}")
+    block = max(1, block_bytes // max(1, rows.shape[1] * rows.element_size()))
+    if rank != 0:
+        for _, first, last, offset in owners.spans(rank):
+            for start, stop in _blocks(last - first, block):
+                dist.send(rows[offset + start:offset + stop].contiguous(), dst=0)
+        return
+    with writer:
+        _write_rows(writer, model, rows, owners, block)
+
+
+def _blocks(count: int, block: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) of each block of `block` rows of `count`, in order: as a worker sends
+    its span and rank 0 receives it."""
+    return ((start, min(start + block, count)) for start in range(0, count, block))
+
+
+def _write_rows(writer: ModelFileWriter, model: EmbeddingModel, rows: torch.Tensor,
+                owners: RowOwners, block: int) -> None:
+    """Rank 0's side of `write_model_file`: the dense weights, then each table's rows in
+    order, its own from `rows`, the others' a block at a time as their owners send them, then
+    the padding row."""
+    for name, tensor in model.state_dict().items():
+        if not name.startswith("ids."):
+            writer.append(name, tensor.detach())
+    received = torch.empty(min(block, max(owners.num_users, owners.num_items)), rows.shape[1],
+                           dtype=rows.dtype)
+    for entity in ("user", "item"):
+        table = f"ids.{entity}.weight"
+        for sender in range(owners.workers):
+            _, first, last, offset = next(s for s in owners.spans(sender) if s[0] == entity)
+            for start, stop in _blocks(last - first, block):
+                if sender == 0:
+                    writer.append(table, rows[offset + start:offset + stop])
+                else:
+                    dist.recv(received[:stop - start], src=sender)
+                    writer.append(table, received[:stop - start])
+        writer.append(table, torch.zeros(1, rows.shape[1], dtype=rows.dtype))  # padding row
+
+
+def _tables(model: EmbeddingModel, num_users: int, num_items: int) -> EmbeddingModel:
+    """M_k with `model`'s dense weights and uninitialised ID tables of `num_users` users and
+    `num_items` items (their padding row zero)."""
+    whole = EmbeddingModel(model.spec, num_users, num_items,
                            model.encoders["user"].vocab_sizes, model.encoders["item"].vocab_sizes,
                            initialize=False)
     dense = {k: v for k, v in model.state_dict().items() if not k.startswith("ids.")}
