@@ -417,9 +417,9 @@ def _bump(bump: ShardedBump, rank: int, world: int, stages: _Stages) -> None:
     return_freed_memory()
     # found and removed by the next start if killed within
     directory = checkpoint_folder() if rank == 0 else None
+    path = os.path.join(directory, MODEL_FILE) if directory is not None else None
     try:
-        write_model_file(trained.model, trained.id_rows, bump.run.owners,
-                         directory and os.path.join(directory, MODEL_FILE))
+        write_model_file(trained.model, trained.id_rows, bump.run.owners, path)
         if rank != 0:
             ray.train.report(trained.final)
             return

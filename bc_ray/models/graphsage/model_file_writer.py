@@ -3,37 +3,75 @@
 A sharded bump ends with one model file that the refresh and Serve read. Gathering M_k's ID
 tables into one process to `torch.save` them holds `4 d N` bytes there (2.8 GB at 100M
 interactions, ~25 GB at 1B), however many workers share the tables. Instead torch writes the
-file without the tensors' bytes (`torch.serialization.skip_data`, a skeleton whose tables are
-never touched), and each tensor's bytes are written where they lie as they arrive: the dense
-weights whole, an ID table a block of rows at a time, in order. Each record's CRC-32 is taken
-as its bytes pass and set in the zip's headers at the end, so the file is the one `torch.save`
-writes of the whole model, record for record (only its serialization id differs, as it does
-between any two saves), and any zip reader checks it.
+file without the tensors' bytes (`torch.serialization.skip_data`; the ID tables fake tensors,
+which take no memory at all), and each tensor's bytes are written where they lie as they
+arrive (the file is sparse until then): the dense weights whole, an ID table a block of rows
+at a time, in order. Each record's CRC-32 is taken as its bytes pass and set in the zip's
+headers at the end, so the file holds what `torch.save` writes of the whole model (every
+tensor's record byte for byte, the same payload), and any zip reader checks it.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
+from functools import cache
 from typing import BinaryIO
 
 import torch
 
 from bc_ray.exceptions import CorruptFileError
-from bc_ray.models.graphsage.model_file import ModelFile, reads_offsets, tensor_bytes
+from bc_ray.models.graphsage.model import EmbeddingModel
+from bc_ray.models.graphsage.model_file import ID_TABLES, ModelFile, reads_offsets, tensor_bytes
+from bc_ray.models.graphsage.serialization import model_payload
 
 _LOCAL_HEADER, _CENTRAL_HEADER = b"PK\x03\x04", b"PK\x01\x02"
 _DESCRIPTOR = b"PK\x07\x08"
 _HAS_DESCRIPTOR = 0x08  # general purpose flag: the CRC and sizes follow the data
 
 
+@cache
 def writes_in_place() -> bool:
-    """Whether this torch can lay a file out without its tensors' bytes and say where they lie
-    (older ones gather the tables and save them whole: `write_model_file`)."""
-    return hasattr(torch.serialization, "skip_data") and reads_offsets()
+    """Whether this torch lays a file out from fake tensors without their bytes and says
+    where they lie (older ones gather the tables and save them whole: `write_model_file`)."""
+    if not reads_offsets():
+        return False
+    try:
+        buffer = io.BytesIO()
+        with torch.serialization.skip_data(materialize_fake_tensors=True):
+            torch.save({"probe": _unwritten((2,), torch.float32)}, buffer)
+        buffer.seek(0)
+        meta = torch.load(buffer, map_location="meta", weights_only=True)["probe"]
+    except (AttributeError, ImportError, TypeError, RuntimeError):
+        return False
+    return meta.shape == (2,) and getattr(meta.untyped_storage(), "_checkpoint_offset", None) \
+        is not None
+
+
+def _unwritten(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A tensor torch can lay out that holds no memory, not even an allocation the kernel
+    counts (a 25 GB table on a smaller node): a fake tensor (torch's own, as torch.export
+    uses them), which `skip_data(materialize_fake_tensors=True)` saves as a CPU tensor."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        return torch.empty(shape, dtype=dtype)
+
+
+def layout_payload(model: EmbeddingModel, counts: dict[str, int]) -> dict:
+    """`model`'s payload as of a model whose ID tables hold `counts[entity]` rows and the
+    padding row, not yet written: what `ModelFileWriter` lays out. `model` has tables of any
+    size, so that the payload's tensors come in the order of the whole model's."""
+    payload = model_payload(model)
+    payload["num_users"], payload["num_items"] = counts["user"], counts["item"]
+    payload["state"] = {
+        name: _unwritten((counts[name.split(".")[1]] + 1, *tensor.shape[1:]), tensor.dtype)
+        if name.startswith(ID_TABLES) else tensor for name, tensor in payload["state"].items()}
+    return payload
 
 
 @dataclass
@@ -51,12 +89,12 @@ class _Record:
 
 
 class ModelFileWriter:
-    """The model file at `path` of `payload` (a model's payload whose ID tables are not yet
-    written: `payload_of_tables`), whose tensors' bytes come through `append`, each tensor's
-    in order. `close` checks that every byte came and seals the file."""
+    """The model file at `path` of `payload` (`layout_payload`), whose tensors' bytes come
+    through `append`, each tensor's in order. `close` checks that every byte came and seals
+    the file."""
 
     def __init__(self, path: str, payload: dict) -> None:
-        with torch.serialization.skip_data():
+        with torch.serialization.skip_data(materialize_fake_tensors=True):
             torch.save(payload, path)
         self._file = open(path, "r+b")
         try:
@@ -65,14 +103,19 @@ class ModelFileWriter:
             self._file.close()
             raise
 
-    def append(self, name: str, tensor: torch.Tensor) -> None:
-        """`tensor`'s bytes after those already written of record `name` (a block of rows of
-        an ID table, or a dense weight whole)."""
+    def check(self, name: str, tensor: torch.Tensor) -> None:
+        """That `tensor` can be a block of rows of record `name` (its type and row shape)."""
         record = self._records[name]
         if tensor.dtype != record.dtype or tensor.dim() != len(record.shape) \
                 or tuple(tensor.shape[1:]) != record.shape[1:]:
             raise ValueError(f"{name}: a block of {tensor.dtype} {tuple(tensor.shape)} for a "
                              f"tensor of {record.dtype} {record.shape}")
+
+    def append(self, name: str, tensor: torch.Tensor) -> None:
+        """`tensor`'s bytes after those already written of record `name` (a block of rows of
+        an ID table, or a dense weight whole)."""
+        self.check(name, tensor)
+        record = self._records[name]
         data = tensor_bytes(tensor.contiguous())
         if record.written + len(data) > record.nbytes:
             raise ValueError(f"{name}: {record.written + len(data)} bytes written to a tensor "
@@ -83,6 +126,8 @@ class ModelFileWriter:
 
     def close(self) -> None:
         """Every record whole, its CRC in the zip's headers."""
+        if self._file.closed:
+            return
         try:
             short = {name: f"{r.written} of {r.nbytes} bytes" for name, r in
                      self._records.items() if r.written != r.nbytes}
@@ -98,11 +143,15 @@ class ModelFileWriter:
     def __enter__(self) -> ModelFileWriter:
         return self
 
+    def discard(self) -> None:
+        """Stop writing, the file unsealed: its caller drops it."""
+        self._file.close()
+
     def __exit__(self, kind, error, trace) -> None:
         if error is None:
             self.close()
         else:
-            self._file.close()  # the caller drops the folder of a file left incomplete
+            self.discard()
 
 
 def _write_at(descriptor: int, data: memoryview | bytes, offset: int) -> None:
@@ -121,15 +170,16 @@ def _records(file: BinaryIO) -> dict[str, _Record]:
     central = archive.start_dir
     for entry in archive.infolist():
         head = os.pread(file.fileno(), 46, central)
-        names, extras, comments = struct.unpack("<HHH", head[28:34])
-        if head[:4] != _CENTRAL_HEADER:
-            raise CorruptFileError(f"model file: no directory entry for {entry.filename}")
         local = os.pread(file.fileno(), 30, entry.header_offset)
+        if head[:4] != _CENTRAL_HEADER or len(head) < 46 or local[:4] != _LOCAL_HEADER \
+                or len(local) < 30:
+            raise CorruptFileError(f"model file: no headers for {entry.filename} where its "
+                                   "directory says")
+        names, extras, comments = struct.unpack("<HHH", head[28:34])
         flags, = struct.unpack("<H", local[6:8])
         data = entry.header_offset + 30 + sum(struct.unpack("<HH", local[26:30]))
         after = data + entry.file_size
-        if local[:4] != _LOCAL_HEADER or flags & _HAS_DESCRIPTOR and \
-                os.pread(file.fileno(), 4, after) != _DESCRIPTOR:
+        if flags & _HAS_DESCRIPTOR and os.pread(file.fileno(), 4, after) != _DESCRIPTOR:
             raise CorruptFileError(f"model file: {entry.filename} is not laid out as torch "
                                    "writes a record")
         local_crc = after + 4 if flags & _HAS_DESCRIPTOR else entry.header_offset + 14

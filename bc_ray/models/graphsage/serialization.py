@@ -11,7 +11,8 @@ from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.spec import VersionSpec
 
 
-def _payload(model: EmbeddingModel) -> dict:
+def model_payload(model: EmbeddingModel) -> dict:
+    """What a model file holds of `model` (`torch.save`d)."""
     return {
         "spec": model.spec.to_dict(),
         "num_users": model.num_users,
@@ -22,22 +23,9 @@ def _payload(model: EmbeddingModel) -> dict:
     }
 
 
-def payload_of_tables(model: EmbeddingModel, counts: dict[str, int]) -> dict:
-    """`model`'s payload as of a model whose ID tables hold `counts[entity]` rows and the
-    padding row, left uninitialised (`torch.empty` pages that nothing touches): what a writer
-    lays out before the rows come (`ModelFileWriter`). `model` has tables of any size, so that
-    the payload's tensors come in the order of the whole model's."""
-    payload = _payload(model)
-    payload["num_users"], payload["num_items"] = counts["user"], counts["item"]
-    payload["state"] = {
-        name: torch.empty(counts[name.split(".")[1]] + 1, *tensor.shape[1:], dtype=tensor.dtype)
-        if name.startswith("ids.") else tensor for name, tensor in payload["state"].items()}
-    return payload
-
-
 def model_to_bytes(model: EmbeddingModel) -> bytes:
     buffer = io.BytesIO()
-    torch.save(_payload(model), buffer)
+    torch.save(model_payload(model), buffer)
     return buffer.getvalue()
 
 
@@ -46,7 +34,7 @@ def save_model(model: EmbeddingModel, path: str) -> None:
     in memory (with a torch that cannot write M_k's file in place, a sharded bump's rank 0 writes
     it beside the whole tables it gathered).
     The file loads as the bytes do; its own bytes differ (torch names the records after it)."""
-    torch.save(_payload(model), path)
+    torch.save(model_payload(model), path)
 
 
 def model_from_bytes(data: bytes, device: torch.device | str = "cpu",

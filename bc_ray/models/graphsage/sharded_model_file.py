@@ -18,11 +18,15 @@ import torch.distributed as dist
 
 from bc_ray.core.row_shards import RowOwners, owners_rank
 from bc_ray.core.warmstart import NOISE, copy_overlap
-from bc_ray.exceptions import ConfigError, CorruptFileError
+from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import EmbeddingModel
-from bc_ray.models.graphsage.model_file import stored_rows
-from bc_ray.models.graphsage.model_file_writer import ModelFileWriter, writes_in_place
-from bc_ray.models.graphsage.serialization import payload_of_tables, save_model
+from bc_ray.models.graphsage.model_file import ID_TABLES, stored_rows
+from bc_ray.models.graphsage.model_file_writer import (
+    ModelFileWriter,
+    layout_payload,
+    writes_in_place,
+)
+from bc_ray.models.graphsage.serialization import save_model
 
 BLOCK_BYTES = 64 << 20  # of ID rows, sent to rank 0 and written at a time
 
@@ -140,12 +144,15 @@ def write_model_file(model: EmbeddingModel, rows: torch.Tensor, owners: RowOwner
     writer, failed = None, None
     if rank == 0:
         try:
-            writer = ModelFileWriter(path, payload_of_tables(
+            writer = ModelFileWriter(path, layout_payload(
                 _tables(model, 0, 0), {"user": owners.num_users, "item": owners.num_items}))
-        except (ConfigError, CorruptFileError, OSError) as error:
+            writer.check(f"{ID_TABLES}user.weight", rows)
+        except Exception as error:  # any: the other ranks must hear of it, not wait to send
             failed = error
+            if writer is not None:
+                writer.discard()
     if not _agreed_on_rank0(failed is None):
-        raise ConfigError(f"rank 0 could not lay out M_k's file: {failed or 'see its log'}")
+        raise failed or ConfigError("rank 0 could not lay M_k's model file out: see its log")
     block = max(1, block_bytes // max(1, rows.shape[1] * rows.element_size()))
     if rank != 0:
         for _, first, last, offset in owners.spans(rank):
@@ -168,14 +175,14 @@ def _write_rows(writer: ModelFileWriter, model: EmbeddingModel, rows: torch.Tens
     order, its own from `rows`, the others' a block at a time as their owners send them, then
     the padding row."""
     for name, tensor in model.state_dict().items():
-        if not name.startswith("ids."):
+        if not name.startswith(ID_TABLES):
             writer.append(name, tensor.detach())
     received = torch.empty(min(block, max(owners.num_users, owners.num_items)), rows.shape[1],
                            dtype=rows.dtype)
     for entity in ("user", "item"):
-        table = f"ids.{entity}.weight"
+        table = f"{ID_TABLES}{entity}.weight"
         for sender in range(owners.workers):
-            _, first, last, offset = next(s for s in owners.spans(sender) if s[0] == entity)
+            first, last, offset = {kind: span for kind, *span in owners.spans(sender)}[entity]
             for start, stop in _blocks(last - first, block):
                 if sender == 0:
                     writer.append(table, rows[offset + start:offset + stop])
@@ -191,9 +198,9 @@ def _tables(model: EmbeddingModel, num_users: int, num_items: int) -> EmbeddingM
     whole = EmbeddingModel(model.spec, num_users, num_items,
                            model.encoders["user"].vocab_sizes, model.encoders["item"].vocab_sizes,
                            initialize=False)
-    dense = {k: v for k, v in model.state_dict().items() if not k.startswith("ids.")}
+    dense = {k: v for k, v in model.state_dict().items() if not k.startswith(ID_TABLES)}
     missing, unexpected = whole.load_state_dict(dense, strict=False)
-    if unexpected or any(not name.startswith("ids.") for name in missing):
+    if unexpected or any(not name.startswith(ID_TABLES) for name in missing):
         raise ConfigError(f"the sharded model's dense weights do not fit M_k: missing {missing}, "
                           f"unexpected {unexpected}")
     for table in whole.ids.values():
