@@ -6,7 +6,9 @@ file written in place, each worker's rows a block at a time as they arrive (`wri
 `--nodes` nodes (10 users per item, `--hidden` wide) and a 2-layer GraphSAGE's dense weights.
 Each mode runs in fresh processes, the modes interleaved, `--repeats` times. "holds" is a
 rank's peak resident memory (VmHWM, reset before the write) above what it held before (its
-rows); "s" the write's time on rank 0 (the collective and the file, not flushed to disk). The
+rows); "s" the write's time on rank 0 (the collective and the file, not flushed to disk), after
+rank 0 has probed once whether this torch can write in place ("probed": its first fake tensor
+sets torch's dispatch up, once per process; a bump pays it once). The
 two files' tensor records must be equal (their names, CRC-32s and sizes).
 
     python benchmarks/bench_model_writes.py [--nodes 1000000,4000000,20000000] [--workers 2]
@@ -54,6 +56,7 @@ def _rank(rank: int, port: int, mode: str, nodes: int, args: argparse.Namespace,
     import torch.distributed as dist
 
     from bc_ray.models.graphsage.model import EmbeddingModel
+    from bc_ray.models.graphsage.model_file_writer import writes_in_place
     from bc_ray.models.graphsage.serialization import save_model
     from bc_ray.models.graphsage.sharded_model_file import gathered_model, write_model_file
     from bc_ray.models.graphsage.spec import VersionSpec
@@ -65,6 +68,12 @@ def _rank(rank: int, port: int, mode: str, nodes: int, args: argparse.Namespace,
     model = EmbeddingModel(VersionSpec(num_layers=2, hidden_dim=args.hidden), 0, 0,
                            {"segment": 8}, {"category": 24, "brand": 80}).eval()
     rows = torch.empty(owners.num_rows(rank), args.hidden).uniform_(-1, 1)
+    probe = 0.0
+    if mode == "in place" and rank == 0:  # whether torch can: once per process (cached)
+        started = time.perf_counter()
+        if not writes_in_place():
+            raise RuntimeError("this torch cannot write a model file in place")
+        probe = time.perf_counter() - started
     dist.barrier()
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # VmHWM from here
@@ -78,7 +87,7 @@ def _rank(rank: int, port: int, mode: str, nodes: int, args: argparse.Namespace,
             save_model(whole, target)
         del whole
     results[rank] = {"seconds": time.perf_counter() - started,
-                     "holds": _status("VmHWM:") - base}
+                     "holds": _status("VmHWM:") - base, "probe_seconds": probe}
     dist.barrier()
     dist.destroy_process_group()
 
@@ -119,11 +128,13 @@ def sizes(nodes: int, args: argparse.Namespace) -> tuple[list, dict]:
                 run, records = write(mode, nodes, args, folder)
                 runs[mode].append(run)
                 files.add(tuple(records))
-        assert len(files) == 1, "the two modes' files differ"
+        if len(files) != 1:
+            raise RuntimeError("the two modes' files hold different tensors")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     median = {mode: [{key: statistics.median(run["ranks"][rank][key] for run in mode_runs)
-                      for key in ("seconds", "holds")} for rank in range(args.workers)]
+                      for key in ("seconds", "holds", "probe_seconds")}
+                     for rank in range(args.workers)]
               for mode, mode_runs in runs.items()}
     size = runs[MODES[0]][0]["file_bytes"]
     rows = []
@@ -132,7 +143,8 @@ def sizes(nodes: int, args: argparse.Namespace) -> tuple[list, dict]:
         rows.append([f"{nodes:,}", rank, f"{size / MB:,.0f}", f"{gathered['holds'] / MB:,.0f}",
                      f"{in_place['holds'] / MB:,.0f}",
                      in_place["holds"] / max(gathered["holds"], 1), gathered["seconds"],
-                     in_place["seconds"], in_place["seconds"] / gathered["seconds"]])
+                     in_place["seconds"], in_place["seconds"] / gathered["seconds"],
+                     in_place["probe_seconds"]])
     return rows, {"nodes": nodes, "file_bytes": size, "runs": runs}
 
 
@@ -154,7 +166,8 @@ def main() -> None:
     print_table(f"M_k's model file gathered on rank 0 or written in place ({args.workers} "
                 f"workers, hidden {args.hidden}; medians of {args.repeats})",
                 ["nodes", "rank", "file MB", "gathered: holds MB", "in place: holds MB",
-                 "holds ratio", "gathered s", "in place s", "time ratio"], rows)
+                 "holds ratio", "gathered s", "in place s", "time ratio",
+                 "in place: torch probed, s"], rows)
     write_json(args.name, {"workers": args.workers, "hidden": args.hidden,
                            "repeats": args.repeats, "sizes": results})
 

@@ -415,14 +415,14 @@ def _bump(bump: ShardedBump, rank: int, world: int, stages: _Stages) -> None:
     trained = _train_and_score(bump, rank, world, stages)
     gc.collect()  # modules and the process group's hooks hold reference cycles
     return_freed_memory()
-    # found and removed by the next start if killed within
-    directory = checkpoint_folder() if rank == 0 else None
-    path = os.path.join(directory, MODEL_FILE) if directory is not None else None
+    if rank != 0:  # its rows go into rank 0's file
+        write_model_file(trained.model, trained.id_rows, bump.run.owners, None)
+        ray.train.report(trained.final)
+        return
+    directory = checkpoint_folder()  # found and removed by the next start if killed within
     try:
-        write_model_file(trained.model, trained.id_rows, bump.run.owners, path)
-        if rank != 0:
-            ray.train.report(trained.final)
-            return
+        write_model_file(trained.model, trained.id_rows, bump.run.owners,
+                         os.path.join(directory, MODEL_FILE))
         torch.save({"transform": trained.affine, "metrics": trained.metrics,
                     "history": trained.history}, os.path.join(directory, RESULT_FILE))
         stages.done("wrote the model file")

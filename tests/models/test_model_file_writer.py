@@ -1,8 +1,9 @@
 """A model file written in place (`ModelFileWriter`, `write_model_file`): on three real gloo ranks
 rank 0 writes M_k's file from every worker's rows a block at a time, and the file holds what
-`save_model` writes of the gathered model: every tensor's record byte for byte, the same pickle
-of the payload, and CRCs that agree in every header, which any zip reader checks."""
+`save_model` writes of the gathered model: every tensor's record byte for byte, an equal
+payload, and CRCs that agree in every header, which any zip reader checks."""
 
+import collections
 import os
 import struct
 import zipfile
@@ -13,7 +14,8 @@ import torch
 import torch.distributed as dist
 
 from bc_ray.core.row_shards import RowOwners
-from bc_ray.models.graphsage import sharded_model_file
+from bc_ray.exceptions import CorruptFileError
+from bc_ray.models.graphsage import model_file_writer, sharded_model_file
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.model_file import ModelFile
 from bc_ray.models.graphsage.model_file_writer import (
@@ -186,9 +188,12 @@ def test_the_writer_refuses_wrong_blocks_and_an_incomplete_file(tmp_path):
 
 
 @pytest.mark.skipif(not writes_in_place(), reason="needs torch.serialization.skip_data")
-def test_a_table_past_4_gib_is_laid_out_sparse_and_found_in_its_zip64_record(tmp_path):
+def test_a_table_past_4_gib_is_laid_out_sparse_and_found_in_its_zip64_record(tmp_path,
+                                                                              monkeypatch):
     """The 100M store's tables are 2.8 GB, a 1B store's 25 GB: zip64 records, whose sizes lie
     in an extra field. The layout holds no memory and no disk until rows are written."""
+    room = collections.namedtuple("usage", "total used free")(1 << 40, 0, 1 << 40)
+    monkeypatch.setattr(model_file_writer.shutil, "disk_usage", lambda path: room)
     path, users = str(tmp_path / "model.pt"), (5 << 30) // (DIM * 4)
     with ModelFileWriter(path, _layout(users=users)) as writer:
         assert os.stat(path).st_blocks * 512 < 1 << 20  # sparse: 5 GiB of nothing
@@ -203,3 +208,29 @@ def test_a_table_past_4_gib_is_laid_out_sparse_and_found_in_its_zip64_record(tmp
             file.seek(record.offset)
             assert file.read(first.numel() * 4) == first.numpy().tobytes()
         writer.discard()  # not sealed: 5 GiB of rows are not written here
+
+
+def test_a_layout_the_writer_does_not_know_is_gathered_and_saved_instead(tmp_path, monkeypatch,
+                                                                          caplog):
+    """A torch whose layout `ModelFileWriter` cannot read (records not where it expects) makes
+    rank 0 gather and save, with a warning, rather than fail the bump at its very end."""
+    def unknown_layout(path, payload):
+        raise CorruptFileError("model file: ids.user.weight is not a record of its own")
+
+    monkeypatch.setattr(sharded_model_file, "ModelFileWriter", unknown_layout)
+    owners = RowOwners(USERS, np.array([0, USERS]), np.array([0, ITEMS]))
+    path = str(tmp_path / "model.pt")
+    with caplog.at_level("WARNING", logger=sharded_model_file.__name__):
+        write_model_file(_model(), _table(), owners, path)
+    assert "gathered and saved whole" in caplog.text
+    assert torch.equal(model_from_file(path).ids["user"].weight[:USERS], _table()[:USERS])
+
+
+@pytest.mark.skipif(not writes_in_place(), reason="needs torch.serialization.skip_data")
+def test_a_disk_without_room_for_the_rows_is_refused_before_any_is_sent(tmp_path, monkeypatch):
+    """The laid-out file is sparse: a disk that filled halfway through the rows would fail
+    rank 0 while the others wait to send, so the room is checked when the file is laid out."""
+    free = collections.namedtuple("usage", "total used free")(1 << 30, 1 << 30, 1 << 20)
+    monkeypatch.setattr(model_file_writer.shutil, "disk_usage", lambda path: free)
+    with pytest.raises(OSError, match=r"needs 16 MB more and its disk has 1 MB free"):
+        ModelFileWriter(str(tmp_path / "model.pt"), _layout(users=1 << 19))

@@ -146,7 +146,7 @@ class StoredTensor:
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
-    """A contiguous tensor's memory, as bytes to read into."""
+    """A contiguous tensor's memory, as bytes (to read into, or to write out)."""
     if not tensor.is_contiguous():
         raise ValueError("reading into a tensor that is not contiguous")
     return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())

@@ -13,8 +13,10 @@ tensor's record byte for byte, the same payload), and any zip reader checks it.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import shutil
 import struct
 import zipfile
 import zlib
@@ -46,7 +48,7 @@ def writes_in_place() -> bool:
             torch.save({"probe": _unwritten((2,), torch.float32)}, buffer)
         buffer.seek(0)
         meta = torch.load(buffer, map_location="meta", weights_only=True)["probe"]
-    except (AttributeError, ImportError, TypeError, RuntimeError):
+    except Exception:  # noqa: BLE001 - whatever an older torch raises: it cannot
         return False
     return meta.shape == (2,) and getattr(meta.untyped_storage(), "_checkpoint_offset", None) \
         is not None
@@ -96,9 +98,10 @@ class ModelFileWriter:
     def __init__(self, path: str, payload: dict) -> None:
         with torch.serialization.skip_data(materialize_fake_tensors=True):
             torch.save(payload, path)
-        self._file = open(path, "r+b")
+        self._file, self._discarded = open(path, "r+b"), False
         try:
             self._records = _records(self._file)
+            _check_room(path, sum(r.nbytes for r in self._records.values()))
         except BaseException:
             self._file.close()
             raise
@@ -126,6 +129,8 @@ class ModelFileWriter:
 
     def close(self) -> None:
         """Every record whole, its CRC in the zip's headers."""
+        if self._discarded:
+            raise ValueError("model file discarded: it was left unsealed")
         if self._file.closed:
             return
         try:
@@ -140,18 +145,28 @@ class ModelFileWriter:
         finally:
             self._file.close()
 
+    def discard(self) -> None:
+        """Stop writing, the file unsealed: its caller drops it."""
+        self._discarded = True
+        self._file.close()
+
     def __enter__(self) -> ModelFileWriter:
         return self
 
-    def discard(self) -> None:
-        """Stop writing, the file unsealed: its caller drops it."""
-        self._file.close()
-
     def __exit__(self, kind, error, trace) -> None:
-        if error is None:
+        if error is None and not self._discarded:
             self.close()
         else:
             self.discard()
+
+
+def _check_room(path: str, size: int) -> None:
+    """The disk holds the tensors' bytes still to come: a disk that fills halfway would fail
+    rank 0 while the other workers wait to send (the laid-out file is sparse until then)."""
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    if free < size:
+        raise OSError(errno.ENOSPC, f"M_k's model file needs {size / 2**20:,.0f} MB more and "
+                      f"its disk has {free / 2**20:,.0f} MB free", path)
 
 
 def _write_at(descriptor: int, data: memoryview | bytes, offset: int) -> None:

@@ -11,6 +11,7 @@ same order.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import torch
@@ -18,7 +19,7 @@ import torch.distributed as dist
 
 from bc_ray.core.row_shards import RowOwners, owners_rank
 from bc_ray.core.warmstart import NOISE, copy_overlap
-from bc_ray.exceptions import ConfigError
+from bc_ray.exceptions import ConfigError, CorruptFileError
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.model_file import ID_TABLES, stored_rows
 from bc_ray.models.graphsage.model_file_writer import (
@@ -27,6 +28,8 @@ from bc_ray.models.graphsage.model_file_writer import (
     writes_in_place,
 )
 from bc_ray.models.graphsage.serialization import save_model
+
+logger = logging.getLogger(__name__)
 
 BLOCK_BYTES = 64 << 20  # of ID rows, sent to rank 0 and written at a time
 
@@ -106,7 +109,7 @@ def gathered_model(model: EmbeddingModel, rows: torch.Tensor,
     if rank == 0:
         try:
             whole = _tables(model, owners.num_users, owners.num_items)
-        except ConfigError as error:
+        except Exception as error:  # any: the other ranks must hear of it, not wait to send
             failed = error
     if not _agreed_on_rank0(failed is None):
         raise failed or ConfigError("rank 0 could not build M_k's tables: see its log")
@@ -134,25 +137,20 @@ def write_model_file(model: EmbeddingModel, rows: torch.Tensor, owners: RowOwner
     `sharded_model`, equal on every worker after DDP) and every worker's ID `rows`, in tables
     of the snapshot's size (their padding row zero), as `save_model` writes the gathered model.
     Each worker sends its rows in blocks of `block_bytes`, which rank 0 writes into the file
-    in place (`ModelFileWriter`): it holds one block of the others' rows, never the tables."""
-    if not writes_in_place():
+    in place (`ModelFileWriter`): it holds one block of the others' rows, never the tables.
+    Rank 0 decides, for every rank, whether it can (`_laid_out`); where it cannot, it gathers
+    the tables and saves them."""
+    rank = owners_rank()
+    writer, failed = _laid_out(model, rows, owners, path) if rank == 0 else (None, None)
+    how = _said_by_rank0(_FAILED if failed is not None else
+                         _IN_PLACE if writer is not None else _GATHER)
+    if how == _FAILED:
+        raise failed or ConfigError("rank 0 could not lay M_k's model file out: see its log")
+    if how == _GATHER:
         whole = gathered_model(model, rows, owners)
         if whole is not None:
             save_model(whole, path)
         return
-    rank = owners_rank()
-    writer, failed = None, None
-    if rank == 0:
-        try:
-            writer = ModelFileWriter(path, layout_payload(
-                _tables(model, 0, 0), {"user": owners.num_users, "item": owners.num_items}))
-            writer.check(f"{ID_TABLES}user.weight", rows)
-        except Exception as error:  # any: the other ranks must hear of it, not wait to send
-            failed = error
-            if writer is not None:
-                writer.discard()
-    if not _agreed_on_rank0(failed is None):
-        raise failed or ConfigError("rank 0 could not lay M_k's model file out: see its log")
     block = max(1, block_bytes // max(1, rows.shape[1] * rows.element_size()))
     if rank != 0:
         for _, first, last, offset in owners.spans(rank):
@@ -161,6 +159,33 @@ def write_model_file(model: EmbeddingModel, rows: torch.Tensor, owners: RowOwner
         return
     with writer:
         _write_rows(writer, model, rows, owners, block)
+
+
+_FAILED, _IN_PLACE, _GATHER = 0, 1, 2
+
+
+def _laid_out(model: EmbeddingModel, rows: torch.Tensor, owners: RowOwners,
+              path: str) -> tuple[ModelFileWriter | None, Exception | None]:
+    """Rank 0's writer of M_k's file laid out at `path` (None where this torch cannot lay it
+    out, or lays it out as `ModelFileWriter` does not know: gather instead), or the error that
+    stopped it (any: the other ranks must hear of it rather than wait to send)."""
+    writer = None
+    try:
+        if not writes_in_place():
+            return None, None
+        writer = ModelFileWriter(path, layout_payload(
+            _tables(model, 0, 0), {"user": owners.num_users, "item": owners.num_items}))
+        writer.check(f"{ID_TABLES}user.weight", rows)
+        return writer, None
+    except CorruptFileError as error:
+        logger.warning("M_k's file is gathered and saved whole: %s", error)
+        if writer is not None:
+            writer.discard()
+        return None, None
+    except Exception as error:
+        if writer is not None:
+            writer.discard()
+        return None, error
 
 
 def _blocks(count: int, block: int) -> Iterator[tuple[int, int]]:
@@ -177,8 +202,8 @@ def _write_rows(writer: ModelFileWriter, model: EmbeddingModel, rows: torch.Tens
     for name, tensor in model.state_dict().items():
         if not name.startswith(ID_TABLES):
             writer.append(name, tensor.detach())
-    received = torch.empty(min(block, max(owners.num_users, owners.num_items)), rows.shape[1],
-                           dtype=rows.dtype)
+    received = torch.empty(min(block, max(owners.num_users, owners.num_items))
+                           if owners.workers > 1 else 0, rows.shape[1], dtype=rows.dtype)
     for entity in ("user", "item"):
         table = f"{ID_TABLES}{entity}.weight"
         for sender in range(owners.workers):
@@ -210,7 +235,12 @@ def _tables(model: EmbeddingModel, num_users: int, num_items: int) -> EmbeddingM
 
 def _agreed_on_rank0(ok: bool) -> bool:
     """Rank 0's `ok`, on every worker."""
-    flag = torch.tensor([int(ok)])
+    return bool(_said_by_rank0(int(ok)))
+
+
+def _said_by_rank0(value: int) -> int:
+    """Rank 0's `value`, on every worker."""
+    said = torch.tensor([value])
     if dist.is_available() and dist.is_initialized():
-        dist.broadcast(flag, src=0)
-    return bool(flag.item())
+        dist.broadcast(said, src=0)
+    return int(said.item())
