@@ -38,15 +38,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.bench_scale import MB, in_fresh_process  # noqa: E402
 from benchmarks.bench_two_nodes import start_s3  # noqa: E402
-from benchmarks.common import print_table, write_json  # noqa: E402
+from benchmarks.common import print_table, proc_status, write_json  # noqa: E402
 
 PATH = "models/model.pt"
-
-
-def _status(field: str) -> int:
-    """A memory field of this process's /proc status, in bytes (VmRSS now, VmHWM its peak)."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field)) * 1024
 
 
 def publish(uri: str, users: int, items: int, hidden: int) -> dict:
@@ -79,7 +73,7 @@ def input_task(uri: str, mode: str, users: int) -> dict:
     from bc_ray.models.graphsage.serialization import model_from_bytes
     from bc_ray.refresh.range_stages import ModelSource
 
-    base = _status("VmRSS:")
+    base = proc_status("VmRSS:")
     started = time.perf_counter()
     if mode == "whole":  # its bytes as the object store handed them over: a private copy
         with open(_shm_copy(uri), "rb") as handle:
@@ -87,12 +81,12 @@ def input_task(uri: str, mode: str, users: int) -> dict:
     else:
         model = ModelSource(uri, None, PATH, mode="parts").load({"user": (0, users),
                                                                  "item": (0, 0)})
-    loaded = _status("VmHWM:") - base
+    loaded = proc_status("VmHWM:") - base
     rows = torch.arange(users)
     with torch.no_grad():
         h0 = model.inputs_of("user", {}, rows, torch.zeros(users), 0.0)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "holds": _status("VmHWM:") - base, "model_holds": loaded,
+    return {"seconds": seconds, "holds": proc_status("VmHWM:") - base, "model_holds": loaded,
             "h0_sha256": hashlib.sha256(h0.numpy().tobytes()).hexdigest()}
 
 
@@ -105,14 +99,14 @@ def driver(uri: str, mode: str, size: int, sha256: str) -> dict:
     from bc_ray.store.store import Store
 
     store, record = Store(uri), FileRecord(PATH, size, sha256)
-    base = _status("VmRSS:")
+    base = proc_status("VmRSS:")
     started = time.perf_counter()
     if mode == "whole":
         data = store.get(record)
         assert len(data) == size
     else:
         assert ModelSource.of_file(store, record).mode == "parts"
-    return {"seconds": time.perf_counter() - started, "holds": _status("VmHWM:") - base}
+    return {"seconds": time.perf_counter() - started, "holds": proc_status("VmHWM:") - base}
 
 
 def reads(uri: str, nodes: int, args: argparse.Namespace) -> tuple[list, dict]:

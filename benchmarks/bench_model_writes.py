@@ -30,14 +30,9 @@ import zipfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.bench_scale import MB  # noqa: E402
-from benchmarks.common import print_table, write_json  # noqa: E402
+from benchmarks.common import print_table, proc_status, write_json  # noqa: E402
 
 MODES = ("gathered", "in place")
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field)) * 1024
 
 
 def _owners(nodes: int, workers: int):
@@ -77,7 +72,7 @@ def _rank(rank: int, port: int, mode: str, nodes: int, args: argparse.Namespace,
     dist.barrier()
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # VmHWM from here
-    base, started = _status("VmRSS:"), time.perf_counter()
+    base, started = proc_status("VmRSS:"), time.perf_counter()
     target = path if rank == 0 else None
     if mode == "in place":
         write_model_file(model, rows, owners, target)
@@ -87,7 +82,7 @@ def _rank(rank: int, port: int, mode: str, nodes: int, args: argparse.Namespace,
             save_model(whole, target)
         del whole
     results[rank] = {"seconds": time.perf_counter() - started,
-                     "holds": _status("VmHWM:") - base, "probe_seconds": probe}
+                     "holds": proc_status("VmHWM:") - base, "probe_seconds": probe}
     dist.barrier()
     dist.destroy_process_group()
 

@@ -53,3 +53,8 @@ def write_json(name: str, data: dict) -> str:
         json.dump(data, handle, indent=2, default=str)
     return path
 
+
+def proc_status(field: str) -> int:
+    """A memory field of this process's /proc status, in bytes (VmRSS now, VmHWM its peak)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field)) * 1024
