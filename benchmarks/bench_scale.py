@@ -106,18 +106,21 @@ class PeakMemory(Sampler):
 
         for process in psutil.process_iter():
             try:
-                if process.pid == os.getpid():
-                    kind = "driver"
-                else:
-                    title = " ".join(process.cmdline()[:1])
-                    if not title.startswith("ray::") or "IDLE" in title:
-                        continue
-                    kind = _kind(title.removeprefix("ray::"))
+                kind = ("driver" if process.pid == os.getpid()
+                        else self.kind(" ".join(process.cmdline()[:1])))
+                if kind is None:
+                    continue
                 info = process.memory_info()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             self.peaks[kind] = max(self.peaks.get(kind, 0), info.rss)
             self.private[kind] = max(self.private.get(kind, 0), info.rss - info.shared)
+
+    def kind(self, title: str) -> str | None:
+        """Which kind a process of this title is (None: not sampled)."""
+        if not title.startswith("ray::") or "IDLE" in title:
+            return None
+        return _kind(title.removeprefix("ray::"))
 
     def summary(self) -> str:
         order = ("driver", "task", "train worker", "builder", "write", "other Ray")

@@ -67,18 +67,19 @@ __all__ = ["publish_snapshot", "store_with_chain", "publish_fake_version", "refr
 
 
 def publish_model_version(store: Store, snapshot, hidden: int = 16, layers: int = 2,
-                          seed: int = 0) -> int:
-    """Version 0 with an untrained model (refresh and serving do not care about the weights)."""
+                          seed: int = 0, mixing: bool = False) -> int:
+    """Version 0 with an untrained model (refresh and serving do not care about the weights;
+    `mixing`: age-aware, whose inputs read each entity's first interaction)."""
     from bc_ray.core.graph import build_graph
     from bc_ray.data.timeline import edges_until
 
     cutoff = snapshot.meta.cutoff
     graph = build_graph(snapshot, edges_until(snapshot, cutoff), now=cutoff)
-    return publish_untrained_model(store, graph, hidden, cutoff, layers, seed)[0]
+    return publish_untrained_model(store, graph, hidden, cutoff, layers, seed, mixing)[0]
 
 
 def publish_untrained_model(store: Store, graph, hidden: int, cutoff: float, layers: int = 2,
-                            seed: int = 0):
+                            seed: int = 0, mixing: bool = False):
     """(version, model) of a published version-0 model with initial weights; the benchmarks
     use it too (inference speed does not depend on the weights)."""
     import torch
@@ -88,7 +89,8 @@ def publish_untrained_model(store: Store, graph, hidden: int, cutoff: float, lay
     from bc_ray.models.graphsage.spec import VersionSpec
 
     torch.manual_seed(seed)
-    model = build_model(VersionSpec(num_layers=layers, hidden_dim=hidden), graph).eval()
+    spec = VersionSpec(num_layers=layers, hidden_dim=hidden, cold_start_mixing=mixing)
+    model = build_model(spec, graph).eval()
     record = register_candidate(store, Candidate(
         parent=None, dim=hidden, method="bc-aligner", spec=model.spec.to_dict(),
         snapshot_id=store.state().current_snapshot, cutoff=cutoff, model=model_to_bytes(model),

@@ -5,7 +5,9 @@ the previous layer's rows of its halo, which every range's task of the stage bef
 through the object store, where they lie (`ranges.py`, `halo.py`): no process holds the whole
 graph or a whole layer, and no layer builder assembles one. The driver plans and passes
 references: it reads the entity tables (ids, features, visibility), adds up the degrees that
-one task per edge file counts, cuts the nodes into ranges of equal work and picks the hubs;
+one task per edge file counts (for an age-aware model of an ingested snapshot, tasks also find
+each entity's first interaction: `first_seen.py`), cuts the nodes into ranges of equal work
+and picks the hubs;
 tasks send each range its edge ends, every file read once (`edge_shuffle.py`), build the range
 graphs from them (`range_graphs.py`) and run the stages (`range_stages.py`); the last stage's
 tasks write their rows to Parquet, and one log entry publishes the tables, as in the
@@ -34,11 +36,11 @@ import ray
 
 from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.core.registry import get_family
-from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.refresh.config import WRITE_COST, RefreshConfig
 from bc_ray.refresh.edge_shuffle import shuffle_ends
+from bc_ray.refresh.first_seen import first_interactions
 from bc_ray.refresh.plan import RefreshPlan, plan_range_refresh
 from bc_ray.refresh.range_cache import CacheTarget, CachedRecompute, RangeCache, merge_caches
 from bc_ray.refresh.range_graphs import EdgeFiles, build_range_graphs, count_degrees_by_file
@@ -59,7 +61,7 @@ from bc_ray.refresh.results import RefreshOutcome, StageResult, WrittenFile
 from bc_ray.refresh.sizing import HEADROOM, MAX_PARTITIONS, range_bytes, slot_memory, too_big
 from bc_ray.refresh.sink import TableTarget
 from bc_ray.refresh.warm import release, start_task_processes
-from bc_ray.store.snapshots import load_entities, load_snapshot
+from bc_ray.store.snapshots import load_entities
 from bc_ray.store.state import FileRecord, StoreState, VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.tables import ENTITIES, publish_refresh
@@ -78,16 +80,10 @@ def _width(version: VersionRecord) -> int:
     return max(int(version.spec.get("hidden_dim", 0)), version.dim)
 
 
-def _entities(store: Store, state: StoreState, version: VersionRecord) -> GraphSnapshot:
-    """The snapshot's entity tables. An age-aware model of an ingested snapshot also needs each
-    entity's first interaction, which only the whole edge list orders: that one case reads it
-    (and lets it go)."""
-    if version.spec.get("cold_start_mixing") and state.snapshot().batches is not None:
-        logger.warning("an age-aware model of an ingested snapshot: the driver reads the edges "
-                       "once for the entities' first interactions")
-        snapshot = load_snapshot(store, state=state)
-        return dataclasses.replace(snapshot, edges=snapshot.edges.clear())
-    return load_entities(store, state)
+def _ages_from_edges(version: VersionRecord, state: StoreState) -> bool:
+    """An age-aware model of an ingested snapshot reads each entity's first interaction, which
+    its entity tables do not keep (only its edges order them: `first_seen.py`)."""
+    return bool(version.spec.get("cold_start_mixing")) and state.snapshot().batches is not None
 
 
 def plan_ranges(degrees: np.ndarray, parts: int, width: int, budget: int | None,
@@ -144,18 +140,19 @@ class PartitionedRefresh:
         if get_family(version.family).refresh_strategy != "layerwise":
             raise ConfigError(f"--partitions splits GraphSAGE's layer-wise refresh; version "
                               f"{version.version} is {version.family!r}: leave --partitions out")
-        snapshot = _entities(store, state, version)
+        snapshot = load_entities(store, state)
         plan = plan_range_refresh(config, state, version, snapshot, get_family(version.family))
-        num_users, num_items = snapshot.num_users, snapshot.num_items
-        cutoff = snapshot.meta.cutoff
-        inputs = build_graph(snapshot, snapshot.edges.head(0), now=cutoff)
-        visible = np.concatenate([snapshot.present("user"), snapshot.present("item")])
-        ids = {e: snapshot.entities(e)["id"].to_arrow() for e in ENTITIES}
         window = plan.window
-        files = EdgeFiles.of(store, state, num_users, num_items,
+        files = EdgeFiles.of(store, state, snapshot.num_users, snapshot.num_items,
                              None if window is None else window.since)
         budget = slot_memory(config.cpus_per_task, ray.nodes())
         degrees, file_edges = count_degrees_by_file(files, config.cpus_per_task, budget)
+        if _ages_from_edges(version, state):
+            snapshot = first_interactions(files, degrees, file_edges, config.cpus_per_task,
+                                          budget, config.partitions or 1).applied(snapshot)
+        inputs = build_graph(snapshot, snapshot.edges.head(0), now=snapshot.meta.cutoff)
+        visible = np.concatenate([snapshot.present("user"), snapshot.present("item")])
+        ids = {e: snapshot.entities(e)["id"].to_arrow() for e in ENTITIES}
         width = _width(version)
         ranges = plan_ranges(degrees, config.partitions, width, budget, adapt)
         hubs = find_hubs(degrees, ranges)

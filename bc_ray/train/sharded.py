@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import ray
 import torch
 
 from bc_ray.core.graph import GraphTensors, build_graph
@@ -51,6 +52,8 @@ class ShardedRun:
     now: float
     held_out: HeldOut | None = None  # a bump's: train on what it leaves, score on what it holds
     state: StoreState | None = None  # the store as the driver planned by (None: as it is now)
+    first_seen: object | None = None  # a ref to `FirstInteractions` where the entity tables
+    # lack them (an age-aware model of an ingested snapshot)
 
     def local_rows(self, rank: int) -> LocalRows:
         """Worker `rank`'s CSR rows of the training edges."""
@@ -114,6 +117,8 @@ def entity_graph(run: ShardedRun) -> GraphTensors:
     """The entities' features and first-seen times, without edges: O(nodes) per worker."""
     store = Store(run.files.store_uri, run.files.options)
     entities = load_entities(store, run.state or store.state())
+    if run.first_seen is not None:
+        entities = ray.get(run.first_seen).applied(entities)
     return build_graph(entities, entities.edges, run.now)
 
 

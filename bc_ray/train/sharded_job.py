@@ -2,7 +2,8 @@
 the graph, the ID tables and the alignment targets, and whose driver never loads the edge list.
 
 The driver counts degrees and plans row owners (`plan_owners`), decides the held-out split by
-streaming the edge files (`held_out_split`), and starts the workers. Each worker reads its own
+streaming the edge files (`held_out_split`), finds an age-aware model's first interactions on
+ingested data the same way (`first_seen.py`), and starts the workers. Each worker reads its own
 nodes' training edges, warm-starts its ID rows from M_{k-1}'s model file (mapped on a local
 store: it reads only its rows' pages), reads its rows of the stored ver-(k-1) tables as
 alignment targets, and trains the BC-Aligner objective within the step budget. Scoring is
@@ -21,6 +22,7 @@ GPUs (rows are exchanged over gloo).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import io
 import logging
@@ -56,8 +58,10 @@ from bc_ray.models.graphsage.sharded_task import (
     sharded_model,
 )
 from bc_ray.models.graphsage.spec import VersionSpec
-from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees
+from bc_ray.refresh.first_seen import first_interactions
+from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees_by_file
 from bc_ray.refresh.range_stages import ModelSource
+from bc_ray.refresh.sizing import slot_memory
 from bc_ray.store.snapshots import load_entities
 from bc_ray.store.state import StoreState, VersionRecord
 from bc_ray.store.store import Store
@@ -118,10 +122,6 @@ def _check_inputs(store: Store, state: StoreState, spec: VersionSpec,
     """What the workers would otherwise find missing only after the driver's passes."""
     if not spec.id_embeddings:
         raise ConfigError("--sharded shards the ID tables: the spec has none (id_embeddings)")
-    if spec.cold_start_mixing and state.snapshot().batches is not None:
-        raise ConfigError("cold-start mixing weighs entities by their first interaction, which "
-                          "on ingested data only the whole edge list gives: train it without "
-                          "--sharded")
     if parent is not None and any(state.table(parent.version, e) is None for e in ENTITIES):
         raise TrainingError(f"a sharded bump aligns to version {parent.version}'s stored "
                             "embeddings, which have not been refreshed: run `bc-ray refresh` "
@@ -438,7 +438,7 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
     store as the bump found it: an ingest landing meanwhile changes none of it)."""
     entities = load_entities(store, state)
     files = EdgeFiles.of(store, state, entities.num_users, entities.num_items)
-    degrees = count_degrees(files, 1.0, None)
+    degrees, file_edges = count_degrees_by_file(files, 1.0, None)
     target_dim = parent.dim if parent is not None else 0
     width = row_bytes(spec, target_dim, job.train.id_optimizer)
     owners = plan_owners(files, job.num_workers, width, job.train.user_uniform,
@@ -452,6 +452,12 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
         source = ModelSource.of(store, parent)
     amplifiers = chain_amplifiers(store, state, parent) if parent is not None else None
     run = ShardedRun(files, owners, spec, job.train, held.start, held, state)
+    if spec.cold_start_mixing and state.snapshot().batches is not None:
+        # Ages on ingested data: first interactions (and "now", the period's start) in
+        # edge-fraction time, which the entity tables do not keep.
+        found = first_interactions(files, degrees, file_edges, budget=slot_memory(
+            1.0, ray.nodes()), ranges=job.num_workers, at=[held.start])
+        run = dataclasses.replace(run, now=float(found.t_at[0]), first_seen=ray.put(found))
     return ShardedBump(run, held, method, parent, source, amplifiers, job.checkpoint_every,
                        job.fault)
 

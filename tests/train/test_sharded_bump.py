@@ -1,8 +1,9 @@
 """`bc-ray train --sharded` on a real local Ray cluster over ingested batches: version 0 and a
 warm-started BC-Aligner version 1 aligned to the stored ver-0 tables, each trained by two
-workers that hold only their share, version 1 through a worker's crash and resume; the scores its workers compute together equal the one-table
-gate's scores of the same registered model on the same split, and the refresh reads its model
-file. Requests it cannot serve are refused before any worker starts."""
+workers that hold only their share, version 1 through a worker's crash and resume; the scores
+its workers compute together equal the one-table gate's scores of the same registered model on
+the same split (an age-aware model's too), and the refresh reads its model file. Requests it
+cannot serve are refused before any worker starts."""
 
 from __future__ import annotations
 
@@ -126,6 +127,21 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     assert sum(int(b) for b in second.metrics["worker_id_bytes"]) == nodes * (16 + 1) * 4
     assert read_embeddings(uri, "user").height == snapshot.num_users
     assert read_embeddings(uri, "item", version=0).height == snapshot.num_items
+
+
+def test_a_sharded_age_aware_model_scores_as_the_one_table_gate(ray_cluster, small_raw,
+                                                                tmp_path):
+    """Its entities' ages on ingested data come from tasks over the edge files (first
+    interactions, and "now" at the period's start, in edge-fraction time): the one-table gate,
+    which reads them from the whole edge list, scores the registered model alike."""
+    uri = f"file://{tmp_path}/store"
+    store = Store(uri)
+    for day, frame in enumerate(_days(small_raw)[:3]):
+        ingest(store, BatchInput(edges=put(store, f"landing/d{day}.parquet", frame)), MAPPING)
+    outcome = run_training(_job(uri, spec=VersionSpec(hidden_dim=16, cold_start_mixing=True)))
+    assert outcome.status == "published", outcome.reasons
+    expected = _one_table_scores(uri, outcome.version)
+    assert outcome.metrics["recall_at_50"] == pytest.approx(expected["recall_at_50"], abs=1e-6)
 
 
 @pytest.mark.parametrize("options,message", [(["--num-workers", "0"], "--num-workers >= 1"),

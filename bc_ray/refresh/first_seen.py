@@ -1,0 +1,271 @@
+"""Each entity's first interaction in an ingested snapshot, found by Ray tasks over its edge
+files: an age-aware model's inputs without the edge list in one process.
+
+`load_ingested` orders the snapshot's edges by (timestamp, batch), then as its files hold them;
+keeps each (user, item) pair's first; and spaces the kept edges' times `t` evenly over [0, 1].
+An entity's `first_t` is the `t` of its earliest edge, which is kept (an earlier edge of its
+pair would be an earlier edge of it), so it is that edge's rank among the pairs' first edges
+over their count less one. Here an edge's place in that order is its key: (timestamp, its batch
+and position in the files, packed in one integer), and
+
+1. one task per edge file sends each user range the keys of its edges (`_send_task`);
+2. one task per range finds its pairs' first edges (a pair never crosses ranges), its users'
+   first and its items' earliest among them (`_firsts_task`), and keeps its pairs' first keys,
+   sorted, in the object store;
+3. the driver takes each item's earliest over the ranges, and one task per range counts its
+   pairs' first keys before each entity's first (`_count_task`): the sums are the ranks.
+
+The driver holds the entities' keys (24 bytes an entity), never an edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import ray
+
+from bc_ray.data.snapshot import GraphSnapshot
+from bc_ray.exceptions import DataError
+from bc_ray.refresh.range_graphs import EdgeFiles
+from bc_ray.refresh.sizing import HEADROOM, too_big
+
+POSITION_BITS = 40  # an edge's position in the files (2^40 edges), below its batch's ordinal
+MAX_BATCH = 1 << (63 - POSITION_BITS)
+SEND_BYTES_PER_EDGE = 90  # a record batch as read, its keys, and the pieces sent
+RANGE_BYTES_PER_EDGE = 100  # a range's keys (24 bytes an edge), their sort and its firsts
+KEY = np.dtype([("ts", "<i8"), ("place", "<i8")])  # compared field by field (searchsorted)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Edges' places in the snapshot's order, compared as (ts, place), `place` being the batch
+    ordinal above the position in the files; `of` is whose (an entity, a pair) each key is."""
+
+    of: np.ndarray
+    ts: np.ndarray
+    place: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list[Keys]) -> Keys:
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts])
+                     for f in dataclasses.fields(cls)))
+
+    def take(self, index: np.ndarray) -> Keys:
+        return Keys(self.of[index], self.ts[index], self.place[index])
+
+    def order(self) -> np.ndarray:
+        """By key alone."""
+        return np.lexsort((self.place, self.ts))
+
+    def packed(self) -> np.ndarray:
+        """The keys alone, as one array numpy compares field by field."""
+        keys = np.empty(self.ts.size, dtype=KEY)
+        keys["ts"], keys["place"] = self.ts, self.place
+        return keys
+
+    def first_of_each(self) -> Keys:
+        """The earliest key of each `of`, ascending by `of`."""
+        ordered = self.take(np.lexsort((self.place, self.ts, self.of)))
+        starts = np.ones(ordered.of.size, dtype=bool)
+        starts[1:] = ordered.of[1:] != ordered.of[:-1]
+        return ordered.take(np.flatnonzero(starts))
+
+    def first_by(self, owner: np.ndarray, count: int, offset: int = 0) -> Keys:
+        """Keys in key order: the first of each `owner` (ids `offset`..`offset + count`), as
+        keys of those ids."""
+        first = np.full(count, self.of.size, dtype=np.int64)
+        np.minimum.at(first, owner - offset, np.arange(self.of.size, dtype=np.int64))
+        found = np.flatnonzero(first < self.of.size)
+        return Keys(found + offset, self.ts[first[found]], self.place[first[found]])
+
+
+@dataclass(frozen=True)
+class FirstInteractions:
+    """Per entity (by idx): its first interaction's edge-fraction time and unix seconds; NaN and
+    0 where it has no edge (`has`: False). `t_at`: the edge-fraction time reached at each
+    instant asked for, as `t_at_timestamp` gives it."""
+
+    user_t: np.ndarray
+    user_ts: np.ndarray
+    user_has: np.ndarray
+    item_t: np.ndarray
+    item_ts: np.ndarray
+    item_has: np.ndarray
+    t_at: np.ndarray
+
+    def applied(self, snapshot: GraphSnapshot) -> GraphSnapshot:
+        """`snapshot`'s entity tables with these first interactions (nulls where none), as
+        `load_ingested` gives them."""
+        tables = {}
+        for entity in ("user", "item"):
+            table = snapshot.entities(entity)
+            idx = table["idx"].to_numpy()
+            missing = np.flatnonzero(~getattr(self, f"{entity}_has")[idx])
+            tables[entity] = table.with_columns(
+                first_t=pl.Series(getattr(self, f"{entity}_t")[idx]).scatter(missing, None),
+                first_ts=pl.Series(getattr(self, f"{entity}_ts")[idx]).scatter(missing, None))
+        return dataclasses.replace(snapshot, users=tables["user"], items=tables["item"])
+
+
+@ray.remote
+def _send_task(files: EdgeFiles, index: int, first: int,
+               bounds: np.ndarray) -> list[Keys] | Keys:
+    """File `index`'s edges (`first`: the position of its first in the files) as keys of their
+    (user, item) pairs, one piece per user range."""
+    parts: list[Keys] = []
+    position = first
+    for batch in files.batches(index, ("timestamp", "batch")):
+        user = batch.column("user_idx").to_numpy().astype(np.int64)
+        pair = user * files.num_items + batch.column("item_idx").to_numpy().astype(np.int64)
+        ordinal = batch.column("batch").to_numpy().astype(np.int64)
+        if ordinal.size and int(ordinal.max()) >= MAX_BATCH:
+            raise DataError(f"batch ordinal {int(ordinal.max())} is past {MAX_BATCH - 1}")
+        place = (ordinal << POSITION_BITS) | np.arange(position, position + batch.num_rows)
+        parts.append(Keys(pair, batch.column("timestamp").to_numpy().astype(np.int64), place))
+        position += batch.num_rows
+    keys = Keys.concat(parts) if parts else Keys(*(np.zeros(0, np.int64),) * 3)
+    owner = np.searchsorted(bounds, keys.of // files.num_items, side="right") - 1
+    order = np.argsort(owner, kind="stable")
+    cuts = np.searchsorted(owner[order], np.arange(bounds.size))
+    pieces = [keys.take(order[cuts[r]:cuts[r + 1]]) for r in range(bounds.size - 1)]
+    return pieces if len(pieces) > 1 else pieces[0]  # Ray returns one object as it is
+
+
+@ray.remote(num_returns=2)
+def _firsts_task(num_items: int, users: tuple[int, int],
+                 *pieces: Keys) -> tuple[dict, np.ndarray]:
+    """A user range's ({users: their first keys, items: their earliest among the range's,
+    pairs: its count of distinct pairs}, its pairs' first keys by key, packed)."""
+    keys = Keys.concat(list(pieces))
+    del pieces
+    order = keys.order()
+    firsts = keys.take(order[_first_places(keys.of[order])])
+    del keys, order
+    summary = {"users": firsts.first_by(firsts.of // num_items, users[1] - users[0], users[0]),
+               "items": firsts.first_by(firsts.of % num_items, num_items),
+               "pairs": int(firsts.of.size)}
+    return summary, firsts.packed()
+
+
+def _first_places(owners: np.ndarray) -> np.ndarray:
+    """Where each owner first appears in `owners`, ascending (an unstable sort of the owners,
+    then each group's least place: faster than a stable one)."""
+    by_owner = np.argsort(owners)
+    sorted_owners = owners[by_owner]
+    starts = np.flatnonzero(np.r_[True, sorted_owners[1:] != sorted_owners[:-1]])
+    first = np.zeros(owners.size, dtype=bool)
+    if owners.size:
+        first[np.minimum.reduceat(by_owner, starts)] = True
+    return np.flatnonzero(first)
+
+
+@ray.remote
+def _count_task(firsts: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """How many of the sorted `firsts` come strictly before each of `queries`."""
+    return np.searchsorted(firsts, queries, side="left")
+
+
+def user_ranges(user_degrees: np.ndarray, edges_per_range: int) -> np.ndarray:
+    """Bounds of user ranges of at most about `edges_per_range` edges each (one at least)."""
+    total = int(user_degrees.sum())
+    count = max(1, -(-total // max(1, edges_per_range)))
+    cuts = np.searchsorted(np.cumsum(user_degrees), np.arange(1, count) * total / count)
+    return np.unique(np.concatenate([[0], cuts + 1, [user_degrees.size]])).astype(np.int64)
+
+
+def first_interactions(files: EdgeFiles, degrees: np.ndarray, file_edges: list[int],
+                       cpus: float = 1.0, budget: int | None = None, ranges: int = 1,
+                       at: Sequence[float] = ()) -> FirstInteractions:
+    """Every entity's first interaction in the ingested snapshot `files` hold, as
+    `load_ingested` finds it (`degrees`: every node's, repeats counted; `file_edges`: each
+    file's count), over at least `ranges` user ranges (more where one would not fit
+    `budget`); and the edge-fraction time at each of the unix instants `at`."""
+    files = dataclasses.replace(files, since=None, until=None)
+    edges = int(sum(file_edges))
+    if edges >= 1 << POSITION_BITS:
+        raise DataError(f"{edges} edges: first interactions are found for up to "
+                        f"{1 << POSITION_BITS}")
+    largest = max(file_edges, default=0)
+    if budget is not None and HEADROOM * SEND_BYTES_PER_EDGE * largest > budget:
+        raise too_big("finding first interactions, a task reading a file",
+                      SEND_BYTES_PER_EDGE * largest, budget, False)
+    per_range = -(-edges // max(1, ranges))
+    if budget is not None:
+        per_range = min(per_range, int(budget / (HEADROOM * RANGE_BYTES_PER_EDGE)))
+    users, items, pairs, runs = _firsts_by_range(
+        files, degrees, file_edges, user_ranges(degrees[:files.num_users], per_range), cpus)
+    instants = np.floor(np.asarray(at, dtype=np.float64)).astype(np.int64)
+    after_all = np.full(instants.size, np.iinfo(np.int64).max)  # after every edge at an instant
+    ranks = _ranks(Keys.concat([users, items, Keys(after_all, instants, after_all)]), runs,
+                   cpus)
+    ranks, reached = ranks[:-instants.size or None], ranks[ranks.size - instants.size:]
+    result = {"t_at": np.where(reached > 0, _t_of(reached - 1, pairs), 0.0)}
+    for entity, keys, count, rank in (("user", users, files.num_users, ranks[:users.ts.size]),
+                                      ("item", items, files.num_items, ranks[users.ts.size:])):
+        has = np.zeros(count, dtype=bool)
+        has[keys.of] = True
+        result[f"{entity}_t"] = np.full(count, np.nan)
+        result[f"{entity}_t"][keys.of] = _t_of(rank, pairs)
+        result[f"{entity}_ts"] = np.zeros(count, dtype=np.int64)
+        result[f"{entity}_ts"][keys.of] = keys.ts
+        result[f"{entity}_has"] = has
+    return FirstInteractions(**result)
+
+
+def _firsts_by_range(files: EdgeFiles, degrees: np.ndarray, file_edges: list[int],
+                     bounds: np.ndarray, cpus: float) -> tuple[Keys, Keys, int, list]:
+    """(each user's first key, each item's, the count of distinct pairs, each user range's
+    pairs' first keys: refs): stages 1 and 2, over the user ranges `bounds` cuts."""
+    parts = bounds.size - 1
+    bounds_ref = ray.put(bounds)
+    starts = np.concatenate([[0], np.cumsum(file_edges)[:-1]]).astype(np.int64)
+    sent = [_send_task.options(num_cpus=cpus, num_returns=parts,
+                               memory=int(HEADROOM * SEND_BYTES_PER_EDGE * max(n, 1)))
+            .remote(files, index, int(starts[index]), bounds_ref)
+            for index, n in enumerate(file_edges)]
+    sent = [refs if isinstance(refs, list) else [refs] for refs in sent]
+    range_edges = np.add.reduceat(degrees[:files.num_users], bounds[:-1])
+    summaries, runs = zip(*[
+        _firsts_task.options(num_cpus=cpus,
+                             memory=int(HEADROOM * RANGE_BYTES_PER_EDGE * max(int(n), 1)))
+        .remote(files.num_items, (int(bounds[r]), int(bounds[r + 1])),
+                *(refs[r] for refs in sent))
+        for r, n in zip(range(parts), range_edges)])
+    del sent  # the pieces go once the ranges have read them
+    users, items, pairs = [], Keys(*(np.zeros(0, np.int64),) * 3), 0
+    for found in _as_done(list(summaries)):  # items folded as they come: two tables at most
+        users.append(found["users"])
+        items = Keys.concat([items, found["items"]]).first_of_each()
+        pairs += found["pairs"]
+    return Keys.concat(users), items, pairs, list(runs)
+
+
+def _ranks(keys: Keys, runs: list, cpus: float) -> np.ndarray:
+    """How many of the ranges' pairs' first keys (`runs`) come before each of `keys`."""
+    queries_ref = ray.put(keys.packed())
+    ranks = np.zeros(keys.ts.size, dtype=np.int64)
+    task = _count_task.options(num_cpus=cpus)
+    for counts in _as_done([task.remote(run, queries_ref) for run in runs]):
+        ranks += counts  # one range's counts at a time
+    return ranks
+
+
+def _as_done(refs: list[ray.ObjectRef]) -> Iterator:
+    """Each result as its task finishes (the driver holds one at a time)."""
+    while refs:
+        [done], refs = ray.wait(refs)
+        yield ray.get(done)
+
+
+def _t_of(ranks: np.ndarray, pairs: int) -> np.ndarray:
+    """The t of the kept edges at `ranks`, as np.linspace(0, 1, pairs) spaces them (i x step,
+    the last exactly 1)."""
+    if pairs <= 1:
+        return np.zeros(ranks.size)
+    t = ranks * (1.0 / (pairs - 1))
+    t[ranks == pairs - 1] = 1.0
+    return t

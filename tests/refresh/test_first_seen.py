@@ -1,0 +1,97 @@
+"""Entities' first interactions found by Ray tasks over the edge files equal `load_ingested`'s,
+which sorts and deduplicates the whole edge list in one process."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from bc_ray import read_embeddings
+from bc_ray.data.mapping import ColumnMapping
+from bc_ray.data.timeline import t_at_timestamp
+from bc_ray.ingest.batch import ingest
+from bc_ray.ingest.read import BatchInput
+from bc_ray.refresh.config import RefreshConfig
+from bc_ray.refresh.first_seen import first_interactions
+from bc_ray.refresh.job import run_refresh
+from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees_by_file
+from bc_ray.store.batches import compact
+from bc_ray.store.snapshots import load_entities, load_snapshot
+from bc_ray.store.store import Store
+from tests.data.test_ingest import put
+from tests.helpers import publish_model_version
+
+pytestmark = pytest.mark.ray
+MAPPING = ColumnMapping(user_col="user", item_col="item", time_col="when", rating_col="score",
+                        allow_old_times=True)
+
+
+def _day(rng: np.random.Generator, size: int, start: int, stop: int,
+         repeats: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Edges over a few users and items (pairs repeat), timestamps from few values (they tie),
+    and repeats of earlier pairs at earlier times than they were first seen."""
+    frame = pl.DataFrame({"user": rng.integers(0, 60, size), "item": rng.integers(0, 40, size),
+                          "when": rng.integers(start, stop, size) // 7 * 7,
+                          "score": np.ones(size, dtype=np.float32)})
+    if repeats is not None:
+        frame = pl.concat([frame, repeats.with_columns(pl.col("when") - 500)])
+    return frame
+
+
+def _ingested_store(tmp_path, compacted: bool) -> Store:
+    store = Store(f"file://{tmp_path}/store")
+    rng = np.random.default_rng(7)
+    first = _day(rng, 400, 10_000, 11_000)
+    days = [first, _day(rng, 300, 10_500, 12_000, repeats=first.sample(50, seed=1)),
+            _day(rng, 300, 9_000, 13_000)]
+    for n, day in enumerate(days):
+        items = None
+        if n == 2:  # items announced before their first interaction: no first_t
+            items = put(store, "landing/items.parquet", pl.DataFrame({"item": [900, 901]}))
+        assert ingest(store, BatchInput(edges=put(store, f"landing/d{n}.parquet", day),
+                                        items=items), MAPPING).status == "ingested"
+    if compacted:
+        compact(store, target_rows=700)  # the first two batches in one file
+    return store
+
+
+@pytest.mark.parametrize("ranges,compacted", [(1, False), (3, False), (4, True)])
+def test_first_interactions_equal_the_whole_edge_lists(ray_cluster, tmp_path, ranges, compacted):
+    store = _ingested_store(tmp_path, compacted)
+    expected = load_snapshot(store)
+    state = store.state()
+    files = EdgeFiles.of(store, state, expected.num_users, expected.num_items)
+    assert len(files.files) == (2 if compacted else 3)
+    degrees, file_edges = count_degrees_by_file(files, 1.0, None)
+    instants = [8_000, 10_493, 10_500.5, 11_998, 20_000]  # before, within (on a tie), after
+    found = first_interactions(files, degrees, file_edges, ranges=ranges, at=instants)
+    assert found.t_at.tolist() == [t_at_timestamp(expected, int(i)) for i in instants]
+    assert 0.0 == found.t_at[0] < found.t_at[1] < found.t_at[3] < found.t_at[4] == 1.0
+    entities = found.applied(load_entities(store, state))
+    for entity in ("user", "item"):
+        want = expected.entities(entity).select("idx", "first_t", "first_ts")
+        got = entities.entities(entity).select("idx", "first_t", "first_ts")
+        assert got.equals(want), entity  # exact, nulls included
+    announced = entities.items.filter(pl.col("first_t").is_null())
+    assert announced.height == 2
+    # The repeats moved some pairs' first interaction into the second batch.
+    assert (expected.users["first_ts"] < 10_000).sum() > 0
+
+
+def test_a_partitioned_refresh_of_an_age_aware_model_equals_the_unpartitioned(ray_cluster,
+                                                                              tmp_path):
+    """Its driver finds the entities' ages by tasks (it read the whole edge list before)."""
+    store = _ingested_store(tmp_path, compacted=False)
+    publish_model_version(store, load_snapshot(store), layers=2, mixing=True)
+    run_refresh(RefreshConfig(store=store.uri, mode="full", block_nodes=64))
+    expected = {e: read_embeddings(store.uri, e).sort("id") for e in ("user", "item")}
+    outcome = run_refresh(RefreshConfig(store=store.uri, mode="full", partitions=3,
+                                        block_nodes=64))
+    assert "3 node ranges" in outcome.reason
+    for entity in ("user", "item"):
+        again = read_embeddings(store.uri, entity).sort("id")
+        assert again["id"].equals(expected[entity]["id"])
+        difference = (np.stack(again["embedding"].to_numpy())
+                      - np.stack(expected[entity]["embedding"].to_numpy()))
+        assert np.abs(difference).max() <= 1e-5
