@@ -58,7 +58,8 @@ def _kind(title: str) -> str:
     if any(name in title for name in ("layer_runs", "sampled_runs", "_warm", "input_task",
                                       "inner_task", "final_task", "outgoing_task", "reach_task",
                                       "_range_graph_task", "_shuffle_task", "_degrees_task",
-                                      "_latest_task", "_period_task", "_seen_before_task")):
+                                      "_latest_task", "_period_task", "_seen_before_task",
+                                      "_send_task", "_firsts_task", "_count_task")):
         return "task"
     if "TrainWorker" in title:
         return "train worker"

@@ -15,7 +15,8 @@ and position in the files, packed in one integer), and
 3. the driver takes each item's earliest over the ranges, and one task per range counts its
    pairs' first keys before each entity's first (`_count_task`): the sums are the ranks.
 
-The driver holds the entities' keys (24 bytes an entity), never an edge.
+The driver holds the entities' keys, ranks and results (about 65 bytes an entity), never an
+edge.
 """
 
 from __future__ import annotations
@@ -29,15 +30,24 @@ import polars as pl
 import ray
 
 from bc_ray.data.snapshot import GraphSnapshot
-from bc_ray.exceptions import DataError
+from bc_ray.exceptions import ConfigError, DataError
 from bc_ray.refresh.range_graphs import EdgeFiles
-from bc_ray.refresh.sizing import HEADROOM, too_big
+from bc_ray.refresh.sizing import HEADROOM, MAX_PARTITIONS, MB, too_big
+from bc_ray.store.state import StoreState
 
 POSITION_BITS = 40  # an edge's position in the files (2^40 edges), below its batch's ordinal
 MAX_BATCH = 1 << (63 - POSITION_BITS)
 SEND_BYTES_PER_EDGE = 90  # a record batch as read, its keys, and the pieces sent
 RANGE_BYTES_PER_EDGE = 100  # a range's keys (24 bytes an edge), their sort and its firsts
 KEY = np.dtype([("ts", "<i8"), ("place", "<i8")])  # compared field by field (searchsorted)
+COUNT_BYTES_PER_QUERY = 24  # a count task's result, and the queries' pages it maps
+IN_FLIGHT = 4  # count tasks at once: their results wait in the object store until added
+
+
+def ages_need_edges(cold_start_mixing: bool, state: StoreState) -> bool:
+    """An age-aware model of an ingested snapshot reads each entity's first interaction, which
+    the snapshot's entity tables do not keep (only its edges give it: `first_interactions`)."""
+    return cold_start_mixing and state.snapshot().batches is not None
 
 
 @dataclass(frozen=True)
@@ -50,11 +60,17 @@ class Keys:
     place: np.ndarray
 
     @classmethod
+    def empty(cls) -> Keys:
+        return cls(*(np.zeros(0, np.int64),) * 3)
+
+    @classmethod
     def concat(cls, parts: list[Keys]) -> Keys:
+        """One after the other, as given."""
         return cls(*(np.concatenate([getattr(p, f.name) for p in parts])
                      for f in dataclasses.fields(cls)))
 
     def take(self, index: np.ndarray) -> Keys:
+        """The keys at `index` (a copy)."""
         return Keys(self.of[index], self.ts[index], self.place[index])
 
     def order(self) -> np.ndarray:
@@ -127,7 +143,8 @@ def _send_task(files: EdgeFiles, index: int, first: int,
         place = (ordinal << POSITION_BITS) | np.arange(position, position + batch.num_rows)
         parts.append(Keys(pair, batch.column("timestamp").to_numpy().astype(np.int64), place))
         position += batch.num_rows
-    keys = Keys.concat(parts) if parts else Keys(*(np.zeros(0, np.int64),) * 3)
+    keys = Keys.concat(parts) if parts else Keys.empty()
+    del parts  # the keys once, not twice
     owner = np.searchsorted(bounds, keys.of // files.num_items, side="right") - 1
     order = np.argsort(owner, kind="stable")
     cuts = np.searchsorted(owner[order], np.arange(bounds.size))
@@ -184,6 +201,9 @@ def first_interactions(files: EdgeFiles, degrees: np.ndarray, file_edges: list[i
     `load_ingested` finds it (`degrees`: every node's, repeats counted; `file_edges`: each
     file's count), over at least `ranges` user ranges (more where one would not fit
     `budget`); and the edge-fraction time at each of the unix instants `at`."""
+    if files.time_column != "timestamp":
+        raise ConfigError("first interactions are found from an ingested snapshot's edges; a "
+                          "replayed timeline's entity tables hold them")
     files = dataclasses.replace(files, since=None, until=None)
     edges = int(sum(file_edges))
     if edges >= 1 << POSITION_BITS:
@@ -191,13 +211,22 @@ def first_interactions(files: EdgeFiles, degrees: np.ndarray, file_edges: list[i
                         f"{1 << POSITION_BITS}")
     largest = max(file_edges, default=0)
     if budget is not None and HEADROOM * SEND_BYTES_PER_EDGE * largest > budget:
-        raise too_big("finding first interactions, a task reading a file",
-                      SEND_BYTES_PER_EDGE * largest, budget, False)
+        need = SEND_BYTES_PER_EDGE * largest
+        raise ConfigError(f"finding first interactions, a task reading a file of {largest:,} "
+                          f"edges must hold {need / MB:,.2f} MB ({HEADROOM:g}x that with "
+                          f"headroom); a task here gets {budget / MB:,.2f} MB: give the nodes "
+                          "more memory, or keep files smaller (`bc-ray data compact "
+                          "--target-rows` merges batches, never splits one)")
     per_range = -(-edges // max(1, ranges))
     if budget is not None:
         per_range = min(per_range, int(budget / (HEADROOM * RANGE_BYTES_PER_EDGE)))
-    users, items, pairs, runs = _firsts_by_range(
-        files, degrees, file_edges, user_ranges(degrees[:files.num_users], per_range), cpus)
+    bounds = user_ranges(degrees[:files.num_users], per_range)
+    range_edges = np.add.reduceat(degrees[:files.num_users], bounds[:-1])
+    need = RANGE_BYTES_PER_EDGE * int(range_edges.max())  # a user's edges are not split
+    if budget is not None and (HEADROOM * need > budget or range_edges.size > MAX_PARTITIONS):
+        raise too_big(f"finding first interactions over {range_edges.size} user ranges, the "
+                      "largest", need, budget, True)
+    users, items, pairs, runs = _firsts_by_range(files, file_edges, bounds, range_edges, cpus)
     instants = np.floor(np.asarray(at, dtype=np.float64)).astype(np.int64)
     after_all = np.full(instants.size, np.iinfo(np.int64).max)  # after every edge at an instant
     ranks = _ranks(Keys.concat([users, items, Keys(after_all, instants, after_all)]), runs,
@@ -216,10 +245,11 @@ def first_interactions(files: EdgeFiles, degrees: np.ndarray, file_edges: list[i
     return FirstInteractions(**result)
 
 
-def _firsts_by_range(files: EdgeFiles, degrees: np.ndarray, file_edges: list[int],
-                     bounds: np.ndarray, cpus: float) -> tuple[Keys, Keys, int, list]:
+def _firsts_by_range(files: EdgeFiles, file_edges: list[int], bounds: np.ndarray,
+                     range_edges: np.ndarray, cpus: float) -> tuple[Keys, Keys, int, list]:
     """(each user's first key, each item's, the count of distinct pairs, each user range's
-    pairs' first keys: refs): stages 1 and 2, over the user ranges `bounds` cuts."""
+    pairs' first keys: refs): stages 1 and 2, over the user ranges `bounds` cuts
+    (`range_edges`: each one's edges)."""
     parts = bounds.size - 1
     bounds_ref = ray.put(bounds)
     starts = np.concatenate([[0], np.cumsum(file_edges)[:-1]]).astype(np.int64)
@@ -228,7 +258,6 @@ def _firsts_by_range(files: EdgeFiles, degrees: np.ndarray, file_edges: list[int
             .remote(files, index, int(starts[index]), bounds_ref)
             for index, n in enumerate(file_edges)]
     sent = [refs if isinstance(refs, list) else [refs] for refs in sent]
-    range_edges = np.add.reduceat(degrees[:files.num_users], bounds[:-1])
     summaries, runs = zip(*[
         _firsts_task.options(num_cpus=cpus,
                              memory=int(HEADROOM * RANGE_BYTES_PER_EDGE * max(int(n), 1)))
@@ -236,8 +265,10 @@ def _firsts_by_range(files: EdgeFiles, degrees: np.ndarray, file_edges: list[int
                 *(refs[r] for refs in sent))
         for r, n in zip(range(parts), range_edges)])
     del sent  # the pieces go once the ranges have read them
-    users, items, pairs = [], Keys(*(np.zeros(0, np.int64),) * 3), 0
-    for found in _as_done(list(summaries)):  # items folded as they come: two tables at most
+    pending = list(summaries)
+    del summaries  # each summary goes from the object store once added
+    users, items, pairs = [], Keys.empty(), 0
+    for found in _as_done(pending):  # items folded as they come: two tables at most
         users.append(found["users"])
         items = Keys.concat([items, found["items"]]).first_of_each()
         pairs += found["pairs"]
@@ -248,16 +279,23 @@ def _ranks(keys: Keys, runs: list, cpus: float) -> np.ndarray:
     """How many of the ranges' pairs' first keys (`runs`) come before each of `keys`."""
     queries_ref = ray.put(keys.packed())
     ranks = np.zeros(keys.ts.size, dtype=np.int64)
-    task = _count_task.options(num_cpus=cpus)
-    for counts in _as_done([task.remote(run, queries_ref) for run in runs]):
-        ranks += counts  # one range's counts at a time
+    task = _count_task.options(num_cpus=cpus,
+                               memory=int(HEADROOM * COUNT_BYTES_PER_QUERY * keys.ts.size))
+    waiting, pending = list(runs), []
+    while waiting or pending:  # a few at once: each result is 8 bytes a query
+        while waiting and len(pending) < IN_FLIGHT:
+            pending.append(task.remote(waiting.pop(0), queries_ref))
+        for counts in _as_done(pending, 1):
+            ranks += counts
     return ranks
 
 
-def _as_done(refs: list[ray.ObjectRef]) -> Iterator:
-    """Each result as its task finishes (the driver holds one at a time)."""
-    while refs:
-        [done], refs = ray.wait(refs)
+def _as_done(refs: list[ray.ObjectRef], count: int | None = None) -> Iterator:
+    """Results as their tasks finish (`count` of them; all by default), each taken out of
+    `refs` as it comes, so that it goes from the object store once the caller is done."""
+    for _ in range(len(refs) if count is None else count):
+        [done], _ = ray.wait(refs)
+        refs.remove(done)
         yield ray.get(done)
 
 

@@ -40,7 +40,7 @@ from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.refresh.config import WRITE_COST, RefreshConfig
 from bc_ray.refresh.edge_shuffle import shuffle_ends
-from bc_ray.refresh.first_seen import first_interactions
+from bc_ray.refresh.first_seen import ages_need_edges, first_interactions
 from bc_ray.refresh.plan import RefreshPlan, plan_range_refresh
 from bc_ray.refresh.range_cache import CacheTarget, CachedRecompute, RangeCache, merge_caches
 from bc_ray.refresh.range_graphs import EdgeFiles, build_range_graphs, count_degrees_by_file
@@ -78,12 +78,6 @@ def _whole_blocks(sizes: list[dict]) -> int:
 def _width(version: VersionRecord) -> int:
     """The widest layer's width (the input and inner layers', or the output's)."""
     return max(int(version.spec.get("hidden_dim", 0)), version.dim)
-
-
-def _ages_from_edges(version: VersionRecord, state: StoreState) -> bool:
-    """An age-aware model of an ingested snapshot reads each entity's first interaction, which
-    its entity tables do not keep (only its edges order them: `first_seen.py`)."""
-    return bool(version.spec.get("cold_start_mixing")) and state.snapshot().batches is not None
 
 
 def plan_ranges(degrees: np.ndarray, parts: int, width: int, budget: int | None,
@@ -147,7 +141,7 @@ class PartitionedRefresh:
                              None if window is None else window.since)
         budget = slot_memory(config.cpus_per_task, ray.nodes())
         degrees, file_edges = count_degrees_by_file(files, config.cpus_per_task, budget)
-        if _ages_from_edges(version, state):
+        if ages_need_edges(bool(version.spec.get("cold_start_mixing")), state):
             snapshot = first_interactions(files, degrees, file_edges, config.cpus_per_task,
                                           budget, config.partitions or 1).applied(snapshot)
         inputs = build_graph(snapshot, snapshot.edges.head(0), now=snapshot.meta.cutoff)

@@ -52,8 +52,8 @@ class ShardedRun:
     now: float
     held_out: HeldOut | None = None  # a bump's: train on what it leaves, score on what it holds
     state: StoreState | None = None  # the store as the driver planned by (None: as it is now)
-    first_seen: object | None = None  # a ref to `FirstInteractions` where the entity tables
-    # lack them (an age-aware model of an ingested snapshot)
+    first_seen: ray.ObjectRef | None = None  # `FirstInteractions`, where the entity tables
+    # lack them (an age-aware model of an ingested snapshot: `ages_need_edges`)
 
     def local_rows(self, rank: int) -> LocalRows:
         """Worker `rank`'s CSR rows of the training edges."""

@@ -58,7 +58,7 @@ from bc_ray.models.graphsage.sharded_task import (
     sharded_model,
 )
 from bc_ray.models.graphsage.spec import VersionSpec
-from bc_ray.refresh.first_seen import first_interactions
+from bc_ray.refresh.first_seen import ages_need_edges, first_interactions
 from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees_by_file
 from bc_ray.refresh.range_stages import ModelSource
 from bc_ray.refresh.sizing import slot_memory
@@ -452,7 +452,7 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
         source = ModelSource.of(store, parent)
     amplifiers = chain_amplifiers(store, state, parent) if parent is not None else None
     run = ShardedRun(files, owners, spec, job.train, held.start, held, state)
-    if spec.cold_start_mixing and state.snapshot().batches is not None:
+    if ages_need_edges(spec.cold_start_mixing, state):
         # Ages on ingested data: first interactions (and "now", the period's start) in
         # edge-fraction time, which the entity tables do not keep.
         found = first_interactions(files, degrees, file_edges, budget=slot_memory(

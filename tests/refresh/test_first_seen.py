@@ -10,6 +10,7 @@ import pytest
 from bc_ray import read_embeddings
 from bc_ray.data.mapping import ColumnMapping
 from bc_ray.data.timeline import t_at_timestamp
+from bc_ray.exceptions import ConfigError
 from bc_ray.ingest.batch import ingest
 from bc_ray.ingest.read import BatchInput
 from bc_ray.refresh.config import RefreshConfig
@@ -17,7 +18,7 @@ from bc_ray.refresh.first_seen import first_interactions
 from bc_ray.refresh.job import run_refresh
 from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees_by_file
 from bc_ray.store.batches import compact
-from bc_ray.store.snapshots import load_entities, load_snapshot
+from bc_ray.store.snapshots import load_entities, load_snapshot, publish_snapshot
 from bc_ray.store.store import Store
 from tests.data.test_ingest import put
 from tests.helpers import publish_model_version
@@ -39,11 +40,14 @@ def _day(rng: np.random.Generator, size: int, start: int, stop: int,
     return frame
 
 
+REPEATS = 50  # pairs of the first day seen again on the second, 500 s earlier
+
+
 def _ingested_store(tmp_path, compacted: bool) -> Store:
     store = Store(f"file://{tmp_path}/store")
     rng = np.random.default_rng(7)
     first = _day(rng, 400, 10_000, 11_000)
-    days = [first, _day(rng, 300, 10_500, 12_000, repeats=first.sample(50, seed=1)),
+    days = [first, _day(rng, 300, 10_500, 12_000, repeats=first.sample(REPEATS, seed=1)),
             _day(rng, 300, 9_000, 13_000)]
     for n, day in enumerate(days):
         items = None
@@ -75,8 +79,25 @@ def test_first_interactions_equal_the_whole_edge_lists(ray_cluster, tmp_path, ra
         assert got.equals(want), entity  # exact, nulls included
     announced = entities.items.filter(pl.col("first_t").is_null())
     assert announced.height == 2
-    # The repeats moved some pairs' first interaction into the second batch.
-    assert (expected.users["first_ts"] < 10_000).sum() > 0
+    # The repeats moved their pairs' first interaction into the second batch: the edge kept
+    # is the second batch's, before the first batch's (which the dedup dropped).
+    moved = expected.edges.filter((pl.col("batch") == 1) & (pl.col("timestamp") < 10_500))
+    assert 0 < moved.height <= REPEATS  # none without the repeats: the day starts at 10,500
+
+
+def test_first_interactions_refuse_what_they_cannot_read(tmp_path, small_snapshot):
+    store = _ingested_store(tmp_path / "ingested", compacted=False)
+    snapshot = load_entities(store, store.state())
+    files = EdgeFiles.of(store, store.state(), snapshot.num_users, snapshot.num_items)
+    degrees = np.ones(files.num_nodes, dtype=np.int64)
+    with pytest.raises(ConfigError, match="a file of 400 edges must hold .* give the nodes"):
+        first_interactions(files, degrees, [400, 350, 300], budget=10_000)
+    replayed = Store(f"file://{tmp_path}/replayed")
+    publish_snapshot(replayed, small_snapshot)
+    files = EdgeFiles.of(replayed, replayed.state(), small_snapshot.num_users,
+                         small_snapshot.num_items)
+    with pytest.raises(ConfigError, match="replayed timeline's entity tables hold them"):
+        first_interactions(files, degrees, [1])
 
 
 def test_a_partitioned_refresh_of_an_age_aware_model_equals_the_unpartitioned(ray_cluster,
