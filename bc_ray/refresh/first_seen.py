@@ -32,7 +32,7 @@ import ray
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.exceptions import ConfigError, DataError
 from bc_ray.refresh.range_graphs import EdgeFiles
-from bc_ray.refresh.sizing import HEADROOM, MAX_PARTITIONS, MB, too_big
+from bc_ray.refresh.sizing import HEADROOM, MAX_PARTITIONS, MB
 from bc_ray.store.state import StoreState
 
 POSITION_BITS = 40  # an edge's position in the files (2^40 edges), below its batch's ordinal
@@ -41,7 +41,7 @@ SEND_BYTES_PER_EDGE = 90  # a record batch as read, its keys, and the pieces sen
 RANGE_BYTES_PER_EDGE = 100  # a range's keys (24 bytes an edge), their sort and its firsts
 KEY = np.dtype([("ts", "<i8"), ("place", "<i8")])  # compared field by field (searchsorted)
 COUNT_BYTES_PER_QUERY = 24  # a count task's result, and the queries' pages it maps
-IN_FLIGHT = 4  # count tasks at once: their results wait in the object store until added
+MORE_MEMORY = "give the nodes more memory"  # what helps, where the caller knows no better
 
 
 def ages_need_edges(cold_start_mixing: bool, state: StoreState) -> bool:
@@ -61,6 +61,7 @@ class Keys:
 
     @classmethod
     def empty(cls) -> Keys:
+        """No keys (a file or range without edges)."""
         return cls(*(np.zeros(0, np.int64),) * 3)
 
     @classmethod
@@ -196,36 +197,19 @@ def user_ranges(user_degrees: np.ndarray, edges_per_range: int) -> np.ndarray:
 
 def first_interactions(files: EdgeFiles, degrees: np.ndarray, file_edges: list[int],
                        cpus: float = 1.0, budget: int | None = None, ranges: int = 1,
-                       at: Sequence[float] = ()) -> FirstInteractions:
+                       at: Sequence[float] = (), remedy: str = MORE_MEMORY
+                       ) -> FirstInteractions:
     """Every entity's first interaction in the ingested snapshot `files` hold, as
     `load_ingested` finds it (`degrees`: every node's, repeats counted; `file_edges`: each
     file's count), over at least `ranges` user ranges (more where one would not fit
-    `budget`); and the edge-fraction time at each of the unix instants `at`."""
+    `budget`); and the edge-fraction time at each of the unix instants `at`. What cannot fit
+    `budget` is refused before any task starts, saying `remedy`."""
     if files.time_column != "timestamp":
         raise ConfigError("first interactions are found from an ingested snapshot's edges; a "
                           "replayed timeline's entity tables hold them")
     files = dataclasses.replace(files, since=None, until=None)
-    edges = int(sum(file_edges))
-    if edges >= 1 << POSITION_BITS:
-        raise DataError(f"{edges} edges: first interactions are found for up to "
-                        f"{1 << POSITION_BITS}")
-    largest = max(file_edges, default=0)
-    if budget is not None and HEADROOM * SEND_BYTES_PER_EDGE * largest > budget:
-        need = SEND_BYTES_PER_EDGE * largest
-        raise ConfigError(f"finding first interactions, a task reading a file of {largest:,} "
-                          f"edges must hold {need / MB:,.2f} MB ({HEADROOM:g}x that with "
-                          f"headroom); a task here gets {budget / MB:,.2f} MB: give the nodes "
-                          "more memory, or keep files smaller (`bc-ray data compact "
-                          "--target-rows` merges batches, never splits one)")
-    per_range = -(-edges // max(1, ranges))
-    if budget is not None:
-        per_range = min(per_range, int(budget / (HEADROOM * RANGE_BYTES_PER_EDGE)))
-    bounds = user_ranges(degrees[:files.num_users], per_range)
-    range_edges = np.add.reduceat(degrees[:files.num_users], bounds[:-1])
-    need = RANGE_BYTES_PER_EDGE * int(range_edges.max())  # a user's edges are not split
-    if budget is not None and (HEADROOM * need > budget or range_edges.size > MAX_PARTITIONS):
-        raise too_big(f"finding first interactions over {range_edges.size} user ranges, the "
-                      "largest", need, budget, True)
+    bounds, range_edges = _plan(degrees[:files.num_users], file_edges, int(np.count_nonzero(
+        degrees)) + len(at), ranges, budget, remedy)
     users, items, pairs, runs = _firsts_by_range(files, file_edges, bounds, range_edges, cpus)
     instants = np.floor(np.asarray(at, dtype=np.float64)).astype(np.int64)
     after_all = np.full(instants.size, np.iinfo(np.int64).max)  # after every edge at an instant
@@ -243,6 +227,46 @@ def first_interactions(files: EdgeFiles, degrees: np.ndarray, file_edges: list[i
         result[f"{entity}_ts"][keys.of] = keys.ts
         result[f"{entity}_has"] = has
     return FirstInteractions(**result)
+
+
+def _plan(user_degrees: np.ndarray, file_edges: list[int], queries: int, ranges: int,
+          budget: int | None, remedy: str) -> tuple[np.ndarray, np.ndarray]:
+    """(the user ranges' bounds, each one's edges): at least `ranges`, as many more as it takes
+    for each range's task to fit `budget` (a user's edges are never split), every file's and
+    count task's checked too."""
+    edges = int(sum(file_edges))
+    if edges >= 1 << POSITION_BITS:
+        raise DataError(f"{edges} edges: first interactions are found for up to "
+                        f"{1 << POSITION_BITS}")
+    largest = max(file_edges, default=0)
+    _check(f"a task reading a file of {largest:,} edges", SEND_BYTES_PER_EDGE * largest, budget,
+           f"{remedy}, or keep files smaller (`bc-ray data compact --target-rows` merges "
+           "batches, never splits one)")
+    _check(f"a task counting {queries:,} entities' ranks", COUNT_BYTES_PER_QUERY * queries,
+           budget, remedy)
+    heaviest = int(user_degrees.max(initial=0))
+    _check(f"a task of a user range holding a user of {heaviest:,} edges",
+           RANGE_BYTES_PER_EDGE * heaviest, budget, remedy)
+    per_range = -(-edges // max(1, ranges))
+    while True:
+        bounds = user_ranges(user_degrees, per_range)
+        range_edges = np.add.reduceat(user_degrees, bounds[:-1])
+        need = RANGE_BYTES_PER_EDGE * int(range_edges.max())
+        if range_edges.size > MAX_PARTITIONS:
+            raise ConfigError(f"finding first interactions would take {range_edges.size} user "
+                              f"ranges, more than {MAX_PARTITIONS}: {remedy}")
+        if budget is None or HEADROOM * need <= budget:
+            return bounds, range_edges
+        per_range = min(per_range - 1, int(per_range * budget / (HEADROOM * need)))
+
+
+def _check(what: str, need: int, budget: int | None, remedy: str) -> None:
+    """Refuse a task that would ask Ray for more memory than a task gets (it would wait for
+    ever), saying what helps."""
+    if budget is not None and HEADROOM * need > budget:
+        raise ConfigError(f"finding first interactions, {what} must hold {need / MB:,.2f} MB "
+                          f"({HEADROOM:g}x that with headroom); a task here gets "
+                          f"{budget / MB:,.2f} MB: {remedy}")
 
 
 def _firsts_by_range(files: EdgeFiles, file_edges: list[int], bounds: np.ndarray,
@@ -269,9 +293,10 @@ def _firsts_by_range(files: EdgeFiles, file_edges: list[int], bounds: np.ndarray
     del summaries  # each summary goes from the object store once added
     users, items, pairs = [], Keys.empty(), 0
     for found in _as_done(pending):  # items folded as they come: two tables at most
-        users.append(found["users"])
+        users.append(Keys.concat([found["users"]]))  # copies: a view would pin the summary
         items = Keys.concat([items, found["items"]]).first_of_each()
         pairs += found["pairs"]
+    del found
     return Keys.concat(users), items, pairs, list(runs)
 
 
@@ -281,9 +306,10 @@ def _ranks(keys: Keys, runs: list, cpus: float) -> np.ndarray:
     ranks = np.zeros(keys.ts.size, dtype=np.int64)
     task = _count_task.options(num_cpus=cpus,
                                memory=int(HEADROOM * COUNT_BYTES_PER_QUERY * keys.ts.size))
+    in_flight = max(1, int(ray.cluster_resources().get("CPU", 1.0) // max(cpus, 1e-3)))
     waiting, pending = list(runs), []
-    while waiting or pending:  # a few at once: each result is 8 bytes a query
-        while waiting and len(pending) < IN_FLIGHT:
+    while waiting or pending:  # as many as can run: each result waits, 8 bytes a query
+        while waiting and len(pending) < in_flight:
             pending.append(task.remote(waiting.pop(0), queries_ref))
         for counts in _as_done(pending, 1):
             ranks += counts

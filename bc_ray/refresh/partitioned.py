@@ -142,8 +142,10 @@ class PartitionedRefresh:
         budget = slot_memory(config.cpus_per_task, ray.nodes())
         degrees, file_edges = count_degrees_by_file(files, config.cpus_per_task, budget)
         if ages_need_edges(bool(version.spec.get("cold_start_mixing")), state):
-            snapshot = first_interactions(files, degrees, file_edges, config.cpus_per_task,
-                                          budget, config.partitions or 1).applied(snapshot)
+            snapshot = first_interactions(
+                files, degrees, file_edges, config.cpus_per_task, budget, config.partitions or 1,
+                remedy="give the nodes more memory, or the tasks more CPUs (--cpus-per-task)"
+            ).applied(snapshot)
         inputs = build_graph(snapshot, snapshot.edges.head(0), now=snapshot.meta.cutoff)
         visible = np.concatenate([snapshot.present("user"), snapshot.present("item")])
         ids = {e: snapshot.entities(e)["id"].to_arrow() for e in ENTITIES}

@@ -14,7 +14,7 @@ from bc_ray.exceptions import ConfigError
 from bc_ray.ingest.batch import ingest
 from bc_ray.ingest.read import BatchInput
 from bc_ray.refresh.config import RefreshConfig
-from bc_ray.refresh.first_seen import first_interactions
+from bc_ray.refresh.first_seen import _plan, first_interactions
 from bc_ray.refresh.job import run_refresh
 from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees_by_file
 from bc_ray.store.batches import compact
@@ -92,6 +92,13 @@ def test_first_interactions_refuse_what_they_cannot_read(tmp_path, small_snapsho
     degrees = np.ones(files.num_nodes, dtype=np.int64)
     with pytest.raises(ConfigError, match="a file of 400 edges must hold .* give the nodes"):
         first_interactions(files, degrees, [400, 350, 300], budget=10_000)
+    heavy = degrees.copy()
+    heavy[0] = 1_000  # a user's edges stay in one range, however many ranges there are
+    with pytest.raises(ConfigError, match="a user of 1,000 edges .* more CPUs"):
+        first_interactions(files, heavy, [1, 1, 1], budget=150_000, remedy="more CPUs")
+    # 1,000 users of an edge each, 3 of whom a range's task fits (the count tasks aside)
+    with pytest.raises(ConfigError, match="would take 334 user ranges, more than 256"):
+        _plan(np.ones(1_000, dtype=np.int64), [3] * 334, 0, 1, 650, "x")
     replayed = Store(f"file://{tmp_path}/replayed")
     publish_snapshot(replayed, small_snapshot)
     files = EdgeFiles.of(replayed, replayed.state(), small_snapshot.num_users,
@@ -116,3 +123,13 @@ def test_a_partitioned_refresh_of_an_age_aware_model_equals_the_unpartitioned(ra
         difference = (np.stack(again["embedding"].to_numpy())
                       - np.stack(expected[entity]["embedding"].to_numpy()))
         assert np.abs(difference).max() <= 1e-5
+
+
+def test_user_ranges_are_added_until_each_range_fits():
+    degrees = np.random.default_rng(3).integers(1, 50, 100_000)
+    budget = 2 * 100 * 200_000  # a range of 200,000 edges at most, but users straddle cuts
+    files = [int(degrees.sum()) // 100] * 100  # small files: the ranges decide
+    bounds, edges = _plan(degrees, files, 0, 1, budget, "x")
+    assert bounds[0] == 0 and bounds[-1] == degrees.size and np.all(np.diff(bounds) > 0)
+    assert edges.sum() == degrees.sum() and 2 * 100 * edges.max() <= budget
+    assert edges.size <= -(-sum(files) // 190_000)  # and not many more than it takes
