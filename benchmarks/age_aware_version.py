@@ -15,16 +15,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
 from bc_ray.core.graph import build_graph  # noqa: E402
-from bc_ray.models.graphsage.model import build_model  # noqa: E402
-from bc_ray.models.graphsage.serialization import model_to_bytes  # noqa: E402
-from bc_ray.models.graphsage.spec import VersionSpec  # noqa: E402
 from bc_ray.store.snapshots import load_entities  # noqa: E402
 from bc_ray.store.store import Store  # noqa: E402
-from bc_ray.store.versions import Candidate, publish_version, register_candidate  # noqa: E402
+from tests.helpers import publish_untrained_model  # noqa: E402
 
 
 def main() -> None:
@@ -35,21 +29,12 @@ def main() -> None:
     args = parser.parse_args()
     store = Store(f"file://{os.path.abspath(args.store)}")
     state = store.state()
-    current = state.version() if state.current_version is not None else None
     entities = load_entities(store, state)  # the model's tables are sized by them; no edges
-    torch.manual_seed(0)
-    spec = VersionSpec(num_layers=args.layers, hidden_dim=args.hidden, cold_start_mixing=True)
-    model = build_model(spec, build_graph(entities, entities.edges, now=1.0)).eval()
-    transform = None
-    if current is not None:  # B_k = identity on the shared width
-        transform = (np.eye(current.dim, spec.output_dim, dtype=np.float32),
-                     np.zeros(current.dim, dtype=np.float32))
-    record = register_candidate(store, Candidate(
-        parent=None if current is None else current.version, dim=spec.output_dim,
-        method="bc-aligner", spec=model.spec.to_dict(), snapshot_id=state.current_snapshot,
-        cutoff=state.snapshot().cutoff, model=model_to_bytes(model), transform=transform))
-    publish_version(store, record.version)
-    print(f"published version {record.version}: {model.spec}")
+    cutoff = state.snapshot().cutoff
+    version, model = publish_untrained_model(
+        store, build_graph(entities, entities.edges, now=cutoff), args.hidden, cutoff,
+        args.layers, mixing=True)
+    print(f"published version {version}: {model.spec}")
 
 
 if __name__ == "__main__":

@@ -80,8 +80,10 @@ def publish_model_version(store: Store, snapshot, hidden: int = 16, layers: int 
 
 def publish_untrained_model(store: Store, graph, hidden: int, cutoff: float, layers: int = 2,
                             seed: int = 0, mixing: bool = False):
-    """(version, model) of a published version-0 model with initial weights; the benchmarks
-    use it too (inference speed does not depend on the weights)."""
+    """(version, model) of a published model with initial weights: version 0, or on a store
+    with a current version the next, B_k the identity on their shared width. The benchmarks use
+    it too (inference speed does not depend on the weights)."""
+    import numpy as np
     import torch
 
     from bc_ray.models.graphsage.model import build_model
@@ -91,10 +93,15 @@ def publish_untrained_model(store: Store, graph, hidden: int, cutoff: float, lay
     torch.manual_seed(seed)
     spec = VersionSpec(num_layers=layers, hidden_dim=hidden, cold_start_mixing=mixing)
     model = build_model(spec, graph).eval()
+    state = store.state()
+    parent = state.version() if state.current_version is not None else None
+    transform = None if parent is None else (
+        np.eye(parent.dim, spec.output_dim, dtype=np.float32),
+        np.zeros(parent.dim, dtype=np.float32))
     record = register_candidate(store, Candidate(
-        parent=None, dim=hidden, method="bc-aligner", spec=model.spec.to_dict(),
-        snapshot_id=store.state().current_snapshot, cutoff=cutoff, model=model_to_bytes(model),
-        transform=None))
+        parent=None if parent is None else parent.version, dim=spec.output_dim,
+        method="bc-aligner", spec=model.spec.to_dict(), snapshot_id=state.current_snapshot,
+        cutoff=cutoff, model=model_to_bytes(model), transform=transform))
     publish_version(store, record.version)
     return record.version, model
 

@@ -89,11 +89,17 @@ def by_owner(values: list[np.ndarray], owners: list[np.ndarray],
     owners.clear()
     joined = np.concatenate(values)
     values.clear()
-    order = np.argsort(owner, kind="stable")
-    cuts = np.zeros(parts + 1, dtype=np.int64)
-    np.cumsum(np.bincount(owner, minlength=parts), out=cuts[1:])
+    order, cuts = owner_order(owner, parts)
     del owner
     return joined[order], cuts
+
+
+def owner_order(owner: np.ndarray, parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the order that groups values by `owner`, stable, and the `parts` + 1 cuts between the
+    groups): for values kept in several arrays, which `by_owner` would join."""
+    cuts = np.zeros(parts + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=parts), out=cuts[1:])
+    return np.argsort(owner, kind="stable"), cuts
 
 
 def rows_of_keys(keys: np.ndarray, rows: int, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:

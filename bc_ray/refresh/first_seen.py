@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 import ray
 
+from bc_ray.core.node_rows import owner_order
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.exceptions import ConfigError, DataError
 from bc_ray.refresh.range_graphs import EdgeFiles
@@ -85,15 +86,13 @@ class Keys:
         return keys
 
     def first_of_each(self) -> Keys:
-        """The earliest key of each `of`, ascending by `of`."""
-        ordered = self.take(np.lexsort((self.place, self.ts, self.of)))
-        starts = np.ones(ordered.of.size, dtype=bool)
-        starts[1:] = ordered.of[1:] != ordered.of[:-1]
-        return ordered.take(np.flatnonzero(starts))
+        """The earliest key of each `of`, in key order."""
+        order = self.order()
+        return self.take(order[_first_places(self.of[order])])
 
     def first_by(self, owner: np.ndarray, count: int, offset: int = 0) -> Keys:
         """Keys in key order: the first of each `owner` (ids `offset`..`offset + count`), as
-        keys of those ids."""
+        keys of those ids (`first_of_each` without a sort, where the ids are few and dense)."""
         first = np.full(count, self.of.size, dtype=np.int64)
         np.minimum.at(first, owner - offset, np.arange(self.of.size, dtype=np.int64))
         found = np.flatnonzero(first < self.of.size)
@@ -146,10 +145,10 @@ def _send_task(files: EdgeFiles, index: int, first: int,
         position += batch.num_rows
     keys = Keys.concat(parts) if parts else Keys.empty()
     del parts  # the keys once, not twice
-    owner = np.searchsorted(bounds, keys.of // files.num_items, side="right") - 1
-    order = np.argsort(owner, kind="stable")
-    cuts = np.searchsorted(owner[order], np.arange(bounds.size))
-    pieces = [keys.take(order[cuts[r]:cuts[r + 1]]) for r in range(bounds.size - 1)]
+    parts = bounds.size - 1
+    order, cuts = owner_order(
+        np.searchsorted(bounds, keys.of // files.num_items, side="right") - 1, parts)
+    pieces = [keys.take(order[cuts[r]:cuts[r + 1]]) for r in range(parts)]
     return pieces if len(pieces) > 1 else pieces[0]  # Ray returns one object as it is
 
 
@@ -160,9 +159,8 @@ def _firsts_task(num_items: int, users: tuple[int, int],
     pairs: its count of distinct pairs}, its pairs' first keys by key, packed)."""
     keys = Keys.concat(list(pieces))
     del pieces
-    order = keys.order()
-    firsts = keys.take(order[_first_places(keys.of[order])])
-    del keys, order
+    firsts = keys.first_of_each()
+    del keys
     summary = {"users": firsts.first_by(firsts.of // num_items, users[1] - users[0], users[0]),
                "items": firsts.first_by(firsts.of % num_items, num_items),
                "pairs": int(firsts.of.size)}
