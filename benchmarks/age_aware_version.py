@@ -1,10 +1,10 @@
-"""Publish an untrained age-aware GraphSAGE (`cold_start_mixing`) as the next version of a
-store, aligned to the current one by the identity, so that a refresh benchmark can embed an
-age-aware model of a large ingested store without training one first (a refresh's time and
-memory do not depend on the weights). Use it on a copy (`cp -al STORE COPY`), not a store
-anyone serves.
+"""Publish an untrained age-aware GraphSAGE (`cold_start_mixing`; with `--no-mixing` a plain
+one, to set beside it) as the next version of a store, aligned to the current one by the
+identity, so that a refresh benchmark can embed a model of a large ingested store without
+training one first (a refresh's time and memory do not depend on the weights). Use it on a copy
+(`cp -al STORE COPY`), not a store anyone serves.
 
-    python benchmarks/age_aware_version.py --store DIR [--hidden 64] [--layers 2]
+    python benchmarks/age_aware_version.py --store DIR [--hidden 64] [--layers 2] [--no-mixing]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--store", required=True, help="a local store's folder")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--mixing", action=argparse.BooleanOptionalAction, default=True,
+                        help="age-aware (the default) or plain")
     args = parser.parse_args()
     store = Store(f"file://{os.path.abspath(args.store)}")
     state = store.state()
@@ -33,7 +35,7 @@ def main() -> None:
     cutoff = state.snapshot().cutoff
     version, model = publish_untrained_model(
         store, build_graph(entities, entities.edges, now=cutoff), args.hidden, cutoff,
-        args.layers, mixing=True)
+        args.layers, mixing=args.mixing)
     print(f"published version {version}: {model.spec}")
 
 

@@ -96,9 +96,12 @@ def by_owner(values: list[np.ndarray], owners: list[np.ndarray],
 
 def owner_order(owner: np.ndarray, parts: int) -> tuple[np.ndarray, np.ndarray]:
     """(the order that groups values by `owner`, stable, and the `parts` + 1 cuts between the
-    groups): for values kept in several arrays, which `by_owner` would join."""
+    groups): for values kept in several arrays, which `by_owner` would join. Owners are in
+    [0, parts): `bincount` refuses others before the cast below could wrap them."""
     cuts = np.zeros(parts + 1, dtype=np.int64)
     np.cumsum(np.bincount(owner, minlength=parts), out=cuts[1:])
+    if parts <= 1 << 16:  # numpy sorts 8- and 16-bit integers by radix
+        owner = owner.astype(np.uint8 if parts <= 1 << 8 else np.uint16)
     return np.argsort(owner, kind="stable"), cuts
 
 

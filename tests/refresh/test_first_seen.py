@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+import ray
 
 from bc_ray import read_embeddings
 from bc_ray.data.mapping import ColumnMapping
@@ -14,7 +15,8 @@ from bc_ray.exceptions import ConfigError
 from bc_ray.ingest.batch import ingest
 from bc_ray.ingest.read import BatchInput
 from bc_ray.refresh.config import RefreshConfig
-from bc_ray.refresh.first_seen import _plan, first_interactions
+from bc_ray.refresh.first_seen import (_count_before, _count_task, _plan,
+                                       first_interactions)
 from bc_ray.refresh.job import run_refresh
 from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees_by_file
 from bc_ray.store.batches import compact
@@ -133,3 +135,28 @@ def test_user_ranges_are_added_until_each_range_fits():
     assert bounds[0] == 0 and bounds[-1] == degrees.size and np.all(np.diff(bounds) > 0)
     assert edges.sum() == degrees.sum() and 2 * 100 * edges.max() <= budget
     assert edges.size <= -(-sum(files) // 190_000)  # and not many more than it takes
+
+
+@pytest.mark.parametrize("timestamps", [5, 1], ids=["few-ties", "one-timestamp"])
+def test_counts_before_each_key_equal_a_search_of_whole_keys(ray_cluster, timestamps):
+    """The count tasks' search (by timestamp, then by place among ties) against numpy's search
+    of (ts, place) records, over queries in several chunks: some equal to keys, some after
+    every key of their timestamp (as an instant asks), some past all."""
+    rng = np.random.default_rng(timestamps)
+    keys = np.unique(np.rec.fromarrays([rng.integers(0, timestamps, 5_000),
+                                        rng.permutation(50_000)[:5_000]], names="ts,place"))
+    instants = rng.integers(-1, timestamps + 1, 50)
+    queries = np.concatenate([
+        keys[rng.integers(0, keys.size, 600)],
+        np.rec.fromarrays([rng.integers(-1, timestamps + 1, 600), rng.integers(-1, 50_001, 600)],
+                          names="ts,place"),
+        np.rec.fromarrays([instants, np.full(instants.size, np.iinfo(np.int64).max)],
+                          names="ts,place")])
+    queries = queries[np.argsort(queries["ts"], kind="stable")]
+    expected = np.searchsorted(keys, queries, side="left")
+    counted = ray.get(_count_task.remote(np.stack([keys["ts"], keys["place"]]),
+                                         np.stack([queries["ts"], queries["place"]]), 256))
+    assert np.array_equal(counted, expected) and expected.min() == 0
+    assert expected.max() == keys.size  # a query past every key counts them all
+    none = np.zeros(0, dtype=np.int64)
+    assert not _count_before(none, none, queries["ts"], queries["place"]).any()
