@@ -108,8 +108,9 @@ class RowOwners:
 
     def owner(self, nodes: torch.Tensor) -> torch.Tensor:
         """The worker of each global node id."""
-        users = torch.from_numpy(self.user_bounds)
-        items = torch.from_numpy(self.item_bounds) + self.num_users
+        # Copies: bounds from the object store are read-only, which torch.from_numpy warns of.
+        users = torch.tensor(self.user_bounds)
+        items = torch.tensor(self.item_bounds) + self.num_users
         is_user = nodes < self.num_users
         return torch.where(is_user, torch.searchsorted(users, nodes, right=True),
                            torch.searchsorted(items, nodes, right=True)) - 1
