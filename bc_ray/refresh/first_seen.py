@@ -330,10 +330,12 @@ def _firsts_by_range(files: EdgeFiles, file_edges: list[int], bounds: np.ndarray
 def _ranks(parts: list[Keys], runs: list, cpus: float) -> np.ndarray:
     """How many of the ranges' pairs' first keys (`runs`) come before each of the keys `parts`
     hold, one after the other (asked for by timestamp: numpy searches sorted queries fastest)."""
-    by_ts = np.argsort(np.concatenate([part.ts for part in parts]))
-    queries = np.empty((2, by_ts.size), dtype=np.int64)
-    for row, field in enumerate(("ts", "place")):
-        np.take(np.concatenate([getattr(part, field) for part in parts]), by_ts, out=queries[row])
+    ts = np.concatenate([part.ts for part in parts])
+    by_ts = np.argsort(ts)
+    queries = np.empty((2, ts.size), dtype=np.int64)  # `Keys.stacked`, by timestamp
+    np.take(ts, by_ts, out=queries[0])
+    del ts
+    np.take(np.concatenate([part.place for part in parts]), by_ts, out=queries[1])
     queries_ref = ray.put(queries)
     del queries
     ranks = np.zeros(by_ts.size, dtype=np.int64)
