@@ -24,7 +24,8 @@ def identity(dim: int) -> Affine:
     return np.eye(dim, dtype=np.float32), np.zeros(dim, dtype=np.float32)
 
 
-def compose(parent_chain: dict[int, Affine], parent_version: int, transform: Affine) -> dict[int, Affine]:
+def compose(parent_chain: dict[int, Affine], parent_version: int, transform: Affine
+            ) -> dict[int, Affine]:
     """The chain of version k from its parent's chain (targets j <= parent) and B_k."""
     weight, bias = transform
     chain: dict[int, Affine] = {}

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from benchmarks.common import print_table, scratch_dir  # noqa: E402
+from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
 from bc_ray.core.registry import get_family  # noqa: E402
 from bc_ray.core.train_config import TrainConfig  # noqa: E402
 from bc_ray.core.version import split_evaluator, train_version  # noqa: E402
@@ -39,7 +39,6 @@ from bc_ray.train.config import GateConfig, TrainJobConfig  # noqa: E402
 from bc_ray.train.inputs import load_inputs  # noqa: E402
 
 TARGET = 1.15
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sequence")
 
 
 def steady_seconds(history: list[dict]) -> list[float]:
@@ -64,8 +63,13 @@ def ray_epochs(job: TrainJobConfig) -> tuple[list[dict], float, dict]:
     return outcome.history, time.perf_counter() - started, outcome.metrics
 
 
-def write_results(path: str, data: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+def write_results(path: str | None, data: dict) -> None:
+    """Into `path`, or (by default) where every benchmark writes (`common.write_json`): a plain
+    run never overwrites the committed result."""
+    if path is None:
+        print(f"wrote {write_json('sequence-train-overhead', data)}")
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     data = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **data}
     with open(path, "w") as handle:
         json.dump(data, handle, indent=2, default=str)
@@ -79,7 +83,10 @@ def main() -> None:
     parser.add_argument("--spec", default="dim=64,layers=2,heads=2,max_len=50,neg=128")
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
-    parser.add_argument("--out", default=os.path.join(RESULTS, "train_overhead.json"))
+    parser.add_argument("--out", default=None,
+                        help="JSON file (default: sequence-train-overhead.json in bench-out/ or "
+                             "BC_RAY_BENCH_OUT; the committed one is results/sequence/"
+                             "train_overhead.json)")
     args = parser.parse_args()
     import ray
 

@@ -1,1 +1,4 @@
-"""The `bc-ray` command line: parsing here, output in output.py (text tables from bc_ray/render.py)."""
+"""The `bc-ray` command line.
+
+Parsing here, output in output.py (text tables from bc_ray/render.py).
+"""

@@ -22,7 +22,8 @@ def paper(
     ] = "synthetic",
     methods: Annotated[Optional[str], typer.Option(
         help="Comma-separated method names (default: the six variants, the baselines, the "
-             "post-hoc alternatives and the simple recommenders popularity and bpr-mf).")
+             "post-hoc alternatives, the simple recommenders popularity and bpr-mf, and the counts "
+             "reference).")
     ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds to average over.")] = 1,
     first_seed: Annotated[int, typer.Option(

@@ -62,7 +62,8 @@ def ingest(
     allow_old_times: AllowOldTimes = ColumnMapping.allow_old_times,
     batch_id: Annotated[Optional[str], typer.Option(help="Id of this batch (default: a hash of "
                                                          "the inputs' content and of the column "
-                                                         "mapping and time unit). Ingesting an "
+                                                         "mapping, time unit and the format each "
+                                                         "file is read as). Ingesting an "
                                                          "id already in the log changes "
                                                          "nothing.")] = None,
     corrects: Annotated[Optional[list[str]], typer.Option(
@@ -137,7 +138,8 @@ def compact(
 
 @app.command("import")
 def import_(
-    fmt: Annotated[str, typer.Option("--format", help="movielens-100k, movielens-latest or amazon")],
+    fmt: Annotated[str, typer.Option(
+        "--format", help="movielens-100k, movielens-latest or amazon")],
     path: Annotated[str, typer.Option(help="Folder (or reviews file for amazon) to read.")],
     store: StoreOption,
     cutoff: Annotated[float, typer.Option(help="Visible fraction of the timeline (t_0).")] = 1.0,
@@ -147,7 +149,8 @@ def import_(
     from bc_ray.store.snapshots import publish_snapshot
 
     if fmt == "synthetic":
-        raise typer.BadParameter("use `bc-ray data synth` for synthetic data", param_hint="--format")
+        raise typer.BadParameter("use `bc-ray data synth` for synthetic data",
+                                 param_hint="--format")
     snapshot = build_snapshot(load_raw(fmt, path)).with_cutoff(cutoff)
     record = publish_snapshot(open_store(store), snapshot)
     typer.echo(f"published snapshot {record.id}\n{key_values(record.stats)}")

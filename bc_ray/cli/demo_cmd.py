@@ -18,7 +18,8 @@ def demo(
                        ] = default_of(DemoConfig, "dataset"),
     versions: Annotated[int, typer.Option(help="Version bumps after version 0.")] = default_of(
         DemoConfig, "versions"),
-    scale: Annotated[float, typer.Option(help="Synthetic data size (1.0 = 100k edges).")] = default_of(
+    scale: Annotated[float, typer.Option(
+        help="Synthetic data size (1.0 = 100k edges).")] = default_of(
         DemoConfig, "scale"),
     method: Annotated[str, typer.Option(help="bc-aligner, or e.g. non-bc to see consumers "
                                              "break.")] = default_of(DemoConfig, "method"),
@@ -29,8 +30,8 @@ def demo(
         DemoConfig, "epochs"),
     port: Annotated[int, typer.Option(help="Port for the Serve stage.")] = default_of(
         DemoConfig, "port"),
-    address: Annotated[Optional[str], typer.Option(help="Ray address (default: a local "
-                                                        "cluster).")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS "
+                                                        "or a local cluster).")] = None,
 ) -> None:
     """Run the whole lifecycle on a local Ray cluster and show what happened."""
     import os

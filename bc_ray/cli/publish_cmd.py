@@ -1,4 +1,5 @@
-"""`bc-ray publish`: embeddings computed outside bc_ray become the next version (= `jobs/publish.py`)."""
+"""`bc-ray publish`: embeddings computed outside bc_ray become the next version (the same
+code `jobs/publish.py` runs)."""
 
 from __future__ import annotations
 

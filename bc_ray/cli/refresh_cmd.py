@@ -18,7 +18,8 @@ def refresh(
     incremental: Annotated[bool, typer.Option(
         "--incremental", help="Recompute only nodes whose L-hop neighbourhood changed (falls "
                               "back to full, with the reason logged, when it cannot).")] = False,
-    inference: Annotated[str, typer.Option(help="layerwise or sampled.")] = default_of(RefreshConfig, "inference"),
+    inference: Annotated[str, typer.Option(help="layerwise or sampled.")] = default_of(
+        RefreshConfig, "inference"),
     num_tasks: Annotated[int, typer.Option(
         help="Inference tasks running at once (Ray Data task slots).")] = default_of(
         RefreshConfig, "num_tasks"),
@@ -33,7 +34,8 @@ def refresh(
                           "compute on it (not with --partitions).")] = default_of(
         RefreshConfig, "use_gpu"),
     block_nodes: Annotated[int, typer.Option(
-        help="Nodes per chunk (one output block each).")] = default_of(RefreshConfig, "block_nodes"),
+        help="Nodes per chunk (one output block each).")] = default_of(
+        RefreshConfig, "block_nodes"),
     partitions: Annotated[Optional[int], typer.Option(
         help="Split the layer-wise refresh into this many node ranges: each task holds its "
              "range's rows of the graph and of each layer's halo, never a whole layer, and "

@@ -1,4 +1,7 @@
-"""The consumer API: read embeddings (any historical version) with polars; imports no Ray, no torch."""
+"""The consumer API: read embeddings (any historical version) with polars.
+
+Imports no Ray, no torch.
+"""
 
 from bc_ray.consumer.reader import export_embeddings, read_embeddings, scan_embeddings
 

@@ -83,7 +83,8 @@ def top_items(queries: torch.Tensor, z_item: torch.Tensor, blocked: torch.Tensor
     return best
 
 
-def alignment_error(predicted: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:
+def alignment_error(predicted: torch.Tensor | np.ndarray,
+                    target: torch.Tensor | np.ndarray) -> float:
     """Mean L2 distance || z~ - z || over entities."""
     predicted = torch.as_tensor(predicted)
     target = torch.as_tensor(target)
@@ -111,7 +112,8 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
     average = first + (counts + 1) / 2.0
     ranks[order] = np.repeat(average, counts)
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2.0)
+                 / (positives * negatives))
 
 
 def degradation_pct(value: float, reference: float) -> float:

@@ -1,4 +1,5 @@
-"""The model-family interface (`bc_ray.models.ModelFamily`): what bc_ray needs of an embedding model, and nothing else.
+"""The model-family interface (`bc_ray.models.ModelFamily`): what bc_ray needs of an embedding
+model, and nothing else.
 
 BC-Aligner trains *any* M_k jointly with B_k; the store, the chain, Serve, the consumers and the
 Delta view only ever see embedding tables. A family is the one place that knows its model: how

@@ -278,10 +278,12 @@ class Adjacency:
 def build_graph(snapshot: GraphSnapshot, edges: pl.DataFrame, now: float) -> GraphTensors:
     """Graph tensors over all entities of `snapshot`, message passing over `edges`."""
     def bags(table: pl.DataFrame, entity: str) -> dict[str, FeatureBag]:
-        return {name: FeatureBag.from_series(table[name]) for name in snapshot.feature_fields(entity)}
+        return {name: FeatureBag.from_series(table[name])
+                for name in snapshot.feature_fields(entity)}
 
     def first_t(table: pl.DataFrame) -> torch.Tensor:
-        return torch.from_numpy(table["first_t"].fill_null(float("inf")).to_numpy().astype(np.float32))
+        return torch.from_numpy(
+            table["first_t"].fill_null(float("inf")).to_numpy().astype(np.float32))
 
     return GraphTensors(
         num_users=snapshot.num_users, num_items=snapshot.num_items,

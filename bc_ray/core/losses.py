@@ -42,7 +42,8 @@ def alignment_single(predicted_prev: torch.Tensor, target_prev: torch.Tensor,
 def alignment_multi(predicted_prev: torch.Tensor, target_prev: torch.Tensor,
                     amplifiers: list[torch.Tensor],
                     weights: torch.Tensor | None = None) -> torch.Tensor:
-    """L_align = mean_x (1/k) sum_{j=0}^{k-1} || W_{k-1}^j delta_k(x) ||^2,  delta_k = B_k z_k - z_{k-1}
+    """L_align = mean_x (1/k) sum_{j=0}^{k-1} || W_{k-1}^j delta_k(x) ||^2,
+    delta_k = B_k z_k - z_{k-1}
 
     `amplifiers` are W_{k-1}^j for j = 0..k-1 (W_{k-1}^{k-1} = I): the error made now, as it
     reaches every older version through the fixed older transforms.

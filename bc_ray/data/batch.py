@@ -189,7 +189,8 @@ def _timestamps(series: pl.Series, unit: str, path: str, window: TimeWindow) -> 
     """Unix seconds from integers (s or ms), datetimes, dates or text holding either."""
     column = series.name
     if series.is_null().any():
-        raise DataError(f"{int(series.is_null().sum())} rows have no time", path=path, column=column)
+        raise DataError(f"{int(series.is_null().sum())} rows have no time",
+                        path=path, column=column)
     if series.dtype == pl.String:
         text = series.str.strip_chars()
         numbers = _epoch_numbers(text.cast(pl.Float64, strict=False), unit)

@@ -128,7 +128,8 @@ class GraphSnapshot:
             if table["id"].is_duplicated().any():
                 raise DataError(f"duplicate external {entity} ids")
         for column, bound in (("user_idx", self.num_users), ("item_idx", self.num_items)):
-            if self.edges.height and (self.edges[column].max() >= bound or self.edges[column].min() < 0):
+            if self.edges.height and (self.edges[column].max() >= bound
+                                      or self.edges[column].min() < 0):
                 raise DataError("edges reference a missing entity", column=column)
 
 
@@ -185,7 +186,8 @@ def _validate_raw_edges(edges: pl.DataFrame) -> pl.DataFrame:
         pl.col("rating").cast(pl.Float32), pl.col("timestamp").cast(pl.Int64))
 
 
-def _index_entities(edges: pl.DataFrame, id_column: str, prior: pl.DataFrame | None) -> pl.DataFrame:
+def _index_entities(edges: pl.DataFrame, id_column: str,
+                    prior: pl.DataFrame | None) -> pl.DataFrame:
     seen = (
         edges.group_by(id_column, maintain_order=True)
         .agg(first_t=pl.col("t").first(), first_ts=pl.col("timestamp").first())

@@ -134,7 +134,8 @@ def _make_users(config: SyntheticConfig, rng: np.random.Generator, centroids: np
         "segment": _labels("seg", segment),
         "region": _labels("region", rng.integers(0, 5, n)),
     }).select("id", pl.concat_list("segment"), pl.concat_list("region"))
-    return {"taste": taste.astype(np.float32), "direction": direction.astype(np.float32), "activity": activity, "arrival": arrival,
+    return {"taste": taste.astype(np.float32), "direction": direction.astype(np.float32),
+            "activity": activity, "arrival": arrival,
             "leave": arrival + lifetime, "bias": bias, "features": features}
 
 

@@ -59,7 +59,8 @@ def t_at_timestamp(snapshot: GraphSnapshot, timestamp: int) -> float:
     return float(snapshot.edges["t"][position - 1])
 
 
-def calendar_window(snapshot: GraphSnapshot, end_timestamp: int, days: float) -> tuple[float, float]:
+def calendar_window(snapshot: GraphSnapshot, end_timestamp: int,
+                    days: float) -> tuple[float, float]:
     """The (start, end] window in edge-fraction time covering `days` days before `end_timestamp`."""
     if days <= 0:
         raise DataError(f"a calendar window needs a positive number of days, got {days}")

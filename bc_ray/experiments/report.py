@@ -17,7 +17,8 @@ from bc_ray.experiments.summary import _mean, per_version, summarize  # noqa: F4
 
 def markdown_table(results: dict, summary: list[dict]) -> str:
     lines = [
-        f"Dataset `{results['dataset']}`, preset `{results['preset']}`, {results['seeds']} seed(s); "
+        f"Dataset `{results['dataset']}`, preset `{results['preset']}`, "
+        f"{results['seeds']} seed(s); "
         f"degradations relative to Keep-All in %, averaged over versions "
         f"1-{len(results['times']) - 2} and tasks (closer to 0 is better).",
     ]

@@ -1,1 +1,4 @@
-"""Embeddings made elsewhere: a team's own user and item tables published as the next version, with a post-hoc B_k."""
+"""Embeddings made elsewhere.
+
+A team's own user and item tables published as the next version, with a post-hoc B_k.
+"""

@@ -1,1 +1,4 @@
-"""Batch refresh on Ray Data: ver-k embeddings of every user and item into Parquet, full or incremental, published atomically."""
+"""Batch refresh on Ray Data.
+
+Ver-k embeddings of every user and item into Parquet, full or incremental, published atomically.
+"""

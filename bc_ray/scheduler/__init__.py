@@ -1,1 +1,4 @@
-"""The scheduler: nightly refreshes and version bumps as Ray jobs, exactly one at a time, recorded in the store."""
+"""The scheduler: nightly refreshes and version bumps as Ray jobs.
+
+Exactly one at a time, recorded in the store.
+"""

@@ -3,8 +3,9 @@
 One lease in the store means one job at a time across any number of scheduler replicas, and each
 cron slot is recorded, so a slot is run once even by schedulers that start together. Every run is
 recorded in the store's log (id, slot, the landing batches it ingested first, attempts with
-their Ray job ids, status, what it published); failed attempts are retried with exponential backoff, then reported. A scheduler
-that takes over an expired lease first settles the runs its dead predecessor left open.
+their Ray job ids, status, what it published); failed attempts are retried with exponential
+backoff, then reported. A scheduler that takes over an expired lease first settles the runs its
+dead predecessor left open.
 
 With `--publish-from`, a bump publishes each new folder of embeddings computed elsewhere
 (`publish_from.py`) instead of training, and a refresh of such a version has nothing to do.
@@ -88,7 +89,7 @@ class Scheduler:
             r.kind == kind and r.slot == slot and r.status != "skipped"
             for r in state.runs.values())
 
-    # -- one pass -----------------------------------------------------------------------------------
+    # -- one pass ---------------------------------------------------------------------------------
     def due(self, now: float | None = None) -> list[str]:
         """Kinds whose latest cron slot has no run yet (bumps first: a bump also refreshes)."""
         now = time.time() if now is None else now

@@ -1,1 +1,4 @@
-"""Ray Serve: compatibility transforms and compatible embeddings over HTTP, hot-reloaded from the store."""
+"""Ray Serve: compatibility transforms and compatible embeddings over HTTP.
+
+Hot-reloaded from the store.
+"""

@@ -84,7 +84,7 @@ class CompatibilityService:
         self._stop = threading.Event()
         threading.Thread(target=self._poll, name="bc-ray-reload", daemon=True).start()
 
-    # -- configuration and hot reload ---------------------------------------------------------------
+    # -- configuration and hot reload -------------------------------------------------------------
     def reconfigure(self, user_config: dict) -> None:
         self.settings = ServeSettings.from_dict(user_config)
         self.token = self.settings.resolve_token()
@@ -143,7 +143,7 @@ class CompatibilityService:
             raise
         self.stats.record(route, 200, time.perf_counter() - started)
 
-    # -- routes ---------------------------------------------------------------------------------------
+    # -- routes -----------------------------------------------------------------------------------
     @api.get("/healthz")
     async def healthz(self) -> dict:
         return {"status": "ok"}

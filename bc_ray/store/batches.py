@@ -6,9 +6,9 @@ and publishes the grown snapshot. The batch id is recorded in that entry, so a r
 the same batch finds it and changes nothing; a concurrent ingest that landed first makes the
 prepared ids stale, and the batch is mapped again against the new state (never committed on top).
 Every row carries its batch ordinal: a snapshot of the first n batches is the rows with
-``batch < n``, whatever compaction did to the files since. Reading, mapping, writing and committing a
-batch is the workflow in `bc_ray.ingest`; this module holds the records: reading batches back,
-the current entities, compaction.
+``batch < n``, whatever compaction did to the files since. Reading, mapping, writing and
+committing a batch is the workflow in `bc_ray.ingest`; this module holds the records: reading
+batches back, the current entities, compaction.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def read_rows(store: Store, state: StoreState, upto: int, kinds=("edges", "users
             record = segment.files.get(kind)
             if record is None:
                 continue
-            frame = pl.from_arrow(from_parquet_bytes(store.get(record), store.io.uri_of(record.path)))
+            frame = pl.from_arrow(from_parquet_bytes(store.get(record),
+                                                     store.io.uri_of(record.path)))
             if segment.last >= upto or segment.first < since:
                 frame = frame.filter(pl.col("batch").is_between(since, upto - 1))
             if kind == "edges":  # written as Int32; every reader of a snapshot takes Int64

@@ -93,7 +93,8 @@ def load_snapshot(store: Store, snapshot_id: str | None = None,
         if name not in record.files:
             raise NotFoundError(f"snapshot {record.id} lacks its {name} table")
         data = store.get(record.files[name])
-        tables[name] = pl.from_arrow(from_parquet_bytes(data, store.io.uri_of(record.files[name].path)))
+        tables[name] = pl.from_arrow(from_parquet_bytes(
+            data, store.io.uri_of(record.files[name].path)))
     meta = SnapshotMeta.from_dict(orjson.loads(store.get(record.files["meta"])))
     snapshot = GraphSnapshot(users=tables["users"], items=tables["items"], edges=tables["edges"],
                              meta=meta)

@@ -296,7 +296,7 @@ class Store:
             f"{self.uri} accepted a second put-if-absent of the same key: this object store "
             "ignores If-None-Match, so concurrent commits could overwrite each other")
 
-    # -- versions and transforms --------------------------------------------------------------------
+    # -- versions and transforms -----------------------------------------------------------------
     def chain(self, version: int | None = None, state: StoreState | None = None
               ) -> dict[int, chain_math.Affine]:
         """The composed transforms of `version` (default current): target j -> (W_k^j, b_k^j)."""

@@ -58,7 +58,8 @@ def write_table(store: Store, prefix: str, ids, matrix: np.ndarray, version: int
 
 
 def publish_refresh(store: Store, version: int, refresh_id: str, tables: list[TableFiles],
-                    snapshot_id: str, cutoff: float, mode: str, refreshed_at: datetime) -> StoreState:
+                    snapshot_id: str, cutoff: float, mode: str,
+                    refreshed_at: datetime) -> StoreState:
     """One commit publishing both tables; the Delta mirror and retention follow it (its
     post-commit hooks)."""
     def build(state: StoreState) -> list[RefreshPublished]:

@@ -1,4 +1,3 @@
-import numpy as np
 import torch
 
 from bc_ray.core.consumers import TASKS, ConsumerConfig, examples, item_rating_median, train_consumer

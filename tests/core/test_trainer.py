@@ -84,7 +84,6 @@ def test_bad_inputs_raise_clear_errors(split):
         TrainConfig(mode="turbo")
     with pytest.raises(ConfigError, match="unknown method"):
         get_method("bc-magic")
-    model = build_model(SPEC, split.graph)
     targets = torch.full((split.graph.num_nodes, 8), float("nan"))
     with pytest.raises(TrainingError, match="NaN"):
         Alignment(make_transform("linear", 16, 8), targets,

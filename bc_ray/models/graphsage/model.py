@@ -63,7 +63,8 @@ class EmbeddingModel(EntityTables, nn.Module):
         self.convs = nn.ModuleList(
             conv(dims[i], dims[i + 1], aggr=spec.aggregation) for i in range(spec.num_layers))
         self.norms = nn.ModuleList(
-            nn.BatchNorm1d(dims[i + 1]) for i in range(spec.num_layers)) if spec.batch_norm else None
+            nn.BatchNorm1d(dims[i + 1])
+            for i in range(spec.num_layers)) if spec.batch_norm else None
 
     def entity_inputs(self, entity: str, graph: GraphTensors, index: torch.Tensor | None = None,
                       id_rows: torch.Tensor | None = None) -> torch.Tensor:
