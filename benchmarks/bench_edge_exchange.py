@@ -20,7 +20,6 @@ import os
 import sys
 import time
 
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -51,7 +50,7 @@ def plan(uri: str, workers: int, bytes_per_row: int = 0):
     one Ray task per file; `bytes_per_row`: `row_bytes`)."""
     import ray
 
-    from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees
+    from bc_ray.partition.edge_files import EdgeFiles, count_degrees
     from bc_ray.store.snapshots import load_entities
     from bc_ray.store.store import Store
     from bc_ray.train.sharded import plan_owners

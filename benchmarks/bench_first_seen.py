@@ -57,9 +57,9 @@ def whole_edge_list(uri: str, out: str) -> float:
 def by_tasks(uri: str, ranges: int, cpus: int) -> tuple[dict, object]:
     import ray
 
-    from bc_ray.refresh.first_seen import first_interactions
-    from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees_by_file
-    from bc_ray.refresh.sizing import slot_memory
+    from bc_ray.partition.edge_files import EdgeFiles, count_degrees_by_file
+    from bc_ray.partition.first_seen import first_interactions
+    from bc_ray.partition.task_memory import slot_memory
     from bc_ray.store.snapshots import load_entities
     from bc_ray.store.store import Store
 

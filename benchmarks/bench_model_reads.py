@@ -71,7 +71,7 @@ def input_task(uri: str, mode: str, users: int) -> dict:
     import torch
 
     from bc_ray.models.graphsage.serialization import model_from_bytes
-    from bc_ray.refresh.range_stages import ModelSource
+    from bc_ray.partition.model_source import ModelSource
 
     base = proc_status("VmRSS:")
     started = time.perf_counter()
@@ -94,7 +94,7 @@ def driver(uri: str, mode: str, size: int, sha256: str) -> dict:
     """The driver's check of the file: its bytes read, held and hashed ("whole", what
     `load_model_bytes` did before `ray.put`), or streamed and its directory read ("parts":
     `ModelSource.of_file`)."""
-    from bc_ray.refresh.range_stages import ModelSource
+    from bc_ray.partition.model_source import ModelSource
     from bc_ray.store.state import FileRecord
     from bc_ray.store.store import Store
 

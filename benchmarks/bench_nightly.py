@@ -4,10 +4,10 @@ process. Then, as the scheduler would run them (each command its own process, on
 Ray cluster): version 0 and a bump to version 1 trained with a step budget (`bc-ray train
 --max-steps`, the bump warm-started; with `--sharded W` by W workers that each hold only their
 share, and the same bump in one process beside it, from a copy of the store), the bump's full
-refresh unpartitioned and over P node ranges, one more day ingested, the incremental refresh over the ranges, 1k-id lookups from
-Serve's state and a ver-0 read (version 1's rows through B_1). The plain single-process refresh
-(`bench_scale.plain_refresh`: read the snapshot, build the graph, layer-wise inference, write
-both tables) runs beside them where it fits.
+refresh unpartitioned and over P node ranges, one more day ingested, the incremental refresh
+over the ranges, 1k-id lookups from Serve's state and a ver-0 read (version 1's rows through
+B_1). The plain single-process refresh (`bench_scale.plain_refresh`: read the snapshot, build
+the graph, layer-wise inference, write both tables) runs beside them where it fits.
 
 The days grow: day d adds `daily / 10` users and `daily / 100` items; half its interactions
 are by that day's new users, half by anyone seen so far, on items drawn with a heavy skew

@@ -71,7 +71,8 @@ def main() -> None:
              log_to_driver=False)
     ray.data.range(1).materialize()  # a long-lived cluster has Ray Data's own actors running
     full = run_refresh(RefreshConfig(store=uri, mode="full"))
-    full_compute = full.stats["layer1"]["compute_seconds"] + full.stats["layer2+write"]["compute_seconds"]
+    full_compute = (full.stats["layer1"]["compute_seconds"]
+                    + full.stats["layer2+write"]["compute_seconds"])
     advance_snapshot(Store(uri), cutoff + args.new_fraction)
     started = time.perf_counter()
     incremental = run_refresh(RefreshConfig(store=uri, mode="incremental"))
@@ -85,7 +86,8 @@ def main() -> None:
          nodes / full_compute, full_compute / plain_s],
         ["Ray Data full refresh job (all stages, write, commit)", full.stats["seconds"],
          nodes / full.stats["seconds"], full.stats["seconds"] / plain_s],
-        ["plain neighbour-sampled (fanout 10, batches of 1024)", sampled_s, nodes / sampled_s, sampled_s / plain_s],
+        ["plain neighbour-sampled (fanout 10, batches of 1024)", sampled_s, nodes / sampled_s,
+         sampled_s / plain_s],
     ]
     print_table(f"Refresh of {nodes} nodes ({args.edges} edges, 2 layers, hidden {args.hidden},"
                 f" {os.cpu_count()} CPUs)", ["path", "seconds", "nodes/s", "time vs plain"],

@@ -52,12 +52,12 @@ def worker(config: dict) -> None:
     from ray.train.torch import prepare_model
     from torch.nn.parallel import DistributedDataParallel
 
-    from benchmarks.bench_scale import OwnMemory
     from bc_ray.core.row_shards import ShardedRows
     from bc_ray.core.trainer import Alignment, ShardedAlignment, VersionTrainer
     from bc_ray.core.transforms import make_transform
     from bc_ray.train.loop import gathered
     from bc_ray.train.sharded import ShardedRun, row_bytes, sharded_trainer
+    from benchmarks.bench_scale import OwnMemory
 
     run: ShardedRun = config["run"]
     context = ray.train.get_context()
@@ -157,7 +157,7 @@ def main() -> None:
 
     from bc_ray.core.train_config import TrainConfig
     from bc_ray.models.graphsage.spec import VersionSpec
-    from bc_ray.refresh.range_graphs import EdgeFiles
+    from bc_ray.partition.edge_files import EdgeFiles
     from bc_ray.train.sharded import ShardedRun, plan_owners, row_bytes
 
     scratch = scratch_dir("bench-sharded-train-")

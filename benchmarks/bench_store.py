@@ -30,7 +30,8 @@ def build(rows: int, dim: int) -> tuple[str, list[str]]:
     for version in range(3):
         parent = store.state().current_version
         transform = None if parent is None else (
-            rng.normal(size=(dim, dim)).astype(np.float32) / np.sqrt(dim), np.zeros(dim, np.float32))
+            rng.normal(size=(dim, dim)).astype(np.float32) / np.sqrt(dim),
+            np.zeros(dim, np.float32))
         record = register_candidate(store, Candidate(parent, dim, "bc-aligner", {}, "s", 1.0,
                                                      b"model", transform))
         publish_version(store, record.version)

@@ -76,7 +76,7 @@ def main() -> None:
             job, num_workers=workers, cpus_per_worker=(os.cpu_count() or 2) / workers))
         wall = time.perf_counter() - started
         rate = outcome.metrics["edges_per_second"]
-        rows.append([f"Ray Train DDP", workers, rate, rate / plain,
+        rows.append(["Ray Train DDP", workers, rate, rate / plain,
                      f"{wall - outcome.metrics['train_seconds']:.0f}s"])
         results[f"ray_{workers}_workers_edges_per_s"] = rate
         results[f"ray_{workers}_workers_wall_s"] = wall

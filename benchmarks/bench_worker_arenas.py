@@ -38,11 +38,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from bc_ray.train.sharded import ShardedRun  # noqa: E402
 from benchmarks.bench_scale import CUTOFF, HIDDEN, MB  # noqa: E402
 from benchmarks.bench_sharded_train import synthetic_store  # noqa: E402
 from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
-
-from bc_ray.train.sharded import ShardedRun  # noqa: E402
 
 PREVIOUS_DIM = 64
 WARMUP_STEPS = 10
@@ -79,9 +78,8 @@ def rank_main(rank: int, run: ShardedRun, variant: str, steps: int, port: int,
     from bc_ray.core.row_shards import ShardedRows
     from bc_ray.core.trainer import ShardedAlignment
     from bc_ray.core.transforms import make_transform
-    from bc_ray.train.sharded import sharded_trainer
-
     from bc_ray.memory import private_bytes
+    from bc_ray.train.sharded import sharded_trainer
 
     threaded, _, setting = VARIANTS[variant]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -164,7 +162,7 @@ def main() -> None:
 
     from bc_ray.core.train_config import TrainConfig
     from bc_ray.models.graphsage.spec import VersionSpec
-    from bc_ray.refresh.range_graphs import EdgeFiles
+    from bc_ray.partition.edge_files import EdgeFiles
     from bc_ray.train.sharded import plan_owners, row_bytes
 
     store, num_users, num_items = synthetic_store(scratch_dir("bench-worker-arenas-"),

@@ -37,7 +37,8 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
 
     cells = [[cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
-    lines = [f"## {title}", "", "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
+    head = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |"
+    lines = [f"## {title}", "", head,
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
     text = "\n".join(lines)

@@ -25,7 +25,7 @@ MB = 1 << 20
 def main() -> None:
     from bc_ray.core.sparse_rows import id_state_floats
     from bc_ray.models.graphsage.spec import VersionSpec
-    from bc_ray.refresh.range_graphs import EdgeFiles
+    from bc_ray.partition.edge_files import EdgeFiles
     from bc_ray.store.snapshots import load_entities
     from bc_ray.store.store import Store
     from bc_ray.train.sharded import plan_owners, row_bytes

@@ -180,7 +180,8 @@ JOB_EXCLUDES = [".venv", ".git", "bench-out", "demo-store", "**/__pycache__", ".
 def ray_cluster(s3_server):
     import ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
+    ray.init(address="local", num_cpus=4, include_dashboard=False,
+             object_store_memory=256 * 1024 * 1024,
              log_to_driver=False, ignore_reinit_error=True,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
                  [str(Path(__file__).resolve().parents[1]), str(PLUGINS)])}})

@@ -24,9 +24,9 @@ import numpy as np
 import ray
 
 from bc_ray.core.node_rows import by_owner, end_keys
-from bc_ray.refresh.range_graphs import EdgeFiles
+from bc_ray.partition.edge_files import EdgeFiles
+from bc_ray.partition.task_memory import HEADROOM, too_big
 from bc_ray.refresh.ranges import NodeRanges
-from bc_ray.refresh.sizing import HEADROOM, too_big
 
 FLUSH_ENDS = 1 << 21  # ends a task keys at least before it sends them on (16 MB of keys)
 MIN_PIECE_ENDS = 1 << 15  # 256 KB of keys on average a piece: Ray keeps objects under 100 KB

@@ -38,26 +38,26 @@ import torch
 from bc_ray.core.family import ModelFamily
 from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.core.registry import get_family
+from bc_ray.data.snapshot import GraphSnapshot
+from bc_ray.data.timeline import edges_until
 from bc_ray.memory import return_freed_memory
 from bc_ray.models.graphsage.inference import balanced_bounds, layer_for_nodes, layer_frontiers
 from bc_ray.models.graphsage.model import LayerStack
-from bc_ray.data.snapshot import GraphSnapshot
-from bc_ray.data.timeline import edges_until
+from bc_ray.partition.task_memory import slot_memory
 from bc_ray.refresh.assemble import CachedLayer, PreviousTables, carried_rows, layer_builder
 from bc_ray.refresh.config import WRITE_COST, RefreshConfig
 from bc_ray.refresh.pack import pack_graph, unpack_graph
 from bc_ray.refresh.passes import block_refs, stage_pass, write_pass
 from bc_ray.refresh.plan import RefreshPlan, plan_refresh
 from bc_ray.refresh.results import RefreshOutcome, StageResult, WrittenFile
+from bc_ray.refresh.sink import EmbeddingSink, NodeIds, TableTarget
 from bc_ray.refresh.sizing import (
     GraphSize,
     check_unpartitioned,
     choose_partitions,
     node_memory,
     node_store,
-    slot_memory,
 )
-from bc_ray.refresh.sink import EmbeddingSink, NodeIds, TableTarget
 from bc_ray.refresh.tasks import (
     EntityStage,
     LayerStage,

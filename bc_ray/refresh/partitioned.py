@@ -5,13 +5,13 @@ the previous layer's rows of its halo, which every range's task of the stage bef
 through the object store, where they lie (`ranges.py`, `halo.py`): no process holds the whole
 graph or a whole layer, and no layer builder assembles one. The driver plans and passes
 references: it reads the entity tables (ids, features, visibility), adds up the degrees that
-one task per edge file counts (for an age-aware model of an ingested snapshot, tasks also find
-each entity's first interaction: `first_seen.py`), cuts the nodes into ranges of equal work
-and picks the hubs;
-tasks send each range its edge ends, every file read once (`edge_shuffle.py`), build the range
-graphs from them (`range_graphs.py`) and run the stages (`range_stages.py`); the last stage's
-tasks write their rows to Parquet, and one log entry publishes the tables, as in the
-unpartitioned refresh (`job.py`), whose results these equal to float rounding.
+one task per edge file counts (`partition.edge_files`; for an age-aware model of an ingested
+snapshot, tasks also find each entity's first interaction: `partition.first_seen`), cuts the
+nodes into ranges of equal work and picks the hubs; tasks send each range its edge ends, every
+file read once (`edge_shuffle.py`), build the range graphs from them (`range_graphs.py`) and run
+the stages (`range_stages.py`); the last stage's tasks write their rows to Parquet, and one log
+entry publishes the tables, as in the unpartitioned refresh (`job.py`), whose results these
+equal to float rounding.
 
 Every layer task caches its range's rows of h_1..h_L next to the tables (`range_cache`). The
 next refresh is then incremental where the graph only grew: the range graph tasks name the
@@ -38,15 +38,18 @@ from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.core.registry import get_family
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import LayerStack
+from bc_ray.partition.edge_files import EdgeFiles, count_degrees_by_file
+from bc_ray.partition.first_seen import ages_need_edges, first_interactions
+from bc_ray.partition.model_source import ModelSource
+from bc_ray.partition.task_memory import HEADROOM, MAX_PARTITIONS, slot_memory, too_big
 from bc_ray.refresh.config import WRITE_COST, RefreshConfig
 from bc_ray.refresh.edge_shuffle import shuffle_ends
-from bc_ray.refresh.first_seen import ages_need_edges, first_interactions
 from bc_ray.refresh.plan import RefreshPlan, plan_range_refresh
-from bc_ray.refresh.range_cache import CacheTarget, CachedRecompute, RangeCache, merge_caches
-from bc_ray.refresh.range_graphs import EdgeFiles, build_range_graphs, count_degrees_by_file
+from bc_ray.refresh.range_cache import CachedRecompute, CacheTarget, RangeCache, merge_caches
+from bc_ray.refresh.range_graphs import build_range_graphs
+from bc_ray.refresh.range_layer import RangeLayer
 from bc_ray.refresh.range_stages import (
     LayerPieces,
-    ModelSource,
     RangeInputs,
     RangeRows,
     final_task,
@@ -55,11 +58,10 @@ from bc_ray.refresh.range_stages import (
     outgoing_task,
     reach_task,
 )
-from bc_ray.refresh.range_layer import RangeLayer
 from bc_ray.refresh.ranges import NodeRanges, entity_bounds, find_hubs
 from bc_ray.refresh.results import RefreshOutcome, StageResult, WrittenFile
-from bc_ray.refresh.sizing import HEADROOM, MAX_PARTITIONS, range_bytes, slot_memory, too_big
 from bc_ray.refresh.sink import TableTarget
+from bc_ray.refresh.sizing import range_bytes
 from bc_ray.refresh.warm import release, start_task_processes
 from bc_ray.store.snapshots import load_entities
 from bc_ray.store.state import FileRecord, StoreState, VersionRecord

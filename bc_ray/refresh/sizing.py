@@ -21,13 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bc_ray.exceptions import ConfigError
+from bc_ray.partition.task_memory import HEADROOM, MAX_PARTITIONS, MB, too_big
 from bc_ray.store.state import StoreState, VersionRecord
 
-HEADROOM = 2.0  # a process's peak against what it must hold
 BUILD_BYTES_PER_END = 48  # a range graph's build: its ends' keys copied, sorted, kept
 SPLIT_BYTES_PER_NODE = 5  # and its columns' renumbering: a position and a flag per node
-MAX_PARTITIONS = 256  # each stage makes P x (P + 3) objects
-MB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -89,17 +87,6 @@ def node_memory(nodes: list[dict]) -> int | None:
     return int(max(sizes)) if sizes else None
 
 
-def slot_memory(cpus_per_task: float, nodes: list[dict]) -> int | None:
-    """The memory a task of `cpus_per_task` CPUs gets on the roomiest alive node: its share of
-    the node's, by CPUs; None when no node states its memory."""
-    best = None
-    for node in nodes:
-        resources = node.get("Resources", {})
-        if not node.get("Alive") or "memory" not in resources or not resources.get("CPU"):
-            continue
-        share = resources["memory"] * min(1.0, cpus_per_task / resources["CPU"])
-        best = share if best is None else max(best, share)
-    return None if best is None else int(best)
 
 
 def node_store(nodes: list[dict]) -> int | None:
@@ -117,12 +104,6 @@ def unpartitioned_fits(size: GraphSize, node_budget: int, store_budget: int | No
             and (store_budget is None or size.whole_bytes() <= store_budget))
 
 
-def too_big(what: str, need: int, budget: int, adapt: bool) -> ConfigError:
-    """The error for a plan whose `what` must hold more than a task gets, saying what helps."""
-    remedy = ("give the nodes more memory, or the tasks more CPUs (--cpus-per-task)" if adapt
-              else "use more --partitions, or leave it out to have the count chosen")
-    return ConfigError(f"{what} must hold {need / MB:,.2f} MB ({HEADROOM:g}x that with "
-                       f"headroom); a task here gets {budget / MB:,.2f} MB: {remedy}")
 
 
 def choose_partitions(size: GraphSize, node_budget: int, slot_budget: int,

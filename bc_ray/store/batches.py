@@ -120,7 +120,7 @@ def load_ingested_entities(store: Store, record: SnapshotRecord,
     """The snapshot's entity tables without reading its edges (a partitioned refresh's driver
     plans by them): each entity's latest row, `first_t` unknown (null). The cutoff of an
     ingested snapshot is 1.0, so every entity is present either way; only an age-aware model
-    reads first_t, which `refresh.first_seen.first_interactions` finds from the edge files
+    reads first_t, which `partition.first_seen.first_interactions` finds from the edge files
     (`load_ingested` from the whole edge list)."""
     meta = read_meta(store, record)
     rows = read_rows(store, state, record.batches, kinds=tuple(ENTITY_FILES.values()))

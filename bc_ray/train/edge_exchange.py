@@ -22,7 +22,7 @@ import torch.distributed as dist
 from bc_ray.core.node_rows import by_owner, end_keys
 from bc_ray.core.row_shards import RowOwners, exchange
 from bc_ray.exceptions import TrainingError
-from bc_ray.refresh.range_graphs import EdgeFiles
+from bc_ray.partition.edge_files import EdgeFiles
 
 ROUND_ENDS = 1 << 21  # ends a worker keys before a round of the exchange (16 MB of keys)
 

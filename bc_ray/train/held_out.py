@@ -27,7 +27,7 @@ import torch
 
 from bc_ray.data.timeline import SECONDS_PER_DAY
 from bc_ray.exceptions import TrainingError
-from bc_ray.refresh.range_graphs import EdgeFiles, per_file
+from bc_ray.partition.edge_files import EdgeFiles, per_file
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from bc_ray.models.graphsage.sharded_task import (
     sharded_model,
 )
 from bc_ray.models.graphsage.spec import VersionSpec
-from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees
+from bc_ray.partition.edge_files import EdgeFiles, count_degrees
 from bc_ray.store.snapshots import load_entities
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store

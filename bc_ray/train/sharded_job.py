@@ -3,9 +3,9 @@ the graph, the ID tables and the alignment targets, and whose driver never loads
 
 The driver counts degrees and plans row owners (`plan_owners`), decides the held-out split by
 streaming the edge files (`held_out_split`), finds an age-aware model's first interactions on
-ingested data the same way (`first_seen.py`), and starts the workers. Each worker reads its own
-nodes' training edges, warm-starts its ID rows from M_{k-1}'s model file (mapped on a local
-store: it reads only its rows' pages), reads its rows of the stored ver-(k-1) tables as
+ingested data the same way (`partition.first_seen`), and starts the workers. Each worker reads
+its own nodes' training edges, warm-starts its ID rows from M_{k-1}'s model file (mapped on a
+local store: it reads only its rows' pages), reads its rows of the stored ver-(k-1) tables as
 alignment targets, and trains the BC-Aligner objective within the step budget. Scoring is
 sharded too: Recall@50 of the held-out test users (`sharded_recall`) and the alignment error on
 the same sample of entities the one-table gate draws. Rank 0 then writes M_k's one model file
@@ -58,10 +58,10 @@ from bc_ray.models.graphsage.sharded_task import (
     sharded_model,
 )
 from bc_ray.models.graphsage.spec import VersionSpec
-from bc_ray.refresh.first_seen import ages_need_edges, first_interactions
-from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees_by_file
-from bc_ray.refresh.range_stages import ModelSource
-from bc_ray.refresh.sizing import slot_memory
+from bc_ray.partition.edge_files import EdgeFiles, count_degrees_by_file
+from bc_ray.partition.first_seen import ages_need_edges, first_interactions
+from bc_ray.partition.model_source import ModelSource
+from bc_ray.partition.task_memory import slot_memory
 from bc_ray.store.snapshots import load_entities
 from bc_ray.store.state import StoreState, VersionRecord
 from bc_ray.store.store import Store

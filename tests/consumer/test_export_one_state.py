@@ -4,8 +4,8 @@
 
 The race is made real and exact: a second writer (its own `Store`) publishes the bump and
 refreshes it at the moment the export has finished reading its first table, triggered by a
-profile hook on the return of `read_embedding_rows` (instrumentation of the test's own thread; nothing of
-bc_ray is replaced)."""
+profile hook on the return of `read_embedding_rows` (instrumentation of the test's own thread;
+nothing of bc_ray is replaced)."""
 
 from __future__ import annotations
 

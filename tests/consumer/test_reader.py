@@ -17,7 +17,8 @@ from tests.helpers import store_with_chain
 def test_ver_j_view_equals_the_chain_by_hand(store_uri):
     store, matrices = store_with_chain(store_uri, [12, 10, 8, 6], rows=64)
     state = store.state()
-    transforms = {v: chain_math.transform_from_bytes(store.get(state.versions[v].files["transform"]))
+    transforms = {v: chain_math.transform_from_bytes(
+                      store.get(state.versions[v].files["transform"]))
                   for v in (1, 2, 3)}
     z = matrices["item"]
     expected = {3: z}
@@ -38,7 +39,8 @@ def test_scan_equals_read_and_export(store_uri, tmp_path):
     eager = read_embeddings(store_uri, "user", version=0)
     lazy = scan_embeddings(store_uri, "user", version=0).collect()
     assert lazy.columns == eager.columns
-    assert np.allclose(np.stack(lazy["embedding"].to_numpy()), np.stack(eager["embedding"].to_numpy()))
+    assert np.allclose(np.stack(lazy["embedding"].to_numpy()),
+                       np.stack(eager["embedding"].to_numpy()))
     out = tmp_path / "out" / "users-v0.parquet"
     assert export_embeddings(store_uri, str(out), "user", version=0) == 30
     assert pl.read_parquet(out).shape == (30, 3)

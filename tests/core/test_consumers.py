@@ -1,6 +1,12 @@
 import torch
 
-from bc_ray.core.consumers import TASKS, ConsumerConfig, examples, item_rating_median, train_consumer
+from bc_ray.core.consumers import (
+    TASKS,
+    ConsumerConfig,
+    examples,
+    item_rating_median,
+    train_consumer,
+)
 from bc_ray.core.splits import period_split
 
 

@@ -61,7 +61,8 @@ def test_ranks_take_equal_disjoint_shards(split):
               for r in (0, 1)]
     assert len(shards[0]) == len(shards[1])
     whole = VersionTrainer(model, split.graph, CONFIG).task.epoch_triples(3)
-    assert torch.equal(torch.cat([shards[0].user, shards[1].user]), whole.user[: 2 * len(shards[0])])
+    assert torch.equal(torch.cat([shards[0].user, shards[1].user]),
+                       whole.user[: 2 * len(shards[0])])
 
 
 def test_joint_alignment_pulls_towards_the_previous_version(split, small_snapshot):

@@ -15,8 +15,8 @@ from bc_ray.models.graphsage.model_file import EDGE_BYTES, EdgeCached, ModelFile
 from bc_ray.models.graphsage.serialization import model_from_bytes, model_to_bytes
 from bc_ray.models.graphsage.sharded_model_file import warm_id_rows
 from bc_ray.models.graphsage.spec import VersionSpec
-from bc_ray.refresh import range_stages
-from bc_ray.refresh.range_stages import ModelSource
+from bc_ray.partition import model_source
+from bc_ray.partition.model_source import ModelSource
 from bc_ray.store.snapshots import publish_snapshot
 from bc_ray.store.store import Store
 from bc_ray.store.versions import load_model_bytes
@@ -171,9 +171,9 @@ def test_with_a_torch_that_cannot_read_in_parts_each_reader_loads_the_model_whol
         s3_uri, small_snapshot, monkeypatch, caplog):
     """A torch older than the offsets `ModelFile` needs (`reads_offsets`): the readers load the
     file whole, as before, and the driver says so."""
-    monkeypatch.setattr(range_stages, "reads_offsets", lambda: False)
+    monkeypatch.setattr(model_source, "reads_offsets", lambda: False)
     store, version = _published(s3_uri, small_snapshot)
-    source = range_stages.ModelSource.of(store, version)
+    source = model_source.ModelSource.of(store, version)
     assert source.mode == "whole" and "load the model whole" in caplog.text
     assert source.holds(10) == 2 * version.files["model"].size
     model = source.load({"user": (10, 20), "item": (0, 5)})

@@ -41,7 +41,8 @@ def site(tmp_path, monkeypatch) -> Path:
 
 def test_the_entry_point_family_loads_by_name():
     (point,) = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == "tiny"]
-    assert point.dist.name == "bc-ray-tiny-family" and point.value == "bc_ray_tiny_family:TinyFamily"
+    assert point.dist.name == "bc-ray-tiny-family"
+    assert point.value == "bc_ray_tiny_family:TinyFamily"
     assert "tiny" in family_names()
     family = get_family("tiny")
     assert type(family).__module__ == "bc_ray_tiny_family" and family.name == "tiny"

@@ -12,14 +12,10 @@ import ray
 
 from bc_ray.core.node_rows import end_keys, range_rows, row_keys
 from bc_ray.exceptions import ConfigError
+from bc_ray.partition.edge_files import EdgeFile, EdgeFiles, count_degrees_by_file
+from bc_ray.partition.task_memory import HEADROOM
 from bc_ray.refresh.edge_shuffle import file_groups, fitted, shuffle_bytes, shuffle_ends
-from bc_ray.refresh.sizing import HEADROOM
-from bc_ray.refresh.range_graphs import (
-    EdgeFile,
-    EdgeFiles,
-    build_range_graphs,
-    count_degrees_by_file,
-)
+from bc_ray.refresh.range_graphs import build_range_graphs
 from bc_ray.refresh.ranges import NodeRanges
 from bc_ray.store.state import FileRecord
 

@@ -4,13 +4,13 @@ offer."""
 import pytest
 
 from bc_ray.exceptions import ConfigError
+from bc_ray.partition.task_memory import slot_memory
 from bc_ray.refresh.sizing import (
     GraphSize,
     check_unpartitioned,
     choose_partitions,
     node_memory,
     range_bytes,
-    slot_memory,
 )
 
 SIZE = GraphSize(edges=10_000_000, nodes=958_568, dim=64)

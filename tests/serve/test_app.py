@@ -45,7 +45,8 @@ def test_transform_equals_the_store_chain_by_hand(service):
         binary = client.post(f"/v1/transform?from_version={source}&to_version={target}",
                              content=rows.tobytes(), headers=BINARY)
         assert binary.status_code == 200 and binary.headers["x-version"] == str(target)
-        got = np.frombuffer(binary.content, "<f4").reshape(5, int(binary.headers["x-embedding-dim"]))
+        served_dim = int(binary.headers["x-embedding-dim"])
+        got = np.frombuffer(binary.content, "<f4").reshape(5, served_dim)
         assert np.allclose(got, expected, atol=1e-5)
 
 
@@ -79,7 +80,8 @@ def test_embeddings_lookup_with_found_flags(service):
 ])
 def test_transform_errors(service, body, status, fragment):
     client, _, _ = service
-    answer = client.post("/v1/transform", content=body, headers={"content-type": "application/json"})
+    answer = client.post("/v1/transform", content=body,
+                         headers={"content-type": "application/json"})
     assert answer.status_code == status and fragment in answer.json()["error"]
 
 

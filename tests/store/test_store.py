@@ -25,8 +25,8 @@ def test_snapshot_round_trip(store_uri, small_snapshot):
     record = publish_snapshot(store, small_snapshot.with_cutoff(0.5))
     loaded = load_snapshot(store)
     assert loaded.edges.equals(small_snapshot.edges) and loaded.users.equals(small_snapshot.users)
-    assert loaded.meta.cutoff == 0.5 and record.stats["visible_edges"] == small_snapshot.edges.filter(
-        pl.col("t") <= 0.5).height
+    visible = small_snapshot.edges.filter(pl.col("t") <= 0.5).height
+    assert loaded.meta.cutoff == 0.5 and record.stats["visible_edges"] == visible
     advanced = advance_snapshot(store, 0.7)
     assert advanced.files == record.files and load_snapshot(store).meta.cutoff == 0.7
     assert advanced.stats["visible_edges"] == small_snapshot.edges.filter(pl.col("t") <= 0.7).height

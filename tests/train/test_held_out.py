@@ -21,7 +21,7 @@ from bc_ray.exceptions import TrainingError
 from bc_ray.ingest.batch import ingest
 from bc_ray.ingest.read import BatchInput
 from bc_ray.models.graphsage.sharded_task import LocalRows
-from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees
+from bc_ray.partition.edge_files import EdgeFiles, count_degrees
 from bc_ray.store.snapshots import load_snapshot, publish_snapshot
 from bc_ray.store.store import Store
 from bc_ray.train.config import TrainJobConfig

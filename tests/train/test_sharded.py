@@ -18,7 +18,7 @@ from bc_ray.core.trainer import ShardedAlignment
 from bc_ray.core.transforms import make_transform
 from bc_ray.exceptions import TrainingError
 from bc_ray.models.graphsage.spec import VersionSpec
-from bc_ray.refresh.range_graphs import EdgeFiles
+from bc_ray.partition.edge_files import EdgeFiles
 from bc_ray.store.snapshots import publish_snapshot
 from bc_ray.store.store import Store
 from bc_ray.train.loop import gathered, parameter_checksum

@@ -34,8 +34,8 @@ import ray
 from bc_ray.core.node_rows import owner_order
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.exceptions import ConfigError, DataError
-from bc_ray.refresh.range_graphs import EdgeFiles
-from bc_ray.refresh.sizing import HEADROOM, MAX_PARTITIONS, MB
+from bc_ray.partition.edge_files import EdgeFiles
+from bc_ray.partition.task_memory import HEADROOM, MAX_PARTITIONS, MB
 from bc_ray.store.state import StoreState
 
 POSITION_BITS = 40  # an edge's position in the files (2^40 edges), below its batch's ordinal

@@ -14,11 +14,10 @@ from bc_ray.data.timeline import t_at_timestamp
 from bc_ray.exceptions import ConfigError
 from bc_ray.ingest.batch import ingest
 from bc_ray.ingest.read import BatchInput
+from bc_ray.partition.edge_files import EdgeFiles, count_degrees_by_file
+from bc_ray.partition.first_seen import _count_before, _count_task, _plan, first_interactions
 from bc_ray.refresh.config import RefreshConfig
-from bc_ray.refresh.first_seen import (_count_before, _count_task, _plan,
-                                       first_interactions)
 from bc_ray.refresh.job import run_refresh
-from bc_ray.refresh.range_graphs import EdgeFiles, count_degrees_by_file
 from bc_ray.store.batches import compact
 from bc_ray.store.snapshots import load_entities, load_snapshot, publish_snapshot
 from bc_ray.store.store import Store
