@@ -1,5 +1,5 @@
 """Entities' first interactions on an ingested store, found by Ray tasks over the edge files
-(`bc_ray/refresh/first_seen.py`: what a partitioned refresh and a sharded bump of an age-aware
+(`bc_ray/partition/first_seen.py`: what a partitioned refresh and a sharded bump of an age-aware
 model use), beside one process reading the whole edge list (`load_ingested`, what the
 partitioned refresh's driver did for such a model), on the same store in the same run.
 

@@ -30,10 +30,16 @@ def _room(package: Path, path: Path) -> str:
 
 
 def _imported_rooms(path: Path) -> list[tuple[int, str]]:
-    """(line, room) of every bc_ray import in a file, those inside functions too."""
+    """(line, room) of every bc_ray import in a file, those inside functions too; a relative
+    import is the room "relative" (it has no floor: the house imports by absolute names)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            found.append((node.lineno, "relative"))
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module == "bc_ray":
+            names = [f"bc_ray.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module]
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -78,14 +84,18 @@ def test_an_upward_or_sideways_import_and_a_room_without_a_floor_are_caught(tmp_
     for room, text in {"core/leaky.py": "def f():\n    from bc_ray.train.config import X\n",
                        "store/beside.py": "import bc_ray.models.registry\n",
                        "store/fine.py": "from bc_ray.core import losses\nimport bc_ray.io\n",
+                       "data/by_name.py": "from bc_ray import chain, refresh\n",
+                       "data/relative.py": "from .snapshot import GraphSnapshot\n",
                        "annex/new.py": "", "io.py": "from bc_ray.exceptions import E\n"}.items():
         (package / room).parent.mkdir(parents=True, exist_ok=True)
         (package / room).write_text(text)
     found = upward_imports(package)
-    assert len(found) == 3, found
-    assert "leaky.py:2 (core, floor 3) imports train (floor 6)" in found[1]
-    assert "beside.py:1 (store, floor 4) imports models (floor 4)" in found[2]
+    assert len(found) == 5, found
     assert "annex has no floor" in found[0]
+    assert "leaky.py:2 (core, floor 3) imports train (floor 6)" in found[1]
+    assert "by_name.py:1 (data, floor 2) imports refresh (floor 6)" in found[2]
+    assert "relative.py:1 (data, floor 2) imports relative (floor None)" in found[3]
+    assert "beside.py:1 (store, floor 4) imports models (floor 4)" in found[4]
 
 
 def test_core_imports_no_ray_and_no_storage():

@@ -9,9 +9,9 @@ import typer
 
 from bc_ray.cli.common import JsonOption, StoreOption, open_store
 from bc_ray.cli.landing_options import (
+    LAllowOld,
     Landing,
     LandingFile,
-    LAllowOld,
     LFormat,
     LItemCol,
     LRatingCol,

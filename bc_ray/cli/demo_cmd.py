@@ -33,7 +33,7 @@ def demo(
     address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS "
                                                         "or a local cluster).")] = None,
 ) -> None:
-    """Run the whole lifecycle on a local Ray cluster and show what happened."""
+    """Run the whole lifecycle on Ray (RAY_ADDRESS or a local cluster) and show what happened."""
     import os
 
     from tqdm import tqdm

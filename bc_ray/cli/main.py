@@ -23,9 +23,9 @@ from bc_ray.cli import (
 )
 from bc_ray.cli.common import JsonOption
 from bc_ray.cli.output import emit
-from bc_ray.render import table
 from bc_ray.exceptions import BcRayError
 from bc_ray.redaction import RedactingFilter, redact
+from bc_ray.render import table
 
 app = typer.Typer(
     help="bc_ray: backward-compatible embeddings on Ray. Retrain the embedding model as often "

@@ -9,8 +9,8 @@ import typer
 
 from bc_ray.cli.common import JsonOption, StoreOption, default_of, open_store, option_group
 from bc_ray.cli.landing_options import (
-    Landing,
     LAllowOld,
+    Landing,
     LandingFile,
     LFormat,
     LItemCol,

@@ -50,8 +50,7 @@ def serve(
 
     from bc_ray.cluster import connect, enable_fast_ingress
     from bc_ray.serve.app import build_app, check_store
-    from bc_ray.serve.lifetime import (START_GRACE_S, StopSignal, start_in_background,
-                                       stop_serving)
+    from bc_ray.serve.lifetime import START_GRACE_S, StopSignal, start_in_background, stop_serving
 
     check_store(store)
     config = ServeConfig(store=store, num_replicas=num_replicas, min_replicas=min_replicas,

@@ -12,8 +12,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from bc_ray.consumer.target import ExportTarget
 from bc_ray import chain as chain_math
+from bc_ray.consumer.target import ExportTarget
 from bc_ray.exceptions import ConfigError, NotFoundError
 from bc_ray.io import StorageOptions
 from bc_ray.store.parquet import embedding_array

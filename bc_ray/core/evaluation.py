@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
 ITEM_BLOCK = 1 << 16  # items scored at once (`top_items`)
 
 

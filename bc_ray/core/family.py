@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-
 if TYPE_CHECKING:  # torch and numpy stay out of the command line's start-up
     import numpy as np
     import torch

@@ -13,8 +13,8 @@ import importlib
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 
-from bc_ray.exceptions import ConfigError
 from bc_ray.core.family import API_VERSION, ModelFamily, ModelSpec
+from bc_ray.exceptions import ConfigError
 
 ENTRY_POINT_GROUP = "bc_ray.models"
 DEFAULT_FAMILY = "graphsage"

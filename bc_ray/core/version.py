@@ -12,8 +12,8 @@ import torch
 
 from bc_ray.chain import Affine
 from bc_ray.core.evaluation import alignment_error, recall_at_k
-from bc_ray.core.graph import GraphTensors
 from bc_ray.core.family import EmbeddingModule, ModelFamily, ModelSpec, Vocabularies
+from bc_ray.core.graph import GraphTensors
 from bc_ray.core.methods import Method
 from bc_ray.core.posthoc import fit_posthoc
 from bc_ray.core.registry import family_of

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from bc_ray.chain import compose_path
 from bc_ray.core.consumers import (
     TASKS,
     ConsumerConfig,
@@ -26,8 +27,9 @@ from bc_ray.core.consumers import (
     train_consumer,
 )
 from bc_ray.core.evaluation import alignment_error, recall_at_k
-from bc_ray.core.methods import Method, get_method
 from bc_ray.core.family import EmbeddingModule, ModelFamily, ModelSpec
+from bc_ray.core.graph import GraphTensors, build_graph
+from bc_ray.core.methods import Method, get_method
 from bc_ray.core.registry import family_of, get_family
 from bc_ray.core.splits import PeriodSplit, period_split
 from bc_ray.core.train_config import TrainConfig
@@ -40,12 +42,10 @@ from bc_ray.core.version import (
     split_evaluator,
     train_version,
 )
-from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.data.snapshot import GraphSnapshot
-from bc_ray.chain import compose_path
-from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.data.timeline import edges_until, paper_times
 from bc_ray.exceptions import ConfigError
+from bc_ray.models.graphsage.spec import VersionSpec
 
 DEFAULT_METHODS = ("non-bc", "post-lin-sloss", "post-lin-mloss", "joint-notrans",
                    "joint-lin-sloss", "bc-aligner", "fix-m0", "finetune-m0", "post-procrustes",

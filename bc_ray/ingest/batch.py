@@ -14,9 +14,9 @@ from bc_ray.data.assign import CurrentEntities, resolve_ids
 from bc_ray.data.batch import RawBatch
 from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import CommitConflictError, DataError
+from bc_ray.ingest.attempt import IngestOutcome, already_ingested, commit_batch
 from bc_ray.ingest.read import BatchInput, read_batch
 from bc_ray.ingest.sources import SourceFile
-from bc_ray.ingest.attempt import IngestOutcome, already_ingested, commit_batch
 from bc_ray.store.batches import ENTITY_FILES, current_entities, read_rows
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store

@@ -22,6 +22,7 @@ from typing import Any
 
 from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import BcRayError, ConfigError
+from bc_ray.ingest.attempt import IngestOutcome
 from bc_ray.ingest.batch import ingest
 from bc_ray.ingest.landing_config import LandingConfig
 from bc_ray.ingest.landing_scan import (
@@ -37,7 +38,6 @@ from bc_ray.ingest.landing_scan import (
 )
 from bc_ray.ingest.read import BatchInput
 from bc_ray.ingest.sources import SourceFile
-from bc_ray.ingest.attempt import IngestOutcome
 from bc_ray.store.actions import LandingNoted
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow.parquet as pq
 
-from bc_ray.ingest.sources import file_tag, hidden, input_format, known_extension
 from bc_ray.exceptions import BcRayError, ConfigError, DataError, StorageAccessError
+from bc_ray.ingest.sources import file_tag, hidden, input_format, known_extension
 from bc_ray.io import FileIO, file_mtime
 from bc_ray.store.state import StoreState
 

@@ -46,7 +46,6 @@ from bc_ray.store.versions import load_model_bytes
 from bc_ray.train.config import GateConfig, TrainJobConfig
 from bc_ray.train.job import run_training
 
-
 Progress = Callable[[str], None]
 
 

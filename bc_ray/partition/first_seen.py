@@ -24,6 +24,8 @@ edge.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +39,8 @@ from bc_ray.exceptions import ConfigError, DataError
 from bc_ray.partition.edge_files import EdgeFiles
 from bc_ray.partition.task_memory import HEADROOM, MAX_PARTITIONS, MB
 from bc_ray.store.state import StoreState
+
+logger = logging.getLogger(__name__)
 
 POSITION_BITS = 40  # an edge's position in the files (2^40 edges), below its batch's ordinal
 MAX_BATCH = 1 << (63 - POSITION_BITS)
@@ -230,6 +234,7 @@ def first_interactions(files: EdgeFiles, degrees: np.ndarray, file_edges: list[i
     if files.time_column != "timestamp":
         raise ConfigError("first interactions are found from an ingested snapshot's edges; a "
                           "replayed timeline's entity tables hold them")
+    started = time.perf_counter()
     files = dataclasses.replace(files, since=None, until=None)
     bounds, range_edges = _plan(degrees[:files.num_users], file_edges, int(np.count_nonzero(
         degrees)) + len(at), ranges, budget, remedy)
@@ -248,6 +253,9 @@ def first_interactions(files: EdgeFiles, degrees: np.ndarray, file_edges: list[i
         result[f"{entity}_ts"] = np.zeros(count, dtype=np.int64)
         result[f"{entity}_ts"][keys.of] = keys.ts
         result[f"{entity}_has"] = has
+    logger.info("first interactions: %d users and %d items from %d edge file(s) over %d user "
+                "ranges in %.1fs", users.ts.size, items.ts.size, len(files.files),
+                len(range_edges), time.perf_counter() - started)
     return FirstInteractions(**result)
 
 

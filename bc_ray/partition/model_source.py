@@ -1,6 +1,6 @@
 """Where Ray tasks read a GraphSAGE model file of the store: mapped, in parts (each process its
 dense weights and its own span of each ID table) or whole. The partitioned refresh's input
-stage and a sharded bump's workers read M_{k-1} through it.
+stage reads the version it refreshes through it, a sharded bump's workers M_{k-1}.
 """
 
 from __future__ import annotations

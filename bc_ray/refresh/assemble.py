@@ -18,8 +18,8 @@ import polars as pl
 import pyarrow as pa
 import ray
 
-from bc_ray.refresh.blocks import block_rows
 from bc_ray.io import StorageOptions
+from bc_ray.refresh.blocks import block_rows
 from bc_ray.store.npy import npy_matrix
 from bc_ray.store.parquet import embedding_matrix, from_parquet_bytes
 from bc_ray.store.state import FileRecord, TableRecord

@@ -113,10 +113,7 @@ def share_graph(graph: GraphTensors) -> tuple[ray.ObjectRef, GraphTensors]:
 def _measured(label: str, nodes: int, seconds: float, compute: float,
               config: RefreshConfig) -> StageResult:
     """A stage of Ray Data tasks: `compute` is their summed compute time, reported per slot."""
-    per_slot = compute / config.num_tasks
-    logger.info("%s: %d nodes in %.1fs (%.0f nodes/s; %.2fs of compute per task slot)", label,
-                nodes, seconds, nodes / seconds if seconds else 0.0, per_slot)
-    return StageResult(label, int(nodes), seconds, per_slot)
+    return StageResult(label, int(nodes), seconds, compute / config.num_tasks).logged()
 
 
 @dataclass(frozen=True)
@@ -265,7 +262,7 @@ class RefreshRun:
         values = ray.put(inputs)
         del inputs
         return layers, values, StageResult("layer0", graph.num_nodes,
-                                           time.perf_counter() - started)
+                                           time.perf_counter() - started).logged()
 
     def _carried(self, dim: int) -> ray.ObjectRef:
         """The previous tables by node (an incremental final stage copies the rows of nodes it

@@ -286,7 +286,7 @@ class PartitionedRefresh:
         self.caches.extend(caches for _, caches in done)
         return LayerPieces.of([o[1:] for o in outputs]), StageResult(
             label, nodes, time.perf_counter() - began,
-            sum(seconds for seconds, _ in done) / self.slots)
+            sum(seconds for seconds, _ in done) / self.slots).logged()
 
     def input_stage(self) -> tuple[LayerPieces, StageResult]:
         """h_0 by range: each task looks up its range's ID rows and features."""
@@ -327,7 +327,7 @@ class PartitionedRefresh:
         self.caches.extend(caches for _, _, caches in done)
         result = StageResult(f"layer{last}+write", self._recomputed(last),
                              time.perf_counter() - began,
-                             sum(seconds for seconds, _, _ in done) / self.slots)
+                             sum(seconds for seconds, _, _ in done) / self.slots).logged()
         return result, files
 
     def _range_rows(self, target: TableTarget, part: int) -> RangeRows:
@@ -370,7 +370,7 @@ def run_partitioned(config: RefreshConfig, warming: list[ray.ObjectRef] | None =
     try:
         began = time.perf_counter()
         run = PartitionedRefresh.open(config, adapt)
-        planned = StageResult("ranges", run.num_nodes, time.perf_counter() - began)
+        planned = StageResult("ranges", run.num_nodes, time.perf_counter() - began).logged()
         refresh_id = run.store.new_prefix("refresh").split("/", 1)[1]
         refreshed_at = datetime.now(timezone.utc)
         target = TableTarget.of(run.store, run.version.version, refresh_id, refreshed_at)

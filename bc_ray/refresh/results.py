@@ -7,10 +7,13 @@ with each table (without `rows`), the CLI prints it, and the lifecycle and bench
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from bc_ray.store.state import FileRecord
 from bc_ray.store.tables import ENTITIES, TableFiles
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,14 @@ class StageResult:
     nodes: int
     seconds: float
     compute_seconds: float | None = None  # None: computed by the driver
+
+    def logged(self) -> StageResult:
+        """This stage, said in the job's log as it ends: a long refresh's progress."""
+        compute = ("" if self.compute_seconds is None else
+                   f"; {self.compute_seconds:.2f}s of compute per task slot")
+        logger.info("%s: %d nodes in %.1fs (%.0f nodes/s%s)", self.label, self.nodes,
+                    self.seconds, self.nodes / self.seconds if self.seconds else 0.0, compute)
+        return self
 
     def to_dict(self) -> dict:
         numbers: dict = {"nodes": int(self.nodes), "seconds": round(self.seconds, 3)}

@@ -87,8 +87,6 @@ def node_memory(nodes: list[dict]) -> int | None:
     return int(max(sizes)) if sizes else None
 
 
-
-
 def node_store(nodes: list[dict]) -> int | None:
     """The roomiest alive node's object store (`object_store_memory`); None when none states
     it."""
@@ -102,8 +100,6 @@ def unpartitioned_fits(size: GraphSize, node_budget: int, store_budget: int | No
     in that node's object store."""
     return (HEADROOM * size.unpartitioned_bytes() <= node_budget
             and (store_budget is None or size.whole_bytes() <= store_budget))
-
-
 
 
 def choose_partitions(size: GraphSize, node_budget: int, slot_budget: int,

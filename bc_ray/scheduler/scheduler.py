@@ -24,13 +24,13 @@ from datetime import datetime, timezone
 from croniter import croniter
 
 from bc_ray.exceptions import ConfigError, LeaseHeldError
+from bc_ray.ingest.landing import ingest_landing
 from bc_ray.io import FileIO
 from bc_ray.redaction import redact
 from bc_ray.scheduler.config import KINDS, SchedulerConfig
 from bc_ray.scheduler.jobs import TERMINAL, RayJobs, entrypoint
 from bc_ray.scheduler.lease import Lease
 from bc_ray.scheduler.publish_from import external_current, pending, ready_folders, version_of
-from bc_ray.ingest.landing import ingest_landing
 from bc_ray.store.actions import RunRecorded, SchedulerConfigured
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store

@@ -9,7 +9,6 @@ from collections import defaultdict
 
 import numpy as np
 
-
 # Prometheus histogram buckets (ms): a transform answers in 1-5 ms, a lookup in about 1 ms.
 LATENCY_BUCKETS_MS = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
 # Each Ray metric call costs about a millisecond: a flush observes a bounded uniform sample.

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bc_ray.exceptions import ConfigError
+from bc_ray.store.actions import Action, DeltaMirrored, Hook, RetentionApplied
 from bc_ray.store.delta import current_tables, remove_legacy_log, sync
 from bc_ray.store.delta import logger as delta_logger
-from bc_ray.store.actions import Action, DeltaMirrored, Hook, RetentionApplied
 from bc_ray.store.state import DATA_ROOTS, DeltaMirror, StoreState, TableRecord, VersionRecord
 from bc_ray.store.store import (
     RetentionPolicy,

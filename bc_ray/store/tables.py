@@ -13,6 +13,7 @@ import pyarrow as pa
 from bc_ray import chain
 from bc_ray.exceptions import CorruptFileError, StoreError
 from bc_ray.memory import return_freed_memory
+from bc_ray.store.actions import RefreshPublished
 from bc_ray.store.parquet import (
     embedding_matrix,
     embedding_parquet_bytes,
@@ -21,7 +22,6 @@ from bc_ray.store.parquet import (
     parquet_row_groups,
     read_footer,
 )
-from bc_ray.store.actions import RefreshPublished
 from bc_ray.store.state import FileRecord, StoreState, TableRecord
 from bc_ray.store.store import Store
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-
 from typing import Any
 
 from bc_ray.core.family import ModelSpec

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 import uuid
+
 import torch
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer

@@ -3,6 +3,8 @@ which sorts and deduplicates the whole edge list in one process."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import polars as pl
 import pytest
@@ -109,15 +111,22 @@ def test_first_interactions_refuse_what_they_cannot_read(tmp_path, small_snapsho
 
 
 def test_a_partitioned_refresh_of_an_age_aware_model_equals_the_unpartitioned(ray_cluster,
-                                                                              tmp_path):
-    """Its driver finds the entities' ages by tasks (it read the whole edge list before)."""
+                                                                              tmp_path, caplog):
+    """Its driver finds the entities' ages by tasks (it read the whole edge list before), and
+    says each step as it ends."""
     store = _ingested_store(tmp_path, compacted=False)
     publish_model_version(store, load_snapshot(store), layers=2, mixing=True)
     run_refresh(RefreshConfig(store=store.uri, mode="full", block_nodes=64))
     expected = {e: read_embeddings(store.uri, e).sort("id") for e in ("user", "item")}
-    outcome = run_refresh(RefreshConfig(store=store.uri, mode="full", partitions=3,
-                                        block_nodes=64))
+    with caplog.at_level(logging.INFO, logger="bc_ray"):
+        outcome = run_refresh(RefreshConfig(store=store.uri, mode="full", partitions=3,
+                                            block_nodes=64))
     assert "3 node ranges" in outcome.reason
+    said = [r.getMessage().split(":")[0] for r in caplog.records if r.name.startswith("bc_ray")]
+    steps = ["first interactions", "ranges", "layer0", "layer1", "layer2+write", "refresh done"]
+    assert [m for m in said if m in steps] == steps, said
+    snapshot = load_snapshot(store)
+    assert f"layer1: {snapshot.num_users + snapshot.num_items} nodes in " in caplog.text
     for entity in ("user", "item"):
         again = read_embeddings(store.uri, entity).sort("id")
         assert again["id"].equals(expected[entity]["id"])

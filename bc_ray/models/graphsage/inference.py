@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from bc_ray.core.graph import Adjacency, GraphTensors
+from bc_ray.exceptions import ShapeError
 from bc_ray.models.graphsage.model import EmbeddingModel, LayerStack
 from bc_ray.models.graphsage.sampler import NeighborSampler
-from bc_ray.exceptions import ShapeError
 
 DEFAULT_CHUNK = 65_536
 
