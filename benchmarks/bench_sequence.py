@@ -14,9 +14,7 @@ Target: the Ray path takes at most 1.15x the plain process's time per epoch.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,7 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
 from bc_ray.core.registry import get_family  # noqa: E402
 from bc_ray.core.train_config import TrainConfig  # noqa: E402
 from bc_ray.core.version import split_evaluator, train_version  # noqa: E402
@@ -37,6 +34,7 @@ from bc_ray.store.snapshots import publish_snapshot  # noqa: E402
 from bc_ray.store.store import Store  # noqa: E402
 from bc_ray.train.config import GateConfig, TrainJobConfig  # noqa: E402
 from bc_ray.train.inputs import load_inputs  # noqa: E402
+from benchmarks.common import print_table, scratch_dir, write_json  # noqa: E402
 
 TARGET = 1.15
 
@@ -61,19 +59,6 @@ def ray_epochs(job: TrainJobConfig) -> tuple[list[dict], float, dict]:
     started = time.perf_counter()
     outcome = run_training(job)
     return outcome.history, time.perf_counter() - started, outcome.metrics
-
-
-def write_results(path: str | None, data: dict) -> None:
-    """Into `path`, or (by default) where every benchmark writes (`common.write_json`): a plain
-    run never overwrites the committed result."""
-    if path is None:
-        print(f"wrote {write_json('sequence-train-overhead', data)}")
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    data = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **data}
-    with open(path, "w") as handle:
-        json.dump(data, handle, indent=2, default=str)
-    print(f"wrote {path}")
 
 
 def main() -> None:
@@ -120,14 +105,14 @@ def main() -> None:
                 f"batch {args.batch_size}, {args.threads} threads, {args.epochs} epochs; "
                 f"target <= {TARGET}x)",
                 ["path", "s/epoch (median, steady)", "ratio vs plain", "start-up + driver"], rows)
-    write_results(args.out, {
+    print("wrote", write_json("sequence-train-overhead", {
         "edges": args.edges, "epochs": args.epochs, "spec": spec.to_dict(),
         "batch_size": args.batch_size, "threads": args.threads,
         "plain_epoch_seconds": [h["seconds"] for h in before + after],
         "ray_epoch_seconds": [h["seconds"] for h in on_ray],
         "plain_s_per_epoch": plain_s, "ray_s_per_epoch": ray_s, "ratio": ratio,
         "target": TARGET, "within_target": ratio <= TARGET, "ray_wall_s": wall,
-        "ray_recall_at_50": metrics.get("recall_at_50")})
+        "ray_recall_at_50": metrics.get("recall_at_50")}, args.out))
 
 
 if __name__ == "__main__":

@@ -46,9 +46,11 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
     return text
 
 
-def write_json(name: str, data: dict) -> str:
-    os.makedirs(OUT_DIR, exist_ok=True)
-    path = os.path.join(OUT_DIR, f"{name}.json")
+def write_json(name: str, data: dict, path: str | None = None) -> str:
+    """`data`, with the machine it ran on, as `name`.json where every benchmark writes (or
+    at `path`)."""
+    path = path or os.path.join(OUT_DIR, f"{name}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     data = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **data}
     with open(path, "w") as handle:
         json.dump(data, handle, indent=2, default=str)

@@ -5,8 +5,10 @@ bump plan their ranges by, without any process holding the edge list.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +22,7 @@ from bc_ray.partition.task_memory import HEADROOM, too_big
 from bc_ray.store.state import FileRecord, StoreState
 from bc_ray.store.store import Store
 
+T = TypeVar("T")
 READ_ROWS = 1 << 20  # edges per streamed record batch
 
 
@@ -118,17 +121,27 @@ def _degrees_task(files: EdgeFiles, index: int) -> tuple[np.ndarray, int]:
     return degrees, edges
 
 
-def per_file(task, files: EdgeFiles, *args, in_flight: int = 4) -> Iterator[tuple[int, object]]:
-    """(file index, `task.remote(files, index, *args)`'s result) for every file as they finish,
-    at most `in_flight` at once so that their results do not pile up in the object store."""
-    waiting = list(range(len(files.files)))
-    pending: dict[ray.ObjectRef, int] = {}
-    while waiting or pending:
-        while waiting and len(pending) < in_flight:
-            index = waiting.pop(0)
-            pending[task.remote(files, index, *args)] = index
+def as_finished(submit: Callable[[T], ray.ObjectRef], items: Iterable[T],
+                in_flight: int) -> Iterator[tuple[T, object]]:
+    """(item, the result of the task `submit(item)` starts) for every item as its task
+    finishes, at most `in_flight` at once so that their results do not pile up in the object
+    store."""
+    waiting = iter(items)
+    pending: dict[ray.ObjectRef, T] = {}
+    while True:
+        for item in itertools.islice(waiting, max(0, in_flight - len(pending))):
+            pending[submit(item)] = item
+        if not pending:
+            return
         [done], _ = ray.wait(list(pending))
         yield pending.pop(done), ray.get(done)
+
+
+def per_file(task, files: EdgeFiles, *args, in_flight: int = 4) -> Iterator[tuple[int, object]]:
+    """(file index, `task.remote(files, index, *args)`'s result) for every file as they finish
+    (`as_finished`)."""
+    return as_finished(lambda index: task.remote(files, index, *args),
+                       range(len(files.files)), in_flight)
 
 
 def count_degrees(files: EdgeFiles, cpus: float, budget: int | None,

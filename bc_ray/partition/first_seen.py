@@ -36,7 +36,7 @@ import ray
 from bc_ray.core.node_rows import owner_order
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.exceptions import ConfigError, DataError
-from bc_ray.partition.edge_files import EdgeFiles
+from bc_ray.partition.edge_files import EdgeFiles, as_finished
 from bc_ray.partition.task_memory import HEADROOM, MAX_PARTITIONS, MB
 from bc_ray.store.state import StoreState
 
@@ -150,10 +150,10 @@ def _send_task(files: EdgeFiles, index: int, first: int,
         position += batch.num_rows
     keys = Keys.concat(parts) if parts else Keys.empty()
     del parts  # the keys once, not twice
-    parts = bounds.size - 1
+    ranges = bounds.size - 1
     order, cuts = owner_order(
-        np.searchsorted(bounds, keys.of // files.num_items, side="right") - 1, parts)
-    pieces = [keys.take(order[cuts[r]:cuts[r + 1]]) for r in range(parts)]
+        np.searchsorted(bounds, keys.of // files.num_items, side="right") - 1, ranges)
+    pieces = [keys.take(order[cuts[r]:cuts[r + 1]]) for r in range(ranges)]
     return pieces if len(pieces) > 1 else pieces[0]  # Ray returns one object as it is
 
 
@@ -349,22 +349,19 @@ def _ranks(parts: list[Keys], runs: list, cpus: float) -> np.ndarray:
     ranks = np.zeros(by_ts.size, dtype=np.int64)
     task = _count_task.options(num_cpus=cpus,
                                memory=int(HEADROOM * _count_bytes(by_ts.size)))
+    # as many at once as can run: each result waits in the object store, 8 bytes a query
     in_flight = max(1, int(ray.cluster_resources().get("CPU", 1.0) // max(cpus, 1e-3)))
-    waiting, pending = list(runs), []
-    while waiting or pending:  # as many as can run: each result waits, 8 bytes a query
-        while waiting and len(pending) < in_flight:
-            pending.append(task.remote(waiting.pop(0), queries_ref))
-        for counts in _as_done(pending, 1):
-            ranks += counts
+    for _, counts in as_finished(lambda run: task.remote(run, queries_ref), runs, in_flight):
+        ranks += counts
     in_order = np.empty_like(ranks)
     in_order[by_ts] = ranks  # back from timestamp order
     return in_order
 
 
-def _as_done(refs: list[ray.ObjectRef], count: int | None = None) -> Iterator:
-    """Results as their tasks finish (`count` of them; all by default), each taken out of
-    `refs` as it comes, so that it goes from the object store once the caller is done."""
-    for _ in range(len(refs) if count is None else count):
+def _as_done(refs: list[ray.ObjectRef]) -> Iterator:
+    """Results as their tasks finish, each taken out of `refs` as it comes, so that it goes
+    from the object store once the caller is done."""
+    for _ in range(len(refs)):
         [done], _ = ray.wait(refs)
         refs.remove(done)
         yield ray.get(done)
