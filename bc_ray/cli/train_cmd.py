@@ -92,7 +92,9 @@ def train(
         "--sharded", help="GraphSAGE at scale: each worker holds only its range of users' and "
                           "items' edges, ID rows and alignment targets, and no process loads "
                           "the edge list (after version 0 it needs --targets stored; "
-                          "jointly aligned methods and non-bc).")] = _job("sharded"),
+                          "jointly aligned methods and non-bc). Each worker asks Ray for the "
+                          "memory its share needs; a cluster that cannot place them all is "
+                          "refused before any starts.")] = _job("sharded"),
     max_align_error_rel: Annotated[float, typer.Option(help="Gate: max relative alignment "
                                                             "error.")
                                    ] = GATE.max_align_error_rel,

@@ -1,7 +1,8 @@
 """What a Ray task may hold: its share of a node's Ray `memory` resource, the headroom a plan
 keeps above what it counts, and the error that says what helps when a plan does not fit (its
-remedies name `bc-ray refresh`'s options: the sharded bump plans without a budget). Plans are
-also bounded in their number of node ranges (`MAX_PARTITIONS`).
+remedies name `bc-ray refresh`'s options; the sharded bump's workers have their own plan,
+`train/worker_memory`). Plans are also bounded in their number of node ranges
+(`MAX_PARTITIONS`).
 """
 
 from __future__ import annotations

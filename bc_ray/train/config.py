@@ -77,6 +77,8 @@ class TrainJobConfig:
                 object.__setattr__(self, "model", self.spec.family)
         if self.num_workers < 0:
             raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if not self.cpus_per_worker > 0:
+            raise ConfigError(f"--cpus-per-worker must be positive, got {self.cpus_per_worker}")
         if not 0.0 < self.holdout < 0.5:
             raise ConfigError(f"--holdout must be in (0, 0.5), got {self.holdout}")
         if self.holdout_days <= 0:

@@ -61,7 +61,7 @@ from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.partition.edge_files import EdgeFiles, count_degrees_by_file
 from bc_ray.partition.first_seen import ages_need_edges, first_interactions
 from bc_ray.partition.model_source import ModelSource
-from bc_ray.partition.task_memory import slot_memory
+from bc_ray.partition.task_memory import MB, slot_memory
 from bc_ray.store.snapshots import load_entities
 from bc_ray.store.state import StoreState, VersionRecord
 from bc_ray.store.store import Store
@@ -82,6 +82,7 @@ from bc_ray.train.loop import (
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
+from bc_ray.train.worker_memory import WorkerMemory, plan_worker_memory
 
 logger = logging.getLogger(__name__)
 RESULT_FILE = "sharded-bump.pt"  # B_k, the gate's scores and the history
@@ -100,6 +101,7 @@ class ShardedBump:
     amplifiers: list[torch.Tensor] | None  # multi-step alignment's W_{k-1}^j
     checkpoint_every: int = 5
     fault: FaultInjection | None = None  # tests: a worker that crashes once
+    memory: WorkerMemory | None = None  # what each worker holds and asks Ray for
 
 
 def _check(job: TrainJobConfig, method: Method, parent: VersionRecord | None) -> None:
@@ -443,9 +445,14 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
     width = row_bytes(spec, target_dim, job.train.id_optimizer)
     owners = plan_owners(files, job.num_workers, width, job.train.user_uniform,
                          degrees=degrees)
+    memory = plan_worker_memory(owners, degrees, width, job.cpus_per_worker, ray.nodes(),
+                                parent is not None)
     held = held_out_split(files, degrees, job.holdout_days, job.holdout, job.train.seed,
                           job.max_eval_users)
-    logger.info("sharded bump: %d workers, held out %s: %d edges of %d test users", job.num_workers,
+    logger.info("sharded bump: %d workers, each holding up to %.0f MB of rows (asking Ray for "
+                "%s), held out %s: %d edges of %d test users", job.num_workers,
+                max(memory.state) / MB,
+                "no memory" if memory.request is None else f"{memory.request / MB:,.0f} MB",
                 held.window, held.eval_user.numel(), held.test_users.numel())
     source = None
     if parent is not None and not parent.external:
@@ -459,7 +466,7 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
             1.0, ray.nodes()), ranges=job.num_workers, at=[held.start])
         run = dataclasses.replace(run, now=float(found.t_at[0]), first_seen=ray.put(found))
     return ShardedBump(run, held, method, parent, source, amplifiers, job.checkpoint_every,
-                       job.fault)
+                       job.fault, memory)
 
 
 def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
@@ -478,7 +485,8 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     result = run_trainer(TorchTrainer(
         sharded_bump_per_worker, train_loop_config={"bump": bump},
         scaling_config=ScalingConfig(num_workers=job.num_workers,
-                                     resources_per_worker={"CPU": job.cpus_per_worker}),
+                                     resources_per_worker={"CPU": job.cpus_per_worker,
+                                                           **bump.memory.resources}),
         run_config=run_config(store, name, job)))
     if result.error is not None:
         raise TrainingError(f"sharded training run {name} failed: {result.error}")
@@ -499,6 +507,7 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
                    "num_workers": job.num_workers,
                    "worker_graph_bytes": [int(b) for b in result.metrics["worker_graph_bytes"]],
                    "worker_id_bytes": [int(b) for b in result.metrics["worker_id_bytes"]],
+                   "worker_planned_bytes": list(bump.memory.state),
                    "worker_nodes": result.metrics["worker_nodes"]}
         reasons = gate(metrics, job.gate)
         # The model file goes into the store from its mapped pages: the driver never holds

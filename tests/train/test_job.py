@@ -121,6 +121,8 @@ def test_bad_requests_fail_before_any_worker_starts(ray_cluster, small_snapshot,
         run_training(_job(uri, method="finetune-m0", spec=VersionSpec(hidden_dim=40)))
     with pytest.raises(ConfigError, match="--max-eval-users must be >= 0"):
         _job(uri, max_eval_users=-1)
+    with pytest.raises(ConfigError, match="--cpus-per-worker must be positive"):
+        _job(uri, cpus_per_worker=0)
 
 
 def _report_poll(config: dict) -> None:

@@ -73,6 +73,10 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     for day, frame in enumerate(days[:3]):
         ingest(store, BatchInput(edges=put(store, f"landing/d{day}.parquet", frame)), MAPPING)
 
+    # Workers whose rows no node can hold (16M-wide ID rows with Adam's moments: ~200 MB a
+    # node) are refused by the driver, before any starts, instead of killed within their steps.
+    with pytest.raises(ConfigError, match=r"peaks near 1.8x that.*--id-optimizer"):
+        run_training(_job(uri, spec=VersionSpec(hidden_dim=1 << 24)))
     before = checkpoint_folders()
     first = run_training(_job(uri, checkpoint_every=1))
     assert first.status == "published", first.reasons
@@ -81,6 +85,11 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     assert first.metrics["recall_at_50"] == pytest.approx(expected["recall_at_50"], abs=1e-6)
     graph_bytes = first.metrics["worker_graph_bytes"]
     assert len(graph_bytes) == 2 and max(graph_bytes) < 0.75 * sum(graph_bytes)
+    # What the driver planned each worker to hold bounds what it held (its CSR rows hold each
+    # pair once and no held-out edge, which the plan's degrees count).
+    held = [int(g) + int(i) for g, i in zip(graph_bytes, first.metrics["worker_id_bytes"])]
+    planned = first.metrics["worker_planned_bytes"]
+    assert all(h <= p < 2 * h for h, p in zip(held, planned)), (held, planned)
     with pytest.raises(TrainingError, match="have not been refreshed: run `bc-ray refresh`"):
         run_training(_job(uri))  # refused by the driver, before any worker reads the tables
     run_refresh(RefreshConfig(store=uri, mode="full", num_tasks=1, block_nodes=256))
