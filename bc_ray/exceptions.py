@@ -40,6 +40,11 @@ class NotFoundError(StoreError):
     """A version, snapshot or table asked for does not exist in the store."""
 
 
+class UnmirrorableError(StoreError):
+    """The store's tables cannot be shown as its one Delta table (user and item ids of different
+    types): no retry helps, only another way to read them."""
+
+
 class StorageAccessError(StoreError):
     """The object store refused or failed a read (credentials, permissions, endpoint)."""
 

@@ -15,7 +15,7 @@ import typer
 
 from bc_ray.core.family import ModelFamily
 from bc_ray.core.registry import get_family
-from bc_ray.exceptions import ConfigError
+from bc_ray.exceptions import ConfigError, NotFoundError
 
 StoreOption = Annotated[str, typer.Option(
     "--store", envvar="BC_RAY_STORE",
@@ -43,6 +43,17 @@ def open_store(uri: str):
     from bc_ray.store.store import Store
 
     return Store(uri)
+
+
+def open_written_store(uri: str):
+    """The store at `uri`, which something has written: the commands that read one (or act on
+    what it holds) say so of a path with nothing there, most often a typo, instead of finding
+    an empty store."""
+    store = open_store(uri)
+    if store.state().seq < 0:
+        raise NotFoundError(f"no store at {uri}: nothing has been written there (check the "
+                            "path; `bc-ray data ingest` or `bc-ray data synth` makes one)")
+    return store
 
 
 def default_of(config: type, name: str) -> Any:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import JsonOption, StoreOption, open_store
+from bc_ray.cli.common import JsonOption, StoreOption, open_store, open_written_store
 from bc_ray.cli.landing_options import (
     LAllowOld,
     Landing,
@@ -187,7 +187,7 @@ def info(
     from bc_ray.store.batches import batches_summary
     from bc_ray.store.snapshots import load_snapshot
 
-    opened = open_store(store)
+    opened = open_written_store(store)
     state = opened.state()
     snapshot = load_snapshot(opened, snapshot_id, state=state)
     summary = summarize(snapshot)

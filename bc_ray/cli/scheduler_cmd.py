@@ -7,7 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import JsonOption, StoreOption, default_of, open_store, option_group
+from bc_ray.cli.common import (
+    JsonOption,
+    StoreOption,
+    default_of,
+    open_written_store,
+    option_group,
+)
 from bc_ray.cli.landing_options import (
     LAllowOld,
     Landing,
@@ -146,5 +152,5 @@ def status(store: StoreOption, as_json: JsonOption = False) -> None:
     """Current version, last refresh, last and next scheduled runs, recent failures."""
     from bc_ray.scheduler.status import summarize
 
-    summary = summarize(open_store(store))
+    summary = summarize(open_written_store(store))
     emit(summary, as_json, key_values(summary))

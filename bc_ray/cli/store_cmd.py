@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import JsonOption, StoreOption, open_store
+from bc_ray.cli.common import JsonOption, StoreOption, open_store, open_written_store
 from bc_ray.cli.output import emit
 from bc_ray.render import table
 
@@ -32,7 +32,7 @@ def versions_summary(state) -> list[dict]:
 def versions(store: StoreOption,
              as_json: JsonOption = False) -> None:
     """Every version: dimension, status, creation time, metrics, tables, which is current."""
-    rows = versions_summary(open_store(store).state())
+    rows = versions_summary(open_written_store(store).state())
     text = table([[("* " if r["current"] else "  ") + str(r["version"]), r["status"], r["dim"],
                    r["family"], r["method"], r["created_at"][:19], r["recall_at_50"],
                    r["align_error_rel"],
@@ -85,7 +85,7 @@ def gc(store: StoreOption,
     files left inside a referenced one by a retention or compaction that was killed."""
     from bc_ray.store.maintenance import apply_retention, collect_garbage
 
-    target = open_store(store)
+    target = open_written_store(store)
     orphans = collect_garbage(target, grace_seconds=grace, force=force)
     retention = apply_retention(target)
     typer.echo(f"retention: {len(retention.tables)} table(s), {len(retention.models)} "
@@ -104,7 +104,7 @@ def rollback(store: StoreOption,
     Serve and readers follow on their next poll; the next bump trains against it."""
     from bc_ray.store.versions import rollback_version
 
-    target = open_store(store)
+    target = open_written_store(store)
     lineage = target.state().lineage()
     record = rollback_version(target, to, reason)
     undone = [v for v in lineage if v > record.version]
@@ -164,7 +164,7 @@ def mirror(store: StoreOption) -> None:
     from bc_ray.store.delta import delta_uri
     from bc_ray.store.maintenance import mirror_embeddings
 
-    target = open_store(store)
+    target = open_written_store(store)
     version = mirror_embeddings(target)
     typer.echo("no embedding tables yet" if version is None
                else f"Delta table at {delta_uri(target)}: version {version}")

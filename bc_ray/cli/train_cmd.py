@@ -13,6 +13,7 @@ from bc_ray.cli.common import (
     StoreOption,
     default_of,
     model_family,
+    open_written_store,
 )
 from bc_ray.cli.output import emit
 from bc_ray.core.registry import DEFAULT_FAMILY
@@ -114,6 +115,7 @@ def train(
 ) -> None:
     """Train M_k jointly with B_k, score it on held-out edges, gate it, and publish it."""
     from bc_ray.cluster import connect
+    from bc_ray.train.inputs import resolve_method
     from bc_ray.train.job import run_training
 
     if spec and model is None:  # a spec is read by its family: without --model, GraphSAGE's
@@ -135,10 +137,17 @@ def train(
         gate=dataclasses.replace(GATE, max_align_error_rel=max_align_error_rel,
                                  min_recall_vs_parent=min_recall_vs_parent),
         checkpoint_every=checkpoint_every, max_failures=max_failures)
+    resolve_method(method)  # what is said without a cluster is said before one starts
+    open_written_store(store).state().snapshot()
     connect(address)
     outcome = run_training(job)
     summary = {"version": outcome.version, "status": outcome.status, "reasons": outcome.reasons,
                **{k: v for k, v in outcome.metrics.items() if k != "param_checksums"}}
     emit(summary, as_json, key_values(summary))
-    if outcome.status != "published" and fail_on_reject:
-        raise typer.Exit(code=3)
+    if outcome.status != "published":
+        typer.echo(f"the gate rejected version {outcome.version} (the current version stays "
+                   "served): train longer (--epochs, --max-steps), align harder (--lam), or, "
+                   "where the gate is too strict for this data, loosen it "
+                   "(--max-align-error-rel, --min-recall-vs-parent)", err=True)
+        if fail_on_reject:
+            raise typer.Exit(code=3)

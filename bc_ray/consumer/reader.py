@@ -35,8 +35,10 @@ def source_table(state: StoreState, entity: str, version: int | None,
         # new version's first refresh lands (source_version says which)
         refreshed = [v for v in lineage if state.table(v, entity) is not None]
         target = refreshed[-1] if refreshed else lineage[-1]
+    elif isinstance(version, bool) or not isinstance(version, (int, np.integer)):
+        raise ConfigError(f"version must be an integer (or None: the newest), got {version!r}")
     else:
-        target = version
+        target = int(version)
     if target not in lineage:
         raise NotFoundError(f"version {target} is not a published version on the current lineage "
                             f"{lineage}")

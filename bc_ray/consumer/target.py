@@ -4,8 +4,9 @@ An export inside the store replaces the store's own files (a Delta export at the
 overwrote the store's Delta table); an export around the store makes the store part of a Delta
 table whose VACUUM would delete it. The same place has many spellings (trailing or doubled
 slashes, `file://` or a bare path, `..`, a symlink), so both sides are compared in one
-canonical form. A Parquet export onto a folder, or a Delta export onto a file or onto a folder
-of other files, is refused before anything is read or written.
+canonical form. A Parquet export onto a folder (or a path spelled as one, with a trailing
+slash), or a Delta export onto a file or onto a folder of other files, is refused before
+anything is read or written.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ class ExportTarget:
     @classmethod
     def parquet(cls, store_uri: str, out: str, options: StorageOptions | None) -> ExportTarget:
         target = cls._checked(store_uri, out, options)
-        if target.io.fs.isdir(target.io.path()):
-            raise ConfigError(f"--out {out} is a folder: give the Parquet file's path (e.g. "
+        if out.endswith("/") or target.io.fs.isdir(target.io.path()):
+            raise ConfigError(f"--out {out} names a folder: give the Parquet file's path (e.g. "
                               f"{out.rstrip('/')}/items.parquet), or use --format delta")
         return target
 

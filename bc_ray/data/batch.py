@@ -185,6 +185,21 @@ def _ratings(frame: pl.DataFrame, column: str | None, path: str) -> pl.Series:
     return stored.alias("rating")
 
 
+# A date whose day and month come first in an order its text does not say (05/11/2026, 5.11.26):
+# a parser must guess, and a guess that is wrong for days up to 12 reads without an error.
+AMBIGUOUS_DATE = r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(\D|$)"
+
+
+def _refuse_ambiguous_dates(text: pl.Series, path: str, column: str) -> None:
+    ambiguous = text.str.contains(AMBIGUOUS_DATE)
+    if ambiguous.any():
+        example = text.filter(ambiguous)[0]
+        raise DataError(f"{int(ambiguous.sum())} time values are dates whose day and month "
+                        f"could come in either order (e.g. {example!r}): write them as ISO "
+                        "8601 (2026-11-05 or 2026-11-05T08:10:00Z; UTC where no zone is given) "
+                        "or unix seconds", path=path, column=column)
+
+
 def _timestamps(series: pl.Series, unit: str, path: str, window: TimeWindow) -> pl.Series:
     """Unix seconds from integers (s or ms), datetimes, dates or text holding either."""
     column = series.name
@@ -193,6 +208,7 @@ def _timestamps(series: pl.Series, unit: str, path: str, window: TimeWindow) -> 
                         path=path, column=column)
     if series.dtype == pl.String:
         text = series.str.strip_chars()
+        _refuse_ambiguous_dates(text, path, column)
         numbers = _epoch_numbers(text.cast(pl.Float64, strict=False), unit)
         dates = text.str.to_datetime(strict=False, time_zone="UTC").dt.epoch("s")
         seconds = numbers.fill_null(dates)

@@ -46,8 +46,10 @@ def ingest(store: Store, request: BatchInput, mapping: ColumnMapping, batch_id: 
         return already_ingested(state, batch_id)
     _check_corrects(state, corrects)
     raw = _without_corrected(store, state, read_batch(request, mapping, files), corrects)
-    logger.info("read %d interaction rows from %d file(s); %d exact duplicates dropped",
-                raw.counts["rows_read"], len(raw.sources), raw.counts["duplicates_dropped"])
+    logger.info("read %d interaction rows from %d file(s) (and %d entity file(s)); %d exact "
+                "duplicates dropped", raw.counts["rows_read"],
+                sum(s["role"] == "edges" for s in raw.sources),
+                sum(s["role"] != "edges" for s in raw.sources), raw.counts["duplicates_dropped"])
     batch_id = batch_id or raw.default_id
     for attempt in range(attempts):
         if batch_id in state.batches:

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import bc_ray
-from bc_ray.exceptions import StoreError
+from bc_ray.exceptions import StoreError, UnmirrorableError
 from bc_ray.io import StorageOptions
 from bc_ray.store.parquet import embedding_parquet_bytes, has_arrow_schema, read_footer
 from bc_ray.store.state import FileRecord, StoreState, TableRecord
@@ -274,8 +274,10 @@ def _schema_and_actions(store: Store, files: list[MirroredFile],
         actions.append(AddAction(file.path, sizes[file.path], {"entity": file.entity}, now_ms,
                                  True, json.dumps(_stats(metadata))))
     if len(id_types) > 1:
-        raise StoreError(f"user and item ids have different types ({sorted(map(str, id_types))});"
-                         " one Delta table partitioned by entity needs one id type")
+        raise UnmirrorableError(
+            f"user and item ids have different types ({sorted(map(str, id_types))}): one Delta "
+            "table partitioned by entity needs one id type; read the tables through bc_ray "
+            "(read_embeddings, Serve) or export one entity at a time (bc-ray export --entity)")
     return table_schema(id_types.pop()), actions
 
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bc_ray.exceptions import ConfigError
+from bc_ray.exceptions import ConfigError, UnmirrorableError
 from bc_ray.store.actions import Action, DeltaMirrored, Hook, RetentionApplied
 from bc_ray.store.delta import current_tables, remove_legacy_log, sync
 from bc_ray.store.delta import logger as delta_logger
@@ -58,6 +58,8 @@ def mirror_quietly(store: Store) -> None:
     watch for it."""
     try:
         mirror_embeddings(store)
+    except UnmirrorableError as exc:
+        delta_logger.warning("the store has no Delta view (%s)", exc)
     except Exception as exc:  # noqa: BLE001 - the commit it follows has landed: never raise
         delta_logger.warning("the Delta view was not updated (%s); readers of bc_ray's log are "
                              "unaffected, run `bc-ray store mirror` to retry", exc)

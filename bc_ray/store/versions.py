@@ -246,9 +246,10 @@ def model_record(record: VersionRecord) -> FileRecord:
 
 
 def check_refreshable(state: StoreState) -> None:
-    """Refuse, before any cluster work, a refresh of a current version that `bc-ray publish`
-    made: it has no model, so its next embeddings come through `publish`."""
-    if state.current_version is None or not state.version().external:
+    """Refuse, before any cluster work, a refresh of a store with no current version, or of
+    one that `bc-ray publish` made: it has no model, so its next embeddings come through
+    `publish`."""
+    if not state.version().external:
         return
     raise StoreError(f"version {state.current_version} was published from embeddings made "
                      "elsewhere (`bc-ray publish`): it has no model to refresh with; publish "

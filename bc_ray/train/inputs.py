@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from bc_ray.core.family import ModelFamily, ModelSpec
-from bc_ray.core.methods import Method, get_method
+from bc_ray.core.methods import METHODS, Method, get_method
 from bc_ray.core.registry import DEFAULT_FAMILY, get_family
 from bc_ray.core.splits import PeriodSplit, period_split
 from bc_ray.core.version import PreviousVersion, StoredTargets, TablesOnly
@@ -38,9 +38,18 @@ class JobInputs:
     previous: PreviousVersion | None
 
 
+def trainable(method: Method) -> bool:
+    """A way to train a new version, not a benchmark's baseline."""
+    return method.model in TRAINABLE and method.name != "keep-all"
+
+
 def resolve_method(name: str) -> Method:
-    method = get_method(name)
-    if method.model not in TRAINABLE or method.name == "keep-all":
+    try:
+        method = get_method(name)
+    except ConfigError:
+        choices = sorted(m.name for m in METHODS.values() if trainable(m))
+        raise ConfigError(f"unknown method {name!r}; choose one of {choices}") from None
+    if not trainable(method):
         raise ConfigError(f"{method.title} is a benchmark baseline, not a way to train a new "
                           "version; use bc-aligner (or another variant)")
     return method

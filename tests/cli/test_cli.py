@@ -48,6 +48,36 @@ def test_errors_are_one_clear_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_path_with_no_store_and_a_mistyped_method_are_said_before_a_cluster_starts(tmp_path):
+    """Each in a bare process that starts no Ray cluster (one would take seconds to start, and
+    print its own warnings, before the error)."""
+    missing = f"file://{tmp_path}/no-such-store"
+    synth = runner.invoke(app, ["data", "synth", "--store", f"file://{tmp_path}/store",
+                                "--users", "50", "--items", "40", "--edges", "400"])
+    assert synth.exit_code == 0, synth.output
+    check = ("import sys, runpy; sys.argv = ['bc-ray'] + sys.argv[1:]\n"
+             "try:\n    runpy.run_module('bc_ray.cli.main', run_name='__main__')\n"
+             "finally:\n    ray = sys.modules.get('ray')\n"
+             "    print('a cluster' if ray and ray.is_initialized() else 'no cluster', "
+             "file=sys.stderr)")
+    for args, said in [
+            (["versions", "--store", missing], f"no store at {missing}"),
+            (["refresh", "--store", missing], f"no store at {missing}"),
+            (["train", "--store", missing], f"no store at {missing}"),
+            (["data", "info", "--store", missing], f"no store at {missing}"),
+            (["refresh", "--store", f"file://{tmp_path}/store"], "no published version yet"),
+            (["train", "--store", f"file://{tmp_path}/store", "--method", "bc-alligner"],
+             "unknown method 'bc-alligner'; choose one of ['bc-aligner',")]:
+        done = subprocess.run([sys.executable, "-c", check, *args], capture_output=True,
+                              text=True)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert lines[0].startswith("error: ") and said in lines[0], (args, lines)
+        assert lines[1:] == ["no cluster"], (args, lines)  # one line, and no cluster started
+    listed = done.stderr.split("choose one of", 1)[1]
+    assert "popularity" not in listed and "keep-all" not in listed  # baselines it refuses
+
+
 def test_benchmark_rejects_bad_counts_before_any_work(tmp_path):
     from bc_ray.experiments.lambdas import LAM_RULE
 

@@ -83,7 +83,7 @@ def test_a_parquet_export_onto_a_folder_is_one_line_and_leaves_nothing(tmp_path)
     for _ in range(2):
         done = cli("export", "--store", store_uri, "--out", str(folder))
         assert done.returncode == 2, done.stdout + done.stderr
-        assert done.stderr.strip().count("\n") == 0 and "is a folder" in done.stderr
+        assert done.stderr.strip().count("\n") == 0 and "names a folder" in done.stderr
         assert "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "store"]
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
@@ -105,8 +105,11 @@ def test_an_export_onto_the_wrong_kind_of_place_is_refused(store_uri, tmp_path):
         export_delta(store_uri, f"{base}/items.parquet", version=0)
     with pytest.raises(ConfigError, match="not a Delta table"):
         export_delta(store_uri, f"{base}/folder", version=0)
-    with pytest.raises(ConfigError, match="is a folder"):  # a Parquet file onto it neither
+    with pytest.raises(ConfigError, match="names a folder"):  # a Parquet file onto it neither
         export_embeddings(store_uri, f"{base}/folder/", "item", version=0)
+    with pytest.raises(ConfigError, match="names a folder"):  # nor onto a new one's spelling
+        export_embeddings(store_uri, f"{base}/new-folder/", "item", version=0)
+    assert not io.exists("new-folder")
     assert io.list_dir("folder") == ["notes.txt"]
     assert io.read_bytes("items.parquet") == b"not a table"
     for _ in range(2):  # a new folder, then the folder of that earlier export: both fine

@@ -52,6 +52,10 @@ def test_clear_errors(store_uri):
         read_embeddings(store_uri, "item", version=7)
     with pytest.raises(ConfigError, match="entity"):
         read_embeddings(store_uri, "movie")
+    for wrong in ("0", 0.0, True):  # a version typed as text (or a float, a flag) says so
+        with pytest.raises(ConfigError, match=f"version must be an integer.*got {wrong!r}"):
+            read_embeddings(store_uri, "item", version=wrong)
+    assert read_embeddings(store_uri, "item", version=np.int64(0)).height == 10
 
 
 def test_consumer_api_imports_neither_ray_nor_torch(tmp_path):

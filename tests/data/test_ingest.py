@@ -153,6 +153,10 @@ BAD_INPUTS = {
                  "1 of 2 rows have a null or empty id"),
     "bad time": (day(["a", "b"], ["x", "y"], ["2026-11-22", "yesterday"], ["1", "2"]), "csv",
                  "1 time values cannot be parsed"),
+    "day or month first": (day(["a", "b"], ["x", "y"], ["2026-11-22", "05/11/2026 08:10"],
+                                ["1", "2"]), "csv",
+                           "1 time values are dates whose day and month could come in either "
+                           "order (e.g. '05/11/2026 08:10')"),
     "millis as seconds": (day(["a"], ["x"], [1_700_000_000_000], [1.0]), "parquet",
                           "milliseconds? pass --time-unit ms"),
     "text rating": (day(["a", "b"], ["x", "y"], ["1700000000"] * 2, ["4", "good"]), "csv",
