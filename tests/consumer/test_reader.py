@@ -47,6 +47,8 @@ def test_scan_equals_read_and_export(store_uri, tmp_path):
 
 
 def test_clear_errors(store_uri):
+    with pytest.raises(NotFoundError, match=f"no store at {store_uri}-typo"):
+        read_embeddings(f"{store_uri}-typo", "item")
     store_with_chain(store_uri, [8, 5], rows=10)
     with pytest.raises(NotFoundError, match="version 7"):
         read_embeddings(store_uri, "item", version=7)
