@@ -12,8 +12,16 @@ def format_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(format_value(v) for v in value)
     if isinstance(value, dict):
-        return ", ".join(f"{k}={format_value(v)}" for k, v in value.items())
+        return ", ".join(f"{k}={_within(v)}" for k, v in value.items())
     return "-" if value is None else str(value)
+
+
+def _within(value: Any) -> str:
+    """A value inside a dict: a dict, or a list of several parts, in parentheses, so that
+    `user=(version=2, rows=5), item=(version=2)` reads as two entries, not three."""
+    text = format_value(value)
+    nested = isinstance(value, dict) or (isinstance(value, (list, tuple)) and len(value) > 1)
+    return f"({text})" if nested and value else text
 
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:

@@ -27,7 +27,7 @@ def shares(owners, degrees, spec, target_dim: int, optimizer: str) -> list[dict]
     """Each worker's rows, part by part, and their sum as the bump's plan counts it."""
     from bc_ray.core.sparse_rows import id_state_floats
     from bc_ray.train.sharded import row_bytes
-    from bc_ray.train.worker_memory import worker_state_bytes
+    from bc_ray.train.worker_memory import CSR_BYTES, worker_state_bytes
 
     state = worker_state_bytes(owners, degrees, row_bytes(spec, target_dim, optimizer))
     rows = []
@@ -39,7 +39,7 @@ def shares(owners, degrees, spec, target_dim: int, optimizer: str) -> list[dict]
                      "id_mb": count * (spec.hidden_dim
                                        + id_state_floats(optimizer, spec.hidden_dim)) * 4 / MB,
                      "targets_mb": count * target_dim * 4 / MB,
-                     "csr_mb": 8 * (ends + count) / MB, "state_mb": state[rank] / MB,
+                     "csr_mb": CSR_BYTES * (ends + count) / MB, "state_mb": state[rank] / MB,
                      "layer_mb": count * spec.hidden_dim * 4 / MB})
     return rows
 
@@ -60,7 +60,12 @@ def main() -> None:
     from bc_ray.store.snapshots import load_entities
     from bc_ray.store.store import Store
     from bc_ray.train.sharded import plan_owners, row_bytes
-    from bc_ray.train.worker_memory import plan_worker_memory
+    from bc_ray.train.worker_memory import (
+        PEAK_OVER_STATE,
+        placeable,
+        plan_worker_memory,
+        worker_state_bytes,
+    )
 
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
              object_store_memory=int(args.object_store_gb * 2**30), logging_level=logging.ERROR)
@@ -79,8 +84,11 @@ def main() -> None:
         try:
             planned = plan_worker_memory(owners, degrees, width, 1.0, ray.nodes(), True)
             verdict = f"each asks {planned.request / MB:,.0f}"
-        except ConfigError as refused:
-            verdict = "refused: " + str(refused).split("; the cluster ", 1)[1].split(":", 1)[0]
+        except ConfigError:
+            state = worker_state_bytes(owners, degrees, width)
+            placed = placeable(1.0, int(PEAK_OVER_STATE * max(state)), ray.nodes())
+            verdict = (f"refused: {placed} of {args.workers} placed; together "
+                       f"{PEAK_OVER_STATE * sum(state) / MB:,.0f} against {node_mb:,.0f}")
         rows += [{**share, "plan": verdict} for share in shares(owners, degrees, spec,
                                                                 version.dim, optimizer)]
     ray.shutdown()

@@ -15,7 +15,7 @@ import typer
 
 from bc_ray.core.family import ModelFamily
 from bc_ray.core.registry import get_family
-from bc_ray.exceptions import ConfigError, NotFoundError
+from bc_ray.exceptions import ConfigError
 
 StoreOption = Annotated[str, typer.Option(
     "--store", envvar="BC_RAY_STORE",
@@ -46,13 +46,10 @@ def open_store(uri: str):
 
 
 def open_written_store(uri: str):
-    """The store at `uri`, which something has written: the commands that read one (or act on
-    what it holds) say so of a path with nothing there, most often a typo, instead of finding
-    an empty store."""
+    """The store at `uri`, which something has written (`Store.written_state`): for the
+    commands that act on what a store holds."""
     store = open_store(uri)
-    if store.state().seq < 0:
-        raise NotFoundError(f"no store at {uri}: nothing has been written there (check the "
-                            "path; `bc-ray data ingest` or `bc-ray data synth` makes one)")
+    store.written_state()
     return store
 
 

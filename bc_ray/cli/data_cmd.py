@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import JsonOption, StoreOption, open_store, open_written_store
+from bc_ray.cli.common import JsonOption, StoreOption, open_store
 from bc_ray.cli.landing_options import (
     LAllowOld,
     Landing,
@@ -24,6 +24,7 @@ from bc_ray.cli.landing_options import (
     report_text,
 )
 from bc_ray.cli.output import emit
+from bc_ray.data.info import iso_time
 from bc_ray.data.mapping import ColumnMapping
 from bc_ray.render import key_values
 
@@ -91,7 +92,10 @@ def ingest(
         headline = f"batch {outcome.batch_id} is already in the store: nothing changed"
     else:
         headline = f"ingested batch {outcome.batch_id} as snapshot {outcome.snapshot_id}"
-    emit(summary, as_json, f"{headline}\n{key_values(summary)}")
+    shown = dict(summary)  # unix seconds in JSON, as the log keeps them; dates as `data info`
+    if "time_range" in shown:
+        shown["time_range"] = [iso_time(t) for t in shown["time_range"]]
+    emit(summary, as_json, f"{headline}\n{key_values(shown)}")
 
 
 @app.command("land")
@@ -187,8 +191,8 @@ def info(
     from bc_ray.store.batches import batches_summary
     from bc_ray.store.snapshots import load_snapshot
 
-    opened = open_written_store(store)
-    state = opened.state()
+    opened = open_store(store)
+    state = opened.written_state()
     snapshot = load_snapshot(opened, snapshot_id, state=state)
     summary = summarize(snapshot)
     if snapshot.grows:

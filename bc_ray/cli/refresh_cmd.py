@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import JsonOption, StoreOption, default_of, open_written_store
+from bc_ray.cli.common import JsonOption, StoreOption, default_of, open_store
 from bc_ray.cli.output import emit
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.render import key_values
@@ -62,7 +62,7 @@ def refresh(
         num_tasks=_renamed(num_tasks, num_actors, "num_tasks"),
         cpus_per_task=_renamed(cpus_per_task, cpus_per_actor, "cpus_per_task"),
         use_gpu=use_gpu, block_nodes=block_nodes, partitions=partitions)
-    check_refreshable(open_written_store(store).state())
+    check_refreshable(open_store(store).written_state())
     connect(address)
     # The tasks' processes start (and import torch) while this one imports the refresh.
     warming = start_task_processes(config)

@@ -32,7 +32,7 @@ def versions_summary(state) -> list[dict]:
 def versions(store: StoreOption,
              as_json: JsonOption = False) -> None:
     """Every version: dimension, status, creation time, metrics, tables, which is current."""
-    rows = versions_summary(open_written_store(store).state())
+    rows = versions_summary(open_store(store).written_state())
     text = table([[("* " if r["current"] else "  ") + str(r["version"]), r["status"], r["dim"],
                    r["family"], r["method"], r["created_at"][:19], r["recall_at_50"],
                    r["align_error_rel"],
@@ -85,7 +85,7 @@ def gc(store: StoreOption,
     files left inside a referenced one by a retention or compaction that was killed."""
     from bc_ray.store.maintenance import apply_retention, collect_garbage
 
-    target = open_written_store(store)
+    target = open_store(store)  # also a first writer's staged files, before any commit
     orphans = collect_garbage(target, grace_seconds=grace, force=force)
     retention = apply_retention(target)
     typer.echo(f"retention: {len(retention.tables)} table(s), {len(retention.models)} "

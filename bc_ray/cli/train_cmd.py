@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -13,13 +13,16 @@ from bc_ray.cli.common import (
     StoreOption,
     default_of,
     model_family,
-    open_written_store,
+    open_store,
 )
 from bc_ray.cli.output import emit
 from bc_ray.core.registry import DEFAULT_FAMILY
 from bc_ray.exceptions import ConfigError
 from bc_ray.render import key_values
 from bc_ray.train.config import TrainJobConfig
+
+if TYPE_CHECKING:
+    from bc_ray.train.runs import TrainOutcome
 
 # What a training job takes for an option not given: the options' defaults are these.
 TRAIN = default_of(TrainJobConfig, "train")
@@ -138,9 +141,13 @@ def train(
                                  min_recall_vs_parent=min_recall_vs_parent),
         checkpoint_every=checkpoint_every, max_failures=max_failures)
     resolve_method(method)  # what is said without a cluster is said before one starts
-    open_written_store(store).state().snapshot()
+    open_store(store).written_state().snapshot()
     connect(address)
-    outcome = run_training(job)
+    _report(run_training(job), as_json, fail_on_reject)
+
+
+def _report(outcome: TrainOutcome, as_json: bool, fail_on_reject: bool) -> None:
+    """The outcome, and what helps where the gate rejected the candidate."""
     summary = {"version": outcome.version, "status": outcome.status, "reasons": outcome.reasons,
                **{k: v for k, v in outcome.metrics.items() if k != "param_checksums"}}
     emit(summary, as_json, key_values(summary))

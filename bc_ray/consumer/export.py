@@ -34,7 +34,7 @@ def export_delta(store_uri: str, out: str, version: int | None = None,
         raise ConfigError(f"entities must be among {ENTITIES}, got {list(entities)}")
     target = ExportTarget.delta(store_uri, out, options)
     store = Store(store_uri, options)
-    state = store.state()
+    state = store.written_state()
     version = _common_version(state, entities) if version is None else version
     parts = {entity: _view(store, state, entity, version) for entity in entities}
     if len({str(part.schema.field("id").type) for part in parts.values()}) > 1:

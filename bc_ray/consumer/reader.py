@@ -63,18 +63,10 @@ def source_table(state: StoreState, entity: str, version: int | None,
 def _open(store_uri: str, entity: str, version: int | None, options: StorageOptions | None,
           prefer_stored: bool) -> tuple[Store, StoreState, TableRecord, int]:
     store = Store(store_uri, options)
-    state = _written_state(store)
+    state = store.written_state()
     record, target = source_table(state, entity, version, prefer_stored)
     return store, state, record, target
 
-
-def _written_state(store: Store) -> StoreState:
-    """The store's state; a path that nothing has been written to, most often a mistyped one,
-    is said to be one instead of read as an empty store."""
-    state = store.state()
-    if state.seq < 0:
-        raise NotFoundError(f"no store at {store.uri}: nothing has been written there")
-    return state
 
 
 def _frame(ids: pa.Array, matrix: np.ndarray, source_version: int) -> pl.DataFrame:
@@ -91,7 +83,7 @@ def read_embeddings(store_uri: str, entity: str = "item", version: int | None = 
     Every file is checked against the log (size, row count, and sha256 unless `verify=False`):
     damage is a `CorruptFileError`, never wrong rows."""
     store = Store(store_uri, options)
-    return read_embeddings_at(store, _written_state(store), entity, version,
+    return read_embeddings_at(store, store.written_state(), entity, version,
                               prefer_stored=prefer_stored, verify=verify)
 
 

@@ -185,19 +185,21 @@ def _ratings(frame: pl.DataFrame, column: str | None, path: str) -> pl.Series:
     return stored.alias("rating")
 
 
-# A date whose day and month come first in an order its text does not say (05/11/2026, 5.11.26):
-# a parser must guess, and a guess that is wrong for days up to 12 reads without an error.
-AMBIGUOUS_DATE = r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(\D|$)"
+# A date that starts with its day and month as numbers (05/11/2026, 5.11.26): their order is a
+# convention the text does not say, a parser guesses it from the first value, and a wrong guess
+# reads every date with a day up to 12 without an error. A file of such dates may hold none past
+# the 12th, so each is refused, even one that reads only one way round (31/12/2026).
+NUMERIC_DATE = r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(\D|$)"
 
 
-def _refuse_ambiguous_dates(text: pl.Series, path: str, column: str) -> None:
-    ambiguous = text.str.contains(AMBIGUOUS_DATE)
-    if ambiguous.any():
-        example = text.filter(ambiguous)[0]
-        raise DataError(f"{int(ambiguous.sum())} time values are dates whose day and month "
-                        f"could come in either order (e.g. {example!r}): write them as ISO "
-                        "8601 (2026-11-05 or 2026-11-05T08:10:00Z; UTC where no zone is given) "
-                        "or unix seconds", path=path, column=column)
+def _refuse_numeric_dates(text: pl.Series, path: str, column: str) -> None:
+    numeric = text.str.contains(NUMERIC_DATE)
+    if numeric.any():
+        example = text.filter(numeric)[0]
+        raise DataError(f"{int(numeric.sum())} time values are dates that start with the day "
+                        f"and month as numbers (e.g. {example!r}), whose order the text does "
+                        "not say: write them as ISO 8601 (2026-11-05 or 2026-11-05T08:10:00Z; "
+                        "UTC where no zone is given) or unix seconds", path=path, column=column)
 
 
 def _timestamps(series: pl.Series, unit: str, path: str, window: TimeWindow) -> pl.Series:
@@ -208,14 +210,16 @@ def _timestamps(series: pl.Series, unit: str, path: str, window: TimeWindow) -> 
                         path=path, column=column)
     if series.dtype == pl.String:
         text = series.str.strip_chars()
-        _refuse_ambiguous_dates(text, path, column)
         numbers = _epoch_numbers(text.cast(pl.Float64, strict=False), unit)
+        _refuse_numeric_dates(text.filter(numbers.is_null()), path, column)
         dates = text.str.to_datetime(strict=False, time_zone="UTC").dt.epoch("s")
         seconds = numbers.fill_null(dates)
         if seconds.null_count():
             example = series.filter(seconds.is_null())[0]
             raise DataError(f"{seconds.null_count()} time values cannot be parsed as a date-time "
-                            f"or a number (e.g. {example!r})", path=path, column=column)
+                            f"or a number (e.g. {example!r}; a file's text times share one "
+                            "format, its first date's: all with a zone or all without)",
+                            path=path, column=column)
     elif isinstance(series.dtype, pl.Datetime):
         seconds = series.dt.epoch("s")
     elif series.dtype == pl.Date:

@@ -9,7 +9,8 @@ import polars as pl
 from bc_ray.data.snapshot import GraphSnapshot
 
 
-def _iso(timestamp: int) -> str:
+def iso_time(timestamp: int) -> str:
+    """Unix seconds as an ISO 8601 UTC time."""
     return datetime.fromtimestamp(int(timestamp), tz=timezone.utc).isoformat()
 
 
@@ -26,7 +27,7 @@ def summarize(snapshot: GraphSnapshot) -> dict:
         "edges": snapshot.num_edges,
         "cutoff": snapshot.meta.cutoff,
         "visible_edges": visible.height,
-        "time_range": [_iso(edges["timestamp"].min()), _iso(edges["timestamp"].max())],
+        "time_range": [iso_time(edges["timestamp"].min()), iso_time(edges["timestamp"].max())],
         "rating_scale": [snapshot.meta.rating_low, snapshot.meta.rating_high],
         "rating_histogram": {rating: count for rating, count in histogram},
         "features": {entity: {name: len(vocab) for name, vocab in fields.items()}

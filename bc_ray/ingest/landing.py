@@ -171,7 +171,8 @@ def _listing(role: str, root: str, config: LandingConfig, plan: Plan) -> Listing
     except ConfigError:
         if role == "edges":
             raise
-        plan.report.skipped.append({"file": root, "reason": f"no {role} table landed yet"})
+        plan.report.skipped.append({"file": root, "reason": f"no {role} table landed yet (the "
+                                    "path does not exist: check it if one should have)"})
     except Exception as exc:  # noqa: BLE001 - any failure listing a catalogue is reported
         if role == "edges":
             raise

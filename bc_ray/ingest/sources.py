@@ -80,17 +80,21 @@ def discover(path: str, declared_format: str | None = None) -> list[SourceFile]:
         base = root[:min(root.index(c) for c in _GLOB_CHARS if c in root)].rsplit("/", 1)[0]
     else:
         raise DataError("no such file or folder", path=path)
-    files = []
+    files, unnamed = [], 0
     for name, info in sorted(found.items()):
         rel = name[len(base):].lstrip("/") if name.startswith(base) else name
         if rel and hidden(rel):
             continue
         uri = f"{io_.scheme}://{name}" if io_.scheme == "s3" else name
         if declared_format is None and len(found) > 1 and not known_extension(uri):
-            continue  # a folder may hold READMEs or manifests beside the data
+            unnamed += 1  # a folder may hold READMEs or manifests beside the data
+            continue
         files.append(SourceFile(uri=uri, size=int(info.get("size") or 0), tag=file_tag(info)))
     if not files:
-        raise DataError("no Parquet or CSV files found", path=path)
+        skipped = (f" ({unnamed} file(s) skipped for a name without .parquet or .csv, as Spark "
+                   "names its part-00000 files: name them so, or declare the format, as "
+                   "`data ingest` and `data land` do with --input-format)" if unnamed else "")
+        raise DataError(f"no Parquet or CSV files found{skipped}", path=path)
     return files
 
 

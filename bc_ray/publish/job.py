@@ -108,8 +108,8 @@ def _aligned(tables: dict[str, ExternalTable], current: Current | None,
     pairs = paired_rows(tables, current)
     check_overlap(pairs, config, current.record.version)
     alignment = fit_alignment(pairs, config)
-    logger.info("B_%d (%s) on %d pairs: relative alignment error %.4g on %d held out",
-                current.record.version + 1, config.method, alignment.metrics["fit_rows"],
+    logger.info("B to version %d (%s) on %d pairs: relative alignment error %.4g on %d held "
+                "out", current.record.version, config.method, alignment.metrics["fit_rows"],
                 alignment.metrics["align_error_rel"], alignment.metrics["align_sample"])
     return alignment
 
@@ -132,11 +132,22 @@ def _publish(store: Store, state: StoreState, candidate: Candidate,
         publish_with_tables(store, candidate, version, refresh_id, written, refreshed_at, MODE)
     except CommitStateUnknownError:
         raise  # the entry may have landed and name the tables: gc decides later
-    except Exception:  # noqa: BLE001 - whatever failed, nothing names these files: remove them
-        for prefix in prefixes:
-            store.io.delete(prefix, recursive=True)
+    except Exception:  # noqa: BLE001 - whatever failed, unless the log names these files now
+        if not _named(store, version, refresh_id):  # (a step after the commit failed)
+            for prefix in prefixes:
+                store.io.delete(prefix, recursive=True)
         raise
     return version, refresh_id
+
+
+def _named(store: Store, version: int, refresh_id: str) -> bool:
+    """Whether the log names the tables of `version` written as `refresh_id`: true, too, where
+    the log cannot be read (gc decides later, by the log)."""
+    try:
+        table = store.state().table(version, ENTITIES[0])
+    except Exception:  # noqa: BLE001 - unknown: keep the files
+        return True
+    return table is not None and table.refresh_id == refresh_id
 
 
 def _outcome(candidate: Candidate, version: int, status: str, reasons: list[str] | None = None,

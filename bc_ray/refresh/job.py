@@ -364,7 +364,7 @@ def plan_partitions(config: RefreshConfig) -> int:
         return config.partitions
     state = Store(config.store).state()
     check_refreshable(state)
-    if state.current_version is None or config.inference != "layerwise" or config.use_gpu:
+    if config.inference != "layerwise" or config.use_gpu:
         return 0  # the partitioned stages compute on the CPU
     version = state.version()
     size = GraphSize.of(state, version)

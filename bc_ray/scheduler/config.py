@@ -42,6 +42,14 @@ class SchedulerConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} {value!r} is not a cron expression")
         if self.max_attempts < 1:
             raise ConfigError("--max-attempts must be >= 1")
+        for option, seconds, least in (("--backoff", self.backoff_s, 0.0),
+                                       ("poll_s", self.poll_s, 1e-3),
+                                       ("lease_ttl_s", self.lease_ttl_s, 1e-3),
+                                       ("job_timeout_s", self.job_timeout_s, 1e-3),
+                                       ("publish_settle_s", self.publish_settle_s, 0.0)):
+            if not least <= seconds < float("inf"):  # NaN fails both
+                raise ConfigError(f"{option} must be a finite number of seconds >= {least:g}, "
+                                  f"got {seconds}")
         self._refuse_credentials()
 
     def _refuse_credentials(self) -> None:

@@ -169,6 +169,15 @@ class Store:
     def state(self) -> StoreState:
         return self.log.read_state()
 
+    def written_state(self) -> StoreState:
+        """`state()` of a store that something has written: a path nothing has been written to,
+        most often a mistyped one, is said to be one instead of read as an empty store."""
+        state = self.state()
+        if state.seq < 0:
+            raise NotFoundError(f"no store at {self.uri}: nothing has been written there (check "
+                                "the path; `bc-ray data ingest` or `bc-ray data synth` makes one)")
+        return state
+
     def commit(self, build: Callable[[StoreState], Sequence[WriterAction]], retries: int = 10,
                staged: str | None = None) -> StoreState:
         """Commit the actions `build(state)` returns, re-building on conflicts, then run the
@@ -201,6 +210,10 @@ class Store:
         def checked_build(state: StoreState) -> list[Action]:
             actions = self.log.typed(build(state), state.seq + 1)
             _check_hooks(actions)
+            if Hook.RETENTION in post_commit_hooks(actions):
+                # A policy retention could not apply (a bad BC_RAY_* variable) is refused
+                # before the entry lands, not by its hook after it.
+                self.policy(state)
             for action in actions:
                 for record in action.added_files():
                     if record.path not in checked:

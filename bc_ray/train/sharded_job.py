@@ -42,6 +42,7 @@ import torch.distributed as dist
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
+from bc_ray.cluster import schedulable_nodes
 from bc_ray.core.methods import Method
 from bc_ray.core.registry import DEFAULT_FAMILY, get_family
 from bc_ray.core.row_shards import ShardedRows
@@ -99,9 +100,9 @@ class ShardedBump:
     parent: VersionRecord | None
     model_source: ModelSource | None  # M_{k-1}'s file, to warm-start from
     amplifiers: list[torch.Tensor] | None  # multi-step alignment's W_{k-1}^j
+    memory: WorkerMemory  # what each worker holds and asks Ray for
     checkpoint_every: int = 5
     fault: FaultInjection | None = None  # tests: a worker that crashes once
-    memory: WorkerMemory | None = None  # what each worker holds and asks Ray for
 
 
 def _check(job: TrainJobConfig, method: Method, parent: VersionRecord | None) -> None:
@@ -445,8 +446,8 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
     width = row_bytes(spec, target_dim, job.train.id_optimizer)
     owners = plan_owners(files, job.num_workers, width, job.train.user_uniform,
                          degrees=degrees)
-    memory = plan_worker_memory(owners, degrees, width, job.cpus_per_worker, ray.nodes(),
-                                parent is not None)
+    memory = plan_worker_memory(owners, degrees, width, job.cpus_per_worker,
+                                schedulable_nodes(), parent is not None)
     held = held_out_split(files, degrees, job.holdout_days, job.holdout, job.train.seed,
                           job.max_eval_users)
     logger.info("sharded bump: %d workers, each holding up to %.0f MB of rows (asking Ray for "
@@ -465,8 +466,8 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
         found = first_interactions(files, degrees, file_edges, budget=slot_memory(
             1.0, ray.nodes()), ranges=job.num_workers, at=[held.start])
         run = dataclasses.replace(run, now=float(found.t_at[0]), first_seen=ray.put(found))
-    return ShardedBump(run, held, method, parent, source, amplifiers, job.checkpoint_every,
-                       job.fault, memory)
+    return ShardedBump(run, held, method, parent, source, amplifiers, memory,
+                       job.checkpoint_every, job.fault)
 
 
 def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bc_ray.cluster import total_resources
 from bc_ray.core.row_shards import RowOwners
 from bc_ray.exceptions import ConfigError
 from bc_ray.partition.task_memory import MB
@@ -45,14 +46,16 @@ def worker_state_bytes(owners: RowOwners, degrees: np.ndarray, bytes_per_row: in
 
 
 def placeable(cpus: float, memory: int, nodes: list[dict]) -> int:
-    """How many workers of `cpus` CPUs and `memory` bytes the alive nodes can hold at once."""
+    """How many workers of `cpus` CPUs and `memory` bytes the alive nodes can hold at once (a
+    node of `Count` n counts n times: `cluster.schedulable_nodes`)."""
     count = 0
     for node in nodes:
         resources = node.get("Resources", {})
         if not node.get("Alive"):
             continue
         by_cpu = int(resources.get("CPU", 0.0) / cpus + 1e-9)
-        count += min(by_cpu, int(resources.get("memory", 0.0) // max(memory, 1)))
+        by_memory = int(resources.get("memory", 0.0) // max(memory, 1))
+        count += node.get("Count", 1) * min(by_cpu, by_memory)
     return count
 
 
@@ -72,8 +75,9 @@ class WorkerMemory:
 def plan_worker_memory(owners: RowOwners, degrees: np.ndarray, bytes_per_row: int,
                        cpus: float, nodes: list[dict], aligned: bool) -> WorkerMemory:
     """Each worker's state, and the memory each asks Ray for: its peak, as the largest worker's
-    state gives it. A cluster that cannot place every worker (`nodes`: `ray.nodes()`) is
-    refused, before any starts, saying what helps."""
+    state gives it. A cluster that cannot place every worker (`nodes`:
+    `cluster.schedulable_nodes`, an autoscaler's at their most) is refused, before any starts,
+    saying what helps."""
     state = tuple(worker_state_bytes(owners, degrees, bytes_per_row))
     alive = [node for node in nodes if node.get("Alive")]
     if not any("memory" in node.get("Resources", {}) for node in alive):
@@ -81,15 +85,27 @@ def plan_worker_memory(owners: RowOwners, degrees: np.ndarray, bytes_per_row: in
     need = int(PEAK_OVER_STATE * max(state))
     fits = placeable(cpus, need, alive)
     if fits < owners.workers:
-        roomiest = max(node["Resources"].get("memory", 0.0) for node in alive)
-        targets = ", its alignment targets" if aligned else ""
-        raise ConfigError(
-            f"a sharded bump over {owners.workers} workers: the largest holds "
-            f"{max(state) / MB:,.0f} MB (its ID rows with their optimizer state{targets} and "
-            f"its CSR rows) and peaks near {PEAK_OVER_STATE:g}x that, {need / MB:,.0f} MB; the "
-            f"cluster can place {fits} such worker(s) of {cpus:g} CPU (its roomiest node has "
-            f"{roomiest / MB:,.0f} MB for Ray's workers): use more workers (--num-workers, with "
-            "fewer --cpus-per-worker on a small machine), --id-optimizer rowwise_adagrad (one "
-            "float of state per row, not 2 d), or nodes with more memory (a smaller object "
-            "store leaves Ray's workers more)")
+        raise ConfigError(_refusal(owners.workers, state, need, fits, cpus, alive, aligned))
     return WorkerMemory(state, need)
+
+
+def _refusal(workers: int, state: tuple[int, ...], need: int, fits: int, cpus: float,
+             alive: list[dict], aligned: bool) -> str:
+    """What does not fit, and what helps: where the nodes' memory is short of every worker's
+    peak together, no count of workers helps (each one's share falls as 1/W, never the sum);
+    where it is not, smaller workers fill the nodes' memory better."""
+    total = total_resources(alive).get("memory", 0.0)
+    together = PEAK_OVER_STATE * sum(state)
+    targets = ", its alignment targets" if aligned else ""
+    said = (f"a sharded bump over {workers} workers: the largest holds {max(state) / MB:,.0f} MB "
+            f"(its ID rows with their optimizer state{targets} and its CSR rows) and peaks near "
+            f"{PEAK_OVER_STATE:g}x that, {need / MB:,.0f} MB; ")
+    lighter = "--id-optimizer rowwise_adagrad (one float of state per row, not 2 d)"
+    if together > total:
+        return (said + f"the workers together peak near {together / MB:,.0f} MB and the "
+                f"cluster's nodes have {total / MB:,.0f} MB for Ray's workers: use {lighter}, "
+                "or more memory (more or larger nodes; a smaller object store leaves Ray's "
+                "workers more)")
+    return (said + f"the cluster can place {fits} such worker(s) of {cpus:g} CPU: use more, "
+            "smaller workers (--num-workers, with fewer --cpus-per-worker where CPUs run out), "
+            f"{lighter}, or larger nodes")

@@ -65,6 +65,11 @@ def test_a_path_with_no_store_and_a_mistyped_method_are_said_before_a_cluster_st
             (["refresh", "--store", missing], f"no store at {missing}"),
             (["train", "--store", missing], f"no store at {missing}"),
             (["data", "info", "--store", missing], f"no store at {missing}"),
+            (["status", "--store", missing], f"no store at {missing}"),
+            (["rollback", "--store", missing], f"no store at {missing}"),
+            (["store", "mirror", "--store", missing], f"no store at {missing}"),
+            (["export", "--store", missing, "--format", "delta", "--out",
+              str(tmp_path / "view")], f"no store at {missing}"),
             (["refresh", "--store", f"file://{tmp_path}/store"], "no published version yet"),
             (["train", "--store", f"file://{tmp_path}/store", "--method", "bc-alligner"],
              "unknown method 'bc-alligner'; choose one of ['bc-aligner',")]:
@@ -144,3 +149,31 @@ def test_scheduler_job_arguments_are_shell_words(tmp_path):
                                  "--ray-address", "http://127.0.0.1:1", "--train-args",
                                  '--note "unbalanced'])
     assert result.exit_code == 2 and "cannot split" in result.output, result.output
+
+
+def test_nested_values_read_as_their_entries():
+    from bc_ray.render import key_values
+
+    text = key_values({"last_refresh": {"user": {"version": 2, "rows": 5},
+                                        "item": {"version": 2}}, "ids": [1, 2],
+                       "sizes": {"a": [1, 2], "b": 3, "c": []}})
+    assert text.splitlines() == ["last_refresh  user=(version=2, rows=5), item=(version=2)",
+                                 "ids           1, 2",
+                                 "sizes         a=(1, 2), b=3, c="]
+
+
+def test_a_rejected_bump_says_what_helps(capsys):
+    import pytest
+    import typer
+
+    from bc_ray.cli.train_cmd import _report
+    from bc_ray.train.runs import TrainOutcome
+
+    rejected = TrainOutcome(3, "rejected", {"align_error_rel": 0.6}, ["relative alignment error"])
+    with pytest.raises(typer.Exit) as exited:
+        _report(rejected, as_json=True, fail_on_reject=True)
+    said = capsys.readouterr()
+    assert exited.value.exit_code == 3 and json.loads(said.out)["status"] == "rejected"
+    assert "the gate rejected version 3" in said.err and "--lam" in said.err
+    _report(TrainOutcome(4, "published", {}), as_json=True, fail_on_reject=True)
+    assert capsys.readouterr().err == ""

@@ -134,6 +134,10 @@ def test_cli_ingest_info_and_retry_exit_zero(tmp_path):
     assert json.loads(first.stdout)["status"] == "ingested"
     retry = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert retry.returncode == 0 and json.loads(retry.stdout)["status"] == "already ingested"
+    said = subprocess.run(command[:-1], capture_output=True, text=True, cwd=REPO).stdout
+    assert "already in the store: nothing changed" in said  # and its times as dates, as info
+    [shown] = [line.split() for line in said.splitlines() if line.startswith("time_range")]
+    assert shown == ["time_range", "2023-11-14T22:13:20+00:00,", "2023-11-14T22:13:20+00:00"]
     info = subprocess.run([sys.executable, "-m", "bc_ray.cli.main", "data", "info", "--store",
                            store.uri, "--json"], capture_output=True, text=True, cwd=REPO)
     summary = json.loads(info.stdout)
@@ -153,10 +157,13 @@ BAD_INPUTS = {
                  "1 of 2 rows have a null or empty id"),
     "bad time": (day(["a", "b"], ["x", "y"], ["2026-11-22", "yesterday"], ["1", "2"]), "csv",
                  "1 time values cannot be parsed"),
+    "zone and no zone": (day(["a", "b"], ["x", "y"], ["2026-01-05T12:00:00Z",
+                                                      "2026-01-05T10:00:00"], ["1", "2"]),
+                         "csv", "a file's text times share one format, its first date's"),
     "day or month first": (day(["a", "b"], ["x", "y"], ["2026-11-22", "05/11/2026 08:10"],
                                 ["1", "2"]), "csv",
-                           "1 time values are dates whose day and month could come in either "
-                           "order (e.g. '05/11/2026 08:10')"),
+                           "1 time values are dates that start with the day and month as "
+                           "numbers (e.g. '05/11/2026 08:10')"),
     "millis as seconds": (day(["a"], ["x"], [1_700_000_000_000], [1.0]), "parquet",
                           "milliseconds? pass --time-unit ms"),
     "text rating": (day(["a", "b"], ["x", "y"], ["1700000000"] * 2, ["4", "good"]), "csv",
@@ -182,6 +189,19 @@ def test_bad_input_is_named_and_nothing_is_committed(tmp_path, case):
     after = store.state()
     assert after.seq == before.seq and after.batches == before.batches
     assert store.io.list_dir("batches") == [before.segments[0].files["edges"].path.split("/")[1]]
+
+
+def test_text_times_that_say_their_order_are_read(tmp_path):
+    """Dates that start with the year, with or without a zone, and numbers written as text:
+    only dates led by day and month numbers are refused."""
+    store = Store(f"file://{tmp_path}/store")
+    times = ["2026/11/05", "2026-11-05T08:10:00Z", "1700000000", "1700000000.5"]
+    for user, when in zip("abcd", times):  # a column's dates share one format: one a file
+        path = put(store, f"in/{user}.csv", day([user], ["x"], [when], [1]))
+        ingest(store, BatchInput(edges=path), MAPPING)
+    edges = load_snapshot(store).edges.sort("user_idx")
+    assert edges["timestamp"].to_list() == [1_793_836_800, 1_793_866_200, 1_700_000_000,
+                                            1_700_000_000]
 
 
 def test_files_that_are_not_parquet_or_csv_are_refused(tmp_path):

@@ -12,13 +12,15 @@ from typer.testing import CliRunner
 
 from bc_ray import read_embeddings
 from bc_ray.cli.main import app
-from bc_ray.exceptions import StoreError
+from bc_ray.exceptions import ConfigError, StoreError
 from bc_ray.io import FileIO
 from bc_ray.publish.config import PublishConfig
 from bc_ray.store.versions import check_refreshable
 from bc_ray.publish.job import run_publish
 from bc_ray.serve.state import ServingState
 from bc_ray.store.maintenance import collect_garbage
+from bc_ray.store import store as store_module
+from bc_ray.store.actions import Hook
 from bc_ray.store.state import EXTERNAL_FAMILY
 from bc_ray.store.store import RetentionPolicy, Store
 from bc_ray.store.tables import TableFiles, table_prefix, write_table
@@ -147,6 +149,41 @@ def test_a_store_starts_from_published_embeddings(tmp_path):
         rollback_version(store, 0)
     collect_garbage(store, grace_seconds=0, force=True)  # nothing it needs is unreferenced
     assert _gap(current(uri, 0), ordered) < 1e-3
+
+
+@pytest.mark.parametrize("variable,value", [("BC_RAY_KEEP_VERSIONS", "-3"),
+                                            ("BC_RAY_GRACE_SECONDS", "-1")])
+def test_a_retention_that_cannot_apply_is_refused_before_the_commit(tmp_path, monkeypatch,
+                                                                     variable, value):
+    """A bad BC_RAY_* variable is refused before the version lands (its retention would run
+    after the commit): no version, no files; the next publish, without it, is whole."""
+    uri = f"file://{tmp_path}/store"
+    store = Store(uri)
+    users, items = _put(f"file://{tmp_path}/ext", _random_tables(np.random.default_rng(4), 8))
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        run_publish(PublishConfig(store=uri, users=users, items=items))
+    assert store.state().versions == {} and store.io.list_files("embeddings") == {}
+    monkeypatch.delenv(variable)
+    assert run_publish(PublishConfig(store=uri, users=users, items=items)).version == 0
+    assert read_embeddings(uri, "user").height == 200
+
+
+def test_a_step_after_the_commit_that_fails_leaves_the_tables_the_log_names(tmp_path,
+                                                                           monkeypatch):
+    """The version has landed when a post-commit step (retention here) fails: its tables stay,
+    readable, and the error still reaches the caller."""
+    uri = f"file://{tmp_path}/store"
+    users, items = _put(f"file://{tmp_path}/ext", _random_tables(np.random.default_rng(6), 8))
+
+    def failing(_store: Store) -> None:
+        raise RuntimeError("the object store went away")
+
+    monkeypatch.setitem(store_module._POST_COMMIT, Hook.RETENTION, failing)
+    with pytest.raises(RuntimeError, match="went away"):
+        run_publish(PublishConfig(store=uri, users=users, items=items))
+    assert Store(uri).state().current_version == 0
+    assert read_embeddings(uri, "user").height == 200 and read_embeddings(uri).height == 150
 
 
 def test_a_taken_number_or_a_moved_parent_commits_nothing(chain_store):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from bc_ray.cli.landing_options import load_landing
-from bc_ray.exceptions import ConfigError
+from bc_ray.exceptions import ConfigError, DataError
 from bc_ray.ingest.landing import LandingConfig, ingest_landing
 from bc_ray.ingest.sources import discover
 from bc_ray.store.store import Store
@@ -62,3 +62,15 @@ def test_a_landing_yaml_of_the_wrong_types_is_a_config_error(tmp_path, text, nam
         capture_output=True, text=True)
     assert result.returncode == 2 and named in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_folder_of_files_without_extensions_says_how_to_read_them(store_uri):
+    """Spark names its output part-00000: skipped where a folder's files are told apart by their
+    extension, and said so, since nothing else would be read."""
+    store = Store(store_uri)
+    for part in range(2):
+        write(store, f"out/part-0000{part}", encoded(rows(10 * part, 3), ".parquet"))
+    with pytest.raises(DataError, match=r"no Parquet or CSV files found \(2 file\(s\) skipped "
+                                        r".*--input-format"):
+        discover(store.io.uri_of("out"))
+    assert len(discover(store.io.uri_of("out"), "parquet")) == 2

@@ -14,13 +14,14 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bc_ray.exceptions import ConfigError, StoreError
 from bc_ray.store.log import entry_path
 from bc_ray.store.maintenance import apply_retention, collect_garbage
 from bc_ray.store.store import RetentionPolicy, Store
-from tests.helpers import store_with_chain
+from tests.helpers import publish_fake_version, refresh_fake_tables, store_with_chain
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {k: v for k, v in os.environ.items()
@@ -197,3 +198,17 @@ def test_a_store_an_older_writer_bricked_reads_again_and_can_be_mended(tmp_path,
     assert mended.returncode == 0, mended.stderr
     assert Store(uri).state().retention.staging_grace_seconds == 600.0
     assert cli("versions", "--store", uri).returncode == 0
+
+
+def test_a_rollback_under_a_bad_retention_variable_changes_nothing(tmp_path):
+    """Its retention would run after the commit: the rollback is refused before it, so the
+    error it prints is true (it used to print one after rolling back)."""
+    uri = f"file://{tmp_path}/store"
+    store, _ = store_with_chain(uri, [8], rows=5, keep_versions=2)
+    rng = np.random.default_rng(3)
+    refresh_fake_tables(store, publish_fake_version(store, 6, rng), 5, rng)
+    before = Store(uri).state()
+    assert_one_line_error(cli("rollback", "--store", uri, env={"BC_RAY_KEEP_VERSIONS": "-3"}),
+                          "BC_RAY_KEEP_VERSIONS")
+    after = Store(uri).state()
+    assert after.seq == before.seq and after.current_version == 1

@@ -53,21 +53,32 @@ def test_workers_are_placed_by_cpus_and_memory_on_alive_nodes():
 
 def test_a_worker_asks_for_its_peak_and_a_cluster_that_cannot_place_them_is_refused():
     owners, degrees = _owners(2), _degrees()
-    largest = max(worker_state_bytes(owners, degrees, ROW))
-    need = int(PEAK_OVER_STATE * largest)
+    state = worker_state_bytes(owners, degrees, ROW)
+    need = int(PEAK_OVER_STATE * max(state))
     plan = plan_worker_memory(owners, degrees, ROW, 1.0, [_node(2, 2 * need)], aligned=True)
     assert plan.request == need and plan.resources == {"memory": float(need)}
-    assert plan.state == tuple(worker_state_bytes(owners, degrees, ROW))
-
-    with pytest.raises(ConfigError) as refused:
-        plan_worker_memory(owners, degrees, ROW, 1.0, [_node(2, 2 * need - 1)], aligned=True)
-    message = str(refused.value)
-    for said in ("over 2 workers", "can place 1 such worker(s) of 1 CPU",
-                 "its alignment targets", "--num-workers", "--id-optimizer rowwise_adagrad"):
-        assert said in message, said
+    assert plan.state == tuple(state)
     # Two nodes of one worker's room each place both.
     both = plan_worker_memory(owners, degrees, ROW, 1.0, [_node(1, need)] * 2, aligned=False)
     assert both.request == need
+
+    # Short of every worker's peak together: no count of workers helps, so none is offered.
+    together = PEAK_OVER_STATE * sum(state)
+    with pytest.raises(ConfigError) as refused:
+        plan_worker_memory(owners, degrees, ROW, 1.0, [_node(2, together - 1)], aligned=True)
+    message = str(refused.value)
+    for said in ("over 2 workers", "its alignment targets", "the workers together peak near",
+                 "--id-optimizer rowwise_adagrad", "more memory"):
+        assert said in message, said
+    assert "--num-workers" not in message
+    # Memory enough in all, but no node with one worker's room: smaller workers would fit.
+    with pytest.raises(ConfigError) as refused:
+        plan_worker_memory(owners, degrees, ROW, 1.0, [_node(1, need - 1)] * 3, aligned=False)
+    message = str(refused.value)
+    for said in ("can place 0 such worker(s) of 1 CPU", "more, smaller workers (--num-workers",
+                 "--id-optimizer rowwise_adagrad"):
+        assert said in message, said
+    assert "alignment targets" not in message
 
 
 def test_nodes_that_state_no_memory_ask_for_none():
