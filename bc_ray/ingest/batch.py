@@ -66,8 +66,11 @@ def ingest(store: Store, request: BatchInput, mapping: ColumnMapping, batch_id: 
 def _check_corrects(state: StoreState, corrects: tuple[str, ...]) -> None:
     unknown = [batch_id for batch_id in corrects if batch_id not in state.batches]
     if unknown:
-        raise DataError(f"--corrects {unknown[0]}: no batch with that id in the store (see the "
-                        "landing report's `changed` command, or `bc-ray data info`)")
+        recent = sorted(state.batches.values(), key=lambda b: b.ordinal)[-5:]
+        named = ", ".join(b.batch_id for b in reversed(recent)) or "none yet"
+        raise DataError(f"--corrects {unknown[0]}: no batch with that id in the store (the "
+                        f"newest: {named}; the landing report's `changed` command names the "
+                        "one to correct)")
 
 
 def _without_corrected(store: Store, state: StoreState, raw: RawBatch,

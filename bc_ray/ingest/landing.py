@@ -203,34 +203,52 @@ def pending(config: LandingConfig, state: StoreState, store_uri: str = "$BC_RAY_
     return plan
 
 
-def _attempt(store: Store, key: str, config: LandingConfig,
-             files: dict[str, list[SourceFile]]) -> tuple[IngestOutcome | None, str | None]:
+def _attempt(store: Store, key: str, config: LandingConfig, files: dict[str, list[SourceFile]]
+             ) -> tuple[IngestOutcome | None, str | None, str | None]:
+    """(the outcome, or the failure and the file it names where it names one)."""
     try:
-        return ingest(store, BatchInput(edges=key), config.mapping, files=files), None
+        return ingest(store, BatchInput(edges=key), config.mapping, files=files), None, None
     except Exception as exc:  # noqa: BLE001 - any failure is this batch's; the others land
         if not isinstance(exc, BcRayError):
             logger.exception("landing batch %s failed", key)
-        return None, describe(exc)
+        return None, describe(exc), getattr(exc, "path", None)
+
+
+def _with_catalogue(store: Store, batch: Pending, config: LandingConfig,
+                    catalogue: dict[str, list[SourceFile]], plan: Plan
+                    ) -> tuple[IngestOutcome | None, dict[str, list[SourceFile]], str | None]:
+    """The batch with the catalogue files that can ride with it: each one a failure names is
+    refused on its own and the rest tried again; a failure that names none (nor the batch's
+    own files) refuses them all where the batch lands without them. Returns (the outcome, the
+    catalogue files it took, or those still to ride where the batch failed; the failure)."""
+    carried = {role: list(sources) for role, sources in catalogue.items() if sources}
+    while True:
+        outcome, error, path = _attempt(store, batch.key, config, {**batch.files, **carried})
+        if outcome is not None or not carried:
+            return outcome, carried, error
+        named = {role: [s for s in sources if s.uri != path] for role, sources in carried.items()}
+        if named != carried:
+            plan.report.refused.append({"batch": path, "file": path, "error": error})
+            carried = {role: sources for role, sources in named.items() if sources}
+            continue
+        outcome, alone, _ = _attempt(store, batch.key, config, batch.files)
+        if outcome is None:
+            return None, carried, alone
+        plan.report.refused += [{"batch": s.uri, "file": s.uri, "error": error}
+                                for sources in carried.values() for s in sources]
+        return outcome, {}, None
 
 
 def _land(store: Store, config: LandingConfig, plan: Plan) -> None:
-    """Ingest each batch; the catalogue rides with the first that lands (refused on its own
-    when the batch lands without it: then it is neither taken nor noted, so a fixed catalogue
-    file is read again)."""
+    """Ingest each batch; the catalogue rides with the first that lands (a file of it that is
+    refused is neither taken nor noted, so once fixed it is read again)."""
     catalogue = plan.catalogue
     for batch in plan.batches:
-        outcome, error = _attempt(store, batch.key, config, {**batch.files, **catalogue})
-        carried = catalogue
-        if outcome is None and catalogue:
-            outcome, alone = _attempt(store, batch.key, config, batch.files)
-            if outcome is not None:
-                plan.report.refused += [{"batch": s.uri, "file": s.uri, "error": error}
-                                        for sources in catalogue.values() for s in sources]
-                carried = {}
-            error = alone
+        outcome, carried, error = _with_catalogue(store, batch, config, catalogue, plan)
         if outcome is None:
             logger.error("landing batch %s refused: %s", batch.key, error)
             plan.report.refused.append({"batch": batch.key, "error": error})
+            catalogue = carried  # less the files refused on their own
             continue
         catalogue = {}
         _record_taken(plan, batch, carried, outcome)

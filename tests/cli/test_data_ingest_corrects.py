@@ -63,7 +63,7 @@ def test_an_unknown_corrected_batch_is_one_clear_error(tmp_path):
         [sys.executable, "-m", "bc_ray.cli.main", "data", "ingest", "--store", store, "--edges",
          str(path), *COLUMNS, "--corrects", "no-such-batch"], capture_output=True, text=True)
     assert result.returncode == 2
+    [batch] = Store(store).state().batches  # the one there is, named among the newest
     assert result.stderr.strip().splitlines() == [
-        "error: --corrects no-such-batch: no batch with that id in the store (see the landing "
-        "report's `changed` command, or `bc-ray data info`)"]
-    assert len(Store(store).state().batches) == 1
+        f"error: --corrects no-such-batch: no batch with that id in the store (the newest: "
+        f"{batch}; the landing report's `changed` command names the one to correct)"]

@@ -41,3 +41,22 @@ def test_a_refused_catalogue_is_not_taken_and_lands_once_fixed(store_uri):
     assert fixed.refused == [] and fixed.changed == []
     assert [t["status"] for t in fixed.taken] == ["ingested"]
     assert catalogue_uri in fixed.taken[0]["files"]
+
+
+def test_a_bad_catalogue_file_is_refused_alone_and_its_good_neighbour_rides(store_uri):
+    """Two users tables land beside a batch; one has a float feature: it alone is refused,
+    under its own name, and the other rides with the batch."""
+    store = Store(store_uri)
+    config = LandingConfig(edges=store.io.uri_of(ZONE), mapping=MAPPING,
+                           items=store.io.uri_of("landing/items"), settle_seconds=0)
+    write(store, f"{ZONE}/dt=2026-11-21/part-0.parquet", encoded(rows(0, 10), ".parquet"))
+    write(store, "landing/items/a.parquet", _catalogue([["a"], ["b"]]))
+    write(store, "landing/items/b.parquet",
+          encoded(pl.DataFrame({"sku": ["i2"], "price": [9.5]}), ".parquet"))
+    report = ingest_landing(store, config)
+    good, bad = (store.io.uri_of(f"landing/items/{n}.parquet").removeprefix("file://")
+                 for n in "ab")
+    assert [r["file"] for r in report.refused] == [bad]
+    assert "numeric" in report.refused[0]["error"] and bad in report.refused[0]["error"]
+    assert [t["status"] for t in report.taken] == ["ingested"]
+    assert good in report.taken[0]["files"] and bad not in report.taken[0]["files"]
