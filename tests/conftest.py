@@ -126,7 +126,11 @@ def ray_head(s3_server, tmp_path_factory):
         [str(ray_bin), "start", "--head", "--block", f"--port={free_port()}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=4",
          "--include-dashboard=true", "--disable-usage-stats",
-         f"--ray-client-server-port={free_port()}", "--node-ip-address=127.0.0.1"],
+         f"--ray-client-server-port={free_port()}", "--node-ip-address=127.0.0.1",
+         # Its own agent port: the session's cluster (`ray_cluster`), where it started first,
+         # holds the default 52365 even without a dashboard, and a head whose agent cannot bind
+         # never takes a job.
+         f"--dashboard-agent-listen-port={free_port()}"],
         env={**os.environ, "RAY_AUTH_MODE": "disabled"}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
