@@ -8,6 +8,7 @@ made stable against the store's dictionary by `bc_ray.data.assign`. Every reject
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -192,6 +193,11 @@ def _ratings(frame: pl.DataFrame, column: str | None, path: str) -> pl.Series:
 NUMERIC_DATE = r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(\D|$)"
 
 
+def _zoned(text: str) -> bool:
+    """A time written with its zone (`Z`, `+02:00`, `-0500`)."""
+    return re.search(r"(Z|[+-]\d\d:?\d\d)$", text.strip()) is not None
+
+
 def _refuse_numeric_dates(text: pl.Series, path: str, column: str) -> None:
     numeric = text.str.contains(NUMERIC_DATE)
     if numeric.any():
@@ -216,10 +222,11 @@ def _timestamps(series: pl.Series, unit: str, path: str, window: TimeWindow) -> 
         seconds = numbers.fill_null(dates)
         if seconds.null_count():
             example = series.filter(seconds.is_null())[0]
+            mixed = _zoned(example) != _zoned(text.filter(numbers.is_null())[0])
+            hint = ("; a file's text times share one format, its first date's: all with a zone "
+                    "or all without" if mixed else "")
             raise DataError(f"{seconds.null_count()} time values cannot be parsed as a date-time "
-                            f"or a number (e.g. {example!r}; a file's text times share one "
-                            "format, its first date's: all with a zone or all without)",
-                            path=path, column=column)
+                            f"or a number (e.g. {example!r}{hint})", path=path, column=column)
     elif isinstance(series.dtype, pl.Datetime):
         seconds = series.dt.epoch("s")
     elif series.dtype == pl.Date:

@@ -187,12 +187,13 @@ class Store:
         synced) before the entry lands: a writer whose files were removed meanwhile (a gc with
         too short a grace) fails here instead of committing dangling references. `staged` is a
         prefix this writer wrote for this commit alone: removed when the commit fails (a
-        `StoreError`), never when it has or may have landed, whatever a post-commit hook raises."""
+        `StoreError`, or a `ConfigError` such as a retention that cannot apply), never when it
+        has or may have landed, whatever a post-commit hook raises."""
         try:
             state, actions = self._commit(build, retries)
         except CommitStateUnknownError:
             raise  # the entry may have landed and name the staged files: gc decides later
-        except StoreError:
+        except (StoreError, ConfigError):  # ConfigError: from the build, before any entry
             if staged is not None:
                 self.io.delete(staged, recursive=True)  # never referenced: safe to remove
             raise

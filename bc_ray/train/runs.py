@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
-from bc_ray.cluster import schedulable_nodes, total_resources
 from bc_ray.exceptions import TrainingError
 from bc_ray.store.store import Store
 from bc_ray.train.config import TrainJobConfig
@@ -43,31 +43,26 @@ class TrainOutcome:
 
 
 def check_placement(job: TrainJobConfig) -> None:
-    """Refuse a worker count the cluster cannot place, now or once its autoscaler has started
-    every node it may (`cluster.schedulable_nodes`), instead of waiting forever."""
+    """Refuse a worker count the cluster cannot place (instead of waiting forever)."""
     if job.num_workers == 0:
         return
-    resources = total_resources(schedulable_nodes())
-    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    resources = ray.cluster_resources()
     need_cpu = job.num_workers * job.cpus_per_worker
-    if cpus < need_cpu:
+    if resources.get("CPU", 0.0) < need_cpu:
         raise TrainingError(f"--num-workers {job.num_workers} x {job.cpus_per_worker} CPU needs "
-                            f"{need_cpu:g} CPUs but the cluster has at most {cpus:g}")
-    if job.use_gpu and gpus < job.num_workers:
+                            f"{need_cpu:g} CPUs but the cluster has {resources.get('CPU', 0):g}")
+    if job.use_gpu and resources.get("GPU", 0.0) < job.num_workers:
         raise TrainingError(f"--use-gpu with {job.num_workers} workers needs {job.num_workers} "
-                            f"GPUs but the cluster has at most {gpus:g}")
+                            f"GPUs but the cluster has {resources.get('GPU', 0):g}")
 
 
 def run_config(store: Store, name: str, job: TrainJobConfig) -> RunConfig:
     kwargs = {}
     if store.io.scheme == "s3":
         kwargs["storage_filesystem"] = store.io.arrow_fs()
-    # Ray Train's own INFO lines (a "Reporting training result" per worker per report: about 60
-    # for a short bump) stay in its log files under the session folder, off the terminal.
     return RunConfig(name=name, storage_path=store.io.path("_train"),
                      failure_config=FailureConfig(max_failures=job.max_failures),
-                     checkpoint_config=CheckpointConfig(num_to_keep=2),
-                     logging_config=LoggingConfig(log_level="WARNING"), **kwargs)
+                     checkpoint_config=CheckpointConfig(num_to_keep=2), **kwargs)
 
 
 @contextlib.contextmanager

@@ -42,7 +42,6 @@ import torch.distributed as dist
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
-from bc_ray.cluster import schedulable_nodes
 from bc_ray.core.methods import Method
 from bc_ray.core.registry import DEFAULT_FAMILY, get_family
 from bc_ray.core.row_shards import ShardedRows
@@ -446,8 +445,8 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
     width = row_bytes(spec, target_dim, job.train.id_optimizer)
     owners = plan_owners(files, job.num_workers, width, job.train.user_uniform,
                          degrees=degrees)
-    memory = plan_worker_memory(owners, degrees, width, job.cpus_per_worker,
-                                schedulable_nodes(), parent is not None)
+    memory = plan_worker_memory(owners, degrees, width, job.cpus_per_worker, ray.nodes(),
+                                parent is not None)
     held = held_out_split(files, degrees, job.holdout_days, job.holdout, job.train.seed,
                           job.max_eval_users)
     logger.info("sharded bump: %d workers, each holding up to %.0f MB of rows (asking Ray for "

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bc_ray.cluster import total_resources
 from bc_ray.core.row_shards import RowOwners
 from bc_ray.exceptions import ConfigError
 from bc_ray.partition.task_memory import MB
@@ -46,16 +45,14 @@ def worker_state_bytes(owners: RowOwners, degrees: np.ndarray, bytes_per_row: in
 
 
 def placeable(cpus: float, memory: int, nodes: list[dict]) -> int:
-    """How many workers of `cpus` CPUs and `memory` bytes the alive nodes can hold at once (a
-    node of `Count` n counts n times: `cluster.schedulable_nodes`)."""
+    """How many workers of `cpus` CPUs and `memory` bytes the alive nodes can hold at once."""
     count = 0
     for node in nodes:
         resources = node.get("Resources", {})
         if not node.get("Alive"):
             continue
         by_cpu = int(resources.get("CPU", 0.0) / cpus + 1e-9)
-        by_memory = int(resources.get("memory", 0.0) // max(memory, 1))
-        count += node.get("Count", 1) * min(by_cpu, by_memory)
+        count += min(by_cpu, int(resources.get("memory", 0.0) // max(memory, 1)))
     return count
 
 
@@ -75,9 +72,9 @@ class WorkerMemory:
 def plan_worker_memory(owners: RowOwners, degrees: np.ndarray, bytes_per_row: int,
                        cpus: float, nodes: list[dict], aligned: bool) -> WorkerMemory:
     """Each worker's state, and the memory each asks Ray for: its peak, as the largest worker's
-    state gives it. A cluster that cannot place every worker (`nodes`:
-    `cluster.schedulable_nodes`, an autoscaler's at their most) is refused, before any starts,
-    saying what helps."""
+    state gives it. A cluster that cannot place every worker (`nodes`: `ray.nodes()`, those
+    alive now, as the worker-count check counts them: Ray 2.60's autoscalers do not report the
+    nodes they may start) is refused, before any starts, saying what helps."""
     state = tuple(worker_state_bytes(owners, degrees, bytes_per_row))
     alive = [node for node in nodes if node.get("Alive")]
     if not any("memory" in node.get("Resources", {}) for node in alive):
@@ -94,7 +91,7 @@ def _refusal(workers: int, state: tuple[int, ...], need: int, fits: int, cpus: f
     """What does not fit, and what helps: where the nodes' memory is short of every worker's
     peak together, no count of workers helps (each one's share falls as 1/W, never the sum);
     where it is not, smaller workers fill the nodes' memory better."""
-    total = total_resources(alive).get("memory", 0.0)
+    total = sum(node["Resources"].get("memory", 0.0) for node in alive)
     together = PEAK_OVER_STATE * sum(state)
     targets = ", its alignment targets" if aligned else ""
     said = (f"a sharded bump over {workers} workers: the largest holds {max(state) / MB:,.0f} MB "

@@ -156,7 +156,8 @@ BAD_INPUTS = {
     "empty id": (day(["a", " "], ["x", "y"], [1_700_000_000] * 2, ["1", "2"]), "csv",
                  "1 of 2 rows have a null or empty id"),
     "bad time": (day(["a", "b"], ["x", "y"], ["2026-11-22", "yesterday"], ["1", "2"]), "csv",
-                 "1 time values cannot be parsed"),
+                 "1 time values cannot be parsed as a date-time or a number (e.g. 'yesterday') "
+                 "(file"),
     "zone and no zone": (day(["a", "b"], ["x", "y"], ["2026-01-05T12:00:00Z",
                                                       "2026-01-05T10:00:00"], ["1", "2"]),
                          "csv", "a file's text times share one format, its first date's"),

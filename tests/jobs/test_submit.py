@@ -38,5 +38,4 @@ def test_ray_job_submit_trains_and_publishes(ray_head, small_snapshot, tmp_path)
     logs = client.get_job_logs(job_id)
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
     assert '"status": "published"' in logs
-    assert "Reporting training result" not in logs  # Ray Train's INFO lines stay in its files
     assert Store(uri).state().current_version == 0

@@ -164,6 +164,7 @@ def test_a_retention_that_cannot_apply_is_refused_before_the_commit(tmp_path, mo
     with pytest.raises(ConfigError, match=variable):
         run_publish(PublishConfig(store=uri, users=users, items=items))
     assert store.state().versions == {} and store.io.list_files("embeddings") == {}
+    assert store.io.list_files("versions") == {}  # its staged model, chain and metrics too
     monkeypatch.delenv(variable)
     assert run_publish(PublishConfig(store=uri, users=users, items=items)).version == 0
     assert read_embeddings(uri, "user").height == 200
