@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
+
+
+def iso_time(timestamp: float) -> str:
+    """Unix seconds as an ISO 8601 UTC time."""
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
 
 
 def format_value(value: Any) -> str:

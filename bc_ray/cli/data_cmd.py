@@ -24,9 +24,8 @@ from bc_ray.cli.landing_options import (
     report_text,
 )
 from bc_ray.cli.output import emit
-from bc_ray.data.info import iso_time
 from bc_ray.data.mapping import ColumnMapping
-from bc_ray.render import key_values
+from bc_ray.render import iso_time, key_values
 
 app = typer.Typer(help="Ingest, create and inspect graph snapshots in a store.",
                   no_args_is_help=True)

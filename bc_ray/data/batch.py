@@ -217,12 +217,13 @@ def _timestamps(series: pl.Series, unit: str, path: str, window: TimeWindow) -> 
     if series.dtype == pl.String:
         text = series.str.strip_chars()
         numbers = _epoch_numbers(text.cast(pl.Float64, strict=False), unit)
-        _refuse_numeric_dates(text.filter(numbers.is_null()), path, column)
+        dated = text.filter(numbers.is_null())  # the values that are no number
+        _refuse_numeric_dates(dated, path, column)
         dates = text.str.to_datetime(strict=False, time_zone="UTC").dt.epoch("s")
         seconds = numbers.fill_null(dates)
         if seconds.null_count():
             example = series.filter(seconds.is_null())[0]
-            mixed = _zoned(example) != _zoned(text.filter(numbers.is_null())[0])
+            mixed = _zoned(example) != _zoned(dated[0])
             hint = ("; a file's text times share one format, its first date's: all with a zone "
                     "or all without" if mixed else "")
             raise DataError(f"{seconds.null_count()} time values cannot be parsed as a date-time "

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import polars as pl
 
 from bc_ray.data.snapshot import GraphSnapshot
-
-
-def iso_time(timestamp: int) -> str:
-    """Unix seconds as an ISO 8601 UTC time."""
-    return datetime.fromtimestamp(int(timestamp), tz=timezone.utc).isoformat()
+from bc_ray.render import iso_time
 
 
 def summarize(snapshot: GraphSnapshot) -> dict:
@@ -27,7 +21,8 @@ def summarize(snapshot: GraphSnapshot) -> dict:
         "edges": snapshot.num_edges,
         "cutoff": snapshot.meta.cutoff,
         "visible_edges": visible.height,
-        "time_range": [iso_time(edges["timestamp"].min()), iso_time(edges["timestamp"].max())],
+        "time_range": [iso_time(int(edges["timestamp"].min())),
+                       iso_time(int(edges["timestamp"].max()))],
         "rating_scale": [snapshot.meta.rating_low, snapshot.meta.rating_high],
         "rating_histogram": {rating: count for rating, count in histogram},
         "features": {entity: {name: len(vocab) for name, vocab in fields.items()}

@@ -27,6 +27,7 @@ from bc_ray.exceptions import ConfigError, LeaseHeldError
 from bc_ray.ingest.landing import ingest_landing
 from bc_ray.io import FileIO
 from bc_ray.redaction import redact
+from bc_ray.render import iso_time
 from bc_ray.scheduler.config import KINDS, SchedulerConfig
 from bc_ray.scheduler.jobs import TERMINAL, RayJobs, entrypoint
 from bc_ray.scheduler.lease import Lease
@@ -38,10 +39,6 @@ from bc_ray.store.store import Store
 logger = logging.getLogger(__name__)
 LEASE_NAME = "jobs"
 LANDING_SKIPS_RECORDED = 100  # a run record lists at most this many skipped landed files
-
-
-def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
 
 
 def previous_slot(cron: str | None, now: float) -> str | None:
@@ -81,7 +78,7 @@ class Scheduler:
         """Record the schedule in the store (what `bc-ray status` shows as next runs)."""
         self.store.commit(lambda _state: [SchedulerConfigured(
             refresh_cron=self.config.refresh_cron, bump_cron=self.config.bump_cron,
-            holder=self.holder, at=iso(time.time()))])
+            holder=self.holder, at=iso_time(time.time()))])
 
     @staticmethod
     def slot_taken(state: StoreState, kind: str, slot: str | None) -> bool:
@@ -129,7 +126,7 @@ class Scheduler:
     def _execute(self, kind: str, slot: str | None) -> dict:
         run = {"run_id": f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}",
                "kind": kind, "slot": slot, "status": "running", "holder": self.holder,
-               "started_at": iso(time.time()), "attempts": []}
+               "started_at": iso_time(time.time()), "attempts": []}
         self._record(run)
         try:
             return self._steps(run, kind)
@@ -137,7 +134,7 @@ class Scheduler:
             raise
         except Exception as exc:  # noqa: BLE001 - the run is reported, never left "running"
             logger.exception("%s run %s failed", kind, run["run_id"])
-            run.update(status="failed", ended_at=iso(time.time()),
+            run.update(status="failed", ended_at=iso_time(time.time()),
                        error=redact(f"{type(exc).__name__}: {exc}")[:2000])
             self._record(run)
             return run
@@ -150,22 +147,22 @@ class Scheduler:
         if kind == "bump" and self.config.publish_from is not None:
             return self._publish_new(run)
         if kind == "refresh" and (note := external_current(self.store.state())) is not None:
-            run.update(status="succeeded", ended_at=iso(time.time()), note=note)
+            run.update(status="succeeded", ended_at=iso_time(time.time()), note=note)
             self._record(run)
             return run
         steps = ("train", "refresh") if kind == "bump" else ("refresh",)
         for step in steps:
             if not self._step(run, step):
-                run.update(status="failed", ended_at=iso(time.time()))
+                run.update(status="failed", ended_at=iso_time(time.time()))
                 self._record(run)
                 return run
             if step == "train" and self._rejected(run):
-                run.update(status="rejected", ended_at=iso(time.time()))
+                run.update(status="rejected", ended_at=iso_time(time.time()))
                 self._record(run)
                 return run
         state = self.store.state()
         item_table = state.table(state.current_version, "item") if state.lineage() else None
-        run.update(status="succeeded", ended_at=iso(time.time()),
+        run.update(status="succeeded", ended_at=iso_time(time.time()),
                    published={"version": state.current_version,
                               "refresh_id": item_table.refresh_id if item_table else None})
         self._record(run)
@@ -200,7 +197,7 @@ class Scheduler:
         item_table = state.table(state.current_version, "item") if state.lineage() else None
         run.update(status="failed" if "failed" in statuses else
                    "rejected" if statuses == {"rejected"} else "succeeded",
-                   ended_at=iso(time.time()),
+                   ended_at=iso_time(time.time()),
                    published={"version": state.current_version,
                               "refresh_id": item_table.refresh_id if item_table else None})
         if not folders:
@@ -218,7 +215,7 @@ class Scheduler:
                 return True
             submission_id = f"bc-ray-{run['run_id']}-{label or step}-{attempt}"
             record = {"step": step, "attempt": attempt, "job_id": submission_id,
-                      "submitted_at": iso(time.time()), "status": "RUNNING"}
+                      "submitted_at": iso_time(time.time()), "status": "RUNNING"}
             run["attempts"].append(record)
             self._record(run)
             try:
@@ -228,7 +225,7 @@ class Scheduler:
             else:
                 status = self._wait(submission_id)
                 error = None if status == "SUCCEEDED" else redact(self._logs_tail(submission_id))
-            record.update(status=status, ended_at=iso(time.time()))
+            record.update(status=status, ended_at=iso_time(time.time()))
             if status == "SUCCEEDED":
                 self._record(run)
                 return True
@@ -285,7 +282,7 @@ class Scheduler:
             status = self._wait(run.attempts[-1].job_id) if run.attempts else "MISSING"
             self._record({**run.to_json(),
                           "status": "succeeded" if status == "SUCCEEDED" else "failed",
-                          "ended_at": iso(time.time()),
+                          "ended_at": iso_time(time.time()),
                           "note": f"settled by {self.holder}: scheduler {run.holder} died and "
                                   f"its last job ended {status}"})
 
