@@ -15,6 +15,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import typer
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -175,16 +176,27 @@ def apply(path: str, root: Any, environ: MutableMapping[str, str] | None = None
             raise ConfigError(f"the config file {path}: commands: no command {name!r}; known: "
                               f"{sorted(' '.join(c) for c in commands)}")
     for command_path, command in commands.items():
-        options = {p.name for p in command.params}
-        defaults = _section_defaults(config, command_path, options)
+        params = {p.name: p for p in command.params}
+        defaults = _section_defaults(config, command_path, set(params))
+        where = f"the config file {path}: commands.{' '.join(command_path)}"
         for key, value in config.commands.get(" ".join(command_path), {}).items():
-            if key.replace("-", "_") not in options:
-                raise ConfigError(f"the config file {path}: commands.{' '.join(command_path)}: "
-                                  f"no option {key!r}; options: {sorted(options)}")
-            defaults[key.replace("-", "_")] = value
+            param = params.get(key.replace("-", "_"))
+            if param is None:
+                raise ConfigError(f"{where}: no option {key!r}; options: {sorted(params)}")
+            _check_type(command, param, value, f"{where}.{key}")
+            defaults[param.name] = value
         if defaults:
             loaded.defaults[command_path] = defaults
     return loaded
+
+
+def _check_type(command: Any, param: Any, value: Any, where: str) -> None:
+    """A default of the option's type, or refused here: by every command, `config show` too,
+    not only by the command it is for when it next runs (`command`, `param`: typer's click)."""
+    try:
+        param.process_value(command.context_class(command), value)
+    except typer.BadParameter as exc:
+        raise ConfigError(f"{where}: {value!r}: {exc.message}") from None
 
 
 def default_map(loaded: LoadedConfig) -> dict:

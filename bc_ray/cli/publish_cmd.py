@@ -47,7 +47,8 @@ def publish(
 ) -> None:
     """Publish embeddings computed outside bc_ray as the next version: B_k fitted post hoc on
     the entities shared with the current version and gated; the version and its tables become
-    current in one commit. Bad input is refused with nothing written."""
+    current in one commit. Bad input is refused with nothing written; the current version's
+    own tables published again change nothing (status: already published, exit 0)."""
     from bc_ray.publish.job import run_publish
 
     config = PublishConfig(store=store, users=users, items=items, id_col=id_col,
@@ -56,5 +57,5 @@ def publish(
     outcome = run_publish(config)
     summary = outcome.summary()
     emit(summary, as_json, key_values(summary))
-    if outcome.status != "published" and fail_on_reject:
+    if outcome.status == "rejected" and fail_on_reject:
         raise typer.Exit(code=3)

@@ -53,11 +53,33 @@ def already_ingested(state: StoreState, batch_id: str) -> IngestOutcome:
                          snapshot_id_for(state.batch_count), dict(batch.stats))
 
 
+def check_not_taken(state: StoreState, raw: RawBatch, corrects: tuple[str, ...] = ()) -> None:
+    """Refuse an interactions file whose bytes, read the same way, a batch already took: under
+    a new batch id (an items table added, an explicit --batch-id) its rows would be counted
+    again as ingested and as late edges. The batches it corrects may hold them: their rows are
+    dropped instead. The same bytes read another way (a corrected mapping) are other rows."""
+    taken = {(source.sha256, source.read_as): (batch, source)
+             for batch in state.batches.values() if batch.batch_id not in corrects
+             for source in batch.sources if source.role == "edges" and source.sha256}
+    for source in raw.sources:
+        found = taken.get((source.get("sha256"), source.get("read_as")))
+        if source["role"] == "edges" and found is not None:
+            batch, earlier = found
+            raise DataError(
+                f"the same bytes, read the same way, as {earlier.uri}, which batch "
+                f"{batch.batch_id} took at {batch.at}: ingesting them again would "
+                f"count their {earlier.rows} interaction rows twice. A users or items table "
+                "can ride with the next batch of new interactions; to land only what that "
+                f"batch lacks, pass --corrects {batch.batch_id}", path=source["uri"])
+
+
 def commit_batch(store: Store, state: StoreState, raw: RawBatch, batch_id: str, name: str,
-                 before_commit: Callable[[], None] | None = None) -> IngestOutcome | None:
+                 before_commit: Callable[[], None] | None = None,
+                 corrects: tuple[str, ...] = ()) -> IngestOutcome | None:
     """One attempt: map the batch against `state`, write its files, and commit them with the
     grown snapshot. None when another batch landed after `state` (map it again); the files of a
-    failed attempt are removed at once. `before_commit` runs with every file written."""
+    failed attempt are removed at once. `before_commit` runs with every file written;
+    `corrects` are the batches whose rows `raw` was cut against (`check_not_taken`)."""
     ordinal = state.batch_count
     current, meta = current_entities(store, state)
     last_ts = max((b.stats["time_range"][1] for b in state.batches.values()), default=None)
@@ -79,6 +101,7 @@ def commit_batch(store: Store, state: StoreState, raw: RawBatch, batch_id: str, 
             raise _AlreadyIngested
         if latest.batch_count != ordinal:
             raise _Stale
+        check_not_taken(latest, raw, corrects)  # the same file under another id, meanwhile
         return [
             BatchIngested(batch_id=batch_id, ordinal=ordinal, at=at, stats=stats,
                           sources=raw.sources, prefix=prefix,
@@ -92,8 +115,10 @@ def commit_batch(store: Store, state: StoreState, raw: RawBatch, batch_id: str, 
         before_commit()
     try:
         landed = store.commit(build)
-    except (_Stale, _AlreadyIngested) as exc:
+    except (_Stale, _AlreadyIngested, DataError) as exc:
         store.io.delete(prefix, recursive=True)  # never referenced: safe to remove at once
+        if isinstance(exc, DataError):
+            raise
         if isinstance(exc, _AlreadyIngested):
             return already_ingested(store.state(), batch_id)
         return None

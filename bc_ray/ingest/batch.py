@@ -14,7 +14,7 @@ from bc_ray.data.assign import CurrentEntities, resolve_ids
 from bc_ray.data.batch import RawBatch
 from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import CommitConflictError, DataError
-from bc_ray.ingest.attempt import IngestOutcome, already_ingested, commit_batch
+from bc_ray.ingest.attempt import IngestOutcome, already_ingested, check_not_taken, commit_batch
 from bc_ray.ingest.read import BatchInput, read_batch
 from bc_ray.ingest.sources import SourceFile
 from bc_ray.store.batches import ENTITY_FILES, current_entities, read_rows
@@ -54,7 +54,8 @@ def ingest(store: Store, request: BatchInput, mapping: ColumnMapping, batch_id: 
     for attempt in range(attempts):
         if batch_id in state.batches:
             return already_ingested(state, batch_id)
-        outcome = commit_batch(store, state, raw, batch_id, name, before_commit)
+        check_not_taken(state, raw, corrects)  # before anything is written
+        outcome = commit_batch(store, state, raw, batch_id, name, before_commit, corrects)
         if outcome is not None:
             return outcome
         _back_off(store, batch_id, attempt)

@@ -130,6 +130,14 @@ def _classify(file: Landed, config: LandingConfig, known: Known, plan: Plan,
         plan.report.skipped.append({"file": file.uri, "reason": "empty (no rows): recorded, "
                                                                 "not read again"})
         return None
+    first = known.contents.get((file.role, content.sha256))
+    if file.role == "edges" and first is not None:
+        plan.notes.append(_note(file.role, file, content.sha256, "same content",
+                                batch_id=first[1]))
+        plan.report.skipped.append({"file": file.uri, "reason": f"same bytes as {first[0]}, "
+                                    f"which batch {first[1]} took: its interactions are "
+                                    "counted once"})
+        return None
     return SourceFile(file.uri, file.size, file.tag, rel=file.rel, sha256=content.sha256)
 
 

@@ -132,6 +132,9 @@ class Known:
     # (role, rel) -> the batches holding content of that path, in order: what a corrected
     # batch of its new content corrects
     batches: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    # (role, sha256) -> (rel, batch id) of the first batch that took those bytes, wherever they
+    # were landed: the same bytes under another path (a copy, a rename) are not taken again
+    contents: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, state: StoreState, roots: dict[str, str]) -> Known:
@@ -143,6 +146,9 @@ class Known:
                 if rel is not None:
                     known.add(source.role, rel, source.size, source.tag, source.sha256,
                               as_data=True, batch_id=batch.batch_id)
+                if source.sha256 is not None:
+                    known.contents.setdefault((source.role, source.sha256),
+                                              (rel or source.uri, batch.batch_id))
         for note in state.landing.values():
             known.add(note.role, note.rel, note.size, note.tag, note.sha256,
                       as_data=note.outcome != "empty", batch_id=note.batch_id)

@@ -43,9 +43,10 @@ def read_batch(request: BatchInput, mapping: ColumnMapping,
     for role in ROLES:
         for source in files.get(role, []):
             hasher.update(f"\n{role}\n".encode())
-            frame = read_source(source, mapping.input_format, hasher)
-            sources.append({"role": role, **source.to_dict(), "rows": frame.height})
+            frame, sha256 = read_source(source, mapping.input_format, hasher)
             formats.append(input_format(source.uri, mapping.input_format))
+            sources.append({"role": role, **source.to_dict(), "rows": frame.height,
+                            "sha256": sha256, "read_as": read_as(mapping, formats[-1])})
             frames.setdefault(role, []).append(FileFrame(source.uri, frame,
                                                          typed=formats[-1] != "csv"))
     raw = validate_batch(frames, mapping)
@@ -60,8 +61,20 @@ def default_batch_id(content_hash: str, mapping: ColumnMapping, formats: list[st
     corrected re-run lands; a retry of the same is the same batch. `--allow-old-times` only
     decides whether a batch is accepted (its rows are the same either way), so it is left out,
     and so is `--input-format` beyond the format it makes each file be read as."""
+    return f"b-{_digest(_reading(mapping, formats, content=content_hash))[:24]}"
+
+
+def read_as(mapping: ColumnMapping, fmt: str) -> str:
+    """How one file was read (its mapping, as the default id counts it, and its format): the
+    same bytes read the same way are the same rows, whatever batch they come with."""
+    return _digest(_reading(mapping, fmt))[:16]
+
+
+def _reading(mapping: ColumnMapping, formats: list[str] | str, **extra: str) -> dict:
     reading = {name: value for name, value in asdict(mapping).items()
                if name not in ACCEPTANCE_ONLY}
-    reading.update(input_format=formats, content=content_hash)
-    digest = hashlib.sha256(json.dumps(reading, sort_keys=True).encode()).hexdigest()
-    return f"b-{digest[:24]}"
+    return {**reading, "input_format": formats, **extra}
+
+
+def _digest(value: dict) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()

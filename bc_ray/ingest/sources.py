@@ -115,32 +115,49 @@ def file_tag(info: dict) -> str:
 
 
 def read_source(source: SourceFile, declared_format: str | None, hasher: hashlib._Hash
-                ) -> pl.DataFrame:
-    """The file's rows; CSV columns stay text (typed later, so errors can count bad values)."""
+                ) -> tuple[pl.DataFrame, str]:
+    """The file's rows and the sha256 of its bytes (`hasher` takes them too); CSV columns stay
+    text (typed later, so errors can count bad values)."""
     fmt = input_format(source.uri, declared_format)
     location = FileIO(source.uri)
     try:
         data = location.fs.cat_file(location.root)
     except FileNotFoundError as exc:
         raise DataError("file disappeared while reading", path=source.uri) from exc
-    if source.sha256 is not None and hashlib.sha256(data).hexdigest() != source.sha256:
+    hasher.update(f"{len(data)}:".encode())
+    own = hashlib.sha256()
+    hashing = threading.Thread(target=_hash, args=(data, hasher, own))  # releases the GIL
+    hashing.start()
+    try:
+        frame, failure = _parse(data, fmt, source.uri), None
+    except DataError as exc:
+        frame, failure = None, exc
+    finally:
+        hashing.join()
+    if source.sha256 is not None and own.hexdigest() != source.sha256:
         raise DataError("file changed after the landing zone checked it; it is looked at "
                         "again at the next pass", path=source.uri)
-    hasher.update(f"{len(data)}:".encode())
-    hashing = threading.Thread(target=hasher.update, args=(data,))  # releases the GIL
-    hashing.start()
+    if failure is not None:
+        raise failure
+    return frame, own.hexdigest()
+
+
+def _hash(data: bytes, *hashers: hashlib._Hash) -> None:
+    for hasher in hashers:
+        hasher.update(data)
+
+
+def _parse(data: bytes, fmt: str, uri: str) -> pl.DataFrame:
     try:
         if fmt == "parquet":
             return pl.read_parquet(io.BytesIO(data))
-        separator = "\t" if source.uri.lower().endswith(".tsv") else ","
+        separator = "\t" if uri.lower().endswith(".tsv") else ","
         return pl.read_csv(io.BytesIO(data), infer_schema=False, separator=separator)
     except pl.exceptions.NoDataError as exc:
-        raise DataError("file is empty", path=source.uri) from exc
+        raise DataError("file is empty", path=uri) from exc
     except Exception as exc:  # noqa: BLE001 - polars raises many kinds for a malformed file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read as {fmt}: {first}", path=source.uri) from exc
-    finally:
-        hashing.join()
+        raise DataError(f"cannot read as {fmt}: {first}", path=uri) from exc
 
 
 def local_or_uri(path: str) -> str:

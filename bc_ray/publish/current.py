@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -74,5 +74,4 @@ def matching_ids(table: ExternalTable, expected: pa.DataType | None) -> External
                         "with the store's type", path=table.uri)
     if table.ids.type == expected:
         return table
-    return ExternalTable(table.entity, table.uri, table.ids.cast(expected), table.matrix,
-                         table.files)
+    return replace(table, ids=table.ids.cast(expected))

@@ -5,7 +5,8 @@ post hoc on the entities they share with the current version and gate it (`align
 tables under a fresh prefix, and make the version and its tables current in one log commit
 (`bc_ray.store.versions.publish_with_tables`). Bad input commits nothing; a B_k the gate refuses
 is recorded as a rejected candidate with its measurements, as training records one, and no
-table is written. The store's first version needs no B_k.
+table is written. The store's first version needs no B_k. The current version's own bytes
+published again (a retry) change nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from bc_ray.publish.align import Alignment, check_overlap, fit_alignment, gate, 
 from bc_ray.publish.config import PublishConfig
 from bc_ray.publish.current import Current, matching_ids, read_current, store_id_types
 from bc_ray.publish.source import Columns, ExternalTable, read_external
-from bc_ray.store.state import EXTERNAL_FAMILY, StoreState
+from bc_ray.store.state import EXTERNAL_FAMILY, StoreState, VersionRecord
 from bc_ray.store.store import Store, utc_now
 from bc_ray.store.tables import ENTITIES, TableFiles, table_prefix, write_table
 from bc_ray.store.versions import (
@@ -31,6 +32,7 @@ from bc_ray.store.versions import (
 
 logger = logging.getLogger(__name__)
 MODE = "external"  # how the tables were made, as the log records it (a refresh: full, incremental)
+ALREADY_PUBLISHED = "already published"  # the tables are the current version's: nothing changed
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class PublishOutcome:
     """What one publish did: the version it made, published or rejected, and why."""
 
     version: int
-    status: str  # published | rejected
+    status: str  # published | rejected | already published
     parent: int | None
     dim: int
     method: str
@@ -70,7 +72,22 @@ def source_spec(config: PublishConfig, tables: dict[str, ExternalTable]) -> dict
     scheduler's --publish-from also reads to publish each folder once) and how."""
     return {"dim": tables["user"].dim, "users": tables["user"].uri,
             "items": tables["item"].uri, "id_col": config.id_col,
-            "embedding_col": config.embedding_col}
+            "embedding_col": config.embedding_col, "sha256": _digests(tables)}
+
+
+def _digests(tables: dict[str, ExternalTable]) -> dict[str, str]:
+    return {"users": tables["user"].sha256, "items": tables["item"].sha256}
+
+
+def _retried(record: VersionRecord, config: PublishConfig,
+             tables: dict[str, ExternalTable]) -> bool:
+    """Whether the current version was published from these very bytes, read the same way: a
+    retry (of a publish whose reply was lost, of a copied folder) changes nothing, where a
+    new version would be an identity B_k and one more link in every consumer's chain."""
+    spec = record.spec
+    return (record.external and spec.get("sha256") == _digests(tables)
+            and (spec.get("id_col"), spec.get("embedding_col"))
+            == (config.id_col, config.embedding_col))
 
 
 def run_publish(config: PublishConfig) -> PublishOutcome:
@@ -79,6 +96,10 @@ def run_publish(config: PublishConfig) -> PublishOutcome:
     state = store.state()
     tables = read_tables(config)
     current = read_current(store, state)
+    if current is not None and _retried(current.record, config, tables):
+        logger.info("these tables are version %d's already (the same bytes): nothing published",
+                    current.record.version)
+        return _unchanged(state, current.record, tables)
     types = store_id_types(store, state, current)
     tables = {e: matching_ids(t, types.get(e)) for e, t in tables.items()}
     alignment = _aligned(tables, current, config)
@@ -148,6 +169,14 @@ def _named(store: Store, version: int, refresh_id: str) -> bool:
     except Exception:  # noqa: BLE001 - unknown: keep the files
         return True
     return table is not None and table.refresh_id == refresh_id
+
+
+def _unchanged(state: StoreState, record: VersionRecord, tables: dict[str, ExternalTable]
+               ) -> PublishOutcome:
+    table = state.table(record.version, ENTITIES[-1])
+    return PublishOutcome(record.version, ALREADY_PUBLISHED, record.parent, record.dim,
+                          record.method, {e: t.rows for e, t in tables.items()},
+                          refresh_id=table.refresh_id if table else None)
 
 
 def _outcome(candidate: Candidate, version: int, status: str, reasons: list[str] | None = None,

@@ -10,7 +10,9 @@ of one table with different dimensions, an empty table, a missing column.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -44,6 +46,7 @@ class ExternalTable:
     ids: pa.Array
     matrix: np.ndarray  # (rows, dim) float32, finite
     files: int
+    sha256: str  # of its files' bytes, in order: the same tables published again are a retry
 
     @property
     def dim(self) -> int:
@@ -74,26 +77,38 @@ def read_external(uri: str, entity: str, columns: Columns) -> ExternalTable:
         sources = discover(uri)
     except DataError as exc:
         raise DataError(f"{flag}: {exc}") from None
-    parts = [part for source in sources if len((part := _read_file(source, flag, columns))[1])]
+    read = [_read_file(source, flag, columns) for source in sources]
+    parts = [part for part in read if len(part.ids)]
     if not parts:
         raise DataError(f"{flag}: the table is empty (no rows)", path=uri)
     _same(parts, flag)
-    ids = pa.concat_arrays([p[1] for p in parts])
-    matrix = np.concatenate([p[2] for p in parts]) if len(parts) > 1 else parts[0][2]
+    ids = pa.concat_arrays([p.ids for p in parts])
+    matrix = np.concatenate([p.matrix for p in parts]) if len(parts) > 1 else parts[0].matrix
     _unique(ids, flag, uri, columns.id)
-    return ExternalTable(entity, FileIO(uri).uri, ids, matrix, len(sources))
+    digest = hashlib.sha256("\n".join(p.sha256 for p in read).encode()).hexdigest()
+    return ExternalTable(entity, FileIO(uri).uri, ids, matrix, len(sources), digest)
 
 
-def _same(parts: list[tuple[str, pa.Array, np.ndarray]], flag: str) -> None:
+class _Part(NamedTuple):
+    """One file of a table as read."""
+
+    uri: str
+    ids: pa.Array
+    matrix: np.ndarray
+    sha256: str
+
+
+def _same(parts: list[_Part], flag: str) -> None:
     """Files of one table share the id type and the dimension."""
     first = parts[0]
     for part in parts[1:]:
-        if id_kind(part[1].type) != id_kind(first[1].type):
-            raise DataError(f"{flag}: ids are {id_kind(part[1].type)} here but "
-                            f"{id_kind(first[1].type)} in {first[0]}", path=part[0])
-        if part[2].shape[1] != first[2].shape[1]:
-            raise DataError(f"{flag}: mixed dimensions: vectors of {part[2].shape[1]} values "
-                            f"here but {first[2].shape[1]} in {first[0]}", path=part[0])
+        if id_kind(part.ids.type) != id_kind(first.ids.type):
+            raise DataError(f"{flag}: ids are {id_kind(part.ids.type)} here but "
+                            f"{id_kind(first.ids.type)} in {first.uri}", path=part.uri)
+        if part.matrix.shape[1] != first.matrix.shape[1]:
+            raise DataError(f"{flag}: mixed dimensions: vectors of {part.matrix.shape[1]} "
+                            f"values here but {first.matrix.shape[1]} in {first.uri}",
+                            path=part.uri)
 
 
 def _unique(ids: pa.Array, flag: str, uri: str, column: str) -> None:
@@ -105,9 +120,8 @@ def _unique(ids: pa.Array, flag: str, uri: str, column: str) -> None:
                         path=uri, column=column)
 
 
-def _read_file(source: SourceFile, flag: str, columns: Columns
-               ) -> tuple[str, pa.Array, np.ndarray]:
-    """(uri, ids, matrix) of one Parquet file."""
+def _read_file(source: SourceFile, flag: str, columns: Columns) -> _Part:
+    """One Parquet file's ids and vectors, and the sha256 of its bytes."""
     uri = source.uri
     if uri.lower().endswith(_NOT_PARQUET):
         raise DataError(f"{flag}: embeddings are read from Parquet only (a CSV cannot hold a "
@@ -129,7 +143,7 @@ def _read_file(source: SourceFile, flag: str, columns: Columns
     table = parquet.read(columns=[columns.id, columns.embedding])
     ids = _ids(table.column(columns.id).combine_chunks(), flag, uri, columns.id)
     matrix = _matrix(table.column(columns.embedding), flag, uri, columns.embedding)
-    return uri, ids, matrix
+    return _Part(uri, ids, matrix, hashlib.sha256(data).hexdigest())
 
 
 def _ids(column: pa.Array, flag: str, uri: str, name: str) -> pa.Array:

@@ -6,10 +6,11 @@ names publish oldest first), one `jobs/publish.py` job each, once:
 
 - A folder is ready once both sub-folders exist and it holds `_SUCCESS` or nothing under it
   changed for `publish_settle_s` seconds; a folder still being written waits for a later bump.
-- Published or rejected (a version record's spec names its `users` URI) and failed (a run
-  record lists it as failed: bad input, every attempt used) folders are never taken again, so
-  a restart never publishes one twice and a bad folder does not block the ones after it. To
-  retry a failed folder, publish it by hand (`bc-ray publish`) or copy it under a new name.
+- Published or rejected (a version record's spec names its `users` URI), unchanged (a copy of
+  the current version's tables: its publish changed nothing) and failed (a run record lists it
+  as failed: bad input, every attempt used) folders are never taken again, so a restart never
+  publishes one twice and a bad folder does not block the ones after it. To retry a failed
+  folder, publish it by hand (`bc-ray publish`) or copy it under a new name.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bc_ray.io import FileIO
 from bc_ray.store.state import EXTERNAL_FAMILY, StoreState, VersionRecord
 
 MARKER = "_SUCCESS"
+UNCHANGED = "unchanged"  # its publish succeeded with nothing to do: the current version's bytes
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,28 @@ def version_of(state: StoreState, folder: Folder) -> VersionRecord | None:
     return None
 
 
-def failed_uris(state: StoreState) -> set[str]:
+def folder_outcome(state: StoreState, folder: Folder, succeeded: bool) -> dict:
+    """A folder's status and version once its publish job ended: the version made from it;
+    unchanged where the job succeeded with nothing to publish (the current version's bytes);
+    else failed."""
+    record = version_of(state, folder)
+    if record is not None:
+        return {"status": record.status, "version": record.version}
+    if succeeded:
+        return {"status": UNCHANGED, "version": state.current_version}
+    return {"status": "failed", "version": None}
+
+
+def settled_uris(state: StoreState) -> set[str]:
+    """Folders a run settled without a version of their own: failed, or unchanged."""
     return {entry.get("uri") for run in state.runs.values() for entry in (run.publish or [])
-            if entry.get("status") == "failed"}
+            if entry.get("status") in ("failed", UNCHANGED)}
 
 
 def pending(state: StoreState, folders: list[Folder]) -> list[Folder]:
-    """The folders no version and no failed run has taken yet, in name order."""
-    failed = failed_uris(state)
-    return [f for f in folders if f.uri not in failed and version_of(state, f) is None]
+    """The folders no version and no run has settled yet, in name order."""
+    settled = settled_uris(state)
+    return [f for f in folders if f.uri not in settled and version_of(state, f) is None]
 
 
 def external_current(state: StoreState) -> str | None:

@@ -31,7 +31,13 @@ from bc_ray.render import iso_time
 from bc_ray.scheduler.config import KINDS, SchedulerConfig
 from bc_ray.scheduler.jobs import TERMINAL, RayJobs, entrypoint
 from bc_ray.scheduler.lease import Lease
-from bc_ray.scheduler.publish_from import external_current, pending, ready_folders, version_of
+from bc_ray.scheduler.publish_from import (
+    external_current,
+    folder_outcome,
+    pending,
+    ready_folders,
+    version_of,
+)
 from bc_ray.store.actions import RunRecorded, SchedulerConfigured
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
@@ -187,11 +193,10 @@ class Scheduler:
         for index, folder in enumerate(folders, start=1):
             entry = {"folder": folder.name, "uri": folder.uri, "status": "running"}
             run["publish"].append(entry)
-            self._step(run, "publish", folder.args(), label=f"publish{index}",
-                       settled=lambda f=folder: version_of(self.store.state(), f) is not None)
-            record = version_of(self.store.state(), folder)
-            entry.update(status=record.status if record else "failed",
-                         version=record.version if record else None)
+            succeeded = self._step(
+                run, "publish", folder.args(), label=f"publish{index}",
+                settled=lambda f=folder: version_of(self.store.state(), f) is not None)
+            entry.update(folder_outcome(self.store.state(), folder, succeeded))
         statuses = {entry["status"] for entry in run["publish"]}
         state = self.store.state()
         item_table = state.table(state.current_version, "item") if state.lineage() else None

@@ -171,8 +171,9 @@ class TableRecord:
 
 
 class SourceRecord(LogModel):
-    """A file a batch was read from, as `batch.ingested` records it (its identity under a
-    landing root, `rel` and `sha256`, when it was landed)."""
+    """A file a batch was read from, as `batch.ingested` records it: its identity under a
+    landing root (`rel`) when it was landed, and the sha256 of its bytes with how they were
+    read (`read_as`), which no other batch may take again (both absent in older logs)."""
 
     role: str = "edges"
     uri: str
@@ -180,6 +181,7 @@ class SourceRecord(LogModel):
     tag: str
     rel: str | None = None
     sha256: str | None = None
+    read_as: str | None = None
     rows: int | None = None
 
 

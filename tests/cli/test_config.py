@@ -64,6 +64,10 @@ def test_a_bad_file_is_one_clear_line(tmp_path):
              "stores: file:///x\n": "stores",
              "commands:\n  train:\n    num_wrokers: 2\n": "no option 'num_wrokers'",
              "commands:\n  trian: {}\n": "no command 'trian'",
+             "commands:\n  train:\n    num-workers: many\n":
+                 "commands.train.num-workers: 'many': Input should be a valid integer",
+             "commands:\n  publish:\n    fail-on-reject: maybe\n":
+                 "commands.publish.fail-on-reject: 'maybe'",
              "store: [unclosed\n": "not valid YAML"}
     for text, named in cases.items():
         path = tmp_path / "bc_ray.yaml"

@@ -67,3 +67,52 @@ def test_an_unknown_corrected_batch_is_one_clear_error(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: --corrects no-such-batch: no batch with that id in the store (the newest: "
         f"{batch}; the landing report's `changed` command names the one to correct)"]
+
+
+def test_the_same_interactions_file_under_another_batch_id_is_refused(tmp_path):
+    """The same day again with an items table added (a new default id) or under an explicit
+    --batch-id would count its interactions twice; nothing is written, and the error says what
+    lands instead. The same bytes read another way (a corrected mapping) are other rows."""
+    store = f"file://{tmp_path}/store"
+    events, items = tmp_path / "events.parquet", tmp_path / "items.parquet"
+    _interactions(6).write_parquet(events)
+    pl.DataFrame({"sku": ["i0", "i1"], "genre": ["a", "b"]}).write_parquet(items)
+    first = _ingest(store, events, "--batch-id", "day-1")
+    assert first.exit_code == 0, first.output
+    before = sorted(p.name for p in (tmp_path / "store").rglob("*"))
+
+    for extra in (["--items", str(items)], ["--batch-id", "day-1-again"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "bc_ray.cli.main", "data", "ingest", "--store", store,
+             "--edges", str(events), *COLUMNS, *extra], capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        assert "which batch day-1 took" in result.stderr, result.stderr
+        assert "6 interaction rows twice" in result.stderr
+        assert "--corrects day-1" in result.stderr and str(events) in result.stderr
+        assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "store").rglob("*")) == before
+    assert list(Store(store).state().batches) == ["day-1"]
+
+    unrated = CliRunner().invoke(app, ["data", "ingest", "--store", store, "--edges",
+                                       str(events), *COLUMNS[:6], "--json"])
+    assert unrated.exit_code == 0, unrated.output  # read without ratings: other rows
+    assert len(Store(store).state().batches) == 2
+
+
+def test_a_folder_with_a_file_already_taken_lands_the_rest_with_corrects(tmp_path):
+    store = f"file://{tmp_path}/store"
+    folder = tmp_path / "day"
+    folder.mkdir()
+    _interactions(8).write_parquet(folder / "part-0.parquet")
+    assert _ingest(store, folder / "part-0.parquet", "--batch-id", "early").exit_code == 0
+    _interactions(20).slice(8).write_parquet(folder / "part-1.parquet")  # the late part
+
+    refused = _ingest(store, folder)
+    assert "--corrects early" in str(refused.exception)  # `run()` makes it exit 2
+    landed = _ingest(store, folder, "--corrects", "early", "--batch-id", "whole-day")
+    assert landed.exit_code == 0, landed.output
+    batches = Store(store).state().batches
+    assert batches["whole-day"].stats["edges"] == 12
+    assert sum(b.stats["edges"] for b in batches.values()) == 20
+    assert {s.sha256 for s in batches["whole-day"].sources} >= \
+        {s.sha256 for s in batches["early"].sources}

@@ -115,9 +115,13 @@ def test_same_batch_twice_changes_nothing(tmp_path):
     again = ingest(store, BatchInput(edges=edges), MAPPING)
     assert again.status == "already ingested" and again.batch_id == first.batch_id
     assert store.state().seq == seq
-    named = ingest(store, BatchInput(edges=edges), MAPPING, batch_id="2026-11-22")
-    assert named.status == "ingested"  # a new id is a new batch, even with the same rows
-    assert ingest(store, BatchInput(edges=edges), MAPPING,
+    with pytest.raises(DataError, match=f"which batch {first.batch_id} took"):
+        ingest(store, BatchInput(edges=edges), MAPPING, batch_id="2026-11-22")  # same rows
+    assert store.state().seq == seq
+    other = put(store, "in/d2.parquet", day(["a"], ["z"], [1_700_000_100], [3.0]))
+    named = ingest(store, BatchInput(edges=other), MAPPING, batch_id="2026-11-22")
+    assert named.status == "ingested"
+    assert ingest(store, BatchInput(edges=other), MAPPING,
                   batch_id="2026-11-22").status == "already ingested"
 
 

@@ -4,6 +4,7 @@ started from published embeddings alone, the gate, each method, S3, and what eve
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import datetime, timezone
 
 import numpy as np
@@ -149,6 +150,31 @@ def test_a_store_starts_from_published_embeddings(tmp_path):
         rollback_version(store, 0)
     collect_garbage(store, grace_seconds=0, force=True)  # nothing it needs is unreferenced
     assert _gap(current(uri, 0), ordered) < 1e-3
+
+
+def test_the_current_versions_tables_published_again_change_nothing(tmp_path):
+    """A retry (its reply lost) is not one more version with an identity B_k: the CLI says the
+    tables are the current version's and exits 0; other bytes, or the same bytes after another
+    version, publish as before."""
+    uri = f"file://{tmp_path}/store"
+    rng = np.random.default_rng(3)
+    users, items = _put(f"file://{tmp_path}/ext/day1", _random_tables(rng, 8))
+    assert run_publish(PublishConfig(store=uri, users=users, items=items)).version == 0
+    seq = Store(uri).state().seq
+
+    again = CliRunner().invoke(app, ["publish", "--store", uri, "--users", users, "--items",
+                                     items, "--json"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.output)
+    assert (summary["status"], summary["version"], summary["parent"]) == \
+        ("already published", 0, None)
+    assert summary["rows"] == {"user": 200, "item": 150}
+    assert Store(uri).state().seq == seq
+
+    rotated = write_rotated(f"file://{tmp_path}/ext/day2", current(uri), rng)
+    assert run_publish(PublishConfig(store=uri, users=rotated[0], items=rotated[1])).version == 1
+    back = run_publish(PublishConfig(store=uri, users=users, items=items))
+    assert (back.status, back.version) == ("published", 2)  # not the current version's bytes
 
 
 @pytest.mark.parametrize("variable,value", [("BC_RAY_KEEP_VERSIONS", "-3"),

@@ -1,6 +1,7 @@
 """Which folders of embeddings made elsewhere a bump takes (no Ray: the folder rules alone)."""
 
 import os
+import shutil
 import time
 
 import numpy as np
@@ -10,7 +11,7 @@ from bc_ray.exceptions import DataError
 from bc_ray.io import FileIO
 from bc_ray.publish.config import PublishConfig
 from bc_ray.publish.job import run_publish
-from bc_ray.scheduler.publish_from import pending, ready_folders, version_of
+from bc_ray.scheduler.publish_from import folder_outcome, pending, ready_folders, version_of
 from bc_ray.store.store import Store
 from tests.publish.conftest import embedding_table, put_parquet
 
@@ -51,6 +52,32 @@ def test_complete_folders_in_name_order_and_published_ones_never_again(tmp_path)
                                   {"folder": "b-2026-11-22", "uri": ready[1].uri,
                                    "status": "failed", "version": None}]}])
     assert [f.name for f in pending(store.state(), ready)] == ["e-marked"]
+
+
+def test_a_copy_of_the_current_versions_folder_is_unchanged_and_never_again(tmp_path):
+    """Its publish succeeds with nothing to do (the same bytes): the run records it unchanged
+    with the current version, and no later bump submits it again."""
+    root = tmp_path / "made-elsewhere"
+    _folder(f"file://{root}/a-2026-11-21", np.random.default_rng(0))
+    shutil.copytree(root / "a-2026-11-21", root / "b-copy")
+    for path, _, files in os.walk(root):
+        for file in files:
+            os.utime(os.path.join(path, file), (time.time() - 600,) * 2)
+    first, copy = ready_folders(FileIO(f"file://{root}"), settle_s=60.0)
+    uri = f"file://{tmp_path}/store"
+    store = Store(uri)
+    run_publish(PublishConfig(store=uri, users=first.users, items=first.items))
+    again = run_publish(PublishConfig(store=uri, users=copy.users, items=copy.items))
+    assert (again.status, again.version) == ("already published", 0)
+    state = store.state()
+    assert folder_outcome(state, copy, succeeded=True) == {"status": "unchanged", "version": 0}
+    assert folder_outcome(state, copy, succeeded=False) == {"status": "failed", "version": None}
+    assert [f.name for f in pending(state, [first, copy])] == ["b-copy"]
+    store.commit(lambda _s: [{"type": "run.recorded", "run_id": "bump-1", "kind": "bump",
+                              "status": "succeeded", "publish": [
+                                  {"folder": copy.name, "uri": copy.uri,
+                                   **folder_outcome(state, copy, succeeded=True)}]}])
+    assert pending(store.state(), [first, copy]) == []
 
 
 def test_a_missing_root_is_an_error_not_a_quiet_bump(tmp_path):

@@ -74,3 +74,25 @@ def test_an_identical_partition_and_an_empty_file_are_recorded_once(store_uri):
     write(store, f"{ZONE}/dt=2026-11-23/part-0.parquet", encoded(rows(60, 3), ".parquet"))
     assert [t["edges"] for t in ingest_landing(store, config).taken] == [3]  # rows now: taken
 
+
+
+def test_a_taken_file_copied_under_another_path_is_not_counted_again(store_uri):
+    """A day redelivered under a new date, or a file renamed, after its bytes landed: skipped
+    as the same bytes, noted, and not read at the next pass; only the new part lands."""
+    store = Store(store_uri)
+    config = zone(store, settle_seconds=0)
+    day = encoded(rows(0, 40), ".parquet")
+    write(store, f"{ZONE}/dt=2026-11-21/part-0.parquet", day)
+    [taken] = ingest_landing(store, config).taken
+    write(store, f"{ZONE}/dt=2026-11-22/part-0.parquet", day)
+    write(store, f"{ZONE}/dt=2026-11-22/part-1.parquet", encoded(rows(40, 5), ".parquet"))
+
+    report = ingest_landing(store, config)
+    assert report.refused == [] and [t["edges"] for t in report.taken] == [5]
+    [skipped] = report.skipped
+    assert skipped["file"].endswith("dt=2026-11-22/part-0.parquet")
+    assert skipped["reason"] == (f"same bytes as dt=2026-11-21/part-0.parquet, which batch "
+                                 f"{taken['batch_id']} took: its interactions are counted once")
+    assert ingested_edges(store) == 45
+    again = ingest_landing(store, config)
+    assert (again.taken, again.skipped, again.refused) == ([], [], [])
