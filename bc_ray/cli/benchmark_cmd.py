@@ -13,73 +13,69 @@ from bc_ray.core.registry import DEFAULT_FAMILY
 app = typer.Typer(help="Reproduce the paper's benchmark.", no_args_is_help=True)
 
 
+Out = Annotated[str, typer.Option(
+    help="Folder for results.json, summary.json, table.md and metrics.png.")]
+Dataset = Annotated[str, typer.Option(
+    help="synthetic, or FORMAT:PATH with FORMAT movielens-100k, movielens-latest or amazon.")]
+Methods = Annotated[Optional[str], typer.Option(
+    help="Comma-separated method names (default: the six variants, the baselines, the post-hoc "
+         "alternatives, the simple recommenders popularity and bpr-mf, and the counts "
+         "reference).")]
+Seeds = Annotated[int, typer.Option(help="Seeds to average over.")]
+FirstSeed = Annotated[int, typer.Option(
+    help="The first seed (runs on disjoint seeds, e.g. separate processes, merge with "
+         "benchmarks/paper_seeds.py).")]
+Quick = Annotated[bool, typer.Option(
+    "--quick", help="Small models, short training: a few minutes on 2 cores.")]
+Preset = Annotated[Optional[str], typer.Option(
+    "--preset", help="full (the paper's sizes, 500 epochs), quick (same as --quick), or "
+                     "converged (small models trained until validation stops improving, "
+                     "selected on a window of the recent past before each version's time, "
+                     "lambda from a grid on version 1's validation window).")]
+Epochs = Annotated[Optional[int], typer.Option(
+    help="Training epochs per version instead of the preset's (to check how a result depends "
+         "on training length).")]
+LamFrom = Annotated[Optional[str], typer.Option(
+    help="Folder (or results.json) of an earlier run of the same preset and data set: reuse the "
+         "lambda it chose per method on validation data instead of searching the grid again "
+         "(later seeds then cost a third as much).")]
+LamGrid = Annotated[Optional[str], typer.Option(
+    help="Comma-separated lambdas to choose from on validation data instead of the preset's "
+         "grid (converged preset).")]
+Threads = Annotated[int, typer.Option(help="Torch threads.")]
+Spec = Annotated[Optional[str], typer.Option(
+    help="Version 0's spec in the family's key=value form (default: the preset's for "
+         "graphsage, the family's default spec otherwise); later versions grow from it.")]
+
+
 @app.command("paper")
 def paper(
-    out: Annotated[str, typer.Option(help="Folder for results.json, summary.json, table.md and "
-                                          "metrics.png.")],
-    dataset: Annotated[str, typer.Option(
-        help="synthetic, or FORMAT:PATH with FORMAT movielens-100k, movielens-latest or amazon.")
-    ] = "synthetic",
-    methods: Annotated[Optional[str], typer.Option(
-        help="Comma-separated method names (default: the six variants, the baselines, the "
-             "post-hoc alternatives, the simple recommenders popularity and bpr-mf, and the counts "
-             "reference).")
-    ] = None,
-    seeds: Annotated[int, typer.Option(help="Seeds to average over.")] = 1,
-    first_seed: Annotated[int, typer.Option(
-        help="The first seed (runs on disjoint seeds, e.g. separate processes, merge with "
-             "benchmarks/paper_seeds.py).")] = 0,
-    quick: Annotated[bool, typer.Option("--quick", help="Small models, short training: a few "
-                                                        "minutes on 2 cores.")] = False,
-    preset_name: Annotated[Optional[str], typer.Option(
-        "--preset", help="full (the paper's sizes, 500 epochs), quick (same as --quick), or "
-                         "converged (small models trained until validation stops improving, "
-                         "selected on a window of the recent past before each version's time, "
-                         "lambda from a grid on version 1's validation window).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(
-        help="Training epochs per version instead of the preset's (to check how a result "
-             "depends on training length).")] = None,
-    lam_from: Annotated[Optional[str], typer.Option(
-        help="Folder (or results.json) of an earlier run of the same preset and data set: reuse "
-             "the lambda it chose per method on validation data instead of searching the grid "
-             "again (later seeds then cost a third as much).")] = None,
-    lam_grid: Annotated[Optional[str], typer.Option(
-        help="Comma-separated lambdas to choose from on validation data instead of the "
-             "preset's grid (converged preset).")] = None,
-    threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+    out: Out,
+    dataset: Dataset = "synthetic",
+    methods: Methods = None,
+    seeds: Seeds = 1,
+    first_seed: FirstSeed = 0,
+    quick: Quick = False,
+    preset_name: Preset = None,
+    epochs: Epochs = None,
+    lam_from: LamFrom = None,
+    lam_grid: LamGrid = None,
+    threads: Threads = 2,
     model: ModelOption = DEFAULT_FAMILY,
-    spec: Annotated[Optional[str], typer.Option(
-        help="Version 0's spec in the family's key=value form (default: the preset's for "
-             "graphsage, the family's default spec otherwise); later versions grow from it.")
-    ] = None,
+    spec: Spec = None,
 ) -> None:
     """Versions at t = 0.5..0.9 with growing models; Table 3, summary.json and Figure 3."""
-    import dataclasses
-
     import torch
 
     from bc_ray.data import load_dataset
     from bc_ray.experiments.benchmark import run_benchmark
-    from bc_ray.experiments.paper import DEFAULT_METHODS, PRESETS
+    from bc_ray.experiments.paper import DEFAULT_METHODS
     from bc_ray.experiments.report import markdown_table, write_report
 
-    if seeds < 1:
-        raise typer.BadParameter("needs at least one seed", param_hint="--seeds")
+    _check_seeds(seeds, first_seed)
     torch.set_num_threads(threads)
     names = [m for m in (methods.split(",") if methods else DEFAULT_METHODS) if m.strip()]
-    if preset_name is not None and preset_name not in PRESETS:
-        raise typer.BadParameter(f"must be one of {sorted(PRESETS)}", param_hint="--preset")
-    if quick and preset_name not in (None, "quick"):
-        raise typer.BadParameter("--quick is --preset quick", param_hint="--preset")
-    preset = PRESETS[preset_name or ("quick" if quick else "full")]
-    if epochs is not None:
-        if epochs < 1:
-            raise typer.BadParameter("needs at least one epoch", param_hint="--epochs")
-        preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, epochs=epochs))
-    if lam_grid is not None:
-        preset = _with_lam_grid(preset, lam_grid)
-    model_family(model)
-    preset = preset.with_model(model, spec)
+    preset = _preset(quick, preset_name, epochs, lam_grid, model, spec)
     earlier = _earlier_run(lam_from, preset, model) if lam_from else None
     started = time.perf_counter()
 
@@ -95,8 +91,6 @@ def paper(
                                      f"{snapshot.meta.name!r}", param_hint="--lam-from")
         lam_chosen = earlier[1]
         progress(f"lambda chosen earlier: {lam_chosen}")
-    if first_seed < 0:
-        raise typer.BadParameter("must be >= 0", param_hint="--first-seed")
     results = run_benchmark(snapshot, names, seeds, preset, progress, first_seed=first_seed,
                             lam_chosen=lam_chosen)
     words = ["bc-ray benchmark paper", f"--dataset {dataset}", f"--seeds {seeds}",
@@ -113,6 +107,35 @@ def paper(
     results["seconds"] = time.perf_counter() - started
     summary = write_report(results, out)
     typer.echo(markdown_table(results, summary))
+
+
+def _check_seeds(seeds: int, first_seed: int) -> None:
+    if seeds < 1:
+        raise typer.BadParameter("needs at least one seed", param_hint="--seeds")
+    if first_seed < 0:
+        raise typer.BadParameter("must be >= 0", param_hint="--first-seed")
+
+
+def _preset(quick: bool, name: str | None, epochs: int | None, lam_grid: str | None,
+            model: str, spec: str | None):
+    """The preset the options name, with their overrides, checked before any work starts."""
+    import dataclasses
+
+    from bc_ray.experiments.paper import PRESETS
+
+    if name is not None and name not in PRESETS:
+        raise typer.BadParameter(f"must be one of {sorted(PRESETS)}", param_hint="--preset")
+    if quick and name not in (None, "quick"):
+        raise typer.BadParameter("--quick is --preset quick", param_hint="--preset")
+    preset = PRESETS[name or ("quick" if quick else "full")]
+    if epochs is not None:
+        if epochs < 1:
+            raise typer.BadParameter("needs at least one epoch", param_hint="--epochs")
+        preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, epochs=epochs))
+    if lam_grid is not None:
+        preset = _with_lam_grid(preset, lam_grid)
+    model_family(model)
+    return preset.with_model(model, spec)
 
 
 def _with_lam_grid(preset, text: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Annotated, Optional
 
 import typer
@@ -12,30 +13,36 @@ import typer
 from bc_ray.cli.common import StoreOption, default_of
 from bc_ray.serve.config import ServeConfig, ServeSettings
 
+Host = Annotated[str, typer.Option(help="Interface to listen on.")]
+Port = Annotated[int, typer.Option(help="HTTP port.")]
+NumReplicas = Annotated[int, typer.Option(help="Fixed number of replicas.")]
+MinReplicas = Annotated[Optional[int], typer.Option(
+    help="Autoscaling minimum (with --max-replicas).")]
+MaxReplicas = Annotated[Optional[int], typer.Option(help="Autoscaling maximum.")]
+MaxRows = Annotated[int, typer.Option(help="Rows per request before 413.")]
+PollInterval = Annotated[float, typer.Option(
+    help="Seconds between looks at the store for a new version.")]
+Address = Annotated[Optional[str], typer.Option(
+    help="Ray address (default: RAY_ADDRESS or a local cluster).")]
+Detach = Annotated[bool, typer.Option(
+    "--detach", help="Deploy and return (on a running cluster) instead of blocking.")]
+FastIngress = Annotated[bool, typer.Option(
+    help="On a cluster this command starts: Ray Serve's HAProxy + direct ingress instead of the "
+         "Python proxy (about 2x lower latency for small requests).")]
+
 
 def serve(
     store: StoreOption,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
-    num_replicas: Annotated[int, typer.Option(help="Fixed number of replicas.")
-                            ] = default_of(ServeConfig, "num_replicas"),
-    min_replicas: Annotated[Optional[int], typer.Option(help="Autoscaling minimum (with "
-                                                             "--max-replicas).")
-                            ] = default_of(ServeConfig, "min_replicas"),
-    max_replicas: Annotated[Optional[int], typer.Option(help="Autoscaling maximum.")
-                            ] = default_of(ServeConfig, "max_replicas"),
-    max_rows: Annotated[int, typer.Option(help="Rows per request before 413.")
-                        ] = default_of(ServeSettings, "max_rows"),
-    poll_interval: Annotated[float, typer.Option(help="Seconds between looks at the store "
-                                                      "for a new version.")
-                             ] = default_of(ServeSettings, "poll_interval_s"),
-    address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
-                                                        "a local cluster).")] = None,
-    detach: Annotated[bool, typer.Option("--detach", help="Deploy and return (on a running "
-                                                          "cluster) instead of blocking.")] = False,
-    fast_ingress: Annotated[bool, typer.Option(
-        help="On a cluster this command starts: Ray Serve's HAProxy + direct ingress instead "
-             "of the Python proxy (about 2x lower latency for small requests).")] = True,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    num_replicas: NumReplicas = default_of(ServeConfig, "num_replicas"),
+    min_replicas: MinReplicas = default_of(ServeConfig, "min_replicas"),
+    max_replicas: MaxReplicas = default_of(ServeConfig, "max_replicas"),
+    max_rows: MaxRows = default_of(ServeSettings, "max_rows"),
+    poll_interval: PollInterval = default_of(ServeSettings, "poll_interval_s"),
+    address: Address = None,
+    detach: Detach = False,
+    fast_ingress: FastIngress = True,
 ) -> None:
     """Serve compatible embeddings and transforms over HTTP (Ray Serve).
 
@@ -50,7 +57,6 @@ def serve(
 
     from bc_ray.cluster import connect, enable_fast_ingress
     from bc_ray.serve.app import build_app, check_store
-    from bc_ray.serve.lifetime import START_GRACE_S, StopSignal, start_in_background, stop_serving
 
     check_store(store)
     config = ServeConfig(store=store, num_replicas=num_replicas, min_replicas=min_replicas,
@@ -66,22 +72,32 @@ def serve(
         ray_serve.start(http_options=config.http_options(host, port))
         ray_serve.run(build_app(config), name=config.name, route_prefix=config.route_prefix)
 
+    serving = f"serving {store} at http://{host}:{port} (OpenAPI: /docs)"
     if detach:
         start()
-        typer.echo(f"serving {store} at http://{host}:{port} (OpenAPI: /docs)")
+        typer.echo(serving)
         return
+    _serve_until_stopped(start, config.name, serving, joined)
+
+
+def _serve_until_stopped(start: Callable[[], None], name: str, serving: str, joined: bool
+                         ) -> None:
+    """Start in the background and serve until Ctrl-C or SIGTERM, then stop what was
+    started (`joined`: only the application, on a cluster this command did not start)."""
+    from bc_ray.serve.lifetime import START_GRACE_S, StopSignal, start_in_background, stop_serving
+
     stop = StopSignal()  # after connect: see StopSignal
     ready, failure = start_in_background(start)
     received = stop.wait(until=ready)
     if received is None:
         if failure:
             raise failure[0]
-        typer.echo(f"serving {store} at http://{host}:{port} (OpenAPI: /docs)")
+        typer.echo(serving)
         received = stop.wait()
     ready.wait(START_GRACE_S)  # `serve.run` returns ~1 s after the application is reachable
     typer.echo(f"{signal.Signals(received).name}: stopping "
                f"{'the application' if joined else 'Serve and the local Ray cluster'}", err=True)
-    forced = stop_serving(config.name, started_cluster=not joined)
+    forced = stop_serving(name, started_cluster=not joined)
     for line in forced:
         typer.echo(f"  {line}", err=True)
     typer.echo("stopped", err=True)

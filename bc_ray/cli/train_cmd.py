@@ -33,88 +33,100 @@ def _job(name: str):
     return default_of(TrainJobConfig, name)
 
 
+def _help(text: str, *declarations: str):
+    return typer.Option(*declarations, help=text)
+
+
+# The options, declared once here so `train` reads as what it does.
+Method = Annotated[str, _help(
+    "bc-aligner, joint-lin-sloss, joint-notrans, post-lin-sloss, post-lin-mloss, non-bc, "
+    "finetune-m0, bc-aligner-orth, bc-aligner-refit (BC-Aligner, then B_k refitted by least "
+    "squares on the final M_k), post-procrustes, post-lowrank.")]
+NumWorkers = Annotated[int, _help("Ray Train workers (DDP); 0 trains in the driver process.")]
+UseGpu = Annotated[bool, _help("One GPU per worker (NCCL).", "--use-gpu")]
+CpusPerWorker = Annotated[float, _help("CPUs reserved per worker.")]
+Model = Annotated[Optional[str], _help(
+    "Model family: graphsage, sequence, the name of a bc_ray.models entry point, or "
+    "package.module:Class (default: the current version's family; graphsage for version 0 or "
+    "with --spec alone).")]
+Epochs = Annotated[int, _help("Training epochs.")]
+BatchSize = Annotated[int, _help(
+    "Examples per step, per worker (BPR triples for graphsage, predicted interactions for "
+    "sequence).")]
+MaxSteps = Annotated[int, _help(
+    "Step budget: optimiser steps in all, so a bump's training steps are bounded whatever the "
+    "graph's size (training ends within the epoch that spends it; 0: none).")]
+EdgesPerEpoch = Annotated[int, _help(
+    "Examples per epoch over all workers, drawn afresh each epoch (0: every edge).")]
+WarmStart = Annotated[str, _help(
+    "Start M_k from M_{k-1}: off, mean or metadata (how entities M_{k-1} did not know get their "
+    "ID rows).")]
+Lr = Annotated[float, _help("Learning rate.")]
+IdOptimizer = Annotated[str, _help(
+    "How row-sparse and sharded ID tables are stepped: adam (2 floats of state per table value) "
+    "or rowwise_adagrad (one float per row: half a sharded worker's memory per owned row, with "
+    "stored targets).")]
+IdLr = Annotated[float, _help(
+    "Learning rate of those ID tables (0: --lr with adam, 0.01 with rowwise_adagrad, whose "
+    "steps shrink as a row's gradients add up; RESULTS §10).")]
+Lam = Annotated[float, _help("Weight of the alignment loss (lambda).")]
+Holdout = Annotated[float, _help(
+    "Replayed data sets: most recent fraction of the timeline held out for Recall@50 and the "
+    "gate.")]
+HoldoutDays = Annotated[float, _help(
+    "Ingested data: most recent calendar days held out for Recall@50 and the gate.")]
+MaxEvalUsers = Annotated[int, _help(
+    "Held-out users drawn (by --seed) for Recall@50 and the gate, so an evaluation's time is "
+    "bounded whatever the graph's size (0: every held-out user).")]
+Targets = Annotated[str, _help(
+    "Alignment targets: 'model' (run M_{k-1} on the new graph) or 'stored' (ver-(k-1) table).")]
+Sharded = Annotated[bool, _help(
+    "GraphSAGE at scale: each worker holds only its range of users' and items' edges, ID rows "
+    "and alignment targets, and no process loads the edge list (after version 0 it needs "
+    "--targets stored; jointly aligned methods and non-bc). Each worker asks Ray for the memory "
+    "its share needs; a cluster that cannot place them all is refused before any starts.",
+    "--sharded")]
+MaxAlignErrorRel = Annotated[float, _help("Gate: max relative alignment error.")]
+MinRecallVsParent = Annotated[float, _help(
+    "Gate: min Recall@50 relative to the current version.")]
+CheckpointEvery = Annotated[int, _help("Checkpoint every N epochs.")]
+MaxFailures = Annotated[int, _help("Worker-group restarts allowed.")]
+Seed = Annotated[int, _help("Random seed.")]
+Address = Annotated[Optional[str], _help(
+    "Ray address (default: RAY_ADDRESS or a local cluster).")]
+FailOnReject = Annotated[bool, _help("Exit with status 3 when the gate rejects the candidate.")]
+
+
 def train(
     store: StoreOption,
-    method: Annotated[str, typer.Option(help="bc-aligner, joint-lin-sloss, joint-notrans, "
-                                             "post-lin-sloss, post-lin-mloss, non-bc, "
-                                             "finetune-m0, bc-aligner-orth, bc-aligner-refit "
-                                             "(BC-Aligner, then B_k refitted by least squares "
-                                             "on the final M_k), post-procrustes, "
-                                             "post-lowrank.")] = _job("method"),
-    num_workers: Annotated[int, typer.Option(help="Ray Train workers (DDP); 0 trains in the "
-                                                  "driver process.")] = _job("num_workers"),
-    use_gpu: Annotated[bool, typer.Option("--use-gpu", help="One GPU per worker (NCCL).")
-                       ] = _job("use_gpu"),
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs reserved per worker.")
-                               ] = _job("cpus_per_worker"),
-    model: Annotated[Optional[str], typer.Option(
-        help="Model family: graphsage, sequence, the name of a bc_ray.models entry point, or "
-             "package.module:Class (default: the current version's family; graphsage for "
-             "version 0 or with --spec alone).")] = _job("model"),
+    method: Method = _job("method"),
+    num_workers: NumWorkers = _job("num_workers"),
+    use_gpu: UseGpu = _job("use_gpu"),
+    cpus_per_worker: CpusPerWorker = _job("cpus_per_worker"),
+    model: Model = _job("model"),
     spec: SpecOption = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = TRAIN.epochs,
-    batch_size: Annotated[int, typer.Option(help="Examples per step, per worker (BPR triples "
-                                                 "for graphsage, predicted interactions for "
-                                                 "sequence).")
-                          ] = TRAIN.batch_size,
-    max_steps: Annotated[int, typer.Option(
-        help="Step budget: optimiser steps in all, so a bump's training steps are bounded "
-             "whatever the graph's size (training ends within the epoch that spends it; 0: "
-             "none).")
-                         ] = TRAIN.max_steps,
-    edges_per_epoch: Annotated[int, typer.Option(
-        help="Examples per epoch over all workers, drawn afresh each epoch (0: every edge).")
-                               ] = TRAIN.edges_per_epoch,
-    warm_start: Annotated[str, typer.Option(
-        help="Start M_k from M_{k-1}: off, mean or metadata (how entities M_{k-1} did not know "
-             "get their ID rows).")] = TRAIN.warm_start,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = TRAIN.lr,
-    id_optimizer: Annotated[str, typer.Option(
-        help="How row-sparse and sharded ID tables are stepped: adam (2 floats of state per "
-             "table value) or rowwise_adagrad (one float per row: half a sharded worker's "
-             "memory per owned row, with stored targets).")] = TRAIN.id_optimizer,
-    id_lr: Annotated[float, typer.Option(
-        help="Learning rate of those ID tables (0: --lr with adam, 0.01 with rowwise_adagrad, "
-             "whose steps shrink as a row's gradients add up; RESULTS §10).")
-                     ] = TRAIN.id_lr,
-    lam: Annotated[float, typer.Option(help="Weight of the alignment loss (lambda).")
-                   ] = TRAIN.lam,
-    holdout: Annotated[float, typer.Option(help="Replayed data sets: most recent fraction of the "
-                                                "timeline held out for Recall@50 and the gate.")
-                       ] = _job("holdout"),
-    holdout_days: Annotated[float, typer.Option(help="Ingested data: most recent calendar days "
-                                                     "held out for Recall@50 and the gate.")
-                            ] = _job("holdout_days"),
-    max_eval_users: Annotated[int, typer.Option(
-        help="Held-out users drawn (by --seed) for Recall@50 and the gate, so an evaluation's "
-             "time is bounded whatever the graph's size (0: every held-out user).")
-                              ] = _job("max_eval_users"),
-    targets: Annotated[str, typer.Option(help="Alignment targets: 'model' (run M_{k-1} on the "
-                                              "new graph) or 'stored' (ver-(k-1) table).")
-                       ] = _job("targets"),
-    sharded: Annotated[bool, typer.Option(
-        "--sharded", help="GraphSAGE at scale: each worker holds only its range of users' and "
-                          "items' edges, ID rows and alignment targets, and no process loads "
-                          "the edge list (after version 0 it needs --targets stored; "
-                          "jointly aligned methods and non-bc). Each worker asks Ray for the "
-                          "memory its share needs; a cluster that cannot place them all is "
-                          "refused before any starts.")] = _job("sharded"),
-    max_align_error_rel: Annotated[float, typer.Option(help="Gate: max relative alignment "
-                                                            "error.")
-                                   ] = GATE.max_align_error_rel,
-    min_recall_vs_parent: Annotated[float, typer.Option(help="Gate: min Recall@50 relative to "
-                                                             "the current version.")
-                                    ] = GATE.min_recall_vs_parent,
-    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N epochs.")
-                                ] = _job("checkpoint_every"),
-    max_failures: Annotated[int, typer.Option(help="Worker-group restarts allowed.")
-                            ] = _job("max_failures"),
-    seed: Annotated[int, typer.Option(help="Random seed.")] = TRAIN.seed,
-    address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
-                                                        "a local cluster).")] = None,
+    epochs: Epochs = TRAIN.epochs,
+    batch_size: BatchSize = TRAIN.batch_size,
+    max_steps: MaxSteps = TRAIN.max_steps,
+    edges_per_epoch: EdgesPerEpoch = TRAIN.edges_per_epoch,
+    warm_start: WarmStart = TRAIN.warm_start,
+    lr: Lr = TRAIN.lr,
+    id_optimizer: IdOptimizer = TRAIN.id_optimizer,
+    id_lr: IdLr = TRAIN.id_lr,
+    lam: Lam = TRAIN.lam,
+    holdout: Holdout = _job("holdout"),
+    holdout_days: HoldoutDays = _job("holdout_days"),
+    max_eval_users: MaxEvalUsers = _job("max_eval_users"),
+    targets: Targets = _job("targets"),
+    sharded: Sharded = _job("sharded"),
+    max_align_error_rel: MaxAlignErrorRel = GATE.max_align_error_rel,
+    min_recall_vs_parent: MinRecallVsParent = GATE.min_recall_vs_parent,
+    checkpoint_every: CheckpointEvery = _job("checkpoint_every"),
+    max_failures: MaxFailures = _job("max_failures"),
+    seed: Seed = TRAIN.seed,
+    address: Address = None,
     as_json: JsonOption = False,
-    fail_on_reject: Annotated[bool, typer.Option(
-        help="Exit with status 3 when the gate rejects the candidate.")] = True,
+    fail_on_reject: FailOnReject = True,
 ) -> None:
     """Train M_k jointly with B_k, score it on held-out edges, gate it, and publish it."""
     from bc_ray.cluster import connect
