@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bc_ray.exceptions import DataError, StoreError
 from bc_ray.publish.source import FLAGS, ExternalTable, id_kind
@@ -48,18 +49,43 @@ def read_current(store: Store, state: StoreState) -> Current | None:
     return Current(record, tables)
 
 
-def store_id_types(store: Store, state: StoreState, current: Current | None
+def snapshot_ids(store: Store, state: StoreState) -> dict[str, pa.Array] | None:
+    """The current snapshot's ids by entity (its entity tables only); None without one."""
+    if state.current_snapshot is None:
+        return None
+    from bc_ray.store.snapshots import load_entities
+
+    snapshot = load_entities(store, state)
+    return {e: snapshot.entities(e)["id"].to_arrow() for e in ENTITIES}
+
+
+def store_id_types(current: Current | None, known: dict[str, pa.Array] | None
                    ) -> dict[str, pa.DataType]:
     """The id type of each entity the store already holds: the current version's tables, else
-    the current snapshot's entities; empty for a store with neither."""
+    the current snapshot's entities (`known`); empty for a store with neither."""
     if current is not None:
         return {e: t.ids.type for e, t in current.tables.items()}
-    if state.current_snapshot is None:
-        return {}
-    from bc_ray.store.snapshots import load_snapshot  # only a store's first version reads it
+    return {e: ids.type for e, ids in (known or {}).items()}
 
-    snapshot = load_snapshot(store, state=state)
-    return {e: snapshot.entities(e)["id"].to_arrow().type for e in ENTITIES}
+
+def outside_snapshot(tables: dict[str, ExternalTable], known: dict[str, pa.Array] | None
+                     ) -> dict[str, int]:
+    """How many of each table's ids the store's snapshot does not hold (empty without one).
+    A table none of whose ids it holds is refused: its ids are not the store's (a wrong
+    --id-col, another id scheme), and nothing else would say so before a version is made."""
+    if known is None:
+        return {}
+    outside = {}
+    for entity, table in tables.items():
+        store_ids = known[entity].cast(table.ids.type)
+        held = pc.sum(pc.is_in(table.ids, value_set=store_ids)).as_py() or 0
+        if held == 0 and len(store_ids):
+            raise DataError(f"{FLAGS[entity]}: none of its {table.rows} ids is one of the "
+                            f"store's {len(store_ids)} {entity}s (its first is "
+                            f"{table.ids[0].as_py()!r}, the store's {store_ids[0].as_py()!r}): "
+                            "check --id-col, or ingest those entities first", path=table.uri)
+        outside[entity] = table.rows - held
+    return outside
 
 
 def matching_ids(table: ExternalTable, expected: pa.DataType | None) -> ExternalTable:

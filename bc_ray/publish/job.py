@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from bc_ray.exceptions import CommitStateUnknownError, DataError
 from bc_ray.publish.align import Alignment, check_overlap, fit_alignment, gate, paired_rows
 from bc_ray.publish.config import PublishConfig
-from bc_ray.publish.current import Current, matching_ids, read_current, store_id_types
+from bc_ray.publish.current import (
+    Current,
+    matching_ids,
+    outside_snapshot,
+    read_current,
+    snapshot_ids,
+    store_id_types,
+)
 from bc_ray.publish.source import Columns, ExternalTable, read_external
 from bc_ray.store.state import EXTERNAL_FAMILY, StoreState, VersionRecord
 from bc_ray.store.store import Store, utc_now
@@ -100,10 +107,14 @@ def run_publish(config: PublishConfig) -> PublishOutcome:
         logger.info("these tables are version %d's already (the same bytes): nothing published",
                     current.record.version)
         return _unchanged(state, current.record, tables)
-    types = store_id_types(store, state, current)
+    known = snapshot_ids(store, state)
+    types = store_id_types(current, known)
     tables = {e: matching_ids(t, types.get(e)) for e, t in tables.items()}
+    outside = outside_snapshot(tables, known)
+    _warn_outside(outside, tables)
     alignment = _aligned(tables, current, config)
     metrics = {"rows": {e: t.rows for e, t in tables.items()},
+               **({"ids_outside_snapshot": outside} if outside else {}),
                **(alignment.metrics if alignment else {})}
     snapshot = state.snapshots.get(state.current_snapshot) if state.current_snapshot else None
     candidate = Candidate(
@@ -120,6 +131,13 @@ def run_publish(config: PublishConfig) -> PublishOutcome:
         return _outcome(candidate, record.version, "rejected", reasons=reasons)
     version, refresh_id = _publish(store, state, candidate, tables)
     return _outcome(candidate, version, "published", refresh_id=refresh_id)
+
+
+def _warn_outside(outside: dict[str, int], tables: dict[str, ExternalTable]) -> None:
+    for entity, count in outside.items():
+        if count:
+            logger.warning("%d of the %d %s ids are not in the store's snapshot: published as "
+                           "given (ids_outside_snapshot)", count, tables[entity].rows, entity)
 
 
 def _aligned(tables: dict[str, ExternalTable], current: Current | None,

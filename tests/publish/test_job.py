@@ -13,19 +13,24 @@ from typer.testing import CliRunner
 
 from bc_ray import read_embeddings
 from bc_ray.cli.main import app
-from bc_ray.exceptions import ConfigError, StoreError
+from bc_ray.exceptions import ConfigError, DataError, StoreError
 from bc_ray.io import FileIO
 from bc_ray.publish.config import PublishConfig
-from bc_ray.store.versions import check_refreshable
 from bc_ray.publish.job import run_publish
 from bc_ray.serve.state import ServingState
-from bc_ray.store.maintenance import collect_garbage
 from bc_ray.store import store as store_module
 from bc_ray.store.actions import Hook
+from bc_ray.store.maintenance import collect_garbage
+from bc_ray.store.snapshots import load_entities
 from bc_ray.store.state import EXTERNAL_FAMILY
 from bc_ray.store.store import RetentionPolicy, Store
 from bc_ray.store.tables import TableFiles, table_prefix, write_table
-from bc_ray.store.versions import Candidate, publish_with_tables, rollback_version
+from bc_ray.store.versions import (
+    Candidate,
+    check_refreshable,
+    publish_with_tables,
+    rollback_version,
+)
 from tests.publish.conftest import current, embedding_table, put_parquet, write_rotated
 from tests.store.delta_readers import read_deltalake
 
@@ -175,6 +180,37 @@ def test_the_current_versions_tables_published_again_change_nothing(tmp_path):
     assert run_publish(PublishConfig(store=uri, users=rotated[0], items=rotated[1])).version == 1
     back = run_publish(PublishConfig(store=uri, users=users, items=items))
     assert (back.status, back.version) == ("published", 2)  # not the current version's bytes
+
+
+def test_ids_the_snapshot_lacks_are_counted_and_a_table_of_none_of_its_ids_refused(tmp_path):
+    """Embeddings keyed by another id scheme (a wrong --id-col, row numbers) would publish a
+    version no consumer can join: refused, naming the table. Some ids outside the snapshot
+    (entities not ingested yet) are published, counted and warned about."""
+    uri = f"file://{tmp_path}/store"
+    synth = CliRunner().invoke(app, ["data", "synth", "--store", uri, "--users", "50",
+                                     "--items", "40", "--edges", "400"])
+    assert synth.exit_code == 0, synth.output
+    snapshot = load_entities(Store(uri), Store(uri).state())
+    ids = {e: snapshot.entities(e)["id"].to_list() for e in ("user", "item")}
+    rng = np.random.default_rng(4)
+
+    def tables(user_ids: list, item_ids: list) -> dict:
+        return {"user": (user_ids, rng.normal(size=(len(user_ids), 8)).astype(np.float32)),
+                "item": (item_ids, rng.normal(size=(len(item_ids), 8)).astype(np.float32))}
+
+    shifted = [i + 10**9 for i in ids["user"]]
+    users, items = _put(f"file://{tmp_path}/wrong", tables(shifted, ids["item"]))
+    count = len(ids["user"])
+    with pytest.raises(DataError, match=rf"--users: none of its {count} ids is one of the "
+                                        rf"store's {count} users .*check --id-col"):
+        run_publish(PublishConfig(store=uri, users=users, items=items))
+    assert Store(uri).state().versions == {}
+
+    users, items = _put(f"file://{tmp_path}/more", tables(ids["user"] + shifted[:5],
+                                                           ids["item"]))
+    outcome = run_publish(PublishConfig(store=uri, users=users, items=items))
+    assert outcome.status == "published"
+    assert outcome.metrics["ids_outside_snapshot"] == {"user": 5, "item": 0}
 
 
 @pytest.mark.parametrize("variable,value", [("BC_RAY_KEEP_VERSIONS", "-3"),
