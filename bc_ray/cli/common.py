@@ -33,6 +33,8 @@ SpecOption = Annotated[typing.Optional[str], typer.Option(
 
 def model_family(name: str | None) -> ModelFamily:
     """The family `--model` names, or a usage error naming the choices."""
+    if name is not None and not name.strip():
+        raise typer.BadParameter("is empty: name a model family", param_hint="--model")
     try:
         return get_family(name)
     except ConfigError as error:

@@ -16,12 +16,12 @@ from bc_ray.cli.common import (
     open_store,
 )
 from bc_ray.cli.output import emit
-from bc_ray.core.registry import DEFAULT_FAMILY
 from bc_ray.exceptions import ConfigError
 from bc_ray.render import key_values
 from bc_ray.train.config import TrainJobConfig
 
 if TYPE_CHECKING:
+    from bc_ray.store.state import VersionRecord
     from bc_ray.train.runs import TrainOutcome
 
 # What a training job takes for an option not given: the options' defaults are these.
@@ -47,8 +47,8 @@ UseGpu = Annotated[bool, _help("One GPU per worker (NCCL).", "--use-gpu")]
 CpusPerWorker = Annotated[float, _help("CPUs reserved per worker.")]
 Model = Annotated[Optional[str], _help(
     "Model family: graphsage, sequence, the name of a bc_ray.models entry point, or "
-    "package.module:Class (default: the current version's family; graphsage for version 0 or "
-    "with --spec alone).")]
+    "package.module:Class (default: the current version's family, which also reads --spec; "
+    "graphsage for version 0).")]
 Epochs = Annotated[int, _help("Training epochs.")]
 BatchSize = Annotated[int, _help(
     "Examples per step, per worker (BPR triples for graphsage, predicted interactions for "
@@ -130,19 +130,21 @@ def train(
 ) -> None:
     """Train M_k jointly with B_k, score it on held-out edges, gate it, and publish it."""
     from bc_ray.cluster import connect
-    from bc_ray.train.inputs import resolve_method
+    from bc_ray.train.inputs import check_job, resolve_model
     from bc_ray.train.job import run_training
 
-    if spec and model is None:  # a spec is read by its family: without --model, GraphSAGE's
-        model = DEFAULT_FAMILY
-    family = model_family(model)
-    try:
+    if model is not None:
+        model_family(model)  # a usage error naming the choices, before the store is read
+    parent = _current_version(store)
+    family = model_family(resolve_model(model, parent))
+    try:  # a spec is read by the family it trains: --model's, else the current version's
         parsed = family.parse_spec(spec) if spec else None
     except ConfigError as error:
         raise typer.BadParameter(str(error), param_hint="--spec") from None
     job = TrainJobConfig(
         store=store, method=method, num_workers=num_workers, use_gpu=use_gpu,
-        cpus_per_worker=cpus_per_worker, model=model, spec=parsed,
+        cpus_per_worker=cpus_per_worker, model=resolve_model(model, parent) if parsed else model,
+        spec=parsed,
         train=dataclasses.replace(TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam,
                                   seed=seed, max_steps=max_steps,
                                   edges_per_epoch=edges_per_epoch, warm_start=warm_start,
@@ -152,10 +154,16 @@ def train(
         gate=dataclasses.replace(GATE, max_align_error_rel=max_align_error_rel,
                                  min_recall_vs_parent=min_recall_vs_parent),
         checkpoint_every=checkpoint_every, max_failures=max_failures)
-    resolve_method(method)  # what is said without a cluster is said before one starts
-    open_store(store).written_state().snapshot()
+    check_job(job, parent)  # what is said without a cluster is said before one starts
     connect(address)
     _report(run_training(job), as_json, fail_on_reject)
+
+
+def _current_version(store: str) -> VersionRecord | None:
+    """The version a bump would follow, from a store that holds a snapshot to train on."""
+    state = open_store(store).written_state()
+    state.snapshot()
+    return state.version() if state.current_version is not None else None
 
 
 def _report(outcome: TrainOutcome, as_json: bool, fail_on_reject: bool) -> None:

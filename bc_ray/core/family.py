@@ -183,3 +183,7 @@ class ModelFamily(Protocol):
 
     def incremental_blocker(self, spec: ModelSpec) -> str | None:
         """Why a spec can never refresh incrementally (None: it can)."""
+
+    def cached_layers(self, spec: ModelSpec) -> int:
+        """Inner layers a layer-wise refresh strategy caches for the next incremental one (0
+        for the `entities` strategy)."""

@@ -10,18 +10,19 @@ the first); the built-in names are reserved.
 from __future__ import annotations
 
 import importlib
+import logging
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 
 from bc_ray.core.family import API_VERSION, ModelFamily, ModelSpec
 from bc_ray.exceptions import ConfigError
 
+logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "bc_ray.models"
 DEFAULT_FAMILY = "graphsage"
 BUILT_IN = {"graphsage": "bc_ray.models.graphsage.family:GraphSAGE",
             "sequence": "bc_ray.models.sequence.family:SequenceTransformer"}
 # Every member bc_ray calls (FamilyBase supplies all but name, build, task and the spec's).
-_GRAPHSAGE_MODULE = BUILT_IN["graphsage"].split(":")[0]
 REQUIRED = ("name", "refresh_strategy", "default_spec", "parse_spec", "spec_from_dict", "grown",
             "build", "task", "prepare", "warm_start", "fine_tune_from", "to_bytes", "from_bytes",
             "embed_inputs", "embed", "affected", "incremental_blocker", "cached_layers")
@@ -79,9 +80,21 @@ def _find(name: str) -> ModelFamily:
 
 
 def _plugins() -> list[EntryPoint]:
-    """Entry points of the group; a plug-in may not take a built-in name."""
-    return [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILT_IN
-            or ep.value == BUILT_IN[ep.name]]
+    """Entry points of the group; a plug-in may not take a built-in name (it is left out, and
+    said so once)."""
+    found = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in BUILT_IN and ep.value != BUILT_IN[ep.name]:
+            _warn_reserved(ep.name, _owner(ep))
+        else:
+            found.append(ep)
+    return found
+
+
+@lru_cache(maxsize=None)
+def _warn_reserved(name: str, owner: str) -> None:
+    logger.warning("model family entry point %r of %s is ignored: %r is a built-in family's "
+                   "name; register it under a name of its own", name, owner, name)
 
 
 def _owner(ep: EntryPoint) -> str:
@@ -106,18 +119,64 @@ def _import(target: str, name: str) -> object:
 
 def _checked(loaded: object, name: str) -> ModelFamily:
     """An instance (a class is instantiated without arguments) with the required members, of an
-    API version this bc_ray speaks."""
-    family = loaded() if isinstance(loaded, type) else loaded
+    API version this bc_ray speaks, known by one name: the one it is registered under, its
+    spec's `family`, and never a built-in's unless it is that built-in. Every failure is one
+    `ConfigError` naming the family, never a traceback from inside the plug-in."""
+    family = _instance(loaded, name)
     missing = [member for member in REQUIRED if not hasattr(family, member)]
     if missing:
         raise ConfigError(f"model family {name!r} ({type(family).__qualname__}) lacks "
                           f"{', '.join(missing)}: see bc_ray.models.ModelFamily")
-    if family.refresh_strategy != "entities" and type(family).__module__ != _GRAPHSAGE_MODULE:
-        raise ConfigError(f"model family {name!r}: refresh_strategy "
-                          f"{family.refresh_strategy!r} is GraphSAGE's own; a plug-in refreshes "
-                          "through 'entities' (its embed_inputs, embed and affected)")
     version = getattr(family, "api_version", API_VERSION)
+    if not isinstance(version, int):
+        raise ConfigError(f"model family {name!r}: api_version must be an integer, got "
+                          f"{version!r}")
     if version > API_VERSION:
         raise ConfigError(f"model family {name!r} needs bc_ray model API {version}; this bc_ray "
                           f"speaks {API_VERSION}: upgrade bc_ray")
+    own = family.name
+    built_in = own in BUILT_IN and BUILT_IN[own].split(":")[0] == type(family).__module__
+    if own in BUILT_IN and not built_in:
+        raise ConfigError(f"model family {name!r} calls itself {own!r}, a built-in family's "
+                          "name: give it a name of its own")
+    if ":" not in name and own != name:
+        raise ConfigError(f"model family {name!r} loads a family named {own!r}: register it "
+                          "under its own name (the version record and its spec use that name)")
+    spec_family = getattr(_default_spec(family, name), "family", None)
+    if spec_family != own:
+        raise ConfigError(f"model family {name!r}: its spec names family {spec_family!r}, not "
+                          f"{own!r}: set the spec class's `family: ClassVar[str] = {own!r}` (a "
+                          "spec names the family that reads it)")
+    _check_strategy(family, name, built_in)
     return family
+
+
+def _instance(loaded: object, name: str) -> ModelFamily:
+    if not isinstance(loaded, type):
+        return loaded
+    try:
+        return loaded()
+    except Exception as error:  # noqa: BLE001 - a plug-in's constructor may raise anything
+        raise ConfigError(f"model family {name!r}: {loaded.__qualname__}() failed "
+                          f"({type(error).__name__}: {error}); a family class is created "
+                          "without arguments") from None
+
+
+def _default_spec(family: ModelFamily, name: str) -> ModelSpec:
+    try:
+        return family.default_spec()
+    except Exception as error:  # noqa: BLE001 - a plug-in's spec may raise anything
+        raise ConfigError(f"model family {name!r}: default_spec() failed "
+                          f"({type(error).__name__}: {error}); every field of a spec needs a "
+                          "default") from None
+
+
+def _check_strategy(family: ModelFamily, name: str, built_in: bool) -> None:
+    strategy = family.refresh_strategy
+    if strategy == "layerwise" and not built_in:
+        raise ConfigError(f"model family {name!r}: refresh_strategy 'layerwise' is GraphSAGE's "
+                          "own; a plug-in refreshes through 'entities' (its embed_inputs, embed "
+                          "and affected)")
+    if strategy not in ("entities", "layerwise"):
+        raise ConfigError(f"model family {name!r}: refresh_strategy must be 'entities', got "
+                          f"{strategy!r}")

@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 
 from bc_ray.chain import Affine
+from bc_ray.core.embedded import embedded
 from bc_ray.core.evaluation import alignment_error, recall_at_k
 from bc_ray.core.family import EmbeddingModule, ModelFamily, ModelSpec, Vocabularies
 from bc_ray.core.graph import GraphTensors
@@ -76,7 +77,7 @@ class PreviousVersion:
         if self.model is None:
             raise TrainingError(f"version {self.version} has neither a model nor stored "
                                 "embeddings to align to")
-        z_user, z_item = self.model.embed(graph)
+        z_user, z_item = embedded(self.model, graph)
         targets = torch.cat([z_user, z_item])
         return targets, torch.ones(targets.shape[0], dtype=torch.bool, device=targets.device)
 
@@ -104,7 +105,7 @@ def split_evaluator(split: PeriodSplit, targets: tuple[torch.Tensor, torch.Tenso
         device = next(model.parameters()).device
         if device not in graphs:
             graphs[device] = split.graph.to(device)
-        z_user, z_item = (z.cpu() for z in model.embed(graphs[device]))
+        z_user, z_item = (z.cpu() for z in embedded(model, graphs[device]))
         metrics = {"recall": recall_at_k(z_user, z_item, eval_user, eval_item, known_user,
                                          known_item, users=users, item_pool=split.item_pool, k=k)}
         if targets is not None and transform is not None:
@@ -164,7 +165,7 @@ def finish_version(method: Method, result: TrainResult, graph: GraphTensors,
         return VersionOutcome(result.model, result.transform.affine(), result)
     if method.posthoc or method.refits:
         targets, mask = previous.targets(graph)
-        z_user, z_item = result.model.embed(graph)
+        z_user, z_item = embedded(result.model, graph)
         z_new = torch.cat([z_user, z_item])[mask]
         amplifiers = previous.amplifiers if method.alignment == "multi" else None
         transform = fit_posthoc(method.fit, z_new, targets[mask], amplifiers,

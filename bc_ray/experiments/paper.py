@@ -26,6 +26,7 @@ from bc_ray.core.consumers import (
     item_rating_median,
     train_consumer,
 )
+from bc_ray.core.embedded import embedded
 from bc_ray.core.evaluation import alignment_error, recall_at_k
 from bc_ray.core.family import EmbeddingModule, ModelFamily, ModelSpec
 from bc_ray.core.graph import GraphTensors, build_graph
@@ -257,7 +258,7 @@ def prepare_seed(snapshot: GraphSnapshot, preset: Preset, seed: int) -> SeedCont
     """`prepare_splits` plus M_0, its ver-0 embeddings at every version and the consumers."""
     ctx = prepare_splits(snapshot, preset, seed)
     ctx.model0 = fresh_outcome(ctx, preset, 0).model
-    ctx.keep_all_z0 = [ctx.model0.embed(split.graph) for split in ctx.splits]
+    ctx.keep_all_z0 = [embedded(ctx.model0, split.graph) for split in ctx.splits]
     ctx.consumers = train_consumers(ctx.splits[0], ctx.keep_all_z0[0], ctx.consumer_config)
     return ctx
 
@@ -331,7 +332,7 @@ class Lineage:
                                            self._to_ver0(selected.transform))
         seconds = time.perf_counter() - started
         self.chain.append(outcome.transform, spec.output_dim)
-        z_user, z_item = outcome.model.embed(split.graph)
+        z_user, z_item = embedded(outcome.model, split.graph)
         epoch = outcome.result.selected_epoch if outcome.result else 0
         stopped = outcome.result.stopped_epoch if outcome.result else 0
         row = {**_score(ctx, method, version, z_user, z_item, self.chain, seconds, epoch),
@@ -368,7 +369,7 @@ def _validation_score(ctx: SeedContext, preset: Preset, version: int, model,
     if preset.validation == "paper":
         return {}
     train = ctx.train_splits[version]
-    z_user, z_item = model.embed(train.graph)
+    z_user, z_item = embedded(model, train.graph)
     eval_user, eval_item = train.eval_pairs
     known_user, known_item = train.train_pairs
     recall = recall_at_k(z_user, z_item, eval_user, eval_item, known_user, known_item,
@@ -376,7 +377,7 @@ def _validation_score(ctx: SeedContext, preset: Preset, version: int, model,
     if to_ver0 is not None:
         z_user, z_item = to_ver0(z_user), to_ver0(z_item)
     else:  # Keep-All: consumers read the true ver-0 embeddings
-        z_user, z_item = ctx.model0.embed(train.graph)
+        z_user, z_item = embedded(ctx.model0, train.graph)
     aucs = task_aucs(ctx.consumers, train, item_rating_median(ctx.splits[0]), z_user, z_item)
     return {"val_recall": recall, "val_auc": aucs}
 
@@ -399,7 +400,7 @@ def keep_all_rows(ctx: SeedContext, preset: Preset) -> list[dict]:
     for version in range(preset.versions):
         fresh = fresh_outcome(ctx, preset, version)
         split = ctx.splits[version]
-        z_user, z_item = fresh.model.embed(split.graph)
+        z_user, z_item = embedded(fresh.model, split.graph)
         result = fresh.result
         rows.append({"method": "keep-all", "version": version,
                      **test_recalls(split, z_user, z_item),

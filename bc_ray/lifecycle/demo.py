@@ -26,6 +26,7 @@ import polars as pl
 import torch
 
 from bc_ray.consumer.reader import read_embeddings
+from bc_ray.core.embedded import embedded
 from bc_ray.core.family import ModelSpec
 from bc_ray.core.graph import build_graph
 from bc_ray.core.registry import get_family
@@ -127,7 +128,7 @@ class Demo:
         ingested yet)."""
         current = load_snapshot(self.store)
         graph = build_graph(current, current.edges, now=1.0)
-        z = torch.cat(self.model0.embed(graph)).numpy()
+        z = torch.cat(embedded(self.model0, graph)).numpy()
         true = []
         for part, entity in ((z[: graph.num_users], "user"), (z[graph.num_users:], "item")):
             frame = pl.DataFrame({"id": current.entities(entity)["id"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from bc_ray.core.embedded import embedded
 from bc_ray.core.evaluation import alignment_error, recall_at_k
 from bc_ray.core.family import EmbeddingModule
 from bc_ray.core.splits import PeriodSplit
@@ -16,7 +17,7 @@ ALIGN_SAMPLE = 20_000  # entities the alignment error is measured on
 def test_recall(model: EmbeddingModule, split: PeriodSplit) -> float:
     eval_user, eval_item = split.eval_pairs
     known_user, known_item = split.train_pairs
-    z_user, z_item = (z.cpu() for z in model.embed(split.graph))
+    z_user, z_item = (z.cpu() for z in embedded(model, split.graph))
     return recall_at_k(z_user, z_item, eval_user, eval_item, known_user, known_item,
                        users=split.test_users, item_pool=split.item_pool)
 
@@ -36,7 +37,7 @@ def score_candidate(model: EmbeddingModule, transform, split: PeriodSplit,
     rows = pool[mask[pool]]
     generator = torch.Generator().manual_seed(seed)
     rows = rows[torch.randperm(rows.numel(), generator=generator)[:sample]]
-    z = torch.cat(model.embed(split.graph)).cpu()[rows]
+    z = torch.cat(embedded(model, split.graph)).cpu()[rows]
     weight, bias = transform
     predicted = z @ torch.from_numpy(weight).T + torch.from_numpy(bias)
     expected = targets.cpu()[rows]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from bc_ray.core.family import ModelFamily, ModelSpec
+from bc_ray.core.family_base import has_warm_start
 from bc_ray.core.methods import METHODS, Method, get_method
 from bc_ray.core.registry import DEFAULT_FAMILY, get_family
 from bc_ray.core.splits import PeriodSplit, period_split
@@ -55,11 +56,11 @@ def resolve_method(name: str) -> Method:
     return method
 
 
-def resolve_model(job: TrainJobConfig, parent: VersionRecord | None) -> str:
+def resolve_model(model: str | None, parent: VersionRecord | None) -> str:
     """`--model`, else the current version's family (a scheduled bump keeps it; it must still
     load), else GraphSAGE (version 0, or after embeddings published from elsewhere)."""
-    if job.model is not None:
-        return job.model
+    if model is not None:
+        return model
     if parent is None or parent.external:
         return DEFAULT_FAMILY
     try:
@@ -91,6 +92,23 @@ def resolve_spec(job: TrainJobConfig, model: str, family: ModelFamily, method: M
     return spec
 
 
+def check_job(job: TrainJobConfig, parent: VersionRecord | None) -> None:
+    """What a bump is refused for that needs no cluster (its method, its family's spec against
+    the current version, a sharded bump's rules), said before one starts."""
+    method = resolve_method(job.method)
+    model = resolve_model(job.model, parent)
+    family = get_family(model)
+    resolve_spec(job, model, family, method, parent)
+    warm = job.train.warm_start != "off" and parent is not None and not parent.external
+    if warm and get_family(parent.family) is family and not has_warm_start(family):
+        raise ConfigError(f"the {family.name} model family has no warm start (its M_k cannot "
+                          f"start from version {parent.version}'s model): use --warm-start off")
+    if job.sharded:
+        from bc_ray.train.sharded_job import check_sharded  # it imports this module
+
+        check_sharded(job, method, parent)
+
+
 def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInputs:
     """Reads and validates; every error here is raised before any worker starts."""
     method = resolve_method(job.method)
@@ -105,7 +123,7 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInp
                             + ("raise --holdout-days or ingest more data" if snapshot.grows
                                else "raise --holdout or advance the snapshot"))
     parent = state.version() if state.current_version is not None else None
-    model = resolve_model(job, parent)
+    model = resolve_model(job.model, parent)
     family = get_family(model)
     spec = resolve_spec(job, model, family, method, parent)
     previous = None

@@ -104,8 +104,9 @@ class ShardedBump:
     fault: FaultInjection | None = None  # tests: a worker that crashes once
 
 
-def _check(job: TrainJobConfig, method: Method, parent: VersionRecord | None) -> None:
-    model = resolve_model(job, parent)
+def check_sharded(job: TrainJobConfig, method: Method, parent: VersionRecord | None) -> None:
+    """What a sharded bump trains: GraphSAGE, jointly aligned, to stored targets."""
+    model = resolve_model(job.model, parent)
     if model != DEFAULT_FAMILY:
         raise ConfigError(f"--sharded trains GraphSAGE (its ID tables are what is sharded), not "
                           f"{model}: train other families without it")
@@ -475,7 +476,7 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     store = Store(job.store)
     state = store.state()
     parent = state.version() if state.current_version is not None else None
-    _check(job, method, parent)
+    check_sharded(job, method, parent)
     family = get_family(DEFAULT_FAMILY)
     spec = resolve_spec(job, DEFAULT_FAMILY, family, method, parent)
     _check_inputs(store, state, spec, parent)

@@ -1,11 +1,13 @@
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
 from typer.testing import CliRunner
 
 from bc_ray.cli.main import app
+from tests.conftest import PLUGINS
 
 runner = CliRunner()
 
@@ -81,6 +83,43 @@ def test_a_path_with_no_store_and_a_mistyped_method_are_said_before_a_cluster_st
         assert lines[1:] == ["no cluster"], (args, lines)  # one line, and no cluster started
     listed = done.stderr.split("choose one of", 1)[1]
     assert "popularity" not in listed and "keep-all" not in listed  # baselines it refuses
+
+
+def test_a_bump_of_a_plugin_version_reads_its_spec_and_is_checked_before_a_cluster(tmp_path):
+    """`--spec` alone is read by the current version's family (the test-only `tiny`, whose
+    `dim` GraphSAGE's parser does not know), and what the method or --sharded refuse against
+    that version is said before a cluster starts."""
+    from bc_ray.store.store import Store
+    from bc_ray.store.versions import Candidate, publish_version, register_candidate
+
+    uri = f"file://{tmp_path}/store"
+    synth = runner.invoke(app, ["data", "synth", "--store", uri, "--users", "50", "--items",
+                                "40", "--edges", "400"])
+    assert synth.exit_code == 0, synth.output
+    store = Store(uri)
+    snapshot = store.state().snapshot()
+    register_candidate(store, Candidate(
+        parent=None, dim=8, method="bc-aligner", spec={"dim": 8}, snapshot_id=snapshot.id,
+        cutoff=snapshot.cutoff, model=b"never read here", transform=None, family="tiny"))
+    publish_version(store, 0)
+    with_plugins = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    check = ("import sys, runpy; sys.argv = ['bc-ray'] + sys.argv[1:]\n"
+             "try:\n    runpy.run_module('bc_ray.cli.main', run_name='__main__')\n"
+             "finally:\n    ray = sys.modules.get('ray')\n"
+             "    print('a cluster' if ray and ray.is_initialized() else 'no cluster', "
+             "file=sys.stderr)")
+    for args, said in [
+            (["--method", "finetune-m0", "--spec", "dim=16"],
+             "finetune-m0 cannot change the architecture: --model tiny --spec"),
+            (["--warm-start", "mean"], "the tiny model family has no warm start"),
+            (["--sharded", "--num-workers", "1", "--targets", "stored"],
+             "--sharded trains GraphSAGE (its ID tables are what is sharded), not tiny")]:
+        done = subprocess.run([sys.executable, "-c", check, "train", "--store", uri, *args],
+                              capture_output=True, text=True, env=with_plugins)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and said in lines[0], (args, done.stderr)
+        assert lines[1:] == ["no cluster"], (args, lines)
 
 
 def test_benchmark_rejects_bad_counts_before_any_work(tmp_path):

@@ -123,9 +123,58 @@ def test_a_family_needing_a_newer_api_is_refused(site):
         get_family("future")
 
 
-def test_a_plugin_cannot_take_a_built_in_name(site):
+def test_a_plugin_cannot_take_a_built_in_name(site, caplog):
     _install(site, "impostor", "0.1", {"graphsage": "bc_ray_tiny_family:TinyFamily"}, {})
     assert type(get_family("graphsage")).__name__ == "GraphSAGE"
+    assert "graphsage" in family_names()
+    assert "entry point 'graphsage' of impostor 0.1 is ignored" in caplog.text
+    (site / "bc_ray_impostor.py").write_text(textwrap.dedent("""
+        from bc_ray_tiny_family import TinyFamily
+
+        class Impostor(TinyFamily):
+            name = "graphsage"
+    """))
+    with pytest.raises(ConfigError, match="calls itself 'graphsage', a built-in family's name"):
+        get_family("bc_ray_impostor:Impostor")
+
+
+PLUGIN_HEADER = """
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from bc_ray_tiny_family import TinyFamily, TinySpec
+"""
+
+
+@pytest.mark.parametrize("name, body, message", [
+    ("renamed", "class Renamed(TinyFamily):\n    name = 'acme_v2'",
+     r"'renamed' loads a family named 'acme_v2': register it under its own name"),
+    ("needsargs", "class Needsargs(TinyFamily):\n    name = 'needsargs'\n"
+                  "    def __init__(self, path):\n        self.path = path",
+     r"Needsargs\(\) failed \(TypeError: .*path.*\); a family class is created without "
+     r"arguments"),
+    ("wrongspec", "class Wrongspec(TinyFamily):\n    name = 'wrongspec'",
+     r"its spec names family 'tiny', not 'wrongspec': set the spec class's `family"),
+    ("nodefault", "@dataclass(frozen=True)\nclass Spec:\n"
+                  "    family: ClassVar[str] = 'nodefault'\n    width: int\n"
+                  "class Nodefault(TinyFamily):\n    name = 'nodefault'\n    spec_type = Spec",
+     r"default_spec\(\) failed \(TypeError: .*width.*\); every field of a spec needs a default"),
+    ("typo", "@dataclass(frozen=True)\nclass Spec(TinySpec):\n"
+             "    family: ClassVar[str] = 'typo'\n"
+             "class Typo(TinyFamily):\n    name = 'typo'\n    spec_type = Spec\n"
+             "    refresh_strategy = 'entity'",
+     r"refresh_strategy must be 'entities', got 'entity'"),
+    ("strapi", "class Strapi(TinyFamily):\n    name = 'strapi'\n    api_version = '1'",
+     r"api_version must be an integer, got '1'"),
+])
+def test_a_family_bc_ray_cannot_use_is_one_line_naming_why(site, name, body, message):
+    """What a plug-in's author gets wrong is said when the family is chosen, in one line, never
+    as a traceback from inside the plug-in or a silent switch to another family."""
+    module = f"bc_ray_{name}_family"
+    _install(site, f"{name}-family", "0.1", {name: f"{module}:{name.capitalize()}"},
+             {module: PLUGIN_HEADER + textwrap.indent(body, "    ")})
+    with pytest.raises(ConfigError, match=message):
+        get_family(name)
 
 
 @pytest.mark.parametrize("command", [["train", "--store", "file:///nowhere"],
