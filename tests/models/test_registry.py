@@ -186,3 +186,9 @@ def test_model_nosuch_is_a_usage_error(command, tmp_path, monkeypatch):
     said = " ".join(result.output.replace("│", " ").split())  # the error box, unwrapped
     assert "Invalid value for --model: unknown model family 'nosuch'" in said
     assert not any(tmp_path.iterdir())
+
+
+def test_an_empty_model_name_is_a_usage_error_not_graphsage(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--store", "file:///nowhere", "--model", " "])
+    assert result.exit_code == 2 and "is empty: name a model family" in result.output
