@@ -10,6 +10,12 @@ from bc_ray.cli.main import app
 from tests.conftest import PLUGINS
 
 runner = CliRunner()
+# The CLI in a bare process, saying last whether a Ray cluster was started.
+NO_CLUSTER_CHECK = ("import sys, runpy; sys.argv = ['bc-ray'] + sys.argv[1:]\n"
+                    "try:\n    runpy.run_module('bc_ray.cli.main', run_name='__main__')\n"
+                    "finally:\n    ray = sys.modules.get('ray')\n"
+                    "    print('a cluster' if ray and ray.is_initialized() else 'no cluster', "
+                    "file=sys.stderr)")
 
 
 def test_help_lists_the_commands():
@@ -57,11 +63,6 @@ def test_a_path_with_no_store_and_a_mistyped_method_are_said_before_a_cluster_st
     synth = runner.invoke(app, ["data", "synth", "--store", f"file://{tmp_path}/store",
                                 "--users", "50", "--items", "40", "--edges", "400"])
     assert synth.exit_code == 0, synth.output
-    check = ("import sys, runpy; sys.argv = ['bc-ray'] + sys.argv[1:]\n"
-             "try:\n    runpy.run_module('bc_ray.cli.main', run_name='__main__')\n"
-             "finally:\n    ray = sys.modules.get('ray')\n"
-             "    print('a cluster' if ray and ray.is_initialized() else 'no cluster', "
-             "file=sys.stderr)")
     for args, said in [
             (["versions", "--store", missing], f"no store at {missing}"),
             (["refresh", "--store", missing], f"no store at {missing}"),
@@ -75,8 +76,8 @@ def test_a_path_with_no_store_and_a_mistyped_method_are_said_before_a_cluster_st
             (["refresh", "--store", f"file://{tmp_path}/store"], "no published version yet"),
             (["train", "--store", f"file://{tmp_path}/store", "--method", "bc-alligner"],
              "unknown method 'bc-alligner'; choose one of ['bc-aligner',")]:
-        done = subprocess.run([sys.executable, "-c", check, *args], capture_output=True,
-                              text=True)
+        done = subprocess.run([sys.executable, "-c", NO_CLUSTER_CHECK, *args],
+                              capture_output=True, text=True)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert lines[0].startswith("error: ") and said in lines[0], (args, lines)
@@ -104,19 +105,14 @@ def test_a_bump_of_a_plugin_version_reads_its_spec_and_is_checked_before_a_clust
     publish_version(store, 0)
     with_plugins = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    check = ("import sys, runpy; sys.argv = ['bc-ray'] + sys.argv[1:]\n"
-             "try:\n    runpy.run_module('bc_ray.cli.main', run_name='__main__')\n"
-             "finally:\n    ray = sys.modules.get('ray')\n"
-             "    print('a cluster' if ray and ray.is_initialized() else 'no cluster', "
-             "file=sys.stderr)")
     for args, said in [
             (["--method", "finetune-m0", "--spec", "dim=16"],
              "finetune-m0 cannot change the architecture: --model tiny --spec"),
             (["--warm-start", "mean"], "the tiny model family has no warm start"),
             (["--sharded", "--num-workers", "1", "--targets", "stored"],
              "--sharded trains GraphSAGE (its ID tables are what is sharded), not tiny")]:
-        done = subprocess.run([sys.executable, "-c", check, "train", "--store", uri, *args],
-                              capture_output=True, text=True, env=with_plugins)
+        done = subprocess.run([sys.executable, "-c", NO_CLUSTER_CHECK, "train", "--store", uri,
+                               *args], capture_output=True, text=True, env=with_plugins)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and said in lines[0], (args, done.stderr)
         assert lines[1:] == ["no cluster"], (args, lines)
