@@ -30,8 +30,17 @@ def embedded(model: EmbeddingModule, graph: GraphTensors) -> tuple[torch.Tensor,
             found = model.embed(graph)
     finally:
         model.train(was_training)
-    return checked_embeddings(found, graph.num_users, graph.num_items, model.output_dim,
+    return checked_embeddings(found, graph.num_users, graph.num_items, spec_dim(model),
                               type(model).__qualname__)
+
+
+def spec_dim(model: EmbeddingModule) -> int:
+    """The width B_k is built for, its spec's `output_dim`, which the model must report too."""
+    dim = model.spec.output_dim
+    if model.output_dim != dim:
+        raise ShapeError(f"{type(model).__qualname__}: output_dim is {model.output_dim} but its "
+                         f"spec's is {dim}")
+    return dim
 
 
 def checked_embeddings(found: object, num_users: int, num_items: int, dim: int, who: str

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from bc_ray.core.embedded import check_step
+from bc_ray.core.embedded import check_step, spec_dim
 from bc_ray.core.family import EmbeddingModule, TrainingTask
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.losses import alignment_multi, alignment_single
@@ -107,7 +107,7 @@ class JointModule(nn.Module):
 
     def forward(self, batch, mask: torch.Tensor | None = None):
         step = self.task.step(self.model, batch)
-        check_step(step, self.model.output_dim, type(self.task).__qualname__, not self._stepped)
+        check_step(step, spec_dim(self.model), type(self.task).__qualname__, not self._stepped)
         self._stepped = True
         if self.transform is None or mask is None:
             return step.loss, step.nodes, None, None, None, step.parts

@@ -58,28 +58,36 @@ def check_not_taken(state: StoreState, raw: RawBatch, corrects: tuple[str, ...] 
     a new batch id (an items table added, an explicit --batch-id) its rows would be counted
     again as ingested and as late edges. The batches it corrects may hold them: their rows are
     dropped instead. The same bytes read another way (a corrected mapping) are other rows."""
-    taken = {(source.sha256, source.read_as): (batch, source)
-             for batch in state.batches.values() if batch.batch_id not in corrects
-             for source in batch.sources if source.role == "edges" and source.sha256}
-    for source in raw.sources:
-        found = taken.get((source.get("sha256"), source.get("read_as")))
-        if source["role"] == "edges" and found is not None:
-            batch, earlier = found
-            raise DataError(
-                f"the same bytes, read the same way, as {earlier.uri}, which batch "
-                f"{batch.batch_id} took at {batch.at}: ingesting them again would "
-                f"count their {earlier.rows} interaction rows twice. A users or items table "
-                "can ride with the next batch of new interactions; to land only what that "
-                f"batch lacks, pass --corrects {batch.batch_id}", path=source["uri"])
+    holders: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
+    for batch in sorted(state.batches.values(), key=lambda b: b.ordinal):
+        if batch.batch_id not in corrects:
+            for source in batch.sources:
+                if source.role == "edges" and source.sha256:
+                    holders.setdefault((source.sha256, source.read_as), []).append(
+                        (batch.batch_id, source.uri))
+    edges = [source for source in raw.sources if source["role"] == "edges"]
+    taken = [(s, holders[key]) for s in edges
+             if (key := (s.get("sha256"), s.get("read_as"))) in holders]
+    if not taken:
+        return
+    source, held = taken[0]
+    named = ", ".join(batch_id for batch_id, _ in held)
+    which = f"batch {named}" if len(held) == 1 else f"batches {named}"
+    flags = " ".join(f"--corrects {batch_id}" for batch_id, _ in held)
+    rest = (f"; to land this batch's other files without those rows, pass {flags}"
+            if len(taken) < len(edges) else "")
+    raise DataError(f"the same bytes, read the same way, as {held[0][1]}, which {which} took: "
+                    f"ingesting them again would count their {source['rows']} interaction "
+                    "rows twice. A users or items table can ride with the next batch of new "
+                    f"interactions{rest}", path=source["uri"])
 
 
 def commit_batch(store: Store, state: StoreState, raw: RawBatch, batch_id: str, name: str,
-                 before_commit: Callable[[], None] | None = None,
-                 corrects: tuple[str, ...] = ()) -> IngestOutcome | None:
+                 before_commit: Callable[[], None] | None = None) -> IngestOutcome | None:
     """One attempt: map the batch against `state`, write its files, and commit them with the
-    grown snapshot. None when another batch landed after `state` (map it again); the files of a
-    failed attempt are removed at once. `before_commit` runs with every file written;
-    `corrects` are the batches whose rows `raw` was cut against (`check_not_taken`)."""
+    grown snapshot. None when another batch landed after `state` (map it again, and check it
+    again: `check_not_taken`); the files of a failed attempt are removed at once.
+    `before_commit` runs with every file written."""
     ordinal = state.batch_count
     current, meta = current_entities(store, state)
     last_ts = max((b.stats["time_range"][1] for b in state.batches.values()), default=None)
@@ -101,7 +109,6 @@ def commit_batch(store: Store, state: StoreState, raw: RawBatch, batch_id: str, 
             raise _AlreadyIngested
         if latest.batch_count != ordinal:
             raise _Stale
-        check_not_taken(latest, raw, corrects)  # the same file under another id, meanwhile
         return [
             BatchIngested(batch_id=batch_id, ordinal=ordinal, at=at, stats=stats,
                           sources=raw.sources, prefix=prefix,
@@ -115,10 +122,8 @@ def commit_batch(store: Store, state: StoreState, raw: RawBatch, batch_id: str, 
         before_commit()
     try:
         landed = store.commit(build)
-    except (_Stale, _AlreadyIngested, DataError) as exc:
+    except (_Stale, _AlreadyIngested) as exc:
         store.io.delete(prefix, recursive=True)  # never referenced: safe to remove at once
-        if isinstance(exc, DataError):
-            raise
         if isinstance(exc, _AlreadyIngested):
             return already_ingested(store.state(), batch_id)
         return None

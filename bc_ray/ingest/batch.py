@@ -54,8 +54,8 @@ def ingest(store: Store, request: BatchInput, mapping: ColumnMapping, batch_id: 
     for attempt in range(attempts):
         if batch_id in state.batches:
             return already_ingested(state, batch_id)
-        check_not_taken(state, raw, corrects)  # before anything is written
-        outcome = commit_batch(store, state, raw, batch_id, name, before_commit, corrects)
+        check_not_taken(state, raw, corrects)  # against every batch that landed meanwhile too
+        outcome = commit_batch(store, state, raw, batch_id, name, before_commit)
         if outcome is not None:
             return outcome
         _back_off(store, batch_id, attempt)

@@ -36,8 +36,8 @@ from bc_ray.ingest.landing_scan import (
     unterminated,
     waiting,
 )
-from bc_ray.ingest.read import BatchInput
-from bc_ray.ingest.sources import SourceFile
+from bc_ray.ingest.read import BatchInput, read_as
+from bc_ray.ingest.sources import SourceFile, input_format
 from bc_ray.store.actions import LandingNoted
 from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
@@ -78,6 +78,10 @@ class Plan:
     catalogue: dict[str, list[SourceFile]] = field(default_factory=dict)
     notes: list[dict] = field(default_factory=list)
     report: LandingReport = field(default_factory=LandingReport)
+    # Interactions files taken this pass, by (sha256, read_as); and the copies of them found
+    # under other paths, noted once the batch holding their bytes has landed
+    planned: dict[tuple[str, str], Landed] = field(default_factory=dict)
+    copies: list[tuple[Landed, str, str]] = field(default_factory=list)
 
 
 def corrected_batch_command(store_uri: str, file: Landed, sha256: str,
@@ -130,15 +134,31 @@ def _classify(file: Landed, config: LandingConfig, known: Known, plan: Plan,
         plan.report.skipped.append({"file": file.uri, "reason": "empty (no rows): recorded, "
                                                                 "not read again"})
         return None
-    first = known.contents.get((file.role, content.sha256))
-    if file.role == "edges" and first is not None:
-        plan.notes.append(_note(file.role, file, content.sha256, "same content",
-                                batch_id=first[1]))
-        plan.report.skipped.append({"file": file.uri, "reason": f"same bytes as {first[0]}, "
-                                    f"which batch {first[1]} took: its interactions are "
-                                    "counted once"})
+    if file.role == "edges" and _a_copy(file, content.sha256, config, known, plan):
         return None
     return SourceFile(file.uri, file.size, file.tag, rel=file.rel, sha256=content.sha256)
+
+
+def _a_copy(file: Landed, sha256: str, config: LandingConfig, known: Known, plan: Plan
+            ) -> bool:
+    """Whether an interactions file holds the bytes, read the same way, of one a batch took
+    under another path (noted: never read again) or of one this pass takes (noted once that
+    batch lands): a day redelivered under a new date, a rename. Its rows are counted once."""
+    reading = read_as(config.mapping, input_format(file.uri, config.mapping.input_format))
+    taken = known.contents.get(("edges", sha256))
+    if taken is not None and taken[2] in (None, reading):  # None: recorded before read_as
+        plan.notes.append(_note(file.role, file, sha256, "same content", batch_id=taken[1]))
+        plan.report.skipped.append({"file": file.uri, "reason": f"same bytes as {taken[0]}, "
+                                    f"which batch {taken[1]} took: its interactions are "
+                                    "counted once"})
+        return True
+    first = plan.planned.setdefault((sha256, reading), file)
+    if first is file:
+        return False
+    plan.copies.append((file, sha256, reading))
+    plan.report.skipped.append({"file": file.uri, "reason": f"same bytes as {first.rel}, taken "
+                                "in this pass: its interactions are counted once"})
+    return True
 
 
 def _why_waiting(file: Landed, listing: Listing, config: LandingConfig, now: float
@@ -278,6 +298,16 @@ def _record_taken(plan: Plan, batch: Pending, carried: dict[str, list[SourceFile
                        for role, s in files]
 
 
+def _landed_copies(state: StoreState, plan: Plan) -> list[dict]:
+    """Notes for this pass's copies whose bytes a batch now holds (a copy of a batch that
+    failed is looked at again at the next pass)."""
+    held = {(source.sha256, source.read_as): batch.batch_id
+            for batch in state.batches.values() for source in batch.sources
+            if source.role == "edges" and source.sha256}
+    return [_note("edges", file, sha256, "same content", batch_id=held[(sha256, reading)])
+            for file, sha256, reading in plan.copies if (sha256, reading) in held]
+
+
 def _commit_notes(store: Store, notes: list[dict]) -> None:
     if notes:
         at = datetime.now(timezone.utc).isoformat()
@@ -295,5 +325,5 @@ def ingest_landing(store: Store, config: LandingConfig, now: float | None = None
                        "read. To ingest it as a corrected batch: %s", changed["file"],
                        changed["command"] or "pass it with the next batch of interactions")
     _land(store, config, plan)
-    _commit_notes(store, plan.notes)
+    _commit_notes(store, plan.notes + _landed_copies(store.state(), plan))
     return plan.report

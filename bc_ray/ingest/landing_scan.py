@@ -132,9 +132,10 @@ class Known:
     # (role, rel) -> the batches holding content of that path, in order: what a corrected
     # batch of its new content corrects
     batches: dict[tuple[str, str], list[str]] = field(default_factory=dict)
-    # (role, sha256) -> (rel, batch id) of the first batch that took those bytes, wherever they
-    # were landed: the same bytes under another path (a copy, a rename) are not taken again
-    contents: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    # (role, sha256) -> (rel, batch id, read_as) of the first batch that took those bytes,
+    # wherever they were landed: the same bytes under another path (a copy, a rename), read
+    # the same way, are not taken again
+    contents: dict[tuple[str, str], tuple[str, str, str | None]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, state: StoreState, roots: dict[str, str]) -> Known:
@@ -148,7 +149,8 @@ class Known:
                               as_data=True, batch_id=batch.batch_id)
                 if source.sha256 is not None:
                     known.contents.setdefault((source.role, source.sha256),
-                                              (rel or source.uri, batch.batch_id))
+                                              (rel or source.uri, batch.batch_id,
+                                               source.read_as))
         for note in state.landing.values():
             known.add(note.role, note.rel, note.size, note.tag, note.sha256,
                       as_data=note.outcome != "empty", batch_id=note.batch_id)

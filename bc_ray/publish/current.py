@@ -77,8 +77,9 @@ def outside_snapshot(tables: dict[str, ExternalTable], known: dict[str, pa.Array
         return {}
     outside = {}
     for entity, table in tables.items():
-        store_ids = known[entity].cast(table.ids.type)
-        held = pc.sum(pc.is_in(table.ids, value_set=store_ids)).as_py() or 0
+        store_ids = known[entity].cast(pa.string())  # as text: a version published before
+        held = pc.sum(pc.is_in(table.ids.cast(pa.string()),  # ingestion may hold another type
+                               value_set=store_ids)).as_py() or 0
         if held == 0 and len(store_ids):
             raise DataError(f"{FLAGS[entity]}: none of its {table.rows} ids is one of the "
                             f"store's {len(store_ids)} {entity}s (its first is "

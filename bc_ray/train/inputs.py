@@ -83,8 +83,8 @@ def resolve_spec(job: TrainJobConfig, model: str, family: ModelFamily, method: M
         raise ConfigError(f"finetune-m0 needs version {parent.version}'s model, but it was "
                           "published from embeddings made elsewhere and has none")
     if method.model == "finetune" and parent is not None and spec != parent_spec:
-        raise ConfigError(f"finetune-m0 cannot change the architecture: --model {model} "
-                          f"--spec {spec} differs from version {parent.version}'s "
+        raise ConfigError(f"finetune-m0 cannot change the architecture: the {model} spec "
+                          f"{spec} differs from version {parent.version}'s "
                           f"{parent.family} {parent.spec}")
     if method.transform == "identity" and parent and spec.output_dim < parent.dim:
         raise ConfigError(f"joint-notrans cannot shrink the output from {parent.dim} to "
@@ -99,8 +99,9 @@ def check_job(job: TrainJobConfig, parent: VersionRecord | None) -> None:
     model = resolve_model(job.model, parent)
     family = get_family(model)
     resolve_spec(job, model, family, method, parent)
-    warm = job.train.warm_start != "off" and parent is not None and not parent.external
-    if warm and get_family(parent.family) is family and not has_warm_start(family):
+    warm = (job.train.warm_start != "off" and parent is not None and not parent.external
+            and not parent.model_removed)
+    if warm and get_family(parent.family).name == family.name and not has_warm_start(family):
         raise ConfigError(f"the {family.name} model family has no warm start (its M_k cannot "
                           f"start from version {parent.version}'s model): use --warm-start off")
     if job.sharded:

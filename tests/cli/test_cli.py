@@ -107,7 +107,7 @@ def test_a_bump_of_a_plugin_version_reads_its_spec_and_is_checked_before_a_clust
         [str(PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])])}
     for args, said in [
             (["--method", "finetune-m0", "--spec", "dim=16"],
-             "finetune-m0 cannot change the architecture: --model tiny --spec"),
+             "finetune-m0 cannot change the architecture: the tiny spec"),
             (["--warm-start", "mean"], "the tiny model family has no warm start"),
             (["--sharded", "--num-workers", "1", "--targets", "stored"],
              "--sharded trains GraphSAGE (its ID tables are what is sharded), not tiny")]:

@@ -100,3 +100,9 @@ def test_a_spec_record_round_trips_its_tuples():
     recorded = {"dim": 8, "agg": "mean", "widths": [32, 16]}  # as JSON gives it back
     assert spec_from_fields(RichSpec, recorded, "rich") == spec
     assert spec_from_fields(TinySpec, {"dim": 4}, "tiny") == TinySpec(dim=4)
+
+
+def test_a_model_whose_width_is_not_its_specs_is_refused(model, graph):
+    model.output_dim = 4  # B_k is built for the spec's 8
+    with pytest.raises(ShapeError, match="output_dim is 4 but its spec's is 8"):
+        embedded(model, graph)

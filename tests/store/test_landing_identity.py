@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 from bc_ray.ingest.landing import LandingConfig, ingest_landing
 from bc_ray.store.state import StoreState
@@ -61,9 +62,13 @@ def test_an_identical_partition_and_an_empty_file_are_recorded_once(store_uri):
 
     first = ingest_landing(store, config)
     assert first.refused == []
-    assert [t["status"] for t in first.taken] == ["ingested", "already ingested", "ingested"]
+    assert [t["status"] for t in first.taken] == ["ingested", "ingested"]
     empty = [s["file"].rsplit("/", 2)[-2] for s in first.skipped if s["reason"].startswith("empty")]
     assert empty == ["dt=2026-11-23", "dt=2026-11-24"]
+    [copy] = [s for s in first.skipped if s["reason"].startswith("same bytes")]
+    assert copy["file"].endswith("dt=2026-11-22/part-0.parquet")
+    assert copy["reason"] == ("same bytes as dt=2026-11-21/part-0.parquet, taken in this pass: "
+                              "its interactions are counted once")
     assert ingested_edges(store) == 45
 
     second = ingest_landing(store, config)
@@ -96,3 +101,6 @@ def test_a_taken_file_copied_under_another_path_is_not_counted_again(store_uri):
     assert ingested_edges(store) == 45
     again = ingest_landing(store, config)
     assert (again.taken, again.skipped, again.refused) == ([], [], [])
+    write(store, f"{ZONE}/dt=2026-11-23/part-0.parquet", day)  # the zone's mapping corrected:
+    unrated = replace(config, mapping=replace(MAPPING, rating_col=None))  # other rows
+    assert [t["edges"] for t in ingest_landing(store, unrated).taken] == [40]
