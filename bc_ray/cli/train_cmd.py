@@ -130,21 +130,14 @@ def train(
 ) -> None:
     """Train M_k jointly with B_k, score it on held-out edges, gate it, and publish it."""
     from bc_ray.cluster import connect
-    from bc_ray.train.inputs import check_job, resolve_model
+    from bc_ray.train.inputs import check_job
     from bc_ray.train.job import run_training
 
     if model is not None:
         model_family(model)  # a usage error naming the choices, before the store is read
-    parent = _current_version(store)
-    family = model_family(resolve_model(model, parent))
-    try:  # a spec is read by the family it trains: --model's, else the current version's
-        parsed = family.parse_spec(spec) if spec else None
-    except ConfigError as error:
-        raise typer.BadParameter(str(error), param_hint="--spec") from None
-    job = TrainJobConfig(
+    job = TrainJobConfig(  # options that contradict each other are said first
         store=store, method=method, num_workers=num_workers, use_gpu=use_gpu,
-        cpus_per_worker=cpus_per_worker, model=resolve_model(model, parent) if parsed else model,
-        spec=parsed,
+        cpus_per_worker=cpus_per_worker, model=model,
         train=dataclasses.replace(TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, lam=lam,
                                   seed=seed, max_steps=max_steps,
                                   edges_per_epoch=edges_per_epoch, warm_start=warm_start,
@@ -154,9 +147,27 @@ def train(
         gate=dataclasses.replace(GATE, max_align_error_rel=max_align_error_rel,
                                  min_recall_vs_parent=min_recall_vs_parent),
         checkpoint_every=checkpoint_every, max_failures=max_failures)
+    parent = _current_version(store)
+    job = _with_spec(job, spec, parent)
     check_job(job, parent)  # what is said without a cluster is said before one starts
     connect(address)
     _report(run_training(job), as_json, fail_on_reject)
+
+
+def _with_spec(job: TrainJobConfig, text: str | None, parent: VersionRecord | None
+               ) -> TrainJobConfig:
+    """The job with `--spec` read by the family it trains: --model's, else the current
+    version's (GraphSAGE for version 0)."""
+    from bc_ray.train.inputs import resolve_model
+
+    if not text:
+        return job
+    chosen = resolve_model(job.model, parent)
+    try:
+        parsed = model_family(chosen).parse_spec(text)
+    except ConfigError as error:
+        raise typer.BadParameter(str(error), param_hint="--spec") from None
+    return dataclasses.replace(job, model=chosen, spec=parsed)
 
 
 def _current_version(store: str) -> VersionRecord | None:
