@@ -53,18 +53,26 @@ def already_ingested(state: StoreState, batch_id: str) -> IngestOutcome:
                          snapshot_id_for(state.batch_count), dict(batch.stats))
 
 
+def edge_holders(state: StoreState, skip: tuple[str, ...] = ()
+                 ) -> dict[tuple[str, str | None], list[tuple[str, str]]]:
+    """(sha256, read_as) of every interactions file a batch took -> (batch id, file uri) of
+    each batch holding it, oldest first (`skip`: batches left out)."""
+    holders: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
+    for batch in sorted(state.batches.values(), key=lambda b: b.ordinal):
+        if batch.batch_id not in skip:
+            for source in batch.sources:
+                if source.role == "edges" and source.sha256:
+                    holders.setdefault((source.sha256, source.read_as), []).append(
+                        (batch.batch_id, source.uri))
+    return holders
+
+
 def check_not_taken(state: StoreState, raw: RawBatch, corrects: tuple[str, ...] = ()) -> None:
     """Refuse an interactions file whose bytes, read the same way, a batch already took: under
     a new batch id (an items table added, an explicit --batch-id) its rows would be counted
     again as ingested and as late edges. The batches it corrects may hold them: their rows are
     dropped instead. The same bytes read another way (a corrected mapping) are other rows."""
-    holders: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
-    for batch in sorted(state.batches.values(), key=lambda b: b.ordinal):
-        if batch.batch_id not in corrects:
-            for source in batch.sources:
-                if source.role == "edges" and source.sha256:
-                    holders.setdefault((source.sha256, source.read_as), []).append(
-                        (batch.batch_id, source.uri))
+    holders = edge_holders(state, skip=corrects)
     edges = [source for source in raw.sources if source["role"] == "edges"]
     taken = [(s, holders[key]) for s in edges
              if (key := (s.get("sha256"), s.get("read_as"))) in holders]

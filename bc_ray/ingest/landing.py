@@ -22,7 +22,7 @@ from typing import Any
 
 from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import BcRayError, ConfigError
-from bc_ray.ingest.attempt import IngestOutcome
+from bc_ray.ingest.attempt import IngestOutcome, edge_holders
 from bc_ray.ingest.batch import ingest
 from bc_ray.ingest.landing_config import LandingConfig
 from bc_ray.ingest.landing_scan import (
@@ -301,10 +301,8 @@ def _record_taken(plan: Plan, batch: Pending, carried: dict[str, list[SourceFile
 def _landed_copies(state: StoreState, plan: Plan) -> list[dict]:
     """Notes for this pass's copies whose bytes a batch now holds (a copy of a batch that
     failed is looked at again at the next pass)."""
-    held = {(source.sha256, source.read_as): batch.batch_id
-            for batch in state.batches.values() for source in batch.sources
-            if source.role == "edges" and source.sha256}
-    return [_note("edges", file, sha256, "same content", batch_id=held[(sha256, reading)])
+    held = edge_holders(state)
+    return [_note("edges", file, sha256, "same content", batch_id=held[(sha256, reading)][0][0])
             for file, sha256, reading in plan.copies if (sha256, reading) in held]
 
 

@@ -105,9 +105,23 @@ def check_job(job: TrainJobConfig, parent: VersionRecord | None) -> None:
         raise ConfigError(f"the {family.name} model family has no warm start (its M_k cannot "
                           f"start from version {parent.version}'s model): use --warm-start off")
     if job.sharded:
-        from bc_ray.train.sharded_job import check_sharded  # it imports this module
-
         check_sharded(job, method, parent)
+
+
+def check_sharded(job: TrainJobConfig, method: Method, parent: VersionRecord | None) -> None:
+    """What a sharded bump trains: GraphSAGE, jointly aligned, to stored targets."""
+    model = resolve_model(job.model, parent)
+    if model != DEFAULT_FAMILY:
+        raise ConfigError(f"--sharded trains GraphSAGE (its ID tables are what is sharded), not "
+                          f"{model}: train other families without it")
+    if method.posthoc or method.refits or method.model != "fresh":
+        raise ConfigError(f"{method.title} needs the whole of M_k or M_{{k-1}} in one process; "
+                          "a sharded bump trains a jointly aligned method (bc-aligner, "
+                          "joint-lin-sloss, joint-notrans) or non-bc")
+    if parent is not None and job.targets != "stored":
+        raise ConfigError("a sharded bump aligns to (and is gated against) the stored "
+                          "ver-(k-1) tables, running M_{k-1} over the whole graph being what it "
+                          "avoids: pass --targets stored")
 
 
 def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInputs:

@@ -70,7 +70,7 @@ from bc_ray.store.versions import Candidate, publish_version, register_candidate
 from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.gate import ALIGN_SAMPLE, gate
 from bc_ray.train.held_out import HeldOut, held_out_split
-from bc_ray.train.inputs import chain_amplifiers, resolve_method, resolve_model, resolve_spec
+from bc_ray.train.inputs import chain_amplifiers, check_sharded, resolve_method, resolve_spec
 from bc_ray.train.loop import (
     checkpoint_folder,
     epochs,
@@ -102,22 +102,6 @@ class ShardedBump:
     memory: WorkerMemory  # what each worker holds and asks Ray for
     checkpoint_every: int = 5
     fault: FaultInjection | None = None  # tests: a worker that crashes once
-
-
-def check_sharded(job: TrainJobConfig, method: Method, parent: VersionRecord | None) -> None:
-    """What a sharded bump trains: GraphSAGE, jointly aligned, to stored targets."""
-    model = resolve_model(job.model, parent)
-    if model != DEFAULT_FAMILY:
-        raise ConfigError(f"--sharded trains GraphSAGE (its ID tables are what is sharded), not "
-                          f"{model}: train other families without it")
-    if method.posthoc or method.refits or method.model != "fresh":
-        raise ConfigError(f"{method.title} needs the whole of M_k or M_{{k-1}} in one process; "
-                          "a sharded bump trains a jointly aligned method (bc-aligner, "
-                          "joint-lin-sloss, joint-notrans) or non-bc")
-    if parent is not None and job.targets != "stored":
-        raise ConfigError("a sharded bump aligns to (and is gated against) the stored "
-                          "ver-(k-1) tables, running M_{k-1} over the whole graph being what it "
-                          "avoids: pass --targets stored")
 
 
 def _check_inputs(store: Store, state: StoreState, spec: VersionSpec,
