@@ -14,6 +14,7 @@ from bc_ray.cli import (
     config_file,
     data_cmd,
     demo_cmd,
+    model_cmd,
     publish_cmd,
     refresh_cmd,
     scheduler_cmd,
@@ -45,6 +46,7 @@ app.command("export")(store_cmd.export)
 app.command("gc")(store_cmd.gc)
 app.command("rollback")(store_cmd.rollback)
 app.add_typer(store_cmd.store_app, name="store")
+app.add_typer(model_cmd.app, name="model")
 
 config_app = typer.Typer(help="The optional bc_ray.yaml (--config or BC_RAY_CONFIG).",
                          no_args_is_help=True)

@@ -48,6 +48,27 @@ def family_of(spec: ModelSpec) -> ModelFamily:
     return _by_name.get(name) or get_family(name)
 
 
+def version_family(name: str, version: int) -> ModelFamily:
+    """The family a version record names, or why it does not load here and what to do: a
+    version trained by a plug-in is refreshed, warm-started from and aligned to by processes
+    that may not have the plug-in installed."""
+    try:
+        return get_family(name)
+    except ConfigError as error:
+        raise ConfigError(f"version {version} was trained by model family {name!r}, which does "
+                          f"not load here ({error}); install the package that provides it, "
+                          "here and in the cluster's image") from None
+
+
+def family_source(name: str) -> str:
+    """Where the family called `name` comes from: "built-in", the distribution that registers
+    it ("package version"), or the module:Class it was named by."""
+    if name in BUILT_IN:
+        return "built-in"
+    found = [ep for ep in _plugins() if ep.name == name]
+    return ", ".join(sorted(_owner(ep) for ep in found)) if found else name
+
+
 _by_name: dict[str, ModelFamily] = {}
 
 

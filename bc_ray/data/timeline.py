@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from bc_ray.data.snapshot import GraphSnapshot
+from bc_ray.data.snapshot import ENTITIES, GraphSnapshot
 from bc_ray.exceptions import DataError
 
 SECONDS_PER_DAY = 86_400
@@ -48,6 +48,22 @@ def new_entities(snapshot: GraphSnapshot, entity: str, start: float, end: float)
     table = snapshot.entities(entity)
     mask = (table["first_t"] > start) & (table["first_t"] <= end)
     return table.filter(mask)["idx"]
+
+
+def appeared_nodes(snapshot: GraphSnapshot, since: float) -> np.ndarray:
+    """Nodes of the entities present now but not at `since`: added to the tables, so a family
+    must embed them even where new interactions alone would not say so (their rows have no
+    earlier value to copy)."""
+    before = snapshot.with_cutoff(since)
+    users, items = (np.flatnonzero(snapshot.present(e) & ~before.present(e)) for e in ENTITIES)
+    return np.concatenate([users, items + snapshot.num_users]).astype(np.int64)
+
+
+def edge_endpoints(edges: pl.DataFrame, num_users: int) -> np.ndarray:
+    """The nodes (users, then items after `num_users`) that `edges` touch, sorted and unique."""
+    return np.unique(np.concatenate([
+        edges["user_idx"].to_numpy().astype(np.int64),
+        edges["item_idx"].to_numpy().astype(np.int64) + num_users]))
 
 
 def t_at_timestamp(snapshot: GraphSnapshot, timestamp: int) -> float:

@@ -37,7 +37,7 @@ import torch
 
 from bc_ray.core.family import ModelFamily
 from bc_ray.core.graph import GraphTensors, build_graph
-from bc_ray.core.registry import get_family
+from bc_ray.core.registry import version_family
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_until
 from bc_ray.memory import return_freed_memory
@@ -160,7 +160,7 @@ class RefreshRun:
         state = store.state()
         check_refreshable(state)
         version = state.version()
-        family = get_family(version.family)
+        family = version_family(version.family, version.version)
         # The layer builder (kept from the job's last refresh, or starting now) gets ready while
         # the driver reads the snapshot; only GraphSAGE's layer-wise strategy uses it, and on a
         # 2-core node a process starting for nothing delays the tasks' own start.
@@ -370,7 +370,8 @@ def plan_partitions(config: RefreshConfig) -> int:
     size = GraphSize.of(state, version)
     nodes = ray.nodes()
     node_budget, slot_budget = node_memory(nodes), slot_memory(config.cpus_per_task, nodes)
-    if (get_family(version.family).refresh_strategy != "layerwise" or size is None
+    layerwise = version_family(version.family, version.version).refresh_strategy == "layerwise"
+    if (not layerwise or size is None
             or node_budget is None or slot_budget is None):
         return 0
     if config.partitions == 0:

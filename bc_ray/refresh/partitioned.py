@@ -35,7 +35,7 @@ import pyarrow as pa
 import ray
 
 from bc_ray.core.graph import GraphTensors, build_graph
-from bc_ray.core.registry import get_family
+from bc_ray.core.registry import get_family, version_family
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.partition.edge_files import EdgeFiles, count_degrees_by_file
@@ -133,11 +133,12 @@ class PartitionedRefresh:
         state = store.state()
         check_refreshable(state)
         version = state.version()
-        if get_family(version.family).refresh_strategy != "layerwise":
+        family = version_family(version.family, version.version)
+        if family.refresh_strategy != "layerwise":
             raise ConfigError(f"--partitions splits GraphSAGE's layer-wise refresh; version "
                               f"{version.version} is {version.family!r}: leave --partitions out")
         snapshot = load_entities(store, state)
-        plan = plan_range_refresh(config, state, version, snapshot, get_family(version.family))
+        plan = plan_range_refresh(config, state, version, snapshot, family)
         window = plan.window
         files = EdgeFiles.of(store, state, snapshot.num_users, snapshot.num_items,
                              None if window is None else window.since)

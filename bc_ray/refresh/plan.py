@@ -14,7 +14,7 @@ import polars as pl
 from bc_ray.core.family import Changes, ModelFamily
 from bc_ray.core.graph import GraphTensors
 from bc_ray.data.snapshot import GraphSnapshot
-from bc_ray.data.timeline import edges_between
+from bc_ray.data.timeline import appeared_nodes, edge_endpoints, edges_between
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.range_cache import keeps_range_caches
 from bc_ray.store.state import StoreState, TableRecord, VersionRecord
@@ -81,7 +81,7 @@ def plan_refresh(config: RefreshConfig, state: StoreState, version: VersionRecor
     plan = _window(config, state, version, snapshot, family, missing)
     if plan.window is not None:
         new = plan.window.new_edges(snapshot)
-        plan.changes = Changes(_endpoints(new, graph.num_users), plan.window.entities)
+        plan.changes = Changes(edge_endpoints(new, graph.num_users), plan.window.entities)
         plan.reason = plan.window.describe(new.height)
     return plan
 
@@ -136,16 +136,7 @@ def _cutoff_since(state: StoreState, previous: TableRecord,
         return "the snapshot files changed since the earlier refresh"
     if previous.cutoff > snapshot.meta.cutoff:
         return "the snapshot moved backwards"
-    return Window("t", previous.cutoff, _appeared(snapshot, previous.cutoff))
-
-
-def _appeared(snapshot: GraphSnapshot, since: float) -> np.ndarray:
-    """Nodes of the entities present now but not at `since`: added to the tables, so a family
-    must embed them even where new interactions alone would not say so (their rows have no
-    earlier value to copy)."""
-    before = snapshot.with_cutoff(since)
-    users, items = (np.flatnonzero(snapshot.present(e) & ~before.present(e)) for e in ENTITIES)
-    return np.concatenate([users, items + snapshot.num_users]).astype(np.int64)
+    return Window("t", previous.cutoff, appeared_nodes(snapshot, previous.cutoff))
 
 
 def _batches_since(state: StoreState, previous: TableRecord,
@@ -163,9 +154,3 @@ def _batches_since(state: StoreState, previous: TableRecord,
     entities = np.unique(np.concatenate([users, items + snapshot.num_users]))
     return Window("batch", since, entities, state.snapshot().batches - since, int(users.size),
                   int(items.size))
-
-
-def _endpoints(edges: pl.DataFrame, num_users: int) -> np.ndarray:
-    return np.unique(np.concatenate([
-        edges["user_idx"].to_numpy().astype(np.int64),
-        edges["item_idx"].to_numpy().astype(np.int64) + num_users]))

@@ -9,7 +9,7 @@ import torch
 from bc_ray.core.family import ModelFamily, ModelSpec
 from bc_ray.core.family_base import has_warm_start
 from bc_ray.core.methods import METHODS, Method, get_method
-from bc_ray.core.registry import DEFAULT_FAMILY, get_family
+from bc_ray.core.registry import DEFAULT_FAMILY, get_family, version_family
 from bc_ray.core.splits import PeriodSplit, period_split
 from bc_ray.core.version import PreviousVersion, StoredTargets, TablesOnly
 from bc_ray.data.snapshot import GraphSnapshot
@@ -64,11 +64,9 @@ def resolve_model(model: str | None, parent: VersionRecord | None) -> str:
     if parent is None or parent.external:
         return DEFAULT_FAMILY
     try:
-        get_family(parent.family)
+        version_family(parent.family, parent.version)
     except ConfigError as error:
-        raise ConfigError(f"version {parent.version} was trained by model family "
-                          f"{parent.family!r}, which does not load here ({error}); install it, "
-                          "or choose a family with --model") from None
+        raise ConfigError(f"{error}, or choose a family with --model") from None
     return parent.family
 
 
@@ -101,7 +99,8 @@ def check_job(job: TrainJobConfig, parent: VersionRecord | None) -> None:
     resolve_spec(job, model, family, method, parent)
     warm = (job.train.warm_start != "off" and parent is not None and not parent.external
             and not parent.model_removed)
-    if warm and get_family(parent.family).name == family.name and not has_warm_start(family):
+    same = warm and version_family(parent.family, parent.version).name == family.name
+    if same and not has_warm_start(family):
         raise ConfigError(f"the {family.name} model family has no warm start (its M_k cannot "
                           f"start from version {parent.version}'s model): use --warm-start off")
     if job.sharded:
@@ -180,7 +179,7 @@ def previous_version(store: Store, state: StoreState, parent: VersionRecord,
     if parent.family == EXTERNAL_FAMILY:  # no model to run: its tables are the targets
         stored = _stored_targets(store, state, parent, snapshot)
         return PreviousVersion(parent.version, TablesOnly(parent.dim), amplifiers, stored=stored)
-    family = get_family(parent.family)  # M_{k-1} is rebuilt by its own family
+    family = version_family(parent.family, parent.version)  # M_{k-1}: by its own family
     model = None
     if with_model and (targets == "model" or get_method(parent.method).model == "finetune"):
         model = family.from_bytes(load_model_bytes(store, parent.version, state))

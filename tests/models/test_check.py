@@ -1,0 +1,115 @@
+"""`bc-ray model check` and `check_family` (bc_ray/models/check.py): every family this
+installation has keeps the model contract, and a family that breaks a rule is told which, in
+one line, where it broke it, with the checks that depend on it skipped. No Ray: the point of
+the check is that a team runs it before anything reaches a cluster."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bc_ray.cli.main import app
+from bc_ray.core.registry import version_family
+from bc_ray.exceptions import ConfigError
+from bc_ray.models import family_names
+from bc_ray.models.check import CHECKS, check_family
+
+runner = CliRunner()
+ALL = ["loads"] + [name for name, _ in CHECKS]
+BROKEN = "tests.models.broken_families:"
+
+
+def _statuses(report) -> dict[str, str]:
+    return {c.check: c.status for c in report.checks}
+
+
+@pytest.mark.parametrize("name", sorted(set(family_names()) | {"tiny"}))
+def test_every_installed_family_keeps_the_contract(name):
+    report = check_family(name)
+    assert [c.check for c in report.checks] == ALL
+    assert report.ok, [c for c in report.checks if c.status == "failed"]
+    for check in report.checks:
+        assert check.detail, check  # what was checked, or why it did not apply
+    skipped = {c.check for c in report.checks if c.status == "skipped"}
+    assert skipped <= {"warm-start", "incremental"}, skipped
+    if name == "tiny":
+        assert skipped == {"warm-start"}  # FamilyBase's default: no warm start
+
+
+def test_graphsage_incremental_check_leaves_rows_to_copy():
+    """The synthetic graph is sparse enough that new interactions leave a 2-layer GNN's other
+    rows alone: the incremental check compares real rows, not an empty set."""
+    (incremental,) = [c for c in check_family("graphsage").checks if c.check == "incremental"]
+    kept = int(incremental.detail.split("the other ")[1].split(" rows")[0])
+    assert incremental.status == "passed" and kept > 50, incremental.detail
+
+
+@pytest.mark.parametrize("family, spec, failed, message", [
+    ("UnevenRanks", None, "ranks", "every rank must take as many"),
+    ("UnusedWeight", None, "train", "without a gradient (model.unused.weight"),
+    ("ForgetfulSpec", "dim=12", "spec", "does not survive the version record"),
+    ("LossyLightModel", None, "bytes", "from_bytes(light=True)'s model differs"),
+    ("SortedEmbed", None, "refresh", "for a shuffled run of nodes differs"),
+    ("UnpicklableInputs", None, "refresh", "cannot be pickled"),
+    ("StaleItems", None, "incremental", "rows outside affected() changed"),
+    ("ForgetsNewItems", None, "incremental", "entities added since"),
+    ("BuildFails", None, "build", "ValueError: this model needs a GPU (at "),
+    ("FixedVocabulary", None, "build", "cannot embed a graph with entities newer than itself"),
+])
+def test_a_broken_rule_is_named_and_what_needs_it_is_skipped(family, spec, failed, message):
+    report = check_family(BROKEN + family, spec)
+    statuses = _statuses(report)
+    assert not report.ok
+    assert [name for name, status in statuses.items() if status == "failed"] == [failed]
+    (result,) = [c for c in report.checks if c.check == failed]
+    assert message in result.detail, result.detail
+    assert "\n" not in result.detail
+    dependants = [c for c in report.checks[ALL.index(failed) + 1:] if c.status == "skipped"
+                  and "did not pass" in c.detail]
+    if failed != "incremental":
+        assert dependants, statuses
+
+
+@pytest.mark.parametrize("family, where", [("BuildFails", "in build)"),
+                                           ("FixedVocabulary", "in entities)")])
+def test_the_plugins_own_line_is_named_not_the_library_it_called(family, where):
+    """FixedVocabulary's IndexError is raised inside torch; the line named is the plug-in's."""
+    (build,) = [c for c in check_family(BROKEN + family).checks if c.check == "build"]
+    assert "broken_families.py:" in build.detail and where in build.detail, build.detail
+
+
+def test_an_unknown_family_fails_to_load_and_nothing_else_runs():
+    report = check_family("nosuch")
+    assert [(c.check, c.status) for c in report.checks] == [("loads", "failed")]
+    assert "unknown model family 'nosuch'" in report.checks[0].detail
+
+
+def test_cli_check_prints_each_result_and_exits_by_the_outcome():
+    good = runner.invoke(app, ["model", "check", "tiny", "--spec", "dim=12"])
+    assert good.exit_code == 0, good.output
+    assert "tiny (bc-ray-tiny-family 0.1): 10 passed, 0 failed, 1 skipped" in good.output
+    assert "passed  incremental" in good.output
+    bad = runner.invoke(app, ["model", "check", BROKEN + "UnevenRanks", "--json"])
+    assert bad.exit_code == 1, bad.output
+    body = json.loads(bad.output)
+    assert body["ok"] is False and body["spec"] == {"dim": 8}
+    assert {c["check"]: c["status"] for c in body["checks"]}["ranks"] == "failed"
+
+
+def test_cli_list_names_each_family_and_its_source():
+    result = runner.invoke(app, ["model", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["family"]: r for r in json.loads(result.output)}
+    assert rows["graphsage"]["source"] == "built-in"
+    assert rows["graphsage"]["refresh_strategy"] == "layerwise"
+    assert rows["tiny"]["source"] == "bc-ray-tiny-family 0.1" and rows["tiny"]["loads"]
+
+
+def test_a_version_whose_family_is_gone_says_to_install_it():
+    with pytest.raises(ConfigError, match=r"version 3 was trained by model family 'gone', "
+                                          r"which does not load here \(unknown model family"):
+        version_family("gone", 3)
+    with pytest.raises(ConfigError, match="install the package that provides it"):
+        version_family("gone", 3)
