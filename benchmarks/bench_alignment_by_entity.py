@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import print_table, write_json  # noqa: E402
+from bc_ray.core.embedded import embedded  # noqa: E402
 from bc_ray.core.methods import get_method  # noqa: E402
 from bc_ray.core.registry import get_family  # noqa: E402
 from bc_ray.core.splits import period_split  # noqa: E402
@@ -81,8 +82,8 @@ def main() -> None:
                        item_pool=second.item_pool)
     graph = second.graph
     with torch.no_grad():
-        z0 = torch.cat(m0.model.embed(graph))
-        z1 = torch.cat(m1.model.embed(graph))
+        z0 = torch.cat(embedded(m0.model, graph))
+        z1 = torch.cat(embedded(m1.model, graph))
     refit = finish_version(get_method("bc-aligner-refit"), m1.result, second.graph, config,
                            previous)
     views = {}

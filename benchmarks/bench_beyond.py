@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import print_table, write_json  # noqa: E402
+from bc_ray.core.embedded import embedded  # noqa: E402
 from bc_ray.core.evaluation import recall_at_k  # noqa: E402
 from bc_ray.core.methods import get_method  # noqa: E402
 from bc_ray.models.graphsage.spec import VersionSpec  # noqa: E402
@@ -97,7 +98,7 @@ def mixing(snapshot, seeds: int) -> list[list]:
             model = train_version(get_method("non-bc"), spec, split.graph, config, None,
                                   lambda t: split_evaluator(split, t),
                                   item_pool=split.item_pool).model
-            scores.append(cold_recall(split, *model.embed(split.graph)))
+            scores.append(cold_recall(split, *embedded(model, split.graph)))
         scores = np.array(scores)
         rows.append([label, scores[:, 0].mean(), scores[:, 0].std(), scores[:, 1].mean(),
                      scores[:, 1].std()])

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import print_table, write_json  # noqa: E402
 from bc_ray.core.baselines import popularity_embeddings  # noqa: E402
+from bc_ray.core.embedded import embedded  # noqa: E402
 from bc_ray.data import load_dataset  # noqa: E402
 from bc_ray.experiments.paper import (  # noqa: E402
     PRESETS,
@@ -79,7 +80,7 @@ def seed_recalls(snapshot, preset: Preset, seed: int) -> dict[str, float]:
                   "selected": ctx.fresh_selected[version].model,
                   "fix_refit": ctx.fresh[0].model, "fix_selected": ctx.fresh_selected[0].model}
         for key, model in models.items():
-            scores[key].append(test_recall(split, *model.embed(split.graph)))
+            scores[key].append(test_recall(split, *embedded(model, split.graph)))
         scores["pop"].append(test_recall(split, *popularity_embeddings(
             known.edge_item, known.num_users, known.num_items)))
     return {key: 100 * float(np.mean(values)) for key, values in scores.items()}

@@ -106,8 +106,10 @@ def land(
     allow_old_times: LAllowOld = None,
     as_json: JsonOption = False,
 ) -> None:
-    """One pass of landing-zone ingestion, without Ray (backfills, a plain cron): prints what it
-    took, skipped, refused and found changed; exits 4 when a batch was refused."""
+    """One pass of landing-zone ingestion, without Ray (backfills, a plain cron).
+
+    Prints what it took, skipped, refused and found changed; exits 4 when a batch was
+    refused."""
     from bc_ray.ingest.landing import ingest_landing
     from bc_ray.ingest.sources import local_or_uri
 
@@ -131,8 +133,9 @@ def compact(
                                                   "split).")] = 5_000_000,
     as_json: JsonOption = False,
 ) -> None:
-    """Merge many small ingested batches into fewer files (one commit; old files are deleted
-    after the grace period)."""
+    """Merge many small ingested batches into fewer files, in one commit.
+
+    The old files are deleted after the grace period."""
     from bc_ray.store.batches import compact as compact_batches
 
     summary = compact_batches(open_store(store), target_rows)

@@ -17,8 +17,9 @@ app = typer.Typer(help="Model families: which this installation has, and whether
 
 @app.command("list")
 def list_families(as_json: JsonOption = False) -> None:
-    """Every family --model can name: built-in or the package that registers it, and whether it
-    loads here (each is imported)."""
+    """Every family --model can name, where it comes from, and whether it loads here.
+
+    Each family is imported: built-in, or from the package that registers it."""
     from bc_ray.core.registry import family_names, family_source, get_family
     from bc_ray.exceptions import ConfigError
 
@@ -48,11 +49,12 @@ def check(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic graph and training.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """Check a model family against bc_ray's contract on a small synthetic graph, in one
-    process, without Ray: its spec through a version record, build and embed, equal steps on
-    every rank, every weight trained, BC-Aligner against an earlier version, the model as
-    bytes, fine-tune and warm start, refresh runs and incremental refresh. Exit 1 if a check
-    fails."""
+    """Check a model family against bc_ray's contract, in seconds, without Ray.
+
+    On a small synthetic graph, in one process: its spec through a version record, build and
+    embed, equal steps on every rank, every weight trained, BC-Aligner against an earlier
+    version, the model as bytes, fine-tune and warm start, refresh runs and incremental
+    refresh. Exits 1 if a check fails."""
     from bc_ray.models.check import check_family
 
     def say(result) -> None:

@@ -45,10 +45,12 @@ def publish(
     fail_on_reject: Annotated[bool, typer.Option(
         help="Exit with status 3 when the gate rejects the new version.")] = True,
 ) -> None:
-    """Publish embeddings computed outside bc_ray as the next version: B_k fitted post hoc on
-    the entities shared with the current version and gated; the version and its tables become
-    current in one commit. Bad input is refused with nothing written; the current version's
-    own tables published again change nothing (status: already published, exit 0)."""
+    """Publish embeddings computed outside bc_ray as the next version, with a post-hoc B_k.
+
+    B_k is fitted on the entities shared with the current version and gated; the version and
+    its tables become current in one commit. Bad input is refused with nothing written; the
+    current version's own tables published again change nothing (status: already published,
+    exit 0)."""
     from bc_ray.publish.job import run_publish
 
     config = PublishConfig(store=store, users=users, items=items, id_col=id_col,

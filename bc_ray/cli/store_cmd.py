@@ -81,8 +81,10 @@ def gc(store: StoreOption,
        force: Annotated[bool, typer.Option(
            "--force", help="Allow a grace below 900 s: only when no writer (refresh, "
                            "training, ingest) can be running.")] = False) -> None:
-    """Apply retention and delete files no commit references: crashed writers' run prefixes, and
-    files left inside a referenced one by a retention or compaction that was killed."""
+    """Apply retention and delete files no commit references.
+
+    Those are crashed writers' run prefixes, and files left inside a referenced one by a
+    retention or compaction that was killed."""
     from bc_ray.store.maintenance import apply_retention, collect_garbage
 
     target = open_store(store)  # also a first writer's staged files, before any commit
@@ -125,8 +127,10 @@ def config(store: StoreOption,
                help="Seconds an unreferenced file is kept for readers of an older state "
                     "(finite, >= 0).")] = None,
            as_json: JsonOption = False) -> None:
-    """Show the store's retention, or set it: recorded in the log, so every process (CLI, jobs,
-    scheduler, gc) applies the same policy whatever its environment says."""
+    """Show the store's retention, or set it (recorded in the log).
+
+    Every process (CLI, jobs, scheduler, gc) then applies the same policy whatever its
+    environment says."""
     from bc_ray.store.store import RetentionPolicy, checked_keep_versions, checked_seconds
 
     if keep_versions is not None:

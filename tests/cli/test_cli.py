@@ -212,3 +212,20 @@ def test_a_rejected_bump_says_what_helps(capsys):
     assert "the gate rejected version 3" in said.err and "--lam" in said.err
     _report(TrainOutcome(4, "published", {}), as_json=True, fail_on_reject=True)
     assert capsys.readouterr().err == ""
+
+
+def test_every_command_has_a_one_line_summary():
+    """`--help` lists a command by its help's first paragraph, line breaks kept (typer's rich
+    mode): that paragraph is one line, details after a blank line."""
+    import inspect
+
+    import typer
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            yield " ".join([*path, name]), inspect.cleandoc(sub.help or "")
+            yield from walk(sub, [*path, name])
+
+    for name, text in walk(typer.main.get_command(app), []):
+        assert text, f"{name} has no help"
+        assert "\n" not in text.split("\n\n")[0], f"{name}: {text.splitlines()[:2]}"
