@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import os
 import shutil
 import signal
@@ -134,8 +135,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def start_worker() -> None:
+    """What every training worker does first: remove a killed group's checkpoints on this node
+    (a restart comes here), and quiet Ray Train's line per `report` call."""
+    remove_orphaned_checkpoints()
+    quiet_report_lines()
+
+
+def quiet_report_lines() -> None:
+    """Ray Train 2.60 logs every `ray.train.report` at INFO from every worker ("Reporting
+    training result N: TrainingReport(...)", hundreds of characters each epoch, under a logger
+    named by its file); the driver logs each epoch once. Warnings still show."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray: its own logging
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict) -> None:
-    remove_orphaned_checkpoints()  # a killed group's, on this node (a restart comes here)
+    start_worker()
     job = TrainJobConfig.from_dict(config["job"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()

@@ -76,8 +76,8 @@ from bc_ray.train.loop import (
     epochs,
     gathered,
     remove_folder,
-    remove_orphaned_checkpoints,
     report_epoch,
+    start_worker,
 )
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
@@ -387,7 +387,7 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, stages: _Stages) 
 
 
 def sharded_bump_per_worker(config: dict) -> None:
-    remove_orphaned_checkpoints()  # a killed group's, on this node (a restart comes here)
+    start_worker()
     bump: ShardedBump = config["bump"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
