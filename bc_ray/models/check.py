@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -260,12 +261,17 @@ def check_ranks(bench: Bench) -> str:
     for rank in (0, 1):
         model = bench.family.build(bench.spec, bench.vocab(bench.before))
         task = bench.family.task(model, bench.before, config, rank=rank, world_size=2)
-        counts.append([len(task.epoch(epoch)) for epoch in (1, 2)])
+        epochs = [task.epoch(epoch) for epoch in (1, 2)]
+        counts.append([len(batches) for batches in epochs])
+        if min(counts[-1]) < 1:
+            raise ContractError(f"rank {rank}'s epoch has no batches")
+        examples = task.examples(next(iter(epochs[0])))
+        if not isinstance(examples, Integral) or isinstance(examples, bool) or examples < 1:
+            raise ContractError(f"examples(batch) must be a positive int (edges/s counts it), "
+                                f"got {examples!r}")
     if counts[0] != counts[1]:
         raise ContractError(f"with 2 ranks, rank 0 takes {counts[0]} steps in epochs 1 and 2 "
                             f"and rank 1 takes {counts[1]}: every rank must take as many (DDP)")
-    if min(counts[0]) < 1:
-        raise ContractError("a rank's epoch has no batches")
     return f"2 ranks take {counts[0][0]} steps each per epoch"
 
 

@@ -102,11 +102,12 @@ def run_publish(config: PublishConfig) -> PublishOutcome:
     store = Store(config.store)
     state = store.state()
     tables = read_tables(config)
-    current = read_current(store, state)
-    if current is not None and _retried(current.record, config, tables):
+    latest = state.version() if state.current_version is not None else None
+    if latest is not None and _retried(latest, config, tables):  # before reading its tables
         logger.info("these tables are version %d's already (the same bytes): nothing published",
-                    current.record.version)
-        return _unchanged(state, current.record, tables)
+                    latest.version)
+        return _unchanged(state, latest, tables)
+    current = read_current(store, state)
     known = snapshot_ids(store, state)
     types = store_id_types(current, known)
     tables = {e: matching_ids(t, types.get(e)) for e, t in tables.items()}
