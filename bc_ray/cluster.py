@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 FAST_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
@@ -25,6 +28,20 @@ def enable_fast_ingress() -> None:
     latency. Must be set before the cluster (its Serve controller) starts."""
     for key, value in FAST_INGRESS_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def on_every_node(function: Callable[..., T], *args: Any) -> dict[str, T]:
+    """`function(*args)` run by a zero-CPU task pinned to each alive node of the connected
+    cluster, by node address: what only a node's own environment (its image, its PYTHONPATH)
+    can answer."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote = ray.remote(num_cpus=0, max_retries=0)(function)
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    refs = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node["NodeID"], soft=False)).remote(*args) for node in nodes]
+    return dict(zip((node["NodeManagerAddress"] for node in nodes), ray.get(refs)))
 
 
 def connect(address: str | None = None, num_cpus: int | None = None,

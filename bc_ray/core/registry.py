@@ -60,6 +60,16 @@ def version_family(name: str, version: int) -> ModelFamily:
                           "here and in the cluster's image") from None
 
 
+def load_error(name: str) -> str | None:
+    """Why the family called `name` does not load in this process (None: it does); run by a
+    task on each node of a cluster before a job that loads it there."""
+    try:
+        get_family(name)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
 def family_source(name: str) -> str:
     """Where the family called `name` comes from: "built-in", the distribution that registers
     it ("package version"), or the module:Class it was named by."""

@@ -43,6 +43,7 @@ from bc_ray.data.timeline import edges_until
 from bc_ray.memory import return_freed_memory
 from bc_ray.models.graphsage.inference import balanced_bounds, layer_for_nodes, layer_frontiers
 from bc_ray.models.graphsage.model import LayerStack
+from bc_ray.models.on_cluster import check_loads_on_cluster
 from bc_ray.partition.task_memory import slot_memory
 from bc_ray.refresh.assemble import CachedLayer, PreviousTables, carried_rows, layer_builder
 from bc_ray.refresh.config import WRITE_COST, RefreshConfig
@@ -165,6 +166,8 @@ class RefreshRun:
         # the driver reads the snapshot; only GraphSAGE's layer-wise strategy uses it, and on a
         # 2-core node a process starting for nothing delays the tasks' own start.
         layerwise = family.refresh_strategy == "layerwise"
+        if not layerwise:  # its tasks rebuild the model by the family's name
+            check_loads_on_cluster([version.family])
         builder = layer_builder() if layerwise and config.inference == "layerwise" else None
         snapshot = load_snapshot(store, state=state)
         cutoff = snapshot.meta.cutoff

@@ -22,6 +22,7 @@ from bc_ray.core.trainer import JointModule, TrainResult
 from bc_ray.core.transforms import make_transform
 from bc_ray.core.version import finish_version
 from bc_ray.exceptions import TrainingError
+from bc_ray.models.on_cluster import check_loads_on_cluster
 from bc_ray.store.versions import Candidate, publish_version, register_candidate, reject_version
 from bc_ray.train.config import TrainJobConfig
 from bc_ray.train.gate import gate, score_candidate
@@ -83,6 +84,10 @@ def run_training(job: TrainJobConfig) -> TrainOutcome:
     started = time.perf_counter()
     inputs = load_inputs(job)
     check_placement(job)
+    if job.num_workers > 0:  # each worker rebuilds M_k, and M_{k-1}, by its family's name
+        parent = inputs.parent
+        check_loads_on_cluster([inputs.model] + ([parent.family] if parent and not
+                                                 parent.external else []))
     name = job.run_name or f"train-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     logger.info("training %s (%s) on %d worker(s): %s %s", inputs.method.title, name,
                 job.num_workers, inputs.model, inputs.spec)

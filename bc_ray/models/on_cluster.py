@@ -1,0 +1,29 @@
+"""A plug-in family checked on every node of the cluster before a job loads it there.
+
+Ray Train workers and refresh tasks rebuild the model by its family's name, each from its own
+node's environment. A plug-in installed where the job is launched but not in the cluster's image
+otherwise fails inside every worker, as a worker group's traceback; here it is one line before
+any worker starts, naming the nodes and what their import said.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from bc_ray.cluster import on_every_node
+from bc_ray.core.registry import BUILT_IN, load_error
+from bc_ray.exceptions import ConfigError
+
+
+def check_loads_on_cluster(names: Iterable[str]) -> None:
+    """Every family of `names` loads on every node of the connected cluster (the built-ins come
+    with bc_ray itself and are not asked about)."""
+    for name in sorted(set(names) - set(BUILT_IN)):
+        failed = {node: error for node, error in on_every_node(load_error, name).items()
+                  if error is not None}
+        if failed:
+            node, error = next(iter(failed.items()))
+            raise ConfigError(f"model family {name!r} loads here but not on {len(failed)} of the "
+                              f"cluster's nodes (node {node}: {error}); install the package that "
+                              "provides it on every node (the cluster's image, or the job's "
+                              "runtime_env), not only where the job is launched")
