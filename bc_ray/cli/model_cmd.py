@@ -17,9 +17,10 @@ app = typer.Typer(help="Model families: which this installation has, and whether
 
 @app.command("list")
 def list_families(as_json: JsonOption = False) -> None:
-    """Every family --model can name, where it comes from, and whether it loads here.
+    """Every installed family, where it comes from, and whether it loads here.
 
-    Each family is imported: built-in, or from the package that registers it."""
+    The built-ins and every bc_ray.models entry point, each imported (a module:Class is named
+    to --model directly and is not listed)."""
     from bc_ray.core.registry import family_names, family_source, get_family
     from bc_ray.exceptions import ConfigError
 

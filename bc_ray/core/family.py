@@ -95,7 +95,8 @@ class TrainingTask(Protocol):
         """Training examples in a batch (edges for a link-prediction task), for edges/s."""
 
     def step(self, model: nn.Module, batch: Any) -> TaskStep:
-        """Forward one batch through `model` (possibly DDP-wrapped: call it, not its methods)."""
+        """Forward one batch through `model` (M_k itself: DDP wraps the trainer's joint module
+        of M_k and B_k around this call, so every weight the step uses is synchronised)."""
 
     # Optional: `after_backward()`, called after each step's backward pass and before the
     # optimiser's step (a task whose ID rows are sharded across workers sends their gradients

@@ -5,6 +5,7 @@ the whole graph, and specs read `key=value` text by their fields' types."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from bc_ray.core.family import (
 )
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.module_bytes import module_from_bytes, module_to_bytes
+from bc_ray.core.warmstart import fine_tune_copy
 from bc_ray.exceptions import ConfigError
 
 
@@ -61,10 +63,9 @@ class FamilyBase:
         raise ConfigError(f"the {self.name} model family has no warm start; use --warm-start off")
 
     def fine_tune_from(self, model: EmbeddingModule, previous: EmbeddingModule) -> None:
-        if previous.spec != model.spec:
-            raise ConfigError("finetune-m0 cannot change the architecture: the version spec "
-                              f"must equal the previous one ({previous.spec})")
-        model.load_state_dict(previous.state_dict())
+        """Every weight of M_{k-1}; tables grown since for new entities or feature codes keep
+        their fresh rows (`fine_tune_copy`)."""
+        fine_tune_copy(model, previous)
 
     def to_bytes(self, model: EmbeddingModule) -> bytes:
         return module_to_bytes(model, self.name)
@@ -172,7 +173,10 @@ def _typed(hint: Any, raw: str, what: str) -> Any:
         return raw.lower() in ("true", "1", "yes")
     if kind in (int, float):
         try:
-            return kind(raw)
+            number = kind(raw)
         except ValueError:
             raise ConfigError(f"{what} must be a number ({kind.__name__}), got {raw!r}") from None
+        if not math.isfinite(number):  # the version record (JSON) cannot hold it
+            raise ConfigError(f"{what} must be a finite number, got {raw!r}")
+        return number
     return raw

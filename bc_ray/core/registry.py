@@ -137,6 +137,10 @@ def _import(target: str, name: str) -> object:
     module_name, _, attribute = target.partition(":")
     if not attribute:
         raise ConfigError(f"model family {name!r}: expected package.module:Class")
+    if "/" in module_name or "\\" in module_name or module_name.endswith(".py"):
+        stem = module_name.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
+        raise ConfigError(f"model family {name!r}: {module_name} is a file, not a module: put "
+                          f"its folder on PYTHONPATH and name it as {stem}:{attribute}")
     try:
         module = importlib.import_module(module_name)
     except Exception as error:

@@ -111,6 +111,27 @@ def warm_start(model: nn.Module, previous: nn.Module, graph: GraphTensors,
 
 
 @torch.no_grad()
+def fine_tune_copy(model: nn.Module, previous: nn.Module) -> None:
+    """finetune-m0: M_k starts as M_{k-1} exactly, on a snapshot that may have grown since.
+    Its ID tables (`ids.<entity>`, the padding row last) and feature-code tables may have more
+    rows now: M_{k-1}'s rows are copied, the new ones keep their fresh initialisation and the
+    padding row stays last and zero."""
+    if previous.spec != model.spec:
+        raise ConfigError("finetune-m0 cannot change the architecture: the version spec must "
+                          f"equal the previous one ({previous.spec})")
+    own = model.state_dict()  # the model's own tensors: writing them writes the model
+    for name, value in previous.state_dict().items():
+        if name not in own:
+            raise ConfigError(f"finetune-m0: M_{{k-1}} has {name}, which M_k (the same spec) "
+                              "does not")
+        if name.startswith("ids.") and value.shape != own[name].shape:
+            rows = min(value.shape[0], own[name].shape[0]) - 1  # the last row is padding
+            own[name][:rows] = value[:rows]
+        else:
+            copy_overlap(own[name], value)
+
+
+@torch.no_grad()
 def truncation_start(transform: BackwardTransform) -> None:
     """B_k = [I 0] (the right map while M_k still equals M_{k-1})."""
     if isinstance(transform, LinearTransform):

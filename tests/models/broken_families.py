@@ -4,10 +4,15 @@ breaks (tests/models/test_check.py); they load as `tests.models.broken_families:
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
 from bc_ray_tiny_family import BPRTask, TinyFamily, TinyModel, TinySpec
 from torch import nn
+
+from bc_ray.core.triples import Triples
+from bc_ray.models import Vocabularies
 
 
 class _Uneven(BPRTask):
@@ -73,20 +78,40 @@ class UnpicklableInputs(TinyFamily):
 
 class _Neighbourly(TinyModel):
     def forward(self, graph):
-        """An item adds the mean ID row of its users: new interactions move items."""
+        """A user adds the mean of its items' own rows, an item the mean of its users' ID rows:
+        new interactions move both ends, an item's changed features move its users."""
         z_user, z_item = super().forward(graph)
         edge_user, edge_item = graph.edge_user, graph.edge_item
         users = self.ids["user"](edge_user.clamp(max=self.ids["user"].padding_idx))
-        sums = torch.zeros_like(z_item).index_add(0, edge_item, users)
-        counts = torch.bincount(edge_item, minlength=z_item.shape[0]).clamp(min=1)
-        return z_user, z_item + sums / counts[:, None]
+        item_sums = torch.zeros_like(z_item).index_add(0, edge_item, users)
+        user_sums = torch.zeros_like(z_user).index_add(0, edge_user, z_item[edge_item])
+        return (z_user + user_sums / _counts(edge_user, z_user.shape[0]),
+                z_item + item_sums / _counts(edge_item, z_item.shape[0]))
 
 
-class StaleItems(TinyFamily):
-    """Items depend on their interactions, but `affected` names only users and new entities."""
+def _counts(index: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.bincount(index, minlength=size).clamp(min=1)[:, None]
+
+
+class Neighbourly(TinyFamily):
+    """A model whose rows depend on the interactions, with the `affected` it needs: the ends of
+    new interactions, the added or changed entities and their neighbours (no rule broken)."""
 
     def build(self, spec, vocab):
         return _Neighbourly(spec, vocab)
+
+    def affected(self, spec, inputs, changes):
+        entities = torch.from_numpy(changes.entities)
+        users, items = entities[entities < inputs.num_users], entities[entities >= inputs.num_users]
+        of_items = torch.isin(inputs.edge_item + inputs.num_users, items)
+        of_users = torch.isin(inputs.edge_user, users)
+        neighbours = torch.cat([inputs.edge_user[of_items],
+                                inputs.edge_item[of_users] + inputs.num_users]).numpy()
+        return np.union1d(np.union1d(changes.touched, changes.entities), neighbours)
+
+
+class StaleItems(Neighbourly):
+    """`affected` names the users new interactions touch and the new entities, not the items."""
 
     def affected(self, spec, inputs, changes):
         users = changes.touched[changes.touched < inputs.num_users]
@@ -117,3 +142,76 @@ class FixedVocabulary(TinyFamily):
 
     def build(self, spec, vocab):
         return _Fixed(spec, vocab)
+
+
+class _EveryOtherStep(TinyModel):
+    def __init__(self, spec, vocab) -> None:
+        super().__init__(spec, vocab)
+        self.scale = nn.Parameter(torch.ones(()))
+        self.calls = 0
+
+    def forward(self, graph):
+        """The scale takes part in every other call only (DDP fails on the first without it)."""
+        self.calls += 1
+        z_user, z_item = super().forward(graph)
+        return (z_user * self.scale, z_item) if self.calls % 2 else (z_user, z_item)
+
+
+class UsedEveryOtherStep(TinyFamily):
+    def build(self, spec, vocab):
+        return _EveryOtherStep(spec, vocab)
+
+
+class _Strided(BPRTask):
+    def epoch(self, epoch: int) -> list:
+        """Rank r takes every world_size-th triple from r: shares differ by one."""
+        triples = self.sampler.epoch(seed=self.config.seed * 1_000_003 + epoch)
+        every = torch.arange(self.rank, len(triples), self.world_size)
+        mine = Triples(triples.user[every], triples.pos[every], triples.neg[every])
+        size = self.config.batch_size
+        return [mine.slice(start, start + size) for start in range(0, len(mine), size)]
+
+
+class StridedRanks(TinyFamily):
+    """Ranks whose shares differ by one example: as many steps only at most batch sizes."""
+
+    def task(self, model, graph, config, *, rank=0, world_size=1, item_pool=None, device=None):
+        return _Strided(graph, config, rank, world_size, item_pool)
+
+
+class AffectedOutOfRange(TinyFamily):
+    def affected(self, spec, inputs, changes):
+        return np.arange(-1, inputs.num_nodes + 1)
+
+
+class ChangedFeaturesNotSpread(Neighbourly):
+    """Names both ends of new interactions and the changed entities, but not the neighbours
+    whose rows a changed entity's features move."""
+
+    def affected(self, spec, inputs, changes):
+        return np.union1d(changes.touched, changes.entities)
+
+
+class BytesForgetTheSpec(TinyFamily):
+    """Reads every model back with the default spec: right for version 0's, not version 1's."""
+
+    def grown(self, spec, version, width_step):
+        return TinySpec(dim=spec.dim + width_step)
+
+    def from_bytes(self, data, *, light=False):
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        model = self.build(self.default_spec(), Vocabularies(**payload["vocab"]))
+        model.load_state_dict(payload["state"])
+        return model
+
+
+class NaNLoss(TinyFamily):
+    def task(self, model, graph, config, *, rank=0, world_size=1, item_pool=None, device=None):
+        return _NaN(graph, config, rank, world_size, item_pool)
+
+
+class _NaN(BPRTask):
+    def step(self, model, batch):
+        found = super().step(model, batch)
+        found.loss = found.loss * float("nan")
+        return found

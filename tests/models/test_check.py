@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from bc_ray.cli.main import app
 from bc_ray.core.registry import version_family
 from bc_ray.exceptions import ConfigError
-from bc_ray.models import family_names
+from bc_ray.models import family_names, get_family
 from bc_ray.models.check import CHECKS, check_family
 
 runner = CliRunner()
-ALL = ["loads"] + [name for name, _ in CHECKS]
+ALL = CHECKS
 BROKEN = "tests.models.broken_families:"
 
 
@@ -51,12 +51,19 @@ def test_graphsage_incremental_check_leaves_rows_to_copy():
     ("UnusedWeight", None, "train", "without a gradient (model.unused.weight"),
     ("ForgetfulSpec", "dim=12", "spec", "does not survive the version record"),
     ("LossyLightModel", None, "bytes", "from_bytes(light=True)'s model differs"),
-    ("SortedEmbed", None, "refresh", "for a shuffled run of nodes differs"),
+    ("SortedEmbed", None, "refresh", "for a shuffled run of nodes differs from the expected "
+                                     "rows by up to"),
     ("UnpicklableInputs", None, "refresh", "cannot be pickled"),
-    ("StaleItems", None, "incremental", "rows outside affected() changed"),
-    ("ForgetsNewItems", None, "incremental", "entities added since"),
+    ("StaleItems", None, "incremental", "row(s) outside affected() changed"),
+    ("ForgetsNewItems", None, "incremental", "entities added or changed since"),
     ("BuildFails", None, "build", "ValueError: this model needs a GPU (at "),
     ("FixedVocabulary", None, "build", "cannot embed a graph with entities newer than itself"),
+    ("UsedEveryOtherStep", None, "train", "without a gradient (model.scale)"),
+    ("StridedRanks", None, "ranks", "with 3 ranks and batch size"),
+    ("AffectedOutOfRange", None, "incremental", "node ids outside 0.."),
+    ("ChangedFeaturesNotSpread", None, "incremental", "row(s) outside affected() changed"),
+    ("BytesForgetTheSpec", None, "bytes", "version 1: from_bytes(light=False) cannot read"),
+    ("NaNLoss", None, "train", "the task's loss is not finite on its first batch"),
 ])
 def test_a_broken_rule_is_named_and_what_needs_it_is_skipped(family, spec, failed, message):
     report = check_family(BROKEN + family, spec)
@@ -78,6 +85,26 @@ def test_the_plugins_own_line_is_named_not_the_library_it_called(family, where):
     """FixedVocabulary's IndexError is raised inside torch; the line named is the plug-in's."""
     (build,) = [c for c in check_family(BROKEN + family).checks if c.check == "build"]
     assert "broken_families.py:" in build.detail and where in build.detail, build.detail
+
+
+def test_a_model_whose_rows_follow_the_graph_passes_with_the_affected_it_needs():
+    """The positive control of the incremental rule: the broken variants above differ from it
+    in `affected` alone."""
+    report = check_family(BROKEN + "Neighbourly")
+    assert report.ok, [c for c in report.checks if c.status == "failed"]
+    (incremental,) = [c for c in report.checks if c.check == "incremental"]
+    assert incremental.status == "passed" and "the other 0 rows" not in incremental.detail
+
+
+def test_a_file_path_for_a_module_says_how_to_name_it():
+    report = check_family("/tmp/lab/two_tower.py:TwoTower")
+    assert "is a file, not a module: put its folder on PYTHONPATH and name it as " \
+           "two_tower:TwoTower" in report.checks[0].detail
+
+
+def test_a_spec_number_the_version_record_cannot_hold_is_refused():
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        get_family("sequence").parse_spec("temperature=inf")
 
 
 def test_an_unknown_family_fails_to_load_and_nothing_else_runs():

@@ -15,7 +15,6 @@ from bc_ray.core.family_base import FamilyBase
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.train_config import TrainConfig
 from bc_ray.core.warmstart import warm_start
-from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.inference import layer_frontiers, layerwise_embed
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.serialization import model_from_bytes, model_to_bytes
@@ -53,20 +52,6 @@ class GraphSAGE(FamilyBase):
     def warm_start(self, model: EmbeddingModel, previous: EmbeddingModel, graph: GraphTensors,
                    strategy: str, seed: int) -> None:
         warm_start(model, previous, graph, strategy, seed=seed)
-
-    def fine_tune_from(self, model: EmbeddingModel, previous: EmbeddingModel) -> None:
-        """Every weight of M_{k-1}; ID tables grown for new entities keep their fresh rows."""
-        if previous.spec != model.spec:
-            raise ConfigError("finetune-m0 cannot change the architecture: the version spec "
-                              f"must equal the previous one ({previous.spec})")
-        state, own = previous.state_dict(), model.state_dict()
-        for name, value in state.items():
-            if name.startswith("ids.") and value.shape != own[name].shape:
-                rows = min(value.shape[0], own[name].shape[0]) - 1  # the last row is padding
-                own[name][:rows] = value[:rows]
-            elif name in own and own[name].shape == value.shape:
-                own[name] = value
-        model.load_state_dict(own)
 
     def to_bytes(self, model: EmbeddingModel) -> bytes:
         return model_to_bytes(model)

@@ -19,8 +19,7 @@ from bc_ray.core.family import Changes, Vocabularies
 from bc_ray.core.family_base import FamilyBase
 from bc_ray.core.graph import GraphTensors
 from bc_ray.core.train_config import TrainConfig
-from bc_ray.core.warmstart import copy_overlap, warm_start
-from bc_ray.exceptions import ConfigError
+from bc_ray.core.warmstart import warm_start
 from bc_ray.models.sequence.history import SequenceInputs, sequence_inputs, users_holding
 from bc_ray.models.sequence.model import SequenceModel, embed_nodes
 from bc_ray.models.sequence.spec import SequenceSpec
@@ -62,21 +61,6 @@ class SequenceTransformer(FamilyBase):
             for name, value in model.state_dict().items():
                 if name in fresh and (name not in old or old[name].shape != value.shape):
                     value.copy_(fresh[name])
-
-    def fine_tune_from(self, model: SequenceModel, previous: SequenceModel) -> None:
-        """Every weight of M_{k-1}; tables grown for new entities or feature codes keep their
-        fresh rows (the ID tables' padding row stays last and zero)."""
-        if previous.spec != model.spec:
-            raise ConfigError("finetune-m0 cannot change the architecture: the version spec "
-                              f"must equal the previous one ({previous.spec})")
-        own = model.state_dict()
-        with torch.no_grad():
-            for name, value in previous.state_dict().items():
-                if name.startswith("ids.") and value.shape != own[name].shape:
-                    rows = min(value.shape[0], own[name].shape[0]) - 1
-                    own[name][:rows] = value[:rows]
-                elif name in own:
-                    copy_overlap(own[name], value)
 
     def from_bytes(self, data: bytes, *, light: bool = False) -> SequenceModel:
         """`light`: take the loaded tensors as the weights (no copy) in inference processes."""
