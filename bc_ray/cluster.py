@@ -30,18 +30,32 @@ def enable_fast_ingress() -> None:
         os.environ.setdefault(key, value)
 
 
-def on_every_node(function: Callable[..., T], *args: Any) -> dict[str, T]:
+def on_every_node(function: Callable[..., T], *args: Any, timeout_s: float = 120.0
+                  ) -> dict[str, tuple[str, T]]:
     """`function(*args)` run by a zero-CPU task pinned to each alive node of the connected
-    cluster, by node address: what only a node's own environment (its image, its PYTHONPATH)
-    can answer."""
+    cluster that can run work (CPUs or GPUs): node ID -> (its address, the answer). What only
+    a node's own environment (its image, its PYTHONPATH) can answer. A node that dies or does
+    not answer within `timeout_s` is left out, with a warning: it runs no work either."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     remote = ray.remote(num_cpus=0, max_retries=0)(function)
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
-    refs = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        node["NodeID"], soft=False)).remote(*args) for node in nodes]
-    return dict(zip((node["NodeManagerAddress"] for node in nodes), ray.get(refs)))
+    nodes = [node for node in ray.nodes() if node.get("Alive")
+             and (node["Resources"].get("CPU") or node["Resources"].get("GPU"))]
+    refs = {node["NodeID"]: remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node["NodeID"], soft=False)).remote(*args) for node in nodes}
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+    answers = {}
+    for node in nodes:
+        ref, address = refs[node["NodeID"]], node["NodeManagerAddress"]
+        try:
+            if ref not in ready:
+                raise TimeoutError(f"no answer within {timeout_s:g} s")
+            answers[node["NodeID"]] = (address, ray.get(ref))
+        except (ray.exceptions.RayError, TimeoutError) as error:
+            logger.warning("node %s (%s) left out: %s", node["NodeID"][:12], address,
+                           " ".join(str(error).split())[:200])
+    return answers
 
 
 def connect(address: str | None = None, num_cpus: int | None = None,

@@ -32,6 +32,10 @@ class ConfigError(BcRayError):
     """A configuration value (version spec, method name, CLI option) cannot be used."""
 
 
+class FamilyNotFoundError(ConfigError):
+    """A model family that is not installed here, or whose module fails to import."""
+
+
 class StoreError(BcRayError):
     """The store is missing something, or holds something it should not."""
 

@@ -47,7 +47,8 @@ def check(
              "package.module:Class.", show_default=False)],
     spec: Annotated[Optional[str], typer.Option(
         help="The spec to check, as --spec takes it (default: the family's default).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic graph and training.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic graph and training.",
+                                      min=0)] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Check a model family against bc_ray's contract, in seconds, without Ray.

@@ -141,6 +141,10 @@ def _hints(spec_type: type, family: str) -> dict[str, Any]:
 
 def _built(spec_type: type, values: dict[str, Any], family: str) -> ModelSpec:
     """The spec, or its own refusal of the values (a `__post_init__` check) as one line."""
+    infinite = [name for name, value in values.items()
+                if isinstance(value, float) and not math.isfinite(value)]
+    if infinite:  # the version record (JSON) would hold null
+        raise ConfigError(f"{family} spec: {', '.join(infinite)} must be a finite number")
     try:
         return spec_type(**values)
     except (TypeError, ValueError) as error:

@@ -15,7 +15,7 @@ from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 
 from bc_ray.core.family import API_VERSION, ModelFamily, ModelSpec
-from bc_ray.exceptions import ConfigError
+from bc_ray.exceptions import ConfigError, FamilyNotFoundError
 
 logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "bc_ray.models"
@@ -51,13 +51,16 @@ def family_of(spec: ModelSpec) -> ModelFamily:
 def version_family(name: str, version: int) -> ModelFamily:
     """The family a version record names, or why it does not load here and what to do: a
     version trained by a plug-in is refreshed, warm-started from and aligned to by processes
-    that may not have the plug-in installed."""
+    that may not have the plug-in installed (or a newer bc_ray API, which the error says)."""
     try:
         return get_family(name)
+    except FamilyNotFoundError as error:
+        raise FamilyNotFoundError(f"version {version} was trained by model family {name!r}, "
+                                  f"which does not load here ({error}); install the package "
+                                  "that provides it, here and in the cluster's image") from None
     except ConfigError as error:
-        raise ConfigError(f"version {version} was trained by model family {name!r}, which does "
-                          f"not load here ({error}); install the package that provides it, "
-                          "here and in the cluster's image") from None
+        raise ConfigError(f"version {version} was trained by model family {name!r}, which "
+                          f"does not load here: {error}") from None
 
 
 def load_error(name: str) -> str | None:
@@ -96,7 +99,8 @@ def _find(name: str) -> ModelFamily:
         return _checked(_import(name, name), name)
     found = [ep for ep in _plugins() if ep.name == name]
     if not found:
-        raise ConfigError(f"unknown model family {name!r}: choose one of {family_names()}, or "
+        raise FamilyNotFoundError(f"unknown model family {name!r}: choose one of "
+                                  f"{family_names()}, or "
                           "give package.module:Class")
     if len(found) > 1:
         owners = ", ".join(sorted(_owner(ep) for ep in found))
@@ -105,7 +109,8 @@ def _find(name: str) -> ModelFamily:
     try:
         loaded = found[0].load()
     except Exception as error:  # a broken plug-in fails only when it is chosen
-        raise ConfigError(f"model family {name!r} from {_owner(found[0])} failed to import: "
+        raise FamilyNotFoundError(f"model family {name!r} from {_owner(found[0])} failed to "
+                                  "import: "
                           f"{type(error).__name__}: {error}") from error
     return _checked(loaded, name)
 
@@ -144,12 +149,13 @@ def _import(target: str, name: str) -> object:
     try:
         module = importlib.import_module(module_name)
     except Exception as error:
-        raise ConfigError(f"model family {name!r}: cannot import {module_name}: "
+        raise FamilyNotFoundError(f"model family {name!r}: cannot import {module_name}: "
                           f"{type(error).__name__}: {error}") from error
     try:
         return getattr(module, attribute)
     except AttributeError:
-        raise ConfigError(f"model family {name!r}: {module_name} has no {attribute}") from None
+        raise FamilyNotFoundError(f"model family {name!r}: {module_name} has no "
+                                  f"{attribute}") from None
 
 
 def _checked(loaded: object, name: str) -> ModelFamily:

@@ -119,16 +119,23 @@ def fine_tune_copy(model: nn.Module, previous: nn.Module) -> None:
     if previous.spec != model.spec:
         raise ConfigError("finetune-m0 cannot change the architecture: the version spec must "
                           f"equal the previous one ({previous.spec})")
-    own = model.state_dict()  # the model's own tensors: writing them writes the model
+    own = model.state_dict()
+    merged = dict(own)  # a weight M_k has and M_{k-1} lacks (a feature field new) stays fresh
     for name, value in previous.state_dict().items():
-        if name not in own:
-            raise ConfigError(f"finetune-m0: M_{{k-1}} has {name}, which M_k (the same spec) "
-                              "does not")
-        if name.startswith("ids.") and value.shape != own[name].shape:
-            rows = min(value.shape[0], own[name].shape[0]) - 1  # the last row is padding
-            own[name][:rows] = value[:rows]
+        mine = own.get(name)
+        if mine is None:  # a feature field the data no longer has
+            continue
+        if not (isinstance(value, torch.Tensor) and isinstance(mine, torch.Tensor)):
+            merged[name] = value  # a module's extra state
+            continue
+        fresh = mine.detach().clone()
+        if name.startswith("ids.") and value.shape != mine.shape:
+            rows = min(value.shape[0], mine.shape[0]) - 1  # the last row is padding
+            fresh[:rows] = value[:rows]
         else:
-            copy_overlap(own[name], value)
+            copy_overlap(fresh, value)
+        merged[name] = fresh
+    model.load_state_dict(merged)
 
 
 @torch.no_grad()

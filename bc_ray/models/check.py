@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bc_ray.core.registry import family_source, get_family
-from bc_ray.exceptions import BcRayError
-from bc_ray.models.check_bench import Bench, NotApplicable, make_bench, said
+from bc_ray.exceptions import BcRayError, ConfigError
+from bc_ray.models.check_bench import Bench, NotApplicable, home_of, make_bench, said
 from bc_ray.models.check_rules import NEEDS, RULES, Rule
 
 CHECKS = ["loads"] + [name for name, _ in RULES]
@@ -54,6 +54,8 @@ def check_family(name: str, spec: str | None = None, *, seed: int = 0,
     """Run every rule of the model contract on the family called `name` (as `--model` names
     it) with `spec` (`key=value` text; default: the family's default spec); `on_check` hears
     each result as it comes. Nothing is written anywhere and no Ray cluster starts."""
+    if seed < 0:
+        raise ConfigError(f"the seed must be 0 or more, got {seed}")
     report = FamilyReport(name, family_source(name), None)
 
     def record(result: CheckResult) -> None:
@@ -61,12 +63,18 @@ def check_family(name: str, spec: str | None = None, *, seed: int = 0,
         if on_check is not None:
             on_check(result)
 
+    def give_up(result: CheckResult) -> FamilyReport:
+        record(result)
+        for rule_name in CHECKS[len(report.checks):]:
+            record(CheckResult(rule_name, "skipped", f"needs {result.check!r}, which did not "
+                               "pass", 0.0))
+        return report
+
     started = time.perf_counter()
     try:
         family = get_family(name)
     except BcRayError as error:
-        record(CheckResult("loads", "failed", said(error), _since(started)))
-        return report
+        return give_up(CheckResult("loads", "failed", said(error), _since(started)))
     record(CheckResult("loads", "passed", f"{type(family).__qualname__}, model API "
                        f"{family.api_version}, refresh strategy {family.refresh_strategy!r}",
                        _since(started)))
@@ -75,8 +83,8 @@ def check_family(name: str, spec: str | None = None, *, seed: int = 0,
         chosen = family.parse_spec(spec) if spec else family.default_spec()
         report.spec = chosen.to_dict()
     except Exception as error:  # noqa: BLE001 - a plug-in's parser may raise anything
-        record(CheckResult("spec", "failed", said(error), _since(started)))
-        return report
+        return give_up(CheckResult("spec", "failed", said(error, home_of(family)),
+                                   _since(started)))
     bench = make_bench(family, chosen, seed)
     for rule_name, rule in RULES:
         record(_run(rule_name, rule, bench, report.checks))
@@ -94,7 +102,7 @@ def _run(name: str, rule: Rule, bench: Bench, done: list[CheckResult]) -> CheckR
     except NotApplicable as reason:
         return CheckResult(name, "skipped", str(reason), _since(started))
     except Exception as error:  # noqa: BLE001 - a plug-in may raise anything: it is the finding
-        return CheckResult(name, "failed", said(error), _since(started))
+        return CheckResult(name, "failed", said(error, bench.home), _since(started))
     return CheckResult(name, "passed", detail, _since(started))
 
 

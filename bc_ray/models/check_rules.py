@@ -22,15 +22,15 @@ from bc_ray.core.graph import GraphTensors
 from bc_ray.core.methods import get_method
 from bc_ray.core.trainer import VersionTrainer
 from bc_ray.core.version import PreviousVersion, finish_version, prepare_trainer
-from bc_ray.exceptions import BcRayError, TrainingError
+from bc_ray.exceptions import TrainingError
 from bc_ray.models.check_bench import (
-    TOLERANCE,
     TRAIN,
     Bench,
     ContractError,
     NotApplicable,
     check_finite,
     check_same,
+    close,
     embed_rows,
     embeddings,
     node_name,
@@ -53,7 +53,12 @@ def check_spec(bench: Bench) -> str:
     bench.spec1 = spec1
     varied = _varied(spec)
     for label, one in [("the spec", spec), ("version 1's spec (grown)", spec1), *varied]:
-        back = family.spec_from_dict(orjson.loads(orjson.dumps(one.to_dict())))
+        try:
+            back = family.spec_from_dict(orjson.loads(orjson.dumps(one.to_dict())))
+        except Exception:  # noqa: BLE001 - a variant the family's own reader refuses is no spec
+            if (label, one) in varied:
+                continue
+            raise
         if back != one:
             raise ContractError(f"{label} does not survive the version record: "
                                 f"spec_from_dict(to_dict()) gives {back!r}, not {one!r}")
@@ -86,7 +91,7 @@ def _varied(spec: ModelSpec) -> list[tuple[str, ModelSpec]]:
         try:
             found.append((f"the spec with {field.name}={other!r}",
                           dataclasses.replace(spec, **{field.name: other})))
-        except (TypeError, ValueError, BcRayError):  # the spec's own checks refuse it
+        except Exception:  # noqa: BLE001 - the spec's own checks refuse the change
             continue
     return found
 
@@ -107,9 +112,9 @@ def check_build(bench: Bench) -> str:
         raise
     except Exception as error:  # noqa: BLE001 - the plug-in's own failure, located
         raise ContractError(f"the model cannot embed a graph with entities newer than itself "
-                            f"({said(error)}); a refresh after new data does: give them a row "
-                            "of their own, e.g. the padding row (FeatureEncoder, id_tables)") \
-            from None
+                            f"({said(error, bench.home)}); a refresh after new data does: give "
+                            "them a row of their own, e.g. the padding row (FeatureEncoder, "
+                            "id_tables)") from None
     count = sum(p.numel() for p in model.parameters())
     return (f"{count} parameters; embeds {z_user.shape[0]} users and {z_item.shape[0]} items, "
             f"and {bench.after.num_nodes - bench.before.num_nodes} entities newer than itself")
@@ -123,6 +128,9 @@ def check_ranks(bench: Bench) -> str:
     model = family.build(bench.spec, Vocabularies.of(graph))
     whole = family.task(model, graph, bench.config(), rank=0, world_size=1)
     batches = whole.epoch(1)
+    if not hasattr(batches, "__len__"):
+        raise ContractError(f"epoch() must return a sequence of batches (the trainer counts "
+                            f"them with len()), got a {type(batches).__name__}")
     if len(batches) < 1:
         raise ContractError("an epoch of one rank has no batches")
     examples = sum(_examples(whole, batch) for batch in batches)
@@ -165,7 +173,8 @@ def check_train(bench: Bench) -> str:
 
 def check_align(bench: Bench) -> str:
     """Version 1 (grown) trains with BC-Aligner aligned to version 0 on the later graph,
-    warm-started where the family can: B_1 and M_1 get gradients, and B_1 maps z_1 near z_0."""
+    warm-started where the family can: B_1 and M_1 get gradients, and B_1's alignment error
+    is finite (how small is the gate's business, on real data)."""
     warm = "mean" if has_warm_start(bench.family) else "off"
     dim0 = bench.spec.output_dim
     previous = PreviousVersion(0, bench.spec, [torch.eye(dim0)], model=bench.model0)
@@ -203,7 +212,7 @@ def check_bytes(bench: Bench) -> str:
                 back = bench.family.from_bytes(data, light=light)
             except Exception as error:  # noqa: BLE001 - the plug-in's own failure, located
                 raise ContractError(f"{label}: from_bytes(light={light}) cannot read what "
-                                    f"to_bytes wrote: {said(error)}") from None
+                                    f"to_bytes wrote: {said(error, bench.home)}") from None
             if back.spec != model.spec:
                 raise ContractError(f"{label}: from_bytes(light={light}) gives spec "
                                     f"{back.spec!r}, not {model.spec!r}")
@@ -267,11 +276,15 @@ def check_incremental(bench: Bench) -> str:
                             f"since (e.g. {node_name(int(missing[0]), after)}): an added one has "
                             "no earlier row to copy, a changed one's row is stale")
     kept = np.setdiff1d(np.arange(after.num_nodes), affected)
+    if kept.size == 0:  # a refresh then embeds every node: nothing is copied
+        return (f"every node affected by {bench.new_edges} new interactions and "
+                f"{bench.changes.entities.size} added or changed entities: an incremental "
+                "refresh embeds them all, as a full one")
     dim = spec.output_dim
     earlier_inputs = shipped(family.embed_inputs(spec, bench.before))
     earlier = embed_rows(family, model, earlier_inputs, bench.earlier_nodes(kept), dim)
     now = embed_rows(family, model, inputs, kept, dim)
-    changed = np.flatnonzero(np.abs(earlier - now).max(axis=1) > TOLERANCE) if kept.size else kept
+    changed = np.flatnonzero(~close(now, earlier).all(axis=1))
     if changed.size:
         raise ContractError(f"{changed.size} row(s) outside affected() changed with the new data "
                             f"(e.g. {node_name(int(kept[changed[0]]), after)}): an incremental "
@@ -306,8 +319,9 @@ def _every_weight_used(trainer: VersionTrainer, label: str) -> None:
                 raise
             raise ContractError(f"{label}: the task's loss is not finite on its first batch, "
                                 f"before any update ({error})") from None
+        sparse = set(trainer.sparse_parameter_names())  # averaged by bc_ray, not by DDP
         unused = [name for name, p in trainer.joint.named_parameters()
-                  if p.requires_grad and p.grad is None]
+                  if p.requires_grad and p.grad is None and name not in sparse]
         if unused:
             raise ContractError(f"{label}: training step {number} leaves {len(unused)} "
                                 f"weight(s) without a gradient ({', '.join(unused[:4])}); "

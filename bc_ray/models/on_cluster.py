@@ -19,11 +19,12 @@ def check_loads_on_cluster(names: Iterable[str]) -> None:
     """Every family of `names` loads on every node of the connected cluster (the built-ins come
     with bc_ray itself and are not asked about)."""
     for name in sorted(set(names) - set(BUILT_IN)):
-        failed = {node: error for node, error in on_every_node(load_error, name).items()
-                  if error is not None}
+        answers = on_every_node(load_error, name)
+        failed = {node: answer for node, answer in answers.items() if answer[1] is not None}
         if failed:
-            node, error = next(iter(failed.items()))
+            node, (address, error) = next(iter(failed.items()))
             raise ConfigError(f"model family {name!r} loads here but not on {len(failed)} of the "
-                              f"cluster's nodes (node {node}: {error}); install the package that "
+                              f"cluster's {len(answers)} nodes (node {node[:12]} at {address}: "
+                              f"{error}); install the package that "
                               "provides it on every node (the cluster's image, or the job's "
                               "runtime_env), not only where the job is launched")

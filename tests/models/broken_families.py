@@ -11,8 +11,9 @@ import torch
 from bc_ray_tiny_family import BPRTask, TinyFamily, TinyModel, TinySpec
 from torch import nn
 
+from bc_ray.core.losses import bpr_loss
 from bc_ray.core.triples import Triples
-from bc_ray.models import Vocabularies
+from bc_ray.models import TaskStep, Vocabularies
 
 
 class _Uneven(BPRTask):
@@ -215,3 +216,49 @@ class _NaN(BPRTask):
         found = super().step(model, batch)
         found.loss = found.loss * float("nan")
         return found
+
+
+class NoFineTune(TinyFamily):
+    """finetune-m0 that starts M_1 fresh instead of from M_0."""
+
+    def fine_tune_from(self, model, previous):
+        return None
+
+
+class _SparseExtra(TinyModel):
+    def __init__(self, spec, vocab) -> None:
+        super().__init__(spec, vocab)
+        self.extra = nn.Embedding(4, spec.dim, sparse=True)
+
+    def forward(self, graph, extra: bool = True):
+        """A row-sparse table, which training leaves out of every other step."""
+        z_user, z_item = super().forward(graph)
+        if extra:
+            z_user = z_user + self.extra(torch.zeros(z_user.shape[0], dtype=torch.long))
+        return z_user, z_item
+
+
+class _SparseTask(BPRTask):
+    def __init__(self, model, *args) -> None:
+        super().__init__(*args)
+        self.sparse_parameters = [model.extra.weight]
+        self.steps = 0
+
+    def step(self, model, batch) -> TaskStep:
+        self.steps += 1
+        z = torch.cat(model(self.graph, extra=self.steps % 2 == 1))
+        shift = self.graph.num_users
+        user, pos, neg = batch.user, batch.pos + shift, batch.neg + shift
+        nodes = torch.unique(torch.cat([user, pos, neg]))
+        return TaskStep(bpr_loss(z[user], z[pos], z[neg]), nodes, z[nodes])
+
+
+class SparseSometimes(TinyFamily):
+    """No rule broken: a row-sparse weight (`sparse_parameters`) may skip a step, since bc_ray
+    averages those itself, outside DDP."""
+
+    def build(self, spec, vocab):
+        return _SparseExtra(spec, vocab)
+
+    def task(self, model, graph, config, *, rank=0, world_size=1, item_pool=None, device=None):
+        return _SparseTask(model, graph, config, rank, world_size, item_pool)

@@ -21,7 +21,7 @@ from bc_ray.train.job import run_training
 from tests.conftest import PLUGINS
 
 pytestmark = pytest.mark.ray
-NOT_ON_NODES = r"model family 'driver_only:TinyFamily' loads here but not on 1 of the cluster's "
+NOT_ON_NODES = r"model family 'driver_only:TinyFamily' loads here but not on 1 of the cluster's 1 "
 
 
 @pytest.fixture
