@@ -78,7 +78,7 @@ def family_source(name: str) -> str:
     it ("package version"), or the module:Class it was named by."""
     if name in BUILT_IN:
         return "built-in"
-    found = [ep for ep in _plugins() if ep.name == name]
+    found = _registered(name)
     return ", ".join(sorted(_owner(ep) for ep in found)) if found else name
 
 
@@ -97,11 +97,10 @@ def _find(name: str) -> ModelFamily:
         return _checked(_import(BUILT_IN[name], name), name)
     if ":" in name:
         return _checked(_import(name, name), name)
-    found = [ep for ep in _plugins() if ep.name == name]
+    found = _registered(name)
     if not found:
         raise FamilyNotFoundError(f"unknown model family {name!r}: choose one of "
-                                  f"{family_names()}, or "
-                          "give package.module:Class")
+                                  f"{family_names()}, or give package.module:Class")
     if len(found) > 1:
         owners = ", ".join(sorted(_owner(ep) for ep in found))
         raise ConfigError(f"model family {name!r} is registered by more than one package "
@@ -110,9 +109,13 @@ def _find(name: str) -> ModelFamily:
         loaded = found[0].load()
     except Exception as error:  # a broken plug-in fails only when it is chosen
         raise FamilyNotFoundError(f"model family {name!r} from {_owner(found[0])} failed to "
-                                  "import: "
-                          f"{type(error).__name__}: {error}") from error
+                                  f"import: {type(error).__name__}: {error}") from error
     return _checked(loaded, name)
+
+
+def _registered(name: str) -> list[EntryPoint]:
+    """The entry points registering a family called `name` (two packages may)."""
+    return [ep for ep in _plugins() if ep.name == name]
 
 
 def _plugins() -> list[EntryPoint]:
@@ -150,7 +153,7 @@ def _import(target: str, name: str) -> object:
         module = importlib.import_module(module_name)
     except Exception as error:
         raise FamilyNotFoundError(f"model family {name!r}: cannot import {module_name}: "
-                          f"{type(error).__name__}: {error}") from error
+                                  f"{type(error).__name__}: {error}") from error
     try:
         return getattr(module, attribute)
     except AttributeError:

@@ -35,7 +35,7 @@ import pyarrow as pa
 import ray
 
 from bc_ray.core.graph import GraphTensors, build_graph
-from bc_ray.core.registry import get_family, version_family
+from bc_ray.core.registry import version_family
 from bc_ray.exceptions import ConfigError
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.partition.edge_files import EdgeFiles, count_degrees_by_file
@@ -178,7 +178,7 @@ class PartitionedRefresh:
                   None)
         run.check_layers_fit(budget)
         if window is not None:
-            num_layers = get_family(version.family).spec_from_dict(version.spec).num_layers
+            num_layers = family.spec_from_dict(version.spec).num_layers
             run.frontiers = run.reach(touched, window.entities, num_layers)
         return run
 
