@@ -18,7 +18,8 @@ def versions_summary(state) -> list[dict]:
                   for e in ("user", "item") if (t := state.table(number, e)) is not None}
         rows.append({"version": number, "status": record.status,
                      "current": number == state.current_version, "parent": record.parent,
-                     "dim": record.dim, "family": record.family, "method": record.method,
+                     "dim": record.dim, "family": record.family, "requires": record.requires,
+                     "method": record.method,
                      "created_at": record.created_at,
                      "published_at": record.published_at,
                      "recall_at_50": record.metrics.get("recall_at_50"),

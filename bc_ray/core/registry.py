@@ -12,7 +12,14 @@ from __future__ import annotations
 import importlib
 import logging
 from functools import lru_cache
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import (
+    EntryPoint,
+    PackageNotFoundError,
+    entry_points,
+    packages_distributions,
+)
+from importlib.metadata import version as distribution_version
+from typing import Protocol
 
 from bc_ray.core.family import API_VERSION, ModelFamily, ModelSpec
 from bc_ray.exceptions import ConfigError, FamilyNotFoundError
@@ -48,29 +55,60 @@ def family_of(spec: ModelSpec) -> ModelFamily:
     return _by_name.get(name) or get_family(name)
 
 
-def version_family(name: str, version: int) -> ModelFamily:
-    """The family a version record names, or why it does not load here and what to do: a
+class TrainedVersion(Protocol):
+    """What a version record says of the model that trained it (`store.state.VersionRecord`)."""
+
+    version: int
+    family: str
+    requires: str | None  # `family_requirement` where it was trained
+
+
+def version_family(record: TrainedVersion) -> ModelFamily:
+    """The family that trained a version, or why it does not load here and what to install: a
     version trained by a plug-in is refreshed, warm-started from and aligned to by processes
-    that may not have the plug-in installed (or a newer bc_ray API, which the error says)."""
+    that may not have the plug-in installed (or a newer bc_ray API, which the error says).
+    Loaded from another release of its package than the one that trained it, it is said once:
+    that code now computes the version's embeddings."""
+    name, version = record.family, record.version
     try:
-        return get_family(name)
+        family = get_family(name)
     except FamilyNotFoundError as error:
+        install = (f"install it (pip install '{record.requires}')" if record.requires
+                   else "install the package that provides it")
         raise FamilyNotFoundError(f"version {version} was trained by model family {name!r}, "
-                                  f"which does not load here ({error}); install the package "
-                                  "that provides it, here and in the cluster's image") from None
+                                  f"which does not load here ({error}); {install}, here and "
+                                  "in the cluster's image") from None
     except ConfigError as error:
         raise ConfigError(f"version {version} was trained by model family {name!r}, which "
                           f"does not load here: {error}") from None
+    if record.requires and name not in BUILT_IN:  # bc_ray reads its own families' old weights
+        _warn_other_release(name, version, record.requires, family_requirement(name))
+    return family
 
 
-def load_error(name: str) -> str | None:
-    """Why the family called `name` does not load in this process (None: it does); run by a
-    task on each node of a cluster before a job that loads it there."""
+def family_requirement(name: str) -> str | None:
+    """The pip requirement installing the family called `name` as it is here
+    ("acme-models==1.2.0"; bc_ray's own for the built-ins), which every version it trains
+    records; None where no installed package provides it (a module on PYTHONPATH)."""
+    if name in BUILT_IN:
+        from bc_ray import __version__
+
+        return f"bc-ray=={__version__}"
+    if ":" in name:
+        return _module_requirement(name.split(":")[0])
+    found = _registered(name)
+    dist = getattr(found[0], "dist", None) if len(found) == 1 else None
+    return f"{dist.name}=={dist.version}" if dist is not None else None
+
+
+def load_report(name: str) -> tuple[str | None, str | None]:
+    """(why the family called `name` does not load in this process, None where it does; its
+    `family_requirement` here): asked of each node of a cluster before a job loads it there."""
     try:
         get_family(name)
     except ConfigError as error:
-        return str(error)
-    return None
+        return str(error), None
+    return None, family_requirement(name)
 
 
 def family_source(name: str) -> str:
@@ -82,13 +120,37 @@ def family_source(name: str) -> str:
     return ", ".join(sorted(_owner(ep) for ep in found)) if found else name
 
 
+@lru_cache(maxsize=None)
+def _warn_other_release(name: str, version: int, trained: str, here: str | None) -> None:
+    if here != trained:
+        logger.warning("version %d was trained by model family %r from %s; this process has "
+                       "%s, whose code now computes its embeddings (install %s to compute them "
+                       "as trained)", version, name, trained, here or "it from no installed "
+                       "package", trained)
+
+
+def _module_requirement(module: str) -> str | None:
+    """The requirement of the one installed distribution that holds `module`'s top package."""
+    owners = set(packages_distributions().get(module.split(".")[0], []))
+    if len(owners) != 1:
+        return None
+    owner = owners.pop()
+    try:
+        return f"{owner}=={distribution_version(owner)}"
+    except PackageNotFoundError:
+        return None
+
+
 _by_name: dict[str, ModelFamily] = {}
 
 
 @lru_cache(maxsize=None)
 def _load(name: str) -> ModelFamily:
     family = _find(name)
-    _by_name.setdefault(getattr(family, "name", name), family)
+    if ":" in name:  # known by its own name, unless that name's registered family loads too
+        _by_name.setdefault(family.name, family)
+    else:
+        _by_name[name] = family
     return family
 
 

@@ -161,7 +161,7 @@ class RefreshRun:
         state = store.state()
         check_refreshable(state)
         version = state.version()
-        family = version_family(version.family, version.version)
+        family = version_family(version)
         # The layer builder (kept from the job's last refresh, or starting now) gets ready while
         # the driver reads the snapshot; only GraphSAGE's layer-wise strategy uses it, and on a
         # 2-core node a process starting for nothing delays the tasks' own start.
@@ -373,7 +373,7 @@ def plan_partitions(config: RefreshConfig) -> int:
     size = GraphSize.of(state, version)
     nodes = ray.nodes()
     node_budget, slot_budget = node_memory(nodes), slot_memory(config.cpus_per_task, nodes)
-    layerwise = version_family(version.family, version.version).refresh_strategy == "layerwise"
+    layerwise = version_family(version).refresh_strategy == "layerwise"
     if (not layerwise or size is None
             or node_budget is None or slot_budget is None):
         return 0

@@ -133,7 +133,7 @@ class PartitionedRefresh:
         state = store.state()
         check_refreshable(state)
         version = state.version()
-        family = version_family(version.family, version.version)
+        family = version_family(version)
         if family.refresh_strategy != "layerwise":
             raise ConfigError(f"--partitions splits GraphSAGE's layer-wise refresh; version "
                               f"{version.version} is {version.family!r}: leave --partitions out")

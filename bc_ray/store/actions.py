@@ -115,6 +115,7 @@ class VersionCandidate(Action):
     files: dict[str, LoggedFile]  # model, chain, metrics, and transform (k >= 1)
     # The model family (absent in entries written before families: GraphSAGE).
     family: str = DEFAULT_FAMILY
+    requires: str | None = None  # its package's pip requirement (absent before it was recorded)
 
     def added_files(self) -> list[FileRecord]:
         return list(self.files.values())
@@ -124,7 +125,8 @@ class VersionCandidate(Action):
             version=self.version, status="candidate", parent=self.parent, dim=self.dim,
             method=self.method, spec=dict(self.spec), snapshot_id=self.snapshot_id,
             cutoff=self.cutoff, files=dict(self.files), metrics=dict(self.metrics),
-            created_at=self.created_at, family=self.family)
+            created_at=self.created_at, family=self.family,
+            requires=self.requires)
 
 
 class VersionPublished(Action):

@@ -251,8 +251,9 @@ class VersionLog:
             return StoreState()
         try:
             return StoreState.from_dict(orjson.loads(self.io.read_bytes(checkpoint_path(seq))))
-        except (NotFoundError, orjson.JSONDecodeError):
-            logger.warning("checkpoint %d unreadable; replaying the log from the start", seq)
+        except (NotFoundError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            logger.warning("checkpoint %d unreadable (%s: %s); replaying the log from the start",
+                           seq, type(error).__name__, error)
             return StoreState()
 
     def _write_checkpoint(self, state: StoreState) -> None:

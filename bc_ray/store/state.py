@@ -12,7 +12,7 @@ import dataclasses
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, PlainValidator
 
@@ -25,6 +25,7 @@ DEFAULT_FAMILY = "graphsage"
 # A version whose embeddings were computed outside bc_ray (`bc-ray publish`): it has no model,
 # its tables come with it, and its spec describes where they were read from.
 EXTERNAL_FAMILY = "external"
+R = TypeVar("R")  # a dataclass record of the state
 
 
 def confined_path(path: object) -> str:
@@ -137,6 +138,9 @@ class VersionRecord:
     chain_removed: bool = False
     # Which model family made it (its name in bc_ray.models): `spec` is that family's spec.
     family: str = DEFAULT_FAMILY
+    # The pip requirement of the family's package where it was trained ("acme-models==1.2.0",
+    # `registry.family_requirement`): what to install to load it again as trained.
+    requires: str | None = None
 
     @property
     def external(self) -> bool:
@@ -382,14 +386,21 @@ class StoreState:
                     delta=optional(DeltaMirror, "delta"),
                     segments=[Segment.model_validate(s) for s in data.get("segments", [])])
         for key, raw in data["snapshots"].items():
-            state.snapshots[key] = SnapshotRecord(**{**raw, "files": files(raw["files"])})
+            state.snapshots[key] = _record(SnapshotRecord, raw, files=files(raw["files"]))
         for key, raw in data["versions"].items():
-            state.versions[int(key)] = VersionRecord(**{**raw, "files": files(raw["files"])})
+            state.versions[int(key)] = _record(VersionRecord, raw, files=files(raw["files"]))
         for key, raw in data["tables"].items():
-            state.tables[key] = TableRecord(
-                **{**raw, "files": [FileRecord.from_dict(f) for f in raw["files"]],
-                   "cache": {k: FileRecord.from_dict(v) for k, v in raw.get("cache", {}).items()}})
+            state.tables[key] = _record(
+                TableRecord, raw, files=[FileRecord.from_dict(f) for f in raw["files"]],
+                cache={k: FileRecord.from_dict(v) for k, v in raw.get("cache", {}).items()})
         return state
+
+
+def _record(kind: type[R], raw: dict[str, Any], **parsed: Any) -> R:
+    """A checkpoint's record without the keys a newer bc_ray added, which this one does not know
+    (one that knows them keeps them): consumers upgrade later than the jobs that write."""
+    known = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    return kind(**{k: v for k, v in {**raw, **parsed}.items() if k in known})
 
 
 def table_key(version: int, entity: str) -> str:

@@ -16,6 +16,7 @@ from datetime import datetime
 import orjson
 
 from bc_ray import chain as chain_math
+from bc_ray.core.registry import family_requirement
 from bc_ray.exceptions import NotFoundError, StoreError
 from bc_ray.store.actions import (
     Action,
@@ -66,7 +67,9 @@ class StagedCandidate:
                                 method=candidate.method, spec=candidate.spec,
                                 snapshot_id=candidate.snapshot_id, cutoff=candidate.cutoff,
                                 created_at=utc_now().isoformat(), metrics=self.metrics,
-                                files=self.files, family=candidate.family)
+                                files=self.files, family=candidate.family,
+                                requires=None if candidate.family == EXTERNAL_FAMILY
+                                else family_requirement(candidate.family))
 
 
 def next_version(state: StoreState) -> int:

@@ -64,7 +64,7 @@ def resolve_model(model: str | None, parent: VersionRecord | None) -> str:
     if parent is None or parent.external:
         return DEFAULT_FAMILY
     try:
-        version_family(parent.family, parent.version)
+        version_family(parent)
     except ConfigError as error:
         raise ConfigError(f"{error}, or choose a family with --model") from None
     return parent.family
@@ -99,7 +99,7 @@ def check_job(job: TrainJobConfig, parent: VersionRecord | None) -> None:
     resolve_spec(job, model, family, method, parent)
     warm = (job.train.warm_start != "off" and parent is not None and not parent.external
             and not parent.model_removed)
-    same = warm and version_family(parent.family, parent.version).name == family.name
+    same = warm and version_family(parent).name == family.name
     if same and not has_warm_start(family):
         raise ConfigError(f"the {family.name} model family has no warm start (its M_k cannot "
                           f"start from version {parent.version}'s model): use --warm-start off")
@@ -179,7 +179,7 @@ def previous_version(store: Store, state: StoreState, parent: VersionRecord,
     if parent.family == EXTERNAL_FAMILY:  # no model to run: its tables are the targets
         stored = _stored_targets(store, state, parent, snapshot)
         return PreviousVersion(parent.version, TablesOnly(parent.dim), amplifiers, stored=stored)
-    family = version_family(parent.family, parent.version)  # M_{k-1}: by its own family
+    family = version_family(parent)  # M_{k-1}: by its own family
     model = None
     if with_model and (targets == "model" or get_method(parent.method).model == "finetune"):
         model = family.from_bytes(load_model_bytes(store, parent.version, state))

@@ -12,7 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from bc_ray.cli.main import app
-from bc_ray.core.registry import version_family
 from bc_ray.exceptions import ConfigError
 from bc_ray.models import family_names, get_family
 from bc_ray.models.check import CHECKS, check_family
@@ -149,11 +148,3 @@ def test_cli_list_names_each_family_and_its_source():
     assert rows["graphsage"]["source"] == "built-in"
     assert rows["graphsage"]["refresh_strategy"] == "layerwise"
     assert rows["tiny"]["source"] == "bc-ray-tiny-family 0.1" and rows["tiny"]["loads"]
-
-
-def test_a_version_whose_family_is_gone_says_to_install_it():
-    with pytest.raises(ConfigError, match=r"version 3 was trained by model family 'gone', "
-                                          r"which does not load here \(unknown model family"):
-        version_family("gone", 3)
-    with pytest.raises(ConfigError, match="install the package that provides it"):
-        version_family("gone", 3)

@@ -58,3 +58,11 @@ def test_a_family_the_nodes_cannot_import_is_refused_before_workers(ray_cluster,
 
 def test_families_the_nodes_have_pass(ray_cluster):
     check_loads_on_cluster(["tiny", "graphsage", "sequence"])  # tiny: on the workers' path
+
+
+def test_a_node_with_another_release_of_the_plugin_is_refused(ray_cluster, tiny_release_0_2):
+    with pytest.raises(ConfigError, match=(
+            r"model family 'tiny' is bc-ray-tiny-family==0\.2 here but "
+            r"bc-ray-tiny-family==0\.1 on 1 of the cluster's 1 nodes \(node .* at .*\); install "
+            r"one release on every node and where the job is launched")):
+        check_loads_on_cluster(["tiny"])

@@ -3,11 +3,15 @@
 import multiprocessing
 import threading
 
+import numpy as np
 import pytest
 
 from bc_ray.exceptions import CommitConflictError
 from bc_ray.io import FileIO
 from bc_ray.store.log import HINT, VersionLog, checkpoint_path, entry_path
+from bc_ray.store.state import StoreState
+from bc_ray.store.store import Store
+from tests.helpers import publish_fake_version, refresh_fake_tables
 
 
 def _run(i: int) -> dict:
@@ -74,3 +78,28 @@ def test_racing_processes_lose_nothing(store_uri, processes):
     state = VersionLog(FileIO(store_uri)).read_state()
     expected = {f"r{w * 1000 + i}" for w in range(processes) for i in range(5)}
     assert set(state.runs) == expected and state.seq == len(expected) - 1
+
+
+def test_a_checkpoint_with_keys_from_a_newer_bc_ray_is_read(tmp_path):
+    """Consumers upgrade after the jobs that write: keys this bc_ray does not know are left out."""
+    store = Store(f"file://{tmp_path}/store")
+    rng = np.random.default_rng(0)
+    refresh_fake_tables(store, publish_fake_version(store, 4, rng), rows=3, rng=rng)
+    written = store.state().to_dict()
+    newer = {**written, **{kind: {k: {**v, "from_a_newer_bc_ray": 1} for k, v in
+                                  written[kind].items()}
+                           for kind in ("snapshots", "versions", "tables")}}
+    assert StoreState.from_dict(newer).to_dict() == written
+
+
+def test_an_unreadable_checkpoint_is_replayed_around(store_uri, caplog):
+    io = FileIO(store_uri)
+    log = VersionLog(io, checkpoint_interval=10)
+    state = log.read_state()
+    for i in range(12):
+        state = log.commit(state, [_run(i)], writer="test")
+    io.delete(checkpoint_path(10))
+    io.create(checkpoint_path(10), b'{"seq": 10}')  # JSON, but not a state's
+    fresh = VersionLog(io).read_state()
+    assert fresh.seq == 11 and sorted(fresh.runs) == sorted(f"r{i}" for i in range(12))
+    assert "checkpoint 10 unreadable (KeyError" in caplog.text

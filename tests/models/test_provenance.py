@@ -1,0 +1,70 @@
+"""Every version records the release of the package its family came from
+(`registry.family_requirement`): a process without the plug-in is told what to pip install, and
+one with another release is told, once, that other code now computes the version's embeddings."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from bc_ray import __version__
+from bc_ray.core.registry import family_requirement, version_family
+from bc_ray.exceptions import FamilyNotFoundError
+from bc_ray.store.state import EXTERNAL_FAMILY, StoreState
+from bc_ray.store.store import Store
+from bc_ray.store.versions import Candidate, register_candidate
+from tests.conftest import PLUGINS
+
+TINY = "bc-ray-tiny-family==0.1"  # tests/models/plugin's dist-info
+
+
+@dataclass
+class Record:
+    version: int
+    family: str
+    requires: str | None
+
+
+def test_the_requirement_names_the_installed_release(tiny_release_0_2, tmp_path):
+    assert family_requirement("graphsage") == f"bc-ray=={__version__}"
+    assert family_requirement("tiny") == tiny_release_0_2
+    shutil.copy(PLUGINS / "bc_ray_tiny_family" / "__init__.py", tmp_path / "loose_family.py")
+    assert family_requirement("loose_family:TinyFamily") is None  # a module of no package
+
+
+def test_each_trained_version_records_its_family_release(tmp_path):
+    store = Store(f"file://{tmp_path}/store")
+    rng = np.random.default_rng(0)
+    for family in ("tiny", EXTERNAL_FAMILY):
+        register_candidate(store, Candidate(
+            parent=None, dim=8, method="bc-aligner", spec={}, snapshot_id="s", cutoff=1.0,
+            model=rng.bytes(64), transform=None, family=family))
+    state = Store(f"file://{tmp_path}/store").state()  # read back from the log
+    assert [state.version(v).requires for v in (0, 1)] == [TINY, None]
+    assert StoreState.from_dict(state.to_dict()).version(0).requires == TINY  # checkpoints
+
+
+def test_a_version_whose_family_is_gone_says_what_to_install():
+    with pytest.raises(FamilyNotFoundError, match=(
+            r"version 3 was trained by model family 'gone', which does not load here \(unknown "
+            r"model family .*\); install it \(pip install 'acme-models==1\.2\.0'\), here and in "
+            r"the cluster's image")):
+        version_family(Record(3, "gone", "acme-models==1.2.0"))
+    with pytest.raises(FamilyNotFoundError, match="install the package that provides it"):
+        version_family(Record(3, "gone", None))  # recorded before releases were
+
+
+def test_another_release_than_trained_is_said_once(tiny_release_0_2, caplog):
+    with caplog.at_level(logging.WARNING, logger="bc_ray.core.registry"):
+        assert version_family(Record(7, "tiny", TINY)).name == "tiny"
+        version_family(Record(7, "tiny", TINY))
+        version_family(Record(8, "tiny", tiny_release_0_2))  # the release installed
+        version_family(Record(9, "graphsage", "bc-ray==0.0.1"))  # bc_ray reads its own
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"version 7 was trained by model family 'tiny' from {TINY}; this process "
+                    f"has {tiny_release_0_2}, whose code now computes its embeddings (install "
+                    f"{TINY} to compute them as trained)"]
