@@ -36,7 +36,8 @@ def publish(
              "overlap; lin (a linear map trained by Adam) otherwise.")] = _default("method"),
     max_align_error_rel: Annotated[float, typer.Option(
         help="Gate: max mean ||B_k z_k - z_{k-1}|| / mean ||z_{k-1}|| on the "
-             f"{_default('holdout'):.0%} of the overlap held out from the fit.")
+             f"{_default('holdout'):.0%} of the overlap held out from the fit, users and "
+             "items each.")
                                    ] = _default("max_align_error_rel"),
     min_overlap: Annotated[Optional[int], typer.Option(
         help="Entities (users and items) needed in both the new tables and the current "

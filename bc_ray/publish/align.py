@@ -2,10 +2,11 @@
 current version's, and measured on a part of them it was not fitted on.
 
 The pairs (z_k(x), z_{k-1}(x)) are every user and every item present in both (joined by
-external id per entity, users and items together). A seeded random `holdout` fraction of them
-(at least one pair) is held out; B_k is fitted on the rest (at most `max_fit_rows`, sampled) by
-`bc_ray.core.posthoc.fit_posthoc`, and the gate reads the relative alignment error on the
-held-out pairs, mean ||B_k z_k - z_{k-1}|| / mean ||z_{k-1}||, the measure training's gate uses.
+external id per entity, users and items together). A seeded random `holdout` fraction of each
+entity's pairs (at least one) is held out; B_k is fitted on the rest (at most `max_fit_rows`,
+sampled) by `bc_ray.core.posthoc.fit_posthoc`, and the gate reads the relative alignment error
+on the held-out pairs of each entity, mean ||B_k z_k - z_{k-1}|| / mean ||z_{k-1}||, the measure
+training's gate uses: pooled, users broken by a bad table could hide behind well-aligned items.
 The B_k published is the one measured.
 """
 
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from bc_ray.chain import Affine
@@ -23,7 +26,7 @@ from bc_ray.core.posthoc import fit_posthoc
 from bc_ray.exceptions import DataError
 from bc_ray.publish.config import PublishConfig
 from bc_ray.publish.current import Current
-from bc_ray.publish.source import ExternalTable
+from bc_ray.publish.source import FLAGS, ExternalTable
 from bc_ray.store.tables import ENTITIES
 
 
@@ -56,7 +59,22 @@ def paired_rows(tables: dict[str, ExternalTable], current: Current) -> Pairs:
     return Pairs(np.concatenate(new), np.concatenate(old), counts)
 
 
-def check_overlap(pairs: Pairs, config: PublishConfig, version: int) -> None:
+def check_overlap(pairs: Pairs, tables: dict[str, ExternalTable], current: Current,
+                  config: PublishConfig) -> None:
+    """Enough pairs to fit B_k on, and some of each entity the current version holds: a table
+    sharing none of its entity's ids (another entity's table, another id scheme) is refused."""
+    version = current.record.version
+    for entity in ENTITIES:
+        held = len(current.tables[entity].ids)
+        if pairs.counts[entity] or not held:
+            continue
+        other = ENTITIES[1 - ENTITIES.index(entity)]
+        theirs = _shared(tables[entity].ids, current.tables[other].ids)
+        hint = (f"; {theirs} are its {other} ids: is it the {other}s' table?" if theirs
+                else ": check --id-col")
+        raise DataError(f"{FLAGS[entity]}: none of its {tables[entity].rows} ids is one of "
+                        f"version {version}'s {held} {entity}s, so B_k cannot be measured on "
+                        f"{entity}s{hint}", path=tables[entity].uri)
     needed = max(config.overlap_needed(pairs.new.shape[1]), MIN_PAIRS)
     if pairs.new.shape[0] < needed:
         raise DataError(f"only {pairs.new.shape[0]} entities ({pairs.counts['user']} users, "
@@ -66,27 +84,56 @@ def check_overlap(pairs: Pairs, config: PublishConfig, version: int) -> None:
                         "items")
 
 
+def _shared(ids: pa.Array, others: pa.Array) -> int:
+    """How many of `ids` are in `others` (as text: users and items may differ in type)."""
+    return pc.sum(pc.is_in(ids.cast(pa.string()),
+                           value_set=others.cast(pa.string()))).as_py() or 0
+
+
 # The fewest pairs anything is fitted on: a held-out one to measure and two to fit.
 MIN_PAIRS = 3
 
 
 def fit_alignment(pairs: Pairs, config: PublishConfig) -> Alignment:
-    """B_k fitted on the pairs outside the held-out part, and its error on the held-out part."""
-    total = pairs.new.shape[0]
-    order = np.random.default_rng(config.seed).permutation(total)
-    held = torch.from_numpy(order[:max(1, int(round(total * config.holdout)))])
-    fitted = torch.from_numpy(order[len(held):][:config.max_fit_rows])
+    """B_k fitted on the pairs outside the held-out part, and its error on the held-out part
+    of each entity and of both."""
+    held, fitted = _split(pairs, config)
     z_new, z_old = torch.from_numpy(pairs.new), torch.from_numpy(pairs.old)
-    transform = _fit(config, z_new[fitted], z_old[fitted])
+    transform = _fit(config, z_new[torch.from_numpy(fitted)], z_old[torch.from_numpy(fitted)])
     weight, bias = (torch.from_numpy(part) for part in transform)
-    predicted = z_new[held] @ weight.T + bias
-    expected = z_old[held]
-    error = alignment_error(predicted, expected)
-    scale = max(float(expected.norm(dim=1).mean()), 1e-12)
-    metrics = {"align_error": error, "align_error_rel": error / scale,
-               "align_sample": int(len(held)), "fit_rows": int(len(fitted)),
-               "overlap": dict(pairs.counts)}
+    errors = {entity: _errors(z_new[rows] @ weight.T + bias, z_old[rows])[1]
+              for entity, rows in held.items()}
+    every = torch.cat(list(held.values()))
+    error, relative = _errors(z_new[every] @ weight.T + bias, z_old[every])
+    metrics = {"align_error": error, "align_error_rel": relative,
+               "align_error_rel_by_entity": errors, "align_sample": int(len(every)),
+               "align_sample_by_entity": {e: int(len(rows)) for e, rows in held.items()},
+               "fit_rows": int(len(fitted)), "overlap": dict(pairs.counts)}
     return Alignment(transform, metrics)
+
+
+def _split(pairs: Pairs, config: PublishConfig) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """(held-out pair indices by entity: a seeded `holdout` fraction of each entity's pairs,
+    at least one where one more is left to fit; the others', at most `max_fit_rows`, to fit on).
+    An entity of one pair is fitted on, not measured."""
+    rng = np.random.default_rng(config.seed)
+    held, rest, start = {}, [], 0
+    for entity in ENTITIES:
+        count = pairs.counts[entity]
+        order = start + rng.permutation(count)
+        start += count
+        cut = min(count - 1, max(1, int(round(count * config.holdout)))) if count > 1 else 0
+        if cut:
+            held[entity] = torch.from_numpy(order[:cut])
+        rest.append(order[cut:])
+    fitted = rng.permutation(np.concatenate(rest))[:config.max_fit_rows]
+    return held, fitted
+
+
+def _errors(predicted: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
+    """(mean ||predicted - expected||, that over mean ||expected||)."""
+    error = alignment_error(predicted, expected)
+    return error, error / max(float(expected.norm(dim=1).mean()), 1e-12)
 
 
 def _fit(config: PublishConfig, z_new: torch.Tensor, z_old: torch.Tensor) -> Affine:
@@ -100,9 +147,10 @@ def _fit(config: PublishConfig, z_new: torch.Tensor, z_old: torch.Tensor) -> Aff
 
 
 def gate(metrics: dict, config: PublishConfig) -> list[str]:
-    """Reasons to reject (empty: publish)."""
-    if not metrics["align_error_rel"] <= config.max_align_error_rel:  # NaN is no pass
-        return [f"relative alignment error {metrics['align_error_rel']:.3f} on "
-                f"{metrics['align_sample']} held-out entities exceeds "
-                f"{config.max_align_error_rel} (--max-align-error-rel)"]
-    return []
+    """Reasons to reject (empty: publish): each entity's held-out error within the bound."""
+    bound = config.max_align_error_rel
+    samples = metrics["align_sample_by_entity"]
+    return [f"relative alignment error {error:.3f} on {samples[entity]} held-out {entity}s "
+            f"exceeds {bound} (--max-align-error-rel)"
+            for entity, error in metrics["align_error_rel_by_entity"].items()
+            if not error <= bound]  # NaN is no pass

@@ -71,6 +71,9 @@ def read_tables(config: PublishConfig) -> dict[str, ExternalTable]:
         raise DataError(f"mixed dimensions: --users holds vectors of {tables['user'].dim} values "
                         f"and --items of {tables['item'].dim}; users and items share one "
                         "dimension (scores are their dot products)")
+    if tables["user"].sha256 == tables["item"].sha256:
+        raise DataError(f"--users and --items are the same table ({tables['item'].uri}): give "
+                        "each entity's own")
     return tables
 
 
@@ -107,6 +110,7 @@ def run_publish(config: PublishConfig) -> PublishOutcome:
         logger.info("these tables are version %d's already (the same bytes): nothing published",
                     latest.version)
         return _unchanged(state, latest, tables)
+    _warn_earlier(state, config, tables)
     current = read_current(store, state)
     known = snapshot_ids(store, state)
     types = store_id_types(current, known)
@@ -134,6 +138,20 @@ def run_publish(config: PublishConfig) -> PublishOutcome:
     return _outcome(candidate, version, "published", refresh_id=refresh_id)
 
 
+def _warn_earlier(state: StoreState, config: PublishConfig,
+                  tables: dict[str, ExternalTable]) -> None:
+    """An older version's own tables published again make a new version of them: said, since
+    `bc-ray rollback` is what brings a version back (one chain link fewer)."""
+    if state.seq < 0:
+        logger.info("no store at %s yet: this publish starts one", config.store)
+    for number, record in sorted(state.versions.items(), reverse=True):
+        if record.status != "rejected" and _retried(record, config, tables):
+            logger.warning("these tables are version %d's (the same bytes): they are published "
+                           "again as a new version (`bc-ray rollback --to %d`, while its tables "
+                           "are kept, makes it current without one)", number, number)
+            return
+
+
 def _warn_outside(outside: dict[str, int], tables: dict[str, ExternalTable]) -> None:
     for entity, count in outside.items():
         if count:
@@ -146,11 +164,13 @@ def _aligned(tables: dict[str, ExternalTable], current: Current | None,
     if current is None:
         return None  # the store's first version: nothing to be compatible with
     pairs = paired_rows(tables, current)
-    check_overlap(pairs, config, current.record.version)
+    check_overlap(pairs, tables, current, config)
     alignment = fit_alignment(pairs, config)
-    logger.info("B to version %d (%s) on %d pairs: relative alignment error %.4g on %d held "
-                "out", current.record.version, config.method, alignment.metrics["fit_rows"],
-                alignment.metrics["align_error_rel"], alignment.metrics["align_sample"])
+    metrics = alignment.metrics
+    logger.info("B to version %d (%s) on %d pairs: relative alignment error on those held out "
+                "%s", current.record.version, config.method, metrics["fit_rows"],
+                ", ".join(f"{e}s {error:.4g} ({metrics['align_sample_by_entity'][e]})"
+                          for e, error in metrics["align_error_rel_by_entity"].items()))
     return alignment
 
 

@@ -42,8 +42,10 @@ async def _request_error(_request: Request, exc: RequestError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
 
-def _query_int(request: Request, name: str) -> int:
+def _query_int(request: Request, name: str, required: bool = True) -> int | None:
     raw = request.query_params.get(name)
+    if raw is None and not required:
+        return None
     try:
         return int(raw)
     except (TypeError, ValueError):
@@ -236,7 +238,7 @@ class CompatibilityService:
         state, binary, body = await self._begin(request)
         if binary:
             entity = request.query_params.get("entity", "")
-            version = _query_int(request, "version")
+            version = _query_int(request, "version", required=False)
             ids = codec.ids_from_binary(body)
         else:
             data = codec.load_json(body)
@@ -279,4 +281,5 @@ def app_builder(args: dict):
 def check_store(uri: str) -> None:
     """Fail early (before deploying) when the store has nothing to serve."""
     if not Store(uri).state().lineage():
-        raise NotFoundError(f"{uri} has no published version to serve; run `bc-ray train`")
+        raise NotFoundError(f"{uri} has no published version to serve; run `bc-ray train` or "
+                            "`bc-ray publish`")

@@ -32,7 +32,9 @@ def load_json(body: bytes) -> dict:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+        nonfinite = b"NaN" in body or b"Infinity" in body  # what json.dumps writes for them
+        hint = " (NaN and Infinity are not JSON numbers)" if nonfinite else ""
+        raise RequestError(400, f"the body is not valid JSON: {exc}{hint}") from None
     if not isinstance(data, dict):
         raise RequestError(422, "the body must be a JSON object")
     return data

@@ -158,6 +158,9 @@ class ServingState:
                                else f"entity must be one of {ENTITIES}, got {entity!r}")
         table = self.tables[entity]
         target = table.version if target is None else target
+        if target not in self.dims:
+            raise RequestError(400, f"unknown version {target}; servable versions are "
+                                    f"{sorted(self.dims)}")
         if target in self.dims and target > table.version:
             raise RequestError(404, f"no version {target} {entity} embeddings yet: the newest "
                                     f"refreshed table is version {table.version} (served for "

@@ -315,7 +315,8 @@ class StoreState:
     def version(self, version: int | None = None) -> VersionRecord:
         key = self.current_version if version is None else version
         if key is None:
-            raise NotFoundError("the store has no published version yet; run `bc-ray train`")
+            raise NotFoundError("the store has no published version yet; run `bc-ray train` "
+                                "or `bc-ray publish`")
         if key not in self.versions:
             raise NotFoundError(f"no version {key} in the store; known: {sorted(self.versions)}")
         return self.versions[key]

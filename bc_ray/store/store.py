@@ -175,7 +175,8 @@ class Store:
         state = self.state()
         if state.seq < 0:
             raise NotFoundError(f"no store at {self.uri}: nothing has been written there (check "
-                                "the path; `bc-ray data ingest` or `bc-ray data synth` makes one)")
+                                "the path; `bc-ray data ingest`, `bc-ray data synth` or "
+                                "`bc-ray publish` makes one)")
         return state
 
     def commit(self, build: Callable[[StoreState], Sequence[WriterAction]], retries: int = 10,

@@ -31,7 +31,13 @@ from bc_ray.store.versions import (
     publish_with_tables,
     rollback_version,
 )
-from tests.publish.conftest import current, embedding_table, put_parquet, write_rotated
+from tests.publish.conftest import (
+    current,
+    embedding_table,
+    put_parquet,
+    rotation,
+    write_rotated,
+)
 from tests.store.delta_readers import read_deltalake
 
 
@@ -157,10 +163,10 @@ def test_a_store_starts_from_published_embeddings(tmp_path):
     assert _gap(current(uri, 0), ordered) < 1e-3
 
 
-def test_the_current_versions_tables_published_again_change_nothing(tmp_path):
+def test_the_current_versions_tables_published_again_change_nothing(tmp_path, caplog):
     """A retry (its reply lost) is not one more version with an identity B_k: the CLI says the
     tables are the current version's and exits 0; other bytes, or the same bytes after another
-    version, publish as before."""
+    version, publish as before (an older version's are said to be its)."""
     uri = f"file://{tmp_path}/store"
     rng = np.random.default_rng(3)
     users, items = _put(f"file://{tmp_path}/ext/day1", _random_tables(rng, 8))
@@ -180,6 +186,7 @@ def test_the_current_versions_tables_published_again_change_nothing(tmp_path):
     assert run_publish(PublishConfig(store=uri, users=rotated[0], items=rotated[1])).version == 1
     back = run_publish(PublishConfig(store=uri, users=users, items=items))
     assert (back.status, back.version) == ("published", 2)  # not the current version's bytes
+    assert "these tables are version 0's (the same bytes)" in caplog.text
 
 
 def test_ids_the_snapshot_lacks_are_counted_and_a_table_of_none_of_its_ids_refused(tmp_path):
@@ -288,6 +295,28 @@ def test_the_gate_records_a_rejected_version_and_writes_no_table(chain_store, tm
                                       items, "--json"])
     assert result.exit_code == 3 and '"status": "rejected"' in result.output
     assert store.state().version(2).status == "rejected"
+
+
+def test_each_entity_is_gated_on_its_own(chain_store, tmp_path):
+    """Users from a broken pipeline beside well-aligned items: pooled, the items' small error
+    would carry the users' through the gate."""
+    store, uri = chain_store
+    rng = np.random.default_rng(4)
+    tables = current(uri)
+    q = rotation(rng, tables["item"][1].shape[1])
+    ids, users = tables["user"]
+    broken = {"user": (ids[:40], rng.normal(size=(40, users.shape[1])).astype(np.float32)),
+              "item": (tables["item"][0], (tables["item"][1] @ q.T).astype(np.float32))}
+    users, items = _put(f"file://{tmp_path}/ext", broken)
+    outcome = run_publish(PublishConfig(store=uri, users=users, items=items))
+    by_entity = outcome.metrics["align_error_rel_by_entity"]
+    assert outcome.metrics["align_sample_by_entity"] == {"user": 8, "item": 60}
+    assert by_entity["item"] < 0.5 < by_entity["user"]
+    assert outcome.metrics["align_error_rel"] < 0.5  # what a pooled gate would have read
+    assert outcome.status == "rejected" and outcome.reasons == [
+        f"relative alignment error {by_entity['user']:.3f} on 8 held-out users exceeds 0.5 "
+        "(--max-align-error-rel)"]
+    assert store.state().current_version == 0
 
 
 @pytest.mark.parametrize("method, published", [("post-lin", True), ("post-lowrank", True),

@@ -127,6 +127,17 @@ def missing_path(base, tables):
                                           embedding_table(*tables["item"]))
 
 
+def same_table(base, tables):
+    users = put_parquet(f"{base}/users.parquet", embedding_table(*tables["user"]))
+    return users, users
+
+
+def items_of_user_ids(base, tables):
+    users = put_parquet(f"{base}/users.parquet", embedding_table(*tables["user"]))
+    return users, put_parquet(f"{base}/items.parquet",
+                              embedding_table(tables["user"][0], tables["item"][1]))
+
+
 BAD = [
     (ragged, "ragged embeddings: rows hold between 15 and 16 values"),
     (users_and_items_differ, "mixed dimensions: --users holds vectors of 16 values and --items "
@@ -146,6 +157,10 @@ BAD = [
     (missing_column, "no column 'embedding'"),
     (csv_file, "embeddings are read from Parquet only"),
     (missing_path, "--users: no such file or folder"),
+    (same_table, "--users and --items are the same table ("),
+    (items_of_user_ids, "--items: none of its 300 ids is one of version 0's 300 items, so B_k "
+                        "cannot be measured on items; 300 are its user ids: is it the users' "
+                        "table?"),
 ]
 
 

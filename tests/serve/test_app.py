@@ -66,10 +66,18 @@ def test_embeddings_lookup_with_found_flags(service):
     assert binary.status_code == 200
     flags = np.frombuffer(binary.content[:4], np.uint8)
     assert flags.tolist() == [1, 1, 1, 0] and int(binary.headers["x-embedding-dim"]) == 10
+    served = client.post("/v1/embeddings?entity=item", content=np.array(wanted, "<i8").tobytes(),
+                         headers=BINARY)  # no version: the served table's own, as in JSON
+    own = client.post("/v1/embeddings", json={"entity": "item", "ids": wanted}).json()["version"]
+    assert served.status_code == 200 and served.headers["x-version"] == str(own)
+    unknown = client.post("/v1/embeddings", json={"entity": "item", "ids": wanted, "version": 7})
+    assert unknown.status_code == 400 and unknown.json()["error"].startswith("unknown version 7")
 
 
 @pytest.mark.parametrize("body, status, fragment", [
     (b"{not json", 400, "not valid JSON"),
+    (b'{"from_version": 2, "to_version": 0, "embeddings": [[NaN]]}', 400,
+     "(NaN and Infinity are not JSON numbers)"),
     (b"[1, 2]", 422, "JSON object"),
     (b'{"to_version": 0, "embeddings": [[1]]}', 422, "from_version"),
     (b'{"from_version": "2", "to_version": 0, "embeddings": [[1]]}', 422, "from_version"),
