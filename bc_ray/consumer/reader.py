@@ -130,7 +130,7 @@ def export_embeddings(store_uri: str, out: str, entity: str = "item", version: i
     """Write the ver-j compatible table to one Parquet file, a local path (renamed into place)
     or an s3:// URI (one PUT): readers never see part of it. `out` must lie outside the store
     and must not be a folder."""
-    target = ExportTarget.parquet(store_uri, out, options)
+    target = ExportTarget.parquet(store_uri, out, options, entity)
     frame = read_embeddings(store_uri, entity, version, options=options)
     target.write_parquet(frame.to_arrow())
     return frame.height

@@ -63,11 +63,12 @@ class ExportTarget:
     io: FileIO
 
     @classmethod
-    def parquet(cls, store_uri: str, out: str, options: StorageOptions | None) -> ExportTarget:
+    def parquet(cls, store_uri: str, out: str, options: StorageOptions | None,
+                entity: str = "item") -> ExportTarget:
         target = cls._checked(store_uri, out, options)
         if out.endswith("/") or target.io.fs.isdir(target.io.path()):
             raise ConfigError(f"--out {out} names a folder: give the Parquet file's path (e.g. "
-                              f"{out.rstrip('/')}/items.parquet), or use --format delta")
+                              f"{out.rstrip('/')}/{entity}s.parquet), or use --format delta")
         return target
 
     @classmethod
