@@ -86,7 +86,8 @@ Sharded = Annotated[bool, _help(
     "--targets stored; jointly aligned methods and non-bc). Each worker asks Ray for the memory "
     "its share needs; a cluster that cannot place them all is refused before any starts.",
     "--sharded")]
-MaxAlignErrorRel = Annotated[float, _help("Gate: max relative alignment error.")]
+MaxAlignErrorRel = Annotated[float, _help(
+    "Gate: max relative alignment error, of users and items together and each.")]
 MinRecallVsParent = Annotated[float, _help(
     "Gate: min Recall@50 relative to the current version.")]
 CheckpointEvery = Annotated[int, _help("Checkpoint every N epochs.")]

@@ -97,6 +97,21 @@ def alignment_error(predicted: torch.Tensor | np.ndarray,
     return float((predicted - target).norm(dim=1).mean())
 
 
+def relative_alignment_error(predicted: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """(mean ||z~ - z||, that over mean ||z||): the gates' measure, which a rescaled space
+    cannot game."""
+    error = alignment_error(predicted, target)
+    return error, error / max(float(torch.as_tensor(target).norm(dim=1).mean()), 1e-12)
+
+
+def relative_error_by_entity(predicted: torch.Tensor, target: torch.Tensor,
+                             is_user: torch.Tensor) -> dict[str, float]:
+    """`relative_alignment_error` of the users' rows and of the items' (those present): pooled,
+    one entity's broken alignment could hide behind the other's."""
+    return {entity: relative_alignment_error(predicted[rows], target[rows])[1]
+            for entity, rows in (("user", is_user), ("item", ~is_user)) if bool(rows.any())}
+
+
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve by the rank statistic (ties get their average rank)."""
     scores = np.asarray(scores, dtype=np.float64)

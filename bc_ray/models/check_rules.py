@@ -15,7 +15,7 @@ import orjson
 import torch
 
 from bc_ray.core.embedded import embedded
-from bc_ray.core.evaluation import alignment_error
+from bc_ray.core.evaluation import relative_alignment_error
 from bc_ray.core.family import ModelSpec, Vocabularies
 from bc_ray.core.family_base import has_warm_start
 from bc_ray.core.graph import GraphTensors
@@ -187,8 +187,8 @@ def check_align(bench: Bench) -> str:
     bench.model1 = outcome.model
     weight, bias = outcome.transform
     z1, z0 = embeddings(outcome.model, bench.after), embeddings(bench.model0, bench.after)
-    error = alignment_error(z1 @ torch.from_numpy(weight).T + torch.from_numpy(bias), z0)
-    relative = error / max(float(z0.norm(dim=1).mean()), 1e-12)
+    _, relative = relative_alignment_error(
+        z1 @ torch.from_numpy(weight).T + torch.from_numpy(bias), z0)
     if not np.isfinite(relative):
         raise ContractError(f"B_1's alignment error is {relative}")
     return (f"B_1: {bench.spec1.output_dim} → {dim0}, align error (rel) {relative:.3f}; "

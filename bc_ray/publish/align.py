@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import torch
 
 from bc_ray.chain import Affine
-from bc_ray.core.evaluation import alignment_error
+from bc_ray.core.evaluation import relative_alignment_error
 from bc_ray.core.posthoc import fit_posthoc
 from bc_ray.exceptions import DataError
 from bc_ray.publish.config import PublishConfig
@@ -101,10 +101,10 @@ def fit_alignment(pairs: Pairs, config: PublishConfig) -> Alignment:
     z_new, z_old = torch.from_numpy(pairs.new), torch.from_numpy(pairs.old)
     transform = _fit(config, z_new[torch.from_numpy(fitted)], z_old[torch.from_numpy(fitted)])
     weight, bias = (torch.from_numpy(part) for part in transform)
-    errors = {entity: _errors(z_new[rows] @ weight.T + bias, z_old[rows])[1]
+    errors = {entity: relative_alignment_error(z_new[rows] @ weight.T + bias, z_old[rows])[1]
               for entity, rows in held.items()}
     every = torch.cat(list(held.values()))
-    error, relative = _errors(z_new[every] @ weight.T + bias, z_old[every])
+    error, relative = relative_alignment_error(z_new[every] @ weight.T + bias, z_old[every])
     metrics = {"align_error": error, "align_error_rel": relative,
                "align_error_rel_by_entity": errors, "align_sample": int(len(every)),
                "align_sample_by_entity": {e: int(len(rows)) for e, rows in held.items()},
@@ -128,12 +128,6 @@ def _split(pairs: Pairs, config: PublishConfig) -> tuple[dict[str, torch.Tensor]
         rest.append(order[cut:])
     fitted = rng.permutation(np.concatenate(rest))[:config.max_fit_rows]
     return held, fitted
-
-
-def _errors(predicted: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
-    """(mean ||predicted - expected||, that over mean ||expected||)."""
-    error = alignment_error(predicted, expected)
-    return error, error / max(float(expected.norm(dim=1).mean()), 1e-12)
 
 
 def _fit(config: PublishConfig, z_new: torch.Tensor, z_old: torch.Tensor) -> Affine:

@@ -20,7 +20,8 @@ DEFAULT_TRAIN = TrainConfig(epochs=30, batch_size=4096, lr=3e-3, eval_every=5, w
 class GateConfig:
     """A candidate is published only if it is good enough; otherwise it is recorded as rejected.
 
-    - `max_align_error_rel`: mean ||B_k z_k - z_{k-1}|| / mean ||z_{k-1}|| on the held-out sample.
+    - `max_align_error_rel`: mean ||B_k z_k - z_{k-1}|| / mean ||z_{k-1}|| on the held-out sample,
+      of its users and items together and each.
     - `min_recall_vs_parent`: Recall@50 of the candidate over that of the current version,
       both measured on the same held-out edges.
     - `min_recall`: an absolute floor (also applies to version 0).

@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 
 from bc_ray.core.embedded import embedded
-from bc_ray.core.evaluation import alignment_error, recall_at_k
+from bc_ray.core.evaluation import (
+    recall_at_k,
+    relative_alignment_error,
+    relative_error_by_entity,
+)
 from bc_ray.core.family import EmbeddingModule
 from bc_ray.core.splits import PeriodSplit
 from bc_ray.core.version import PreviousVersion
@@ -41,10 +45,10 @@ def score_candidate(model: EmbeddingModule, transform, split: PeriodSplit,
     weight, bias = transform
     predicted = z @ torch.from_numpy(weight).T + torch.from_numpy(bias)
     expected = targets.cpu()[rows]
-    error = alignment_error(predicted, expected)
-    metrics.update(align_error=error,
-                   align_error_rel=error / max(float(expected.norm(dim=1).mean()), 1e-12),
-                   align_sample=int(rows.numel()))
+    error, relative = relative_alignment_error(predicted, expected)
+    by_entity = relative_error_by_entity(predicted, expected, rows < split.graph.num_users)
+    metrics.update(align_error=error, align_error_rel=relative, align_sample=int(rows.numel()),
+                   align_error_rel_by_entity=by_entity)
     return metrics
 
 
@@ -58,8 +62,11 @@ def gate(metrics: dict, config: GateConfig) -> list[str]:
     if parent and metrics["recall_at_50"] < config.min_recall_vs_parent * parent:
         reasons.append(f"Recall@50 {metrics['recall_at_50']:.4f} is below "
                        f"{config.min_recall_vs_parent} x the current version's {parent:.4f}")
-    if "align_error_rel" in metrics and not (  # NaN (nothing to measure on) is no pass
-            metrics["align_error_rel"] <= config.max_align_error_rel):
+    bound = config.max_align_error_rel
+    if "align_error_rel" in metrics and not metrics["align_error_rel"] <= bound:  # NaN: no pass
         reasons.append(f"relative alignment error {metrics['align_error_rel']:.3f} exceeds "
-                       f"{config.max_align_error_rel}")
+                       f"{bound}")
+    reasons += [f"relative alignment error {error:.3f} of the {entity}s exceeds {bound}"
+                for entity, error in metrics.get("align_error_rel_by_entity", {}).items()
+                if not error <= bound and metrics["align_error_rel"] <= bound]
     return reasons

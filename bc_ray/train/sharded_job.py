@@ -44,7 +44,7 @@ from ray.train.torch import TorchTrainer, prepare_model
 
 from bc_ray.core.methods import Method
 from bc_ray.core.registry import DEFAULT_FAMILY, get_family
-from bc_ray.core.row_shards import ShardedRows
+from bc_ray.core.row_shards import RowOwners, ShardedRows
 from bc_ray.core.trainer import ShardedAlignment, VersionTrainer
 from bc_ray.core.transforms import IdentityTransform, make_transform
 from bc_ray.exceptions import ConfigError, TrainingError
@@ -171,24 +171,34 @@ def _scored_rows(bump: ShardedBump, sample: torch.Tensor | None, rank: int) -> t
     return torch.unique(torch.cat(parts))
 
 
-def _alignment_metrics(z: Embedded, transform, expected: Embedded) -> dict:
+def _alignment_metrics(z: Embedded, transform, expected: Embedded, users: int) -> dict:
     """The alignment error of B_k z_k against z_{k-1} on the entities `score_candidate` draws,
-    each scored by its owner; `z`: this worker's rows (the sample's among them); `expected`:
-    its rows of z_{k-1} for the sample (`_alignment_sample`)."""
+    each scored by its owner, of both and of each entity; `z`: this worker's rows (the sample's
+    among them); `expected`: its rows of z_{k-1} for the sample (`_alignment_sample`);
+    `users`: how many of its rows are users (they come first)."""
     mine = expected.rows
     weight, bias = transform
     predicted = z.of(mine) @ torch.from_numpy(weight).T + torch.from_numpy(bias)
-    expected = expected.z
-    sums = torch.tensor([float((predicted - expected).norm(dim=1).sum()),
-                         float(expected.norm(dim=1).sum()), float(mine.numel())],
-                        dtype=torch.float64)
+    distances, norms = (predicted - expected.z).norm(dim=1), expected.z.norm(dim=1)
+    sums = torch.tensor([[float(distances[rows].sum()), float(norms[rows].sum()),
+                          float(rows.sum())] for rows in (mine < users, mine >= users)],
+                        dtype=torch.float64)  # by entity: distance, norm, count
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(sums)
-    error_sum, norm_sum, count = sums.tolist()
+    error_sum, norm_sum, count = sums.sum(dim=0).tolist()
     error = error_sum / count if count else float("nan")
     return {"align_error": error,
             "align_error_rel": error / max(norm_sum / count, 1e-12) if count else float("nan"),
-            "align_sample": int(count)}
+            "align_sample": int(count),
+            "align_error_rel_by_entity": {
+                entity: part[0] / max(part[1], 1e-12)  # the counts cancel
+                for entity, part in zip(("user", "item"), sums.tolist()) if part[2]}}
+
+
+def _local_users(owners: RowOwners, rank: int) -> int:
+    """How many of worker `rank`'s rows are users (its first rows)."""
+    first, last = owners.users_of(rank)
+    return last - first
 
 
 class _Stages:
@@ -286,7 +296,8 @@ def _gate_scores(bump: ShardedBump, task: ShardedLinkPredictionTask, model, affi
     metrics = {"recall_at_50": sharded_recall(task, z, held.eval_user, held.eval_item,
                                               users=held.test_users, item_pool=held.item_pool)}
     if expected is not None:
-        metrics.update(_alignment_metrics(z, affine, expected))
+        metrics.update(_alignment_metrics(z, affine, expected,
+                                          _local_users(bump.run.owners, task.rank)))
     del z  # M_{k-1}'s rows take its place
     if bump.model_source is not None:
         metrics["parent_recall_at_50"] = sharded_recall(
@@ -353,7 +364,8 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, stages: _Stages) 
         metrics = {"recall": sharded_recall(task, z, held.eval_user, held.eval_item,
                                             users=held.val_users, item_pool=held.item_pool)}
         if alignment is not None:
-            aligned = _alignment_metrics(z, transform.affine(), expected)
+            aligned = _alignment_metrics(z, transform.affine(), expected,
+                                         _local_users(run.owners, rank))
             metrics["align_error"] = aligned["align_error"]
         return metrics
 

@@ -118,6 +118,9 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     for name in ("recall_at_50", "parent_recall_at_50", "align_error", "align_error_rel"):
         assert second.metrics[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
     assert second.metrics["align_sample"] == expected["align_sample"] > 0
+    by_entity = expected["align_error_rel_by_entity"]
+    assert set(by_entity) == {"user", "item"}
+    assert second.metrics["align_error_rel_by_entity"] == pytest.approx(by_entity, rel=1e-4)
     assert second.metrics["sharded"] and second.metrics["epochs"] == 4
     assert [h["epoch"] for h in second.history] == [1, 2, 3, 4]
     assert all("recall" in h and "align_error" in h for h in second.history)
