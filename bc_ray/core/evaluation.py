@@ -104,12 +104,19 @@ def relative_alignment_error(predicted: torch.Tensor, target: torch.Tensor) -> t
     return error, error / max(float(torch.as_tensor(target).norm(dim=1).mean()), 1e-12)
 
 
+# The fewest rows of an entity its own error is gated on: one row's error is noise (the pooled
+# error still covers an entity with fewer).
+MIN_ENTITY_SAMPLE = 5
+
+
 def relative_error_by_entity(predicted: torch.Tensor, target: torch.Tensor,
                              is_user: torch.Tensor) -> dict[str, float]:
-    """`relative_alignment_error` of the users' rows and of the items' (those present): pooled,
-    one entity's broken alignment could hide behind the other's."""
+    """`relative_alignment_error` of the users' rows and of the items' (each with at least
+    `MIN_ENTITY_SAMPLE` rows): pooled, one entity's broken alignment could hide behind the
+    other's."""
     return {entity: relative_alignment_error(predicted[rows], target[rows])[1]
-            for entity, rows in (("user", is_user), ("item", ~is_user)) if bool(rows.any())}
+            for entity, rows in (("user", is_user), ("item", ~is_user))
+            if int(rows.sum()) >= MIN_ENTITY_SAMPLE}
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:

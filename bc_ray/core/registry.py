@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from functools import lru_cache
 from importlib.metadata import (
     EntryPoint,
@@ -81,15 +82,19 @@ def version_family(record: TrainedVersion) -> ModelFamily:
     except ConfigError as error:
         raise ConfigError(f"version {version} was trained by model family {name!r}, which "
                           f"does not load here: {error}") from None
-    if record.requires and name not in BUILT_IN:  # bc_ray reads its own families' old weights
+    if record.requires and family.name not in BUILT_IN:  # bc_ray reads its own old weights
         _warn_other_release(name, version, record.requires, family_requirement(name))
     return family
 
 
 def family_requirement(name: str) -> str | None:
-    """The pip requirement installing the family called `name` as it is here
+    """The pip requirement installing the family called `name` as this process has it
     ("acme-models==1.2.0"; bc_ray's own for the built-ins), which every version it trains
-    records; None where no installed package provides it (a module on PYTHONPATH)."""
+    records; None where no installed package provides it (a module on PYTHONPATH). Once the
+    family is loaded, the release it was loaded from: a later upgrade does not change the code
+    this process runs."""
+    if name in _loaded_from:
+        return _loaded_from[name]
     if name in BUILT_IN:
         from bc_ray import __version__
 
@@ -131,7 +136,7 @@ def _warn_other_release(name: str, version: int, trained: str, here: str | None)
 
 def _module_requirement(module: str) -> str | None:
     """The requirement of the one installed distribution that holds `module`'s top package."""
-    owners = set(packages_distributions().get(module.split(".")[0], []))
+    owners = set(_distributions_of_modules(tuple(sys.path)).get(module.split(".")[0], []))
     if len(owners) != 1:
         return None
     owner = owners.pop()
@@ -141,12 +146,21 @@ def _module_requirement(module: str) -> str | None:
         return None
 
 
+@lru_cache(maxsize=4)
+def _distributions_of_modules(path: tuple[str, ...]) -> dict[str, list[str]]:
+    """`packages_distributions()` for this `sys.path` (it reads every installed distribution's
+    file list: a tenth of a second in a small environment)."""
+    return packages_distributions()
+
+
 _by_name: dict[str, ModelFamily] = {}
+_loaded_from: dict[str, str | None] = {}  # name -> its `family_requirement` when loaded
 
 
 @lru_cache(maxsize=None)
 def _load(name: str) -> ModelFamily:
     family = _find(name)
+    _loaded_from[name] = family_requirement(name)
     if ":" in name:  # known by its own name, unless that name's registered family loads too
         _by_name.setdefault(family.name, family)
     else:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import torch
 
 from bc_ray.chain import Affine
-from bc_ray.core.evaluation import relative_alignment_error
+from bc_ray.core.evaluation import MIN_ENTITY_SAMPLE, relative_alignment_error
 from bc_ray.core.posthoc import fit_posthoc
 from bc_ray.exceptions import DataError
 from bc_ray.publish.config import PublishConfig
@@ -102,7 +102,7 @@ def fit_alignment(pairs: Pairs, config: PublishConfig) -> Alignment:
     transform = _fit(config, z_new[torch.from_numpy(fitted)], z_old[torch.from_numpy(fitted)])
     weight, bias = (torch.from_numpy(part) for part in transform)
     errors = {entity: relative_alignment_error(z_new[rows] @ weight.T + bias, z_old[rows])[1]
-              for entity, rows in held.items()}
+              for entity, rows in held.items() if len(rows) >= MIN_ENTITY_SAMPLE}
     every = torch.cat(list(held.values()))
     error, relative = relative_alignment_error(z_new[every] @ weight.T + bias, z_old[every])
     metrics = {"align_error": error, "align_error_rel": relative,
@@ -141,10 +141,16 @@ def _fit(config: PublishConfig, z_new: torch.Tensor, z_old: torch.Tensor) -> Aff
 
 
 def gate(metrics: dict, config: PublishConfig) -> list[str]:
-    """Reasons to reject (empty: publish): each entity's held-out error within the bound."""
+    """Reasons to reject (empty: publish): each entity's held-out error (where it has enough
+    held-out rows to be read alone), and both together, within the bound."""
     bound = config.max_align_error_rel
     samples = metrics["align_sample_by_entity"]
-    return [f"relative alignment error {error:.3f} on {samples[entity]} held-out {entity}s "
-            f"exceeds {bound} (--max-align-error-rel)"
-            for entity, error in metrics["align_error_rel_by_entity"].items()
-            if not error <= bound]  # NaN is no pass
+    reasons = [f"relative alignment error {error:.3f} on {samples[entity]} held-out {entity}s "
+               f"exceeds {bound} (--max-align-error-rel)"
+               for entity, error in metrics["align_error_rel_by_entity"].items()
+               if not error <= bound]  # NaN is no pass
+    if not reasons and not metrics["align_error_rel"] <= bound:
+        reasons.append(f"relative alignment error {metrics['align_error_rel']:.3f} on "
+                       f"{metrics['align_sample']} held-out entities exceeds {bound} "
+                       "(--max-align-error-rel)")
+    return reasons

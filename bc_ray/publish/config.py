@@ -32,8 +32,10 @@ class PublishConfig:
     - `min_overlap`: entities (users and items together) that must be in both the new tables
       and the current version's; None means twice the new embeddings' dimension.
     - `max_align_error_rel`: the gate, mean ||B_k z_k - z_{k-1}|| / mean ||z_{k-1}|| on the
-      held-out part of the overlap; the same default as training's gate (`GateConfig`).
-    - `holdout`: the fraction of the overlap that B_k is not fitted on and the gate measures.
+      held-out part of the overlap, of users and items each and together; the same default as
+      training's gate (`GateConfig`).
+    - `holdout`: the fraction of each entity's overlap that B_k is not fitted on and the gate
+      measures.
     - `max_fit_rows`: B_k is fitted on a random sample of at most this many pairs (an affine
       map of a few thousand parameters does not need millions).
     """

@@ -161,7 +161,7 @@ class ServingState:
         if target not in self.dims:
             raise RequestError(400, f"unknown version {target}; servable versions are "
                                     f"{sorted(self.dims)}")
-        if target in self.dims and target > table.version:
+        if target > table.version:
             raise RequestError(404, f"no version {target} {entity} embeddings yet: the newest "
                                     f"refreshed table is version {table.version} (served for "
                                     f"versions <= {table.version} until the next refresh)")

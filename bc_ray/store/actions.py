@@ -115,7 +115,6 @@ class VersionCandidate(Action):
     files: dict[str, LoggedFile]  # model, chain, metrics, and transform (k >= 1)
     # The model family (absent in entries written before families: GraphSAGE).
     family: str = DEFAULT_FAMILY
-    requires: str | None = None  # its package's pip requirement (absent before it was recorded)
 
     def added_files(self) -> list[FileRecord]:
         return list(self.files.values())
@@ -125,8 +124,7 @@ class VersionCandidate(Action):
             version=self.version, status="candidate", parent=self.parent, dim=self.dim,
             method=self.method, spec=dict(self.spec), snapshot_id=self.snapshot_id,
             cutoff=self.cutoff, files=dict(self.files), metrics=dict(self.metrics),
-            created_at=self.created_at, family=self.family,
-            requires=self.requires)
+            created_at=self.created_at, family=self.family)
 
 
 class VersionPublished(Action):

@@ -138,9 +138,13 @@ class VersionRecord:
     chain_removed: bool = False
     # Which model family made it (its name in bc_ray.models): `spec` is that family's spec.
     family: str = DEFAULT_FAMILY
-    # The pip requirement of the family's package where it was trained ("acme-models==1.2.0",
-    # `registry.family_requirement`): what to install to load it again as trained.
-    requires: str | None = None
+
+    @property
+    def requires(self) -> str | None:
+        """The pip requirement of the family's package where it was trained ("acme-models==1.2",
+        `registry.family_requirement`), kept in `metrics` beside the run's other provenance: a
+        field of its own would stop every older bc_ray reading the store's checkpoints."""
+        return self.metrics.get("family_requires")
 
     @property
     def external(self) -> bool:

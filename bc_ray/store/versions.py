@@ -67,9 +67,7 @@ class StagedCandidate:
                                 method=candidate.method, spec=candidate.spec,
                                 snapshot_id=candidate.snapshot_id, cutoff=candidate.cutoff,
                                 created_at=utc_now().isoformat(), metrics=self.metrics,
-                                files=self.files, family=candidate.family,
-                                requires=None if candidate.family == EXTERNAL_FAMILY
-                                else family_requirement(candidate.family))
+                                files=self.files, family=candidate.family)
 
 
 def next_version(state: StoreState) -> int:
@@ -94,6 +92,8 @@ def stage_candidate(store: Store, state: StoreState, candidate: Candidate) -> St
     else:
         chain = {}
     metrics = _measured(candidate.metrics)
+    if candidate.family != EXTERNAL_FAMILY:  # what installs the family as it trained M_k
+        metrics["family_requires"] = family_requirement(candidate.family)
     prefix = store.new_prefix("versions")
     files = {}
     if candidate.model is not None:

@@ -63,10 +63,12 @@ def gate(metrics: dict, config: GateConfig) -> list[str]:
         reasons.append(f"Recall@50 {metrics['recall_at_50']:.4f} is below "
                        f"{config.min_recall_vs_parent} x the current version's {parent:.4f}")
     bound = config.max_align_error_rel
-    if "align_error_rel" in metrics and not metrics["align_error_rel"] <= bound:  # NaN: no pass
+    by_entity = [f"relative alignment error {error:.3f} of the {entity}s exceeds {bound}"
+                 for entity, error in metrics.get("align_error_rel_by_entity", {}).items()
+                 if not error <= bound]
+    if by_entity:
+        reasons += by_entity
+    elif "align_error_rel" in metrics and not metrics["align_error_rel"] <= bound:  # NaN: no pass
         reasons.append(f"relative alignment error {metrics['align_error_rel']:.3f} exceeds "
                        f"{bound}")
-    reasons += [f"relative alignment error {error:.3f} of the {entity}s exceeds {bound}"
-                for entity, error in metrics.get("align_error_rel_by_entity", {}).items()
-                if not error <= bound and metrics["align_error_rel"] <= bound]
     return reasons

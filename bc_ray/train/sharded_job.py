@@ -42,6 +42,7 @@ import torch.distributed as dist
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
+from bc_ray.core.evaluation import MIN_ENTITY_SAMPLE
 from bc_ray.core.methods import Method
 from bc_ray.core.registry import DEFAULT_FAMILY, get_family
 from bc_ray.core.row_shards import RowOwners, ShardedRows
@@ -192,7 +193,8 @@ def _alignment_metrics(z: Embedded, transform, expected: Embedded, users: int) -
             "align_sample": int(count),
             "align_error_rel_by_entity": {
                 entity: part[0] / max(part[1], 1e-12)  # the counts cancel
-                for entity, part in zip(("user", "item"), sums.tolist()) if part[2]}}
+                for entity, part in zip(("user", "item"), sums.tolist())
+                if part[2] >= MIN_ENTITY_SAMPLE}}
 
 
 def _local_users(owners: RowOwners, rank: int) -> int:

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
+from bc_ray.core import registry
 from tests.conftest import PLUGINS
 
 
+def forget_loaded_families() -> None:
+    """The registry as in a fresh process: families, and the releases they came from, are
+    looked up again (a test that changes which release is installed)."""
+    registry._load.cache_clear()
+    registry._loaded_from.clear()
+    registry._by_name.clear()
+    registry._warn_other_release.cache_clear()
+
+
 @pytest.fixture
-def tiny_release_0_2(tmp_path, monkeypatch) -> str:
-    """The tiny plug-in as release 0.2, found before the 0.1 on the tests' path."""
+def tiny_release_0_2(tmp_path, monkeypatch) -> Iterator[str]:
+    """The tiny plug-in as release 0.2, found before the 0.1 on the tests' path (the cluster's
+    workers still find 0.1)."""
     shutil.copytree(PLUGINS / "bc_ray_tiny_family", tmp_path / "bc_ray_tiny_family")
     info = tmp_path / "bc_ray_tiny_family-0.2.dist-info"
     shutil.copytree(PLUGINS / "bc_ray_tiny_family-0.1.dist-info", info)
     metadata = info / "METADATA"
     metadata.write_text(metadata.read_text().replace("Version: 0.1", "Version: 0.2"))
     monkeypatch.syspath_prepend(str(tmp_path))
-    return "bc-ray-tiny-family==0.2"
+    forget_loaded_families()
+    yield "bc-ray-tiny-family==0.2"
+    monkeypatch.undo()
+    forget_loaded_families()

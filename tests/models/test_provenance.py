@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pytest
 
 from bc_ray import __version__
-from bc_ray.core.registry import family_requirement, version_family
+from bc_ray.core.registry import family_requirement, get_family, version_family
 from bc_ray.exceptions import FamilyNotFoundError
-from bc_ray.store.state import EXTERNAL_FAMILY, StoreState
+from bc_ray.store.state import EXTERNAL_FAMILY, StoreState, VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.versions import Candidate, register_candidate
 from tests.conftest import PLUGINS
+from tests.models.conftest import forget_loaded_families
 
 TINY = "bc-ray-tiny-family==0.1"  # tests/models/plugin's dist-info
 
@@ -29,11 +30,18 @@ class Record:
     requires: str | None
 
 
-def test_the_requirement_names_the_installed_release(tiny_release_0_2, tmp_path):
+def test_the_requirement_names_the_release_loaded(tiny_release_0_2, tmp_path, monkeypatch):
     assert family_requirement("graphsage") == f"bc-ray=={__version__}"
+    assert family_requirement("bc_ray.models.graphsage.family:GraphSAGE") == \
+        f"bc-ray=={__version__}"
     assert family_requirement("tiny") == tiny_release_0_2
+    assert family_requirement("bc_ray_tiny_family:TinyFamily") == tiny_release_0_2  # top_level
     shutil.copy(PLUGINS / "bc_ray_tiny_family" / "__init__.py", tmp_path / "loose_family.py")
+    assert get_family("loose_family:TinyFamily").name == "tiny"
     assert family_requirement("loose_family:TinyFamily") is None  # a module of no package
+    get_family("tiny")
+    monkeypatch.undo()  # 0.1 installed in its place: the code loaded is still 0.2's
+    assert family_requirement("tiny") == tiny_release_0_2
 
 
 def test_each_trained_version_records_its_family_release(tmp_path):
@@ -45,7 +53,11 @@ def test_each_trained_version_records_its_family_release(tmp_path):
             model=rng.bytes(64), transform=None, family=family))
     state = Store(f"file://{tmp_path}/store").state()  # read back from the log
     assert [state.version(v).requires for v in (0, 1)] == [TINY, None]
-    assert StoreState.from_dict(state.to_dict()).version(0).requires == TINY  # checkpoints
+    checkpoint = state.to_dict()
+    assert StoreState.from_dict(checkpoint).version(0).requires == TINY
+    # Kept with the run's other provenance, in `metrics`, which every older bc_ray reads: a
+    # record field of its own would be a key older readers of the checkpoint do not know.
+    assert set(checkpoint["versions"]["0"]) == {f.name for f in fields(VersionRecord)}
 
 
 def test_a_version_whose_family_is_gone_says_what_to_install():
@@ -58,13 +70,15 @@ def test_a_version_whose_family_is_gone_says_what_to_install():
         version_family(Record(3, "gone", None))  # recorded before releases were
 
 
-def test_another_release_than_trained_is_said_once(tiny_release_0_2, caplog):
+def test_another_release_than_trained_is_said_once(caplog):
+    forget_loaded_families()
     with caplog.at_level(logging.WARNING, logger="bc_ray.core.registry"):
-        assert version_family(Record(7, "tiny", TINY)).name == "tiny"
-        version_family(Record(7, "tiny", TINY))
-        version_family(Record(8, "tiny", tiny_release_0_2))  # the release installed
+        assert version_family(Record(7, "tiny", "bc-ray-tiny-family==0.0.9")).name == "tiny"
+        version_family(Record(7, "tiny", "bc-ray-tiny-family==0.0.9"))
+        version_family(Record(8, "tiny", TINY))  # the release installed
         version_family(Record(9, "graphsage", "bc-ray==0.0.1"))  # bc_ray reads its own
     said = [r.getMessage() for r in caplog.records]
-    assert said == [f"version 7 was trained by model family 'tiny' from {TINY}; this process "
-                    f"has {tiny_release_0_2}, whose code now computes its embeddings (install "
-                    f"{TINY} to compute them as trained)"]
+    assert said == ["version 7 was trained by model family 'tiny' from "
+                    f"bc-ray-tiny-family==0.0.9; this process has {TINY}, whose code now "
+                    "computes its embeddings (install bc-ray-tiny-family==0.0.9 to compute "
+                    "them as trained)"]
