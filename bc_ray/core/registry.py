@@ -96,9 +96,7 @@ def family_requirement(name: str) -> str | None:
     if name in _loaded_from:
         return _loaded_from[name]
     if name in BUILT_IN:
-        from bc_ray import __version__
-
-        return f"bc-ray=={__version__}"
+        return _module_requirement("bc_ray") or "bc-ray"  # "bc-ray": a source tree on the path
     if ":" in name:
         return _module_requirement(name.split(":")[0])
     found = _registered(name)
