@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 
 from bc_ray import __version__
-from bc_ray.core.registry import family_requirement, get_family, version_family
+from bc_ray.core.registry import (
+    _warn_other_release,
+    family_requirement,
+    get_family,
+    version_family,
+)
 from bc_ray.exceptions import FamilyNotFoundError
 from bc_ray.store.state import EXTERNAL_FAMILY, StoreState, VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.versions import Candidate, register_candidate
 from tests.conftest import PLUGINS
-from tests.models.conftest import forget_loaded_families
 
 TINY = "bc-ray-tiny-family==0.1"  # tests/models/plugin's dist-info
 
@@ -30,7 +34,7 @@ class Record:
     requires: str | None
 
 
-def test_the_requirement_names_the_release_loaded(tiny_release_0_2, tmp_path, monkeypatch):
+def test_the_requirement_names_the_release_installed(tiny_release_0_2, tmp_path):
     assert family_requirement("graphsage") == f"bc-ray=={__version__}"
     assert family_requirement("bc_ray.models.graphsage.family:GraphSAGE") == \
         f"bc-ray=={__version__}"
@@ -39,9 +43,21 @@ def test_the_requirement_names_the_release_loaded(tiny_release_0_2, tmp_path, mo
     shutil.copy(PLUGINS / "bc_ray_tiny_family" / "__init__.py", tmp_path / "loose_family.py")
     assert get_family("loose_family:TinyFamily").name == "tiny"
     assert family_requirement("loose_family:TinyFamily") is None  # a module of no package
-    get_family("tiny")
-    monkeypatch.undo()  # 0.1 installed in its place: the code loaded is still 0.2's
-    assert family_requirement("tiny") == tiny_release_0_2
+
+
+def test_the_requirement_is_the_release_loaded(tmp_path, monkeypatch):
+    """A process that loaded release 1.0 runs its code after 2.0 is installed in its place."""
+    package = tmp_path / "provenance_pkg"
+    package.mkdir()
+    shutil.copy(PLUGINS / "bc_ray_tiny_family" / "__init__.py", package / "__init__.py")
+    info = tmp_path / "provenance_pkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: provenance-pkg\nVersion: 1.0\n")
+    (info / "top_level.txt").write_text("provenance_pkg\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert get_family("provenance_pkg:TinyFamily").name == "tiny"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: provenance-pkg\nVersion: 2.0\n")
+    assert family_requirement("provenance_pkg:TinyFamily") == "provenance-pkg==1.0"
 
 
 def test_each_trained_version_records_its_family_release(tmp_path):
@@ -71,7 +87,7 @@ def test_a_version_whose_family_is_gone_says_what_to_install():
 
 
 def test_another_release_than_trained_is_said_once(caplog):
-    forget_loaded_families()
+    _warn_other_release.cache_clear()  # said once per process: this test may run again
     with caplog.at_level(logging.WARNING, logger="bc_ray.core.registry"):
         assert version_family(Record(7, "tiny", "bc-ray-tiny-family==0.0.9")).name == "tiny"
         version_family(Record(7, "tiny", "bc-ray-tiny-family==0.0.9"))

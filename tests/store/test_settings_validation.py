@@ -164,6 +164,7 @@ def test_a_metric_that_is_not_a_number_is_recorded_as_null_not_refused(tmp_path)
     recorded explicitly as null: training is never lost to it."""
     import numpy as np
 
+    from bc_ray.core.registry import family_requirement
     from bc_ray.store.versions import Candidate, register_candidate
 
     store = Store(f"file://{tmp_path}/store")
@@ -172,7 +173,8 @@ def test_a_metric_that_is_not_a_number_is_recorded_as_null_not_refused(tmp_path)
         model=np.random.default_rng(0).bytes(16), transform=None,
         metrics={"recall_at_50": math.nan, "history": [0.5, math.inf]}))
     metrics = Store(store.uri).state().version(record.version).metrics
-    assert metrics == {"recall_at_50": None, "history": [0.5, None]}
+    assert metrics == {"recall_at_50": None, "history": [0.5, None],
+                       "family_requires": family_requirement("graphsage")}
 
 
 def test_a_store_an_older_writer_bricked_reads_again_and_can_be_mended(tmp_path, caplog):
