@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -113,6 +114,13 @@ def _non_finite(value: object, path: str) -> tuple[str, float] | None:
         if found is not None:
             return found
     return None
+
+
+@lru_cache(maxsize=64)
+def _warn_unreadable(uri: str, why: str) -> None:
+    """Said once per checkpoint and process (a server reads the log every few seconds)."""
+    logger.warning("checkpoint %s unreadable (%s); an earlier one, or the log from its start, "
+                   "is read instead", uri, why)
 
 
 class VersionLog:
@@ -245,16 +253,23 @@ class VersionLog:
         raise AssertionError("unreachable")
 
     def _latest_checkpoint(self) -> StoreState:
+        """The hinted checkpoint, or where it cannot be read here (damaged, or written by a
+        newer bc_ray in a shape this one does not know) the newest earlier one that can: the
+        entries after it are folded, so only reads cost more."""
         try:
             seq = int(orjson.loads(self.io.read_bytes(HINT))["seq"])
         except (NotFoundError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return StoreState()
-        try:
-            return StoreState.from_dict(orjson.loads(self.io.read_bytes(checkpoint_path(seq))))
-        except (NotFoundError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            logger.warning("checkpoint %d unreadable (%s: %s); replaying the log from the start",
-                           seq, type(error).__name__, error)
-            return StoreState()
+        for candidate in range(seq, 0, -self.checkpoint_interval):
+            try:
+                raw = self.io.read_bytes(checkpoint_path(candidate))
+                return StoreState.from_dict(orjson.loads(raw))
+            except NotFoundError:
+                continue  # an interval another writer did not use
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                _warn_unreadable(self.io.uri_of(checkpoint_path(candidate)),
+                                 f"{type(error).__name__}: {error}")
+        return StoreState()
 
     def _write_checkpoint(self, state: StoreState) -> None:
         try:
