@@ -119,6 +119,19 @@ def relative_error_by_entity(predicted: torch.Tensor, target: torch.Tensor,
             if int(rows.sum()) >= MIN_ENTITY_SAMPLE}
 
 
+def alignment_breaches(metrics: dict, bound: float) -> list[tuple[str | None, float]]:
+    """(entity, error) of each entity whose relative alignment error
+    (`align_error_rel_by_entity`) is not within `bound`, or, where none is, (None, the pooled
+    `align_error_rel`) if that is not: what both gates refuse (NaN is never within)."""
+    over: list[tuple[str | None, float]] = [
+        (entity, error) for entity, error in metrics.get("align_error_rel_by_entity", {}).items()
+        if not error <= bound]
+    pooled = metrics.get("align_error_rel")
+    if not over and pooled is not None and not pooled <= bound:
+        over.append((None, pooled))
+    return over
+
+
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve by the rank statistic (ties get their average rank)."""
     scores = np.asarray(scores, dtype=np.float64)

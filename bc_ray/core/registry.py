@@ -96,7 +96,7 @@ def family_requirement(name: str) -> str | None:
     if name in _loaded_from:
         return _loaded_from[name]
     if name in BUILT_IN:
-        return _module_requirement("bc_ray") or "bc-ray"  # "bc-ray": a source tree on the path
+        return _requirement("bc-ray") or "bc-ray"  # "bc-ray": a source tree on the path
     if ":" in name:
         return _module_requirement(name.split(":")[0])
     found = _registered(name)
@@ -135,11 +135,12 @@ def _warn_other_release(name: str, version: int, trained: str, here: str | None)
 def _module_requirement(module: str) -> str | None:
     """The requirement of the one installed distribution that holds `module`'s top package."""
     owners = set(_distributions_of_modules(tuple(sys.path)).get(module.split(".")[0], []))
-    if len(owners) != 1:
-        return None
-    owner = owners.pop()
+    return _requirement(owners.pop()) if len(owners) == 1 else None
+
+
+def _requirement(distribution: str) -> str | None:
     try:
-        return f"{owner}=={distribution_version(owner)}"
+        return f"{distribution}=={distribution_version(distribution)}"
     except PackageNotFoundError:
         return None
 

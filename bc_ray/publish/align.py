@@ -16,16 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from bc_ray.chain import Affine
-from bc_ray.core.evaluation import MIN_ENTITY_SAMPLE, relative_alignment_error
+from bc_ray.core.evaluation import (
+    alignment_breaches,
+    relative_alignment_error,
+    relative_error_by_entity,
+)
 from bc_ray.core.posthoc import fit_posthoc
 from bc_ray.exceptions import DataError
 from bc_ray.publish.config import PublishConfig
-from bc_ray.publish.current import Current
+from bc_ray.publish.current import Current, shared_ids
 from bc_ray.publish.source import FLAGS, ExternalTable
 from bc_ray.store.tables import ENTITIES
 
@@ -69,7 +71,7 @@ def check_overlap(pairs: Pairs, tables: dict[str, ExternalTable], current: Curre
         if pairs.counts[entity] or not held:
             continue
         other = ENTITIES[1 - ENTITIES.index(entity)]
-        theirs = _shared(tables[entity].ids, current.tables[other].ids)
+        theirs = shared_ids(tables[entity].ids, current.tables[other].ids)
         hint = (f"; {theirs} are its {other} ids: is it the {other}s' table?" if theirs
                 else ": check --id-col")
         raise DataError(f"{FLAGS[entity]}: none of its {tables[entity].rows} ids is one of "
@@ -84,12 +86,6 @@ def check_overlap(pairs: Pairs, tables: dict[str, ExternalTable], current: Curre
                         "items")
 
 
-def _shared(ids: pa.Array, others: pa.Array) -> int:
-    """How many of `ids` are in `others` (as text: users and items may differ in type)."""
-    return pc.sum(pc.is_in(ids.cast(pa.string()),
-                           value_set=others.cast(pa.string()))).as_py() or 0
-
-
 # The fewest pairs anything is fitted on: a held-out one to measure and two to fit.
 MIN_PAIRS = 3
 
@@ -101,12 +97,12 @@ def fit_alignment(pairs: Pairs, config: PublishConfig) -> Alignment:
     z_new, z_old = torch.from_numpy(pairs.new), torch.from_numpy(pairs.old)
     transform = _fit(config, z_new[torch.from_numpy(fitted)], z_old[torch.from_numpy(fitted)])
     weight, bias = (torch.from_numpy(part) for part in transform)
-    errors = {entity: relative_alignment_error(z_new[rows] @ weight.T + bias, z_old[rows])[1]
-              for entity, rows in held.items() if len(rows) >= MIN_ENTITY_SAMPLE}
-    every = torch.cat(list(held.values()))
-    error, relative = relative_alignment_error(z_new[every] @ weight.T + bias, z_old[every])
+    every = torch.cat(list(held.values()))  # users' pairs, then items'
+    predicted, expected = z_new[every] @ weight.T + bias, z_old[every]
+    error, relative = relative_alignment_error(predicted, expected)
+    by_entity = relative_error_by_entity(predicted, expected, every < pairs.counts["user"])
     metrics = {"align_error": error, "align_error_rel": relative,
-               "align_error_rel_by_entity": errors, "align_sample": int(len(every)),
+               "align_error_rel_by_entity": by_entity, "align_sample": int(len(every)),
                "align_sample_by_entity": {e: int(len(rows)) for e, rows in held.items()},
                "fit_rows": int(len(fitted)), "overlap": dict(pairs.counts)}
     return Alignment(transform, metrics)
@@ -144,13 +140,7 @@ def gate(metrics: dict, config: PublishConfig) -> list[str]:
     """Reasons to reject (empty: publish): each entity's held-out error (where it has enough
     held-out rows to be read alone), and both together, within the bound."""
     bound = config.max_align_error_rel
-    samples = metrics["align_sample_by_entity"]
-    reasons = [f"relative alignment error {error:.3f} on {samples[entity]} held-out {entity}s "
-               f"exceeds {bound} (--max-align-error-rel)"
-               for entity, error in metrics["align_error_rel_by_entity"].items()
-               if not error <= bound]  # NaN is no pass
-    if not reasons and not metrics["align_error_rel"] <= bound:
-        reasons.append(f"relative alignment error {metrics['align_error_rel']:.3f} on "
-                       f"{metrics['align_sample']} held-out entities exceeds {bound} "
-                       "(--max-align-error-rel)")
-    return reasons
+    samples = {**metrics["align_sample_by_entity"], None: metrics["align_sample"]}
+    return [f"relative alignment error {error:.3f} on {samples[entity]} held-out "
+            f"{entity + 's' if entity else 'entities'} exceeds {bound} (--max-align-error-rel)"
+            for entity, error in alignment_breaches(metrics, bound)]

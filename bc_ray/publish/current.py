@@ -77,16 +77,22 @@ def outside_snapshot(tables: dict[str, ExternalTable], known: dict[str, pa.Array
         return {}
     outside = {}
     for entity, table in tables.items():
-        store_ids = known[entity].cast(pa.string())  # as text: a version published before
-        held = pc.sum(pc.is_in(table.ids.cast(pa.string()),  # ingestion may hold another type
-                               value_set=store_ids)).as_py() or 0
+        store_ids = known[entity]
+        held = shared_ids(table.ids, store_ids)
         if held == 0 and len(store_ids):
             raise DataError(f"{FLAGS[entity]}: none of its {table.rows} ids is one of the "
                             f"store's {len(store_ids)} {entity}s (its first is "
-                            f"{table.ids[0].as_py()!r}, the store's {known[entity][0].as_py()!r}): "
+                            f"{table.ids[0].as_py()!r}, the store's {store_ids[0].as_py()!r}): "
                             "check --id-col, or ingest those entities first", path=table.uri)
         outside[entity] = table.rows - held
     return outside
+
+
+def shared_ids(ids: pa.Array, others: pa.Array) -> int:
+    """How many of `ids` are in `others`, compared as text: a version published before
+    ingestion may hold another id type, and users and items may differ."""
+    return pc.sum(pc.is_in(ids.cast(pa.string()),
+                           value_set=others.cast(pa.string()))).as_py() or 0
 
 
 def matching_ids(table: ExternalTable, expected: pa.DataType | None) -> ExternalTable:

@@ -110,6 +110,8 @@ def run_publish(config: PublishConfig) -> PublishOutcome:
         logger.info("these tables are version %d's already (the same bytes): nothing published",
                     latest.version)
         return _unchanged(state, latest, tables)
+    if state.seq < 0:  # a mistyped --store would otherwise pass unnoticed
+        logger.info("no store at %s yet: this publish starts one", config.store)
     _warn_earlier(state, config, tables)
     current = read_current(store, state)
     known = snapshot_ids(store, state)
@@ -142,8 +144,6 @@ def _warn_earlier(state: StoreState, config: PublishConfig,
                   tables: dict[str, ExternalTable]) -> None:
     """An older version's own tables published again make a new version of them: said, since
     `bc-ray rollback` is what brings a version back (one chain link fewer)."""
-    if state.seq < 0:
-        logger.info("no store at %s yet: this publish starts one", config.store)
     for number, record in sorted(state.versions.items(), reverse=True):
         if record.status != "rejected" and _retried(record, config, tables):
             logger.warning("these tables are version %d's (the same bytes): they are published "

@@ -6,6 +6,7 @@ import torch
 
 from bc_ray.core.embedded import embedded
 from bc_ray.core.evaluation import (
+    alignment_breaches,
     recall_at_k,
     relative_alignment_error,
     relative_error_by_entity,
@@ -63,12 +64,6 @@ def gate(metrics: dict, config: GateConfig) -> list[str]:
         reasons.append(f"Recall@50 {metrics['recall_at_50']:.4f} is below "
                        f"{config.min_recall_vs_parent} x the current version's {parent:.4f}")
     bound = config.max_align_error_rel
-    by_entity = [f"relative alignment error {error:.3f} of the {entity}s exceeds {bound}"
-                 for entity, error in metrics.get("align_error_rel_by_entity", {}).items()
-                 if not error <= bound]
-    if by_entity:
-        reasons += by_entity
-    elif "align_error_rel" in metrics and not metrics["align_error_rel"] <= bound:  # NaN: no pass
-        reasons.append(f"relative alignment error {metrics['align_error_rel']:.3f} exceeds "
-                       f"{bound}")
+    reasons += [f"relative alignment error {error:.3f}{f' of the {entity}s' if entity else ''} "
+                f"exceeds {bound}" for entity, error in alignment_breaches(metrics, bound)]
     return reasons
