@@ -17,6 +17,7 @@ def _default(name: str):
     return default_of(PublishConfig, name)
 
 
+GATED_AS = ("publish_settings", "parent_tables")  # how a version was gated: long, rarely read
 TABLE_HELP = ("a Parquet file, a folder of them or a glob, local or s3://; one row per entity "
               "with its id and a list of floats")
 
@@ -31,7 +32,7 @@ def publish(
         help="Column holding the vector (list or fixed-size list of floats).")
                              ] = _default("embedding_col"),
     method: Annotated[str, typer.Option(
-        help=f"Post-hoc fit of B_k: {'|'.join(FITS)}. Procrustes for a rotation-like change "
+        help=f"Post-hoc fit of B_k: {', '.join(FITS)}. Procrustes for a rotation-like change "
              "(semi-orthogonal when the dimensions differ); low-rank affine when few entities "
              "overlap; lin (a linear map trained by Adam) otherwise.")] = _default("method"),
     max_align_error_rel: Annotated[float, typer.Option(
@@ -51,7 +52,8 @@ def publish(
     B_k is fitted on the entities shared with the current version and gated; the version and
     its tables become current in one commit. Bad input is refused with nothing written; the
     current version's own tables published again change nothing (status: already published,
-    exit 0)."""
+    exit 0), nor do tables rejected before, gated the same way (status: rejected, the version
+    that recorded them)."""
     from bc_ray.publish.job import run_publish
 
     config = PublishConfig(store=store, users=users, items=items, id_col=id_col,
@@ -59,6 +61,7 @@ def publish(
                            max_align_error_rel=max_align_error_rel, min_overlap=min_overlap)
     outcome = run_publish(config)
     summary = outcome.summary()
-    emit(summary, as_json, key_values(summary))
+    shown = {k: v for k, v in summary.items() if k not in GATED_AS}  # in --json and the log
+    emit(summary, as_json, key_values(shown))
     if outcome.status == "rejected" and fail_on_reject:
         raise typer.Exit(code=3)

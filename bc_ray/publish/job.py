@@ -6,11 +6,13 @@ tables under a fresh prefix, and make the version and its tables current in one 
 (`bc_ray.store.versions.publish_with_tables`). Bad input commits nothing; a B_k the gate refuses
 is recorded as a rejected candidate with its measurements, as training records one, and no
 table is written. The store's first version needs no B_k. The current version's own bytes
-published again (a retry) change nothing.
+published again (a retry) change nothing; so do bytes rejected before, gated the same way
+against the same tables (the fit is seeded: it would reject them again).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -110,6 +112,9 @@ def run_publish(config: PublishConfig) -> PublishOutcome:
         logger.info("these tables are version %d's already (the same bytes): nothing published",
                     latest.version)
         return _unchanged(state, latest, tables)
+    rejected = _rejected_before(state, config, tables)
+    if rejected is not None:
+        return _rejected_again(rejected)
     if state.seq < 0:  # a mistyped --store would otherwise pass unnoticed
         logger.info("no store at %s yet: this publish starts one", config.store)
     _warn_earlier(state, config, tables)
@@ -122,7 +127,8 @@ def run_publish(config: PublishConfig) -> PublishOutcome:
     alignment = _aligned(tables, current, config)
     metrics = {"rows": {e: t.rows for e, t in tables.items()},
                **({"ids_outside_snapshot": outside} if outside else {}),
-               **(alignment.metrics if alignment else {})}
+               **(alignment.metrics if alignment else {}),
+               **(_gated_as(state, config) if alignment else {})}
     snapshot = state.snapshots.get(state.current_snapshot) if state.current_snapshot else None
     candidate = Candidate(
         parent=current.record.version if current else None, dim=tables["user"].dim,
@@ -138,6 +144,47 @@ def run_publish(config: PublishConfig) -> PublishOutcome:
         return _outcome(candidate, record.version, "rejected", reasons=reasons)
     version, refresh_id = _publish(store, state, candidate, tables)
     return _outcome(candidate, version, "published", refresh_id=refresh_id)
+
+
+def publish_settings(config: PublishConfig) -> dict:
+    """What decides the fit and the gate besides the tables' bytes and how they are read."""
+    settings = dataclasses.asdict(config)
+    for name in ("store", "users", "items", "id_col", "embedding_col"):
+        del settings[name]
+    return settings
+
+
+def _gated_as(state: StoreState, config: PublishConfig) -> dict:
+    """Recorded with a gated version: the settings and the parent's tables it was gated with."""
+    return {"publish_settings": publish_settings(config),
+            "parent_tables": {e: t.refresh_id for e in ENTITIES
+                              if (t := state.table(state.current_version, e)) is not None}}
+
+
+def _rejected_before(state: StoreState, config: PublishConfig,
+                     tables: dict[str, ExternalTable]) -> VersionRecord | None:
+    """The version these bytes made and the gate rejected, gated as this publish would be
+    (the same settings against the same parent tables): the seeded fit would reject them
+    again, and each retry would record one more rejected version."""
+    if state.current_version is None:
+        return None
+    expected = _gated_as(state, config)
+    for record in sorted(state.versions.values(), key=lambda r: r.version, reverse=True):
+        if (record.status == "rejected" and record.parent == state.current_version
+                and _retried(record, config, tables)
+                and all(record.metrics.get(k) == v for k, v in expected.items())):
+            return record
+    return None
+
+
+def _rejected_again(record: VersionRecord) -> PublishOutcome:
+    logger.warning("these tables were rejected as version %d (the same bytes, gated the same "
+                   "way against the same tables of version %d): nothing recorded again; other "
+                   "tables, --method or --max-align-error-rel are gated anew", record.version,
+                   record.parent)
+    metrics = {k: v for k, v in record.metrics.items() if k != "rows"}
+    return PublishOutcome(record.version, "rejected", record.parent, record.dim, record.method,
+                          dict(record.metrics["rows"]), metrics, list(record.reasons))
 
 
 def _warn_earlier(state: StoreState, config: PublishConfig,

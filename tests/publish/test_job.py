@@ -291,10 +291,18 @@ def test_the_gate_records_a_rejected_version_and_writes_no_table(chain_store, tm
     assert state.current_version == 0 and state.version(1).status == "rejected"
     assert state.version(1).metrics["align_error_rel"] > 0.5
     assert state.table(1, "user") is None and store.io.list_files("embeddings/v1") == {}
+    seq = store.state().seq
     result = CliRunner().invoke(app, ["publish", "--store", uri, "--users", users, "--items",
-                                      items, "--json"])
-    assert result.exit_code == 3 and '"status": "rejected"' in result.output
-    assert store.state().version(2).status == "rejected"
+                                      items, "--json"])  # a retry: rejected again, not recorded
+    assert result.exit_code == 3, result.output
+    again = json.loads(result.output)
+    assert (again["status"], again["version"], again["reasons"]) == \
+        ("rejected", 1, outcome.reasons)
+    assert again["align_error_rel"] == outcome.metrics["align_error_rel"]
+    assert store.state().seq == seq and 2 not in store.state().versions
+    looser = run_publish(PublishConfig(store=uri, users=users, items=items,
+                                       max_align_error_rel=5.0))  # gated anew
+    assert (looser.status, looser.version) == ("published", 2)
 
 
 def test_each_entity_is_gated_on_its_own(chain_store, tmp_path):
