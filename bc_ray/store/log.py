@@ -198,16 +198,32 @@ class VersionLog:
         new_state = self._fold_as_read(state, raw, seq)
         try:
             self.io.create(entry_path(seq), raw)
-        except FileExistsError as exc:
-            raise CommitConflictError(
-                f"log entry {seq} of {self.io.uri} was committed by another writer") from exc
-        except OSError as exc:
-            raise CommitStateUnknownError(
-                f"writing log entry {seq} of {self.io.uri} failed ({exc}); it may or may not "
-                "have landed: re-read the state before retrying") from exc
+        except OSError as exc:  # FileExistsError included: see `_landed`
+            landed = self._landed(seq, raw)
+            if landed is False:
+                raise CommitConflictError(
+                    f"log entry {seq} of {self.io.uri} was committed by another writer") from exc
+            if landed is None:
+                raise CommitStateUnknownError(
+                    f"writing log entry {seq} of {self.io.uri} failed ({exc}); it may or may "
+                    "not have landed: re-read the state before retrying") from exc
+            logger.info("log entry %d of %s landed though its write reported %s: committed",
+                        seq, self.io.uri, type(exc).__name__)
         if seq % self.checkpoint_interval == 0:
             self._write_checkpoint(new_state)
         return new_state
+
+    def _landed(self, seq: int, raw: bytes) -> bool | None:
+        """After a failed write of entry `seq`: whether it holds these bytes (the writer's own,
+        unique by writer and time), another writer's (False), or cannot be told (None). A write
+        whose reply was lost is retried by the S3 client, and its own first try answers the
+        retry "exists": taken for another writer's, the commit would be made twice."""
+        try:
+            return self.io.read_bytes(entry_path(seq)) == raw
+        except NotFoundError:
+            return None  # not there (yet): a write still in flight may land
+        except OSError:
+            return None
 
     def _encode(self, entry: dict, seq: int) -> bytes:
         """The entry's bytes, refused when JSON cannot hold a value as it is (a non-finite float
@@ -272,8 +288,15 @@ class VersionLog:
         return StoreState()
 
     def _write_checkpoint(self, state: StoreState) -> None:
+        """Write the checkpoint and its hint after the entry landed: their failure (a full disk,
+        a throttled PUT) only costs later reads, so it is said and never fails the commit."""
         try:
-            self.io.create(checkpoint_path(state.seq), orjson.dumps(state.to_dict()))
-        except FileExistsError:
-            pass
-        self.io.replace(HINT, orjson.dumps({"seq": state.seq}))
+            try:
+                self.io.create(checkpoint_path(state.seq), orjson.dumps(state.to_dict()))
+            except FileExistsError:
+                pass
+            self.io.replace(HINT, orjson.dumps({"seq": state.seq}))
+        except (OSError, StoreError) as error:
+            logger.warning("checkpoint %d of %s not written (%s: %s); the commit stands, reads "
+                           "fold from an earlier one", state.seq, self.io.uri,
+                           type(error).__name__, error)

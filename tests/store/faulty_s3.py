@@ -1,7 +1,8 @@
 """An S3 endpoint that misbehaves on demand: a small HTTP proxy in front of moto's real server
 that answers `503 SlowDown` (S3's throttling error, which every SDK retries and then raises) to
-reads of chosen keys while it is armed. The fault is in the storage service, not in bc_ray: the
-SDKs (s3fs/botocore, pyarrow's AWS SDK, object_store) see exactly what a throttled bucket sends."""
+reads of chosen keys while it is armed, or drops the reply to a write that landed. The fault is
+in the storage service, not in bc_ray: the SDKs (s3fs/botocore, pyarrow's AWS SDK,
+object_store) see exactly what a misbehaving bucket sends."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ class FaultyS3:
         # policy that grants object access under a prefix only
         self.bucket_calls_denied = False
         self.refused = 0
+        # a key fragment whose next PUT lands upstream but is never answered (the connection
+        # drops, as when a reply is lost): the client retries a write that has landed
+        self.drop_put_reply: str | None = None
+        self.dropped = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -71,6 +76,11 @@ class FaultyS3:
                     connection.request(self.command, self.path, body=body, headers=headers)
                     response = connection.getresponse()
                     data = response.read()
+                    if self.command == "PUT" and proxy.drop_put_reply is not None \
+                            and proxy.drop_put_reply in target:
+                        proxy.drop_put_reply, proxy.dropped = None, proxy.dropped + 1
+                        self.close_connection = True  # landed; the reply is lost
+                        return
                     self._reply(response.status, dict(response.getheaders()), data)
                 finally:
                     connection.close()

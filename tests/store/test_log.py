@@ -110,3 +110,21 @@ def test_an_unreadable_checkpoint_is_read_around(store_uri, caplog):
     for seq in range(10):  # checkpoint 10 is what it folds from, not the log's start
         io.delete(entry_path(seq))
     assert VersionLog(io).read_state().to_dict() == fresh.to_dict()
+
+
+def test_a_checkpoint_that_cannot_be_written_never_fails_its_commit(tmp_path, caplog):
+    """The entry has landed when its checkpoint or hint fails (a full disk, a throttled PUT):
+    the commit returns, it is said, and reads fold from the entries."""
+    io = FileIO(f"file://{tmp_path}/store")
+    log = VersionLog(io, checkpoint_interval=2)
+    state = log.read_state()
+
+    def full_disk(rel: str, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    io.replace = full_disk
+    for i in range(3):
+        state = log.commit(state, [_run(i)], writer="test")
+    assert state.seq == 2 and "checkpoint 2 of" in caplog.text
+    assert "No space left on device" in caplog.text
+    assert VersionLog(FileIO(io.uri)).read_state().to_dict() == state.to_dict()
