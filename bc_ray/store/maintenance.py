@@ -5,7 +5,8 @@ this module); which of them a commit runs is a property of the kinds of action i
 (`actions.Hook`, after delta-rs's post-commit hook properties): a commit that changes the current
 tables (a refresh, a rollback) runs the Delta mirror and then retention, one that leaves versions
 or files behind (publish, reject, compaction) runs retention. Writers only commit; nothing else
-calls these after a commit. `bc-ray gc` and `bc-ray store mirror` run them on demand.
+calls these after a commit. Neither fails the commit it follows: a failure is logged, and the
+next commit catches up. `bc-ray gc` and `bc-ray store mirror` run them on demand.
 """
 
 from __future__ import annotations
@@ -123,6 +124,18 @@ def apply_retention(store: Store) -> RetentionPlan:
     return planned[0]
 
 
+def retain_quietly(store: Store) -> None:
+    """Retention after a commit: one that fails (a bucket that refuses deletes, a throttled
+    read) is logged and never fails the commit it follows. A job whose version had landed would
+    fail and be retried (the scheduler's retry of a bump trained a second version); the next
+    commit, or `bc-ray gc`, applies it again."""
+    try:
+        apply_retention(store)
+    except Exception as exc:  # noqa: BLE001 - the commit it follows has landed: never raise
+        logger.warning("retention did not run after this commit (%s: %s); the commit stands, "
+                       "the next commit or `bc-ray gc` applies it", type(exc).__name__, exc)
+
+
 def _plan(state: StoreState, policy: RetentionPolicy, now: datetime) -> RetentionPlan:
     keep = _kept_versions(state, policy.keep_versions)
     tables = _expired_tables(state, keep)
@@ -221,4 +234,4 @@ def _run_prefix(path: str) -> str:
 # -- the post-commit hooks, registered once --------------------------------------------------------
 
 register_post_commit(Hook.DELTA_MIRROR, mirror_quietly)
-register_post_commit(Hook.RETENTION, apply_retention)
+register_post_commit(Hook.RETENTION, retain_quietly)

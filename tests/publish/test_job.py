@@ -241,8 +241,8 @@ def test_a_retention_that_cannot_apply_is_refused_before_the_commit(tmp_path, mo
 
 def test_a_step_after_the_commit_that_fails_leaves_the_tables_the_log_names(tmp_path,
                                                                            monkeypatch):
-    """The version has landed when a post-commit step (retention here) fails: its tables stay,
-    readable, and the error still reaches the caller."""
+    """The version has landed when a post-commit step fails (a hook that raises): its tables
+    stay, readable, and the error still reaches the caller."""
     uri = f"file://{tmp_path}/store"
     users, items = _put(f"file://{tmp_path}/ext", _random_tables(np.random.default_rng(6), 8))
 

@@ -60,3 +60,33 @@ def test_retention_from_the_environment_and_a_bad_value_named(tmp_path, monkeypa
     assert read_embeddings(uri, "item", version=0).height == 10  # readers never apply it
     with pytest.raises(ConfigError, match="BC_RAY_KEEP_VERSIONS"):
         apply_retention(Store(uri))
+
+
+def test_retention_that_fails_after_a_commit_never_fails_it(tmp_path, caplog):
+    """A bucket that refuses deletes: the refresh that committed returns (a job failing there
+    would be retried and do its work twice), it is said, and `bc-ray gc` catches up."""
+    from typer.testing import CliRunner
+
+    from bc_ray.cli.main import app
+    from bc_ray.store.store import RetentionPolicy, Store
+
+    uri = f"file://{tmp_path}/store"
+    store_with_chain(uri, [8], rows=10)
+    store = Store(uri, retention=RetentionPolicy(keep_versions=1, staging_grace_seconds=0))
+    first = store.state().table(0, "user")
+    real_delete = store.io.delete
+
+    def denied(rel: str, *args, **kwargs) -> None:
+        if not rel.startswith("embeddings/"):  # the Delta mirror's own deletes pass
+            return real_delete(rel, *args, **kwargs)
+        raise PermissionError(13, "AccessDenied: s3:DeleteObject")
+
+    store.io.delete = denied
+    refresh_fake_tables(store, 0, 10, np.random.default_rng(3))  # must not raise
+    assert "retention did not run after this commit (PermissionError" in caplog.text
+    assert store.state().table(0, "user").refresh_id != first.refresh_id
+    assert all(store.io.exists(f.path) for f in first.files)
+    store.io.delete = real_delete
+    result = CliRunner().invoke(app, ["gc", "--store", uri, "--grace", "0", "--force"])
+    assert result.exit_code == 0, result.output
+    assert not any(store.io.exists(f.path) for f in first.files)
