@@ -157,8 +157,10 @@ class Scheduler:
             self._record(run)
             return run
         steps = ("train", "refresh") if kind == "bump" else ("refresh",)
+        newest = max(self.store.state().versions, default=-1)
         for step in steps:
-            if not self._step(run, step):
+            settled = (lambda: self._trained_since(newest)) if step == "train" else None
+            if not self._step(run, step, settled=settled):
                 run.update(status="failed", ended_at=iso_time(time.time()))
                 self._record(run)
                 return run
@@ -173,6 +175,12 @@ class Scheduler:
                               "refresh_id": item_table.refresh_id if item_table else None})
         self._record(run)
         return run
+
+    def _trained_since(self, newest: int) -> bool:
+        """Whether a version after `newest` was published or rejected: a train job that failed
+        after its version landed (killed, a step after the commit) must not train another."""
+        return any(number > newest and record.status in ("published", "rejected")
+                   for number, record in self.store.state().versions.items())
 
     def _rejected(self, run: dict) -> bool:
         state = self.store.state()
@@ -213,7 +221,7 @@ class Scheduler:
     def _step(self, run: dict, step: str, step_args: Sequence[str] = (), label: str | None = None,
               settled: Callable[[], bool] | None = None) -> bool:
         """Run one job of a step, retried with backoff; `settled` says, before a retry, that
-        the failed attempt's work landed anyway (a publish must not run twice)."""
+        the failed attempt's work landed anyway (a bump or a publish must not run twice)."""
         command, runtime_env = entrypoint(self.config, step, step_args)
         for attempt in range(1, self.config.max_attempts + 1):
             if attempt > 1 and settled is not None and settled():

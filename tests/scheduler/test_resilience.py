@@ -3,6 +3,8 @@ backoffs, a lease taken over mid-run. A real store; the Jobs API is a closed loc
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -113,3 +115,43 @@ def test_jobs_get_the_store_settings_never_credentials(monkeypatch):
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                 "BC_RAY_SERVE_TOKEN"} & set(env)
     assert "'two words'" in command
+
+
+class _LocalJobs:
+    """The Jobs API's part the scheduler uses, run as local processes: each job's command
+    really runs (here a stand-in interpreter that lands a version, then fails)."""
+
+    def __init__(self) -> None:
+        self.ran: dict[str, int] = {}
+
+    def submit(self, submission_id: str, entrypoint: str, runtime_env: dict | None) -> None:
+        self.ran[submission_id] = subprocess.run(entrypoint, shell=True, timeout=120).returncode
+
+    def status(self, submission_id: str) -> str:
+        code = self.ran.get(submission_id)
+        return "MISSING" if code is None else "SUCCEEDED" if code == 0 else "FAILED"
+
+    def logs_tail(self, submission_id: str) -> str:
+        return ""
+
+    def stop(self, submission_id: str) -> None:
+        return None
+
+
+def test_a_train_job_that_fails_after_its_version_landed_is_not_trained_again(tmp_path):
+    """The job's driver dies after the commit (its post-commit step, a kill): the version is
+    published, the job FAILED. A retry would train and publish one more version in the slot."""
+    uri = f"file://{tmp_path}/store"
+    lands_then_fails = tmp_path / "python"
+    lands_then_fails.write_text(  # a train job lands a version; every job fails
+        f"#!/bin/sh\ncase \"$*\" in *main\\ train*) cd {os.getcwd()} && {sys.executable} -c "
+        "'import numpy as np; from bc_ray.store.store import Store; from tests.helpers import "
+        f"publish_fake_version; publish_fake_version(Store(\"{uri}\"), 8, "
+        "np.random.default_rng(0))';; esac\nexit 1\n")
+    lands_then_fails.chmod(0o755)
+    jobs = _LocalJobs()
+    scheduler = Scheduler(_config(uri, python=str(lands_then_fails), refresh_cron=None,
+                                  bump_cron=YEARLY, max_attempts=3), jobs=jobs)
+    [run] = scheduler.once("bump")
+    assert [a["step"] for a in run["attempts"]] == ["train"] + ["refresh"] * 3  # no 2nd train
+    assert sorted(Store(uri).state().versions) == [0]
