@@ -3,6 +3,7 @@
 Imports no Ray, no torch.
 """
 
+from bc_ray.consumer.export import export_delta
 from bc_ray.consumer.reader import export_embeddings, read_embeddings, scan_embeddings
 
-__all__ = ["read_embeddings", "scan_embeddings", "export_embeddings"]
+__all__ = ["read_embeddings", "scan_embeddings", "export_embeddings", "export_delta"]

@@ -40,8 +40,11 @@ def source_table(state: StoreState, entity: str, version: int | None,
     else:
         target = int(version)
     if target not in lineage:
+        record = state.versions.get(target)
+        why = (f" (it was {record.status.replace('_', ' ')})" if record is not None
+               and record.status in ("rejected", "rolled_back") else "")
         raise NotFoundError(f"version {target} is not a published version on the current lineage "
-                            f"{lineage}")
+                            f"{lineage}{why}")
     newest = None
     for candidate in reversed(lineage):
         if candidate < target:
@@ -49,15 +52,24 @@ def source_table(state: StoreState, entity: str, version: int | None,
         if (newest := state.table(candidate, entity)) is not None:
             break
     real = state.table(target, entity) if prefer_stored else None
-    # The stored ver-j table only while it is as fresh as the newest one: once version j is
-    # no longer current its table stops being refreshed, and the chain applied to the newest
-    # table also covers the users and items that arrived since.
-    if real is not None and (newest is None or real.snapshot_id == newest.snapshot_id):
+    if real is not None and (newest is None or _as_fresh(state, real, newest)):
         return real, target
     if newest is not None:
         return newest, target
     raise NotFoundError(f"no refreshed {entity} embeddings at or after version {target}; run "
                         "`bc-ray refresh`")
+
+
+def _as_fresh(state: StoreState, real: TableRecord, newest: TableRecord) -> bool:
+    """Whether the stored ver-j table holds what the newest one does: once version j is no
+    longer current its table stops being refreshed, and the chain applied to the newest table
+    also covers the users and items that arrived since. Tables refreshed on one snapshot hold
+    its entities; a published one (`bc-ray publish`) holds whichever its team gave, so only
+    the newest table itself is as fresh as the newest."""
+    if real.refresh_id == newest.refresh_id and real.version == newest.version:
+        return True
+    published = state.version(real.version).external or state.version(newest.version).external
+    return not published and real.snapshot_id == newest.snapshot_id
 
 
 def _open(store_uri: str, entity: str, version: int | None, options: StorageOptions | None,
@@ -109,7 +121,8 @@ def scan_embeddings(store_uri: str, entity: str = "item", version: int | None = 
     store, state, record, target = _open(store_uri, entity, version, options, prefer_stored)
     verify_files(store, record, verify)
     sources = [_polars_path(store, f.path) for f in record.files]
-    frame = pl.scan_parquet(sources, storage_options=_polars_options(store))
+    frame = pl.scan_parquet(sources, storage_options=_polars_options(store),
+                           glob=False)  # a store under "br[a]/" is a path, not a pattern
     # files written since issue 25 hold plain lists (see `embedding_parquet_bytes`)
     frame = frame.select("id", pl.col("embedding").cast(pl.Array(pl.Float32, record.dim)))
     if record.version != target:

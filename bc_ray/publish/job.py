@@ -17,7 +17,14 @@ import logging
 from dataclasses import dataclass, field
 
 from bc_ray.exceptions import CommitStateUnknownError, DataError
-from bc_ray.publish.align import Alignment, check_overlap, fit_alignment, gate, paired_rows
+from bc_ray.publish.align import (
+    Alignment,
+    Pairs,
+    check_overlap,
+    fit_alignment,
+    gate,
+    paired_rows,
+)
 from bc_ray.publish.config import PublishConfig
 from bc_ray.publish.current import (
     Current,
@@ -191,11 +198,14 @@ def _warn_earlier(state: StoreState, config: PublishConfig,
                   tables: dict[str, ExternalTable]) -> None:
     """An older version's own tables published again make a new version of them: said, since
     `bc-ray rollback` is what brings a version back (one chain link fewer)."""
+    lineage = state.lineage()
     for number, record in sorted(state.versions.items(), reverse=True):
         if record.status != "rejected" and _retried(record, config, tables):
+            how = (f"`bc-ray rollback --to {number}`, while its tables are kept, makes it "
+                   "current without one" if number in lineage else
+                   f"it was {record.status.replace('_', ' ')}: it cannot be made current again")
             logger.warning("these tables are version %d's (the same bytes): they are published "
-                           "again as a new version (`bc-ray rollback --to %d`, while its tables "
-                           "are kept, makes it current without one)", number, number)
+                           "again as a new version (%s)", number, how)
             return
 
 
@@ -206,6 +216,19 @@ def _warn_outside(outside: dict[str, int], tables: dict[str, ExternalTable]) -> 
                            "given (ids_outside_snapshot)", count, tables[entity].rows, entity)
 
 
+def _warn_dropped(pairs: Pairs, current: Current) -> dict[str, int]:
+    """The current version's entities the new tables lack, by entity: every version's readers
+    lose them (older versions are views of the newest table), so it is said."""
+    dropped = {e: len(current.tables[e].ids) - pairs.counts[e] for e in ENTITIES}
+    for entity, count in dropped.items():
+        if count:
+            logger.warning("%d of the %d %s ids of version %d are not in the new table: "
+                           "readers of every version lose them once it is published "
+                           "(ids_dropped)", count, len(current.tables[entity].ids), entity,
+                           current.record.version)
+    return dropped
+
+
 def _aligned(tables: dict[str, ExternalTable], current: Current | None,
              config: PublishConfig) -> Alignment | None:
     if current is None:
@@ -214,6 +237,7 @@ def _aligned(tables: dict[str, ExternalTable], current: Current | None,
     check_overlap(pairs, tables, current, config)
     alignment = fit_alignment(pairs, config)
     metrics = alignment.metrics
+    metrics["ids_dropped"] = _warn_dropped(pairs, current)
     logger.info("B to version %d (%s) on %d pairs: relative alignment error on those held out "
                 "%s", current.record.version, config.method, metrics["fit_rows"],
                 ", ".join(f"{e}s {error:.4g} ({metrics['align_sample_by_entity'][e]})"

@@ -87,6 +87,7 @@ def sync(store: Store, state: StoreState, tables: dict[str, TableRecord]) -> int
     when it cannot."""
     files = [MirroredFile(e, t, f) for e, t in tables.items() for f in t.files]
     try:
+        _refuse_mixed_ids(store, tables)
         version = _sync_table(store, state, files)
         _vacuum_copies(store, state)
     except StoreError:
@@ -274,11 +275,30 @@ def _schema_and_actions(store: Store, files: list[MirroredFile],
         actions.append(AddAction(file.path, sizes[file.path], {"entity": file.entity}, now_ms,
                                  True, json.dumps(_stats(metadata))))
     if len(id_types) > 1:
-        raise UnmirrorableError(
-            f"user and item ids have different types ({sorted(map(str, id_types))}): one Delta "
-            "table partitioned by entity needs one id type; read the tables through bc_ray "
-            "(read_embeddings, Serve) or export one entity at a time (bc-ray export --entity)")
+        raise _mixed(id_types)
     return table_schema(id_types.pop()), actions
+
+
+def _mixed(id_types: set) -> UnmirrorableError:
+    return UnmirrorableError(
+        f"user and item ids have different types ({sorted(map(str, id_types))}): one Delta "
+        "table partitioned by entity needs one id type; read the tables through bc_ray "
+        "(read_embeddings, Serve) or export one entity at a time (bc-ray export --entity)")
+
+
+def _refuse_mixed_ids(store: Store, tables: dict[str, TableRecord]) -> None:
+    """Refuse a store whose entities' ids differ in type before anything is copied (one
+    footer per table: a table's files share its schema). Copies such a store's earlier
+    syncs left under a root with no Delta table are named by no reader: they go."""
+    id_types = {read_footer(store.io, t.files[0].path).schema.to_arrow_schema()
+                .field("id").type for t in tables.values() if t.files}
+    if len(id_types) < 2:
+        return
+    root, options = _location(store)
+    if _open(root, options) is None:
+        for entity in ENTITIES:
+            store.io.delete(f"{DELTA_ROOT}/entity={entity}", recursive=True)
+    raise _mixed(id_types)
 
 
 def _stats(metadata: pq.FileMetaData) -> dict:

@@ -46,6 +46,14 @@ def test_scan_equals_read_and_export(store_uri, tmp_path):
     assert pl.read_parquet(out).shape == (30, 3)
 
 
+def test_a_store_path_with_glob_characters_is_read_as_a_path(tmp_path):
+    uri = f"file://{tmp_path}/br[a]/store"
+    store_with_chain(uri, [8, 5], rows=30)
+    for version in (0, None):
+        lazy = scan_embeddings(uri, "user", version=version).collect()
+        assert lazy.equals(read_embeddings(uri, "user", version=version)) and lazy.height == 30
+
+
 def test_clear_errors(store_uri):
     with pytest.raises(NotFoundError, match=f"no store at {store_uri}-typo"):
         read_embeddings(f"{store_uri}-typo", "item")

@@ -163,6 +163,28 @@ def test_a_store_starts_from_published_embeddings(tmp_path):
     assert _gap(current(uri, 0), ordered) < 1e-3
 
 
+def test_an_older_published_table_kept_gives_way_to_the_newest(tmp_path):
+    """Two kept versions of a publish-only store (no snapshot: the same empty snapshot id),
+    the newer with 50 more users: ver-0 readers get the chain over the newest table, which
+    covers them, as Serve does, not the kept ver-0 table that never will."""
+    uri = f"file://{tmp_path}/store"
+    store = Store(uri)
+    store.configure(RetentionPolicy(keep_versions=2, staging_grace_seconds=0))
+    rng = np.random.default_rng(8)
+    first = _random_tables(rng, 8)
+    run_publish(PublishConfig(store=uri, users=_put(f"file://{tmp_path}/a", first)[0],
+                              items=_put(f"file://{tmp_path}/a", first)[1]))
+    grown = {"user": ([*first["user"][0], *(f"n{i}" for i in range(50))],
+                      np.vstack([first["user"][1], rng.normal(size=(50, 8))]).astype(np.float32)),
+             "item": first["item"]}
+    users, items = write_rotated(f"file://{tmp_path}/b", grown, rng)
+    assert run_publish(PublishConfig(store=uri, users=users, items=items)).version == 1
+    assert store.state().table(0, "user") is not None  # kept
+    view = read_embeddings(uri, "user", 0)
+    assert view.height == 250 and view["source_version"].unique().to_list() == [1]
+    assert read_embeddings(uri, "user", 1).height == 250
+
+
 def test_the_current_versions_tables_published_again_change_nothing(tmp_path, caplog):
     """A retry (its reply lost) is not one more version with an identity B_k: the CLI says the
     tables are the current version's and exits 0; other bytes, or the same bytes after another
@@ -305,7 +327,7 @@ def test_the_gate_records_a_rejected_version_and_writes_no_table(chain_store, tm
     assert (looser.status, looser.version) == ("published", 2)
 
 
-def test_each_entity_is_gated_on_its_own(chain_store, tmp_path):
+def test_each_entity_is_gated_on_its_own(chain_store, tmp_path, caplog):
     """Users from a broken pipeline beside well-aligned items: pooled, the items' small error
     would carry the users' through the gate."""
     store, uri = chain_store
@@ -319,6 +341,8 @@ def test_each_entity_is_gated_on_its_own(chain_store, tmp_path):
     outcome = run_publish(PublishConfig(store=uri, users=users, items=items))
     by_entity = outcome.metrics["align_error_rel_by_entity"]
     assert outcome.metrics["align_sample_by_entity"] == {"user": 8, "item": 60}
+    assert outcome.metrics["ids_dropped"] == {"user": 260, "item": 0}  # and said
+    assert "260 of the 300 user ids of version 0 are not in the new table" in caplog.text
     assert by_entity["item"] < 0.5 < by_entity["user"]
     assert outcome.metrics["align_error_rel"] < 0.5  # what a pooled gate would have read
     assert outcome.status == "rejected" and outcome.reasons == [

@@ -51,7 +51,8 @@ def test_rollback_makes_the_previous_version_current_for_every_reader(store_uri)
     latest = read_embeddings(store_uri, "item")
     assert latest["source_version"].unique().to_list() == [0]
     np.testing.assert_allclose(_embeddings(latest), matrices[0]["item"], rtol=1e-6)
-    with pytest.raises(NotFoundError, match="not a published version on the current lineage"):
+    with pytest.raises(NotFoundError, match=r"not a published version on the current "
+                                            r"lineage \[0\] \(it was rolled back\)"):
         read_embeddings(store_uri, "item", version=1)
     served = ServingState.load(store)  # what Serve's next poll loads
     assert served.current == 0 and served.tables["item"].version == 0

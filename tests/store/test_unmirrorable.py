@@ -38,10 +38,14 @@ def test_ids_of_two_types_have_no_delta_view_and_say_how_to_read(tmp_path, caplo
     said = [r.getMessage() for r in caplog.records if r.name == "bc_ray.store.delta"]
     assert len(said) == 1 and "the store has no Delta view" in said[0], said
     assert "bc-ray export --entity" in said[0] and "store mirror" not in said[0]
+    # nothing is copied for a view that cannot exist; copies an earlier sync left go
+    assert store.io.list_files("delta") == {}
+    store.io.write_bytes("delta/entity=user/v0-left-behind.parquet", b"PAR1")
 
     result = CliRunner().invoke(app, ["store", "mirror", "--store", uri])
     assert result.exit_code != 0
     assert "different types" in str(result.exception) + result.output
     assert "bc-ray export --entity" in str(result.exception) + result.output
+    assert store.io.list_files("delta") == {}
     assert read_embeddings(uri, "user")["id"].to_list() == [f"u{i}" for i in range(ROWS)]
     assert read_embeddings(uri, "item").height == ROWS
