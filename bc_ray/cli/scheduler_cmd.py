@@ -38,8 +38,8 @@ app = typer.Typer(help="Run refreshes and version bumps as Ray jobs on a schedul
 
 AddressOption = Annotated[str, typer.Option("--ray-address", envvar="RAY_ADDRESS",
                                             help="Ray Jobs API address, e.g. http://HEAD:8265.")]
-RefreshCron = Annotated[Optional[str], typer.Option(help="Cron for nightly refreshes.")]
-BumpCron = Annotated[Optional[str], typer.Option(help="Cron for version bumps.")]
+RefreshCron = Annotated[Optional[str], typer.Option(help="Cron for nightly refreshes, in UTC.")]
+BumpCron = Annotated[Optional[str], typer.Option(help="Cron for version bumps, in UTC.")]
 
 
 def _config(store, ray_address, refresh_cron, bump_cron, python, working_dir, train_args,

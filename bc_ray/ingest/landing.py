@@ -16,6 +16,7 @@ import hashlib
 import logging
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
@@ -267,11 +268,15 @@ def _with_catalogue(store: Store, batch: Pending, config: LandingConfig,
         return outcome, {}, None
 
 
-def _land(store: Store, config: LandingConfig, plan: Plan) -> None:
+def _land(store: Store, config: LandingConfig, plan: Plan,
+          heartbeat: Callable[[], None] | None = None) -> None:
     """Ingest each batch; the catalogue rides with the first that lands (a file of it that is
-    refused is neither taken nor noted, so once fixed it is read again)."""
+    refused is neither taken nor noted, so once fixed it is read again). `heartbeat` runs
+    before each batch (the scheduler renews its lease there, and stops if it lost it)."""
     catalogue = plan.catalogue
     for batch in plan.batches:
+        if heartbeat is not None:
+            heartbeat()
         outcome, carried, error = _with_catalogue(store, batch, config, catalogue, plan)
         if outcome is None:
             logger.error("landing batch %s refused: %s", batch.key, error)
@@ -312,16 +317,16 @@ def _commit_notes(store: Store, notes: list[dict]) -> None:
         store.commit(lambda _state: [LandingNoted(at=at, files=notes)])
 
 
-def ingest_landing(store: Store, config: LandingConfig, now: float | None = None
-                   ) -> LandingReport:
+def ingest_landing(store: Store, config: LandingConfig, now: float | None = None,
+                   heartbeat: Callable[[], None] | None = None) -> LandingReport:
     """One pass over the landing zone: every complete new batch is ingested; a bad batch is
     reported and the others still land. `now` is the pass's clock (default: the time now),
-    against which files settle."""
+    against which files settle; `heartbeat` runs before each batch."""
     plan = pending(config, store.state(), store.uri, now)
     for changed in plan.report.changed:
         logger.warning("landing file %s changed after it was ingested; its new content was not "
                        "read. To ingest it as a corrected batch: %s", changed["file"],
                        changed["command"] or "pass it with the next batch of interactions")
-    _land(store, config, plan)
+    _land(store, config, plan, heartbeat)
     _commit_notes(store, plan.notes + _landed_copies(store.state(), plan))
     return plan.report

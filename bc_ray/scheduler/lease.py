@@ -74,29 +74,36 @@ class Lease:
 
     def verify(self) -> LeaseRecord:
         """The lease's current generation, if it is still ours (the fence every write of the
-        holder passes): raises LeaseHeldError once another scheduler has taken it over."""
+        holder passes): raises LeaseHeldError once another scheduler has taken it over. Ours
+        but expired (a step outlived it), nobody has taken it: it is extended, and the
+        put-if-absent write of the next generation fails if someone takes it first."""
         if self.generation is None:
             raise LeaseHeldError(f"lease {self.name!r} is not held")
         current = self.current()
         if current is None or current.generation != self.generation or \
-                current.holder != self.holder or current.free(time.time()):
+                current.holder != self.holder or current.released:
             self.generation = None
             raise LeaseHeldError(f"lease {self.name!r} was lost"
                                  + (f" to {current.holder}" if current is not None and
-                                    current.holder != self.holder else " (expired)"))
+                                    current.holder != self.holder else ""))
+        if current.free(time.time()):
+            return self._extend()
         return current
 
     def renew(self, force: bool = False) -> None:
         """Extend the lease (a new generation) once less than half of its time is left."""
         current = self.verify()
-        if not force and current.expires_at - time.time() > self.ttl_s / 2:
-            return
+        if force or current.expires_at - time.time() <= self.ttl_s / 2:
+            self._extend()
+
+    def _extend(self) -> LeaseRecord:
         try:
             self._write(self.generation + 1)
         except LeaseHeldError:
             self.generation = None
             raise
         self.generation += 1
+        return self.current()
 
     def release(self) -> None:
         if self.generation is None:

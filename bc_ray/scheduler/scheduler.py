@@ -147,7 +147,8 @@ class Scheduler:
 
     def _steps(self, run: dict, kind: str) -> dict:
         if self.config.landing is not None:
-            run["landing"] = ingest_landing(self.store, self.config.landing).to_dict(
+            run["landing"] = ingest_landing(self.store, self.config.landing,
+                                            heartbeat=self.lease.renew).to_dict(
                 limit=LANDING_SKIPS_RECORDED)
             self._record(run)
         if kind == "bump" and self.config.publish_from is not None:
@@ -293,11 +294,15 @@ class Scheduler:
             if run.status != "running" or run.holder == self.holder:
                 continue
             status = self._wait(run.attempts[-1].job_id) if run.attempts else "MISSING"
+            # a bump whose scheduler died between its train and refresh jobs is not done
+            unfinished = status == "SUCCEEDED" and run.attempts[-1].step == "train"
             self._record({**run.to_json(),
-                          "status": "succeeded" if status == "SUCCEEDED" else "failed",
-                          "ended_at": iso_time(time.time()),
+                          "status": "succeeded" if status == "SUCCEEDED" and not unfinished
+                          else "failed", "ended_at": iso_time(time.time()),
                           "note": f"settled by {self.holder}: scheduler {run.holder} died and "
-                                  f"its last job ended {status}"})
+                                  f"its last job ({run.attempts[-1].step if run.attempts else '-'})"
+                                  f" ended {status}"
+                                  + ("; its refresh never ran" if unfinished else "")})
 
     # -- forever ----------------------------------------------------------------------------------
     def tick(self) -> list[dict]:

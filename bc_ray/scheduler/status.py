@@ -6,6 +6,7 @@ import time
 
 from bc_ray.scheduler.lease import Lease
 from bc_ray.scheduler.scheduler import LEASE_NAME, next_slot
+from bc_ray.store.delta import current_tables
 from bc_ray.store.state import RunRecord, StoreState
 from bc_ray.store.store import Store
 
@@ -34,7 +35,7 @@ def summarize(store: Store) -> dict:
         "versions": {v: r.status for v, r in sorted(state.versions.items())},
         "last_refresh": {e: {"version": t.version, "refreshed_at": t.refreshed_at,
                              "mode": t.mode, "rows": t.rows}
-                         for key, t in state.tables.items() if (e := t.entity)},
+                         for e, t in current_tables(state).items()},  # what readers get
         "last_runs": {kind: None if run is None else {
             "run_id": run.run_id, "status": run.status, "started_at": run.started_at,
             "ended_at": run.ended_at, "slot": run.slot} for kind, run in last.items()},

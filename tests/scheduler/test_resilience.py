@@ -10,7 +10,9 @@ import threading
 import time
 
 import orjson
+import pytest
 
+from bc_ray.exceptions import LeaseHeldError
 from bc_ray.scheduler.config import SchedulerConfig
 from bc_ray.scheduler.lease import Lease, LeaseRecord
 from bc_ray.scheduler.scheduler import LEASE_NAME, Scheduler, previous_slot
@@ -155,3 +157,34 @@ def test_a_train_job_that_fails_after_its_version_landed_is_not_trained_again(tm
     [run] = scheduler.once("bump")
     assert [a["step"] for a in run["attempts"]] == ["train"] + ["refresh"] * 3  # no 2nd train
     assert sorted(Store(uri).state().versions) == [0]
+
+
+def test_a_lease_that_outlived_its_life_untaken_is_extended_taken_is_lost(tmp_path):
+    """A step longer than the lease (a long landing pass) does not abandon a run nobody else
+    took over; once another scheduler has taken the expired lease, the fence holds."""
+    io = Store(f"file://{tmp_path}/store").io
+    first = Lease(io, LEASE_NAME, "first", 0.2)
+    first.acquire()
+    time.sleep(0.3)
+    record = first.verify()  # expired, untaken: extended
+    assert record.holder == "first" and record.expires_at > time.time()
+    time.sleep(0.3)
+    Lease(io, LEASE_NAME, "second", 60).acquire()  # takes the expired lease
+    with pytest.raises(LeaseHeldError, match="lost to second"):
+        first.verify()
+
+
+def test_a_dead_schedulers_bump_that_never_refreshed_is_settled_as_failed(tmp_path):
+    uri = f"file://{tmp_path}/store"
+    jobs = _LocalJobs()
+    jobs.ran["train-job"] = 0  # its train job succeeded; the refresh was never submitted
+    dead = Scheduler(_config(uri, lease_ttl_s=0.2), holder="dead", jobs=jobs)
+    dead.lease.acquire()
+    dead._record({"run_id": "bump-1", "kind": "bump", "slot": "2000-01-01T00:00:00+00:00",
+                  "status": "running", "holder": "dead", "started_at": "2000-01-01T00:00:00",
+                  "attempts": [{"step": "train", "attempt": 1, "job_id": "train-job",
+                                "submitted_at": "2000-01-01T00:00:00", "status": "RUNNING"}]})
+    time.sleep(0.3)  # its lease runs out
+    Scheduler(_config(uri), holder="next", jobs=jobs).run("refresh")  # settles, then refreshes
+    settled = Store(uri).state().runs["bump-1"]
+    assert settled.status == "failed" and "its refresh never ran" in settled.note
