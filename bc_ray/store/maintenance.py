@@ -140,7 +140,8 @@ def _plan(state: StoreState, policy: RetentionPolicy, now: datetime) -> Retentio
     keep = _kept_versions(state, policy.keep_versions)
     tables = _expired_tables(state, keep)
     read_through = {t.version for k, t in state.tables.items() if k not in tables}
-    mirrored = set(state.delta.paths if state.delta else ())  # the Delta mirror names them
+    # never a file the state still names (the Delta mirror's, or one a commit named again)
+    live = state.live_paths()
     return RetentionPlan(
         tables=tables,
         models=[v for v, r in state.versions.items()
@@ -150,7 +151,7 @@ def _plan(state: StoreState, policy: RetentionPolicy, now: datetime) -> Retentio
                 and v not in read_through],
         purged=[p for p, at in state.garbage.items()
                 if (now - datetime.fromisoformat(at)).total_seconds()
-                >= policy.staging_grace_seconds and p not in mirrored])
+                >= policy.staging_grace_seconds and p not in live])
 
 
 def _kept_versions(state: StoreState, keep_versions: int) -> set[int]:

@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 
 from bc_ray import read_embeddings
-from bc_ray.exceptions import CorruptFileError, NotFoundError
+from bc_ray.exceptions import CorruptFileError, NotFoundError, StoreError
 from bc_ray.store.maintenance import collect_garbage
 from bc_ray.store.snapshots import advance_snapshot, load_snapshot, publish_snapshot
 from bc_ray.store.store import Store
-from tests.helpers import store_with_chain
+from tests.helpers import publish_fake_version, store_with_chain
 
 
 def test_snapshot_round_trip(store_uri, small_snapshot):
@@ -92,3 +92,24 @@ def test_missing_and_truncated_files_are_named(store_uri):
 
 def test_put_if_absent_is_honoured(store_uri):
     Store(store_uri).ensure_conditional_writes()  # raises UnsafeStoreError if ignored
+
+
+def test_a_failed_commit_never_removes_staged_files_the_log_names(tmp_path):
+    """A commit refused after a writer's earlier entry named its staged prefix (e.g. one that
+    landed though the writer was told otherwise) leaves those files to gc, which keeps them."""
+    store = Store(f"file://{tmp_path}/store")
+    publish_fake_version(store, 4, np.random.default_rng(0))
+    model = store.state().version(0).files["model"].path
+    staged = model.rsplit("/", 1)[0]
+
+    def refused(_state):
+        raise StoreError("another writer changed what this commit was built on")
+
+    with pytest.raises(StoreError, match="another writer"):
+        store.commit(refused, staged=staged)
+    assert store.io.exists(model)
+    fresh = f"{store.new_prefix('r')}/part.bin"  # staged and named by nothing: removed
+    store.io.write_bytes(fresh, b"x")
+    with pytest.raises(StoreError):
+        store.commit(refused, staged=fresh.rsplit("/", 1)[0])
+    assert not store.io.exists(fresh)
