@@ -145,10 +145,11 @@ def _plan(state: StoreState, policy: RetentionPolicy, now: datetime) -> Retentio
     return RetentionPlan(
         tables=tables,
         models=[v for v, r in state.versions.items()
-                if not r.model_removed and "model" in r.files and _model_expired(r, keep)],
+                if not r.model_removed and "model" in r.files
+                and _model_expired(r, keep, state.current_version)],
         chains=[v for v, r in state.versions.items()
-                if not r.chain_removed and "chain" in r.files and _model_expired(r, keep)
-                and v not in read_through],
+                if not r.chain_removed and "chain" in r.files
+                and _model_expired(r, keep, state.current_version) and v not in read_through],
         purged=[p for p, at in state.garbage.items()
                 if (now - datetime.fromisoformat(at)).total_seconds()
                 >= policy.staging_grace_seconds and p not in live])
@@ -173,9 +174,11 @@ def _expired_tables(state: StoreState, keep: set[int]) -> list[str]:
             if t.version not in keep and (t.version, t.entity) not in protected]
 
 
-def _model_expired(record: VersionRecord, keep: set[int]) -> bool:
+def _model_expired(record: VersionRecord, keep: set[int], current: int | None) -> bool:
     if record.status in ("rejected", "rolled_back"):
         return True
+    if record.status == "candidate":  # trained against a version no longer current (its job
+        return record.parent != current  # died, or another version landed): never published
     return record.status == "published" and record.version not in keep
 
 

@@ -175,6 +175,8 @@ def publish_version(store: Store, version: int) -> VersionRecord:
         if record.parent != state.current_version:
             raise StoreError(f"version {version} was trained against version {record.parent}, but "
                              f"the current version is now {state.current_version}: retrain it")
+        if record.model_removed:  # retention's, while its parent was not current
+            raise StoreError(f"version {version}'s model was removed by retention: retrain it")
         return [VersionPublished(version=version, at=utc_now().isoformat())]
 
     return store.commit(build).version(version)

@@ -1,8 +1,14 @@
 import numpy as np
+import pytest
 
 from bc_ray import read_embeddings
 from bc_ray.store.maintenance import apply_retention
-from tests.helpers import publish_fake_version, refresh_fake_tables, store_with_chain
+from tests.helpers import (
+    publish_fake_version,
+    random_transform,
+    refresh_fake_tables,
+    store_with_chain,
+)
 
 
 def test_keep_latest_removes_old_tables_and_models_but_never_transforms(store_uri):
@@ -90,3 +96,31 @@ def test_retention_that_fails_after_a_commit_never_fails_it(tmp_path, caplog):
     result = CliRunner().invoke(app, ["gc", "--store", uri, "--grace", "0", "--force"])
     assert result.exit_code == 0, result.output
     assert not any(store.io.exists(f.path) for f in first.files)
+
+
+def test_a_candidate_whose_parent_is_no_longer_current_loses_its_model(store_uri):
+    """Its job died between training and publishing, then another version landed: it can never
+    be published (its parent moved), so its model goes like a rejected one's."""
+    from bc_ray.exceptions import StoreError
+    from bc_ray.store.versions import (
+        Candidate,
+        publish_version,
+        register_candidate,
+        rollback_version,
+    )
+
+    store, _ = store_with_chain(store_uri, [8], rows=10, keep_versions=3)
+    rng = np.random.default_rng(4)
+    orphan = register_candidate(store, Candidate(
+        parent=0, dim=8, method="bc-aligner", spec={"hidden_dim": 8}, snapshot_id="s",
+        cutoff=1.0, model=rng.bytes(64), transform=random_transform(rng, 8, 8), metrics={}))
+    apply_retention(store)
+    assert not store.state().version(orphan.version).model_removed  # its parent is current
+    publish_fake_version(store, 8, rng)
+    apply_retention(store)
+    state = store.state()
+    assert state.version(orphan.version).model_removed and state.version(0).status == "published"
+    assert not store.io.exists(orphan.files["model"].path)
+    rollback_version(store, 0)
+    with pytest.raises(StoreError, match="model was removed by retention"):
+        publish_version(store, orphan.version)
