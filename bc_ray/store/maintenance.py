@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 # `bc-ray gc` refuses a shorter grace unless forced: a writer's files are unreferenced until its
 # commit, and a refresh or training run can take many minutes between its first write and it.
 MIN_GC_GRACE_SECONDS = 900.0
+MIRROR_ROUNDS = 3  # syncs of one mirror when newer tables keep landing meanwhile
 
 
 # -- the Delta mirror ------------------------------------------------------------------------------
@@ -42,14 +43,24 @@ def mirror_embeddings(store: Store) -> int | None:
     """Make the Delta table show the current tables (`delta.sync`) and note its version in
     bc_ray's log; returns the Delta version now current (None: no tables yet). Raises
     `StoreError` when it cannot."""
-    state = store.state()
-    tables = current_tables(state)
-    if not tables:
-        return None
-    version = sync(store, state, tables)
+    for _ in range(MIRROR_ROUNDS):
+        state = store.state()
+        tables = current_tables(state)
+        if not tables:
+            return None
+        version = sync(store, state, tables)
+        # Two mirrors at once (a refresh beside a rollback): the one that read the older state
+        # may sync last. It syncs again until what it synced is still current, so the view
+        # ends on the newest tables whoever finishes last.
+        if _refresh_ids(current_tables(store.state())) == _refresh_ids(tables):
+            break
     _record_mirror(store, state, tables, version)
     remove_legacy_log(store)
     return version
+
+
+def _refresh_ids(tables: dict[str, TableRecord]) -> dict[str, tuple[int, str]]:
+    return {e: (t.version, t.refresh_id) for e, t in tables.items()}
 
 
 def mirror_quietly(store: Store) -> None:
@@ -75,8 +86,20 @@ def _record_mirror(store: Store, state: StoreState, tables: dict[str, TableRecor
                            tables={e: t.refresh_id for e, t in tables.items()})
     if state.delta == mirrored:
         return
-    store.commit(lambda _state: [DeltaMirrored(**mirrored.to_json(),
-                                               at=utc_now().isoformat())])
+
+    def build(latest: StoreState) -> list[DeltaMirrored]:
+        if _refresh_ids(current_tables(latest)) != _refresh_ids(tables):
+            raise _Superseded  # newer tables landed: their own mirror records itself
+        return [DeltaMirrored(**mirrored.to_json(), at=utc_now().isoformat())]
+
+    try:
+        store.commit(build)
+    except _Superseded:
+        logger.info("the Delta version %d was superseded before it was recorded", delta_version)
+
+
+class _Superseded(Exception):
+    """The tables a mirror synced are no longer current when it comes to record them."""
 
 
 # -- retention -------------------------------------------------------------------------------------

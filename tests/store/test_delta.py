@@ -185,3 +185,30 @@ def test_duckdb_reads_the_same_rows_with_its_offline_delta_extension(tmp_path):
     root, _ = _location(store)
     rows = connection.execute("SELECT count(*) FROM delta_scan(?)", [root]).fetchone()
     assert rows[0] == 60
+
+
+def test_a_mirror_that_read_an_older_state_ends_on_the_newest_tables(tmp_path, monkeypatch):
+    """Two mirrors at once: mirror A reads the state, then a refresh lands and its own mirror
+    B syncs and records; then A syncs the tables it read. A must not leave the view on them."""
+    from bc_ray.store import maintenance
+    from tests.store.delta_readers import read_deltalake
+
+    store = Store(f"file://{tmp_path}/store")
+    rng = np.random.default_rng(12)
+    publish_fake_version(store, 4, rng)
+    refresh_fake_tables(store, 0, 10, rng)
+    real_sync = maintenance.sync
+    raced: list[str] = []
+
+    def another_refresh_lands_first(store_, state, tables):
+        if not raced:
+            raced.append("refresh")
+            refresh_fake_tables(store, 0, 12, rng)  # commits, and its mirror B runs to the end
+        return real_sync(store_, state, tables)
+
+    monkeypatch.setattr(maintenance, "sync", another_refresh_lands_first)
+    maintenance.mirror_embeddings(store)  # mirror A
+    state = store.state()
+    newest = state.table(0, "user").refresh_id
+    assert state.delta.tables == {"user": newest, "item": state.table(0, "item").refresh_id}
+    assert read_deltalake(store, None).height == 24  # 12 users and 12 items, not 10 of each
