@@ -2,8 +2,9 @@
 
 `read_embeddings(uri, entity, version=j)` returns z~_j = W_k^j z_k + b_k^j computed from the newest
 stored table through the pre-computed composed transform (one matmul), unless a real ver-j table is
-still kept, in which case that one is returned. The ``source_version`` column always says which
-table the rows come from (j: the real ver-j table; k > j: transformed from ver-k).
+still kept and holds what the newest does (`_as_fresh`), in which case that one is returned. The
+``source_version`` column always says which table the rows come from (j: the real ver-j table;
+k > j: transformed from ver-k).
 """
 
 from __future__ import annotations

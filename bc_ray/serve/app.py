@@ -80,6 +80,7 @@ class CompatibilityService:
         self.confirmed_at = 0.0  # when the served state was last known to be the store's
         self._reload()
         self.stats = ReplicaStats()
+        self._flush_failed = False
         # Transform requests being answered: a request that finds none answers at once, the
         # others share `@serve.batch` matmuls (the replica's event loop runs one at a time).
         self._transforms_in_flight = 0
@@ -113,8 +114,8 @@ class CompatibilityService:
     def _poll(self) -> None:
         """Never dies: any failure is recorded, and /readyz turns 503 once it lasts too long."""
         while not self._stop.wait(self.settings.poll_interval_s):
+            self._flush_stats()
             try:
-                self.stats.flush(self.state.current if self.state else None)
                 seq = self.store.state().seq
                 if self.state is None or seq != self.state.seq:
                     self._reload()
@@ -122,6 +123,15 @@ class CompatibilityService:
                     self.confirmed_at = time.monotonic()
             except Exception as exc:  # noqa: BLE001
                 self._failed(exc)
+
+    def _flush_stats(self) -> None:
+        """Metrics that cannot be exported never stop the reloads (said once)."""
+        try:
+            self.stats.flush(self.state.current if self.state else None)
+        except Exception:  # noqa: BLE001
+            if not self._flush_failed:
+                logger.exception("exporting the Serve metrics failed; reloads go on")
+            self._flush_failed = True
 
     def _ready(self) -> ServingState:
         if self.state is None:
@@ -202,6 +212,16 @@ class CompatibilityService:
         return b"".join(chunks)
 
     async def _transform(self, request: Request) -> Response:
+        # In flight from its first byte: requests still reading their bodies are what a
+        # batch gathers (counted only around the matmul, with no await between, a request
+        # never found another and the batch path never ran).
+        self._transforms_in_flight += 1
+        try:
+            return await self._transform_counted(request)
+        finally:
+            self._transforms_in_flight -= 1
+
+    async def _transform_counted(self, request: Request) -> Response:
         state, binary, body = await self._begin(request)
         if binary:
             source = _query_int(request, "from_version")
@@ -218,15 +238,11 @@ class CompatibilityService:
             self._check_size(matrix.shape[0])
         state.check_rows(source, matrix)
         item = (state, source, target, matrix)
-        self._transforms_in_flight += 1
-        try:
-            if self._transforms_in_flight == 1:  # alone: no batch queue to wait in
-                self.stats.record_batch(1)
-                [result] = apply_grouped([item])
-            else:
-                result = await self._transform_batch(item)
-        finally:
-            self._transforms_in_flight -= 1
+        if self._transforms_in_flight == 1:  # alone: no batch queue to wait in
+            self.stats.record_batch(1)
+            [result] = apply_grouped([item])
+        else:
+            result = await self._transform_batch(item)
         return _respond(request, binary, result, target, {"version": target})
 
     @api.post("/v1/embeddings", openapi_extra=EMBEDDINGS_BODY)

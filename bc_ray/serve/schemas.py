@@ -18,8 +18,9 @@ class TransformRequest(BaseModel):
 class EmbeddingsRequest(BaseModel):
     entity: Literal["user", "item"]
     ids: list[Union[str, int]] = Field(description="External ids.")
-    version: Optional[int] = Field(default=None, description="Version wanted (default: the "
-                                                             "current one).")
+    version: Optional[int] = Field(default=None, description=(
+        "Version wanted (default: the served table's own, the previous version after a bump "
+        "until the new version's first refresh)."))
 
 
 def _body(model: type[BaseModel], binary: str) -> dict:

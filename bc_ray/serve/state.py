@@ -41,10 +41,16 @@ class EntityTable:
         return self.index.ids
 
     @classmethod
-    def load(cls, store: Store, state: StoreState, entity: str) -> EntityTable | None:
+    def load(cls, store: Store, state: StoreState, entity: str,
+             previous: EntityTable | None = None) -> EntityTable | None:
+        """The newest table on the lineage; `previous` itself where it is that table (most
+        commits change no table: a reload must not read and index it again)."""
         for version in reversed(state.lineage()):
             record = state.table(version, entity)
             if record is not None:
+                if previous is not None and (previous.version, previous.refresh_id) == (
+                        version, record.refresh_id):
+                    return previous
                 ids, matrix = read_embedding_rows(store, record)
                 return cls(version, record.refresh_id, matrix, IdIndex(ids))
         return None
@@ -60,7 +66,9 @@ class TransformCache:
         self._composed: OrderedDict[tuple[int, int], chain_math.Affine] = OrderedDict()
         self._lock = threading.Lock()
         if previous is not None:  # B_k never change: pairs still on the lineage stay valid
-            self._composed.update((pair, value) for pair, value in previous._composed.items()
+            with previous._lock:  # its requests may be adding to it meanwhile
+                kept = list(previous._composed.items())
+            self._composed.update((pair, value) for pair, value in kept
                                   if pair[0] in parents and pair[1] in parents)
 
     def get(self, source: int, target: int) -> chain_math.Affine:
@@ -110,7 +118,9 @@ class ServingState:
                 store.get(state.versions[version].files["transform"]))
         chains = TransformCache({v: state.versions[v].parent for v in lineage}, transforms,
                                 previous=previous.chains if previous is not None else None)
-        tables = {e: t for e in ENTITIES if (t := EntityTable.load(store, state, e)) is not None}
+        before = previous.tables if previous is not None else {}
+        tables = {e: t for e in ENTITIES
+                  if (t := EntityTable.load(store, state, e, before.get(e))) is not None}
         return cls(seq=state.seq, current=lineage[-1],
                    dims={v: state.versions[v].dim for v in lineage}, chains=chains,
                    tables=tables)
