@@ -35,7 +35,9 @@ def publish_fake_version(store: Store, dim: int, rng: np.random.Generator, snaps
 
 
 def refresh_fake_tables(store: Store, version: int, rows: int, rng: np.random.Generator,
-                        rows_per_file: int = 1_000_000) -> dict[str, np.ndarray]:
+                        rows_per_file: int = 1_000_000,
+                        over: dict[str, str | None] | None = None) -> dict[str, np.ndarray]:
+    """A refresh of `version` with random tables (`over`: the tables it was planned from)."""
     dim = store.state().version(version).dim
     now = datetime.now(timezone.utc)
     refresh_id = store.new_prefix("r").split("/")[1]
@@ -47,7 +49,7 @@ def refresh_fake_tables(store: Store, version: int, rows: int, rng: np.random.Ge
                             version, now, rows_per_file)
         tables.append(TableFiles(entity, files, rows, dim))
         matrices[entity] = matrix
-    publish_refresh(store, version, refresh_id, tables, "s", 1.0, "full", now)
+    publish_refresh(store, version, refresh_id, tables, "s", 1.0, "full", now, over=over)
     return matrices
 
 

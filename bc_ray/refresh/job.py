@@ -73,7 +73,7 @@ from bc_ray.store.npy import npy_parts
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.state import FileRecord, StoreState, VersionRecord
 from bc_ray.store.store import Store
-from bc_ray.store.tables import ENTITIES, publish_refresh, table_prefix
+from bc_ray.store.tables import ENTITIES, publish_refresh, table_prefix, table_refreshes
 from bc_ray.store.versions import check_refreshable, load_model_bytes
 
 logger = logging.getLogger(__name__)
@@ -355,7 +355,7 @@ class RefreshRun:
         publish_refresh(self.store, self.version.version, outcome.refresh_id,
                         outcome.tables(self.version.dim, caches),
                         self.state.current_snapshot, self.snapshot.meta.cutoff, self.plan.mode,
-                        refreshed_at)
+                        refreshed_at, over=table_refreshes(self.state, self.version.version))
 
 
 def plan_partitions(config: RefreshConfig) -> int:

@@ -66,7 +66,7 @@ from bc_ray.refresh.warm import release, start_task_processes
 from bc_ray.store.snapshots import load_entities
 from bc_ray.store.state import FileRecord, StoreState, VersionRecord
 from bc_ray.store.store import Store
-from bc_ray.store.tables import ENTITIES, publish_refresh
+from bc_ray.store.tables import ENTITIES, publish_refresh, table_refreshes
 from bc_ray.store.versions import check_refreshable
 
 logger = logging.getLogger(__name__)
@@ -356,7 +356,8 @@ class PartitionedRefresh:
     def publish(self, outcome: RefreshOutcome, refreshed_at: datetime) -> None:
         publish_refresh(self.store, self.version.version, outcome.refresh_id,
                         outcome.tables(self.version.dim, merge_caches(self.caches)),
-                        self.state.current_snapshot, self.inputs.now, outcome.mode, refreshed_at)
+                        self.state.current_snapshot, self.inputs.now, outcome.mode, refreshed_at,
+                        over=table_refreshes(self.state, self.version.version))
 
 
 def run_partitioned(config: RefreshConfig, warming: list[ray.ObjectRef] | None = None,

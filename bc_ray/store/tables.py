@@ -57,16 +57,29 @@ def write_table(store: Store, prefix: str, ids, matrix: np.ndarray, version: int
     return files
 
 
+def table_refreshes(state: StoreState, version: int) -> dict[str, str | None]:
+    """The refresh of each entity's table of `version` in `state` (None: none yet)."""
+    return {e: t.refresh_id if (t := state.table(version, e)) is not None else None
+            for e in ENTITIES}
+
+
 def publish_refresh(store: Store, version: int, refresh_id: str, tables: list[TableFiles],
-                    snapshot_id: str, cutoff: float, mode: str,
-                    refreshed_at: datetime) -> StoreState:
+                    snapshot_id: str, cutoff: float, mode: str, refreshed_at: datetime,
+                    over: dict[str, str | None] | None = None) -> StoreState:
     """One commit publishing both tables; the Delta mirror and retention follow it (its
-    post-commit hooks)."""
+    post-commit hooks). `over`: the tables the refresh was planned from (`table_refreshes`):
+    the commit is refused when another refresh replaced them meanwhile, which the slower of
+    two overlapping refreshes would otherwise undo (with an older snapshot, or its increment
+    computed against tables no longer current)."""
     def build(state: StoreState) -> list[RefreshPublished]:
         record = state.version(version)
         if record.status != "published":
             raise StoreError(f"cannot publish embeddings of version {version}: it is "
                              f"{record.status}")
+        if over is not None and (now := table_refreshes(state, version)) != over:
+            raise StoreError(f"another refresh of version {version} was published while this "
+                             f"one ran (tables {now}, this one was planned from {over}): "
+                             "nothing published; run it again to refresh from there")
         return refresh_actions(version, refresh_id, tables, snapshot_id, cutoff, mode,
                                refreshed_at)
 

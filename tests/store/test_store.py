@@ -113,3 +113,22 @@ def test_a_failed_commit_never_removes_staged_files_the_log_names(tmp_path):
     with pytest.raises(StoreError):
         store.commit(refused, staged=fresh.rsplit("/", 1)[0])
     assert not store.io.exists(fresh)
+
+
+def test_the_slower_of_two_overlapping_refreshes_publishes_nothing(tmp_path):
+    """Both planned from the same tables; the first commits; the second, finishing later with
+    an older snapshot or an increment against tables no longer current, must not replace it."""
+    from bc_ray.store.tables import table_refreshes
+    from tests.helpers import refresh_fake_tables
+
+    store = Store(f"file://{tmp_path}/store")
+    rng = np.random.default_rng(5)
+    publish_fake_version(store, 4, rng)
+    refresh_fake_tables(store, 0, 10, rng)
+    planned = table_refreshes(store.state(), 0)
+    refresh_fake_tables(store, 0, 30, rng, over=planned)  # the faster one
+    first = table_refreshes(store.state(), 0)
+    with pytest.raises(StoreError, match="another refresh of version 0 was published"):
+        refresh_fake_tables(store, 0, 20, rng, over=planned)
+    assert table_refreshes(store.state(), 0) == first
+    assert read_embeddings(store.uri, "user").height == 30
