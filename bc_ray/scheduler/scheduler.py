@@ -62,6 +62,10 @@ def next_slot(cron: str | None, now: float) -> str | None:
         datetime).isoformat()
 
 
+def _run_id(kind: str) -> str:
+    return f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
 class Scheduler:
     def __init__(self, config: SchedulerConfig, holder: str | None = None,
                  jobs: RayJobs | None = None) -> None:
@@ -102,10 +106,16 @@ class Scheduler:
                 and not self.slot_taken(state, kind, previous_slot(self.config.cron(kind), now))]
 
     def once(self, kind: str = "auto") -> list[dict]:
-        kinds = self.due() if kind == "auto" else [kind]
-        return [self.run(k) for k in kinds]
+        """Run what is due (or `kind`); a refresh due beside a bump that succeeded in this pass
+        is recorded as done by it (the bump refreshed the same data moments ago)."""
+        results: list[dict] = []
+        for due in self.due() if kind == "auto" else [kind]:
+            bump = next((r for r in results if r["kind"] == "bump"
+                         and r["status"] == "succeeded"), None) if due == "refresh" else None
+            results.append(self.run(due, covered_by=bump["run_id"] if bump else None))
+        return results
 
-    def run(self, kind: str, slot: str | None = None) -> dict:
+    def run(self, kind: str, slot: str | None = None, covered_by: str | None = None) -> dict:
         if kind not in KINDS:
             raise ConfigError(f"kind must be one of {KINDS}, not {kind!r}")
         slot = slot or previous_slot(self.config.cron(kind), time.time())
@@ -121,18 +131,36 @@ class Scheduler:
             if self.slot_taken(self.store.state(), kind, slot):
                 return {"kind": kind, "slot": slot, "status": "skipped",
                         "reason": f"slot {slot} already ran"}
+            if covered_by is not None:
+                return self._covered(kind, slot, covered_by)
             return self._execute(kind, slot)
         except LeaseHeldError as exc:  # lost mid-run: the new holder settles the open run
             logger.error("stopping the %s run: %s", kind, exc)
             return {"kind": kind, "slot": slot, "status": "abandoned", "reason": str(exc)}
         finally:
-            if self.lease.generation is not None:
-                self.lease.release()
+            self._release()
+
+    def _release(self) -> None:
+        """Release the lease if still held; one taken meanwhile is the new holder's (said, and
+        never in place of the run's own outcome)."""
+        if self.lease.generation is None:
+            return
+        try:
+            self.lease.release()
+        except LeaseHeldError as exc:
+            logger.warning("releasing the lease: %s", exc)
+
+    def _covered(self, kind: str, slot: str | None, run_id: str) -> dict:
+        now = iso_time(time.time())
+        run = {"run_id": _run_id(kind), "kind": kind, "slot": slot, "status": "succeeded",
+               "holder": self.holder, "started_at": now, "ended_at": now, "attempts": [],
+               "note": f"refreshed by bump {run_id} in the same pass"}
+        self._record(run)
+        return run
 
     def _execute(self, kind: str, slot: str | None) -> dict:
-        run = {"run_id": f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}",
-               "kind": kind, "slot": slot, "status": "running", "holder": self.holder,
-               "started_at": iso_time(time.time()), "attempts": []}
+        run = {"run_id": _run_id(kind), "kind": kind, "slot": slot, "status": "running",
+               "holder": self.holder, "started_at": iso_time(time.time()), "attempts": []}
         self._record(run)
         try:
             return self._steps(run, kind)
@@ -169,11 +197,8 @@ class Scheduler:
                 run.update(status="rejected", ended_at=iso_time(time.time()))
                 self._record(run)
                 return run
-        state = self.store.state()
-        item_table = state.table(state.current_version, "item") if state.lineage() else None
         run.update(status="succeeded", ended_at=iso_time(time.time()),
-                   published={"version": state.current_version,
-                              "refresh_id": item_table.refresh_id if item_table else None})
+                   published=self._published())
         self._record(run)
         return run
 
@@ -182,6 +207,13 @@ class Scheduler:
         after its version landed (killed, a step after the commit) must not train another."""
         return any(number > newest and record.status in ("published", "rejected")
                    for number, record in self.store.state().versions.items())
+
+    def _published(self) -> dict:
+        """What a run leaves current: the version, and its item table's refresh."""
+        state = self.store.state()
+        item_table = state.table(state.current_version, "item") if state.lineage() else None
+        return {"version": state.current_version,
+                "refresh_id": item_table.refresh_id if item_table else None}
 
     def _rejected(self, run: dict) -> bool:
         state = self.store.state()
@@ -207,13 +239,9 @@ class Scheduler:
                 settled=lambda f=folder: version_of(self.store.state(), f) is not None)
             entry.update(folder_outcome(self.store.state(), folder, succeeded))
         statuses = {entry["status"] for entry in run["publish"]}
-        state = self.store.state()
-        item_table = state.table(state.current_version, "item") if state.lineage() else None
         run.update(status="failed" if "failed" in statuses else
                    "rejected" if statuses == {"rejected"} else "succeeded",
-                   ended_at=iso_time(time.time()),
-                   published={"version": state.current_version,
-                              "refresh_id": item_table.refresh_id if item_table else None})
+                   ended_at=iso_time(time.time()), published=self._published())
         if not folders:
             run["note"] = f"no new folder under {self.config.publish_from}"
         self._record(run)

@@ -188,3 +188,25 @@ def test_a_dead_schedulers_bump_that_never_refreshed_is_settled_as_failed(tmp_pa
     Scheduler(_config(uri), holder="next", jobs=jobs).run("refresh")  # settles, then refreshes
     settled = Store(uri).state().runs["bump-1"]
     assert settled.status == "failed" and "its refresh never ran" in settled.note
+
+
+def test_a_refresh_due_beside_a_bump_that_succeeded_is_done_by_it(tmp_path):
+    """A first pass (or a catch-up) finds both kinds due: the bump's own refresh covers the
+    refresh slot, instead of a second refresh of the same data right after it."""
+    uri = f"file://{tmp_path}/store"
+    trains_and_succeeds = tmp_path / "python"
+    trains_and_succeeds.write_text(
+        f"#!/bin/sh\ncase \"$*\" in *main\\ train*) cd {os.getcwd()} && {sys.executable} -c "
+        "'import numpy as np; from bc_ray.store.store import Store; from tests.helpers import "
+        f"publish_fake_version; publish_fake_version(Store(\"{uri}\"), 8, "
+        "np.random.default_rng(0))';; esac\nexit 0\n")
+    trains_and_succeeds.chmod(0o755)
+    jobs = _LocalJobs()
+    scheduler = Scheduler(_config(uri, python=str(trains_and_succeeds), bump_cron=YEARLY),
+                          jobs=jobs)
+    bump, refresh = scheduler.once()
+    assert (bump["kind"], bump["status"]) == ("bump", "succeeded")
+    assert [a["step"] for a in bump["attempts"]] == ["train", "refresh"]
+    assert (refresh["kind"], refresh["status"]) == ("refresh", "succeeded")
+    assert refresh["attempts"] == [] and bump["run_id"] in refresh["note"]
+    assert len(jobs.ran) == 2 and scheduler.due() == []
