@@ -8,7 +8,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from bc_ray.cli.config_file import read_landing_file
-from bc_ray.ingest.landing_config import DEFAULT_SETTLE_SECONDS, LandingConfig, LandingSettings
+from bc_ray.ingest.landing_config import (
+    CHANGED_TABLE_HINT,
+    DEFAULT_SETTLE_SECONDS,
+    LandingConfig,
+    LandingSettings,
+)
 
 Landing = Annotated[Optional[str], typer.Option(
     help="Landing zone of interactions (a folder or s3:// prefix that must exist): every "
@@ -71,7 +76,7 @@ def report_text(report: dict) -> str:
         lines.append(f"refused  {where}: {item['error']}")
     for item in report["changed"]:
         hint = (f"; to ingest its new content as a corrected batch: {item['command']}"
-                if item["command"] else "; pass it with the next batch of interactions")
+                if item["command"] else f"; {CHANGED_TABLE_HINT}")
         lines.append(f"changed  {item['file']}: changed after it was ingested, not read "
                      f"again{hint}")
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from bc_ray.data.mapping import ColumnMapping
 from bc_ray.exceptions import BcRayError, ConfigError
 from bc_ray.ingest.attempt import IngestOutcome, edge_holders
 from bc_ray.ingest.batch import ingest
-from bc_ray.ingest.landing_config import LandingConfig
+from bc_ray.ingest.landing_config import CHANGED_TABLE_HINT, LandingConfig
 from bc_ray.ingest.landing_scan import (
     Known,
     Landed,
@@ -326,7 +326,7 @@ def ingest_landing(store: Store, config: LandingConfig, now: float | None = None
     for changed in plan.report.changed:
         logger.warning("landing file %s changed after it was ingested; its new content was not "
                        "read. To ingest it as a corrected batch: %s", changed["file"],
-                       changed["command"] or "pass it with the next batch of interactions")
+                       changed["command"] or CHANGED_TABLE_HINT)
     _land(store, config, plan, heartbeat)
     _commit_notes(store, plan.notes + _landed_copies(store.state(), plan))
     return plan.report

@@ -108,3 +108,8 @@ class LandingConfig:
         zone_keys = [f.name for f in fields(cls) if f.name != "mapping"]
         return cls(mapping=ColumnMapping(**settings.given(MAPPING_KEYS)),
                    **settings.given(zone_keys))
+
+
+# A users or items table rewritten after it was taken: the landing zone never reads it again.
+CHANGED_TABLE_HINT = ("land its new content under a new name in the same folder: it rides with "
+                      "the next batch of interactions that lands")
