@@ -143,10 +143,16 @@ def export_embeddings(store_uri: str, out: str, entity: str = "item", version: i
                       *, options: StorageOptions | None = None) -> int:
     """Write the ver-j compatible table to one Parquet file, a local path (renamed into place)
     or an s3:// URI (one PUT): readers never see part of it. `out` must lie outside the store
-    and must not be a folder."""
+    and must not be a folder. The file's metadata names the version whose space the rows are
+    in (``bc_ray.version``; ``source_version`` is the table they were computed from) and the
+    entity (``bc_ray.entity``)."""
     target = ExportTarget.parquet(store_uri, out, options, entity)
-    frame = read_embeddings(store_uri, entity, version, options=options)
-    target.write_parquet(frame.to_arrow())
+    store = Store(store_uri, options)
+    state = store.written_state()  # one state for the rows and the version they are in
+    wanted = source_table(state, entity, version, prefer_stored=True)[1]
+    frame = read_embeddings_at(store, state, entity, version)
+    target.write_parquet(frame.to_arrow().replace_schema_metadata(
+        {"bc_ray.version": str(wanted), "bc_ray.entity": entity}))
     return frame.height
 
 

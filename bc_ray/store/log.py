@@ -164,9 +164,10 @@ class VersionLog:
             raise LogEntryError(f"log entry {where} is not an object with a list of actions; "
                                 "the log is damaged")
         if not isinstance(entry.get("format", FORMAT_VERSION), int):
-            raise LogEntryError(f"log entry {seq} has a malformed format field")
+            raise LogEntryError(f"log entry {where} has a malformed format field")
         if entry.get("format", FORMAT_VERSION) > FORMAT_VERSION:
-            raise LogEntryError(f"log entry {seq} uses format {entry['format']}; upgrade bc_ray")
+            raise LogEntryError(f"log entry {where} uses format {entry['format']}; upgrade "
+                                "bc_ray")
         return parse_entry(entry, where)
 
     def entries(self, start: int = 0) -> Iterator[tuple[int, LogEntry]]:

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from bc_ray import export_embeddings, read_embeddings, scan_embeddings
@@ -44,6 +45,9 @@ def test_scan_equals_read_and_export(store_uri, tmp_path):
     out = tmp_path / "out" / "users-v0.parquet"
     assert export_embeddings(store_uri, str(out), "user", version=0) == 30
     assert pl.read_parquet(out).shape == (30, 3)
+    metadata = pq.read_schema(out).metadata  # the rows are in version 0's space
+    assert metadata[b"bc_ray.version"] == b"0" and metadata[b"bc_ray.entity"] == b"user"
+    assert pl.read_parquet(out)["source_version"].unique().to_list() == [1]
 
 
 def test_a_store_path_with_glob_characters_is_read_as_a_path(tmp_path):
