@@ -37,7 +37,13 @@ from bc_ray.publish.current import (
 from bc_ray.publish.source import Columns, ExternalTable, read_external
 from bc_ray.store.state import EXTERNAL_FAMILY, StoreState, VersionRecord
 from bc_ray.store.store import Store, utc_now
-from bc_ray.store.tables import ENTITIES, TableFiles, table_prefix, write_table
+from bc_ray.store.tables import (
+    ENTITIES,
+    TableFiles,
+    table_prefix,
+    table_refreshes,
+    write_table,
+)
 from bc_ray.store.versions import (
     Candidate,
     next_version,
@@ -164,8 +170,7 @@ def publish_settings(config: PublishConfig) -> dict:
 def _gated_as(state: StoreState, config: PublishConfig) -> dict:
     """Recorded with a gated version: the settings and the parent's tables it was gated with."""
     return {"publish_settings": publish_settings(config),
-            "parent_tables": {e: t.refresh_id for e in ENTITIES
-                              if (t := state.table(state.current_version, e)) is not None}}
+            "parent_tables": table_refreshes(state, state.current_version)}
 
 
 def _rejected_before(state: StoreState, config: PublishConfig,
