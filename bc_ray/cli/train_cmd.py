@@ -93,6 +93,9 @@ MinRecallVsParent = Annotated[float, _help(
 CheckpointEvery = Annotated[int, _help("Checkpoint every N epochs.")]
 MaxFailures = Annotated[int, _help("Worker-group restarts allowed.")]
 Seed = Annotated[int, _help("Random seed.")]
+RunName = Annotated[Optional[str], _help(
+    "Name of the run: its Ray Train folder and the version's run_name (default: train-<time>; "
+    "the scheduler passes its job id, to know the version its job made).")]
 Address = Annotated[Optional[str], _help(
     "Ray address (default: RAY_ADDRESS or a local cluster).")]
 FailOnReject = Annotated[bool, _help("Exit with status 3 when the gate rejects the candidate.")]
@@ -125,6 +128,7 @@ def train(
     checkpoint_every: CheckpointEvery = _job("checkpoint_every"),
     max_failures: MaxFailures = _job("max_failures"),
     seed: Seed = TRAIN.seed,
+    run_name: RunName = None,
     address: Address = None,
     as_json: JsonOption = False,
     fail_on_reject: FailOnReject = True,
@@ -147,7 +151,7 @@ def train(
         targets=targets, sharded=sharded,
         gate=dataclasses.replace(GATE, max_align_error_rel=max_align_error_rel,
                                  min_recall_vs_parent=min_recall_vs_parent),
-        checkpoint_every=checkpoint_every, max_failures=max_failures)
+        checkpoint_every=checkpoint_every, max_failures=max_failures, run_name=run_name)
     parent = _current_version(store)
     job = _with_spec(job, spec, parent)
     check_job(job, parent)  # what is said without a cluster is said before one starts

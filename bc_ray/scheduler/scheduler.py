@@ -39,7 +39,7 @@ from bc_ray.scheduler.publish_from import (
     version_of,
 )
 from bc_ray.store.actions import RunRecorded, SchedulerConfigured
-from bc_ray.store.state import StoreState
+from bc_ray.store.state import StoreState, VersionRecord
 from bc_ray.store.store import Store
 
 logger = logging.getLogger(__name__)
@@ -186,9 +186,8 @@ class Scheduler:
             self._record(run)
             return run
         steps = ("train", "refresh") if kind == "bump" else ("refresh",)
-        newest = max(self.store.state().versions, default=-1)
         for step in steps:
-            settled = (lambda: self._trained_since(newest)) if step == "train" else None
+            settled = (lambda: self._made(run) is not None) if step == "train" else None
             if not self._step(run, step, settled=settled):
                 run.update(status="failed", ended_at=iso_time(time.time()))
                 self._record(run)
@@ -202,11 +201,14 @@ class Scheduler:
         self._record(run)
         return run
 
-    def _trained_since(self, newest: int) -> bool:
-        """Whether a version after `newest` was published or rejected: a train job that failed
-        after its version landed (killed, a step after the commit) must not train another."""
-        return any(number > newest and record.status in ("published", "rejected")
-                   for number, record in self.store.state().versions.items())
+    def _made(self, run: dict) -> VersionRecord | None:
+        """The version this run's train jobs made, published or rejected (each job is named
+        by its submission id, `--run-name`): versions other writers made meanwhile are theirs.
+        A job that failed after its version landed (killed after the commit) is not retried."""
+        jobs = {a["job_id"] for a in run["attempts"] if a["step"] == "train"}
+        made = [r for r in self.store.state().versions.values()
+                if r.metrics.get("run_name") in jobs and r.status in ("published", "rejected")]
+        return max(made, key=lambda r: r.version) if made else None
 
     def _published(self) -> dict:
         """What a run leaves current: the version, and its item table's refresh."""
@@ -216,13 +218,12 @@ class Scheduler:
                 "refresh_id": item_table.refresh_id if item_table else None}
 
     def _rejected(self, run: dict) -> bool:
-        state = self.store.state()
-        if not state.versions:
+        made = self._made(run)
+        if made is None:
             return False
-        newest = state.versions[max(state.versions)]
-        run["candidate"] = {"version": newest.version, "status": newest.status,
-                            "reasons": newest.reasons}
-        return newest.status == "rejected"
+        run["candidate"] = {"version": made.version, "status": made.status,
+                            "reasons": made.reasons}
+        return made.status == "rejected"
 
     def _publish_new(self, run: dict) -> dict:
         """A bump with --publish-from: one publish job per new folder, in name order; each
@@ -251,11 +252,12 @@ class Scheduler:
               settled: Callable[[], bool] | None = None) -> bool:
         """Run one job of a step, retried with backoff; `settled` says, before a retry, that
         the failed attempt's work landed anyway (a bump or a publish must not run twice)."""
-        command, runtime_env = entrypoint(self.config, step, step_args)
         for attempt in range(1, self.config.max_attempts + 1):
             if attempt > 1 and settled is not None and settled():
                 return True
             submission_id = f"bc-ray-{run['run_id']}-{label or step}-{attempt}"
+            named = ["--run-name", submission_id] if step == "train" else []
+            command, runtime_env = entrypoint(self.config, step, [*step_args, *named])
             record = {"step": step, "attempt": attempt, "job_id": submission_id,
                       "submitted_at": iso_time(time.time()), "status": "RUNNING"}
             run["attempts"].append(record)

@@ -3,12 +3,11 @@ backoffs, a lease taken over mid-run. A real store; the Jobs API is a closed loc
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import threading
 import time
 
+import numpy as np
 import orjson
 import pytest
 
@@ -18,7 +17,10 @@ from bc_ray.scheduler.lease import Lease, LeaseRecord
 from bc_ray.scheduler.scheduler import LEASE_NAME, Scheduler, previous_slot
 from bc_ray.store.log import entry_path
 from bc_ray.store.store import Store
+from bc_ray.store.versions import Candidate, register_candidate, reject_version
 from tests.conftest import free_port
+from tests.helpers import random_transform
+from tests.scheduler.stand_in_jobs import LocalJobs, interpreter
 
 YEARLY = "0 0 1 1 *"
 
@@ -119,41 +121,12 @@ def test_jobs_get_the_store_settings_never_credentials(monkeypatch):
     assert "'two words'" in command
 
 
-class _LocalJobs:
-    """The Jobs API's part the scheduler uses, run as local processes: each job's command
-    really runs (here a stand-in interpreter that lands a version, then fails)."""
-
-    def __init__(self) -> None:
-        self.ran: dict[str, int] = {}
-
-    def submit(self, submission_id: str, entrypoint: str, runtime_env: dict | None) -> None:
-        self.ran[submission_id] = subprocess.run(entrypoint, shell=True, timeout=120).returncode
-
-    def status(self, submission_id: str) -> str:
-        code = self.ran.get(submission_id)
-        return "MISSING" if code is None else "SUCCEEDED" if code == 0 else "FAILED"
-
-    def logs_tail(self, submission_id: str) -> str:
-        return ""
-
-    def stop(self, submission_id: str) -> None:
-        return None
-
-
 def test_a_train_job_that_fails_after_its_version_landed_is_not_trained_again(tmp_path):
     """The job's driver dies after the commit (its post-commit step, a kill): the version is
     published, the job FAILED. A retry would train and publish one more version in the slot."""
     uri = f"file://{tmp_path}/store"
-    lands_then_fails = tmp_path / "python"
-    lands_then_fails.write_text(  # a train job lands a version; every job fails
-        f"#!/bin/sh\ncase \"$*\" in *main\\ train*) cd {os.getcwd()} && {sys.executable} -c "
-        "'import numpy as np; from bc_ray.store.store import Store; from tests.helpers import "
-        f"publish_fake_version; publish_fake_version(Store(\"{uri}\"), 8, "
-        "np.random.default_rng(0))';; esac\nexit 1\n")
-    lands_then_fails.chmod(0o755)
-    jobs = _LocalJobs()
-    scheduler = Scheduler(_config(uri, python=str(lands_then_fails), refresh_cron=None,
-                                  bump_cron=YEARLY, max_attempts=3), jobs=jobs)
+    scheduler = Scheduler(_config(uri, python=interpreter(tmp_path, 1), refresh_cron=None,
+                                  bump_cron=YEARLY, max_attempts=3), jobs=LocalJobs())
     [run] = scheduler.once("bump")
     assert [a["step"] for a in run["attempts"]] == ["train"] + ["refresh"] * 3  # no 2nd train
     assert sorted(Store(uri).state().versions) == [0]
@@ -176,7 +149,7 @@ def test_a_lease_that_outlived_its_life_untaken_is_extended_taken_is_lost(tmp_pa
 
 def test_a_dead_schedulers_bump_that_never_refreshed_is_settled_as_failed(tmp_path):
     uri = f"file://{tmp_path}/store"
-    jobs = _LocalJobs()
+    jobs = LocalJobs()
     jobs.ran["train-job"] = 0  # its train job succeeded; the refresh was never submitted
     dead = Scheduler(_config(uri, lease_ttl_s=0.2), holder="dead", jobs=jobs)
     dead.lease.acquire()
@@ -194,15 +167,8 @@ def test_a_refresh_due_beside_a_bump_that_succeeded_is_done_by_it(tmp_path):
     """A first pass (or a catch-up) finds both kinds due: the bump's own refresh covers the
     refresh slot, instead of a second refresh of the same data right after it."""
     uri = f"file://{tmp_path}/store"
-    trains_and_succeeds = tmp_path / "python"
-    trains_and_succeeds.write_text(
-        f"#!/bin/sh\ncase \"$*\" in *main\\ train*) cd {os.getcwd()} && {sys.executable} -c "
-        "'import numpy as np; from bc_ray.store.store import Store; from tests.helpers import "
-        f"publish_fake_version; publish_fake_version(Store(\"{uri}\"), 8, "
-        "np.random.default_rng(0))';; esac\nexit 0\n")
-    trains_and_succeeds.chmod(0o755)
-    jobs = _LocalJobs()
-    scheduler = Scheduler(_config(uri, python=str(trains_and_succeeds), bump_cron=YEARLY),
+    jobs = LocalJobs()
+    scheduler = Scheduler(_config(uri, python=interpreter(tmp_path, 0), bump_cron=YEARLY),
                           jobs=jobs)
     bump, refresh = scheduler.once()
     assert (bump["kind"], bump["status"]) == ("bump", "succeeded")
@@ -210,3 +176,28 @@ def test_a_refresh_due_beside_a_bump_that_succeeded_is_done_by_it(tmp_path):
     assert (refresh["kind"], refresh["status"]) == ("refresh", "succeeded")
     assert refresh["attempts"] == [] and bump["run_id"] in refresh["note"]
     assert len(jobs.ran) == 2 and scheduler.due() == []
+
+
+def test_a_bump_reads_the_version_its_own_job_made(tmp_path):
+    """Another writer's version rejected right after the bump's job published its own (a
+    manual train): the bump records its own version and refreshes it."""
+    uri = f"file://{tmp_path}/store"
+
+    class AnotherWriterAfterTraining(LocalJobs):
+        def submit(self, submission_id: str, entrypoint: str, runtime_env) -> None:
+            super().submit(submission_id, entrypoint, runtime_env)
+            if "-train-" in submission_id:
+                store = Store(uri)
+                rng = np.random.default_rng(9)
+                other = register_candidate(store, Candidate(
+                    parent=0, dim=8, method="bc-aligner", spec={"hidden_dim": 8},
+                    snapshot_id="s", cutoff=1.0, model=rng.bytes(64),
+                    transform=random_transform(rng, 8, 8), metrics={"run_name": "manual"}))
+                reject_version(store, other.version, ["Recall@50 below the gate"])
+
+    scheduler = Scheduler(_config(uri, python=interpreter(tmp_path, 0), refresh_cron=None,
+                                  bump_cron=YEARLY), jobs=AnotherWriterAfterTraining())
+    [run] = scheduler.once("bump")
+    assert run["status"] == "succeeded" and run["candidate"]["version"] == 0
+    assert [a["step"] for a in run["attempts"]] == ["train", "refresh"]
+    assert Store(uri).state().version(1).status == "rejected"
