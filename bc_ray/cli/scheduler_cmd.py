@@ -74,7 +74,9 @@ TrainArgs = Annotated[Optional[str], typer.Option(help="Extra flags for the trai
 RefreshArgs = Annotated[Optional[str], typer.Option(help="Extra flags for the refresh job.")]
 Attempts = Annotated[int, typer.Option(help="Attempts per job before the run is failed.")]
 Backoff = Annotated[float, typer.Option(help="Seconds before the first retry (doubles).")]
-Kind = Annotated[str, typer.Option(help="refresh, bump, or auto (whatever is due).")]
+Kind = Annotated[str, typer.Option(help="refresh, bump, or auto (whatever is due). A kind "
+                                         "named runs its latest slot unless a run of it "
+                                         "succeeded or was rejected: a failed slot runs again.")]
 PublishFrom = Annotated[Optional[str], typer.Option(
     help="Bumps publish each new folder <URI>/<name>/users/ + items/ of embeddings computed "
          "elsewhere (bc-ray publish), in name order, once each, instead of training.")]

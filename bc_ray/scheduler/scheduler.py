@@ -91,9 +91,13 @@ class Scheduler:
             holder=self.holder, at=iso_time(time.time()))])
 
     @staticmethod
-    def slot_taken(state: StoreState, kind: str, slot: str | None) -> bool:
+    def slot_taken(state: StoreState, kind: str, slot: str | None,
+                   failed_counts: bool = True) -> bool:
+        """Whether a run of `kind` took `slot`; one that failed counts unless `failed_counts`
+        is False (a pass asked for that kind by name runs a failed slot again)."""
+        ignored = {"skipped"} if failed_counts else {"skipped", "failed"}
         return slot is not None and any(
-            r.kind == kind and r.slot == slot and r.status != "skipped"
+            r.kind == kind and r.slot == slot and r.status not in ignored
             for r in state.runs.values())
 
     # -- one pass ---------------------------------------------------------------------------------
@@ -112,10 +116,12 @@ class Scheduler:
         for due in self.due() if kind == "auto" else [kind]:
             bump = next((r for r in results if r["kind"] == "bump"
                          and r["status"] == "succeeded"), None) if due == "refresh" else None
-            results.append(self.run(due, covered_by=bump["run_id"] if bump else None))
+            results.append(self.run(due, covered_by=bump["run_id"] if bump else None,
+                                    again_if_failed=kind != "auto"))
         return results
 
-    def run(self, kind: str, slot: str | None = None, covered_by: str | None = None) -> dict:
+    def run(self, kind: str, slot: str | None = None, covered_by: str | None = None,
+            again_if_failed: bool = False) -> dict:
         if kind not in KINDS:
             raise ConfigError(f"kind must be one of {KINDS}, not {kind!r}")
         slot = slot or previous_slot(self.config.cron(kind), time.time())
@@ -128,7 +134,7 @@ class Scheduler:
             if stale is not None:
                 logger.warning("took over the lease of %s, which expired", stale.holder)
             self.settle_abandoned_runs()
-            if self.slot_taken(self.store.state(), kind, slot):
+            if self.slot_taken(self.store.state(), kind, slot, not again_if_failed):
                 return {"kind": kind, "slot": slot, "status": "skipped",
                         "reason": f"slot {slot} already ran"}
             if covered_by is not None:

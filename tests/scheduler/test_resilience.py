@@ -201,3 +201,18 @@ def test_a_bump_reads_the_version_its_own_job_made(tmp_path):
     assert run["status"] == "succeeded" and run["candidate"]["version"] == 0
     assert [a["step"] for a in run["attempts"]] == ["train", "refresh"]
     assert Store(uri).state().version(1).status == "rejected"
+
+
+def test_a_failed_slot_runs_again_when_its_kind_is_named(tmp_path):
+    """The nightly pass (auto) counts a failed slot as run (no retry storm); an operator who
+    names the kind once the cause is fixed runs it again."""
+    uri = f"file://{tmp_path}/store"
+    failing = Scheduler(_config(uri, python=interpreter(tmp_path, 1), max_attempts=1),
+                        jobs=LocalJobs())
+    [first] = failing.once()
+    assert first["status"] == "failed" and failing.once() == []  # auto: nothing due
+    fixed = Scheduler(_config(uri, python=interpreter(tmp_path, 0)), jobs=LocalJobs())
+    [again] = fixed.once("refresh")
+    assert again["status"] == "succeeded" and again["slot"] == first["slot"]
+    [done] = fixed.once("refresh")
+    assert done["status"] == "skipped"  # a slot that succeeded is not run twice
