@@ -53,7 +53,8 @@ class Listing:
 
     files: list[Landed] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
-    success: set[str] = field(default_factory=set)
+    # folder -> when its `_SUCCESS` was written (None: not known)
+    success: dict[str, float | None] = field(default_factory=dict)
     # folder -> a hidden sub-folder holding files (`_temporary/`, `.spark-staging-*`): a
     # writer's commit is still under way there
     in_flight: dict[str, str] = field(default_factory=dict)
@@ -100,7 +101,7 @@ def list_landing(role: str, root: str, declared_format: str | None) -> Listing:
         rel = name[len(location.root):].lstrip("/") or name.rsplit("/", 1)[-1]
         if rel.rsplit("/", 1)[-1] == SUCCESS and not hidden(rel.rsplit("/", 1)[0]
                                                             if "/" in rel else ""):
-            listing.success.add(rel.rsplit("/", 1)[0] if "/" in rel else "")
+            listing.success[rel.rsplit("/", 1)[0] if "/" in rel else ""] = file_mtime(info)
             continue
         if hidden(rel):
             top, holder = _first_hidden(rel)
@@ -181,10 +182,14 @@ def waiting(file: Landed, listing: Listing, require_success: bool, settle_second
             now: float) -> str | None:
     """Why `file` may still be incomplete, without reading it (None: ready by its listing).
     A committer's rename keeps a task file's old modification time, so a folder that still
-    holds an in-flight `_temporary/` is not settled whatever the times say."""
+    holds an in-flight `_temporary/` is not settled whatever the times say. A `_SUCCESS`
+    vouches for the files written before it: a late file added to that folder afterwards,
+    maybe still being written, settles like any other."""
     if file.folder in listing.success:
-        return None
-    if require_success:
+        marked = listing.success[file.folder]
+        if marked is None or file.modified is None or file.modified <= marked:
+            return None
+    elif require_success:
         return f"no {SUCCESS} in its folder yet"
     if file.folder in listing.in_flight:
         return (f"its folder still holds {listing.in_flight[file.folder]}/: a writer's commit "

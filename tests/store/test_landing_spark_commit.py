@@ -4,6 +4,8 @@ Only the committed files land, once (file and S3)."""
 
 from __future__ import annotations
 
+import time
+
 from bc_ray.ingest.landing import ingest_landing
 from bc_ray.store.store import Store
 from tests.store.landing_helpers import ZONE, encoded, ingested_edges, move, rows, write, zone
@@ -73,3 +75,21 @@ def test_a_success_marker_skips_the_settle_wait(store_uri):
     write(store, f"{PARTITION}/_SUCCESS", b"")
     assert len(ingest_landing(store, config).taken) == 1
     assert ingested_edges(store) == 200
+
+
+def test_a_late_file_written_after_the_marker_settles_like_any_other(store_uri):
+    """`_SUCCESS` vouches for the files its job wrote, not for one added to the folder later
+    (maybe still being written): that one waits to settle, then lands as a batch of its own."""
+    store = Store(store_uri)
+    config = zone(store)  # 60 s unchanged, or _SUCCESS
+    _tasks_write(store)
+    _job_commits_parts(store)
+    write(store, f"{PARTITION}/_SUCCESS", b"")
+    assert len(ingest_landing(store, config).taken) == 1
+    time.sleep(1.1)  # S3 times are whole seconds: the late file is strictly newer
+    write(store, f"{PARTITION}/late-part.parquet", encoded(rows(900, 50), ".parquet"))
+    writing = ingest_landing(store, config)
+    assert writing.taken == [] and ingested_edges(store) == 200
+    assert {s["reason"] for s in writing.skipped} == {"unsettled: modified less than 60s ago"}
+    settled = ingest_landing(store, config, now=time.time() + 120)
+    assert [t["edges"] for t in settled.taken] == [50] and ingested_edges(store) == 250
