@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from croniter import croniter
 
-from bc_ray.exceptions import ConfigError, LeaseHeldError
+from bc_ray.exceptions import BcRayError, ConfigError, LeaseHeldError
 from bc_ray.ingest.landing import ingest_landing
 from bc_ray.io import FileIO
 from bc_ray.redaction import redact
@@ -44,6 +44,7 @@ from bc_ray.store.store import Store
 
 logger = logging.getLogger(__name__)
 LEASE_NAME = "jobs"
+PROGRESS_EVERY_S = 60.0  # how often a job still running is said
 LANDING_SKIPS_RECORDED = 100  # a run record lists at most this many skipped landed files
 
 
@@ -173,7 +174,10 @@ class Scheduler:
         except LeaseHeldError:
             raise
         except Exception as exc:  # noqa: BLE001 - the run is reported, never left "running"
-            logger.exception("%s run %s failed", kind, run["run_id"])
+            if isinstance(exc, BcRayError):  # a clear error (a missing landing path): one line
+                logger.error("%s run %s failed: %s", kind, run["run_id"], exc)
+            else:
+                logger.exception("%s run %s failed", kind, run["run_id"])
             run.update(status="failed", ended_at=iso_time(time.time()),
                        error=redact(f"{type(exc).__name__}: {exc}")[:2000])
             self._record(run)
@@ -273,8 +277,10 @@ class Scheduler:
             except Exception as exc:  # noqa: BLE001 - the Jobs API down is a failed attempt
                 status, error = "SUBMIT_FAILED", redact(f"{type(exc).__name__}: {exc}")[:1500]
             else:
+                logger.info("%s job %s submitted; waiting for it", step, submission_id)
                 status = self._wait(submission_id)
                 error = None if status == "SUCCEEDED" else redact(self._logs_tail(submission_id))
+            logger.info("%s job %s ended %s", step, submission_id, status)
             record.update(status=status, ended_at=iso_time(time.time()))
             if status == "SUCCEEDED":
                 self._record(run)
@@ -306,7 +312,9 @@ class Scheduler:
     def _wait(self, submission_id: str) -> str:
         """Poll the job to its end; the Jobs API blinking out is waited through (the job runs
         on), while the lease is renewed."""
-        deadline = time.time() + self.config.job_timeout_s
+        started = time.time()
+        deadline = started + self.config.job_timeout_s
+        said = started
         while time.time() < deadline:
             try:
                 status = self.jobs.status(submission_id)
@@ -315,6 +323,9 @@ class Scheduler:
                 status = "UNKNOWN"
             if status in TERMINAL or status == "MISSING":
                 return status
+            if time.time() - said >= PROGRESS_EVERY_S:  # a long job is not a silent one
+                said = time.time()
+                logger.info("%s is %s (%.0f s)", submission_id, status, said - started)
             self._sleep_holding_lease(self.config.poll_s)
         try:
             self.jobs.stop(submission_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from bc_ray.scheduler.lease import Lease
@@ -9,6 +10,8 @@ from bc_ray.scheduler.scheduler import LEASE_NAME, next_slot
 from bc_ray.store.delta import current_tables
 from bc_ray.store.state import RunRecord, StoreState
 from bc_ray.store.store import Store
+
+BOX_DRAWING = "[\u2500-\u257f]"
 
 
 def summarize(store: Store) -> dict:
@@ -49,6 +52,10 @@ def summarize(store: Store) -> dict:
     }
 
 
-def _last_error(run: RunRecord) -> str:
-    """The tail of the last attempt's error (what `status` shows of a failure)."""
-    return ((run.attempts[-1].error if run.attempts else None) or "")[-300:]
+def _last_error(run: RunRecord, limit: int = 300) -> str:
+    """What `status` shows of the last attempt's error: a failed submission's start (the
+    error's type and message), a failed job's last lines (where its error is), without the
+    boxes rich draws around a CLI's usage errors."""
+    attempt = run.attempts[-1] if run.attempts else None
+    text = " ".join(re.sub(BOX_DRAWING, " ", (attempt.error if attempt else None) or "").split())
+    return text[:limit] if attempt and attempt.status == "SUBMIT_FAILED" else text[-limit:]

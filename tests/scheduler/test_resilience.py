@@ -15,6 +15,7 @@ from bc_ray.exceptions import LeaseHeldError
 from bc_ray.scheduler.config import SchedulerConfig
 from bc_ray.scheduler.lease import Lease, LeaseRecord
 from bc_ray.scheduler.scheduler import LEASE_NAME, Scheduler, previous_slot
+from bc_ray.scheduler.status import summarize
 from bc_ray.store.log import entry_path
 from bc_ray.store.store import Store
 from bc_ray.store.versions import Candidate, register_candidate, reject_version
@@ -49,6 +50,8 @@ def test_a_failed_submission_is_a_failed_attempt_retried_then_reported(tmp_path)
     assert recorded.status == "failed"  # never left "running"
     assert [a.status for a in recorded.attempts] == ["SUBMIT_FAILED", "SUBMIT_FAILED"]
     assert all(a.error for a in recorded.attempts)
+    [failure] = summarize(Store(uri))["failures"]  # `bc-ray status`: the error's type first
+    assert failure["error"] == " ".join(recorded.attempts[-1].error.split())[:300]
     assert Lease(Store(uri).io, LEASE_NAME, "x", 60).current().released
 
 
