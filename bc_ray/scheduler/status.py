@@ -47,9 +47,18 @@ def summarize(store: Store) -> dict:
         "failures": [{"run_id": r.run_id, "kind": r.kind, "ended_at": r.ended_at,
                       "note": r.note, "error": _last_error(r)}
                      for r in runs if r.status == "failed"][-5:],
+        # a run succeeds while its landing pass refused a batch: said here, or nobody sees it
+        "landing_refused": _landing_refused(runs),
         "lease": None if lease is None or lease.free(now) else {
             "holder": lease.holder, "expires_at": lease.expires_at},
     }
+
+
+def _landing_refused(runs: list[RunRecord]) -> list[dict]:
+    """The batches the latest landing pass refused (each refused again until fixed)."""
+    latest = next((r for r in reversed(runs) if r.landing is not None), None)
+    return [] if latest is None else [
+        {"run_id": latest.run_id, **item} for item in latest.landing.get("refused", [])][:5]
 
 
 def _last_error(run: RunRecord, limit: int = 300) -> str:

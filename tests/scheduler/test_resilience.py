@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import orjson
+import polars as pl
 import pytest
 
 from bc_ray.exceptions import LeaseHeldError
@@ -22,6 +23,7 @@ from bc_ray.store.versions import Candidate, register_candidate, reject_version
 from tests.conftest import free_port
 from tests.helpers import random_transform
 from tests.scheduler.stand_in_jobs import LocalJobs, interpreter
+from tests.store.landing_helpers import ZONE, encoded, rows, write, zone
 
 YEARLY = "0 0 1 1 *"
 
@@ -219,3 +221,19 @@ def test_a_failed_slot_runs_again_when_its_kind_is_named(tmp_path):
     assert again["status"] == "succeeded" and again["slot"] == first["slot"]
     [done] = fixed.once("refresh")
     assert done["status"] == "skipped"  # a slot that succeeded is not run twice
+
+
+def test_a_batch_the_landing_pass_refused_is_shown_by_status(tmp_path):
+    """The run itself succeeds (the other batches land, the refresh runs): the refusal is in
+    `bc-ray status`, where an operator looks, not only in the run's record."""
+    uri = f"file://{tmp_path}/store"
+    store = Store(uri)
+    bad = rows(0, 10).with_columns(uid=pl.lit(None, dtype=pl.String))  # null user ids
+    write(store, f"{ZONE}/dt=2026-11-21/part-0.parquet", encoded(rows(0, 10), ".parquet"))
+    write(store, f"{ZONE}/dt=2026-11-22/part-0.parquet", encoded(bad, ".parquet"))
+    scheduler = Scheduler(_config(uri, python=interpreter(tmp_path, 0),
+                                  landing=zone(store, settle_seconds=0)), jobs=LocalJobs())
+    [run] = scheduler.once("refresh")
+    assert run["status"] == "succeeded" and len(run["landing"]["taken"]) == 1
+    [refused] = summarize(Store(uri))["landing_refused"]
+    assert refused["batch"].endswith("dt=2026-11-22") and refused["run_id"] == run["run_id"]
