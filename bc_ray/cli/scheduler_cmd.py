@@ -123,13 +123,22 @@ class Schedule:
                        self.publish_from, self.publish_args)
 
 
+def _scheduler(config: SchedulerConfig):
+    """The scheduler of `config`; a store nothing has written is refused (a mistyped --store
+    would become a new store of leases and failed runs) unless a landing zone or
+    --publish-from is what fills it."""
+    from bc_ray.scheduler.scheduler import Scheduler
+
+    if config.landing is None and config.publish_from is None:
+        open_written_store(config.store)
+    return Scheduler(config)
+
+
 @app.command("run")
 @option_group
 def run(store: StoreOption, ray_address: AddressOption, schedule: Schedule) -> None:
     """Run forever: each cron slot once, one job at a time across all schedulers."""
-    from bc_ray.scheduler.scheduler import Scheduler
-
-    Scheduler(schedule.config(store, ray_address)).serve_forever()
+    _scheduler(schedule.config(store, ray_address)).serve_forever()
 
 
 @app.command("once")
@@ -137,11 +146,9 @@ def run(store: StoreOption, ray_address: AddressOption, schedule: Schedule) -> N
 def once(store: StoreOption, ray_address: AddressOption, kind: Kind = "auto", *,
          schedule: Schedule, as_json: JsonOption = False) -> None:
     """One pass (for cron or a Kubernetes CronJob): run what is due, or the given kind."""
-    from bc_ray.scheduler.scheduler import Scheduler
-
     if kind not in ("auto", *KINDS):
         raise typer.BadParameter("choose refresh, bump or auto", param_hint="--kind")
-    scheduler = Scheduler(schedule.config(store, ray_address))
+    scheduler = _scheduler(schedule.config(store, ray_address))
     scheduler.configure()
     results = scheduler.once(kind)
     emit(results, as_json, "\n".join(key_values({k: v for k, v in r.items() if k != "attempts"})

@@ -229,3 +229,12 @@ def test_every_command_has_a_one_line_summary():
     for name, text in walk(typer.main.get_command(app), []):
         assert text, f"{name} has no help"
         assert "\n" not in text.split("\n\n")[0], f"{name}: {text.splitlines()[:2]}"
+
+
+def test_the_scheduler_refuses_a_store_nothing_has_written(tmp_path):
+    """A mistyped --store is one line, not a new store of leases and failed runs (a landing
+    zone or --publish-from, which fill a new store, start one)."""
+    result = runner.invoke(app, ["scheduler", "once", "--store", f"file://{tmp_path}/stor",
+                                 "--ray-address", "http://127.0.0.1:1", "--kind", "refresh"])
+    assert result.exit_code != 0 and "no store at" in str(result.exception) + result.output
+    assert not (tmp_path / "stor").exists()
