@@ -221,9 +221,7 @@ class VersionLog:
         retry "exists": taken for another writer's, the commit would be made twice."""
         try:
             return self.io.read_bytes(entry_path(seq)) == raw
-        except NotFoundError:
-            return None  # not there (yet): a write still in flight may land
-        except OSError:
+        except (OSError, StoreError):  # not there yet (a write in flight may land), or unread
             return None
 
     def _encode(self, entry: dict, seq: int) -> bytes:

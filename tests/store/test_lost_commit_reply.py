@@ -79,3 +79,31 @@ def test_a_lost_reply_is_told_from_another_writers_entry(tmp_path):
     io.create = never_lands
     with pytest.raises(CommitStateUnknownError, match="may or may not have landed"):
         log.commit(log.read_state(), run, writer="a")
+
+
+def test_a_failed_write_whose_entry_cannot_be_read_back_is_of_unknown_outcome(tmp_path):
+    """The write timed out (it may still land) and the read-back is refused too: the outcome
+    is unknown, so the writer's staged files are kept (gc decides later), never removed."""
+    from bc_ray.exceptions import StorageAccessError
+    from bc_ray.store.store import Store
+
+    store = Store(f"file://{tmp_path}/store")
+    staged = f"{store.new_prefix('r')}/part.bin"
+    store.io.write_bytes(staged, b"x")
+    real_read = store.io.read_bytes
+    written: list[str] = []
+
+    def times_out(rel: str, data: bytes) -> None:
+        written.append(rel)
+        raise TimeoutError("the PUT timed out")
+
+    def throttled(rel: str) -> bytes:
+        if rel in written:  # the entry's read-back
+            raise StorageAccessError(f"cannot read {rel}: SlowDown")
+        return real_read(rel)
+
+    store.io.create, store.io.read_bytes = times_out, throttled
+    run = {"type": "run.recorded", "run_id": "r0", "kind": "test", "status": "ok"}
+    with pytest.raises(CommitStateUnknownError):
+        store.commit(lambda _state: [run], staged=staged.rsplit("/", 1)[0])
+    assert store.io.exists(staged)
