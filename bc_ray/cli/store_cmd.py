@@ -75,11 +75,11 @@ def export(store: StoreOption,
 
 
 def gc(store: StoreOption,
-       grace: Annotated[float, typer.Option(help="Only delete unreferenced run prefixes "
-                                                 "older than this many seconds (finite; at "
-                                                 "least 900 unless --force). Retention's files "
-                                                 "wait the store's own grace (store config "
-                                                 "--grace-seconds).")
+       grace: Annotated[float, typer.Option(help="Only delete unreferenced run prefixes and "
+                                                 "files older than this many seconds (finite; "
+                                                 "at least 900 unless --force). What retention "
+                                                 "unreferenced waits the store's own grace "
+                                                 "(store config --grace-seconds).")
                         ] = 3600.0,
        force: Annotated[bool, typer.Option(
            "--force", help="Allow a grace below 900 s: only when no writer (refresh, "

@@ -94,8 +94,9 @@ CheckpointEvery = Annotated[int, _help("Checkpoint every N epochs.")]
 MaxFailures = Annotated[int, _help("Worker-group restarts allowed.")]
 Seed = Annotated[int, _help("Random seed.")]
 RunName = Annotated[Optional[str], _help(
-    "Name of the run: its Ray Train folder and the version's run_name (default: train-<time>; "
-    "the scheduler passes its job id, to know the version its job made).")]
+    "Name of the run: its Ray Train folder and the version's run_name (default: train-<time>, "
+    "sharded-<time> with --sharded; the scheduler passes its job id, to know the version its "
+    "job made).")]
 Address = Annotated[Optional[str], _help(
     "Ray address (default: RAY_ADDRESS or a local cluster).")]
 FailOnReject = Annotated[bool, _help("Exit with status 3 when the gate rejects the candidate.")]

@@ -66,15 +66,16 @@ def forwarded(name: str) -> bool:
     return name in FORWARDED_AWS or (name.startswith("BC_RAY_") and name != "BC_RAY_SERVE_TOKEN")
 
 
-def entrypoint(config: SchedulerConfig, step: str, step_args: Sequence[str] = ()
-               ) -> tuple[str, dict]:
+def entrypoint(config: SchedulerConfig, step: str, step_args: Sequence[str] = (),
+               fixed: Sequence[str] = ()) -> tuple[str, dict]:
     """The command and runtime environment of a train, refresh or publish job (`step_args`:
-    what this one job takes, e.g. the folder a publish reads)."""
+    what this one job takes, e.g. the folder a publish reads; `fixed`: flags after the
+    configured extra arguments, which the last value of a flag wins over)."""
     extra = {"train": config.train_args, "refresh": config.refresh_args,
              "publish": config.publish_args}[step]
     if step in ("train", "publish"):  # a rejection is an outcome the scheduler records
         extra = ["--no-fail-on-reject", *extra]
-    args = ["--store", config.store, *step_args, *extra]
+    args = ["--store", config.store, *step_args, *extra, *fixed]
     env_vars = {k: v for k, v in os.environ.items() if forwarded(k)}
     for name, value in env_vars.items():  # e.g. a BC_RAY_STORE beside an explicit --store
         refuse_user_info(value, f"the environment variable {name} (forwarded to jobs)")

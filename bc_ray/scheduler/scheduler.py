@@ -38,8 +38,9 @@ from bc_ray.scheduler.publish_from import (
     ready_folders,
     version_of,
 )
+from bc_ray.scheduler.runs import abandoned_outcome, new_run_id, refreshed, version_made
 from bc_ray.store.actions import RunRecorded, SchedulerConfigured
-from bc_ray.store.state import StoreState, VersionRecord
+from bc_ray.store.state import StoreState
 from bc_ray.store.store import Store
 
 logger = logging.getLogger(__name__)
@@ -61,10 +62,6 @@ def next_slot(cron: str | None, now: float) -> str | None:
         return None
     return croniter(cron, datetime.fromtimestamp(now, tz=timezone.utc)).get_next(
         datetime).isoformat()
-
-
-def _run_id(kind: str) -> str:
-    return f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 class Scheduler:
@@ -115,8 +112,7 @@ class Scheduler:
         is recorded as done by it (the bump refreshed the same data moments ago)."""
         results: list[dict] = []
         for due in self.due() if kind == "auto" else [kind]:
-            bump = next((r for r in results if r["kind"] == "bump"
-                         and r["status"] == "succeeded"), None) if due == "refresh" else None
+            bump = next((r for r in results if refreshed(r)), None) if due == "refresh" else None
             results.append(self.run(due, covered_by=bump["run_id"] if bump else None,
                                     again_if_failed=kind != "auto"))
         return results
@@ -138,9 +134,7 @@ class Scheduler:
             if self.slot_taken(self.store.state(), kind, slot, not again_if_failed):
                 return {"kind": kind, "slot": slot, "status": "skipped",
                         "reason": f"slot {slot} already ran"}
-            if covered_by is not None:
-                return self._covered(kind, slot, covered_by)
-            return self._execute(kind, slot)
+            return self._execute(kind, slot, covered_by)
         except LeaseHeldError as exc:  # lost mid-run: the new holder settles the open run
             logger.error("stopping the %s run: %s", kind, exc)
             return {"kind": kind, "slot": slot, "status": "abandoned", "reason": str(exc)}
@@ -157,20 +151,12 @@ class Scheduler:
         except LeaseHeldError as exc:
             logger.warning("releasing the lease: %s", exc)
 
-    def _covered(self, kind: str, slot: str | None, run_id: str) -> dict:
-        now = iso_time(time.time())
-        run = {"run_id": _run_id(kind), "kind": kind, "slot": slot, "status": "succeeded",
-               "holder": self.holder, "started_at": now, "ended_at": now, "attempts": [],
-               "note": f"refreshed by bump {run_id} in the same pass"}
-        self._record(run)
-        return run
-
-    def _execute(self, kind: str, slot: str | None) -> dict:
-        run = {"run_id": _run_id(kind), "kind": kind, "slot": slot, "status": "running",
+    def _execute(self, kind: str, slot: str | None, covered_by: str | None = None) -> dict:
+        run = {"run_id": new_run_id(kind), "kind": kind, "slot": slot, "status": "running",
                "holder": self.holder, "started_at": iso_time(time.time()), "attempts": []}
         self._record(run)
         try:
-            return self._steps(run, kind)
+            return self._steps(run, kind, covered_by)
         except LeaseHeldError:
             raise
         except Exception as exc:  # noqa: BLE001 - the run is reported, never left "running"
@@ -183,12 +169,19 @@ class Scheduler:
             self._record(run)
             return run
 
-    def _steps(self, run: dict, kind: str) -> dict:
+    def _steps(self, run: dict, kind: str, covered_by: str | None = None) -> dict:
+        """The run's landing pass, then its jobs; `covered_by`: a bump of this pass that
+        refreshed, which stands for this refresh unless the landing pass took new batches."""
         if self.config.landing is not None:
             run["landing"] = ingest_landing(self.store, self.config.landing,
                                             heartbeat=self.lease.renew).to_dict(
                 limit=LANDING_SKIPS_RECORDED)
             self._record(run)
+        if covered_by is not None and not (run.get("landing") or {}).get("taken"):
+            run.update(status="succeeded", ended_at=iso_time(time.time()),
+                       note=f"refreshed by bump {covered_by} in the same pass")
+            self._record(run)
+            return run
         if kind == "bump" and self.config.publish_from is not None:
             return self._publish_new(run)
         if kind == "refresh" and (note := external_current(self.store.state())) is not None:
@@ -197,7 +190,7 @@ class Scheduler:
             return run
         steps = ("train", "refresh") if kind == "bump" else ("refresh",)
         for step in steps:
-            settled = (lambda: self._made(run) is not None) if step == "train" else None
+            settled = (lambda: self._trained(run)) if step == "train" else None
             if not self._step(run, step, settled=settled):
                 run.update(status="failed", ended_at=iso_time(time.time()))
                 self._record(run)
@@ -211,14 +204,10 @@ class Scheduler:
         self._record(run)
         return run
 
-    def _made(self, run: dict) -> VersionRecord | None:
-        """The version this run's train jobs made, published or rejected (each job is named
-        by its submission id, `--run-name`): versions other writers made meanwhile are theirs.
-        A job that failed after its version landed (killed after the commit) is not retried."""
-        jobs = {a["job_id"] for a in run["attempts"] if a["step"] == "train"}
-        made = [r for r in self.store.state().versions.values()
-                if r.metrics.get("run_name") in jobs and r.status in ("published", "rejected")]
-        return max(made, key=lambda r: r.version) if made else None
+    def _trained(self, run: dict) -> bool:
+        """A train job that failed after its version landed (killed after the commit) is not
+        retried: the version it made settles the step."""
+        return version_made(self.store.state(), run) is not None
 
     def _published(self) -> dict:
         """What a run leaves current: the version, and its item table's refresh."""
@@ -228,7 +217,7 @@ class Scheduler:
                 "refresh_id": item_table.refresh_id if item_table else None}
 
     def _rejected(self, run: dict) -> bool:
-        made = self._made(run)
+        made = version_made(self.store.state(), run)
         if made is None:
             return False
         run["candidate"] = {"version": made.version, "status": made.status,
@@ -267,7 +256,7 @@ class Scheduler:
                 return True
             submission_id = f"bc-ray-{run['run_id']}-{label or step}-{attempt}"
             named = ["--run-name", submission_id] if step == "train" else []
-            command, runtime_env = entrypoint(self.config, step, [*step_args, *named])
+            command, runtime_env = entrypoint(self.config, step, step_args, named)
             record = {"step": step, "attempt": attempt, "job_id": submission_id,
                       "submitted_at": iso_time(time.time()), "status": "RUNNING"}
             run["attempts"].append(record)
@@ -341,15 +330,7 @@ class Scheduler:
             if run.status != "running" or run.holder == self.holder:
                 continue
             status = self._wait(run.attempts[-1].job_id) if run.attempts else "MISSING"
-            # a bump whose scheduler died between its train and refresh jobs is not done
-            unfinished = status == "SUCCEEDED" and run.attempts[-1].step == "train"
-            self._record({**run.to_json(),
-                          "status": "succeeded" if status == "SUCCEEDED" and not unfinished
-                          else "failed", "ended_at": iso_time(time.time()),
-                          "note": f"settled by {self.holder}: scheduler {run.holder} died and "
-                                  f"its last job ({run.attempts[-1].step if run.attempts else '-'})"
-                                  f" ended {status}"
-                                  + ("; its refresh never ran" if unfinished else "")})
+            self._record(abandoned_outcome(self.store.state(), run, status, self.holder))
 
     # -- forever ----------------------------------------------------------------------------------
     def tick(self) -> list[dict]:

@@ -132,6 +132,8 @@ class CompatibilityService:
             if not self._flush_failed:
                 logger.exception("exporting the Serve metrics failed; reloads go on")
             self._flush_failed = True
+        else:
+            self._flush_failed = False  # a later outage is said again
 
     def _ready(self) -> ServingState:
         if self.state is None:

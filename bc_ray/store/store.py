@@ -195,14 +195,14 @@ class Store:
         except CommitStateUnknownError:
             raise  # the entry may have landed and name the staged files: gc decides later
         except (StoreError, ConfigError):  # ConfigError: from the build, before any entry
-            if staged is not None and not self._names(staged):
+            if staged is not None and not self._names_under(staged):
                 self.io.delete(staged, recursive=True)  # never referenced: safe to remove
             raise
         for hook in post_commit_hooks(actions):
             _POST_COMMIT[hook](self)
         return state
 
-    def _names(self, prefix: str) -> bool:
+    def _names_under(self, prefix: str) -> bool:
         """Whether the log names a file under `prefix` (true, too, where it cannot be read:
         gc decides later): a failed commit's staged files are only removed when it does not."""
         try:

@@ -4,7 +4,6 @@ exit with a chosen status, and the part of the Jobs API the scheduler uses."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +14,13 @@ from bc_ray.store.store import Store
 from bc_ray.store.versions import Candidate, publish_version, register_candidate
 from tests.helpers import random_transform
 
+ROOT = Path(__file__).resolve().parents[2]  # where `tests.` imports from
+
 
 def interpreter(folder: Path, exit_code: int) -> str:
     """An executable that stands in for the jobs' Python: a train job lands a version."""
     path = folder / f"python-{exit_code}"
-    path.write_text(f"#!/bin/sh\ncd {os.getcwd()} && exec {sys.executable} -m "
+    path.write_text(f"#!/bin/sh\ncd {ROOT} && exec {sys.executable} -m "
                     f"tests.scheduler.stand_in_jobs {exit_code} \"$@\"\n")
     path.chmod(0o755)
     return str(path)
@@ -45,8 +46,13 @@ class LocalJobs:
         return None
 
 
+def _last(flag: str, args: list[str]) -> str:
+    """A flag's value as the CLI takes it: its last occurrence wins."""
+    return [args[i + 1] for i, arg in enumerate(args) if arg == flag][-1]
+
+
 def _land_a_version(args: list[str]) -> None:
-    store = Store(args[args.index("--store") + 1])
+    store = Store(_last("--store", args))
     state = store.state()
     rng = np.random.default_rng(len(state.versions))
     parent = state.current_version
@@ -54,7 +60,7 @@ def _land_a_version(args: list[str]) -> None:
         parent=parent, dim=8, method="bc-aligner", spec={"hidden_dim": 8}, snapshot_id="s",
         cutoff=1.0, model=rng.bytes(64),
         transform=None if parent is None else random_transform(rng, state.version(parent).dim, 8),
-        metrics={"run_name": args[args.index("--run-name") + 1]}))
+        metrics={"run_name": _last("--run-name", args)}))
     publish_version(store, record.version)
 
 

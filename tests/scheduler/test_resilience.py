@@ -19,7 +19,12 @@ from bc_ray.scheduler.scheduler import LEASE_NAME, Scheduler, previous_slot
 from bc_ray.scheduler.status import summarize
 from bc_ray.store.log import entry_path
 from bc_ray.store.store import Store
-from bc_ray.store.versions import Candidate, register_candidate, reject_version
+from bc_ray.store.versions import (
+    Candidate,
+    publish_version,
+    register_candidate,
+    reject_version,
+)
 from tests.conftest import free_port
 from tests.helpers import random_transform
 from tests.scheduler.stand_in_jobs import LocalJobs, interpreter
@@ -141,31 +146,52 @@ def test_a_lease_that_outlived_its_life_untaken_is_extended_taken_is_lost(tmp_pa
     """A step longer than the lease (a long landing pass) does not abandon a run nobody else
     took over; once another scheduler has taken the expired lease, the fence holds."""
     io = Store(f"file://{tmp_path}/store").io
-    first = Lease(io, LEASE_NAME, "first", 0.2)
+    first = Lease(io, LEASE_NAME, "first", 1.0)
     first.acquire()
-    time.sleep(0.3)
+    time.sleep(1.2)
     record = first.verify()  # expired, untaken: extended
-    assert record.holder == "first" and record.expires_at > time.time()
-    time.sleep(0.3)
+    assert (record.holder, record.generation) == ("first", 1)
+    time.sleep(1.2)
     Lease(io, LEASE_NAME, "second", 60).acquire()  # takes the expired lease
     with pytest.raises(LeaseHeldError, match="lost to second"):
         first.verify()
 
 
-def test_a_dead_schedulers_bump_that_never_refreshed_is_settled_as_failed(tmp_path):
-    uri = f"file://{tmp_path}/store"
-    jobs = LocalJobs()
-    jobs.ran["train-job"] = 0  # its train job succeeded; the refresh was never submitted
-    dead = Scheduler(_config(uri, lease_ttl_s=0.2), holder="dead", jobs=jobs)
+def _abandoned_bump(uri: str, jobs: LocalJobs) -> None:
+    """A bump whose scheduler died after its train job ("train-job") and before its refresh."""
+    dead = Scheduler(_config(uri, lease_ttl_s=1.0), holder="dead", jobs=jobs)
     dead.lease.acquire()
     dead._record({"run_id": "bump-1", "kind": "bump", "slot": "2000-01-01T00:00:00+00:00",
                   "status": "running", "holder": "dead", "started_at": "2000-01-01T00:00:00",
                   "attempts": [{"step": "train", "attempt": 1, "job_id": "train-job",
                                 "submitted_at": "2000-01-01T00:00:00", "status": "RUNNING"}]})
-    time.sleep(0.3)  # its lease runs out
-    Scheduler(_config(uri), holder="next", jobs=jobs).run("refresh")  # settles, then refreshes
+    time.sleep(1.2)  # its lease runs out
+
+
+@pytest.mark.parametrize("gate", ["published", "rejected"])
+def test_a_dead_schedulers_bump_that_never_refreshed_is_not_done(tmp_path, gate):
+    """Its train job succeeded: a version it published still needs its refresh (failed, so
+    the operator sees it); one the gate rejected had nothing to refresh (rejected)."""
+    uri = f"file://{tmp_path}/store"
+    jobs = LocalJobs()
+    jobs.ran["train-job"] = 0
+    _abandoned_bump(uri, jobs)
+    store = Store(uri)
+    rng = np.random.default_rng(2)
+    made = register_candidate(store, Candidate(
+        parent=None, dim=8, method="bc-aligner", spec={"hidden_dim": 8}, snapshot_id="s",
+        cutoff=1.0, model=rng.bytes(64), transform=None, metrics={"run_name": "train-job"}))
+    if gate == "rejected":
+        reject_version(store, made.version, ["Recall@50 below the gate"])
+    else:
+        publish_version(store, made.version)
+    Scheduler(_config(uri, python=interpreter(tmp_path, 0)), holder="next",
+              jobs=jobs).run("refresh")  # settles, then refreshes
     settled = Store(uri).state().runs["bump-1"]
-    assert settled.status == "failed" and "its refresh never ran" in settled.note
+    if gate == "rejected":
+        assert settled.status == "rejected" and "refresh never ran" not in settled.note
+    else:
+        assert settled.status == "failed" and "its refresh never ran" in settled.note
 
 
 def test_a_refresh_due_beside_a_bump_that_succeeded_is_done_by_it(tmp_path):
@@ -201,7 +227,8 @@ def test_a_bump_reads_the_version_its_own_job_made(tmp_path):
                 reject_version(store, other.version, ["Recall@50 below the gate"])
 
     scheduler = Scheduler(_config(uri, python=interpreter(tmp_path, 0), refresh_cron=None,
-                                  bump_cron=YEARLY), jobs=AnotherWriterAfterTraining())
+                                  bump_cron=YEARLY, train_args=["--run-name", "mine"]),
+                          jobs=AnotherWriterAfterTraining())  # the job's own name still wins
     [run] = scheduler.once("bump")
     assert run["status"] == "succeeded" and run["candidate"]["version"] == 0
     assert [a["step"] for a in run["attempts"]] == ["train", "refresh"]
