@@ -158,8 +158,7 @@ def once(store: StoreOption, ray_address: AddressOption, kind: Kind = "auto", *,
 
 
 def status(store: StoreOption, as_json: JsonOption = False) -> None:
-    """Current version, last refresh, last and next scheduled runs, recent failures, and the
-    batches the last landing pass refused."""
+    """Current version, last refresh, last and next runs, failures, refused landing batches."""
     from bc_ray.scheduler.status import summarize
 
     summary = summarize(open_written_store(store))
