@@ -104,11 +104,17 @@ def read_embeddings_at(store: Store, state: StoreState, entity: str, version: in
                        prefer_stored: bool = True, verify: bool = True) -> pl.DataFrame:
     """`read_embeddings` as of one given state: a reader of several tables (an export of users
     and items) takes the state once, so a bump or refresh landing meanwhile never mixes in."""
+    return _view_at(store, state, entity, version, prefer_stored, verify)[0]
+
+
+def _view_at(store: Store, state: StoreState, entity: str, version: int | None,
+             prefer_stored: bool = True, verify: bool = True) -> tuple[pl.DataFrame, int]:
+    """(the rows, the version whose space they are in)."""
     record, target = source_table(state, entity, version, prefer_stored)
     transform = (store.transform_to(target, record.version, state)
                  if record.version != target else None)
     ids, matrix = read_embedding_rows(store, record, transform, verify=verify)
-    return _frame(ids, matrix, record.version)
+    return _frame(ids, matrix, record.version), target
 
 
 def scan_embeddings(store_uri: str, entity: str = "item", version: int | None = None, *,
@@ -148,9 +154,7 @@ def export_embeddings(store_uri: str, out: str, entity: str = "item", version: i
     entity (``bc_ray.entity``)."""
     target = ExportTarget.parquet(store_uri, out, options, entity)
     store = Store(store_uri, options)
-    state = store.written_state()  # one state for the rows and the version they are in
-    wanted = source_table(state, entity, version, prefer_stored=True)[1]
-    frame = read_embeddings_at(store, state, entity, version)
+    frame, wanted = _view_at(store, store.written_state(), entity, version)
     target.write_parquet(frame.to_arrow().replace_schema_metadata(
         {"bc_ray.version": str(wanted), "bc_ray.entity": entity}))
     return frame.height

@@ -49,12 +49,13 @@ class Lease:
                 continue
         return None
 
-    def _write(self, generation: int, released: bool = False, note: str = "") -> None:
+    def _write(self, generation: int, released: bool = False, note: str = "") -> LeaseRecord:
         record = LeaseRecord(generation, self.holder, time.time() + self.ttl_s, released, note)
         try:
             self.io.create(self._path(generation), orjson.dumps(vars(record)))
         except FileExistsError as exc:
             raise LeaseHeldError(f"lease {self.name!r} was taken by another scheduler") from exc
+        return record
 
     def acquire(self, note: str = "") -> LeaseRecord | None:
         """Take the lease; returns the record it replaced when that one had expired (its holder
@@ -98,12 +99,12 @@ class Lease:
 
     def _extend(self) -> LeaseRecord:
         try:
-            self._write(self.generation + 1)
+            record = self._write(self.generation + 1)
         except LeaseHeldError:
             self.generation = None
             raise
-        self.generation += 1
-        return self.current()
+        self.generation = record.generation
+        return record
 
     def release(self) -> None:
         if self.generation is None:

@@ -87,8 +87,8 @@ def sync(store: Store, state: StoreState, tables: dict[str, TableRecord]) -> int
     when it cannot."""
     files = [MirroredFile(e, t, f) for e, t in tables.items() for f in t.files]
     try:
-        _refuse_mixed_ids(store, tables)
-        version = _sync_table(store, state, files)
+        id_type = _one_id_type(store, tables)
+        version = _sync_table(store, state, files, id_type)
         _vacuum_copies(store, state)
     except StoreError:
         raise
@@ -103,7 +103,8 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _sync_table(store: Store, state: StoreState, files: list[MirroredFile]) -> int:
+def _sync_table(store: Store, state: StoreState, files: list[MirroredFile],
+                id_type: pa.DataType | None) -> int:
     """Copy what is missing, then commit the current files unless the table already shows them
     with bc_ray's schema and properties."""
     from deltalake import DeltaTable
@@ -114,8 +115,9 @@ def _sync_table(store: Store, state: StoreState, files: list[MirroredFile]) -> i
     table = _open(root, options)
     if table is not None and _shows(table, files, config):
         return table.version()
-    schema, actions = _schema_and_actions(store, files, sizes)
-    _commit(root, options, table, schema, actions, config, _commit_info(state, files))
+    actions = _add_actions(store, files, sizes)
+    _commit(root, options, table, table_schema(id_type), actions, config,
+            _commit_info(state, files))
     return DeltaTable(root, storage_options=options).version()
 
 
@@ -261,44 +263,38 @@ def _legacy_encoding(store: Store, file: FileRecord) -> bool:
     return has_arrow_schema(read_footer(store.io, file.path))
 
 
-def _schema_and_actions(store: Store, files: list[MirroredFile],
-                        sizes: dict[str, int]) -> tuple[pa.Schema, list]:
-    """The table's schema and one add action per copy, with its row count and the ids'
-    min/max (engines skip files by them)."""
+def _add_actions(store: Store, files: list[MirroredFile], sizes: dict[str, int]) -> list:
+    """One add action per copy, with its row count and the ids' min/max (engines skip files
+    by them)."""
     from deltalake.transaction import AddAction
 
     now_ms = int(time.time() * 1000)
-    actions, id_types = [], set()
-    for file in files:
-        metadata = read_footer(store.io, f"{DELTA_ROOT}/{file.path}")
-        id_types.add(metadata.schema.to_arrow_schema().field("id").type)
-        actions.append(AddAction(file.path, sizes[file.path], {"entity": file.entity}, now_ms,
-                                 True, json.dumps(_stats(metadata))))
-    if len(id_types) > 1:
-        raise _mixed(id_types)
-    return table_schema(id_types.pop()), actions
+    return [AddAction(file.path, sizes[file.path], {"entity": file.entity}, now_ms, True,
+                      json.dumps(_stats(read_footer(store.io, f"{DELTA_ROOT}/{file.path}"))))
+            for file in files]
 
 
-def _mixed(id_types: set) -> UnmirrorableError:
-    return UnmirrorableError(
-        f"user and item ids have different types ({sorted(map(str, id_types))}): one Delta "
-        "table partitioned by entity needs one id type; read the tables through bc_ray "
-        "(read_embeddings, Serve) or export one entity at a time (bc-ray export --entity)")
-
-
-def _refuse_mixed_ids(store: Store, tables: dict[str, TableRecord]) -> None:
-    """Refuse a store whose entities' ids differ in type before anything is copied (one
-    footer per table: a table's files share its schema). Copies such a store's earlier
-    syncs left under a root with no Delta table are named by no reader: they go."""
+def _one_id_type(store: Store, tables: dict[str, TableRecord]) -> pa.DataType | None:
+    """The ids' type, read before anything is copied (one footer per table: a table's files
+    share its schema). One Delta table partitioned by entity needs one: a store whose entities'
+    ids differ in type has no Delta view, and what earlier syncs copied for it goes."""
     id_types = {read_footer(store.io, t.files[0].path).schema.to_arrow_schema()
                 .field("id").type for t in tables.values() if t.files}
-    if len(id_types) < 2:
-        return
+    if len(id_types) > 1:
+        _remove_unnamed_copies(store)
+        raise UnmirrorableError(
+            f"user and item ids have different types ({sorted(map(str, id_types))}): one Delta "
+            "table partitioned by entity needs one id type; read the tables through bc_ray "
+            "(read_embeddings, Serve) or export one entity at a time (bc-ray export --entity)")
+    return id_types.pop() if id_types else None
+
+
+def _remove_unnamed_copies(store: Store) -> None:
+    """Copies under a root with no Delta table are named by no reader."""
     root, options = _location(store)
     if _open(root, options) is None:
         for entity in ENTITIES:
             store.io.delete(f"{DELTA_ROOT}/entity={entity}", recursive=True)
-    raise _mixed(id_types)
 
 
 def _stats(metadata: pq.FileMetaData) -> dict:
