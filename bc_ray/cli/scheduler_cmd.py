@@ -123,22 +123,58 @@ class Schedule:
                        self.publish_from, self.publish_args)
 
 
+# How often `scheduler run` looks again at a store nothing has written yet.
+UNWRITTEN_POLL_SECONDS = 60.0
+
+
+def _fills_itself(config: SchedulerConfig) -> bool:
+    """Whether the schedule writes a new store itself (a landing zone, --publish-from)."""
+    return config.landing is not None or config.publish_from is not None
+
+
 def _scheduler(config: SchedulerConfig):
     """The scheduler of `config`; a store nothing has written is refused (a mistyped --store
     would become a new store of leases and failed runs) unless a landing zone or
     --publish-from is what fills it."""
     from bc_ray.scheduler.scheduler import Scheduler
 
-    if config.landing is None and config.publish_from is None:
+    if not _fills_itself(config):
         open_written_store(config.store)
     return Scheduler(config)
+
+
+def wait_until_written(uri: str, poll_seconds: float) -> None:
+    """Block until something writes the store at `uri`, saying so once: a long-running
+    scheduler started before the first ingest waits for it instead of crash-looping, and
+    writes nothing meanwhile (a mistyped --store stays untouched, and named in the log)."""
+    import logging
+    import time
+
+    from bc_ray.exceptions import NotFoundError
+
+    said = False
+    while True:
+        try:
+            open_written_store(uri)
+            if said:
+                logging.getLogger(__name__).info("store %s written: scheduling", uri)
+            return
+        except NotFoundError as exc:
+            if not said:
+                logging.getLogger(__name__).warning(
+                    "%s; waiting for it, checking every %.0f s", exc, poll_seconds)
+                said = True
+        time.sleep(poll_seconds)
 
 
 @app.command("run")
 @option_group
 def run(store: StoreOption, ray_address: AddressOption, schedule: Schedule) -> None:
     """Run forever: each cron slot once, one job at a time across all schedulers."""
-    _scheduler(schedule.config(store, ray_address)).serve_forever()
+    config = schedule.config(store, ray_address)
+    if not _fills_itself(config):
+        wait_until_written(config.store, UNWRITTEN_POLL_SECONDS)
+    _scheduler(config).serve_forever()
 
 
 @app.command("once")

@@ -78,8 +78,11 @@ class Action(LogModel):
 
 
 def _discard(state: StoreState, paths: Iterable[str], at: str) -> None:
+    """Stamped with the latest time a commit stopped naming the path: one named again while on
+    the list (a re-pointed table, the Delta mirror) gets a whole grace period when it is
+    dropped again, never the rest of its first one."""
     for path in paths:
-        state.garbage.setdefault(path, at)
+        state.garbage[path] = at
 
 
 class SnapshotPublished(Action):

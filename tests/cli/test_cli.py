@@ -238,3 +238,36 @@ def test_the_scheduler_refuses_a_store_nothing_has_written(tmp_path):
                                  "--ray-address", "http://127.0.0.1:1", "--kind", "refresh"])
     assert result.exit_code != 0 and "no store at" in str(result.exception) + result.output
     assert not (tmp_path / "stor").exists()
+
+
+def test_a_long_running_scheduler_waits_for_an_unwritten_store(tmp_path):
+    """`scheduler run` (a Deployment started before the first ingest) waits for the store,
+    writing nothing and saying why once, instead of exiting into a crash loop."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bc_ray.cli.main", "scheduler", "run", "--store",
+         f"file://{tmp_path}/stor", "--ray-address", "http://127.0.0.1:1"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()  # the first thing it says
+        assert "no store at" in line and "waiting for it" in line, line
+        assert process.poll() is None
+        assert not (tmp_path / "stor").exists()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_waiting_for_a_store_ends_when_something_writes_it(tmp_path):
+    import threading
+
+    from bc_ray.cli.scheduler_cmd import wait_until_written
+    from bc_ray.store.store import RetentionPolicy, Store
+
+    uri = f"file://{tmp_path}/stor"
+    waiter = threading.Thread(target=wait_until_written, args=(uri, 0.05), daemon=True)
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive()
+    Store(uri).configure(RetentionPolicy())
+    waiter.join(30)
+    assert not waiter.is_alive()

@@ -124,3 +124,24 @@ def test_a_candidate_whose_parent_is_no_longer_current_loses_its_model(store_uri
     rollback_version(store, 0)
     with pytest.raises(StoreError, match="model was removed by retention"):
         publish_version(store, orphan.version)
+
+
+def test_a_path_named_again_gets_a_whole_grace_period_when_dropped_again():
+    """A file a commit names again while it waits on the garbage list (a table re-pointed at
+    it) must not be purged on its first stamp when it is dropped a second time."""
+    from bc_ray.store.actions import RefreshPublished
+    from bc_ray.store.state import FileRecord, StoreState
+
+    def refresh(path: str) -> RefreshPublished:
+        return RefreshPublished(
+            version=0, entity="user", refresh_id=path, files=[FileRecord(path, 1, "0" * 64)],
+            rows=1, dim=1, refreshed_at="2026-01-01T00:00:00+00:00", snapshot_id="s",
+            cutoff=0.0, mode="full")
+
+    state = StoreState()
+    days = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
+    for seq, (path, day) in enumerate(zip(["embeddings/a", "embeddings/b", "embeddings/a",
+                                           "embeddings/c"], days)):
+        refresh(path).apply(state, seq, f"{day}T00:00:00+00:00")
+    assert state.garbage["embeddings/a"].startswith("2026-01-04")  # dropped again on day 4
+    assert state.garbage["embeddings/b"].startswith("2026-01-03")
