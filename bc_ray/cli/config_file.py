@@ -243,6 +243,28 @@ def merged(loaded: LoadedConfig | None) -> list[dict]:
     return [{**row, "value": _redacted(row["value"])} for row in _settings(loaded)]
 
 
+def _recorded_retention(uri: str | None) -> list[dict]:
+    """The retention the store's log records, which wins over the file's and the environment's
+    (they are recorded only into a store that has none): shown beside them, so the rows above
+    are not read as in effect. Nothing when there is no store, or it records no policy."""
+    if not uri:
+        return []
+    from bc_ray.exceptions import BcRayError
+    from bc_ray.store.store import Store
+
+    try:
+        recorded = Store(uri).state().retention
+    except (BcRayError, OSError) as exc:
+        return [{"setting": "store retention", "value": None,
+                 "source": f"unreadable: {exc}"}]
+    if recorded is None:
+        return []
+    return [{"setting": f"store retention.{key}", "value": value,
+             "source": "the store's log (in effect; `bc-ray store config` changes it)"}
+            for key, value in (("keep_versions", recorded.keep_versions),
+                               ("grace_seconds", recorded.staging_grace_seconds))]
+
+
 def _redacted(value: Any) -> Any:
     return redact(value) if isinstance(value, str) else value
 
@@ -261,6 +283,7 @@ def _settings(loaded: LoadedConfig | None) -> list[dict]:
         rows.append({"setting": f"{section}.{key}", "value": value,
                      "source": source if from_file else (f"env {variable}" if value
                                                          else "unset")})
+    rows.extend(_recorded_retention(store_env or config.store))
     scheduler = config.scheduler.model_dump(exclude_none=True)
     for key, value in scheduler.items():
         rows.append({"setting": f"scheduler.{key}", "value": value, "source": source})

@@ -14,6 +14,7 @@ import yaml
 
 from bc_ray.cli import config_file
 from bc_ray.cli.main import app
+from bc_ray.store.store import RetentionPolicy
 from tests.helpers import store_with_chain
 
 
@@ -41,6 +42,7 @@ def test_the_file_sets_defaults_the_command_line_overrides(tmp_path):
     assert [v["version"] for v in json.loads(listed.stdout)] == [0, 1]
     overridden = _bc_ray("--config", str(path), "versions", "--json", "--store", other.io.uri)
     assert [v["version"] for v in json.loads(overridden.stdout)] == [0]
+    configured.configure(RetentionPolicy(keep_versions=1, staging_grace_seconds=0))
     shown = _bc_ray("config", "show", "--json", env={"BC_RAY_CONFIG": str(path),
                                                      "AWS_REGION": "eu-west-1"})
     assert shown.returncode == 0, shown.stderr
@@ -48,6 +50,10 @@ def test_the_file_sets_defaults_the_command_line_overrides(tmp_path):
     assert rows["store"] == {"setting": "store", "value": configured.io.uri,
                              "source": f"file {path}"}
     assert rows["retention.keep_versions"]["value"] == "3"
+    # the store records its own policy, which wins over the file's: shown as the one in effect
+    recorded = configured.state().retention
+    assert rows["store retention.keep_versions"]["value"] == recorded.keep_versions == 1
+    assert "in effect" in rows["store retention.keep_versions"]["source"]
     assert rows["s3.region"] == {"setting": "s3.region", "value": "eu-west-1",
                                  "source": "env AWS_REGION"}
     assert rows["scheduler.refresh_cron"]["value"] == "30 1 * * *"
