@@ -11,6 +11,8 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 
+from bc_ray.experiments.provenance import code_version
+
 OUT_DIR = os.environ.get("BC_RAY_BENCH_OUT", "bench-out")
 
 
@@ -47,11 +49,12 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
 
 
 def write_json(name: str, data: dict, path: str | None = None) -> str:
-    """`data`, with the machine it ran on, as `name`.json where every benchmark writes (or
+    """`data`, with the machine it ran on and the code that ran (`code_version`), as `name`.json where every benchmark writes (or
     at `path`)."""
     path = path or os.path.join(OUT_DIR, f"{name}.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    data = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **data}
+    data = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "code": code_version(), **data}
     with open(path, "w") as handle:
         json.dump(data, handle, indent=2, default=str)
     return path

@@ -70,6 +70,7 @@ def paper(
     from bc_ray.data import load_dataset
     from bc_ray.experiments.benchmark import run_benchmark
     from bc_ray.experiments.paper import DEFAULT_METHODS
+    from bc_ray.experiments.provenance import code_version
     from bc_ray.experiments.report import markdown_table, write_report
 
     _check_seeds(seeds, first_seed)
@@ -77,7 +78,7 @@ def paper(
     names = [m for m in (methods.split(",") if methods else DEFAULT_METHODS) if m.strip()]
     preset = _preset(quick, preset_name, epochs, lam_grid, model, spec)
     earlier = _earlier_run(lam_from, preset, model) if lam_from else None
-    started = time.perf_counter()
+    started, code = time.perf_counter(), code_version()  # the code as it started
 
     def progress(message: str) -> None:
         typer.echo(f"[{time.perf_counter() - started:7.1f}s] {message}", err=True)
@@ -103,6 +104,7 @@ def paper(
              f"--lam-grid {lam_grid}" if lam_grid else "",
              f"--lam-from {lam_from}" if lam_from else "", f"--out {out}"]
     results["command"] = " ".join(word for word in words if word)
+    results["code"] = code
     results["model"] = {"family": model, "spec": preset.spec.to_dict()}
     results["seconds"] = time.perf_counter() - started
     summary = write_report(results, out)

@@ -49,7 +49,8 @@ def merge(results: list[dict]) -> dict:
     grid = [entry for result in results for entry in result.get("lam_grid", [])]
     return {**first, "methods": methods, "seeds": len(seen), "runs": runs, "lam_grid": grid,
             "seconds": sum(r.get("seconds", 0.0) for r in results),
-            "commands": [r.get("command") for r in results]}
+            "commands": [r.get("command") for r in results],
+            "code": [r.get("code") for r in results]}
 
 
 def summary_per_seed(results: dict) -> dict[str, dict[int, dict]]:
