@@ -132,6 +132,26 @@ def _train_one(edge_user, edge_item, num_users, num_items, validate: Validate | 
     return MFResult(*best_state, reg, best_score, best_epoch, epoch)
 
 
+def fold_in_users(z_user: torch.Tensor, z_item: torch.Tensor, edge_user: torch.Tensor,
+                  edge_item: torch.Tensor) -> torch.Tensor:
+    """`z_user` where each user with no vector (no training edges: all zeros but the bias
+    column) but with edges in (`edge_user`, `edge_item`) gets the mean of those items'
+    vectors: what a graph model's aggregation gives a user first seen after training, so
+    BPR-MF is compared on the same edges, not denied the new users' known interactions."""
+    dim = z_user.shape[1] - 1  # the last column pairs with the item bias
+    untrained = ~z_user[:, :dim].any(dim=1)
+    chosen = untrained[edge_user]
+    users, items = edge_user[chosen], edge_item[chosen]
+    if not len(users):
+        return z_user
+    sums = torch.zeros(len(z_user), dim).index_add_(0, users, z_item[items, :dim])
+    counts = torch.bincount(users, minlength=len(z_user)).clamp(min=1)
+    out = z_user.clone()
+    folded = torch.bincount(users, minlength=len(z_user)) > 0
+    out[folded, :dim] = sums[folded] / counts[folded, None]
+    return out
+
+
 def _with_bias(users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor,
                seen_user: torch.Tensor, seen_item: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Tables whose dot product is <u, i> + b_i. An entity without training edges keeps a zero

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import time
 
-from bc_ray.core.baselines import MFConfig, popularity_embeddings, refit_bpr_mf, train_bpr_mf
+from bc_ray.core.baselines import (
+    MFConfig,
+    fold_in_users,
+    popularity_embeddings,
+    refit_bpr_mf,
+    train_bpr_mf,
+)
 from bc_ray.core.consumers import interaction_counts, item_rating_median
 from bc_ray.core.evaluation import recall_at_k
 from bc_ray.core.methods import Method
@@ -29,11 +35,13 @@ def reference_rows(ctx: SeedContext, preset: Preset, method: Method) -> list[dic
 
 
 def baseline_rows(ctx: SeedContext, preset: Preset, method: Method) -> list[dict]:
-    """Popularity or BPR-MF at every version, scored on the same test period as M_k: popularity
-    counts the edges a final fit trains on (`SeedContext.known`); BPR-MF is tuned and stopped on
-    version k's validation users and, with `preset.refit`, trained again on those edges like
-    the graph models. A vector is only learnt from its own edges, so BPR-MF cannot embed an
-    entity first seen later (it ranks it by the item biases), as a graph model can."""
+    """Popularity or BPR-MF at every version, scored on the same test period as M_k and given
+    the same edges M_k embeds with there (`split.graph`: every edge up to t_k and, as the
+    paper's protocol has it, the test period's new users' edges but their last). Popularity
+    counts those edges; BPR-MF is tuned and stopped on version k's validation users (with
+    `preset.refit`, trained again on the edges up to t_k like the graph models), then a user it
+    has no vector for is folded in from those edges (`fold_in_users`), as a graph model's
+    aggregation embeds one."""
     rows = []
     for version in range(preset.versions):
         split, train, known = ctx.splits[version], ctx.train_splits[version], ctx.known[version]
@@ -41,8 +49,9 @@ def baseline_rows(ctx: SeedContext, preset: Preset, method: Method) -> list[dict
         epoch = stopped = 0
         extra: dict = {}
         if method.model == "popularity":
-            z_user, z_item = popularity_embeddings(known.edge_item, known.num_users,
-                                                   known.num_items)
+            graph = split.graph
+            z_user, z_item = popularity_embeddings(graph.edge_item, graph.num_users,
+                                                   graph.num_items)
         else:
             config = _mf_config(preset, version, ctx.config.seed)
             result = train_bpr_mf(train.graph.edge_user, train.graph.edge_item,
@@ -52,7 +61,9 @@ def baseline_rows(ctx: SeedContext, preset: Preset, method: Method) -> list[dict
             if preset.refit:
                 result = refit_bpr_mf(known.edge_user, known.edge_item, known.num_users,
                                       known.num_items, result, config, item_pool=train.item_pool)
-            z_user, z_item = result.z_user, result.z_item
+            z_item = result.z_item
+            z_user = fold_in_users(result.z_user, z_item, split.graph.edge_user,
+                                   split.graph.edge_item)
             epoch, stopped, extra = result.selected_epoch, result.stopped_epoch, {
                 "mf_reg": result.reg}
         rows.append({"method": method.name, "version": version,

@@ -2,7 +2,13 @@
 
 import torch
 
-from bc_ray.core.baselines import MFConfig, popularity_embeddings, refit_bpr_mf, train_bpr_mf
+from bc_ray.core.baselines import (
+    MFConfig,
+    fold_in_users,
+    popularity_embeddings,
+    refit_bpr_mf,
+    train_bpr_mf,
+)
 from bc_ray.core.evaluation import recall_at_k
 
 
@@ -72,3 +78,25 @@ def test_refit_trains_the_chosen_setting_on_every_known_edge():
     others = torch.tensor([i for i in range(num_items) if i not in set(liked.tolist())])
     score = refit.z_user[0] @ refit.z_item.T
     assert score[liked].mean() > score[others].mean() + 0.5
+
+
+def test_a_user_first_seen_after_training_is_folded_in_from_its_known_edges():
+    """BPR-MF has no vector for a user without training edges; given the edges the graph models
+    embed with, such a user gets the mean of its items' vectors and finds its group's items,
+    while users with a vector keep it."""
+    train, held, num_users, num_items = _planted()
+    config = MFConfig(dim=8, lr=2e-2, regs=(1e-2,), batch_size=256, epochs=20, eval_every=5)
+    keep = train[0] >= 3  # users 0-2 (one per group) are first seen after training
+    trained = train_bpr_mf(train[0][keep], train[1][keep], num_users, num_items,
+                           lambda u, i: _recall(u, i, train, held), config)
+    folded = fold_in_users(trained.z_user, trained.z_item, *train)
+    assert torch.equal(folded[3:], trained.z_user[3:]) and torch.equal(folded[:, -1],
+                                                                        trained.z_user[:, -1])
+    for user in range(3):
+        assert torch.count_nonzero(trained.z_user[user, :-1]) == 0
+        liked = train[1][train[0] == user]
+        assert torch.allclose(folded[user, :-1], trained.z_item[liked, :-1].mean(dim=0))
+    cold = torch.arange(3)
+    before = recall_at_k(trained.z_user, trained.z_item, *held, *train, k=10, users=cold)
+    after = recall_at_k(folded, trained.z_item, *held, *train, k=10, users=cold)
+    assert after > before, (before, after)
