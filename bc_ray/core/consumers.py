@@ -57,8 +57,10 @@ def item_rating_median(split: PeriodSplit) -> float:
 
 
 def examples(task: str, split: PeriodSplit, phase: str, median: float) -> Examples:
-    """`phase` "train" uses what is known at t_k (item stats and edges of the training graph);
-    "eval" uses the period (t_k, t_{k+1}]."""
+    """`phase` "train" uses the item stats and edges of the split's graph: every edge up to t_k
+    and, as the paper's split has it, the period's new users' edges but their last (consumers
+    train on period 0 and are scored on later periods, which this never reaches); "eval" uses
+    the period (t_k, t_{k+1}]."""
     period = pl.concat([split.train_edges.filter(pl.col("t") > split.start), split.eval_edges])
     if task in ("user-activity", "user-positive-activity"):
         users = split.graph.user_first_t <= split.start
