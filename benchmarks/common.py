@@ -49,8 +49,8 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
 
 
 def write_json(name: str, data: dict, path: str | None = None) -> str:
-    """`data`, with the machine it ran on and the code that ran (`code_version`), as `name`.json where every benchmark writes (or
-    at `path`)."""
+    """`data`, with the machine it ran on and the code that ran (`code_version`), as
+    `name`.json where every benchmark writes (or at `path`)."""
     path = path or os.path.join(OUT_DIR, f"{name}.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     data = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
