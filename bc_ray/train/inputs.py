@@ -13,7 +13,7 @@ from bc_ray.core.registry import DEFAULT_FAMILY, get_family, version_family
 from bc_ray.core.splits import PeriodSplit, period_split
 from bc_ray.core.version import PreviousVersion, StoredTargets, TablesOnly
 from bc_ray.data.snapshot import GraphSnapshot
-from bc_ray.data.timeline import calendar_window
+from bc_ray.data.timeline import SECONDS_PER_DAY, calendar_window
 from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.state import EXTERNAL_FAMILY, StoreState, VersionRecord
@@ -21,6 +21,7 @@ from bc_ray.store.store import Store
 from bc_ray.store.versions import load_model_bytes
 from bc_ray.train.config import TrainJobConfig
 from bc_ray.train.stored_targets import stored_target_rows
+from bc_ray.train.target_time import say_if_seen, stored_targets_see
 
 TRAINABLE = ("fresh", "finetune")
 
@@ -37,6 +38,9 @@ class JobInputs:
     spec: ModelSpec
     parent: VersionRecord | None
     previous: PreviousVersion | None
+    # Whether stored ver-(k-1) targets were refreshed on the held-out edges (`target_time`);
+    # None: no stored targets (M_{k-1} runs on the training graph, or there is no parent).
+    targets_see_held_out: bool | None = None
 
 
 def trainable(method: Method) -> bool:
@@ -140,12 +144,17 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInp
     model = resolve_model(job.model, parent)
     family = get_family(model)
     spec = resolve_spec(job, model, family, method, parent)
-    previous = None
+    previous, seen = None, None
     if parent is not None:
         previous = previous_version(store, state, parent, snapshot, job.targets,
                                     with_previous_model)
+        if previous.stored is not None:
+            at = start if not snapshot.grows else (int(snapshot.edges["timestamp"].max())
+                                                   - int(job.holdout_days * SECONDS_PER_DAY))
+            seen = stored_targets_see(state, parent.version, at, snapshot.grows)
+            say_if_seen(seen, parent.version, window)
     return JobInputs(store, state, snapshot, split, method, model, family, spec, parent,
-                     previous)
+                     previous, seen)
 
 
 def holdout_window(snapshot: GraphSnapshot, job: TrainJobConfig) -> tuple[float, float, str]:
@@ -174,15 +183,17 @@ def chain_amplifiers(store: Store, state: StoreState, parent: VersionRecord) -> 
 
 def previous_version(store: Store, state: StoreState, parent: VersionRecord,
                      snapshot: GraphSnapshot, targets: str, with_model: bool) -> PreviousVersion:
-    """M_{k-1} as the bump aligns to it: its targets (`targets`: model or stored) and amplifiers."""
+    """M_{k-1} as the bump aligns to it: its targets (`targets`: model or stored) and amplifiers,
+    and its model wherever one is kept (`with_model`), whichever the targets: the relative gate
+    scores it, and a warm start or Finetune-M0 starts from it."""
     amplifiers = chain_amplifiers(store, state, parent)
     if parent.family == EXTERNAL_FAMILY:  # no model to run: its tables are the targets
         stored = _stored_targets(store, state, parent, snapshot)
         return PreviousVersion(parent.version, TablesOnly(parent.dim), amplifiers, stored=stored)
     family = version_family(parent)  # M_{k-1}: by its own family
     model = None
-    if with_model and (targets == "model" or get_method(parent.method).model == "finetune"):
-        model = family.from_bytes(load_model_bytes(store, parent.version, state))
+    if with_model and not parent.model_removed:  # with stored targets too: the relative gate
+        model = family.from_bytes(load_model_bytes(store, parent.version, state))  # and warm start
     stored = _stored_targets(store, state, parent, snapshot) if targets == "stored" else None
     return PreviousVersion(parent.version, family.spec_from_dict(parent.spec), amplifiers,
                            model=model, stored=stored)

@@ -114,7 +114,8 @@ def run_training(job: TrainJobConfig) -> TrainOutcome:
         wall_seconds=time.perf_counter() - started, num_workers=job.num_workers,
         resumed_from=result.metrics.get("resumed_from"),
         param_checksums=result.metrics.get("param_checksums"),
-        worker_nodes=result.metrics.get("worker_nodes"))
+        worker_nodes=result.metrics.get("worker_nodes"),
+        targets_see_held_out=inputs.targets_see_held_out)
     reasons = gate(metrics, job.gate)
     candidate = register_candidate(inputs.store, Candidate(
         parent=inputs.parent.version if inputs.parent else None, dim=inputs.spec.output_dim,

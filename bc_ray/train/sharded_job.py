@@ -83,6 +83,7 @@ from bc_ray.train.loop import (
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
+from bc_ray.train.target_time import say_if_seen, stored_targets_see
 from bc_ray.train.worker_memory import WorkerMemory, plan_worker_memory
 
 logger = logging.getLogger(__name__)
@@ -480,6 +481,11 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     _check_inputs(store, state, spec, parent)
     check_placement(job)
     bump = _plan(job, store, state, parent, spec, method)
+    seen = None
+    if parent is not None:
+        seen = stored_targets_see(state, parent.version, bump.held_out.start,
+                                  bump.run.files.time_column == "timestamp")
+        say_if_seen(seen, parent.version, bump.held_out.window)
     name = job.run_name or f"sharded-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     result = run_trainer(TorchTrainer(
         sharded_bump_per_worker, train_loop_config={"bump": bump},
@@ -507,7 +513,8 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
                    "worker_graph_bytes": [int(b) for b in result.metrics["worker_graph_bytes"]],
                    "worker_id_bytes": [int(b) for b in result.metrics["worker_id_bytes"]],
                    "worker_planned_bytes": list(bump.memory.state),
-                   "worker_nodes": result.metrics["worker_nodes"]}
+                   "worker_nodes": result.metrics["worker_nodes"],
+                   "targets_see_held_out": seen}
         reasons = gate(metrics, job.gate)
         # The model file goes into the store from its mapped pages: the driver never holds
         # the whole tables (4 d N bytes, 2.8 GB at 100M edges).

@@ -92,6 +92,38 @@ def test_a_warm_started_bump_with_a_step_budget_stops_on_every_rank(trained_stor
     assert outcome.status == "published", outcome.reasons
 
 
+def test_stored_targets_that_saw_the_held_out_period_are_said_and_still_gated(trained_store):
+    """Tables of the current version refreshed on the whole snapshot (cutoff 0.8) hold the
+    held-out period (0.7, 0.8]: the bump records it, and M_{k-1}'s recall is still measured
+    for the relative gate (M_{k-1} was loaded only for model targets before)."""
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from bc_ray.store.snapshots import load_snapshot
+    from bc_ray.store.tables import TableFiles, publish_refresh, table_prefix, write_table
+
+    uri, _ = trained_store
+    store = Store(uri)
+    state = store.state()
+    parent, snapshot = state.version(), load_snapshot(store, state=state)
+    rng, now, refresh = np.random.default_rng(0), datetime.now(timezone.utc), "targets"
+    tables = []
+    for entity in ("user", "item"):
+        ids = snapshot.entities(entity)["id"].to_numpy()
+        matrix = rng.normal(size=(ids.size, parent.dim)).astype(np.float32)
+        files = write_table(store, table_prefix(store, parent.version, entity, refresh), ids,
+                            matrix, parent.version, now)
+        tables.append(TableFiles(entity, files, ids.size, parent.dim))
+    publish_refresh(store, parent.version, refresh, tables, state.current_snapshot,
+                    snapshot.meta.cutoff, "full", now)
+    outcome = run_training(_job(uri, num_workers=0, targets="stored",
+                                gate=GateConfig(max_align_error_rel=100.0,
+                                                min_recall_vs_parent=0.0)))
+    assert outcome.metrics["targets_see_held_out"] is True
+    assert outcome.metrics["parent_recall_at_50"] > 0
+
+
 def test_worker_killed_mid_run_resumes_from_checkpoint(trained_store, tmp_path):
     uri, _ = trained_store
     marker = tmp_path / "killed"

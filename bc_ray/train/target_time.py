@@ -1,0 +1,48 @@
+"""Whether stored alignment targets saw the held-out period a bump is scored on.
+
+The stored ver-(k-1) tables (`--targets stored`, a sharded bump, a published parent) are the
+latest refresh of M_{k-1}, usually on a graph that already holds the held-out edges (the
+nightly refresh runs after each ingest). For a graph model such a row aggregates the entity's
+held-out neighbours, so aligning M_k to it carries those edges into training, and the gate's
+Recall@50 on them reads optimistically. Running M_{k-1} on the training graph
+(`--targets model`) does not. The bump records which it was (`targets_see_held_out`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from bc_ray.data.snapshot import ENTITIES
+from bc_ray.store.state import StoreState, TableRecord
+
+logger = logging.getLogger(__name__)
+
+
+def stored_targets_see(state: StoreState, version: int, start: float, calendar: bool) -> bool:
+    """Whether a stored table of `version` was refreshed on edges after `start`: a timestamp
+    on an ingested store (`calendar`), an edge fraction on a replayed timeline."""
+    tables = [t for e in ENTITIES if (t := state.table(version, e)) is not None]
+    return any(_seen_until(state, table, calendar) > start for table in tables)
+
+
+def _seen_until(state: StoreState, table: TableRecord, calendar: bool) -> float:
+    """The latest time the graph of `table`'s refresh held (inf: cannot tell, so assume all)."""
+    if not calendar:
+        return table.cutoff
+    snapshot = state.snapshots.get(table.snapshot_id)
+    if snapshot is None or snapshot.batches is None:
+        return math.inf
+    ends = [b.stats.get("time_range", [None, math.inf])[1] for b in state.batches.values()
+            if b.ordinal < snapshot.batches]
+    return max(ends, default=-math.inf)
+
+
+def say_if_seen(seen: bool, version: int, window: str) -> None:
+    if seen:
+        logger.warning(
+            "the stored embeddings of version %d were refreshed on a graph holding the held-out "
+            "period %s: aligning to them carries those edges into M_k, so its Recall@50 there "
+            "(and the relative gate) reads optimistically; --targets model aligns to M_%d run "
+            "on the training graph instead (recorded as targets_see_held_out)", version,
+            window, version)
