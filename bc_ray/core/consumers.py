@@ -15,6 +15,8 @@ activation) trained on ver-0 embeddings with validation-based early stopping on 
 from __future__ import annotations
 
 import copy
+import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +27,8 @@ from torch import nn
 from bc_ray.core.evaluation import roc_auc
 from bc_ray.core.splits import PeriodSplit
 from bc_ray.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
 
 TASKS = ("user-activity", "user-positive-activity", "item-rating-avg", "item-rating-std",
          "edge-rating")
@@ -132,6 +136,8 @@ def _train_one(x, y, x_val, y_val, hidden, dropout, config: ConsumerConfig):
     loss_fn = nn.BCEWithLogitsLoss()
     generator = torch.Generator().manual_seed(config.seed)
     best, best_state, waited = -1.0, None, 0
+    # A validation set of one class has no AUC (a small task's random hold-out can be one).
+    signal = torch.unique(y_val).numel() == 2
     for _ in range(config.epochs):
         model.train()
         order = torch.randperm(x.shape[0], generator=generator)
@@ -141,6 +147,8 @@ def _train_one(x, y, x_val, y_val, hidden, dropout, config: ConsumerConfig):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        if not signal:  # nothing to stop on: every epoch runs, the last state is kept
+            continue
         score = model.auc(x_val, y_val)
         if score > best:
             best, best_state, waited = score, copy.deepcopy(model.state_dict()), 0
@@ -148,18 +156,26 @@ def _train_one(x, y, x_val, y_val, hidden, dropout, config: ConsumerConfig):
             waited += 1
             if waited >= config.patience:
                 break
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
-    return model, best
+    return model, best if signal else float("nan")
 
 
 def train_consumer(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
                    config: ConsumerConfig = ConsumerConfig()) -> ConsumerMLP:
-    """Grid over hidden sizes and dropouts; the best validation AUC wins."""
+    """Grid over hidden sizes and dropouts; the best validation AUC wins. A validation set of
+    one class cannot choose: the grid's first setting, trained for every epoch, is kept (with a
+    warning) rather than failing the caller."""
     best_model, best_score = None, -1.0
     for hidden in config.hidden_dims:
         for dropout in config.dropouts:
             model, score = _train_one(x, y, x_val, y_val, hidden, dropout, config)
+            if math.isnan(score):
+                logger.warning("a consumer's validation set holds one class: no early "
+                               "stopping or grid choice, its first setting trained %d epochs",
+                               config.epochs)
+                return model
             if score > best_score:
                 best_model, best_score = model, score
     return best_model

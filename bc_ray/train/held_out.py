@@ -28,6 +28,7 @@ import torch
 from bc_ray.data.timeline import SECONDS_PER_DAY
 from bc_ray.exceptions import TrainingError
 from bc_ray.partition.edge_files import EdgeFiles, per_file
+from bc_ray.train.held_out_caveats import say_if_no_validation
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def held_out_split(files: EdgeFiles, degrees: np.ndarray, holdout_days: float = 
         raise TrainingError(f"no held-out edges of known users in {window}: "
                             + ("raise --holdout-days or ingest more data" if dedup
                                else "raise --holdout or advance the snapshot"))
+    say_if_no_validation(val_users.size, window)
     new = ~period.user_seen_before
     return HeldOut(
         start=start, window=window,

@@ -21,7 +21,7 @@ from bc_ray.store.store import Store
 from bc_ray.store.versions import load_model_bytes
 from bc_ray.train.config import TrainJobConfig
 from bc_ray.train.stored_targets import stored_target_rows
-from bc_ray.train.target_time import say_if_seen, stored_targets_see
+from bc_ray.train.held_out_caveats import say_if_no_validation, say_if_seen, stored_targets_see
 
 TRAINABLE = ("fresh", "finetune")
 
@@ -38,7 +38,7 @@ class JobInputs:
     spec: ModelSpec
     parent: VersionRecord | None
     previous: PreviousVersion | None
-    # Whether stored ver-(k-1) targets were refreshed on the held-out edges (`target_time`);
+    # Whether stored ver-(k-1) targets were refreshed on the held-out edges (`held_out_caveats`);
     # None: no stored targets (M_{k-1} runs on the training graph, or there is no parent).
     targets_see_held_out: bool | None = None
 
@@ -140,6 +140,7 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInp
         raise TrainingError(f"no held-out edges of known users in {window}: "
                             + ("raise --holdout-days or ingest more data" if snapshot.grows
                                else "raise --holdout or advance the snapshot"))
+    say_if_no_validation(split.val_users.numel(), window)
     parent = state.version() if state.current_version is not None else None
     model = resolve_model(job.model, parent)
     family = get_family(model)

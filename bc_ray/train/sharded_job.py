@@ -83,7 +83,7 @@ from bc_ray.train.loop import (
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
-from bc_ray.train.target_time import say_if_seen, stored_targets_see
+from bc_ray.train.held_out_caveats import say_if_seen, stored_targets_see
 from bc_ray.train.worker_memory import WorkerMemory, plan_worker_memory
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Whether stored alignment targets saw the held-out period a bump is scored on.
+"""What a bump's held-out period cannot vouch for, said before training: stored alignment
+targets that saw it, and a validation half with no users.
 
 The stored ver-(k-1) tables (`--targets stored`, a sharded bump, a published parent) are the
 latest refresh of M_{k-1}, usually on a graph that already holds the held-out edges (the
@@ -46,3 +47,13 @@ def say_if_seen(seen: bool, version: int, window: str) -> None:
             "(and the relative gate) reads optimistically; --targets model aligns to M_%d run "
             "on the training graph instead (recorded as targets_see_held_out)", version,
             window, version)
+
+
+def say_if_no_validation(users: int, window: str) -> None:
+    """A held-out period whose evaluated users all fell in the test half leaves model
+    selection nothing to score (its Recall@50 is NaN): the latest evaluated state is kept."""
+    if users == 0:
+        logger.warning("no validation users in the held-out period %s (each evaluated user is "
+                       "drawn into validation or test): model selection keeps the latest "
+                       "evaluated state; a longer period (--holdout-days, --holdout) has more",
+                       window)

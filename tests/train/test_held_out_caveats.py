@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bc_ray.store.state import BatchRecord, SnapshotRecord, StoreState, TableRecord
-from bc_ray.train.target_time import stored_targets_see
+from bc_ray.train.held_out_caveats import stored_targets_see
 
 
 def _table(snapshot_id: str, cutoff: float, entity: str = "user") -> TableRecord:
@@ -39,3 +39,13 @@ def test_an_ingested_store_compares_the_batches_the_refresh_saw_with_the_held_ou
     unknown = _state([_table("gone", 1.0)], batches_seen=2)
     assert stored_targets_see(unknown, 0, start=10_000, calendar=True)
     assert not stored_targets_see(_state([]), 0, start=0, calendar=True)  # no tables
+
+
+def test_a_held_out_period_without_validation_users_is_said(caplog):
+    from bc_ray.train.held_out_caveats import say_if_no_validation
+
+    with caplog.at_level("WARNING", logger="bc_ray.train.held_out_caveats"):
+        say_if_no_validation(3, "the last 7 days")
+        assert not caplog.text
+        say_if_no_validation(0, "the last 7 days")
+    assert "no validation users in the held-out period the last 7 days" in caplog.text
