@@ -51,6 +51,7 @@ def refresh(
 
     Default: incremental when the previous refresh allows it, else full."""
     from bc_ray.cluster import connect
+    from bc_ray.core.registry import version_family
     from bc_ray.refresh.warm import start_task_processes
     from bc_ray.store.versions import check_refreshable
 
@@ -62,7 +63,9 @@ def refresh(
         num_tasks=_renamed(num_tasks, num_actors, "num_tasks"),
         cpus_per_task=_renamed(cpus_per_task, cpus_per_actor, "cpus_per_task"),
         use_gpu=use_gpu, block_nodes=block_nodes, partitions=partitions)
-    check_refreshable(open_store(store).written_state())
+    state = open_store(store).written_state()
+    check_refreshable(state)
+    version_family(state.version())  # a family that does not load here, said before Ray starts
     connect(address)
     # The tasks' processes start (and import torch) while this one imports the refresh.
     warming = start_task_processes(config)

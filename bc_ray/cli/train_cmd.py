@@ -21,7 +21,7 @@ from bc_ray.render import key_values
 from bc_ray.train.config import TrainJobConfig
 
 if TYPE_CHECKING:
-    from bc_ray.store.state import VersionRecord
+    from bc_ray.store.state import StoreState, VersionRecord
     from bc_ray.train.runs import TrainOutcome
 
 # What a training job takes for an option not given: the options' defaults are these.
@@ -136,7 +136,7 @@ def train(
 ) -> None:
     """Train M_k jointly with B_k, score it on held-out edges, gate it, and publish it."""
     from bc_ray.cluster import connect
-    from bc_ray.train.inputs import check_job
+    from bc_ray.train.inputs import check_job, trained_before_published
     from bc_ray.train.job import run_training
 
     if model is not None:
@@ -153,7 +153,10 @@ def train(
         gate=dataclasses.replace(GATE, max_align_error_rel=max_align_error_rel,
                                  min_recall_vs_parent=min_recall_vs_parent),
         checkpoint_every=checkpoint_every, max_failures=max_failures, run_name=run_name)
-    parent = _current_version(store)
+    state = _trainable_state(store)
+    parent = state.version() if state.current_version is not None else None
+    if job.model is None and parent is not None and parent.external:
+        job = trained_before_published(job, state)  # its family reads --spec
     job = _with_spec(job, spec, parent)
     check_job(job, parent)  # what is said without a cluster is said before one starts
     connect(address)
@@ -176,11 +179,11 @@ def _with_spec(job: TrainJobConfig, text: str | None, parent: VersionRecord | No
     return dataclasses.replace(job, model=chosen, spec=parsed)
 
 
-def _current_version(store: str) -> VersionRecord | None:
-    """The version a bump would follow, from a store that holds a snapshot to train on."""
+def _trainable_state(store: str) -> StoreState:
+    """The state of a store that holds a snapshot to train on."""
     state = open_store(store).written_state()
     state.snapshot()
-    return state.version() if state.current_version is not None else None
+    return state
 
 
 def _report(outcome: TrainOutcome, as_json: bool, fail_on_reject: bool) -> None:

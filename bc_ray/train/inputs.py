@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +24,8 @@ from bc_ray.store.versions import load_model_bytes
 from bc_ray.train.config import TrainJobConfig
 from bc_ray.train.stored_targets import stored_target_rows
 from bc_ray.train.held_out_caveats import say_if_no_validation, say_if_seen, stored_targets_see
+
+logger = logging.getLogger(__name__)
 
 TRAINABLE = ("fresh", "finetune")
 
@@ -62,7 +66,8 @@ def resolve_method(name: str) -> Method:
 
 def resolve_model(model: str | None, parent: VersionRecord | None) -> str:
     """`--model`, else the current version's family (a scheduled bump keeps it; it must still
-    load), else GraphSAGE (version 0, or after embeddings published from elsewhere)."""
+    load), else GraphSAGE (version 0; after published embeddings the command line chooses
+    first: `trained_before_published`)."""
     if model is not None:
         return model
     if parent is None or parent.external:
@@ -72,6 +77,25 @@ def resolve_model(model: str | None, parent: VersionRecord | None) -> str:
     except ConfigError as error:
         raise ConfigError(f"{error}, or choose a family with --model") from None
     return parent.family
+
+
+def trained_before_published(job: TrainJobConfig, state: StoreState) -> TrainJobConfig:
+    """A bump without --model on top of published embeddings trains the newest trained
+    version's family and spec on the lineage (a team that published one version from
+    elsewhere goes on with its own model, not a silent switch), else GraphSAGE; said."""
+    trained = [state.version(v) for v in state.lineage() if not state.version(v).external]
+    if not trained:
+        logger.info("version %d was published from embeddings made elsewhere and no version "
+                    "of this store was trained here: training %s (--model chooses another)",
+                    state.current_version, DEFAULT_FAMILY)
+        return job
+    source = trained[-1]
+    model = resolve_model(None, source)
+    logger.info("version %d was published from embeddings made elsewhere: training %s as "
+                "version %d, the newest trained one, was (--model chooses another)",
+                state.current_version, model, source.version)
+    spec = job.spec or get_family(model).spec_from_dict(source.spec)
+    return dataclasses.replace(job, model=model, spec=spec)
 
 
 def resolve_spec(job: TrainJobConfig, model: str, family: ModelFamily, method: Method,

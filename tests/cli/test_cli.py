@@ -86,6 +86,41 @@ def test_a_path_with_no_store_and_a_mistyped_method_are_said_before_a_cluster_st
     assert "popularity" not in listed and "keep-all" not in listed  # baselines it refuses
 
 
+def test_a_bump_on_published_embeddings_keeps_the_family_the_team_trained(tmp_path, caplog):
+    """Version 0 trained by the `tiny` plug-in, version 1 published from elsewhere: a bump
+    without --model goes on with tiny and version 0's spec, saying so (it silently switched
+    to GraphSAGE); --spec is read by that family, and --model still chooses another."""
+    import numpy as np
+
+    from bc_ray.store.state import EXTERNAL_FAMILY
+    from bc_ray.store.store import Store
+    from bc_ray.store.versions import Candidate, publish_version, register_candidate
+    from bc_ray.train.config import TrainJobConfig
+    from bc_ray.train.inputs import trained_before_published
+
+    store = Store(f"file://{tmp_path}/store")
+    rng = np.random.default_rng(0)
+    for parent, family, spec in ((None, "tiny", {"dim": 8}), (0, EXTERNAL_FAMILY, {})):
+        record = register_candidate(store, Candidate(
+            parent=parent, dim=8, method="bc-aligner", spec=spec, snapshot_id="s", cutoff=1.0,
+            model=rng.bytes(16), transform=None if parent is None else
+            (np.eye(8, dtype=np.float32), np.zeros(8, dtype=np.float32)), family=family))
+        publish_version(store, record.version)
+    with caplog.at_level("INFO", logger="bc_ray.train.inputs"):
+        job = trained_before_published(TrainJobConfig(store=store.uri), store.state())
+    assert job.model == "tiny" and job.spec.to_dict() == {"dim": 8}
+    assert "training tiny as version 0, the newest trained one, was" in caplog.text
+    alone = trained_before_published(TrainJobConfig(store=store.uri), _only_published(store))
+    assert alone.model is None  # nothing trained here: GraphSAGE, as for version 0
+
+
+def _only_published(store):
+    """`store`'s state as if its first version had been published too (none trained here)."""
+    state = store.state()
+    state.versions[0].family = state.versions[1].family
+    return state
+
+
 def test_a_bump_of_a_plugin_version_reads_its_spec_and_is_checked_before_a_cluster(tmp_path):
     """`--spec` alone is read by the current version's family (the test-only `tiny`, whose
     `dim` GraphSAGE's parser does not know), and what the method or --sharded refuse against
@@ -116,6 +151,14 @@ def test_a_bump_of_a_plugin_version_reads_its_spec_and_is_checked_before_a_clust
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and said in lines[0], (args, done.stderr)
         assert lines[1:] == ["no cluster"], (args, lines)
+    # Without the plug-in installed, a refresh of that version says what to install, before
+    # a cluster starts (it used to start Ray and its warm-up tasks first).
+    without = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", NO_CLUSTER_CHECK, "refresh", "--store", uri],
+                          capture_output=True, text=True, env=without)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "which does not load here" in lines[0], done.stderr
+    assert lines[1:] == ["no cluster"], lines
 
 
 def test_benchmark_rejects_bad_counts_before_any_work(tmp_path):
