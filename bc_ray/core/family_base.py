@@ -22,7 +22,7 @@ from bc_ray.core.family import (
     EmbeddingModule,
     ModelSpec,
 )
-from bc_ray.core.graph import GraphTensors
+from bc_ray.core.graph import GraphTensors, shared_tensor
 from bc_ray.core.module_bytes import module_from_bytes, module_to_bytes
 from bc_ray.core.warmstart import fine_tune_copy
 from bc_ray.exceptions import ConfigError
@@ -78,7 +78,7 @@ class FamilyBase:
 
     def embed(self, model: EmbeddingModule, inputs: Any, nodes: np.ndarray) -> np.ndarray:
         z_user, z_item = embedded(model, inputs)
-        return torch.cat([z_user, z_item])[torch.from_numpy(np.asarray(nodes))].numpy()
+        return torch.cat([z_user, z_item])[shared_tensor(nodes)].numpy()  # nodes: read-only
 
     def affected(self, spec: ModelSpec, inputs: Any, changes: Changes) -> np.ndarray:
         return np.arange(inputs.num_nodes, dtype=np.int64)  # every node: always correct
