@@ -187,9 +187,11 @@ def epochs(trainer: VersionTrainer, rank: int, start: int, resumed_from: int | N
            fault: FaultInjection | None,
            on_last: Callable[[], None] | None = None) -> Iterator[tuple[int, dict, bool]]:
     """(epoch, stats, last) of each epoch from `start`, its steps taken, evaluated when due and
-    recorded, until the epochs or the step budget are spent: what both training loops share
-    before they report. `on_last` runs once the last epoch's steps are taken, before its
-    evaluation."""
+    recorded, until the epochs or the step budget are spent or validation stopped improving
+    (`patience`, as `VersionTrainer.fit` stops; every rank evaluates alike, so all stop
+    together): what both training loops share before they report. `on_last` runs once the
+    last epoch's steps are taken, before its evaluation (after it, where convergence is what
+    made the epoch the last)."""
     for epoch in range(start, trainer.config.epochs + 1):
         stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
         last = trainer.is_last(epoch)
@@ -197,6 +199,10 @@ def epochs(trainer: VersionTrainer, rank: int, start: int, resumed_from: int | N
             on_last()
         if trainer.should_evaluate(epoch):
             stats.update(trainer.evaluate(epoch))
+        if not last and trainer.converged:
+            last = True
+            if on_last is not None:
+                on_last()
         trainer.history.append(stats)
         inject_fault(fault, rank, epoch)
         stats["resumed_from"] = resumed_from
