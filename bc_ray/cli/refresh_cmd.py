@@ -51,9 +51,7 @@ def refresh(
 
     Default: incremental when the previous refresh allows it, else full."""
     from bc_ray.cluster import connect
-    from bc_ray.core.registry import version_family
     from bc_ray.refresh.warm import start_task_processes
-    from bc_ray.store.versions import check_refreshable
 
     if full and incremental:
         raise typer.BadParameter("choose one of --full and --incremental")
@@ -63,9 +61,7 @@ def refresh(
         num_tasks=_renamed(num_tasks, num_actors, "num_tasks"),
         cpus_per_task=_renamed(cpus_per_task, cpus_per_actor, "cpus_per_task"),
         use_gpu=use_gpu, block_nodes=block_nodes, partitions=partitions)
-    state = open_store(store).written_state()
-    check_refreshable(state)
-    version_family(state.version())  # a family that does not load here, said before Ray starts
+    _check_refreshable(store)
     connect(address)
     # The tasks' processes start (and import torch) while this one imports the refresh.
     warming = start_task_processes(config)
@@ -75,6 +71,17 @@ def refresh(
     summary = {"version": outcome.version, "refresh_id": outcome.refresh_id,
                "mode": outcome.mode, **outcome.stats}
     emit(summary, as_json, key_values(summary))
+
+
+def _check_refreshable(store: str) -> None:
+    """What refuses a refresh without a cluster, said before one starts: a published version,
+    and a family that does not load here (what to install)."""
+    from bc_ray.core.registry import version_family
+    from bc_ray.store.versions import check_refreshable
+
+    state = open_store(store).written_state()
+    check_refreshable(state)
+    version_family(state.version())
 
 
 def _renamed(value: float, old_value: float | None, name: str) -> float:

@@ -469,6 +469,17 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
                        job.checkpoint_every, job.fault)
 
 
+def _targets_see_held_out(bump: ShardedBump) -> bool | None:
+    """Whether the stored ver-(k-1) tables it aligns to were refreshed on its held-out period
+    (said when they were); None without a parent."""
+    if bump.parent is None:
+        return None
+    seen = stored_targets_see(bump.run.state, bump.parent.version, bump.held_out.start,
+                              bump.run.files.time_column == "timestamp")
+    say_if_seen(seen, bump.parent.version, bump.held_out.window)
+    return seen
+
+
 def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     started = time.perf_counter()
     method = resolve_method(job.method)
@@ -481,11 +492,7 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     _check_inputs(store, state, spec, parent)
     check_placement(job)
     bump = _plan(job, store, state, parent, spec, method)
-    seen = None
-    if parent is not None:
-        seen = stored_targets_see(state, parent.version, bump.held_out.start,
-                                  bump.run.files.time_column == "timestamp")
-        say_if_seen(seen, parent.version, bump.held_out.window)
+    seen = _targets_see_held_out(bump)
     name = job.run_name or f"sharded-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     result = run_trainer(TorchTrainer(
         sharded_bump_per_worker, train_loop_config={"bump": bump},
