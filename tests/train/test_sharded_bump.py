@@ -122,6 +122,10 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     assert set(by_entity) == {"user", "item"}
     assert second.metrics["align_error_rel_by_entity"] == pytest.approx(by_entity, rel=1e-4)
     assert second.metrics["sharded"] and second.metrics["epochs"] == 4
+    # The tables it aligned to were refreshed on days up to 38, inside its last 4 days (from
+    # about day 37): said and recorded; version 0 had no targets.
+    assert second.metrics["targets_see_held_out"] is True
+    assert first.metrics["targets_see_held_out"] is None
     assert [h["epoch"] for h in second.history] == [1, 2, 3, 4]
     assert all("recall" in h and "align_error" in h for h in second.history)
     min_align, best = float("inf"), None  # the selection rule, replayed on what it saw
