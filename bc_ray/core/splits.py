@@ -33,7 +33,8 @@ class PeriodSplit:
     test_users: torch.Tensor
     # Users first seen in the period. Only those with two or more of its edges are tested (the
     # last one), so a recall of "new users" is over those; a graph model embeds them from their
-    # earlier edges, a vector-per-entity model never learnt them.
+    # earlier edges; a vector-per-entity model never learnt them (the benchmark's BPR-MF folds
+    # them in from those edges: `core.baselines.fold_in_users`).
     new_users: torch.Tensor
 
     def tensors(self, edges: pl.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:

@@ -140,7 +140,7 @@ class SeedContext:
     train_splits: list[PeriodSplit]  # what version k trains and is validated on
     config: TrainConfig
     consumer_config: ConsumerConfig
-    # What version k's final fit trains on (a refit, BPR-MF's too; popularity; a post-hoc B_k): with
+    # What version k's final fit trains on (a refit, BPR-MF's too; a post-hoc B_k): with
     # recent-past validation every edge up to t_k and none later; with the paper's protocol its
     # training split (which holds the non-last edges of the test period's new users).
     known: list[GraphTensors]

@@ -79,9 +79,9 @@ def recall_by_version(results: dict) -> list[str]:
 
 def recall_by_user_kind(results: dict, summary: list[dict]) -> list[str]:
     """Recall@50 apart for test users seen before the period and users first seen in it (with
-    two or more of its edges: the last is tested): a model with a vector per entity (BPR-MF)
-    has never learnt the latter, a graph model embeds them from their earlier edges. Nothing
-    for runs saved before the split was recorded."""
+    two or more of its edges: the last is tested): a graph model embeds the latter from their
+    earlier edges, BPR-MF folds them in from the same edges (runs before 2026-12-07 gave them
+    a zero vector). Nothing for runs saved before the split was recorded."""
     rows = [row for row in summary if not math.isnan(row["recall_existing_at_50"])
             or not math.isnan(row["recall_new_at_50"])]
     if not rows:

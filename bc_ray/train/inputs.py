@@ -82,15 +82,23 @@ def resolve_model(model: str | None, parent: VersionRecord | None) -> str:
 def trained_before_published(job: TrainJobConfig, state: StoreState) -> TrainJobConfig:
     """A bump without --model on top of published embeddings trains the newest trained
     version's family and spec on the lineage (a team that published one version from
-    elsewhere goes on with its own model, not a silent switch), else GraphSAGE; said."""
+    elsewhere goes on with its own model, not a silent switch), else GraphSAGE (and always
+    for --sharded, which trains nothing else); said."""
     trained = [state.version(v) for v in state.lineage() if not state.version(v).external]
+    if job.sharded:  # what a sharded bump trains: GraphSAGE, whatever came before
+        return job
     if not trained:
         logger.info("version %d was published from embeddings made elsewhere and no version "
                     "of this store was trained here: training %s (--model chooses another)",
                     state.current_version, DEFAULT_FAMILY)
         return job
     source = trained[-1]
-    model = resolve_model(None, source)
+    try:
+        model = resolve_model(None, source)
+    except ConfigError as error:
+        raise ConfigError(f"version {state.current_version} was published from embeddings made "
+                          f"elsewhere, so a bump without --model trains the family of version "
+                          f"{source.version}, the newest trained here: {error}") from None
     logger.info("version %d was published from embeddings made elsewhere: training %s as "
                 "version %d, the newest trained one, was (--model chooses another)",
                 state.current_version, model, source.version)
@@ -151,8 +159,17 @@ def check_sharded(job: TrainJobConfig, method: Method, parent: VersionRecord | N
                           "avoids: pass --targets stored")
 
 
-def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInputs:
-    """Reads and validates; every error here is raised before any worker starts."""
+def previous_model_used(job: TrainJobConfig) -> bool:
+    """Whether a worker's training reads M_{k-1} itself (its targets, a warm start, Fix-M0 or
+    Finetune-M0); the driver loads it anyway, for the relative gate."""
+    return (job.targets == "model" or job.train.warm_start != "off"
+            or resolve_method(job.method).model in ("finetune", "fixed"))
+
+
+def load_inputs(job: TrainJobConfig, with_previous_model: bool = True,
+                say: bool = True) -> JobInputs:
+    """Reads and validates; every error here is raised before any worker starts. `say`: log
+    the held-out period's caveats (the driver does; its workers read the same inputs)."""
     method = resolve_method(job.method)
     store = Store(job.store)
     state = store.state()
@@ -164,7 +181,8 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInp
         raise TrainingError(f"no held-out edges of known users in {window}: "
                             + ("raise --holdout-days or ingest more data" if snapshot.grows
                                else "raise --holdout or advance the snapshot"))
-    say_if_no_validation(split.val_users.numel(), window)
+    if say:
+        say_if_no_validation(split.val_users.numel(), window)
     parent = state.version() if state.current_version is not None else None
     model = resolve_model(job.model, parent)
     family = get_family(model)
@@ -177,9 +195,17 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True) -> JobInp
             at = start if not snapshot.grows else (int(snapshot.edges["timestamp"].max())
                                                    - int(job.holdout_days * SECONDS_PER_DAY))
             seen = stored_targets_see(state, parent.version, at, snapshot.grows)
-            say_if_seen(seen, parent.version, window)
+            if say:
+                say_if_seen(seen, parent.version, window, _instead(parent))
     return JobInputs(store, state, snapshot, split, method, model, family, spec, parent,
                      previous, seen)
+
+
+def _instead(parent: VersionRecord) -> str:
+    if parent.external:
+        return (f"version {parent.version} was published from elsewhere and has no model to "
+                "run on the training graph, so read the gate with that in mind")
+    return (f"--targets model aligns to M_{parent.version} run on the training graph instead")
 
 
 def holdout_window(snapshot: GraphSnapshot, job: TrainJobConfig) -> tuple[float, float, str]:

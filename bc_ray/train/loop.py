@@ -30,7 +30,7 @@ from bc_ray.core.trainer import VersionTrainer
 from bc_ray.core.version import prepare_trainer, split_evaluator
 from bc_ray.memory import private_bytes
 from bc_ray.train.config import FaultInjection, TrainJobConfig
-from bc_ray.train.inputs import load_inputs
+from bc_ray.train.inputs import load_inputs, previous_model_used
 
 CHECKPOINT_FILE = "trainer.pt"
 CHECKPOINT_PREFIX = "bc-ray-ckpt-"  # the temporary folder of each checkpoint reported
@@ -158,7 +158,7 @@ def train_loop_per_worker(config: dict) -> None:
     job = TrainJobConfig.from_dict(config["job"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    inputs = load_inputs(job)
+    inputs = load_inputs(job, with_previous_model=previous_model_used(job), say=False)
     device = ray.train.torch.get_device() if job.use_gpu else torch.device("cpu")
     trainer = prepare_trainer(
         inputs.method, inputs.spec, inputs.split.graph, job.train, inputs.previous,
@@ -188,8 +188,8 @@ def epochs(trainer: VersionTrainer, rank: int, start: int, resumed_from: int | N
            on_last: Callable[[], None] | None = None) -> Iterator[tuple[int, dict, bool]]:
     """(epoch, stats, last) of each epoch from `start`, its steps taken, evaluated when due and
     recorded, until the epochs or the step budget are spent or validation stopped improving
-    (`patience`, as `VersionTrainer.fit` stops; every rank evaluates alike, so all stop
-    together): what both training loops share before they report. `on_last` runs once the
+    on every rank (`patience`, as `VersionTrainer.fit` stops; ranks agree first, so none
+    leaves a collective the others wait in): what both training loops share before they report. `on_last` runs once the
     last epoch's steps are taken, before its evaluation (after it, where convergence is what
     made the epoch the last)."""
     for epoch in range(start, trainer.config.epochs + 1):
@@ -197,9 +197,11 @@ def epochs(trainer: VersionTrainer, rank: int, start: int, resumed_from: int | N
         last = trainer.is_last(epoch)
         if last and on_last is not None:
             on_last()
-        if trainer.should_evaluate(epoch):
+        evaluated = trainer.should_evaluate(epoch)
+        if evaluated:
             stats.update(trainer.evaluate(epoch))
-        if not last and trainer.converged:
+        if not last and evaluated and trainer.config.patience > 0 \
+                and all(gathered("1" if trainer.converged else "")):  # all ranks stop together
             last = True
             if on_last is not None:
                 on_last()

@@ -476,7 +476,9 @@ def _targets_see_held_out(bump: ShardedBump) -> bool | None:
         return None
     seen = stored_targets_see(bump.run.state, bump.parent.version, bump.held_out.start,
                               bump.run.files.time_column == "timestamp")
-    say_if_seen(seen, bump.parent.version, bump.held_out.window)
+    say_if_seen(seen, bump.parent.version, bump.held_out.window,
+                "a sharded bump has no other targets (M_{k-1} over the whole graph is what it "
+                "avoids), so read its gate with that in mind")
     return seen
 
 

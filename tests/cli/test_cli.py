@@ -1,12 +1,15 @@
 import dataclasses
 import json
 import os
+import select
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from bc_ray.cli.main import app
+from bc_ray.exceptions import ConfigError
 from tests.conftest import PLUGINS
 
 runner = CliRunner()
@@ -112,6 +115,14 @@ def test_a_bump_on_published_embeddings_keeps_the_family_the_team_trained(tmp_pa
     assert "training tiny as version 0, the newest trained one, was" in caplog.text
     alone = trained_before_published(TrainJobConfig(store=store.uri), _only_published(store))
     assert alone.model is None  # nothing trained here: GraphSAGE, as for version 0
+    sharded = TrainJobConfig(store=store.uri, sharded=True, targets="stored")
+    assert trained_before_published(sharded, store.state()).model is None  # GraphSAGE only
+    gone = store.state()
+    gone.versions[0].family = "gone"
+    with pytest.raises(ConfigError, match="so a bump without --model trains the family of "
+                                          "version 0, the newest trained here: version 0 was "
+                                          "trained by model family 'gone'"):
+        trained_before_published(TrainJobConfig(store=store.uri), gone)
 
 
 def _only_published(store):
@@ -291,6 +302,8 @@ def test_a_long_running_scheduler_waits_for_an_unwritten_store(tmp_path):
          f"file://{tmp_path}/stor", "--ray-address", "http://127.0.0.1:1"],
         stderr=subprocess.PIPE, text=True)
     try:
+        ready, _, _ = select.select([process.stderr], [], [], 60)
+        assert ready, "scheduler run said nothing within 60 s"
         line = process.stderr.readline()  # the first thing it says
         assert "no store at" in line and "waiting for it" in line, line
         assert process.poll() is None

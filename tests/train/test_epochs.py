@@ -35,6 +35,10 @@ class RecordingTrainer:
         return {"recall": epoch / 10}
 
     @property
+    def patience(self):
+        return self.stop_after
+
+    @property
     def converged(self):  # validation stopped improving: from `stop_after` on, when set
         return 0 < self.stop_after <= len([c for c in self.calls if c[0] == "evaluate"])
 

@@ -92,7 +92,8 @@ def test_a_warm_started_bump_with_a_step_budget_stops_on_every_rank(trained_stor
     assert outcome.status == "published", outcome.reasons
 
 
-def test_stored_targets_that_saw_the_held_out_period_are_said_and_still_gated(trained_store):
+def test_stored_targets_that_saw_the_held_out_period_are_said_and_still_gated(trained_store,
+                                                                             caplog):
     """Tables of the current version refreshed on the whole snapshot (cutoff 0.8) hold the
     held-out period (0.7, 0.8]: the bump records it, and M_{k-1}'s recall is still measured
     for the relative gate (M_{k-1} was loaded only for model targets before)."""
@@ -117,9 +118,12 @@ def test_stored_targets_that_saw_the_held_out_period_are_said_and_still_gated(tr
         tables.append(TableFiles(entity, files, ids.size, parent.dim))
     publish_refresh(store, parent.version, refresh, tables, state.current_snapshot,
                     snapshot.meta.cutoff, "full", now)
-    outcome = run_training(_job(uri, num_workers=0, targets="stored",
-                                gate=GateConfig(max_align_error_rel=100.0,
-                                                min_recall_vs_parent=0.0)))
+    with caplog.at_level("WARNING", logger="bc_ray.train.held_out_caveats"):
+        outcome = run_training(_job(uri, num_workers=0, targets="stored",
+                                    gate=GateConfig(max_align_error_rel=100.0,
+                                                    min_recall_vs_parent=0.0)))
+    said = [r.getMessage() for r in caplog.records if "held-out period" in r.getMessage()]
+    assert len(said) == 1 and "--targets model aligns to M_" in said[0], said  # the driver's
     assert outcome.metrics["targets_see_held_out"] is True
     assert outcome.metrics["parent_recall_at_50"] > 0
 
