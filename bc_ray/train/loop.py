@@ -189,9 +189,9 @@ def epochs(trainer: VersionTrainer, rank: int, start: int, resumed_from: int | N
     """(epoch, stats, last) of each epoch from `start`, its steps taken, evaluated when due and
     recorded, until the epochs or the step budget are spent or validation stopped improving
     on every rank (`patience`, as `VersionTrainer.fit` stops; ranks agree first, so none
-    leaves a collective the others wait in): what both training loops share before they report. `on_last` runs once the
-    last epoch's steps are taken, before its evaluation (after it, where convergence is what
-    made the epoch the last)."""
+    leaves a collective the others wait in): what both training loops share before they
+    report. `on_last` runs once the last epoch's steps are taken, before its evaluation (after
+    it, where convergence is what made the epoch the last)."""
     for epoch in range(start, trainer.config.epochs + 1):
         stats = trainer.run_epoch(epoch, log_progress if rank == 0 else None)
         last = trainer.is_last(epoch)
