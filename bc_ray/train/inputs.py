@@ -22,8 +22,8 @@ from bc_ray.store.state import EXTERNAL_FAMILY, StoreState, VersionRecord
 from bc_ray.store.store import Store
 from bc_ray.store.versions import load_model_bytes
 from bc_ray.train.config import TrainJobConfig
-from bc_ray.train.stored_targets import stored_target_rows
 from bc_ray.train.held_out_caveats import say_if_no_validation, say_if_seen, stored_targets_see
+from bc_ray.train.stored_targets import stored_target_rows
 
 logger = logging.getLogger(__name__)
 

@@ -71,6 +71,7 @@ from bc_ray.store.versions import Candidate, publish_version, register_candidate
 from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.gate import ALIGN_SAMPLE, gate
 from bc_ray.train.held_out import HeldOut, held_out_split
+from bc_ray.train.held_out_caveats import say_if_seen, stored_targets_see
 from bc_ray.train.inputs import chain_amplifiers, check_sharded, resolve_method, resolve_spec
 from bc_ray.train.loop import (
     checkpoint_folder,
@@ -83,7 +84,6 @@ from bc_ray.train.loop import (
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
-from bc_ray.train.held_out_caveats import say_if_seen, stored_targets_see
 from bc_ray.train.worker_memory import WorkerMemory, plan_worker_memory
 
 logger = logging.getLogger(__name__)
