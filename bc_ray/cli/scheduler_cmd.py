@@ -171,10 +171,12 @@ def wait_until_written(uri: str, poll_seconds: float) -> None:
 @option_group
 def run(store: StoreOption, ray_address: AddressOption, schedule: Schedule) -> None:
     """Run forever: each cron slot once, one job at a time across all schedulers."""
+    from bc_ray.scheduler.scheduler import Scheduler
+
     config = schedule.config(store, ray_address)
-    if not _fills_itself(config):
+    if not _fills_itself(config):  # waited for, so not refused as `_scheduler` would
         wait_until_written(config.store, UNWRITTEN_POLL_SECONDS)
-    _scheduler(config).serve_forever()
+    Scheduler(config).serve_forever()
 
 
 @app.command("once")

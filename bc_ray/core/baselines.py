@@ -145,9 +145,9 @@ def fold_in_users(z_user: torch.Tensor, z_item: torch.Tensor, edge_user: torch.T
     if not len(users):
         return z_user
     sums = torch.zeros(len(z_user), dim).index_add_(0, users, z_item[items, :dim])
-    counts = torch.bincount(users, minlength=len(z_user)).clamp(min=1)
+    counts = torch.bincount(users, minlength=len(z_user))
+    folded = counts > 0
     out = z_user.clone()
-    folded = torch.bincount(users, minlength=len(z_user)) > 0
     out[folded, :dim] = sums[folded] / counts[folded, None]
     return out
 

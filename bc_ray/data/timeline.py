@@ -75,10 +75,16 @@ def t_at_timestamp(snapshot: GraphSnapshot, timestamp: int) -> float:
     return float(snapshot.edges["t"][position - 1])
 
 
+def days_before(end_timestamp: int, days: float) -> int:
+    """The timestamp `days` days before `end_timestamp`: where a window of that many days
+    starts (its edges are after it)."""
+    return end_timestamp - int(days * SECONDS_PER_DAY)
+
+
 def calendar_window(snapshot: GraphSnapshot, end_timestamp: int,
                     days: float) -> tuple[float, float]:
     """The (start, end] window in edge-fraction time covering `days` days before `end_timestamp`."""
     if days <= 0:
         raise DataError(f"a calendar window needs a positive number of days, got {days}")
-    start_timestamp = end_timestamp - int(days * SECONDS_PER_DAY)
-    return t_at_timestamp(snapshot, start_timestamp), t_at_timestamp(snapshot, end_timestamp)
+    return (t_at_timestamp(snapshot, days_before(end_timestamp, days)),
+            t_at_timestamp(snapshot, end_timestamp))

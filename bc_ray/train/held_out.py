@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import ray
 import torch
 
-from bc_ray.data.timeline import SECONDS_PER_DAY
+from bc_ray.data.timeline import days_before
 from bc_ray.exceptions import TrainingError
 from bc_ray.partition.edge_files import EdgeFiles, per_file
 from bc_ray.train.held_out_caveats import say_if_no_validation
@@ -181,7 +181,7 @@ def _calendar_period(files: EdgeFiles, holdout_days: float,
     a window that ends on a repeated pair is moved back to the latest one it holds."""
     earliest, latest = _span(files, cpus)
     while True:
-        start = latest - int(holdout_days * SECONDS_PER_DAY)
+        start = days_before(latest, holdout_days)
         if earliest > start:
             raise TrainingError(f"--holdout-days {holdout_days:g} covers every interaction "
                                 "ingested so far: nothing is left to train on; lower it")

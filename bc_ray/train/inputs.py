@@ -15,7 +15,7 @@ from bc_ray.core.registry import DEFAULT_FAMILY, get_family, version_family
 from bc_ray.core.splits import PeriodSplit, period_split
 from bc_ray.core.version import PreviousVersion, StoredTargets, TablesOnly
 from bc_ray.data.snapshot import GraphSnapshot
-from bc_ray.data.timeline import SECONDS_PER_DAY, calendar_window
+from bc_ray.data.timeline import calendar_window, days_before
 from bc_ray.exceptions import ConfigError, TrainingError
 from bc_ray.store.snapshots import load_snapshot
 from bc_ray.store.state import EXTERNAL_FAMILY, StoreState, VersionRecord
@@ -84,9 +84,9 @@ def trained_before_published(job: TrainJobConfig, state: StoreState) -> TrainJob
     version's family and spec on the lineage (a team that published one version from
     elsewhere goes on with its own model, not a silent switch), else GraphSAGE (and always
     for --sharded, which trains nothing else); said."""
-    trained = [state.version(v) for v in state.lineage() if not state.version(v).external]
     if job.sharded:  # what a sharded bump trains: GraphSAGE, whatever came before
         return job
+    trained = [state.version(v) for v in state.lineage() if not state.version(v).external]
     if not trained:
         logger.info("version %d was published from embeddings made elsewhere and no version "
                     "of this store was trained here: training %s (--model chooses another)",
@@ -192,8 +192,8 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True,
         previous = previous_version(store, state, parent, snapshot, job.targets,
                                     with_previous_model)
         if previous.stored is not None:
-            at = start if not snapshot.grows else (int(snapshot.edges["timestamp"].max())
-                                                   - int(job.holdout_days * SECONDS_PER_DAY))
+            at = start if not snapshot.grows else days_before(
+                int(snapshot.edges["timestamp"].max()), job.holdout_days)
             seen = stored_targets_see(state, parent.version, at, snapshot.grows)
             if say:
                 say_if_seen(seen, parent.version, window, _instead(parent))
