@@ -3,6 +3,10 @@
 Messages say what was wrong, where (file, column, row, version, field) and what to do. Keep
 "commit conflict, retry" (`CommitConflictError`) apart from "commit state unknown"
 (`CommitStateUnknownError`), as table formats do: the first is safe to retry, the second is not.
+
+A command's exit status tells a scheduler whether to try it again (`exit_status`):
+`EXIT_REPEATS` for an error the same command would meet again (its input, its settings, what the
+store holds), `EXIT_TEMPORARY` (sysexits' EX_TEMPFAIL) for one a later try may not meet.
 """
 
 from __future__ import annotations
@@ -50,7 +54,13 @@ class UnmirrorableError(StoreError):
 
 
 class StorageAccessError(StoreError):
-    """The object store refused or failed a read (credentials, permissions, endpoint)."""
+    """The object store refused or failed a read (credentials, permissions, endpoint).
+
+    `temporary` is False where waiting cannot help: a missing bucket, refused credentials."""
+
+    def __init__(self, message: str, *, temporary: bool = True) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 class LogEntryError(StoreError):
@@ -89,3 +99,19 @@ class TrainingError(BcRayError):
 
 class ShapeError(BcRayError):
     """Embedding and transform dimensions do not match."""
+
+
+EXIT_REPEATS = 2
+EXIT_TEMPORARY = 75
+
+
+def may_pass_later(exc: BcRayError) -> bool:
+    """Whether trying the same command again later can succeed: another writer, a lease, or an
+    object store that failed (not refused) a call."""
+    if isinstance(exc, StorageAccessError):
+        return exc.temporary
+    return isinstance(exc, (CommitConflictError, CommitStateUnknownError, LeaseHeldError))
+
+
+def exit_status(exc: BcRayError) -> int:
+    return EXIT_TEMPORARY if may_pass_later(exc) else EXIT_REPEATS

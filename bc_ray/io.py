@@ -141,11 +141,17 @@ class FileIO:
             raise
         except BcRayError:
             raise
-        except OSError as exc:
-            hint = (" (check the S3 endpoint and the credentials the AWS SDKs find: AWS_* "
-                    "variables, AWS_PROFILE, web identity or instance role)"
-                    if self.scheme == "s3" else "")
-            raise StorageAccessError(f"cannot read {self.uri_of(rel)}: {exc}{hint}") from exc
+        except Exception as exc:  # noqa: BLE001 - OSErrors and the SDK's own; the rest re-raised
+            if not isinstance(exc, OSError) and not _from_the_sdk(exc):
+                raise
+            raise self._access_error("read", rel, exc) from exc
+
+    def _access_error(self, verb: str, rel: str, exc: Exception) -> StorageAccessError:
+        hint = (" (check the S3 endpoint and the credentials the AWS SDKs find: AWS_* "
+                "variables, AWS_PROFILE, web identity or instance role)"
+                if self.scheme == "s3" else "")
+        return StorageAccessError(f"cannot {verb} {self.uri_of(rel)}: {exc}{hint}",
+                                  temporary=not _refused(exc))
 
     def check_bucket(self) -> None:
         """On S3, one clear error when the store's bucket does not exist, instead of a store
@@ -163,7 +169,7 @@ class FileIO:
         except FileNotFoundError:
             raise StorageAccessError(
                 f"the S3 bucket {bucket!r} of the store {self.uri} does not exist: create it, "
-                "or fix the store URI") from None
+                "or fix the store URI", temporary=False) from None
         except Exception:  # noqa: BLE001 - forbidden or unavailable: no verdict on the bucket
             return
         self._bucket_seen = True
@@ -227,6 +233,14 @@ class FileIO:
         except FileNotFoundError as exc:
             self.check_bucket()
             raise StorageAccessError(f"cannot write {self.uri_of(rel)}: {exc}") from exc
+        except OSError:  # FileExistsError is put-if-absent's answer; callers take OSErrors
+            raise
+        except BcRayError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the SDK's own (no endpoint); the rest re-raised
+            if not _from_the_sdk(exc):
+                raise
+            raise self._access_error("write", rel, exc) from exc
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a file at a path that is new by construction (unique run prefixes); locally it
@@ -326,6 +340,19 @@ class FileIO:
         if self.options.region:
             kwargs["region"] = self.options.region
         return pafs.S3FileSystem(**kwargs)
+
+
+def _from_the_sdk(exc: BaseException) -> bool:
+    """botocore's own errors (no endpoint at the URL, no credentials found) are no OSErrors:
+    s3fs lets them through untranslated."""
+    return type(exc).__module__.startswith("botocore.")
+
+
+def _refused(exc: BaseException) -> bool:
+    """Refused credentials or none at all: waiting cannot help (unlike an endpoint that is
+    down or slow)."""
+    return isinstance(exc, PermissionError) or type(exc).__name__ in (
+        "NoCredentialsError", "PartialCredentialsError")
 
 
 def _sync_dir(path: str) -> None:

@@ -24,7 +24,7 @@ from bc_ray.cli import (
 )
 from bc_ray.cli.common import JsonOption
 from bc_ray.cli.output import emit
-from bc_ray.exceptions import BcRayError
+from bc_ray.exceptions import BcRayError, exit_status
 from bc_ray.redaction import RedactingFilter, redact
 from bc_ray.render import table
 
@@ -76,8 +76,9 @@ def show_config(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 
 def run() -> None:
-    """Console entry: bc_ray errors are printed as one clear line (exit 2), never a traceback;
-    whatever is printed (errors, logs, an unexpected traceback) has URI credentials hidden."""
+    """Console entry: bc_ray errors are printed as one clear line, never a traceback, and exit
+    2, or 75 where a later try may pass (`exit_status`; a scheduler retries those and crashes,
+    exit 1); whatever is printed (errors, logs, a crash's traceback) has URI credentials hidden."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("bc_ray").setLevel(logging.INFO)
     for handler in logging.getLogger().handlers:
@@ -86,7 +87,7 @@ def run() -> None:
         app()
     except BcRayError as exc:
         typer.secho(redact(f"error: {exc}"), err=True, fg=typer.colors.RED)
-        sys.exit(2)
+        sys.exit(exit_status(exc))
     except Exception:  # noqa: BLE001 - a bug: its traceback, with credentials hidden
         sys.stderr.write(redact(traceback.format_exc()))
         sys.exit(1)

@@ -48,6 +48,10 @@ class RayJobs:
     def stop(self, submission_id: str) -> None:
         self.client.stop_job(submission_id)
 
+    def exit_code(self, submission_id: str) -> int | None:
+        """The job's driver's exit status; None where it has none (killed, never started)."""
+        return self.client.get_job_info(submission_id).driver_exit_code
+
     def logs_tail(self, submission_id: str, chars: int = 1500) -> str:
         try:
             return self.client.get_job_logs(submission_id)[-chars:]

@@ -4,8 +4,9 @@ One lease in the store means one job at a time across any number of scheduler re
 cron slot is recorded, so a slot is run once even by schedulers that start together. Every run is
 recorded in the store's log (id, slot, the landing batches it ingested first, attempts with
 their Ray job ids, status, what it published); failed attempts are retried with exponential
-backoff, then reported. A scheduler that takes over an expired lease first settles the runs its
-dead predecessor left open.
+backoff, then reported (a job that exits on an error the same command would meet again is not
+retried). A scheduler that takes over an expired lease first settles the runs its dead
+predecessor left open.
 
 With `--publish-from`, a bump publishes each new folder of embeddings computed elsewhere
 (`publish_from.py`) instead of training, and a refresh of such a version has nothing to do.
@@ -23,7 +24,7 @@ from datetime import datetime, timezone
 
 from croniter import croniter
 
-from bc_ray.exceptions import BcRayError, ConfigError, LeaseHeldError
+from bc_ray.exceptions import EXIT_REPEATS, BcRayError, ConfigError, LeaseHeldError
 from bc_ray.ingest.landing import ingest_landing
 from bc_ray.io import FileIO
 from bc_ray.redaction import redact
@@ -249,8 +250,10 @@ class Scheduler:
 
     def _step(self, run: dict, step: str, step_args: Sequence[str] = (), label: str | None = None,
               settled: Callable[[], bool] | None = None) -> bool:
-        """Run one job of a step, retried with backoff; `settled` says, before a retry, that
-        the failed attempt's work landed anyway (a bump or a publish must not run twice)."""
+        """Run one job of a step, retried with backoff unless it failed on a bc_ray error the
+        same command would meet again (bad settings, input or store state: `EXIT_REPEATS`);
+        `settled` says, before a retry, that the failed attempt's work landed anyway (a bump or
+        a publish must not run twice)."""
         for attempt in range(1, self.config.max_attempts + 1):
             if attempt > 1 and settled is not None and settled():
                 return True
@@ -275,13 +278,26 @@ class Scheduler:
                 self._record(run)
                 return True
             record["error"] = error
+            if status == "FAILED" and (code := self._exit_code(submission_id)) is not None:
+                record["exit_code"] = code
             self._record(run)
+            if record.get("exit_code") == EXIT_REPEATS:
+                logger.warning("%s job %s failed on an error a retry would meet again (exit %d): "
+                               "not retried", step, submission_id, EXIT_REPEATS)
+                return False
             if attempt < self.config.max_attempts:
                 delay = self.config.backoff_s * 2 ** (attempt - 1)
                 logger.warning("%s attempt %d ended %s; retrying in %.0fs", step, attempt,
                                status, delay)
                 self._sleep_holding_lease(delay)
         return False
+
+    def _exit_code(self, submission_id: str) -> int | None:
+        try:
+            return self.jobs.exit_code(submission_id)
+        except Exception as exc:  # noqa: BLE001 - unknown: retried, as any failure
+            logger.warning("cannot read the exit status of %s: %s", submission_id, exc)
+            return None
 
     def _logs_tail(self, submission_id: str) -> str:
         try:

@@ -27,6 +27,7 @@ from bc_ray.exceptions import (
     CommitStateUnknownError,
     LogEntryError,
     NotFoundError,
+    StorageAccessError,
     StoreError,
     UnappliableSettingError,
 )
@@ -199,7 +200,7 @@ class VersionLog:
         new_state = self._fold_as_read(state, raw, seq)
         try:
             self.io.create(entry_path(seq), raw)
-        except OSError as exc:  # FileExistsError included: see `_landed`
+        except (OSError, StorageAccessError) as exc:  # FileExistsError included: `_landed`
             landed = self._landed(seq, raw)
             if landed is False:
                 raise CommitConflictError(

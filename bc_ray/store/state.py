@@ -214,6 +214,7 @@ class RunAttempt(LogModel):
     status: str | None = None
     ended_at: str | None = None
     error: str | None = None
+    exit_code: int | None = None  # the failed job's; 2 (`EXIT_REPEATS`) is not retried
 
 
 class RunRecord(LogModel):

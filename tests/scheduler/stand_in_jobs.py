@@ -42,6 +42,9 @@ class LocalJobs:
     def logs_tail(self, submission_id: str) -> str:
         return ""
 
+    def exit_code(self, submission_id: str) -> int | None:
+        return self.ran.get(submission_id)
+
     def stop(self, submission_id: str) -> None:
         return None
 

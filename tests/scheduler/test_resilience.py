@@ -142,6 +142,20 @@ def test_a_train_job_that_fails_after_its_version_landed_is_not_trained_again(tm
     assert sorted(Store(uri).state().versions) == [0]
 
 
+@pytest.mark.parametrize("exit_code, attempts", [(2, 1), (75, 3), (1, 3)])
+def test_a_job_that_exits_on_an_error_a_retry_would_meet_again_is_not_retried(
+        tmp_path, exit_code, attempts):
+    """Exit 2: a bc_ray error of the job's settings, input or store (or a usage error); 75:
+    one a later try may not meet (a commit conflict, an endpoint down); 1: a crash."""
+    uri = f"file://{tmp_path}/store"
+    scheduler = Scheduler(_config(uri, python=interpreter(tmp_path, exit_code), max_attempts=3),
+                          jobs=LocalJobs())
+    [run] = scheduler.once("refresh")
+    recorded = Store(uri).state().runs[run["run_id"]]
+    assert recorded.status == "failed"
+    assert [a.exit_code for a in recorded.attempts] == [exit_code] * attempts
+
+
 def test_a_lease_that_outlived_its_life_untaken_is_extended_taken_is_lost(tmp_path):
     """A step longer than the lease (a long landing pass) does not abandon a run nobody else
     took over; once another scheduler has taken the expired lease, the fence holds."""

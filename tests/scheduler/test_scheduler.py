@@ -76,11 +76,11 @@ def test_two_schedulers_started_together_run_once(ray_head, s3_store):
     assert len(runs) == 1
 
 
-def test_failing_job_is_retried_then_reported(ray_head, s3_uri):
-    store = Store(s3_uri)  # no snapshot, no version: every refresh job fails
+def test_a_job_failing_on_what_the_store_holds_is_reported_not_retried(ray_head, s3_uri):
+    store = Store(s3_uri)  # no snapshot, no version: every refresh job would fail alike
     [run] = Scheduler(_config(s3_uri, ray_head)).once("refresh")
     assert run["status"] == "failed"
-    assert [a["status"] for a in run["attempts"]] == ["FAILED", "FAILED"]
+    assert [(a["status"], a["exit_code"]) for a in run["attempts"]] == [("FAILED", 2)]
     assert "no published version" in run["attempts"][-1]["error"] or \
         "no graph snapshot" in run["attempts"][-1]["error"]
     summary = summarize(store)

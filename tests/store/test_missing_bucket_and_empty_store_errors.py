@@ -1,6 +1,8 @@
 """Issue 25 item 20 (parts): a store whose S3 bucket does not exist is one clear line for every
 command, reading or writing (never a traceback, never read as an empty store); `data info` on an
-empty store names `bc-ray data ingest` beside synth and import."""
+empty store names `bc-ray data ingest` beside synth and import. An S3 endpoint that is down is
+one line too, and its exit status (75) tells a scheduler that a later try may pass, where a
+missing bucket's (2) says it would fail alike."""
 
 from __future__ import annotations
 
@@ -12,16 +14,26 @@ from pathlib import Path
 
 import pytest
 
-from bc_ray.exceptions import StorageAccessError
+from bc_ray.exceptions import (
+    EXIT_REPEATS,
+    EXIT_TEMPORARY,
+    CommitConflictError,
+    CommitStateUnknownError,
+    ConfigError,
+    NotFoundError,
+    StorageAccessError,
+    exit_status,
+)
 from bc_ray.store.store import RetentionPolicy, Store
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bc_ray.cli.main", *args], cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
-                          text=True, timeout=120)
+                          env={**os.environ, "PYTHONPATH": str(REPO), **env},
+                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -39,6 +51,25 @@ def test_every_command_on_a_missing_bucket_is_one_line(missing_bucket_uri, comma
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"bucket '{bucket}'" in lines[0] and "does not exist" in lines[0]
+
+
+def test_an_endpoint_that_is_down_is_one_line_and_a_temporary_exit(missing_bucket_uri):
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    done = cli("versions", "--store", missing_bucket_uri, AWS_ENDPOINT_URL=down,
+               BC_RAY_S3_ENDPOINT=down)
+    assert done.returncode == EXIT_TEMPORARY, (done.stdout, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "Could not connect to the endpoint" in lines[0] and "check the S3 endpoint" in lines[0]
+
+
+@pytest.mark.parametrize("error, status", [
+    (ConfigError("x"), EXIT_REPEATS), (NotFoundError("x"), EXIT_REPEATS),
+    (StorageAccessError("x", temporary=False), EXIT_REPEATS),
+    (StorageAccessError("x"), EXIT_TEMPORARY), (CommitConflictError("x"), EXIT_TEMPORARY),
+    (CommitStateUnknownError("x"), EXIT_TEMPORARY)])
+def test_the_exit_status_says_whether_a_later_try_may_pass(error, status):
+    assert exit_status(error) == status
 
 
 def test_the_api_names_the_missing_bucket_for_reads_and_writes(missing_bucket_uri):
