@@ -6,15 +6,22 @@ entities of the 100M-interaction store). Integer ids are their own keys; text id
 a 64-bit hash (polars'), and a key's candidate rows are checked against the ids themselves, so a
 collision can cost a comparison, never a wrong row. A table that holds an id twice answers with
 its last row, as the dict did.
+
+An id may be spelled in the other kind: a decimal string names an integer id (clients whose
+JSON numbers stop at 2^53 send 64-bit ids as text, as protobuf's JSON mapping does), and an
+integer names the text id that is its decimal spelling.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+DECIMAL = re.compile(r"-?[0-9]{1,19}")  # ASCII digits only; int64 has at most 19
 
 
 class IdIndex:
@@ -37,10 +44,10 @@ class IdIndex:
         self.rows_in_order = order.astype(np.int32 if len(order) < 2 ** 31 else np.int64)
 
     def rows(self, wanted: list) -> np.ndarray:
-        """The row of each wanted id, -1 for ids the table does not hold (an id of the other
-        kind, text asked of integer ids or the reverse, and text no UTF-8 table can hold,
-        included)."""
+        """The row of each wanted id, -1 for ids the table does not hold (text that spells no
+        integer asked of integer ids, and text no UTF-8 table can hold, included)."""
         rows = np.full(len(wanted), -1, dtype=np.int64)
+        wanted = self._in_kind(wanted)
         usable, values = self._usable(wanted)
         if not len(values):
             return rows
@@ -55,6 +62,18 @@ class IdIndex:
             self._check_text(rows, found, last[hit], keys[hit], wanted)
         return rows
 
+    def _in_kind(self, wanted: list) -> list:
+        """Ids spelled in the other kind, as this table's kind (left as they are where they
+        spell none of it)."""
+        if self.text:
+            if all(isinstance(value, str) for value in wanted):
+                return wanted
+            return [str(int(value)) if _integer(value) else value for value in wanted]
+        if not any(isinstance(value, str) for value in wanted):
+            return wanted
+        return [int(value) if isinstance(value, str) and DECIMAL.fullmatch(value) else value
+                for value in wanted]
+
     def _usable(self, wanted: list) -> tuple[np.ndarray, list | np.ndarray]:
         """(positions, values) of the wanted ids of this table's kind."""
         if self.text:
@@ -65,9 +84,8 @@ class IdIndex:
             except OverflowError:
                 kind_ok = [INT64_MIN <= value <= INT64_MAX for value in wanted]
         else:  # numpy's integers too, as the dict found them; never bools
-            kind_ok = [isinstance(value, (int, np.integer))
-                       and not isinstance(value, (bool, np.bool_))
-                       and INT64_MIN <= int(value) <= INT64_MAX for value in wanted]
+            kind_ok = [_integer(value) and INT64_MIN <= int(value) <= INT64_MAX
+                       for value in wanted]
         positions = np.flatnonzero(kind_ok)
         return positions, [wanted[i] for i in positions.tolist()]
 
@@ -89,6 +107,11 @@ class IdIndex:
                     rows[position] = row
                     break
                 slot -= 1
+
+
+def _integer(value: object) -> bool:
+    """Python's and numpy's integers; never bools (True == 1 in a dict, but no id)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _encodable(value: str) -> bool:

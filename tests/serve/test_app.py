@@ -61,6 +61,10 @@ def test_embeddings_lookup_with_found_flags(service):
     assert np.allclose(np.array(body["embeddings"][:3]),
                        np.stack(expected["embedding"].to_numpy()[:3]), atol=1e-5)
     assert body["embeddings"][3] == [0.0] * 12
+    as_text = client.post("/v1/embeddings", json={  # 64-bit ids as JavaScript clients send them
+        "entity": "item", "ids": [str(i) for i in wanted] + ["item-1"], "version": 0}).json()
+    assert as_text["found"] == body["found"] + [False]
+    assert as_text["embeddings"][:4] == body["embeddings"]
     binary = client.post("/v1/embeddings?entity=item&version=1",
                          content=np.array(wanted, "<i8").tobytes(), headers=BINARY)
     assert binary.status_code == 200

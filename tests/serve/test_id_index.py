@@ -1,6 +1,7 @@
 """Serve's id index answers as the dict of Python objects it replaced (id -> last row holding
 it), for integer and text ids, ids of the other kind, integers past int64, and text ids whose
-hashes collide."""
+hashes collide; an id spelled in the other kind (a decimal string, an integer) names the id it
+spells."""
 
 from __future__ import annotations
 
@@ -18,16 +19,29 @@ def _as_dict(ids: list) -> dict:
     return {value: row for row, value in enumerate(ids)}
 
 
+def _spelled(w: object, kind: type) -> object:
+    """`w` as an id of `kind` where it spells one: "42" names 42, 42 names "42"."""
+    digits = w[1:] if isinstance(w, str) and w.startswith("-") else w
+    if kind is int and isinstance(w, str) and 0 < len(digits) <= 19 and \
+            all(c in "0123456789" for c in digits):
+        return int(w)
+    if kind is str and type(w) is int:
+        return str(w)
+    return w
+
+
 def _expected(ids: list, wanted: list) -> list[int]:
     """The dict's answers, with its one surprise removed: True == 1 in a dict, not an id."""
-    index = _as_dict(ids)
-    return [-1 if isinstance(w, bool) else index.get(w, -1) if type(w) is type(ids[0]) else -1
+    index, kind = _as_dict(ids), type(ids[0])
+    return [-1 if isinstance(w, bool) else
+            index.get(_spelled(w, kind), -1) if type(_spelled(w, kind)) is kind else -1
             for w in wanted]
 
 
 @settings(max_examples=60, deadline=None)
 @given(ids=st.lists(st.integers(-2 ** 63, 2 ** 63 - 1), min_size=1, max_size=60),
        extra=st.lists(st.one_of(st.integers(-2 ** 70, 2 ** 70), st.text(max_size=3),
+                                st.integers(-999, 999).map(str),
                                 st.booleans()), max_size=20))
 def test_integer_ids_answer_as_the_dict(ids, extra):
     wanted = ids[::2] + extra
@@ -72,3 +86,12 @@ def test_numpy_integers_are_ids_and_wider_integer_tables_are_cast_or_refused():
 
 def test_a_text_id_no_table_can_hold_is_unknown_not_an_error():
     assert IdIndex(pa.array(["a", "b"])).rows(["b", "\ud800", "a"]).tolist() == [1, -1, 0]
+
+
+def test_an_id_spelled_in_the_other_kind_names_the_id_it_spells():
+    integers = IdIndex(pa.array([5, -6, 2 ** 63 - 1]))
+    asked = ["5", "-6", "9223372036854775807", "05", "5.0", " 5", "+5", "\u0665",
+             "9223372036854775808", "1" * 400]
+    assert integers.rows(asked).tolist() == [0, 1, 2, 0, -1, -1, -1, -1, -1, -1]
+    texts = IdIndex(pa.array(["5", "a", "-6"]))
+    assert texts.rows([5, np.int64(5), -6, True, "a", 6]).tolist() == [0, 0, 2, -1, 1, -1]
