@@ -32,10 +32,12 @@ def versions_summary(state) -> list[dict]:
 
 def versions(store: StoreOption,
              as_json: JsonOption = False) -> None:
-    """Every version: dimension, status, creation time, metrics, tables, which is current."""
+    """Every version: dimension, status, creation time, metrics, tables, which is current (the
+    method that made it compatible with its parent: none for the first)."""
     rows = versions_summary(open_store(store).written_state())
     text = table([[("* " if r["current"] else "  ") + str(r["version"]), r["status"], r["dim"],
-                   r["family"], r["method"], r["created_at"][:19], r["recall_at_50"],
+                   r["family"], r["method"] if r["parent"] is not None else "-",
+                   r["created_at"][:19], r["recall_at_50"],
                    r["align_error_rel"],
                    ", ".join(f"{e}:{t['rows']}" for e, t in r["tables"].items()) or "-"]
                   for r in rows],

@@ -327,3 +327,14 @@ def test_waiting_for_a_store_ends_when_something_writes_it(tmp_path):
     Store(uri).configure(RetentionPolicy())
     waiter.join(30)
     assert not waiter.is_alive()
+
+
+def test_versions_names_a_method_only_where_a_version_has_a_parent(tmp_path):
+    from tests.helpers import store_with_chain
+
+    uri = f"file://{tmp_path}/store"
+    store_with_chain(uri, [8, 6], rows=10)
+    lines = runner.invoke(app, ["versions", "--store", uri]).output.splitlines()
+    first, latest = (line.lstrip("* ").split() for line in lines[2:4])
+    assert lines[0].split()[4] == "method" and lines[3].startswith("* 1"), lines
+    assert (first[0], first[4], latest[4]) == ("0", "-", "bc-aligner"), lines
