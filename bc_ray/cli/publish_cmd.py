@@ -28,6 +28,12 @@ def publish(
     items: Annotated[str, typer.Option(help=f"Item embeddings: {TABLE_HELP}.")],
     id_col: Annotated[str, typer.Option(help="Column holding the external id (integer or "
                                              "text, as the store's).")] = _default("id_col"),
+    user_id_col: Annotated[Optional[str], typer.Option(
+        help="The users' table's id column, where it is not --id-col's.")
+                           ] = _default("user_id_col"),
+    item_id_col: Annotated[Optional[str], typer.Option(
+        help="The items' table's id column, where it is not --id-col's.")
+                           ] = _default("item_id_col"),
     embedding_col: Annotated[str, typer.Option(
         help="Column holding the vector (list or fixed-size list of floats).")
                              ] = _default("embedding_col"),
@@ -57,6 +63,7 @@ def publish(
     from bc_ray.publish.job import run_publish
 
     config = PublishConfig(store=store, users=users, items=items, id_col=id_col,
+                           user_id_col=user_id_col, item_id_col=item_id_col,
                            embedding_col=embedding_col, method=method,
                            max_align_error_rel=max_align_error_rel, min_overlap=min_overlap)
     outcome = run_publish(config)

@@ -73,7 +73,7 @@ def check_overlap(pairs: Pairs, tables: dict[str, ExternalTable], current: Curre
         other = ENTITIES[1 - ENTITIES.index(entity)]
         theirs = shared_ids(tables[entity].ids, current.tables[other].ids)
         hint = (f"; {theirs} are its {other} ids: is it the {other}s' table?" if theirs
-                else ": check --id-col")
+                else f": check --id-col or --{entity}-id-col")
         raise DataError(f"{FLAGS[entity]}: none of its {tables[entity].rows} ids is one of "
                         f"version {version}'s {held} {entity}s, so B_k cannot be measured on "
                         f"{entity}s{hint}", path=tables[entity].uri)

@@ -38,6 +38,8 @@ class PublishConfig:
       measures.
     - `max_fit_rows`: B_k is fitted on a random sample of at most this many pairs (an affine
       map of a few thousand parameters does not need millions).
+    - `user_id_col`, `item_id_col`: one table's id column where it is not `id_col` (a team's
+      exports often name them `user_id` and `item_id`).
     """
 
     store: str
@@ -45,6 +47,8 @@ class PublishConfig:
     items: str
     id_col: str = "id"
     embedding_col: str = "embedding"
+    user_id_col: str | None = None
+    item_id_col: str | None = None
     method: str = "post-procrustes"
     max_align_error_rel: float = 0.5
     min_overlap: int | None = None
@@ -63,11 +67,18 @@ class PublishConfig:
             raise ConfigError(f"--min-overlap must be >= 1, got {self.min_overlap}")
         if not 0.0 < self.holdout < 1.0:
             raise ConfigError(f"the held-out fraction must be in (0, 1), got {self.holdout}")
-        if not self.id_col or not self.embedding_col:
-            raise ConfigError("--id-col and --embedding-col must name a column")
+        if not self.id_col or not self.embedding_col or "" in (self.user_id_col,
+                                                                self.item_id_col):
+            raise ConfigError("--id-col, --user-id-col, --item-id-col and --embedding-col must "
+                              "name a column")
         for flag, uri in (("--store", self.store), ("--users", self.users),
                           ("--items", self.items)):
             refuse_user_info(uri, flag)
+
+    def id_col_of(self, entity: str) -> tuple[str, str]:
+        """The column `entity`'s table holds its ids in, and the option that named it."""
+        own = self.user_id_col if entity == "user" else self.item_id_col
+        return (self.id_col, "--id-col") if own is None else (own, f"--{entity}-id-col")
 
     @property
     def fit(self) -> str:

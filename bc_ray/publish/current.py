@@ -83,7 +83,8 @@ def outside_snapshot(tables: dict[str, ExternalTable], known: dict[str, pa.Array
             raise DataError(f"{FLAGS[entity]}: none of its {table.rows} ids is one of the "
                             f"store's {len(store_ids)} {entity}s (its first is "
                             f"{table.ids[0].as_py()!r}, the store's {store_ids[0].as_py()!r}): "
-                            "check --id-col, or ingest those entities first", path=table.uri)
+                            f"check --id-col or --{entity}-id-col, or ingest those entities "
+                            "first", path=table.uri)
         outside[entity] = table.rows - held
     return outside
 

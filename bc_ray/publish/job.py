@@ -79,9 +79,8 @@ class PublishOutcome:
 
 def read_tables(config: PublishConfig) -> dict[str, ExternalTable]:
     """The user and item tables, each checked, and of one dimension."""
-    columns = Columns(config.id_col, config.embedding_col)
-    tables = {"user": read_external(config.users, "user", columns),
-              "item": read_external(config.items, "item", columns)}
+    tables = {entity: read_external(uri, entity, _columns(config, entity))
+              for entity, uri in (("user", config.users), ("item", config.items))}
     if tables["user"].dim != tables["item"].dim:
         raise DataError(f"mixed dimensions: --users holds vectors of {tables['user'].dim} values "
                         f"and --items of {tables['item'].dim}; users and items share one "
@@ -92,11 +91,25 @@ def read_tables(config: PublishConfig) -> dict[str, ExternalTable]:
     return tables
 
 
+def _columns(config: PublishConfig, entity: str) -> Columns:
+    column, option = config.id_col_of(entity)
+    return Columns(column, config.embedding_col, option)
+
+
+def _read_as(spec: dict) -> tuple:
+    """How a version's tables were read: each entity's id column (a spec written before
+    `--user-id-col` names one `id_col`), and the embedding column."""
+    return (spec.get("user_id_col", spec.get("id_col")),
+            spec.get("item_id_col", spec.get("id_col")), spec.get("embedding_col"))
+
+
 def source_spec(config: PublishConfig, tables: dict[str, ExternalTable]) -> dict:
     """The version's spec: where its embeddings were read from (canonical URIs, which the
     scheduler's --publish-from also reads to publish each folder once) and how."""
     return {"dim": tables["user"].dim, "users": tables["user"].uri,
             "items": tables["item"].uri, "id_col": config.id_col,
+            "user_id_col": config.id_col_of("user")[0],
+            "item_id_col": config.id_col_of("item")[0],
             "embedding_col": config.embedding_col, "sha256": _digests(tables)}
 
 
@@ -111,8 +124,7 @@ def _retried(record: VersionRecord, config: PublishConfig,
     new version would be an identity B_k and one more link in every consumer's chain."""
     spec = record.spec
     return (record.external and spec.get("sha256") == _digests(tables)
-            and (spec.get("id_col"), spec.get("embedding_col"))
-            == (config.id_col, config.embedding_col))
+            and _read_as(spec) == _read_as(source_spec(config, tables)))
 
 
 def run_publish(config: PublishConfig) -> PublishOutcome:
@@ -162,7 +174,8 @@ def run_publish(config: PublishConfig) -> PublishOutcome:
 def publish_settings(config: PublishConfig) -> dict:
     """What decides the fit and the gate besides the tables' bytes and how they are read."""
     settings = dataclasses.asdict(config)
-    for name in ("store", "users", "items", "id_col", "embedding_col"):
+    for name in ("store", "users", "items", "id_col", "user_id_col", "item_id_col",
+                 "embedding_col"):
         del settings[name]
     return settings
 

@@ -31,10 +31,12 @@ _NOT_PARQUET = (".csv", ".csv.gz", ".tsv")
 
 @dataclass(frozen=True)
 class Columns:
-    """The columns a table's rows are read from (`--id-col`, `--embedding-col`)."""
+    """The columns a table's rows are read from (`--id-col` or the entity's own, and
+    `--embedding-col`), and the option that named the id's."""
 
     id: str = "id"
     embedding: str = "embedding"
+    id_option: str = "--id-col"
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,8 @@ def _read_file(source: SourceFile, flag: str, columns: Columns) -> _Part:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(f"{flag}: cannot read as Parquet: {first}", path=uri) from None
     names = parquet.schema_arrow.names
-    for column, option in ((columns.id, "--id-col"), (columns.embedding, "--embedding-col")):
+    for column, option in ((columns.id, columns.id_option),
+                           (columns.embedding, "--embedding-col")):
         if column not in names:
             raise DataError(f"{flag}: no column {column!r} (the file has {names}); name it with "
                             f"{option}", path=uri)

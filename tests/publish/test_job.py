@@ -211,6 +211,35 @@ def test_the_current_versions_tables_published_again_change_nothing(tmp_path, ca
     assert "these tables are version 0's (the same bytes)" in caplog.text
 
 
+def test_each_table_may_name_its_own_id_column(tmp_path):
+    """A team's exports with `user_id` and `item_id`: --user-id-col and --item-id-col (each
+    defaulting to --id-col); a missing one is named by its own option; the same bytes read the
+    same way are the current version's, read another way are not."""
+    uri = f"file://{tmp_path}/store"
+    rng = np.random.default_rng(4)
+    tables = _random_tables(rng, 8)
+    folders = {}
+    for entity, column in (("user", "user_id"), ("item", "id")):
+        folders[entity] = put_parquet(f"file://{tmp_path}/ext/{entity}s/part-0.parquet",
+                                      embedding_table(*tables[entity], id_col=column))
+
+    def publish(*options: str):
+        return CliRunner().invoke(app, ["publish", "--store", uri, "--users", folders["user"],
+                                        "--items", folders["item"], "--json", *options])
+
+    missing = publish("--item-id-col", "item_id", "--user-id-col", "user_id")
+    assert missing.exit_code != 0 and "no column 'item_id'" in str(missing.exception)
+    assert "name it with --item-id-col" in str(missing.exception)
+    done = publish("--user-id-col", "user_id")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["rows"] == {"user": 200, "item": 150}
+    assert sorted(read_embeddings(uri, "user")["id"].to_list()) == sorted(tables["user"][0])
+    again = publish("--id-col", "id", "--user-id-col", "user_id")
+    assert json.loads(again.output)["status"] == "already published", again.output
+    spec = Store(uri).state().version(0).spec
+    assert (spec["user_id_col"], spec["item_id_col"]) == ("user_id", "id")
+
+
 def test_ids_the_snapshot_lacks_are_counted_and_a_table_of_none_of_its_ids_refused(tmp_path):
     """Embeddings keyed by another id scheme (a wrong --id-col, row numbers) would publish a
     version no consumer can join: refused, naming the table. Some ids outside the snapshot
