@@ -65,6 +65,27 @@ def run_config(store: Store, name: str, job: TrainJobConfig) -> RunConfig:
                      checkpoint_config=CheckpointConfig(num_to_keep=2), **kwargs)
 
 
+def leave_out_a_blind_cleaner(trainer: TorchTrainer) -> None:
+    """Ray Train's PlacementGroupCleaner asks Ray's State API, which the dashboard serves,
+    whether the run's controller still lives. On a cluster without a dashboard (the one `bc-ray`
+    starts locally) each ask fails, so it can never clean; stopping it cost every run 12 s and
+    a traceback in the log. It is left out there, and kept on clusters with a dashboard."""
+    try:
+        from ray._private.worker import get_dashboard_url
+        from ray.train.v2._internal.callbacks.placement_group_callback import (
+            PlacementGroupCleanerCallback,
+        )
+
+        if get_dashboard_url():
+            return
+    except Exception:  # noqa: BLE001 - another Ray: its defaults stand
+        return
+    defaults = trainer._create_default_callbacks
+    trainer._create_default_callbacks = lambda: [  # what `fit` asks for, on the driver
+        callback for callback in defaults()
+        if not isinstance(callback, PlacementGroupCleanerCallback)]
+
+
 @contextlib.contextmanager
 def polled_often() -> Iterator[None]:
     """Ray Train's controller polls every `REPORT_POLL_S` within (so that short epochs do not
@@ -81,6 +102,7 @@ def polled_often() -> Iterator[None]:
 
 def run_trainer(trainer: TorchTrainer) -> Result:
     """`trainer.fit()`, its reports taken as they come (`polled_often`)."""
+    leave_out_a_blind_cleaner(trainer)
     with polled_often():
         try:
             return trainer.fit()

@@ -170,10 +170,20 @@ def _report_poll(config: dict) -> None:
         ray.train.report({"epoch": epoch})
 
 
+def _cleaners() -> set[str]:
+    from ray._private.state import actors
+
+    return {actor_id for actor_id, info in actors().items()
+            if "PlacementGroupCleaner" in str(info.get("ActorClassName", ""))}
+
+
 def test_reports_are_taken_as_they_come_unless_the_user_chose(ray_cluster, tmp_path,
                                                               monkeypatch):
     # Ray's default poll (2 s) made every short epoch wait for it: a bump's run polls more often.
+    # And the test cluster has no dashboard: no PlacementGroupCleaner, whose every question
+    # needs one, is started (stopping it cost each run 12 s and a traceback).
     monkeypatch.delenv(REPORT_POLL_ENV, raising=False)
+    cleaners_before = _cleaners()
     result = run_trainer(TorchTrainer(
         _report_poll, train_loop_config={"folder": str(tmp_path)},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
@@ -181,6 +191,7 @@ def test_reports_are_taken_as_they_come_unless_the_user_chose(ray_cluster, tmp_p
     assert result.error is None, result.error
     given = {path.name: path.read_text() for path in tmp_path.glob("rank-*")}
     assert given == {"rank-0": REPORT_POLL_S, "rank-1": REPORT_POLL_S}
+    assert _cleaners() == cleaners_before
     assert REPORT_POLL_ENV not in os.environ  # the driver's environment as it was
     monkeypatch.setenv(REPORT_POLL_ENV, "1.5")
     with polled_often():
