@@ -45,7 +45,8 @@ LamGrid = Annotated[Optional[str], typer.Option(
 Threads = Annotated[int, typer.Option(help="Torch threads.")]
 Spec = Annotated[Optional[str], typer.Option(
     help="Version 0's spec in the family's key=value form (default: the preset's for "
-         "graphsage, the family's default spec otherwise); later versions grow from it.")]
+         "graphsage, the family's default spec otherwise; keys not named keep that spec's "
+         "values); later versions grow from it.")]
 
 
 @app.command("paper")

@@ -27,8 +27,9 @@ ModelOption = Annotated[str, typer.Option(
                     "or package.module:Class.")]
 SpecOption = Annotated[typing.Optional[str], typer.Option(
     help="The family's version spec as key=value pairs, e.g. 'layers=3,hidden=320,out=128' "
-         "for graphsage or 'dim=64,layers=2,heads=2,max_len=50' for sequence (default: the "
-         "current version's spec when it is of the same family, else the family's default).")]
+         "for graphsage or 'dim=64,layers=2,heads=2,max_len=50' for sequence; keys not named "
+         "keep the spec trained without --spec: the current version's when it is of the same "
+         "family, else the family's default.")]
 
 
 def model_family(name: str | None) -> ModelFamily:

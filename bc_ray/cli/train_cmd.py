@@ -166,17 +166,32 @@ def train(
 def _with_spec(job: TrainJobConfig, text: str | None, parent: VersionRecord | None
                ) -> TrainJobConfig:
     """The job with `--spec` read by the family it trains: --model's, else the current
-    version's (GraphSAGE for version 0)."""
+    version's (GraphSAGE for version 0). Keys it does not name keep the spec the bump would
+    train without it (the current version's, or the family's default)."""
+    from bc_ray.core.family_base import parse_spec_onto
     from bc_ray.train.inputs import resolve_model
 
     if not text:
         return job
     chosen = resolve_model(job.model, parent)
+    family = model_family(chosen)
     try:
-        parsed = model_family(chosen).parse_spec(text)
+        parsed = parse_spec_onto(family, text, _spec_without_option(job, chosen, parent, family))
     except ConfigError as error:
         raise typer.BadParameter(str(error), param_hint="--spec") from None
     return dataclasses.replace(job, model=chosen, spec=parsed)
+
+
+def _spec_without_option(job: TrainJobConfig, chosen: str, parent: VersionRecord | None,
+                         family) -> object | None:
+    """The spec a bump of family `chosen` trains without --spec: one already chosen (after
+    published embeddings, the newest trained version's), the current version's when it is of
+    that family, else None (the family's default)."""
+    if job.spec is not None and job.model == chosen:
+        return job.spec
+    if parent is not None and not parent.external and parent.family == chosen:
+        return family.spec_from_dict(parent.spec)
+    return None
 
 
 def _trainable_state(store: str) -> StoreState:

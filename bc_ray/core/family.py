@@ -138,8 +138,9 @@ class ModelFamily(Protocol):
     # -- specs -------------------------------------------------------------------------------
     def default_spec(self) -> ModelSpec: ...
 
-    def parse_spec(self, text: str) -> ModelSpec:
-        """From the command line (`--spec`), e.g. `layers=3,hidden=320`."""
+    def parse_spec(self, text: str, base: ModelSpec | None = None) -> ModelSpec:
+        """From the command line (`--spec`), e.g. `layers=3,hidden=320`; keys not named keep
+        `base`'s values (the current version's spec), else the family's default spec's."""
 
     def spec_from_dict(self, data: Mapping[str, Any]) -> ModelSpec:
         """From a version record (`ModelSpec.to_dict`)."""

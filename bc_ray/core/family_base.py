@@ -5,6 +5,7 @@ the whole graph, and specs read `key=value` text by their fields' types."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import types
 import typing
@@ -45,8 +46,9 @@ class FamilyBase:
     def spec_from_dict(self, data: Mapping[str, Any]) -> ModelSpec:
         return spec_from_fields(self.spec_type, dict(data), self.name)
 
-    def parse_spec(self, text: str) -> ModelSpec:
-        return parse_fields(self.spec_type, text, self.name)
+    def parse_spec(self, text: str, base: ModelSpec | None = None) -> ModelSpec:
+        return parse_fields(self.spec_type, text, self.name,
+                            base=base if base is not None else self.default_spec())
 
     def grown(self, spec: ModelSpec, version: int, width_step: int) -> ModelSpec:
         return spec
@@ -91,6 +93,16 @@ class FamilyBase:
         return 0
 
 
+def parse_spec_onto(family: Any, text: str, base: ModelSpec | None) -> ModelSpec:
+    """`--spec` text with the keys it does not name taken from `base` (the current version's
+    spec) or the family's default: `mixing=true` changes that and nothing else. A family whose
+    `parse_spec` takes no `base` (written before it had one) reads the text its own way."""
+    parameters = inspect.signature(family.parse_spec).parameters
+    if "base" in parameters:
+        return family.parse_spec(text, base=base)
+    return family.parse_spec(text)
+
+
 def has_warm_start(family: object) -> bool:
     """Whether a family starts M_k from M_{k-1} (FamilyBase's default refuses to)."""
     return getattr(type(family), "warm_start", None) is not FamilyBase.warm_start
@@ -111,9 +123,11 @@ def spec_from_fields(spec_type: type, data: dict[str, Any], family: str) -> Mode
 
 
 def parse_fields(spec_type: type, text: str, family: str,
-                 aliases: Mapping[str, str] | None = None) -> ModelSpec:
+                 aliases: Mapping[str, str] | None = None, base: ModelSpec | None = None
+                 ) -> ModelSpec:
     """`key=value,key=value` into a dataclass spec, each value read by its field's type (bool,
-    int, float, str or an optional one); a key given twice is refused, not the last one kept."""
+    int, float, str or an optional one); a key given twice is refused, not the last one kept.
+    Fields not named keep `base`'s values (else the dataclass's defaults)."""
     aliases = dict(aliases or {})
     hints = _hints(spec_type, family)
     fields = {f.name for f in dataclasses.fields(spec_type)}
@@ -127,6 +141,9 @@ def parse_fields(spec_type: type, text: str, family: str,
         if name in values:
             raise ConfigError(f"{family} spec: {name} is given twice")
         values[name] = _typed(hints[name], raw.strip(), f"{family} spec: {name}")
+    if base is not None:
+        values = {**{f.name: getattr(base, f.name) for f in dataclasses.fields(spec_type)
+                     if f.init}, **values}
     return _built(spec_type, values, family)
 
 

@@ -29,6 +29,7 @@ from bc_ray.core.consumers import (
 from bc_ray.core.embedded import embedded
 from bc_ray.core.evaluation import alignment_error, recall_at_k
 from bc_ray.core.family import EmbeddingModule, ModelFamily, ModelSpec
+from bc_ray.core.family_base import parse_spec_onto
 from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.core.methods import Method, get_method
 from bc_ray.core.registry import family_of, get_family
@@ -104,7 +105,8 @@ class Preset:
         another family, its default spec."""
         family = get_family(model)
         if spec is not None:
-            return dataclasses.replace(self, spec=family.parse_spec(spec))
+            base = self.spec if family is self.family else None
+            return dataclasses.replace(self, spec=parse_spec_onto(family, spec, base))
         if family is self.family:
             return self
         return dataclasses.replace(self, spec=family.default_spec())

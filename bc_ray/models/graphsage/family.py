@@ -30,8 +30,8 @@ class GraphSAGE(FamilyBase):
     def default_spec(self) -> VersionSpec:
         return DEFAULT_SPEC
 
-    def parse_spec(self, text: str) -> VersionSpec:
-        return VersionSpec.parse(text)
+    def parse_spec(self, text: str, base: VersionSpec | None = None) -> VersionSpec:
+        return VersionSpec.parse(text, base=base if base is not None else DEFAULT_SPEC)
 
     def spec_from_dict(self, data: Mapping[str, Any]) -> VersionSpec:
         return VersionSpec.from_dict(dict(data))

@@ -11,9 +11,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
+from bc_ray.core.family_base import parse_fields
 from bc_ray.exceptions import ConfigError
 
 AGGREGATIONS = ("mean", "sum", "max")
+ALIASES = {"layers": "num_layers", "hidden": "hidden_dim", "out": "out_dim", "agg": "aggregation",
+           "ids": "id_embeddings", "bn": "batch_norm", "mixing": "cold_start_mixing"}
 
 
 @dataclass(frozen=True)
@@ -60,35 +63,12 @@ class VersionSpec:
         return cls(**data)
 
     @classmethod
-    def parse(cls, text: str) -> VersionSpec:
-        """`layers=3,hidden=320,out=128,agg=mean,ids=true` (any subset, in any order)."""
-        aliases = {"layers": "num_layers", "hidden": "hidden_dim", "out": "out_dim",
-                   "agg": "aggregation", "ids": "id_embeddings", "bn": "batch_norm",
-                   "mixing": "cold_start_mixing"}
-        values: dict = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            key, sep, raw = part.partition("=")
-            name = aliases.get(key.strip(), key.strip())
-            if not sep or name not in {f.name for f in dataclasses.fields(cls)}:
-                raise ConfigError(f"cannot read version spec part {part!r}; expected key=value "
-                                  f"with keys {sorted(aliases)}")
-            values[name] = _parse_value(name, raw.strip())
-        return cls(**values)
+    def parse(cls, text: str, base: VersionSpec | None = None) -> VersionSpec:
+        """`layers=3,hidden=320,out=128,agg=mean,ids=true` (any subset, in any order; the rest
+        from `base`, else the defaults); a key given twice is refused."""
+        return parse_fields(cls, text, cls.family, ALIASES, base=base)
 
 
 # The product default: a small model that trains in minutes on CPUs (the paper's sizes are a
 # --spec away).
 DEFAULT_SPEC = VersionSpec(num_layers=2, hidden_dim=64)
-
-
-def _parse_value(name: str, raw: str):
-    if name in ("num_layers", "hidden_dim", "out_dim"):
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"version spec: {name} must be an integer, got {raw!r}") from None
-    if name in ("id_embeddings", "batch_norm", "cold_start_mixing"):
-        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConfigError(f"version spec: {name} must be true or false, got {raw!r}")
-        return raw.lower() in ("true", "1", "yes")
-    return raw

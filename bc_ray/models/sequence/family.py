@@ -30,8 +30,8 @@ class SequenceTransformer(FamilyBase):
     name: ClassVar[str] = "sequence"
     spec_type: ClassVar[type] = SequenceSpec
 
-    def parse_spec(self, text: str) -> SequenceSpec:
-        return SequenceSpec.parse(text)
+    def parse_spec(self, text: str, base: SequenceSpec | None = None) -> SequenceSpec:
+        return SequenceSpec.parse(text, base=base)
 
     def spec_from_dict(self, data: Mapping[str, Any]) -> SequenceSpec:
         return SequenceSpec.from_dict(dict(data))

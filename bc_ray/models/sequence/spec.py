@@ -73,6 +73,7 @@ class SequenceSpec:
         return spec_from_fields(cls, dict(data), cls.family)
 
     @classmethod
-    def parse(cls, text: str) -> SequenceSpec:
-        """`dim=64,layers=2,heads=2,len=50,neg=128,next=1` (any subset, in any order)."""
-        return parse_fields(cls, text, cls.family, ALIASES)
+    def parse(cls, text: str, base: SequenceSpec | None = None) -> SequenceSpec:
+        """`dim=64,layers=2,heads=2,len=50,neg=128,next=1` (any subset, in any order; the
+        rest from `base`, else the defaults)."""
+        return parse_fields(cls, text, cls.family, ALIASES, base=base)
