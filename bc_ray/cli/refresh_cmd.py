@@ -21,7 +21,9 @@ def refresh(
     inference: Annotated[str, typer.Option(help="layerwise or sampled.")] = default_of(
         RefreshConfig, "inference"),
     num_tasks: Annotated[int, typer.Option(
-        help="Inference tasks running at once (Ray Data task slots).")] = default_of(
+        help="Inference tasks running at once (Ray Data task slots) in a refresh not split "
+             "into node ranges; a split one runs as many range tasks as the CPUs hold "
+             "(--cpus-per-task each).")] = default_of(
         RefreshConfig, "num_tasks"),
     cpus_per_task: Annotated[float, typer.Option(help="CPUs per inference task.")] = default_of(
         RefreshConfig, "cpus_per_task"),
