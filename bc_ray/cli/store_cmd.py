@@ -32,8 +32,10 @@ def versions_summary(state) -> list[dict]:
 
 def versions(store: StoreOption,
              as_json: JsonOption = False) -> None:
-    """Every version: dimension, status, creation time, metrics, tables, which is current (the
-    method that made it compatible with its parent: none for the first)."""
+    """Every version: dimension, status, creation time, metrics, tables, which is current.
+
+    The method is the one that made a version compatible with its parent (none for the
+    first)."""
     rows = versions_summary(open_store(store).written_state())
     text = table([[("* " if r["current"] else "  ") + str(r["version"]), r["status"], r["dim"],
                    r["family"], r["method"] if r["parent"] is not None else "-",
