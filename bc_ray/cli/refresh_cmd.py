@@ -12,6 +12,11 @@ from bc_ray.refresh.config import RefreshConfig
 from bc_ray.render import key_values
 
 
+NUM_TASKS_HELP = ("Inference tasks running at once (Ray Data task slots) in a refresh not split "
+                  "into node ranges; a split one runs as many range tasks as the CPUs hold "
+                  "(--cpus-per-task each).")
+
+
 def refresh(
     store: StoreOption,
     full: Annotated[bool, typer.Option("--full", help="Recompute every node.")] = False,
@@ -20,10 +25,7 @@ def refresh(
                               "back to full, with the reason logged, when it cannot).")] = False,
     inference: Annotated[str, typer.Option(help="layerwise or sampled.")] = default_of(
         RefreshConfig, "inference"),
-    num_tasks: Annotated[int, typer.Option(
-        help="Inference tasks running at once (Ray Data task slots) in a refresh not split "
-             "into node ranges; a split one runs as many range tasks as the CPUs hold "
-             "(--cpus-per-task each).")] = default_of(
+    num_tasks: Annotated[int, typer.Option(help=NUM_TASKS_HELP)] = default_of(
         RefreshConfig, "num_tasks"),
     cpus_per_task: Annotated[float, typer.Option(help="CPUs per inference task.")] = default_of(
         RefreshConfig, "cpus_per_task"),
