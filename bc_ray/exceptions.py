@@ -13,7 +13,10 @@ from __future__ import annotations
 
 
 class BcRayError(Exception):
-    """Base class of all bc_ray errors."""
+    """Base class of all bc_ray errors. `temporary`: whether a later try of the same command
+    may pass (`exit_status`)."""
+
+    temporary: bool = False
 
 
 class DataError(BcRayError):
@@ -56,9 +59,10 @@ class UnmirrorableError(StoreError):
 class StorageAccessError(StoreError):
     """The object store refused or failed a read (credentials, permissions, endpoint).
 
-    `temporary` is False where waiting cannot help: a missing bucket, refused credentials."""
+    `temporary` where waiting may help: no connection, a timeout, throttling (`io.temporary`);
+    not a missing bucket or refused credentials."""
 
-    def __init__(self, message: str, *, temporary: bool = True) -> None:
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
         super().__init__(message)
         self.temporary = temporary
 
@@ -80,9 +84,13 @@ class CorruptFileError(StoreError):
 class CommitConflictError(StoreError):
     """Another writer committed this log entry number first; re-read the state and retry."""
 
+    temporary = True
+
 
 class CommitStateUnknownError(StoreError):
     """The commit may or may not have landed (e.g. a network error during the write); re-read."""
+
+    temporary = True
 
 
 class UnsafeStoreError(StoreError):
@@ -92,9 +100,17 @@ class UnsafeStoreError(StoreError):
 class LeaseHeldError(BcRayError):
     """Another scheduler holds the run lease."""
 
+    temporary = True
+
 
 class TrainingError(BcRayError):
     """Training cannot start or went wrong (diverging loss, NaN inputs, impossible placement)."""
+
+
+class PlacementError(TrainingError):
+    """The cluster lacks the CPUs or GPUs a run asks for: an autoscaling one may add them."""
+
+    temporary = True
 
 
 class ShapeError(BcRayError):
@@ -105,13 +121,5 @@ EXIT_REPEATS = 2
 EXIT_TEMPORARY = 75
 
 
-def may_pass_later(exc: BcRayError) -> bool:
-    """Whether trying the same command again later can succeed: another writer, a lease, or an
-    object store that failed (not refused) a call."""
-    if isinstance(exc, StorageAccessError):
-        return exc.temporary
-    return isinstance(exc, (CommitConflictError, CommitStateUnknownError, LeaseHeldError))
-
-
 def exit_status(exc: BcRayError) -> int:
-    return EXIT_TEMPORARY if may_pass_later(exc) else EXIT_REPEATS
+    return EXIT_TEMPORARY if exc.temporary else EXIT_REPEATS

@@ -6,6 +6,7 @@ pyarrow all see the same filesystem configuration (endpoint, credentials) for on
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,13 @@ from urllib.parse import urlparse
 
 import fsspec
 
-from bc_ray.exceptions import BcRayError, ConfigError, NotFoundError, StorageAccessError
+from bc_ray.exceptions import (
+    BcRayError,
+    ConfigError,
+    CorruptFileError,
+    NotFoundError,
+    StorageAccessError,
+)
 from bc_ray.redaction import refuse_user_info
 
 if TYPE_CHECKING:
@@ -131,7 +138,7 @@ class FileIO:
 
     # -- reads ---------------------------------------------------------------------------
     @contextmanager
-    def _reading(self, rel: str) -> Iterator[None]:
+    def reading(self, rel: str = "") -> Iterator[None]:
         """A refused or failed read is one clear error naming the place, not an SDK traceback
         (a missing file stays FileNotFoundError for the callers that expect one)."""
         try:
@@ -151,7 +158,7 @@ class FileIO:
                 "variables, AWS_PROFILE, web identity or instance role)"
                 if self.scheme == "s3" else "")
         return StorageAccessError(f"cannot {verb} {self.uri_of(rel)}: {exc}{hint}",
-                                  temporary=not _refused(exc))
+                                  temporary=temporary(exc))
 
     def check_bucket(self) -> None:
         """On S3, one clear error when the store's bucket does not exist, instead of a store
@@ -176,18 +183,18 @@ class FileIO:
 
     def read_bytes(self, rel: str) -> bytes:
         try:
-            with self._reading(rel):
+            with self.reading(rel):
                 return self.fs.cat_file(self.path(rel))
         except FileNotFoundError as exc:
             raise NotFoundError(f"no file {self.uri_of(rel)}") from exc
 
     def exists(self, rel: str) -> bool:
-        with self._reading(rel):
+        with self.reading(rel):
             return self.fs.exists(self.path(rel))
 
     def size(self, rel: str) -> int:
         try:
-            with self._reading(rel):
+            with self.reading(rel):
                 return int(self.fs.size(self.path(rel)))
         except FileNotFoundError as exc:
             raise NotFoundError(f"no file {self.uri_of(rel)}") from exc
@@ -195,7 +202,7 @@ class FileIO:
     def list_dir(self, rel: str) -> list[str]:
         """Names (not paths) directly under `rel`; empty when it does not exist."""
         try:
-            with self._reading(rel):
+            with self.reading(rel):
                 entries = self.fs.ls(self.path(rel), detail=False, refresh=True)
         except FileNotFoundError:
             return []
@@ -205,7 +212,7 @@ class FileIO:
         """Every file under `rel` (relative path -> modification time, epoch seconds), in one
         recursive listing; empty when it does not exist."""
         try:
-            with self._reading(rel):
+            with self.reading(rel):
                 files = self.fs.find(self.path(rel), detail=True)
         except FileNotFoundError:
             return {}
@@ -216,7 +223,7 @@ class FileIO:
     def modified_time(self, rel: str) -> float | None:
         """Modification time (epoch seconds) of a file, or the newest file under a prefix."""
         try:
-            with self._reading(rel):
+            with self.reading(rel):
                 files = self.fs.find(self.path(rel), detail=True)
         except FileNotFoundError:
             return None
@@ -233,12 +240,10 @@ class FileIO:
         except FileNotFoundError as exc:
             self.check_bucket()
             raise StorageAccessError(f"cannot write {self.uri_of(rel)}: {exc}") from exc
-        except OSError:  # FileExistsError is put-if-absent's answer; callers take OSErrors
+        except (FileExistsError, BcRayError):  # put-if-absent's answer, and ours
             raise
-        except BcRayError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the SDK's own (no endpoint); the rest re-raised
-            if not _from_the_sdk(exc):
+        except Exception as exc:  # noqa: BLE001 - OSErrors and the SDK's own; the rest re-raised
+            if not isinstance(exc, OSError) and not _from_the_sdk(exc):
                 raise
             raise self._access_error("write", rel, exc) from exc
 
@@ -348,11 +353,34 @@ def _from_the_sdk(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("botocore.")
 
 
-def _refused(exc: BaseException) -> bool:
-    """Refused credentials or none at all: waiting cannot help (unlike an endpoint that is
-    down or slow)."""
-    return isinstance(exc, PermissionError) or type(exc).__name__ in (
-        "NoCredentialsError", "PartialCredentialsError")
+# S3's throttling and server errors as s3fs raises them (SlowDown, 503: EBUSY; 500: EREMOTEIO),
+# and the network's own.
+TEMPORARY_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.EREMOTEIO,
+                              errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,
+                              errno.ENETUNREACH, errno.EHOSTUNREACH})
+
+
+def temporary(exc: BaseException) -> bool:
+    """Whether waiting may cure a failed call: no connection, a timeout, throttling or a
+    server error. Anything else (refused or missing credentials, a missing profile, a path
+    that is a file) would fail again alike."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in TEMPORARY_ERRNOS:
+        return True
+    return any(cls.__module__.startswith("botocore.")  # no endpoint, a read timeout
+               and cls.__name__ in ("ConnectionError", "HTTPClientError")
+               for cls in type(exc).__mro__)
+
+
+def damaged_or_unreachable(exc: Exception, message: str) -> BcRayError:
+    """A failed read of a file the log names: the storage's failure (waiting may cure it,
+    `temporary`) is not the file's damage."""
+    if isinstance(exc, StorageAccessError):
+        return exc
+    if temporary(exc):
+        return StorageAccessError(message, temporary=True)
+    return CorruptFileError(message)
 
 
 def _sync_dir(path: str) -> None:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from bc_ray.exceptions import BcRayError, ConfigError, DataError, StorageAccessError
 from bc_ray.ingest.sources import file_tag, hidden, input_format, known_extension
-from bc_ray.io import FileIO, file_mtime
+from bc_ray.io import FileIO, file_mtime, temporary
 from bc_ray.store.state import StoreState
 
 SUCCESS = "_SUCCESS"
@@ -75,7 +75,8 @@ def _found(location: FileIO, root: str) -> dict[str, dict]:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise StorageAccessError(f"cannot list the landing path {root}: {exc}") from exc
+        raise StorageAccessError(f"cannot list the landing path {root}: {exc}",
+                                 temporary=temporary(exc)) from exc
     raise ConfigError(f"the landing path {root} does not exist (a local folder or file, or an "
                       "S3 prefix holding at least one object: a `.keep` marker will do)")
 

@@ -62,24 +62,27 @@ def hidden(rel: str) -> bool:
     return any(part.startswith(("_", ".")) for part in rel.split("/") if part)
 
 
+def _found(io_: FileIO, path: str) -> tuple[dict[str, dict], str]:
+    """Every entry at `path` (name -> info), and the prefix their relative names start after."""
+    fs, root = io_.fs, io_.root
+    if fs.isdir(root):
+        return fs.find(root, detail=True), root
+    if fs.exists(root):
+        return {root: fs.info(root)}, root
+    if any(c in path for c in _GLOB_CHARS):
+        found = {p: fs.info(p) for p in fs.glob(root)}
+        base = root[:min(root.index(c) for c in _GLOB_CHARS if c in root)].rsplit("/", 1)[0]
+        return {p: info for p, info in found.items() if info.get("type") != "directory"}, base
+    raise DataError("no such file or folder", path=path)
+
+
 def discover(path: str, declared_format: str | None = None) -> list[SourceFile]:
     """Every data file at `path` (a file, a folder searched recursively, or a glob), sorted.
 
     A path that exists is taken literally, so a folder named `events[v2]` is not a glob."""
     io_ = FileIO(path)
-    fs = io_.fs
-    root = io_.root
-    base = root
-    if fs.isdir(root):
-        found = fs.find(root, detail=True)
-    elif fs.exists(root):
-        found = {root: fs.info(root)}
-    elif any(c in path for c in _GLOB_CHARS):
-        found = {p: fs.info(p) for p in fs.glob(root)}
-        found = {p: info for p, info in found.items() if info.get("type") != "directory"}
-        base = root[:min(root.index(c) for c in _GLOB_CHARS if c in root)].rsplit("/", 1)[0]
-    else:
-        raise DataError("no such file or folder", path=path)
+    with io_.reading():  # storage that fails is one line (StorageAccessError)
+        found, base = _found(io_, path)
     files, unnamed = [], 0
     for name, info in sorted(found.items()):
         rel = name[len(base):].lstrip("/") if name.startswith(base) else name

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bc_ray.exceptions import DataError
+from bc_ray.exceptions import DataError, NotFoundError
 from bc_ray.ingest.sources import SourceFile, discover
 from bc_ray.io import FileIO
 
@@ -128,12 +128,12 @@ def _read_file(source: SourceFile, flag: str, columns: Columns) -> _Part:
     if uri.lower().endswith(_NOT_PARQUET):
         raise DataError(f"{flag}: embeddings are read from Parquet only (a CSV cannot hold a "
                         "list of floats per row)", path=uri)
-    location = FileIO(uri)
-    try:
-        data = location.fs.cat_file(location.root)
-        parquet = pq.ParquetFile(pa.BufferReader(data))
-    except FileNotFoundError:
+    try:  # storage that fails is StorageAccessError (a retry may pass), not the file's fault
+        data = FileIO(uri).read_bytes("")
+    except NotFoundError:
         raise DataError(f"{flag}: file disappeared while reading", path=uri) from None
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data))
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a non-Parquet file
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(f"{flag}: cannot read as Parquet: {first}", path=uri) from None

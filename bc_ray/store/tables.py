@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from bc_ray import chain
 from bc_ray.exceptions import CorruptFileError, StoreError
+from bc_ray.io import damaged_or_unreachable
 from bc_ray.memory import return_freed_memory
 from bc_ray.store.actions import RefreshPublished
 from bc_ray.store.parquet import (
@@ -189,5 +190,5 @@ def _footer_rows(store: Store, file: FileRecord) -> int:
     try:
         return read_footer(store.io, file.path).num_rows
     except Exception as exc:  # noqa: BLE001 - any failure to parse a footer is damage
-        raise CorruptFileError(f"cannot read the Parquet footer of "
-                               f"{store.io.uri_of(file.path)}: {exc}") from exc
+        raise damaged_or_unreachable(exc, f"cannot read the Parquet footer of "
+                                          f"{store.io.uri_of(file.path)}: {exc}") from exc

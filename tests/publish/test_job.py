@@ -220,8 +220,10 @@ def test_each_table_may_name_its_own_id_column(tmp_path):
     tables = _random_tables(rng, 8)
     folders = {}
     for entity, column in (("user", "user_id"), ("item", "id")):
-        folders[entity] = put_parquet(f"file://{tmp_path}/ext/{entity}s/part-0.parquet",
-                                      embedding_table(*tables[entity], id_col=column))
+        table = embedding_table(*tables[entity], id_col=column)
+        if entity == "item":  # the same ids under a second name
+            table = table.append_column("item_key", table.column("id"))
+        folders[entity] = put_parquet(f"file://{tmp_path}/ext/{entity}s/part-0.parquet", table)
 
     def publish(*options: str):
         return CliRunner().invoke(app, ["publish", "--store", uri, "--users", folders["user"],
@@ -238,6 +240,8 @@ def test_each_table_may_name_its_own_id_column(tmp_path):
     assert json.loads(again.output)["status"] == "already published", again.output
     spec = Store(uri).state().version(0).spec
     assert (spec["user_id_col"], spec["item_id_col"]) == ("user_id", "id")
+    another_way = publish("--user-id-col", "user_id", "--item-id-col", "item_key")
+    assert json.loads(another_way.output)["version"] == 1, another_way.output
 
 
 def test_ids_the_snapshot_lacks_are_counted_and_a_table_of_none_of_its_ids_refused(tmp_path):

@@ -6,12 +6,14 @@ missing bucket's (2) says it would fail alike."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+import botocore.exceptions
 import pytest
 
 from bc_ray.exceptions import (
@@ -21,9 +23,11 @@ from bc_ray.exceptions import (
     CommitStateUnknownError,
     ConfigError,
     NotFoundError,
+    PlacementError,
     StorageAccessError,
     exit_status,
 )
+from bc_ray.io import temporary
 from bc_ray.store.store import RetentionPolicy, Store
 from tests.conftest import free_port
 
@@ -65,11 +69,30 @@ def test_an_endpoint_that_is_down_is_one_line_and_a_temporary_exit(missing_bucke
 
 @pytest.mark.parametrize("error, status", [
     (ConfigError("x"), EXIT_REPEATS), (NotFoundError("x"), EXIT_REPEATS),
-    (StorageAccessError("x", temporary=False), EXIT_REPEATS),
-    (StorageAccessError("x"), EXIT_TEMPORARY), (CommitConflictError("x"), EXIT_TEMPORARY),
-    (CommitStateUnknownError("x"), EXIT_TEMPORARY)])
+    (StorageAccessError("x"), EXIT_REPEATS), (StorageAccessError("x", temporary=True), 75),
+    (CommitConflictError("x"), EXIT_TEMPORARY), (CommitStateUnknownError("x"), EXIT_TEMPORARY),
+    (PlacementError("x"), EXIT_TEMPORARY)])
 def test_the_exit_status_says_whether_a_later_try_may_pass(error, status):
     assert exit_status(error) == status
+
+
+@pytest.mark.parametrize("failure, waiting_may_cure", [
+    (botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), True),
+    (botocore.exceptions.ReadTimeoutError(endpoint_url="http://x"), True),
+    (OSError(errno.EBUSY, "SlowDown"), True), (OSError(errno.EREMOTEIO, "InternalError"), True),
+    (ConnectionResetError(), True), (TimeoutError(), True),
+    (botocore.exceptions.ProfileNotFound(profile="nope"), False),
+    (botocore.exceptions.NoCredentialsError(), False), (PermissionError("AccessDenied"), False),
+    (NotADirectoryError(errno.ENOTDIR, "not a folder"), False), (OSError("unknown"), False)])
+def test_only_failures_waiting_may_cure_are_temporary(failure, waiting_may_cure):
+    assert temporary(failure) is waiting_may_cure
+
+
+def test_a_store_that_is_a_file_is_one_line_that_a_retry_would_repeat(tmp_path):
+    (tmp_path / "a-file").write_text("not a store")
+    done = cli("versions", "--store", f"file://{tmp_path}/a-file")
+    assert done.returncode == EXIT_REPEATS, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0
 
 
 def test_the_api_names_the_missing_bucket_for_reads_and_writes(missing_bucket_uri):
