@@ -60,11 +60,12 @@ class StorageAccessError(StoreError):
     """The object store refused or failed a read (credentials, permissions, endpoint).
 
     `temporary` where waiting may help: no connection, a timeout, throttling (`io.temporary`);
-    not a missing bucket or refused credentials."""
+    `refused` where the store said no (a missing bucket, refused or missing credentials): a
+    write it refused did not land."""
 
-    def __init__(self, message: str, *, temporary: bool = False) -> None:
+    def __init__(self, message: str, *, temporary: bool = False, refused: bool = False) -> None:
         super().__init__(message)
-        self.temporary = temporary
+        self.temporary, self.refused = temporary, refused
 
 
 class LogEntryError(StoreError):
@@ -93,6 +94,13 @@ class CommitStateUnknownError(StoreError):
     temporary = True
 
 
+class StaleInputError(StoreError):
+    """What a command computed against changed under it (another writer published first):
+    running the command again may pass; retrying only its commit cannot."""
+
+    temporary = True
+
+
 class UnsafeStoreError(StoreError):
     """The object store does not honour put-if-absent, so commits cannot be made atomic."""
 
@@ -107,12 +115,6 @@ class TrainingError(BcRayError):
     """Training cannot start or went wrong (diverging loss, NaN inputs, impossible placement)."""
 
 
-class PlacementError(TrainingError):
-    """The cluster lacks the CPUs or GPUs a run asks for: an autoscaling one may add them."""
-
-    temporary = True
-
-
 class ShapeError(BcRayError):
     """Embedding and transform dimensions do not match."""
 
@@ -122,4 +124,7 @@ EXIT_TEMPORARY = 75
 
 
 def exit_status(exc: BcRayError) -> int:
-    return EXIT_TEMPORARY if exc.temporary else EXIT_REPEATS
+    """Raised in a Ray task, `exc` is Ray's wrapper of it: the error itself says (`cause`)."""
+    cause = getattr(exc, "cause", None)
+    return EXIT_TEMPORARY if (cause if isinstance(cause, BcRayError) else exc).temporary \
+        else EXIT_REPEATS

@@ -149,7 +149,7 @@ class FileIO:
         except BcRayError:
             raise
         except Exception as exc:  # noqa: BLE001 - OSErrors and the SDK's own; the rest re-raised
-            if not isinstance(exc, OSError) and not _from_the_sdk(exc):
+            if not storage_failure(exc):
                 raise
             raise self._access_error("read", rel, exc) from exc
 
@@ -158,7 +158,7 @@ class FileIO:
                 "variables, AWS_PROFILE, web identity or instance role)"
                 if self.scheme == "s3" else "")
         return StorageAccessError(f"cannot {verb} {self.uri_of(rel)}: {exc}{hint}",
-                                  temporary=temporary(exc))
+                                  temporary=temporary(exc), refused=refused(exc))
 
     def check_bucket(self) -> None:
         """On S3, one clear error when the store's bucket does not exist, instead of a store
@@ -176,7 +176,7 @@ class FileIO:
         except FileNotFoundError:
             raise StorageAccessError(
                 f"the S3 bucket {bucket!r} of the store {self.uri} does not exist: create it, "
-                "or fix the store URI", temporary=False) from None
+                "or fix the store URI", refused=True) from None
         except Exception:  # noqa: BLE001 - forbidden or unavailable: no verdict on the bucket
             return
         self._bucket_seen = True
@@ -243,7 +243,7 @@ class FileIO:
         except (FileExistsError, BcRayError):  # put-if-absent's answer, and ours
             raise
         except Exception as exc:  # noqa: BLE001 - OSErrors and the SDK's own; the rest re-raised
-            if not isinstance(exc, OSError) and not _from_the_sdk(exc):
+            if not storage_failure(exc):
                 raise
             raise self._access_error("write", rel, exc) from exc
 
@@ -347,39 +347,60 @@ class FileIO:
         return pafs.S3FileSystem(**kwargs)
 
 
-def _from_the_sdk(exc: BaseException) -> bool:
-    """botocore's own errors (no endpoint at the URL, no credentials found) are no OSErrors:
-    s3fs lets them through untranslated."""
-    return type(exc).__module__.startswith("botocore.")
+def storage_failure(exc: BaseException) -> bool:
+    """An OSError, or one of botocore's own errors (no endpoint at the URL, no credentials
+    found), which are no OSErrors: s3fs lets them through untranslated."""
+    return isinstance(exc, OSError) or type(exc).__module__.startswith("botocore.")
 
 
-# S3's throttling and server errors as s3fs raises them (SlowDown, 503: EBUSY; 500: EREMOTEIO),
-# and the network's own.
+# The network's own failures, and S3's throttling and server errors as s3fs raises them
+# (SlowDown, 503: EBUSY; 500: EREMOTEIO); other codes arrive as EIO with the reply as the cause.
 TEMPORARY_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.EREMOTEIO,
                               errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,
                               errno.ENETUNREACH, errno.EHOSTUNREACH})
+TEMPORARY_CODES = frozenset({"RequestTimeout", "SlowDown", "Throttling", "ServiceUnavailable",
+                             "InternalError", "ConditionalRequestConflict"})
+REFUSALS = ("NoCredentialsError", "PartialCredentialsError", "ProfileNotFound")
 
 
 def temporary(exc: BaseException) -> bool:
-    """Whether waiting may cure a failed call: no connection, a timeout, throttling or a
-    server error. Anything else (refused or missing credentials, a missing profile, a path
-    that is a file) would fail again alike."""
+    """Whether waiting may cure a failed call: no connection, a timeout, throttling, a
+    conflicting write or a server error (409, 429, 5xx). Anything else (refused or missing
+    credentials, a missing profile, a bad certificate, a path that is a file) would fail again
+    alike."""
+    classes = {cls.__name__ for cls in type(exc).__mro__
+               if cls.__module__.startswith("botocore.")}
+    if classes:  # no endpoint, a read timeout; never a certificate the client refuses
+        return bool(classes & {"ConnectionError", "HTTPClientError"}) and "SSLError" not in classes
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
     if isinstance(exc, OSError) and exc.errno in TEMPORARY_ERRNOS:
         return True
-    return any(cls.__module__.startswith("botocore.")  # no endpoint, a read timeout
-               and cls.__name__ in ("ConnectionError", "HTTPClientError")
-               for cls in type(exc).__mro__)
+    code, status = _reply(exc.__cause__)
+    return code in TEMPORARY_CODES or status in (409, 429) or (status or 0) >= 500
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether the store said no: refused or missing credentials (nothing was written)."""
+    return isinstance(exc, PermissionError) or type(exc).__name__ in REFUSALS
+
+
+def _reply(cause: BaseException | None) -> tuple[str | None, int | None]:
+    """S3's error code and HTTP status, where s3fs kept botocore's error as the cause."""
+    response = getattr(cause, "response", None)
+    if not isinstance(response, dict):
+        return None, None
+    return (response.get("Error", {}).get("Code"),
+            response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
 
 
 def damaged_or_unreachable(exc: Exception, message: str) -> BcRayError:
-    """A failed read of a file the log names: the storage's failure (waiting may cure it,
-    `temporary`) is not the file's damage."""
+    """A failed read of a file the log names: the storage's failure (refused, or one waiting
+    may cure) is not the file's damage (pyarrow's OSError for a broken footer is)."""
     if isinstance(exc, StorageAccessError):
         return exc
-    if temporary(exc):
-        return StorageAccessError(message, temporary=True)
+    if temporary(exc) or refused(exc) or (storage_failure(exc) and not isinstance(exc, OSError)):
+        return StorageAccessError(message, temporary=temporary(exc), refused=refused(exc))
     return CorruptFileError(message)
 
 

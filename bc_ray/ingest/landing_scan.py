@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from bc_ray.exceptions import BcRayError, ConfigError, DataError, StorageAccessError
 from bc_ray.ingest.sources import file_tag, hidden, input_format, known_extension
-from bc_ray.io import FileIO, file_mtime, temporary
+from bc_ray.io import FileIO, file_mtime, refused, storage_failure, temporary
 from bc_ray.store.state import StoreState
 
 SUCCESS = "_SUCCESS"
@@ -74,9 +74,11 @@ def _found(location: FileIO, root: str) -> dict[str, dict]:
             return {location.root: fs.info(location.root)}
     except FileNotFoundError:
         pass
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - the storage's failures; the rest re-raised
+        if not storage_failure(exc):
+            raise
         raise StorageAccessError(f"cannot list the landing path {root}: {exc}",
-                                 temporary=temporary(exc)) from exc
+                                 temporary=temporary(exc), refused=refused(exc)) from exc
     raise ConfigError(f"the landing path {root} does not exist (a local folder or file, or an "
                       "S3 prefix holding at least one object: a `.keep` marker will do)")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from bc_ray.exceptions import DataError
+from bc_ray.exceptions import DataError, NotFoundError
 from bc_ray.io import FileIO
 
 INPUT_FORMATS = ("parquet", "csv")
@@ -122,10 +122,9 @@ def read_source(source: SourceFile, declared_format: str | None, hasher: hashlib
     """The file's rows and the sha256 of its bytes (`hasher` takes them too); CSV columns stay
     text (typed later, so errors can count bad values)."""
     fmt = input_format(source.uri, declared_format)
-    location = FileIO(source.uri)
-    try:
-        data = location.fs.cat_file(location.root)
-    except FileNotFoundError as exc:
+    try:  # storage that fails is StorageAccessError (one line), not a traceback
+        data = FileIO(source.uri).read_bytes("")
+    except NotFoundError as exc:
         raise DataError("file disappeared while reading", path=source.uri) from exc
     hasher.update(f"{len(data)}:".encode())
     own = hashlib.sha256()

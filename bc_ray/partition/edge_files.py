@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from bc_ray.exceptions import DataError, StorageAccessError
-from bc_ray.io import StorageOptions, damaged_or_unreachable
+from bc_ray.exceptions import BcRayError, DataError
+from bc_ray.io import StorageOptions, damaged_or_unreachable, storage_failure
 from bc_ray.partition.task_memory import HEADROOM, too_big
 from bc_ray.store.state import FileRecord, StoreState
 from bc_ray.store.store import Store
@@ -89,7 +89,9 @@ class EdgeFiles:
                         keep = pc.and_(keep, pc.less_equal(batch.column(self.time_column),
                                                            self.until))
                     yield batch.filter(keep)
-        except (OSError, StorageAccessError, ValueError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the storage's failures, and damage
+            if not (storage_failure(exc) or isinstance(exc, (BcRayError, ValueError, KeyError))):
+                raise
             raise damaged_or_unreachable(exc, f"cannot read the edges in {uri}: {exc}") from exc
 
     def edges(self, index: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:

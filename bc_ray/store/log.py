@@ -201,8 +201,8 @@ class VersionLog:
         try:
             self.io.create(entry_path(seq), raw)
         except (OSError, StorageAccessError) as exc:  # FileExistsError included: `_landed`
-            if isinstance(exc, StorageAccessError) and not exc.temporary:
-                raise  # refused (a missing bucket, credentials): nothing landed
+            if isinstance(exc, StorageAccessError) and exc.refused:
+                raise  # a missing bucket, refused credentials: nothing landed
             landed = self._landed(seq, raw)
             if landed is False:
                 raise CommitConflictError(

@@ -17,7 +17,7 @@ import orjson
 
 from bc_ray import chain as chain_math
 from bc_ray.core.registry import family_requirement
-from bc_ray.exceptions import CommitConflictError, NotFoundError, StoreError
+from bc_ray.exceptions import NotFoundError, StaleInputError, StoreError
 from bc_ray.store.actions import (
     Action,
     VersionCandidate,
@@ -131,12 +131,12 @@ def publish_with_tables(store: Store, candidate: Candidate, version: int, refres
 
     def build(current: StoreState) -> list[Action]:
         if next_version(current) != version:
-            raise CommitConflictError(f"version {version} was registered by another writer "
-                                      "while these embeddings were written; publish them again")
+            raise StaleInputError(f"version {version} was registered by another writer "
+                                  "while these embeddings were written; publish them again")
         if current.current_version != candidate.parent:
-            raise CommitConflictError(f"the current version moved from {candidate.parent} to "
-                                      f"{current.current_version} while these embeddings were "
-                                      "aligned to it; publish them again")
+            raise StaleInputError(f"the current version moved from {candidate.parent} to "
+                                  f"{current.current_version} while these embeddings were "
+                                  "aligned to it; publish them again")
         return [staged.action(version),
                 VersionPublished(version=version, at=utc_now().isoformat()),
                 *refresh_actions(version, refresh_id, tables, candidate.snapshot_id,

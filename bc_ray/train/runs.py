@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
-from bc_ray.exceptions import PlacementError
+from bc_ray.exceptions import TrainingError
 from bc_ray.store.store import Store
 from bc_ray.train.config import TrainJobConfig
 from bc_ray.train.loop import remove_orphaned_checkpoints
@@ -49,10 +49,10 @@ def check_placement(job: TrainJobConfig) -> None:
     resources = ray.cluster_resources()
     need_cpu = job.num_workers * job.cpus_per_worker
     if resources.get("CPU", 0.0) < need_cpu:
-        raise PlacementError(f"--num-workers {job.num_workers} x {job.cpus_per_worker} CPU needs "
+        raise TrainingError(f"--num-workers {job.num_workers} x {job.cpus_per_worker} CPU needs "
                             f"{need_cpu:g} CPUs but the cluster has {resources.get('CPU', 0):g}")
     if job.use_gpu and resources.get("GPU", 0.0) < job.num_workers:
-        raise PlacementError(f"--use-gpu with {job.num_workers} workers needs {job.num_workers} "
+        raise TrainingError(f"--use-gpu with {job.num_workers} workers needs {job.num_workers} "
                             f"GPUs but the cluster has {resources.get('GPU', 0):g}")
 
 

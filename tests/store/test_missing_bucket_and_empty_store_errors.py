@@ -23,7 +23,7 @@ from bc_ray.exceptions import (
     CommitStateUnknownError,
     ConfigError,
     NotFoundError,
-    PlacementError,
+    StaleInputError,
     StorageAccessError,
     exit_status,
 )
@@ -71,9 +71,26 @@ def test_an_endpoint_that_is_down_is_one_line_and_a_temporary_exit(missing_bucke
     (ConfigError("x"), EXIT_REPEATS), (NotFoundError("x"), EXIT_REPEATS),
     (StorageAccessError("x"), EXIT_REPEATS), (StorageAccessError("x", temporary=True), 75),
     (CommitConflictError("x"), EXIT_TEMPORARY), (CommitStateUnknownError("x"), EXIT_TEMPORARY),
-    (PlacementError("x"), EXIT_TEMPORARY)])
+    (StaleInputError("x"), EXIT_TEMPORARY)])
 def test_the_exit_status_says_whether_a_later_try_may_pass(error, status):
     assert exit_status(error) == status
+
+
+def test_an_error_raised_in_a_ray_task_exits_as_itself():
+    from ray.exceptions import RayTaskError
+
+    cause = StorageAccessError("throttled", temporary=True)
+    wrapped = RayTaskError("edges", "traceback", cause).as_instanceof_cause()
+    assert isinstance(wrapped, StorageAccessError) and exit_status(wrapped) == EXIT_TEMPORARY
+
+
+def _from_s3(code: str, status: int) -> OSError:
+    """An S3 error reply as s3fs raises it: an OSError whose cause holds the reply."""
+    reply = botocore.exceptions.ClientError(
+        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+    error = OSError(errno.EIO, code)
+    error.__cause__ = reply
+    return error
 
 
 @pytest.mark.parametrize("failure, waiting_may_cure", [
@@ -83,7 +100,10 @@ def test_the_exit_status_says_whether_a_later_try_may_pass(error, status):
     (ConnectionResetError(), True), (TimeoutError(), True),
     (botocore.exceptions.ProfileNotFound(profile="nope"), False),
     (botocore.exceptions.NoCredentialsError(), False), (PermissionError("AccessDenied"), False),
-    (NotADirectoryError(errno.ENOTDIR, "not a folder"), False), (OSError("unknown"), False)])
+    (NotADirectoryError(errno.ENOTDIR, "not a folder"), False), (OSError("unknown"), False),
+    (_from_s3("ConditionalRequestConflict", 409), True), (_from_s3("BadGateway", 502), True),
+    (_from_s3("NotImplemented", 501), True), (_from_s3("InvalidArgument", 400), False),
+    (botocore.exceptions.SSLError(endpoint_url="https://x", error="bad certificate"), False)])
 def test_only_failures_waiting_may_cure_are_temporary(failure, waiting_may_cure):
     assert temporary(failure) is waiting_may_cure
 
