@@ -157,8 +157,7 @@ class FileIO:
         hint = (" (check the S3 endpoint and the credentials the AWS SDKs find: AWS_* "
                 "variables, AWS_PROFILE, web identity or instance role)"
                 if self.scheme == "s3" else "")
-        return StorageAccessError(f"cannot {verb} {self.uri_of(rel)}: {exc}{hint}",
-                                  temporary=temporary(exc), refused=refused(exc))
+        return access_error(f"cannot {verb} {self.uri_of(rel)}: {exc}{hint}", exc)
 
     def check_bucket(self) -> None:
         """On S3, one clear error when the store's bucket does not exist, instead of a store
@@ -347,6 +346,12 @@ class FileIO:
         return pafs.S3FileSystem(**kwargs)
 
 
+def access_error(message: str, exc: BaseException) -> StorageAccessError:
+    """`exc`, the storage's failure, as one clear error that says whether waiting may cure it
+    and whether the store refused."""
+    return StorageAccessError(message, temporary=temporary(exc), refused=refused(exc))
+
+
 def storage_failure(exc: BaseException) -> bool:
     """An OSError, or one of botocore's own errors (no endpoint at the URL, no credentials
     found), which are no OSErrors: s3fs lets them through untranslated."""
@@ -400,7 +405,7 @@ def damaged_or_unreachable(exc: Exception, message: str) -> BcRayError:
     if isinstance(exc, StorageAccessError):
         return exc
     if temporary(exc) or refused(exc) or (storage_failure(exc) and not isinstance(exc, OSError)):
-        return StorageAccessError(message, temporary=temporary(exc), refused=refused(exc))
+        return access_error(message, exc)
     return CorruptFileError(message)
 
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow.parquet as pq
 
-from bc_ray.exceptions import BcRayError, ConfigError, DataError, StorageAccessError
+from bc_ray.exceptions import BcRayError, ConfigError, DataError
 from bc_ray.ingest.sources import file_tag, hidden, input_format, known_extension
-from bc_ray.io import FileIO, file_mtime, refused, storage_failure, temporary
+from bc_ray.io import FileIO, access_error, file_mtime, storage_failure
 from bc_ray.store.state import StoreState
 
 SUCCESS = "_SUCCESS"
@@ -77,8 +77,7 @@ def _found(location: FileIO, root: str) -> dict[str, dict]:
     except Exception as exc:  # noqa: BLE001 - the storage's failures; the rest re-raised
         if not storage_failure(exc):
             raise
-        raise StorageAccessError(f"cannot list the landing path {root}: {exc}",
-                                 temporary=temporary(exc), refused=refused(exc)) from exc
+        raise access_error(f"cannot list the landing path {root}: {exc}", exc) from exc
     raise ConfigError(f"the landing path {root} does not exist (a local folder or file, or an "
                       "S3 prefix holding at least one object: a `.keep` marker will do)")
 
