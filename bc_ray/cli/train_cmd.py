@@ -79,11 +79,13 @@ MaxEvalUsers = Annotated[int, _help(
     "Held-out users drawn (by --seed) for Recall@50 and the gate, so an evaluation's time is "
     "bounded whatever the graph's size (0: every held-out user).")]
 Targets = Annotated[str, _help(
-    "Alignment targets: 'model' (run M_{k-1} on the new graph) or 'stored' (ver-(k-1) table).")]
+    "Alignment targets: 'model' (run M_{k-1} on the training graph, by the workers together "
+    "with --sharded) or 'stored' (the ver-(k-1) tables, which usually saw the held-out days: "
+    "the gate then reads optimistically).")]
 Sharded = Annotated[bool, _help(
     "GraphSAGE at scale: each worker holds only its range of users' and items' edges, ID rows "
-    "and alignment targets, and no process loads the edge list (after version 0 it needs "
-    "--targets stored; jointly aligned methods and non-bc). Each worker asks Ray for the memory "
+    "and alignment targets, and no process loads the edge list (jointly aligned methods and "
+    "non-bc). Each worker asks Ray for the memory "
     "its share needs; a cluster that cannot place them all is refused before any starts.",
     "--sharded")]
 MaxAlignErrorRel = Annotated[float, _help(

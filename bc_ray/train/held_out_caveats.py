@@ -1,12 +1,13 @@
 """What a bump's held-out period cannot vouch for, said before training: stored alignment
 targets that saw it, and a validation half with no users.
 
-The stored ver-(k-1) tables (`--targets stored`, a sharded bump, a published parent) are the
+The stored ver-(k-1) tables (`--targets stored`, a published parent's only ones) are the
 latest refresh of M_{k-1}, usually on a graph that already holds the held-out edges (the
 nightly refresh runs after each ingest). For a graph model such a row aggregates the entity's
 held-out neighbours, so aligning M_k to it carries those edges into training, and the gate's
 Recall@50 on them reads optimistically. Running M_{k-1} on the training graph
-(`--targets model`) does not. The bump records which it was (`targets_see_held_out`).
+(`--targets model`, in one process or sharded over the workers) does not. The bump records
+which it was (`targets_see_held_out`).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def _seen_until(state: StoreState, table: TableRecord, calendar: bool) -> float:
 
 
 def say_if_seen(seen: bool, version: int, window: str, instead: str) -> None:
-    """`instead`: what avoids the bias here, or why nothing does (a sharded bump, a published
-    parent: no model runs for their targets)."""
+    """`instead`: what avoids the bias here, or why nothing does (a published parent has no
+    model to run)."""
     if seen:
         logger.warning(
             "the stored embeddings of version %d were refreshed on a graph holding the held-out "

@@ -144,7 +144,7 @@ def check_job(job: TrainJobConfig, parent: VersionRecord | None) -> None:
 
 
 def check_sharded(job: TrainJobConfig, method: Method, parent: VersionRecord | None) -> None:
-    """What a sharded bump trains: GraphSAGE, jointly aligned, to stored targets."""
+    """What a sharded bump trains: GraphSAGE, jointly aligned."""
     model = resolve_model(job.model, parent)
     if model != DEFAULT_FAMILY:
         raise ConfigError(f"--sharded trains GraphSAGE (its ID tables are what is sharded), not "
@@ -153,10 +153,6 @@ def check_sharded(job: TrainJobConfig, method: Method, parent: VersionRecord | N
         raise ConfigError(f"{method.title} needs the whole of M_k or M_{{k-1}} in one process; "
                           "a sharded bump trains a jointly aligned method (bc-aligner, "
                           "joint-lin-sloss, joint-notrans) or non-bc")
-    if parent is not None and job.targets != "stored":
-        raise ConfigError("a sharded bump aligns to (and is gated against) the stored "
-                          "ver-(k-1) tables, running M_{k-1} over the whole graph being what it "
-                          "avoids: pass --targets stored")
 
 
 def previous_model_used(job: TrainJobConfig) -> bool:
@@ -196,12 +192,13 @@ def load_inputs(job: TrainJobConfig, with_previous_model: bool = True,
                 int(snapshot.edges["timestamp"].max()), job.holdout_days)
             seen = stored_targets_see(state, parent.version, at, snapshot.grows)
             if say:
-                say_if_seen(seen, parent.version, window, _instead(parent))
+                say_if_seen(seen, parent.version, window, instead_of_stored(parent))
     return JobInputs(store, state, snapshot, split, method, model, family, spec, parent,
                      previous, seen)
 
 
-def _instead(parent: VersionRecord) -> str:
+def instead_of_stored(parent: VersionRecord) -> str:
+    """What avoids the stored targets' look-ahead, or why nothing does."""
     if parent.external:
         return (f"version {parent.version} was published from elsewhere and has no model to "
                 "run on the training graph, so read the gate with that in mind")

@@ -5,8 +5,10 @@ The driver counts degrees and plans row owners (`plan_owners`), decides the held
 streaming the edge files (`held_out_split`), finds an age-aware model's first interactions on
 ingested data the same way (`partition.first_seen`), and starts the workers. Each worker reads
 its own nodes' training edges, warm-starts its ID rows from M_{k-1}'s model file (mapped on a
-local store: it reads only its rows' pages), reads its rows of the stored ver-(k-1) tables as
-alignment targets, and trains the BC-Aligner objective within the step budget. Scoring is
+local store: it reads only its rows' pages), computes its rows of z_{k-1} by running M_{k-1}
+over the sharded training graph with the other workers (`--targets model`: no held-out edge
+reaches a target) or reads its rows of the stored ver-(k-1) tables (`--targets stored`, a
+published parent), and trains the BC-Aligner objective within the step budget. Scoring is
 sharded too: Recall@50 of the held-out test users (`sharded_recall`) and the alignment error on
 the same sample of entities the one-table gate draws. Rank 0 then writes M_k's one model file
 in place, every worker's rows going into it a block at a time (`write_model_file`: no process
@@ -72,7 +74,13 @@ from bc_ray.train.config import FaultInjection, TrainJobConfig
 from bc_ray.train.gate import ALIGN_SAMPLE, gate
 from bc_ray.train.held_out import HeldOut, held_out_split
 from bc_ray.train.held_out_caveats import say_if_seen, stored_targets_see
-from bc_ray.train.inputs import chain_amplifiers, check_sharded, resolve_method, resolve_spec
+from bc_ray.train.inputs import (
+    chain_amplifiers,
+    check_sharded,
+    instead_of_stored,
+    resolve_method,
+    resolve_spec,
+)
 from bc_ray.train.loop import (
     checkpoint_folder,
     epochs,
@@ -99,22 +107,35 @@ class ShardedBump:
     held_out: HeldOut
     method: Method
     parent: VersionRecord | None
-    model_source: ModelSource | None  # M_{k-1}'s file, to warm-start from
+    model_source: ModelSource | None  # M_{k-1}'s file: warm start, targets, the parent's recall
     amplifiers: list[torch.Tensor] | None  # multi-step alignment's W_{k-1}^j
     memory: WorkerMemory  # what each worker holds and asks Ray for
     checkpoint_every: int = 5
     fault: FaultInjection | None = None  # tests: a worker that crashes once
+    targets: str | None = None  # z_{k-1}: M_{k-1} run by the workers on the training graph, or
+    # the stored ver-(k-1) tables (`--targets stored`; a published parent has no model); None
+    # for version 0
 
 
-def _check_inputs(store: Store, state: StoreState, spec: VersionSpec,
-                  parent: VersionRecord | None) -> None:
+def target_source(job: TrainJobConfig, parent: VersionRecord | None) -> str | None:
+    """Where the bump's z_{k-1} comes from (`--targets`); a published parent's tables are its
+    only embeddings, as in the one-table bump. None: version 0, no targets."""
+    if parent is None:
+        return None
+    return "stored" if parent.external else job.targets
+
+
+def _check_inputs(state: StoreState, spec: VersionSpec, parent: VersionRecord | None,
+                  targets: str | None) -> None:
     """What the workers would otherwise find missing only after the driver's passes."""
     if not spec.id_embeddings:
         raise ConfigError("--sharded shards the ID tables: the spec has none (id_embeddings)")
-    if parent is not None and any(state.table(parent.version, e) is None for e in ENTITIES):
-        raise TrainingError(f"a sharded bump aligns to version {parent.version}'s stored "
-                            "embeddings, which have not been refreshed: run `bc-ray refresh` "
-                            "first")
+    if targets == "stored" and any(state.table(parent.version, e) is None for e in ENTITIES):
+        raise TrainingError(f"a sharded bump with stored targets aligns to version "
+                            f"{parent.version}'s stored embeddings, which have not been "
+                            "refreshed: run `bc-ray refresh` first"
+                            + ("" if parent.external else ", or align to M_{k-1} run on the "
+                               "training graph (--targets model)"))
 
 
 def _id_rows(bump: ShardedBump, rank: int, seen: torch.Tensor) -> torch.Tensor:
@@ -134,7 +155,26 @@ def _parent_model(bump: ShardedBump, rank: int) -> EmbeddingModel:
                                    in bump.run.owners.spans(rank)})
 
 
-def _targets(bump: ShardedBump, rank: int) -> tuple[ShardedRows, torch.Tensor]:
+def _targets(bump: ShardedBump, task: ShardedLinkPredictionTask
+             ) -> tuple[ShardedRows, torch.Tensor]:
+    """This worker's rows of z_{k-1}, and the whole mask of the entities that have one."""
+    if bump.targets == "stored":
+        return _stored_targets(bump, task.rank)
+    return _model_targets(bump, task)
+
+
+def _model_targets(bump: ShardedBump, task: ShardedLinkPredictionTask
+                   ) -> tuple[ShardedRows, torch.Tensor]:
+    """M_{k-1} run on the training graph, every worker its own rows (the calls are
+    collectives), as the one-table bump's `--targets model` runs it on the whole: no held-out
+    edge reaches a target, and every entity has one."""
+    owners = bump.run.owners
+    z = sharded_layerwise(task, _parent_model(bump, task.rank))  # with its own buffers
+    return (ShardedRows(owners, z),
+            torch.ones(owners.num_users + owners.num_items, dtype=torch.bool))
+
+
+def _stored_targets(bump: ShardedBump, rank: int) -> tuple[ShardedRows, torch.Tensor]:
     """This worker's rows of the stored ver-(k-1) tables, and the whole mask."""
     store = Store(bump.run.files.store_uri, bump.run.files.options)
     entities = load_entities(store, bump.run.state)
@@ -321,16 +361,17 @@ class _Trained:
     final: dict  # the last report's metrics
 
 
-def _alignment(bump: ShardedBump, rank: int, stages: _Stages
+def _alignment(bump: ShardedBump, task: ShardedLinkPredictionTask, stages: _Stages
                ) -> tuple[ShardedAlignment | None, ShardedRows | None, Embedded | None]:
-    """(B_k's joint training against this worker's stored ver-(k-1) rows, those rows while a
-    step may read them, the alignment sample's rows that scoring reads): all None without a
+    """(B_k's joint training against this worker's rows of z_{k-1}, those rows while a step
+    may read them, the alignment sample's rows that scoring reads): all None without a
     parent; a method not aligned jointly keeps only the sample's rows."""
     if bump.parent is None:
         return None, None, None
-    targets, mask = _targets(bump, rank)
-    return_freed_memory()  # the table parts it read
-    stages.done(f"warm start and targets of version {bump.parent.version}")
+    rank = task.rank
+    targets, mask = _targets(bump, task)
+    return_freed_memory()  # the table parts it read, or M_{k-1}'s ID rows
+    stages.done(f"targets of version {bump.parent.version} ({bump.targets})")
     sample = _alignment_sample(bump, mask, rank)
     expected = Embedded(sample, targets.rows[sample])
     if not bump.method.joint:
@@ -350,10 +391,11 @@ def _train_and_score(bump: ShardedBump, rank: int, world: int, stages: _Stages) 
     stages.done(f"read its {rows.neighbours.size:,} edge ends")
     model = sharded_model(run.spec, graph)
     id_rows = _id_rows(bump, rank, torch.from_numpy(np.diff(rows.crow) > 0))
-    alignment, targets, expected = _alignment(bump, rank, stages)
     task = ShardedLinkPredictionTask(model, graph, rows, run.train, id_rows, rank=rank,
                                      world_size=world, item_pool=held.item_pool)
-    stages.done(f"sampler of its {task.triples.num_edges:,} training edges ready")
+    stages.done(f"warm start and sampler of its {task.triples.num_edges:,} training edges "
+                "ready")
+    alignment, targets, expected = _alignment(bump, task, stages)
     scored = _scored_rows(bump, None if expected is None else expected.rows, rank)
     # The last epoch's z: if selection keeps that epoch, the gate scores the same state and
     # takes it instead of another layer-wise pass (minutes at 100M edges).
@@ -466,19 +508,18 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
             1.0, ray.nodes()), ranges=job.num_workers, at=[held.start])
         run = dataclasses.replace(run, now=float(found.t_at[0]), first_seen=ray.put(found))
     return ShardedBump(run, held, method, parent, source, amplifiers, memory,
-                       job.checkpoint_every, job.fault)
+                       job.checkpoint_every, job.fault, target_source(job, parent))
 
 
 def _targets_see_held_out(bump: ShardedBump) -> bool | None:
     """Whether the stored ver-(k-1) tables it aligns to were refreshed on its held-out period
-    (said when they were); None without a parent."""
-    if bump.parent is None:
+    (said when they were); None without stored targets."""
+    if bump.targets != "stored":
         return None
     seen = stored_targets_see(bump.run.state, bump.parent.version, bump.held_out.start,
                               bump.run.files.time_column == "timestamp")
     say_if_seen(seen, bump.parent.version, bump.held_out.window,
-                "a sharded bump has no other targets (M_{k-1} over the whole graph is what it "
-                "avoids), so read its gate with that in mind")
+                instead_of_stored(bump.parent))
     return seen
 
 
@@ -491,7 +532,7 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     check_sharded(job, method, parent)
     family = get_family(DEFAULT_FAMILY)
     spec = resolve_spec(job, DEFAULT_FAMILY, family, method, parent)
-    _check_inputs(store, state, spec, parent)
+    _check_inputs(state, spec, parent, target_source(job, parent))
     check_placement(job)
     bump = _plan(job, store, state, parent, spec, method)
     seen = _targets_see_held_out(bump)

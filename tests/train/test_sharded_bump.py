@@ -1,8 +1,9 @@
 """`bc-ray train --sharded` on a real local Ray cluster over ingested batches: version 0 and a
 warm-started BC-Aligner version 1 aligned to the stored ver-0 tables, each trained by two
-workers that hold only their share, version 1 through a worker's crash and resume; the scores
-its workers compute together equal the one-table gate's scores of the same registered model on
-the same split (an age-aware model's too), and the refresh reads its model file. Requests it
+workers that hold only their share, version 1 through a worker's crash and resume, and version
+2 aligned to M_1 run by its workers on the training graph; the scores its workers compute
+together equal the one-table gate's scores of the same registered model on the same split, with
+the same targets (an age-aware model's too), and the refresh reads its model file. Requests it
 cannot serve are refused before any worker starts."""
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def _job(uri: str, **changes) -> TrainJobConfig:
     return dataclasses.replace(job, **changes)
 
 
-def _one_table_scores(uri: str, version: int) -> dict:
-    """The one-table gate's scores of the registered `version` (its split, the same seed)."""
+def _one_table_scores(uri: str, version: int, targets: str = "stored") -> dict:
+    """The one-table gate's scores of the registered `version` (its split, the same seed),
+    aligned to `targets`."""
     store = Store(uri)
     state = store.state()
     record = state.version(version)
@@ -56,7 +58,7 @@ def _one_table_scores(uri: str, version: int) -> dict:
     previous = None
     if record.parent is not None:
         previous = previous_version(store, state, state.version(record.parent), inputs.snapshot,
-                                    "stored", with_model=False)
+                                    targets, with_model=targets == "model")
     model = model_from_bytes(load_model_bytes(store, version, state))
     transform = store.chain(version, state)[record.parent] if record.parent is not None else None
     scores = score_candidate(model, transform, inputs.split, previous, seed=TRAIN.seed)
@@ -95,8 +97,6 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     run_refresh(RefreshConfig(store=uri, mode="full", num_tasks=1, block_nodes=256))
 
     ingest(store, BatchInput(edges=put(store, "landing/d3.parquet", days[3])), MAPPING)
-    with pytest.raises(ConfigError, match="pass --targets stored"):
-        run_training(_job(uri, targets="model"))
     for method in ("post-lin-mloss", "bc-aligner-refit"):
         with pytest.raises(ConfigError, match="needs the whole of M_k"):
             run_training(_job(uri, method=method))
@@ -136,8 +136,19 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
             best = h
     assert second.metrics["selected_epoch"] == best["epoch"]
 
+    # Aligned to M_1 run by the workers over the sharded training graph (version 1 has no
+    # tables yet, and needs none): its targets, and so its alignment error, are the one-table
+    # bump's `--targets model`, which no held-out edge reaches.
+    third = run_training(_job(uri, targets="model"))
+    assert third.status == "published", third.reasons
+    assert third.metrics["targets_see_held_out"] is None
+    expected = _one_table_scores(uri, third.version, targets="model")
+    for name in ("recall_at_50", "parent_recall_at_50", "align_error", "align_error_rel"):
+        assert third.metrics[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
+    assert third.metrics["align_sample"] == expected["align_sample"] > 0
+
     refreshed = run_refresh(RefreshConfig(store=uri, mode="full", num_tasks=1, block_nodes=256))
-    assert refreshed.version == second.version
+    assert refreshed.version == third.version
     snapshot = load_snapshot(store)
     nodes = snapshot.num_users + snapshot.num_items  # an ID row and one float of state each
     assert sum(int(b) for b in second.metrics["worker_id_bytes"]) == nodes * (16 + 1) * 4
