@@ -16,7 +16,9 @@ app = typer.Typer(help="Reproduce the paper's benchmark.", no_args_is_help=True)
 Out = Annotated[str, typer.Option(
     help="Folder for results.json, summary.json, table.md and metrics.png.")]
 Dataset = Annotated[str, typer.Option(
-    help="synthetic, or FORMAT:PATH with FORMAT movielens-100k, movielens-latest or amazon.")]
+    help="synthetic (synthetic:seed=1 for another draw; any of the generator's settings as "
+         "KEY=VALUE,...), or FORMAT:PATH with FORMAT movielens-100k, movielens-latest or "
+         "amazon.")]
 Methods = Annotated[Optional[str], typer.Option(
     help="Comma-separated method names (default: the six variants, the baselines, the post-hoc "
          "alternatives, the simple recommenders popularity and bpr-mf, and the counts "

@@ -17,11 +17,17 @@ _SNAPSHOT_NAMES = ("GraphSnapshot", "RawGraph", "SnapshotMeta", "build_snapshot"
 
 
 def load_raw(fmt: str, path: str | None = None, **synthetic_options) -> RawGraph:
-    """Read one of the supported formats into a RawGraph (synthetic takes no path)."""
+    """Read one of the supported formats into a RawGraph. Synthetic data takes no path but its
+    generator's settings as `KEY=VALUE,...` text (`seed=1`: another draw of the same
+    marketplace), over `synthetic_options`."""
     if fmt == "synthetic":
+        from bc_ray.core.key_values import parse_fields
         from bc_ray.data.synthetic import SyntheticConfig, generate
 
-        return generate(SyntheticConfig(**synthetic_options))
+        config = SyntheticConfig(**synthetic_options)
+        if path:
+            config = parse_fields(SyntheticConfig, path, "synthetic data set", base=config)
+        return generate(config)
     if path is None:
         raise ConfigError(f"dataset format {fmt!r} needs a path")
     if fmt == "movielens-100k":
@@ -40,7 +46,8 @@ def load_raw(fmt: str, path: str | None = None, **synthetic_options) -> RawGraph
 
 
 def load_dataset(spec: str, **synthetic_options) -> GraphSnapshot:
-    """`synthetic` or `FORMAT:PATH` (e.g. `movielens-100k:../shared/data/ml-100k`)."""
+    """`synthetic`, `synthetic:KEY=VALUE,...` (`load_raw`) or `FORMAT:PATH` (e.g.
+    `movielens-100k:../shared/data/ml-100k`)."""
     from bc_ray.data.snapshot import build_snapshot
 
     fmt, _, path = spec.partition(":")

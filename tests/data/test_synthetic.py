@@ -1,6 +1,7 @@
 """The generator's statistics: skew, arrival over time, learnable signal, determinism."""
 
 import numpy as np
+import pytest
 import polars as pl
 
 from bc_ray.core.evaluation import roc_auc
@@ -61,3 +62,22 @@ def test_ten_million_edges_scale_config_is_valid():
 def test_generated_snapshot_builds(small_raw):
     snapshot = build_snapshot(small_raw)
     assert snapshot.meta.cleanup["duplicate_edges_dropped"] == 0
+
+
+def test_a_data_set_name_draws_the_generator_with_its_settings():
+    """`--dataset synthetic:seed=1,...`: another draw of the marketplace, its other settings the
+    defaults; a setting it does not have is refused by name."""
+    from bc_ray.data import load_dataset
+    from bc_ray.exceptions import ConfigError
+
+    small = "num_users=300,num_items=200,num_edges=4000"
+    drawn = load_dataset(f"synthetic:{small},seed=1")
+    expected = build_snapshot(generate(SyntheticConfig(num_users=300, num_items=200,
+                                                       num_edges=4_000, seed=1)))
+    assert drawn.meta.name == "synthetic-s1"
+    assert drawn.edges.equals(expected.edges)
+    assert not load_dataset(f"synthetic:{small}").edges.equals(drawn.edges)  # seed 0
+    with pytest.raises(ConfigError, match=r"part 'sed=1'.*'seed'"):
+        load_dataset("synthetic:sed=1")
+    with pytest.raises(ConfigError, match="seed must be a number"):
+        load_dataset("synthetic:seed=one")
