@@ -103,7 +103,7 @@ def _report(args: argparse.Namespace, runs: list[dict]) -> None:
     seeds = sorted({r["seed"] for r in runs})
 
     def paired(name: str, ratio: bool = False) -> tuple[float, float, float]:
-        values = [pairs[s, "stored"][name] / pairs[s, "model"][name] if ratio
+        values = [pairs[s, "stored"][name] / max(pairs[s, "model"][name], 1e-9) if ratio
                   else pairs[s, "stored"][name] - pairs[s, "model"][name] for s in seeds]
         return t_interval(np.asarray(values, dtype=float))
 

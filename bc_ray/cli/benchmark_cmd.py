@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import ModelOption, model_family
+from bc_ray.cli.common import DATASET_HELP, ModelOption, model_family
 from bc_ray.core.registry import DEFAULT_FAMILY
 
 app = typer.Typer(help="Reproduce the paper's benchmark.", no_args_is_help=True)
@@ -15,10 +15,7 @@ app = typer.Typer(help="Reproduce the paper's benchmark.", no_args_is_help=True)
 
 Out = Annotated[str, typer.Option(
     help="Folder for results.json, summary.json, table.md and metrics.png.")]
-Dataset = Annotated[str, typer.Option(
-    help="synthetic (synthetic:seed=1 for another draw; any of the generator's settings as "
-         "KEY=VALUE,...), or FORMAT:PATH with FORMAT movielens-100k, movielens-latest or "
-         "amazon.")]
+Dataset = Annotated[str, typer.Option(help=DATASET_HELP)]
 Methods = Annotated[Optional[str], typer.Option(
     help="Comma-separated method names (default: the six variants, the baselines, the post-hoc "
          "alternatives, the simple recommenders popularity and bpr-mf, and the counts "

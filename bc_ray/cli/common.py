@@ -22,6 +22,9 @@ StoreOption = Annotated[str, typer.Option(
     help="Store URI: file:///path or s3://bucket/prefix (S3 settings and credentials from "
          "AWS_* variables, never in the URI).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+DATASET_HELP = ("synthetic (synthetic:seed=1 for another draw; any of the generator's settings "
+                "as KEY=VALUE,...), or FORMAT:PATH with FORMAT movielens-100k, movielens-latest "
+                "or amazon (e.g. movielens-100k:../shared/data/ml-100k).")
 ModelOption = Annotated[str, typer.Option(
     "--model", help="Model family: graphsage, sequence, the name of a bc_ray.models entry point, "
                     "or package.module:Class.")]

@@ -6,16 +6,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from bc_ray.cli.common import ModelOption, default_of, model_family
+from bc_ray.cli.common import DATASET_HELP, ModelOption, default_of, model_family
 from bc_ray.lifecycle.config import DemoConfig
 
 
 def demo(
     store: Annotated[Optional[str], typer.Option(
         help="Empty store URI (default: a new folder under ./demo-store).")] = None,
-    dataset: Annotated[str, typer.Option(help="synthetic, or FORMAT:PATH (e.g. "
-                                              "movielens-100k:../shared/data/ml-100k).")
-                       ] = default_of(DemoConfig, "dataset"),
+    dataset: Annotated[str, typer.Option(help=DATASET_HELP)] = default_of(DemoConfig, "dataset"),
     versions: Annotated[int, typer.Option(help="Version bumps after version 0.")] = default_of(
         DemoConfig, "versions"),
     scale: Annotated[float, typer.Option(

@@ -65,7 +65,7 @@ Lr = Annotated[float, _help("Learning rate.")]
 IdOptimizer = Annotated[str, _help(
     "How row-sparse and sharded ID tables are stepped: adam (2 floats of state per table value) "
     "or rowwise_adagrad (one float per row: half a sharded worker's memory per owned row, with "
-    "stored targets).")]
+    "alignment targets).")]
 IdLr = Annotated[float, _help(
     "Learning rate of those ID tables (0: --lr with adam, 0.01 with rowwise_adagrad, whose "
     "steps shrink as a row's gradients add up; RESULTS §10).")]
@@ -81,7 +81,8 @@ MaxEvalUsers = Annotated[int, _help(
 Targets = Annotated[str, _help(
     "Alignment targets: 'model' (run M_{k-1} on the training graph, by the workers together "
     "with --sharded) or 'stored' (the ver-(k-1) tables, which usually saw the held-out days: "
-    "the gate then reads optimistically).")]
+    "the gate then reads optimistically). A published parent's tables are always its "
+    "targets.")]
 Sharded = Annotated[bool, _help(
     "GraphSAGE at scale: each worker holds only its range of users' and items' edges, ID rows "
     "and alignment targets, and no process loads the edge list (jointly aligned methods and "

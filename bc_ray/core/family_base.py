@@ -1,7 +1,7 @@
 """Defaults for a model family's optional members (`bc_ray.models.FamilyBase`): a family needs
 only its spec class, `build` and `task`; refresh then embeds through the model's own `embed` over
-the whole graph, and specs read `key=value` text by their fields' types (`key_values`, whose
-`parse_fields` and `spec_from_fields` plug-ins import from here too)."""
+the whole graph, and specs read `key=value` text by their fields' types (`bc_ray.key_values`,
+whose `parse_fields` and `spec_from_fields` plug-ins import from here too)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from bc_ray.core.family import (
     ModelSpec,
 )
 from bc_ray.core.graph import GraphTensors, shared_tensor
-from bc_ray.core.key_values import parse_fields, spec_from_fields
+from bc_ray.key_values import parse_fields, spec_from_fields
 from bc_ray.core.module_bytes import module_from_bytes, module_to_bytes
 from bc_ray.core.warmstart import fine_tune_copy
 from bc_ray.exceptions import ConfigError

@@ -21,7 +21,7 @@ def load_raw(fmt: str, path: str | None = None, **synthetic_options) -> RawGraph
     generator's settings as `KEY=VALUE,...` text (`seed=1`: another draw of the same
     marketplace), over `synthetic_options`."""
     if fmt == "synthetic":
-        from bc_ray.core.key_values import parse_fields
+        from bc_ray.key_values import parse_fields
         from bc_ray.data.synthetic import SyntheticConfig, generate
 
         config = SyntheticConfig(**synthetic_options)

@@ -13,7 +13,7 @@ sets of present users and items are fixed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import polars as pl
@@ -62,9 +62,17 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> RawGraph:
     users = _make_users(config, rng, items["centroids"])
     edges = _make_edges(config, rng, users, items)
     return RawGraph(
-        edges=edges, name=f"synthetic-s{config.seed}", source="bc_ray.data.synthetic",
+        edges=edges, name=_name(config), source="bc_ray.data.synthetic",
         rating_scale=(1.0, 5.0), user_features=users["features"],
         item_features=items["features"])
+
+
+def _name(config: SyntheticConfig) -> str:
+    """The draw, and every setting it changes from the defaults: results (and `--lam-from`'s
+    check) tell two synthetic data sets apart by their names."""
+    changed = [f"{setting.name}={getattr(config, setting.name)}" for setting in fields(config)
+               if setting.name != "seed" and getattr(config, setting.name) != setting.default]
+    return f"synthetic-s{config.seed}" + (f"({','.join(changed)})" if changed else "")
 
 
 def _labels(prefix: str, codes: np.ndarray) -> pl.Series:

@@ -51,8 +51,8 @@ Progress = Callable[[str], None]
 
 
 def _snapshot(config: DemoConfig) -> GraphSnapshot:
-    if config.dataset == "synthetic":
-        return load_dataset("synthetic", num_users=max(200, int(2000 * config.scale)),
+    if config.dataset.partition(":")[0] == "synthetic":  # settings it names win over --scale
+        return load_dataset(config.dataset, num_users=max(200, int(2000 * config.scale)),
                             num_items=max(150, int(1500 * config.scale)),
                             num_edges=max(5000, int(100_000 * config.scale)), seed=config.seed)
     return load_dataset(config.dataset)

@@ -130,6 +130,9 @@ def _check_inputs(state: StoreState, spec: VersionSpec, parent: VersionRecord | 
     """What the workers would otherwise find missing only after the driver's passes."""
     if not spec.id_embeddings:
         raise ConfigError("--sharded shards the ID tables: the spec has none (id_embeddings)")
+    if targets == "model" and parent.model_removed:
+        raise TrainingError(f"version {parent.version}'s model was removed: align to its stored "
+                            "embeddings (--targets stored)")
     if targets == "stored" and any(state.table(parent.version, e) is None for e in ENTITIES):
         raise TrainingError(f"a sharded bump with stored targets aligns to version "
                             f"{parent.version}'s stored embeddings, which have not been "
@@ -155,23 +158,12 @@ def _parent_model(bump: ShardedBump, rank: int) -> EmbeddingModel:
                                    in bump.run.owners.spans(rank)})
 
 
-def _targets(bump: ShardedBump, task: ShardedLinkPredictionTask
-             ) -> tuple[ShardedRows, torch.Tensor]:
-    """This worker's rows of z_{k-1}, and the whole mask of the entities that have one."""
-    if bump.targets == "stored":
-        return _stored_targets(bump, task.rank)
-    return _model_targets(bump, task)
-
-
-def _model_targets(bump: ShardedBump, task: ShardedLinkPredictionTask
-                   ) -> tuple[ShardedRows, torch.Tensor]:
-    """M_{k-1} run on the training graph, every worker its own rows (the calls are
-    collectives), as the one-table bump's `--targets model` runs it on the whole: no held-out
-    edge reaches a target, and every entity has one."""
-    owners = bump.run.owners
-    z = sharded_layerwise(task, _parent_model(bump, task.rank))  # with its own buffers
-    return (ShardedRows(owners, z),
-            torch.ones(owners.num_users + owners.num_items, dtype=torch.bool))
+def _model_targets(bump: ShardedBump, task: ShardedLinkPredictionTask,
+                   rows: torch.Tensor | None = None) -> torch.Tensor:
+    """M_{k-1} run on the training graph, every worker its own rows (all, or its local `rows`;
+    the calls are collectives), as the one-table bump's `--targets model` runs it on the
+    whole: no held-out edge reaches a target, and every entity has one."""
+    return sharded_layerwise(task, _parent_model(bump, task.rank), rows)  # its own buffers
 
 
 def _stored_targets(bump: ShardedBump, rank: int) -> tuple[ShardedRows, torch.Tensor]:
@@ -365,15 +357,24 @@ def _alignment(bump: ShardedBump, task: ShardedLinkPredictionTask, stages: _Stag
                ) -> tuple[ShardedAlignment | None, ShardedRows | None, Embedded | None]:
     """(B_k's joint training against this worker's rows of z_{k-1}, those rows while a step
     may read them, the alignment sample's rows that scoring reads): all None without a
-    parent; a method not aligned jointly keeps only the sample's rows."""
+    parent; a method not aligned jointly keeps only the sample's rows (and with model
+    targets computes only those)."""
     if bump.parent is None:
         return None, None, None
-    rank = task.rank
-    targets, mask = _targets(bump, task)
+    owners, rank = bump.run.owners, task.rank
+    if bump.targets == "stored":
+        targets, mask = _stored_targets(bump, rank)
+    else:
+        targets, mask = None, torch.ones(owners.num_users + owners.num_items, dtype=torch.bool)
+    sample = _alignment_sample(bump, mask, rank)
+    if targets is None:
+        z = _model_targets(bump, task, None if bump.method.joint else sample)
+        targets = ShardedRows(owners, z) if bump.method.joint else None
+        expected = Embedded(sample, z[sample] if bump.method.joint else z)
+    else:
+        expected = Embedded(sample, targets.rows[sample])
     return_freed_memory()  # the table parts it read, or M_{k-1}'s ID rows
     stages.done(f"targets of version {bump.parent.version} ({bump.targets})")
-    sample = _alignment_sample(bump, mask, rank)
-    expected = Embedded(sample, targets.rows[sample])
     if not bump.method.joint:
         return None, None, expected
     spec = bump.run.spec
@@ -501,7 +502,9 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
         source = ModelSource.of(store, parent)
     amplifiers = chain_amplifiers(store, state, parent) if parent is not None else None
     run = ShardedRun(files, owners, spec, job.train, held.start, held, state)
-    if ages_need_edges(spec.cold_start_mixing, state):
+    # M_{k-1} runs on the same graph (targets, the relative gate): its ages count too.
+    parent_ages = source is not None and bool(parent.spec.get("cold_start_mixing"))
+    if ages_need_edges(spec.cold_start_mixing or parent_ages, state):
         # Ages on ingested data: first interactions (and "now", the period's start) in
         # edge-fraction time, which the entity tables do not keep.
         found = first_interactions(files, degrees, file_edges, budget=slot_memory(
@@ -564,7 +567,7 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
                    "worker_id_bytes": [int(b) for b in result.metrics["worker_id_bytes"]],
                    "worker_planned_bytes": list(bump.memory.state),
                    "worker_nodes": result.metrics["worker_nodes"],
-                   "targets_see_held_out": seen}
+                   "targets": bump.targets, "targets_see_held_out": seen}
         reasons = gate(metrics, job.gate)
         # The model file goes into the store from its mapped pages: the driver never holds
         # the whole tables (4 d N bytes, 2.8 GB at 100M edges).

@@ -74,7 +74,8 @@ def test_a_data_set_name_draws_the_generator_with_its_settings():
     drawn = load_dataset(f"synthetic:{small},seed=1")
     expected = build_snapshot(generate(SyntheticConfig(num_users=300, num_items=200,
                                                        num_edges=4_000, seed=1)))
-    assert drawn.meta.name == "synthetic-s1"
+    assert drawn.meta.name == "synthetic-s1(num_users=300,num_items=200,num_edges=4000)"
+    assert load_dataset("synthetic:seed=1").meta.name == "synthetic-s1"
     assert drawn.edges.equals(expected.edges)
     assert not load_dataset(f"synthetic:{small}").edges.equals(drawn.edges)  # seed 0
     with pytest.raises(ConfigError, match=r"part 'sed=1'.*'seed'"):

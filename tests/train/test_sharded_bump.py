@@ -1,10 +1,10 @@
 """`bc-ray train --sharded` on a real local Ray cluster over ingested batches: version 0 and a
 warm-started BC-Aligner version 1 aligned to the stored ver-0 tables, each trained by two
-workers that hold only their share, version 1 through a worker's crash and resume, and version
-2 aligned to M_1 run by its workers on the training graph; the scores its workers compute
-together equal the one-table gate's scores of the same registered model on the same split, with
-the same targets (an age-aware model's too), and the refresh reads its model file. Requests it
-cannot serve are refused before any worker starts."""
+workers that hold only their share, version 1 through a worker's crash and resume, version 2
+aligned to M_1 run by its workers on the training graph, and a non-bc version 3; the scores its
+workers compute together equal the one-table gate's scores of the same registered model on the
+same split, with the same targets (an age-aware model's, and its parent's, too), and the
+refresh reads its model file. Requests it cannot serve are refused before any worker starts."""
 
 from __future__ import annotations
 
@@ -146,9 +146,15 @@ def test_sharded_bumps_on_ingested_batches(ray_cluster, small_raw, tmp_path):
     for name in ("recall_at_50", "parent_recall_at_50", "align_error", "align_error_rel"):
         assert third.metrics[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
     assert third.metrics["align_sample"] == expected["align_sample"] > 0
+    assert third.metrics["targets"] == "model" and second.metrics["targets"] == "stored"
+    # A method not aligned jointly runs M_2 for the alignment sample's rows alone.
+    fourth = run_training(_job(uri, method="non-bc", targets="model"))
+    expected = _one_table_scores(uri, fourth.version, targets="model")
+    for name in ("parent_recall_at_50", "align_error", "align_error_rel"):
+        assert fourth.metrics[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
 
     refreshed = run_refresh(RefreshConfig(store=uri, mode="full", num_tasks=1, block_nodes=256))
-    assert refreshed.version == third.version
+    assert refreshed.version == fourth.version
     snapshot = load_snapshot(store)
     nodes = snapshot.num_users + snapshot.num_items  # an ID row and one float of state each
     assert sum(int(b) for b in second.metrics["worker_id_bytes"]) == nodes * (16 + 1) * 4
@@ -169,6 +175,12 @@ def test_a_sharded_age_aware_model_scores_as_the_one_table_gate(ray_cluster, sma
     assert outcome.status == "published", outcome.reasons
     expected = _one_table_scores(uri, outcome.version)
     assert outcome.metrics["recall_at_50"] == pytest.approx(expected["recall_at_50"], abs=1e-6)
+    # A bump whose own model reads no ages still runs the age-aware M_0 (its targets, the
+    # relative gate's recall) with the ages the one-table bump reads from the edge list.
+    bump = run_training(_job(uri, spec=VersionSpec(hidden_dim=16), targets="model"))
+    expected = _one_table_scores(uri, bump.version, targets="model")
+    for name in ("recall_at_50", "parent_recall_at_50", "align_error"):
+        assert bump.metrics[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
 
 
 @pytest.mark.parametrize("options,message", [(["--num-workers", "0"], "--num-workers >= 1"),
