@@ -171,6 +171,7 @@ def main() -> None:
             handle.write(orjson.dumps(
                 {"dataset": results["dataset"], "preset": results["preset"],
                  "seeds": results["seeds"], "commands": results.get("commands"),
+                 "code": results.get("code"),
                  "seconds": results.get("seconds"), "sanity": floor,
                  "keep_all_absolute": absolute, "intervals": intervals,
                  "last_version": last, "per_task": tasks,

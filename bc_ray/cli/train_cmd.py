@@ -82,7 +82,7 @@ Targets = Annotated[str, _help(
     "Alignment targets: 'model' (run M_{k-1} on the training graph, by the workers together "
     "with --sharded) or 'stored' (the ver-(k-1) tables, which usually saw the held-out days: "
     "the gate then reads optimistically). A published parent's tables are always its "
-    "targets.")]
+    "targets; a parent whose model retention removed needs 'stored'.")]
 Sharded = Annotated[bool, _help(
     "GraphSAGE at scale: each worker holds only its range of users' and items' edges, ID rows "
     "and alignment targets, and no process loads the edge list (jointly aligned methods and "
