@@ -114,6 +114,7 @@ def test_seeds_run_apart_merge_into_a_paired_comparison(small_snapshot, tmp_path
         assert {run["seed"] for run in result["runs"]} == {seed}
         assert all(run["stopped_epoch"] == 4 for run in result["runs"]
                    if run["version"] > 0 and run["method"] in ("keep-all", "non-bc", "bc-aligner"))
+        result["code"] = {"commit": f"commit-of-seed-{seed}", "dirty": False}  # as the CLI's
         write_report(result, str(tmp_path / f"seed{seed}"))
         parts.append(result)
     merged = merge(parts)
@@ -139,6 +140,7 @@ def test_seeds_run_apart_merge_into_a_paired_comparison(small_snapshot, tmp_path
     interval = saved["intervals"]["bc-aligner"]["sum_pct"]
     assert interval["seeds"] == 2 and interval["ci_low"] <= interval["mean"] <= interval["ci_high"]
     assert saved["sum_vs_bc_aligner"][0]["method"] == "non-bc"
+    assert saved["code"] == [part["code"] for part in parts]  # each run's code, traceable
     keep = [run for run in merged["runs"] if run["method"] == "keep-all" and run["version"] > 0]
     recall = saved["keep_all_absolute"]["recall_at_50"]
     assert recall["seeds"] == 2
