@@ -87,7 +87,8 @@ Sharded = Annotated[bool, _help(
     "GraphSAGE at scale: each worker holds only its range of users' and items' edges, ID rows "
     "and alignment targets, and no process loads the edge list (jointly aligned methods and "
     "non-bc). Each worker asks Ray for the memory "
-    "its share needs; a cluster that cannot place them all is refused before any starts.",
+    "its share needs; a cluster that cannot place them all (after --placement-timeout, where "
+    "an autoscaler was asked for them) is refused before any starts.",
     "--sharded")]
 MaxAlignErrorRel = Annotated[float, _help(
     "Gate: max relative alignment error, of users and items together and each.")]
@@ -95,6 +96,9 @@ MinRecallVsParent = Annotated[float, _help(
     "Gate: min Recall@50 relative to the current version.")]
 CheckpointEvery = Annotated[int, _help("Checkpoint every N epochs.")]
 MaxFailures = Annotated[int, _help("Worker-group restarts allowed.")]
+PlacementTimeout = Annotated[float, _help(
+    "Seconds to wait, on a cluster that autoscales, for the nodes the workers need (asked of "
+    "its autoscaler); without an autoscaler a bump its nodes cannot place is refused at once.")]
 Seed = Annotated[int, _help("Random seed.")]
 RunName = Annotated[Optional[str], _help(
     "Name of the run: its Ray Train folder and the version's run_name (default: train-<time>, "
@@ -131,6 +135,7 @@ def train(
     min_recall_vs_parent: MinRecallVsParent = GATE.min_recall_vs_parent,
     checkpoint_every: CheckpointEvery = _job("checkpoint_every"),
     max_failures: MaxFailures = _job("max_failures"),
+    placement_timeout: PlacementTimeout = _job("placement_timeout_s"),
     seed: Seed = TRAIN.seed,
     run_name: RunName = None,
     address: Address = None,
@@ -155,7 +160,8 @@ def train(
         targets=targets, sharded=sharded,
         gate=dataclasses.replace(GATE, max_align_error_rel=max_align_error_rel,
                                  min_recall_vs_parent=min_recall_vs_parent),
-        checkpoint_every=checkpoint_every, max_failures=max_failures, run_name=run_name)
+        checkpoint_every=checkpoint_every, max_failures=max_failures,
+        placement_timeout_s=placement_timeout, run_name=run_name)
     state = _trainable_state(store)
     parent = state.version() if state.current_version is not None else None
     if job.model is None and parent is not None and parent.external:

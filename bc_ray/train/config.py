@@ -65,6 +65,8 @@ class TrainJobConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     checkpoint_every: int = 5
     max_failures: int = 2
+    # On a cluster that autoscales, how long to wait for the nodes a bump's workers need.
+    placement_timeout_s: float = 900.0
     run_name: str | None = None
     fault: FaultInjection | None = None
 
@@ -92,6 +94,8 @@ class TrainJobConfig:
             raise ConfigError("--sharded trains on Ray Train workers: set --num-workers >= 1")
         if self.sharded and self.use_gpu:
             raise ConfigError("--sharded exchanges ID rows over gloo on the CPU: drop --use-gpu")
+        if self.placement_timeout_s < 0:
+            raise ConfigError(f"--placement-timeout must be >= 0, got {self.placement_timeout_s}")
         if self.checkpoint_every < 1:
             raise ConfigError("--checkpoint-every must be >= 1")
 

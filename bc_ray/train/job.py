@@ -32,6 +32,7 @@ from bc_ray.train.loop import (
     CHECKPOINT_PREFIX,
     train_loop_per_worker,
 )
+from bc_ray.train.placement import Placement
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 
 logger = logging.getLogger(__name__)
@@ -77,13 +78,19 @@ def _remove_local_checkpoint(path: str) -> None:
 
 
 def run_training(job: TrainJobConfig) -> TrainOutcome:
-    if job.sharded:
-        from bc_ray.train.sharded_job import run_sharded_training
+    """A bump: train, score, gate, and publish or reject the candidate."""
+    with Placement(job.placement_timeout_s) as placement:
+        if job.sharded:
+            from bc_ray.train.sharded_job import run_sharded_training
 
-        return run_sharded_training(job)
+            return run_sharded_training(job, placement)
+        return _run_one_table(job, placement)
+
+
+def _run_one_table(job: TrainJobConfig, placement: Placement) -> TrainOutcome:
     started = time.perf_counter()
     inputs = load_inputs(job)
-    check_placement(job)
+    check_placement(job, placement)
     if job.num_workers > 0:  # each worker rebuilds M_k, and M_{k-1}, by its family's name
         parent = inputs.parent
         check_loads_on_cluster([inputs.model] + ([parent.family] if parent and not

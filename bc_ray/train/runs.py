@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
-from bc_ray.exceptions import TrainingError
 from bc_ray.store.store import Store
 from bc_ray.train.config import TrainJobConfig
 from bc_ray.train.loop import remove_orphaned_checkpoints
+from bc_ray.train.placement import Placement, PlacementError, Workers, placeable
 
 if TYPE_CHECKING:
     from ray.train import Result
@@ -42,18 +42,27 @@ class TrainOutcome:
     history: list[dict] = field(default_factory=list)
 
 
-def check_placement(job: TrainJobConfig) -> None:
-    """Refuse a worker count the cluster cannot place (instead of waiting forever)."""
-    if job.num_workers == 0:
+def worker_resources(job: TrainJobConfig) -> dict[str, float]:
+    """What each worker asks Ray for (Ray Train adds a GPU to each with `use_gpu`)."""
+    return {"CPU": job.cpus_per_worker, **({"GPU": 1.0} if job.use_gpu else {})}
+
+
+def check_placement(job: TrainJobConfig, placement: Placement) -> None:
+    """Refuse a worker count the cluster cannot place and no autoscaler will (instead of Ray
+    Train waiting forever); on a cluster that autoscales, wait for the nodes it starts."""
+    workers = Workers(job.num_workers, worker_resources(job))
+    if placement.wait(workers):
         return
     resources = ray.cluster_resources()
-    need_cpu = job.num_workers * job.cpus_per_worker
-    if resources.get("CPU", 0.0) < need_cpu:
-        raise TrainingError(f"--num-workers {job.num_workers} x {job.cpus_per_worker} CPU needs "
-                            f"{need_cpu:g} CPUs but the cluster has {resources.get('CPU', 0):g}")
+    fits = placeable(workers.bundle, ray.nodes())
     if job.use_gpu and resources.get("GPU", 0.0) < job.num_workers:
-        raise TrainingError(f"--use-gpu with {job.num_workers} workers needs {job.num_workers} "
-                            f"GPUs but the cluster has {resources.get('GPU', 0):g}")
+        raise PlacementError(f"--use-gpu with {job.num_workers} workers needs {job.num_workers} "
+                             f"GPUs but the cluster has {resources.get('GPU', 0):g} and no "
+                             "autoscaler")
+    need_cpu = job.num_workers * job.cpus_per_worker
+    raise PlacementError(f"--num-workers {job.num_workers} x {job.cpus_per_worker:g} CPU needs "
+                         f"{need_cpu:g} CPUs but the cluster has {resources.get('CPU', 0):g} "
+                         f"and no autoscaler; its nodes hold {fits} such worker(s)")
 
 
 def run_config(store: Store, name: str, job: TrainJobConfig) -> RunConfig:

@@ -89,10 +89,16 @@ from bc_ray.train.loop import (
     report_epoch,
     start_worker,
 )
+from bc_ray.train.placement import Placement, Workers
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
-from bc_ray.train.worker_memory import WorkerMemory, plan_worker_memory
+from bc_ray.train.worker_memory import (
+    WorkerMemory,
+    peak_bytes,
+    plan_worker_memory,
+    worker_state_bytes,
+)
 
 logger = logging.getLogger(__name__)
 RESULT_FILE = "sharded-bump.pt"  # B_k, the gate's scores and the history
@@ -478,7 +484,7 @@ def _bump(bump: ShardedBump, rank: int, world: int, stages: _Stages) -> None:
 
 
 def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionRecord | None,
-          spec: VersionSpec, method: Method) -> ShardedBump:
+          spec: VersionSpec, method: Method, placement: Placement) -> ShardedBump:
     """Driver side: owners, the held-out split and what workers read, all of `state` (the
     store as the bump found it: an ingest landing meanwhile changes none of it)."""
     entities = load_entities(store, state)
@@ -488,6 +494,9 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
     width = row_bytes(spec, target_dim, job.train.id_optimizer)
     owners = plan_owners(files, job.num_workers, width, job.train.user_uniform,
                          degrees=degrees)
+    placement.wait(Workers(job.num_workers, {  # on a cluster that autoscales, nodes with room
+        "CPU": job.cpus_per_worker,
+        "memory": float(peak_bytes(worker_state_bytes(owners, degrees, width)))}))
     memory = plan_worker_memory(owners, degrees, width, job.cpus_per_worker, ray.nodes(),
                                 parent is not None)
     held = held_out_split(files, degrees, job.holdout_days, job.holdout, job.train.seed,
@@ -526,7 +535,7 @@ def _targets_see_held_out(bump: ShardedBump) -> bool | None:
     return seen
 
 
-def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
+def run_sharded_training(job: TrainJobConfig, placement: Placement) -> TrainOutcome:
     started = time.perf_counter()
     method = resolve_method(job.method)
     store = Store(job.store)
@@ -536,8 +545,8 @@ def run_sharded_training(job: TrainJobConfig) -> TrainOutcome:
     family = get_family(DEFAULT_FAMILY)
     spec = resolve_spec(job, DEFAULT_FAMILY, family, method, parent)
     _check_inputs(state, spec, parent, target_source(job, parent))
-    check_placement(job)
-    bump = _plan(job, store, state, parent, spec, method)
+    check_placement(job, placement)
+    bump = _plan(job, store, state, parent, spec, method, placement)
     seen = _targets_see_held_out(bump)
     name = job.run_name or f"sharded-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     result = run_trainer(TorchTrainer(

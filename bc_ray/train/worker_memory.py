@@ -20,6 +20,7 @@ import numpy as np
 from bc_ray.core.row_shards import RowOwners
 from bc_ray.exceptions import ConfigError
 from bc_ray.partition.task_memory import MB
+from bc_ray.train.placement import placeable as placeable_bundles
 
 # A sharded worker's private peak against its state, measured at 100M edges over two workers
 # (RESULTS §10, runs 12-14: 1.76-1.90x, the warm start the highest stage; the O(N) entity tables
@@ -44,16 +45,14 @@ def worker_state_bytes(owners: RowOwners, degrees: np.ndarray, bytes_per_row: in
     return held
 
 
+def peak_bytes(state: tuple[int, ...] | list[int]) -> int:
+    """The memory each worker asks Ray for: the largest worker's peak."""
+    return int(PEAK_OVER_STATE * max(state))
+
+
 def placeable(cpus: float, memory: int, nodes: list[dict]) -> int:
     """How many workers of `cpus` CPUs and `memory` bytes the alive nodes can hold at once."""
-    count = 0
-    for node in nodes:
-        resources = node.get("Resources", {})
-        if not node.get("Alive"):
-            continue
-        by_cpu = int(resources.get("CPU", 0.0) / cpus + 1e-9)
-        count += min(by_cpu, int(resources.get("memory", 0.0) // max(memory, 1)))
-    return count
+    return placeable_bundles({"CPU": cpus, "memory": float(max(memory, 1))}, nodes)
 
 
 @dataclass(frozen=True)
@@ -73,13 +72,13 @@ def plan_worker_memory(owners: RowOwners, degrees: np.ndarray, bytes_per_row: in
                        cpus: float, nodes: list[dict], aligned: bool) -> WorkerMemory:
     """Each worker's state, and the memory each asks Ray for: its peak, as the largest worker's
     state gives it. A cluster that cannot place every worker (`nodes`: `ray.nodes()`, those
-    alive now, as the worker-count check counts them: Ray 2.60's autoscalers do not report the
-    nodes they may start) is refused, before any starts, saying what helps."""
+    alive now, after the autoscaler, where one runs, was asked for them: `Placement.wait`) is
+    refused, before any starts, saying what helps."""
     state = tuple(worker_state_bytes(owners, degrees, bytes_per_row))
     alive = [node for node in nodes if node.get("Alive")]
     if not any("memory" in node.get("Resources", {}) for node in alive):
         return WorkerMemory(state, None)
-    need = int(PEAK_OVER_STATE * max(state))
+    need = peak_bytes(state)
     fits = placeable(cpus, need, alive)
     if fits < owners.workers:
         raise ConfigError(_refusal(owners.workers, state, need, fits, cpus, alive, aligned))

@@ -50,6 +50,8 @@ def test_raycluster_and_rayjob():
     groups = {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
     gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert gpu["nvidia.com/gpu"] == "1"
+    # The gpu group starts at zero: only an autoscaler starts it, for the bump that asks.
+    assert groups["gpu"]["minReplicas"] == 0 and cluster["spec"]["enableInTreeAutoscaling"]
     job = _load(INFRA / "kuberay" / "rayjob-train.yaml")
     assert job["kind"] == "RayJob" and job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     # The bump goes through the scheduler (lease, run records, retries), not around it.

@@ -1,0 +1,137 @@
+"""A bump on a cluster that autoscales: its head has 1 CPU and no worker node, and Ray's own
+autoscaler (v1, the `ray up` and KubeRay default) starts nodes of 2 CPUs, at most 2, as local
+raylets (its fake multi-node provider). A bump of 2 workers x 2 CPUs must ask it for them, wait
+and train; one of 3 such workers, more than its node types can ever hold, must give up after
+--placement-timeout as a temporary error. Each withdraws its request when it ends.
+
+Run by test_autoscaling.py in its own process (the test session's shared cluster stays up).
+Prints one JSON line: what each bump did, and the cluster's nodes.
+
+    python -m tests.cluster.autoscaling file:///tmp/store
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+# The provider starts its nodes only in a process that says the cluster is fake, and the
+# autoscaler's round is 5 s by default.
+os.environ.update(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1",
+                  RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+
+import ray  # noqa: E402
+from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from bc_ray.core.train_config import TrainConfig  # noqa: E402
+from bc_ray.data.snapshot import build_snapshot  # noqa: E402
+from bc_ray.data.synthetic import SyntheticConfig, generate  # noqa: E402
+from bc_ray.exceptions import exit_status  # noqa: E402
+from bc_ray.models.graphsage.spec import VersionSpec  # noqa: E402
+from bc_ray.store.snapshots import publish_snapshot  # noqa: E402
+from bc_ray.store.store import Store  # noqa: E402
+from bc_ray.train.config import GateConfig, TrainJobConfig  # noqa: E402
+from bc_ray.train.job import run_training  # noqa: E402
+from bc_ray.train.placement import PlacementError, autoscaler_running  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+REQUEST_KEY = b"autoscaler_resource_request"  # where request_resources leaves its bundles
+
+
+def autoscaling_config(gcs_address: str) -> dict:
+    """A cluster.yaml for the fake provider: a 1-CPU head and up to two 2-CPU workers."""
+    empty = ("initialization_commands", "setup_commands", "head_setup_commands",
+             "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands",
+             "cluster_synced_files", "rsync_exclude", "rsync_filter")
+    return {
+        "cluster_name": "autoscaling-test", "max_workers": 2, "idle_timeout_minutes": 5,
+        "upscaling_speed": 1.0, "auth": {"ssh_user": "ray"}, "file_mounts": {},
+        "file_mounts_sync_continuously": False, **{key: [] for key in empty},
+        "provider": {"type": "fake_multinode", "gcs_address": gcs_address,
+                     "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True},
+        "head_node_type": "ray.head.default",
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 1}, "node_config": {}, "max_workers": 0},
+            "cpu_worker": {"resources": {"CPU": 2, "object_store_memory": 200 * 2**20},
+                           "node_config": {}, "min_workers": 0, "max_workers": 2}},
+    }
+
+
+def requested() -> list:
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    return json.loads(_internal_kv_get(REQUEST_KEY) or b"[]")
+
+
+def job(uri: str, workers: int, timeout_s: float) -> TrainJobConfig:
+    return TrainJobConfig(
+        store=uri, num_workers=workers, cpus_per_worker=2, placement_timeout_s=timeout_s,
+        spec=VersionSpec(hidden_dim=16), gate=GateConfig(min_recall=0.0),
+        train=TrainConfig(epochs=2, batch_size=512, eval_every=2, warmup_epochs=0))
+
+
+def bumps(uri: str) -> dict:
+    deadline = time.time() + 60
+    while not autoscaler_running():  # its first round writes its status
+        if time.time() > deadline:
+            raise RuntimeError("the autoscaler never reported")
+        time.sleep(0.5)
+    report: dict = {"cpus_before": ray.cluster_resources().get("CPU")}
+    raw = generate(SyntheticConfig(num_users=300, num_items=100, num_edges=4000))
+    publish_snapshot(Store(uri), build_snapshot(raw).with_cutoff(0.8))
+    started = time.monotonic()
+    trained = run_training(job(uri, workers=2, timeout_s=240))
+    report["train"] = {"status": trained.status, "seconds": time.monotonic() - started,
+                       "worker_nodes": trained.metrics.get("worker_nodes"),
+                       "request_after": requested()}
+    report["nodes"] = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    report["head"] = ray.get_runtime_context().get_node_id()
+    try:
+        run_training(job(uri, workers=3, timeout_s=5))
+        report["too_many"] = {"raised": None}
+    except PlacementError as error:
+        report["too_many"] = {"raised": str(error), "exit_status": exit_status(error),
+                              "request_after": requested()}
+    return report
+
+
+def main(uri: str) -> None:
+    faulthandler.dump_traceback_later(200)  # where it hangs, if it does, before the test's timeout
+    port = free_port()
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as config:
+        json.dump(autoscaling_config(f"127.0.0.1:{port}"), config)
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "object_store_memory": 200 * 2**20, "include_dashboard": False, "gcs_server_port": port,
+        "autoscaling_config": config.name,
+        "env_vars": {"RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
+                     "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID}})
+    ray.init(address=cluster.address, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:
+        report = bumps(uri)
+    finally:
+        # The autoscaler's nodes are its children, and outlive the cluster's shutdown.
+        started = psutil.Process().children(recursive=True)
+        ray.shutdown()
+        cluster.shutdown()
+        for process in started:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        os.unlink(config.name)
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,35 @@
+"""A bump on a cluster that autoscales asks Ray's autoscaler for its workers' nodes and waits
+for them, where before it was refused by the nodes alive; one its node types can never hold
+gives up after --placement-timeout as a temporary error (exit 75: the scheduler retries it)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_bump_waits_for_the_nodes_the_autoscaler_starts(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tests.cluster.autoscaling",
+                           f"file://{tmp_path}/store"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["cpus_before"] == 1.0  # the head alone: no node could hold a 2-CPU worker
+    assert report["train"]["status"] == "published"
+    workers = report["train"]["worker_nodes"]
+    assert len(set(workers)) == 2 and report["head"] not in workers  # on two started nodes
+    assert len(report["nodes"]) == 3
+    assert report["train"]["request_after"] == []  # withdrawn: the nodes may go when idle
+    too_many = report["too_many"]
+    assert too_many["raised"] and "--placement-timeout 5 s" in too_many["raised"]
+    assert "hold 2" in too_many["raised"]
+    assert too_many["exit_status"] == 75
+    assert too_many["request_after"] == []
