@@ -106,12 +106,13 @@ def bumps(uri: str) -> dict:
 
 
 def main(uri: str) -> None:
-    faulthandler.dump_traceback_later(200)  # where it hangs, if it does, before the test's timeout
+    faulthandler.dump_traceback_later(200)  # where it hangs, if it does, before the timeout
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as config:
         json.dump(autoscaling_config(f"127.0.0.1:{port}"), config)
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "object_store_memory": 200 * 2**20, "include_dashboard": False, "gcs_server_port": port,
+        "num_cpus": 1, "object_store_memory": 200 * 2**20, "include_dashboard": False,
+        "gcs_server_port": port,
         "autoscaling_config": config.name,
         "env_vars": {"RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
                      "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID}})
