@@ -1,8 +1,9 @@
 """A bump on a cluster that autoscales: its head has 1 CPU and no worker node, and Ray's own
-autoscaler (v1, the `ray up` and KubeRay default) starts nodes of 2 CPUs, at most 2, as local
-raylets (its fake multi-node provider). A bump of 2 workers x 2 CPUs must ask it for them, wait
-and train; one of 3 such workers, more than its node types can ever hold, must give up after
---placement-timeout as a temporary error. Each withdraws its request when it ends.
+autoscaler (v1, the `ray up` and KubeRay default) starts nodes of 2 CPUs, at most 2, and one
+stating a GPU, as local raylets (its fake multi-node provider). A bump of 2 workers x 2 CPUs
+must ask it for them, wait and train; one of 3 such workers, more than its node types can ever
+hold, must give up after --placement-timeout as a temporary error; a `--use-gpu` worker asked
+for must start the GPU node. Each withdraws its request when it ends.
 
 Run by test_autoscaling.py in its own process (the test session's shared cluster stays up).
 Prints one JSON line: what each bump did, and the cluster's nodes.
@@ -40,7 +41,13 @@ from bc_ray.store.snapshots import publish_snapshot  # noqa: E402
 from bc_ray.store.store import Store  # noqa: E402
 from bc_ray.train.config import GateConfig, TrainJobConfig  # noqa: E402
 from bc_ray.train.job import run_training  # noqa: E402
-from bc_ray.train.placement import PlacementError, autoscaler_running  # noqa: E402
+from bc_ray.train.placement import (  # noqa: E402
+    Placement,
+    PlacementError,
+    Workers,
+    autoscaler_running,
+)
+from bc_ray.train.runs import worker_resources  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +60,7 @@ def autoscaling_config(gcs_address: str) -> dict:
              "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands",
              "cluster_synced_files", "rsync_exclude", "rsync_filter")
     return {
-        "cluster_name": "autoscaling-test", "max_workers": 2, "idle_timeout_minutes": 5,
+        "cluster_name": "autoscaling-test", "max_workers": 3, "idle_timeout_minutes": 5,
         "upscaling_speed": 1.0, "auth": {"ssh_user": "ray"}, "file_mounts": {},
         "file_mounts_sync_continuously": False, **{key: [] for key in empty},
         "provider": {"type": "fake_multinode", "gcs_address": gcs_address,
@@ -63,7 +70,10 @@ def autoscaling_config(gcs_address: str) -> dict:
         "available_node_types": {
             "ray.head.default": {"resources": {"CPU": 1}, "node_config": {}, "max_workers": 0},
             "cpu_worker": {"resources": {"CPU": 2, "object_store_memory": 200 * 2**20},
-                           "node_config": {}, "min_workers": 0, "max_workers": 2}},
+                           "node_config": {}, "min_workers": 0, "max_workers": 2},
+            # A GPU the raylet states (none is used): cluster.yaml's gpu_worker, scaled to 0.
+            "gpu_worker": {"resources": {"CPU": 1, "GPU": 1, "object_store_memory": 200 * 2**20},
+                           "node_config": {}, "min_workers": 0, "max_workers": 1}},
     }
 
 
@@ -102,6 +112,13 @@ def bumps(uri: str) -> dict:
     except PlacementError as error:
         report["too_many"] = {"raised": str(error), "exit_status": exit_status(error),
                               "request_after": requested()}
+    # The GPU workers a `--use-gpu` bump asks for start as they are asked (no bump runs: the
+    # node's GPU is only stated).
+    gpu = TrainJobConfig(store=uri, num_workers=1, use_gpu=True)
+    with Placement(timeout_s=120) as placement:
+        report["gpu"] = {"placed": placement.wait(Workers(1, worker_resources(gpu))),
+                         "gpus": ray.cluster_resources().get("GPU", 0.0)}
+    report["gpu"]["request_after"] = requested()
     return report
 
 

@@ -33,3 +33,4 @@ def test_a_bump_waits_for_the_nodes_the_autoscaler_starts(tmp_path):
     assert "hold 2" in too_many["raised"]
     assert too_many["exit_status"] == 75
     assert too_many["request_after"] == []
+    assert report["gpu"] == {"placed": True, "gpus": 1.0, "request_after": []}
