@@ -115,6 +115,16 @@ class TrainingError(BcRayError):
     """Training cannot start or went wrong (diverging loss, NaN inputs, impossible placement)."""
 
 
+class PlacementError(BcRayError):
+    """The cluster cannot place a job's workers or tasks: at once where no autoscaler runs (the
+    same command meets it again), after `--placement-timeout` where one does (capacity may come
+    later)."""
+
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+
+
 class ShapeError(BcRayError):
     """Embedding and transform dimensions do not match."""
 

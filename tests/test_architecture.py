@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "bc_ray"
 FLOORS = {
     **dict.fromkeys(("chain", "io", "exceptions", "memory", "redaction", "render", "cluster",
-                     "key_values"), 1),
+                     "key_values", "placement"), 1),
     "data": 2,
     "core": 3,
     "models": 4, "store": 4,  # beside each other: neither imports the other

@@ -47,6 +47,11 @@ def refresh(
              "(whatever its count). 0: unpartitioned. Default: unpartitioned while twice what "
              "it holds on one node fits the largest node, else the fewest ranges that fit.")
     ] = None,
+    placement_timeout: Annotated[float, typer.Option(
+        help="Seconds to wait, on a cluster that autoscales with no node that can run a task, "
+             "for the one its autoscaler starts (the refresh is sized by the nodes alive); "
+             "without an autoscaler such a refresh is refused at once.")] = default_of(
+        RefreshConfig, "placement_timeout_s"),
     address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
                                                         "a local cluster).")] = None,
     as_json: JsonOption = False,
@@ -64,7 +69,8 @@ def refresh(
         store=store, mode=mode, inference=inference,
         num_tasks=_renamed(num_tasks, num_actors, "num_tasks"),
         cpus_per_task=_renamed(cpus_per_task, cpus_per_actor, "cpus_per_task"),
-        use_gpu=use_gpu, block_nodes=block_nodes, partitions=partitions)
+        use_gpu=use_gpu, block_nodes=block_nodes, partitions=partitions,
+        placement_timeout_s=placement_timeout)
     _check_refreshable(store)
     connect(address)
     # The tasks' processes start (and import torch) while this one imports the refresh.

@@ -25,6 +25,8 @@ class RefreshConfig:
     # Node ranges of a partitioned layer-wise refresh; 0: unpartitioned; None: chosen from the
     # graph's size and the cluster's memory (sizing.py: unpartitioned whenever it fits).
     partitions: int | None = None
+    # On a cluster that autoscales, how long to wait for a node that can run a task.
+    placement_timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -33,6 +35,9 @@ class RefreshConfig:
             raise ConfigError(f"inference {self.inference!r} is not one of {INFERENCE}")
         if self.num_tasks < 1 or self.block_nodes < 1:
             raise ConfigError("--num-tasks and --block-nodes must be >= 1")
+        if not 0 <= self.placement_timeout_s < float("inf"):
+            raise ConfigError(f"--placement-timeout must be a number of seconds >= 0, got "
+                              f"{self.placement_timeout_s}")
         if self.partitions is not None and self.partitions < 0:
             raise ConfigError(f"--partitions must be >= 0, got {self.partitions}")
         if self.partitions and self.use_gpu:
@@ -47,3 +52,8 @@ class RefreshConfig:
     @property
     def gpus_per_task(self) -> int:
         return 1 if self.use_gpu else 0
+
+    @property
+    def task_resources(self) -> dict[str, float]:
+        """What each inference or range task asks Ray for."""
+        return {"CPU": self.cpus_per_task, **({"GPU": 1.0} if self.use_gpu else {})}

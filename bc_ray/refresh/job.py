@@ -40,11 +40,13 @@ from bc_ray.core.graph import GraphTensors, build_graph
 from bc_ray.core.registry import version_family
 from bc_ray.data.snapshot import GraphSnapshot
 from bc_ray.data.timeline import edges_until
+from bc_ray.exceptions import PlacementError
 from bc_ray.memory import return_freed_memory
 from bc_ray.models.graphsage.inference import balanced_bounds, layer_for_nodes, layer_frontiers
 from bc_ray.models.graphsage.model import LayerStack
 from bc_ray.models.on_cluster import check_loads_on_cluster
 from bc_ray.partition.task_memory import slot_memory
+from bc_ray.placement import Placement, Workers
 from bc_ray.refresh.assemble import CachedLayer, PreviousTables, carried_rows, layer_builder
 from bc_ray.refresh.config import WRITE_COST, RefreshConfig
 from bc_ray.refresh.pack import pack_graph, unpack_graph
@@ -389,6 +391,19 @@ def plan_partitions(config: RefreshConfig) -> int:
     return partitions
 
 
+def check_task_placement(config: RefreshConfig, placement: Placement) -> None:
+    """A refresh is sized by the nodes alive (`plan_partitions`): on a cluster that autoscales
+    with none that can run a task (scaled to zero), its tasks' nodes are asked for and one is
+    waited for; where none can and no autoscaler will start one, it is refused (Ray would
+    leave its tasks waiting forever)."""
+    if placement.wait(Workers(config.num_tasks, config.task_resources, "task"), enough=1):
+        return
+    gpu = " and a GPU" if config.use_gpu else ""
+    raise PlacementError(f"no node of the cluster can run a refresh task of "
+                         f"{config.cpus_per_task:g} CPU{gpu}, and it has no autoscaler to start "
+                         "one: lower --cpus-per-task, or add such a node")
+
+
 def run_refresh(config: RefreshConfig, before_commit: Callable[[], None] | None = None,
                 warming: list[ray.ObjectRef] | None = None) -> RefreshOutcome:
     """Refresh the current version's tables and publish them in one log entry.
@@ -396,12 +411,22 @@ def run_refresh(config: RefreshConfig, before_commit: Callable[[], None] | None 
     `before_commit` runs after every file is written and before that entry (a test's fault
     injection: nothing written is visible until the commit). `warming`: the tasks' processes,
     already started by the caller (`start_task_processes`); else they start now and get ready
-    while the driver reads the snapshot."""
+    while the driver reads the snapshot. A request made of the autoscaler for the tasks' nodes
+    stands until the refresh is sized by them (`Placement`)."""
+    with Placement(config.placement_timeout_s) as placement:
+        return _run_refresh(config, placement, before_commit, warming)
+
+
+def _run_refresh(config: RefreshConfig, placement: Placement,
+                 before_commit: Callable[[], None] | None,
+                 warming: list[ray.ObjectRef] | None) -> RefreshOutcome:
     started = time.perf_counter()
     if warming is None:
         warming = start_task_processes(config)
     try:
+        check_task_placement(config, placement)
         partitions = plan_partitions(config)
+        placement.release()  # sized: its tasks' own demand starts nodes from here
     except BaseException:
         release(warming)
         raise

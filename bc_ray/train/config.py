@@ -94,8 +94,9 @@ class TrainJobConfig:
             raise ConfigError("--sharded trains on Ray Train workers: set --num-workers >= 1")
         if self.sharded and self.use_gpu:
             raise ConfigError("--sharded exchanges ID rows over gloo on the CPU: drop --use-gpu")
-        if self.placement_timeout_s < 0:
-            raise ConfigError(f"--placement-timeout must be >= 0, got {self.placement_timeout_s}")
+        if not 0 <= self.placement_timeout_s < float("inf"):
+            raise ConfigError(f"--placement-timeout must be a number of seconds >= 0, got "
+                              f"{self.placement_timeout_s}")
         if self.checkpoint_every < 1:
             raise ConfigError("--checkpoint-every must be >= 1")
 

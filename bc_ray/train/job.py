@@ -32,7 +32,7 @@ from bc_ray.train.loop import (
     CHECKPOINT_PREFIX,
     train_loop_per_worker,
 )
-from bc_ray.train.placement import Placement
+from bc_ray.placement import Placement
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def _run_one_table(job: TrainJobConfig, placement: Placement) -> TrainOutcome:
     name = job.run_name or f"train-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     logger.info("training %s (%s) on %d worker(s): %s %s", inputs.method.title, name,
                 job.num_workers, inputs.model, inputs.spec)
+    placement.release()  # Ray Train asks for its workers' nodes itself
     result = fit(job, inputs, name)
     if result.error is not None:
         raise TrainingError(f"training run {name} failed: {result.error}")

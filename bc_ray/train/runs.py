@@ -16,7 +16,8 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from bc_ray.store.store import Store
 from bc_ray.train.config import TrainJobConfig
 from bc_ray.train.loop import remove_orphaned_checkpoints
-from bc_ray.train.placement import Placement, PlacementError, Workers, placeable
+from bc_ray.exceptions import PlacementError
+from bc_ray.placement import Placement, Workers, placeable
 
 if TYPE_CHECKING:
     from ray.train import Result
@@ -55,14 +56,16 @@ def check_placement(job: TrainJobConfig, placement: Placement) -> None:
         return
     resources = ray.cluster_resources()
     fits = placeable(workers.bundle, ray.nodes())
-    if job.use_gpu and resources.get("GPU", 0.0) < job.num_workers:
-        raise PlacementError(f"--use-gpu with {job.num_workers} workers needs {job.num_workers} "
-                             f"GPUs but the cluster has {resources.get('GPU', 0):g} and no "
-                             "autoscaler")
+    held = f"its nodes hold {fits} such worker(s) (a worker sits on one node) and no autoscaler " \
+           "will add more"
+    if job.use_gpu:
+        raise PlacementError(f"--use-gpu with {job.num_workers} workers of "
+                             f"{job.cpus_per_worker:g} CPU needs {job.num_workers} GPUs; the "
+                             f"cluster has {resources.get('GPU', 0):g}, and {held}")
     need_cpu = job.num_workers * job.cpus_per_worker
     raise PlacementError(f"--num-workers {job.num_workers} x {job.cpus_per_worker:g} CPU needs "
-                         f"{need_cpu:g} CPUs but the cluster has {resources.get('CPU', 0):g} "
-                         f"and no autoscaler; its nodes hold {fits} such worker(s)")
+                         f"{need_cpu:g} CPUs; the cluster has {resources.get('CPU', 0):g}, and "
+                         f"{held}")
 
 
 def run_config(store: Store, name: str, job: TrainJobConfig) -> RunConfig:

@@ -50,7 +50,7 @@ from bc_ray.core.registry import DEFAULT_FAMILY, get_family
 from bc_ray.core.row_shards import RowOwners, ShardedRows
 from bc_ray.core.trainer import ShardedAlignment, VersionTrainer
 from bc_ray.core.transforms import IdentityTransform, make_transform
-from bc_ray.exceptions import ConfigError, TrainingError
+from bc_ray.exceptions import ConfigError, PlacementError, TrainingError
 from bc_ray.memory import PeakWatch, private_bytes, return_freed_memory
 from bc_ray.models.graphsage.model import EmbeddingModel
 from bc_ray.models.graphsage.sharded_eval import Embedded, sharded_layerwise, sharded_recall
@@ -89,7 +89,7 @@ from bc_ray.train.loop import (
     report_epoch,
     start_worker,
 )
-from bc_ray.train.placement import Placement, Workers
+from bc_ray.placement import Placement, Workers
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
@@ -494,9 +494,12 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
     width = row_bytes(spec, target_dim, job.train.id_optimizer)
     owners = plan_owners(files, job.num_workers, width, job.train.user_uniform,
                          degrees=degrees)
-    placement.wait(Workers(job.num_workers, {  # on a cluster that autoscales, nodes with room
-        "CPU": job.cpus_per_worker,
-        "memory": float(peak_bytes(worker_state_bytes(owners, degrees, width)))}))
+    try:  # on a cluster that autoscales, nodes with room for each worker's memory
+        placement.wait(Workers(job.num_workers, {
+            "CPU": job.cpus_per_worker,
+            "memory": float(peak_bytes(worker_state_bytes(owners, degrees, width)))}))
+    except PlacementError:
+        pass  # none came: the plan refuses below, saying what helps
     memory = plan_worker_memory(owners, degrees, width, job.cpus_per_worker, ray.nodes(),
                                 parent is not None)
     held = held_out_split(files, degrees, job.holdout_days, job.holdout, job.train.seed,
@@ -549,6 +552,7 @@ def run_sharded_training(job: TrainJobConfig, placement: Placement) -> TrainOutc
     bump = _plan(job, store, state, parent, spec, method, placement)
     seen = _targets_see_held_out(bump)
     name = job.run_name or f"sharded-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    placement.release()  # Ray Train asks for its workers' nodes itself
     result = run_trainer(TorchTrainer(
         sharded_bump_per_worker, train_loop_config={"bump": bump},
         scaling_config=ScalingConfig(num_workers=job.num_workers,

@@ -20,7 +20,7 @@ import numpy as np
 from bc_ray.core.row_shards import RowOwners
 from bc_ray.exceptions import ConfigError
 from bc_ray.partition.task_memory import MB
-from bc_ray.train.placement import placeable as placeable_bundles
+from bc_ray.placement import placeable as placeable_bundles
 
 # A sharded worker's private peak against its state, measured at 100M edges over two workers
 # (RESULTS §10, runs 12-14: 1.76-1.90x, the warm start the highest stage; the O(N) entity tables

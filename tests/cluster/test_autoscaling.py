@@ -1,6 +1,8 @@
 """A bump on a cluster that autoscales asks Ray's autoscaler for its workers' nodes and waits
 for them, where before it was refused by the nodes alive; one its node types can never hold
-gives up after --placement-timeout as a temporary error (exit 75: the scheduler retries it)."""
+gives up after --placement-timeout as a temporary error (exit 75: the scheduler retries it). A
+refresh on the cluster scaled back to its head waits for nodes that can run its tasks. A head
+whose v2 monitor only mirrors its nodes is no autoscaler."""
 
 import json
 import os
@@ -15,13 +17,17 @@ pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_a_bump_waits_for_the_nodes_the_autoscaler_starts(tmp_path):
+def _run(tmp_path, mode: str) -> dict:
     done = subprocess.run([sys.executable, "-m", "tests.cluster.autoscaling",
-                           f"file://{tmp_path}/store"],
+                           f"file://{tmp_path}/store", mode],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-4000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_bump_waits_for_the_nodes_the_autoscaler_starts(tmp_path):
+    report = _run(tmp_path, "v1")
     assert report["cpus_before"] == 1.0  # the head alone: no node could hold a 2-CPU worker
     assert report["train"]["status"] == "published"
     workers = report["train"]["worker_nodes"]
@@ -29,8 +35,20 @@ def test_a_bump_waits_for_the_nodes_the_autoscaler_starts(tmp_path):
     assert len(report["nodes"]) == 3
     assert report["train"]["request_after"] == []  # withdrawn: the nodes may go when idle
     too_many = report["too_many"]
-    assert too_many["raised"] and "--placement-timeout 5 s" in too_many["raised"]
+    assert too_many["raised"] and "--placement-timeout 6 s" in too_many["raised"]
     assert "hold 2" in too_many["raised"]
     assert too_many["exit_status"] == 75
+    assert too_many["request_during"] == [{"CPU": 2}] * 3  # it stood while the bump waited
     assert too_many["request_after"] == []
     assert report["gpu"] == {"placed": True, "gpus": 1.0, "request_after": []}
+    refresh = report["refresh"]  # from a cluster back at its head alone
+    assert refresh["rows"]["user"] > 0 and refresh["rows"]["item"] > 0
+    assert refresh["nodes"] and report["head"] not in refresh["nodes"]
+    assert refresh["request_after"] == []
+
+
+def test_a_v2_monitor_without_a_cluster_config_is_no_autoscaler(tmp_path):
+    report = _run(tmp_path, "v2-readonly")
+    assert report["autoscaler"] is False
+    # Refused at once, not after --placement-timeout (whose error says it waited).
+    assert "no autoscaler will add more" in report["raised"] and report["exit_status"] == 2

@@ -10,7 +10,7 @@ from ray.train.torch import TorchTrainer
 
 from bc_ray.models.graphsage.spec import VersionSpec
 from bc_ray.core.train_config import TrainConfig
-from bc_ray.exceptions import ConfigError, NotFoundError, TrainingError
+from bc_ray.exceptions import ConfigError, NotFoundError, PlacementError
 from bc_ray.store.snapshots import advance_snapshot, publish_snapshot
 from bc_ray.store.store import Store
 from bc_ray.train.config import FaultInjection, GateConfig, TrainJobConfig
@@ -147,7 +147,7 @@ def test_bad_requests_fail_before_any_worker_starts(ray_cluster, small_snapshot,
     with pytest.raises(NotFoundError, match="no graph snapshot"):
         run_training(_job(empty))
     uri, _ = trained_store
-    with pytest.raises(TrainingError, match="needs 200 CPUs"):
+    with pytest.raises(PlacementError, match="needs 200 CPUs"):
         run_training(_job(uri, num_workers=200))
     with pytest.raises(ConfigError, match="unknown method"):
         run_training(_job(uri, method="bc-magic"))

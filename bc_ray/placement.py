@@ -1,0 +1,204 @@
+"""Whether the cluster can place a job's workers or tasks; on a cluster that autoscales,
+asking its autoscaler for them and waiting rather than refusing what the nodes alive now cannot
+hold, or sizing a job by them.
+
+Ray's autoscaler starts nodes for the demand it sees: a pending placement group, or a request
+(`ray.autoscaler.sdk.request_resources`). A bump refused before its trainer asks shows none, so
+a node type at zero (cluster.yaml's GPU workers, a KubeRay worker group at minReplicas 0) was
+never started for it; a refresh sized its ranges by the head alone. Without an autoscaler
+nothing will come, and a job the nodes cannot place is refused at once (instead of Ray waiting
+forever for its placement group or tasks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import ray
+
+from bc_ray.exceptions import PlacementError
+
+logger = logging.getLogger(__name__)
+POLL_S = 1.0
+PROGRESS_EVERY_S = 15.0
+FRESH_STATUS_S = 120.0  # a v1 autoscaler's status older than this is a dead monitor's
+# A standing request is renewed every RENEW_S and lapses EXPIRE_S after the last renewal (Ray
+# Train's own are renewed every 20 s and lapse after 180 s).
+RENEW_S = 20.0
+EXPIRE_S = 120.0
+CALL_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Workers:
+    """A job's workers (or tasks at once): how many, and what each asks Ray for."""
+
+    count: int
+    bundle: dict[str, float] = field(default_factory=dict)
+    kind: str = "worker"
+
+    def said(self) -> str:
+        asks = ", ".join(f"{value / 2**20:,.0f} MB {key}" if key == "memory" else
+                         f"{value:g} {key}" for key, value in self.bundle.items())
+        return f"{self.count} {self.kind}(s) of {asks}"
+
+
+def placeable(bundle: dict[str, float], nodes: list[dict]) -> int:
+    """How many `bundle`s the alive `nodes` (`ray.nodes()`) hold at once: a worker sits on one
+    node, so a cluster's total is not enough where no single node has room."""
+    asked = {key: value for key, value in bundle.items() if value > 0}
+    count = 0
+    for node in nodes:
+        if node.get("Alive"):
+            have = node.get("Resources", {})
+            count += min((int(have.get(key, 0.0) / value + 1e-9) for key, value in asked.items()),
+                         default=0)
+    return count
+
+
+def autoscaler_running() -> bool:
+    """Ray has no public way to ask. Every head runs a monitor: v2 (`ray up`'s default since
+    Ray 2.50, and KubeRay's where it is chosen) or v1. Without a cluster config either only
+    mirrors the nodes, each its own type (`node_<id>`); an autoscaler names the config's node
+    types (v2 in the state it reports, v1 in the status it writes every round)."""
+    try:
+        from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+        if is_autoscaler_v2(fetch_from_server=True):
+            from ray.autoscaler.v2.sdk import get_cluster_status
+
+            status = get_cluster_status(ray.get_runtime_context().gcs_address)
+            return _names_node_types((node.node_id or "", node.ray_node_type_name) for node in
+                                     status.active_nodes + status.idle_nodes)
+        return _v1_autoscaler_running()
+    except Exception:  # noqa: BLE001 - another Ray: the nodes alive are all there is
+        logger.debug("cannot tell whether an autoscaler runs", exc_info=True)
+        return False
+
+
+def _names_node_types(nodes: Iterable[tuple[str, str]]) -> bool:
+    """Whether any (node id, node type) names a type of a cluster config."""
+    from ray.autoscaler._private.util import format_readonly_node_type
+
+    return any(kind and kind != format_readonly_node_type(node) for node, kind in nodes)
+
+
+def _v1_autoscaler_running() -> bool:
+    """v1's status, written lately (its round is 5 s; a dead monitor's stays)."""
+    from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    status = json.loads(_internal_kv_get(DEBUG_AUTOSCALING_STATUS) or b"{}")
+    if time.time() - status.get("time", 0.0) > FRESH_STATUS_S:
+        return False
+    types = (status.get("autoscaler_report") or {}).get("node_type_mapping") or {}
+    return _names_node_types(types.items())
+
+
+class _Request:
+    """A standing request for bundles, made through Ray's AutoscalingCoordinator: it merges the
+    requests of Ray Data, Ray Train and ours into the one the autoscaler reads, and overwrites
+    any made around it within its tick. Renewed while it stands; it lapses `EXPIRE_S` after
+    the last renewal, so a driver killed meanwhile leaves nothing asked for."""
+
+    def __init__(self, bundles: list[dict[str, float]]) -> None:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+
+        self.requester = f"bc-ray-{uuid.uuid4().hex[:8]}"
+        self.bundles = bundles
+        self._coordinator = get_or_create_autoscaling_coordinator()
+        self._send()
+        self._stop = threading.Event()
+        self._renewing = threading.Thread(target=self._renew, name="placement-request",
+                                          daemon=True)
+        self._renewing.start()
+
+    def _send(self) -> None:
+        from ray.data._internal.cluster_autoscaler.base_autoscaling_coordinator import (
+            ResourceRequestPriority,
+        )
+
+        ray.get(self._coordinator.request_resources.remote(
+            requester_id=self.requester, resources=self.bundles, expire_after_s=EXPIRE_S,
+            priority=ResourceRequestPriority.HIGH), timeout=CALL_TIMEOUT_S)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_S):
+            try:
+                self._send()
+            except Exception:  # noqa: BLE001 - the next renewal may pass; else it lapses
+                logger.warning("could not renew the request for nodes", exc_info=True)
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._renewing.join()
+        ray.get(self._coordinator.cancel_request.remote(self.requester),
+                timeout=CALL_TIMEOUT_S)
+
+
+class Placement:
+    """A job's placement, before its own work (a trainer, tasks) asks Ray for what it runs on:
+    a request made of the autoscaler stands while the driver prepares (its passes may outlast
+    the autoscaler's idle timeout, and the nodes would go before the work asks for them), and
+    is withdrawn then (`release`; two standing requests would have it start nodes twice)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._request: _Request | None = None
+
+    def __enter__(self) -> Placement:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Withdraw the request, if one stands (it lapses by itself where this fails)."""
+        request, self._request = self._request, None
+        if request is not None:
+            try:
+                request.cancel()
+            except Exception:  # noqa: BLE001 - never in place of the job's own outcome
+                logger.warning("could not withdraw the request for nodes (it lapses within "
+                               "%.0f s)", EXPIRE_S, exc_info=True)
+
+    def wait(self, workers: Workers, enough: int | None = None) -> bool:
+        """True once the alive nodes can hold `workers` (or `enough` of them); False at once
+        where they cannot and no autoscaler runs (the caller refuses in its own words). On a
+        cluster that autoscales it asks for all of them and waits up to `timeout_s`, saying how
+        it goes."""
+        need = workers.count if enough is None else min(enough, workers.count)
+        if need == 0 or placeable(workers.bundle, ray.nodes()) >= need:
+            return True
+        if not autoscaler_running():
+            return False
+        self.release()  # a later wait asks anew, for what it needs
+        self._request = _Request([dict(workers.bundle)] * workers.count)
+        logger.info("asking the cluster's autoscaler for %s; waiting up to %.0f s "
+                    "(--placement-timeout)", workers.said(), self.timeout_s)
+        started = said = time.monotonic()
+        while (fits := placeable(workers.bundle, ray.nodes())) < need:
+            waited = time.monotonic() - started
+            if waited >= self.timeout_s:
+                raise PlacementError(
+                    f"the autoscaler did not add room for {workers.said()} within "
+                    f"--placement-timeout {self.timeout_s:g} s (the nodes alive hold {fits}): "
+                    "try again later, or raise the node types' max_workers", temporary=True)
+            if time.monotonic() - said >= PROGRESS_EVERY_S:
+                logger.info("waiting for the autoscaler: room for %d of %d %s(s) after %.0f s",
+                            fits, need, workers.kind, waited)
+                said = time.monotonic()
+            time.sleep(POLL_S)
+        logger.info("the cluster holds %d of %s after %.0f s", fits, workers.said(),
+                    time.monotonic() - started)
+        return True
