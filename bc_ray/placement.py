@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -33,7 +34,7 @@ FRESH_STATUS_S = 120.0  # a v1 autoscaler's status older than this is a dead mon
 # Train's own are renewed every 20 s and lapse after 180 s).
 RENEW_S = 20.0
 EXPIRE_S = 120.0
-CALL_TIMEOUT_S = 60.0
+CALL_TIMEOUT_S = 10.0  # a call to the coordinator or the GCS (Ray Train's own: 5 s)
 
 
 @dataclass(frozen=True)
@@ -65,48 +66,72 @@ def placeable(bundle: dict[str, float], nodes: list[dict]) -> int:
 
 def autoscaler_running() -> bool:
     """Ray has no public way to ask. Every head runs a monitor: v2 (`ray up`'s default since
-    Ray 2.50, and KubeRay's where it is chosen) or v1. Without a cluster config either only
-    mirrors the nodes, each its own type (`node_<id>`); an autoscaler names the config's node
-    types (v2 in the state it reports, v1 in the status it writes every round)."""
+    Ray 2.50, KubeRay's where its pods say their node type) or v1. v2's judges every request,
+    and one no node type can hold (all of them, where it only mirrors the nodes) is reported
+    infeasible within a round (`_infeasible`). v1's without a cluster config only mirrors the
+    nodes, each its own type (`node_<id>`); an autoscaler writes its status every round naming
+    the config's node types."""
     try:
         from ray.autoscaler.v2.utils import is_autoscaler_v2
 
-        if is_autoscaler_v2(fetch_from_server=True):
-            from ray.autoscaler.v2.sdk import get_cluster_status
-
-            status = get_cluster_status(ray.get_runtime_context().gcs_address)
-            return _names_node_types((node.node_id or "", node.ray_node_type_name) for node in
-                                     status.active_nodes + status.idle_nodes)
-        return _v1_autoscaler_running()
+        return is_autoscaler_v2(fetch_from_server=True) or _v1_autoscaler_running()
     except Exception:  # noqa: BLE001 - another Ray: the nodes alive are all there is
-        logger.debug("cannot tell whether an autoscaler runs", exc_info=True)
+        logger.warning("cannot tell whether an autoscaler runs: the nodes alive are all there "
+                       "is", exc_info=True)
         return False
 
 
-def _names_node_types(nodes: Iterable[tuple[str, str]]) -> bool:
-    """Whether any (node id, node type) names a type of a cluster config."""
-    from ray.autoscaler._private.util import format_readonly_node_type
-
-    return any(kind and kind != format_readonly_node_type(node) for node, kind in nodes)
-
-
 def _v1_autoscaler_running() -> bool:
-    """v1's status, written lately (its round is 5 s; a dead monitor's stays)."""
+    """v1's status, written lately (its round is 5 s; a dead monitor's stays), naming a node
+    type of a cluster config."""
     from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
+    from ray.autoscaler._private.util import format_readonly_node_type
     from ray.experimental.internal_kv import _internal_kv_get
 
     status = json.loads(_internal_kv_get(DEBUG_AUTOSCALING_STATUS) or b"{}")
     if time.time() - status.get("time", 0.0) > FRESH_STATUS_S:
         return False
     types = (status.get("autoscaler_report") or {}).get("node_type_mapping") or {}
-    return _names_node_types(types.items())
+    return any(kind != format_readonly_node_type(node) for node, kind in types.items())
+
+
+def _shape(bundle: Mapping[str, float]) -> tuple:
+    return tuple(sorted((key, round(float(value), 3)) for key, value in bundle.items()))
+
+
+def _infeasible(bundles: list[dict[str, float]]) -> bool:
+    """Whether autoscaler v2 reported a request holding `bundles` as one no node type can
+    hold (v1 reports none: its waits run out instead)."""
+    from ray._raylet import GcsClient
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+    from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
+
+    try:
+        if not is_autoscaler_v2():
+            return False
+        reply = GetClusterStatusReply()
+        reply.ParseFromString(GcsClient(ray.get_runtime_context().gcs_address)
+                              .get_cluster_status(timeout_s=CALL_TIMEOUT_S))
+    except Exception:  # noqa: BLE001 - not known: the wait goes on
+        logger.debug("cannot read the autoscaler's state", exc_info=True)
+        return False
+    ours = Counter(_shape(bundle) for bundle in bundles)
+    for constraint in reply.autoscaling_state.infeasible_cluster_resource_constraints:
+        asked: Counter = Counter()
+        for by_count in constraint.resource_requests:
+            asked[_shape(by_count.request.resources_bundle)] += by_count.count
+        if all(asked[shape] >= count for shape, count in ours.items()):
+            return True
+    return False
 
 
 class _Request:
     """A standing request for bundles, made through Ray's AutoscalingCoordinator: it merges the
     requests of Ray Data, Ray Train and ours into the one the autoscaler reads, and overwrites
     any made around it within its tick. Renewed while it stands; it lapses `EXPIRE_S` after
-    the last renewal, so a driver killed meanwhile leaves nothing asked for."""
+    the last renewal, so a driver killed meanwhile leaves nothing asked for. Its priority is
+    low: it only orders what the coordinator reserves for each requester, and reserving the
+    alive nodes for a job that is not yet running would hold them from others'."""
 
     def __init__(self, bundles: list[dict[str, float]]) -> None:
         from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
@@ -129,7 +154,7 @@ class _Request:
 
         ray.get(self._coordinator.request_resources.remote(
             requester_id=self.requester, resources=self.bundles, expire_after_s=EXPIRE_S,
-            priority=ResourceRequestPriority.HIGH), timeout=CALL_TIMEOUT_S)
+            priority=ResourceRequestPriority.LOW), timeout=CALL_TIMEOUT_S)
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_S):
@@ -140,7 +165,7 @@ class _Request:
 
     def cancel(self) -> None:
         self._stop.set()
-        self._renewing.join()
+        self._renewing.join(timeout=CALL_TIMEOUT_S + 1)
         ray.get(self._coordinator.cancel_request.remote(self.requester),
                 timeout=CALL_TIMEOUT_S)
 
@@ -149,11 +174,13 @@ class Placement:
     """A job's placement, before its own work (a trainer, tasks) asks Ray for what it runs on:
     a request made of the autoscaler stands while the driver prepares (its passes may outlast
     the autoscaler's idle timeout, and the nodes would go before the work asks for them), and
-    is withdrawn then (`release`; two standing requests would have it start nodes twice)."""
+    is withdrawn then (`release`; two standing requests would have it start nodes twice). One
+    `timeout_s` bounds all of a job's waits together."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self._request: _Request | None = None
+        self._deadline: float | None = None
 
     def __enter__(self) -> Placement:
         return self
@@ -174,31 +201,48 @@ class Placement:
 
     def wait(self, workers: Workers, enough: int | None = None) -> bool:
         """True once the alive nodes can hold `workers` (or `enough` of them); False at once
-        where they cannot and no autoscaler runs (the caller refuses in its own words). On a
-        cluster that autoscales it asks for all of them and waits up to `timeout_s`, saying how
-        it goes."""
+        where they cannot and no autoscaler runs, or `timeout_s` is 0 (the caller refuses in
+        its own words). On a cluster that autoscales it asks for all of them and waits,
+        saying how it goes."""
         need = workers.count if enough is None else min(enough, workers.count)
         if need == 0 or placeable(workers.bundle, ray.nodes()) >= need:
             return True
-        if not autoscaler_running():
+        if self.timeout_s == 0 or not autoscaler_running():
             return False
-        self.release()  # a later wait asks anew, for what it needs
-        self._request = _Request([dict(workers.bundle)] * workers.count)
-        logger.info("asking the cluster's autoscaler for %s; waiting up to %.0f s "
-                    "(--placement-timeout)", workers.said(), self.timeout_s)
+        self._ask(workers)
         started = said = time.monotonic()
         while (fits := placeable(workers.bundle, ray.nodes())) < need:
-            waited = time.monotonic() - started
-            if waited >= self.timeout_s:
+            if _infeasible(self._request.bundles):
+                raise PlacementError(f"the cluster cannot hold {workers.said()}: its nodes "
+                                     f"alive hold {fits}, and its autoscaler reports that no "
+                                     "node type it may start can (none, where it does not "
+                                     "autoscale)")
+            if time.monotonic() >= self._deadline:
                 raise PlacementError(
                     f"the autoscaler did not add room for {workers.said()} within "
                     f"--placement-timeout {self.timeout_s:g} s (the nodes alive hold {fits}): "
-                    "try again later, or raise the node types' max_workers", temporary=True)
+                    "try again later, or give the node types more max_workers (or a type "
+                    "that holds one)", temporary=True)
             if time.monotonic() - said >= PROGRESS_EVERY_S:
                 logger.info("waiting for the autoscaler: room for %d of %d %s(s) after %.0f s",
-                            fits, need, workers.kind, waited)
+                            fits, need, workers.kind, time.monotonic() - started)
                 said = time.monotonic()
             time.sleep(POLL_S)
         logger.info("the cluster holds %d of %s after %.0f s", fits, workers.said(),
                     time.monotonic() - started)
         return True
+
+    def _ask(self, workers: Workers) -> None:
+        """Ask anew for `workers` (a later wait asks for what it needs), the job's deadline
+        set by its first ask."""
+        self.release()
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.timeout_s
+        try:
+            self._request = _Request([dict(workers.bundle)] * workers.count)
+        except Exception as error:  # noqa: BLE001 - Ray's coordinator or the GCS, unreachable
+            raise PlacementError(f"could not ask the cluster's autoscaler for "
+                                 f"{workers.said()}: {error}", temporary=True) from error
+        logger.info("asking the cluster's autoscaler for %s; waiting up to %.0f s "
+                    "(--placement-timeout)", workers.said(),
+                    max(0.0, self._deadline - time.monotonic()))

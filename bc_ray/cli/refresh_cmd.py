@@ -50,7 +50,7 @@ def refresh(
     placement_timeout: Annotated[float, typer.Option(
         help="Seconds to wait, on a cluster that autoscales with no node that can run a task, "
              "for the one its autoscaler starts (the refresh is sized by the nodes alive); "
-             "without an autoscaler such a refresh is refused at once.")] = default_of(
+             "without an autoscaler, or with 0, such a refresh is refused at once.")] = default_of(
         RefreshConfig, "placement_timeout_s"),
     address: Annotated[Optional[str], typer.Option(help="Ray address (default: RAY_ADDRESS or "
                                                         "a local cluster).")] = None,

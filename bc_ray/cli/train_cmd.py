@@ -98,7 +98,8 @@ CheckpointEvery = Annotated[int, _help("Checkpoint every N epochs.")]
 MaxFailures = Annotated[int, _help("Worker-group restarts allowed.")]
 PlacementTimeout = Annotated[float, _help(
     "Seconds to wait, on a cluster that autoscales, for the nodes the workers need (asked of "
-    "its autoscaler); without an autoscaler a bump its nodes cannot place is refused at once.")]
+    "its autoscaler); without an autoscaler, or with 0, a bump its nodes cannot place is "
+    "refused at once.")]
 Seed = Annotated[int, _help("Random seed.")]
 RunName = Annotated[Optional[str], _help(
     "Name of the run: its Ray Train folder and the version's run_name (default: train-<time>, "

@@ -23,6 +23,7 @@ from bc_ray.core.transforms import make_transform
 from bc_ray.core.version import finish_version
 from bc_ray.exceptions import TrainingError
 from bc_ray.models.on_cluster import check_loads_on_cluster
+from bc_ray.placement import Placement
 from bc_ray.store.versions import Candidate, publish_version, register_candidate, reject_version
 from bc_ray.train.config import TrainJobConfig
 from bc_ray.train.gate import gate, score_candidate
@@ -32,7 +33,6 @@ from bc_ray.train.loop import (
     CHECKPOINT_PREFIX,
     train_loop_per_worker,
 )
-from bc_ray.placement import Placement
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 
 logger = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
+from bc_ray.exceptions import PlacementError
+from bc_ray.placement import Placement, Workers, placeable
 from bc_ray.store.store import Store
 from bc_ray.train.config import TrainJobConfig
 from bc_ray.train.loop import remove_orphaned_checkpoints
-from bc_ray.exceptions import PlacementError
-from bc_ray.placement import Placement, Workers, placeable
 
 if TYPE_CHECKING:
     from ray.train import Result

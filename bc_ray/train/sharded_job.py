@@ -65,6 +65,7 @@ from bc_ray.partition.edge_files import EdgeFiles, count_degrees_by_file
 from bc_ray.partition.first_seen import ages_need_edges, first_interactions
 from bc_ray.partition.model_source import ModelSource
 from bc_ray.partition.task_memory import MB, slot_memory
+from bc_ray.placement import Placement, Workers
 from bc_ray.store.snapshots import load_entities
 from bc_ray.store.state import StoreState, VersionRecord
 from bc_ray.store.store import Store
@@ -89,7 +90,6 @@ from bc_ray.train.loop import (
     report_epoch,
     start_worker,
 )
-from bc_ray.placement import Placement, Workers
 from bc_ray.train.runs import TrainOutcome, check_placement, run_config, run_trainer
 from bc_ray.train.sharded import ShardedRun, entity_graph, plan_owners, row_bytes
 from bc_ray.train.stored_targets import stored_target_rows
@@ -483,6 +483,26 @@ def _bump(bump: ShardedBump, rank: int, world: int, stages: _Stages) -> None:
         remove_folder(directory)
 
 
+def _worker_memory(job: TrainJobConfig, placement: Placement, owners: RowOwners,
+                   degrees: np.ndarray, width: int, aligned: bool) -> WorkerMemory:
+    """The workers' memory plan, after nodes with room for each worker's were asked of the
+    cluster's autoscaler, where one runs; where none came, the plan's refusal says what
+    helps, as temporary as the wait's."""
+    try:
+        placement.wait(Workers(job.num_workers, {
+            "CPU": job.cpus_per_worker,
+            "memory": float(peak_bytes(worker_state_bytes(owners, degrees, width)))}))
+    except PlacementError as waited:
+        try:
+            return plan_worker_memory(owners, degrees, width, job.cpus_per_worker, ray.nodes(),
+                                      aligned)
+        except ConfigError as refused:
+            raise PlacementError(f"{refused} ({waited})", temporary=waited.temporary) \
+                from refused
+    return plan_worker_memory(owners, degrees, width, job.cpus_per_worker, ray.nodes(),
+                              aligned)
+
+
 def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionRecord | None,
           spec: VersionSpec, method: Method, placement: Placement) -> ShardedBump:
     """Driver side: owners, the held-out split and what workers read, all of `state` (the
@@ -494,14 +514,7 @@ def _plan(job: TrainJobConfig, store: Store, state: StoreState, parent: VersionR
     width = row_bytes(spec, target_dim, job.train.id_optimizer)
     owners = plan_owners(files, job.num_workers, width, job.train.user_uniform,
                          degrees=degrees)
-    try:  # on a cluster that autoscales, nodes with room for each worker's memory
-        placement.wait(Workers(job.num_workers, {
-            "CPU": job.cpus_per_worker,
-            "memory": float(peak_bytes(worker_state_bytes(owners, degrees, width)))}))
-    except PlacementError:
-        pass  # none came: the plan refuses below, saying what helps
-    memory = plan_worker_memory(owners, degrees, width, job.cpus_per_worker, ray.nodes(),
-                                parent is not None)
+    memory = _worker_memory(job, placement, owners, degrees, width, parent is not None)
     held = held_out_split(files, degrees, job.holdout_days, job.holdout, job.train.seed,
                           job.max_eval_users)
     logger.info("sharded bump: %d workers, each holding up to %.0f MB of rows (asking Ray for "

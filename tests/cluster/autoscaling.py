@@ -6,8 +6,9 @@ up after --placement-timeout as a temporary error, its request standing while it
 `--use-gpu` worker asked for must start the GPU node; once the idle nodes are gone, a refresh of
 2-CPU tasks must wait for nodes to run them. Each withdraws its request when it ends.
 
-`v2-readonly`: a head running autoscaler v2 (`ray up`'s default) with no cluster config, whose
-monitor only mirrors the nodes, is no autoscaler: a bump it cannot hold is refused at once.
+`v2-readonly`: a head running autoscaler v2 with no cluster config (KubeRay's without
+autoscaling), whose monitor only mirrors the nodes: a bump it cannot hold is refused as soon as
+the monitor reports that no node type can, not after --placement-timeout.
 (v2 with the fake provider cannot start here: the wheel lacks the provider's default config.)
 
 Run by test_autoscaling.py in its own process (the test session's shared cluster stays up).
@@ -43,17 +44,17 @@ from bc_ray.data.snapshot import build_snapshot  # noqa: E402
 from bc_ray.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from bc_ray.exceptions import PlacementError, exit_status  # noqa: E402
 from bc_ray.models.graphsage.spec import VersionSpec  # noqa: E402
+from bc_ray.placement import (  # noqa: E402
+    Placement,
+    Workers,
+    autoscaler_running,
+)
 from bc_ray.refresh.config import RefreshConfig  # noqa: E402
 from bc_ray.refresh.job import run_refresh  # noqa: E402
 from bc_ray.store.snapshots import publish_snapshot  # noqa: E402
 from bc_ray.store.store import Store  # noqa: E402
 from bc_ray.train.config import GateConfig, TrainJobConfig  # noqa: E402
 from bc_ray.train.job import run_training  # noqa: E402
-from bc_ray.placement import (  # noqa: E402
-    Placement,
-    Workers,
-    autoscaler_running,
-)
 from bc_ray.train.runs import worker_resources  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
@@ -105,9 +106,18 @@ def publish(uri: str) -> None:
 
 def too_many(uri: str) -> dict:
     """3 workers of 2 CPUs, which the node types can never hold: the request stands while the
-    bump waits (read 2 s in), and is withdrawn when it gives up."""
+    bump waits (as read meanwhile), and is withdrawn when it gives up."""
     during: list = []
-    sampler = threading.Timer(2.0, lambda: during.append(requested()))
+
+    def read_while_waiting() -> None:
+        deadline = time.time() + 6
+        while time.time() < deadline:
+            during.append(requested())
+            if during[-1]:
+                return
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=read_while_waiting)
     sampler.start()
     try:
         run_training(job(uri, workers=3, timeout_s=6))
@@ -115,7 +125,7 @@ def too_many(uri: str) -> dict:
     except PlacementError as error:
         sampler.join()
         return {"raised": str(error), "exit_status": exit_status(error),
-                "request_during": during[0], "request_after": requested()}
+                "request_during": during[-1], "request_after": requested()}
 
 
 def bumps(uri: str) -> dict:
@@ -160,8 +170,9 @@ def refresh_from_zero(uri: str) -> dict:
 
 
 def readonly_v2(uri: str) -> dict:
-    """Autoscaler v2's monitor on a cluster with no config only mirrors the nodes: no
-    autoscaler runs, and a bump its nodes cannot hold is refused at once."""
+    """Autoscaler v2's monitor on a cluster with no config only mirrors the nodes: asked for
+    workers its nodes cannot hold, it reports that no node type can, and the bump is refused
+    then (its pods name their node type, as KubeRay's do)."""
     publish(uri)
     time.sleep(6)  # its first rounds report
     report: dict = {"autoscaler": autoscaler_running()}
@@ -184,8 +195,9 @@ def main(uri: str, mode: str) -> None:
         head.update(autoscaling_config=config.name, env_vars={
             "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
             "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID})
-    else:  # as `ray up` starts a head (every process of it runs v2), with no cluster config
-        os.environ["RAY_enable_autoscaler_v2"] = "1"
+    else:  # as KubeRay starts a head without autoscaling: every process of it runs v2
+        os.environ.update(RAY_enable_autoscaler_v2="1", RAY_NODE_TYPE_NAME="headgroup",
+                          RAY_CLOUD_INSTANCE_ID="bc-ray-head-0")
     cluster = Cluster(initialize_head=True, head_node_args=head)
     ray.init(address=cluster.address, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})

@@ -2,7 +2,7 @@
 for them, where before it was refused by the nodes alive; one its node types can never hold
 gives up after --placement-timeout as a temporary error (exit 75: the scheduler retries it). A
 refresh on the cluster scaled back to its head waits for nodes that can run its tasks. A head
-whose v2 monitor only mirrors its nodes is no autoscaler."""
+whose v2 monitor only mirrors its nodes refuses what they cannot hold."""
 
 import json
 import os
@@ -47,8 +47,9 @@ def test_a_bump_waits_for_the_nodes_the_autoscaler_starts(tmp_path):
     assert refresh["request_after"] == []
 
 
-def test_a_v2_monitor_without_a_cluster_config_is_no_autoscaler(tmp_path):
+def test_a_v2_monitor_that_only_mirrors_the_nodes_refuses_what_they_cannot_hold(tmp_path):
     report = _run(tmp_path, "v2-readonly")
-    assert report["autoscaler"] is False
-    # Refused at once, not after --placement-timeout (whose error says it waited).
-    assert "no autoscaler will add more" in report["raised"] and report["exit_status"] == 2
+    assert report["autoscaler"] is True  # a v2 monitor judges every request
+    # Refused as infeasible, not after --placement-timeout (whose error says it waited).
+    assert "no node type it may start can" in report["raised"]
+    assert report["exit_status"] == 2

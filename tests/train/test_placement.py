@@ -7,10 +7,10 @@ import pytest
 import ray
 
 from bc_ray.exceptions import PlacementError, exit_status
+from bc_ray.placement import Placement, Workers, autoscaler_running, placeable
 from bc_ray.refresh.config import RefreshConfig
 from bc_ray.refresh.job import check_task_placement
 from bc_ray.train.config import TrainJobConfig
-from bc_ray.placement import Placement, Workers, autoscaler_running, placeable
 from bc_ray.train.runs import check_placement, worker_resources
 
 
