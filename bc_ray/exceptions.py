@@ -112,7 +112,7 @@ class LeaseHeldError(BcRayError):
 
 
 class TrainingError(BcRayError):
-    """Training cannot start or went wrong (diverging loss, NaN inputs, impossible placement)."""
+    """Training cannot start or went wrong (diverging loss, NaN inputs)."""
 
 
 class PlacementError(BcRayError):

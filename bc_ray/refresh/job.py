@@ -400,8 +400,9 @@ def check_task_placement(config: RefreshConfig, placement: Placement) -> None:
         return
     gpu = " and a GPU" if config.use_gpu else ""
     raise PlacementError(f"no node of the cluster can run a refresh task of "
-                         f"{config.cpus_per_task:g} CPU{gpu}, and it has no autoscaler to start "
-                         "one: lower --cpus-per-task, or add such a node")
+                         f"{config.cpus_per_task:g} CPU{gpu}, and no autoscaler is asked to start "
+                         "one (none runs, or --placement-timeout is 0): lower --cpus-per-task, "
+                         "or add such a node")
 
 
 def run_refresh(config: RefreshConfig, before_commit: Callable[[], None] | None = None,

@@ -56,8 +56,8 @@ def check_placement(job: TrainJobConfig, placement: Placement) -> None:
         return
     resources = ray.cluster_resources()
     fits = placeable(workers.bundle, ray.nodes())
-    held = f"its nodes hold {fits} such worker(s) (a worker sits on one node) and no autoscaler " \
-           "will add more"
+    held = f"its nodes hold {fits} such worker(s) (a worker sits on one node), and no " \
+           "autoscaler is asked for more (none runs, or --placement-timeout is 0)"
     if job.use_gpu:
         raise PlacementError(f"--use-gpu with {job.num_workers} workers of "
                              f"{job.cpus_per_worker:g} CPU needs {job.num_workers} GPUs; the "

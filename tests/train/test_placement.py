@@ -42,7 +42,7 @@ def test_without_an_autoscaler_a_bump_the_nodes_cannot_hold_is_refused_at_once(r
     with Placement(timeout_s=600) as placement:
         assert placement.wait(Workers(2, {"CPU": 1}))
         assert not placement.wait(Workers(1, {"CPU": cpus + 1}))  # no waiting out the 600 s
-        with pytest.raises(PlacementError, match="no autoscaler will") as refused:
+        with pytest.raises(PlacementError, match="no autoscaler is asked") as refused:
             check_placement(TrainJobConfig(store="file:///x", num_workers=int(cpus) + 1),
                             placement)
         assert exit_status(refused.value) == 2
