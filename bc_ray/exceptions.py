@@ -116,9 +116,9 @@ class TrainingError(BcRayError):
 
 
 class PlacementError(BcRayError):
-    """The cluster cannot place a job's workers or tasks: at once where no autoscaler runs (the
-    same command meets it again), after `--placement-timeout` where one does (capacity may come
-    later)."""
+    """The cluster cannot place a job's workers or tasks: at once where no autoscaler runs, or
+    autoscaler v2 reports that no node type can (the same command meets it again); after
+    `--placement-timeout` where one runs (capacity may come later)."""
 
     def __init__(self, message: str, *, temporary: bool = False) -> None:
         super().__init__(message)

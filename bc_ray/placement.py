@@ -55,6 +55,8 @@ def placeable(bundle: dict[str, float], nodes: list[dict]) -> int:
     """How many `bundle`s the alive `nodes` (`ray.nodes()`) hold at once: a worker sits on one
     node, so a cluster's total is not enough where no single node has room."""
     asked = {key: value for key, value in bundle.items() if value > 0}
+    if not asked:  # it asks for nothing: any number fit
+        return 1 << 30
     count = 0
     for node in nodes:
         if node.get("Alive"):
@@ -73,12 +75,17 @@ def autoscaler_running() -> bool:
     the config's node types."""
     try:
         from ray.autoscaler.v2.utils import is_autoscaler_v2
-
+    except ImportError:  # another Ray: the nodes alive are all there is
+        return False
+    try:
         return is_autoscaler_v2(fetch_from_server=True) or _v1_autoscaler_running()
-    except Exception:  # noqa: BLE001 - another Ray: the nodes alive are all there is
+    except (ImportError, AttributeError):  # another Ray, as above
         logger.warning("cannot tell whether an autoscaler runs: the nodes alive are all there "
                        "is", exc_info=True)
         return False
+    except Exception as error:  # noqa: BLE001 - the GCS, busy or unreachable: later may do
+        raise PlacementError(f"cannot tell whether the cluster autoscales: {error}",
+                             temporary=True) from error
 
 
 def _v1_autoscaler_running() -> bool:
@@ -99,30 +106,50 @@ def _shape(bundle: Mapping[str, float]) -> tuple:
     return tuple(sorted((key, round(float(value), 3)) for key, value in bundle.items()))
 
 
-def _infeasible(bundles: list[dict[str, float]]) -> bool:
-    """Whether autoscaler v2 reported a request holding `bundles` as one no node type can
-    hold (v1 reports none: its waits run out instead)."""
-    from ray._raylet import GcsClient
+def _v2_status():
+    """Autoscaler v2's state as the GCS holds it (`GetClusterStatusReply`); None under v1."""
+    from ray._private.worker import global_worker
     from ray.autoscaler.v2.utils import is_autoscaler_v2
     from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
 
+    if not is_autoscaler_v2():
+        return None
+    reply = GetClusterStatusReply()
+    reply.ParseFromString(global_worker.gcs_client.get_cluster_status(timeout_s=CALL_TIMEOUT_S))
+    return reply
+
+
+def _infeasible(bundles: list[dict[str, float]], asked_at: int) -> bool:
+    """Whether autoscaler v2, in a round that saw the cluster's state as of `asked_at` (a
+    state version read once our request stood), reported our request, and only ours, as one
+    no node type can hold. A request merged with others' (the coordinator sends them as one)
+    proves nothing about ours: its wait runs out instead, as every wait under v1, which
+    reports none."""
     try:
-        if not is_autoscaler_v2():
-            return False
-        reply = GetClusterStatusReply()
-        reply.ParseFromString(GcsClient(ray.get_runtime_context().gcs_address)
-                              .get_cluster_status(timeout_s=CALL_TIMEOUT_S))
+        reply = _v2_status()
     except Exception:  # noqa: BLE001 - not known: the wait goes on
         logger.debug("cannot read the autoscaler's state", exc_info=True)
+        return False
+    if reply is None or reply.autoscaling_state.last_seen_cluster_resource_state_version \
+            < asked_at:
         return False
     ours = Counter(_shape(bundle) for bundle in bundles)
     for constraint in reply.autoscaling_state.infeasible_cluster_resource_constraints:
         asked: Counter = Counter()
         for by_count in constraint.resource_requests:
             asked[_shape(by_count.request.resources_bundle)] += by_count.count
-        if all(asked[shape] >= count for shape, count in ours.items()):
+        if asked == ours:
             return True
     return False
+
+
+def _state_version() -> int:
+    """The GCS's cluster state version now (0 under v1, or where it cannot be read)."""
+    try:
+        reply = _v2_status()
+    except Exception:  # noqa: BLE001 - then no report is trusted as ours
+        return 1 << 62
+    return 0 if reply is None else reply.cluster_resource_state.cluster_resource_state_version
 
 
 class _Request:
@@ -141,7 +168,12 @@ class _Request:
         self.requester = f"bc-ray-{uuid.uuid4().hex[:8]}"
         self.bundles = bundles
         self._coordinator = get_or_create_autoscaling_coordinator()
-        self._send()
+        try:
+            self._send()
+        except BaseException:  # it may still land: a cancel sent after it lands after it
+            self._coordinator.cancel_request.remote(self.requester)
+            raise
+        self.asked_at = _state_version()
         self._stop = threading.Event()
         self._renewing = threading.Thread(target=self._renew, name="placement-request",
                                           daemon=True)
@@ -175,12 +207,12 @@ class Placement:
     a request made of the autoscaler stands while the driver prepares (its passes may outlast
     the autoscaler's idle timeout, and the nodes would go before the work asks for them), and
     is withdrawn then (`release`; two standing requests would have it start nodes twice). One
-    `timeout_s` bounds all of a job's waits together."""
+    `timeout_s` bounds all of a job's waits together (not the driver's work between them)."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self._request: _Request | None = None
-        self._deadline: float | None = None
+        self._spent = 0.0  # in waits so far: the driver's work between them is not counted
 
     def __enter__(self) -> Placement:
         return self
@@ -202,47 +234,49 @@ class Placement:
     def wait(self, workers: Workers, enough: int | None = None) -> bool:
         """True once the alive nodes can hold `workers` (or `enough` of them); False at once
         where they cannot and no autoscaler runs, or `timeout_s` is 0 (the caller refuses in
-        its own words). On a cluster that autoscales it asks for all of them and waits,
-        saying how it goes."""
+        its own words). On a cluster that autoscales it asks for all of them (for `enough`,
+        where all are more than any node types hold) and waits, saying how it goes."""
         need = workers.count if enough is None else min(enough, workers.count)
         if need == 0 or placeable(workers.bundle, ray.nodes()) >= need:
             return True
         if self.timeout_s == 0 or not autoscaler_running():
             return False
-        self._ask(workers)
+        asked = self._ask(workers)
         started = said = time.monotonic()
-        while (fits := placeable(workers.bundle, ray.nodes())) < need:
-            if _infeasible(self._request.bundles):
-                raise PlacementError(f"the cluster cannot hold {workers.said()}: its nodes "
-                                     f"alive hold {fits}, and its autoscaler reports that no "
-                                     "node type it may start can (none, where it does not "
-                                     "autoscale)")
-            if time.monotonic() >= self._deadline:
-                raise PlacementError(
-                    f"the autoscaler did not add room for {workers.said()} within "
-                    f"--placement-timeout {self.timeout_s:g} s (the nodes alive hold {fits}): "
-                    "try again later, or give the node types more max_workers (or a type "
-                    "that holds one)", temporary=True)
-            if time.monotonic() - said >= PROGRESS_EVERY_S:
-                logger.info("waiting for the autoscaler: room for %d of %d %s(s) after %.0f s",
-                            fits, need, workers.kind, time.monotonic() - started)
-                said = time.monotonic()
-            time.sleep(POLL_S)
+        try:
+            while (fits := placeable(workers.bundle, ray.nodes())) < need:
+                if _infeasible(self._request.bundles, self._request.asked_at):
+                    if asked.count == need:
+                        raise PlacementError(
+                            f"the cluster cannot hold {asked.said()}: its nodes alive hold "
+                            f"{fits}, and its autoscaler reports that no node type it may "
+                            "start can (none, where it does not autoscale)")
+                    asked = self._ask(Workers(need, workers.bundle, workers.kind))
+                if time.monotonic() - started >= self.timeout_s - self._spent:
+                    raise PlacementError(
+                        f"the autoscaler did not add room for {asked.said()} within "
+                        f"--placement-timeout {self.timeout_s:g} s (the nodes alive hold "
+                        f"{fits}): try again later, or give the node types more max_workers "
+                        "(or a type that holds one)", temporary=True)
+                if time.monotonic() - said >= PROGRESS_EVERY_S:
+                    logger.info("waiting for the autoscaler: room for %d of %d %s(s) after "
+                                "%.0f s", fits, need, workers.kind, time.monotonic() - started)
+                    said = time.monotonic()
+                time.sleep(POLL_S)
+        finally:
+            self._spent += time.monotonic() - started
         logger.info("the cluster holds %d of %s after %.0f s", fits, workers.said(),
                     time.monotonic() - started)
         return True
 
-    def _ask(self, workers: Workers) -> None:
-        """Ask anew for `workers` (a later wait asks for what it needs), the job's deadline
-        set by its first ask."""
+    def _ask(self, workers: Workers) -> Workers:
+        """Ask anew for `workers` (a later wait asks for what it needs)."""
         self.release()
-        if self._deadline is None:
-            self._deadline = time.monotonic() + self.timeout_s
         try:
             self._request = _Request([dict(workers.bundle)] * workers.count)
         except Exception as error:  # noqa: BLE001 - Ray's coordinator or the GCS, unreachable
             raise PlacementError(f"could not ask the cluster's autoscaler for "
                                  f"{workers.said()}: {error}", temporary=True) from error
         logger.info("asking the cluster's autoscaler for %s; waiting up to %.0f s "
-                    "(--placement-timeout)", workers.said(),
-                    max(0.0, self._deadline - time.monotonic()))
+                    "(--placement-timeout)", workers.said(), self.timeout_s - self._spent)
+        return workers

@@ -35,6 +35,8 @@ class RefreshConfig:
             raise ConfigError(f"inference {self.inference!r} is not one of {INFERENCE}")
         if self.num_tasks < 1 or self.block_nodes < 1:
             raise ConfigError("--num-tasks and --block-nodes must be >= 1")
+        if not self.cpus_per_task > 0:
+            raise ConfigError(f"--cpus-per-task must be positive, got {self.cpus_per_task}")
         if not 0 <= self.placement_timeout_s < float("inf"):
             raise ConfigError(f"--placement-timeout must be a number of seconds >= 0, got "
                               f"{self.placement_timeout_s}")
