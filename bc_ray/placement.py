@@ -21,10 +21,14 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import ray
 
 from bc_ray.exceptions import PlacementError
+
+if TYPE_CHECKING:
+    from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
 
 logger = logging.getLogger(__name__)
 POLL_S = 1.0
@@ -106,7 +110,7 @@ def _shape(bundle: Mapping[str, float]) -> tuple:
     return tuple(sorted((key, round(float(value), 3)) for key, value in bundle.items()))
 
 
-def _v2_status():
+def _v2_status() -> GetClusterStatusReply | None:
     """Autoscaler v2's state as the GCS holds it (`GetClusterStatusReply`); None under v1."""
     from ray._private.worker import global_worker
     from ray.autoscaler.v2.utils import is_autoscaler_v2
